@@ -1,0 +1,77 @@
+"""Progress for long work that reads well on a terminal and in a log file.
+
+On a TTY one line is redrawn in place; anywhere else (a CloudWatch stream, a file)
+a full line is printed every `log_every` seconds, so logs stay grep-able.
+"""
+
+import sys
+import time
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class Progress:
+    """Counts work done out of `total` and reports rate and ETA.
+
+    `fmt` turns a count into text (e.g. `format_bytes`); `extra` in `update`
+    appends fields such as losses.
+    """
+
+    def __init__(self, total, label="", stream=None, log_every=10.0, fmt=str, start=0):
+        self.total = total
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.log_every = log_every
+        self.fmt = fmt
+        self.start_count = self.done = start
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, n=1, extra=""):
+        self.done += n
+        now = time.monotonic()
+        interval = 0.2 if self.tty else self.log_every
+        if now - self.last >= interval or self.done >= (self.total or float("inf")):
+            self.last = now
+            self._write(self.line(extra))
+
+    def line(self, extra=""):
+        elapsed = time.monotonic() - self.t0
+        rate = (self.done - self.start_count) / elapsed if elapsed > 0 else 0.0
+        parts = [self.label] if self.label else []
+        if self.total:
+            pct = 100.0 * self.done / self.total
+            parts.append(f"{self.fmt(self.done)}/{self.fmt(self.total)} ({pct:.0f}%)")
+            if rate > 0:
+                parts.append(f"ETA {format_duration((self.total - self.done) / rate)}")
+        else:
+            parts.append(self.fmt(self.done))
+        if extra:
+            parts.append(extra)
+        return "  ".join(parts)
+
+    def _write(self, text):
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self, extra=""):
+        self._write(self.line(extra))
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
