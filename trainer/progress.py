@@ -41,12 +41,13 @@ class Progress:
         self.t0 = self.last = time.monotonic()
 
     def update(self, n=1, extra=""):
+        """Count `n` more; `extra` may be a callable, evaluated only when a line is due."""
         self.done += n
         now = time.monotonic()
         interval = 0.2 if self.tty else self.log_every
         if now - self.last >= interval or self.done >= (self.total or float("inf")):
             self.last = now
-            self._write(self.line(extra))
+            self._write(self.line(extra() if callable(extra) else extra))
 
     def line(self, extra=""):
         elapsed = time.monotonic() - self.t0

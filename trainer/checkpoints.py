@@ -1,0 +1,114 @@
+"""Training checkpoints that are complete or invisible.
+
+A checkpoint is a folder `ckpt-<step>/` holding TensorFlow's checkpoint files
+(networks, optimizers, RNG), `state.json` (step, metrics history, the partial
+epoch's running sums) and, written last, `MANIFEST.json` naming every file with
+its size and SHA-256. Readers trust only the manifest: a folder without one, or
+whose files disagree with it, is skipped with a warning in favour of the
+previous complete checkpoint. Locally the folder is also built under a temp name
+and renamed into place; on S3 (trainer/s3sync.py) the manifest is uploaded last.
+"""
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from trainer.fsutil import atomic_dir
+
+MANIFEST = "MANIFEST.json"
+STATE = "state.json"
+TF_PREFIX = "tf"
+_NAME = re.compile(r"^ckpt-(\d{9})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:09d}"
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(folder: Path, step: int) -> dict:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    return {
+        "format": 1,
+        "step": step,
+        "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in files},
+    }
+
+
+def write_checkpoint(directory, step: int, tf_checkpoint, state: dict, keep: int) -> Path:
+    directory = Path(directory)
+    final = directory / checkpoint_name(step)
+    with atomic_dir(final) as tmp:
+        tf_checkpoint.write(str(tmp / TF_PREFIX))
+        (tmp / STATE).write_text(json.dumps(state))
+        (tmp / MANIFEST).write_text(json.dumps(build_manifest(tmp, step), indent=1))
+    prune(directory, keep)
+    return final
+
+
+def problem(folder: Path) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None if it is."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+        if manifest.get("step") != int(_NAME.match(folder.name).group(1)):
+            return "manifest names another step"
+    except FileNotFoundError:
+        return "no manifest (incomplete)"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "corrupted manifest"
+    if STATE not in files:
+        return "manifest lists no state.json"
+    for name, meta in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"missing file {name}"
+        if path.stat().st_size != meta.get("size") or file_digest(path) != meta.get("sha256"):
+            return f"file {name} does not match the manifest"
+    return None
+
+
+def checkpoint_folders(directory) -> list[tuple[int, Path]]:
+    """Every `ckpt-*` folder, newest first, complete or not."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(directory, warn=True) -> Path | None:
+    for _, folder in checkpoint_folders(directory):
+        reason = problem(folder)
+        if reason is None:
+            return folder
+        if warn:
+            print(f"warning: skipping checkpoint {folder}: {reason}; trying the previous one", file=sys.stderr)
+    return None
+
+
+def read_checkpoint(folder: Path, tf_checkpoint) -> dict:
+    tf_checkpoint.read(str(folder / TF_PREFIX)).assert_existing_objects_matched()
+    return json.loads((folder / STATE).read_text())
+
+
+def prune(directory, keep: int):
+    """Keep the newest `keep` checkpoints that have a manifest; drop all older folders."""
+    kept = 0
+    for _, folder in checkpoint_folders(directory):
+        # A manifest is enough here: folders are renamed into place whole, and
+        # readers still verify every file before loading.
+        if kept < keep and (folder / MANIFEST).is_file():
+            kept += 1
+        elif kept >= keep:
+            shutil.rmtree(folder, ignore_errors=True)

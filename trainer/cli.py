@@ -1,0 +1,66 @@
+"""`python -m trainer ...`: train, generate (and the commands other modules add)."""
+
+import click
+
+from trainer.config import MODELS, PRESETS, TrainConfig
+from trainer.errors import UsageError, run_cli
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="gankit")
+def cli():
+    """gankit trainer: train GANs and generate images from exported generators."""
+
+
+@cli.command()
+@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
+@click.option("--output-dir", required=True, help="Where metrics, samples, plots and generator/ go.")
+@click.option("--data-dir", default=None, help="Folder with the dataset's canonical files (default: cache, system copy, download).")
+@click.option("--model", type=click.Choice(MODELS), default="cgan", show_default=True, help="cgan (conditional) or dcgan.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+              help="seed: the book's network; default: ours, better images per GPU-second.")
+@click.option("--epochs", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Images per step [preset: seed 32, default 128].")
+@click.option("--z-dim", type=int, default=None, help="Length of the noise vector [preset: seed 96, default 100].")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [preset: 2e-4].")
+@click.option("--beta1", type=float, default=None, help="Adam beta1 [preset: seed 0.35, default 0.5].")
+@click.option("--smooth", type=float, default=None, help="One-sided label smoothing [preset: 0.1].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (results repeat exactly on CPU).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps in all (across resumes).")
+@click.option("--checkpoint-dir", default=None, help="[default: OUTPUT_DIR/checkpoints]")
+@click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True, help="Checkpoint at least this often.")
+@click.option("--keep-checkpoints", type=int, default=3, show_default=True)
+@click.option("--image-size", type=int, default=None, help="Resize images to this square size (folder datasets: default 64).")
+@click.option("--channels", type=int, default=None, help="1 (grey) or 3 (RGB) (folder datasets: default 3).")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]), default="auto",
+              show_default=True, help="auto: mixed precision on GPUs that support it, float32 on CPU.")
+@click.option("--xla", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Compile the step with XLA (auto: on GPUs).")
+def train(**options):
+    """Train a GAN; running the same command again resumes from the last checkpoint."""
+    from trainer.train import train as run
+
+    run(TrainConfig(**options))
+
+
+@cli.command()
+@click.argument("generator_dir", type=click.Path())
+@click.option("--class", "target_class", default=None, help="Class index or name (e.g. 7 or sneaker); omit for a mix.")
+@click.option("--count", type=int, default=None, help="How many images (.npy output; default 100).")
+@click.option("--rows", type=int, default=None, help="Grid rows (.png output).")
+@click.option("--cols", type=int, default=None, help="Grid columns (.png output).")
+@click.option("--seed", type=int, default=None, help="Random seed for repeatable images.")
+@click.option("--out", required=True, type=click.Path(), help="X.npy: uint8 array (N, H, W, C); X.png: a grid.")
+def generate(generator_dir, target_class, count, rows, cols, seed, out):
+    """Make images with an exported generator."""
+    from trainer.generate import generate_to_file
+
+    path = generate_to_file(generator_dir, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed)
+    click.echo(f"wrote {path}")
+
+
+def main(argv=None):
+    run_cli(cli, argv, prog_name="python -m trainer")
+
+
+__all__ = ["cli", "main", "UsageError"]

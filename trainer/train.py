@@ -1,0 +1,203 @@
+"""The training loop: data in, checkpoints, samples, metrics and a generator out.
+
+Read `train()` top to bottom; everything it calls does one job.
+"""
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import trainer
+from trainer import checkpoints, plots
+from trainer.config import TrainConfig
+from trainer.errors import UsageError
+from trainer.fsutil import atomic_write_text, ensure_writable_dir
+from trainer.progress import Progress, format_duration
+
+
+def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
+    """Train (or resume) the run `cfg` describes; returns its summary.
+
+    `stop_requested` is polled after every step (SIGTERM sets it): the loop then
+    writes a checkpoint at once and returns with summary["stopped"] = True.
+    """
+    import tensorflow as tf
+
+    from trainer.data import load_dataset
+    from trainer.device import configure
+    from trainer.export import Generator, export_generator
+    from trainer.models import build_discriminator, build_generator
+    from trainer.train_step import make_optimizer, make_train_step
+
+    cfg = cfg.resolve()
+    out = ensure_writable_dir(cfg.output_dir, "--output-dir")
+    ckpt_dir = ensure_writable_dir(cfg.checkpoint_dir, "--checkpoint-dir")
+    data = load_dataset(cfg.dataset, cfg.data_dir, "train", cfg.image_size, cfg.channels)
+    num_classes = _num_classes(cfg, data)
+    steps_per_epoch = len(data.images) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise UsageError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(data.images)} images); use a smaller batch")
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    setup = configure(cfg.precision, cfg.xla, cfg.seed)
+
+    image_shape = data.images.shape[1:]
+    generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes)
+    discriminator = build_discriminator(cfg.preset, image_shape, num_classes)
+    g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
+    d_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
+    g_opt.build(generator.trainable_variables)
+    d_opt.build(discriminator.trainable_variables)
+    rng = tf.random.Generator.from_seed(cfg.seed)
+    tf_ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt, rng=rng)
+    train_step = make_train_step(generator, discriminator, g_opt, d_opt, rng, z_dim=cfg.z_dim, num_classes=num_classes,
+                                 smooth=cfg.smooth, z_distribution=cfg.z_distribution, jit_compile=setup.jit_compile)
+
+    state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
+    latest = checkpoints.latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        state = checkpoints.read_checkpoint(latest, tf_ckpt)
+        log(f"resuming from {latest} at step {state['step']}")
+    _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
+    meta = _generator_meta(cfg, data, num_classes, image_shape)
+    _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps)
+    log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
+        f"for {total_steps} steps of {cfg.batch_size} on {setup.device}, {setup.precision}{', XLA' if setup.jit_compile else ''}")
+
+    def save_checkpoint():
+        checkpoints.write_checkpoint(ckpt_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints)
+
+    progress = Progress(total_steps, label="train", start=state["step"])
+    last_checkpoint = time.monotonic()
+    stopped = False
+    while state["step"] < total_steps and not stopped:
+        epoch = state["step"] // steps_per_epoch
+        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+        sums = tf.constant(state["epoch_sums"], tf.float32)
+        t0 = time.monotonic() - state["epoch_seconds"]
+        batches = _epoch_batches(data, cfg.batch_size, cfg.seed, epoch, state["step"] - epoch * steps_per_epoch, epoch_end - epoch * steps_per_epoch)
+        for images, labels in batches:
+            sums += train_step(images, labels)  # stays on the device: no sync per step
+            state["step"] += 1
+            state["epoch_steps"] += 1
+            progress.update(extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
+            if stop_requested() or time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
+                state["epoch_sums"], state["epoch_seconds"] = sums.numpy().tolist(), time.monotonic() - t0
+                save_checkpoint()
+                last_checkpoint = time.monotonic()
+                if stop_requested():
+                    stopped = True
+                    break
+        if stopped:
+            break
+        seconds = time.monotonic() - t0
+        d_loss, g_loss = (sums / max(state["epoch_steps"], 1)).numpy().tolist()
+        row = {"epoch": epoch + 1, "step": state["step"], "d_loss": d_loss, "g_loss": g_loss,
+               "images_per_sec": state["epoch_steps"] * cfg.batch_size / max(seconds, 1e-9), "seconds": seconds}
+        state["history"].append(row)
+        state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
+        _end_of_epoch(out, Generator(generator, meta), row, state["history"], cfg.seed)
+        save_checkpoint()
+        last_checkpoint = time.monotonic()
+        log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  "
+            f"{row['images_per_sec']:.0f} img/s  {format_duration(seconds)}")
+    progress.close()
+
+    if stopped:
+        log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
+    else:
+        export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        log(f"done: {state['step']} steps; generator in {out / 'generator'}")
+    return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
+            "output_dir": str(out)}
+
+
+def _num_classes(cfg, data) -> int:
+    if cfg.model == "dcgan":
+        return 0
+    if not data.conditional:
+        raise UsageError(f"dataset {data.name} has no classes, so it cannot train a cgan; use --model dcgan "
+                         "(or put the images in one subfolder per class)")
+    return data.num_classes
+
+
+def _epoch_batches(data, batch_size, seed, epoch, first, last):
+    """Batches `first`..`last`-1 of `epoch`, in an order fixed by (seed, epoch) so a resumed run sees the same data."""
+    import tensorflow as tf
+
+    order = np.random.default_rng([seed, epoch]).permutation(len(data.images))
+    labels = data.labels if data.labels is not None else np.zeros(len(data.images), np.int64)
+
+    def batches():
+        for b in range(first, last):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            yield data.images[idx], labels[idx]
+
+    signature = (tf.TensorSpec((batch_size, *data.images.shape[1:]), tf.uint8), tf.TensorSpec((batch_size,), tf.int64))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+
+
+def _progress_text(epoch, epochs, sums, steps):
+    d_loss, g_loss = (sums / max(steps, 1)).numpy().tolist()
+    return f"epoch {epoch + 1}/{epochs}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}"
+
+
+def _end_of_epoch(out: Path, generator, row, history, seed):
+    _write_metrics(out, history)
+    plots.save_epoch_grid(generator, out / "samples", row["epoch"], seed)
+    plots.save_progress_gif(out / "samples")
+    plots.save_loss_plot(history, out / "losses.png")
+
+
+def _write_metrics(out: Path, history):
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+
+
+def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
+    return {
+        "dataset": data.name,
+        "class_names": list(data.class_names) if num_classes else [],
+        "conditional": num_classes > 0,
+        "model": cfg.model,
+        "preset": cfg.preset,
+        "z_dim": cfg.z_dim,
+        "z_distribution": cfg.z_distribution,
+        "image_shape": list(image_shape),
+        "value_range": [-1.0, 1.0],
+        "steps": 0,
+        "trainer_version": trainer.__version__,
+    }
+
+
+def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps):
+    import tensorflow as tf
+
+    info = {
+        "config": cfg.to_dict(),
+        "device": setup.device,
+        "precision": setup.precision,
+        "xla": setup.jit_compile,
+        "host": platform.node(),
+        "tensorflow": tf.__version__,
+        "trainer_version": trainer.__version__,
+        "dataset_size": len(data.images),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+    }
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2))
+
+
+def _float32_copy(generator, cfg, image_shape, num_classes):
+    """The generator rebuilt in float32, so an export loads and runs anywhere, CPUs included."""
+    import keras
+
+    from trainer.models import build_generator
+
+    if keras.mixed_precision.global_policy().name == "float32":
+        return generator
+    keras.mixed_precision.set_global_policy("float32")
+    copy = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes)
+    copy.set_weights(generator.get_weights())
+    return copy
