@@ -39,6 +39,7 @@ class Progress:
         self.fmt = fmt
         self.start_count = self.done = start
         self.t0 = self.last = time.monotonic()
+        self.shown = None  # the count last written, so close() never repeats a line
 
     def update(self, n=1, extra=""):
         """Count `n` more; `extra` may be a callable, evaluated only when a line is due."""
@@ -65,6 +66,7 @@ class Progress:
         return "  ".join(parts)
 
     def _write(self, text):
+        self.shown = self.done
         if self.tty:
             self.stream.write("\r\033[K" + text)
         else:
@@ -72,7 +74,8 @@ class Progress:
         self.stream.flush()
 
     def close(self, extra=""):
-        self._write(self.line(extra))
+        if self.shown != self.done or extra:
+            self._write(self.line(extra))
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
