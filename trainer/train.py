@@ -74,40 +74,41 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     stopped = False
     while state["step"] < total_steps and not stopped:
         epoch = state["step"] // steps_per_epoch
-        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+        first, last = state["step"] - epoch * steps_per_epoch, min(total_steps - epoch * steps_per_epoch, steps_per_epoch)
         sums = tf.constant(state["epoch_sums"], tf.float32)
         t0 = time.monotonic() - state["epoch_seconds"]
-        batches = _epoch_batches(data, cfg.batch_size, cfg.seed, epoch, state["step"] - epoch * steps_per_epoch, epoch_end - epoch * steps_per_epoch)
-        for images, labels in batches:
+        for images, labels in _epoch_batches(data, cfg.batch_size, cfg.seed, epoch, first, last):
             sums += train_step(images, labels)  # stays on the device: no sync per step
             state["step"] += 1
             state["epoch_steps"] += 1
             progress.update(extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
-            if stop_requested() or time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
-                state["epoch_sums"], state["epoch_seconds"] = sums.numpy().tolist(), time.monotonic() - t0
+            stopped = stop_requested()
+            if stopped or time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
+                state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
                 save_checkpoint()
                 last_checkpoint = time.monotonic()
-                if stop_requested():
-                    stopped = True
+                if stopped:
                     break
         if stopped:
             break
-        seconds = time.monotonic() - t0
-        d_loss, g_loss = (sums / max(state["epoch_steps"], 1)).numpy().tolist()
-        row = {"epoch": epoch + 1, "step": state["step"], "d_loss": d_loss, "g_loss": g_loss,
-               "images_per_sec": state["epoch_steps"] * cfg.batch_size / max(seconds, 1e-9), "seconds": seconds}
-        state["history"].append(row)
-        state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
-        _end_of_epoch(out, Generator(generator, meta), row, state["history"], cfg.seed)
+        state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
+        row = _epoch_row(epoch, state, cfg.batch_size)
+        if state["epoch_steps"] == steps_per_epoch:
+            # A whole epoch joins the history; a partial one (--max-steps) stays
+            # in the running sums, so a longer rerun finishes that same epoch.
+            state["history"].append(row)
+            state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
+        _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, cfg.batch_size), cfg.seed)
         save_checkpoint()
         last_checkpoint = time.monotonic()
-        log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  "
-            f"{row['images_per_sec']:.0f} img/s  {format_duration(seconds)}")
+        log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
+            f"{row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     progress.close()
 
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
     else:
+        _write_metrics(out, _metric_rows(state, cfg.batch_size))
         export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
         log(f"done: {state['step']} steps; generator in {out / 'generator'}")
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
@@ -139,16 +140,30 @@ def _epoch_batches(data, batch_size, seed, epoch, first, last):
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
 
 
+def _epoch_row(epoch, state, batch_size) -> dict:
+    steps, seconds = state["epoch_steps"], state["epoch_seconds"]
+    d_loss, g_loss = (x / max(steps, 1) for x in state["epoch_sums"])
+    return {"epoch": epoch + 1, "step": state["step"], "d_loss": d_loss, "g_loss": g_loss,
+            "images_per_sec": steps * batch_size / max(seconds, 1e-9), "seconds": seconds}
+
+
+def _metric_rows(state, batch_size) -> list[dict]:
+    """metrics.jsonl: every whole epoch, plus the partial one a --max-steps run ended in."""
+    if state["epoch_steps"] == 0:
+        return state["history"]
+    return state["history"] + [_epoch_row(len(state["history"]), state, batch_size)]
+
+
 def _progress_text(epoch, epochs, sums, steps):
     d_loss, g_loss = (sums / max(steps, 1)).numpy().tolist()
     return f"epoch {epoch + 1}/{epochs}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}"
 
 
-def _end_of_epoch(out: Path, generator, row, history, seed):
-    _write_metrics(out, history)
-    plots.save_epoch_grid(generator, out / "samples", row["epoch"], seed)
+def _end_of_epoch(out: Path, generator, epoch_number, rows, seed):
+    _write_metrics(out, rows)
+    plots.save_epoch_grid(generator, out / "samples", epoch_number, seed)
     plots.save_progress_gif(out / "samples")
-    plots.save_loss_plot(history, out / "losses.png")
+    plots.save_loss_plot(rows, out / "losses.png")
 
 
 def _write_metrics(out: Path, history):

@@ -1,0 +1,66 @@
+"""Checkpoints are complete or invisible, and broken ones are skipped for the previous."""
+
+import json
+
+import pytest
+import tensorflow as tf
+
+from trainer import checkpoints
+
+
+def tf_state(value):
+    return tf.train.Checkpoint(v=tf.Variable([value, value], dtype=tf.float32))
+
+
+def write(directory, step, keep=3, value=None):
+    return checkpoints.write_checkpoint(directory, step, tf_state(float(step if value is None else value)), {"step": step}, keep)
+
+
+def test_round_trip_restores_variables_and_state(tmp_path):
+    folder = write(tmp_path, 7, value=3.5)
+    target = tf_state(0.0)
+    state = checkpoints.read_checkpoint(folder, target)
+    assert state == {"step": 7}
+    assert target.v.numpy().tolist() == [3.5, 3.5]
+    manifest = json.loads((folder / checkpoints.MANIFEST).read_text())
+    assert set(manifest["files"]) == {p.name for p in folder.iterdir()} - {checkpoints.MANIFEST}
+
+
+def test_latest_is_newest_complete_and_old_ones_are_pruned(tmp_path):
+    for step in (1, 2, 3, 4, 5):
+        write(tmp_path, step, keep=2)
+    assert [s for s, _ in checkpoints.checkpoint_folders(tmp_path)] == [5, 4]
+    assert checkpoints.latest_checkpoint(tmp_path).name == "ckpt-000000005"
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda f: (f / checkpoints.MANIFEST).unlink(), "no manifest"),
+    (lambda f: (f / checkpoints.MANIFEST).write_text("{not json"), "corrupted manifest"),
+    (lambda f: (f / "tf.index").unlink(), "missing file tf.index"),
+    (lambda f: (f / checkpoints.STATE).write_text('{"step": 999}'), "does not match"),
+])
+def test_broken_newest_checkpoint_is_skipped_with_a_warning(tmp_path, capsys, damage, reason):
+    write(tmp_path, 1)
+    damage(write(tmp_path, 2))
+    assert checkpoints.latest_checkpoint(tmp_path).name == "ckpt-000000001"
+    assert reason in capsys.readouterr().err
+
+
+def test_a_crash_while_writing_leaves_nothing_visible(tmp_path):
+    write(tmp_path, 1)
+
+    class Boom(Exception):
+        pass
+
+    class Exploding:
+        def write(self, prefix):
+            raise Boom()
+
+    with pytest.raises(Boom):
+        checkpoints.write_checkpoint(tmp_path, 2, Exploding(), {"step": 2}, keep=3)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000001"]
+    assert checkpoints.latest_checkpoint(tmp_path).name == "ckpt-000000001"
+
+
+def test_no_checkpoints_means_none(tmp_path):
+    assert checkpoints.latest_checkpoint(tmp_path / "missing") is None
