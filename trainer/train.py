@@ -24,14 +24,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     `stop_requested` is polled after every step (SIGTERM sets it): the loop then
     writes a checkpoint at once and returns with summary["stopped"] = True.
     """
-    import tensorflow as tf
-
     from trainer.data import load_dataset
-    from trainer.device import configure
-    from trainer.export import Generator, export_generator
-    from trainer.models import build_discriminator, build_generator
-    from trainer.train_step import make_optimizer, make_train_step
 
+    # Validate everything cheap before TensorFlow's seconds-long import.
     cfg = cfg.resolve()
     out = ensure_writable_dir(cfg.output_dir, "--output-dir")
     ckpt_dir = ensure_writable_dir(cfg.checkpoint_dir, "--checkpoint-dir")
@@ -41,6 +36,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     if steps_per_epoch == 0:
         raise UsageError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(data.images)} images); use a smaller batch")
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+
+    import tensorflow as tf
+
+    from trainer.device import configure
+    from trainer.export import Generator, export_generator
+    from trainer.models import build_discriminator, build_generator
+    from trainer.train_step import make_optimizer, make_train_step
+
     setup = configure(cfg.precision, cfg.xla, cfg.seed)
 
     image_shape = data.images.shape[1:]

@@ -1,0 +1,176 @@
+"""End-to-end training on tiny synthetic data: outputs, export, generate, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import trainer
+from tests.data_helpers import make_idx_dataset, make_image_folder
+from trainer.config import TrainConfig
+from trainer.errors import UsageError
+from trainer.train import train
+
+pytestmark = pytest.mark.slow
+CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ROW_KEYS = {"epoch", "step", "d_loss", "g_loss", "images_per_sec", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def config(tmp_path, data_dir, **overrides):
+    values = dict(dataset="mnist", data_dir=str(data_dir), output_dir=str(tmp_path / "run"), epochs=2, batch_size=16)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def cgan_run(tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("cgan")
+    summary = train(config(out, mnist_dir), log=quiet)
+    return Path(summary["output_dir"]), summary
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cgan_run_writes_every_output(cgan_run):
+    run, summary = cgan_run
+    assert summary["steps"] == 8 and not summary["stopped"]  # 64 images / 16 = 4 steps x 2 epochs
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2] and [r["step"] for r in rows] == [4, 8]
+    assert all(set(r) == ROW_KEYS and np.isfinite(r["d_loss"]) and r["images_per_sec"] > 0 for r in rows)
+    grid = Image.open(run / "samples" / "epoch-0002.png")
+    assert grid.size[1] > 10 * 28  # one row per class
+    gif = Image.open(run / "samples" / "progress.gif")
+    assert gif.n_frames == 2
+    assert Image.open(run / "losses.png").size[0] > 100
+    meta = json.loads((run / "generator" / "generator.json").read_text())
+    assert meta["class_names"] == list("0123456789") or len(meta["class_names"]) == 10
+    assert meta["z_dim"] == 100 and meta["image_shape"] == [28, 28, 1] and meta["steps"] == 8
+    assert meta["preset"] == "default" and meta["dataset"] == "mnist" and meta["trainer_version"] == trainer.__version__
+    assert json.loads((run / "run.json").read_text())["total_steps"] == 8
+    assert len(list((run / "checkpoints").glob("ckpt-*"))) == 2
+
+
+def test_exported_generator_round_trip(cgan_run):
+    run, _ = cgan_run
+    gen = trainer.load_generator(run / "generator")
+    by_index = gen.generate(3, count=5, seed=1)
+    name = gen.class_names[3]
+    by_name = gen.generate(name, count=5, seed=1)
+    assert by_index.dtype == np.uint8 and by_index.shape == (5, 28, 28, 1)
+    np.testing.assert_array_equal(by_index, by_name)  # same class, same seed, same images
+    assert not np.array_equal(by_index, gen.generate(4, count=5, seed=1))
+    mixed = gen.generate(None, count=20, seed=0)
+    assert mixed.shape == (20, 28, 28, 1)
+    assert gen.grid(seed=0).size == gen.grid(seed=0).size
+    with pytest.raises(UsageError, match="unknown class"):
+        gen.generate("dragon", count=1)
+    with pytest.raises(UsageError, match="out of range"):
+        gen.generate(10, count=1)
+
+
+def test_generate_command_writes_npy_and_png(cgan_run, tmp_path):
+    run, _ = cgan_run
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([
+            "generate", str(run / "generator"), "--class", "7", "--count", "12", "--seed", "0",
+            "--out", str(tmp_path / "sevens.npy"),
+        ])
+    assert done.value.code == 0
+    arr = np.load(tmp_path / "sevens.npy")
+    assert arr.shape == (12, 28, 28, 1) and arr.dtype == np.uint8
+    np.testing.assert_array_equal(arr, trainer.load_generator(run / "generator").generate(7, 12, seed=0))
+    with pytest.raises(SystemExit) as done:
+        main(["generate", str(run / "generator"), "--class", "2", "--rows", "2", "--cols", "3", "--out", str(tmp_path / "g.png")])
+    assert done.value.code == 0 and Image.open(tmp_path / "g.png").size[0] > 3 * 28
+
+
+def test_dcgan_seed_preset_is_unconditional(tmp_path, mnist_dir):
+    summary = train(config(tmp_path, mnist_dir, model="dcgan", preset="seed", max_steps=3), log=quiet)
+    run = Path(summary["output_dir"])
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [3]  # the partial epoch --max-steps ended in
+    gen = trainer.load_generator(run / "generator")
+    assert not gen.conditional and gen.meta["z_dim"] == 96
+    images = gen.generate(count=4, seed=0)
+    assert images.shape == (4, 28, 28, 1)
+    with pytest.raises(UsageError, match="unconditional"):
+        gen.generate(3, count=1)
+
+
+@pytest.mark.parametrize("model", ["cgan", "dcgan"])
+def test_image_folder_64x64_rgb(tmp_path, model):
+    folder = make_image_folder(tmp_path / "faces", classes=("cats", "dogs"), n=4, size=(80, 70))
+    summary = train(TrainConfig(dataset=f"folder:{folder}", output_dir=str(tmp_path / "run"), model=model,
+                                epochs=1, batch_size=4, image_size=64, channels=3), log=quiet)
+    gen = trainer.load_generator(Path(summary["output_dir"]) / "generator")
+    assert gen.generate(count=2, seed=0).shape == (2, 64, 64, 3)
+    assert gen.conditional == (model == "cgan")
+    if model == "cgan":
+        assert gen.class_names == ["cats", "dogs"]
+
+
+def test_stop_and_resume_match_an_uninterrupted_run(tmp_path, mnist_dir):
+    straight = train(config(tmp_path / "a", mnist_dir, epochs=3), log=quiet)
+
+    steps = {"n": 0}
+
+    def stop_after_five():
+        steps["n"] += 1
+        return steps["n"] >= 5  # mid-epoch 2
+
+    cfg = config(tmp_path / "b", mnist_dir, epochs=3)
+    first = train(cfg, stop_requested=stop_after_five, log=quiet)
+    assert first["stopped"] and first["steps"] == 5
+    assert (Path(cfg.output_dir) / "checkpoints" / "ckpt-000000005").is_dir()
+    resumed = train(cfg, log=quiet)
+    assert resumed["steps"] == straight["steps"] == 12
+
+    a, b = (trainer.load_generator(Path(r["output_dir"]) / "generator") for r in (straight, resumed))
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    losses = lambda run: [(r["epoch"], r["step"], r["d_loss"], r["g_loss"]) for r in read_metrics(Path(run["output_dir"]))]
+    assert losses(straight) == losses(resumed)
+
+
+def test_killed_run_resumes_to_the_same_total(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+           "--output-dir", str(out), "--epochs", "6", "--batch-size", "16", "--checkpoint-minutes", "0.0001"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(int(p.name[5:]) >= 6 for p in (out / "checkpoints").glob("ckpt-*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from trainer.checkpoints import checkpoint_folders, latest_checkpoint, problem
+
+    assert latest_checkpoint(out / "checkpoints") is not None
+    assert all(problem(f) is None for _, f in checkpoint_folders(out / "checkpoints"))  # never a partial one
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    rows = read_metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[-1]["step"] == 24
+    assert trainer.load_generator(out / "generator").meta["steps"] == 24

@@ -1,0 +1,83 @@
+"""Bad input: one line naming the problem, exit 2, no traceback, nothing written."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.data_helpers import make_idx_dataset
+
+ROOT = Path(__file__).parents[1]
+
+
+def trainer_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def assert_usage_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), n_train=32, n_test=16)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dataset", "imagenet"], ["imagenet"]),
+    (["--dataset", "mnist", "--epochs", "0"], ["--epochs", "positive"]),
+    (["--dataset", "mnist", "--batch-size", "-3"], ["--batch-size"]),
+    (["--dataset", "mnist", "--lr", "5"], ["--lr"]),
+    (["--dataset", "mnist", "--image-size", "30"], ["--image-size", "multiple of 4"]),
+    (["--dataset", "mnist", "--epochs", "many"], ["--epochs"]),
+    (["--dataset", "mnist", "--batch-size", "1000"], ["--batch-size", "larger than the dataset"]),
+])
+def test_bad_training_options(tmp_path, data_dir, args, words):
+    out = tmp_path / "run"
+    result = trainer_cli("train", "--output-dir", str(out), "--data-dir", str(data_dir), *args)
+    assert_usage_error(result, *words)
+    assert not (out / "generator").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_unwritable_output_dir(tmp_path, data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = trainer_cli("train", "--dataset", "mnist", "--data-dir", str(data_dir), "--output-dir", str(blocker / "run"))
+    assert_usage_error(result, "--output-dir", "not writable")
+
+
+def test_missing_and_corrupt_data_files(tmp_path, data_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = trainer_cli("train", "--dataset", "mnist", "--data-dir", str(empty), "--output-dir", str(tmp_path / "a"))
+    assert_usage_error(result, str(empty))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in Path(data_dir).iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    result = trainer_cli("train", "--dataset", "mnist", "--data-dir", str(broken), "--output-dir", str(tmp_path / "b"))
+    assert_usage_error(result, "train-images-idx3-ubyte.gz")
+
+
+def test_generate_from_a_folder_that_is_not_a_generator(tmp_path):
+    result = trainer_cli("generate", str(tmp_path), "--out", str(tmp_path / "x.png"))
+    assert_usage_error(result, "not an exported generator")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_needs_npy_or_png(tmp_path):
+    result = trainer_cli("generate", str(tmp_path), "--out", str(tmp_path / "x.gif"))
+    assert_usage_error(result, ".npy", ".png")
+
+
+def test_usage_errors_are_one_line_too():
+    assert_usage_error(trainer_cli("train"), "--dataset")
