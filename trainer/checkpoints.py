@@ -67,6 +67,12 @@ def problem(folder: Path) -> str | None:
         return "no manifest (incomplete)"
     except (ValueError, KeyError, TypeError, AttributeError):
         return "corrupted manifest"
+    return problem_with_files(folder, manifest)
+
+
+def problem_with_files(folder: Path, manifest: dict) -> str | None:
+    """Why the files in `folder` disagree with `manifest`, or None if they agree."""
+    files = manifest["files"]
     if STATE not in files:
         return "manifest lists no state.json"
     for name, meta in files.items():

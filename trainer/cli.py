@@ -3,7 +3,7 @@
 import click
 
 from trainer.config import MODELS, PRESETS, TrainConfig
-from trainer.errors import UsageError, run_cli
+from trainer.errors import Stopped, UsageError, run_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,9 +38,25 @@ def cli():
               help="Compile the step with XLA (auto: on GPUs).")
 def train(**options):
     """Train a GAN; running the same command again resumes from the last checkpoint."""
+    train_until_stopped(TrainConfig(**options))
+
+
+def train_until_stopped(cfg: TrainConfig) -> dict:
+    """Train, turning SIGTERM into a checkpoint and a clean stop (spot interruptions, `launcher stop`)."""
+    import signal
+    import threading
+
     from trainer.train import train as run
 
-    run(TrainConfig(**options))
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        summary = run(cfg, stop_requested=stop.is_set)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary["stopped"]:
+        raise Stopped(f"stopped by SIGTERM at step {summary['steps']}; a checkpoint is written and the same command resumes")
+    return summary
 
 
 @cli.command()

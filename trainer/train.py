@@ -25,12 +25,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     writes a checkpoint at once and returns with summary["stopped"] = True.
     """
     from trainer.data import load_dataset
+    from trainer.storage import prepare
 
     # Validate everything cheap before TensorFlow's seconds-long import.
     cfg = cfg.resolve()
-    out = ensure_writable_dir(cfg.output_dir, "--output-dir")
-    ckpt_dir = ensure_writable_dir(cfg.checkpoint_dir, "--checkpoint-dir")
-    data = load_dataset(cfg.dataset, cfg.data_dir, "train", cfg.image_size, cfg.channels)
+    storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
+    out = ensure_writable_dir(storage.output_dir, "--output-dir")
+    ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
+    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
     num_classes = _num_classes(cfg, data)
     steps_per_epoch = len(data.images) // cfg.batch_size
     if steps_per_epoch == 0:
@@ -70,7 +72,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         f"for {total_steps} steps of {cfg.batch_size} on {setup.device}, {setup.precision}{', XLA' if setup.jit_compile else ''}")
 
     def save_checkpoint():
-        checkpoints.write_checkpoint(ckpt_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints)
+        storage.after_checkpoint(checkpoints.write_checkpoint(ckpt_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints))
 
     progress = Progress(total_steps, label="train", start=state["step"])
     last_checkpoint = time.monotonic()
@@ -103,6 +105,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
         _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, cfg.batch_size), cfg.seed)
         save_checkpoint()
+        storage.publish_outputs()
         last_checkpoint = time.monotonic()
         log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
             f"{row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
@@ -113,9 +116,10 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     else:
         _write_metrics(out, _metric_rows(state, cfg.batch_size))
         export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
-        log(f"done: {state['step']} steps; generator in {out / 'generator'}")
+        storage.publish_outputs()
+        log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator")
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
-            "output_dir": str(out)}
+            "output_dir": str(out), "output_uri": storage.output_uri}
 
 
 def _num_classes(cfg, data) -> int:

@@ -1,0 +1,155 @@
+"""S3 transfers done once: retries, multipart, progress, and clear failures.
+
+boto3's transfer manager does multipart and concurrency; botocore's "standard"
+retry mode retries throttling and 5xx answers with backoff. A transfer that
+still fails raises a one-line `GankitError`.
+"""
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+from trainer.errors import GankitError, UsageError
+from trainer.progress import Progress, format_bytes
+
+MAX_ATTEMPTS = 8
+
+
+def is_s3(path) -> bool:
+    return str(path).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """s3://bucket/a/b -> ("bucket", "a/b")."""
+    bucket, _, key = str(uri)[len("s3://"):].partition("/")
+    if not bucket:
+        raise UsageError(f"{uri} is not an S3 URI; write s3://BUCKET/PREFIX")
+    return bucket, key.strip("/")
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+@functools.lru_cache(maxsize=None)
+def client():
+    import boto3
+    from botocore.config import Config
+
+    # AWS_ENDPOINT_URL (a moto server in tests) is honoured by boto3 itself.
+    return boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}))
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
+
+
+def _fail(action, uri, e):
+    raise GankitError(f"S3 {action} {uri} failed after {MAX_ATTEMPTS} attempts: {e}") from None
+
+
+def _transfer_errors():
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, S3UploadFailedError)
+
+
+def list_objects(uri: str) -> dict[str, int]:
+    """Keys below `uri` (relative to it) -> size."""
+    bucket, prefix = split_s3(uri)
+    prefix = prefix + "/" if prefix else ""
+    found = {}
+    try:
+        for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                found[obj["Key"][len(prefix):]] = obj["Size"]
+    except _transfer_errors() as e:
+        _fail("listing of", uri, e)
+    return found
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """An object's bytes, or None if there is no such object."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(uri)
+    try:
+        return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        _fail("read of", uri, e)
+    except _transfer_errors() as e:
+        _fail("read of", uri, e)
+
+
+def upload_file(local, uri: str, callback=None):
+    bucket, key = split_s3(uri)
+    try:
+        client().upload_file(str(local), bucket, key, Config=_transfer_config(), Callback=callback)
+    except _transfer_errors() as e:
+        _fail(f"upload of {local} to", uri, e)
+
+
+def download_file(uri: str, local, callback=None):
+    """Download to a temp file beside `local`, then rename: complete or absent."""
+    bucket, key = split_s3(uri)
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+    os.close(fd)
+    try:
+        client().download_file(bucket, key, tmp, Config=_transfer_config(), Callback=callback)
+        os.replace(tmp, local)
+    except _transfer_errors() as e:
+        os.unlink(tmp)
+        _fail("download of", uri, e)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def download_prefix(uri: str, local_dir, label="download") -> Path:
+    """Mirror everything below `uri` into `local_dir`, skipping files already there at the same size."""
+    local_dir = Path(local_dir)
+    wanted = {k: size for k, size in list_objects(uri).items() if k and not k.endswith("/")}
+    todo = {k: s for k, s in wanted.items() if not ((local_dir / k).is_file() and (local_dir / k).stat().st_size == s)}
+    if todo:
+        progress = Progress(sum(todo.values()), label=label, fmt=format_bytes)
+        for key in sorted(todo):
+            download_file(join(uri, key), local_dir / key, callback=progress.update)
+        progress.close()
+    return local_dir
+
+
+def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
+    """Upload the files of `local_dir` below `uri`; names in `last` go after all others.
+
+    `sent` (a dict kept by the caller) remembers each file's (size, mtime), so
+    calling again uploads only what changed since.
+    """
+    local_dir = Path(local_dir)
+    files = [p for p in sorted(local_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    files.sort(key=lambda p: p.name in last)  # stable: the `last` ones move to the end
+    for path in files:
+        rel = path.relative_to(local_dir).as_posix()
+        stamp = (path.stat().st_size, path.stat().st_mtime_ns)
+        if skip(rel) or (sent is not None and sent.get(rel) == stamp):
+            continue
+        upload_file(path, join(uri, rel))
+        if sent is not None:
+            sent[rel] = stamp
+
+
+def delete_prefix(uri: str):
+    bucket, prefix = split_s3(uri)
+    keys = [{"Key": f"{prefix}/{k}"} for k in list_objects(uri)]
+    for i in range(0, len(keys), 1000):
+        try:
+            client().delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
+        except _transfer_errors() as e:
+            _fail("delete of", uri, e)

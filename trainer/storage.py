@@ -1,0 +1,125 @@
+"""Where a run reads and writes: local folders, mirrored to S3 when given s3:// paths.
+
+The training loop only ever sees local folders. For an `s3://` data dir the
+files are staged into the cache first; for an `s3://` output or checkpoint dir
+a local folder stands in, and this module keeps S3 in step with it:
+checkpoints are uploaded file by file with their manifest last (readers trust
+only the manifest), outputs after every epoch, the generator with its
+`generator.json` last.
+"""
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import checkpoints, s3
+from trainer.fsutil import atomic_dir
+
+
+def cache_root() -> Path:
+    import os
+
+    return Path(os.environ.get("GANKIT_CACHE") or Path.home() / ".cache" / "gankit")
+
+
+def local_stand_in(uri: str, kind: str) -> Path:
+    """A stable local folder for an S3 prefix, so a restart on the same machine reuses it."""
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return cache_root() / "staging" / f"{kind}-{digest}"
+
+
+@dataclass
+class Storage:
+    data_dir: str | None
+    output_dir: str
+    checkpoint_dir: str
+    output_uri: str | None = None
+    checkpoint_uri: str | None = None
+    keep: int = 3
+    _sent: dict = field(default_factory=dict)
+
+    def after_checkpoint(self, folder: Path):
+        if self.checkpoint_uri:
+            push_checkpoint(folder, self.checkpoint_uri, self.keep)
+
+    def publish_outputs(self):
+        if self.output_uri:
+            s3.upload_dir(self.output_dir, self.output_uri, last=("generator.json",),
+                          skip=lambda rel: rel.startswith("checkpoints/"), sent=self._sent)
+
+
+def prepare(cfg) -> Storage:
+    """Stage S3 data and the newest complete S3 checkpoint; return the local folders to use."""
+    data_dir = cfg.data_dir
+    if data_dir and s3.is_s3(data_dir):
+        data_dir = str(s3.download_prefix(data_dir, local_stand_in(data_dir, "data"), label="staging data"))
+    output_uri = cfg.output_dir if s3.is_s3(cfg.output_dir) else None
+    output_dir = str(local_stand_in(output_uri, "output")) if output_uri else cfg.output_dir
+    checkpoint_uri = cfg.checkpoint_dir if s3.is_s3(cfg.checkpoint_dir) else None
+    checkpoint_dir = str(local_stand_in(checkpoint_uri, "checkpoints")) if checkpoint_uri else cfg.checkpoint_dir
+    if checkpoint_uri:
+        pull_latest_checkpoint(checkpoint_uri, Path(checkpoint_dir))
+    return Storage(data_dir, output_dir, checkpoint_dir, output_uri, checkpoint_uri, cfg.keep_checkpoints)
+
+
+def remote_checkpoints(uri: str) -> list[tuple[int, str]]:
+    """(step, name) of every remote checkpoint folder, newest first."""
+    names = {key.split("/", 1)[0] for key in s3.list_objects(uri) if "/" in key}
+    found = [(int(n[5:]), n) for n in names if checkpoints._NAME.match(n)]
+    return sorted(found, reverse=True)
+
+
+def pull_latest_checkpoint(uri: str, local_dir: Path) -> Path | None:
+    """Download the newest complete remote checkpoint unless a local one is as new."""
+    local_latest = checkpoints.latest_checkpoint(local_dir, warn=False)
+    local_step = int(local_latest.name[5:]) if local_latest else -1
+    for step, name in remote_checkpoints(uri):
+        if step <= local_step:
+            return local_latest
+        raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
+        try:
+            files = json.loads(raw)["files"] if raw is not None else None
+        except (ValueError, KeyError, TypeError):
+            files = None
+        if not files:
+            _warn(uri, name, "no manifest (incomplete upload)" if raw is None else "corrupted manifest")
+            continue
+        target = local_dir / name
+        try:
+            with atomic_dir(target) as tmp:
+                for file in files:
+                    s3.download_file(s3.join(uri, name, file), tmp / file)
+                (tmp / checkpoints.MANIFEST).write_bytes(raw)
+                reason = checkpoints.problem_with_files(tmp, json.loads(raw))
+                if reason:
+                    raise _Skip(reason)
+        except _Skip as e:
+            _warn(uri, name, str(e))
+            continue
+        except Exception as e:  # a listed file that cannot be fetched
+            _warn(uri, name, f"cannot download its files ({e})")
+            continue
+        return target
+    return local_latest
+
+
+def push_checkpoint(folder: Path, uri: str, keep: int):
+    """Upload a checkpoint with its manifest last, then drop remote ones beyond `keep`."""
+    s3.upload_dir(folder, s3.join(uri, folder.name), last=(checkpoints.MANIFEST,))
+    complete = 0
+    for step, name in remote_checkpoints(uri):
+        if complete >= keep:
+            s3.delete_prefix(s3.join(uri, name))
+        elif s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST)) is not None:
+            complete += 1
+
+
+class _Skip(Exception):
+    pass
+
+
+def _warn(uri, name, reason):
+    print(f"warning: skipping checkpoint {uri.rstrip('/')}/{name}: {reason}; trying the previous one", file=sys.stderr)
+
