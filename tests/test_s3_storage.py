@@ -1,0 +1,135 @@
+"""S3 transfers and checkpoint mirroring against moto: manifest last, retries, broken uploads skipped."""
+
+import json
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+
+from trainer import checkpoints, s3, storage
+from trainer.errors import GankitError
+
+BUCKET = "gankit-test"
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3.client.cache_clear()
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield f"s3://{BUCKET}"
+    s3.client.cache_clear()
+
+
+class FakeCheckpoint:
+    """Stands in for tf.train.Checkpoint: writes the two files TensorFlow writes."""
+
+    def __init__(self, payload=b"weights"):
+        self.payload = payload
+
+    def write(self, prefix):
+        open(prefix + ".index", "wb").write(b"index")
+        open(prefix + ".data-00000-of-00001", "wb").write(self.payload)
+
+
+def make_checkpoint(directory, step):
+    return checkpoints.write_checkpoint(directory, step, FakeCheckpoint(b"w%d" % step), {"step": step}, keep=10)
+
+
+def keys(uri):
+    return sorted(s3.list_objects(uri))
+
+
+def test_push_puts_the_manifest_last_and_prunes(bucket, tmp_path, monkeypatch):
+    uploaded = []
+    real_upload = s3.upload_file
+    monkeypatch.setattr(s3, "upload_file", lambda local, uri, callback=None: (uploaded.append(uri), real_upload(local, uri))[1])
+    uri = bucket + "/runs/j1/checkpoints"
+    for step in (1, 2, 3):
+        storage.push_checkpoint(make_checkpoint(tmp_path, step), uri, keep=2)
+    assert uploaded[3].endswith("ckpt-000000001/MANIFEST.json")  # after state.json and both tf files
+    assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000003", "ckpt-000000002"]
+
+
+def test_pull_takes_the_newest_complete_checkpoint(bucket, tmp_path, capsys):
+    uri = bucket + "/runs/j2/checkpoints"
+    for step in (1, 2, 3, 4):
+        storage.push_checkpoint(make_checkpoint(tmp_path / "src", step), uri, keep=10)
+    client = boto3.client("s3")
+    prefix = "runs/j2/checkpoints"
+    client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000004/MANIFEST.json")  # upload cut short
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000003/MANIFEST.json", Body=b"{broken")
+    client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000002/tf.index")  # a file gone missing
+    got = storage.pull_latest_checkpoint(uri, tmp_path / "dst")
+    assert got.name == "ckpt-000000001"
+    assert checkpoints.problem(got) is None
+    assert json.loads((got / "state.json").read_text()) == {"step": 1}
+    err = capsys.readouterr().err
+    assert "ckpt-000000004: no manifest" in err and "ckpt-000000003: corrupted manifest" in err
+    assert "ckpt-000000002: cannot download" in err
+    # Nothing partial was left behind locally.
+    assert [p.name for p in (tmp_path / "dst").iterdir()] == ["ckpt-000000001"]
+
+
+def test_pull_keeps_a_newer_local_checkpoint(bucket, tmp_path):
+    uri = bucket + "/runs/j3/checkpoints"
+    storage.push_checkpoint(make_checkpoint(tmp_path / "src", 1), uri, keep=3)
+    local = make_checkpoint(tmp_path / "dst", 5)
+    assert storage.pull_latest_checkpoint(uri, tmp_path / "dst") == local
+
+
+def answer_503_first(client, times, operation="PutObject"):
+    calls = {"n": 0}
+
+    class Raw:
+        def stream(self, **_):
+            yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    def handler(request, **_):
+        calls["n"] += 1
+        if calls["n"] <= times:
+            return AWSResponse(request.url, 503, {}, Raw())
+        return None
+
+    client.meta.events.register(f"before-send.s3.{operation}", handler)
+    return calls
+
+
+def test_throttled_uploads_are_retried(bucket, tmp_path):
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 1000)
+    calls = answer_503_first(s3.client(), times=3)
+    s3.upload_file(src, bucket + "/a/f.bin")
+    assert calls["n"] == 4
+    assert s3.read_bytes(bucket + "/a/f.bin") == b"x" * 1000
+
+
+def test_uploads_fail_clearly_after_retries_and_leave_local_checkpoint(bucket, tmp_path, monkeypatch):
+    monkeypatch.setattr(s3, "MAX_ATTEMPTS", 2)
+    s3.client.cache_clear()
+    folder = make_checkpoint(tmp_path, 7)
+    answer_503_first(s3.client(), times=100)
+    with pytest.raises(GankitError, match="failed after 2 attempts"):
+        storage.push_checkpoint(folder, bucket + "/runs/j4/checkpoints", keep=3)
+    assert checkpoints.problem(folder) is None
+
+
+def test_download_prefix_mirrors_and_skips_what_is_there(bucket, tmp_path):
+    client = boto3.client("s3")
+    for name in ("a.gz", "sub/b.gz"):
+        client.put_object(Bucket=BUCKET, Key=f"datasets/x/{name}", Body=name.encode())
+    local = s3.download_prefix(bucket + "/datasets/x", tmp_path / "x")
+    assert (local / "sub" / "b.gz").read_bytes() == b"sub/b.gz"
+    calls = answer_503_first(s3.client(), times=0, operation="GetObject")
+    s3.download_prefix(bucket + "/datasets/x", tmp_path / "x")
+    assert calls["n"] == 0  # nothing fetched twice
+
+
+def test_missing_object_reads_as_none(bucket):
+    assert s3.read_bytes(bucket + "/nothing/here") is None
+    assert keys(bucket + "/nothing") == []
