@@ -1,0 +1,278 @@
+"""Finding, downloading and checking dataset files, against a local HTTP server only."""
+
+import dataclasses
+import gzip
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trainer.data.catalog as catalog
+from tests.data_helpers import IDX_FILES, make_idx_dataset
+from trainer.data import load_dataset
+from trainer.data.fetch import cache_root, download_urls, load_split
+from trainer.data.idx import read_idx, write_idx
+from trainer.errors import UsageError
+
+DEAD_URL = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connection is refused at once
+
+
+@pytest.fixture
+def server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www; `.requests` lists the paths asked for."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    httpd.root, httpd.requests = root, requests
+    httpd.url = f"http://127.0.0.1:{httpd.server_port}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def md5(path):
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def spec_for(base, folder, split_files=IDX_FILES, prefix="", with_md5=True, with_sha256=True, **changes):
+    """`base` (a catalog entry) re-pointed at the synthetic files in `folder`: their shapes and checksums."""
+    splits = {}
+    for split, names in split_files.items():
+        files = []
+        for name in names:
+            array = read_idx(folder / name)
+            files.append(catalog.IdxFile(
+                prefix + name, array.shape,
+                md5=md5(folder / name) if with_md5 else None,
+                sha256=hashlib.sha256(array.tobytes()).hexdigest() if with_sha256 else None))
+        splits[split] = tuple(files)
+    return dataclasses.replace(base, splits=splits, **changes)
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    return make_idx_dataset(tmp_path / "synthetic", num_classes=10, n_train=40, n_test=20)
+
+
+def publish(server, folder, dataset="zalando"):
+    """Put the synthetic files where a mirror serves them: <mirror>/<dataset>/<file>."""
+    (server.root / dataset).mkdir(exist_ok=True)
+    for f in folder.iterdir():
+        (server.root / dataset / f.name).write_bytes(f.read_bytes())
+
+
+def cache_files():
+    folder = cache_root() / "datasets"
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_download_verifies_caches_and_then_stays_offline(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    log = io.StringIO()
+    images, labels = load_split(spec, "train", mirror=server.url, stream=log)
+    np.testing.assert_array_equal(images, read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    assert labels.dtype == np.int64 and len(labels) == 40
+    assert cache_files() == ["zalando/train-images-idx3-ubyte.gz", "zalando/train-labels-idx1-ubyte.gz"]
+    assert md5(cache_root() / "datasets/zalando/train-images-idx3-ubyte.gz") == md5(synthetic / "train-images-idx3-ubyte.gz")
+    assert server.requests == ["/zalando/train-images-idx3-ubyte.gz", "/zalando/train-labels-idx1-ubyte.gz"]
+    progress = log.getvalue()
+    assert "downloading train-images-idx3-ubyte.gz" in progress and "(100%)" in progress and "KiB" in progress
+
+    # Second time: from the cache, with the network gone.
+    again, _ = load_split(spec, "train", mirror=DEAD_URL, stream=log)
+    np.testing.assert_array_equal(again, images)
+    assert len(server.requests) == 2
+
+    # The test split is fetched when first asked for, and only it.
+    load_split(spec, "test", mirror=server.url, stream=log)
+    assert server.requests[2:] == ["/zalando/t10k-images-idx3-ubyte.gz", "/zalando/t10k-labels-idx1-ubyte.gz"]
+
+
+def test_mirror_from_the_environment_and_load_dataset(server, synthetic, monkeypatch, capsys):
+    monkeypatch.setitem(catalog.CATALOG, "mnist", spec_for(catalog.MNIST, synthetic))
+    monkeypatch.setenv("GANKIT_DATA_MIRROR", server.url + "/")
+    publish(server, synthetic, "mnist")
+    data = load_dataset("mnist", split="test")
+    assert data.images.shape == (20, 28, 28, 1) and data.class_names == tuple("0123456789")
+    assert server.requests == ["/mnist/t10k-images-idx3-ubyte.gz", "/mnist/t10k-labels-idx1-ubyte.gz"]
+    assert "downloading t10k-images-idx3-ubyte.gz" in capsys.readouterr().err
+
+
+def test_checksum_mismatch_is_an_error_and_leaves_nothing(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    images_file = dataclasses.replace(spec.splits["train"][0], md5="0" * 32)
+    spec = dataclasses.replace(spec, splits={"train": (images_file, spec.splits["train"][1])})
+    publish(server, synthetic)
+    with pytest.raises(UsageError) as e:
+        load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    message = str(e.value)
+    assert "cannot download zalando's train-images-idx3-ubyte.gz" in message
+    assert f"checksum mismatch: md5 {md5(synthetic / 'train-images-idx3-ubyte.gz')}, the publisher lists {'0' * 32}" in message
+    assert "--data-dir" in message
+    assert cache_files() == []  # no half-written or unverified file, not even a hidden temp file
+
+
+def test_404_is_a_clear_error(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match=r"cannot download zalando's train-images-idx3-ubyte.gz: "
+                                         r"http://127\.0\.0\.1:\d+/zalando/train-images-idx3-ubyte\.gz: HTTP 404"):
+        load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    assert cache_files() == []
+
+
+def test_unreachable_host_is_a_clear_error(synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match="cannot download .*refused.*check the network"):
+        load_split(spec, "train", mirror=DEAD_URL, stream=io.StringIO())
+    assert cache_files() == []
+
+
+def test_publisher_urls_are_tried_in_order(server, synthetic):
+    publish(server, synthetic)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None, urls=(DEAD_URL, server.url + "/zalando/"))
+    assert download_urls(spec) == spec.urls
+    images, _ = load_split(spec, "train", stream=io.StringIO())
+    assert len(images) == 40 and len(server.requests) == 2
+
+
+def test_a_corrupted_cache_copy_is_refused(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    cached = cache_root() / "datasets/zalando/train-images-idx3-ubyte.gz"
+    images = read_idx(cached)
+    images[0, 0, 0] ^= 1  # valid structure, wrong content
+    write_idx(cached, images)
+    with pytest.raises(UsageError, match=r"train-images-idx3-ubyte\.gz is not the published .*decoded sha256 .*"
+                                         r"delete it and run again to re-download"):
+        load_split(spec, "train", mirror=server.url)
+    write_idx(cached, images[:10])
+    with pytest.raises(UsageError, match=r"holds a 10x28x28 array, not the published 40x28x28"):
+        load_split(spec, "train", mirror=server.url)
+
+
+def test_system_copy_is_used_when_the_cache_is_empty(tmp_path, synthetic, monkeypatch):
+    system = tmp_path / "system"
+    (system / "fashion-mnist").mkdir(parents=True)
+    for f in synthetic.iterdir():  # recompressed, as Debian's are: other .gz bytes, same arrays
+        (system / "fashion-mnist" / f.name).write_bytes(gzip.compress(gzip.decompress(f.read_bytes()), 9, mtime=1))
+    monkeypatch.setenv("GANKIT_SYSTEM_DATASETS", str(system))
+    spec = spec_for(catalog.ZALANDO, synthetic)
+    assert md5(system / "fashion-mnist/train-images-idx3-ubyte.gz") != spec.splits["train"][0].md5
+    images, _ = load_split(spec, "train", mirror=DEAD_URL)
+    np.testing.assert_array_equal(images, read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    assert cache_files() == []  # read in place, not copied
+
+    # A cache copy wins over the system's.
+    cache = cache_root() / "datasets/zalando"
+    write_idx(cache / "train-images-idx3-ubyte.gz", images)
+    write_idx(cache / "train-labels-idx1-ubyte.gz", read_idx(synthetic / "train-labels-idx1-ubyte.gz"))
+    (system / "fashion-mnist/train-images-idx3-ubyte.gz").write_bytes(b"broken, but never read")
+    assert len(load_split(spec, "train", mirror=DEAD_URL)[0]) == 40
+
+    # A damaged system copy (and an empty cache) is an error that says how to repair it.
+    for f in cache.iterdir():
+        f.unlink()
+    with pytest.raises(UsageError, match=r"fashion-mnist/train-images-idx3-ubyte.gz.*reinstall"):
+        load_split(spec, "train", mirror=DEAD_URL)
+
+
+def test_data_dir_is_the_only_place_looked_when_given(tmp_path, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic)
+    with pytest.raises(UsageError, match=r"--data-dir .*nowhere is not a folder"):
+        load_split(spec, "train", data_dir=tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match=rf"{empty} has no train-images-idx3-ubyte.gz \(the zalando train split\)"):
+        load_split(spec, "train", data_dir=empty, mirror=DEAD_URL)
+    # Uncompressed copies are fine too.
+    plain = tmp_path / "plain"
+    for name in IDX_FILES["train"]:
+        write_idx(plain / name.removesuffix(".gz"), read_idx(synthetic / name))
+    assert load_split(spec, "train", data_dir=plain)[0].shape == (40, 28, 28)
+
+
+def test_data_dir_with_the_published_shape_must_hold_the_published_data(tmp_path, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic)
+    own = tmp_path / "own"
+    labels = read_idx(synthetic / "train-labels-idx1-ubyte.gz")
+    write_idx(own / "train-images-idx3-ubyte.gz", read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    write_idx(own / "train-labels-idx1-ubyte.gz", (labels + 1) % 10)
+    with pytest.raises(UsageError, match=r"train-labels-idx1-ubyte.gz is not the published .*replace it with an intact copy"):
+        load_split(spec, "train", data_dir=own)
+    # Another size is your own data: checked by structure only.
+    write_idx(own / "train-images-idx3-ubyte.gz", read_idx(synthetic / "train-images-idx3-ubyte.gz")[:30])
+    write_idx(own / "train-labels-idx1-ubyte.gz", labels[:30])
+    assert load_split(spec, "train", data_dir=own)[1].shape == (30,)
+
+
+def emnist_archive(tmp_path):
+    """A stand-in for NIST's gzip.zip: the balanced files among others, in a gzip/ folder."""
+    source = make_idx_dataset(tmp_path / "emnist-src", num_classes=47, n_train=50, n_test=47)
+    archive = tmp_path / "gzip.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("gzip/", "")
+        z.writestr("gzip/emnist-letters-train-images-idx3-ubyte.gz", b"not ours")
+        for f in sorted(source.iterdir()):
+            z.write(f, f"gzip/emnist-balanced-{f.name}")
+    return source, archive
+
+
+def test_emnist_archive_is_verified_extracted_and_dropped(tmp_path, server):
+    source, archive = emnist_archive(tmp_path)
+    (server.root / "emnist").mkdir()
+    (server.root / "emnist/gzip.zip").write_bytes(archive.read_bytes())
+    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
+                    archive=catalog.Archive("gzip.zip", md5(archive)))
+    images, labels = load_split(spec, "test", mirror=server.url, stream=io.StringIO())
+    assert images.shape == (47, 28, 28) and sorted(labels) == list(range(47))
+    assert cache_files() == sorted(f"emnist/emnist-balanced-{n}" for names in IDX_FILES.values() for n in names)
+    assert server.requests == ["/emnist/gzip.zip"]
+    assert len(load_split(spec, "train", mirror=DEAD_URL)[0]) == 50  # extracted with the first split
+
+    # A wrong archive is refused before anything is extracted.
+    for f in (cache_root() / "datasets/emnist").iterdir():
+        f.unlink()
+    bad = dataclasses.replace(spec, archive=catalog.Archive("gzip.zip", "f" * 32))
+    with pytest.raises(UsageError, match="gzip.zip: checksum mismatch"):
+        load_split(bad, "test", mirror=server.url, stream=io.StringIO())
+    assert cache_files() == []
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch, synthetic):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("GANKIT_CACHE", str(blocker / "cache"))
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match="cannot create the dataset cache .*set GANKIT_CACHE"):
+        load_split(spec, "train", mirror=DEAD_URL)
+
+
+def test_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.delenv("GANKIT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg/gankit"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home/.cache/gankit"

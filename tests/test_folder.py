@@ -1,0 +1,119 @@
+"""folder:PATH datasets: layout, resizing, channels and every bad-folder error."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.data_helpers import make_image_folder
+from trainer.data import load_dataset
+from trainer.data.folder import load_folder
+from trainer.errors import UsageError
+
+
+def test_one_subfolder_per_class_is_conditional(tmp_path):
+    folder = make_image_folder(tmp_path / "pets", classes=("dogs", "cats", "birds"), n=3, size=(40, 30))
+    data = load_dataset(f"folder:{folder}")
+    assert data.name == f"folder:{folder}"
+    assert data.class_names == ("birds", "cats", "dogs")  # sorted, whatever order they were made in
+    assert data.conditional and data.num_classes == 3
+    assert data.images.shape == (9, 64, 64, 3) and data.images.dtype == np.uint8
+    assert data.labels.dtype == np.int64 and data.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # The pictures really are the files of their folders: compare colours of the centre 30x30.
+    for k, name in enumerate(data.class_names):
+        source = np.asarray(Image.open(folder / name / "000.png"), np.float64)[:, 5:35]
+        assert np.abs(data.images[3 * k].mean(axis=(0, 1)) - source.mean(axis=(0, 1))).max() < 3
+
+
+def test_flat_folder_is_unconditional(tmp_path):
+    folder = make_image_folder(tmp_path / "faces", classes=(), n=5, size=(30, 30))
+    (folder / "notes.txt").write_text("not a picture, ignored")
+    (folder / ".DS_Store").write_bytes(b"\0\1")
+    data = load_dataset(f"folder:{folder}", image_size=32, channels=1)
+    assert data.labels is None and not data.conditional and data.class_names == () and data.num_classes == 0
+    assert data.images.shape == (5, 32, 32, 1)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_any_picture_mode_becomes_the_asked_channels(tmp_path, mode, channels):
+    folder = make_image_folder(tmp_path / "x", classes=("a",), n=2, size=(20, 20), mode=mode if mode != "CMYK" else "RGB")
+    if mode == "CMYK":
+        Image.open(folder / "a/000.png").convert("CMYK").save(folder / "a/000.jpg")
+        (folder / "a/000.png").unlink()
+    images, labels, names = load_folder(folder, image_size=16, channels=channels)
+    assert images.shape == (2, 16, 16, channels) and labels.tolist() == [0, 0] and names == ("a",)
+
+
+def test_non_square_pictures_are_centre_cropped_not_squashed(tmp_path):
+    # 90x30: a red square in the middle third, blue on both sides.
+    picture = np.zeros((30, 90, 3), np.uint8)
+    picture[:, :30] = picture[:, 60:] = (0, 0, 255)
+    picture[:, 30:60] = (255, 0, 0)
+    (tmp_path / "wide").mkdir()
+    Image.fromarray(picture).save(tmp_path / "wide" / "p.png")
+    images, _, _ = load_folder(tmp_path / "wide", image_size=16, channels=3)
+    red, blue = images[0, ..., 0].mean(), images[0, ..., 2].mean()
+    assert red > 240 and blue < 15
+
+
+def test_data_dir_holds_the_pictures(tmp_path):
+    folder = make_image_folder(tmp_path / "staged", classes=("a", "b"), n=2)
+    data = load_dataset("folder:/where/the/user/had/them", data_dir=folder, image_size=16)
+    assert data.class_names == ("a", "b") and data.images.shape == (4, 16, 16, 3)
+
+
+def test_hidden_subfolders_are_ignored(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    make_image_folder(folder / ".ipynb_checkpoints", classes=(), n=1)
+    assert load_folder(folder, 16, 3)[2] == ("a", "b")
+
+
+def error(tmp_path, path, **kwargs):
+    with pytest.raises(UsageError) as e:
+        load_dataset(f"folder:{path}", **kwargs)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_missing_path_and_file_instead_of_folder(tmp_path):
+    assert f"image folder {tmp_path / 'nope'} does not exist" in error(tmp_path, tmp_path / "nope")
+    (tmp_path / "f.png").write_bytes(b"x")
+    assert "is not a folder" in error(tmp_path, tmp_path / "f.png")
+
+
+def test_no_pictures(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("hi")
+    assert f"image folder {tmp_path / 'empty'} has no pictures" in error(tmp_path, tmp_path / "empty")
+
+
+def test_unreadable_picture_is_named(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=3)
+    (folder / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    message = error(tmp_path, folder)
+    assert f"cannot read image {folder / 'b' / 'broken.jpg'}" in message and "fix or remove it" in message
+
+
+def test_truncated_picture_is_named(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=(), n=2, size=(64, 64))
+    data = (folder / "001.png").read_bytes()
+    (folder / "001.png").write_bytes(data[: len(data) // 2])
+    assert f"cannot read image {folder / '001.png'}" in error(tmp_path, folder)
+
+
+def test_mixed_flat_and_class_folders(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    make_image_folder(folder, classes=(), n=1)
+    message = error(tmp_path, folder)
+    assert "mixes pictures (000.png, ...) with class subfolders (a/, ...)" in message
+
+
+def test_empty_class_folder(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "c").mkdir()
+    assert f"class folder {folder / 'c'} has no pictures" in error(tmp_path, folder)
+
+
+def test_folders_have_only_a_train_split(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
+    assert "has no test split" in error(tmp_path, folder, split="test")

@@ -1,0 +1,208 @@
+"""Find an IDX dataset's files, download them if need be, and check them.
+
+Where a split's two files come from, in order:
+1. `--data-dir DIR`, when given (and nowhere else then);
+2. the cache, `$GANKIT_CACHE/datasets/<name>/` (default ~/.cache/gankit);
+3. the system's copy (Debian's `/usr/share/datasets/fashion-mnist/` for zalando;
+   `$GANKIT_SYSTEM_DATASETS` moves the root);
+4. a download from the publisher (or `$GANKIT_DATA_MIRROR/<name>/`) into the cache,
+   checked against the publisher's md5 before it is renamed into place.
+
+Every copy is read by the defensive IDX reader. Copies gankit found itself
+(cache, system) must also be the published arrays: same shape and, where the
+catalog knows it, the same decoded sha256. A --data-dir copy may be your own
+data; it is held to the published checksum only if it has the published shape.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from http.client import HTTPException
+from pathlib import Path
+
+from trainer.data.catalog import IdxDataset, IdxFile
+from trainer.data.idx import check_pair, read_idx
+from trainer.errors import UsageError
+from trainer.progress import Progress, format_bytes
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+SYSTEM_ROOT = "/usr/share/datasets"
+
+
+def cache_root() -> Path:
+    if os.environ.get("GANKIT_CACHE"):
+        return Path(os.environ["GANKIT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gankit"
+
+
+def system_root() -> Path:
+    return Path(os.environ.get("GANKIT_SYSTEM_DATASETS") or SYSTEM_ROOT)
+
+
+def download_urls(spec: IdxDataset, mirror: str | None = None) -> tuple:
+    """Base URLs to try: a mirror (argument, then $GANKIT_DATA_MIRROR) replaces the publisher's."""
+    mirror = mirror or os.environ.get("GANKIT_DATA_MIRROR")
+    return (f"{mirror.rstrip('/')}/{spec.name}/",) if mirror else spec.urls
+
+
+def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None):
+    """(images, labels) of one split, as stored (N, H, W) uint8 and int64, checked."""
+    if data_dir is not None:
+        folder = Path(data_dir).expanduser()
+        fix = "replace it with an intact copy, or drop --data-dir to use gankit's cache"
+        paths = _in_data_dir(spec, split, folder)
+        return _read_checked(spec, split, paths, strict=False, fix=fix)
+
+    cache = cache_root() / "datasets" / spec.name
+    paths = _present(cache, spec.splits[split])
+    if paths:
+        return _read_checked(spec, split, paths, strict=True, fix="delete it and run again to re-download")
+
+    if spec.system_dir:
+        paths = _present(system_root() / spec.system_dir, spec.splits[split])
+        if paths:
+            fix = f"reinstall it (apt-get install --reinstall dataset-{spec.system_dir}) or pass --data-dir DIR"
+            return _read_checked(spec, split, paths, strict=True, fix=fix)
+
+    download(spec, split, cache, mirror=mirror, stream=stream)
+    paths = _present(cache, spec.splits[split])
+    return _read_checked(spec, split, paths, strict=True, fix="delete it and run again to re-download")
+
+
+def _present(folder: Path, files) -> tuple | None:
+    paths = tuple(folder / f.name for f in files)
+    return paths if all(p.is_file() for p in paths) else None
+
+
+def _in_data_dir(spec: IdxDataset, split: str, folder: Path) -> tuple:
+    if not folder.is_dir():
+        raise UsageError(f"--data-dir {folder} is not a folder; name the folder that holds the {spec.name} files")
+    paths = []
+    for f in spec.splits[split]:
+        names = [n for name in (f.name, *f.also) for n in (name, name.removesuffix(".gz"))]
+        found = next((folder / n for n in names if (folder / n).is_file()), None)
+        if found is None:
+            raise UsageError(f"{folder} has no {f.name} (the {spec.name} {split} split); put the dataset's "
+                             f"canonical files there, or drop --data-dir to use the cache or download them")
+        paths.append(found)
+    return tuple(paths)
+
+
+def _read_checked(spec: IdxDataset, split: str, paths, strict: bool, fix: str):
+    arrays = [read_idx(path, fix) for path in paths]
+    for path, array, published in zip(paths, arrays, spec.splits[split]):
+        _check_published(path, array, published, strict, fix)  # on the arrays as stored, before any cast
+    return check_pair(*arrays, spec.num_classes, *paths, fix)
+
+
+def _check_published(path: Path, array, published: IdxFile, strict: bool, fix: str):
+    same_shape = tuple(array.shape) == tuple(published.shape)
+    if strict and not same_shape:
+        raise UsageError(f"{path} holds a {'x'.join(map(str, array.shape))} array, not the published "
+                         f"{'x'.join(map(str, published.shape))}; {fix}")
+    if same_shape and published.sha256:
+        digest = hashlib.sha256(array.tobytes()).hexdigest()
+        if digest != published.sha256:
+            raise UsageError(f"{path} is not the published {published.name}: its decoded sha256 is {digest}, "
+                             f"expected {published.sha256}; {fix}")
+
+
+def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None):
+    """Download what `split` lacks in `cache`, verified; a file appears there complete or not at all."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the dataset cache {cache} ({e.strerror or e}); set GANKIT_CACHE to a "
+                         f"folder you can write, or pass --data-dir DIR") from None
+    urls = download_urls(spec, mirror)
+    if spec.archive:
+        archive = cache / spec.archive.name
+        _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
+        try:
+            _extract(archive, [f for f in spec.files if not (cache / f.name).is_file()], cache)
+        finally:
+            archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
+        return
+    for f in spec.splits[split]:
+        if not (cache / f.name).is_file():
+            _download(spec, urls, f.name, f.md5, cache / f.name, stream)
+
+
+def _download(spec, urls, filename, md5, dest: Path, stream):
+    failures = []
+    for base in urls:
+        url = base + filename
+        try:
+            _fetch(url, md5, dest, stream)
+            return
+        except _Failed as e:
+            failures.append(f"{url}: {e}")
+    raise UsageError(f"cannot download {spec.name}'s {filename}: {'; '.join(failures)}; check the network "
+                     f"(or GANKIT_DATA_MIRROR), or pass --data-dir DIR with the files")
+
+
+class _Failed(Exception):
+    """One URL did not give us the right file; the next may."""
+
+
+def _fetch(url: str, md5: str, dest: Path, stream):
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        digest, size, total = hashlib.md5(), 0, None
+        with os.fdopen(fd, "wb") as out:
+            try:
+                request = urllib.request.Request(url, headers={"User-Agent": "gankit"})
+                with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                    total = int(response.headers.get("Content-Length") or 0) or None
+                    progress = Progress(total, label=f"downloading {dest.name}", stream=stream, fmt=format_bytes)
+                    try:
+                        while chunk := response.read(CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                            progress.update(len(chunk))
+                    finally:
+                        progress.close()  # also ends a redrawn TTY line before any error message
+            except urllib.error.HTTPError as e:
+                raise _Failed(f"HTTP {e.code} {e.reason}") from None
+            except urllib.error.URLError as e:
+                raise _Failed(str(e.reason)) from None
+            except (OSError, HTTPException) as e:
+                raise _Failed(f"{type(e).__name__}: {e}") from None
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and size != total:
+            raise _Failed(f"got {size} of {total} bytes")
+        if digest.hexdigest() != md5:
+            raise _Failed(f"checksum mismatch: md5 {digest.hexdigest()}, the publisher lists {md5}")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _extract(archive: Path, files, cache: Path):
+    """Copy `files` (matched by base name) out of the zip `archive` into `cache`."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = {Path(info.filename).name: info for info in z.infolist() if not info.is_dir()}
+            for f in files:
+                if f.name not in members:
+                    raise UsageError(f"{archive.name} has no {f.name}; the publisher changed the archive: "
+                                     f"get the files yourself and pass --data-dir DIR")
+                fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".part", dir=cache)
+                try:
+                    with os.fdopen(fd, "wb") as out, z.open(members[f.name]) as src:
+                        shutil.copyfileobj(src, out, CHUNK)
+                    os.replace(tmp, cache / f.name)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise UsageError(f"cannot extract {archive.name} ({e}); run again to re-download, "
+                         f"or pass --data-dir DIR with the files") from None

@@ -1,0 +1,79 @@
+"""`folder:PATH` datasets: a folder of pictures, one subfolder per class or none.
+
+    faces/                  -> unconditional (labels None)
+        0001.jpg ...
+    pets/                   -> conditional, classes = sorted subfolder names
+        cats/ 01.png ...
+        dogs/ 01.png ...
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainer.data.resize import fit
+from trainer.errors import UsageError
+from trainer.progress import Progress
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
+    """(images uint8 (N, size, size, channels), labels int64 (N,) or None, class_names tuple)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise UsageError(f"image folder {root} {problem}; give folder:PATH the folder that holds your images")
+    top = _pictures_in(root)
+    classes = {d.name: _pictures_in(d) for d in sorted(root.iterdir(), key=lambda d: d.name)
+               if d.is_dir() and not d.name.startswith(".")}
+    with_pictures = [name for name, files in classes.items() if files]
+    if top and with_pictures:
+        raise UsageError(f"image folder {root} mixes pictures ({top[0].name}, ...) with class subfolders "
+                         f"({with_pictures[0]}/, ...); keep either one folder of pictures or one subfolder per class")
+    if top:
+        files, labels, class_names = top, None, ()
+    elif with_pictures:
+        empty = [name for name, files in classes.items() if not files]
+        if empty:
+            raise UsageError(f"class folder {root / empty[0]} has no pictures; add some or remove the folder")
+        class_names = tuple(classes)
+        files = [f for name in class_names for f in classes[name]]
+        labels = np.array([k for k, name in enumerate(class_names) for _ in classes[name]], np.int64)
+    else:
+        raise UsageError(f"image folder {root} has no pictures ({', '.join(IMAGE_SUFFIXES)}), neither in it "
+                         f"nor in subfolders; point folder:PATH at your images")
+    return _decode_all(files, image_size, channels, stream), labels, class_names
+
+
+def _pictures_in(folder: Path) -> list:
+    return sorted(f for f in folder.iterdir()
+                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
+
+
+def _decode(path: Path, size: int, channels: int) -> np.ndarray:
+    try:
+        with Image.open(path) as picture:
+            return fit(picture, size, channels)
+    except Exception as e:  # Pillow raises many types for broken files; any of them means "unreadable"
+        raise UsageError(f"cannot read image {path} ({type(e).__name__}: {e}); fix or remove it") from None
+
+
+def _decode_all(files, size, channels, stream) -> np.ndarray:
+    images = np.empty((len(files), size, size, channels), np.uint8)
+    progress = Progress(len(files), label="loading images", stream=stream)
+    # Decoding releases the GIL for much of its time, so threads help on big folders.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        try:
+            for i, image in enumerate(pool.map(lambda f: _decode(f, size, channels), files)):
+                images[i] = image
+                progress.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            progress.close()
+    return images
