@@ -13,3 +13,30 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GANKIT_CACHE", str(home / "cache"))
     monkeypatch.setenv("GANKIT_CONFIG", str(home / "config.json"))
     return home
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real HTTP AWS (moto) on loopback, for code that runs in subprocesses; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server, monkeypatch):
+    """Point boto3 (here and in subprocesses) at the moto server with fake credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    from trainer import s3
+
+    s3.client.cache_clear()
+    yield moto_server
+    s3.client.cache_clear()
