@@ -9,6 +9,10 @@ the root, default /opt/ml):
     model/                              the exported generator (uploaded as output/model/)
     output/data/                        everything else under --output-dir (uploaded as output/data/)
     output/failure                      why the job failed, shown by DescribeTrainingJob
+
+An `output_dir` hyperparameter naming an s3:// prefix (the launcher passes the
+run's `runs/<job>/output`) makes the trainer publish there as it goes, so every
+backend leaves the same layout; the generator is still copied to model/.
 """
 
 import json
@@ -59,7 +63,10 @@ def train_argv(root: Path) -> list[str]:
     training = root / "input" / "data" / "training"
     if training.is_dir() and "data_dir" not in hyperparameters:
         argv += ["--data-dir", str(training)]
-    return argv + ["--output-dir", str(root / "output" / "data"), "--checkpoint-dir", str(root / "checkpoints")]
+    output_dir = _plain(hyperparameters.get("output_dir", ""))
+    if not output_dir.startswith("s3://"):
+        output_dir = str(root / "output" / "data")  # local paths would not survive the container
+    return argv + ["--output-dir", output_dir, "--checkpoint-dir", str(root / "checkpoints")]
 
 
 def write_failure(root: Path, message: str):

@@ -1,0 +1,45 @@
+"""One layout for every backend, under a bucket (`s3://BUCKET`) or a local folder standing in for one:
+
+    <root>/datasets/<name>/            canonical dataset files + MANIFEST.json (checksums)
+    <root>/runs/<job>/checkpoints/     ckpt-NNNNNNNNN/ folders, each complete once its MANIFEST.json exists
+    <root>/runs/<job>/output/          what `train --output-dir` writes: generator/, samples/, metrics.jsonl, ...
+
+The trainer, the launcher and every backend build paths only through these functions.
+"""
+
+import hashlib
+import re
+
+
+def join(root: str, *parts: str) -> str:
+    """Join an s3:// URI or a local path with '/' (S3 keys and POSIX paths alike)."""
+    return "/".join([str(root).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def dataset_slug(dataset: str) -> str:
+    """A dataset name safe as one path segment: `zalando`, or `folder-faces-1a2b3c4d` for folder:PATH."""
+    if dataset.startswith("folder:"):
+        path = dataset[len("folder:"):].rstrip("/")
+        base = re.sub(r"[^a-z0-9]+", "-", path.rsplit("/", 1)[-1].lower()).strip("-") or "images"
+        return f"folder-{base}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+    return dataset
+
+
+def dataset_prefix(root: str, dataset: str) -> str:
+    return join(root, "datasets", dataset_slug(dataset))
+
+
+def run_prefix(root: str, job: str) -> str:
+    return join(root, "runs", job)
+
+
+def checkpoints_prefix(root: str, job: str) -> str:
+    return join(run_prefix(root, job), "checkpoints")
+
+
+def output_prefix(root: str, job: str) -> str:
+    return join(run_prefix(root, job), "output")
+
+
+def generator_prefix(root: str, job: str) -> str:
+    return join(output_prefix(root, job), "generator")
