@@ -18,14 +18,17 @@ def test_folder_datasets_get_distinct_single_segment_slugs():
     assert a.startswith("folder-faces-64-") and "/" not in a and a != b
 
 
-def test_contract_publishes_to_an_s3_output_dir_but_never_to_a_local_one(tmp_path):
+def test_contract_writes_into_the_layout_when_told_and_into_opt_ml_otherwise(tmp_path):
     config = tmp_path / "input" / "config"
     config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps({"dataset": "mnist", "output_dir": '"s3://b/runs/j/output"'}))
-    argv = train_argv(tmp_path)
-    assert argv[argv.index("--output-dir") + 1] == "s3://b/runs/j/output"
-    assert argv[argv.index("--checkpoint-dir") + 1] == str(tmp_path / "checkpoints")
-    (config / "hyperparameters.json").write_text(json.dumps({"dataset": "mnist", "output_dir": "/tmp/elsewhere"}))
-    argv = train_argv(tmp_path)
-    assert argv[argv.index("--output-dir") + 1] == str(tmp_path / "output" / "data")
-    assert argv.count("--output-dir") == 1
+
+    def argv_for(**hyperparameters):
+        (config / "hyperparameters.json").write_text(json.dumps(dict(dataset="mnist", **hyperparameters)))
+        argv = train_argv(tmp_path)
+        assert argv.count("--output-dir") == argv.count("--checkpoint-dir") == 1
+        return argv[argv.index("--output-dir") + 1], argv[argv.index("--checkpoint-dir") + 1]
+
+    assert argv_for(output_dir='"s3://b/runs/j/output"') == ("s3://b/runs/j/output", str(tmp_path / "checkpoints"))
+    assert argv_for() == (str(tmp_path / "output" / "data"), str(tmp_path / "checkpoints"))
+    assert argv_for(output_dir="/r/runs/j/output", checkpoint_dir="/r/runs/j/checkpoints") == (
+        "/r/runs/j/output", "/r/runs/j/checkpoints")

@@ -10,9 +10,10 @@ the root, default /opt/ml):
     output/data/                        everything else under --output-dir (uploaded as output/data/)
     output/failure                      why the job failed, shown by DescribeTrainingJob
 
-An `output_dir` hyperparameter naming an s3:// prefix (the launcher passes the
-run's `runs/<job>/output`) makes the trainer publish there as it goes, so every
-backend leaves the same layout; the generator is still copied to model/.
+`output_dir` and `checkpoint_dir` hyperparameters (the launcher passes the run's
+`runs/<job>/output` and, off SageMaker, `runs/<job>/checkpoints`) make the
+trainer write straight into the shared layout, so every backend leaves the same
+one; the generator is still copied to model/.
 """
 
 import json
@@ -63,10 +64,9 @@ def train_argv(root: Path) -> list[str]:
     training = root / "input" / "data" / "training"
     if training.is_dir() and "data_dir" not in hyperparameters:
         argv += ["--data-dir", str(training)]
-    output_dir = _plain(hyperparameters.get("output_dir", ""))
-    if not output_dir.startswith("s3://"):
-        output_dir = str(root / "output" / "data")  # local paths would not survive the container
-    return argv + ["--output-dir", output_dir, "--checkpoint-dir", str(root / "checkpoints")]
+    output_dir = _plain(hyperparameters.get("output_dir", root / "output" / "data"))
+    checkpoint_dir = _plain(hyperparameters.get("checkpoint_dir", root / "checkpoints"))
+    return argv + ["--output-dir", output_dir, "--checkpoint-dir", checkpoint_dir]
 
 
 def write_failure(root: Path, message: str):
