@@ -36,6 +36,9 @@ def cli():
               show_default=True, help="auto: mixed precision on GPUs that support it, float32 on CPU.")
 @click.option("--xla", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Compile the step with XLA (auto: on GPUs).")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto",
+              show_default=True, help="tf.distribute strategy (auto: several hosts -> multiworker, several GPUs -> "
+              "mirrored). --batch-size is per replica.")
 def train(**options):
     """Train a GAN; running the same command again resumes from the last checkpoint."""
     train_until_stopped(TrainConfig(**options))

@@ -9,6 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from trainer.distribute import STRATEGIES
 from trainer.errors import UsageError
 
 MODELS = ("cgan", "dcgan")
@@ -56,6 +57,7 @@ class TrainConfig:
     channels: int | None = None
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
     xla: str = "auto"  # auto | on | off
+    strategy: str = "auto"  # auto | default | mirrored | multiworker (trainer/distribute.py)
 
     def resolve(self) -> "TrainConfig":
         """Fill preset values, then validate; returns a new, complete config."""
@@ -102,6 +104,7 @@ class TrainConfig:
             "precision", self.precision, "choose auto, float32, mixed_float16 or mixed_bfloat16",
         )
         need(self.xla in ("auto", "on", "off"), "xla", self.xla, "choose auto, on or off")
+        need(self.strategy in STRATEGIES, "strategy", self.strategy, f"choose one of: {', '.join(STRATEGIES)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
