@@ -102,3 +102,71 @@ def outward_ip() -> str | None:
         except OSError:
             return None
     return None if ip.startswith("127.") else ip
+
+
+FAKE_TUNNEL = r'''#!{python}
+"""A stand-in for `{name}`: logs its arguments, then plays the far end of the tunnel.
+
+The first call fails as an SSM agent still booting does; later calls listen on the local
+port and answer /api/status like Jupyter on the instance, accepting only the token the
+instance would read from SSM. It exits after one authorised request (the user closing it).
+"""
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+args = sys.argv[1:]
+log = os.environ["FAKE_TUNNEL_LOG"]
+calls = open(log).read().count("\n") if os.path.exists(log) else 0
+record = {{"tool": "{name}", "args": args}}
+if "{name}" == "ssh":
+    import boto3
+    ec2 = boto3.client("ec2")
+    record["ingress"] = [p for g in ec2.describe_security_groups()["SecurityGroups"] for p in g["IpPermissions"]]
+with open(log, "a") as f:
+    f.write(json.dumps(record) + "\n")
+if calls == 0:
+    print("An error occurred (TargetNotConnected) when calling the StartSession operation: not connected", file=sys.stderr)
+    sys.exit(254)
+
+if "{name}" == "aws":
+    params = dict(kv.split("=") for kv in args[args.index("--parameters") + 1].split(","))
+    port = int(params["localPortNumber"])
+else:
+    port = int(args[args.index("-L") + 1].split(":")[1])
+
+import boto3
+token = boto3.client("ssm").get_parameter(Name=os.environ["FAKE_TOKEN_PARAMETER"], WithDecryption=True)["Parameter"]["Value"]
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == "token " + token
+        self.send_response(200 if ok else 403)
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+        if ok:
+            self.server.done = True
+
+    def log_message(self, *a):
+        pass
+
+server = HTTPServer(("127.0.0.1", port), Handler)
+server.done = False
+while not server.done:
+    server.handle_request()
+'''
+
+
+def fake_tools(bin_dir, names=("aws", "session-manager-plugin")) -> Path:
+    """Executables standing in for the AWS CLI, its plugin and ssh; returns the folder for PATH."""
+    import sys
+
+    bin_dir = Path(bin_dir)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = bin_dir / name
+        if name in ("aws", "ssh"):
+            path.write_text(FAKE_TUNNEL.format(python=sys.executable, name=name))
+        else:
+            path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
+    return bin_dir
