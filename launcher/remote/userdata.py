@@ -1,7 +1,7 @@
 """The user data of a Jupyter instance: a small bootstrap, run once by cloud-init at first boot.
 
-It installs the project's wheel (from S3) into the DLAMI's Python, JupyterLab if the image
-lacks it, copies the example notebook, and enables two systemd units that come back at
+It installs the project's wheel (from S3) into the DLAMI's Python, JupyterLab and its kernel
+if the image lacks them, copies the example notebook, and enables two systemd units that come back at
 every start of the instance: Jupyter itself (as the ubuntu user, loopback only) and the
 idle check (as root, so it may shut the machine down). No secret is in here: the token's
 SSM parameter name is, and the instance reads the value with its own role.
@@ -65,7 +65,7 @@ trap 'echo "gankit: setup failed, stopping the instance"; shutdown -h now' ERR
 export AWS_DEFAULT_REGION={q(boot.region)}
 aws s3 cp --only-show-errors {q(boot.wheel_uri)} /tmp/{q(wheel)}
 "$PY" -m pip install --quiet /tmp/{q(wheel)}
-"$PY" -c "import jupyterlab" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4"
+"$PY" -c "import jupyterlab, ipykernel" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4" ipykernel
 install -d -o ubuntu -g ubuntu {q(ROOT_DIR)}/examples
 aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
 chown ubuntu:ubuntu {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
