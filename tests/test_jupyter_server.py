@@ -143,3 +143,19 @@ def test_missing_token_parameter_fails_before_starting(aws_env, tmp_path):
     assert "cannot read Jupyter's token from SSM parameter /gankit/jupyter/nobody/token" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "cfg" / "jupyter_server_config.json").exists()
+
+
+def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl",
+                                notebook_uri="s3://b/jupyter/pull_and_generate.ipynb", bucket="b",
+                                idle_seconds=2700, max_hours=4)
+    script = userdata.render(boot)
+    (tmp_path / "ud.sh").write_text(script)
+    subprocess.run(["bash", "-n", str(tmp_path / "ud.sh")], check=True)
+    assert token not in script and PARAMETER in script
+    assert len(script.encode()) < 16 * 1024  # EC2's user data limit
+    assert exec_start(script, "gankit-idle.service")[3:] == [
+        "--token-parameter", PARAMETER, "--region", "us-east-1", "--api", "http://127.0.0.1:8888",
+        "--idle", "2700", "--max-hours", "4"]
+    assert "User=ubuntu" in script.split("gankit-jupyter.service <<UNIT")[1].split("\nUNIT\n")[0]
+    assert "trap " in script and "shutdown -h now" in script  # a failed setup does not bill on
