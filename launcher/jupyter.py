@@ -20,6 +20,7 @@ from trainer.errors import GankitError, UsageError
 
 PURPOSE = "jupyter"
 PORT = 8888  # Jupyter's port on the instance's loopback
+DEFAULT_INSTANCE_TYPE = "p3.2xlarge"
 READY_TIMEOUT = 20 * 60  # first boot installs the project and JupyterLab
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 TAG_PURPOSE, TAG_OWNER = "gankit:purpose", "gankit:owner"
@@ -138,21 +139,23 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
             raise GankitError(f"{instance['InstanceId']} runs but its token is gone from SSM; "
                               "`launcher jupyter stop` it, then run `launcher jupyter` again")
         say(f"reusing {instance['InstanceId']} ({instance['InstanceType']}, {instance['State']['Name']})")
-        _note_settings(instance, instance_type, idle_seconds, max_hours)
+        if instance_type and instance_type != instance["InstanceType"]:
+            say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")
+        _note_limits(instance, idle_seconds, max_hours)
         return instance["InstanceId"], token
     if instance:  # stopping or stopped
         iid = instance["InstanceId"]
         if instance["State"]["Name"] == "stopping":
             say(f"waiting for {iid} to finish stopping")
             ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid])
-        if instance["InstanceType"] != instance_type:
-            say(f"changing {iid} from {instance['InstanceType']} to {instance_type}")
-            ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
-        _note_settings(instance, None, idle_seconds, max_hours)
+        if instance_type and instance_type != instance["InstanceType"]:
+            change_type(ec2, instance, instance_type)
+        _note_limits(instance, idle_seconds, max_hours)
         token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
         say(f"starting {iid}")
         ec2.start_instances(InstanceIds=[iid])
         return iid, token
+    instance_type = instance_type or DEFAULT_INSTANCE_TYPE
     token = rotate_token(ssm, who)
     iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
     say(f"launched {iid} ({instance_type}); it stops itself after {_hours(idle_seconds)} idle "
@@ -166,12 +169,21 @@ def _hours(seconds):
     return format_duration(seconds)
 
 
-def _note_settings(instance, instance_type, idle_seconds, max_hours):
+def change_type(ec2, instance, instance_type):
+    """Resize a stopped instance, if its image suits the new type (DLAMI drivers follow the GPU family)."""
+    from launcher import ec2 as ec2_backend
+
+    iid, old = instance["InstanceId"], instance["InstanceType"]
+    if ec2_backend.ami_parameter_for(old) != ec2_backend.ami_parameter_for(instance_type):
+        raise UsageError(f"{iid} ({old}) has an image for another GPU family than {instance_type}; "
+                         "`launcher jupyter stop --terminate`, then launch again with the new type")
+    say(f"changing {iid} from {old} to {instance_type}")
+    ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
+
+
+def _note_limits(instance, idle_seconds, max_hours):
     """Idle and max-hours are fixed at launch (the instance's own units); say so when they differ."""
     tags = tags_of(instance)
-    if instance_type and instance["InstanceType"] != instance_type:
-        say(f"note: the running instance is a {instance['InstanceType']}; `launcher jupyter stop` first "
-            f"to switch it to {instance_type}")
     if tags.get(TAG_IDLE) != str(int(idle_seconds)) or tags.get(TAG_MAX_HOURS) != f"{max_hours:g}":
         say(f"note: this instance keeps the limits it was launched with (--idle {tags.get(TAG_IDLE, '?')}s, "
             f"--max-hours {tags.get(TAG_MAX_HOURS, '?')}); `launcher jupyter stop --terminate` to change them")
@@ -255,7 +267,9 @@ def ssh_access(ec2, instance, my_ip):
 # --- the commands ----------------------------------------------------------------------------------
 
 @click.group(invoke_without_command=True)
-@click.option("--instance-type", default="p3.2xlarge", show_default=True, help="EC2 GPU instance type.")
+@click.option("--instance-type", default=None,
+              help=f"EC2 GPU instance type for a new instance (default: {DEFAULT_INSTANCE_TYPE}; "
+                   "an existing one keeps its type unless given).")
 @click.option("--idle", default="60m", show_default=True,
               help="Stop the instance after this long with no kernel activity and no GPU use.")
 @click.option("--max-hours", type=float, default=8.0, show_default=True,
@@ -280,7 +294,8 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     from launcher.durations import parse_duration
     from launcher.pricing import check_instance_type
 
-    check_instance_type(instance_type, "ec2")
+    if instance_type:
+        check_instance_type(instance_type, "ec2")
     idle_seconds = parse_duration(idle)
     if idle_seconds < 60:
         raise UsageError(f"--idle {idle} is too short to work in; give at least 1m, e.g. --idle 60m")
