@@ -8,6 +8,8 @@ Jupyter through a tunnel would (tests/jupyter_helpers.py); everything else is th
 import base64
 import json
 import os
+import urllib.request
+from datetime import datetime
 
 from collections import namedtuple
 
@@ -19,6 +21,7 @@ from trainer.errors import run_cli
 from tests.jupyter_helpers import fake_tools, free_port
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's
 WHO = "moto"  # moto's caller identity is user/moto
 PARAMETER = f"/gankit/jupyter/{WHO}/token"
 BUCKET = "gankit-jupyter-test"
@@ -30,8 +33,10 @@ def aws(aws_env, monkeypatch):
     import boto3
     from launcher import ec2 as ec2_backend
     from launcher import settings
-    from moto.ssm.models import ssm_backends
+    from moto.ssm.models import Parameter, ssm_backends
 
+    # The moto server lives for the whole session: start each test from an empty account.
+    urllib.request.urlopen(urllib.request.Request(f"{aws_env}/moto-api/reset", method="POST")).close()
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     ec2 = boto3.client("ec2")
     group = ec2.create_security_group(GroupName="gankit-jupyter-test", Description="no inbound")["GroupId"]
@@ -41,9 +46,9 @@ def aws(aws_env, monkeypatch):
     iam.add_role_to_instance_profile(InstanceProfileName="gankit-ec2", RoleName="gankit-ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     name = ec2_backend.ami_parameter_for("p3.2xlarge")
-    ssm_backends["123456789012"][REGION].put_parameter(
-        name=name, description="DLAMI", value=image, parameter_type="String", allowed_pattern=None,
-        keyid=None, overwrite=True, tags=[], data_type="aws:ec2:image", tier=None, policies=None)
+    # Public /aws/ parameters cannot be written through the API, even in moto: seed its backend.
+    ssm_backends[ACCOUNT][REGION]._parameters[name] = [Parameter(
+        ACCOUNT, name, image, "String", "DLAMI", None, None, datetime.now(), 1, "aws:ec2:image")]
     settings.update(region=REGION, bucket=BUCKET, security_group=group, instance_profile="gankit-ec2")
     return {"ec2": ec2, "ssm": boto3.client("ssm"), "s3": boto3.client("s3"), "group": group, "image": image}
 
@@ -204,16 +209,16 @@ def test_missing_plugin_is_one_clear_error_before_anything_bills(aws, tmp_path, 
 
 def test_ssh_tunnel_opens_only_the_callers_32_and_closes_it(aws, tools):
     port = free_port()
-    result = run("--ssh", "--my-ip", "203.0.113.7", "--local-port", str(port))
+    result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(port))
     assert result.exit_code == 0, result.output
     [instance] = instances(aws["ec2"])
     ssh = [c for c in calls(tools) if c["tool"] == "ssh"]
     assert ssh and ssh[-1]["args"][-1] == f"ubuntu@{instance['PublicIpAddress']}"
     assert f"127.0.0.1:{port}:127.0.0.1:8888" in ssh[-1]["args"]
-    # While the tunnel was up: exactly one rule, port 22, from 203.0.113.7/32.
+    # While the tunnel was up: exactly one rule, port 22, from 93.184.216.34/32.
     [rule] = ssh[-1]["ingress"]
     assert (rule["FromPort"], rule["ToPort"]) == (22, 22)
-    assert [r["CidrIp"] for r in rule["IpRanges"]] == ["203.0.113.7/32"]
+    assert [r["CidrIp"] for r in rule["IpRanges"]] == ["93.184.216.34/32"]
     # Afterwards: none.
     [group] = aws["ec2"].describe_security_groups(GroupIds=[aws["group"]])["SecurityGroups"]
     assert group["IpPermissions"] == []
