@@ -20,6 +20,7 @@ PLUGIN_HELP = "https://docs.aws.amazon.com/systems-manager/latest/userguide/sess
 CLI_HELP = "https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
 CHECKIP_URL = "https://checkip.amazonaws.com"
 SSH_USER = "ubuntu"  # the DLAMI's login
+RETRY_SECONDS = 3.0  # between looks while the instance boots
 
 
 def check_ssm_tools():
@@ -134,8 +135,9 @@ class Tunnel:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def wait_until_ready(tunnel: Tunnel, local_port: int, token: str, timeout: float, progress, interval=3.0):
+def wait_until_ready(tunnel: Tunnel, local_port: int, token: str, timeout: float, progress, interval=None):
     """Keep the tunnel up until Jupyter answers through it, or fail after `timeout` seconds."""
+    interval = interval or RETRY_SECONDS
     deadline = time.monotonic() + timeout
     while True:
         tunnel.ensure_running()

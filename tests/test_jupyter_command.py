@@ -61,6 +61,7 @@ def tools(tmp_path, monkeypatch):
     log = tmp_path / "tunnel.jsonl"
     monkeypatch.setenv("FAKE_TUNNEL_LOG", str(log))
     monkeypatch.setenv("FAKE_TOKEN_PARAMETER", PARAMETER)
+    monkeypatch.setattr("launcher.tunnel.RETRY_SECONDS", 0.3)  # the stand-ins are ready at once
     return log
 
 
