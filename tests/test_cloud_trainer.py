@@ -106,10 +106,11 @@ def fake_sm_root(tmp_path, hyperparameters, data_dir):
     return root
 
 
-def test_train_entrypoint_runs_the_sagemaker_contract(tmp_path, synthetic_mnist):
+def test_train_entrypoint_runs_the_sagemaker_contract(bucket, tmp_path, synthetic_mnist):
     # SageMaker's SDK JSON-encodes string values; the API passes them plain. Both arrive.
+    out = f"{bucket}/runs/sm/output"
     hp = {"dataset": '"mnist"', "epochs": "2", "batch_size": "16", "max_steps": "6", "preset": "seed",
-          "sagemaker_program": "sagemaker_entry.py", "model_dir": "s3://somewhere/model"}
+          "sagemaker_program": "sagemaker_entry.py", "model_dir": "s3://somewhere/model", "output_dir": out}
     root = fake_sm_root(tmp_path, hp, synthetic_mnist)
     done = run("sh", "docker/train", env={"GANKIT_SM_ROOT": str(root)})
     assert "SageMaker contract" in done.stdout
@@ -119,6 +120,9 @@ def test_train_entrypoint_runs_the_sagemaker_contract(tmp_path, synthetic_mnist)
     assert [r["step"] for r in rows] == [4, 6]
     assert checkpoint_folders(root / "checkpoints")
     assert not (root / "output" / "failure").exists()
+    # The shared layout got everything as it went; SageMaker's own output a copy, without checkpoints.
+    assert {"metrics.jsonl", "generator/generator.keras", "samples/epoch-0001.png"} <= set(s3.list_objects(out))
+    assert not (root / "output" / "data" / "checkpoints").exists()
 
 
 def test_bad_hyperparameter_writes_the_failure_reason(tmp_path, synthetic_mnist):

@@ -83,9 +83,11 @@ def run_contract(root: Path) -> dict:
     print("gankit: SageMaker contract: train " + " ".join(argv), flush=True)
     with train.make_context("train", argv) as ctx:  # the CLI's own parsing and checks
         summary = train_until_stopped(TrainConfig(**ctx.params))
-    model = root / "model"
-    model.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(Path(summary["output_dir"]) / "generator", model, dirs_exist_ok=True)
+    out = Path(summary["output_dir"])
+    shutil.copytree(out / "generator", root / "model", dirs_exist_ok=True)
+    if summary["output_uri"]:  # published to S3 already; SageMaker's own output gets a copy too
+        shutil.copytree(out, root / "output" / "data", dirs_exist_ok=True,
+                        ignore=lambda folder, names: ["checkpoints"] if Path(folder) == out else [])
     return summary
 
 

@@ -1,10 +1,17 @@
-"""Writes that are complete or invisible: temp file or folder, then an atomic rename."""
+"""Where gankit keeps files, and writes that are complete or invisible (temp file or folder, then an atomic rename)."""
 
 import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Downloads, staged S3 data, local stand-ins for S3 prefixes: $GANKIT_CACHE, else ~/.cache/gankit."""
+    if os.environ.get("GANKIT_CACHE"):
+        return Path(os.environ["GANKIT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gankit"
 
 
 def atomic_write_bytes(path, data: bytes):

@@ -15,13 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import checkpoints, s3
-from trainer.fsutil import atomic_dir
-
-
-def cache_root() -> Path:
-    import os
-
-    return Path(os.environ.get("GANKIT_CACHE") or Path.home() / ".cache" / "gankit")
+from trainer.fsutil import atomic_dir, cache_root
 
 
 def local_stand_in(uri: str, kind: str) -> Path:

@@ -27,17 +27,12 @@ from pathlib import Path
 from trainer.data.catalog import IdxDataset, IdxFile
 from trainer.data.idx import check_pair, read_idx
 from trainer.errors import UsageError
+from trainer.fsutil import cache_root
 from trainer.progress import Progress, format_bytes
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 SYSTEM_ROOT = "/usr/share/datasets"
-
-
-def cache_root() -> Path:
-    if os.environ.get("GANKIT_CACHE"):
-        return Path(os.environ["GANKIT_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gankit"
 
 
 def system_root() -> Path:
