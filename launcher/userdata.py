@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 SETUP_MINUTES = 30  # first boot: pip installs TensorFlow when the image lacks it
 LOG = "/var/log/gankit-job.log"
+WORK = "/opt/gankit-job"  # the wheel and the runner's scratch space
 TENSORFLOW = "tensorflow[and-cuda]>=2.16,<2.22"  # the trainer extra's range, with NVIDIA's CUDA wheels
 
 # The DLAMI's TensorFlow Python when it has one (older framework DLAMIs), else a venv of our own.
+# GANKIT_PYTHON (unset on instances) lets the tests run this script with a Python of their own.
 FIND_PYTHON = """\
-PY=""
-for candidate in /opt/tensorflow/bin/python3 /opt/conda/envs/tensorflow2_p310/bin/python3 /opt/conda/bin/python3; do
+PY="${GANKIT_PYTHON:-}"
+[ -n "$PY" ] || for candidate in /opt/tensorflow/bin/python3 /opt/conda/envs/tensorflow2_p310/bin/python3 /opt/conda/bin/python3; do
   if [ -x "$candidate" ]; then PY="$candidate"; break; fi
 done
 if [ -z "$PY" ]; then
@@ -43,9 +45,10 @@ def shutdown_minutes(max_run: int) -> int:
     return math.ceil(max_run / 60) + SETUP_MINUTES
 
 
-def render(boot: TrainBoot) -> str:
+def render(boot: TrainBoot, log: str = LOG, work: str = WORK) -> str:
+    """The script; `log` and `work` move its files (tests run it in a temporary folder)."""
     q = shlex.quote
-    wheel = "/tmp/" + boot.wheel_uri.rsplit("/", 1)[-1]
+    wheel = f"{work}/{boot.wheel_uri.rsplit('/', 1)[-1]}"
     if boot.image:
         install = f'"$PY" -m pip install --quiet {q(wheel)}  # the runner only: the image trains'
     else:
@@ -54,20 +57,23 @@ def render(boot: TrainBoot) -> str:
     return f"""#!/bin/bash
 # gankit EC2 training job: install the project, run the job, shut down (the instance then terminates).
 set -uo pipefail
-exec >>{LOG} 2>&1
+exec >>{q(log)} 2>&1
 export AWS_DEFAULT_REGION={q(boot.region)}
 # Whatever happens below, the instance goes away: at max run plus setup time at the latest,
 shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached"
 # and as soon as this script ends, with its log next to the job's.
-finish() {{ aws s3 cp --only-show-errors {LOG} {q(boot.setup_log_uri)} || true; shutdown -h now; }}
+finish() {{ aws s3 cp --only-show-errors {q(log)} {q(boot.setup_log_uri)} || true; shutdown -h now; }}
 trap finish EXIT
 set -e
 {FIND_PYTHON}
+mkdir -p {q(work)}
+echo "gankit: installing the project from "{q(boot.wheel_uri)}" into $PY"
 aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q(wheel)}
 {install}
 # IMDSv2: a session token first (the instance requires it).
 TOKEN=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60" || true)
 GANKIT_INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id || true)
 export GANKIT_INSTANCE_ID
-"$PY" -m launcher.remote.train_job --job-uri {q(boot.job_uri)} --work-dir /opt/gankit-job
+echo "gankit: running the job"
+"$PY" -m launcher.remote.train_job --job-uri {q(boot.job_uri)} --work-dir {q(work + "/run")}
 """
