@@ -74,6 +74,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     def save_checkpoint():
         storage.after_checkpoint(checkpoints.write_checkpoint(ckpt_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints))
 
+    from trainer.evaluate import epoch_hook  # quality figures every --eval-every epochs; None when off
+
+    evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log)
     progress = Progress(total_steps, label="train", start=state["step"])
     last_checkpoint = time.monotonic()
     stopped = False
@@ -103,6 +106,8 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             # in the running sums, so a longer rerun finishes that same epoch.
             state["history"].append(row)
             state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
+        if evaluate_epoch:
+            evaluate_epoch(Generator(generator, meta), row, state["step"] >= total_steps, out)
         _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, cfg.batch_size), cfg.seed)
         save_checkpoint()
         storage.publish_outputs()
@@ -116,6 +121,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     else:
         _write_metrics(out, _metric_rows(state, cfg.batch_size))
         export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        from trainer.report import write_report
+
+        write_report(out, log=log)
         storage.publish_outputs()
         log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator")
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
