@@ -7,6 +7,8 @@
 - `label_accuracy`: the share of images the judge puts in the class they were made for.
 """
 
+import warnings
+
 import numpy as np
 
 # sqrtm of a product of covariance matrices picks up round-off imaginary parts;
@@ -28,11 +30,14 @@ def frechet_distance_gaussians(mu1, sigma1, mu2, sigma2) -> float:
 
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        # A singular product: nudge both matrices (as the FID reference code does).
-        offset = np.eye(len(sigma1)) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():
+        # Fewer images than features make singular covariances; handled below.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            # A singular product: nudge both matrices (as the FID reference code does).
+            offset = np.eye(len(sigma1)) * 1e-6
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if np.abs(covmean.imag).max() > IMAGINARY_TOLERANCE * max(1.0, np.abs(covmean.real).max()):
             raise ValueError(f"matrix square root has a large imaginary part ({np.abs(covmean.imag).max():.3g})")
