@@ -181,7 +181,7 @@ def train_judge(splits: Splits, log=print, seed=0):
                .prefetch(tf.data.AUTOTUNE))
     t0 = time.monotonic()
     # One long Keras epoch: per-epoch overhead would dominate on tiny datasets.
-    model.fit(dataset, epochs=1, steps_per_epoch=epochs * steps_per_epoch, verbose=0, callbacks=[Advance()])
+    model.fit(dataset, epochs=1, steps_per_epoch=epochs * steps_per_epoch, verbose=0, shuffle=False, callbacks=[Advance()])
     progress.close()
     probs = Judge(model, {"class_names": splits.class_names, "test_accuracy": 0}).probabilities(splits.test_images)
     accuracy = float((probs.argmax(axis=1) == splits.test_labels).mean())
