@@ -38,6 +38,9 @@ def cli():
               show_default=True, help="auto: mixed precision on GPUs that support it, float32 on CPU.")
 @click.option("--xla", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Compile the step with XLA (auto: on GPUs).")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto",
+              show_default=True, help="tf.distribute strategy (auto: several hosts -> multiworker, several GPUs -> "
+              "mirrored). --batch-size is per replica.")
 @click.option("--eval-every", type=int, default=None,
               help="Score image quality every K epochs (1,000 samples) and at the end (10,000); default: off.")
 def train(**options):
