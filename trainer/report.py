@@ -60,7 +60,9 @@ def render(out: Path, price_per_hour=None) -> str:
 def _summary(run, history, price_per_hour) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
     images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
-    rows = [("ran on", f"{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
+    replicas = run.get("replicas", 1)
+    where = f"{replicas} replicas ({run.get('strategy')}) on " if replicas > 1 else ""
+    rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
                        f" · host {run.get('host', '?')} · TensorFlow {run.get('tensorflow', '?')}"),
             ("epochs / steps", f"{len(history)} / {history[-1]['step'] if history else 0}"
                                f" of {run.get('total_steps', '?')}"),
@@ -150,7 +152,8 @@ def _hyperparameters_section(run) -> str:
     if not config:
         return ""
     rows = [(k, "" if v is None else str(v)) for k, v in config.items()]
-    rows += [(k, str(run[k])) for k in ("dataset_size", "steps_per_epoch", "trainer_version") if k in run]
+    rows += [(k, str(run[k])) for k in ("global_batch_size", "dataset_size", "steps_per_epoch", "trainer_version")
+             if k in run]
     return "<h2>Hyperparameters</h2>" + _table(rows)
 
 
