@@ -153,3 +153,11 @@ def test_a_folder_without_classes_has_no_judge(tmp_path):
     folder = make_image_folder(tmp_path / "plain", classes=())
     with pytest.raises(UsageError, match="has no classes"):
         load_splits(f"folder:{folder}")
+
+
+def test_eval_every_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dataset", "mnist", "--output-dir", str(tmp_path / "r"), "--eval-every", "0"])
+    assert exit_info.value.code == 2
+    assert "--eval-every 0: must be a positive number of epochs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
