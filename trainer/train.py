@@ -90,6 +90,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     def save_checkpoint():
         storage.after_checkpoint(checkpoints.write_checkpoint(save_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints))
 
+    from trainer.evaluate import epoch_hook  # quality figures every --eval-every epochs; None when off
+
+    evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log) if chief else None
     progress = Progress(total_steps, label="train", start=state["step"])
     last_checkpoint = time.monotonic()
     stopped = False
@@ -119,6 +122,8 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             # in the running sums, so a longer rerun finishes that same epoch.
             state["history"].append(row)
             state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
+        if evaluate_epoch:
+            evaluate_epoch(Generator(generator, meta), row, state["step"] >= total_steps, out)
         _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, global_batch), cfg.seed)
         save_checkpoint()
         storage.publish_outputs()
@@ -132,6 +137,10 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     else:
         _write_metrics(out, _metric_rows(state, global_batch))
         export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        if chief:
+            from trainer.report import write_report
+
+            write_report(out, log=log)
         storage.publish_outputs()
         log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator; "
             f"weights {weights_fingerprint(generator)}")
