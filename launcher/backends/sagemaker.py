@@ -20,6 +20,7 @@ from trainer.errors import GankitError, UsageError
 TF_VERSION, PY_VERSION = "2.21", "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 POLL_SECONDS = 10.0
+PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
 REPO = Path(__file__).resolve().parents[2]
 # What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
@@ -190,7 +191,7 @@ def logs(record: dict, follow: bool, echo) -> None:
 def _streams(cw, job: str) -> list[str]:
     names, token = [], None
     while True:
-        kwargs = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job}/"}
+        kwargs = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job}/", "limit": min(PAGE, 50)}
         if token:
             kwargs["nextToken"] = token
         page = cw.describe_log_streams(**kwargs)
@@ -202,7 +203,7 @@ def _streams(cw, job: str) -> list[str]:
 
 def _print_events(cw, stream: str, token, echo):
     while True:
-        kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+        kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True, "limit": PAGE}
         if token:
             kwargs["nextToken"] = token
         page = cw.get_log_events(**kwargs)
