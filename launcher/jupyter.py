@@ -19,6 +19,7 @@ import click
 from launcher import ec2 as ec2_backend
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
 from trainer.errors import GankitError, UsageError
+from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
 PORT = 8888  # Jupyter's port on the instance's loopback
@@ -151,15 +152,9 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
     iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
-    say(f"launched {iid} ({instance_type}); it stops itself after {_hours(idle_seconds)} idle "
+    say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
     return iid, token
-
-
-def _hours(seconds):
-    from trainer.progress import format_duration
-
-    return format_duration(seconds)
 
 
 def change_type(ec2, instance, instance_type):
@@ -181,8 +176,6 @@ def _note_limits(instance, idle_seconds, max_hours):
 
 
 def wait_running(ec2, iid):
-    from trainer.progress import Progress, format_duration
-
     progress = Progress(None, label=f"waiting for {iid} to run", fmt=format_duration, log_every=15)
     while True:
         state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
@@ -200,8 +193,6 @@ def wait_running(ec2, iid):
 
 def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser):
     from launcher import tunnel
-    from trainer.progress import Progress, format_duration
-
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
                         fmt=format_duration, log_every=30)
@@ -336,7 +327,6 @@ def stop(terminate):
 def status():
     """State, uptime and cost so far of your Jupyter instance."""
     from launcher.pricing import price_per_hour
-    from trainer.progress import format_duration
 
     region_name = region()
     ec2 = ec2_backend.client("ec2", region_name)
