@@ -17,13 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-# The launcher's settings/pricing/durations and the EC2 launch come from sibling branches.
-for _module in ("launcher.settings", "launcher.durations", "launcher.pricing", "launcher.ec2"):
-    pytest.importorskip(_module, reason=f"{_module} is not merged into this branch yet")
-
-from launcher import jupyter as jupyter_cli  # noqa: E402
-from tests.jupyter_helpers import fake_tools, free_port  # noqa: E402
-from trainer.errors import run_cli  # noqa: E402
+from launcher import jupyter as jupyter_cli
+from tests.jupyter_helpers import fake_tools, free_port
+from trainer.errors import run_cli
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's
