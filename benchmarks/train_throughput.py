@@ -80,7 +80,7 @@ def gankit_steps(cfg, images, labels, classes, jit):
     G = build_generator(cfg.preset, cfg.z_dim, images.shape[1:], classes)
     D = build_discriminator(cfg.preset, images.shape[1:], classes)
     g_opt, d_opt = make_optimizer(cfg.lr, cfg.beta1, "float32"), make_optimizer(cfg.lr, cfg.beta1, "float32")
-    step = make_train_step(G, D, g_opt, d_opt, tf.random.Generator.from_seed(0), z_dim=cfg.z_dim, num_classes=classes,
+    step = make_train_step(G, D, g_opt, d_opt, seed=0, z_dim=cfg.z_dim, num_classes=classes,
                            smooth=cfg.smooth, z_distribution=cfg.z_distribution, jit_compile=jit)
     data = Dataset("bench", images, labels, tuple(str(i) for i in range(classes)))
     per_epoch = len(images) // cfg.batch_size
@@ -89,8 +89,8 @@ def gankit_steps(cfg, images, labels, classes, jit):
         done, epoch = 0, 0
         while done < steps:
             n = min(per_epoch, steps - done)
-            for x, y in _epoch_batches(data, cfg.batch_size, 0, epoch, 0, n):
-                out = step(x, y)
+            for i, (x, y) in enumerate(_epoch_batches(data, cfg.batch_size, 0, epoch, 0, n, tf.distribute.get_strategy())):
+                out = step(x, y, tf.constant(done + i, tf.int64))
             done, epoch = done + n, epoch + 1
         out.numpy()
 

@@ -1,5 +1,7 @@
 """`python -m trainer ...`: train, generate (and the commands other modules add)."""
 
+from pathlib import Path
+
 import click
 
 from trainer.config import MODELS, PRESETS, TrainConfig
@@ -36,6 +38,11 @@ def cli():
               show_default=True, help="auto: mixed precision on GPUs that support it, float32 on CPU.")
 @click.option("--xla", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Compile the step with XLA (auto: on GPUs).")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto",
+              show_default=True, help="tf.distribute strategy (auto: several hosts -> multiworker, several GPUs -> "
+              "mirrored). --batch-size is per replica.")
+@click.option("--eval-every", type=int, default=None,
+              help="Score image quality every K epochs (1,000 samples) and at the end (10,000); default: off.")
 def train(**options):
     """Train a GAN; running the same command again resumes from the last checkpoint."""
     train_until_stopped(TrainConfig(**options))
@@ -77,13 +84,37 @@ def generate(generator_dir, target_class, count, rows, cols, seed, out):
 
 @cli.command()
 @click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist) or emnist.")
-@click.option("--to", "to_uri", required=True, help="S3 prefix, e.g. s3://BUCKET/datasets/zalando.")
+@click.option("--to", "to_uri", required=True, help="S3 prefix (or a local folder), e.g. s3://BUCKET/datasets/zalando.")
 @click.option("--data-dir", default=None, help="Take the files from this folder instead of the cache/system copy/download.")
 def stage(dataset, to_uri, data_dir):
     """Upload a dataset's canonical files and a checksum manifest to S3 (skipped if already there)."""
     from trainer.stage import stage_dataset
 
     stage_dataset(dataset, to_uri, data_dir, log=click.echo)
+
+
+@cli.command()
+@click.argument("generator_dir", type=click.Path())
+@click.option("--data-dir", default=None, help="Folder with the dataset's files, if not the usual place.")
+@click.option("--samples", type=int, default=10_000, show_default=True,
+              help="Generated and real images compared; figures only compare at the same count.")
+def evaluate(generator_dir, data_dir, samples):
+    """Score a generator's images with the judge classifier; writes evaluation.json beside it."""
+    from trainer.evaluate import evaluate as run, format_table
+
+    result = run(generator_dir, data_dir, samples, log=click.echo)
+    click.echo(format_table(result))
+    click.echo(f"wrote {Path(generator_dir).resolve().parent / 'evaluation.json'}")
+
+
+@cli.command()
+@click.argument("output_dir", type=click.Path())
+@click.option("--price-per-hour", type=float, default=None, help="Instance price in USD, to show the run's cost.")
+def report(output_dir, price_per_hour):
+    """Write report.html (self-contained) for a run's output folder."""
+    from trainer.report import write_report
+
+    click.echo(f"wrote {write_report(output_dir, price_per_hour=price_per_hour)}")
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from trainer.distribute import STRATEGIES
 from trainer.errors import UsageError
 
 MODELS = ("cgan", "dcgan")
@@ -56,6 +57,8 @@ class TrainConfig:
     channels: int | None = None
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
     xla: str = "auto"  # auto | on | off
+    strategy: str = "auto"  # auto | default | mirrored | multiworker (trainer/distribute.py)
+    eval_every: int | None = None  # score quality every K epochs (trainer.evaluate); None: off
 
     def resolve(self) -> "TrainConfig":
         """Fill preset values, then validate; returns a new, complete config."""
@@ -101,7 +104,10 @@ class TrainConfig:
             self.precision in ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
             "precision", self.precision, "choose auto, float32, mixed_float16 or mixed_bfloat16",
         )
+        need(self.eval_every is None or self.eval_every >= 1, "eval-every", self.eval_every,
+             "must be a positive number of epochs (leave it out to skip evaluation)")
         need(self.xla in ("auto", "on", "off"), "xla", self.xla, "choose auto, on or off")
+        need(self.strategy in STRATEGIES, "strategy", self.strategy, f"choose one of: {', '.join(STRATEGIES)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -83,6 +83,8 @@ def run_contract(root: Path) -> dict:
     print("gankit: SageMaker contract: train " + " ".join(argv), flush=True)
     with train.make_context("train", argv) as ctx:  # the CLI's own parsing and checks
         summary = train_until_stopped(TrainConfig(**ctx.params))
+    if not summary["chief"]:
+        return summary  # only the chief's results leave the container
     out = Path(summary["output_dir"])
     shutil.copytree(out / "generator", root / "model", dirs_exist_ok=True)
     if summary["output_uri"]:  # published to S3 already; SageMaker's own output gets a copy too

@@ -14,6 +14,9 @@ GPU-second:
   through a projection head (Miyato & Koyama, 2018), which makes the label
   matter far more than extra input channels do;
 - a batch of 128 keeps a modern GPU busy on 28x28 images.
+
+`sync_bn` makes batch norm use the statistics of the global batch across
+tf.distribute replicas (what one device would compute), not of each slice.
 """
 
 import keras
@@ -42,7 +45,7 @@ def _model(x, y, out, name):
     return keras.Model([x, y] if y is not None else x, out, name=name)
 
 
-def build_generator(preset, z_dim, image_shape, num_classes=0):
+def build_generator(preset, z_dim, image_shape, num_classes=0, sync_bn=False):
     size, _, channels = image_shape
     base, n = upsampling_plan(size)
     z, y = _inputs((z_dim,), num_classes, "z")
@@ -51,28 +54,28 @@ def build_generator(preset, z_dim, image_shape, num_classes=0):
         filters = 512
         h = layers.Dense(base * base * filters)(h)
         h = layers.Reshape((base, base, filters))(h)
-        h = _bn_lrelu_dropout(h)
+        h = _bn_lrelu_dropout(h, sync_bn)
         for _ in range(n):
             filters //= 2
             h = layers.Conv2DTranspose(filters, 5, strides=2, padding="same")(h)
-            h = _bn_lrelu_dropout(h)
+            h = _bn_lrelu_dropout(h, sync_bn)
         h = layers.Conv2DTranspose(channels, 5, strides=1, padding="same")(h)
     else:
         filters = 64 * 2**n
         h = layers.Dense(base * base * filters, use_bias=False)(h)
         h = layers.Reshape((base, base, filters))(h)
-        h = layers.ReLU()(layers.BatchNormalization()(h))
+        h = layers.ReLU()(layers.BatchNormalization(synchronized=sync_bn)(h))
         for _ in range(n):
             filters //= 2
             h = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False)(h)
-            h = layers.ReLU()(layers.BatchNormalization()(h))
+            h = layers.ReLU()(layers.BatchNormalization(synchronized=sync_bn)(h))
         h = layers.Conv2D(channels, 3, padding="same")(h)
     # float32 output keeps tanh exact under mixed precision.
     out = layers.Activation("tanh", dtype="float32", name="image")(h)
     return _model(z, y, out, "generator")
 
 
-def build_discriminator(preset, image_shape, num_classes=0):
+def build_discriminator(preset, image_shape, num_classes=0, sync_bn=False):
     size, _, _ = image_shape
     _, n = upsampling_plan(size)
     x, y = _inputs(image_shape, num_classes, "image")
@@ -85,9 +88,9 @@ def build_discriminator(preset, image_shape, num_classes=0):
             h = layers.Concatenate()([x, planes])
         for i in range(n):
             h = layers.Conv2D(32 * 2**i, 5, strides=2, padding="same")(h)
-            h = _bn_lrelu_dropout(h)
+            h = _bn_lrelu_dropout(h, sync_bn)
         h = layers.Conv2D(32 * 2**n, 5, strides=1, padding="same")(h)
-        h = layers.Flatten()(_bn_lrelu_dropout(h))
+        h = layers.Flatten()(_bn_lrelu_dropout(h, sync_bn))
         out = layers.Dense(1, dtype="float32", name="logit")(h)
     else:
         h = x
@@ -104,7 +107,7 @@ def build_discriminator(preset, image_shape, num_classes=0):
     return _model(x, y, out, "discriminator")
 
 
-def _bn_lrelu_dropout(h):
-    h = layers.BatchNormalization()(h)
+def _bn_lrelu_dropout(h, sync_bn):
+    h = layers.BatchNormalization(synchronized=sync_bn)(h)
     h = layers.LeakyReLU(0.2)(h)
     return layers.Dropout(0.5)(h)

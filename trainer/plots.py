@@ -67,3 +67,40 @@ def save_loss_plot(history: list[dict], path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+QUALITY_PANELS = (("label_accuracy", "label accuracy (higher is better)"),
+                  ("frechet_classifier_distance", "Fréchet classifier distance (lower is better)"),
+                  ("classifier_score", "classifier score (higher is better)"))
+
+
+def quality_plot_png(history: list[dict], real: dict | None = None) -> bytes | None:
+    """The quality figures of every evaluated epoch (rows with an "evaluation"), one panel each; the
+    real-data figures as dashed lines. Points are labelled with their sample count: compare like with like."""
+    rows = [row for row in history if row.get("evaluation")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(key, title) for key, title in QUALITY_PANELS if any(r["evaluation"].get(key) is not None for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), dpi=100, squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for count in sorted({r["evaluation"]["samples"] for r in rows}):
+            points = [(r["epoch"], r["evaluation"][key]) for r in rows
+                      if r["evaluation"]["samples"] == count and r["evaluation"].get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), "o-", markersize=4, label=f"{count} samples")
+        if real and real.get(key) is not None:
+            ax.axhline(real[key], color="grey", linestyle="--", label=f"real ({real['samples']})")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -3,8 +3,12 @@
 Read `train()` top to bottom; everything it calls does one job.
 """
 
+import dataclasses
+import hashlib
 import json
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,31 +38,42 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
     data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
     num_classes = _num_classes(cfg, data)
-    steps_per_epoch = len(data.images) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise UsageError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(data.images)} images); use a smaller batch")
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
 
     import tensorflow as tf
 
+    from trainer.contract import sm_root
     from trainer.device import configure
+    from trainer.distribute import choose_strategy, is_chief, split_cpu, worker_id
     from trainer.export import Generator, export_generator
     from trainer.models import build_discriminator, build_generator
     from trainer.train_step import make_optimizer, make_train_step
 
+    split_cpu()
     setup = configure(cfg.precision, cfg.xla, cfg.seed)
+    strategy = choose_strategy(cfg.strategy, sm_root())
+    replicas = strategy.num_replicas_in_sync
+    global_batch = cfg.batch_size * replicas
+    steps_per_epoch, total_steps = _schedule(cfg, len(data.images), replicas)
+    save_dir, chief = ckpt_dir, is_chief(strategy)
+    if not chief:
+        # Other workers save where nobody looks (TensorFlow's multi-worker guide) and publish nothing.
+        scratch = Path(tempfile.mkdtemp(prefix=f"gankit-worker{worker_id(strategy)}-"))
+        out, save_dir = ensure_writable_dir(scratch / "output", "scratch"), scratch / "checkpoints"
+        storage = dataclasses.replace(storage, output_uri=None, checkpoint_uri=None)
 
     image_shape = data.images.shape[1:]
-    generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes)
-    discriminator = build_discriminator(cfg.preset, image_shape, num_classes)
-    g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
-    d_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
-    g_opt.build(generator.trainable_variables)
-    d_opt.build(discriminator.trainable_variables)
-    rng = tf.random.Generator.from_seed(cfg.seed)
-    tf_ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt, rng=rng)
-    train_step = make_train_step(generator, discriminator, g_opt, d_opt, rng, z_dim=cfg.z_dim, num_classes=num_classes,
-                                 smooth=cfg.smooth, z_distribution=cfg.z_distribution, jit_compile=setup.jit_compile)
+    with strategy.scope():
+        generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=replicas > 1)
+        discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=replicas > 1)
+        g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
+        d_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
+        g_opt.build(generator.trainable_variables)
+        d_opt.build(discriminator.trainable_variables)
+    tf_ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt)
+    train_step = make_train_step(generator, discriminator, g_opt, d_opt, seed=cfg.seed, z_dim=cfg.z_dim,
+                                 num_classes=num_classes, smooth=cfg.smooth, z_distribution=cfg.z_distribution,
+                                 jit_compile=setup.jit_compile and replicas == 1, strategy=strategy)
 
     state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
     latest = checkpoints.latest_checkpoint(ckpt_dir)
@@ -67,13 +82,17 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         log(f"resuming from {latest} at step {state['step']}")
     _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
     meta = _generator_meta(cfg, data, num_classes, image_shape)
-    _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps)
+    _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
-        f"for {total_steps} steps of {cfg.batch_size} on {setup.device}, {setup.precision}{', XLA' if setup.jit_compile else ''}")
+        f"for {total_steps} steps of {global_batch} on {_where(setup, strategy)}, {setup.precision}"
+        f"{', XLA' if setup.jit_compile and replicas == 1 else ''}")
 
     def save_checkpoint():
-        storage.after_checkpoint(checkpoints.write_checkpoint(ckpt_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints))
+        storage.after_checkpoint(checkpoints.write_checkpoint(save_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints))
 
+    from trainer.evaluate import epoch_hook  # quality figures every --eval-every epochs; None when off
+
+    evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log) if chief else None
     progress = Progress(total_steps, label="train", start=state["step"])
     last_checkpoint = time.monotonic()
     stopped = False
@@ -82,8 +101,8 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         first, last = state["step"] - epoch * steps_per_epoch, min(total_steps - epoch * steps_per_epoch, steps_per_epoch)
         sums = tf.constant(state["epoch_sums"], tf.float32)
         t0 = time.monotonic() - state["epoch_seconds"]
-        for images, labels in _epoch_batches(data, cfg.batch_size, cfg.seed, epoch, first, last):
-            sums += train_step(images, labels)  # stays on the device: no sync per step
+        for images, labels in _epoch_batches(data, cfg.batch_size, cfg.seed, epoch, first, last, strategy):
+            sums += train_step(images, labels, tf.constant(state["step"], tf.int64))  # stays on the device: no sync per step
             state["step"] += 1
             state["epoch_steps"] += 1
             progress.update(extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
@@ -97,13 +116,15 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         if stopped:
             break
         state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
-        row = _epoch_row(epoch, state, cfg.batch_size)
+        row = _epoch_row(epoch, state, global_batch)
         if state["epoch_steps"] == steps_per_epoch:
             # A whole epoch joins the history; a partial one (--max-steps) stays
             # in the running sums, so a longer rerun finishes that same epoch.
             state["history"].append(row)
             state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
-        _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, cfg.batch_size), cfg.seed)
+        if evaluate_epoch:
+            evaluate_epoch(Generator(generator, meta), row, state["step"] >= total_steps, out)
+        _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, global_batch), cfg.seed)
         save_checkpoint()
         storage.publish_outputs()
         last_checkpoint = time.monotonic()
@@ -114,12 +135,42 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
     else:
-        _write_metrics(out, _metric_rows(state, cfg.batch_size))
+        _write_metrics(out, _metric_rows(state, global_batch))
         export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        if chief:
+            from trainer.report import write_report
+
+            write_report(out, log=log)
         storage.publish_outputs()
-        log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator")
+        log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator; "
+            f"weights {weights_fingerprint(generator)}")
+    if not chief:
+        shutil.rmtree(out.parent, ignore_errors=True)  # the scratch folder
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
-            "output_dir": str(out), "output_uri": storage.output_uri}
+            "output_dir": str(out), "output_uri": storage.output_uri, "chief": chief}
+
+
+def _schedule(cfg, n_images, replicas) -> tuple[int, int]:
+    """(steps per epoch, total steps) for a global batch of batch size x replicas."""
+    steps_per_epoch = n_images // (cfg.batch_size * replicas)
+    if steps_per_epoch == 0:
+        raise UsageError(f"--batch-size {cfg.batch_size} x {replicas} replica(s) is larger than the dataset "
+                         f"({n_images} images); use a smaller batch")
+    epochs_steps = cfg.epochs * steps_per_epoch
+    return steps_per_epoch, epochs_steps if cfg.max_steps is None else min(cfg.max_steps, epochs_steps)
+
+
+def _where(setup, strategy) -> str:
+    replicas = strategy.num_replicas_in_sync
+    return setup.device if replicas == 1 else f"{replicas} replicas ({type(strategy).__name__}, {setup.device})"
+
+
+def weights_fingerprint(model) -> str:
+    """A short digest of a model's weights: equal on every worker of a synchronous run."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _num_classes(cfg, data) -> int:
@@ -131,20 +182,36 @@ def _num_classes(cfg, data) -> int:
     return data.num_classes
 
 
-def _epoch_batches(data, batch_size, seed, epoch, first, last):
-    """Batches `first`..`last`-1 of `epoch`, in an order fixed by (seed, epoch) so a resumed run sees the same data."""
+def _epoch_batches(data, batch_size, seed, epoch, first, last, strategy):
+    """Global batches `first`..`last`-1 of `epoch`, in an order fixed by (seed, epoch) so a resumed run sees the same data.
+
+    Under several replicas, replica r gets rows r*batch_size.. of each global
+    batch (each worker builds only its own replicas' slices), so every example
+    is seen once per epoch, as on one device.
+    """
     import tensorflow as tf
 
+    replicas = strategy.num_replicas_in_sync
     order = np.random.default_rng([seed, epoch]).permutation(len(data.images))
     labels = data.labels if data.labels is not None else np.zeros(len(data.images), np.int64)
-
-    def batches():
-        for b in range(first, last):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            yield data.images[idx], labels[idx]
-
     signature = (tf.TensorSpec((batch_size, *data.images.shape[1:]), tf.uint8), tf.TensorSpec((batch_size,), tf.int64))
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+
+    def pipeline(worker=0, workers=1):
+        local = replicas // workers
+
+        def batches():
+            for b in range(first, last):
+                rows = order[b * batch_size * replicas:(b + 1) * batch_size * replicas]
+                for r in range(worker * local, (worker + 1) * local):
+                    idx = rows[r * batch_size:(r + 1) * batch_size]
+                    yield data.images[idx], labels[idx]
+
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+
+    if replicas == 1:
+        return pipeline()
+    return strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline(ctx.input_pipeline_id, ctx.num_input_pipelines))
 
 
 def _epoch_row(epoch, state, batch_size) -> dict:
@@ -193,14 +260,17 @@ def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
     }
 
 
-def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps):
+def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy):
     import tensorflow as tf
 
     info = {
         "config": cfg.to_dict(),
         "device": setup.device,
         "precision": setup.precision,
-        "xla": setup.jit_compile,
+        "xla": setup.jit_compile and strategy.num_replicas_in_sync == 1,
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "global_batch_size": cfg.batch_size * strategy.num_replicas_in_sync,
         "host": platform.node(),
         "tensorflow": tf.__version__,
         "trainer_version": trainer.__version__,

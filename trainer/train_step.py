@@ -1,7 +1,11 @@
 """The compiled training step: one call updates D, then G.
 
 Images arrive as uint8 and are scaled to [-1, 1] on the device, which moves a
-quarter of the bytes a float pipeline would.
+quarter of the bytes a float pipeline would. The noise of a step is a pure
+function of (seed, step): a resumed run draws what the uninterrupted one would
+have, and under a tf.distribute strategy each replica takes its own rows of the
+global batch's noise, so N replicas compute what one device would on the same
+global batch.
 """
 
 import keras
@@ -14,15 +18,23 @@ def scale_images(images):
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
-def sample_z(rng: tf.random.Generator, batch, z_dim, distribution):
+def sample_z(seed, step, batch, z_dim, distribution):
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
     if distribution == "uniform":
-        return rng.uniform((batch, z_dim), -1.0, 1.0)
-    return rng.normal((batch, z_dim))
+        return tf.random.stateless_uniform((batch, z_dim), key, -1.0, 1.0)
+    return tf.random.stateless_normal((batch, z_dim), key)
 
 
-def make_train_step(generator, discriminator, g_opt, d_opt, rng, *, z_dim, num_classes,
-                    smooth, z_distribution, jit_compile=False):
+def make_train_step(generator, discriminator, g_opt, d_opt, *, seed, z_dim, num_classes,
+                    smooth, z_distribution, jit_compile=False, strategy=None):
+    """`train_step(images, labels, step) -> [d_loss, g_loss]`, averaged over the global batch.
+
+    Without a strategy (or with the default one) this is one tf.function on one
+    device; with several replicas, each runs the same step on its slice of the
+    batch and the optimizers sum their gradients (hence the losses / replicas).
+    """
     conditional = num_classes > 0
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
     def with_label(net, x, y, training):
         return net([x, y] if conditional else x, training=training)
@@ -30,11 +42,12 @@ def make_train_step(generator, discriminator, g_opt, d_opt, rng, *, z_dim, num_c
     def update(opt, tape, scaled_loss, variables):
         opt.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
 
-    @tf.function(jit_compile=jit_compile)
-    def train_step(images, labels):
+    def replica_step(images, labels, step):
         real = scale_images(images)
         y = tf.one_hot(labels, num_classes) if conditional else None
-        z = sample_z(rng, tf.shape(real)[0], z_dim, z_distribution)
+        batch = tf.shape(real)[0]
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        z = sample_z(seed, step, batch * replicas, z_dim, z_distribution)[replica * batch:(replica + 1) * batch]
 
         # One persistent tape: the generator runs forward once per step. D is
         # updated first; G's update then backpropagates through the *updated*
@@ -44,18 +57,26 @@ def make_train_step(generator, discriminator, g_opt, d_opt, rng, *, z_dim, num_c
             fake = with_label(generator, z, y, True)
             real_logits = with_label(discriminator, real, y, True)
             fake_logits = with_label(discriminator, fake, y, True)
-            d_loss = discriminator_loss(real_logits, fake_logits, smooth)
+            d_loss = discriminator_loss(real_logits, fake_logits, smooth) / replicas
             # scale_loss is the identity except under LossScaleOptimizer, which
             # unscales the gradients again in apply_gradients.
             scaled = d_opt.scale_loss(d_loss)
         update(d_opt, tape, scaled, discriminator.trainable_variables)
 
         with tape:
-            g_loss = generator_loss(with_label(discriminator, fake, y, True))
+            g_loss = generator_loss(with_label(discriminator, fake, y, True)) / replicas
             scaled = g_opt.scale_loss(g_loss)
         update(g_opt, tape, scaled, generator.trainable_variables)
         del tape
         return tf.stack([d_loss, g_loss])
+
+    if replicas == 1:
+        return tf.function(replica_step, jit_compile=jit_compile)
+
+    @tf.function
+    def train_step(images, labels, step):
+        per_replica = strategy.run(replica_step, args=(images, labels, step))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return train_step
 

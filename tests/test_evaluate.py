@@ -1,0 +1,163 @@
+"""The judge, evaluate() and `python -m trainer evaluate`, and --eval-every during training."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.data_helpers import make_idx_dataset
+from tests.quality_helpers import N_TEST, quiet, trained  # noqa: F401  (fixture)
+from trainer import evaluate as ev
+from trainer.cli import main
+from trainer.errors import UsageError
+
+pytestmark = pytest.mark.slow
+TOP_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples",
+            "judge_test_accuracy", "real"}
+FIGURE_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples"}
+
+
+class ImagesOf:
+    """A stand-in generator that hands out given images for each class: the metrics' known-answer input."""
+
+    conditional = True
+
+    def __init__(self, images_by_class, class_names, pick=lambda label: label):
+        self.images_by_class, self.class_names, self.pick = images_by_class, list(class_names), pick
+        self.num_classes = len(class_names)
+
+    def generate(self, target_class, count, seed):
+        labels = np.arange(count) % self.num_classes
+        rng = np.random.default_rng(seed)
+        return np.stack([rng.choice(self.images_by_class[self.pick(k)]) for k in labels])
+
+
+def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path):
+    from trainer.judge import judge_dir, load_judge, load_splits
+
+    messages = []
+    splits = load_splits("mnist", trained["data"])
+    judge = load_judge("mnist", trained["data"], log=messages.append)
+    assert messages == []  # the run trained it; this call reuses the cache
+    assert judge.test_accuracy >= 0.9  # the blobs are trivially separable
+    meta = json.loads((judge_dir(splits) / "judge.json").read_text())
+    assert meta["fingerprint"] == splits.fingerprint() and meta["test_accuracy"] == judge.test_accuracy
+
+    changed = make_idx_dataset(tmp_path / "changed", num_classes=10, n_train=200, n_test=N_TEST, seed=7)
+    retrained = load_judge("mnist", changed, log=messages.append)
+    assert any("changed" in m for m in messages) and any("training the judge" in m for m in messages)
+    new_meta = json.loads((judge_dir(splits) / "judge.json").read_text())
+    assert new_meta["fingerprint"] == load_splits("mnist", changed).fingerprint() != meta["fingerprint"]
+    assert retrained.test_accuracy >= 0.9
+
+
+def test_real_images_score_like_the_real_ceiling_and_collapse_scores_low(trained):
+    from trainer.judge import load_splits
+
+    splits = load_splits("mnist", trained["data"])
+    by_class = {k: splits.train_images[splits.train_labels == k] for k in range(10)}
+    ref = ev.make_reference("mnist", trained["data"], None, 50, quiet)
+
+    real = ev.score_generator(ImagesOf(by_class, splits.class_names), ref)
+    assert real["label_accuracy"] >= 0.9 and real["samples"] == 50
+    assert min(real["per_class_accuracy"].values()) >= 0.6
+    assert real["classifier_score"] > 5
+
+    wrong = ev.score_generator(ImagesOf(by_class, splits.class_names, pick=lambda k: (k + 1) % 10), ref)
+    assert wrong["label_accuracy"] <= 0.1  # right-looking images, wrong classes
+
+    collapsed = ev.score_generator(ImagesOf(by_class, splits.class_names, pick=lambda k: 0), ref)
+    assert collapsed["classifier_score"] < 2  # one mode only
+    assert collapsed["frechet_classifier_distance"] > 5 * real["frechet_classifier_distance"]
+
+
+def test_evaluate_writes_evaluation_json_with_the_exact_keys(trained):
+    run = trained["run"]
+    result = ev.evaluate(run / "generator", trained["data"], samples=40, log=quiet)
+    written = json.loads((run / "evaluation.json").read_text())
+    assert written == result
+    assert set(written) == TOP_KEYS and set(written["real"]) == FIGURE_KEYS
+    assert written["samples"] == written["real"]["samples"] == 40
+    assert list(written["per_class_accuracy"]) == list("0123456789")
+    assert 0 <= written["label_accuracy"] <= 1 and written["frechet_classifier_distance"] >= 0
+    assert 1 <= written["classifier_score"] <= 10 and written["judge_test_accuracy"] >= 0.9
+    assert written["real"]["label_accuracy"] >= 0.9  # the ceiling
+
+
+def test_samples_are_capped_at_the_test_split_and_say_so(trained):
+    messages = []
+    result = ev.evaluate(trained["run"] / "generator", trained["data"], samples=10_000, log=messages.append)
+    assert result["samples"] == result["real"]["samples"] == N_TEST
+    assert any(f"using {N_TEST} samples, not 10000" in m for m in messages)
+
+
+def test_eval_every_records_figures_in_metrics_jsonl(trained):
+    run = trained["run"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert "evaluation" not in rows[0]  # --eval-every 2
+    assert rows[1]["evaluation"]["samples"] == 20  # the cheaper per-epoch count
+    assert rows[2]["evaluation"]["samples"] == N_TEST  # the end: the full count, capped at the test split
+    for row in rows[1:]:
+        assert set(row["evaluation"]) == FIGURE_KEYS and np.isfinite(row["evaluation"]["frechet_classifier_distance"])
+    assert (run / "report.html").is_file()
+
+
+def test_cli_prints_the_table_and_the_count(trained, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(trained["run"] / "generator"), "--data-dir", str(trained["data"]), "--samples", "30"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "label accuracy" in out and "Fréchet classifier distance" in out and "classifier score" in out
+    assert "30 generated vs 30 real test images" in out
+    assert json.loads((trained["run"] / "evaluation.json").read_text())["samples"] == 30
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples", "1"], "--samples 1: must be a whole number of at least 2"),
+])
+def test_cli_bad_samples_is_a_usage_error(trained, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(trained["run"] / "generator"), "--data-dir", str(trained["data"]), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_not_a_generator_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "is not an exported generator" in capsys.readouterr().err
+    assert not (tmp_path.parent / "evaluation.json").exists()
+
+
+def test_dcgan_has_null_label_figures(trained, tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    cfg = TrainConfig(dataset="mnist", data_dir=str(trained["data"]), output_dir=str(tmp_path / "dc"), model="dcgan",
+                      epochs=1, batch_size=100, eval_every=1)
+    train(cfg, log=quiet)
+    result = json.loads((tmp_path / "dc" / "evaluation.json").read_text())
+    assert set(result) == TOP_KEYS
+    assert result["label_accuracy"] is None and result["per_class_accuracy"] is None
+    assert result["frechet_classifier_distance"] > 0 and result["classifier_score"] >= 1
+    assert result["real"]["label_accuracy"] >= 0.9  # the judge still rates real images
+
+
+def test_a_folder_without_classes_has_no_judge(tmp_path):
+    from tests.data_helpers import make_image_folder
+    from trainer.judge import load_splits
+
+    folder = make_image_folder(tmp_path / "plain", classes=())
+    with pytest.raises(UsageError, match="has no classes"):
+        load_splits(f"folder:{folder}")
+
+
+def test_eval_every_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dataset", "mnist", "--output-dir", str(tmp_path / "r"), "--eval-every", "0"])
+    assert exit_info.value.code == 2
+    assert "--eval-every 0: must be a positive number of epochs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

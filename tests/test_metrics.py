@@ -1,0 +1,65 @@
+"""Quality metrics against cases with known answers."""
+
+import numpy as np
+import pytest
+
+from trainer import metrics
+
+
+def test_identical_sets_have_distance_zero():
+    x = np.random.default_rng(0).normal(size=(500, 8))
+    assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_shifted_gaussians_match_the_closed_form():
+    # Same covariance, means apart by d: the distance is ||d||^2 exactly.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, 5))
+    shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    assert metrics.frechet_distance(x, x + shift) == pytest.approx(shift @ shift, rel=1e-9)
+
+
+def test_gaussians_with_different_scales_match_the_closed_form():
+    # Diagonal covariances s1^2 I and s2^2 I in D dims: ||mu1-mu2||^2 + D (s1 - s2)^2.
+    mu1, mu2, s1, s2, dims = np.zeros(3), np.array([1.0, 2.0, 2.0]), 1.0, 3.0, 3
+    distance = metrics.frechet_distance_gaussians(mu1, s1**2 * np.eye(dims), mu2, s2**2 * np.eye(dims))
+    assert distance == pytest.approx(9.0 + dims * (s1 - s2) ** 2)
+
+
+def test_sampled_gaussians_approach_the_closed_form():
+    rng = np.random.default_rng(2)
+    a = rng.normal(0.0, 1.0, size=(20000, 2))
+    b = rng.normal(1.0, 2.0, size=(20000, 2))
+    assert metrics.frechet_distance(a, b) == pytest.approx(2 * 1.0 + 2 * (2.0 - 1.0) ** 2, rel=0.05)
+
+
+def test_distance_is_symmetric_and_positive():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) @ rng.normal(size=(4, 4))
+    assert metrics.frechet_distance(a, b) == pytest.approx(metrics.frechet_distance(b, a), rel=1e-6)
+    assert metrics.frechet_distance(a, b) > 0
+
+
+def test_too_few_features_is_a_clear_error():
+    with pytest.raises(ValueError, match="N >= 2"):
+        metrics.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+def test_classifier_score_bounds():
+    k = 10
+    confident_all_classes = np.eye(k)[np.arange(100) % k]
+    assert metrics.classifier_score(confident_all_classes) == pytest.approx(k, rel=1e-6)
+    collapsed = np.eye(k)[np.zeros(100, int)]  # every image the same class: mode collapse
+    assert metrics.classifier_score(collapsed) == pytest.approx(1.0, rel=1e-6)
+    unsure = np.full((100, k), 1.0 / k)
+    assert metrics.classifier_score(unsure) == pytest.approx(1.0, rel=1e-6)
+    two_modes = np.eye(k)[np.arange(100) % 2]
+    assert metrics.classifier_score(two_modes) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_label_accuracy_overall_and_per_class():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 0, 0])
+    accuracy, per_class = metrics.label_accuracy(np.eye(4)[predicted], labels, 4)
+    assert accuracy == pytest.approx(3 / 6)
+    assert per_class == [0.5, 1.0, 0.0, None]  # class 3 has no images

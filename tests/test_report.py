@@ -1,0 +1,74 @@
+"""report.html: self-contained, every image loads in headless Chromium, the page is not blank."""
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.quality_helpers import chromium_run, trained  # noqa: F401  (fixture)
+from trainer.cli import main
+from trainer.errors import UsageError
+from trainer.report import write_report
+
+pytestmark = pytest.mark.slow
+# After the page's load event, count the images that did not decode.
+PROBE = ("<script>addEventListener('load', () => { const bad = [...document.images].filter("
+         "i => !(i.complete && i.naturalWidth > 0)); document.body.dataset.images = "
+         "document.images.length + ':' + bad.length; });</script>")
+
+
+@pytest.fixture
+def report(trained, tmp_path):
+    path = write_report(trained["run"], price_per_hour=3.06)
+    return path, path.read_text()
+
+
+def test_report_is_self_contained_with_every_section(report):
+    _, html = report
+    assert not re.search(r'src="(?!data:)', html) and "<link" not in html  # nothing fetched from elsewhere
+    for heading in ("Run", "Image quality", "Losses", "Quality per evaluated epoch", "Samples during training",
+                    "Progress", "Final generator, per class", "Hyperparameters"):
+        assert f">{heading}</h" in html
+    assert html.count("data:image/gif;base64,") == 1
+    # losses + quality plot + 3 epoch grids + 10 class grids, and the GIF
+    assert html.count("data:image/png;base64,") == 1 + 1 + 3 + 10
+    assert "real (ceiling)" in html and "$0.0" in html  # cost from the price
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    path, html = report
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE + "</body>"))
+    dom = chromium_run("--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    counts = re.search(r'data-images="(\d+):(\d+)"', dom.stdout)
+    assert counts, dom.stderr[-2000:]
+    assert int(counts.group(1)) == 16 and counts.group(2) == "0"  # 16 images, none failed
+
+    shot = tmp_path / "shot.png"
+    chromium_run("--window-size=1200,2000", f"--screenshot={shot}", path.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("L"), np.float64)
+    assert pixels.shape == (2000, 1200)
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text, tables and plots, not a blank page
+
+
+def test_report_without_evaluation_says_how_to_get_one(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
+    html = write_report(run).read_text()
+    assert "Not evaluated yet" in html and "cost</th><td>unknown" in html
+
+
+def test_report_of_a_folder_that_is_no_run(tmp_path):
+    with pytest.raises(UsageError, match="is not a run's output folder"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_report_cli(trained, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(trained["run"])])
+    assert exit_info.value.code in (0, None)
+    assert "report.html" in capsys.readouterr().out

@@ -1,0 +1,112 @@
+"""Several GPUs or several hosts: which tf.distribute strategy to use, and who writes.
+
+TensorFlow's strategies do the work; this module only picks one from what it finds:
+
+    one device                  the default strategy (the single-device code path, no overhead)
+    several GPUs on one host    MirroredStrategy
+    several hosts               MultiWorkerMirroredStrategy, with TF_CONFIG built from SageMaker's
+                                <GANKIT_SM_ROOT>/input/config/resourceconfig.json (hosts, current_host)
+                                or SM_HOSTS / SM_CURRENT_HOST; workers talk on WORKER_PORT
+
+`--strategy default|mirrored|multiworker` overrides the choice.
+
+Batch and learning rate: `--batch-size` is per replica, so the global batch is batch size x replicas
+and an epoch takes proportionally fewer steps. The learning rate is left as set: Adam's step size
+does not grow with the batch the way SGD's does, and a GAN's balance between D and G is easily
+upset by a larger one (pass `--lr` to change it).
+
+Only the chief (worker 0) writes checkpoints, samples, metrics and the generator. The others save
+their checkpoints to a temporary folder, as TensorFlow's multi-worker guide asks, and delete it.
+"""
+
+import json
+import os
+
+from trainer.errors import UsageError
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+WORKER_PORT = 7777  # fixed, so every host can name every other one
+
+
+def sagemaker_hosts(root) -> tuple[list[str], str] | None:
+    """(hosts, current host) from resourceconfig.json or SM_HOSTS/SM_CURRENT_HOST; None off SageMaker."""
+    path = root / "input" / "config" / "resourceconfig.json"
+    if path.exists():
+        config = json.loads(path.read_text())
+        return list(config["hosts"]), config["current_host"]
+    if os.environ.get("SM_HOSTS") and os.environ.get("SM_CURRENT_HOST"):
+        return list(json.loads(os.environ["SM_HOSTS"])), os.environ["SM_CURRENT_HOST"]
+    return None
+
+
+def tf_config(hosts: list[str], current: str, port: int = WORKER_PORT, addresses: dict | None = None) -> dict:
+    """TF_CONFIG for MultiWorkerMirroredStrategy: every host a worker, the first one the chief.
+
+    `addresses` maps a host to "address:port" where hosts share a machine (tests); SageMaker gives
+    every host the same list in the same order, so all workers agree on who is who.
+    """
+    if current not in hosts:
+        raise UsageError(f"current host {current!r} is not among the hosts {hosts}; check resourceconfig.json")
+    addresses = addresses or {}
+    workers = [addresses.get(h, f"{h}:{port}") for h in hosts]
+    return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": hosts.index(current)}}
+
+
+def export_tf_config(root) -> int:
+    """Set TF_CONFIG from SageMaker's host list unless already set; returns the number of workers."""
+    if not os.environ.get("TF_CONFIG"):
+        found = sagemaker_hosts(root)
+        if found and len(found[0]) > 1:
+            addresses = json.loads(os.environ.get("GANKIT_WORKER_ADDRESSES", "{}"))  # tests: hosts on one machine
+            os.environ["TF_CONFIG"] = json.dumps(tf_config(*found, addresses=addresses))
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def choose_strategy(name: str, root):
+    """The strategy `name` asks for ("auto": from the hosts and GPUs found)."""
+    import tensorflow as tf
+
+    workers = export_tf_config(root)
+    if name == "multiworker" or (name == "auto" and workers > 1):
+        if workers < 1:
+            raise UsageError("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
+                             "use --strategy auto on a single host")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = local_devices()
+    if name == "mirrored" or (name == "auto" and len(devices) > 1 and devices[0].startswith("/gpu")):
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def local_devices() -> list[str]:
+    """This host's GPUs, else its (logical) CPUs; GANKIT_CPU_DEVICES=N splits the CPU in N for tests and benchmarks."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [f"/gpu:{i}" for i in range(len(gpus))]
+    return [f"/cpu:{i}" for i in range(len(tf.config.list_logical_devices("CPU")))]
+
+
+def split_cpu():
+    """Honour GANKIT_CPU_DEVICES before TensorFlow initialises its devices."""
+    count = int(os.environ.get("GANKIT_CPU_DEVICES") or 0)
+    if count > 1:
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def is_chief(strategy) -> bool:
+    resolver = getattr(strategy.extended, "_cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_id(strategy) -> int:
+    resolver = getattr(strategy.extended, "_cluster_resolver", None)
+    return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0

@@ -1,0 +1,173 @@
+"""How good is a generator, in numbers that mean the same from run to run.
+
+`evaluate(generator_dir)` scores `samples` generated images with the judge
+(trainer.judge) against as many real test images, and the real test images
+against as many real train images as the ceiling (`real`), then writes
+`evaluation.json` beside the generator. `epoch_hook` does the same during
+training every --eval-every epochs, with EPOCH_SAMPLES images (cheaper, so only
+comparable with other EPOCH_SAMPLES figures) and with DEFAULT_SAMPLES at the end.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trainer import metrics
+from trainer.errors import UsageError
+from trainer.fsutil import atomic_write_text
+
+DEFAULT_SAMPLES = 10_000
+EPOCH_SAMPLES = 1_000
+RESULT_FILE = "evaluation.json"
+FIGURES = ("label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples")
+SEED = 0
+
+
+@dataclasses.dataclass(eq=False)
+class Reference:
+    """The judge plus the real test images' features at one count, and the real-data figures."""
+
+    judge: object
+    samples: int
+    test_features: np.ndarray
+    real: dict
+
+
+def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Reference:
+    from trainer.judge import load_judge, load_splits
+
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise UsageError(f"--samples {samples}: must be a whole number of at least 2, e.g. {DEFAULT_SAMPLES}")
+    splits = load_splits(dataset, data_dir, image_shape)
+    judge = load_judge(dataset, splits=splits, log=log)
+    n = min(int(samples), len(splits.test_images), len(splits.train_images))
+    if n < samples:
+        log(f"using {n} samples, not {samples}: the real test split has only {len(splits.test_images)} images "
+            "(compare only figures taken at the same count)")
+    rng = np.random.default_rng(SEED)
+    test_idx = np.sort(rng.choice(len(splits.test_images), n, replace=False))
+    train_idx = np.sort(rng.choice(len(splits.train_images), n, replace=False))
+    test_features, test_probs = judge.outputs(splits.test_images[test_idx])
+    train_features = judge.features(splits.train_images[train_idx])
+    accuracy, per_class = metrics.label_accuracy(test_probs, splits.test_labels[test_idx], len(judge.class_names))
+    real = {
+        "label_accuracy": accuracy,
+        "per_class_accuracy": dict(zip(judge.class_names, per_class)),
+        # Real vs real: n test images against n train images, the best a generator can hope for.
+        "frechet_classifier_distance": metrics.frechet_distance(train_features, test_features),
+        "classifier_score": metrics.classifier_score(test_probs),
+        "samples": n,
+    }
+    return Reference(judge, n, test_features, real)
+
+
+def score_generator(generator, ref: Reference) -> dict:
+    """The figures for `ref.samples` images from `generator`; label figures are None for a dcgan."""
+    judge = ref.judge
+    if generator.conditional and tuple(generator.class_names) != tuple(judge.class_names):
+        raise UsageError(f"the generator's classes ({', '.join(generator.class_names[:5])}...) differ from the "
+                         f"dataset's ({', '.join(judge.class_names[:5])}...); pass the --data-dir it was trained on")
+    images = generator.generate(None, count=ref.samples, seed=SEED)
+    features, probs = judge.outputs(images)
+    figures = {"label_accuracy": None, "per_class_accuracy": None}
+    if generator.conditional:
+        labels = np.arange(ref.samples) % generator.num_classes  # generate(None) cycles through the classes
+        accuracy, per_class = metrics.label_accuracy(probs, labels, generator.num_classes)
+        figures = {"label_accuracy": accuracy, "per_class_accuracy": dict(zip(judge.class_names, per_class))}
+    figures["frechet_classifier_distance"] = metrics.frechet_distance(features, ref.test_features)
+    figures["classifier_score"] = metrics.classifier_score(probs)
+    figures["samples"] = ref.samples
+    return figures
+
+
+def full_result(figures: dict, ref: Reference) -> dict:
+    return {**figures, "judge_test_accuracy": ref.judge.test_accuracy, "real": ref.real}
+
+
+def evaluate(generator_dir, data_dir=None, samples=DEFAULT_SAMPLES, log=print) -> dict:
+    """Score an exported generator; writes evaluation.json into its parent (the run's output dir)."""
+    from trainer.export import load_generator
+
+    generator_dir = Path(generator_dir)
+    generator = load_generator(generator_dir)
+    ref = make_reference(generator.meta["dataset"], data_dir, tuple(generator.meta["image_shape"]), samples, log)
+    result = full_result(score_generator(generator, ref), ref)
+    write_result(generator_dir.resolve().parent, result)
+    return result
+
+
+def write_result(out_dir, result) -> Path:
+    path = Path(out_dir) / RESULT_FILE
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def epoch_hook(cfg, data_dir, image_shape, log=print):
+    """For the training loop: a function (generator, metrics row, final, out_dir) that records quality
+    figures in the row every cfg.eval_every epochs and at the end; None when evaluation is off."""
+    if not cfg.eval_every:
+        return None
+    references = {}
+
+    def hook(generator, row, final, out_dir):
+        if not final and row["epoch"] % cfg.eval_every:
+            return
+        count = DEFAULT_SAMPLES if final else EPOCH_SAMPLES
+        if count not in references:
+            try:
+                references[count] = make_reference(cfg.dataset, data_dir, tuple(image_shape), count, log)
+            except UsageError as e:  # e.g. a folder without classes: train on, just without figures
+                log(f"no evaluation: {e}")
+                references[count] = None
+        ref = references[count]
+        if ref is None:
+            return
+        figures = score_generator(generator, ref)
+        row["evaluation"] = figures
+        log(f"epoch {row['epoch']} quality at {ref.samples} samples: " + short_summary(figures, ref.real))
+        if final:
+            write_result(out_dir, full_result(figures, ref))
+
+    return hook
+
+
+def short_summary(figures, real) -> str:
+    parts = []
+    if figures["label_accuracy"] is not None:
+        parts.append(f"label accuracy {figures['label_accuracy']:.3f} (real {real['label_accuracy']:.3f})")
+    parts.append(f"FCD {figures['frechet_classifier_distance']:.3f} (real {real['frechet_classifier_distance']:.3f})")
+    parts.append(f"classifier score {figures['classifier_score']:.3f} (real {real['classifier_score']:.3f})")
+    return ", ".join(parts)
+
+
+def _fmt(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(result: dict) -> list[tuple[str, str, str]]:
+    """(figure, generated, real) rows, shared by the terminal table and the HTML report."""
+    real = result["real"]
+    rows = [
+        ("label accuracy", _fmt(result["label_accuracy"]), _fmt(real["label_accuracy"])),
+        ("Fréchet classifier distance (lower is better)", _fmt(result["frechet_classifier_distance"]),
+         _fmt(real["frechet_classifier_distance"])),
+        ("classifier score (higher is better)", _fmt(result["classifier_score"], 3), _fmt(real["classifier_score"], 3)),
+    ]
+    per_class = result["per_class_accuracy"] or {}
+    for name, real_share in real["per_class_accuracy"].items():
+        rows.append((f"  class {name}", _fmt(per_class.get(name)), _fmt(real_share)))
+    return rows
+
+
+def format_table(result: dict) -> str:
+    rows = [("figure", "generated", "real")] + table_rows(result)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{a:<{width}}  {b:>10}  {c:>10}" for a, b, c in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("")
+    lines.append(f"{result['samples']} generated vs {result['samples']} real test images; real column: test images "
+                 f"(distance: test vs {result['real']['samples']} train images). Compare only at the same count.")
+    lines.append(f"judge accuracy on the whole real test split: {result['judge_test_accuracy']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""The judge: a small CNN classifier that scores generated images.
+
+Trained by us on the dataset's train split (for an image folder, on 5/6 of the
+folder, the rest held out as its test split), so figures mean the same thing
+from run to run. Cached under `cache_root()/judges/` with its test accuracy and
+a fingerprint of the data it saw; a changed dataset (or judge recipe) retrains.
+"""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trainer.errors import UsageError
+from trainer.fsutil import atomic_dir, cache_root
+
+RECIPE = "judge-v1"  # change when the network or training changes: cached judges then retrain
+MODEL_FILE = "judge.keras"
+META_FILE = "judge.json"
+FOLDER_TEST_SHARE = 6  # an image folder holds out 1 picture in 6 as its test split
+MIN_STEPS = 200  # tiny datasets still get enough updates to separate their classes
+EPOCHS = 4  # Fashion-MNIST: ~91% test accuracy, a few minutes on two CPU cores
+BATCH = 128
+FEATURES_LAYER = "features"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Splits:
+    """The labelled images a judge learns from and is tested on."""
+
+    name: str
+    class_names: tuple
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_images.shape[1:])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{RECIPE}|{self.name}|{self.class_names}|{self.image_shape}".encode())
+        for array in (self.train_images, self.train_labels):
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+
+def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
+    """Train and test images at `image_shape` (H, W, C; default: as stored)."""
+    from trainer.data import FOLDER, canonical_name, load_dataset
+
+    name = canonical_name(dataset)
+    size, channels = (image_shape[0], image_shape[2]) if image_shape is not None else (None, None)
+    train = load_dataset(name, data_dir, "train", size, channels)
+    if not train.conditional:
+        raise UsageError(f"{name} has no classes, so no judge can be trained on it; "
+                         "put the pictures in one subfolder per class to get quality figures")
+    if name.startswith(FOLDER):
+        order = np.random.default_rng(0).permutation(len(train.images))
+        n_test = max(1, len(order) // FOLDER_TEST_SHARE)
+        test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+        return Splits(name, train.class_names, train.images[train_idx], train.labels[train_idx],
+                      train.images[test_idx], train.labels[test_idx])
+    test = load_dataset(name, data_dir, "test", size, channels)
+    return Splits(name, train.class_names, train.images, train.labels, test.images, test.labels)
+
+
+class Judge:
+    """A trained classifier: `features(images)` (penultimate layer) and `probabilities(images)`."""
+
+    def __init__(self, model, meta: dict):
+        import keras
+
+        self.model = model
+        self.meta = meta
+        self.class_names = tuple(meta["class_names"])
+        self.test_accuracy = float(meta["test_accuracy"])
+        self._both = keras.Model(model.inputs[0], [model.get_layer(FEATURES_LAYER).output, model.outputs[0]])
+
+    def outputs(self, images, batch_size=500) -> tuple[np.ndarray, np.ndarray]:
+        """(features (N, D), probabilities (N, classes)) for uint8 images (N, H, W, C)."""
+        feats, probs = [], []
+        for i in range(0, len(images), batch_size):
+            f, p = self._both(np.asarray(images[i:i + batch_size]), training=False)
+            feats.append(np.asarray(f, np.float64))
+            probs.append(np.asarray(p, np.float64))
+        return np.concatenate(feats), np.concatenate(probs)
+
+    def features(self, images) -> np.ndarray:
+        return self.outputs(images)[0]
+
+    def probabilities(self, images) -> np.ndarray:
+        return self.outputs(images)[1]
+
+
+def judge_dir(splits: Splits) -> Path:
+    from trainer.layout import dataset_slug
+
+    h, w, c = splits.image_shape
+    return cache_root() / "judges" / f"{dataset_slug(splits.name)}-{h}x{w}x{c}"
+
+
+def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Splits | None = None) -> Judge:
+    """The cached judge for this data, trained first if missing or if the data changed."""
+    import keras
+
+    splits = splits or load_splits(dataset, data_dir, image_shape)
+    folder = judge_dir(splits)
+    fingerprint = splits.fingerprint()
+    meta = _read_meta(folder)
+    if meta is not None and meta.get("fingerprint") == fingerprint:
+        try:
+            return Judge(keras.models.load_model(folder / MODEL_FILE, compile=False), meta)
+        except Exception as e:  # a damaged cache file: retrain rather than fail
+            log(f"judge cache {folder} is unreadable ({type(e).__name__}); retraining")
+    elif meta is not None:
+        log(f"the data for {splits.name} changed since its judge was trained; retraining")
+    model, meta = train_judge(splits, log=log)
+    with atomic_dir(folder) as tmp:
+        model.save(tmp / MODEL_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    return Judge(model, meta)
+
+
+def _read_meta(folder: Path):
+    try:
+        return json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_classifier(image_shape, num_classes):
+    """Conv blocks down to <= 7x7, a 128-wide feature layer, softmax."""
+    import keras
+    from keras import layers
+
+    from trainer.models import upsampling_plan
+
+    _, n = upsampling_plan(image_shape[0])
+    x = keras.Input(image_shape, name="image")
+    h = layers.Rescaling(1 / 127.5, offset=-1.0)(x)  # uint8 pixels in, as the generator emits them
+    for i in range(max(n, 1)):
+        h = layers.Conv2D(32 * 2**min(i, 2), 3, padding="same", activation="relu")(h)
+        h = layers.MaxPooling2D()(h)
+    h = layers.Flatten()(h)
+    h = layers.Dropout(0.3)(h)
+    features = layers.Dense(128, activation="relu", name=FEATURES_LAYER)(h)
+    out = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
+    return keras.Model(x, out, name="judge")
+
+
+def train_judge(splits: Splits, log=print, seed=0):
+    """Train on the train split; returns (model, meta with test accuracy and fingerprint)."""
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    from trainer.progress import Progress, format_duration
+
+    keras.utils.set_random_seed(seed)
+    n = len(splits.train_images)
+    batch = min(BATCH, n)
+    steps_per_epoch = n // batch
+    epochs = max(EPOCHS, -(-MIN_STEPS // steps_per_epoch))
+    log(f"training the judge for {splits.name}: {n} images, {epochs} epochs of {steps_per_epoch} steps "
+        f"(cached afterwards)")
+    model = build_classifier(splits.image_shape, len(splits.class_names))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    progress = Progress(epochs * steps_per_epoch, label="judge")
+
+    class Advance(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            progress.update(extra=lambda: f"accuracy {float(logs.get('accuracy', 0)):.3f}" if logs else "")
+
+    dataset = (tf.data.Dataset.from_tensor_slices((splits.train_images, splits.train_labels))
+               .shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat().batch(batch, drop_remainder=True)
+               .prefetch(tf.data.AUTOTUNE))
+    t0 = time.monotonic()
+    # One long Keras epoch: per-epoch overhead would dominate on tiny datasets.
+    model.fit(dataset, epochs=1, steps_per_epoch=epochs * steps_per_epoch, verbose=0, shuffle=False, callbacks=[Advance()])
+    progress.close()
+    probs = Judge(model, {"class_names": splits.class_names, "test_accuracy": 0}).probabilities(splits.test_images)
+    accuracy = float((probs.argmax(axis=1) == splits.test_labels).mean())
+    seconds = time.monotonic() - t0
+    log(f"judge test accuracy {accuracy:.4f} on {len(splits.test_images)} images ({format_duration(seconds)})")
+    meta = {"dataset": splits.name, "class_names": list(splits.class_names), "image_shape": list(splits.image_shape),
+            "test_accuracy": accuracy, "test_images": len(splits.test_images), "train_images": n,
+            "fingerprint": splits.fingerprint(), "recipe": RECIPE, "epochs": epochs, "seconds": seconds}
+    return model, meta

@@ -1,0 +1,184 @@
+"""report.html: one self-contained page per run (every image embedded), readable without a server.
+
+Built from what the run leaves in its output folder: run.json, metrics.jsonl,
+losses.png, samples/, generator/ and evaluation.json. Parts whose inputs are
+missing (e.g. no evaluation yet) say so instead of breaking the page.
+"""
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from trainer import plots
+from trainer.errors import UsageError
+from trainer.fsutil import atomic_write_text
+from trainer.progress import format_duration
+
+REPORT_FILE = "report.html"
+STRIP_FRAMES = 12  # sample grids shown in the strip, evenly spread over the epochs
+THUMB_WIDTH = 200
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;background:#fff}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:14px}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}.strip{display:flex;gap:8px;overflow-x:auto}
+figure{margin:0;text-align:center;font-size:12px;color:#555}.grids{display:flex;flex-wrap:wrap;gap:12px}
+.note{color:#666;font-size:13px}img{image-rendering:pixelated}img.plot{image-rendering:auto;max-width:100%}
+"""
+
+
+def write_report(output_dir, price_per_hour=None, log=lambda *a: None) -> Path:
+    """Write OUTPUT_DIR/report.html (atomically) and return its path."""
+    out = Path(output_dir)
+    if not (out / "metrics.jsonl").is_file() and not (out / "run.json").is_file():
+        raise UsageError(f"{out} is not a run's output folder (no metrics.jsonl or run.json); "
+                         "point at the --output-dir of a training run")
+    path = out / REPORT_FILE
+    atomic_write_text(path, render(out, price_per_hour))
+    log(f"report: {path}")
+    return path
+
+
+def render(out: Path, price_per_hour=None) -> str:
+    run = _read_json(out / "run.json") or {}
+    history = _read_metrics(out / "metrics.jsonl")
+    evaluation = _read_json(out / "evaluation.json")
+    meta = _read_json(out / "generator" / "generator.json") or {}
+    config = run.get("config", {})
+    title = f"{out.resolve().name}: {meta.get('model', config.get('model', ''))}/{meta.get('preset', config.get('preset', ''))} " \
+            f"on {meta.get('dataset', config.get('dataset', '?'))}"
+    parts = [f"<h1>{_e(title)}</h1>", f"<p class=sub>gankit run report · {_e(str(out.resolve()))}</p>",
+             _summary(run, history, price_per_hour), _evaluation_section(evaluation),
+             _losses_section(out, history), _quality_section(history, evaluation),
+             _samples_section(out), _class_grids_section(out, meta), _hyperparameters_section(run)]
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _summary(run, history, price_per_hour) -> str:
+    seconds = sum(r.get("seconds", 0) for r in history)
+    images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
+    replicas = run.get("replicas", 1)
+    where = f"{replicas} replicas ({run.get('strategy')}) on " if replicas > 1 else ""
+    rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
+                       f" · host {run.get('host', '?')} · TensorFlow {run.get('tensorflow', '?')}"),
+            ("epochs / steps", f"{len(history)} / {history[-1]['step'] if history else 0}"
+                               f" of {run.get('total_steps', '?')}"),
+            ("training time", format_duration(seconds) if history else "n/a"),
+            ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
+    if price_per_hour is not None:
+        rows.append(("cost", f"${price_per_hour * seconds / 3600:,.2f} (at ${price_per_hour:.3f}/hour, training time only)"))
+    else:
+        rows.append(("cost", "unknown (pass --price-per-hour, or use `launcher report`)"))
+    return "<h2>Run</h2>" + _table(rows)
+
+
+def _evaluation_section(evaluation) -> str:
+    if not evaluation:
+        return ("<h2>Image quality</h2><p class=note>Not evaluated yet: train with --eval-every K, "
+                "or run <code>python -m trainer evaluate OUTPUT_DIR/generator</code>.</p>")
+    from trainer.evaluate import table_rows
+
+    n, real = evaluation["samples"], evaluation["real"]
+    body = "".join(f"<tr><td>{_e(a)}</td><td class=n>{_e(b)}</td><td class=n>{_e(c)}</td></tr>"
+                   for a, b, c in table_rows(evaluation))
+    return (f"<h2>Image quality</h2><table><tr><th>figure</th><th>generated</th><th>real (ceiling)</th></tr>{body}</table>"
+            f"<p class=note>{n} generated images vs {n} real test images; the real column scores real test images "
+            f"(distance: {real['samples']} test vs {real['samples']} train images). The Fréchet distance is biased "
+            f"at small counts: compare only figures taken at the same count. Judge accuracy on the whole real test "
+            f"split: {evaluation['judge_test_accuracy']:.4f}.</p>")
+
+
+def _losses_section(out, history) -> str:
+    if not history:
+        return "<h2>Losses</h2><p class=note>No finished epoch yet.</p>"
+    losses = out / "losses.png"
+    if not losses.is_file():
+        plots.save_loss_plot(history, losses)
+    return "<h2>Losses</h2>" + _img(losses.read_bytes(), "losses per epoch with trend lines", "plot")
+
+
+def _quality_section(history, evaluation) -> str:
+    png = plots.quality_plot_png(history, (evaluation or {}).get("real"))
+    if png is None:
+        return ""
+    return "<h2>Quality per evaluated epoch</h2>" + _img(png, "quality figures per evaluated epoch", "plot")
+
+
+def _samples_section(out) -> str:
+    from PIL import Image
+
+    grids = sorted((out / "samples").glob("epoch-*.png"))
+    if not grids:
+        return ""
+    step = max(1, -(-len(grids) // STRIP_FRAMES))
+    chosen = grids[::step]
+    if chosen[-1] != grids[-1]:
+        chosen.append(grids[-1])
+    figures = []
+    for path in chosen:
+        picture = Image.open(path)
+        height = round(picture.height * THUMB_WIDTH / picture.width)
+        thumb = picture.resize((THUMB_WIDTH, height), Image.BILINEAR)
+        label = f"epoch {int(path.stem.split('-')[1])}"
+        figures.append(f"<figure>{_img(plots.png_bytes(thumb), label)}<figcaption>{label}</figcaption></figure>")
+    parts = ["<h2>Samples during training</h2><p class=note>The same noise every epoch, one row per class.</p>",
+             f"<div class=strip>{''.join(figures)}</div>"]
+    gif = out / "samples" / "progress.gif"
+    if gif.is_file():
+        parts.append("<h3>Progress</h3>" + _img(gif.read_bytes(), "progress over the epochs", mime="image/gif"))
+    return "".join(parts)
+
+
+def _class_grids_section(out, meta) -> str:
+    if not (out / "generator" / "generator.json").is_file():
+        return ""
+    from trainer.export import load_generator
+
+    generator = load_generator(out / "generator")
+    if not generator.conditional:
+        return "<h2>Final samples</h2>" + _img(plots.png_bytes(generator.grid(seed=0)), "final samples")
+    figures = []
+    for k, name in enumerate(generator.class_names):
+        picture = plots.png_bytes(generator.grid(target_class=k, rows=2, cols=6, seed=0))
+        figures.append(f"<figure>{_img(picture, f'class {name}')}<figcaption>{_e(name)}</figcaption></figure>")
+    return "<h2>Final generator, per class</h2>" + f"<div class=grids>{''.join(figures)}</div>"
+
+
+def _hyperparameters_section(run) -> str:
+    config = run.get("config")
+    if not config:
+        return ""
+    rows = [(k, "" if v is None else str(v)) for k, v in config.items()]
+    rows += [(k, str(run[k])) for k in ("global_batch_size", "dataset_size", "steps_per_epoch", "trainer_version")
+             if k in run]
+    return "<h2>Hyperparameters</h2>" + _table(rows)
+
+
+def _table(rows) -> str:
+    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _img(data: bytes, alt: str, cls: str = "", mime="image/png") -> str:
+    src = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return f'<img src="{src}" alt="{_e(alt)}"' + (f' class="{cls}"' if cls else "") + ">"
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_metrics(path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
