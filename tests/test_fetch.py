@@ -7,8 +7,8 @@ import http.server
 import io
 import os
 import shutil
-import time
 import threading
+import time
 import zipfile
 from functools import partial
 from pathlib import Path

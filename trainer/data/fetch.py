@@ -34,6 +34,7 @@ from trainer.progress import Progress, format_bytes
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 STALE_PART_S = 3600
+CACHE_FIX = "delete it and run again to re-download"
 SYSTEM_ROOT = "/usr/share/datasets"
 
 
@@ -64,7 +65,7 @@ def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=
     cache = cache_root() / "datasets" / spec.name
     paths = _present(cache, spec.splits[split])
     if paths:
-        return _read_checked(spec, split, paths, strict=True, fix="delete it and run again to re-download")
+        return _read_checked(spec, split, paths, strict=True, fix=CACHE_FIX)
 
     if spec.system_dir:
         paths = _present(system_root() / spec.system_dir, spec.splits[split])
@@ -74,7 +75,7 @@ def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=
 
     download(spec, split, cache, mirror=mirror, stream=stream)
     paths = _present(cache, spec.splits[split])
-    return _read_checked(spec, split, paths, strict=True, fix="delete it and run again to re-download")
+    return _read_checked(spec, split, paths, strict=True, fix=CACHE_FIX)
 
 
 def _present(folder: Path, files) -> tuple | None:
