@@ -87,6 +87,14 @@ def read_bytes(uri: str) -> bytes | None:
         _fail("read of", uri, e)
 
 
+def write_bytes(uri: str, data: bytes):
+    bucket, key = split_s3(uri)
+    try:
+        client().put_object(Bucket=bucket, Key=key, Body=data)
+    except _transfer_errors() as e:
+        _fail("write of", uri, e)
+
+
 def upload_file(local, uri: str, callback=None):
     bucket, key = split_s3(uri)
     try:

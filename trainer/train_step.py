@@ -33,11 +33,15 @@ def make_train_step(generator, discriminator, g_opt, d_opt, rng, *, z_dim, num_c
     @tf.function(jit_compile=jit_compile)
     def train_step(images, labels):
         real = scale_images(images)
-        batch = tf.shape(real)[0]
         y = tf.one_hot(labels, num_classes) if conditional else None
+        z = sample_z(rng, tf.shape(real)[0], z_dim, z_distribution)
 
-        with tf.GradientTape() as tape:
-            fake = with_label(generator, sample_z(rng, batch, z_dim, z_distribution), y, True)
+        # One persistent tape: the generator runs forward once per step. D is
+        # updated first; G's update then backpropagates through the *updated*
+        # D into that same forward pass (same z, G unchanged in between), which
+        # is what the book's alternating updates compute, minus a second pass.
+        with tf.GradientTape(persistent=True) as tape:
+            fake = with_label(generator, z, y, True)
             real_logits = with_label(discriminator, real, y, True)
             fake_logits = with_label(discriminator, fake, y, True)
             d_loss = discriminator_loss(real_logits, fake_logits, smooth)
@@ -46,11 +50,11 @@ def make_train_step(generator, discriminator, g_opt, d_opt, rng, *, z_dim, num_c
             scaled = d_opt.scale_loss(d_loss)
         update(d_opt, tape, scaled, discriminator.trainable_variables)
 
-        with tf.GradientTape() as tape:
-            fake = with_label(generator, sample_z(rng, batch, z_dim, z_distribution), y, True)
+        with tape:
             g_loss = generator_loss(with_label(discriminator, fake, y, True))
             scaled = g_opt.scale_loss(g_loss)
         update(g_opt, tape, scaled, generator.trainable_variables)
+        del tape
         return tf.stack([d_loss, g_loss])
 
     return train_step

@@ -56,26 +56,33 @@ def download_urls(spec: IdxDataset, mirror: str | None = None) -> tuple:
 
 def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None):
     """(images, labels) of one split, as stored (N, H, W) uint8 and int64, checked."""
+    paths, strict, fix = locate_split(spec, split, data_dir, mirror, stream)
+    return _read_checked(spec, split, paths, strict=strict, fix=fix)
+
+
+def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None):
+    """(paths, strict, fix): where one split's files are, downloading them if need be.
+
+    Looks in `data_dir` if given, else the cache, then the system copy (Debian),
+    then downloads into the cache. `strict` and `fix` say how to check and mend them.
+    """
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
         fix = "replace it with an intact copy, or drop --data-dir to use gankit's cache"
-        paths = _in_data_dir(spec, split, folder)
-        return _read_checked(spec, split, paths, strict=False, fix=fix)
+        return _in_data_dir(spec, split, folder), False, fix
 
     cache = cache_root() / "datasets" / spec.name
     paths = _present(cache, spec.splits[split])
     if paths:
-        return _read_checked(spec, split, paths, strict=True, fix=CACHE_FIX)
+        return paths, True, CACHE_FIX
 
     if spec.system_dir:
         paths = _present(system_root() / spec.system_dir, spec.splits[split])
         if paths:
-            fix = f"reinstall it (apt-get install --reinstall dataset-{spec.system_dir}) or pass --data-dir DIR"
-            return _read_checked(spec, split, paths, strict=True, fix=fix)
+            return paths, True, f"reinstall it (apt-get install --reinstall dataset-{spec.system_dir}) or pass --data-dir DIR"
 
     download(spec, split, cache, mirror=mirror, stream=stream)
-    paths = _present(cache, spec.splits[split])
-    return _read_checked(spec, split, paths, strict=True, fix=CACHE_FIX)
+    return _present(cache, spec.splits[split]), True, CACHE_FIX
 
 
 def _present(folder: Path, files) -> tuple | None:

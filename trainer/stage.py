@@ -1,0 +1,62 @@
+"""Put a dataset's canonical files under an S3 prefix, once.
+
+`s3://BUCKET/datasets/<name>/` holds the files plus `MANIFEST.json` (each
+file's size and SHA-256), uploaded last: a prefix with a manifest is complete,
+and staging again with the same checksums uploads nothing.
+"""
+
+import json
+from pathlib import Path
+
+from trainer import s3
+from trainer.checkpoints import file_digest
+from trainer.data import canonical_name
+from trainer.errors import UsageError
+from trainer.progress import Progress, format_bytes
+
+MANIFEST = "MANIFEST.json"
+
+
+def dataset_files(name: str, data_dir=None) -> list[Path]:
+    """The dataset's files on this machine, checked, fetched if need be (see trainer.data.fetch)."""
+    name = canonical_name(name)
+    if name.startswith("folder:"):
+        raise UsageError(f"{name}: image folders are not staged by name; upload the folder with "
+                         "`aws s3 sync` and pass its s3:// prefix as --data-dir")
+    from trainer.data.catalog import CATALOG
+    from trainer.data.fetch import _read_checked, locate_split
+
+    spec = CATALOG[name]
+    files = []
+    for split in spec.splits:
+        paths, strict, fix = locate_split(spec, split, data_dir)
+        _read_checked(spec, split, paths, strict=strict, fix=fix)  # never stage a broken copy
+        files += paths
+    return files
+
+
+def build_manifest(name: str, files) -> dict:
+    return {"dataset": canonical_name(name),
+            "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in files}}
+
+
+def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
+    """Upload `name` to `to_uri` unless the same checksums are already there; returns the manifest."""
+    if not s3.is_s3(to_uri):
+        raise UsageError(f"--to {to_uri}: give an S3 prefix, e.g. s3://BUCKET/datasets/{canonical_name(name)}")
+    files = dataset_files(name, data_dir)
+    manifest = build_manifest(name, files)
+    remote = s3.read_bytes(s3.join(to_uri, MANIFEST))
+    try:
+        if remote is not None and json.loads(remote)["files"] == manifest["files"]:
+            log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
+            return manifest
+    except (ValueError, KeyError, TypeError):
+        pass  # a broken manifest: stage again
+    progress = Progress(sum(p.stat().st_size for p in files), label=f"staging {manifest['dataset']}", fmt=format_bytes)
+    for path in files:
+        s3.upload_file(path, s3.join(to_uri, path.name), callback=progress.update)
+    progress.close()
+    s3.write_bytes(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
+    log(f"staged {manifest['dataset']} at {to_uri}")
+    return manifest
