@@ -1,4 +1,4 @@
-"""Put a dataset's canonical files under an S3 prefix, once.
+"""Put a dataset's canonical files under an S3 prefix (or a local folder standing in for a bucket), once.
 
 `s3://BUCKET/datasets/<name>/` holds the files plus `MANIFEST.json` (each
 file's size and SHA-256), uploaded last: a prefix with a manifest is complete,
@@ -6,12 +6,14 @@ and staging again with the same checksums uploads nothing.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 from trainer import s3
 from trainer.checkpoints import file_digest
 from trainer.data import canonical_name
 from trainer.errors import UsageError
+from trainer.fsutil import atomic_write_bytes
 from trainer.progress import Progress, format_bytes
 
 MANIFEST = "MANIFEST.json"
@@ -42,11 +44,9 @@ def build_manifest(name: str, files) -> dict:
 
 def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     """Upload `name` to `to_uri` unless the same checksums are already there; returns the manifest."""
-    if not s3.is_s3(to_uri):
-        raise UsageError(f"--to {to_uri}: give an S3 prefix, e.g. s3://BUCKET/datasets/{canonical_name(name)}")
     files = dataset_files(name, data_dir)
     manifest = build_manifest(name, files)
-    remote = s3.read_bytes(s3.join(to_uri, MANIFEST))
+    remote = _read(s3.join(to_uri, MANIFEST))
     try:
         if remote is not None and json.loads(remote)["files"] == manifest["files"]:
             log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
@@ -55,8 +55,29 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
         pass  # a broken manifest: stage again
     progress = Progress(sum(p.stat().st_size for p in files), label=f"staging {manifest['dataset']}", fmt=format_bytes)
     for path in files:
-        s3.upload_file(path, s3.join(to_uri, path.name), callback=progress.update)
+        _put(path, s3.join(to_uri, path.name), progress.update)
     progress.close()
-    s3.write_bytes(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
+    _write(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
     log(f"staged {manifest['dataset']} at {to_uri}")
     return manifest
+
+
+# S3 or a local folder, the same three operations.
+def _read(uri):
+    if s3.is_s3(uri):
+        return s3.read_bytes(uri)
+    return Path(uri).read_bytes() if Path(uri).exists() else None
+
+
+def _put(path: Path, uri, callback):
+    if s3.is_s3(uri):
+        return s3.upload_file(path, uri, callback=callback)
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, uri)
+    callback(path.stat().st_size)
+
+
+def _write(uri, data: bytes):
+    if s3.is_s3(uri):
+        return s3.write_bytes(uri, data)
+    atomic_write_bytes(uri, data)

@@ -1,0 +1,159 @@
+"""The EC2 backend: one GPU instance per job, which trains and then terminates itself.
+
+`submit` uploads the project's wheel and the job (`job.json`: hyperparameters and the
+run's S3 data, checkpoint and output paths) to the run prefix and launches an instance
+whose user data (`launcher.userdata`) runs `launcher.remote.train_job`. The instance
+reports through S3 only: `train.log` as it goes, `status.json` at the end, `setup.log`
+when it shuts down, so `describe` and `logs` need nothing but the bucket and EC2's view
+of the instance. `stop` terminates it. A spot interruption leaves the checkpoints: submit
+again with `--resume JOB`.
+"""
+
+import json
+import time
+from datetime import datetime, timezone
+
+from launcher import ec2
+from launcher.remote import train_job
+from trainer import layout, s3
+from trainer.errors import GankitError, UsageError
+
+FINAL = ("Completed", "Failed", "Stopped")
+LOG_POLL_SECONDS = 5.0
+STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
+          "stopped": "Stopped", "terminated": "Stopped"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _uris(root, job) -> dict:
+    run = layout.run_prefix(root, job)
+    return {"job_uri": train_job.job_uri(root, job), "log_uri": train_job.log_uri(root, job),
+            "status_uri": train_job.status_uri(root, job), "setup_log_uri": layout.join(run, "setup.log")}
+
+
+def job_document(spec) -> dict:
+    """What the instance's runner reads: no secrets, only names and S3 paths."""
+    return {"job": spec.job, "root": spec.root, "hyperparameters": dict(spec.hyperparameters),
+            "data_uri": spec.data_uri, "checkpoint_uri": spec.checkpoint_uri, "output_uri": spec.output_uri,
+            "max_run": int(spec.max_run), "image": spec.image or None, "region": spec.region, "resume": spec.resume}
+
+
+def _config(spec) -> dict:
+    from launcher import settings
+
+    return {**settings.load(), "region": spec.region or settings.get("region")}
+
+
+def _request(spec, config, wheel_uri, image_id=None) -> dict:
+    from launcher import userdata
+
+    uris = _uris(spec.root, spec.job)
+    boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, setup_log_uri=uris["setup_log_uri"],
+                              region=config["region"], max_run=int(spec.max_run), image=spec.image or None)
+    tags = {"Name": f"gankit-{spec.job}", "gankit:job": spec.job}
+    return ec2.run_instances_request("job", spec.instance_type, userdata.render(boot), spot=spec.spot, tags=tags,
+                                     settings=config, shutdown="terminate", image_id=image_id)
+
+
+def _check(spec):
+    if not s3.is_s3(spec.root):
+        raise UsageError(f"the ec2 backend needs a bucket, not {spec.root}: run `launcher infra up` first")
+    if not spec.max_run or spec.max_run <= 0:
+        raise UsageError("an EC2 job needs a max run: pass --max-run, e.g. --max-run 2h")
+    if getattr(spec, "instance_count", 1) not in (None, 1):
+        raise UsageError("the ec2 backend runs one instance per job; drop --instance-count or use SageMaker")
+
+
+def _ensure_dataset(spec):
+    """Stage the dataset unless it is in the bucket already (the trainer reads it from S3)."""
+    from trainer.stage import MANIFEST, stage_dataset
+
+    if s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
+        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
+
+
+def submit(spec, dry_run: bool = False) -> dict:
+    _check(spec)
+    config = _config(spec)
+    if dry_run:  # nothing is read or written: EC2 resolves the AMI's SSM parameter itself
+        wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
+        request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
+        return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
+    _ensure_dataset(spec)
+    wheel_uri = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
+    uris = _uris(spec.root, spec.job)
+    s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())
+    request = _request(spec, config, wheel_uri)
+    instance_id = ec2.launch(request, config["region"])
+    record = {**spec.to_dict(), **uris, "instance_id": instance_id, "region": config["region"],
+              "submitted_at": _now(), "wheel_uri": wheel_uri}
+    from launcher import jobs
+
+    jobs.save(record)
+    return record
+
+
+def _failure_for(instance) -> str:
+    reason = (instance or {}).get("StateReason", {})
+    if "Spot" in reason.get("Code", "") or "spot" in reason.get("Message", "").lower():
+        return "spot interruption"
+    return "the instance ended before the job reported (see `launcher logs`, which includes the setup log)"
+
+
+def describe(record) -> dict:
+    status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
+    instance = ec2.describe_instance(record["instance_id"], record.get("region"))
+    launched = instance["LaunchTime"].isoformat(timespec="seconds") if instance else None
+    result = {"status": None, "started": status.get("started") or launched, "ended": status.get("ended"),
+              "failure_reason": status.get("failure_reason"), "instance_type": record.get("instance_type"),
+              "instance_id": record["instance_id"]}
+    if status.get("status") in FINAL:
+        result["status"] = status["status"]
+        return result
+    state = instance["State"]["Name"] if instance else "terminated"
+    result["status"] = STATES.get(state, "InProgress")
+    if result["status"] == "Stopped":  # gone without a final word from the runner
+        result["status"] = "Failed"
+        cause = _failure_for(instance)
+        result["failure_reason"] = f"{cause}; `launcher submit ... --resume {record['job']}` continues from its checkpoints"
+    return result
+
+
+def _read_log(record) -> str:
+    data = s3.read_bytes(record["log_uri"])
+    if data is None:  # the runner never started: the setup log (shipped at shutdown) says why
+        data = s3.read_bytes(record["setup_log_uri"])
+    return (data or b"").decode("utf-8", errors="replace")
+
+
+def logs(record, follow: bool, echo) -> None:
+    shown = 0
+    while True:
+        final = not follow or describe(record)["status"] in FINAL + ("Stopped",)
+        text = _read_log(record)
+        if len(text) > shown:
+            # Whole lines only, so a line half-written at upload time is shown once, complete.
+            end = len(text) if final else text.rfind("\n") + 1
+            for line in text[shown:end].splitlines():
+                echo(line)
+            shown = max(shown, end)
+        if final:
+            if not text:
+                echo(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
+            return
+        time.sleep(LOG_POLL_SECONDS)
+
+
+def stop(record) -> None:
+    ec2.terminate(record["instance_id"], record.get("region"))
+    status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
+    if status.get("status") not in FINAL:
+        try:
+            train_job.write_status(record["status_uri"], "Stopped", started=status.get("started"), ended=_now(),
+                                   failure_reason=f"terminated by `launcher stop`; `launcher submit ... --resume "
+                                                  f"{record['job']}` continues from its checkpoints")
+        except GankitError:
+            pass  # the instance is gone either way; describe then says so from EC2's side

@@ -1,0 +1,141 @@
+"""The local backend: the trainer as a subprocess on this machine, under the cloud's contract and layout.
+
+Each job gets a fake /opt/ml tree under the config folder (GANKIT_SM_ROOT), with
+hyperparameters.json and the staged dataset as its `training` channel, and
+writes checkpoints and outputs into the local folder standing in for the
+bucket (`<root>/runs/<job>/...`), exactly where a cloud job puts them in S3.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from launcher import jobs
+from trainer.errors import UsageError
+
+POLL_SECONDS = 0.5
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def job_root(job: str) -> Path:
+    return jobs.jobs_dir() / job
+
+
+def _hyperparameters(spec) -> dict:
+    hyperparameters = dict(spec.hyperparameters, output_dir=spec.output_uri, checkpoint_dir=spec.checkpoint_uri)
+    hyperparameters.pop("data_dir", None)  # the data arrives as the training channel
+    return hyperparameters
+
+
+def _command(exit_file: Path) -> list[str]:
+    return [sys.executable, "-m", "launcher.backends.local", str(exit_file)]
+
+
+def run_and_record(exit_file: str) -> int:
+    """Run the contract, pass SIGTERM on, and keep its exit status in a file that outlives the process."""
+    child = subprocess.Popen([sys.executable, "-m", "trainer.contract"])
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    code = child.wait()
+    Path(exit_file).write_text(f"{code}\n")
+    return code
+
+
+def submit(spec, dry_run: bool = False) -> dict:
+    root = job_root(spec.job)
+    plan = {"backend": "local", "job": spec.job, "sm_root": str(root), "hyperparameters": _hyperparameters(spec),
+            "training_channel": spec.data_uri, "command": [sys.executable, "-m", "trainer.contract"]}
+    if dry_run:
+        return plan
+    if root.exists():
+        raise UsageError(f"job {spec.job} exists already; pick another name or `launcher status {spec.job}`")
+    from trainer.stage import stage_dataset
+
+    if not spec.dataset.startswith("folder:"):
+        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
+        training = spec.data_uri
+    else:
+        training = spec.dataset[len("folder:"):]
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(plan["hyperparameters"], indent=1))
+    channel = root / "input" / "data" / "training"
+    channel.parent.mkdir(parents=True)
+    channel.symlink_to(Path(training).resolve(), target_is_directory=True)
+    log = root / "train.log"
+    env = dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(_command(root / "exit_code"), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "sm_root": str(root), "log": str(log)}
+    return jobs.save(record)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie (our own child, not yet reaped) has finished
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def describe(record: dict) -> dict:
+    root = Path(record["sm_root"])
+    exit_file = root / "exit_code"
+    info = {"status": "InProgress", "started": record.get("submitted_at"), "ended": None, "failure_reason": None,
+            "instance_type": "local"}
+    code_text = exit_file.read_text().strip() if exit_file.exists() else ""
+    if not code_text:
+        if _alive(record["pid"]):
+            return info
+        return {**info, "status": "Failed", "failure_reason": "the trainer process vanished without an exit status"}
+    code = int(code_text)
+    info["ended"] = datetime.fromtimestamp(exit_file.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    failure = root / "output" / "failure"
+    if code == 0:
+        info["status"] = "Completed"
+    elif code == 143:
+        info["status"] = "Stopped"
+    else:
+        info["status"] = "Failed"
+        info["failure_reason"] = failure.read_text().strip() if failure.exists() else f"the trainer exited with {code}"
+    return info
+
+
+def logs(record: dict, follow: bool, echo) -> None:
+    log = Path(record["log"])
+    position = 0
+    while True:
+        final = describe(record)["status"] != "InProgress"  # read the status first, so no last line is missed
+        if log.exists():
+            with open(log, "rb") as f:
+                f.seek(position)
+                chunk = f.read()
+                position += len(chunk)
+            if chunk:
+                echo(chunk.decode(errors="replace"), nl=False)
+        if not follow or final:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def stop(record: dict) -> None:
+    if describe(record)["status"] != "InProgress":
+        return
+    # SIGTERM: the trainer writes a checkpoint and exits with 143 (Stopped).
+    os.kill(record["pid"], signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    sys.exit(run_and_record(sys.argv[1]))

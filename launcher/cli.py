@@ -1,0 +1,336 @@
+"""`launcher`: submit GAN training jobs (local, SageMaker, EC2), watch them, and bring the generator home.
+
+    options -> launcher.spec.build_spec -> JobSpec -> launcher.backends.<name>.submit -> the trainer's contract
+
+Heavy imports (TensorFlow, boto3, the SageMaker SDK) live inside the commands
+that need them, so `launcher --help` answers at once.
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+import click
+
+from trainer.errors import GankitError, UsageError, run_cli
+
+# Commands that live in other modules, imported only when run: name -> (module:attr, short help).
+LAZY = {
+    "infra": ("launcher.infra:infra", "Provision, show or delete the AWS stacks (bucket, roles, security group)."),
+    "jupyter": ("launcher.jupyter:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
+    "evaluate": ("launcher.quality:evaluate", "Measure a generator's image quality (job or folder)."),
+    "report": ("launcher.quality:report", "Fetch a job's report.html (and open it with --open)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY))
+
+    def get_command(self, ctx, name):
+        if name in LAZY:
+            module, attr = LAZY[name][0].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, LAZY[name][1] if name in LAZY else click.Group.get_command(self, ctx, name).get_short_help_str(90))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="gankit")
+def cli():
+    """Train GANs on cloud GPUs (SageMaker, EC2) or on this machine, and bring the generator home.
+
+    Without AWS set up, jobs run here (the local backend); `launcher infra up` switches the default to SageMaker.
+    """
+
+
+def _echo_table(rows: list[tuple[str, str]]):
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+# --- submit -------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
+@click.option("--model", type=click.Choice(["cgan", "dcgan"]), default="cgan", show_default=True)
+@click.option("--preset", type=click.Choice(["seed", "default"]), default=None, help="[trainer default: default]")
+@click.option("--epochs", type=int, default=None, help="[trainer default: 64]")
+@click.option("--batch-size", type=int, default=None, help="Per GPU (replica).")
+@click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
+@click.option("--backend", type=click.Choice(["local", "sagemaker", "ec2"]), default=None,
+              help="[default: from `launcher config`; local until AWS is set up]")
+@click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
+@click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
+@click.option("--spot/--on-demand", default=True, show_default=True, help="Spot capacity (cheaper, may be interrupted).")
+@click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m [2h]; it is stopped after.")
+@click.option("--bucket", default=None, help="S3 bucket for data and runs [config].")
+@click.option("--role", default=None, help="SageMaker execution role ARN [config].")
+@click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, script mode].")
+@click.option("--region", default=None, help="AWS region [config, then the AWS default].")
+@click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint.")
+@click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
+@click.option("--dest", type=click.Path(), default=None, help="Where --wait pulls to [./JOB].")
+@click.option("--dry-run", is_flag=True, help="Print the request and submit nothing.")
+def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_type, instance_count, spot, max_run,
+           bucket, role, image, region, resume, wait, dest, dry_run):
+    """Start a training job; prints its name, where outputs land and what it may cost."""
+    from launcher import backends
+    from launcher.spec import build_spec
+
+    if resume:
+        from launcher import jobs
+
+        jobs.load(resume)  # an unknown job is a usage error before anything starts
+    spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,
+                      backend=backend, instance_type=instance_type, instance_count=instance_count, spot=spot,
+                      max_run=max_run, bucket=bucket, role=role, image=image, region=region, resume=resume)
+    backend_module = backends.get(spec.backend)
+    if dry_run:
+        click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
+        return
+    _echo_table(_plan_rows(spec))
+    record = backend_module.submit(spec)
+    click.echo(f"submitted {record['job']}")
+    if wait if wait is not None else spec.backend == "local":
+        _wait_and_pull(record, Path(dest or record["job"]))
+    else:
+        click.echo(f"follow it with `launcher logs {record['job']} --follow`; `launcher pull {record['job']}` when done")
+
+
+def _plan_rows(spec) -> list[tuple[str, str]]:
+    from launcher.durations import format_hms
+    from launcher.pricing import PRICES_AS_OF, estimate
+
+    rows = [("job", spec.job), ("backend", spec.backend), ("outputs", spec.output_uri)]
+    if spec.backend != "local":
+        count = f" x{spec.instance_count}" if spec.instance_count > 1 else ""
+        rows.append(("instance", f"{spec.instance_type}{count}, {'spot' if spec.spot else 'on-demand'}"))
+        on_demand = estimate(spec.instance_type, spec.instance_count, False, spec.max_run)
+        cost = f"at most ${on_demand:,.2f} on-demand for {format_hms(spec.max_run)} (--max-run)"
+        if spec.spot:
+            cost = (f"at most ~${estimate(spec.instance_type, spec.instance_count, True, spec.max_run):,.2f} spot "
+                    f"(typical), ${on_demand:,.2f} on-demand, for {format_hms(spec.max_run)} (--max-run)")
+        rows.append(("cost", f"{cost}; list prices of {PRICES_AS_OF}, us-east-1"))
+    if spec.backend == "sagemaker":
+        from launcher.backends.sagemaker import console_url
+
+        rows.append(("console", console_url(spec)))
+    return rows
+
+
+def _wait_and_pull(record: dict, dest: Path):
+    from launcher import backends
+    from launcher.pull import pull
+
+    backend = backends.get(record["backend"])
+    backend.logs(record, follow=True, echo=click.echo)
+    info = backend.describe(record)
+    _raise_if_failed(record, info)
+    if info["status"] != "Completed":
+        raise GankitError(f"job {record['job']} is {info['status']}; `launcher submit --resume {record['job']} ...` "
+                          "continues it from its last checkpoint")
+    pull(record, dest)
+    click.echo(f"pulled {record['job']} to {dest}")
+
+
+def _raise_if_failed(record, info):
+    if info["status"] == "Failed":
+        raise GankitError(f"job {record['job']} failed: {info.get('failure_reason') or 'no reason given'}")
+
+
+# --- watching -----------------------------------------------------------------------------------
+
+def _describe(record) -> dict:
+    from launcher import backends
+
+    return backends.get(record["backend"]).describe(record)
+
+
+def _duration(info) -> str:
+    from datetime import datetime, timezone
+
+    from launcher.durations import format_hms
+
+    if not info.get("started"):
+        return "-"
+    start = datetime.fromisoformat(str(info["started"]))
+    end = datetime.fromisoformat(str(info["ended"])) if info.get("ended") else datetime.now(timezone.utc)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    return format_hms(max((end - start).total_seconds(), 0))
+
+
+def _row(record, info) -> dict:
+    hp = record.get("hyperparameters", {})
+    savings = info.get("spot_savings")
+    return {"name": record["job"], "backend": record["backend"], "status": info.get("status", "?"),
+            "dataset": record.get("dataset"), "epochs": hp.get("epochs", "64"),
+            "started": (info.get("started") or record.get("submitted_at") or "-")[:19].replace("T", " "),
+            "duration": _duration(info), "instance": f"{record.get('instance_type')}"
+            + (f" x{record['instance_count']}" if record.get("instance_count", 1) > 1 else ""),
+            "spot_savings": f"{savings:.0%}" if savings is not None else "-",
+            "failure_reason": info.get("failure_reason")}
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(job, as_json):
+    """Show a job's state, duration, instance and (spot) savings."""
+    from launcher import jobs
+
+    record = jobs.load(job)
+    info = _describe(record)
+    row = _row(record, info)
+    if as_json:
+        click.echo(json.dumps({**row, "output_uri": record["output_uri"], "details": info}, indent=2, default=str))
+    else:
+        _echo_table([(k.replace("_", " "), str(v)) for k, v in row.items() if v is not None]
+                    + [("outputs", record["output_uri"])])
+    _raise_if_failed(record, info)
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_jobs(as_json):
+    """All jobs this launcher submitted, newest first."""
+    from launcher import jobs
+
+    rows = []
+    for record in jobs.all_jobs():
+        try:
+            info = _describe(record)
+        except GankitError as e:
+            info = {"status": "unknown", "failure_reason": str(e)}
+        rows.append(_row(record, info))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no jobs yet: `launcher submit --dataset zalando --epochs 1` starts one")
+        return
+    columns = ["name", "backend", "status", "dataset", "epochs", "started", "duration", "instance", "spot_savings"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    click.echo("  ".join(c.replace("_", " ").upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
+def logs(job, follow):
+    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally)."""
+    from launcher import backends, jobs
+
+    record = jobs.load(job)
+    backends.get(record["backend"]).logs(record, follow=follow, echo=click.echo)
+
+
+@cli.command()
+@click.argument("job")
+def stop(job):
+    """Stop a job; it writes a checkpoint first, and `submit --resume JOB` continues it."""
+    from launcher import backends, jobs
+
+    record = jobs.load(job)
+    backends.get(record["backend"]).stop(record)
+    click.echo(f"stopping {job}")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("job")
+@click.option("--dest", type=click.Path(), default=None, help="Folder to pull into [./JOB].")
+def pull(job, dest):
+    """Download a job's generator, samples, metrics and plots (resumable) and check the generator loads."""
+    from launcher import jobs
+    from launcher.pull import pull as pull_run
+
+    record = jobs.load(job)
+    folder = pull_run(record, Path(dest or job))
+    click.echo(f"pulled {job} to {folder}")
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--class", "target_class", default=None, help="Class index or name (e.g. 7 or sneaker); omit for a mix.")
+@click.option("--count", type=int, default=None, help="How many images (.npy output; default 100).")
+@click.option("--rows", type=int, default=None, help="Grid rows (.png output).")
+@click.option("--cols", type=int, default=None, help="Grid columns (.png output).")
+@click.option("--seed", type=int, default=None, help="Random seed for repeatable images.")
+@click.option("--out", required=True, type=click.Path(), help="X.npy: uint8 array (N, H, W, C); X.png: a grid.")
+def generate(source, target_class, count, rows, cols, seed, out):
+    """Make images from a generator: a pulled folder, a job name, or an s3://.../generator prefix."""
+    from launcher.pull import generator_dir
+    from trainer.generate import generate_to_file
+
+    path = generate_to_file(generator_dir(source), out, target_class=target_class, count=count, rows=rows,
+                            cols=cols, seed=seed)
+    click.echo(f"wrote {path}")
+
+
+# --- settings and image -------------------------------------------------------------------------
+
+@cli.group()
+def config():
+    """Show or set defaults (backend, region, bucket, role, instance_type, image)."""
+
+
+@config.command(name="show")
+def config_show():
+    """Print the settings file and the defaults in force."""
+    from launcher import settings
+
+    click.echo(f"# {settings.config_path()}")
+    for key in settings.KEYS:
+        value = settings.get(key)
+        if value is not None:
+            click.echo(f"{key} = {value}")
+    click.echo(f"# backend in force: {settings.default_backend()}")
+
+
+@config.command(name="set")
+@click.argument("key")
+@click.argument("value")
+def config_set(key, value):
+    """Set KEY to VALUE (`none` removes it), e.g. `launcher config set backend sagemaker`."""
+    from launcher import settings
+
+    settings.update(**{key.replace("-", "_"): None if value.lower() == "none" else value})
+    click.echo(f"{key} = {value}")
+
+
+@cli.group()
+def image():
+    """The trainer's Docker image."""
+
+
+@image.command(name="push")
+@click.option("--repository", default="gankit-trainer", show_default=True, help="ECR repository name.")
+@click.option("--tag", default=None, help="[the gankit version]")
+@click.option("--region", default=None, help="AWS region [config, then the AWS default].")
+def image_push(repository, tag, region):
+    """Build docker/Dockerfile and push it to ECR; then `launcher config set image URI`."""
+    from launcher.image import push
+
+    uri = push(repository, tag, region)
+    click.echo(f"pushed {uri}; use it with `launcher submit --image {uri}` or `launcher config set image {uri}`")
+
+
+def main(argv=None):
+    run_cli(cli, argv, prog_name="launcher")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""EC2 GPU instances for gankit: the image, the RunInstances request, and the instance's life.
+
+Shared by the EC2 training backend (`launcher.backends.ec2`) and `launcher jupyter`.
+Every instance gets the same safe defaults: IMDSv2 only, an encrypted gp3 root volume,
+the instance profile and security group `launcher infra up` recorded, tags on the
+instance and its volume, and a shutdown behaviour so `shutdown -h now` on the
+instance ends the billing (terminate for jobs, stop for Jupyter).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from trainer.errors import GankitError, UsageError
+
+# The AWS Deep Learning AMIs, found through their public SSM parameters (no AMI ids to keep
+# up to date). Current DLAMIs ship NVIDIA's open-source kernel driver, which supports Turing
+# and newer GPUs only (g4dn T4, g5 A10G, g6 L4, g6e L40S, p4 A100, p5 H100): the V100 of a
+# P3 needs the proprietary driver, so P3 gets the proprietary-driver base DLAMI. Both are
+# "base" images (driver, CUDA, Docker): the user data installs TensorFlow from the project's
+# wheel into a DLAMI TensorFlow environment when the image has one, else into its own venv.
+DLAMI_PREFIX = "/aws/service/deeplearning/ami/x86_64"
+OPEN_DRIVER_PARAMETER = f"{DLAMI_PREFIX}/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+PROPRIETARY_DRIVER_PARAMETER = f"{DLAMI_PREFIX}/base-proprietary-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+PROPRIETARY_DRIVER_FAMILIES = ("p3", "p3dn")  # V100: not supported by the open driver
+
+SHUTDOWN_BEHAVIOURS = ("terminate", "stop")
+ROOT_DEVICE = "/dev/sda1"  # the DLAMI's (Ubuntu) root device name
+ROOT_VOLUME_GB = 100  # the DLAMI needs ~75 GB; the rest is room for data and checkpoints
+TAG_PURPOSE = "gankit:purpose"
+
+
+def family(instance_type: str) -> str:
+    """'p3' for 'p3.2xlarge' (and for 'ml.p3.2xlarge')."""
+    name = instance_type.removeprefix("ml.")
+    if "." not in name:
+        raise UsageError(f"{instance_type!r} is not an EC2 instance type; write e.g. g5.xlarge or p3.2xlarge")
+    return name.split(".", 1)[0]
+
+
+def ami_parameter_for(instance_type: str) -> str:
+    """The public DLAMI SSM parameter whose driver supports this instance type's GPU."""
+    if family(instance_type) in PROPRIETARY_DRIVER_FAMILIES:
+        return PROPRIETARY_DRIVER_PARAMETER
+    return OPEN_DRIVER_PARAMETER
+
+
+def client(service: str, region: str | None = None):
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def resolve_ami(instance_type: str, region: str | None = None, override: str | None = None) -> str:
+    """The AMI id for this instance type: `override` as given (an `ami-...` id or an SSM parameter
+    name), else the latest DLAMI of the family's public parameter."""
+    if override and override.startswith("ami-"):
+        return override
+    name = override or ami_parameter_for(instance_type)
+    ssm = client("ssm", region)
+    try:
+        return ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ssm.exceptions.ParameterNotFound:
+        raise GankitError(f"the AMI parameter {name} does not exist in this region; "
+                          "set GANKIT_AMI to an ami-... id or another SSM parameter name") from None
+    except Exception as e:  # botocore's ClientError and connection errors, one line
+        raise GankitError(f"could not read the AMI parameter {name}: {e}") from None
+
+
+def _tag_list(tags: dict) -> list[dict]:
+    return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
+
+
+def run_instances_request(purpose: str, instance_type: str, user_data: str, *, spot: bool = False,
+                          tags: dict | None = None, settings: dict | None = None, shutdown: str = "terminate",
+                          image_id: str | None = None, volume_gb: int = ROOT_VOLUME_GB,
+                          max_spot_price: str | None = None) -> dict:
+    """The keyword arguments of `ec2.run_instances` for one GPU instance.
+
+    `settings` is the launcher's config (`launcher.settings.load()`): instance_profile,
+    security_group, subnet (optional), region, ami (optional override). `image_id`, when
+    given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
+    """
+    settings = settings or {}
+    if shutdown not in SHUTDOWN_BEHAVIOURS:
+        raise ValueError(f"shutdown must be one of {SHUTDOWN_BEHAVIOURS}, not {shutdown!r}")
+    if spot and shutdown == "stop":
+        # A stopped one-time spot request cannot restart; stop needs a persistent request.
+        raise UsageError("a stoppable instance cannot be a one-time spot instance; drop --spot")
+    missing = [k for k in ("instance_profile", "security_group") if not settings.get(k)]
+    if missing:
+        raise UsageError(f"no {' or '.join(missing)} configured: run `launcher infra up` first")
+    if len(user_data.encode()) > 16 * 1024:
+        raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
+    tags = {TAG_PURPOSE: purpose, **(tags or {})}
+    request = {
+        "ImageId": image_id or resolve_ami(instance_type, settings.get("region"),
+                                            settings.get("ami") or os.environ.get("GANKIT_AMI")),
+        "InstanceType": instance_type.removeprefix("ml."),
+        "MinCount": 1,
+        "MaxCount": 1,
+        "UserData": user_data,
+        "IamInstanceProfile": _profile(settings["instance_profile"]),
+        "MetadataOptions": {  # IMDSv2 only: no credential theft through a plain GET (SSRF)
+            "HttpTokens": "required",
+            "HttpEndpoint": "enabled",
+            "HttpPutResponseHopLimit": 2,  # 2, so a container on the instance can reach it too
+        },
+        "BlockDeviceMappings": [{
+            "DeviceName": ROOT_DEVICE,
+            "Ebs": {"VolumeSize": int(volume_gb), "VolumeType": "gp3", "Encrypted": True,
+                    "DeleteOnTermination": True},
+        }],
+        "InstanceInitiatedShutdownBehavior": shutdown,
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": _tag_list(tags)},
+            {"ResourceType": "volume", "Tags": _tag_list(tags)},
+        ],
+    }
+    network = {"DeviceIndex": 0, "Groups": [settings["security_group"]], "AssociatePublicIpAddress": True}
+    if settings.get("subnet"):
+        network["SubnetId"] = settings["subnet"]
+        request["NetworkInterfaces"] = [network]
+    else:  # the default VPC's subnet
+        request["SecurityGroupIds"] = [settings["security_group"]]
+    if spot:
+        options = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
+        if max_spot_price:
+            options["MaxPrice"] = str(max_spot_price)
+        request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
+    return request
+
+
+def _profile(profile: str) -> dict:
+    return {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
+
+
+def launch(request: dict, region: str | None = None) -> str:
+    """Send the request; the new instance's id."""
+    ec2 = client("ec2", region)
+    try:
+        reply = ec2.run_instances(**request)
+    except Exception as e:
+        raise GankitError(f"EC2 did not start the {request.get('InstanceType')} instance: {_reason(e)}") from None
+    return reply["Instances"][0]["InstanceId"]
+
+
+def _reason(e) -> str:
+    """A ClientError's code and message with advice for the usual ones."""
+    code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+    hints = {
+        "InsufficientInstanceCapacity": "try another instance type or region, or later",
+        "VcpuLimitExceeded": "ask AWS for a higher vCPU quota for this instance family (Service Quotas)",
+        "MaxSpotInstanceCountExceeded": "ask for a higher spot quota, or submit without --spot",
+        "SpotMaxPriceTooLow": "raise the spot price limit or submit without --spot",
+        "UnauthorizedOperation": "your AWS identity may not launch instances or pass the instance role",
+    }
+    hint = hints.get(code)
+    return f"{e}" + (f"; {hint}" if hint else "")
+
+
+def describe_instance(instance_id: str, region: str | None = None) -> dict | None:
+    """The instance as DescribeInstances has it, or None once AWS has forgotten it."""
+    ec2 = client("ec2", region)
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except Exception as e:
+        if "InvalidInstanceID" in str(e):
+            return None
+        raise GankitError(f"could not describe {instance_id}: {e}") from None
+    instances = [i for r in reservations for i in r["Instances"]]
+    return instances[0] if instances else None
+
+
+def stop_instance(instance_id: str, region: str | None = None):
+    client("ec2", region).stop_instances(InstanceIds=[instance_id])
+
+
+def terminate(instance_id: str, region: str | None = None):
+    client("ec2", region).terminate_instances(InstanceIds=[instance_id])
+
+
+# --- the project's wheel, which the instance installs --------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_wheel(dest) -> Path:
+    """`pip wheel --no-deps` of this checkout into `dest`; the .whl path."""
+    if not (REPO / "pyproject.toml").is_file():
+        raise GankitError(f"{REPO} is not a gankit checkout (no pyproject.toml): "
+                          "install gankit with `pip install -e .` from a clone to launch EC2 jobs")
+    dest = Path(dest)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "--quiet", "--wheel-dir", str(dest), str(REPO)],
+                          capture_output=True, text=True)
+    wheels = sorted(dest.glob("gankit-*.whl"))
+    if done.returncode or not wheels:
+        last = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
+        raise GankitError(f"building the project's wheel failed: {last}")
+    return wheels[-1]
+
+
+def upload_wheel(prefix: str) -> str:
+    """Build the project's wheel and upload it under `prefix` (s3://...); its URI."""
+    from trainer import layout, s3
+    from trainer.progress import Progress, format_bytes
+
+    with tempfile.TemporaryDirectory(prefix="gankit-wheel-") as tmp:
+        wheel = build_wheel(tmp)
+        uri = layout.join(prefix, wheel.name)
+        progress = Progress(wheel.stat().st_size, label=f"uploading {wheel.name}", fmt=format_bytes)
+        s3.upload_file(wheel, uri, callback=progress.update)
+        progress.close()
+    return uri

@@ -1,0 +1,341 @@
+"""`launcher infra up | status | down`: the base CloudFormation stack, deployed with boto3.
+
+`up` creates or updates the stack from infra/base.yaml, streams its events as they arrive,
+and records the bucket, the SageMaker role, the instance profile and the security group in
+the launcher's config (so `submit` defaults to SageMaker). `down` deletes the stack; the
+bucket outlives it unless `--delete-bucket` says to empty and delete it too.
+
+The templates are read from the checkout (`pip install -e .`): infra/ sits beside launcher/.
+"""
+
+import ipaddress
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from trainer.errors import GankitError, UsageError
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "infra"
+DEFAULT_STACK = "gankit"
+POLL_SECONDS = 5.0
+DONE = ("_COMPLETE", "_FAILED")
+
+
+def template_body(name: str) -> str:
+    path = TEMPLATES / f"{name}.yaml"
+    if not path.is_file():
+        raise GankitError(f"{path} is missing: install gankit from a checkout with `pip install -e .`")
+    return path.read_text()
+
+
+def say(message):
+    click.echo(message, err=True)
+
+
+def _client(service, region):
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def _region(region):
+    import boto3
+
+    from launcher import settings
+
+    found = region or settings.get("region") or boto3.session.Session().region_name
+    if not found:
+        raise UsageError("no AWS region: pass --region, or set AWS_DEFAULT_REGION")
+    return found
+
+
+# --- checks before anything is sent -------------------------------------------------------------
+
+def check_ssh_cidr(cidr: str | None) -> str:
+    """'' for none; else a narrow IPv4 CIDR. The whole internet is refused, whatever the spelling."""
+    if not cidr:
+        return ""
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise UsageError(f"--ssh-cidr {cidr} is not a CIDR; give your own address as a /32, "
+                         "e.g. --ssh-cidr 203.0.113.7/32") from None
+    if network.prefixlen == 0:
+        raise UsageError(f"--ssh-cidr {cidr} would open SSH to the whole internet; give your own "
+                         "address as a /32, e.g. --ssh-cidr 203.0.113.7/32 (or none: SSM needs no port)")
+    if network.version != 4:
+        raise UsageError(f"--ssh-cidr {cidr} is IPv6; the SSH rule takes an IPv4 CIDR such as 203.0.113.7/32")
+    return str(network)
+
+
+def default_vpc(ec2) -> str:
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise UsageError("this region has no default VPC; pass --vpc-id vpc-...")
+    return vpcs[0]["VpcId"]
+
+
+# --- the stack ----------------------------------------------------------------------------------
+
+def find_stack(cf, name) -> dict | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cf.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as e:
+        if "does not exist" in str(e):
+            return None
+        raise GankitError(f"could not read stack {name}: {e}") from None
+    live = [s for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
+    return live[0] if live else None
+
+
+def outputs(stack) -> dict:
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def format_event(event) -> str:
+    reason = event.get("ResourceStatusReason")
+    when = event["Timestamp"].strftime("%H:%M:%S")
+    line = f"{when}  {event['ResourceStatus']:<28} {event['LogicalResourceId']} ({event['ResourceType']})"
+    return f"{line}: {reason}" if reason else line
+
+
+def failure_message(stack_name, events) -> str:
+    """One line naming the first resource that failed (later ones fail because it did)."""
+    failed = [e for e in sorted(events, key=lambda e: e["Timestamp"])
+              if e["ResourceStatus"].endswith("_FAILED") and e["LogicalResourceId"] != stack_name
+              and "cancelled" not in (e.get("ResourceStatusReason") or "").lower()]
+    if not failed:
+        return f"stack {stack_name} failed; `launcher infra status` shows its events"
+    first = failed[0]
+    return (f"stack {stack_name} rolled back: {first['LogicalResourceId']} ({first['ResourceType']}) "
+            f"{first['ResourceStatus']}: {first.get('ResourceStatusReason') or 'no reason given'}")
+
+
+class EventStream:
+    """Prints a stack's events once each, oldest first, from `since` on."""
+
+    def __init__(self, cf, stack_name, since):
+        self.cf, self.stack_name, self.since = cf, stack_name, since
+        self.seen = set()
+        self.events = []
+
+    def poll(self):
+        from botocore.exceptions import ClientError
+
+        try:
+            self._poll()
+        except ClientError as e:
+            if "does not exist" not in str(e):  # a deleted stack has no events left to read
+                raise GankitError(f"could not read the events of stack {self.stack_name}: {e}") from None
+
+    def _poll(self):
+        new = []
+        for page in self.cf.get_paginator("describe_stack_events").paginate(StackName=self.stack_name):
+            fresh = [e for e in page["StackEvents"] if e["EventId"] not in self.seen and e["Timestamp"] >= self.since]
+            new += fresh
+            if len(fresh) < len(page["StackEvents"]):
+                break  # events come newest first: the rest were seen already
+        for event in sorted(new, key=lambda e: e["Timestamp"]):
+            self.seen.add(event["EventId"])
+            self.events.append(event)
+            say(format_event(event))
+
+
+def wait_for(cf, stack_name, action, since):
+    """Wait with CloudFormation's waiter while streaming the events; GankitError on a rollback."""
+    from botocore.exceptions import WaiterError
+
+    waiter = cf.get_waiter(f"stack_{action}_complete")
+    outcome = {}
+
+    def wait():
+        try:
+            waiter.wait(StackName=stack_name, WaiterConfig={"Delay": POLL_SECONDS, "MaxAttempts": 720})
+        except WaiterError as e:
+            outcome["error"] = e
+
+    stream = EventStream(cf, stack_name, since)
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        stream.poll()
+        thread.join(POLL_SECONDS)
+    stream.poll()
+    if "error" in outcome:
+        raise GankitError(failure_message(stack_name, stream.events))
+
+
+def deploy(cf, stack_name, template, parameters) -> dict:
+    """Create the stack, or update it; the stack once settled."""
+    from botocore.exceptions import ClientError
+
+    params = [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]
+    args = dict(StackName=stack_name, TemplateBody=template, Parameters=params, Capabilities=["CAPABILITY_IAM"],
+                Tags=[{"Key": "gankit:stack", "Value": stack_name}])
+    existing = find_stack(cf, stack_name)
+    if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
+        raise GankitError(f"stack {stack_name} failed to create earlier and cannot be updated; "
+                          "`launcher infra down`, then `launcher infra up` again")
+    since = _now(cf)
+    try:
+        if existing:
+            say(f"updating stack {stack_name}")
+            cf.update_stack(**args)
+            action = "update"
+        else:
+            say(f"creating stack {stack_name}")
+            cf.create_stack(OnFailure="ROLLBACK", **args)
+            action = "create"
+    except ClientError as e:
+        if "No updates are to be performed" in str(e):
+            say(f"stack {stack_name} is up to date")
+            return existing
+        raise GankitError(f"CloudFormation refused stack {stack_name}: {e.response['Error']['Message']}") from None
+    wait_for(cf, stack_name, action, since)
+    return find_stack(cf, stack_name)
+
+
+def _now(cf):
+    # Events carry the server's clock; a little slack covers clock skew between here and AWS.
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.now(timezone.utc) - timedelta(seconds=60)
+
+
+def record(region, stack) -> dict:
+    """What the rest of the launcher needs from the stack, kept in its config."""
+    from launcher import settings
+
+    out = outputs(stack)
+    values = dict(backend="sagemaker", region=region, bucket=out["Bucket"], role=out["SageMakerRoleArn"],
+                  instance_profile=out["InstanceProfile"], security_group=out["SecurityGroup"])
+    settings.update(**values)
+    return values
+
+
+# --- bucket contents ----------------------------------------------------------------------------
+
+def bucket_object_count(s3, bucket, limit=1000) -> int:
+    """Objects in the bucket, counting old versions and delete markers (they bill, and block deletion)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        page = s3.list_object_versions(Bucket=bucket, MaxKeys=limit)
+    except ClientError as e:
+        if "NoSuchBucket" in str(e):
+            return 0
+        raise GankitError(f"could not list bucket {bucket}: {e}") from None
+    return len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+
+
+def empty_bucket(s3, bucket):
+    """Delete every object version and delete marker, with progress."""
+    from trainer.progress import Progress
+
+    progress = Progress(None, label=f"emptying {bucket}", fmt=lambda n: f"{n} objects")
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        batch = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                 for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        for i in range(0, len(batch), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": batch[i:i + 1000], "Quiet": True})
+            progress.update(len(batch[i:i + 1000]))
+    progress.close()
+
+
+# --- the commands -------------------------------------------------------------------------------
+
+stack_option = click.option("--stack-name", default=DEFAULT_STACK, show_default=True, help="Name of the base stack.")
+region_option = click.option("--region", default=None, help="AWS region (default: the config's, else AWS_DEFAULT_REGION).")
+
+
+@click.group()
+def infra():
+    """Provision the AWS resources gankit needs (bucket, roles, security group), once per region."""
+
+
+@infra.command()
+@stack_option
+@region_option
+@click.option("--bucket-name", default="", help="Name the bucket (default: CloudFormation picks a unique one).")
+@click.option("--ssh-cidr", default="", help="Allow SSH from this IPv4 CIDR only, e.g. your 203.0.113.7/32 "
+                                             "(default: no inbound rule at all; SSM needs none).")
+@click.option("--vpc-id", default=None, help="VPC for the security group (default: the region's default VPC).")
+@click.option("--old-checkpoint-days", type=click.IntRange(1, 3650), default=14, show_default=True,
+              help="Days superseded checkpoint versions are kept before the bucket deletes them.")
+def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
+    """Create or update the base stack, and make SageMaker the default backend."""
+    ssh_cidr = check_ssh_cidr(ssh_cidr)
+    region = _region(region)
+    vpc_id = vpc_id or default_vpc(_client("ec2", region))
+    template = template_body("base")
+    stack = deploy(_client("cloudformation", region), stack_name, template, {
+        "BucketName": bucket_name, "SshCidr": ssh_cidr, "VpcId": vpc_id, "OldCheckpointDays": old_checkpoint_days})
+    values = record(region, stack)
+    say(f"stack {stack_name}: {stack['StackStatus']}")
+    for key in ("bucket", "role", "instance_profile", "security_group"):
+        click.echo(f"{key:<17} {values[key]}")
+    say("recorded in the launcher's config; `launcher submit` now runs on SageMaker (--backend ec2 for EC2)")
+
+
+@infra.command()
+@stack_option
+@region_option
+def status(stack_name, region):
+    """Show the base stack's state and outputs."""
+    region = _region(region)
+    cf = _client("cloudformation", region)
+    stack = find_stack(cf, stack_name)
+    if stack is None:
+        click.echo(f"no stack {stack_name} in {region}; `launcher infra up` creates it")
+        return
+    click.echo(f"stack   {stack_name} ({region}): {stack['StackStatus']}")
+    if stack.get("StackStatusReason"):
+        click.echo(f"reason  {stack['StackStatusReason']}")
+    for key, value in outputs(stack).items():
+        click.echo(f"  {key:<20} {value}")
+    if "ROLLBACK" in stack["StackStatus"] or stack["StackStatus"].endswith("_FAILED"):
+        events = cf.describe_stack_events(StackName=stack_name)["StackEvents"]
+        click.echo(failure_message(stack_name, events))
+
+
+@infra.command()
+@stack_option
+@region_option
+@click.option("--delete-bucket", is_flag=True, help="Also empty and delete the bucket: every dataset, run and model in it.")
+@click.option("--keep-bucket", is_flag=True, help="Delete the stack but keep the bucket and its contents.")
+def down(stack_name, region, delete_bucket, keep_bucket):
+    """Delete the base stack. A bucket with data in it stays unless --delete-bucket."""
+    if delete_bucket and keep_bucket:
+        raise UsageError("--delete-bucket and --keep-bucket contradict each other; give one")
+    region = _region(region)
+    cf, s3 = _client("cloudformation", region), _client("s3", region)
+    stack = find_stack(cf, stack_name)
+    if stack is None:
+        raise UsageError(f"no stack {stack_name} in {region}; `launcher infra status` shows what there is")
+    bucket = outputs(stack).get("Bucket")
+    count = bucket_object_count(s3, bucket) if bucket else 0
+    if count and not (delete_bucket or keep_bucket):
+        more = "+" if count >= 1000 else ""
+        raise UsageError(f"bucket {bucket} is not empty ({count}{more} objects: datasets, runs, models); "
+                         "`launcher infra down --keep-bucket` keeps it, `--delete-bucket` deletes it with everything in it")
+    since = _now(cf)
+    say(f"deleting stack {stack_name}")
+    cf.delete_stack(StackName=stack_name)
+    wait_for(cf, stack_name, "delete", since)
+    # The bucket is retained by the template (DeletionPolicy: Retain) so a stack deletion never loses data.
+    if bucket and not keep_bucket:
+        if count:
+            empty_bucket(s3, bucket)
+        s3.delete_bucket(Bucket=bucket)
+        say(f"deleted bucket {bucket}")
+    elif bucket:
+        say(f"kept bucket {bucket}")
+    from launcher import settings
+
+    settings.update(backend="local", role=None, instance_profile=None, security_group=None,
+                    **({} if keep_bucket else {"bucket": None}))
+    say(f"stack {stack_name} deleted; the launcher's backend is local again")

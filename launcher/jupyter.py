@@ -1,0 +1,370 @@
+"""`launcher jupyter`: your own Jupyter on a GPU instance, reachable only by you.
+
+The instance is found by its tags (one per AWS identity), started or launched as needed,
+and stops itself when idle (see `launcher.remote.idle_check`). Jupyter listens on the
+instance's loopback with a token kept in SSM; the launcher reaches it through an SSM
+port-forwarding session, or an SSH tunnel with `--ssh`.
+"""
+
+import contextlib
+import re
+import secrets
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from trainer.errors import GankitError, UsageError
+
+PURPOSE = "jupyter"
+PORT = 8888  # Jupyter's port on the instance's loopback
+DEFAULT_INSTANCE_TYPE = "p3.2xlarge"
+READY_TIMEOUT = 20 * 60  # first boot installs the project and JupyterLab
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+TAG_PURPOSE, TAG_OWNER = "gankit:purpose", "gankit:owner"
+TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
+
+
+def say(message):
+    click.echo(message, err=True)  # progress on stderr; stdout carries only the URL
+
+
+# --- who, where, and the token ------------------------------------------------------------------
+
+def _client(service, region):
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def region() -> str:
+    from launcher import settings
+
+    import boto3
+
+    found = settings.get("region") or boto3.session.Session().region_name
+    if not found:
+        raise UsageError("no AWS region configured: run `launcher infra up`, or set AWS_DEFAULT_REGION")
+    return found
+
+
+def owner(region_name) -> str:
+    """A name for the caller's AWS identity, safe in tags and SSM names: 'alice' for user/alice."""
+    arn = _client("sts", region_name).get_caller_identity()["Arn"]
+    resource = arn.split(":", 5)[-1]
+    name = resource.split("/", 1)[1] if "/" in resource else resource
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "root"
+
+
+def token_parameter(who: str) -> str:
+    return f"/gankit/jupyter/{who}/token"
+
+
+def rotate_token(ssm, who: str) -> str:
+    """A fresh random token, stored only as an SSM SecureString (the instance reads it at boot)."""
+    token = secrets.token_urlsafe(32)
+    ssm.put_parameter(Name=token_parameter(who), Value=token, Type="SecureString", Overwrite=True,
+                      Description="gankit Jupyter token (rotated at every start)")
+    return token
+
+
+def read_token(ssm, who: str) -> str | None:
+    try:
+        return ssm.get_parameter(Name=token_parameter(who), WithDecryption=True)["Parameter"]["Value"]
+    except ssm.exceptions.ParameterNotFound:
+        return None
+
+
+# --- the instance ---------------------------------------------------------------------------------
+
+def find_instance(ec2, who: str) -> dict | None:
+    """The caller's Jupyter instance (newest if several), not yet terminated."""
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+        {"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE]},
+        {"Name": f"tag:{TAG_OWNER}", "Values": [who]},
+        {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+    ])
+    found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    return max(found, key=lambda i: i["LaunchTime"]) if found else None
+
+
+def tags_of(instance) -> dict:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+def stage_project(root: str, who: str) -> tuple[str, str]:
+    """Upload the project's wheel and the example notebook where the instance fetches them."""
+    from launcher import ec2 as ec2_backend
+    from trainer import layout, s3
+
+    prefix = layout.join(root, "jupyter", who)
+    wheel_uri = ec2_backend.upload_wheel(prefix)
+    if not NOTEBOOK.is_file():
+        raise GankitError(f"{NOTEBOOK} is missing; run the launcher from a gankit checkout")
+    notebook_uri = layout.join(prefix, NOTEBOOK.name)
+    s3.upload_file(NOTEBOOK, notebook_uri)
+    return wheel_uri, notebook_uri
+
+
+def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
+    from launcher import ec2 as ec2_backend
+    from launcher import settings
+    from launcher.remote import userdata
+
+    config = settings.load()
+    bucket = settings.get("bucket")
+    if not bucket:
+        raise UsageError("no bucket configured: run `launcher infra up` first")
+    wheel_uri, notebook_uri = stage_project(f"s3://{bucket}", who)
+    boot = userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
+                                notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
+                                max_hours=max_hours)
+    tags = {TAG_PURPOSE: PURPOSE, TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
+            TAG_IDLE: str(int(idle_seconds)), TAG_MAX_HOURS: f"{max_hours:g}"}
+    request = ec2_backend.run_instances_request(PURPOSE, instance_type, userdata.render(boot), spot=False,
+                                                tags=tags, settings=config, shutdown="stop")
+    return ec2_backend.launch(request)
+
+
+def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
+    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one."""
+    instance = find_instance(ec2, who)
+    if instance and instance["State"]["Name"] in ("pending", "running"):
+        token = read_token(ssm, who)
+        if token is None:
+            raise GankitError(f"{instance['InstanceId']} runs but its token is gone from SSM; "
+                              "`launcher jupyter stop` it, then run `launcher jupyter` again")
+        say(f"reusing {instance['InstanceId']} ({instance['InstanceType']}, {instance['State']['Name']})")
+        if instance_type and instance_type != instance["InstanceType"]:
+            say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")
+        _note_limits(instance, idle_seconds, max_hours)
+        return instance["InstanceId"], token
+    if instance:  # stopping or stopped
+        iid = instance["InstanceId"]
+        if instance["State"]["Name"] == "stopping":
+            say(f"waiting for {iid} to finish stopping")
+            ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid])
+        if instance_type and instance_type != instance["InstanceType"]:
+            change_type(ec2, instance, instance_type)
+        _note_limits(instance, idle_seconds, max_hours)
+        token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
+        say(f"starting {iid}")
+        ec2.start_instances(InstanceIds=[iid])
+        return iid, token
+    instance_type = instance_type or DEFAULT_INSTANCE_TYPE
+    token = rotate_token(ssm, who)
+    iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
+    say(f"launched {iid} ({instance_type}); it stops itself after {_hours(idle_seconds)} idle "
+        f"or {max_hours:g} h up")
+    return iid, token
+
+
+def _hours(seconds):
+    from trainer.progress import format_duration
+
+    return format_duration(seconds)
+
+
+def change_type(ec2, instance, instance_type):
+    """Resize a stopped instance, if its image suits the new type (DLAMI drivers follow the GPU family)."""
+    from launcher import ec2 as ec2_backend
+
+    iid, old = instance["InstanceId"], instance["InstanceType"]
+    if ec2_backend.ami_parameter_for(old) != ec2_backend.ami_parameter_for(instance_type):
+        raise UsageError(f"{iid} ({old}) has an image for another GPU family than {instance_type}; "
+                         "`launcher jupyter stop --terminate`, then launch again with the new type")
+    say(f"changing {iid} from {old} to {instance_type}")
+    ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
+
+
+def _note_limits(instance, idle_seconds, max_hours):
+    """Idle and max-hours are fixed at launch (the instance's own units); say so when they differ."""
+    tags = tags_of(instance)
+    if tags.get(TAG_IDLE) != str(int(idle_seconds)) or tags.get(TAG_MAX_HOURS) != f"{max_hours:g}":
+        say(f"note: this instance keeps the limits it was launched with (--idle {tags.get(TAG_IDLE, '?')}s, "
+            f"--max-hours {tags.get(TAG_MAX_HOURS, '?')}); `launcher jupyter stop --terminate` to change them")
+
+
+def wait_running(ec2, iid):
+    from trainer.progress import Progress, format_duration
+
+    progress = Progress(None, label=f"waiting for {iid} to run", fmt=format_duration, log_every=15)
+    while True:
+        state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        name = state["State"]["Name"]
+        if name == "running":
+            progress.close()
+            return state
+        if name in ("shutting-down", "terminated", "stopped"):
+            raise GankitError(f"{iid} is {name} instead of running: {state.get('StateReason', {}).get('Message', '')}")
+        time.sleep(3)
+        progress.update(3)
+
+
+# --- connecting -------------------------------------------------------------------------------------
+
+def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser):
+    from launcher import tunnel
+    from trainer.progress import Progress, format_duration
+
+    iid = instance["InstanceId"]
+    progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
+                        fmt=format_duration, log_every=30)
+    access = ssh_access(ec2, instance, my_ip) if use_ssh else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
+        if use_ssh:
+            key, public = tunnel.ssh_key(tmp)
+            connect_ = _client("ec2-instance-connect", region_name)
+
+            def command():  # EC2 Instance Connect accepts the key for 60 s: push it before every attempt
+                connect_.send_ssh_public_key(InstanceId=iid, InstanceOSUser=tunnel.SSH_USER, SSHPublicKey=public)
+                return tunnel.ssh_command(host, key, Path(tmp) / "known_hosts", PORT, local_port)
+        else:
+            def command():
+                return tunnel.ssm_command(iid, region_name, PORT, local_port)
+
+        session = tunnel.Tunnel(command)
+        try:
+            tunnel.wait_until_ready(session, local_port, token, READY_TIMEOUT, progress)
+            progress.close()
+            url = f"http://localhost:{local_port}/lab?token={token}"
+            say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
+            click.echo(url)
+            if open_browser:
+                import webbrowser
+
+                webbrowser.open(url)
+            session.wait()
+            say("the tunnel closed; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
+        except KeyboardInterrupt:
+            say("\nclosing the tunnel; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
+        finally:
+            session.close()
+
+
+@contextlib.contextmanager
+def ssh_access(ec2, instance, my_ip):
+    """For --ssh: the instance's public address, with SSH allowed from the caller's /32 while in use."""
+    from launcher import tunnel
+
+    host = instance.get("PublicIpAddress")
+    if not host:
+        raise UsageError(f"{instance['InstanceId']} has no public IP address for --ssh; "
+                         "connect without --ssh (SSM needs none)")
+    groups = [g["GroupId"] for g in instance.get("SecurityGroups", [])]
+    if not groups:
+        raise GankitError(f"{instance['InstanceId']} has no security group to open SSH in")
+    with tunnel.ssh_rule(ec2, groups[0], tunnel.my_ip(my_ip)) as cidr:
+        say(f"SSH allowed from {cidr} only, until this tunnel closes")
+        yield host
+    say("removed the temporary SSH rule")
+
+
+# --- the commands ----------------------------------------------------------------------------------
+
+@click.group(invoke_without_command=True)
+@click.option("--instance-type", default=None,
+              help=f"EC2 GPU instance type for a new instance (default: {DEFAULT_INSTANCE_TYPE}; "
+                   "an existing one keeps its type unless given).")
+@click.option("--idle", default="60m", show_default=True,
+              help="Stop the instance after this long with no kernel activity and no GPU use.")
+@click.option("--max-hours", type=float, default=8.0, show_default=True,
+              help="Stop the instance after this many hours up, whatever happens.")
+@click.option("--ssh", "use_ssh", is_flag=True,
+              help="Tunnel over SSH (a temporary rule for your own /32) instead of SSM.")
+@click.option("--my-ip", default=None, help="Your public IPv4 address for --ssh (default: asked of checkip.amazonaws.com).")
+@click.option("--local-port", type=click.IntRange(1, 65535), default=PORT, show_default=True,
+              help="Port on this machine the tunnel listens on.")
+@click.option("--open", "open_browser", is_flag=True, help="Open Jupyter in your browser.")
+@click.pass_context
+def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, open_browser):
+    """Start (or reuse) your Jupyter GPU instance and connect to it privately.
+
+    Prints http://localhost:8888/lab?token=... once Jupyter answers. The instance stops
+    itself after --idle without use and after --max-hours regardless; `launcher jupyter
+    stop` stops it now, `launcher jupyter status` shows what it has cost so far.
+    """
+    if ctx.invoked_subcommand:
+        return
+    from launcher import tunnel
+    from launcher.durations import parse_duration
+    from launcher.pricing import check_instance_type
+
+    if instance_type:
+        check_instance_type(instance_type, "ec2")
+    idle_seconds = parse_duration(idle)
+    if idle_seconds < 60:
+        raise UsageError(f"--idle {idle} is too short to work in; give at least 1m, e.g. --idle 60m")
+    if not 0 < max_hours <= 24 * 7:
+        raise UsageError(f"--max-hours {max_hours:g} is out of range; give 0-168 hours, e.g. --max-hours 8")
+    # Check the local tools before anything that bills.
+    tunnel.check_ssh_tools() if use_ssh else tunnel.check_ssm_tools()
+    if use_ssh and my_ip:
+        tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
+
+    region_name = region()
+    ec2, ssm = _client("ec2", region_name), _client("ssm", region_name)
+    who = owner(region_name)
+    iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+    instance = wait_running(ec2, iid)
+    connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser)
+
+
+@jupyter.command()
+@click.option("--terminate", is_flag=True, help="Delete the instance and its disk too (a stopped one still bills its disk).")
+def stop(terminate):
+    """Stop your Jupyter instance now."""
+    region_name = region()
+    ec2 = _client("ec2", region_name)
+    who = owner(region_name)
+    instance = find_instance(ec2, who)
+    if instance is None:
+        say("no Jupyter instance to stop")
+        return
+    iid = instance["InstanceId"]
+    if terminate:
+        ec2.terminate_instances(InstanceIds=[iid])
+        ssm = _client("ssm", region_name)
+        try:
+            ssm.delete_parameter(Name=token_parameter(who))
+        except ssm.exceptions.ParameterNotFound:
+            pass
+        say(f"terminating {iid} and deleting its token")
+    elif instance["State"]["Name"] in ("stopping", "stopped"):
+        say(f"{iid} is already {instance['State']['Name']}")
+    else:
+        ec2.stop_instances(InstanceIds=[iid])
+        say(f"stopping {iid}; `launcher jupyter` starts it again")
+
+
+@jupyter.command()
+def status():
+    """State, uptime and cost so far of your Jupyter instance."""
+    from launcher.pricing import price_per_hour
+    from trainer.progress import format_duration
+
+    region_name = region()
+    ec2 = _client("ec2", region_name)
+    instance = find_instance(ec2, owner(region_name))
+    if instance is None:
+        click.echo("no Jupyter instance; `launcher jupyter` starts one")
+        return
+    state, kind = instance["State"]["Name"], instance["InstanceType"]
+    tags = tags_of(instance)
+    click.echo(f"instance   {instance['InstanceId']} ({kind})")
+    click.echo(f"state      {state}")
+    if state in ("pending", "running"):
+        # LaunchTime is the time of the latest start, so this is this session's uptime.
+        up = (datetime.now(timezone.utc) - instance["LaunchTime"]).total_seconds()
+        rate = price_per_hour(kind, False)
+        click.echo(f"uptime     {format_duration(up)}")
+        click.echo(f"cost       ${rate * up / 3600:.2f} so far this start (${rate:.2f}/h on demand)")
+    click.echo(f"limits     stops after {format_duration(float(tags.get(TAG_IDLE, 0)))} idle "
+               f"or {tags.get(TAG_MAX_HOURS, '?')} h up")
+    if state == "stopped":
+        click.echo("           stopped: only its disk bills; `launcher jupyter` starts it, "
+                   "`launcher jupyter stop --terminate` deletes it")

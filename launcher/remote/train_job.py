@@ -1,0 +1,220 @@
+"""The EC2 training job's runner, started on the instance by its user data.
+
+    python -m launcher.remote.train_job --job-uri s3://BUCKET/runs/JOB/job.json
+
+It reads the job (written by `launcher.backends.ec2`), lays out SageMaker's /opt/ml
+contract (hyperparameters.json with the run's S3 data, checkpoint and output paths) and
+runs the trainer through it: `python -m trainer.contract` in this Python, or the image's
+`train` entrypoint under Docker when the job names an image. While it trains, its log goes
+to `<run>/train.log` every few seconds; at the end `<run>/status.json` says how it went.
+After `max_run` seconds the trainer gets SIGTERM (it checkpoints and stops), then SIGKILL.
+The user data shuts the instance down when this returns, whatever happened.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from trainer import layout, s3
+from trainer.errors import GankitError, UsageError, run_cli
+
+LOG_NAME = "train.log"
+STATUS_NAME = "status.json"
+JOB_NAME = "job.json"
+UPLOAD_EVERY = 15.0  # seconds between log uploads: `launcher logs -f` lags at most this much
+STOP_GRACE = 120  # seconds the trainer gets to checkpoint after SIGTERM
+
+
+def job_uri(root: str, job: str) -> str:
+    return layout.join(layout.run_prefix(root, job), JOB_NAME)
+
+
+def log_uri(root: str, job: str) -> str:
+    return layout.join(layout.run_prefix(root, job), LOG_NAME)
+
+
+def status_uri(root: str, job: str) -> str:
+    return layout.join(layout.run_prefix(root, job), STATUS_NAME)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_status(uri: str, status: str, **fields):
+    s3.write_bytes(uri, json.dumps({"status": status, **fields}, indent=1).encode())
+
+
+def read_job(uri: str) -> dict:
+    data = s3.read_bytes(uri)
+    if data is None:
+        raise UsageError(f"{uri} does not exist; the launcher writes it before starting the instance")
+    job = json.loads(data)
+    missing = [k for k in ("job", "root", "hyperparameters", "data_uri", "checkpoint_uri", "output_uri", "max_run")
+               if k not in job]
+    if missing:
+        raise UsageError(f"{uri} lacks {', '.join(missing)}; submit the job again with this launcher version")
+    return job
+
+
+def write_contract(sm_root: Path, job: dict):
+    """The /opt/ml layout the trainer's contract reads: hyperparameters with the run's S3 paths."""
+    hyperparameters = {**job["hyperparameters"], "data_dir": job["data_uri"],
+                       "output_dir": job["output_uri"], "checkpoint_dir": job["checkpoint_uri"]}
+    config = sm_root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
+    (sm_root / "output").mkdir(exist_ok=True)
+
+
+def trainer_command(job: dict, sm_root: Path) -> list[str]:
+    image = job.get("image")
+    if not image:
+        return [sys.executable, "-m", "trainer.contract"]
+    # The image's own entrypoint on the same contract; it reaches S3 with the instance's role
+    # through IMDSv2 (hop limit 2 lets a container's requests through).
+    return ["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
+            "-v", f"{sm_root}:/opt/ml", "-e", f"AWS_DEFAULT_REGION={job.get('region') or ''}", image, "train"]
+
+
+def ecr_login(image: str, region: str | None):
+    """`docker login` to the image's ECR registry with the instance role (nothing stored in user data)."""
+    import base64
+
+    import boto3
+
+    registry = image.split("/", 1)[0]
+    if ".dkr.ecr." not in registry:
+        return  # a public image needs no login
+    auth = boto3.client("ecr", region_name=region).get_authorization_token()["authorizationData"][0]
+    user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
+    subprocess.run(["docker", "login", "--username", user, "--password-stdin", registry],
+                   input=password, text=True, check=True, capture_output=True)
+
+
+class LogShipper:
+    """Copies a growing local log file to S3 every `every` seconds, and once more at the end."""
+
+    def __init__(self, path: Path, uri: str, every: float = UPLOAD_EVERY):
+        self.path, self.uri, self.every = path, uri, every
+        self.done = threading.Event()
+        self.sent = -1
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            self.ship()
+
+    def ship(self):
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size == self.sent:
+            return
+        try:
+            s3.write_bytes(self.uri, self.path.read_bytes())
+            self.sent = size
+        except GankitError as e:  # a failed upload must not stop the training; the next one retries
+            print(f"gankit: log upload failed: {e}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        self.ship()
+
+
+def run_with_deadline(command, env, log, max_run: float) -> tuple[int, bool]:
+    """Run `command`, its output appended to `log` and echoed; (exit code, timed out)."""
+    with open(log, "ab", buffering=0) as out:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        timed_out = threading.Event()
+
+        def deadline():
+            timed_out.set()
+            out.write(f"gankit: max run of {max_run:.0f} s reached: stopping the trainer\n".encode())
+            process.send_signal(signal.SIGTERM)  # the trainer checkpoints, then exits 143
+            try:
+                process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+        timer = threading.Timer(max_run, deadline)
+        timer.daemon = True
+        timer.start()
+        try:
+            for line in process.stdout:
+                out.write(line)
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+            code = process.wait()
+        finally:
+            timer.cancel()
+        return code, timed_out.is_set()
+
+
+def run_job(uri: str, work_dir: Path) -> dict:
+    """Run the job described at `uri`; its final status (also written to S3)."""
+    job = read_job(uri)
+    root, name = job["root"], job["job"]
+    status_at, log = status_uri(root, name), work_dir / LOG_NAME
+    sm_root = work_dir / "ml"
+    write_contract(sm_root, job)
+    started = now()
+    write_status(status_at, "InProgress", started=started, instance_id=os.environ.get("GANKIT_INSTANCE_ID"))
+    env = {**os.environ, "GANKIT_SM_ROOT": str(sm_root), "PYTHONUNBUFFERED": "1"}
+    with LogShipper(log, log_uri(root, name)):
+        with open(log, "ab") as out:
+            out.write(f"gankit: job {name} started {started}; max run {float(job['max_run']):.0f} s\n".encode())
+        try:
+            if job.get("image"):
+                ecr_login(job["image"], job.get("region"))
+            code, timed_out = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
+        except (OSError, subprocess.CalledProcessError) as e:
+            code, timed_out = 1, False
+            (sm_root / "output" / "failure").write_text(f"could not start the trainer: {e}\n")
+        failure = sm_root / "output" / "failure"
+        reason = failure.read_text().strip() if failure.exists() else None
+        if code == 0:
+            status = "Completed"
+        elif timed_out or code == 143:
+            status = "Stopped"
+            why = "max run reached" if timed_out else "stopped by SIGTERM"  # the trainer's own words name its command
+            reason = f"{why}; its checkpoints are kept: `launcher submit ... --resume {name}` continues"
+        else:
+            status = "Failed"
+            reason = reason or f"the trainer exited with code {code}; see `launcher logs {name}`"
+        result = {"status": status, "exit_code": code, "failure_reason": None if code == 0 else reason,
+                  "started": started, "ended": now()}
+        with open(log, "ab") as out:
+            out.write(f"gankit: job {name} {status.lower()} (exit code {code})\n".encode())
+    write_status(status_at, **result)
+    return result
+
+
+@click.command()
+@click.option("--job-uri", required=True, help="s3:// URI of the job's job.json.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Local scratch folder (default: a temporary one).")
+def main(job_uri, work_dir):
+    """Run one gankit EC2 training job (on the instance)."""
+    with tempfile.TemporaryDirectory(prefix="gankit-job-") as tmp:
+        folder = Path(work_dir or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = run_job(job_uri, folder)
+    if result["status"] != "Completed":
+        raise GankitError(result["failure_reason"])
+
+
+if __name__ == "__main__":
+    run_cli(main, prog_name="train_job")

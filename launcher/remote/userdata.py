@@ -1,0 +1,104 @@
+"""The user data of a Jupyter instance: a small bootstrap, run once by cloud-init at first boot.
+
+It installs the project's wheel (from S3) into the DLAMI's Python, JupyterLab and its kernel
+if the image lacks them, copies the example notebook, and enables two systemd units that come back at
+every start of the instance: Jupyter itself (as the ubuntu user, loopback only) and the
+idle check (as root, so it may shut the machine down). No secret is in here: the token's
+SSM parameter name is, and the instance reads the value with its own role.
+"""
+
+import shlex
+from dataclasses import dataclass
+
+HOME = "/home/ubuntu"
+ROOT_DIR = f"{HOME}/gankit"  # what Jupyter serves
+NOTEBOOK = "pull_and_generate.ipynb"
+
+# The DLAMI's TensorFlow Python: a venv in current images, conda in older ones.
+FIND_PYTHON = """\
+PY=""
+for candidate in /opt/tensorflow/bin/python3 /opt/conda/envs/tensorflow2_p310/bin/python3 \\
+                 /opt/conda/bin/python3 /usr/bin/python3; do
+  if [ -x "$candidate" ]; then PY="$candidate"; break; fi
+done
+[ -n "$PY" ] || { echo "gankit: no Python found on this image" >&2; exit 1; }"""
+
+
+@dataclass
+class JupyterBoot:
+    token_parameter: str  # SSM SecureString name, never its value
+    region: str
+    wheel_uri: str  # s3://... the project's wheel
+    notebook_uri: str  # s3://... examples/pull_and_generate.ipynb
+    bucket: str  # the user's bucket, for the notebook (GANKIT_BUCKET)
+    idle_seconds: int = 3600
+    max_hours: float = 8.0
+    port: int = 8888
+
+
+def start_args(boot: JupyterBoot, root_dir: str = ROOT_DIR) -> list[str]:
+    """The arguments of `python -m launcher.remote.jupyter_start` in the Jupyter unit."""
+    return ["--token-parameter", boot.token_parameter, "--region", boot.region,
+            "--root-dir", root_dir, "--port", str(boot.port)]
+
+
+def idle_args(boot: JupyterBoot) -> list[str]:
+    return ["--token-parameter", boot.token_parameter, "--region", boot.region,
+            "--api", f"http://127.0.0.1:{boot.port}", "--idle", str(int(boot.idle_seconds)),
+            "--max-hours", f"{boot.max_hours:g}"]
+
+
+def _command(module, args):
+    return " ".join(["$PY", "-m", module, *map(shlex.quote, args)])
+
+
+def render(boot: JupyterBoot) -> str:
+    q = shlex.quote
+    wheel = boot.wheel_uri.rsplit("/", 1)[-1]
+    return f"""#!/bin/bash
+# gankit Jupyter instance bootstrap (first boot only; the units below survive stop/start).
+set -euo pipefail
+exec >>/var/log/gankit-jupyter-setup.log 2>&1
+# A half-set-up instance has no idle check to stop it: stop now rather than bill for nothing.
+trap 'echo "gankit: setup failed, stopping the instance"; shutdown -h now' ERR
+{FIND_PYTHON}
+export AWS_DEFAULT_REGION={q(boot.region)}
+aws s3 cp --only-show-errors {q(boot.wheel_uri)} /tmp/{q(wheel)}
+"$PY" -m pip install --quiet /tmp/{q(wheel)}
+"$PY" -c "import jupyterlab, ipykernel" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4" ipykernel
+install -d -o ubuntu -g ubuntu {q(ROOT_DIR)}/examples
+aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
+chown ubuntu:ubuntu {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
+
+cat >/etc/systemd/system/gankit-jupyter.service <<UNIT
+[Unit]
+Description=gankit Jupyter (loopback only; reach it through the launcher's tunnel)
+After=network-online.target
+Wants=network-online.target
+[Service]
+User=ubuntu
+WorkingDirectory={ROOT_DIR}
+Environment=AWS_DEFAULT_REGION={boot.region} GANKIT_BUCKET={boot.bucket}
+ExecStart={_command("launcher.remote.jupyter_start", start_args(boot))}
+Restart=on-failure
+RestartSec=5
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+cat >/etc/systemd/system/gankit-idle.service <<UNIT
+[Unit]
+Description=gankit idle check: stop this instance when Jupyter and the GPU sit idle
+After=gankit-jupyter.service
+[Service]
+Environment=AWS_DEFAULT_REGION={boot.region}
+ExecStart={_command("launcher.remote.idle_check", idle_args(boot))}
+Restart=always
+RestartSec=30
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+systemctl daemon-reload
+systemctl enable --now gankit-jupyter.service gankit-idle.service
+"""

@@ -1,0 +1,170 @@
+"""One validated job spec: the only place CLI options become a job.
+
+    CLI options -> build_spec() -> JobSpec -> a backend -> the trainer's container contract
+
+A spec knows where its run lives in the shared layout (trainer.layout) and
+carries the trainer's hyperparameters as strings, exactly as SageMaker passes them.
+"""
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from launcher import settings
+from launcher.durations import parse_duration
+from launcher.pricing import DEFAULT_INSTANCE_TYPE, check_instance_type
+from trainer import layout
+from trainer.errors import UsageError
+
+# Set by the launcher itself, never by --hp.
+RESERVED = {"output_dir": "the run's layout decides it", "checkpoint_dir": "the run's layout decides it"}
+DEFAULT_MAX_RUN = "2h"
+
+
+@dataclass
+class JobSpec:
+    job: str
+    backend: str
+    dataset: str
+    hyperparameters: dict = field(default_factory=dict)  # train flags, underscores, string values
+    root: str = ""  # s3://BUCKET or the local folder standing in for one
+    instance_type: str = "local"
+    instance_count: int = 1
+    spot: bool = True
+    max_run: int = 7200
+    max_wait: int | None = None
+    role: str | None = None
+    image: str | None = None
+    region: str | None = None
+    resume: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The run whose checkpoints and outputs this job continues (itself unless --resume)."""
+        return self.resume or self.job
+
+    @property
+    def data_uri(self) -> str:
+        return layout.dataset_prefix(self.root, self.dataset)
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return layout.checkpoints_prefix(self.root, self.run_name)
+
+    @property
+    def output_uri(self) -> str:
+        return layout.output_prefix(self.root, self.run_name)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "data_uri": self.data_uri, "checkpoint_uri": self.checkpoint_uri,
+                "output_uri": self.output_uri}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "JobSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+def job_name(dataset: str, model: str, now: datetime | None = None) -> str:
+    """gan-<dataset>-<model>-<timestamp>: letters, digits and hyphens, at most 63 characters (SageMaker's rule)."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", layout.dataset_slug(dataset)).strip("-").lower() or "data"
+    room = 63 - len(f"gan--{model}-{stamp}")
+    return f"gan-{slug[:room].strip('-')}-{model}-{stamp}"
+
+
+def parse_hp(pairs) -> dict:
+    """Repeated --hp key=value -> {key: value}, keys with underscores as the trainer's hyperparameters.json has them."""
+    found = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key) or value == "":
+            raise UsageError(f"--hp {pair!r} is malformed; write --hp key=value, e.g. --hp lr=1e-4")
+        if key in RESERVED:
+            raise UsageError(f"--hp {key} cannot be set: {RESERVED[key]}")
+        found[key] = value.strip()
+    return found
+
+
+def check_hyperparameters(hyperparameters: dict):
+    """Run them through the trainer's own option parsing and validation, without TensorFlow."""
+    import click
+
+    from trainer.cli import train
+    from trainer.config import TrainConfig
+
+    known = {p.name for p in train.params}
+    for key in hyperparameters:
+        if key not in known:
+            raise UsageError(f"--hp {key}: the trainer has no such option; see `python -m trainer train --help`")
+    argv = [a for k, v in hyperparameters.items() for a in (f"--{k.replace('_', '-')}", v)]
+    try:
+        with train.make_context("train", argv + ["--output-dir", "unused"], resilient_parsing=False) as ctx:
+            TrainConfig(**ctx.params).resolve()
+    except click.BadParameter as e:
+        raise UsageError(f"{e.format_message()} (in the job's hyperparameters)") from None
+    except click.UsageError as e:
+        raise UsageError(e.format_message()) from None
+
+
+def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=None, hp=(), backend=None,
+               instance_type=None, instance_count=1, spot=True, max_run=None, bucket=None, role=None, image=None,
+               region=None, resume=None, job=None, now=None) -> JobSpec:
+    from trainer.data import canonical_name
+
+    backend = backend or settings.default_backend()
+    if backend not in settings.BACKENDS:
+        raise UsageError(f"--backend {backend}: choose one of {', '.join(settings.BACKENDS)}")
+    dataset = canonical_name(dataset)
+    hyperparameters = {"dataset": dataset, "model": model}
+    for key, value in (("preset", preset), ("epochs", epochs), ("batch_size", batch_size)):
+        if value is not None:
+            hyperparameters[key] = str(value)
+    hyperparameters.update(parse_hp(hp))
+    check_hyperparameters(hyperparameters)
+    if instance_count < 1:
+        raise UsageError(f"--instance-count {instance_count}: must be at least 1")
+
+    instance_type = instance_type or settings.get("instance_type") if backend != "local" else "local"
+    if backend != "local" and (not instance_type or instance_type == "local" or
+                               instance_type.startswith("ml.") != (backend == "sagemaker")):
+        instance_type = _matching_default(instance_type, backend)
+    check_instance_type(instance_type, backend)
+    max_run_s = parse_duration(max_run or DEFAULT_MAX_RUN)
+    if backend == "local":
+        root = str(settings.local_root())
+    else:
+        bucket = bucket or settings.get("bucket")
+        if not bucket:
+            raise UsageError(f"no bucket for the {backend} backend: run `launcher infra up`, or pass --bucket "
+                             "(and --role), or `launcher config set bucket NAME`")
+        root = bucket if bucket.startswith("s3://") else f"s3://{bucket}"
+        role = role or settings.get("role")
+        if backend == "sagemaker" and not role:
+            raise UsageError("no SageMaker execution role: run `launcher infra up`, or pass --role ARN, "
+                             "or `launcher config set role ARN`")
+        region = region or settings.get("region") or _aws_region()
+    return JobSpec(job=job or job_name(dataset, model, now), backend=backend, dataset=dataset,
+                   hyperparameters=hyperparameters, root=root.rstrip("/"), instance_type=instance_type,
+                   instance_count=instance_count, spot=bool(spot) and backend != "local", max_run=max_run_s,
+                   max_wait=2 * max_run_s if spot and backend != "local" else None, role=role,
+                   image=image or settings.get("image"), region=region, resume=resume)
+
+
+def _matching_default(instance_type, backend):
+    if instance_type and instance_type != "local":
+        # ml.p3.2xlarge on ec2 or p3.2xlarge on SageMaker: the same machine under the other name.
+        bare = instance_type.removeprefix("ml.")
+        return f"ml.{bare}" if backend == "sagemaker" else bare
+    return DEFAULT_INSTANCE_TYPE[backend]
+
+
+def _aws_region() -> str:
+    import boto3
+
+    region = boto3.session.Session().region_name
+    if not region:
+        raise UsageError("no AWS region: set AWS_DEFAULT_REGION, or `launcher config set region us-east-1`")
+    return region

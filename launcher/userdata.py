@@ -1,0 +1,79 @@
+"""The user data of an EC2 training instance: a small bootstrap, run once by cloud-init.
+
+It installs the project's wheel (from the run's S3 prefix) into the DLAMI's TensorFlow
+environment, or a venv with TensorFlow when the image has none, and runs
+`launcher.remote.train_job`, which does the rest. With an image the wheel only brings the
+runner, and the image trains. The machine goes away whatever happens: a shutdown is
+scheduled at max-run plus setup time before anything else, and the script's exit (success,
+failure or a broken install alike) shuts it down; the instance's shutdown behaviour is
+terminate. No secrets: everything else is read from S3 with the instance's role.
+"""
+
+import math
+import shlex
+from dataclasses import dataclass
+
+SETUP_MINUTES = 30  # first boot: pip installs TensorFlow when the image lacks it
+LOG = "/var/log/gankit-job.log"
+WORK = "/opt/gankit-job"  # the wheel and the runner's scratch space
+TENSORFLOW = "tensorflow[and-cuda]>=2.16,<2.22"  # the trainer extra's range, with NVIDIA's CUDA wheels
+
+# The DLAMI's TensorFlow Python when it has one (older framework DLAMIs), else a venv of our own.
+# GANKIT_PYTHON (unset on instances) lets the tests run this script with a Python of their own.
+FIND_PYTHON = """\
+PY="${GANKIT_PYTHON:-}"
+[ -n "$PY" ] || for candidate in /opt/tensorflow/bin/python3 /opt/conda/envs/tensorflow2_p310/bin/python3 /opt/conda/bin/python3; do
+  if [ -x "$candidate" ]; then PY="$candidate"; break; fi
+done
+if [ -z "$PY" ]; then
+  python3 -m venv /opt/gankit || { apt-get update -q && apt-get install -y -q python3-venv && python3 -m venv /opt/gankit; }
+  PY=/opt/gankit/bin/python3
+fi"""
+
+
+@dataclass
+class TrainBoot:
+    job_uri: str  # s3://.../runs/JOB/job.json, read by the runner
+    wheel_uri: str  # s3://.../runs/JOB/gankit-*.whl
+    setup_log_uri: str  # s3://.../runs/JOB/setup.log: this script's own log, shipped when it ends
+    region: str
+    max_run: int  # seconds of training; the runner stops the trainer then
+    image: str | None = None  # a container image trains instead of the wheel
+
+
+def shutdown_minutes(max_run: int) -> int:
+    return math.ceil(max_run / 60) + SETUP_MINUTES
+
+
+def render(boot: TrainBoot, log: str = LOG, work: str = WORK) -> str:
+    """The script; `log` and `work` move its files (tests run it in a temporary folder)."""
+    q = shlex.quote
+    wheel = f"{work}/{boot.wheel_uri.rsplit('/', 1)[-1]}"
+    if boot.image:
+        install = f'"$PY" -m pip install --quiet {q(wheel)}  # the runner only: the image trains'
+    else:
+        install = (f'"$PY" -c "import tensorflow" 2>/dev/null || "$PY" -m pip install --quiet {q(TENSORFLOW)}\n'
+                   f'"$PY" -m pip install --quiet {q(wheel + "[trainer]")}')
+    return f"""#!/bin/bash
+# gankit EC2 training job: install the project, run the job, shut down (the instance then terminates).
+set -uo pipefail
+exec >>{q(log)} 2>&1
+export AWS_DEFAULT_REGION={q(boot.region)}
+# Whatever happens below, the instance goes away: at max run plus setup time at the latest,
+shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached"
+# and as soon as this script ends, with its log next to the job's.
+finish() {{ aws s3 cp --only-show-errors {q(log)} {q(boot.setup_log_uri)} || true; shutdown -h now; }}
+trap finish EXIT
+set -e
+{FIND_PYTHON}
+mkdir -p {q(work)}
+echo "gankit: installing the project from "{q(boot.wheel_uri)}" into $PY"
+aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q(wheel)}
+{install}
+# IMDSv2: a session token first (the instance requires it).
+TOKEN=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60" || true)
+GANKIT_INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id || true)
+export GANKIT_INSTANCE_ID
+echo "gankit: running the job"
+"$PY" -m launcher.remote.train_job --job-uri {q(boot.job_uri)} --work-dir {q(work + "/run")}
+"""

@@ -1,0 +1,32 @@
+"""Helpers for the EC2 and infra tests: seed what moto cannot know (the public DLAMI parameters)."""
+
+from launcher import ec2
+
+FAKE_AMI = "ami-0123456789abcdef0"
+
+
+def seed_dlami_parameters(region="us-east-1", image_id=None):
+    """Put the public DLAMI SSM parameters into moto's SSM backend (real AWS has them already).
+
+    moto refuses to create names under /aws/ through its API, so they go straight into its backend.
+    Returns the AMI id they point at: a real moto image unless `image_id` is given.
+    """
+    import boto3
+    from moto.ssm.models import ssm_backends
+
+    if image_id is None:
+        image_id = boto3.client("ec2", region_name=region).describe_images()["Images"][0]["ImageId"]
+    backend = ssm_backends["123456789012"][region]
+    for name in (ec2.OPEN_DRIVER_PARAMETER, ec2.PROPRIETARY_DRIVER_PARAMETER):
+        backend._parameters[name] = [_parameter(backend, name, image_id, region)]
+    return image_id
+
+
+def _parameter(backend, name, value, region):
+    from moto.ssm.models import Parameter
+
+    import datetime
+
+    return Parameter(account_id="123456789012", name=name, value=value, parameter_type="String",
+                     description="public DLAMI (seeded for tests)", allowed_pattern=None, keyid=None,
+                     last_modified_date=datetime.datetime.now(), version=1, data_type="aws:ec2:image")

@@ -1,0 +1,145 @@
+"""The EC2 backend against the moto server: submit, describe, logs, stop, resume, dry run,
+and the job it submits run by the instance's runner here for real."""
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from launcher import ec2
+from launcher.backends import ec2 as backend
+from launcher.userdata import shutdown_minutes
+from tests.data_helpers import make_idx_dataset
+from tests.ec2_helpers import seed_dlami_parameters
+from tests.infra_helpers import Spec, use_jobs, use_settings
+from trainer import layout, s3
+from trainer.errors import UsageError
+from trainer.stage import stage_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+REGION = "us-east-1"
+HP = {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4", "preset": "seed"}
+
+
+@pytest.fixture
+def cloud(aws_env, monkeypatch, tmp_path):
+    """A bucket with a staged tiny dataset, and what `launcher infra up` records."""
+    monkeypatch.delenv("GANKIT_AMI", raising=False)
+    settings, jobs = use_settings(monkeypatch), use_jobs(monkeypatch)
+    bucket = f"gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    root = f"s3://{bucket}"
+    stage_dataset("mnist", layout.dataset_prefix(root, "mnist"),
+                  data_dir=make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=32), log=lambda m: None)
+    iam, client = boto3.client("iam"), boto3.client("ec2")
+    profile = f"gankit-{uuid.uuid4().hex[:6]}"
+    iam.create_role(RoleName=profile, AssumeRolePolicyDocument="{}")
+    iam.create_instance_profile(InstanceProfileName=profile)
+    iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
+    vpc = client.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = client.create_security_group(GroupName=profile, Description="gankit", VpcId=vpc)["GroupId"]
+    settings.update(bucket=bucket, region=REGION, instance_profile=profile, security_group=group)
+    image = seed_dlami_parameters(REGION)
+    return {"root": root, "image": image, "group": group, "profile": profile, "jobs": jobs}
+
+
+def _instance(iid):
+    return boto3.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+
+def test_submit_launches_a_safe_self_terminating_instance_and_the_job_trains(cloud, tmp_path):
+    spec = Spec(job="e1", root=cloud["root"], hyperparameters=HP, max_run=5400, spot=True, instance_type="p3.2xlarge")
+    record = backend.submit(spec)
+    assert cloud["jobs"].load("e1")["instance_id"] == record["instance_id"]
+
+    instance = _instance(record["instance_id"])
+    assert instance["ImageId"] == cloud["image"] and instance["InstanceType"] == "p3.2xlarge"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/{cloud['profile']}")
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [cloud["group"]]
+    assert {"Key": "gankit:job", "Value": "e1"} in instance["Tags"]
+    assert instance.get("InstanceLifecycle") == "spot"
+    client = boto3.client("ec2")
+    behaviour = client.describe_instance_attribute(InstanceId=record["instance_id"],
+                                                   Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    user_data = base64.b64decode(client.describe_instance_attribute(
+        InstanceId=record["instance_id"], Attribute="userData")["UserData"]["Value"]).decode()
+    assert f"shutdown -h +{shutdown_minutes(5400)}" in user_data and "trap finish EXIT" in user_data
+    assert record["job_uri"] in user_data and record["wheel_uri"] in user_data
+    assert "testing" not in user_data  # no credentials travel in user data
+
+    run = layout.run_prefix(cloud["root"], "e1")
+    assert record["wheel_uri"].startswith(run + "/gankit-") and record["wheel_uri"].endswith(".whl")
+    wheel = zipfile.ZipFile(io.BytesIO(s3.read_bytes(record["wheel_uri"])))  # what the instance installs
+    assert {"launcher/remote/train_job.py", "trainer/contract.py", "trainer/cli.py"} <= set(wheel.namelist())
+    job = json.loads(s3.read_bytes(record["job_uri"]))
+    assert job["data_uri"] == f"{cloud['root']}/datasets/mnist"
+    assert job["checkpoint_uri"] == f"{run}/checkpoints" and job["output_uri"] == f"{run}/output"
+
+    assert backend.describe(record)["status"] == "InProgress"  # moto's instance runs at once
+
+    # What the instance does with it: the runner, here, against the same S3.
+    done = subprocess.run([sys.executable, "-m", "launcher.remote.train_job", "--job-uri", record["job_uri"]],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "generator/generator.json" in s3.list_objects(f"{run}/output")
+    described = backend.describe(record)
+    assert described["status"] == "Completed" and described["ended"]
+    lines = []
+    backend.logs(record, follow=True, echo=lines.append)
+    assert lines[-1] == "gankit: job e1 completed (exit code 0)"
+    assert any("SageMaker contract" in line for line in lines)
+
+
+def test_resume_reuses_the_checkpoints_and_stop_terminates(cloud):
+    spec = Spec(job="e2", root=cloud["root"], hyperparameters=HP, resume="e1")
+    record = backend.submit(spec)
+    job = json.loads(s3.read_bytes(record["job_uri"]))
+    assert job["checkpoint_uri"] == layout.checkpoints_prefix(cloud["root"], "e1")
+    assert record["log_uri"] == f"{layout.run_prefix(cloud['root'], 'e2')}/train.log"
+
+    lines = []
+    backend.logs(record, follow=False, echo=lines.append)
+    assert lines == ["no log yet for e2: the instance is still installing (a few minutes)"]
+
+    backend.stop(record)
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    described = backend.describe(record)
+    assert described["status"] == "Stopped" and "--resume e2" in described["failure_reason"]
+
+
+def test_an_instance_gone_without_a_status_is_a_failure(cloud):
+    record = backend.submit(Spec(job="e3", root=cloud["root"], hyperparameters=HP))
+    ec2.terminate(record["instance_id"], REGION)  # e.g. a spot interruption, before the runner reported
+    described = backend.describe(record)
+    assert described["status"] == "Failed" and "--resume e3" in described["failure_reason"]
+
+
+def test_dry_run_sends_nothing(cloud):
+    before = boto3.client("ec2").describe_instances()["Reservations"]
+    answer = backend.submit(Spec(job="e4", root=cloud["root"], hyperparameters=HP, instance_type="g5.xlarge"),
+                            dry_run=True)
+    assert boto3.client("ec2").describe_instances()["Reservations"] == before
+    assert s3.read_bytes(f"{layout.run_prefix(cloud['root'], 'e4')}/job.json") is None
+    request = answer["run_instances"]
+    assert request["ImageId"] == f"resolve:ssm:{ec2.OPEN_DRIVER_PARAMETER}"
+    assert request["MetadataOptions"]["HttpTokens"] == "required"
+    assert request["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert answer["job_document"]["output_uri"].endswith("/runs/e4/output")
+
+
+def test_bad_specs_are_refused(cloud, tmp_path):
+    with pytest.raises(UsageError, match="needs a bucket"):
+        backend.submit(Spec(job="x", root=str(tmp_path)))
+    with pytest.raises(UsageError, match="one instance per job"):
+        backend.submit(Spec(job="x", root=cloud["root"], instance_count=2), dry_run=True)

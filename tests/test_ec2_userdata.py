@@ -1,0 +1,113 @@
+"""The training user data, run here for real: the bootstrap installs the project's wheel from
+(moto) S3 into a Python, runs the job's runner, which trains a few steps into the run prefix,
+and shuts the machine down (stubbed `shutdown`, recorded) whatever happens."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from launcher import ec2, userdata
+from launcher.remote import train_job
+from tests.data_helpers import make_idx_dataset
+from trainer import layout, s3
+from trainer.stage import stage_dataset
+
+pytestmark = pytest.mark.slow
+
+# `aws s3 cp SRC DST` as the DLAMI's AWS CLI does it, through boto3 (moto here).
+AWS_STUB = textwrap.dedent(f"""\
+    #!{sys.executable}
+    import sys
+    import boto3
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    assert args[:2] == ["s3", "cp"], args
+    src, dst = args[2:4]
+    split = lambda uri: uri[len("s3://"):].split("/", 1)
+    if src.startswith("s3://"):
+        boto3.client("s3").download_file(*split(src), dst)
+    else:
+        boto3.client("s3").upload_file(src, *split(dst))
+    """)
+
+
+
+def _stub(folder: Path, name: str, text: str):
+    path = folder / name
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def machine(tmp_path):
+    """A stand-in for the instance: stub aws/shutdown/curl on PATH, a Python that has the dependencies."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "aws", AWS_STUB)
+    _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n')
+    _stub(bin_dir, "curl", "#!/bin/sh\nexit 7\n")  # no instance metadata here
+    # A venv that sees the installed dependencies (TensorFlow etc.) but not this checkout: the
+    # project must come from the wheel the script installs.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
+    return tmp_path, bin_dir, tmp_path / "venv" / "bin" / "python3"
+
+
+def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):
+    tmp_path, bin_dir, python = machine
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    stage_dataset("mnist", layout.dataset_prefix(root, "mnist"),
+                  data_dir=make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=32), log=lambda m: None)
+    run = layout.run_prefix(root, "ud1")
+    wheel_uri = ec2.upload_wheel(run)
+    job = {"job": "ud1", "root": root, "data_uri": layout.dataset_prefix(root, "mnist"), "max_run": 600,
+           "checkpoint_uri": f"{run}/checkpoints", "output_uri": f"{run}/output", "region": "us-east-1",
+           "hyperparameters": {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4",
+                               "preset": "seed"}}
+    s3.write_bytes(train_job.job_uri(root, "ud1"), json.dumps(job).encode())
+    boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri,
+                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
+    script = tmp_path / "user-data.sh"
+    script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(python), PIP_NO_INDEX="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    done = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path / "bin", timeout=600,
+                          capture_output=True, text=True)
+    setup_log = (tmp_path / "gankit-job.log").read_text()
+    assert done.returncode == 0, setup_log[-3000:]
+
+    # Installed from the wheel, not this checkout.
+    where = subprocess.run([str(python), "-c", "import launcher.remote.train_job as m; print(m.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    assert "site-packages" in where
+    outputs = s3.list_objects(f"{run}/output")
+    assert {"metrics.jsonl", "generator/generator.json"} <= set(outputs)
+    assert json.loads(s3.read_bytes(train_job.status_uri(root, "ud1")))["status"] == "Completed"
+    assert "completed (exit code 0)" in s3.read_bytes(train_job.log_uri(root, "ud1")).decode()
+    assert s3.read_bytes(f"{run}/setup.log")  # shipped at the end
+    calls = (tmp_path / "shutdown.calls").read_text().splitlines()
+    assert calls[0].startswith(f"-h +{userdata.shutdown_minutes(600)}") and calls[-1] == "-h now"
+
+
+def test_a_broken_install_still_shuts_down(aws_env, machine):
+    tmp_path, bin_dir, python = machine
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    boot = userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl",
+                              setup_log_uri=f"{root}/runs/x/setup.log", region="us-east-1", max_run=60)
+    script = tmp_path / "user-data.sh"
+    script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GANKIT_PYTHON": str(python)}
+    done = subprocess.run(["bash", str(script)], env=env, timeout=120, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"
+    assert b"missing.whl" in s3.read_bytes(f"{root}/runs/x/setup.log")

@@ -1,0 +1,187 @@
+"""`launcher infra up | status | down` against moto's CloudFormation, and the gpu-instance template."""
+
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from launcher import infra
+from tests.ec2_helpers import seed_dlami_parameters
+from tests.infra_helpers import config_file, use_settings
+from trainer.errors import run_cli
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_DEFAULT_REGION", REGION)):
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr(infra, "POLL_SECONDS", 0.05)
+    use_settings(monkeypatch)
+    with mock_aws():
+        yield
+
+
+class Result:
+    def __init__(self, exit_code, output):
+        self.exit_code, self.output = exit_code, output
+
+
+@pytest.fixture
+def run(capsys):
+    """`launcher infra ARGS` as the launcher runs it (run_cli: one-line errors, exit codes)."""
+    def invoke(*args):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            run_cli(infra.infra, list(args), prog_name="launcher infra")
+        captured = capsys.readouterr()
+        return Result(exited.value.code, captured.out + captured.err)
+    return invoke
+
+
+def test_up_deploys_records_and_is_idempotent(aws, run):
+    result = run("up", "--bucket-name", "gankit-test-bucket")
+    assert result.exit_code == 0, result.output
+    # The streamed events (moto records the stack's own; resource events are tested below).
+    assert "CREATE_COMPLETE              gankit (AWS::CloudFormation::Stack)" in result.output
+    config = config_file()
+    assert config["backend"] == "sagemaker" and config["region"] == REGION
+    assert config["bucket"] == "gankit-test-bucket"
+    assert config["role"].startswith("arn:aws:iam::") and "SageMakerRole" in config["role"]
+    assert config["security_group"].startswith("sg-")
+
+    # What CloudFormation made: a closed security group, an encrypted bucket. moto's CloudFormation
+    # applies neither versioning, public access blocks, bucket policies nor lifecycle rules:
+    # test_infra_templates checks those in the template.
+    ec2 = boto3.client("ec2", region_name=REGION)
+    group = ec2.describe_security_groups(GroupIds=[config["security_group"]])["SecurityGroups"][0]
+    assert group["IpPermissions"] == []
+    s3 = boto3.client("s3", region_name=REGION)
+    rules = s3.get_bucket_encryption(Bucket="gankit-test-bucket")["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    profiles = boto3.client("iam").list_instance_profiles()["InstanceProfiles"]
+    assert config["instance_profile"] in [p["InstanceProfileName"] for p in profiles]
+
+    again = run("up", "--bucket-name", "gankit-test-bucket")
+    assert again.exit_code == 0, again.output
+
+    status = run("status")
+    assert status.exit_code == 0 and "_COMPLETE" in status.output
+    assert "gankit-test-bucket" in status.output
+
+
+def test_ssh_rule_only_from_a_narrow_cidr(aws, run):
+    for bad in ("0.0.0.0/0", "::/0", "10.1.2.3/0", "not-a-cidr"):
+        result = run("up", "--ssh-cidr", bad)
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--ssh-cidr" in result.output
+    assert config_file() == {}  # nothing recorded, nothing deployed
+    assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
+
+    result = run("up", "--ssh-cidr", "203.0.113.7/32")
+    assert result.exit_code == 0, result.output
+    ec2 = boto3.client("ec2", region_name=REGION)
+    group = ec2.describe_security_groups(GroupIds=[config_file()["security_group"]])["SecurityGroups"][0]
+    assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]] == \
+        [(22, ["203.0.113.7/32"])]
+
+
+def test_down_refuses_a_bucket_with_data_unless_told(aws, run):
+    assert run("up", "--bucket-name", "gankit-down-test").exit_code == 0
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket="gankit-down-test", Key="runs/z1/output/metrics.jsonl", Body=b"{}\n")
+
+    refused = run("down")
+    assert refused.exit_code == 2
+    assert "gankit-down-test is not empty" in refused.output and "--delete-bucket" in refused.output
+    assert "Traceback" not in refused.output
+    assert infra.find_stack(boto3.client("cloudformation", region_name=REGION), "gankit") is not None
+
+    done = run("down", "--delete-bucket")
+    assert done.exit_code == 0, done.output
+    assert infra.find_stack(boto3.client("cloudformation", region_name=REGION), "gankit") is None
+    assert "gankit-down-test" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert config_file()["backend"] == "local"
+
+
+def test_down_keep_bucket_keeps_data(aws, run):
+    assert run("up", "--bucket-name", "gankit-keep-test").exit_code == 0
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket="gankit-keep-test", Key="datasets/zalando/MANIFEST.json", Body=b"{}")
+    done = run("down", "--keep-bucket")
+    assert done.exit_code == 0, done.output
+    assert s3.get_object(Bucket="gankit-keep-test", Key="datasets/zalando/MANIFEST.json")["Body"].read() == b"{}"
+    assert run("status").output.startswith("no stack gankit")
+
+
+def test_rollback_message_names_the_first_failing_resource():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    events = [  # newest first, as CloudFormation lists them
+        {"Timestamp": t0 + timedelta(seconds=9), "LogicalResourceId": "gankit", "ResourceType": "AWS::CloudFormation::Stack",
+         "ResourceStatus": "ROLLBACK_COMPLETE"},
+        {"Timestamp": t0 + timedelta(seconds=5), "LogicalResourceId": "InstanceRole", "ResourceType": "AWS::IAM::Role",
+         "ResourceStatus": "CREATE_FAILED", "ResourceStatusReason": "Resource creation cancelled"},
+        {"Timestamp": t0 + timedelta(seconds=4), "LogicalResourceId": "Bucket", "ResourceType": "AWS::S3::Bucket",
+         "ResourceStatus": "CREATE_FAILED", "ResourceStatusReason": "gankit-x already exists"},
+    ]
+    message = infra.failure_message("gankit", events)
+    assert message == "stack gankit rolled back: Bucket (AWS::S3::Bucket) CREATE_FAILED: gankit-x already exists"
+    assert "\n" not in message
+
+
+class FakeEvents:
+    """A CloudFormation client whose stack gains events between polls (newest first, as AWS lists them)."""
+
+    def __init__(self, batches):
+        self.batches, self.shown = batches, []
+
+    def get_paginator(self, name):
+        assert name == "describe_stack_events"
+        return self
+
+    def paginate(self, StackName):
+        if self.batches:
+            self.shown = self.batches.pop(0) + self.shown
+        return [{"StackEvents": list(self.shown)}]
+
+
+def _event(n, resource, status, reason=None):
+    event = {"EventId": f"e{n}", "Timestamp": datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=n),
+             "LogicalResourceId": resource, "ResourceType": "AWS::S3::Bucket", "ResourceStatus": status}
+    return {**event, "ResourceStatusReason": reason} if reason else event
+
+
+def test_events_stream_once_each_in_order(capsys):
+    batches = [[_event(2, "Bucket", "CREATE_IN_PROGRESS"), _event(1, "gankit", "CREATE_IN_PROGRESS")],
+               [],
+               [_event(4, "Bucket", "CREATE_FAILED", "access denied"), _event(3, "Role", "CREATE_IN_PROGRESS")]]
+    stream = infra.EventStream(FakeEvents(batches), "gankit", since=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    for _ in range(4):
+        stream.poll()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[2] for line in lines] == ["gankit", "Bucket", "Role", "Bucket"]
+    assert lines[-1].endswith("CREATE_FAILED                Bucket (AWS::S3::Bucket): access denied")
+    assert infra.failure_message("gankit", stream.events).startswith("stack gankit rolled back: Bucket")
+
+
+def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
+    assert run("up").exit_code == 0
+    config = config_file()
+    cf = boto3.client("cloudformation", region_name=REGION)
+    open_image = seed_dlami_parameters(REGION)
+    params = {"InstanceProfile": config["instance_profile"], "SecurityGroupId": config["security_group"],
+              "WheelUri": "s3://b/runs/z1/gankit-0.1.0-py3-none-any.whl", "InstanceType": "p3.2xlarge",
+              "ModuleArgs": "--spec s3://b/runs/z1/job.json"}
+    stack = infra.deploy(cf, "gankit-gpu", infra.template_body("gpu-instance"), params)
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    out = infra.outputs(stack)
+    assert out["ImageId"] == open_image  # both parameters point at one moto image here
+    instance = boto3.client("ec2", region_name=REGION).describe_instances(
+        InstanceIds=[out["InstanceId"]])["Reservations"][0]["Instances"][0]
+    assert instance["InstanceType"] == "p3.2xlarge"
+    assert instance["ImageId"] == open_image
+    assert instance["IamInstanceProfile"]["Arn"].endswith(config["instance_profile"])

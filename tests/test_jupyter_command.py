@@ -1,0 +1,241 @@
+"""`launcher jupyter` against moto: the launch request, the token's life, reuse, stop, status, tunnels.
+
+SSM's start_session is not in moto and the session-manager-plugin is not installed here, so the
+tunnel's subprocess (`aws ssm start-session`, or `ssh`) is a stand-in on PATH that answers like
+Jupyter through a tunnel would (tests/jupyter_helpers.py); everything else is the real command.
+"""
+
+import base64
+import json
+import os
+import urllib.request
+from collections import namedtuple
+from datetime import datetime
+
+import pytest
+from click.testing import CliRunner
+
+# The launcher's settings/pricing/durations and the EC2 launch come from sibling branches.
+for _module in ("launcher.settings", "launcher.durations", "launcher.pricing", "launcher.ec2"):
+    pytest.importorskip(_module, reason=f"{_module} is not merged into this branch yet")
+
+from launcher import jupyter as jupyter_cli  # noqa: E402
+from tests.jupyter_helpers import fake_tools, free_port  # noqa: E402
+from trainer.errors import run_cli  # noqa: E402
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's
+WHO = "moto"  # moto's caller identity is user/moto
+PARAMETER = f"/gankit/jupyter/{WHO}/token"
+BUCKET = "gankit-jupyter-test"
+
+
+@pytest.fixture
+def aws(aws_env, monkeypatch):
+    """moto with what `launcher infra up` leaves behind: bucket, security group, profile, DLAMI parameter."""
+    import boto3
+    from launcher import ec2 as ec2_backend
+    from launcher import settings
+    from moto.ssm.models import Parameter, ssm_backends
+
+    # The moto server lives for the whole session: start each test from an empty account.
+    urllib.request.urlopen(urllib.request.Request(f"{aws_env}/moto-api/reset", method="POST")).close()
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    ec2 = boto3.client("ec2")
+    group = ec2.create_security_group(GroupName="gankit-jupyter-test", Description="no inbound")["GroupId"]
+    iam = boto3.client("iam")
+    iam.create_role(RoleName="gankit-ec2", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    iam.create_instance_profile(InstanceProfileName="gankit-ec2")
+    iam.add_role_to_instance_profile(InstanceProfileName="gankit-ec2", RoleName="gankit-ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    name = ec2_backend.ami_parameter_for("p3.2xlarge")
+    # Public /aws/ parameters cannot be written through the API, even in moto: seed its backend.
+    ssm_backends[ACCOUNT][REGION]._parameters[name] = [Parameter(
+        ACCOUNT, name, image, "String", "DLAMI", None, None, datetime.now(), 1, "aws:ec2:image")]
+    settings.update(region=REGION, bucket=BUCKET, security_group=group, instance_profile="gankit-ec2")
+    return {"ec2": ec2, "ssm": boto3.client("ssm"), "s3": boto3.client("s3"), "group": group, "image": image}
+
+
+@pytest.fixture
+def tools(tmp_path, monkeypatch):
+    """Stand-ins for `aws` + session-manager-plugin (and `ssh`) first on PATH; returns their call log."""
+    bin_dir = fake_tools(tmp_path / "bin", ("aws", "session-manager-plugin", "ssh"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "tunnel.jsonl"
+    monkeypatch.setenv("FAKE_TUNNEL_LOG", str(log))
+    monkeypatch.setenv("FAKE_TOKEN_PARAMETER", PARAMETER)
+    monkeypatch.setattr("launcher.tunnel.RETRY_SECONDS", 0.3)  # the stand-ins are ready at once
+    return log
+
+
+def calls(log):
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+Result = namedtuple("Result", "exit_code stdout output")
+
+
+def run(*args):
+    """`launcher jupyter ARGS` as the CLI runs it (one-line errors, exit codes); stdout and stdout+stderr."""
+    code = 0
+    with CliRunner().isolation() as (out, _, both):
+        try:
+            run_cli(jupyter_cli.jupyter, list(args), prog_name="launcher jupyter")
+        except SystemExit as e:
+            code = e.code
+    return Result(code, out.getvalue().decode(), both.getvalue().decode())
+
+
+def instances(ec2):
+    return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"]
+
+
+def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeypatch):
+    from launcher import ec2 as ec2_backend
+
+    built = []
+    real = ec2_backend.run_instances_request
+    monkeypatch.setattr(ec2_backend, "run_instances_request", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    opened = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    port = free_port()
+
+    result = run("--local-port", str(port), "--open", "--idle", "45m", "--max-hours", "4")
+    assert result.exit_code == 0, result.output
+
+    # The token: a fresh SecureString in SSM, shown once, in the URL line only.
+    parameter = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]
+    token = parameter["Value"]
+    assert parameter["Type"] == "SecureString" and len(token) >= 32
+    url = f"http://localhost:{port}/lab?token={token}"
+    assert result.stdout.strip() == url
+    assert result.output.count(token) == 1
+    assert opened == [url]
+
+    # The instance: IMDSv2, encrypted disk, the profile, no public ingress, tagged, stops on shutdown.
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    [request] = built
+    assert request["MetadataOptions"]["HttpTokens"] == "required"
+    assert all(m["Ebs"]["Encrypted"] for m in request["BlockDeviceMappings"])
+    assert request["InstanceInitiatedShutdownBehavior"] == "stop"
+    assert request["InstanceType"] == "p3.2xlarge"
+    tags = jupyter_cli.tags_of(instance)
+    assert tags["gankit:purpose"] == "jupyter" and tags["gankit:owner"] == WHO
+    assert tags["gankit:idle"] == "2700" and tags["gankit:max-hours"] == "4"
+    attribute = aws["ec2"].describe_instance_attribute(InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")
+    assert attribute["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [aws["group"]]
+    for group in aws["ec2"].describe_security_groups(GroupIds=[aws["group"]])["SecurityGroups"]:
+        assert group["IpPermissions"] == []
+
+    # The user data names the parameter, never the token, and runs the loopback server and idle check.
+    user_data = base64.b64decode(aws["ec2"].describe_instance_attribute(
+        InstanceId=iid, Attribute="userData")["UserData"]["Value"]).decode()
+    assert token not in user_data and PARAMETER in user_data
+    assert "launcher.remote.jupyter_start" in user_data and "--idle 2700 --max-hours 4" in user_data
+
+    # The project and the notebook were staged for the instance.
+    keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=f"jupyter/{WHO}/")["Contents"]]
+    assert f"jupyter/{WHO}/pull_and_generate.ipynb" in keys and any(k.endswith(".whl") for k in keys)
+
+    # The tunnel: SSM port forwarding to 8888 on the instance, retried while its agent boots; no token in it.
+    tunnel = calls(tools)
+    assert len(tunnel) == 2  # the first try met an agent not yet connected
+    assert tunnel[-1]["args"] == ["ssm", "start-session", "--target", iid, "--region", REGION,
+                                  "--document-name", "AWS-StartPortForwardingSession",
+                                  "--parameters", f"portNumber=8888,localPortNumber={port}"]
+    assert token not in json.dumps(tunnel)
+
+
+def test_reuses_the_running_instance_and_its_token(aws, tools):
+    assert run("--local-port", str(free_port())).exit_code == 0
+    token = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    [first] = instances(aws["ec2"])
+
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert f"reusing {first['InstanceId']}" in result.output
+    assert [i["InstanceId"] for i in instances(aws["ec2"])] == [first["InstanceId"]]
+    assert aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"] == token
+    assert result.stdout.strip().endswith(f"token={token}")
+
+
+def test_stop_then_start_again_rotates_the_token(aws, tools):
+    assert run("--local-port", str(free_port())).exit_code == 0
+    old = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    [instance] = instances(aws["ec2"])
+
+    result = run("stop")
+    assert result.exit_code == 0 and f"stopping {instance['InstanceId']}" in result.output
+    assert instances(aws["ec2"])[0]["State"]["Name"] in ("stopping", "stopped")
+    status = run("status")
+    assert "stopped" in status.output and "cost" not in status.output
+
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert f"starting {instance['InstanceId']}" in result.output
+    new = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    assert new != old and result.stdout.strip().endswith(f"token={new}")
+    assert len(instances(aws["ec2"])) == 1
+
+    result = run("stop", "--terminate")
+    assert result.exit_code == 0
+    assert instances(aws["ec2"]) == []
+    assert run("status").output.startswith("no Jupyter instance")
+
+
+def test_status_shows_state_uptime_and_cost(aws, tools):
+    from launcher.pricing import price_per_hour
+
+    assert run("status").output.startswith("no Jupyter instance")
+    assert run("--local-port", str(free_port())).exit_code == 0
+    result = run("status")
+    assert result.exit_code == 0
+    assert "running" in result.output and "p3.2xlarge" in result.output and "uptime" in result.output
+    assert f"${price_per_hour('p3.2xlarge', False):.2f}/h" in result.output
+
+
+def test_missing_plugin_is_one_clear_error_before_anything_bills(aws, tmp_path, monkeypatch):
+    bin_dir = fake_tools(tmp_path / "bin", ("aws",))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
+    result = run()
+    assert result.exit_code == 2
+    assert "session-manager-plugin" in result.output and "install" in result.output
+    assert "session-manager-working-with-install-plugin" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert instances(aws["ec2"]) == []
+    with pytest.raises(aws["ssm"].exceptions.ParameterNotFound):
+        aws["ssm"].get_parameter(Name=PARAMETER)
+
+
+def test_ssh_tunnel_opens_only_the_callers_32_and_closes_it(aws, tools):
+    port = free_port()
+    result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(port))
+    assert result.exit_code == 0, result.output
+    [instance] = instances(aws["ec2"])
+    ssh = [c for c in calls(tools) if c["tool"] == "ssh"]
+    assert ssh and ssh[-1]["args"][-1] == f"ubuntu@{instance['PublicIpAddress']}"
+    assert f"127.0.0.1:{port}:127.0.0.1:8888" in ssh[-1]["args"]
+    # While the tunnel was up: exactly one rule, port 22, from 93.184.216.34/32.
+    [rule] = ssh[-1]["ingress"]
+    assert (rule["FromPort"], rule["ToPort"]) == (22, 22)
+    assert [r["CidrIp"] for r in rule["IpRanges"]] == ["93.184.216.34/32"]
+    # Afterwards: none.
+    [group] = aws["ec2"].describe_security_groups(GroupIds=[aws["group"]])["SecurityGroups"]
+    assert group["IpPermissions"] == []
+
+
+@pytest.mark.parametrize("ip", ["0.0.0.0", "10.0.0.5", "not-an-ip"])
+def test_ssh_refuses_a_non_public_address(aws, tools, ip):
+    result = run("--ssh", "--my-ip", ip)
+    assert result.exit_code == 2 and "--my-ip" in result.output
+    assert instances(aws["ec2"]) == []
+
+
+def test_bad_options_are_usage_errors(aws, tools):
+    assert run("--idle", "10s").exit_code == 2
+    assert run("--max-hours", "0").exit_code == 2
+    assert instances(aws["ec2"]) == []

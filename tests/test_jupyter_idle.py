@@ -1,0 +1,139 @@
+"""The idle check against a fake Jupyter API and a fake GPU reading: it stops only when both sit idle."""
+
+import secrets
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from launcher.remote import idle_check
+from launcher.remote.idle_check import Reading, State, decide
+from tests.jupyter_helpers import FakeJupyter
+
+PARAMETER = "/gankit/jupyter/tester/token"
+IDLE = 3600  # seconds
+
+
+def ago(seconds):
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def kernel(last_activity, state="idle", kid="k1"):
+    return {"id": kid, "name": "python3", "last_activity": last_activity, "execution_state": state, "connections": 1}
+
+
+@pytest.fixture
+def token(aws_env):
+    import boto3
+
+    value = secrets.token_urlsafe(32)
+    boto3.client("ssm").put_parameter(Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True)
+    return value
+
+
+@pytest.fixture
+def jupyter(token):
+    with FakeJupyter(token) as fake:
+        yield fake
+
+
+@pytest.fixture
+def run(jupyter, tmp_path, monkeypatch):
+    """Run one real check (`--once`); returns whether the stop command ran."""
+    monkeypatch.setattr(idle_check, "uptime", lambda: 3 * 3600.0)  # booted three hours ago
+    marker = tmp_path / "stopped"
+    state = tmp_path / "run" / "idle.json"
+
+    def once(gpu="0", max_hours=8, api=None):
+        marker.unlink(missing_ok=True)
+        argv = ["--token-parameter", PARAMETER, "--region", "us-east-1", "--api", api or jupyter.url,
+                "--idle", str(IDLE), "--max-hours", str(max_hours), "--once", "--state", str(state),
+                "--gpu-command", f"printf '{gpu}\\n'", "--stop-command", f"echo stop >> {marker}"]
+        try:
+            idle_check.main(argv)
+        except SystemExit as e:
+            assert e.code == 0
+        return marker.exists()
+
+    return once
+
+
+def test_recent_kernel_activity_keeps_it_running(run, jupyter):
+    jupyter.kernels = [kernel(ago(120))]
+    assert run(gpu="0") is False
+
+
+def test_idle_kernels_and_idle_gpu_stop_it(run, jupyter, capsys):
+    jupyter.kernels = [kernel(ago(2 * 3600)), kernel(ago(3 * 3600), kid="k2")]
+    assert run(gpu="0\n1") is True
+    assert "no kernel activity and no GPU use for 2:00:00" in capsys.readouterr().out
+
+
+def test_an_open_browser_tab_does_not_count(run, jupyter):
+    # The tab polls the API, so the server-wide clock is fresh; the kernel did nothing for 2 h.
+    jupyter.status = {"last_activity": ago(1), "kernels": 1, "connections": 1}
+    jupyter.sessions = [{"id": "s1", "path": "examples/pull_and_generate.ipynb", "kernel": kernel(ago(2 * 3600))}]
+    jupyter.kernels = [kernel(ago(2 * 3600))]
+    assert run(gpu="0") is True
+    assert "/api/status" not in jupyter.requests
+
+
+def test_a_busy_gpu_keeps_it_running(run, jupyter):
+    jupyter.kernels = [kernel(ago(2 * 3600))]
+    assert run(gpu="0\n87") is False
+
+
+def test_a_busy_kernel_keeps_it_running(run, jupyter):
+    jupyter.kernels = [kernel(ago(2 * 3600), state="busy")]
+    assert run(gpu="0") is False
+
+
+def test_a_recent_terminal_or_session_kernel_keeps_it_running(run, jupyter):
+    jupyter.kernels = [kernel(ago(2 * 3600))]
+    jupyter.terminals = [{"name": "1", "last_activity": ago(60)}]
+    assert run(gpu="0") is False
+    jupyter.terminals = []
+    jupyter.sessions = [{"id": "s1", "kernel": kernel(ago(30), kid="k9")}]
+    assert run(gpu="0") is False
+
+
+def test_gpu_use_seen_earlier_is_remembered(run, jupyter):
+    jupyter.kernels = [kernel(ago(2 * 3600))]
+    assert run(gpu="95") is False  # a training loop on the GPU, outside any kernel
+    assert run(gpu="0") is False  # it just finished: idle for seconds, not hours
+    assert run(gpu="not a number") is False  # an unreadable GPU counts as idle, the memory still holds
+
+
+def test_no_jupyter_counts_as_idle_kernels_but_the_gpu_still_counts(run):
+    assert run(gpu="50", api="http://127.0.0.1:9") is False
+    assert run(gpu="0", api="http://127.0.0.1:9") is False  # the GPU was busy a moment ago
+
+
+def test_a_dead_jupyter_does_not_keep_it_alive(run):
+    assert run(gpu="0", api="http://127.0.0.1:9") is True
+
+
+def test_max_hours_stops_it_whatever_happens(run, jupyter, capsys):
+    jupyter.kernels = [kernel(ago(1), state="busy")]
+    assert run(gpu="100", max_hours=2) is True
+    assert "up for 3:00:00, the --max-hours limit" in capsys.readouterr().out
+
+
+def test_a_rotated_token_is_read_again(run, jupyter, token):
+    jupyter.kernels = [kernel(ago(60))]
+    checker = idle_check.Checker(idle_check.parse_args(["--token-parameter", PARAMETER, "--api", jupyter.url]),
+                                 read_token=iter(["stale", token]).__next__)
+    assert checker.activity()[0] is not None
+    assert checker.token == token
+
+
+def test_decide_counts_from_boot_and_never_before_it():
+    now = 1_000_000.0
+    fresh = Reading(now=now, uptime=600, last_activity=None, busy=False, gpu_percent=0.0)
+    state, reason = decide(None, fresh, IDLE, 8 * 3600)
+    assert reason is None and state.last_active == now - 600
+    # Activity stamps from before this boot (a stale state file) do not count.
+    state, reason = decide(State(last_active=now - 10 * 3600), Reading(now, 2 * 3600, None, False, 0.0), IDLE, 8 * 3600)
+    assert state.last_active == now - 2 * 3600 and reason.startswith("no kernel activity")
+    # A GPU below the threshold is idle; at it, busy.
+    assert decide(None, Reading(now, 2 * 3600, None, False, 4.9), IDLE, 8 * 3600)[1] is not None
+    assert decide(None, Reading(now, 2 * 3600, None, False, 5.0), IDLE, 8 * 3600)[1] is None

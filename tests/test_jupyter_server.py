@@ -1,0 +1,161 @@
+"""The Jupyter start script from the instance's user data, run here for real."""
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from launcher.remote import userdata
+from launcher.remote.jupyter_start import server_config
+from tests.jupyter_helpers import free_port, listening_addresses, outward_ip
+
+pytest.importorskip("jupyter_server")
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMETER = "/gankit/jupyter/tester/token"
+
+
+def get(url, headers=None):
+    """(status, body) without following redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def exec_start(user_data: str, unit: str) -> list[str]:
+    """The ExecStart command of `unit` as the user data writes it."""
+    body = user_data.split(f"cat >/etc/systemd/system/{unit} <<UNIT\n", 1)[1].split("\nUNIT\n", 1)[0]
+    line = next(x for x in body.splitlines() if x.startswith("ExecStart="))
+    return shlex.split(line[len("ExecStart="):])
+
+
+@pytest.fixture
+def token(aws_env):
+    import boto3
+
+    value = secrets.token_urlsafe(32)
+    boto3.client("ssm").put_parameter(Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True)
+    return value
+
+
+@pytest.fixture
+def server(token, tmp_path):
+    """The start command exactly as the user data writes it, with a local root dir and a free port."""
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/w.whl",
+                                notebook_uri="s3://b/n.ipynb", bucket="b", port=free_port())
+    root = tmp_path / "gankit"
+    (root / "examples").mkdir(parents=True)
+    shutil.copy(REPO / "examples" / userdata.NOTEBOOK, root / "examples")
+    args = exec_start(userdata.render(boot), "gankit-jupyter.service")
+    assert args[:3] == ["$PY", "-m", "launcher.remote.jupyter_start"]
+    args = args[3:]
+    args[args.index("--root-dir") + 1] = str(root)  # the instance serves /home/ubuntu/gankit
+    if os.geteuid() == 0:
+        args.append("--allow-root")  # Jupyter refuses root; the instance runs it as ubuntu
+    env = dict(os.environ, HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+    log = tmp_path / "jupyter.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.remote.jupyter_start", *args],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{boot.port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", boot.port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"Jupyter did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield proc, url, boot.port, log, tmp_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_config_keeps_jupyter_private():
+    config = server_config("t0ken", "/srv/nb")
+    app = config["ServerApp"]
+    assert app["ip"] == "127.0.0.1" and app["port"] == 8888 and app["port_retries"] == 0
+    assert app["open_browser"] is False and app["allow_origin"] == "" and app["allow_root"] is False
+    assert config["IdentityProvider"]["token"] == "t0ken"
+
+
+def test_real_server_needs_token_and_listens_on_loopback_only(server, token):
+    proc, url, port, log, tmp = server
+
+    # No token, a wrong token: refused.
+    assert get(f"{url}/api/contents")[0] in (401, 403)
+    assert get(f"{url}/api/contents", {"Authorization": "token wrong"})[0] in (401, 403)
+    assert get(f"{url}/api/contents?token=wrong")[0] in (401, 403)
+
+    # The token from SSM works, in the header and in the URL the launcher prints.
+    status, body = get(f"{url}/api/contents/examples", {"Authorization": f"token {token}"})
+    assert status == 200
+    assert [item["name"] for item in json.loads(body)["content"]] == [userdata.NOTEBOOK]
+    assert get(f"{url}/api/status?token={token}")[0] == 200
+
+    # Nothing of Jupyter listens anywhere but loopback.
+    addresses = listening_addresses(proc.pid)
+    assert ("127.0.0.1", port) in addresses
+    assert all(ip == "127.0.0.1" for ip, _ in addresses), addresses
+    ip = outward_ip()
+    if ip:
+        with pytest.raises(OSError):
+            socket.create_connection((ip, port), timeout=2).close()
+
+    # The token went only into the owner-only config file: not into the log, not onto the command line.
+    config = tmp / "home" / ".gankit-jupyter" / "jupyter_server_config.json"
+    assert json.loads(config.read_text())["IdentityProvider"]["token"] == token
+    assert config.stat().st_mode & 0o077 == 0
+    assert token not in log.read_text()
+    assert token.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+
+
+def test_missing_token_parameter_fails_before_starting(aws_env, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher.remote.jupyter_start", "--token-parameter", "/gankit/jupyter/nobody/token",
+         "--region", "us-east-1", "--root-dir", str(tmp_path / "root"), "--config-dir", str(tmp_path / "cfg")],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "cannot read Jupyter's token from SSM parameter /gankit/jupyter/nobody/token" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cfg" / "jupyter_server_config.json").exists()
+
+
+def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl",
+                                notebook_uri="s3://b/jupyter/pull_and_generate.ipynb", bucket="b",
+                                idle_seconds=2700, max_hours=4)
+    script = userdata.render(boot)
+    (tmp_path / "ud.sh").write_text(script)
+    subprocess.run(["bash", "-n", str(tmp_path / "ud.sh")], check=True)
+    assert token not in script and PARAMETER in script
+    assert len(script.encode()) < 16 * 1024  # EC2's user data limit
+    assert exec_start(script, "gankit-idle.service")[3:] == [
+        "--token-parameter", PARAMETER, "--region", "us-east-1", "--api", "http://127.0.0.1:8888",
+        "--idle", "2700", "--max-hours", "4"]
+    assert "User=ubuntu" in script.split("gankit-jupyter.service <<UNIT")[1].split("\nUNIT\n")[0]
+    assert "trap " in script and "shutdown -h now" in script  # a failed setup does not bill on

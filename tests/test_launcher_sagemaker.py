@@ -1,0 +1,203 @@
+"""The SageMaker backend against moto: staging, the CreateTrainingJob request, describe, logs, stop, pull, generate."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from launcher import jobs
+from launcher.backends import sagemaker
+from launcher.spec import build_spec
+from tests.data_helpers import make_idx_dataset
+from trainer import layout, s3
+from trainer.errors import GankitError
+
+ROOT = Path(__file__).parents[1]
+BUCKET, ROLE, REGION = "gankit-sm-test", "arn:aws:iam::123456789012:role/gankit-sagemaker", "us-east-1"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for var, value in (("AWS_DEFAULT_REGION", REGION), ("AWS_ACCESS_KEY_ID", "testing"),
+                       ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3.client.cache_clear()
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield
+    s3.client.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), n_train=64, n_test=16)
+
+
+def spec_for(data, **options):
+    return build_spec(dataset="mnist", epochs=2, hp=[f"data_dir={data}"], backend="sagemaker", bucket=BUCKET,
+                      role=ROLE, region=REGION, **options)
+
+
+def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
+    spec = spec_for(data, max_run="90m")
+    record = sagemaker.submit(spec)
+    request = record["request"]
+    run = f"s3://{BUCKET}/runs/{spec.job}"
+    assert request["TrainingJobName"] == spec.job and request["RoleArn"] == ROLE
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith("/tensorflow-training:2.21-gpu-py312")
+    hp = request["HyperParameters"]
+    assert all(isinstance(v, str) for v in hp.values())
+    assert hp["dataset"] == "mnist" and hp["epochs"] == "2" and hp["output_dir"] == f"{run}/output"
+    assert hp["sagemaker_program"] == "sagemaker_entry.py" and hp["sagemaker_submit_directory"].startswith(run)
+    assert "data_dir" not in hp  # the data arrives as the training channel
+    channel = request["InputDataConfig"][0]
+    assert channel["ChannelName"] == "training"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/datasets/mnist/"
+    assert request["CheckpointConfig"] == {"S3Uri": f"{run}/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert request["ResourceConfig"] == {"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 5400
+    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= 5400
+    assert request["Environment"]["GANKIT_JOB"] == spec.job  # moto drops Environment: checked on our request
+    assert {"Key": "project", "Value": "gankit"} in request["Tags"] and {"Key": "dataset", "Value": "mnist"} in request["Tags"]
+
+    # What AWS saw.
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=spec.job)
+    assert job["HyperParameters"] == hp and job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"]["S3Uri"] == f"{run}/checkpoints"
+    staged = s3.list_objects(f"s3://{BUCKET}/datasets/mnist")
+    assert "MANIFEST.json" in staged and "train-images-idx3-ubyte.gz" in staged
+    with tarfile.open(fileobj=io.BytesIO(s3.read_bytes(hp["sagemaker_submit_directory"]))) as tar:
+        names = tar.getnames()
+    assert "sagemaker_entry.py" in names and "trainer/contract.py" in names and "requirements.txt" in names
+    assert jobs.load(spec.job)["arn"] == job["TrainingJobArn"]
+
+
+def test_own_image_and_on_demand_and_several_instances(aws, data):
+    spec = spec_for(data, image="123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:0.1.0", spot=False,
+                    instance_count=2, instance_type="ml.g5.12xlarge")
+    request = sagemaker.submit(spec, dry_run=True)
+    assert request["AlgorithmSpecification"]["TrainingImage"] == spec.image
+    assert "sagemaker_program" not in request["HyperParameters"]  # the image's own `train` runs
+    assert request["EnableManagedSpotTraining"] is False and "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert not s3.list_objects(f"s3://{BUCKET}/runs")  # a dry run writes nothing
+    script_mode = sagemaker.build_request(spec_for(data, instance_count=2), "image")
+    assert script_mode["HyperParameters"]["sagemaker_multi_worker_mirrored_strategy_enabled"] == "true"
+
+
+def test_describe_reports_failure_and_spot_savings(aws, data):
+    from moto.sagemaker.models import sagemaker_backends
+
+    record = sagemaker.submit(spec_for(data))
+    assert sagemaker.describe(record)["status"] in ("InProgress", "Completed")
+    job = sagemaker_backends["123456789012"][REGION].training_jobs[record["job"]]
+    job.training_job_status, job.failure_reason = "Failed", "AlgorithmError: out of memory"
+    info = sagemaker.describe(record)
+    assert info["status"] == "Failed" and info["failure_reason"] == "AlgorithmError: out of memory"
+
+
+def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
+    monkeypatch.setattr(sagemaker, "PAGE", 7)
+    record = sagemaker.submit(spec_for(data))
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+    now_ms = int(time.time() * 1000)  # CloudWatch (and moto) refuse events older than 14 days
+    for host in (1, 2):
+        stream = f"{record['job']}/algo-{host}-1700000000"
+        cw.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream)
+        cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
+                          logEvents=[{"timestamp": now_ms + i, "message": f"algo-{host} line {i}"} for i in range(20)])
+    lines = []
+    sagemaker.logs(record, follow=False, echo=lines.append)
+    assert lines == [f"algo-{h} line {i}" for h in (1, 2) for i in range(20)]
+
+
+def test_stop_sends_stop_training_job(aws, data, monkeypatch):
+    record = sagemaker.submit(spec_for(data))
+    real = sagemaker.client("sagemaker", REGION)
+    stubber = Stubber(real)  # moto has no StopTrainingJob: only that call is stubbed
+    stubber.add_response("stop_training_job", {}, {"TrainingJobName": record["job"]})
+    monkeypatch.setattr(sagemaker, "client", lambda service, region: real)
+    with stubber:
+        sagemaker.stop(record)
+    stubber.assert_no_pending_responses()
+
+
+def test_a_refused_job_is_one_clear_error(aws, data, monkeypatch):
+    real = sagemaker.client("sagemaker", REGION)
+    stubber = Stubber(real)
+    stubber.add_client_error("create_training_job", "ResourceLimitExceeded", "The account-level service limit "
+                             "'ml.p3.2xlarge for spot training job usage' is 0 Instances")
+    monkeypatch.setattr(sagemaker, "client", lambda service, region: real)
+    with stubber, pytest.raises(GankitError, match="SageMaker refused the job: .*service limit"):
+        sagemaker.submit(spec_for(data))
+
+
+# --- the CLI end to end, in subprocesses, against a real HTTP moto ---------------------------------
+
+def launcher(*args, env, check=True):
+    done = subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=env["WORK"], timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def exported_generator(folder: Path) -> Path:
+    """A real (untrained) exported generator, without training one."""
+    from trainer.export import export_generator
+    from trainer.models import build_generator
+
+    meta = {"dataset": "mnist", "class_names": [str(i) for i in range(10)], "conditional": True, "model": "cgan",
+            "preset": "default", "z_dim": 8, "z_distribution": "normal", "image_shape": [28, 28, 1],
+            "value_range": [-1.0, 1.0], "steps": 0, "trainer_version": "test"}
+    return export_generator(build_generator("default", 8, (28, 28, 1), 10), meta, folder)
+
+
+@pytest.mark.slow
+def test_cli_submit_status_list_pull_generate_over_http(aws_env, data, tmp_path):
+    from moto.sagemaker.models import sagemaker_backends
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WORK=str(tmp_path))
+    done = launcher("submit", "--dataset", "mnist", "--epochs", "2", "--hp", f"data_dir={data}", "--backend",
+                    "sagemaker", "--bucket", BUCKET, "--role", ROLE, "--max-run", "1h", env=env)
+    job = done.stdout.split("submitted ")[1].split()[0]
+    assert "cost" in done.stdout and "spot" in done.stdout and "console.aws.amazon.com/sagemaker" in done.stdout
+    assert f"s3://{BUCKET}/runs/{job}/output" in done.stdout
+
+    listed = json.loads(launcher("list", "--json", env=env).stdout)
+    assert [r["name"] for r in listed] == [job] and listed[0]["backend"] == "sagemaker"
+
+    # The job publishes its outputs; SageMaker says it completed.
+    output = layout.output_prefix(f"s3://{BUCKET}", job)
+    s3.upload_dir(exported_generator(tmp_path / "exported"), f"{output}/generator", last=("generator.json",))
+    s3.write_bytes(f"{output}/metrics.jsonl", b'{"epoch": 1}\n')
+    sagemaker_backends["123456789012"][REGION].training_jobs[job].training_job_status = "Completed"
+    status = json.loads(launcher("status", job, "--json", env=env).stdout)
+    assert status["status"] == "Completed" and status["output_uri"] == output
+
+    launcher("pull", job, "--dest", str(tmp_path / "pulled"), env=env)
+    assert (tmp_path / "pulled" / "generator" / "generator.keras").exists()
+    assert (tmp_path / "pulled" / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+    launcher("generate", f"{output}/generator", "--class", "3", "--count", "5", "--out", "threes.npy", env=env)
+    assert np.load(tmp_path / "threes.npy").shape == (5, 28, 28, 1)
+
+    job_record = sagemaker_backends["123456789012"][REGION].training_jobs[job]
+    job_record.training_job_status, job_record.failure_reason = "Failed", "ClientError: no space left on device"
+    failed = launcher("status", job, env=env, check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == f"error: job {job} failed: ClientError: no space left on device"

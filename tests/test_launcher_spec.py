@@ -1,0 +1,111 @@
+"""From CLI options to one validated job spec: names, hyperparameters, durations, prices, and one-line errors."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from launcher import settings
+from launcher.cli import main
+from launcher.durations import parse_duration
+from launcher.pricing import check_instance_type, estimate, price_per_hour
+from launcher.spec import JobSpec, build_spec, job_name, parse_hp
+from trainer.errors import UsageError
+
+NOW = datetime(2026, 11, 22, 18, 0, 5, tzinfo=timezone.utc)
+
+
+def test_job_names_follow_sagemakers_rule():
+    assert job_name("zalando", "cgan", NOW) == "gan-zalando-cgan-20261122-180005"
+    long = job_name("folder:/data/" + "very_long_name" * 8, "dcgan", NOW)
+    assert len(long) <= 63 and long.startswith("gan-folder-very-long") and long.endswith("-dcgan-20261122-180005")
+    assert all(c.isalnum() or c == "-" for c in long) and "--" not in long
+
+
+def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
+    spec = build_spec(dataset="fashion-mnist", epochs=3, hp=["lr=1e-4", "max-steps=10"], now=NOW)
+    assert spec.backend == "local" and spec.dataset == "zalando"
+    assert spec.hyperparameters == {"dataset": "zalando", "model": "cgan", "epochs": "3", "lr": "1e-4", "max_steps": "10"}
+    assert spec.output_uri == f"{settings.local_root()}/runs/{spec.job}/output"
+    with pytest.raises(UsageError, match="malformed"):
+        parse_hp(["lr"])
+    with pytest.raises(UsageError, match="no such option"):
+        build_spec(dataset="mnist", hp=["learning_rate=1"])
+    with pytest.raises(UsageError, match="lr"):
+        build_spec(dataset="mnist", hp=["lr=2"])
+    with pytest.raises(UsageError, match="layout decides"):
+        build_spec(dataset="mnist", hp=["output_dir=/tmp/x"])
+    with pytest.raises(UsageError, match="batch-size"):
+        build_spec(dataset="mnist", batch_size=0)
+
+
+def test_resume_continues_the_named_runs_prefixes():
+    spec = build_spec(dataset="mnist", resume="gan-mnist-cgan-1", now=NOW)
+    assert spec.checkpoint_uri.endswith("/runs/gan-mnist-cgan-1/checkpoints") and spec.job != "gan-mnist-cgan-1"
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    with pytest.raises(UsageError, match="launcher infra up"):
+        build_spec(dataset="mnist", backend="sagemaker")
+    with pytest.raises(UsageError, match="--role"):
+        build_spec(dataset="mnist", backend="sagemaker", bucket="b")
+    spec = build_spec(dataset="mnist", backend="sagemaker", bucket="b", role="arn:aws:iam::1:role/r", now=NOW)
+    assert (spec.root, spec.instance_type, spec.spot, spec.max_run, spec.region) == (
+        "s3://b", "ml.p3.2xlarge", True, 7200, "eu-west-1")
+    assert spec.max_wait >= spec.max_run
+    assert build_spec(dataset="mnist", backend="ec2", bucket="b", instance_type="ml.g5.xlarge").instance_type == "g5.xlarge"
+    with pytest.raises(UsageError, match="families"):
+        build_spec(dataset="mnist", backend="sagemaker", bucket="b", role="r", instance_type="ml.m5.large")
+    with pytest.raises(UsageError, match="2h"):
+        build_spec(dataset="mnist", backend="sagemaker", bucket="b", role="r", max_run="two hours")
+    settings.update(bucket="from-config", role="arn:aws:iam::1:role/c")
+    assert settings.default_backend() == "sagemaker"  # AWS configured: the cloud is the default
+    assert build_spec(dataset="mnist").root == "s3://from-config"
+
+
+def test_durations_and_prices():
+    assert [parse_duration(t) for t in ("2h", "90m", "1h30m", "45s", "3600")] == [7200, 5400, 5400, 45, 3600]
+    for bad in ("", "0", "2 hours", "-1h", "h"):
+        with pytest.raises(UsageError):
+            parse_duration(bad)
+    assert check_instance_type("ml.g6.xlarge", "sagemaker") == "ml.g6.xlarge"
+    with pytest.raises(UsageError, match="ml.p3.2xlarge"):
+        check_instance_type("p3.2xlarge", "sagemaker")
+    assert estimate("ml.p3.2xlarge", 2, False, 1800) == pytest.approx(price_per_hour("ml.p3.2xlarge", False))
+    assert 0 < price_per_hour("ml.p3.2xlarge", True) < price_per_hour("ml.p3.2xlarge", False)
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["submit", "--dataset", "cifar"], 2, "unknown dataset"),
+    (["submit", "--dataset", "mnist", "--hp", "lr"], 2, "--hp 'lr' is malformed"),
+    (["submit", "--dataset", "mnist", "--max-run", "soon"], 2, "is not a duration"),
+    (["submit", "--dataset", "mnist", "--backend", "sagemaker"], 2, "launcher infra up"),
+    (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r",
+      "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
+    (["status", "gan-nope"], 2, "unknown job 'gan-nope'"),
+    (["config", "set", "colour", "blue"], 2, "unknown setting colour"),
+])
+def test_bad_input_is_one_line_and_a_usage_exit(argv, code, message, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == code and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_no_region_and_no_credentials_are_named(capsys, monkeypatch, tmp_path):
+    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with pytest.raises(SystemExit):
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r"])
+    assert "no AWS region" in capsys.readouterr().err
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r",
+              "--image", "123.dkr.ecr.us-east-1.amazonaws.com/gankit:1"])
+    assert exit_.value.code == 2 and "no AWS credentials" in capsys.readouterr().err
