@@ -50,7 +50,16 @@ def ami_parameter_for(instance_type: str) -> str:
 def client(service: str, region: str | None = None):
     import boto3
 
-    return boto3.client(service, region_name=region)
+    return boto3.client(service, region_name=region or _configured_region())
+
+
+def _configured_region() -> str | None:
+    """The region `launcher infra up` recorded; None leaves it to boto3 (AWS_DEFAULT_REGION, profile)."""
+    try:
+        from launcher import settings
+    except ImportError:  # the settings module is the launcher's; this also runs on instances without it
+        return None
+    return settings.get("region")
 
 
 def resolve_ami(instance_type: str, region: str | None = None, override: str | None = None) -> str:

@@ -10,7 +10,6 @@ The templates are read from the checkout (`pip install -e .`): infra/ sits besid
 
 import ipaddress
 import threading
-import time
 from pathlib import Path
 
 import click
@@ -180,7 +179,7 @@ def deploy(cf, stack_name, template, parameters) -> dict:
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
         raise GankitError(f"stack {stack_name} failed to create earlier and cannot be updated; "
                           "`launcher infra down`, then `launcher infra up` again")
-    since = _now(cf)
+    since = _since()
     try:
         if existing:
             say(f"updating stack {stack_name}")
@@ -199,7 +198,7 @@ def deploy(cf, stack_name, template, parameters) -> dict:
     return find_stack(cf, stack_name)
 
 
-def _now(cf):
+def _since():
     # Events carry the server's clock; a little slack covers clock skew between here and AWS.
     from datetime import datetime, timedelta, timezone
 
@@ -322,7 +321,7 @@ def down(stack_name, region, delete_bucket, keep_bucket):
         more = "+" if count >= 1000 else ""
         raise UsageError(f"bucket {bucket} is not empty ({count}{more} objects: datasets, runs, models); "
                          "`launcher infra down --keep-bucket` keeps it, `--delete-bucket` deletes it with everything in it")
-    since = _now(cf)
+    since = _since()
     say(f"deleting stack {stack_name}")
     cf.delete_stack(StackName=stack_name)
     wait_for(cf, stack_name, "delete", since)

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import click
 
+from launcher import ec2 as ec2_backend
+from launcher.pricing import DEFAULT_INSTANCE_TYPE
 from trainer.errors import GankitError, UsageError
+from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
 PORT = 8888  # Jupyter's port on the instance's loopback
-DEFAULT_INSTANCE_TYPE = "p3.2xlarge"
-READY_TIMEOUT = 20 * 60  # first boot installs the project and JupyterLab
+READY_TIMEOUT = 25 * 60  # first boot installs TensorFlow, the project and JupyterLab
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
-TAG_PURPOSE, TAG_OWNER = "gankit:purpose", "gankit:owner"
+TAG_PURPOSE, TAG_OWNER = ec2_backend.TAG_PURPOSE, "gankit:owner"
 TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
@@ -35,16 +37,10 @@ def say(message):
 
 # --- who, where, and the token ------------------------------------------------------------------
 
-def _client(service, region):
-    import boto3
-
-    return boto3.client(service, region_name=region)
-
-
 def region() -> str:
-    from launcher import settings
-
     import boto3
+
+    from launcher import settings
 
     found = settings.get("region") or boto3.session.Session().region_name
     if not found:
@@ -54,7 +50,7 @@ def region() -> str:
 
 def owner(region_name) -> str:
     """A name for the caller's AWS identity, safe in tags and SSM names: 'alice' for user/alice."""
-    arn = _client("sts", region_name).get_caller_identity()["Arn"]
+    arn = ec2_backend.client("sts", region_name).get_caller_identity()["Arn"]
     resource = arn.split(":", 5)[-1]
     name = resource.split("/", 1)[1] if "/" in resource else resource
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "root"
@@ -98,7 +94,6 @@ def tags_of(instance) -> dict:
 
 def stage_project(root: str, who: str) -> tuple[str, str]:
     """Upload the project's wheel and the example notebook where the instance fetches them."""
-    from launcher import ec2 as ec2_backend
     from trainer import layout, s3
 
     prefix = layout.join(root, "jupyter", who)
@@ -111,11 +106,10 @@ def stage_project(root: str, who: str) -> tuple[str, str]:
 
 
 def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
-    from launcher import ec2 as ec2_backend
     from launcher import settings
     from launcher.remote import userdata
 
-    config = settings.load()
+    config = {**settings.load(), "region": region_name}
     bucket = settings.get("bucket")
     if not bucket:
         raise UsageError("no bucket configured: run `launcher infra up` first")
@@ -123,11 +117,11 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
     boot = userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
                                 notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
-    tags = {TAG_PURPOSE: PURPOSE, TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
+    tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
             TAG_IDLE: str(int(idle_seconds)), TAG_MAX_HOURS: f"{max_hours:g}"}
     request = ec2_backend.run_instances_request(PURPOSE, instance_type, userdata.render(boot), spot=False,
                                                 tags=tags, settings=config, shutdown="stop")
-    return ec2_backend.launch(request)
+    return ec2_backend.launch(request, region_name)
 
 
 def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
@@ -155,24 +149,16 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         say(f"starting {iid}")
         ec2.start_instances(InstanceIds=[iid])
         return iid, token
-    instance_type = instance_type or DEFAULT_INSTANCE_TYPE
+    instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
     iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
-    say(f"launched {iid} ({instance_type}); it stops itself after {_hours(idle_seconds)} idle "
+    say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
     return iid, token
 
 
-def _hours(seconds):
-    from trainer.progress import format_duration
-
-    return format_duration(seconds)
-
-
 def change_type(ec2, instance, instance_type):
     """Resize a stopped instance, if its image suits the new type (DLAMI drivers follow the GPU family)."""
-    from launcher import ec2 as ec2_backend
-
     iid, old = instance["InstanceId"], instance["InstanceType"]
     if ec2_backend.ami_parameter_for(old) != ec2_backend.ami_parameter_for(instance_type):
         raise UsageError(f"{iid} ({old}) has an image for another GPU family than {instance_type}; "
@@ -190,8 +176,6 @@ def _note_limits(instance, idle_seconds, max_hours):
 
 
 def wait_running(ec2, iid):
-    from trainer.progress import Progress, format_duration
-
     progress = Progress(None, label=f"waiting for {iid} to run", fmt=format_duration, log_every=15)
     while True:
         state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
@@ -209,8 +193,6 @@ def wait_running(ec2, iid):
 
 def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser):
     from launcher import tunnel
-    from trainer.progress import Progress, format_duration
-
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
                         fmt=format_duration, log_every=30)
@@ -218,7 +200,7 @@ def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_
     with tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
         if use_ssh:
             key, public = tunnel.ssh_key(tmp)
-            connect_ = _client("ec2-instance-connect", region_name)
+            connect_ = ec2_backend.client("ec2-instance-connect", region_name)
 
             def command():  # EC2 Instance Connect accepts the key for 60 s: push it before every attempt
                 connect_.send_ssh_public_key(InstanceId=iid, InstanceOSUser=tunnel.SSH_USER, SSHPublicKey=public)
@@ -268,7 +250,7 @@ def ssh_access(ec2, instance, my_ip):
 
 @click.group(invoke_without_command=True)
 @click.option("--instance-type", default=None,
-              help=f"EC2 GPU instance type for a new instance (default: {DEFAULT_INSTANCE_TYPE}; "
+              help=f"EC2 GPU instance type for a new instance (default: {DEFAULT_INSTANCE_TYPE['ec2']}; "
                    "an existing one keeps its type unless given).")
 @click.option("--idle", default="60m", show_default=True,
               help="Stop the instance after this long with no kernel activity and no GPU use.")
@@ -296,7 +278,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
 
     if instance_type:
         check_instance_type(instance_type, "ec2")
-    idle_seconds = parse_duration(idle)
+    idle_seconds = parse_duration(idle, flag="--idle")
     if idle_seconds < 60:
         raise UsageError(f"--idle {idle} is too short to work in; give at least 1m, e.g. --idle 60m")
     if not 0 < max_hours <= 24 * 7:
@@ -307,7 +289,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
 
     region_name = region()
-    ec2, ssm = _client("ec2", region_name), _client("ssm", region_name)
+    ec2, ssm = ec2_backend.client("ec2", region_name), ec2_backend.client("ssm", region_name)
     who = owner(region_name)
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     instance = wait_running(ec2, iid)
@@ -319,7 +301,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
 def stop(terminate):
     """Stop your Jupyter instance now."""
     region_name = region()
-    ec2 = _client("ec2", region_name)
+    ec2 = ec2_backend.client("ec2", region_name)
     who = owner(region_name)
     instance = find_instance(ec2, who)
     if instance is None:
@@ -327,8 +309,8 @@ def stop(terminate):
         return
     iid = instance["InstanceId"]
     if terminate:
-        ec2.terminate_instances(InstanceIds=[iid])
-        ssm = _client("ssm", region_name)
+        ec2_backend.terminate(iid, region_name)
+        ssm = ec2_backend.client("ssm", region_name)
         try:
             ssm.delete_parameter(Name=token_parameter(who))
         except ssm.exceptions.ParameterNotFound:
@@ -337,7 +319,7 @@ def stop(terminate):
     elif instance["State"]["Name"] in ("stopping", "stopped"):
         say(f"{iid} is already {instance['State']['Name']}")
     else:
-        ec2.stop_instances(InstanceIds=[iid])
+        ec2_backend.stop_instance(iid, region_name)
         say(f"stopping {iid}; `launcher jupyter` starts it again")
 
 
@@ -345,10 +327,9 @@ def stop(terminate):
 def status():
     """State, uptime and cost so far of your Jupyter instance."""
     from launcher.pricing import price_per_hour
-    from trainer.progress import format_duration
 
     region_name = region()
-    ec2 = _client("ec2", region_name)
+    ec2 = ec2_backend.client("ec2", region_name)
     instance = find_instance(ec2, owner(region_name))
     if instance is None:
         click.echo("no Jupyter instance; `launcher jupyter` starts one")

@@ -14,12 +14,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from launcher import ec2
+from launcher import ec2, jobs, settings
 from launcher.backends import ec2 as backend
+from launcher.spec import JobSpec
 from launcher.userdata import shutdown_minutes
 from tests.data_helpers import make_idx_dataset
 from tests.ec2_helpers import seed_dlami_parameters
-from tests.infra_helpers import Spec, use_jobs, use_settings
 from trainer import layout, s3
 from trainer.errors import UsageError
 from trainer.stage import stage_dataset
@@ -29,11 +29,16 @@ REGION = "us-east-1"
 HP = {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4", "preset": "seed"}
 
 
+def Spec(**fields):
+    """A JobSpec as build_spec makes them for --backend ec2 (on demand unless told)."""
+    return JobSpec(**{"backend": "ec2", "dataset": "mnist", "instance_type": "g5.xlarge", "spot": False,
+                      "max_run": 3600, "region": REGION, **fields})
+
+
 @pytest.fixture
 def cloud(aws_env, monkeypatch, tmp_path):
     """A bucket with a staged tiny dataset, and what `launcher infra up` records."""
     monkeypatch.delenv("GANKIT_AMI", raising=False)
-    settings, jobs = use_settings(monkeypatch), use_jobs(monkeypatch)
     bucket = f"gankit-{uuid.uuid4().hex[:8]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     root = f"s3://{bucket}"
@@ -48,7 +53,7 @@ def cloud(aws_env, monkeypatch, tmp_path):
     group = client.create_security_group(GroupName=profile, Description="gankit", VpcId=vpc)["GroupId"]
     settings.update(bucket=bucket, region=REGION, instance_profile=profile, security_group=group)
     image = seed_dlami_parameters(REGION)
-    return {"root": root, "image": image, "group": group, "profile": profile, "jobs": jobs}
+    return {"root": root, "image": image, "group": group, "profile": profile}
 
 
 def _instance(iid):
@@ -58,7 +63,7 @@ def _instance(iid):
 def test_submit_launches_a_safe_self_terminating_instance_and_the_job_trains(cloud, tmp_path):
     spec = Spec(job="e1", root=cloud["root"], hyperparameters=HP, max_run=5400, spot=True, instance_type="p3.2xlarge")
     record = backend.submit(spec)
-    assert cloud["jobs"].load("e1")["instance_id"] == record["instance_id"]
+    assert jobs.load("e1")["instance_id"] == record["instance_id"]
 
     instance = _instance(record["instance_id"])
     assert instance["ImageId"] == cloud["image"] and instance["InstanceType"] == "p3.2xlarge"
@@ -143,3 +148,22 @@ def test_bad_specs_are_refused(cloud, tmp_path):
         backend.submit(Spec(job="x", root=str(tmp_path)))
     with pytest.raises(UsageError, match="one instance per job"):
         backend.submit(Spec(job="x", root=cloud["root"], instance_count=2), dry_run=True)
+
+
+def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
+    from launcher.cli import cli
+    from trainer.errors import run_cli
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    settings.update(bucket="b1", region=REGION, instance_profile="gankit-ec2", security_group="sg-1")
+    with pytest.raises(SystemExit) as exited:
+        run_cli(cli, ["submit", "--backend", "ec2", "--dataset", "zalando", "--epochs", "2", "--instance-type",
+                      "g5.xlarge", "--max-run", "90m", "--dry-run"], prog_name="launcher")
+    assert exited.value.code == 0
+    answer = json.loads(capsys.readouterr().out)
+    request = answer["run_instances"]
+    assert request["InstanceType"] == "g5.xlarge" and request["IamInstanceProfile"] == {"Name": "gankit-ec2"}
+    assert request["ImageId"] == f"resolve:ssm:{ec2.OPEN_DRIVER_PARAMETER}"
+    assert f"shutdown -h +{shutdown_minutes(90 * 60)}" in request["UserData"]
+    assert answer["job_document"]["hyperparameters"]["epochs"] == "2"
+    assert jobs.all_jobs() == []  # nothing recorded, nothing sent

@@ -6,9 +6,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from launcher import infra
+from launcher import infra, settings
 from tests.ec2_helpers import seed_dlami_parameters
-from tests.infra_helpers import config_file, use_settings
 from trainer.errors import run_cli
 
 REGION = "us-east-1"
@@ -21,7 +20,6 @@ def aws(monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setattr(infra, "POLL_SECONDS", 0.05)
-    use_settings(monkeypatch)
     with mock_aws():
         yield
 
@@ -48,7 +46,7 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert result.exit_code == 0, result.output
     # The streamed events (moto records the stack's own; resource events are tested below).
     assert "CREATE_COMPLETE              gankit (AWS::CloudFormation::Stack)" in result.output
-    config = config_file()
+    config = settings.load()
     assert config["backend"] == "sagemaker" and config["region"] == REGION
     assert config["bucket"] == "gankit-test-bucket"
     assert config["role"].startswith("arn:aws:iam::") and "SageMakerRole" in config["role"]
@@ -79,13 +77,13 @@ def test_ssh_rule_only_from_a_narrow_cidr(aws, run):
         result = run("up", "--ssh-cidr", bad)
         assert result.exit_code == 2, (bad, result.output)
         assert "--ssh-cidr" in result.output
-    assert config_file() == {}  # nothing recorded, nothing deployed
+    assert settings.load() == {}  # nothing recorded, nothing deployed
     assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
 
     result = run("up", "--ssh-cidr", "203.0.113.7/32")
     assert result.exit_code == 0, result.output
     ec2 = boto3.client("ec2", region_name=REGION)
-    group = ec2.describe_security_groups(GroupIds=[config_file()["security_group"]])["SecurityGroups"][0]
+    group = ec2.describe_security_groups(GroupIds=[settings.load()["security_group"]])["SecurityGroups"][0]
     assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]] == \
         [(22, ["203.0.113.7/32"])]
 
@@ -105,7 +103,7 @@ def test_down_refuses_a_bucket_with_data_unless_told(aws, run):
     assert done.exit_code == 0, done.output
     assert infra.find_stack(boto3.client("cloudformation", region_name=REGION), "gankit") is None
     assert "gankit-down-test" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-    assert config_file()["backend"] == "local"
+    assert settings.load()["backend"] == "local"
 
 
 def test_down_keep_bucket_keeps_data(aws, run):
@@ -170,7 +168,7 @@ def test_events_stream_once_each_in_order(capsys):
 
 def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     assert run("up").exit_code == 0
-    config = config_file()
+    config = settings.load()
     cf = boto3.client("cloudformation", region_name=REGION)
     open_image = seed_dlami_parameters(REGION)
     params = {"InstanceProfile": config["instance_profile"], "SecurityGroupId": config["security_group"],

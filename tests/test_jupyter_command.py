@@ -8,20 +8,18 @@ Jupyter through a tunnel would (tests/jupyter_helpers.py); everything else is th
 import base64
 import json
 import os
+import shutil
 import urllib.request
 from collections import namedtuple
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-# The launcher's settings/pricing/durations and the EC2 launch come from sibling branches.
-for _module in ("launcher.settings", "launcher.durations", "launcher.pricing", "launcher.ec2"):
-    pytest.importorskip(_module, reason=f"{_module} is not merged into this branch yet")
-
-from launcher import jupyter as jupyter_cli  # noqa: E402
-from tests.jupyter_helpers import fake_tools, free_port  # noqa: E402
-from trainer.errors import run_cli  # noqa: E402
+from launcher import jupyter as jupyter_cli
+from tests.jupyter_helpers import fake_tools, free_port
+from trainer.errors import run_cli
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's
@@ -30,8 +28,16 @@ PARAMETER = f"/gankit/jupyter/{WHO}/token"
 BUCKET = "gankit-jupyter-test"
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """The project's wheel, built once for this module (a build takes seconds of scarce CPU)."""
+    from launcher import ec2 as ec2_backend
+
+    return ec2_backend.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
 @pytest.fixture
-def aws(aws_env, monkeypatch):
+def aws(aws_env, monkeypatch, wheel):
     """moto with what `launcher infra up` leaves behind: bucket, security group, profile, DLAMI parameter."""
     import boto3
     from launcher import ec2 as ec2_backend
@@ -53,6 +59,7 @@ def aws(aws_env, monkeypatch):
     ssm_backends[ACCOUNT][REGION]._parameters[name] = [Parameter(
         ACCOUNT, name, image, "String", "DLAMI", None, None, datetime.now(), 1, "aws:ec2:image")]
     settings.update(region=REGION, bucket=BUCKET, security_group=group, instance_profile="gankit-ec2")
+    monkeypatch.setattr(ec2_backend, "build_wheel", lambda dest: Path(shutil.copy(wheel, dest)))
     return {"ec2": ec2, "ssm": boto3.client("ssm"), "s3": boto3.client("s3"), "group": group, "image": image}
 
 

@@ -14,11 +14,11 @@ import time
 from datetime import datetime, timezone
 
 from launcher import ec2
+from launcher.backends import FINAL_STATES, ensure_dataset
 from launcher.remote import train_job
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
 
-FINAL = ("Completed", "Failed", "Stopped")
 LOG_POLL_SECONDS = 5.0
 STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
           "stopped": "Stopped", "terminated": "Stopped"}
@@ -67,14 +67,6 @@ def _check(spec):
         raise UsageError("the ec2 backend runs one instance per job; drop --instance-count or use SageMaker")
 
 
-def _ensure_dataset(spec):
-    """Stage the dataset unless it is in the bucket already (the trainer reads it from S3)."""
-    from trainer.stage import MANIFEST, stage_dataset
-
-    if s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
-
-
 def submit(spec, dry_run: bool = False) -> dict:
     _check(spec)
     config = _config(spec)
@@ -82,7 +74,7 @@ def submit(spec, dry_run: bool = False) -> dict:
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
         request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
-    _ensure_dataset(spec)
+    ensure_dataset(spec)
     wheel_uri = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
     uris = _uris(spec.root, spec.job)
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())
@@ -110,7 +102,7 @@ def describe(record) -> dict:
     result = {"status": None, "started": status.get("started") or launched, "ended": status.get("ended"),
               "failure_reason": status.get("failure_reason"), "instance_type": record.get("instance_type"),
               "instance_id": record["instance_id"]}
-    if status.get("status") in FINAL:
+    if status.get("status") in FINAL_STATES:
         result["status"] = status["status"]
         return result
     state = instance["State"]["Name"] if instance else "terminated"
@@ -132,7 +124,7 @@ def _read_log(record) -> str:
 def logs(record, follow: bool, echo) -> None:
     shown = 0
     while True:
-        final = not follow or describe(record)["status"] in FINAL + ("Stopped",)
+        final = not follow or describe(record)["status"] in FINAL_STATES
         text = _read_log(record)
         if len(text) > shown:
             # Whole lines only, so a line half-written at upload time is shown once, complete.
@@ -150,7 +142,7 @@ def logs(record, follow: bool, echo) -> None:
 def stop(record) -> None:
     ec2.terminate(record["instance_id"], record.get("region"))
     status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
-    if status.get("status") not in FINAL:
+    if status.get("status") not in FINAL_STATES:
         try:
             train_job.write_status(record["status_uri"], "Stopped", started=status.get("started"), ended=_now(),
                                    failure_reason=f"terminated by `launcher stop`; `launcher submit ... --resume "

@@ -13,7 +13,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from launcher.backends import FINAL_STATES
+from launcher.backends import FINAL_STATES, ensure_dataset
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
 
@@ -116,7 +116,7 @@ def submit(spec, dry_run: bool = False) -> dict:
     if dry_run:
         return request
     sm = client("sagemaker", spec.region)
-    _ensure_dataset(spec)
+    ensure_dataset(spec)
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball())
     try:
@@ -126,16 +126,6 @@ def submit(spec, dry_run: bool = False) -> dict:
     from launcher import jobs
 
     return jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": arn, "image": image, "request": request})
-
-
-def _ensure_dataset(spec):
-    from trainer.stage import MANIFEST, stage_dataset
-
-    if spec.dataset.startswith("folder:"):
-        raise UsageError(f"{spec.dataset}: upload the folder to S3 and submit with --hp data_dir=s3://... "
-                         "(image folders are not staged by name)")
-    if s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
 
 
 def _now() -> str:

@@ -1,27 +1,22 @@
 """The user data of a Jupyter instance: a small bootstrap, run once by cloud-init at first boot.
 
-It installs the project's wheel (from S3) into the DLAMI's Python, JupyterLab and its kernel
-if the image lacks them, copies the example notebook, and enables two systemd units that come back at
-every start of the instance: Jupyter itself (as the ubuntu user, loopback only) and the
-idle check (as root, so it may shut the machine down). No secret is in here: the token's
+It installs the project's wheel (from S3) with TensorFlow into the DLAMI's Python (as a
+training instance does), JupyterLab and its kernel if the image lacks them, copies the
+example notebook, and enables two systemd units that come back at every start of the
+instance: Jupyter itself (as the ubuntu user, loopback only) and the idle check (as root,
+so it may shut the machine down). No secret is in here: the token's
 SSM parameter name is, and the instance reads the value with its own role.
 """
 
 import shlex
 from dataclasses import dataclass
 
+# The same Python and TensorFlow as a training instance (the notebook loads generators with it).
+from launcher.userdata import FIND_PYTHON, TENSORFLOW
+
 HOME = "/home/ubuntu"
 ROOT_DIR = f"{HOME}/gankit"  # what Jupyter serves
 NOTEBOOK = "pull_and_generate.ipynb"
-
-# The DLAMI's TensorFlow Python: a venv in current images, conda in older ones.
-FIND_PYTHON = """\
-PY=""
-for candidate in /opt/tensorflow/bin/python3 /opt/conda/envs/tensorflow2_p310/bin/python3 \\
-                 /opt/conda/bin/python3 /usr/bin/python3; do
-  if [ -x "$candidate" ]; then PY="$candidate"; break; fi
-done
-[ -n "$PY" ] || { echo "gankit: no Python found on this image" >&2; exit 1; }"""
 
 
 @dataclass
@@ -63,8 +58,9 @@ exec >>/var/log/gankit-jupyter-setup.log 2>&1
 trap 'echo "gankit: setup failed, stopping the instance"; shutdown -h now' ERR
 {FIND_PYTHON}
 export AWS_DEFAULT_REGION={q(boot.region)}
-aws s3 cp --only-show-errors {q(boot.wheel_uri)} /tmp/{q(wheel)}
-"$PY" -m pip install --quiet /tmp/{q(wheel)}
+aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q('/tmp/' + wheel)}
+"$PY" -c "import tensorflow" 2>/dev/null || "$PY" -m pip install --quiet {q(TENSORFLOW)}
+"$PY" -m pip install --quiet {q("/tmp/" + wheel + "[trainer]")}
 "$PY" -c "import jupyterlab, ipykernel" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4" ipykernel
 install -d -o ubuntu -g ubuntu {q(ROOT_DIR)}/examples
 aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}

@@ -1,0 +1,87 @@
+"""The local backend end to end: the launcher CLI in subprocesses, the trainer under the container contract."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.data_helpers import make_idx_dataset
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), n_train=64, n_test=16)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return dict(os.environ, PYTHONPATH=str(ROOT), GANKIT_HOME=str(tmp_path / "home"), WORK=str(tmp_path))
+
+
+def launcher(*args, env, check=True, timeout=300):
+    done = subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=env["WORK"], timeout=timeout)
+    if check:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
+    done = launcher("submit", "--dataset", "mnist", "--epochs", "1", "--batch-size", "8", "--hp", f"data_dir={data}",
+                    "--hp", "max_steps=4", env=env)
+    job = done.stdout.split("submitted ")[1].split()[0]
+    assert job.startswith("gan-mnist-cgan-") and "backend  local" in done.stdout
+    assert "done: 4 steps" in done.stdout and f"pulled {job}" in done.stdout  # followed, then pulled
+    bucket = tmp_path / "home" / "bucket"
+    assert (bucket / "datasets" / "mnist" / "MANIFEST.json").exists()  # the cloud's layout, locally
+    assert (bucket / "runs" / job / "output" / "generator" / "generator.keras").exists()
+    assert (bucket / "runs" / job / "checkpoints").is_dir()
+    assert (tmp_path / job / "generator" / "generator.json").exists() and not (tmp_path / job / "checkpoints").exists()
+
+    status = json.loads(launcher("status", job, "--json", env=env).stdout)
+    assert status["status"] == "Completed" and status["backend"] == "local"
+    assert "epoch 1/1  step 4" in launcher("logs", job, env=env).stdout
+    listed = launcher("list", env=env).stdout
+    assert job in listed and "Completed" in listed
+
+    launcher("generate", job, "--class", "7", "--count", "6", "--seed", "0", "--out", "sevens.npy", env=env)
+    launcher("generate", str(tmp_path / job), "--class", "7", "--count", "6", "--seed", "0", "--out", "again.npy", env=env)
+    sevens = np.load(tmp_path / "sevens.npy")
+    assert sevens.shape == (6, 28, 28, 1) and sevens.dtype == np.uint8
+    assert np.array_equal(sevens, np.load(tmp_path / "again.npy"))  # the job's and the pulled generator agree
+
+
+def test_stop_checkpoints_and_resume_continues(env, data, tmp_path):
+    done = launcher("submit", "--dataset", "mnist", "--epochs", "300", "--batch-size", "8", "--hp", f"data_dir={data}",
+                    "--detach", env=env)
+    job = done.stdout.split("submitted ")[1].split()[0]
+    log = Path(env["GANKIT_CONFIG"]).parent / "jobs" / job / "train.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "epoch 2/300" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    assert json.loads(launcher("status", job, "--json", env=env).stdout)["status"] == "InProgress"
+    launcher("stop", job, env=env)
+    deadline = time.monotonic() + 60
+    while json.loads(launcher("status", job, "--json", env=env).stdout)["status"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert json.loads(launcher("status", job, "--json", env=env).stdout)["status"] == "Stopped"
+    stopped_at = int(log.read_text().split("stopped by SIGTERM at step ")[1].split(";")[0])
+
+    again = launcher("submit", "--dataset", "mnist", "--epochs", "300", "--batch-size", "8", "--hp", f"data_dir={data}",
+                     "--hp", f"max_steps={stopped_at + 2}", "--resume", job, env=env)
+    assert f"at step {stopped_at}" in again.stdout and f"done: {stopped_at + 2} steps" in again.stdout
+
+
+def test_a_failed_local_job_says_why(env, tmp_path):
+    done = launcher("submit", "--dataset", "mnist", "--hp", f"data_dir={tmp_path / 'missing'}", env=env, check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "missing" in done.stderr and len(done.stderr.strip().splitlines()) == 1
