@@ -1,6 +1,6 @@
 """Image quality of the `seed` (the book's) and `default` (ours) presets, side by side.
 
-    python benchmarks/quality.py                         # CPU budget (printed): 15,000 images each
+    python benchmarks/quality.py                         # CPU budget (printed): 8,000 images each
     python benchmarks/quality.py --images 60000 --samples 10000
     python benchmarks/quality.py --full                  # GPU: 64 whole epochs each, 10,000 samples
 
@@ -32,8 +32,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="64 whole epochs per preset (a GPU job), 10,000 samples.")
     p.add_argument("--epochs", type=int, default=None, help="Whole epochs per preset (default: 64 with --full).")
-    p.add_argument("--images", type=int, default=15_000,
-                   help="CPU budget: training images per preset, a share of one epoch [15,000].")
+    p.add_argument("--images", type=int, default=8_000,
+                   help="CPU budget: training images per preset, a share of one epoch [8,000].")
     p.add_argument("--samples", type=int, default=None, help="Images per evaluation [CPU 2,000; --full 10,000].")
     p.add_argument("--data-dir", default=FASHION, help=f"Fashion-MNIST files [{FASHION}].")
     p.add_argument("--out-dir", default=None, help="Keep the runs here (default: a temp folder).")
