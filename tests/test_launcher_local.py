@@ -92,6 +92,6 @@ def test_a_failed_local_job_says_why(env, tmp_path):
 
 def _kill(pid):
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)  # the job runs in its own session: wrapper and trainer
     except ProcessLookupError:
         pass
