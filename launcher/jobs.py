@@ -21,7 +21,7 @@ def save(record: dict) -> dict:
 def load(job: str) -> dict:
     path = jobs_dir() / f"{job}.json"
     if "/" in job or not path.exists():
-        raise UsageError(f"unknown job {job!r}; `launcher list` shows your jobs")
+        raise UsageError(f"unknown job {job}; `launcher list` shows your jobs")
     return json.loads(path.read_text())
 
 

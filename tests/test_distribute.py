@@ -38,7 +38,7 @@ def test_tf_config_makes_every_host_a_worker_and_the_first_the_chief():
 
 def test_hosts_come_from_resourceconfig_then_sm_hosts(tmp_path, monkeypatch):
     monkeypatch.delenv("SM_HOSTS", raising=False)
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # empty counts as unset; monkeypatch removes what the code sets
     assert sagemaker_hosts(tmp_path) is None
     monkeypatch.setenv("SM_HOSTS", json.dumps(["algo-1"]))
     monkeypatch.setenv("SM_CURRENT_HOST", "algo-1")

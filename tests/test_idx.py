@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from trainer.data.idx import DTYPES, read_idx, read_idx_pair, write_idx
@@ -103,19 +103,29 @@ def test_missing_file_and_folder(tmp_path):
         read_idx(tmp_path)
 
 
+def test_impossible_shape_is_refused_even_when_empty(tmp_path):
+    path = tmp_path / "empty-but-huge"
+    path.write_bytes(header(0x0C, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)))
+    with pytest.raises(UsageError, match="header declares 0x4294967295x4294967295x4294967295 of int32, more than any array"):
+        read_idx(path)
+
+
 def test_huge_dimensions_do_not_allocate(tmp_path):
-    # 4e9 x 4e9 x 4e9 pixels claimed, 1 KiB present: the reader must notice
-    # without trying to make room for what the header claims.
+    # 376 TB claimed, 1 KiB present: the reader must notice without trying to
+    # make room for what the header claims.
     path = tmp_path / "liar.gz"
-    path.write_bytes(gzip.compress(header(0x0E, (4_000_000_000,) * 3) + bytes(1024)))
+    path.write_bytes(gzip.compress(header(0x0E, (60000, 28000, 28000)) + bytes(1024)))
     tracemalloc.start()
     try:
-        with pytest.raises(UsageError, match="payload is 1024 bytes, header says 512000000000000000000000000000"):
+        with pytest.raises(UsageError, match="payload is 1024 bytes, header says 376320000000000 "):
             read_idx(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20
+    path.write_bytes(gzip.compress(header(0x0E, (4_000_000_000,) * 3) + bytes(1024)))
+    with pytest.raises(UsageError, match="header declares 4000000000x4000000000x4000000000 of float64, more than any"):
+        read_idx(path)
 
 
 def test_pair_checks_counts_labels_and_kinds(tmp_path):
@@ -175,6 +185,7 @@ def test_fuzz_random_bytes(data):
 
 @FUZZ
 @given(near_valid)
+@example(header(0x08, (0, 4635, 34637669, 57450172)))  # empty, yet too big for numpy to shape
 def test_fuzz_near_valid_headers(data):
     array = read_or_usage_error(data)
     if array is not None:  # accepted: then it really is what the header says

@@ -83,7 +83,7 @@ def test_durations_and_prices():
     (["submit", "--dataset", "mnist", "--backend", "sagemaker"], 2, "launcher infra up"),
     (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r",
       "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
-    (["status", "gan-nope"], 2, "unknown job 'gan-nope'"),
+    (["status", "gan-nope"], 2, "unknown job gan-nope;"),
     (["config", "set", "colour", "blue"], 2, "unknown setting colour"),
 ])
 def test_bad_input_is_one_line_and_a_usage_exit(argv, code, message, capsys, monkeypatch):

@@ -74,13 +74,16 @@ def _read_array(f, bad) -> np.ndarray:
         raise bad(f"header declares {ndim} dimensions but the file ends inside the list of sizes")
     dims = struct.unpack(f">{ndim}I", dims_bytes)
     dtype = DTYPES[code]
+    shape_text = f"{'x'.join(map(str, dims))} of {dtype.name}"
+    if int(np.prod([d for d in dims if d], dtype=object)) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise bad(f"header declares {shape_text}, more than any array can hold")
     expected = int(np.prod(dims, dtype=object)) * dtype.itemsize  # Python ints: no overflow
     payload = _read_at_most(f, expected)
     if len(payload) != expected:
-        raise bad(f"payload is {len(payload)} bytes, header says {expected} ({'x'.join(map(str, dims))} of {dtype.name})")
+        raise bad(f"payload is {len(payload)} bytes, header says {expected} ({shape_text})")
     extra = _count_rest(f)
     if extra:
-        raise bad(f"payload is {expected + extra} bytes, header says {expected} ({'x'.join(map(str, dims))} of {dtype.name})")
+        raise bad(f"payload is {expected + extra} bytes, header says {expected} ({shape_text})")
     return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
