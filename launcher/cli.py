@@ -8,6 +8,7 @@ that need them, so `launcher --help` answers at once.
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import click
@@ -329,6 +330,9 @@ def image_push(repository, tag, region):
 
 
 def main(argv=None):
+    # TensorFlow's start-up INFO/WARNING lines (no CUDA here, CPU features) say nothing to a launcher user;
+    # the setting also reaches local trainer subprocesses. Errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_cli(cli, argv, prog_name="launcher")
 
 

@@ -39,10 +39,6 @@ def local_copy(job: str, output_uri: str, out_dir=None, skip=()) -> Path:
     return s3.download_prefix(output_uri, target, label=f"{job} output")
 
 
-def _is_generator_dir(path: str) -> bool:
-    return (Path(path) / "generator.json").is_file()
-
-
 @click.command()
 @click.argument("job_or_generator")
 @click.option("--data-dir", default=None, help="Folder with the dataset's files, if not the usual place.")
@@ -56,8 +52,10 @@ def evaluate(job_or_generator, data_dir, samples):
     """
     from trainer.evaluate import RESULT_FILE, evaluate as run, format_table
 
-    if _is_generator_dir(job_or_generator):
-        generator_dir, output_uri = Path(job_or_generator), None
+    if Path(job_or_generator).exists():
+        from launcher.pull import generator_dir as local_generator
+
+        generator_dir, output_uri = local_generator(job_or_generator), None  # a generator or a pulled run folder
     else:
         _, output_uri = job_output(job_or_generator)
         if s3.is_s3(output_uri):
@@ -107,6 +105,8 @@ def _price_per_hour(record: dict):
         from launcher import pricing
 
         per_instance = pricing.price_per_hour(record["instance_type"], bool(record.get("spot")))
-    except (ImportError, UsageError, KeyError, ValueError):
+    except (UsageError, KeyError, ValueError):
         return None
+    if not per_instance:
+        return None  # not in the price table
     return per_instance * int(record.get("instance_count") or 1)

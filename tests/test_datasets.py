@@ -1,7 +1,6 @@
 """load_dataset and canonical_name: names, splits, shapes, EMNIST's orientation, the real Fashion-MNIST."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys

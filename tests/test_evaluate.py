@@ -32,9 +32,14 @@ class ImagesOf:
         return np.stack([rng.choice(self.images_by_class[self.pick(k)]) for k in labels])
 
 
-def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path):
+def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path, monkeypatch):
+    import shutil
+
     from trainer.judge import judge_dir, load_judge, load_splits
 
+    # A copy of the shared cache: retraining here must not evict the judge other tests reuse.
+    shutil.copytree(trained["cache"], tmp_path / "cache")
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
     messages = []
     splits = load_splits("mnist", trained["data"])
     judge = load_judge("mnist", trained["data"], log=messages.append)

@@ -5,7 +5,10 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
+import shutil
 import threading
+import time
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -276,3 +279,27 @@ def test_cache_location(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_root() == tmp_path / "home/.cache/gankit"
+
+
+def test_a_verified_archive_left_in_the_cache_is_reused(tmp_path):
+    source, archive = emnist_archive(tmp_path)
+    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
+                    archive=catalog.Archive("gzip.zip", md5(archive)))
+    cache = cache_root() / "datasets/emnist"
+    cache.mkdir(parents=True)
+    shutil.copy(archive, cache / "gzip.zip")
+    assert load_split(spec, "train", mirror=DEAD_URL)[0].shape == (50, 28, 28)
+    assert not (cache / "gzip.zip").exists()
+
+
+def test_stale_partial_downloads_are_swept(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    cache = cache_root() / "datasets/zalando"
+    cache.mkdir(parents=True)
+    stale, live = cache / ".train-images-idx3-ubyte.gz.abc.part", cache / ".train-images-idx3-ubyte.gz.def.part"
+    stale.write_bytes(b"left by a killed run")
+    live.write_bytes(b"another process, still downloading")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    assert not stale.exists() and live.exists()

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import sys
-import types
 
 import pytest
 from click.testing import CliRunner
@@ -16,28 +14,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def jobs(monkeypatch):
-    """launcher.jobs (the launcher's record store); until that branch is merged, a stand-in with its interface."""
-    try:
-        from launcher import jobs as real
+def jobs():
+    from launcher import jobs
 
-        return real
-    except ImportError:
-        records = {}
-        stand_in = types.ModuleType("launcher.jobs")
-        stand_in.save = lambda record: records.__setitem__(record["job"], dict(record))
-
-        def load(job):
-            if job not in records:
-                raise UsageError(f"unknown job {job}; `launcher list` shows your jobs")
-            return dict(records[job])
-
-        stand_in.load = load
-        monkeypatch.setitem(sys.modules, "launcher.jobs", stand_in)
-        import launcher
-
-        monkeypatch.setattr(launcher, "jobs", stand_in, raising=False)
-        return stand_in
+    return jobs
 
 
 def invoke(command, args):
@@ -61,10 +41,12 @@ def test_evaluate_a_local_job(local_job, trained):
     assert json.loads((local_job / "evaluation.json").read_text())["samples"] == 30
 
 
-def test_evaluate_a_generator_folder(local_job, trained):
+@pytest.mark.parametrize("which", ["generator", "run folder"])
+def test_evaluate_a_generator_folder(local_job, trained, which):
     from launcher.quality import evaluate
 
-    result = invoke(evaluate, [str(local_job / "generator"), "--data-dir", str(trained["data"]), "--samples", "20"])
+    target = local_job / "generator" if which == "generator" else local_job
+    result = invoke(evaluate, [str(target), "--data-dir", str(trained["data"]), "--samples", "20"])
     assert result.exit_code == 0, result.output
     assert json.loads((local_job / "evaluation.json").read_text())["samples"] == 20
 
@@ -83,7 +65,7 @@ def test_report_of_a_local_job(local_job, monkeypatch):
 def test_unknown_job_is_a_usage_error(jobs):
     from launcher.quality import report
 
-    with pytest.raises(UsageError, match="unknown job nope"):
+    with pytest.raises(UsageError, match="unknown job '?nope'?;"):
         invoke(report, ["nope"])
 
 
@@ -95,12 +77,11 @@ def test_s3_job_report_and_evaluate(trained, jobs, aws_env, tmp_path, monkeypatc
     s3.upload_dir(trained["run"], output_uri, skip=lambda rel: rel.startswith("checkpoints"))
     jobs.save({"job": "j-sm", "backend": "sagemaker", "dataset": "mnist", "output_uri": output_uri,
                "instance_type": "ml.g5.xlarge", "instance_count": 1, "spot": False})
-    monkeypatch.setattr("launcher.quality._price_per_hour", lambda record: 1.5)  # pricing is the launcher's
 
     result = invoke(report, ["j-sm", "--out", str(tmp_path / "fetched")])
     assert result.exit_code == 0, result.output
     html = (tmp_path / "fetched" / "report.html").read_text()
-    assert "at $1.500/hour" in html and "data:image/gif;base64," in html
+    assert "at $1.408/hour" in html and "data:image/gif;base64," in html  # launcher.pricing: ml.g5.xlarge
 
     monkeypatch.setenv("GANKIT_CACHE", str(trained["cache"]))  # the judge, already trained
     result = invoke(evaluate, ["j-sm", "--data-dir", str(trained["data"]), "--samples", "25"])
@@ -115,3 +96,12 @@ def test_s3_job_without_output_yet(jobs, aws_env):
     jobs.save({"job": "j-new", "backend": "ec2", "output_uri": "s3://empty-bucket/runs/j-new/output"})
     with pytest.raises(UsageError, match="has no output yet"):
         invoke(report, ["j-new"])
+
+
+def test_the_launcher_cli_finds_both_commands(local_job):
+    from launcher.cli import cli
+
+    result = CliRunner().invoke(cli, ["report", "j-local"])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output
+    assert "evaluation.json" in CliRunner().invoke(cli, ["evaluate", "--help"]).output

@@ -72,3 +72,15 @@ def test_report_cli(trained, capsys):
         main(["report", str(trained["run"])])
     assert exit_info.value.code in (0, None)
     assert "report.html" in capsys.readouterr().out
+
+
+def test_a_failing_report_does_not_fail_the_run(trained, tmp_path, monkeypatch):
+    from trainer.report import report_at_end
+
+    def broken(out, price_per_hour=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("trainer.report.render", broken)
+    messages = []
+    assert report_at_end(trained["run"], log=messages.append) is None
+    assert messages and "report.html not written (OSError: disk full)" in messages[0]

@@ -41,6 +41,16 @@ def write_report(output_dir, price_per_hour=None, log=lambda *a: None) -> Path:
     return path
 
 
+def report_at_end(output_dir, log=print):
+    """The training loop's call: the generator is already exported, so a report that fails says so and
+    leaves the run a success (`python -m trainer report OUTPUT_DIR` tries again)."""
+    try:
+        return write_report(output_dir, log=log)
+    except Exception as e:  # noqa: BLE001 - whatever broke, the trained generator must not be lost to it
+        log(f"report.html not written ({type(e).__name__}: {e}); `python -m trainer report {output_dir}` retries")
+        return None
+
+
 def render(out: Path, price_per_hour=None) -> str:
     run = _read_json(out / "run.json") or {}
     history = _read_metrics(out / "metrics.jsonl")

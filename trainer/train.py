@@ -138,9 +138,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         _write_metrics(out, _metric_rows(state, global_batch))
         export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
         if chief:
-            from trainer.report import write_report
+            from trainer.report import report_at_end
 
-            write_report(out, log=log)
+            report_at_end(out, log=log)
         storage.publish_outputs()
         log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator; "
             f"weights {weights_fingerprint(generator)}")

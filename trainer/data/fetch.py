@@ -14,10 +14,12 @@ catalog knows it, the same decoded sha256. A --data-dir copy may be your own
 data; it is held to the published checksum only if it has the published shape.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -32,6 +34,8 @@ from trainer.progress import Progress, format_bytes
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
+STALE_PART_S = 3600
+CACHE_FIX = "delete it and run again to re-download"
 SYSTEM_ROOT = "/usr/share/datasets"
 
 
@@ -63,10 +67,9 @@ def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, strea
         return _in_data_dir(spec, split, folder), False, fix
 
     cache = cache_root() / "datasets" / spec.name
-    redownload = "delete it and run again to re-download"
     paths = _present(cache, spec.splits[split])
     if paths:
-        return paths, True, redownload
+        return paths, True, CACHE_FIX
 
     if spec.system_dir:
         paths = _present(system_root() / spec.system_dir, spec.splits[split])
@@ -74,7 +77,7 @@ def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, strea
             return paths, True, f"reinstall it (apt-get install --reinstall dataset-{spec.system_dir}) or pass --data-dir DIR"
 
     download(spec, split, cache, mirror=mirror, stream=stream)
-    return _present(cache, spec.splits[split]), True, redownload
+    return _present(cache, spec.splits[split]), True, CACHE_FIX
 
 
 def _present(folder: Path, files) -> tuple | None:
@@ -122,10 +125,12 @@ def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None
     except OSError as e:
         raise UsageError(f"cannot create the dataset cache {cache} ({e.strerror or e}); set GANKIT_CACHE to a "
                          f"folder you can write, or pass --data-dir DIR") from None
+    _sweep_stale_parts(cache)
     urls = download_urls(spec, mirror)
     if spec.archive:
         archive = cache / spec.archive.name
-        _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
+        if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # left by an interrupted extraction
+            _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
         try:
             _extract(archive, [f for f in spec.files if not (cache / f.name).is_file()], cache)
         finally:
@@ -134,6 +139,22 @@ def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None
     for f in spec.splits[split]:
         if not (cache / f.name).is_file():
             _download(spec, urls, f.name, f.md5, cache / f.name, stream)
+
+
+def _sweep_stale_parts(cache: Path):
+    """Drop partial downloads a killed run left; a live download keeps its file's mtime fresh."""
+    for part in cache.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            if time.time() - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
+
+
+def _md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _download(spec, urls, filename, md5, dest: Path, stream):

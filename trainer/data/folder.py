@@ -7,16 +7,13 @@
         dogs/ 01.png ...
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from trainer.data.resize import fit
+from trainer.data.resize import fit, fit_all
 from trainer.errors import UsageError
-from trainer.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -63,17 +60,4 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
 
 
 def _decode_all(files, size, channels, stream) -> np.ndarray:
-    images = np.empty((len(files), size, size, channels), np.uint8)
-    progress = Progress(len(files), label="loading images", stream=stream)
-    # Decoding releases the GIL for much of its time, so threads help on big folders.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        try:
-            for i, image in enumerate(pool.map(lambda f: _decode(f, size, channels), files)):
-                images[i] = image
-                progress.update()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-        finally:
-            progress.close()
-    return images
+    return fit_all(files, lambda f: _decode(f, size, channels), size, channels, label="loading images", stream=stream)

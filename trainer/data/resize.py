@@ -1,7 +1,12 @@
 """Pictures to training arrays: one square size, one or three channels."""
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image, ImageOps
+
+from trainer.progress import Progress
 
 
 def fit(picture: Image.Image, size: int, channels: int) -> np.ndarray:
@@ -17,15 +22,33 @@ def fit(picture: Image.Image, size: int, channels: int) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def resize_images(images: np.ndarray, size: int | None = None, channels: int | None = None) -> np.ndarray:
+def fit_all(sources, to_array, size: int, channels: int, label: str, stream=None) -> np.ndarray:
+    """(N, size, size, channels) uint8 from `to_array(source)` for each source, with progress.
+
+    Pillow releases the GIL while decoding and resampling, so threads use every core.
+    """
+    out = np.empty((len(sources), size, size, channels), np.uint8)
+    progress = Progress(len(sources), label=label, stream=stream)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        try:
+            for i, array in enumerate(pool.map(to_array, sources, chunksize=64)):
+                out[i] = array
+                progress.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            progress.close()
+    return out
+
+
+def resize_images(images: np.ndarray, size: int | None = None, channels: int | None = None, stream=None) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, size, size, channels); None keeps that part as it is."""
-    n, h, w, c = images.shape
+    _, h, w, c = images.shape
     size, channels = size or h, channels or c
     if (h, w, c) == (size, size, channels):
         return images
-    if (h, w) == (size, size) and c == 1:
-        return np.repeat(images, channels, axis=3)  # grey to RGB needs no resampling
-    out = np.empty((n, size, size, channels), np.uint8)
-    for i, image in enumerate(images):
-        out[i] = fit(Image.fromarray(image[..., 0] if c == 1 else image), size, channels)
-    return out
+    if c == 1 and channels == 3:  # grey to RGB: resample one channel, then repeat it
+        return np.repeat(resize_images(images, size, 1, stream), 3, axis=3)
+    return fit_all(images, lambda image: fit(Image.fromarray(image[..., 0] if c == 1 else image), size, channels),
+                   size, channels, label=f"resizing to {size}x{size}x{channels}", stream=stream)

@@ -1,0 +1,95 @@
+"""`launcher config` and `launcher image push` (ECR in moto; a recording stand-in for the docker CLI)."""
+
+import base64
+import json
+import os
+import stat
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from launcher import settings
+from launcher.cli import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    out, err = capsys.readouterr()
+    return stopped.value.code or 0, out, err
+
+
+def test_config_set_show_and_env_override(capsys, monkeypatch):
+    assert run(["config", "set", "bucket", "my-gankit"], capsys)[0] == 0
+    assert run(["config", "set", "role", "arn:aws:iam::1:role/sm"], capsys)[0] == 0
+    assert json.loads(settings.config_path().read_text()) == {"bucket": "my-gankit", "role": "arn:aws:iam::1:role/sm"}
+    code, out, _ = run(["config", "show"], capsys)
+    assert code == 0 and "bucket = my-gankit" in out and "# backend in force: sagemaker" in out
+
+    monkeypatch.setenv("GANKIT_BUCKET", "from-env")  # the environment beats the file
+    assert "bucket = from-env" in run(["config", "show"], capsys)[1]
+    run(["config", "set", "role", "none"], capsys)
+    monkeypatch.delenv("GANKIT_BUCKET")
+    assert "# backend in force: local" in run(["config", "show"], capsys)[1]
+
+    code, _, err = run(["config", "set", "backend", "azure"], capsys)
+    assert code == 2 and err.strip().splitlines() == ["error: backend 'azure': choose one of local, sagemaker, ec2"]
+
+
+def fake_docker(folder, engine_running=True):
+    """A `docker` on PATH that records each call (argv and stdin) and fails `info` when no engine runs."""
+    folder.mkdir()
+    script = folder / "docker"
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {folder}/calls
+if [ "$1" = login ]; then cat > {folder}/login-stdin; fi
+if [ "$1" = info ] && [ {int(engine_running)} = 0 ]; then
+  echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock" >&2; exit 1
+fi
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return folder
+
+
+def test_image_push_without_docker_is_one_clear_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker at all
+    code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "docker is not installed" in err
+
+    bin_dir = fake_docker(tmp_path / "bin", engine_running=False)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no Docker engine is running" in err
+    assert (bin_dir / "calls").read_text().split("\n")[0] == "info"  # stopped before any AWS call or build
+
+
+@mock_aws
+def test_image_push_creates_the_repository_logs_in_builds_and_pushes(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, out, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
+    assert code == 0, err
+
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    repo = ecr.describe_repositories()["repositories"][0]
+    assert repo["repositoryName"] == "gankit-trainer" and repo["imageScanningConfiguration"]["scanOnPush"]
+    auth = ecr.get_authorization_token()["authorizationData"][0]
+    registry = auth["proxyEndpoint"].removeprefix("https://")
+    uri = f"{registry}/gankit-trainer:t1"
+    assert f"pushed {uri}" in out
+
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["info", "login", "build", "push"]
+    assert calls[1] == f"login --username AWS --password-stdin {registry}"
+    password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)[1]
+    assert (bin_dir / "login-stdin").read_text() == password  # on stdin, never on the command line
+    assert password not in "\n".join(calls)
+    assert calls[2].endswith(f"-t {uri} {settings.__file__.rsplit('/launcher/', 1)[0]}")
+    assert calls[3] == f"push {uri}"
+
+    # Pushing again reuses the repository.
+    assert run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)[0] == 0
+    assert len(ecr.describe_repositories()["repositories"]) == 1
