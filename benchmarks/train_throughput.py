@@ -12,9 +12,12 @@ the same optimizer settings and the same batch size, in one process.
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without installing
 
 import numpy as np  # noqa: E402
 

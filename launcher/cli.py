@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from trainer.errors import GankitError, UsageError, run_cli
+from trainer.cli import generate_options
+from trainer.errors import GankitError, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
 LAZY = {
@@ -265,12 +266,7 @@ def pull(job, dest):
 
 @cli.command()
 @click.argument("source")
-@click.option("--class", "target_class", default=None, help="Class index or name (e.g. 7 or sneaker); omit for a mix.")
-@click.option("--count", type=int, default=None, help="How many images (.npy output; default 100).")
-@click.option("--rows", type=int, default=None, help="Grid rows (.png output).")
-@click.option("--cols", type=int, default=None, help="Grid columns (.png output).")
-@click.option("--seed", type=int, default=None, help="Random seed for repeatable images.")
-@click.option("--out", required=True, type=click.Path(), help="X.npy: uint8 array (N, H, W, C); X.png: a grid.")
+@generate_options
 def generate(source, target_class, count, rows, cols, seed, out):
     """Make images from a generator: a pulled folder, a job name, or an s3://.../generator prefix."""
     from launcher.pull import generator_dir

@@ -6,6 +6,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
+PARAMETER = "/gankit/jupyter/tester/token"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -170,3 +174,15 @@ def fake_tools(bin_dir, names=("aws", "session-manager-plugin")) -> Path:
             path.write_text("#!/bin/sh\nexit 0\n")
         path.chmod(0o755)
     return bin_dir
+
+
+@pytest.fixture
+def token(aws_env):
+    """A fresh Jupyter token in (moto's) SSM, as the launcher stores it."""
+    import secrets
+
+    import boto3
+
+    value = secrets.token_urlsafe(32)
+    boto3.client("ssm").put_parameter(Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True)
+    return value

@@ -85,8 +85,12 @@ def run_workers(base: Path, hyperparameters: dict) -> list[str]:
         with open(log_files[-1], "w") as log:  # files, not pipes: a full pipe would stall the lockstep
             procs.append(subprocess.Popen([sys.executable, "-m", "trainer.contract"], env=env, cwd=ROOT,
                                           stdout=log, stderr=subprocess.STDOUT))
-    for p in procs:
-        p.wait(timeout=300)
+    try:
+        for p in procs:
+            p.wait(timeout=300)
+    finally:
+        for p in procs:  # one worker failing leaves the other waiting for it forever
+            p.kill()
     logs = [f.read_text() for f in log_files]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]

@@ -111,3 +111,11 @@ def test_launched_instance_carries_the_request(settings):
     ec2.terminate(iid, REGION)
     assert ec2.describe_instance(iid, REGION)["State"]["Name"] in ("shutting-down", "terminated")
     assert ec2.describe_instance("i-0000000000000dead", REGION) is None
+
+
+def test_spot_request_launches_a_spot_instance(settings):
+    seed_dlami_parameters(REGION)
+    request = ec2.run_instances_request("job", "p3.2xlarge", "x", spot=True, settings=settings)
+    instance = ec2.describe_instance(ec2.launch(request, REGION), REGION)
+    assert instance["InstanceLifecycle"] == "spot"  # what EC2 (moto) made of InstanceMarketOptions
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"

@@ -4,6 +4,7 @@ and shuts the machine down (stubbed `shutdown`, recorded) whatever happens."""
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from trainer.stage import stage_dataset
 
 pytestmark = pytest.mark.slow
 
-# `aws s3 cp SRC DST` as the DLAMI's AWS CLI does it, through boto3 (moto here).
+# The DLAMI has the AWS CLI; where this machine lacks it, `aws s3 cp SRC DST` through boto3 stands in.
 AWS_STUB = textwrap.dedent(f"""\
     #!{sys.executable}
     import sys
@@ -47,10 +48,12 @@ def _stub(folder: Path, name: str, text: str):
 
 @pytest.fixture
 def machine(tmp_path):
-    """A stand-in for the instance: stub aws/shutdown/curl on PATH, a Python that has the dependencies."""
+    """A stand-in for the instance: the real AWS CLI (which honours AWS_ENDPOINT_URL, so it talks to
+    moto), stub shutdown/curl on PATH, a Python that has the dependencies."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    _stub(bin_dir, "aws", AWS_STUB)
+    if not shutil.which("aws"):
+        _stub(bin_dir, "aws", AWS_STUB)
     _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n')
     _stub(bin_dir, "curl", "#!/bin/sh\nexit 7\n")  # no instance metadata here
     # A venv that sees the installed dependencies (TensorFlow etc.) but not this checkout: the

@@ -170,16 +170,19 @@ def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     assert run("up").exit_code == 0
     config = settings.load()
     cf = boto3.client("cloudformation", region_name=REGION)
-    open_image = seed_dlami_parameters(REGION)
+    ec2_client = boto3.client("ec2", region_name=REGION)
+    open_image, p3_image = [i["ImageId"] for i in ec2_client.describe_images()["Images"][:2]]
+    seed_dlami_parameters(REGION, image_id=open_image, proprietary_image_id=p3_image)
     params = {"InstanceProfile": config["instance_profile"], "SecurityGroupId": config["security_group"],
               "WheelUri": "s3://b/runs/z1/gankit-0.1.0-py3-none-any.whl", "InstanceType": "p3.2xlarge",
-              "ModuleArgs": "--spec s3://b/runs/z1/job.json"}
+              "ModuleArgs": "--job-uri s3://b/runs/z1/job.json"}
     stack = infra.deploy(cf, "gankit-gpu", infra.template_body("gpu-instance"), params)
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     out = infra.outputs(stack)
-    assert out["ImageId"] == open_image  # both parameters point at one moto image here
-    instance = boto3.client("ec2", region_name=REGION).describe_instances(
-        InstanceIds=[out["InstanceId"]])["Reservations"][0]["Instances"][0]
+    assert out["ImageId"] == p3_image  # a V100 gets the proprietary-driver DLAMI
+    instance = ec2_client.describe_instances(InstanceIds=[out["InstanceId"]])["Reservations"][0]["Instances"][0]
     assert instance["InstanceType"] == "p3.2xlarge"
-    assert instance["ImageId"] == open_image
+    assert instance["ImageId"] == p3_image
     assert instance["IamInstanceProfile"]["Arn"].endswith(config["instance_profile"])
+    g5 = infra.deploy(cf, "gankit-gpu-g5", infra.template_body("gpu-instance"), {**params, "InstanceType": "g5.xlarge"})
+    assert infra.outputs(g5)["ImageId"] == open_image  # Turing and newer: the open-driver DLAMI

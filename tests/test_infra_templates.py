@@ -79,6 +79,9 @@ def test_security_group_has_no_inbound_rule_unless_a_narrow_ssh_cidr_is_given():
     base = load("base")
     group = base["Resources"]["SecurityGroup"]["Properties"]
     assert "SecurityGroupIngress" not in group
+    # Out: HTTPS (AWS APIs, PyPI) and HTTP (apt) only, never every port.
+    assert sorted((e["IpProtocol"], e["FromPort"], e["ToPort"]) for e in group["SecurityGroupEgress"]) == [
+        ("tcp", 80, 80), ("tcp", 443, 443)]
     (ingress,) = resources(base, "AWS::EC2::SecurityGroupIngress").values()
     assert ingress["Condition"] == "HasSsh" and ingress["Properties"]["FromPort"] == 22
     import re

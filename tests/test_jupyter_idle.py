@@ -1,15 +1,13 @@
 """The idle check against a fake Jupyter API and a fake GPU reading: it stops only when both sit idle."""
 
-import secrets
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from launcher.remote import idle_check
 from launcher.remote.idle_check import Reading, State, decide
-from tests.jupyter_helpers import FakeJupyter
+from tests.jupyter_helpers import PARAMETER, token, FakeJupyter  # noqa: F401 (token is a fixture)
 
-PARAMETER = "/gankit/jupyter/tester/token"
 IDLE = 3600  # seconds
 
 
@@ -19,15 +17,6 @@ def ago(seconds):
 
 def kernel(last_activity, state="idle", kid="k1"):
     return {"id": kid, "name": "python3", "last_activity": last_activity, "execution_state": state, "connections": 1}
-
-
-@pytest.fixture
-def token(aws_env):
-    import boto3
-
-    value = secrets.token_urlsafe(32)
-    boto3.client("ssm").put_parameter(Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True)
-    return value
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import json
 import os
-import secrets
 import shlex
 import shutil
 import socket
@@ -17,12 +16,11 @@ import pytest
 
 from launcher.remote import userdata
 from launcher.remote.jupyter_start import server_config
-from tests.jupyter_helpers import free_port, listening_addresses, outward_ip
+from tests.jupyter_helpers import PARAMETER, token, free_port, listening_addresses, outward_ip  # noqa: F401 (token is a fixture)
 
 pytest.importorskip("jupyter_server")
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMETER = "/gankit/jupyter/tester/token"
 
 
 def get(url, headers=None):
@@ -45,15 +43,6 @@ def exec_start(user_data: str, unit: str) -> list[str]:
     body = user_data.split(f"cat >/etc/systemd/system/{unit} <<UNIT\n", 1)[1].split("\nUNIT\n", 1)[0]
     line = next(x for x in body.splitlines() if x.startswith("ExecStart="))
     return shlex.split(line[len("ExecStart="):])
-
-
-@pytest.fixture
-def token(aws_env):
-    import boto3
-
-    value = secrets.token_urlsafe(32)
-    boto3.client("ssm").put_parameter(Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True)
-    return value
 
 
 @pytest.fixture

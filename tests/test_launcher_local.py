@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,10 +60,12 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
     assert np.array_equal(sevens, np.load(tmp_path / "again.npy"))  # the job's and the pulled generator agree
 
 
-def test_stop_checkpoints_and_resume_continues(env, data, tmp_path):
+def test_stop_checkpoints_and_resume_continues(env, data, tmp_path, request):
     done = launcher("submit", "--dataset", "mnist", "--epochs", "300", "--batch-size", "8", "--hp", f"data_dir={data}",
                     "--detach", env=env)
     job = done.stdout.split("submitted ")[1].split()[0]
+    record = json.loads((Path(env["GANKIT_CONFIG"]).parent / "jobs" / f"{job}.json").read_text())
+    request.addfinalizer(lambda: _kill(record["pid"]))  # a failed check must not leave 300 epochs running
     log = Path(env["GANKIT_CONFIG"]).parent / "jobs" / job / "train.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "epoch 2/300" not in (log.read_text() if log.exists() else ""):
@@ -85,3 +88,10 @@ def test_a_failed_local_job_says_why(env, tmp_path):
     done = launcher("submit", "--dataset", "mnist", "--hp", f"data_dir={tmp_path / 'missing'}", env=env, check=False)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "missing" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _kill(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the job runs in its own session: wrapper and trainer
+    except ProcessLookupError:
+        pass

@@ -66,14 +66,23 @@ def train_until_stopped(cfg: TrainConfig) -> dict:
     return summary
 
 
+def generate_options(command):
+    """The options of `generate`, shared with `launcher generate`."""
+    for option in reversed([
+        click.option("--class", "target_class", default=None, help="Class index or name (e.g. 7 or sneaker); omit for a mix."),
+        click.option("--count", type=int, default=None, help="How many images (.npy output; default 100)."),
+        click.option("--rows", type=int, default=None, help="Grid rows (.png output)."),
+        click.option("--cols", type=int, default=None, help="Grid columns (.png output)."),
+        click.option("--seed", type=int, default=None, help="Random seed for repeatable images."),
+        click.option("--out", required=True, type=click.Path(), help="X.npy: uint8 array (N, H, W, C); X.png: a grid."),
+    ]):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("generator_dir", type=click.Path())
-@click.option("--class", "target_class", default=None, help="Class index or name (e.g. 7 or sneaker); omit for a mix.")
-@click.option("--count", type=int, default=None, help="How many images (.npy output; default 100).")
-@click.option("--rows", type=int, default=None, help="Grid rows (.png output).")
-@click.option("--cols", type=int, default=None, help="Grid columns (.png output).")
-@click.option("--seed", type=int, default=None, help="Random seed for repeatable images.")
-@click.option("--out", required=True, type=click.Path(), help="X.npy: uint8 array (N, H, W, C); X.png: a grid.")
+@generate_options
 def generate(generator_dir, target_class, count, rows, cols, seed, out):
     """Make images with an exported generator."""
     from trainer.generate import generate_to_file

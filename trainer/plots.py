@@ -61,11 +61,7 @@ def save_loss_plot(history: list[dict], path) -> Path:
     ax.set_title("Discriminator and generator losses")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, _png(fig))
     return Path(path)
 
 
@@ -99,6 +95,12 @@ def quality_plot_png(history: list[dict], real: dict | None = None) -> bytes | N
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

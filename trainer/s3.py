@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError
+from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
 MAX_ATTEMPTS = 8
@@ -26,10 +27,6 @@ def split_s3(uri: str) -> tuple[str, str]:
     if not bucket:
         raise UsageError(f"{uri} is not an S3 URI; write s3://BUCKET/PREFIX")
     return bucket, key.strip("/")
-
-
-def join(uri: str, *parts: str) -> str:
-    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
 @functools.lru_cache(maxsize=None)
