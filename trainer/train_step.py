@@ -46,8 +46,11 @@ def make_train_step(generator, discriminator, g_opt, d_opt, *, seed, z_dim, num_
         real = scale_images(images)
         y = tf.one_hot(labels, num_classes) if conditional else None
         batch = tf.shape(real)[0]
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        z = sample_z(seed, step, batch * replicas, z_dim, z_distribution)[replica * batch:(replica + 1) * batch]
+        if replicas == 1:
+            z = sample_z(seed, step, batch, z_dim, z_distribution)
+        else:
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            z = sample_z(seed, step, batch * replicas, z_dim, z_distribution)[replica * batch:(replica + 1) * batch]
 
         # One persistent tape: the generator runs forward once per step. D is
         # updated first; G's update then backpropagates through the *updated*
