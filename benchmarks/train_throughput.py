@@ -4,9 +4,9 @@
 
 Baseline: the book's structure in plain Keras: float images from a shuffled
 tf.data pipeline, and two separate tf.functions per batch (a D step, then a G
-step that runs the generator forward again). Ours: trainer.train_step (one
-compiled step, one generator pass, uint8 batches scaled on the device) fed the
-way `trainer.train` feeds it. Both use the same networks from trainer.models,
+step that runs the generator forward again). Ours: trainer.steps' runner (many
+steps per compiled call, one generator pass, uint8 batches gathered and scaled
+on the device), as `trainer.train` runs it. Both use the same networks from trainer.models,
 the same optimizer settings and the same batch size, in one process.
 """
 
@@ -73,29 +73,24 @@ def baseline_steps(cfg, images, labels, classes):
 
 
 def gankit_steps(cfg, images, labels, classes, jit):
-    import tensorflow as tf
-
     from trainer.data import Dataset
-    from trainer.models import build_discriminator, build_generator
-    from trainer.train import _epoch_batches
-    from trainer.train_step import make_optimizer, make_train_step
+    from trainer.device import DeviceSetup
+    from trainer.distribute import Placement
+    from trainer.steps import build_nets, make_runner, spec_from
 
-    G = build_generator(cfg.preset, cfg.z_dim, images.shape[1:], classes)
-    D = build_discriminator(cfg.preset, images.shape[1:], classes)
-    g_opt, d_opt = make_optimizer(cfg.lr, cfg.beta1, "float32"), make_optimizer(cfg.lr, cfg.beta1, "float32")
-    step = make_train_step(G, D, g_opt, d_opt, seed=0, z_dim=cfg.z_dim, num_classes=classes,
-                           smooth=cfg.smooth, z_distribution=cfg.z_distribution, jit_compile=jit)
+    nets = build_nets(cfg, images.shape[1:], classes, "float32")
     data = Dataset("bench", images, labels, tuple(str(i) for i in range(classes)))
+    runner = make_runner("tensorflow", nets, spec_from(cfg, classes, cfg.batch_size), data, Placement(1, "default"),
+                         DeviceSetup("CPU", "float32", jit))
     per_epoch = len(images) // cfg.batch_size
 
     def run(steps):
         done, epoch = 0, 0
         while done < steps:
             n = min(per_epoch, steps - done)
-            for i, (x, y) in enumerate(_epoch_batches(data, cfg.batch_size, 0, epoch, 0, n, tf.distribute.get_strategy())):
-                out = step(x, y, tf.constant(done + i, tf.int64))
+            runner.start_epoch(epoch, 0, n)
+            runner.run(0, n, done)  # every step of the epoch in one compiled call, as trainer.train does
             done, epoch = done + n, epoch + 1
-        out.numpy()
 
     return run
 

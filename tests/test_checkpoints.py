@@ -2,28 +2,37 @@
 
 import json
 
+import numpy as np
 import pytest
-import tensorflow as tf
 
 from trainer import checkpoints
+from trainer.errors import UsageError
 
 
-def tf_state(value):
-    return tf.train.Checkpoint(v=tf.Variable([value, value], dtype=tf.float32))
+def arrays(value):
+    return {"generator/0000": np.array([value, value], np.float32), "g_opt/0000": np.array(3, np.int64)}
 
 
 def write(directory, step, keep=3, value=None):
-    return checkpoints.write_checkpoint(directory, step, tf_state(float(step if value is None else value)), {"step": step}, keep)
+    return checkpoints.write_checkpoint(directory, step, arrays(float(step if value is None else value)), {"step": step}, keep)
 
 
-def test_round_trip_restores_variables_and_state(tmp_path):
+def test_round_trip_restores_arrays_and_state(tmp_path):
     folder = write(tmp_path, 7, value=3.5)
-    target = tf_state(0.0)
-    state = checkpoints.read_checkpoint(folder, target)
+    restored, state = checkpoints.read_checkpoint(folder)
     assert state == {"step": 7}
-    assert target.v.numpy().tolist() == [3.5, 3.5]
+    assert restored["generator/0000"].tolist() == [3.5, 3.5] and restored["generator/0000"].dtype == np.float32
+    assert int(restored["g_opt/0000"]) == 3
     manifest = json.loads((folder / checkpoints.MANIFEST).read_text())
     assert set(manifest["files"]) == {p.name for p in folder.iterdir()} - {checkpoints.MANIFEST}
+    assert checkpoints.problem(folder) is None  # the digests taken in memory match the files on disk
+
+
+def test_an_old_tensorflow_format_checkpoint_is_a_one_line_error(tmp_path):
+    folder = write(tmp_path, 1)
+    (folder / checkpoints.WEIGHTS).unlink()
+    with pytest.raises(UsageError, match="older gankit"):
+        checkpoints.read_checkpoint(folder)
 
 
 def test_latest_is_newest_complete_and_old_ones_are_pruned(tmp_path):
@@ -36,7 +45,7 @@ def test_latest_is_newest_complete_and_old_ones_are_pruned(tmp_path):
 @pytest.mark.parametrize("damage, reason", [
     (lambda f: (f / checkpoints.MANIFEST).unlink(), "no manifest"),
     (lambda f: (f / checkpoints.MANIFEST).write_text("{not json"), "corrupted manifest"),
-    (lambda f: (f / "tf.index").unlink(), "missing file tf.index"),
+    (lambda f: (f / "weights.npz").unlink(), "missing file weights.npz"),
     (lambda f: (f / checkpoints.STATE).write_text('{"step": 999}'), "does not match"),
 ])
 def test_broken_newest_checkpoint_is_skipped_with_a_warning(tmp_path, capsys, damage, reason):
@@ -53,11 +62,11 @@ def test_a_crash_while_writing_leaves_nothing_visible(tmp_path):
         pass
 
     class Exploding:
-        def write(self, prefix):
+        def __array__(self, *args, **kwargs):
             raise Boom()
 
     with pytest.raises(Boom):
-        checkpoints.write_checkpoint(tmp_path, 2, Exploding(), {"step": 2}, keep=3)
+        checkpoints.write_checkpoint(tmp_path, 2, {"generator/0000": Exploding()}, {"step": 2}, keep=3)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000001"]
     assert checkpoints.latest_checkpoint(tmp_path).name == "ckpt-000000001"
 

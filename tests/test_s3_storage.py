@@ -3,6 +3,7 @@
 import json
 
 import boto3
+import numpy as np
 import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
@@ -26,19 +27,9 @@ def bucket(monkeypatch):
     s3.client.cache_clear()
 
 
-class FakeCheckpoint:
-    """Stands in for tf.train.Checkpoint: writes the two files TensorFlow writes."""
-
-    def __init__(self, payload=b"weights"):
-        self.payload = payload
-
-    def write(self, prefix):
-        open(prefix + ".index", "wb").write(b"index")
-        open(prefix + ".data-00000-of-00001", "wb").write(self.payload)
-
-
 def make_checkpoint(directory, step):
-    return checkpoints.write_checkpoint(directory, step, FakeCheckpoint(b"w%d" % step), {"step": step}, keep=10)
+    return checkpoints.write_checkpoint(directory, step, {"generator/0000": np.full(3, step, np.float32)},
+                                        {"step": step}, keep=10)
 
 
 def keys(uri):
@@ -52,7 +43,7 @@ def test_push_puts_the_manifest_last_and_prunes(bucket, tmp_path, monkeypatch):
     uri = bucket + "/runs/j1/checkpoints"
     for step in (1, 2, 3):
         storage.push_checkpoint(make_checkpoint(tmp_path, step), uri, keep=2)
-    assert uploaded[3].endswith("ckpt-000000001/MANIFEST.json")  # after state.json and both tf files
+    assert uploaded[2].endswith("ckpt-000000001/MANIFEST.json")  # after state.json and weights.npz
     assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000003", "ckpt-000000002"]
 
 
@@ -64,7 +55,7 @@ def test_pull_takes_the_newest_complete_checkpoint(bucket, tmp_path, capsys):
     prefix = "runs/j2/checkpoints"
     client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000004/MANIFEST.json")  # upload cut short
     client.put_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000003/MANIFEST.json", Body=b"{broken")
-    client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000002/tf.index")  # a file gone missing
+    client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000002/weights.npz")  # a file gone missing
     got = storage.pull_latest_checkpoint(uri, tmp_path / "dst")
     assert got.name == "ckpt-000000001"
     assert checkpoints.problem(got) is None

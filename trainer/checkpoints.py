@@ -1,26 +1,35 @@
 """Training checkpoints that are complete or invisible.
 
-A checkpoint is a folder `ckpt-<step>/` holding TensorFlow's checkpoint files
-(networks, optimizers, RNG), `state.json` (step, metrics history, the partial
-epoch's running sums) and, written last, `MANIFEST.json` naming every file with
-its size and SHA-256. Readers trust only the manifest: a folder without one, or
+A checkpoint is a folder `ckpt-<step>/` holding `weights.npz` (every variable of
+the networks, optimizers, EMA generator and dropout RNGs, as plain numpy arrays,
+so a run checkpointed on one Keras backend resumes on the other), `state.json`
+(step, metrics history, the partial epoch's running sums) and, written last,
+`MANIFEST.json` naming every file with its size and SHA-256. The digests are
+taken from the bytes in memory as they are written (never by reading the files
+back), so a checkpoint costs one pass over a payload whose size is fixed by the
+networks, however long the run. Readers trust only the manifest: a folder without one, or
 whose files disagree with it, is skipped with a warning in favour of the
 previous complete checkpoint. Locally the folder is also built under a temp name
 and renamed into place; on S3 (trainer/s3sync.py) the manifest is uploaded last.
 """
 
 import hashlib
+import io
 import json
 import re
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from trainer.errors import UsageError
 from trainer.fsutil import atomic_dir
 
 MANIFEST = "MANIFEST.json"
 STATE = "state.json"
-TF_PREFIX = "tf"
+WEIGHTS = "weights.npz"
+FORMAT = 2  # 1: TensorFlow checkpoint files (gankit before the JAX backend)
 _NAME = re.compile(r"^ckpt-(\d{9})$")
 
 
@@ -36,22 +45,30 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
-def build_manifest(folder: Path, step: int) -> dict:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+def build_manifest(payload: dict[str, bytes], step: int) -> dict:
     return {
-        "format": 1,
+        "format": FORMAT,
         "step": step,
-        "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in files},
+        "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                  for name, data in sorted(payload.items())},
     }
 
 
-def write_checkpoint(directory, step: int, tf_checkpoint, state: dict, keep: int) -> Path:
+def npz_bytes(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def write_checkpoint(directory, step: int, arrays: dict, state: dict, keep: int) -> Path:
+    """`arrays` (name -> numpy array) and `state` (JSON) as ckpt-<step>/, complete or invisible."""
     directory = Path(directory)
     final = directory / checkpoint_name(step)
     with atomic_dir(final) as tmp:
-        tf_checkpoint.write(str(tmp / TF_PREFIX))
-        (tmp / STATE).write_text(json.dumps(state))
-        (tmp / MANIFEST).write_text(json.dumps(build_manifest(tmp, step), indent=1))
+        payload = {WEIGHTS: npz_bytes(arrays), STATE: json.dumps(state).encode()}
+        for name, data in payload.items():
+            (tmp / name).write_bytes(data)
+        (tmp / MANIFEST).write_text(json.dumps(build_manifest(payload, step), indent=1))
     prune(directory, keep)
     return final
 
@@ -103,9 +120,15 @@ def latest_checkpoint(directory, warn=True) -> Path | None:
     return None
 
 
-def read_checkpoint(folder: Path, tf_checkpoint) -> dict:
-    tf_checkpoint.read(str(folder / TF_PREFIX)).assert_existing_objects_matched()
-    return json.loads((folder / STATE).read_text())
+def read_checkpoint(folder: Path) -> tuple[dict, dict]:
+    """(arrays, state) of a complete checkpoint folder."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise UsageError(f"{folder} was written by an older gankit (TensorFlow checkpoint files, no {WEIGHTS}); "
+                         "resume it with that version, or start afresh with another --checkpoint-dir")
+    with np.load(folder / WEIGHTS, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    return arrays, json.loads((folder / STATE).read_text())
 
 
 def prune(directory, keep: int):

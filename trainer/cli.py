@@ -43,6 +43,9 @@ def cli():
               "mirrored). --batch-size is per replica.")
 @click.option("--eval-every", type=int, default=None,
               help="Score image quality every K epochs (1,000 samples) and at the end (10,000); default: off.")
+@click.option("--framework", type=click.Choice(["tensorflow", "jax"]), default=None,
+              help="Keras backend that trains [default: $KERAS_BACKEND, else tensorflow]. Checkpoints and the "
+              "exported generator load under either.")
 def train(**options):
     """Train a GAN; running the same command again resumes from the last checkpoint."""
     train_until_stopped(TrainConfig(**options))

@@ -9,6 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from trainer.backend import FRAMEWORKS, default_framework
 from trainer.distribute import STRATEGIES
 from trainer.errors import UsageError
 
@@ -59,6 +60,7 @@ class TrainConfig:
     xla: str = "auto"  # auto | on | off
     strategy: str = "auto"  # auto | default | mirrored | multiworker (trainer/distribute.py)
     eval_every: int | None = None  # score quality every K epochs (trainer.evaluate); None: off
+    framework: str | None = None  # tensorflow | jax (trainer/backend.py); None: KERAS_BACKEND, else tensorflow
 
     def resolve(self) -> "TrainConfig":
         """Fill preset values, then validate; returns a new, complete config."""
@@ -70,6 +72,8 @@ class TrainConfig:
             for f in ("batch_size", "z_dim", "lr", "beta1", "smooth")
         }
         cfg = dataclasses.replace(self, **filled)
+        if cfg.framework is None:
+            cfg = dataclasses.replace(cfg, framework=default_framework())
         if cfg.checkpoint_dir is None:
             cfg = dataclasses.replace(cfg, checkpoint_dir=_join(cfg.output_dir, "checkpoints"))
         cfg.validate()
@@ -107,6 +111,7 @@ class TrainConfig:
         need(self.eval_every is None or self.eval_every >= 1, "eval-every", self.eval_every,
              "must be a positive number of epochs (leave it out to skip evaluation)")
         need(self.xla in ("auto", "on", "off"), "xla", self.xla, "choose auto, on or off")
+        need(self.framework in FRAMEWORKS, "framework", self.framework, f"choose one of: {', '.join(FRAMEWORKS)}")
         need(self.strategy in STRATEGIES, "strategy", self.strategy, f"choose one of: {', '.join(STRATEGIES)}")
 
     def to_dict(self) -> dict:

@@ -10,6 +10,10 @@ TensorFlow's strategies do the work; this module only picks one from what it fin
 
 `--strategy default|mirrored|multiworker` overrides the choice.
 
+On JAX (`--framework jax`) several devices on one host train under
+keras.distribution.DataParallel (variables replicated, each batch split across
+the devices); several hosts are refused with one line: use TensorFlow there.
+
 Batch and learning rate: `--batch-size` is per replica, so the global batch is batch size x replicas
 and an epoch takes proportionally fewer steps. The learning rate is left as set: Adam's step size
 does not grow with the batch the way SGD's does, and a GAN's balance between D and G is easily
@@ -21,6 +25,7 @@ their checkpoints to a temporary folder, as TensorFlow's multi-worker guide asks
 
 import json
 import os
+from dataclasses import dataclass
 
 from trainer.errors import UsageError
 
@@ -61,6 +66,41 @@ def export_tf_config(root) -> int:
             os.environ["TF_CONFIG"] = json.dumps(tf_config(*found, addresses=addresses))
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run trains, for either backend."""
+
+    replicas: int
+    kind: str  # the strategy's or distribution's class name, for logs and run.json
+    strategy: object = None  # the tf.distribute strategy (TensorFlow only)
+    chief: bool = True
+    worker: int = 0
+
+
+def choose_placement(framework: str, name: str, root) -> Placement:
+    if framework == "jax":
+        return choose_jax_placement(name, root)
+    strategy = choose_strategy(name, root)
+    return Placement(strategy.num_replicas_in_sync, type(strategy).__name__, strategy, is_chief(strategy),
+                     worker_id(strategy))
+
+
+def choose_jax_placement(name: str, root) -> Placement:
+    """One device, or keras.distribution.DataParallel over this host's GPUs; several hosts are refused."""
+    workers = export_tf_config(root)
+    if name == "multiworker" or workers > 1:
+        raise UsageError("--framework jax trains on one host only (its GPUs via keras.distribution.DataParallel); "
+                         "for several hosts use --framework tensorflow (MultiWorkerMirroredStrategy)")
+    import jax
+    import keras
+
+    devices = jax.devices()
+    if len(devices) > 1 and (name == "mirrored" or (name == "auto" and devices[0].platform == "gpu")):
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return Placement(len(devices), "DataParallel")
+    return Placement(1, "single device")
 
 
 def choose_strategy(name: str, root):

@@ -23,16 +23,105 @@ def save_epoch_grid(generator, samples_dir, epoch: int, seed: int) -> Path:
 
 
 def save_progress_gif(samples_dir, ms_per_frame=400) -> Path | None:
-    frames = [Image.open(p).convert("RGB") for p in sorted(Path(samples_dir).glob("epoch-*.png"))]
-    if not frames:
+    """progress.gif of every epoch-*.png, built from scratch (see append_progress_gif for the per-epoch way)."""
+    pngs = sorted(Path(samples_dir).glob("epoch-*.png"))
+    if not pngs:
         return None
-    buf = io.BytesIO()
-    # Hold the last frame a while so the result is easy to see.
-    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 5]
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    frames = [_gif_frame(Image.open(p), ms_per_frame) for p in pngs]
     path = Path(samples_dir) / "progress.gif"
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, _gif_file(frames[0][0], [f for _, f in frames], ms_per_frame))
     return path
+
+
+def append_progress_gif(samples_dir, epoch: int, ms_per_frame=400) -> Path:
+    """Add epoch-<epoch>.png to progress.gif as its last frame, without decoding or re-encoding the others.
+
+    A GIF is a header, frames and a trailer byte, so appending is: drop the
+    trailer, give the previous last frame the normal delay, add the new frame
+    (with its own colour table), put the trailer back. The cost per epoch is one
+    frame's encoding plus a copy of the file's bytes, not a rebuild of every
+    frame. A GIF that does not hold exactly the earlier epochs (a resumed run, a
+    crash between writes) is rebuilt once from the PNGs.
+    """
+    samples_dir = Path(samples_dir)
+    path = samples_dir / "progress.gif"
+    png = samples_dir / f"epoch-{epoch:04d}.png"
+    try:
+        data = path.read_bytes()
+        head, frames = _gif_parse(data)
+    except (OSError, ValueError, IndexError):
+        frames = None
+    earlier = sorted(p for p in samples_dir.glob("epoch-*.png") if p.name < png.name)
+    if frames is None or len(frames) != len(earlier):
+        for stale in sorted(samples_dir.glob("epoch-*.png")):
+            if stale.name > png.name:  # frames of epochs after a resume point are redrawn later
+                stale.unlink()
+        return save_progress_gif(samples_dir, ms_per_frame)
+    _, frame = _gif_frame(Image.open(png), ms_per_frame)
+    body = bytearray(data[:frames[-1][1]])
+    gce = frames[-1][2]
+    if gce is not None:
+        body[gce + 4:gce + 6] = (ms_per_frame // 10).to_bytes(2, "little")
+    atomic_write_bytes(path, _gif_file(bytes(body[:len(head)]), [bytes(body[len(head):]), frame], ms_per_frame,
+                                       whole_frames=False))
+    return path
+
+
+def _gif_file(head: bytes, frames: list[bytes], ms_per_frame, whole_frames=True) -> bytes:
+    """head + frames + trailer; the last frame is held five times longer, so the result is easy to see."""
+    last = bytearray(frames[-1])
+    if last[:2] == b"\x21\xf9":
+        last[4:6] = (ms_per_frame * 5 // 10).to_bytes(2, "little")
+    return head + b"".join(frames[:-1]) + bytes(last) + b"\x3b"
+
+
+def _gif_frame(picture: Image.Image, ms_per_frame) -> tuple[bytes, bytes]:
+    """(file head, one frame with a local colour table) of `picture` as a GIF."""
+    buf = io.BytesIO()
+    picture.convert("RGB").save(buf, format="GIF", duration=ms_per_frame, loop=0)
+    data = buf.getvalue()
+    head, frames = _gif_parse(data)
+    start, end, _ = frames[0]
+    frame = bytearray(data[start:end])
+    descriptor = 8 if frame[:2] == b"\x21\xf9" else 0  # after the 8-byte graphic control extension
+    packed = frame[descriptor + 9]
+    if not packed & 0x80:  # no local colour table: move the global one in
+        lsd = data[10]
+        table = data[13:13 + 3 * 2 ** ((lsd & 7) + 1)] if lsd & 0x80 else b""
+        frame[descriptor + 9] = packed | 0x80 | (lsd & 7)
+        frame[descriptor + 10:descriptor + 10] = table
+    return bytes(head), bytes(frame)
+
+
+def _gif_parse(data: bytes) -> tuple[bytes, list[tuple[int, int, int | None]]]:
+    """(head: header, screen, global table, app extensions; frames as (start, end, graphic-control offset))."""
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        raise ValueError("not a GIF")
+    pos = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    head_end, frames, gce, start = None, [], None, None
+
+    def skip_blocks(p):
+        while data[p]:
+            p += data[p] + 1
+        return p + 1
+
+    while data[pos] != 0x3B:
+        if data[pos] == 0x21:
+            if data[pos + 1] == 0xF9:
+                head_end = pos if head_end is None else head_end
+                gce, start = pos, pos
+            pos = skip_blocks(pos + 2)
+        elif data[pos] == 0x2C:
+            head_end = pos if head_end is None else head_end
+            start = pos if start is None else start
+            packed = data[pos + 9]
+            pos += 10 + (3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0)
+            pos = skip_blocks(pos + 1)
+            frames.append((start, pos, gce))
+            gce, start = None, None
+        else:
+            raise ValueError("unknown GIF block")
+    return data[:head_end], frames
 
 
 def trend(x, y):

@@ -3,6 +3,7 @@
 Read `train()` top to bottom; everything it calls does one job.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,100 +32,112 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     from trainer.data import load_dataset
     from trainer.storage import prepare
 
-    # Validate everything cheap before TensorFlow's seconds-long import.
+    # Validate everything cheap before the backend's seconds-long import.
     cfg = cfg.resolve()
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
     out = ensure_writable_dir(storage.output_dir, "--output-dir")
     ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
     data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
     num_classes = _num_classes(cfg, data)
-    _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
+    _schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
 
-    import tensorflow as tf
+    from trainer.backend import select
+
+    select(cfg.framework)  # before anything imports keras
+    import keras
 
     from trainer.contract import sm_root
     from trainer.device import configure
-    from trainer.distribute import choose_strategy, is_chief, split_cpu, worker_id
+    from trainer.distribute import choose_placement, split_cpu
     from trainer.export import Generator, export_generator
-    from trainer.models import build_discriminator, build_generator
-    from trainer.train_step import make_optimizer, make_train_step
+    from trainer.steps import Pacer, build_nets, make_runner, spec_from
 
-    split_cpu()
-    setup = configure(cfg.precision, cfg.xla, cfg.seed)
-    strategy = choose_strategy(cfg.strategy, sm_root())
-    replicas = strategy.num_replicas_in_sync
+    if cfg.framework == "tensorflow":
+        split_cpu()
+    setup = configure(cfg.precision, cfg.xla, cfg.seed, cfg.framework)
+    placement = choose_placement(cfg.framework, cfg.strategy, sm_root())
+    replicas = placement.replicas
     global_batch = cfg.batch_size * replicas
     steps_per_epoch, total_steps = _schedule(cfg, len(data.images), replicas)
-    save_dir, chief = ckpt_dir, is_chief(strategy)
+    save_dir, chief = ckpt_dir, placement.chief
     if not chief:
         # Other workers save where nobody looks (TensorFlow's multi-worker guide) and publish nothing.
-        scratch = Path(tempfile.mkdtemp(prefix=f"gankit-worker{worker_id(strategy)}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"gankit-worker{placement.worker}-"))
         out, save_dir = ensure_writable_dir(scratch / "output", "scratch"), scratch / "checkpoints"
         storage = dataclasses.replace(storage, output_uri=None, checkpoint_uri=None)
 
     image_shape = data.images.shape[1:]
-    with strategy.scope():
-        generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=replicas > 1)
-        discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=replicas > 1)
-        g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
-        d_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
-        g_opt.build(generator.trainable_variables)
-        d_opt.build(discriminator.trainable_variables)
-    tf_ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt)
-    train_step = make_train_step(generator, discriminator, g_opt, d_opt, seed=cfg.seed, z_dim=cfg.z_dim,
-                                 num_classes=num_classes, smooth=cfg.smooth, z_distribution=cfg.z_distribution,
-                                 jit_compile=setup.jit_compile and replicas == 1, strategy=strategy)
+    scope = placement.strategy.scope() if placement.strategy is not None else contextlib.nullcontext()
+    with scope:
+        # Synchronised batch norm is tf.distribute's; under JAX's DataParallel XLA already sees the global batch.
+        nets = build_nets(cfg, image_shape, num_classes, setup.precision,
+                          sync_bn=replicas > 1 and cfg.framework == "tensorflow")
 
     state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
     latest = checkpoints.latest_checkpoint(ckpt_dir)
     if latest is not None:
-        state = checkpoints.read_checkpoint(latest, tf_ckpt)
+        arrays, state = checkpoints.read_checkpoint(latest)
+        load_arrays(nets.groups(), arrays, latest)
         log(f"resuming from {latest} at step {state['step']}")
+    runner = make_runner(cfg.framework, nets, spec_from(cfg, num_classes, global_batch), data, placement, setup)
     _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
     meta = _generator_meta(cfg, data, num_classes, image_shape)
-    _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy)
+    _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
-        f"for {total_steps} steps of {global_batch} on {_where(setup, strategy)}, {setup.precision}"
-        f"{', XLA' if setup.jit_compile and replicas == 1 else ''}")
+        f"for {total_steps} steps of {global_batch} on {_where(setup, placement)}, {setup.precision}, "
+        f"{cfg.framework}{', XLA' if setup.jit_compile and replicas == 1 else ''}")
 
     def save_checkpoint():
-        storage.after_checkpoint(checkpoints.write_checkpoint(save_dir, state["step"], tf_ckpt, state, cfg.keep_checkpoints))
+        runner.sync()
+        folder = checkpoints.write_checkpoint(save_dir, state["step"], arrays_of(nets.groups()), state, cfg.keep_checkpoints)
+        storage.after_checkpoint(folder)
 
     from trainer.evaluate import epoch_hook  # quality figures every --eval-every epochs; None when off
 
     evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log) if chief else None
     progress = Progress(total_steps, label="train", start=state["step"])
+    pacer = Pacer()
+    checkpoint_seconds = cfg.checkpoint_minutes * 60
     last_checkpoint = time.monotonic()
     stopped = False
     while state["step"] < total_steps and not stopped:
         epoch = state["step"] // steps_per_epoch
         first, last = state["step"] - epoch * steps_per_epoch, min(total_steps - epoch * steps_per_epoch, steps_per_epoch)
-        sums = tf.constant(state["epoch_sums"], tf.float32)
+        sums = np.asarray(state["epoch_sums"], np.float64)
         t0 = time.monotonic() - state["epoch_seconds"]
-        for images, labels in _epoch_batches(data, cfg.batch_size, cfg.seed, epoch, first, last, strategy):
-            sums += train_step(images, labels, tf.constant(state["step"], tf.int64))  # stays on the device: no sync per step
-            state["step"] += 1
-            state["epoch_steps"] += 1
-            progress.update(extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
+        runner.start_epoch(epoch, first, last)
+        batch = first
+        while batch < last:
+            # Many steps per compiled call, but never past the epoch, --max-steps or the next checkpoint.
+            n = pacer.steps(last - batch, checkpoint_seconds - (time.monotonic() - last_checkpoint))
+            for losses in pacer.timed(lambda: runner.run(batch, n, state["step"]), n):
+                sums = sums + losses  # one step at a time, in order: the same sums however steps were grouped
+            batch += n
+            state["step"] += n
+            state["epoch_steps"] += n
+            progress.update(n, extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
             stopped = stop_requested()
-            if stopped or time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
-                state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
+            # At the epoch's end the epoch's own checkpoint (below) serves both a stop and the clock.
+            if batch < last and (stopped or time.monotonic() - last_checkpoint > checkpoint_seconds):
+                state.update(epoch_sums=sums.tolist(), epoch_seconds=time.monotonic() - t0)
                 save_checkpoint()
                 last_checkpoint = time.monotonic()
                 if stopped:
                     break
-        if stopped:
+        if stopped and batch < last:
             break
-        state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
+        state.update(epoch_sums=sums.tolist(), epoch_seconds=time.monotonic() - t0)
         row = _epoch_row(epoch, state, global_batch)
         if state["epoch_steps"] == steps_per_epoch:
             # A whole epoch joins the history; a partial one (--max-steps) stays
             # in the running sums, so a longer rerun finishes that same epoch.
             state["history"].append(row)
             state.update(epoch_sums=[0.0, 0.0], epoch_steps=0, epoch_seconds=0.0)
+        runner.sync()
+        sampler = Generator(nets.sampler(), meta)
         if evaluate_epoch:
-            evaluate_epoch(Generator(generator, meta), row, state["step"] >= total_steps, out)
-        _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, global_batch), cfg.seed)
+            evaluate_epoch(sampler, row, state["step"] >= total_steps, out)
+        _end_of_epoch(out, sampler, row["epoch"], _metric_rows(state, global_batch), cfg.seed)
         save_checkpoint()
         storage.publish_outputs()
         last_checkpoint = time.monotonic()
@@ -135,19 +148,41 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
     else:
+        runner.sync()
         _write_metrics(out, _metric_rows(state, global_batch))
-        export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        export_generator(_float32_copy(nets.sampler(), cfg, image_shape, num_classes),
+                         dict(meta, steps=state["step"], framework=cfg.framework, keras_version=keras.__version__),
+                         out / "generator")
         if chief:
             from trainer.report import report_at_end
 
             report_at_end(out, log=log)
         storage.publish_outputs()
         log(f"done: {state['step']} steps; generator in {storage.output_uri or out}/generator; "
-            f"weights {weights_fingerprint(generator)}")
+            f"weights {weights_fingerprint(nets.generator)}")
     if not chief:
         shutil.rmtree(out.parent, ignore_errors=True)  # the scratch folder
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
             "output_dir": str(out), "output_uri": storage.output_uri, "chief": chief}
+
+
+def arrays_of(groups: dict) -> dict:
+    """Every variable as a numpy array, named group/index (the checkpoint payload, the same on both backends)."""
+    from keras import ops
+
+    return {f"{name}/{i:04d}": np.asarray(ops.convert_to_numpy(v.value)) for name, variables in groups.items()
+            for i, v in enumerate(variables)}
+
+
+def load_arrays(groups: dict, arrays: dict, where):
+    """Assign a checkpoint's arrays to the variables, or fail in one line if they are another network's."""
+    expected = {f"{name}/{i:04d}": v for name, variables in groups.items() for i, v in enumerate(variables)}
+    mismatch = sorted(set(expected) ^ set(arrays)) or [k for k, v in expected.items() if tuple(v.shape) != arrays[k].shape]
+    if mismatch:
+        raise UsageError(f"checkpoint {where} holds other networks than this run builds (first difference: "
+                         f"{mismatch[0]}); resume with the same options, or use another --checkpoint-dir")
+    for key, variable in expected.items():
+        variable.assign(arrays[key].astype(variable.dtype))
 
 
 def _schedule(cfg, n_images, replicas) -> tuple[int, int]:
@@ -160,9 +195,9 @@ def _schedule(cfg, n_images, replicas) -> tuple[int, int]:
     return steps_per_epoch, epochs_steps if cfg.max_steps is None else min(cfg.max_steps, epochs_steps)
 
 
-def _where(setup, strategy) -> str:
-    replicas = strategy.num_replicas_in_sync
-    return setup.device if replicas == 1 else f"{replicas} replicas ({type(strategy).__name__}, {setup.device})"
+def _where(setup, placement) -> str:
+    replicas = placement.replicas
+    return setup.device if replicas == 1 else f"{replicas} replicas ({placement.kind}, {setup.device})"
 
 
 def weights_fingerprint(model) -> str:
@@ -182,38 +217,6 @@ def _num_classes(cfg, data) -> int:
     return data.num_classes
 
 
-def _epoch_batches(data, batch_size, seed, epoch, first, last, strategy):
-    """Global batches `first`..`last`-1 of `epoch`, in an order fixed by (seed, epoch) so a resumed run sees the same data.
-
-    Under several replicas, replica r gets rows r*batch_size.. of each global
-    batch (each worker builds only its own replicas' slices), so every example
-    is seen once per epoch, as on one device.
-    """
-    import tensorflow as tf
-
-    replicas = strategy.num_replicas_in_sync
-    order = np.random.default_rng([seed, epoch]).permutation(len(data.images))
-    labels = data.labels if data.labels is not None else np.zeros(len(data.images), np.int64)
-    signature = (tf.TensorSpec((batch_size, *data.images.shape[1:]), tf.uint8), tf.TensorSpec((batch_size,), tf.int64))
-
-    def pipeline(worker=0, workers=1):
-        local = replicas // workers
-
-        def batches():
-            for b in range(first, last):
-                rows = order[b * batch_size * replicas:(b + 1) * batch_size * replicas]
-                for r in range(worker * local, (worker + 1) * local):
-                    idx = rows[r * batch_size:(r + 1) * batch_size]
-                    yield data.images[idx], labels[idx]
-
-        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
-
-    if replicas == 1:
-        return pipeline()
-    return strategy.distribute_datasets_from_function(
-        lambda ctx: pipeline(ctx.input_pipeline_id, ctx.num_input_pipelines))
-
-
 def _epoch_row(epoch, state, batch_size) -> dict:
     steps, seconds = state["epoch_steps"], state["epoch_seconds"]
     d_loss, g_loss = (x / max(steps, 1) for x in state["epoch_sums"])
@@ -229,14 +232,14 @@ def _metric_rows(state, batch_size) -> list[dict]:
 
 
 def _progress_text(epoch, epochs, sums, steps):
-    d_loss, g_loss = (sums / max(steps, 1)).numpy().tolist()
+    d_loss, g_loss = (np.asarray(sums) / max(steps, 1)).tolist()
     return f"epoch {epoch + 1}/{epochs}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}"
 
 
 def _end_of_epoch(out: Path, generator, epoch_number, rows, seed):
     _write_metrics(out, rows)
     plots.save_epoch_grid(generator, out / "samples", epoch_number, seed)
-    plots.save_progress_gif(out / "samples")
+    plots.append_progress_gif(out / "samples", epoch_number)
     plots.save_loss_plot(rows, out / "losses.png")
 
 
@@ -260,19 +263,21 @@ def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
     }
 
 
-def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy):
-    import tensorflow as tf
+def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement):
+    from trainer.backend import version
 
+    replicas = placement.replicas
     info = {
         "config": cfg.to_dict(),
         "device": setup.device,
         "precision": setup.precision,
-        "xla": setup.jit_compile and strategy.num_replicas_in_sync == 1,
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "global_batch_size": cfg.batch_size * strategy.num_replicas_in_sync,
+        "xla": setup.jit_compile and replicas == 1,
+        "strategy": placement.kind,
+        "replicas": replicas,
+        "global_batch_size": cfg.batch_size * replicas,
         "host": platform.node(),
-        "tensorflow": tf.__version__,
+        "framework": cfg.framework,
+        cfg.framework: version(cfg.framework),
         "trainer_version": trainer.__version__,
         "dataset_size": len(data.images),
         "steps_per_epoch": steps_per_epoch,
