@@ -100,8 +100,16 @@ class Generator:
         out = []
         for i in range(0, count, batch_size):
             inputs = [z[i:i + batch_size], onehot[i:i + batch_size]] if self.conditional else z[i:i + batch_size]
-            out.append(to_uint8(self.model(inputs, training=False)))
+            out.append(to_uint8(self._forward(inputs)))
         return np.concatenate(out)
+
+    def _forward(self, inputs):
+        import keras
+
+        if keras.backend.backend() == "jax":
+            # One compiled call (per batch shape); op-by-op eager JAX compiles every layer's ops separately.
+            return self.model.predict_on_batch(inputs)
+        return self.model(inputs, training=False)
 
     def grid(self, target_class=None, rows=None, cols=None, seed=None, scale=2):
         """A PIL image: one class in rows x cols, or (no class) one row per class."""

@@ -128,6 +128,8 @@ class JaxRunner:
         return np.asarray(losses)[:n]
 
     def sync(self):
+        # Copies: Keras may donate its variables' buffers to a compiled call (predict_on_batch does),
+        # which must not delete the arrays this runner carries on.
         for values, variables in zip(self.state, self.groups):
             for value, variable in zip(values, variables):
-                variable.assign(value)
+                variable.assign(jnp.copy(value))

@@ -1,0 +1,63 @@
+"""One training step from given weights, batch and noise, on the backend this process runs.
+
+    KERAS_BACKEND=jax python -m tests.backend_step INIT.npz OUT.npz
+
+tests/test_backends.py runs it under JAX and calls `first_step` itself under
+TensorFlow, then compares the two.
+"""
+
+import sys
+
+import numpy as np
+
+SHAPE, CLASSES, BATCH = (16, 16, 1), 4, 8
+
+
+def batch():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (BATCH, *SHAPE)).astype(np.uint8)
+    labels = rng.integers(0, CLASSES, BATCH).astype(np.int32)
+    z = rng.standard_normal((BATCH, 100)).astype(np.float32)
+    return images, labels, z
+
+
+def first_step(init: dict | None = None):
+    """(initial arrays, [d_loss, g_loss], arrays after one step) with the default preset."""
+    import keras
+
+    from trainer.config import TrainConfig
+    from trainer.steps import build_nets, spec_from
+    from trainer.train import arrays_of, load_arrays
+
+    keras.utils.set_random_seed(0)
+    cfg = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH).resolve()
+    nets = build_nets(cfg, SHAPE, CLASSES, "float32")
+    if init is not None:
+        load_arrays(nets.groups(), init, "init")
+    before = arrays_of(nets.groups())
+    spec = spec_from(cfg, CLASSES, BATCH)
+    images, labels, z = batch()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        from trainer.step_jax import make_core, state_of
+
+        state, groups = state_of(nets)
+        state, losses = jax.jit(make_core(nets, spec))(state, images, labels, z)
+        for values, variables in zip(state, groups):
+            for value, variable in zip(values, variables):
+                variable.assign(value)
+    else:
+        import tensorflow as tf
+
+        from trainer.step_tf import make_core
+
+        losses = tf.function(make_core(nets, spec))(tf.constant(images), tf.constant(labels), tf.constant(z))
+    return before, np.asarray(losses), arrays_of(nets.groups())
+
+
+if __name__ == "__main__":
+    with np.load(sys.argv[1]) as npz:
+        init = {k: npz[k] for k in npz.files}
+    _, losses, after = first_step(init)
+    np.savez(sys.argv[2], losses=losses, **after)
