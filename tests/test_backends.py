@@ -1,0 +1,190 @@
+"""Both Keras backends: TensorFlow (this process) and JAX (subprocesses: the backend is fixed per process).
+
+Each backend trains, is stopped by SIGTERM and resumes to exactly the run it
+would have made; a run checkpointed on one backend resumes on the other, and a
+generator exported by either loads under both; from the same weights, batch
+and noise the two backends' first steps agree; and the JAX path never imports
+TensorFlow or boto3 (they are blocked in its subprocess).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trainer
+from tests.data_helpers import make_idx_dataset
+from trainer.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+# 16x16 images, batch 8: XLA on CPU computes Conv2DTranspose's kernel gradient slowly, so JAX runs stay tiny.
+SMALL = ["--image-size", "16", "--batch-size", "8"]
+BLOCKER = "import sys\nfor name in ('tensorflow', 'boto3', 'botocore'):\n    sys.modules[name] = None  # import fails\n"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=4, n_train=32, n_test=16)  # 4 steps/epoch
+
+
+@pytest.fixture(scope="module")
+def blocker(tmp_path_factory):
+    """A sitecustomize that makes `import tensorflow` (and boto3) fail in every subprocess that has it on its path."""
+    folder = tmp_path_factory.mktemp("block")
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+    return folder
+
+
+def env_for(framework, blocker=None):
+    path = [str(blocker)] if blocker and framework == "jax" else []
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(ROOT)]), KERAS_BACKEND=framework)
+
+
+def train_cmd(data, out, framework, *extra):
+    return [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(data),
+            "--output-dir", str(out), "--framework", framework, *SMALL, *extra]
+
+
+def run(cmd, env):
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir):
+    return trainer.load_generator(Path(run_dir) / "generator").model.get_weights()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["tensorflow", "jax"])
+def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, data, blocker, framework):
+    epochs = "2"
+    env = env_for(framework, blocker)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run(train_cmd(data, straight, framework, "--epochs", epochs), env)
+    total = int(epochs) * 4
+
+    cmd = train_cmd(data, stopped, framework, "--epochs", epochs, "--checkpoint-minutes", "0.0001")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((stopped / "checkpoints").glob("ckpt-*")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    step = max(int(p.name[5:]) for p in (stopped / "checkpoints").glob("ckpt-*"))
+    assert 1 <= step < total and not (stopped / "generator").exists()
+
+    resumed = run(cmd, env)
+    assert f"at step {step}" in resumed.stdout
+    for a, b in zip(weights(straight), weights(stopped)):
+        np.testing.assert_array_equal(a, b)  # same data order, same noise, same steps: the same run
+    key = lambda rows: [(r["epoch"], r["step"], r["d_loss"], r["g_loss"]) for r in rows]  # noqa: E731
+    assert key(metrics(straight)) == key(metrics(stopped)) and metrics(stopped)[-1]["step"] == total
+    run_info = json.loads((stopped / "run.json").read_text())
+    assert run_info["framework"] == framework and run_info[framework]
+
+
+@pytest.mark.slow
+def test_checkpoints_and_generators_cross_backends(tmp_path, data, blocker):
+    out = tmp_path / "run"
+    jax_env, tf_env = env_for("jax", blocker), env_for("tensorflow")
+    # JAX (with TensorFlow and boto3 unimportable) checkpoints at step 3 of epoch 1 ...
+    run(train_cmd(data, out, "jax", "--epochs", "2", "--max-steps", "3"), jax_env)
+    # ... TensorFlow resumes it, finishes epoch 1 and stops at step 6 ...
+    tf_run = run(train_cmd(data, out, "tensorflow", "--epochs", "2", "--max-steps", "6"), tf_env)
+    assert "at step 3" in tf_run.stdout
+    tf_export = tmp_path / "tf-generator"
+    (out / "generator").rename(tf_export)
+    # ... and JAX resumes that to the end.
+    jax_run = run(train_cmd(data, out, "jax", "--epochs", "2"), jax_env)
+    assert "at step 6" in jax_run.stdout
+    rows = metrics(out)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (2, 8)] and all(np.isfinite(r["d_loss"]) for r in rows)
+    assert json.loads((out / "generator" / "generator.json").read_text())["steps"] == 8
+
+    # Each export loads under the other backend and makes the same images as under its own.
+    jax_made = tmp_path / "jax-made.npy"
+    run([sys.executable, "-m", "trainer", "generate", str(tf_export), "--class", "2", "--count", "6", "--seed", "3",
+         "--out", str(jax_made)], jax_env)
+    here = trainer.load_generator(tf_export).generate(2, count=6, seed=3)  # this process: TensorFlow
+    assert np.abs(np.load(jax_made).astype(int) - here).max() <= 1  # float32 rounding may move a pixel by one level
+    assert trainer.load_generator(out / "generator").generate(1, count=3, seed=0).shape == (3, 16, 16, 1)
+
+
+@pytest.mark.slow
+def test_first_step_is_the_same_on_both_backends(tmp_path):
+    """From the same weights, batch and noise, the backends' first steps agree.
+
+    Tolerance: Adam's first update is about lr * sign(gradient), so every weight
+    moves by ~2e-4 whatever its gradient. Agreement to 2e-6 (1% of that step)
+    catches a missing or reordered update, a wrong loss or a sign error, and
+    leaves room for float32 reassociation between TensorFlow's and XLA's kernels
+    (measured: at most 3e-7). The losses come from identical arithmetic on
+    identical inputs, so they agree to float32 precision.
+    """
+    from tests.backend_step import first_step
+
+    before, losses, after = first_step()
+    np.savez(tmp_path / "init.npz", **before)
+    run([sys.executable, "-m", "tests.backend_step", str(tmp_path / "init.npz"), str(tmp_path / "jax.npz")],
+        env_for("jax"))
+    with np.load(tmp_path / "jax.npz") as jax_out:
+        np.testing.assert_allclose(jax_out["losses"], losses, rtol=1e-5)
+        moved = 0
+        for name, value in after.items():
+            np.testing.assert_allclose(jax_out[name], value, rtol=1e-4, atol=2e-6, err_msg=name)
+            moved += name.startswith(("generator/", "discriminator/")) and not np.array_equal(value, before[name])
+    assert moved >= 10  # both networks' weights changed: the comparison is not of untouched arrays
+
+
+def test_framework_comes_from_the_flag_then_keras_backend(monkeypatch):
+    from trainer.config import TrainConfig
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert TrainConfig(dataset="mnist", output_dir="x").resolve().framework == "jax"
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert TrainConfig(dataset="mnist", output_dir="x").resolve().framework == "tensorflow"
+    with pytest.raises(UsageError, match="--framework torch: choose one of: tensorflow, jax"):
+        TrainConfig(dataset="mnist", output_dir="x", framework="torch").resolve()
+
+
+def test_another_backend_than_the_loaded_one_is_a_one_line_error():
+    import keras
+
+    from trainer.backend import select
+
+    assert keras.backend.backend() == "tensorflow"
+    with pytest.raises(UsageError, match="already loaded with the tensorflow backend.*KERAS_BACKEND=jax"):
+        select("jax")
+    select("tensorflow")  # the loaded one is fine
+
+
+def test_launcher_accepts_framework_as_a_hyperparameter():
+    from launcher.spec import check_hyperparameters
+
+    check_hyperparameters({"dataset": "zalando", "framework": "jax"})
+    with pytest.raises(UsageError, match="framework"):
+        check_hyperparameters({"dataset": "zalando", "framework": "torch"})
+
+
+def test_jax_refuses_several_hosts_in_one_line(tmp_path, monkeypatch):
+    from trainer.distribute import choose_jax_placement
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(UsageError, match="one host only.*--framework tensorflow"):
+        choose_jax_placement("auto", tmp_path)
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(UsageError, match="one host only"):
+        choose_jax_placement("multiworker", tmp_path)
