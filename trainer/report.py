@@ -67,13 +67,18 @@ def render(out: Path, price_per_hour=None) -> str:
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
+def _framework(run) -> str:
+    framework = run.get("framework", "tensorflow")  # runs before the JAX backend name none
+    return f"{'JAX' if framework == 'jax' else 'TensorFlow'} {run.get(framework, '?')}"
+
+
 def _summary(run, history, price_per_hour) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
     images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
     replicas = run.get("replicas", 1)
     where = f"{replicas} replicas ({run.get('strategy')}) on " if replicas > 1 else ""
     rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
-                       f" · host {run.get('host', '?')} · TensorFlow {run.get('tensorflow', '?')}"),
+                       f" · host {run.get('host', '?')} · {_framework(run)}"),
             ("epochs / steps", f"{len(history)} / {history[-1]['step'] if history else 0}"
                                f" of {run.get('total_steps', '?')}"),
             ("training time", format_duration(seconds) if history else "n/a"),
