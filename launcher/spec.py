@@ -40,6 +40,11 @@ class JobSpec:
     resume: str | None = None
 
     @property
+    def framework(self) -> str:
+        """The Keras backend the job trains with (its `framework` hyperparameter; TensorFlow by default)."""
+        return self.hyperparameters.get("framework") or "tensorflow"
+
+    @property
     def run_name(self) -> str:
         """The run whose checkpoints and outputs this job continues (itself unless --resume)."""
         return self.resume or self.job
@@ -126,6 +131,9 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
     check_hyperparameters(hyperparameters)
     if instance_count < 1:
         raise UsageError(f"--instance-count {instance_count}: must be at least 1")
+    if instance_count > 1 and hyperparameters.get("framework") == "jax":
+        raise UsageError(f"--instance-count {instance_count} with framework=jax: JAX trains on one host (all its GPUs); "
+                         "use --instance-count 1, or --hp framework=tensorflow for several hosts")
 
     instance_type = instance_type or settings.get("instance_type") if backend != "local" else "local"
     if backend != "local" and (not instance_type or instance_type == "local" or

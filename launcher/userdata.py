@@ -1,7 +1,8 @@
 """The user data of an EC2 training instance: a small bootstrap, run once by cloud-init.
 
 It installs the project's wheel (from the run's S3 prefix) into the DLAMI's TensorFlow
-environment, or a venv with TensorFlow when the image has none, and runs
+environment, or a venv with TensorFlow when the image has none (with framework=jax: JAX
+with CUDA instead of TensorFlow), and runs
 `launcher.remote.train_job`, which does the rest. With an image the wheel only brings the
 runner, and the image trains. The machine goes away whatever happens: a shutdown is
 scheduled at max-run plus setup time before anything else, and the script's exit (success,
@@ -17,6 +18,7 @@ SETUP_MINUTES = 30  # first boot: pip installs TensorFlow when the image lacks i
 LOG = "/var/log/gankit-job.log"
 WORK = "/opt/gankit-job"  # the wheel and the runner's scratch space
 TENSORFLOW = "tensorflow[and-cuda]>=2.16,<2.22"  # the trainer extra's range, with NVIDIA's CUDA wheels
+JAX = "jax[cuda12]>=0.4.30"  # framework=jax: JAX with NVIDIA's CUDA wheels (the wheel's jax extra)
 
 # The DLAMI's TensorFlow Python when it has one (older framework DLAMIs), else a venv of our own.
 # GANKIT_PYTHON (unset on instances) lets the tests run this script with a Python of their own.
@@ -39,6 +41,7 @@ class TrainBoot:
     region: str
     max_run: int  # seconds of training; the runner stops the trainer then
     image: str | None = None  # a container image trains instead of the wheel
+    framework: str = "tensorflow"  # the Keras backend the job trains with: only it is installed
 
 
 def shutdown_minutes(max_run: int) -> int:
@@ -51,6 +54,9 @@ def render(boot: TrainBoot, log: str = LOG, work: str = WORK) -> str:
     wheel = f"{work}/{boot.wheel_uri.rsplit('/', 1)[-1]}"
     if boot.image:
         install = f'"$PY" -m pip install --quiet {q(wheel)}  # the runner only: the image trains'
+    elif boot.framework == "jax":
+        install = (f'"$PY" -c "import jax" 2>/dev/null || "$PY" -m pip install --quiet {q(JAX)}\n'
+                   f'"$PY" -m pip install --quiet {q(wheel + "[jax]")}')
     else:
         install = (f'"$PY" -c "import tensorflow" 2>/dev/null || "$PY" -m pip install --quiet {q(TENSORFLOW)}\n'
                    f'"$PY" -m pip install --quiet {q(wheel + "[trainer]")}')

@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import uuid
 from pathlib import Path
@@ -59,12 +60,26 @@ def machine(tmp_path):
     # A venv that sees the installed dependencies (TensorFlow etc.) but not this checkout: the
     # project must come from the wheel the script installs.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
-    return tmp_path, bin_dir, tmp_path / "venv" / "bin" / "python3"
+    python = tmp_path / "venv" / "bin" / "python3"
+    # Where the test's own Python is itself a venv, --system-site-packages sees only the base
+    # interpreter's packages: a path file adds this environment's (its .pth files, such as an
+    # editable install of the checkout, are not run from there).
+    theirs = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    ours = sysconfig.get_path("purelib")
+    if ours != theirs:
+        Path(theirs, "_gankit_test_deps.pth").write_text(ours + "\n")
+    return tmp_path, bin_dir, python
 
 
-def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):
+@pytest.mark.parametrize("framework", ["tensorflow", "jax"])
+def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine, framework):
     tmp_path, bin_dir, python = machine
     root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    hyperparameters = {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4", "preset": "seed"}
+    if framework == "jax":  # XLA on CPU is slow at Conv2DTranspose gradients: a smaller run
+        hyperparameters = {"dataset": "mnist", "epochs": "1", "batch_size": "8", "max_steps": "2",
+                           "image_size": "16", "framework": "jax"}
     boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
     stage_dataset("mnist", layout.dataset_prefix(root, "mnist"),
                   data_dir=make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=32), log=lambda m: None)
@@ -72,15 +87,16 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):
     wheel_uri = ec2.upload_wheel(run)
     job = {"job": "ud1", "root": root, "data_uri": layout.dataset_prefix(root, "mnist"), "max_run": 600,
            "checkpoint_uri": f"{run}/checkpoints", "output_uri": f"{run}/output", "region": "us-east-1",
-           "hyperparameters": {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4",
-                               "preset": "seed"}}
+           "hyperparameters": hyperparameters}
     s3.write_bytes(train_job.job_uri(root, "ud1"), json.dumps(job).encode())
     boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri,
-                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
+                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600, framework=framework)
     script = tmp_path / "user-data.sh"
     script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    other = "tensorflow" if framework == "jax" else "jax"
+    assert f'import {framework}"' in script.read_text() and f'import {other}"' not in script.read_text()
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "KERAS_BACKEND")}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(python), PIP_NO_INDEX="1",
                PIP_DISABLE_PIP_VERSION_CHECK="1")
     done = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path / "bin", timeout=600,
@@ -94,6 +110,7 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):
     assert "site-packages" in where
     outputs = s3.list_objects(f"{run}/output")
     assert {"metrics.jsonl", "generator/generator.json"} <= set(outputs)
+    assert json.loads(s3.read_bytes(f"{run}/output/run.json"))["framework"] == framework
     assert json.loads(s3.read_bytes(train_job.status_uri(root, "ud1")))["status"] == "Completed"
     assert "completed (exit code 0)" in s3.read_bytes(train_job.log_uri(root, "ud1")).decode()
     assert s3.read_bytes(f"{run}/setup.log")  # shipped at the end

@@ -20,7 +20,7 @@ from launcher.backends import sagemaker
 from launcher.spec import build_spec
 from tests.data_helpers import make_idx_dataset
 from trainer import layout, s3
-from trainer.errors import GankitError
+from trainer.errors import GankitError, UsageError
 
 ROOT = Path(__file__).parents[1]
 BUCKET, ROLE, REGION = "gankit-sm-test", "arn:aws:iam::123456789012:role/gankit-sagemaker", "us-east-1"
@@ -44,8 +44,8 @@ def data(tmp_path_factory):
     return make_idx_dataset(tmp_path_factory.mktemp("mnist"), n_train=64, n_test=16)
 
 
-def spec_for(data, **options):
-    return build_spec(dataset="mnist", epochs=2, hp=[f"data_dir={data}"], backend="sagemaker", bucket=BUCKET,
+def spec_for(data, hp=(), **options):
+    return build_spec(dataset="mnist", epochs=2, hp=[f"data_dir={data}", *hp], backend="sagemaker", bucket=BUCKET,
                       role=ROLE, region=REGION, **options)
 
 
@@ -83,6 +83,24 @@ def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
         names = tar.getnames()
     assert "sagemaker_entry.py" in names and "trainer/contract.py" in names and "requirements.txt" in names
     assert jobs.load(spec.job)["arn"] == job["TrainingJobArn"]
+
+
+def test_framework_jax_installs_jax_at_job_start_and_refuses_several_hosts(aws, data):
+    spec = spec_for(data, hp=["framework=jax"])
+    record = sagemaker.submit(spec)
+    hp = record["request"]["HyperParameters"]
+    assert hp["framework"] == "jax"
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=spec.job)
+    assert job["HyperParameters"]["framework"] == "jax"
+    with tarfile.open(fileobj=io.BytesIO(s3.read_bytes(hp["sagemaker_submit_directory"]))) as tar:
+        requirements = tar.extractfile("requirements.txt").read().decode().split()
+    # The TensorFlow image's training toolkit pip-installs requirements.txt before the entry point runs.
+    assert "jax[cuda12]>=0.4.30" in requirements and "click>=8.1" in requirements
+    tf_spec = spec_for(data)
+    assert "jax" not in sagemaker.requirements(tf_spec.framework)
+    with pytest.raises(UsageError, match="framework=jax: JAX trains on one host"):
+        spec_for(data, hp=["framework=jax"], instance_count=2)
+    assert len(boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]) == 1  # nothing else sent
 
 
 def test_own_image_and_on_demand_and_several_instances(aws, data):

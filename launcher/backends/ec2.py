@@ -52,7 +52,8 @@ def _request(spec, config, wheel_uri, image_id=None) -> dict:
 
     uris = _uris(spec.root, spec.job)
     boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, setup_log_uri=uris["setup_log_uri"],
-                              region=config["region"], max_run=int(spec.max_run), image=spec.image or None)
+                              region=config["region"], max_run=int(spec.max_run), image=spec.image or None,
+                              framework=spec.framework)
     tags = {"Name": f"gankit-{spec.job}", "gankit:job": spec.job}
     return ec2.run_instances_request("job", spec.instance_type, userdata.render(boot), spot=spec.spot, tags=tags,
                                      settings=config, shutdown="terminate", image_id=image_id)

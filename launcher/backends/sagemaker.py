@@ -23,8 +23,10 @@ POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
 REPO = Path(__file__).resolve().parents[2]
-# What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
+# What script mode adds to the prebuilt image (it has TensorFlow, Keras 3, numpy and boto3); its
+# training toolkit pip-installs requirements.txt at job start. framework=jax adds JAX with CUDA.
 REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\n"
+JAX_REQUIREMENTS = "jax[cuda12]>=0.4.30\n"
 
 
 def client(service: str, region: str | None):
@@ -94,7 +96,11 @@ def build_request(spec, image: str) -> dict:
     return request
 
 
-def source_tarball() -> bytes:
+def requirements(framework: str = "tensorflow") -> str:
+    return REQUIREMENTS + (JAX_REQUIREMENTS if framework == "jax" else "")
+
+
+def source_tarball(framework: str = "tensorflow") -> bytes:
     """sagemaker_entry.py, the trainer package and its extra requirements, for script mode."""
     entry = REPO / "docker" / "sagemaker_entry.py"
     if not entry.exists():
@@ -104,9 +110,10 @@ def source_tarball() -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(entry, arcname="sagemaker_entry.py")
         tar.add(REPO / "trainer", arcname="trainer", filter=lambda t: None if "__pycache__" in t.name else t)
+        text = requirements(framework).encode()
         info = tarfile.TarInfo("requirements.txt")
-        info.size = len(REQUIREMENTS)
-        tar.addfile(info, io.BytesIO(REQUIREMENTS.encode()))
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
     return buffer.getvalue()
 
 
@@ -118,7 +125,7 @@ def submit(spec, dry_run: bool = False) -> dict:
     sm = client("sagemaker", spec.region)
     ensure_dataset(spec)
     if not spec.image:
-        s3.write_bytes(source_uri(spec), source_tarball())
+        s3.write_bytes(source_uri(spec), source_tarball(spec.framework))
     try:
         arn = sm.create_training_job(**request)["TrainingJobArn"]
     except Exception as e:  # botocore's ClientError and friends: one line
