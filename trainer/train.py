@@ -22,6 +22,8 @@ from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir
 from trainer.progress import Progress, format_duration
 
+LOSS_PLOT_SECONDS = 10.0
+
 
 def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     """Train (or resume) the run `cfg` describes; returns its summary.
@@ -98,7 +100,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     progress = Progress(total_steps, label="train", start=state["step"])
     pacer = Pacer()
     checkpoint_seconds = cfg.checkpoint_minutes * 60
-    last_checkpoint = time.monotonic()
+    last_checkpoint = last_plot = time.monotonic()
     stopped = False
     while state["step"] < total_steps and not stopped:
         epoch = state["step"] // steps_per_epoch
@@ -137,7 +139,10 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         sampler = Generator(nets.sampler(), meta)
         if evaluate_epoch:
             evaluate_epoch(sampler, row, state["step"] >= total_steps, out)
-        _end_of_epoch(out, sampler, row["epoch"], _metric_rows(state, global_batch), cfg.seed)
+        # The loss plot (matplotlib, ~0.1 s) at most every LOSS_PLOT_SECONDS and at the end: on a GPU an epoch can take less.
+        plot = state["step"] >= total_steps or time.monotonic() - last_plot >= LOSS_PLOT_SECONDS
+        last_plot = time.monotonic() if plot else last_plot
+        _end_of_epoch(out, sampler, row["epoch"], _metric_rows(state, global_batch), cfg.seed, plot)
         save_checkpoint()
         storage.publish_outputs()
         last_checkpoint = time.monotonic()
@@ -236,11 +241,12 @@ def _progress_text(epoch, epochs, sums, steps):
     return f"epoch {epoch + 1}/{epochs}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}"
 
 
-def _end_of_epoch(out: Path, generator, epoch_number, rows, seed):
+def _end_of_epoch(out: Path, generator, epoch_number, rows, seed, plot=True):
     _write_metrics(out, rows)
     plots.save_epoch_grid(generator, out / "samples", epoch_number, seed)
     plots.append_progress_gif(out / "samples", epoch_number)
-    plots.save_loss_plot(rows, out / "losses.png")
+    if plot:
+        plots.save_loss_plot(rows, out / "losses.png")
 
 
 def _write_metrics(out: Path, history):
