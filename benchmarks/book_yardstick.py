@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-YARDSTICK = REPO.parent / "shared" / "yardsticks" / "book_cgan.py"
+# ../shared beside the checkout (or beside the folder of worktrees that holds it).
+YARDSTICK = next((p for p in (REPO.parent / "shared" / "yardsticks" / "book_cgan.py",
+                              REPO.parents[1] / "shared" / "yardsticks" / "book_cgan.py") if p.is_file()),
+                 REPO.parent / "shared" / "yardsticks" / "book_cgan.py")
 
 
 def timed(cmd, env) -> float:
