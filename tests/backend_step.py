@@ -6,11 +6,13 @@ tests/test_backends.py runs it under JAX and calls `first_step` itself under
 TensorFlow, then compares the two.
 """
 
+import dataclasses
 import sys
+import types
 
 import numpy as np
 
-SHAPE, CLASSES, BATCH = (16, 16, 1), 4, 8
+SHAPE, CLASSES, BATCH, EMA = (16, 16, 1), 4, 8, 0.9
 
 
 def batch():
@@ -30,7 +32,9 @@ def first_step(init: dict | None = None):
     from trainer.train import arrays_of, load_arrays
 
     keras.utils.set_random_seed(0)
-    cfg = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH).resolve()
+    resolved = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH).resolve()
+    # With an EMA generator (issue #12's `ema`, read by trainer.steps with a default of 0).
+    cfg = types.SimpleNamespace(**dataclasses.asdict(resolved), z_distribution=resolved.z_distribution, ema=EMA)
     nets = build_nets(cfg, SHAPE, CLASSES, "float32")
     if init is not None:
         load_arrays(nets.groups(), init, "init")
@@ -54,6 +58,21 @@ def first_step(init: dict | None = None):
 
         losses = tf.function(make_core(nets, spec))(tf.constant(images), tf.constant(labels), tf.constant(z))
     return before, np.asarray(losses), arrays_of(nets.groups())
+
+
+def trainable_before_after(before: dict, after: dict):
+    """(G's trainable arrays before, after, the EMA generator's after) from first_step's arrays."""
+    from trainer.config import TrainConfig
+    from trainer.models import build_generator
+
+    cfg = TrainConfig(dataset="mnist", output_dir="-").resolve()
+    g = build_generator(cfg.preset, cfg.z_dim, SHAPE, CLASSES)
+    trainable = {id(v) for v in g.trainable_variables}
+    index = [i for i, v in enumerate(g.variables) if id(v) in trainable]  # "generator/i" is g.variables[i]
+    ema = sorted(k for k in after if k.startswith("ema_generator/"))
+    assert len(ema) == len(index) > 0
+    return ([before[f"generator/{i:04d}"] for i in index], [after[f"generator/{i:04d}"] for i in index],
+            [after[k] for k in ema])
 
 
 if __name__ == "__main__":

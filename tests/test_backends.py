@@ -24,7 +24,7 @@ from trainer.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 # 16x16 images, batch 8: XLA on CPU computes Conv2DTranspose's kernel gradient slowly, so JAX runs stay tiny.
-SMALL = ["--image-size", "16", "--batch-size", "8"]
+SMALL = ["--image-size", "16"]
 BLOCKER = "import sys\nfor name in ('tensorflow', 'boto3', 'botocore'):\n    sys.modules[name] = None  # import fails\n"
 
 
@@ -46,9 +46,21 @@ def env_for(framework, blocker=None):
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(ROOT)]), KERAS_BACKEND=framework)
 
 
-def train_cmd(data, out, framework, *extra):
+def train_cmd(data, out, framework, *extra, batch="8"):
     return [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(data),
-            "--output-dir", str(out), "--framework", framework, *SMALL, *extra]
+            "--output-dir", str(out), "--framework", framework, *SMALL, "--batch-size", batch, *extra]
+
+
+_straight = {}
+
+
+def straight_run(framework, tmp_path_factory, data, blocker):
+    """One uninterrupted 2-epoch run per backend, shared by the tests that compare against it."""
+    if framework not in _straight:
+        out = tmp_path_factory.mktemp(f"straight-{framework}")
+        run(train_cmd(data, out, framework, "--epochs", "2"), env_for(framework, blocker))
+        _straight[framework] = out
+    return _straight[framework]
 
 
 def run(cmd, env):
@@ -67,11 +79,10 @@ def weights(run_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["tensorflow", "jax"])
-def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, data, blocker, framework):
+def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, tmp_path_factory, data, blocker, framework):
     epochs = "2"
     env = env_for(framework, blocker)
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    run(train_cmd(data, straight, framework, "--epochs", epochs), env)
+    straight, stopped = straight_run(framework, tmp_path_factory, data, blocker), tmp_path / "stopped"
     total = int(epochs) * 4
 
     cmd = train_cmd(data, stopped, framework, "--epochs", epochs, "--checkpoint-minutes", "0.0001")
@@ -94,6 +105,22 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, data, blocke
     assert key(metrics(straight)) == key(metrics(stopped)) and metrics(stopped)[-1]["step"] == total
     run_info = json.loads((stopped / "run.json").read_text())
     assert run_info["framework"] == framework and run_info[framework]
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_devices_computes_the_single_device_run(tmp_path, tmp_path_factory, data, blocker):
+    single = straight_run("jax", tmp_path_factory, data, blocker)  # batch 8 on one device
+    out = tmp_path / "parallel"
+    done = run(train_cmd(data, out, "jax", "--epochs", "2", "--strategy", "mirrored", batch="4"),
+               dict(env_for("jax", blocker), GANKIT_CPU_DEVICES="2"))
+    assert "2 replicas (DataParallel" in done.stdout
+    info = json.loads((out / "run.json").read_text())
+    assert info["replicas"] == 2 and info["global_batch_size"] == 8 and info["strategy"] == "DataParallel"
+    # Same global batch, same noise, batch norm over the whole batch: the same run up to float rounding.
+    diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(weights(single), weights(out))])
+    assert diff.mean() < 2e-5, diff.mean()
+    for a, b in zip(metrics(single), metrics(out)):
+        assert a["step"] == b["step"] and a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -132,7 +159,8 @@ def test_first_step_is_the_same_on_both_backends(tmp_path):
     catches a missing or reordered update, a wrong loss or a sign error, and
     leaves room for float32 reassociation between TensorFlow's and XLA's kernels
     (measured: at most 3e-7). The losses come from identical arithmetic on
-    identical inputs, so they agree to float32 precision.
+    identical inputs, so they agree to float32 precision. The step runs with an EMA
+    generator, so its update (in the compiled step, after G's) is compared too.
     """
     from tests.backend_step import first_step
 
@@ -147,6 +175,12 @@ def test_first_step_is_the_same_on_both_backends(tmp_path):
             np.testing.assert_allclose(jax_out[name], value, rtol=1e-4, atol=2e-6, err_msg=name)
             moved += name.startswith(("generator/", "discriminator/")) and not np.array_equal(value, before[name])
     assert moved >= 10  # both networks' weights changed: the comparison is not of untouched arrays
+    # The EMA generator (decay EMA) moved 1 - EMA of the way from the initial G to the updated G.
+    from tests.backend_step import EMA, trainable_before_after
+
+    g_before, g_after, ema_after = trainable_before_after(before, after)
+    for b, a, e in zip(g_before, g_after, ema_after):
+        np.testing.assert_allclose(e, EMA * b + (1 - EMA) * a, rtol=1e-5, atol=1e-7)
 
 
 def test_framework_comes_from_the_flag_then_keras_backend(monkeypatch):

@@ -98,7 +98,7 @@ def choose_jax_placement(name: str, root) -> Placement:
 
     devices = jax.devices()
     if len(devices) > 1 and (name == "mirrored" or (name == "auto" and devices[0].platform == "gpu")):
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
         return Placement(len(devices), "DataParallel")
     return Placement(1, "single device")
 

@@ -157,7 +157,6 @@ def train_judge(splits: Splits, log=print, seed=0):
     import time
 
     import keras
-    import tensorflow as tf
 
     from trainer.progress import Progress, format_duration
 
@@ -176,9 +175,7 @@ def train_judge(splits: Splits, log=print, seed=0):
         def on_train_batch_end(self, batch, logs=None):
             progress.update(extra=lambda: f"accuracy {float(logs.get('accuracy', 0)):.3f}" if logs else "")
 
-    dataset = (tf.data.Dataset.from_tensor_slices((splits.train_images, splits.train_labels))
-               .shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat().batch(batch, drop_remainder=True)
-               .prefetch(tf.data.AUTOTUNE))
+    dataset = _batches(splits.train_images, splits.train_labels, batch, seed)
     t0 = time.monotonic()
     # One long Keras epoch: per-epoch overhead would dominate on tiny datasets.
     model.fit(dataset, epochs=1, steps_per_epoch=epochs * steps_per_epoch, verbose=0, shuffle=False, callbacks=[Advance()])
@@ -191,3 +188,26 @@ def train_judge(splits: Splits, log=print, seed=0):
             "test_accuracy": accuracy, "test_images": len(splits.test_images), "train_images": n,
             "fingerprint": splits.fingerprint(), "recipe": RECIPE, "epochs": epochs, "seconds": seconds}
     return model, meta
+
+
+def _batches(images, labels, batch, seed):
+    """Shuffled batches without end: tf.data on TensorFlow (as the cached judges were trained), else a
+    numpy generator (the JAX path never imports TensorFlow)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return (tf.data.Dataset.from_tensor_slices((images, labels))
+                .shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+                .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+    def forever():
+        rng = np.random.default_rng(seed)
+        while True:
+            order = rng.permutation(len(images))
+            for i in range(0, len(order) - batch + 1, batch):
+                yield images[order[i:i + batch]], labels[order[i:i + batch]]
+
+    return forever()
+
