@@ -1,0 +1,45 @@
+"""progress.gif grows by one frame per epoch without being rebuilt, and repairs itself after a resume."""
+
+import numpy as np
+from PIL import Image
+
+from trainer import plots
+
+
+def frame(path, value):
+    Image.fromarray(np.full((12, 20, 3), value, np.uint8)).save(path)
+
+
+def frames_of(path):
+    gif = Image.open(path)
+    out = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        out.append((int(np.asarray(gif.convert("RGB"))[0, 0, 0]), gif.info["duration"]))
+    return out
+
+
+def test_frames_are_appended_in_order_and_the_last_is_held(tmp_path):
+    for epoch, value in enumerate((10, 120, 250), start=1):
+        frame(tmp_path / f"epoch-{epoch:04d}.png", value)
+        before = (tmp_path / "progress.gif").read_bytes() if epoch > 1 else b""
+        plots.append_progress_gif(tmp_path, epoch)
+        after = (tmp_path / "progress.gif").read_bytes()
+        # Appended, not re-encoded: everything but the previous frame's delay and the trailer is kept byte for byte.
+        assert len(after) > len(before) and after[:20] == (before[:20] if before else after[:20])
+    assert frames_of(tmp_path / "progress.gif") == [(10, 400), (120, 400), (250, 2000)]
+
+
+def test_a_gif_that_disagrees_with_the_epochs_is_rebuilt(tmp_path):
+    for epoch, value in enumerate((10, 120, 250), start=1):
+        frame(tmp_path / f"epoch-{epoch:04d}.png", value)
+        plots.append_progress_gif(tmp_path, epoch)
+    # A run resumed from epoch 1's checkpoint redraws epoch 2: frames 2 and 3 are stale.
+    frame(tmp_path / "epoch-0002.png", 60)
+    plots.append_progress_gif(tmp_path, 2)
+    assert frames_of(tmp_path / "progress.gif") == [(10, 400), (60, 2000)]
+    assert not (tmp_path / "epoch-0003.png").exists()
+    (tmp_path / "progress.gif").write_bytes(b"GIF89a broken")
+    frame(tmp_path / "epoch-0003.png", 200)
+    plots.append_progress_gif(tmp_path, 3)
+    assert frames_of(tmp_path / "progress.gif") == [(10, 400), (60, 400), (200, 2000)]
