@@ -82,13 +82,22 @@ def _tag_list(tags: dict) -> list[dict]:
     return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
 
 
+def check_settings(settings: dict):
+    """An instance needs gankit's instance profile (its S3 and SSM access) and security group."""
+    missing = [k for k in ("instance_profile", "security_group") if not settings.get(k)]
+    if missing:
+        raise UsageError(f"no {' or '.join(missing)} configured: EC2 instances need gankit's instance profile and "
+                         "security group; `launcher infra up` makes both (or `launcher config set instance_profile "
+                         "NAME` and `launcher config set security_group sg-...`)")
+
+
 def run_instances_request(purpose: str, instance_type: str, user_data: str, *, spot: bool = False,
                           tags: dict | None = None, settings: dict | None = None, shutdown: str = "terminate",
                           image_id: str | None = None, volume_gb: int = ROOT_VOLUME_GB,
                           max_spot_price: str | None = None) -> dict:
     """The keyword arguments of `ec2.run_instances` for one GPU instance.
 
-    `settings` is the launcher's config (`launcher.settings.load()`): instance_profile,
+    `settings` is the launcher's config (`launcher.settings.effective()`): instance_profile,
     security_group, subnet (optional), region, ami (optional override). `image_id`, when
     given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
     """
@@ -98,9 +107,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
     if spot and shutdown == "stop":
         # A stopped one-time spot request cannot restart; stop needs a persistent request.
         raise UsageError("a stoppable instance cannot be a one-time spot instance; drop --spot")
-    missing = [k for k in ("instance_profile", "security_group") if not settings.get(k)]
-    if missing:
-        raise UsageError(f"no {' or '.join(missing)} configured: run `launcher infra up` first")
+    check_settings(settings)
     if len(user_data.encode()) > 16 * 1024:
         raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
     tags = {TAG_PURPOSE: purpose, **(tags or {})}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, no_region
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "infra"
 DEFAULT_STACK = "gankit"
@@ -46,7 +46,7 @@ def _region(region):
 
     found = region or settings.get("region") or boto3.session.Session().region_name
     if not found:
-        raise UsageError("no AWS region: pass --region, or set AWS_DEFAULT_REGION")
+        raise no_region()
     return found
 
 

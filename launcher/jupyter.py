@@ -18,7 +18,7 @@ import click
 
 from launcher import ec2 as ec2_backend
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, no_region
 from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
@@ -44,7 +44,7 @@ def region() -> str:
 
     found = settings.get("region") or boto3.session.Session().region_name
     if not found:
-        raise UsageError("no AWS region configured: run `launcher infra up`, or set AWS_DEFAULT_REGION")
+        raise no_region()
     return found
 
 
@@ -109,7 +109,7 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
     from launcher import settings
     from launcher.remote import userdata
 
-    config = {**settings.load(), "region": region_name}
+    config = {**settings.effective(), "region": region_name}
     bucket = settings.get("bucket")
     if not bucket:
         raise UsageError("no bucket configured: run `launcher infra up` first")

@@ -46,6 +46,11 @@ def get(key: str, default=None):
     return default if value in (None, "") else value
 
 
+def effective() -> dict:
+    """The file's settings with the GANKIT_<KEY> overrides applied: `get` for every key at once."""
+    return {**load(), **{k: get(k) for k in KEYS if get(k) is not None}}
+
+
 def update(**values):
     """Set keys (None deletes one) and write the file atomically."""
     unknown = sorted(set(values) - set(KEYS))

@@ -18,17 +18,31 @@ LOG = "/var/log/gankit-job.log"
 WORK = "/opt/gankit-job"  # the wheel and the runner's scratch space
 TENSORFLOW = "tensorflow[and-cuda]>=2.16,<2.22"  # the trainer extra's range, with NVIDIA's CUDA wheels
 
-# The DLAMI's TensorFlow Python when it has one (older framework DLAMIs), else a venv of our own.
-# GANKIT_PYTHON (unset on instances) lets the tests run this script with a Python of their own.
-FIND_PYTHON = """\
-PY="${GANKIT_PYTHON:-}"
-[ -n "$PY" ] || for candidate in /opt/tensorflow/bin/python3 /opt/conda/envs/tensorflow2_p310/bin/python3 /opt/conda/bin/python3; do
-  if [ -x "$candidate" ]; then PY="$candidate"; break; fi
-done
+# Older framework DLAMIs have a Python with TensorFlow; newer ones (and plain images) get a venv of our own.
+PYTHONS = ("/opt/tensorflow/bin/python3", "/opt/conda/envs/tensorflow2_p310/bin/python3", "/opt/conda/bin/python3")
+VENV = "/opt/gankit"
+
+
+def find_python(candidates=PYTHONS, venv: str = VENV) -> str:
+    """Shell that sets $PY: the first candidate that imports TensorFlow, else a venv (TensorFlow is then
+    pip-installed into it). A candidate without TensorFlow is passed over: installing it there could
+    clash with what the image's own environment pins. GANKIT_PYTHON (unset on instances) lets the
+    tests run the scripts with a Python of their own."""
+    q = shlex.quote
+    return f"""\
+PY="${{GANKIT_PYTHON:-}}"
 if [ -z "$PY" ]; then
-  python3 -m venv /opt/gankit || { apt-get update -q && apt-get install -y -q python3-venv && python3 -m venv /opt/gankit; }
-  PY=/opt/gankit/bin/python3
+  for candidate in {' '.join(map(q, candidates))}; do
+    if [ -x "$candidate" ] && "$candidate" -c "import tensorflow" >/dev/null 2>&1; then PY="$candidate"; break; fi
+  done
+fi
+if [ -z "$PY" ]; then
+  python3 -m venv {q(venv)} || {{ apt-get update -q && apt-get install -y -q python3-venv && python3 -m venv {q(venv)}; }}
+  PY={q(venv)}/bin/python3
 fi"""
+
+
+FIND_PYTHON = find_python()
 
 
 @dataclass

@@ -5,6 +5,7 @@ and shuts the machine down (stubbed `shutdown`, recorded) whatever happens."""
 import json
 import os
 import shutil
+import site
 import stat
 import subprocess
 import sys
@@ -56,10 +57,21 @@ def machine(tmp_path):
         _stub(bin_dir, "aws", AWS_STUB)
     _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n')
     _stub(bin_dir, "curl", "#!/bin/sh\nexit 7\n")  # no instance metadata here
-    # A venv that sees the installed dependencies (TensorFlow etc.) but not this checkout: the
-    # project must come from the wheel the script installs.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
-    return tmp_path, bin_dir, tmp_path / "venv" / "bin" / "python3"
+    return tmp_path, bin_dir, venv_seeing_these_packages(tmp_path / "venv")
+
+
+def venv_seeing_these_packages(folder: Path) -> Path:
+    """A venv that sees the packages this Python has (TensorFlow etc.) but not this checkout: the
+    project must come from the wheel the script installs. `--system-site-packages` would not do:
+    run from a venv (CI's, a newcomer's), it shows the base interpreter's packages, not the venv's.
+    A .pth file adds this interpreter's site-packages as plain path entries (their own .pth files,
+    such as the editable install's, are not run)."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    python = folder / "bin" / "python3"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "_gankit_test_parent.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
 
 
 def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):

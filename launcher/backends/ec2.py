@@ -44,7 +44,7 @@ def job_document(spec) -> dict:
 def _config(spec) -> dict:
     from launcher import settings
 
-    return {**settings.load(), "region": spec.region or settings.get("region")}
+    return {**settings.effective(), "region": spec.region or settings.get("region")}
 
 
 def _request(spec, config, wheel_uri, image_id=None) -> dict:
@@ -58,9 +58,10 @@ def _request(spec, config, wheel_uri, image_id=None) -> dict:
                                      settings=config, shutdown="terminate", image_id=image_id)
 
 
-def _check(spec):
+def _check(spec, config):
     if not s3.is_s3(spec.root):
         raise UsageError(f"the ec2 backend needs a bucket, not {spec.root}: run `launcher infra up` first")
+    ec2.check_settings(config)  # before anything is staged or uploaded
     if not spec.max_run or spec.max_run <= 0:
         raise UsageError("an EC2 job needs a max run: pass --max-run, e.g. --max-run 2h")
     if getattr(spec, "instance_count", 1) not in (None, 1):
@@ -68,8 +69,8 @@ def _check(spec):
 
 
 def submit(spec, dry_run: bool = False) -> dict:
-    _check(spec)
     config = _config(spec)
+    _check(spec, config)
     if dry_run:  # nothing is read or written: EC2 resolves the AMI's SSM parameter itself
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
         request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
