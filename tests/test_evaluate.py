@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.data_helpers import make_idx_dataset
-from tests.quality_helpers import N_TEST, quiet, trained  # noqa: F401  (fixture)
+from tests.quality_helpers import JUDGE_STEPS, N_TEST, quiet, trained  # noqa: F401  (fixture)
 from trainer import evaluate as ev
 from trainer.cli import main
 from trainer.errors import UsageError
@@ -49,8 +49,10 @@ def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path, 
     assert meta["fingerprint"] == splits.fingerprint() and meta["test_accuracy"] == judge.test_accuracy
 
     changed = make_idx_dataset(tmp_path / "changed", num_classes=10, n_train=200, n_test=N_TEST, seed=7)
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)  # the retraining is the subject, not its length
     retrained = load_judge("mnist", changed, log=messages.append)
     assert any("changed" in m for m in messages) and any("training the judge" in m for m in messages)
+    assert any(f"{JUDGE_STEPS} epochs of 1 steps" in m for m in messages)
     new_meta = json.loads((judge_dir(splits) / "judge.json").read_text())
     assert new_meta["fingerprint"] == load_splits("mnist", changed).fingerprint() != meta["fingerprint"]
     assert retrained.test_accuracy >= 0.9
