@@ -112,11 +112,11 @@ def source_tarball() -> bytes:
 
 def submit(spec, dry_run: bool = False) -> dict:
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
-    request = build_request(spec, image)
     if dry_run:
-        return request
+        return build_request(ensure_dataset(spec, upload=False), image)
     sm = client("sagemaker", spec.region)
-    ensure_dataset(spec)
+    spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
+    request = build_request(spec, image)
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball())
     try:

@@ -7,6 +7,8 @@
         dogs/ 01.png ...
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,19 @@ from PIL import Image
 
 from trainer.data.resize import fit, fit_all
 from trainer.errors import UsageError
+from trainer.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
     """(images uint8 (N, size, size, channels), labels int64 (N,) or None, class_names tuple)."""
+    files, labels, class_names = list_folder(path)
+    return _decode_all(files, image_size, channels, stream), labels, class_names
+
+
+def list_folder(path):
+    """The pictures `load_folder` reads, their labels (or None) and the class names; the layout checked."""
     root = Path(path).expanduser()
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
@@ -43,12 +52,30 @@ def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
     else:
         raise UsageError(f"image folder {root} has no pictures ({', '.join(IMAGE_SUFFIXES)}), neither in it "
                          f"nor in subfolders; point folder:PATH at your images")
-    return _decode_all(files, image_size, channels, stream), labels, class_names
+    return files, labels, class_names
+
+
+def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
+    """Decode every picture as training will, keeping nothing: a broken one is named before a job exists."""
+    progress = Progress(len(files), label="checking pictures", stream=stream)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        try:
+            for _ in pool.map(lambda f: _decode(f, image_size, channels).shape, files, chunksize=64):
+                progress.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            progress.close()
 
 
 def _pictures_in(folder: Path) -> list:
-    return sorted(f for f in folder.iterdir()
-                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
+    pictures = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+    for f in pictures:
+        if f.is_symlink() and not f.exists():  # is_file() would skip it silently
+            raise UsageError(f"image {f} is a broken link (to {os.readlink(f)}, which does not exist); "
+                             "fix or remove it")
+    return [f for f in pictures if f.is_file()]
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
