@@ -86,7 +86,7 @@ def test_staging_keeps_class_folders_and_writes_a_manifest_last(aws, pets, monke
     assert len(sent) == 6 and not any(uri.endswith("MANIFEST.json") for uri in sent)  # written after all of them
     out = capsys.readouterr()
     assert "uploading 6 pictures" in out.out and f"staged {pets} at {to}" in out.out
-    assert "uploading pictures" in out.err and "(100%)" in out.err  # the progress bar
+    assert "staging pictures" in out.err and "(100%)" in out.err  # the progress bar
 
 
 def test_staging_again_uploads_nothing_and_checks_nothing(aws, pets, monkeypatch, capsys):
@@ -115,6 +115,22 @@ def test_an_interrupted_upload_sends_only_what_is_missing(aws, pets, monkeypatch
     out = capsys.readouterr().out
     assert "uploading 1 pictures" in out and "; 5 already there" in out
     assert json.loads(s3.read_bytes(f"{to}/MANIFEST.json"))["files"] == manifest["files"]
+
+
+def test_a_changed_folder_sends_only_the_changed_pictures(aws, pets, monkeypatch, capsys):
+    first = folder_manifest(f"folder:{pets}", pets)
+    stage_folder(pets, first, layout.folder_dataset_prefix(aws, pets, first["content_hash"]), log=quiet)
+    make_image_folder(tmp := pets.parent / "other", classes=("x",), n=1, size=(31, 17))
+    (tmp / "x" / "000.png").replace(pets / "dogs" / "001.png")  # one picture edited
+    second = folder_manifest(f"folder:{pets}", pets)
+    to = layout.folder_dataset_prefix(aws, pets, second["content_hash"])
+    assert second["content_hash"] != first["content_hash"]
+    sent = uploads(monkeypatch)
+    stage_folder(pets, second, to)
+    assert sent == [f"{to}/dogs/001.png"]  # the other five are copied inside S3
+    assert "5 unchanged ones copied inside S3" in capsys.readouterr().out
+    for rel in second["files"]:
+        assert s3.read_bytes(f"{to}/{rel}") == (pets / rel).read_bytes()
 
 
 def test_the_content_names_the_prefix(pets):

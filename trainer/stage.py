@@ -10,6 +10,7 @@ reads. Its pictures are all decoded before the first byte is sent, and what an
 interrupted upload left there is not sent again.
 """
 
+import functools
 import hashlib
 import json
 import shutil
@@ -114,14 +115,38 @@ def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=
                    channels or FOLDER_CHANNELS)
     there = _list(to_uri)
     todo = [rel for rel, entry in manifest["files"].items() if there.get(rel) != entry["size"]]
+    earlier = _earlier_copies(to_uri, manifest) if todo else {}
+    copied = [rel for rel in todo if rel in earlier]
+    sent = [rel for rel in todo if rel not in earlier]
     size = sum(manifest["files"][rel]["size"] for rel in todo)
     kept = len(manifest["files"]) - len(todo)
-    log(f"uploading {len(todo)} pictures ({format_bytes(size)}) to {to_uri}"
+    log(f"uploading {len(sent)} pictures ({format_bytes(sum(manifest['files'][rel]['size'] for rel in sent))}) "
+        f"to {to_uri}" + (f"; {len(copied)} unchanged ones copied inside S3 from an earlier staging" if copied else "")
         + (f"; {kept} already there" if kept else ""))
-    _put_all([(root / rel, s3.join(to_uri, rel)) for rel in todo], size, label="uploading pictures")
+    tasks = [functools.partial(_put, root / rel, s3.join(to_uri, rel)) for rel in sent]
+    tasks += [functools.partial(s3.copy_object, earlier[rel], s3.join(to_uri, rel)) for rel in copied]
+    _run_all(tasks, size, label="staging pictures")
     _write(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
     log(f"staged {root} at {to_uri}")
     return manifest
+
+
+def _earlier_copies(to_uri: str, manifest: dict) -> dict:
+    """Relative path -> URI of the same bytes in an earlier staging of this folder (datasets/<folder>-*/)."""
+    if not s3.is_s3(to_uri):
+        return {}
+    parent, _, name = to_uri.rstrip("/").rpartition("/")
+    by_digest = {}
+    for sibling in s3.list_prefixes(parent, starting=name.rsplit("-", 1)[0] + "-"):
+        files = _remote_files(s3.join(parent, sibling)) if sibling != name else None
+        for rel, entry in (files or {}).items():  # complete stagings only: their manifest is written last
+            by_digest.setdefault((entry.get("sha256"), entry.get("size")), s3.join(parent, sibling, rel))
+    found = {}
+    for rel, entry in manifest["files"].items():
+        source = by_digest.get((entry["sha256"], entry["size"]))
+        if source:
+            found[rel] = source
+    return found
 
 
 def _remote_files(to_uri):
@@ -132,7 +157,8 @@ def _remote_files(to_uri):
         return None  # a broken manifest: stage again
 
 
-def _put_all(pairs, total: int, label: str):
+def _run_all(tasks, total: int, label: str):
+    """Run each `task(callback)` (an upload or a copy), several at once, under one progress bar in bytes."""
     progress = Progress(total, label=label, fmt=format_bytes)
     lock = threading.Lock()  # transfers report from several threads
 
@@ -142,7 +168,7 @@ def _put_all(pairs, total: int, label: str):
 
     with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
         try:
-            for _ in pool.map(lambda pair: _put(pair[0], pair[1], count), pairs):
+            for _ in pool.map(lambda task: task(count), tasks):
                 pass
         except BaseException:
             pool.shutdown(cancel_futures=True)
