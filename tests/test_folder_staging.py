@@ -321,3 +321,14 @@ def test_local_backend_reads_the_folder_in_place_and_checks_it_first(pets, monke
     with pytest.raises(UsageError, match=f"cannot read image {pets / 'dogs' / 'broken.jpg'}"):
         local.submit(spec)
     assert not local.job_root(spec.job).exists()  # no job was created
+
+
+def test_trainer_stage_command_takes_a_folder(aws, pets, capsys):
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["stage", "--dataset", f"folder:{pets}", "--to", f"{aws}/datasets/mine"])
+    assert exited.value.code in (0, None)
+    assert f"staged {pets} at {aws}/datasets/mine" in capsys.readouterr().out
+    assert sorted(s3.list_objects(f"{aws}/datasets/mine")) == sorted(
+        ["MANIFEST.json"] + [p.relative_to(pets).as_posix() for p in pets.rglob("*.png")])
