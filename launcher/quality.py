@@ -81,9 +81,9 @@ def evaluate(job_or_generator, data_dir, samples):
 
         generator_dir, output_uri, price = local_generator(job_or_generator), None, None
         folder = generator_dir.resolve().parent
-    elif "/" not in job_or_generator:
-        job_output(job_or_generator)  # an unknown job: says so and how to list them
     else:
+        if "/" not in job_or_generator:
+            job_output(job_or_generator)  # an unknown job: says so, and how to list them
         raise UsageError(f"{job_or_generator}: no such generator or run folder (or give a job name)")
     result = run(generator_dir, data_dir, samples, log=click.echo)
     click.echo(format_table(result))

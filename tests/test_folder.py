@@ -117,3 +117,10 @@ def test_empty_class_folder(tmp_path):
 def test_folders_have_only_a_train_split(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
     assert "has no test split" in error(tmp_path, folder, split="test")
+
+
+def test_broken_link_is_named_not_skipped(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "a" / "gone.png").symlink_to(tmp_path / "moved-away.png")
+    message = error(tmp_path, folder)
+    assert f"image {folder / 'a' / 'gone.png'} is a broken link" in message and "fix or remove it" in message

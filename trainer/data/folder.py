@@ -8,15 +8,13 @@
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from trainer.data.resize import fit, fit_all
+from trainer.data.resize import fit, fit_all, map_with_progress
 from trainer.errors import UsageError
-from trainer.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -57,16 +55,8 @@ def list_folder(path):
 
 def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
     """Decode every picture as training will, keeping nothing: a broken one is named before a job exists."""
-    progress = Progress(len(files), label="checking pictures", stream=stream)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        try:
-            for _ in pool.map(lambda f: _decode(f, image_size, channels).shape, files, chunksize=64):
-                progress.update()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-        finally:
-            progress.close()
+    for _ in map_with_progress(lambda f: _decode(f, image_size, channels).shape, files, "checking pictures", stream):
+        pass
 
 
 def _pictures_in(folder: Path) -> list:
