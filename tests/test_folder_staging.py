@@ -158,6 +158,7 @@ def test_sagemaker_job_reads_the_staged_folder_as_its_training_channel(aws, pets
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=record["job"])
     assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == channel  # what AWS saw
     assert record["data_uri"] == channel.rstrip("/")
+    assert {"Key": "dataset", "Value": f"pets-{manifest['content_hash']}"} in request["Tags"]  # no ~ or spaces
 
     # The same folder again: the same channel, nothing uploaded; a dry run names it too.
     sent = uploads(monkeypatch)

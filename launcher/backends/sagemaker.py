@@ -86,7 +86,8 @@ def build_request(spec, image: str) -> dict:
         "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
         "EnableManagedSpotTraining": spec.spot,
         "Environment": {"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
-        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.dataset},
+        # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
+        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.data_uri.rsplit("/", 1)[-1]},
                  {"Key": "gankit:job", "Value": spec.job}],
     }
     if spec.spot:
