@@ -17,9 +17,6 @@ from trainer import layout, s3
 from trainer.errors import UsageError
 from trainer.fsutil import cache_root
 
-# Files a run rewrites in place (same size or not): a copy always fetches them again.
-REWRITTEN = ("evaluation.json", "report.html", "metrics.jsonl", "run.json")
-
 
 def job_output(job: str) -> tuple[dict, str]:
     """(job record, its output URI): s3://... or a local folder."""
@@ -42,8 +39,6 @@ def local_copy(job: str, output_uri: str, out_dir=None) -> Path:
     if local and not out_dir:
         return Path(output_uri)
     target = Path(out_dir) if out_dir else cache_root() / "jobs" / job / "output"
-    for name in REWRITTEN:
-        (target / name).unlink(missing_ok=True)
     if local:
         return copy_tree(Path(output_uri), target, label=f"copying {job} output")
     return s3.download_prefix(output_uri, target, label=f"{job} output")

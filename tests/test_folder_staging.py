@@ -260,7 +260,7 @@ def _corrupt_jpeg(folder):
 def _dangling_link(folder):
     link = folder / "cats" / "gone.jpg"
     link.symlink_to(folder / "nowhere.jpg")
-    return link, "is a broken link"
+    return link, "is a dangling symlink"
 
 
 def _unreadable(folder, monkeypatch):
