@@ -123,4 +123,4 @@ def test_broken_link_is_named_not_skipped(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
     (folder / "a" / "gone.png").symlink_to(tmp_path / "moved-away.png")
     message = error(tmp_path, folder)
-    assert f"image {folder / 'a' / 'gone.png'} is a dangling symlink" in message and "fix or remove it" in message
+    assert f"{folder / 'a' / 'gone.png'} is a dangling symlink" in message and "fix or remove it" in message
