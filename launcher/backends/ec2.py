@@ -70,8 +70,8 @@ def _check(spec):
 def submit(spec, dry_run: bool = False) -> dict:
     _check(spec)
     config = _config(spec)
-    if dry_run:  # nothing is read from AWS or written: EC2 resolves the AMI's SSM parameter itself
-        spec = ensure_dataset(spec, upload=False)
+    if dry_run:  # nothing is read or written: EC2 resolves the AMI's SSM parameter itself
+        spec = ensure_dataset(spec, upload=False)  # a folder: checked here, its prefix named, nothing sent
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
         request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
