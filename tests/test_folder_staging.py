@@ -5,9 +5,6 @@ import builtins
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import boto3
@@ -25,7 +22,6 @@ from trainer import layout, s3
 from trainer.errors import UsageError
 from trainer.stage import folder_manifest, stage_folder
 
-ROOT = Path(__file__).resolve().parents[1]
 BUCKET, ROLE, REGION = "gankit-folder-test", "arn:aws:iam::123456789012:role/gankit-sagemaker", "us-east-1"
 QUICK = ["image_size=16", "batch_size=4", "max_steps=2", "preset=seed"]
 
@@ -184,56 +180,50 @@ def test_s3_data_dir_for_a_folder_is_refused_with_the_fix(aws, pets):
 
 
 @pytest.fixture
-def ec2_settings(aws_env, monkeypatch):
-    """What `launcher infra up` records, against the moto server (the runner below runs in a subprocess)."""
+def ec2_settings(aws, monkeypatch):
+    """What `launcher infra up` records."""
     monkeypatch.delenv("GANKIT_AMI", raising=False)
-    bucket = f"gankit-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
     iam, client = boto3.client("iam"), boto3.client("ec2")
-    profile = f"gankit-{uuid.uuid4().hex[:6]}"
-    iam.create_role(RoleName=profile, AssumeRolePolicyDocument="{}")
-    iam.create_instance_profile(InstanceProfileName=profile)
-    iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
+    iam.create_role(RoleName="gankit-ec2", AssumeRolePolicyDocument="{}")
+    iam.create_instance_profile(InstanceProfileName="gankit-ec2")
+    iam.add_role_to_instance_profile(InstanceProfileName="gankit-ec2", RoleName="gankit-ec2")
     vpc = client.describe_vpcs()["Vpcs"][0]["VpcId"]
-    group = client.create_security_group(GroupName=profile, Description="gankit", VpcId=vpc)["GroupId"]
-    settings.update(bucket=bucket, region=REGION, instance_profile=profile, security_group=group)
+    group = client.create_security_group(GroupName="gankit-ec2", Description="gankit", VpcId=vpc)["GroupId"]
+    settings.update(bucket=BUCKET, region=REGION, instance_profile="gankit-ec2", security_group=group)
     seed_dlami_parameters(REGION)
-    return f"s3://{bucket}"
+    return aws
 
 
-def ec2_spec(folder, **options):
-    return build_spec(dataset=f"folder:{folder}", model="dcgan", epochs=1, hp=QUICK, backend="ec2",
-                      instance_type="g5.xlarge", region=REGION, **options)
+def run_container(sm_root: Path):
+    """What the training container runs (SageMaker's `train`, or the EC2 runner's trainer), in this process."""
+    from trainer.contract import run_contract
+
+    return run_contract(sm_root)
 
 
 @pytest.mark.slow
 def test_ec2_job_trains_from_the_staged_folder(ec2_settings, tmp_path):
     folder = make_image_folder(tmp_path / "faces", classes=(), n=8, size=(24, 20))
-    record = ec2_backend.submit(ec2_spec(folder))
+    record = ec2_backend.submit(build_spec(dataset=f"folder:{folder}", model="dcgan", epochs=1, hp=QUICK,
+                                           backend="ec2", instance_type="g5.xlarge", region=REGION))
     job = json.loads(s3.read_bytes(record["job_uri"]))
     manifest = json.loads(s3.read_bytes(f"{job['data_uri']}/MANIFEST.json"))
     assert job["data_uri"] == f"{ec2_settings}/datasets/faces-{manifest['content_hash']}"
     assert len(manifest["files"]) == 8 and manifest["classes"] == []
 
-    # What the instance does with it: the runner, here, against the same S3.
-    done = subprocess.run([sys.executable, "-m", "launcher.remote.train_job", "--job-uri", record["job_uri"],
-                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert done.returncode == 0, done.stderr[-3000:]
-    output = layout.output_prefix(ec2_settings, record["job"])
-    meta = json.loads(s3.read_bytes(f"{output}/generator/generator.json"))
+    # What the instance's runner does with job.json: the contract, with the staged prefix as its S3 data dir.
+    train_job.write_contract(tmp_path / "ml", job)
+    summary = run_container(tmp_path / "ml")
+    assert summary["steps"] == 2
+    meta = json.loads(s3.read_bytes(f"{job['output_uri']}/generator/generator.json"))
     assert meta["image_shape"] == [16, 16, 3] and meta["conditional"] is False
-    assert json.loads(s3.read_bytes(train_job.status_uri(ec2_settings, record["job"])))["status"] == "Completed"
 
 
 @pytest.mark.slow
-def test_sagemaker_container_trains_from_the_channel_it_downloads(aws_env, tmp_path):
+def test_sagemaker_container_trains_from_the_channel_it_downloads(aws, tmp_path):
     """SageMaker's File mode copies the channel prefix to input/data/training; the contract trains from it."""
-    bucket = f"gankit-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
     folder = make_image_folder(tmp_path / "pets", classes=("cats", "dogs"), n=4, size=(24, 20))
-    spec = build_spec(dataset=f"folder:{folder}", epochs=1, hp=QUICK, backend="sagemaker", bucket=bucket, role=ROLE,
-                      region=REGION, image="123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:t")
+    spec = sm_spec(folder, image="123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:t")
     request = sagemaker.submit(spec)["request"]
 
     sm_root = tmp_path / "ml"
@@ -241,9 +231,8 @@ def test_sagemaker_container_trains_from_the_channel_it_downloads(aws_env, tmp_p
                        sm_root / "input" / "data" / "training")
     (sm_root / "input" / "config").mkdir(parents=True)
     (sm_root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(request["HyperParameters"]))
-    done = subprocess.run([sys.executable, "-m", "trainer.contract"], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT), GANKIT_SM_ROOT=str(sm_root)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    summary = run_container(sm_root)
+    assert summary["steps"] == 2
     meta = json.loads((sm_root / "model" / "generator.json").read_text())
     assert meta["class_names"] == ["cats", "dogs"] and meta["image_shape"] == [16, 16, 3]
     assert "generator/generator.json" in s3.list_objects(request["HyperParameters"]["output_dir"])
