@@ -5,6 +5,7 @@ import builtins
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import boto3
@@ -212,6 +213,7 @@ def test_ec2_job_trains_from_the_staged_folder(ec2_settings, tmp_path):
     assert len(manifest["files"]) == 8 and manifest["classes"] == []
 
     # What the instance's runner does with job.json: the contract, with the staged prefix as its S3 data dir.
+    shutil.rmtree(folder)  # the instance has only the bucket
     train_job.write_contract(tmp_path / "ml", job)
     summary = run_container(tmp_path / "ml")
     assert summary["steps"] == 2
@@ -231,6 +233,7 @@ def test_sagemaker_container_trains_from_the_channel_it_downloads(aws, tmp_path)
                        sm_root / "input" / "data" / "training")
     (sm_root / "input" / "config").mkdir(parents=True)
     (sm_root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(request["HyperParameters"]))
+    shutil.rmtree(folder)  # the container has only its channel
     summary = run_container(sm_root)
     assert summary["steps"] == 2
     meta = json.loads((sm_root / "model" / "generator.json").read_text())
