@@ -110,10 +110,9 @@ class Generator:
             cols = cols or 10
             classes = class_rows(self.num_classes, rows)
             images = np.concatenate([self.generate(c, cols, seed) for c in classes])
-        else:
-            rows, cols = rows or 5, cols or 5
-            images = self.generate(target_class, rows * cols, seed)
-        return tile(images, rows, cols, scale=scale)
+            return tile(images, rows, cols, scale=scale, row_labels=[self.class_names[c] for c in classes])
+        rows, cols = rows or 5, cols or 5
+        return tile(self.generate(target_class, rows * cols, seed), rows, cols, scale=scale)
 
 
 def class_rows(num_classes: int, rows: int) -> list[int]:

@@ -7,10 +7,10 @@ still fails raises a one-line `GankitError`.
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError
+from trainer.fsutil import mkstemp
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -105,7 +105,7 @@ def download_file(uri: str, local, callback=None):
     bucket, key = split_s3(uri)
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+    fd, tmp = mkstemp(prefix=f".{local.name}.", dir=local.parent)
     os.close(fd)
     try:
         client().download_file(bucket, key, tmp, Config=_transfer_config(), Callback=callback)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import trainer
-from trainer import checkpoints, plots
+from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir
@@ -81,6 +81,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         state = checkpoints.read_checkpoint(latest, tf_ckpt)
         log(f"resuming from {latest} at step {state['step']}")
     _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
+    run_log = events.RunLog(out, steps_per_epoch, total_steps, state, log)  # losses.jsonl, TensorBoard
     meta = _generator_meta(cfg, data, num_classes, image_shape)
     _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
@@ -105,6 +106,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             sums += train_step(images, labels, tf.constant(state["step"], tf.int64))  # stays on the device: no sync per step
             state["step"] += 1
             state["epoch_steps"] += 1
+            run_log.steps(state["step"], sums, state["epoch_steps"])
             progress.update(extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
             stopped = stop_requested()
             if stopped or time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
@@ -125,12 +127,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         if evaluate_epoch:
             evaluate_epoch(Generator(generator, meta), row, state["step"] >= total_steps, out)
         _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, global_batch), cfg.seed)
+        run_log.epoch(row, plots.grid_path(out / "samples", row["epoch"]))
         save_checkpoint()
         storage.publish_outputs()
         last_checkpoint = time.monotonic()
         log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
             f"{row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     progress.close()
+    run_log.close()
 
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
@@ -237,7 +241,7 @@ def _end_of_epoch(out: Path, generator, epoch_number, rows, seed):
     _write_metrics(out, rows)
     plots.save_epoch_grid(generator, out / "samples", epoch_number, seed)
     plots.save_progress_gif(out / "samples")
-    plots.save_loss_plot(rows, out / "losses.png")
+    plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
 
 
 def _write_metrics(out: Path, history):

@@ -24,7 +24,7 @@ PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
 REPO = Path(__file__).resolve().parents[2]
 # What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
-REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\n"
+REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 
 
 def client(service: str, region: str | None):

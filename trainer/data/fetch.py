@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,7 @@ from pathlib import Path
 from trainer.data.catalog import IdxDataset, IdxFile
 from trainer.data.idx import check_pair, read_idx
 from trainer.errors import UsageError
-from trainer.fsutil import cache_root
+from trainer.fsutil import cache_root, mkstemp
 from trainer.progress import Progress, format_bytes
 
 CHUNK = 1 << 20
@@ -175,7 +174,7 @@ class _Failed(Exception):
 
 
 def _fetch(url: str, md5: str, dest: Path, stream):
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         digest, size, total = hashlib.md5(), 0, None
         with os.fdopen(fd, "wb") as out:
@@ -219,7 +218,7 @@ def _extract(archive: Path, files, cache: Path):
                 if f.name not in members:
                     raise UsageError(f"{archive.name} has no {f.name}; the publisher changed the archive: "
                                      f"get the files yourself and pass --data-dir DIR")
-                fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".part", dir=cache)
+                fd, tmp = mkstemp(prefix=f".{f.name}.", suffix=".part", dir=cache)
                 try:
                     with os.fdopen(fd, "wb") as out, z.open(members[f.name]) as src:
                         shutil.copyfileobj(src, out, CHUNK)
