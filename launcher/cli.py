@@ -190,9 +190,11 @@ def status(job, as_json):
     """Show a job's state, duration, instance and (spot) savings."""
     from launcher import jobs
 
+    from launcher.runinfo import cut_short_note
+
     record = jobs.load(job)
     info = _describe(record)
-    row = _row(record, info)
+    row = dict(_row(record, info), cut_short=cut_short_note(record))
     if as_json:
         click.echo(json.dumps({**row, "output_uri": record["output_uri"], "details": info}, indent=2, default=str))
     else:

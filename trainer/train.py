@@ -19,6 +19,7 @@ from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir
+from trainer.layout import job_of_output
 from trainer.progress import Progress, format_duration
 
 
@@ -281,6 +282,9 @@ def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strateg
         "dataset_size": len(data.images),
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
+        # For report titles and `launcher status`: the job (from the run's layout) and whether --max-steps cut it short.
+        "job": job_of_output(cfg.output_dir),
+        "cut_short": total_steps < cfg.epochs * steps_per_epoch,
     }
     atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
