@@ -26,7 +26,8 @@ def export_generator(model, meta: dict, out_dir) -> Path:
     return Path(out_dir)
 
 
-def load_generator(path) -> "Generator":
+def read_meta(path) -> dict:
+    """An exported generator's generator.json, checked; no TensorFlow or Keras needed."""
     path = Path(path)
     if not (path / META_FILE).is_file() or not (path / MODEL_FILE).is_file():
         raise UsageError(
@@ -38,6 +39,12 @@ def load_generator(path) -> "Generator":
         meta["z_dim"], meta["image_shape"]
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{path / META_FILE} is corrupted ({e}); export the generator again") from None
+    return meta
+
+
+def load_generator(path) -> "Generator":
+    path = Path(path)
+    meta = read_meta(path)
     import keras
 
     try:

@@ -40,6 +40,7 @@ class Progress:
         self.start_count = self.done = start
         self.t0 = self.last = time.monotonic()
         self.shown = None  # the count last written, so close() never repeats a line
+        self.closed = False
 
     def update(self, n=1, extra=""):
         """Count `n` more; `extra` may be a callable, evaluated only when a line is due."""
@@ -74,6 +75,10 @@ class Progress:
         self.stream.flush()
 
     def close(self, extra=""):
+        """End the report (its last count, then a newline on a TTY); again, it does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         if self.shown != self.done or extra:
             self._write(self.line(extra))
         if self.tty:

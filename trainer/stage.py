@@ -19,7 +19,7 @@ from trainer.progress import Progress, format_bytes
 MANIFEST = "MANIFEST.json"
 
 
-def dataset_files(name: str, data_dir=None) -> list[Path]:
+def dataset_files(name: str, data_dir=None, log=None) -> list[Path]:
     """The dataset's files on this machine, checked, fetched if need be (see trainer.data.fetch)."""
     name = canonical_name(name)
     if name.startswith("folder:"):
@@ -29,9 +29,15 @@ def dataset_files(name: str, data_dir=None) -> list[Path]:
     from trainer.data.fetch import _read_checked, locate_split
 
     spec = CATALOG[name]
-    files = []
+    files, said = [], set()
+
+    def once(message):  # both splits usually come from the same place: say it once
+        if log and message not in said:
+            said.add(message)
+            log(message)
+
     for split in spec.splits:
-        paths, strict, fix = locate_split(spec, split, data_dir)
+        paths, strict, fix = locate_split(spec, split, data_dir, log=once)
         _read_checked(spec, split, paths, strict=strict, fix=fix)  # never stage a broken copy
         files += paths
     return files
@@ -44,7 +50,7 @@ def build_manifest(name: str, files) -> dict:
 
 def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     """Upload `name` to `to_uri` unless the same checksums are already there; returns the manifest."""
-    files = dataset_files(name, data_dir)
+    files = dataset_files(name, data_dir, log)  # says where the files came from
     manifest = build_manifest(name, files)
     remote = _read(s3.join(to_uri, MANIFEST))
     try:

@@ -37,7 +37,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
     out = ensure_writable_dir(storage.output_dir, "--output-dir")
     ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
-    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
+    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
     num_classes = _num_classes(cfg, data)
     _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
 
@@ -118,6 +118,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
                     break
         if stopped:
             break
+        if state["step"] >= total_steps:
+            progress.close()  # end the bar's line, then say what the wait after 100% is for
+            log(_after_last_step(total_steps, evaluate_epoch is not None))
         state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
         row = _epoch_row(epoch, state, global_batch)
         if state["epoch_steps"] == steps_per_epoch:
@@ -153,6 +156,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         shutil.rmtree(out.parent, ignore_errors=True)  # the scratch folder
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
             "output_dir": str(out), "output_uri": storage.output_uri, "chief": chief}
+
+
+def _after_last_step(total_steps, evaluating) -> str:
+    from trainer.evaluate import DEFAULT_SAMPLES
+
+    quality = f"scoring image quality ({DEFAULT_SAMPLES:,} samples), " if evaluating else ""
+    return (f"all {total_steps} steps done; now {quality}the last sample grid, a checkpoint, the exported "
+            "generator and report.html")
 
 
 def _schedule(cfg, n_images, replicas) -> tuple[int, int]:

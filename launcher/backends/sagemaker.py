@@ -98,8 +98,9 @@ def source_tarball() -> bytes:
     """sagemaker_entry.py, the trainer package and its extra requirements, for script mode."""
     entry = REPO / "docker" / "sagemaker_entry.py"
     if not entry.exists():
-        raise UsageError("script mode needs gankit's source checkout (docker/sagemaker_entry.py); "
-                         "install with `pip install -e .` from a clone, or pass --image")
+        raise UsageError("without --image, a SageMaker job runs gankit's code from its source checkout "
+                         "(docker/sagemaker_entry.py is missing); install with `pip install -e .` from a clone, "
+                         "or pass --image")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(entry, arcname="sagemaker_entry.py")

@@ -67,13 +67,14 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None) -> Dataset:
+def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None, log=None) -> Dataset:
     """Load a dataset's `split` ("train" or "test") into memory.
 
     IDX datasets come as stored (28x28x1) unless `image_size`/`channels` ask for
     otherwise; folders are resized to `image_size` (default 64) with `channels`
     (default 3). `data_dir` holds the dataset's files: the canonical IDX files,
     or for a folder dataset the pictures themselves (the PATH then only names it).
+    `log`, when given, hears where an IDX dataset's files came from.
     """
     name = canonical_name(name)
     if split not in SPLITS:
@@ -96,7 +97,7 @@ def load_dataset(name, data_dir=None, split="train", image_size=None, channels=N
     from trainer.data.resize import resize_images
 
     spec = CATALOG[name]
-    images, labels = load_split(spec, split, data_dir)
+    images, labels = load_split(spec, split, data_dir, log=log)
     if spec.transposed:
         images = np.ascontiguousarray(np.swapaxes(images, 1, 2))  # EMNIST stores each picture column by column
     if images.ndim == 3:
