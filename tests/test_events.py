@@ -51,6 +51,12 @@ def test_long_epochs_get_about_a_hundred_points_each_with_the_mean_since_the_las
     assert rows[-1]["g_loss"] == pytest.approx(2 * np.mean(range(990, 1000)))
 
 
+def test_a_run_cut_short_inside_its_first_epoch_still_gets_a_curve(tmp_path):
+    log = events.RunLog(tmp_path, steps_per_epoch=3750, total_steps=10, state=state(), log=print)
+    run_steps(log, 0, [(1.0, 2.0)] * 10, 3750)
+    assert [r["step"] for r in events.read_losses(tmp_path)] == list(range(1, 11))
+
+
 def test_a_resumed_run_drops_later_points_and_continues_from_the_checkpoint_sums(tmp_path):
     first = events.RunLog(tmp_path, steps_per_epoch=4, total_steps=8, state=state(), log=print)
     run_steps(first, 0, [(1.0, 1.0)] * 6, 4)  # killed at step 6, checkpoint at step 5

@@ -47,7 +47,8 @@ class RunLog:
     def __init__(self, out, steps_per_epoch: int, total_steps: int, state: dict, log=print):
         self.out = Path(out)
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
-        self.interval = max(1, steps_per_epoch // POINTS_PER_EPOCH)
+        # ~100 points an epoch, or over the whole run when --max-steps ends it inside its first epoch.
+        self.interval = max(1, min(steps_per_epoch, total_steps) // POINTS_PER_EPOCH)
         start = state["step"]
         # A resumed run drops the points written after its checkpoint, as metrics.jsonl does.
         kept = [row for row in read_losses(self.out) if row["step"] <= start]

@@ -62,7 +62,7 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
     per_step = step_rows is not None and len(step_rows) >= 2
     epochs = [row["epoch"] for row in history]
     x_epochs = [row["step"] for row in history] if per_step else epochs
@@ -70,9 +70,11 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
         name = {"d_loss": "discriminator", "g_loss": "generator"}[key]
         if per_step:
             steps, values = [r["step"] for r in step_rows], [r[key] for r in step_rows]
-            ax.plot(steps, values, "-", color=colour, alpha=0.25, linewidth=0.8)
-            ax.plot(steps, smooth(values, max(1, len(values) // 20)), "-", color=colour, linewidth=1.8,
-                    label=f"{name} (smoothed)")
+            window = max(1, round(len(values) ** 0.5 / 2))  # 3 of 30 points, 5 of 100, 40 of 6,400
+            ax.plot(steps, values, "-", color=colour, alpha=0.3, linewidth=0.8, label=f"{name}, every point")
+            if window > 1:
+                ax.plot(steps, smooth(values, window), "-", color=colour, linewidth=1.8,
+                        label=f"{name}, mean of {window} points")
         values = [row[key] for row in history]
         ax.plot(x_epochs, values, "o" if per_step else "o-", color=colour, markersize=5 if per_step else 3,
                 markeredgecolor="white" if per_step else colour,
@@ -83,9 +85,9 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
                     label=f"{name} trend ({slope:+.3f}/epoch)")
     ax.set_xlabel("step" if per_step else "epoch")
     ax.set_ylabel("loss")
-    ax.set_title("Discriminator and generator losses" + (" (faint: every recorded step)" if per_step else ""))
+    ax.set_title("Discriminator and generator losses")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     atomic_write_bytes(path, _png(fig))
     return Path(path)
 
