@@ -41,6 +41,15 @@ def test_points_are_chunk_means_and_restart_each_epoch(tmp_path):
     assert [r["g_loss"] for r in rows] == [g for _, g in losses]
 
 
+def test_sums_added_to_in_place_still_give_each_chunk_its_own_mean(tmp_path):
+    log = events.RunLog(tmp_path, steps_per_epoch=10, total_steps=10, state=state(), log=print)
+    sums = np.zeros(2)
+    for step in range(1, 4):
+        sums += [step, 2 * step]  # one array, updated in place, as a loop may keep it
+        log.steps(step, sums, step)
+    assert [(r["d_loss"], r["g_loss"]) for r in events.read_losses(tmp_path)] == [(1, 2), (2, 4), (3, 6)]
+
+
 def test_long_epochs_get_about_a_hundred_points_each_with_the_mean_since_the_last(tmp_path, monkeypatch):
     log = events.RunLog(tmp_path, steps_per_epoch=1000, total_steps=1000, state=state(), log=print)
     losses = [(float(i), 2.0 * i) for i in range(1000)]

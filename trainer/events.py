@@ -53,7 +53,7 @@ class RunLog:
         # A resumed run drops the points written after its checkpoint, as metrics.jsonl does.
         kept = [row for row in read_losses(self.out) if row["step"] <= start]
         atomic_write_text(self.out / LOSSES_FILE, "".join(json.dumps(row) + "\n" for row in kept))
-        self._last = (start, state["epoch_steps"], np.asarray(state["epoch_sums"], np.float64))
+        self._last = (start, state["epoch_steps"], np.array(state["epoch_sums"], np.float64))
         self.writer = _tensorboard_writer(self.out / TENSORBOARD_DIR, start, log)
 
     def steps(self, step: int, sums, epoch_steps: int):
@@ -63,7 +63,7 @@ class RunLog:
         epoch_end = epoch_steps >= self.steps_per_epoch or step >= self.total_steps
         if step - last_step < self.interval and not epoch_end:
             return
-        sums = np.asarray(sums, np.float64)
+        sums = np.array(sums, np.float64)  # a copy: the caller may add to its array in place
         if epoch_steps < last_epoch_steps or last_epoch_steps >= self.steps_per_epoch:
             last_epoch_steps, last_sums = 0, np.zeros(2)  # a new epoch's sums started from zero
         n = epoch_steps - last_epoch_steps
