@@ -96,6 +96,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
 
     evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log) if chief else None
     progress = Progress(total_steps, label="train", start=state["step"])
+    log = progress.around(log)  # on a terminal, messages print above the bar instead of on its line
     last_checkpoint = time.monotonic()
     stopped = False
     while state["step"] < total_steps and not stopped:
