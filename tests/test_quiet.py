@@ -111,23 +111,37 @@ def test_an_unknown_class_is_refused_from_generator_json_alone(tmp_path):
 
 def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path, monkeypatch):
     """A pulled folder whose generator last loaded as it is now: the second pull fetches and loads nothing."""
-    from launcher import jobs
-    from launcher.pull import CHECKED, _checked_stamp
-    from trainer.fsutil import atomic_write_text
+    import pytest
+
+    from launcher import jobs, pull
+    from trainer.errors import UsageError
 
     output = tmp_path / "bucket" / "runs" / "gan-j" / "output"
     fake_generator(output / "generator")
     (output / "metrics.jsonl").write_text("{}\n")
     dest = tmp_path / "gan-j"
+    record = {"job": "gan-j", "backend": "local", "output_uri": str(output)}
+    loads, said = [], []
+
+    def refuse(folder, what):
+        loads.append(folder)
+        raise UsageError("cannot load it")
+
+    monkeypatch.setattr(pull, "check_generator", refuse)
+    with pytest.raises(UsageError):
+        pull.pull(record, dest, log=said.append)
+    assert not (dest / pull.CHECKED).exists()  # a generator that did not load is checked again next time
+    monkeypatch.setattr(pull, "check_generator", lambda folder, what: loads.append(folder))
+    pull.pull(record, dest, log=said.append)
+    assert len(loads) == 2 and said[-1].startswith("skipped 3 files (")
+
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))  # as run_without_tensorflow's launcher sees it
-    jobs.save({"job": "gan-j", "backend": "local", "output_uri": str(output)})
-    done, _ = run_without_tensorflow(["pull", "gan-j"], tmp_path)  # the first pull loads it: this one does not load
-    assert done.returncode == 2 and "cannot load" in done.stderr and not (dest / CHECKED).exists()
-    atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(dest / "generator")))  # as a pull that loaded it leaves
+    jobs.save(record)
     done, untouched = run_without_tensorflow(["pull", "gan-j"], tmp_path)
     assert done.returncode == 0 and untouched, done.stderr
-    assert "skipped 3 files (" in done.stdout and f"already in {Path('gan-j')} at the same size" in done.stdout
+    assert "skipped 3 files (" in done.stdout and "already in gan-j at the same size" in done.stdout
     assert "not loading it again" in done.stdout and "pulled gan-j to gan-j" in done.stdout
+
     (output / "generator" / "generator.keras").write_bytes(b"a new, longer file from a resumed run")
-    done, untouched = run_without_tensorflow(["pull", "gan-j"], tmp_path)
-    assert done.returncode == 2 and not untouched and "cannot load" in done.stderr  # changed: loaded (and refused)
+    pull.pull(record, dest, log=said.append)
+    assert len(loads) == 3  # changed: loaded again
