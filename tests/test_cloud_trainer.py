@@ -62,6 +62,7 @@ def test_stage_then_train_from_s3_to_s3(bucket, synthetic_mnist, tmp_path):
     for key in ("metrics.jsonl", "losses.png", "run.json", "samples/epoch-0002.png", "samples/progress.gif",
                 "generator/generator.json", "generator/generator.keras"):
         assert key in keys, key
+    assert "losses.jsonl" in keys and any(k.startswith("tensorboard/events.out.tfevents.") for k in keys)
     assert any(k.endswith("/MANIFEST.json") for k in s3.list_objects(ckpt))
     local = s3.download_prefix(f"{out}/generator", tmp_path / "generator")
     images = trainer.load_generator(local).generate("3", count=4, seed=0)
