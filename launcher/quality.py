@@ -67,6 +67,9 @@ def evaluate(job_or_generator, data_dir, samples):
                                                label="generator")
         else:
             generator_dir = Path(output_uri) / "generator"
+    from launcher.quiet import start_tensorflow
+
+    start_tensorflow()  # its start-up lines say nothing to a user (launcher/quiet.py)
     result = run(generator_dir, data_dir, samples, log=click.echo)
     click.echo(format_table(result))
     written = generator_dir.resolve().parent / RESULT_FILE
@@ -91,7 +94,10 @@ def report(job, out_dir, open_browser):
     price = _price_per_hour(record)
     path = folder / REPORT_FILE
     if price is not None or not path.is_file():
-        path = write_report(folder, price_per_hour=price)  # adds the cost, or builds a missing report
+        from launcher.quiet import tensorflow_quietly
+
+        with tensorflow_quietly():  # the report loads the generator for its class grids
+            path = write_report(folder, price_per_hour=price)  # adds the cost, or builds a missing report
     click.echo(f"report: {path}")
     if open_browser and not webbrowser.open(path.resolve().as_uri()):
         click.echo("no web browser found; open the file above by hand")

@@ -99,3 +99,12 @@ def tensorflow_quietly():
                 if not is_noise(line):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+def start_tensorflow():
+    """Import TensorFlow and touch a device with descriptor 2 caught: the start-up lines (and the cuInit
+    error of a machine without a GPU) come now and are dropped, so later progress shows live."""
+    with tensorflow_quietly():
+        import tensorflow as tf
+
+        tf.zeros(1)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from launcher import quiet
 
 ROOT = Path(__file__).parents[1]
@@ -111,8 +113,6 @@ def test_an_unknown_class_is_refused_from_generator_json_alone(tmp_path):
 
 def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path, monkeypatch):
     """A pulled folder whose generator last loaded as it is now: the second pull fetches and loads nothing."""
-    import pytest
-
     from launcher import jobs, pull
     from trainer.errors import UsageError
 
@@ -145,3 +145,10 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     (output / "generator" / "generator.keras").write_bytes(b"a new, longer file from a resumed run")
     pull.pull(record, dest, log=said.append)
     assert len(loads) == 3  # changed: loaded again
+
+
+@pytest.mark.slow  # imports TensorFlow
+def test_starting_tensorflow_quietly_leaves_nothing_on_stderr(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "from launcher.quiet import start_tensorflow; start_tensorflow()"],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
