@@ -62,7 +62,7 @@ def test_cgan_run_writes_every_output(cgan_run):
     meta = json.loads((run / "generator" / "generator.json").read_text())
     assert meta["class_names"] == list("0123456789") and meta["conditional"]
     assert meta["z_dim"] == 100 and meta["image_shape"] == [28, 28, 1] and meta["steps"] == 8
-    assert meta["preset"] == "default" and meta["dataset"] == "mnist" and meta["trainer_version"] == trainer.__version__
+    assert meta["preset"] == "sn-hinge" and meta["dataset"] == "mnist" and meta["trainer_version"] == trainer.__version__
     assert json.loads((run / "run.json").read_text())["total_steps"] == 8
     assert len(list((run / "checkpoints").glob("ckpt-*"))) == 2
 

@@ -65,15 +65,17 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     image_shape = data.images.shape[1:]
     with strategy.scope():
         generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=replicas > 1)
-        discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=replicas > 1)
-        g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
-        d_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
+        discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=replicas > 1,
+                                            aux_weight=cfg.aux_weight)
+        g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision, cfg.beta2)
+        d_opt = make_optimizer(cfg.d_lr, cfg.beta1, setup.precision, cfg.beta2)
         g_opt.build(generator.trainable_variables)
         d_opt.build(discriminator.trainable_variables)
     tf_ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt)
     train_step = make_train_step(generator, discriminator, g_opt, d_opt, seed=cfg.seed, z_dim=cfg.z_dim,
                                  num_classes=num_classes, smooth=cfg.smooth, z_distribution=cfg.z_distribution,
-                                 jit_compile=setup.jit_compile and replicas == 1, strategy=strategy)
+                                 jit_compile=setup.jit_compile and replicas == 1, strategy=strategy,
+                                 loss=cfg.loss, aux_weight=cfg.aux_weight, aux_g_weight=cfg.aux_g_weight)
 
     state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
     latest = checkpoints.latest_checkpoint(ckpt_dir)
