@@ -138,7 +138,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
     else:
         _write_metrics(out, _metric_rows(state, global_batch))
-        export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        export_generator(_float32_copy(generator, cfg, image_shape, num_classes),
+                         dict(meta, steps=state["step"], **(evaluate_epoch.last if evaluate_epoch else {})),
+                         out / "generator")
         if chief:
             from trainer.report import report_at_end
 
@@ -258,6 +260,7 @@ def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
         "image_shape": list(image_shape),
         "value_range": [-1.0, 1.0],
         "steps": 0,
+        "selected": "last",  # generator-best/ (with --eval-every) says "best"
         "trainer_version": trainer.__version__,
     }
 
@@ -285,13 +288,7 @@ def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strateg
 
 def _float32_copy(generator, cfg, image_shape, num_classes):
     """The generator rebuilt in float32, so an export loads and runs anywhere, CPUs included."""
-    import keras
-
+    from trainer.export import float32_model
     from trainer.models import build_generator
 
-    if keras.mixed_precision.global_policy().name == "float32":
-        return generator
-    keras.mixed_precision.set_global_policy("float32")
-    copy = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes)
-    copy.set_weights(generator.get_weights())
-    return copy
+    return float32_model(generator, lambda: build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes))
