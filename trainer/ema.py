@@ -17,8 +17,9 @@ from keras import ops
 def ema_update(ema_values, values, decay):
     """The new averages: decay * ema + (1 - decay) * value, weight by weight (lists in, list out).
 
-    Every variable of the generator is averaged, batch norm's moving statistics
-    included, so the twin's forward pass matches its own weights.
+    It averages what it is given: the trainable weights in a compiled step (batch
+    norm's moving statistics are then copied from the live generator before
+    sampling), or all weights, as `assign_ema` does.
     """
     return [ops.add(ops.multiply(e, decay), ops.multiply(ops.cast(v, e.dtype), 1.0 - decay))
             for e, v in zip(ema_values, values)]
