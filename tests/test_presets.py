@@ -108,3 +108,26 @@ def test_launcher_accepts_every_preset_name_and_checks_the_new_flags():
         check_hyperparameters({"dataset": "mnist", "preset": name, "ema": "0.99", "loss": "bce"})
     with pytest.raises(UsageError, match="--ema 2.0"):
         check_hyperparameters({"dataset": "mnist", "ema": "2"})
+
+
+def test_a_resumed_run_keeps_its_preset_including_names_recorded_before_the_rename():
+    config.check_resumed_preset(None, "sn-hinge")  # nothing recorded: nothing to check
+    config.check_resumed_preset("book", "book")
+    config.check_resumed_preset("seed", "book")
+    config.check_resumed_preset("default", "projection")  # the old default *was* projection
+    with pytest.raises(UsageError, match="hold preset projection .recorded as 'default', its name before issue 12.; "
+                                         "resume with --preset projection"):
+        config.check_resumed_preset("default", "sn-hinge")
+    with pytest.raises(UsageError, match="resume with --preset book"):
+        config.check_resumed_preset("book", "projection")
+
+
+@pytest.mark.slow
+def test_resuming_with_another_preset_is_a_usage_error(tmp_path):
+    from tests.data_helpers import make_idx_dataset
+
+    data = make_idx_dataset(tmp_path / "mnist", n_train=32, n_test=16)
+    args = ["train", "--dataset", "mnist", "--data-dir", str(data), "--output-dir", str(tmp_path / "run"),
+            "--epochs", "1", "--batch-size", "16", "--max-steps", "1"]
+    assert trainer_cli(*args, "--preset", "seed").returncode == 0
+    assert_usage_error(trainer_cli(*args), "--preset sn-hinge", "resume with --preset book")

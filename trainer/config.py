@@ -75,6 +75,21 @@ def get_preset(name: str) -> Preset:
     return PRESETS[canonical_preset(name)]
 
 
+# What run.json recorded before the rename: its "default" was today's projection.
+RECORDED_BEFORE_RENAME = {"seed": "book", "default": "projection"}
+
+
+def check_resumed_preset(recorded: str | None, preset: str):
+    """A resumed run must keep its preset (the checkpoint holds that preset's networks)."""
+    if recorded is None:
+        return
+    was = RECORDED_BEFORE_RENAME.get(recorded, recorded)
+    if was != preset:
+        renamed = f" (recorded as '{recorded}', its name before issue 12)" if recorded != was else ""
+        raise UsageError(f"--preset {preset}: this run's checkpoints hold preset {was}{renamed}; "
+                         f"resume with --preset {was}, or start a new run in another --output-dir")
+
+
 @dataclass
 class TrainConfig:
     dataset: str

@@ -16,7 +16,7 @@ import numpy as np
 
 import trainer
 from trainer import checkpoints, plots
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir
 from trainer.progress import Progress, format_duration
@@ -39,6 +39,8 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
     num_classes = _num_classes(cfg, data)
     _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
+    if checkpoints.latest_checkpoint(ckpt_dir, warn=False) is not None:
+        check_resumed_preset(_recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
 
     import tensorflow as tf
 
@@ -263,6 +265,13 @@ def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
         "selected": "last",  # generator-best/ (with --eval-every) says "best"
         "trainer_version": trainer.__version__,
     }
+
+
+def _recorded_preset(out: Path) -> str | None:
+    try:
+        return json.loads((out / "run.json").read_text())["config"]["preset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy):
