@@ -24,7 +24,7 @@ PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
 REPO = Path(__file__).resolve().parents[2]
 # What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
-REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\n"
+REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 
 
 def client(service: str, region: str | None):
@@ -86,7 +86,8 @@ def build_request(spec, image: str) -> dict:
         "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
         "EnableManagedSpotTraining": spec.spot,
         "Environment": {"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
-        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.dataset},
+        # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
+        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.data_uri.rsplit("/", 1)[-1]},
                  {"Key": "gankit:job", "Value": spec.job}],
     }
     if spec.spot:
@@ -98,8 +99,9 @@ def source_tarball() -> bytes:
     """sagemaker_entry.py, the trainer package and its extra requirements, for script mode."""
     entry = REPO / "docker" / "sagemaker_entry.py"
     if not entry.exists():
-        raise UsageError("script mode needs gankit's source checkout (docker/sagemaker_entry.py); "
-                         "install with `pip install -e .` from a clone, or pass --image")
+        raise UsageError("without --image, a SageMaker job runs gankit's code from its source checkout "
+                         "(docker/sagemaker_entry.py is missing); install with `pip install -e .` from a clone, "
+                         "or pass --image")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(entry, arcname="sagemaker_entry.py")
@@ -112,11 +114,11 @@ def source_tarball() -> bytes:
 
 def submit(spec, dry_run: bool = False) -> dict:
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
-    request = build_request(spec, image)
     if dry_run:
-        return request
+        return build_request(ensure_dataset(spec, upload=False), image)
     sm = client("sagemaker", spec.region)
-    ensure_dataset(spec)
+    spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
+    request = build_request(spec, image)
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball())
     try:
