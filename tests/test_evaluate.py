@@ -10,6 +10,7 @@ from tests.quality_helpers import JUDGE_STEPS, N_TEST, quiet, trained  # noqa: F
 from trainer import evaluate as ev
 from trainer.cli import main
 from trainer.errors import UsageError
+from trainer.export import load_generator
 
 pytestmark = pytest.mark.slow
 TOP_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples",
@@ -176,3 +177,17 @@ def test_eval_every_must_be_positive(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--eval-every 0: must be a positive number of epochs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_every_keeps_the_best_fcd_generator_beside_the_last(trained):
+    run = trained["run"]
+    last = json.loads((run / "generator" / "generator.json").read_text())
+    best = json.loads((run / ev.BEST_DIR / "generator.json").read_text())
+    assert last["selected"] == "last" and best["selected"] == "best"
+    # Both compared at the per-epoch count (20 here), the final evaluation included.
+    assert last["epoch"] == 3 and last["fcd_samples"] == best["fcd_samples"] == 20 and best["epoch"] in (2, 3)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert best["fcd"] == min(rows[1]["evaluation"]["frechet_classifier_distance"], last["fcd"])
+    assert best["step"] == rows[best["epoch"] - 1]["step"]
+    for folder in ("generator", ev.BEST_DIR):
+        assert load_generator(run / folder).generate(1, count=2, seed=0).shape == (2, 28, 28, 1)
