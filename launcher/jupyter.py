@@ -27,6 +27,9 @@ READY_TIMEOUT = 25 * 60  # first boot installs TensorFlow, the project and Jupyt
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 TAG_PURPOSE, TAG_OWNER = ec2_backend.TAG_PURPOSE, "gankit:owner"
 TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
+# On the token parameter: the ARN of the one instance whose role may read it (infra/base.yaml's
+# ReadOwnJupyterToken matches it against the caller's ec2:SourceInstanceARN).
+TAG_INSTANCE = "gankit:instance"
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
 
@@ -66,6 +69,18 @@ def rotate_token(ssm, who: str) -> str:
     ssm.put_parameter(Name=token_parameter(who), Value=token, Type="SecureString", Overwrite=True,
                       Description="gankit Jupyter token (rotated at every start)")
     return token
+
+
+def instance_arn(region_name, iid: str) -> str:
+    arn = ec2_backend.client("sts", region_name).get_caller_identity()["Arn"]
+    partition, account = arn.split(":")[1], arn.split(":")[4]
+    return f"arn:{partition}:ec2:{region_name}:{account}:instance/{iid}"
+
+
+def bind_token(ssm, region_name, who: str, iid: str):
+    """Let only instance `iid` read the token: tag the parameter with its ARN (the role's condition)."""
+    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=token_parameter(who),
+                             Tags=[{"Key": TAG_INSTANCE, "Value": instance_arn(region_name, iid)}])
 
 
 def read_token(ssm, who: str) -> str | None:
@@ -146,12 +161,19 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
             change_type(ec2, instance, instance_type)
         _note_limits(instance, idle_seconds, max_hours)
         token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
+        bind_token(ssm, region_name, who, iid)
         say(f"starting {iid}")
         ec2.start_instances(InstanceIds=[iid])
         return iid, token
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
     iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
+    try:  # the instance boots for minutes before it reads the token: time enough to bind it
+        bind_token(ssm, region_name, who, iid)
+    except Exception as e:
+        ec2_backend.terminate(iid, region_name)  # it could never read its token
+        raise GankitError(f"could not let {iid} read its token ({e}); terminated it, "
+                          "run `launcher jupyter` again") from None
     say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
     return iid, token

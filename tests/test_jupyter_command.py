@@ -93,6 +93,12 @@ def run(*args):
     return Result(code, out.getvalue().decode(), both.getvalue().decode())
 
 
+def token_binding(ssm):
+    """The instance ARN the token parameter is tagged for (None when untagged)."""
+    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=PARAMETER)["TagList"]
+    return {t["Key"]: t["Value"] for t in tags}.get(jupyter_cli.TAG_INSTANCE)
+
+
 def instances(ec2):
     return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
             if i["State"]["Name"] != "terminated"]
@@ -144,6 +150,10 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     assert token not in user_data and PARAMETER in user_data
     assert "launcher.remote.jupyter_start" in user_data and "--idle 2700 --max-hours 4" in user_data
 
+    # Only this instance may read the token: the instance role's GetParameter needs the parameter's
+    # gankit:instance tag to equal the caller's own instance ARN (infra/base.yaml).
+    assert token_binding(aws["ssm"]) == f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}"
+
     # The project and the notebook were staged for the instance.
     keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=f"jupyter/{WHO}/")["Contents"]]
     assert f"jupyter/{WHO}/pull_and_generate.ipynb" in keys and any(k.endswith(".whl") for k in keys)
@@ -186,6 +196,7 @@ def test_stop_then_start_again_rotates_the_token(aws, tools):
     assert f"starting {instance['InstanceId']}" in result.output
     new = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
     assert new != old and result.stdout.strip().endswith(f"token={new}")
+    assert token_binding(aws["ssm"]).endswith(f":instance/{instance['InstanceId']}")
     assert len(instances(aws["ec2"])) == 1
 
     result = run("stop", "--terminate")
