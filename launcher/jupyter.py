@@ -35,7 +35,10 @@ NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
 
 
 def say(message):
-    click.echo(message, err=True)  # progress on stderr; stdout carries only the URL
+    try:
+        click.echo(message, err=True)  # progress on stderr; stdout carries only the URL
+    except OSError:
+        pass  # a closed terminal (SIGHUP) must not stop the clean-up that follows
 
 
 # --- who, where, and the token ------------------------------------------------------------------
@@ -218,8 +221,9 @@ def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
                         fmt=format_duration, log_every=30)
-    access = ssh_access(ec2, instance, my_ip) if use_ssh else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
+    access = ssh_access(ec2, instance, my_ip, owner(region_name)) if use_ssh else contextlib.nullcontext()
+    # SIGTERM and SIGHUP close it as Ctrl-C does: the SSH rule, the key, the tunnel and its log all go.
+    with tunnel.signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
         if use_ssh:
             key, public = tunnel.ssh_key(tmp)
             connect_ = ec2_backend.client("ec2-instance-connect", region_name)
@@ -251,7 +255,7 @@ def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_
 
 
 @contextlib.contextmanager
-def ssh_access(ec2, instance, my_ip):
+def ssh_access(ec2, instance, my_ip, who):
     """For --ssh: the instance's public address, with SSH allowed from the caller's /32 while in use."""
     from launcher import tunnel
 
@@ -262,7 +266,11 @@ def ssh_access(ec2, instance, my_ip):
     groups = [g["GroupId"] for g in instance.get("SecurityGroups", [])]
     if not groups:
         raise GankitError(f"{instance['InstanceId']} has no security group to open SSH in")
-    with tunnel.ssh_rule(ec2, groups[0], tunnel.my_ip(my_ip)) as cidr:
+    ip = tunnel.my_ip(my_ip)
+    stale = tunnel.sweep_stale_rules(ec2, groups[0], who)
+    if stale:
+        say(f"removed {len(stale)} stale temporary SSH rules an earlier run left in {groups[0]}: {', '.join(stale)}")
+    with tunnel.ssh_rule(ec2, groups[0], ip, who) as cidr:
         say(f"SSH allowed from {cidr} only, until this tunnel closes")
         yield host
     say("removed the temporary SSH rule")
