@@ -148,3 +148,24 @@ def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
         "--idle", "2700", "--max-hours", "4"]
     assert "User=ubuntu" in script.split("gankit-jupyter.service <<UNIT")[1].split("\nUNIT\n")[0]
     assert "trap " in script and "shutdown -h now" in script  # a failed setup does not bill on
+
+
+@pytest.mark.parametrize("max_hours, minutes", [(4, 240), (0.5, 30), (8, 480)])
+def test_user_data_schedules_an_os_shutdown_now_and_at_every_boot(max_hours, minutes):
+    """The backstop if the idle check never starts or keeps crashing: the OS halts (and so stops) the
+    instance after max-hours, counted from each boot, whatever runs or fails on it."""
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl",
+                                notebook_uri="s3://b/jupyter/n.ipynb", bucket="b", max_hours=max_hours)
+    script = userdata.render(boot)
+    lines = script.splitlines()
+    # This boot: scheduled before anything that can fail or hang (finding Python, installs, downloads).
+    first = next(i for i, line in enumerate(lines) if line.startswith("shutdown -h +"))
+    assert lines[first].split()[:3] == ["shutdown", "-h", f"+{minutes}"]
+    assert first < min(i for i, line in enumerate(lines) if "pip install" in line or "aws s3 cp" in line
+                       or line.startswith("PY="))
+    # Every later boot (a stopped instance started again): a unit of its own, enabled up front too.
+    unit = script.split("cat >/etc/systemd/system/gankit-max-hours.service <<UNIT\n", 1)[1].split("\nUNIT\n", 1)[0]
+    assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
+    assert exec_start(script, "gankit-max-hours.service")[:3] == ["/sbin/shutdown", "-h", f"+{minutes}"]
+    enable = next(i for i, line in enumerate(lines) if line.startswith("systemctl enable gankit-max-hours.service"))
+    assert enable < min(i for i, line in enumerate(lines) if "pip install" in line)

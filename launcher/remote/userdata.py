@@ -2,12 +2,14 @@
 
 It installs the project's wheel (from S3) with TensorFlow into the DLAMI's Python (as a
 training instance does), JupyterLab and its kernel if the image lacks them, copies the
-example notebook, and enables two systemd units that come back at every start of the
-instance: Jupyter itself (as the ubuntu user, loopback only) and the idle check (as root,
-so it may shut the machine down). No secret is in here: the token's
+example notebook, and enables three systemd units that come back at every start of the
+instance: Jupyter itself (as the ubuntu user, loopback only), the idle check (as root,
+so it may shut the machine down) and, before anything else, the OS backstop that schedules
+`shutdown -h` at max-hours after each boot. No secret is in here: the token's
 SSM parameter name is, and the instance reads the value with its own role.
 """
 
+import math
 import shlex
 from dataclasses import dataclass
 
@@ -43,6 +45,10 @@ def idle_args(boot: JupyterBoot) -> list[str]:
             "--max-hours", f"{boot.max_hours:g}"]
 
 
+def max_minutes(boot: JupyterBoot) -> int:
+    return max(1, math.ceil(boot.max_hours * 60))
+
+
 def _command(module, args):
     return " ".join(["$PY", "-m", module, *map(shlex.quote, args)])
 
@@ -56,6 +62,20 @@ set -euo pipefail
 exec >>/var/log/gankit-jupyter-setup.log 2>&1
 # A half-set-up instance has no idle check to stop it: stop now rather than bill for nothing.
 trap 'echo "gankit: setup failed, stopping the instance"; shutdown -h now' ERR
+# The backstop behind the idle check (which may never start, or keep crashing): the OS stops the
+# instance after max-hours from this boot, and from every later boot through the unit below.
+shutdown -h +{max_minutes(boot)} "gankit: max hours reached"
+cat >/etc/systemd/system/gankit-max-hours.service <<UNIT
+[Unit]
+Description=gankit backstop: stop this instance {max_minutes(boot)} minutes after boot, whatever runs on it
+After=systemd-logind.service
+[Service]
+Type=oneshot
+ExecStart=/sbin/shutdown -h +{max_minutes(boot)} "gankit: max hours reached"
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable gankit-max-hours.service
 {FIND_PYTHON}
 export AWS_DEFAULT_REGION={q(boot.region)}
 aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q('/tmp/' + wheel)}
