@@ -30,6 +30,7 @@ SHUTDOWN_BEHAVIOURS = ("terminate", "stop")
 ROOT_DEVICE = "/dev/sda1"  # the DLAMI's (Ubuntu) root device name
 ROOT_VOLUME_GB = 100  # the DLAMI needs ~75 GB; the rest is room for data and checkpoints
 TAG_PURPOSE = "gankit:purpose"
+TAG_LAUNCH = "gankit:launch"  # the request's ClientToken, so a launch can be found before its reply is
 
 
 def family(instance_type: str) -> str:
@@ -85,12 +86,14 @@ def _tag_list(tags: dict) -> list[dict]:
 def run_instances_request(purpose: str, instance_type: str, user_data: str, *, spot: bool = False,
                           tags: dict | None = None, settings: dict | None = None, shutdown: str = "terminate",
                           image_id: str | None = None, volume_gb: int = ROOT_VOLUME_GB,
-                          max_spot_price: str | None = None) -> dict:
+                          max_spot_price: str | None = None, client_token: str | None = None) -> dict:
     """The keyword arguments of `ec2.run_instances` for one GPU instance.
 
     `settings` is the launcher's config (`launcher.settings.load()`): instance_profile,
     security_group, subnet (optional), region, ami (optional override). `image_id`, when
     given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
+    `client_token` makes the launch idempotent (botocore's retries never start a second instance)
+    and tags the instance with it (`find_launched`).
     """
     settings = settings or {}
     if shutdown not in SHUTDOWN_BEHAVIOURS:
@@ -103,7 +106,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
         raise UsageError(f"no {' or '.join(missing)} configured: run `launcher infra up` first")
     if len(user_data.encode()) > 16 * 1024:
         raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
-    tags = {TAG_PURPOSE: purpose, **(tags or {})}
+    tags = {TAG_PURPOSE: purpose, **(tags or {}), **({TAG_LAUNCH: client_token} if client_token else {})}
     request = {
         "ImageId": image_id or resolve_ami(instance_type, settings.get("region"),
                                             settings.get("ami") or os.environ.get("GANKIT_AMI")),
@@ -128,6 +131,8 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
             {"ResourceType": "volume", "Tags": _tag_list(tags)},
         ],
     }
+    if client_token:
+        request["ClientToken"] = client_token
     network = {"DeviceIndex": 0, "Groups": [settings["security_group"]], "AssociatePublicIpAddress": True}
     if settings.get("subnet"):
         network["SubnetId"] = settings["subnet"]
@@ -181,6 +186,18 @@ def describe_instance(instance_id: str, region: str | None = None) -> dict | Non
         raise GankitError(f"could not describe {instance_id}: {e}") from None
     instances = [i for r in reservations for i in r["Instances"]]
     return instances[0] if instances else None
+
+
+def find_launched(client_token: str, region: str | None = None) -> list[str]:
+    """The not yet terminated instances a request with this client token started."""
+    ec2 = client("ec2", region)
+    try:
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": f"tag:{TAG_LAUNCH}", "Values": [client_token]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    except Exception as e:
+        raise GankitError(f"could not look for the instance of launch {client_token}: {e}") from None
 
 
 def stop_instance(instance_id: str, region: str | None = None):

@@ -29,3 +29,7 @@ def all_jobs() -> list[dict]:
     folder = jobs_dir()
     records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
     return sorted(records, key=lambda r: r.get("submitted_at", ""), reverse=True)
+
+
+def delete(job: str):
+    (jobs_dir() / f"{job}.json").unlink(missing_ok=True)
