@@ -66,9 +66,10 @@ def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
 
 def test_durations_and_prices():
     assert [parse_duration(t) for t in ("2h", "90m", "1h30m", "45s", "3600")] == [7200, 5400, 5400, 45, 3600]
-    for bad in ("", "0", "2 hours", "-1h", "h"):
+    for bad in ("", "0", "2 hours", "-1h", "h", "29d", "2419201", "1" * 400):
         with pytest.raises(UsageError):
             parse_duration(bad)
+    assert parse_duration("28d") == parse_duration("2419200") == 28 * 86400
     assert check_instance_type("ml.g6.xlarge", "sagemaker") == "ml.g6.xlarge"
     with pytest.raises(UsageError, match="ml.p3.2xlarge"):
         check_instance_type("p3.2xlarge", "sagemaker")
@@ -80,6 +81,10 @@ def test_durations_and_prices():
     (["submit", "--dataset", "cifar"], 2, "unknown dataset"),
     (["submit", "--dataset", "mnist", "--hp", "lr"], 2, "--hp 'lr' is malformed"),
     (["submit", "--dataset", "mnist", "--max-run", "soon"], 2, "is not a duration"),
+    # SageMaker's own ceiling, for every backend (EC2's `shutdown -h +minutes` too).
+    (["submit", "--dataset", "mnist", "--max-run", "99999999d"], 2, "is longer than 28 days, the most"),
+    (["submit", "--dataset", "mnist", "--backend", "ec2", "--max-run", "28d1s"], 2, "is longer than 28 days"),
+    (["submit", "--dataset", "mnist", "--max-run", "9" * 400 + "d"], 2, "is longer than 28 days"),
     (["submit", "--dataset", "mnist", "--backend", "sagemaker"], 2, "launcher infra up"),
     (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r",
       "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
