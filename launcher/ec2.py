@@ -118,7 +118,9 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
         "MetadataOptions": {  # IMDSv2 only: no credential theft through a plain GET (SSRF)
             "HttpTokens": "required",
             "HttpEndpoint": "enabled",
-            "HttpPutResponseHopLimit": 2,  # 2, so a container on the instance can reach it too
+            # 1: no request forwarded through another hop gets a token; the one container a job may
+            # run (--image) uses host networking, so it is on the instance's own hop.
+            "HttpPutResponseHopLimit": 1,
         },
         "BlockDeviceMappings": [{
             "DeviceName": ROOT_DEVICE,

@@ -73,10 +73,10 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
 
 
 def test_ssh_rule_only_from_a_narrow_cidr(aws, run):
-    for bad in ("0.0.0.0/0", "::/0", "10.1.2.3/0", "not-a-cidr"):
+    for bad in ("0.0.0.0/0", "::/0", "10.1.2.3/0", "not-a-cidr", "0.0.0.0/1", "10.0.0.0/8", "198.51.0.0/23"):
         result = run("up", "--ssh-cidr", bad)
         assert result.exit_code == 2, (bad, result.output)
-        assert "--ssh-cidr" in result.output
+        assert "--ssh-cidr" in result.output and len(result.output.strip().splitlines()) == 1
     assert settings.load() == {}  # nothing recorded, nothing deployed
     assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
 

@@ -89,9 +89,10 @@ def test_security_group_has_no_inbound_rule_unless_a_narrow_ssh_cidr_is_given():
     import re
 
     pattern = re.compile(base["Parameters"]["SshCidr"]["AllowedPattern"])
-    assert pattern.match("") and pattern.match("203.0.113.7/32") and pattern.match("10.0.0.0/8")
-    for bad in ("0.0.0.0/0", "::/0", "10.0.0.0/0", "0.0.0.0/00"):
-        assert not pattern.match(bad), bad
+    assert pattern.match("") and pattern.match("203.0.113.7/32") and pattern.match("198.51.100.0/24")
+    for bad in ("0.0.0.0/0", "::/0", "10.0.0.0/0", "0.0.0.0/00", "0.0.0.0/1", "10.0.0.0/8", "198.51.0.0/23",
+                "203.0.113.7/33"):
+        assert not pattern.match(bad), bad  # /24 at the widest, as the launcher's --ssh-cidr
     refused = json.dumps(base["Rules"]["NoSshFromTheInternet"])
     assert "0.0.0.0/0" in refused and "::/0" in refused
 
@@ -174,6 +175,8 @@ def test_gpu_instance_is_safe_and_follows_the_family():
     assert sorted(p3_types) == sorted(c["Fn::Equals"][1] for c in gpu["Conditions"]["IsP3"]["Fn::Or"])
     template = gpu["Resources"]["Imdsv2Only"]["Properties"]["LaunchTemplateData"]
     assert template["MetadataOptions"]["HttpTokens"] == "required"
+    # The only container runs with host networking: no second hop for a stolen-credential request.
+    assert template["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     instance = gpu["Resources"]["Instance"]["Properties"]
     assert instance["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "Imdsv2Only"}
     (root,) = instance["BlockDeviceMappings"]

@@ -80,7 +80,7 @@ def trainer_command(job: dict, sm_root: Path) -> list[str]:
     if not image:
         return [sys.executable, "-m", "trainer.contract"]
     # The image's own entrypoint on the same contract; it reaches S3 with the instance's role
-    # through IMDSv2 (hop limit 2 lets a container's requests through).
+    # through IMDSv2 (host networking: the instance's own hop, so hop limit 1 lets it through).
     return ["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
             "-v", f"{sm_root}:/opt/ml", "-e", f"AWS_DEFAULT_REGION={job.get('region') or ''}", image, "train"]
 
