@@ -231,15 +231,21 @@ def build_wheel(dest) -> Path:
     return wheels[-1]
 
 
-def upload_wheel(prefix: str) -> str:
-    """Build the project's wheel and upload it under `prefix` (s3://...); its URI."""
+def upload_wheel(prefix: str) -> tuple[str, str]:
+    """Build the project's wheel and upload it under `prefix` (s3://...); (its URI, its sha256).
+
+    The digest goes into the user data, which installs the wheel as root only if it still matches:
+    the bucket is writable by every instance role, so its copy alone proves nothing."""
+    import hashlib
+
     from trainer import layout, s3
     from trainer.progress import Progress, format_bytes
 
     with tempfile.TemporaryDirectory(prefix="gankit-wheel-") as tmp:
         wheel = build_wheel(tmp)
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
         uri = layout.join(prefix, wheel.name)
         progress = Progress(wheel.stat().st_size, label=f"uploading {wheel.name}", fmt=format_bytes)
         s3.upload_file(wheel, uri, callback=progress.update)
         progress.close()
-    return uri
+    return uri, digest

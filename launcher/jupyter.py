@@ -110,17 +110,18 @@ def tags_of(instance) -> dict:
     return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
 
 
-def stage_project(root: str, who: str) -> tuple[str, str]:
-    """Upload the project's wheel and the example notebook where the instance fetches them."""
+def stage_project(root: str, who: str) -> tuple[str, str, str]:
+    """Upload the project's wheel and the example notebook where the instance fetches them;
+    (wheel URI, its sha256, notebook URI)."""
     from trainer import layout, s3
 
     prefix = layout.join(root, "jupyter", who)
-    wheel_uri = ec2_backend.upload_wheel(prefix)
+    wheel_uri, wheel_sha256 = ec2_backend.upload_wheel(prefix)
     if not NOTEBOOK.is_file():
         raise GankitError(f"{NOTEBOOK} is missing; run the launcher from a gankit checkout")
     notebook_uri = layout.join(prefix, NOTEBOOK.name)
     s3.upload_file(NOTEBOOK, notebook_uri)
-    return wheel_uri, notebook_uri
+    return wheel_uri, wheel_sha256, notebook_uri
 
 
 def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
@@ -131,8 +132,9 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
     bucket = settings.get("bucket")
     if not bucket:
         raise UsageError("no bucket configured: run `launcher infra up` first")
-    wheel_uri, notebook_uri = stage_project(f"s3://{bucket}", who)
+    wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
     boot = userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
+                                wheel_sha256=wheel_sha256,
                                 notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
     tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",

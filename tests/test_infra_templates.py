@@ -186,3 +186,24 @@ def test_gpu_instance_is_safe_and_follows_the_family():
     assert instance["SecurityGroupIds"] == [{"Ref": "SecurityGroupId"}]
     user_data = json.dumps(instance["UserData"])
     assert "shutdown -h +" in user_data and "pip install" in user_data and "-m ${Module}" in user_data
+
+
+def test_gpu_instance_wheel_uri_is_strict_and_the_wheel_is_verified_before_root_installs_it():
+    import re
+
+    params = load("gpu-instance")["Parameters"]
+    uri = re.compile(params["WheelUri"]["AllowedPattern"])
+    for good in ("s3://my-gankit/runs/gan-zalando-cgan-20261122-180005/gankit-0.1.0-py3-none-any.whl",
+                 "s3://gankit-bucket.eu/jupyter/alice_b/gankit-0.1.0+g1a2b-py3-none-any.whl"):
+        assert uri.fullmatch(good), good
+    assert uri.fullmatch("s3://bkt/x.whl")  # the bad ones below differ from it in one way each
+    for bad in ("s3://bkt/$(reboot).whl", "s3://bkt/`id`.whl", "s3://bkt/a b.whl", "s3://bkt/x;reboot;.whl",
+                "s3://bkt/x'.whl", 's3://bkt/x".whl', "s3://bkt/${HOME}.whl", "s3://bkt/a|b.whl", "s3://bkt/a&b.whl",
+                "s3://bkt/x.whl\nreboot", "s3://bkt/x.whl\n", "s3://BKT/x.whl", "s3:///x.whl", "s3://bkt/.whl",
+                "https://bkt/x.whl", "s3://bkt/a\\b.whl", "s3://bkt/a>b.whl", "s3://bkt/x.whl.sh"):
+        assert not uri.fullmatch(bad), bad  # CloudFormation matches the entire value
+    sha = re.compile(params["WheelSha256"]["AllowedPattern"])
+    assert sha.fullmatch("ab" * 32) and not sha.fullmatch("ab" * 31) and not sha.fullmatch("zz" * 32)
+    user_data = load("gpu-instance")["Resources"]["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    assert user_data.index("sha256sum") < user_data.index("pip install")
+    assert "${WheelSha256}" in user_data

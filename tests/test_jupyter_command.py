@@ -108,7 +108,7 @@ def instances(ec2):
             if i["State"]["Name"] != "terminated"]
 
 
-def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeypatch):
+def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeypatch, wheel):
     from launcher import ec2 as ec2_backend
 
     built = []
@@ -152,6 +152,9 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     user_data = base64.b64decode(aws["ec2"].describe_instance_attribute(
         InstanceId=iid, Attribute="userData")["UserData"]["Value"]).decode()
     assert token not in user_data and PARAMETER in user_data
+    import hashlib
+
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() in user_data  # root installs only this wheel
     assert "launcher.remote.jupyter_start" in user_data and "--idle 2700 --max-hours 4" in user_data
 
     # Only this instance may read the token: the instance role's GetParameter needs the parameter's

@@ -48,11 +48,12 @@ def _config(spec) -> dict:
     return {**settings.load(), "region": spec.region or settings.get("region")}
 
 
-def _request(spec, config, wheel_uri, image_id=None, client_token=None) -> dict:
+def _request(spec, config, wheel_uri, wheel_sha256, image_id=None, client_token=None) -> dict:
     from launcher import userdata
 
     uris = _uris(spec.root, spec.job)
-    boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, setup_log_uri=uris["setup_log_uri"],
+    boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+                              setup_log_uri=uris["setup_log_uri"],
                               region=config["region"], max_run=int(spec.max_run), image=spec.image or None)
     tags = {"Name": f"gankit-{spec.job}", "gankit:job": spec.job}
     return ec2.run_instances_request("job", spec.instance_type, userdata.render(boot), spot=spec.spot, tags=tags,
@@ -74,20 +75,21 @@ def submit(spec, dry_run: bool = False) -> dict:
     config = _config(spec)
     if dry_run:  # nothing is read or written: EC2 resolves the AMI's SSM parameter itself
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
-        request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
+        request = _request(spec, config, wheel, "0" * 64,  # the digest of a wheel not built yet
+                           image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
     ensure_dataset(spec)
-    wheel_uri = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
+    wheel_uri, wheel_sha256 = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
     uris = _uris(spec.root, spec.job)
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())
     token = f"gankit-{uuid.uuid4().hex}"
-    request = _request(spec, config, wheel_uri, client_token=token)
+    request = _request(spec, config, wheel_uri, wheel_sha256, client_token=token)
     from launcher import jobs
 
     # Recorded first: no instance ever runs without a record that finds it (by its client token, when
     # the launcher dies before RunInstances answers), so `status` and `stop` always reach it.
     record = {**spec.to_dict(), **uris, "instance_id": None, "client_token": token, "region": config["region"],
-              "submitted_at": _now(), "wheel_uri": wheel_uri}
+              "submitted_at": _now(), "wheel_uri": wheel_uri, "wheel_sha256": wheel_sha256}
     jobs.save(record)
     try:
         record["instance_id"] = ec2.launch(request, config["region"])

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 # The same Python and TensorFlow as a training instance (the notebook loads generators with it).
-from launcher.userdata import FIND_PYTHON, TENSORFLOW
+from launcher.userdata import FIND_PYTHON, TENSORFLOW, fetch_verified
 
 HOME = "/home/ubuntu"
 ROOT_DIR = f"{HOME}/gankit"  # what Jupyter serves
@@ -26,6 +26,7 @@ class JupyterBoot:
     token_parameter: str  # SSM SecureString name, never its value
     region: str
     wheel_uri: str  # s3://... the project's wheel
+    wheel_sha256: str  # of the wheel the launcher built: root installs nothing else
     notebook_uri: str  # s3://... examples/pull_and_generate.ipynb
     bucket: str  # the user's bucket, for the notebook (GANKIT_BUCKET)
     idle_seconds: int = 3600
@@ -78,9 +79,10 @@ UNIT
 systemctl enable gankit-max-hours.service
 {FIND_PYTHON}
 export AWS_DEFAULT_REGION={q(boot.region)}
-aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q('/tmp/' + wheel)}
+mkdir -p -m 700 /opt/gankit-wheel
+{fetch_verified(boot.wheel_uri, boot.wheel_sha256, '/opt/gankit-wheel/' + wheel)}
 "$PY" -c "import tensorflow" 2>/dev/null || "$PY" -m pip install --quiet {q(TENSORFLOW)}
-"$PY" -m pip install --quiet {q("/tmp/" + wheel + "[trainer]")}
+"$PY" -m pip install --quiet {q("/opt/gankit-wheel/" + wheel + "[trainer]")}
 "$PY" -c "import jupyterlab, ipykernel" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4" ipykernel
 install -d -o ubuntu -g ubuntu {q(ROOT_DIR)}/examples
 aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
