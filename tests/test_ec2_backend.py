@@ -155,7 +155,7 @@ def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
     from trainer.errors import run_cli
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    settings.update(bucket="b1", region=REGION, instance_profile="gankit-ec2", security_group="sg-1")
+    settings.update(bucket="bk1", region=REGION, instance_profile="gankit-ec2", security_group="sg-1")
     with pytest.raises(SystemExit) as exited:
         run_cli(cli, ["submit", "--backend", "ec2", "--dataset", "zalando", "--epochs", "2", "--instance-type",
                       "g5.xlarge", "--max-run", "90m", "--dry-run"], prog_name="launcher")

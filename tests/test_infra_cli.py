@@ -174,8 +174,8 @@ def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     open_image, p3_image = [i["ImageId"] for i in ec2_client.describe_images()["Images"][:2]]
     seed_dlami_parameters(REGION, image_id=open_image, proprietary_image_id=p3_image)
     params = {"InstanceProfile": config["instance_profile"], "SecurityGroupId": config["security_group"],
-              "WheelUri": "s3://b/runs/z1/gankit-0.1.0-py3-none-any.whl", "InstanceType": "p3.2xlarge",
-              "ModuleArgs": "--job-uri s3://b/runs/z1/job.json"}
+              "WheelUri": "s3://bkt/runs/z1/gankit-0.1.0-py3-none-any.whl", "WheelSha256": "ab" * 32,
+              "InstanceType": "p3.2xlarge", "ModuleArgs": "--job-uri s3://bkt/runs/z1/job.json"}
     stack = infra.deploy(cf, "gankit-gpu", infra.template_body("gpu-instance"), params)
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     out = infra.outputs(stack)
