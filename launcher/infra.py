@@ -272,6 +272,12 @@ def infra():
 def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
     """Create or update the base stack, and make SageMaker the default backend."""
     ssh_cidr = check_ssh_cidr(ssh_cidr)
+    if bucket_name:
+        from launcher.settings import check_bucket
+
+        if "/" in bucket_name:
+            raise UsageError(f"--bucket-name {bucket_name!r}: give the bucket's name alone, e.g. my-gankit-data")
+        check_bucket(bucket_name, "--bucket-name")
     region = _region(region)
     vpc_id = vpc_id or default_vpc(_client("ec2", region))
     template = template_body("base")

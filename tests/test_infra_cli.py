@@ -72,6 +72,14 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert "gankit-test-bucket" in status.output
 
 
+def test_a_bad_bucket_name_is_refused_before_anything_is_deployed(aws, run):
+    for bad in ("bad bucket", "Gankit", "s3://gankit-data", "ab"):
+        result = run("up", "--bucket-name", bad)
+        assert result.exit_code == 2 and "--bucket-name" in result.output, (bad, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
+
+
 def test_ssh_rule_only_from_a_narrow_cidr(aws, run):
     for bad in ("0.0.0.0/0", "::/0", "10.1.2.3/0", "not-a-cidr", "0.0.0.0/1", "10.0.0.0/8", "198.51.0.0/23"):
         result = run("up", "--ssh-cidr", bad)
