@@ -53,11 +53,12 @@ def read(path) -> dict:
 def _problem(record, stem) -> str | None:
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not an object"
-    missing = [k for k in ("job", "backend", "output_uri", *REQUIRED.get(record.get("backend"), ())) if k not in record]
+    backend = record.get("backend")
+    if backend not in (None, *settings.BACKENDS):
+        return f"backend {json.dumps(backend)[:20]}"
+    missing = [k for k in ("job", "backend", "output_uri", *REQUIRED.get(backend, ())) if k not in record]
     if missing:
         return f"no {', '.join(missing)}"
-    if record["backend"] not in settings.BACKENDS:
-        return f"backend {str(record['backend'])[:20]!r}"
     for key, kind in FIELDS.items():
         if key in record and (not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool))):
             return f"{key} is {json.dumps(record[key])[:30]}"
