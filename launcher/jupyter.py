@@ -152,6 +152,7 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         if token is None:
             raise GankitError(f"{instance['InstanceId']} runs but its token is gone from SSM; "
                               "`launcher jupyter stop` it, then run `launcher jupyter` again")
+        bind_token(ssm, region_name, who, instance["InstanceId"])  # idempotent; binds one an older launcher made
         say(f"reusing {instance['InstanceId']} ({instance['InstanceType']}, {instance['State']['Name']})")
         if instance_type and instance_type != instance["InstanceType"]:
             say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")

@@ -185,6 +185,12 @@ def test_reuses_the_running_instance_and_its_token(aws, tools):
     assert [i["InstanceId"] for i in instances(aws["ec2"])] == [first["InstanceId"]]
     assert aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"] == token
     assert result.stdout.strip().endswith(f"token={token}")
+    # A token an older launcher left untagged is bound to its instance on reuse.
+    aws["ssm"].remove_tags_from_resource(ResourceType="Parameter", ResourceId=PARAMETER,
+                                         TagKeys=[jupyter_cli.TAG_INSTANCE])
+    assert token_binding(aws["ssm"]) is None
+    assert run("--local-port", str(free_port())).exit_code == 0
+    assert token_binding(aws["ssm"]).endswith(f":instance/{first['InstanceId']}")
 
 
 def test_stop_then_start_again_rotates_the_token(aws, tools):
