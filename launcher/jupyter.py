@@ -219,12 +219,12 @@ def wait_running(ec2, iid):
 
 # --- connecting -------------------------------------------------------------------------------------
 
-def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser):
+def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser):
     from launcher import tunnel
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
                         fmt=format_duration, log_every=30)
-    access = ssh_access(ec2, instance, my_ip, owner(region_name)) if use_ssh else contextlib.nullcontext()
+    access = ssh_access(ec2, instance, my_ip, who) if use_ssh else contextlib.nullcontext()
     # SIGTERM and SIGHUP close it as Ctrl-C does: the SSH rule, the key, the tunnel and its log all go.
     with tunnel.signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
         if use_ssh:
@@ -326,7 +326,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     who = owner(region_name)
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     instance = wait_running(ec2, iid)
-    connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser)
+    connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
 
 
 @jupyter.command()
