@@ -215,7 +215,7 @@ def list_jobs(as_json):
     from launcher import jobs
 
     rows = []
-    for record in jobs.all_jobs():
+    for record in jobs.all_jobs(on_bad=lambda message: click.echo(f"warning: {message}", err=True)):
         try:
             info = _describe(record)
         except GankitError as e:
@@ -302,6 +302,7 @@ def config_show():
     """Print the settings file and the defaults in force."""
     from launcher import settings
 
+    settings.load()  # a malformed file is one line, before anything is printed
     click.echo(f"# {settings.config_path()}")
     for key in settings.KEYS:
         value = settings.get(key)

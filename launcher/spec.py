@@ -137,12 +137,14 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
     if backend == "local":
         root = str(settings.local_root())
     else:
+        source = "--bucket" if bucket else "the bucket setting (GANKIT_BUCKET or `launcher config`)"
         bucket = bucket or settings.get("bucket")
         if not bucket:
             needs = ("--role ARN" if backend == "sagemaker" else
                      "`launcher config set instance_profile NAME` and `launcher config set security_group sg-...`")
             raise UsageError(f"no bucket for the {backend} backend: run `launcher infra up` (it makes what "
                              f"{backend} needs), or pass --bucket NAME with {needs}")
+        settings.check_bucket(bucket, source)
         root = bucket if bucket.startswith("s3://") else f"s3://{bucket}"
         role = role or settings.get("role")
         if backend == "sagemaker" and not role:

@@ -10,6 +10,7 @@ terminate. No secrets: everything else is read from S3 with the instance's role.
 """
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -45,10 +46,22 @@ fi"""
 FIND_PYTHON = find_python()
 
 
+def fetch_verified(wheel_uri: str, sha256: str, dest: str) -> str:
+    """Shell lines: download the wheel and stop unless it is the one the launcher built (its sha256)."""
+    q = shlex.quote
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a sha256 digest: {sha256!r}")  # a bug: the launcher computes it
+    return (f"aws s3 cp --only-show-errors {q(wheel_uri)} {q(dest)}\n"
+            f'[ "$(sha256sum {q(dest)} | cut -d" " -f1)" = {sha256} ] || '
+            f'{{ echo "gankit: {dest} does not have the sha256 the launcher recorded ({sha256}): '
+            f'refusing to install it"; exit 1; }}')
+
+
 @dataclass
 class TrainBoot:
     job_uri: str  # s3://.../runs/JOB/job.json, read by the runner
     wheel_uri: str  # s3://.../runs/JOB/gankit-*.whl
+    wheel_sha256: str  # of the wheel the launcher built: root installs nothing else
     setup_log_uri: str  # s3://.../runs/JOB/setup.log: this script's own log, shipped when it ends
     region: str
     max_run: int  # seconds of training; the runner stops the trainer then
@@ -82,7 +95,7 @@ set -e
 {FIND_PYTHON}
 mkdir -p {q(work)}
 echo "gankit: installing the project from "{q(boot.wheel_uri)}" into $PY"
-aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q(wheel)}
+{fetch_verified(boot.wheel_uri, boot.wheel_sha256, wheel)}
 {install}
 # IMDSv2: a session token first (the instance requires it).
 TOKEN=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60" || true)
