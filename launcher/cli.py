@@ -8,12 +8,12 @@ that need them, so `launcher --help` answers at once.
 
 import importlib
 import json
-import os
 from pathlib import Path
 
 import click
 
 from trainer.cli import generate_options
+from trainer.config import DEFAULT_PRESET, PRESET_NAMES
 from trainer.errors import GankitError, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
@@ -62,7 +62,8 @@ def _echo_table(rows: list[tuple[str, str]]):
 @cli.command()
 @click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
 @click.option("--model", type=click.Choice(["cgan", "dcgan"]), default="cgan", show_default=True)
-@click.option("--preset", type=click.Choice(["seed", "default"]), default=None, help="[trainer default: default]")
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default=None,
+              help=f"[trainer default: {DEFAULT_PRESET}] (`python -m trainer train --help` says what each is).")
 @click.option("--epochs", type=int, default=None, help="[trainer default: 64]")
 @click.option("--batch-size", type=int, default=None, help="Per GPU (replica).")
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
@@ -74,7 +75,7 @@ def _echo_table(rows: list[tuple[str, str]]):
 @click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m [2h]; it is stopped after.")
 @click.option("--bucket", default=None, help="S3 bucket for data and runs [config].")
 @click.option("--role", default=None, help="SageMaker execution role ARN [config].")
-@click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, script mode].")
+@click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")
 @click.option("--region", default=None, help="AWS region [config, then the AWS default].")
 @click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint.")
 @click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
@@ -131,14 +132,18 @@ def _wait_and_pull(record: dict, dest: Path):
     from launcher import backends
     from launcher.pull import pull
 
+    from launcher.quiet import LineFilter
+
     backend = backends.get(record["backend"])
-    backend.logs(record, follow=True, echo=click.echo)
+    echo = LineFilter(click.echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
+    backend.logs(record, follow=True, echo=echo)
+    echo.flush()
     info = backend.describe(record)
     _raise_if_failed(record, info)
     if info["status"] != "Completed":
         raise GankitError(f"job {record['job']} is {info['status']}; `launcher submit --resume {record['job']} ...` "
                           "continues it from its last checkpoint")
-    pull(record, dest)
+    pull(record, dest, log=click.echo)
     click.echo(f"pulled {record['job']} to {dest}")
 
 
@@ -190,9 +195,11 @@ def status(job, as_json):
     """Show a job's state, duration, instance and (spot) savings."""
     from launcher import jobs
 
+    from launcher.runinfo import cut_short_note
+
     record = jobs.load(job)
     info = _describe(record)
-    row = _row(record, info)
+    row = dict(_row(record, info), cut_short=cut_short_note(record))
     if as_json:
         click.echo(json.dumps({**row, "output_uri": record["output_uri"], "details": info}, indent=2, default=str))
     else:
@@ -208,7 +215,7 @@ def list_jobs(as_json):
     from launcher import jobs
 
     rows = []
-    for record in jobs.all_jobs():
+    for record in jobs.all_jobs(on_bad=lambda message: click.echo(f"warning: {message}", err=True)):
         try:
             info = _describe(record)
         except GankitError as e:
@@ -230,12 +237,16 @@ def list_jobs(as_json):
 @cli.command()
 @click.argument("job")
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
-def logs(job, follow):
+@click.option("--verbose", "-v", is_flag=True, help="Keep TensorFlow's own start-up and info lines.")
+def logs(job, follow, verbose):
     """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally)."""
     from launcher import backends, jobs
+    from launcher.quiet import log_echo
 
     record = jobs.load(job)
-    backends.get(record["backend"]).logs(record, follow=follow, echo=click.echo)
+    echo = log_echo(click.echo, verbose)
+    backends.get(record["backend"]).logs(record, follow=follow, echo=echo)
+    getattr(echo, "flush", lambda: None)()
 
 
 @cli.command()
@@ -260,7 +271,7 @@ def pull(job, dest):
     from launcher.pull import pull as pull_run
 
     record = jobs.load(job)
-    folder = pull_run(record, Path(dest or job))
+    folder = pull_run(record, Path(dest or job), log=click.echo)
     click.echo(f"pulled {job} to {folder}")
 
 
@@ -270,10 +281,12 @@ def pull(job, dest):
 def generate(source, target_class, count, rows, cols, seed, out):
     """Make images from a generator: a pulled folder, a job name, or an s3://.../generator prefix."""
     from launcher.pull import generator_dir
+    from launcher.quiet import tensorflow_quietly
     from trainer.generate import generate_to_file
 
-    path = generate_to_file(generator_dir(source), out, target_class=target_class, count=count, rows=rows,
-                            cols=cols, seed=seed)
+    folder = generator_dir(source)
+    with tensorflow_quietly():
+        path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed)
     click.echo(f"wrote {path}")
 
 
@@ -289,6 +302,7 @@ def config_show():
     """Print the settings file and the defaults in force."""
     from launcher import settings
 
+    settings.load()  # a malformed file is one line, before anything is printed
     click.echo(f"# {settings.config_path()}")
     for key in settings.KEYS:
         value = settings.get(key)
@@ -326,9 +340,9 @@ def image_push(repository, tag, region):
 
 
 def main(argv=None):
-    # TensorFlow's start-up INFO/WARNING lines (no CUDA here, CPU features) say nothing to a launcher user;
-    # the setting also reaches local trainer subprocesses. Errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from launcher.quiet import quiet_this_process
+
+    quiet_this_process()  # TensorFlow's INFO/WARNING lines say nothing to a launcher user (launcher/quiet.py)
     run_cli(cli, argv, prog_name="launcher")
 
 

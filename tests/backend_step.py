@@ -33,8 +33,8 @@ def first_step(init: dict | None = None):
 
     keras.utils.set_random_seed(0)
     resolved = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH).resolve()
-    # With an EMA generator (issue #12's `ema`, read by trainer.steps with a default of 0).
-    cfg = types.SimpleNamespace(**dataclasses.asdict(resolved), z_distribution=resolved.z_distribution, ema=EMA)
+    # The default preset, with an EMA generator of decay EMA (a faster average, so one step shows).
+    cfg = types.SimpleNamespace(**{**dataclasses.asdict(resolved), "z_distribution": resolved.z_distribution, "ema": EMA})
     nets = build_nets(cfg, SHAPE, CLASSES, "float32")
     if init is not None:
         load_arrays(nets.groups(), init, "init")

@@ -12,7 +12,9 @@ from trainer.errors import UsageError
 
 def test_one_subfolder_per_class_is_conditional(tmp_path):
     folder = make_image_folder(tmp_path / "pets", classes=("dogs", "cats", "birds"), n=3, size=(40, 30))
-    data = load_dataset(f"folder:{folder}")
+    said = []
+    data = load_dataset(f"folder:{folder}", log=said.append)
+    assert said == [f"data: folder:{folder}: 9 pictures in 3 classes from {folder}"]
     assert data.name == f"folder:{folder}"
     assert data.class_names == ("birds", "cats", "dogs")  # sorted, whatever order they were made in
     assert data.conditional and data.num_classes == 3
@@ -28,7 +30,9 @@ def test_flat_folder_is_unconditional(tmp_path):
     folder = make_image_folder(tmp_path / "faces", classes=(), n=5, size=(30, 30))
     (folder / "notes.txt").write_text("not a picture, ignored")
     (folder / ".DS_Store").write_bytes(b"\0\1")
-    data = load_dataset(f"folder:{folder}", image_size=32, channels=1)
+    said = []
+    data = load_dataset(f"folder:{folder}", image_size=32, channels=1, log=said.append)
+    assert said == [f"data: folder:{folder}: 5 pictures (no classes) from {folder}"]
     assert data.labels is None and not data.conditional and data.class_names == () and data.num_classes == 0
     assert data.images.shape == (5, 32, 32, 1)
 
@@ -117,3 +121,18 @@ def test_empty_class_folder(tmp_path):
 def test_folders_have_only_a_train_split(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
     assert "has no test split" in error(tmp_path, folder, split="test")
+
+
+def test_broken_link_is_named_not_skipped(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "a" / "gone.png").symlink_to(tmp_path / "moved-away.png")
+    message = error(tmp_path, folder)
+    assert f"{folder / 'a' / 'gone.png'} is a dangling symlink" in message and "fix or remove it" in message
+
+
+def test_a_folder_too_small_to_evaluate_says_so(tmp_path):
+    from trainer.evaluate import make_reference
+
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=4)  # 8 pictures: 1 held out for testing
+    with pytest.raises(UsageError, match=r"too few images to evaluate \(7 train, 1 test; at least 2 each\)"):
+        make_reference(f"folder:{folder}", None, (16, 16, 3), 20)

@@ -7,10 +7,10 @@ still fails raises a one-line `GankitError`.
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
+from trainer.fsutil import mkstemp
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -34,8 +34,9 @@ def client():
     import boto3
     from botocore.config import Config
 
-    # AWS_ENDPOINT_URL (a moto server in tests) is honoured by boto3 itself.
-    return boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}))
+    # AWS_ENDPOINT_URL (a moto server in tests) is honoured by boto3 itself. total_max_attempts counts
+    # the first try, so "failed after MAX_ATTEMPTS attempts" is what happened.
+    return boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}))
 
 
 def _transfer_config():
@@ -45,7 +46,42 @@ def _transfer_config():
 
 
 def _fail(action, uri, e):
-    raise GankitError(f"S3 {action} {uri} failed after {MAX_ATTEMPTS} attempts: {e}") from None
+    """One line: missing credentials are a usage error with the fix; "after N attempts" only when
+    botocore did retry (throttling, 5xx, a dropped connection), not for a refusal such as NoSuchBucket."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, ClientError):
+        e = e.__context__  # boto3 wraps the ClientError it caught
+    known = aws_error(e)
+    if isinstance(known, UsageError):
+        raise known from None
+    attempts = _attempts(e)
+    after = f" after {attempts} attempts" if attempts > 1 else ""
+    raise GankitError(f"S3 {action} {uri} failed{after}: {_reason(e)}") from None
+
+
+def _attempts(e) -> int:
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(e, ClientError):
+        return e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+    if isinstance(e, (ConnectionError, HTTPClientError)):  # retried to the limit before it got here
+        return MAX_ATTEMPTS
+    return 1
+
+
+def _reason(e) -> str:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(e, ClientError):
+        return one_line(e)
+    code, message = client_error(e)
+    if code in ("404", "NoSuchKey"):
+        return "no such object"
+    if code == "NoSuchBucket":
+        return "no such bucket; check its name (`launcher config show`), or `launcher infra up` makes one"
+    return f"{code}: {message}" if message else code
 
 
 def _transfer_errors():
@@ -105,7 +141,7 @@ def download_file(uri: str, local, callback=None):
     bucket, key = split_s3(uri)
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+    fd, tmp = mkstemp(prefix=f".{local.name}.", dir=local.parent)
     os.close(fd)
     try:
         client().download_file(bucket, key, tmp, Config=_transfer_config(), Callback=callback)
@@ -118,17 +154,26 @@ def download_file(uri: str, local, callback=None):
         raise
 
 
-def download_prefix(uri: str, local_dir, label="download") -> Path:
-    """Mirror everything below `uri` into `local_dir`, skipping files already there at the same size."""
+def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
+    """Mirror everything below `uri` into `local_dir`, skipping files already there at the same size
+    (and saying so through `log`, when given)."""
     local_dir = Path(local_dir)
     wanted = {k: size for k, size in list_objects(uri).items() if k and not k.endswith("/")}
     todo = {k: s for k, s in wanted.items() if not ((local_dir / k).is_file() and (local_dir / k).stat().st_size == s)}
+    if log:
+        say_skipped(log, local_dir, len(wanted) - len(todo), sum(s for k, s in wanted.items() if k not in todo))
     if todo:
         progress = Progress(sum(todo.values()), label=label, fmt=format_bytes)
         for key in sorted(todo):
             download_file(join(uri, key), local_dir / key, callback=progress.update)
         progress.close()
     return local_dir
+
+
+def say_skipped(log, dest, count: int, size: int):
+    """One line on what a resumable download did not fetch again."""
+    if count:
+        log(f"skipped {count} file{'s' if count != 1 else ''} ({format_bytes(size)}) already in {dest} at the same size")
 
 
 def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
@@ -158,3 +203,28 @@ def delete_prefix(uri: str):
             client().delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
         except _transfer_errors() as e:
             _fail("delete of", uri, e)
+
+
+def list_prefixes(uri: str, starting: str = "") -> list[str]:
+    """Names of the 'folders' directly below `uri` that start with `starting`."""
+    bucket, prefix = split_s3(uri)
+    prefix = prefix + "/" if prefix else ""
+    names = []
+    try:
+        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + starting, Delimiter="/")
+        for page in pages:
+            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    except _transfer_errors() as e:
+        _fail("listing of", uri, e)
+    return names
+
+
+def copy_object(source_uri: str, uri: str, callback=None):
+    """Copy inside S3 (no bytes through this machine); `callback(size)` once done."""
+    bucket, key = split_s3(uri)
+    source_bucket, source_key = split_s3(source_uri)
+    try:
+        client().copy({"Bucket": source_bucket, "Key": source_key}, bucket, key, Config=_transfer_config(),
+                      Callback=callback)
+    except _transfer_errors() as e:
+        _fail(f"copy of {source_uri} to", uri, e)

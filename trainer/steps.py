@@ -19,8 +19,9 @@ one would have. Images stay uint8 until the device scales them to [-1, 1].
 
 Options issue #12 adds (read with defaults that reproduce the original step):
 `loss` ("bce" | "hinge"), `d_lr` (None: `lr`), `beta2`, `aux_weight` (> 0: the
-discriminator returns [logit, class_logits] and D and G add aux_weight x the
-classifier's cross-entropy) and `ema` (decay of the generator's weight average; 0: off).
+discriminator returns [logit, class_logits]; D adds aux_weight x the classifier's
+cross-entropy on real images, G aux_g_weight x it on fakes) and `ema` (decay of
+the generator's weight average, updated in the compiled step after G; 0: off).
 """
 
 import dataclasses
@@ -51,6 +52,7 @@ class StepSpec:
     batch: int  # global batch (per-replica batch x replicas)
     loss: str = "bce"
     aux_weight: float = 0.0
+    aux_g_weight: float = 0.0
     ema: float = 0.0
 
     @property
@@ -59,9 +61,12 @@ class StepSpec:
 
 
 def spec_from(cfg, num_classes: int, global_batch: int) -> StepSpec:
+    aux_weight = float(getattr(cfg, "aux_weight", 0.0) or 0.0)
+    aux_g_weight = getattr(cfg, "aux_g_weight", None)
     return StepSpec(seed=cfg.seed, z_dim=cfg.z_dim, num_classes=num_classes, smooth=cfg.smooth,
                     z_distribution=cfg.z_distribution, batch=global_batch, loss=getattr(cfg, "loss", "bce") or "bce",
-                    aux_weight=float(getattr(cfg, "aux_weight", 0.0) or 0.0), ema=float(getattr(cfg, "ema", 0.0) or 0.0))
+                    aux_weight=aux_weight, aux_g_weight=aux_weight if aux_g_weight is None else float(aux_g_weight),
+                    ema=float(getattr(cfg, "ema", 0.0) or 0.0))
 
 
 @dataclasses.dataclass
@@ -94,7 +99,8 @@ def build_nets(cfg, image_shape, num_classes, precision, sync_bn=False) -> Nets:
     from trainer.models import build_discriminator, build_generator
 
     generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=sync_bn)
-    discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=sync_bn)
+    discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=sync_bn,
+                                        aux_weight=getattr(cfg, "aux_weight", None))
     beta2 = float(getattr(cfg, "beta2", 0.999) or 0.999)
     d_lr = getattr(cfg, "d_lr", None) or cfg.lr
     g_opt = make_optimizer(cfg.lr, cfg.beta1, precision, beta2)
@@ -103,8 +109,9 @@ def build_nets(cfg, image_shape, num_classes, precision, sync_bn=False) -> Nets:
     d_opt.build(discriminator.trainable_variables)
     ema = None
     if float(getattr(cfg, "ema", 0.0) or 0.0) > 0:
-        ema = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=sync_bn)
-        ema.set_weights(generator.get_weights())
+        from trainer.ema import ema_copy
+
+        ema = ema_copy(generator)
     return Nets(generator, discriminator, g_opt, d_opt, ema)
 
 
@@ -119,20 +126,14 @@ def make_optimizer(lr, beta1, precision, beta2=0.999):
 
 
 def d_objective(real_out, fake_out, onehot, spec: StepSpec):
-    """D's loss; with an auxiliary classifier, its cross-entropy on the real images is added."""
-    if spec.aux_weight > 0:
-        (real_logits, real_classes), (fake_logits, _) = real_out, fake_out
-        return (losses.discriminator_loss(real_logits, fake_logits, spec.smooth, kind=spec.loss)
-                + spec.aux_weight * losses.aux_loss(real_classes, onehot))
-    return losses.discriminator_loss(real_out, fake_out, spec.smooth, kind=spec.loss)
+    """D's loss (trainer.losses): with a classifier head, aux_weight x its cross-entropy on the real images."""
+    return losses.discriminator_objective(real_out, fake_out, onehot, smooth=spec.smooth, kind=spec.loss,
+                                          aux_weight=spec.aux_weight)
 
 
 def g_objective(fake_out, onehot, spec: StepSpec):
-    """G's loss; with an auxiliary classifier, its cross-entropy on the fakes (G wants them classified as asked)."""
-    if spec.aux_weight > 0:
-        fake_logits, fake_classes = fake_out
-        return losses.generator_loss(fake_logits, kind=spec.loss) + spec.aux_weight * losses.aux_loss(fake_classes, onehot)
-    return losses.generator_loss(fake_out, kind=spec.loss)
+    """G's loss (trainer.losses): with a classifier head, aux_g_weight x its cross-entropy on the fakes."""
+    return losses.generator_objective(fake_out, onehot, kind=spec.loss, aux_g_weight=spec.aux_g_weight)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 import trainer
-from trainer import checkpoints, plots
-from trainer.config import TrainConfig
+from trainer import checkpoints, events, plots
+from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir
+from trainer.layout import job_of_output
 from trainer.progress import Progress, format_duration
 
 LOSS_PLOT_SECONDS = 10.0
@@ -39,9 +40,11 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
     out = ensure_writable_dir(storage.output_dir, "--output-dir")
     ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
-    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
+    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
     num_classes = _num_classes(cfg, data)
     _schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
+    if checkpoints.latest_checkpoint(ckpt_dir, warn=False) is not None:
+        check_resumed_preset(_recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
 
     from trainer.backend import select
 
@@ -83,6 +86,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         log(f"resuming from {latest} at step {state['step']}")
     runner = make_runner(cfg.framework, nets, spec_from(cfg, num_classes, global_batch), data, placement, setup)
     _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
+    run_log = events.RunLog(out, steps_per_epoch, total_steps, state, log)  # losses.jsonl, TensorBoard
     meta = _generator_meta(cfg, data, num_classes, image_shape)
     _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
@@ -98,6 +102,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
 
     evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log) if chief else None
     progress = Progress(total_steps, label="train", start=state["step"])
+    log = progress.around(log)  # on a terminal, messages print above the bar instead of on its line
     pacer = Pacer()
     checkpoint_seconds = cfg.checkpoint_minutes * 60
     last_checkpoint = last_plot = time.monotonic()
@@ -117,6 +122,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             batch += n
             state["step"] += n
             state["epoch_steps"] += n
+            run_log.steps(state["step"], sums, state["epoch_steps"])
             progress.update(n, extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
             stopped = stop_requested()
             # At the epoch's end the epoch's own checkpoint (below) serves both a stop and the clock.
@@ -128,6 +134,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
                     break
         if stopped and batch < last:
             break
+        if state["step"] >= total_steps:
+            progress.close()  # end the bar's line, then say what the wait after 100% is for
+            log(_after_last_step(total_steps, evaluate_epoch is not None))
         state.update(epoch_sums=sums.tolist(), epoch_seconds=time.monotonic() - t0)
         row = _epoch_row(epoch, state, global_batch)
         if state["epoch_steps"] == steps_per_epoch:
@@ -143,12 +152,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         plot = state["step"] >= total_steps or time.monotonic() - last_plot >= LOSS_PLOT_SECONDS
         last_plot = time.monotonic() if plot else last_plot
         _end_of_epoch(out, sampler, row["epoch"], _metric_rows(state, global_batch), cfg.seed, plot)
+        run_log.epoch(row, plots.grid_path(out / "samples", row["epoch"]))
         save_checkpoint()
         storage.publish_outputs()
         last_checkpoint = time.monotonic()
         log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
             f"{row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     progress.close()
+    run_log.close()
 
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
@@ -156,7 +167,8 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         runner.sync()
         _write_metrics(out, _metric_rows(state, global_batch))
         export_generator(_float32_copy(nets.sampler(), cfg, image_shape, num_classes),
-                         dict(meta, steps=state["step"], framework=cfg.framework, keras_version=keras.__version__),
+                         dict(meta, steps=state["step"], framework=cfg.framework, keras_version=keras.__version__,
+                              **(evaluate_epoch.last if evaluate_epoch else {})),
                          out / "generator")
         if chief:
             from trainer.report import report_at_end
@@ -188,6 +200,14 @@ def load_arrays(groups: dict, arrays: dict, where):
                          f"{mismatch[0]}); resume with the same options, or use another --checkpoint-dir")
     for key, variable in expected.items():
         variable.assign(arrays[key].astype(variable.dtype))
+
+
+def _after_last_step(total_steps, evaluating) -> str:
+    from trainer.evaluate import DEFAULT_SAMPLES
+
+    quality = f"scoring image quality ({DEFAULT_SAMPLES:,} samples), " if evaluating else ""
+    return (f"all {total_steps} steps done; now {quality}the last sample grid, a checkpoint, the exported "
+            "generator and report.html")
 
 
 def _schedule(cfg, n_images, replicas) -> tuple[int, int]:
@@ -246,7 +266,7 @@ def _end_of_epoch(out: Path, generator, epoch_number, rows, seed, plot=True):
     plots.save_epoch_grid(generator, out / "samples", epoch_number, seed)
     plots.append_progress_gif(out / "samples", epoch_number)
     if plot:
-        plots.save_loss_plot(rows, out / "losses.png")
+        plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
 
 
 def _write_metrics(out: Path, history):
@@ -265,8 +285,16 @@ def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
         "image_shape": list(image_shape),
         "value_range": [-1.0, 1.0],
         "steps": 0,
+        "selected": "last",  # generator-best/ (with --eval-every) says "best"
         "trainer_version": trainer.__version__,
     }
+
+
+def _recorded_preset(out: Path) -> str | None:
+    try:
+        return json.loads((out / "run.json").read_text())["config"]["preset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement):
@@ -288,19 +316,16 @@ def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placeme
         "dataset_size": len(data.images),
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
+        # For report titles and `launcher status`: the job (from the run's layout) and whether --max-steps cut it short.
+        "job": job_of_output(cfg.output_dir),
+        "cut_short": total_steps < cfg.epochs * steps_per_epoch,
     }
     atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
 
 def _float32_copy(generator, cfg, image_shape, num_classes):
     """The generator rebuilt in float32, so an export loads and runs anywhere, CPUs included."""
-    import keras
-
+    from trainer.export import float32_model
     from trainer.models import build_generator
 
-    if keras.mixed_precision.global_policy().name == "float32":
-        return generator
-    keras.mixed_precision.set_global_policy("float32")
-    copy = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes)
-    copy.set_weights(generator.get_weights())
-    return copy
+    return float32_model(generator, lambda: build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes))

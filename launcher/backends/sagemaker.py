@@ -15,7 +15,7 @@ from pathlib import Path
 
 from launcher.backends import FINAL_STATES, ensure_dataset
 from trainer import layout, s3
-from trainer.errors import GankitError, UsageError
+from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
 TF_VERSION, PY_VERSION = "2.21", "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -25,7 +25,7 @@ VOLUME_GB = 30
 REPO = Path(__file__).resolve().parents[2]
 # What script mode adds to the prebuilt image (it has TensorFlow, Keras 3, numpy and boto3); its
 # training toolkit pip-installs requirements.txt at job start. framework=jax adds JAX with CUDA.
-REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\n"
+REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 JAX_REQUIREMENTS = "jax[cuda12]>=0.4.30\n"
 
 
@@ -34,7 +34,7 @@ def client(service: str, region: str | None):
 
     session = boto3.session.Session(region_name=region)
     if session.get_credentials() is None:
-        raise UsageError("no AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE")
+        raise UsageError(NO_CREDENTIALS)
     return session.client(service)
 
 
@@ -88,7 +88,8 @@ def build_request(spec, image: str) -> dict:
         "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
         "EnableManagedSpotTraining": spec.spot,
         "Environment": {"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
-        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.dataset},
+        # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
+        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.data_uri.rsplit("/", 1)[-1]},
                  {"Key": "gankit:job", "Value": spec.job}],
     }
     if spec.spot:
@@ -104,8 +105,9 @@ def source_tarball(framework: str = "tensorflow") -> bytes:
     """sagemaker_entry.py, the trainer package and its extra requirements, for script mode."""
     entry = REPO / "docker" / "sagemaker_entry.py"
     if not entry.exists():
-        raise UsageError("script mode needs gankit's source checkout (docker/sagemaker_entry.py); "
-                         "install with `pip install -e .` from a clone, or pass --image")
+        raise UsageError("without --image, a SageMaker job runs gankit's code from its source checkout "
+                         "(docker/sagemaker_entry.py is missing); install with `pip install -e .` from a clone, "
+                         "or pass --image")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(entry, arcname="sagemaker_entry.py")
@@ -119,11 +121,11 @@ def source_tarball(framework: str = "tensorflow") -> bytes:
 
 def submit(spec, dry_run: bool = False) -> dict:
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
-    request = build_request(spec, image)
     if dry_run:
-        return request
+        return build_request(ensure_dataset(spec, upload=False), image)
     sm = client("sagemaker", spec.region)
-    ensure_dataset(spec)
+    spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
+    request = build_request(spec, image)
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball(spec.framework))
     try:

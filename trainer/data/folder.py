@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.data.resize import fit, fit_all
+from trainer.data.resize import fit, fit_all, map_with_progress
 from trainer.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -20,13 +20,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
     """(images uint8 (N, size, size, channels), labels int64 (N,) or None, class_names tuple)."""
+    files, labels, class_names = list_folder(path)
+    return _decode_all(files, image_size, channels, stream), labels, class_names
+
+
+def list_folder(path):
+    """The pictures `load_folder` reads, their labels (or None) and the class names; the layout checked."""
     root = Path(path).expanduser()
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
         raise UsageError(f"image folder {root} {problem}; give folder:PATH the folder that holds your images")
     top = _pictures_in(root)
     classes = {d.name: _pictures_in(d) for d in sorted(root.iterdir(), key=lambda d: d.name)
-               if d.is_dir() and not d.name.startswith(".")}
+               if _not_dangling(d).is_dir() and not d.name.startswith(".")}
     with_pictures = [name for name, files in classes.items() if files]
     if top and with_pictures:
         raise UsageError(f"image folder {root} mixes pictures ({top[0].name}, ...) with class subfolders "
@@ -43,12 +49,26 @@ def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
     else:
         raise UsageError(f"image folder {root} has no pictures ({', '.join(IMAGE_SUFFIXES)}), neither in it "
                          f"nor in subfolders; point folder:PATH at your images")
-    return _decode_all(files, image_size, channels, stream), labels, class_names
+    return files, labels, class_names
+
+
+def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
+    """Decode every picture as training will, keeping nothing: a broken one is named before a job exists."""
+    for _ in map_with_progress(lambda f: _decode(f, image_size, channels).shape, files, "checking pictures", stream):
+        pass
 
 
 def _pictures_in(folder: Path) -> list:
     return sorted(f for f in folder.iterdir()
-                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
+                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and _not_dangling(f).is_file())
+
+
+def _not_dangling(path: Path) -> Path:
+    # A link to nothing is a picture or class the user meant to include: say so rather than skip it.
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{path} is a dangling symlink (it points to {path.readlink()}, which does not exist); "
+                         "fix or remove it")
+    return path
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
