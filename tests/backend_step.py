@@ -32,8 +32,11 @@ def first_step(init: dict | None = None):
     from trainer.train import arrays_of, load_arrays
 
     keras.utils.set_random_seed(0)
-    resolved = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH).resolve()
-    # The default preset, with an EMA generator of decay EMA (a faster average, so one step shows).
+    # The projection preset (the default's networks minus spectral norm: Keras' SpectralNormalization
+    # writes the normalised kernel back into its trainable kernel on every training call, which
+    # TensorFlow does and JAX's stateless_call drops, so the two backends differ there by design),
+    # with an EMA generator of decay EMA (a faster average, so one step shows).
+    resolved = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH, preset="projection").resolve()
     cfg = types.SimpleNamespace(**{**dataclasses.asdict(resolved), "z_distribution": resolved.z_distribution, "ema": EMA})
     nets = build_nets(cfg, SHAPE, CLASSES, "float32")
     if init is not None:
@@ -65,7 +68,7 @@ def trainable_before_after(before: dict, after: dict):
     from trainer.config import TrainConfig
     from trainer.models import build_generator
 
-    cfg = TrainConfig(dataset="mnist", output_dir="-").resolve()
+    cfg = TrainConfig(dataset="mnist", output_dir="-", preset="projection").resolve()
     g = build_generator(cfg.preset, cfg.z_dim, SHAPE, CLASSES)
     trainable = {id(v) for v in g.trainable_variables}
     index = [i for i, v in enumerate(g.variables) if id(v) in trainable]  # "generator/i" is g.variables[i]
