@@ -50,7 +50,7 @@ def first_step(init: dict | None = None):
         from trainer.step_jax import make_core, state_of
 
         state, groups = state_of(nets)
-        state, losses = jax.jit(make_core(nets, spec))(state, images, labels, z)
+        state, losses = jax.jit(make_core(nets, spec))(state, images, labels, z, 0)
         for values, variables in zip(state, groups):
             for value, variable in zip(values, variables):
                 variable.assign(value)
@@ -59,7 +59,8 @@ def first_step(init: dict | None = None):
 
         from trainer.step_tf import make_core
 
-        losses = tf.function(make_core(nets, spec))(tf.constant(images), tf.constant(labels), tf.constant(z))
+        losses = tf.function(make_core(nets, spec))(tf.constant(images), tf.constant(labels), tf.constant(z),
+                                                    tf.constant(0, tf.int64))
     return before, np.asarray(losses), arrays_of(nets.groups())
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from trainer.steps import MAX_STEPS_PER_CALL, d_objective, epoch_order, g_objective
+from trainer.steps import MAX_STEPS_PER_CALL, d_objective, ema_decay, epoch_order, g_objective
 
 
 def scale_images(images):
@@ -39,13 +39,13 @@ def state_of(nets) -> tuple:
 
 
 def make_core(nets, spec, constrain=lambda x: x):
-    """`core(state, images_uint8, labels, z) -> (state, [d_loss, g_loss])`: one D update then one G update."""
+    """`core(state, images_uint8, labels, z, step) -> (state, [d_loss, g_loss])`: one D update then one G update."""
     generator, discriminator, g_opt, d_opt = nets.generator, nets.discriminator, nets.g_opt, nets.d_opt
 
     def inputs(x, y):
         return [x, y] if spec.conditional else x
 
-    def core(state, images, labels, z):
+    def core(state, images, labels, z, step):
         g_tv, g_ntv, d_tv, d_ntv, g_ov, d_ov, ema = state
         real = constrain(scale_images(images))
         y = jax.nn.one_hot(labels, spec.num_classes, dtype=jnp.float32) if spec.conditional else None
@@ -73,7 +73,8 @@ def make_core(nets, spec, constrain=lambda x: x):
         (g_grads,) = g_vjp(d_fake)
         g_tv, g_ov = g_opt.stateless_apply(g_ov, g_grads, g_tv)
         if ema:
-            ema = [spec.ema * e + (1.0 - spec.ema) * v for e, v in zip(ema, g_tv)]
+            decay = ema_decay(spec.ema, jnp.asarray(step, jnp.float32))
+            ema = [decay * e + (1.0 - decay) * v for e, v in zip(ema, g_tv)]
         losses = jnp.stack([d_loss.astype(jnp.float32), g_loss.astype(jnp.float32)])
         return (g_tv, g_ntv, d_tv, d_ntv, g_ov, d_ov, ema), losses
 
@@ -104,7 +105,7 @@ class JaxRunner:
                 state, losses = carry
                 idx = jax.lax.dynamic_slice(order, ((first + i) * batch,), (batch,))
                 z = sample_z(spec.seed, step0 + i, batch, spec.z_dim, spec.z_distribution)
-                state, step_losses = core(state, images[idx], labels[idx], z)
+                state, step_losses = core(state, images[idx], labels[idx], z, step0 + i)
                 return state, jax.lax.dynamic_update_slice(losses, step_losses[None], (i, 0))
 
             # Per-step losses in a buffer of the largest call's size: one compilation for every n.

@@ -11,7 +11,7 @@ device would on the same global batch.
 import numpy as np
 import tensorflow as tf
 
-from trainer.steps import d_objective, epoch_order, g_objective
+from trainer.steps import d_objective, ema_decay, epoch_order, g_objective
 
 
 def scale_images(images):
@@ -26,7 +26,7 @@ def sample_z(seed, step, batch, z_dim, distribution):
 
 
 def make_core(nets, spec, replicas=1):
-    """`core(images_uint8, labels, z) -> [d_loss, g_loss]`: one D update then one G update (no tf.function)."""
+    """`core(images_uint8, labels, z, step) -> [d_loss, g_loss]`: one D update then one G update (no tf.function)."""
     generator, discriminator, g_opt, d_opt = nets.generator, nets.discriminator, nets.g_opt, nets.d_opt
     ema = nets.ema_generator
 
@@ -36,7 +36,7 @@ def make_core(nets, spec, replicas=1):
     def update(opt, tape, scaled_loss, variables):
         opt.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
 
-    def core(images, labels, z):
+    def core(images, labels, z, step):
         real = scale_images(images)
         y = tf.one_hot(labels, spec.num_classes) if spec.conditional else None
         # One persistent tape: the generator runs forward once per step (see trainer/steps.py).
@@ -54,8 +54,9 @@ def make_core(nets, spec, replicas=1):
         update(g_opt, tape, scaled, generator.trainable_variables)
         del tape
         if ema is not None:
+            decay = ema_decay(spec.ema, tf.cast(step, tf.float32))
             for e, v in zip(ema.trainable_variables, generator.trainable_variables):
-                e.assign(spec.ema * e + (1.0 - spec.ema) * v)
+                e.assign(decay * e + (1.0 - decay) * v)
         return tf.stack([tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32)])
 
     return core
@@ -81,7 +82,7 @@ class TFRunner:
             for i in tf.range(n):
                 idx = tf.slice(order, [(first + i) * batch], [batch])
                 z = sample_z(spec.seed, step0 + tf.cast(i, tf.int64), batch, spec.z_dim, spec.z_distribution)
-                losses = losses.write(i, core(tf.gather(images, idx), tf.gather(labels, idx), z))
+                losses = losses.write(i, core(tf.gather(images, idx), tf.gather(labels, idx), z, step0 + tf.cast(i, tf.int64)))
             return losses.stack()
 
         self._run = tf.function(run, jit_compile=jit_compile, reduce_retracing=True)
@@ -120,7 +121,7 @@ def _distributed_step(core, spec, strategy):
         batch = tf.shape(images)[0]
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         z = sample_z(spec.seed, step, batch * replicas, spec.z_dim, spec.z_distribution)[replica * batch:(replica + 1) * batch]
-        return core(images, labels, z)
+        return core(images, labels, z, step)
 
     @tf.function
     def train_step(images, labels, step):

@@ -136,6 +136,15 @@ def g_objective(fake_out, onehot, spec: StepSpec):
     return losses.generator_objective(fake_out, onehot, kind=spec.loss, aux_g_weight=spec.aux_g_weight)
 
 
+def ema_decay(decay, step):
+    """The EMA's decay at (0-based) `step`: min(decay, (1 + step) / (10 + step)), so that early in a run
+    the average follows the generator instead of staying near its random start (the warm-up of
+    tf.train.ExponentialMovingAverage's num_updates); after ~10 / (1 - decay) steps it is `decay`."""
+    from keras import ops
+
+    return ops.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of the examples in `epoch`: the same on every backend, worker and resume."""
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)

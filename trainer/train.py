@@ -119,10 +119,10 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             n = pacer.steps(last - batch, checkpoint_seconds - (time.monotonic() - last_checkpoint))
             for losses in pacer.timed(lambda: runner.run(batch, n, state["step"]), n):
                 sums = sums + losses  # one step at a time, in order: the same sums however steps were grouped
+                state["step"] += 1
+                state["epoch_steps"] += 1
+                run_log.steps(state["step"], sums, state["epoch_steps"])
             batch += n
-            state["step"] += n
-            state["epoch_steps"] += n
-            run_log.steps(state["step"], sums, state["epoch_steps"])
             progress.update(n, extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
             stopped = stop_requested()
             # At the epoch's end the epoch's own checkpoint (below) serves both a stop and the clock.
