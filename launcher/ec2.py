@@ -89,7 +89,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
     """The keyword arguments of `ec2.run_instances` for one GPU instance.
 
     `settings` is the launcher's config (`launcher.settings.load()`): instance_profile,
-    security_group, subnet (optional), region, ami (optional override). `image_id`, when
+    security_group, subnet (optional), region; GANKIT_AMI overrides the image. `image_id`, when
     given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
     """
     settings = settings or {}
@@ -105,8 +105,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
         raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
     tags = {TAG_PURPOSE: purpose, **(tags or {})}
     request = {
-        "ImageId": image_id or resolve_ami(instance_type, settings.get("region"),
-                                            settings.get("ami") or os.environ.get("GANKIT_AMI")),
+        "ImageId": image_id or resolve_ami(instance_type, settings.get("region"), os.environ.get("GANKIT_AMI")),
         "InstanceType": instance_type.removeprefix("ml."),
         "MinCount": 1,
         "MaxCount": 1,

@@ -19,7 +19,6 @@ from trainer.errors import GankitError, UsageError
 TEMPLATES = Path(__file__).resolve().parents[1] / "infra"
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
-DONE = ("_COMPLETE", "_FAILED")
 
 
 def template_body(name: str) -> str:

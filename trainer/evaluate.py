@@ -21,7 +21,6 @@ from trainer.fsutil import atomic_write_text
 DEFAULT_SAMPLES = 10_000
 EPOCH_SAMPLES = 1_000
 RESULT_FILE = "evaluation.json"
-FIGURES = ("label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples")
 SEED = 0
 
 
