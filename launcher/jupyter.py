@@ -27,8 +27,6 @@ READY_TIMEOUT = 25 * 60  # first boot installs TensorFlow, the project and Jupyt
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 TAG_PURPOSE, TAG_OWNER = ec2_backend.TAG_PURPOSE, "gankit:owner"
 TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
 
 
 def say(message):
@@ -94,14 +92,15 @@ def tags_of(instance) -> dict:
 
 def stage_project(root: str, who: str) -> tuple[str, str]:
     """Upload the project's wheel and the example notebook where the instance fetches them."""
+    from launcher.remote.userdata import NOTEBOOK
+    from launcher.resources import resource_path
     from trainer import layout, s3
 
+    notebook = resource_path(f"examples/{NOTEBOOK}")
     prefix = layout.join(root, "jupyter", who)
     wheel_uri = ec2_backend.upload_wheel(prefix)
-    if not NOTEBOOK.is_file():
-        raise GankitError(f"{NOTEBOOK} is missing; run the launcher from a gankit checkout")
-    notebook_uri = layout.join(prefix, NOTEBOOK.name)
-    s3.upload_file(NOTEBOOK, notebook_uri)
+    notebook_uri = layout.join(prefix, NOTEBOOK)
+    s3.upload_file(notebook, notebook_uri)
     return wheel_uri, notebook_uri
 
 

@@ -1,0 +1,94 @@
+"""The wheel works outside a checkout: templates, notebook and container entry files are package data.
+
+The wheel is built from this checkout, installed into a folder of its own, and run from a
+temporary directory by a Python that cannot see the checkout (no PYTHONPATH to it, no .pth files,
+so not the editable install either); the test venv's installed dependencies are borrowed as is.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.data_helpers import make_idx_dataset
+from tests.ec2_helpers import seed_dlami_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every file the launcher reads from infra/, docker/ and examples/, and a byte-for-byte check of each.
+PACKAGED = ("infra/base.yaml", "infra/gpu-instance.yaml", "examples/pull_and_generate.ipynb",
+            "docker/sagemaker_entry.py", "docker/train", "docker/Dockerfile")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel, pip-installed (--target) into a folder far from the checkout; that folder."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--wheel-dir", str(tmp / "dist"), str(ROOT)], check=True, cwd=tmp)
+    wheel, = (tmp / "dist").glob("gankit-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(tmp / "site"),
+                    str(wheel)], check=True, cwd=tmp)
+    return tmp / "site"
+
+
+def launcher(site: Path, cwd: Path, *args, check=True):
+    """`launcher ARGS` from the installed wheel; refuses to run if the checkout is importable."""
+    driver = ("import sys, launcher, trainer\n"
+              "for m in (launcher, trainer):\n"
+              "    assert m.__file__.startswith(sys.argv[1]), f'{m.__name__} imported from {m.__file__}'\n"
+              "assert not any(p and sys.argv[2].startswith(p) for p in sys.path), sys.path\n"
+              "from launcher.cli import main\n"
+              "main(sys.argv[3:])\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]))
+    # -S: no site module, so no .pth files (the venv's editable install of a checkout stays out).
+    done = subprocess.run([sys.executable, "-S", "-c", driver, str(site), str(ROOT), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_wheel_carries_the_repository_files(installed):
+    # Byte for byte the checkout's: the folders stay the only copy in the repository.
+    for name in PACKAGED:
+        packaged = installed / "gankit_data" / name
+        assert packaged.read_bytes() == (ROOT / name).read_bytes(), name
+
+
+def test_infra_up_and_sagemaker_submit_from_the_wheel(installed, aws_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    seed_dlami_parameters("us-east-1")
+    work = tmp_path / "cwd"
+    work.mkdir()
+
+    up = launcher(installed, work, "infra", "up", "--bucket-name", "gankit-wheel-test")
+    assert "CREATE_COMPLETE" in up.stderr + up.stdout
+    config = json.loads(Path(os.environ["GANKIT_CONFIG"]).read_text())
+    assert config["bucket"] == "gankit-wheel-test" and config["backend"] == "sagemaker"
+
+    data = make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=16)
+    args = ("submit", "--dataset", "mnist", "--epochs", "1", "--hp", f"data_dir={data}", "--detach")
+    dry = launcher(installed, work, *args, "--dry-run")
+    request = json.loads(dry.stdout[dry.stdout.index("{"):])
+    assert request["HyperParameters"]["sagemaker_program"] == "sagemaker_entry.py"
+    assert request["RoleArn"] == config["role"]
+
+    # Script mode for real (moto's SageMaker): the source tarball is built from the installed package.
+    launcher(installed, work, *args)
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="gankit-wheel-test", Prefix="runs/")["Contents"]]
+    tarball, = [k for k in keys if k.endswith("sourcedir.tar.gz")]
+    body = s3.get_object(Bucket="gankit-wheel-test", Key=tarball)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+        entry = tar.extractfile("sagemaker_entry.py").read()
+    assert entry == (ROOT / "docker" / "sagemaker_entry.py").read_bytes()
+    assert "trainer/contract.py" in names and "requirements.txt" in names
+    assert not any("__pycache__" in n for n in names)
