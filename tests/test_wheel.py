@@ -38,21 +38,24 @@ def installed(tmp_path_factory):
     return tmp / "site"
 
 
-def launcher(site: Path, cwd: Path, *args, check=True):
-    """`launcher ARGS` from the installed wheel; refuses to run if the checkout is importable."""
-    driver = ("import sys, launcher, trainer\n"
-              "for m in (launcher, trainer):\n"
-              "    assert m.__file__.startswith(sys.argv[1]), f'{m.__name__} imported from {m.__file__}'\n"
-              "assert not any(p and sys.argv[2].startswith(p) for p in sys.path), sys.path\n"
-              "from launcher.cli import main\n"
-              "main(sys.argv[3:])\n")
+def installed_python(site: Path, cwd: Path, code: str, *args, check=True):
+    """Python running `code` (with sys.argv[1:] = args) on the installed wheel; refuses if the checkout is importable."""
+    guard = ("import sys, launcher, trainer\n"
+             f"for m in (launcher, trainer):\n"
+             f"    assert m.__file__.startswith({str(site)!r}), f'{{m.__name__}} imported from {{m.__file__}}'\n"
+             f"assert not any(p and {str(ROOT)!r}.startswith(p) for p in sys.path), sys.path\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]))
     # -S: no site module, so no .pth files (the venv's editable install of a checkout stays out).
-    done = subprocess.run([sys.executable, "-S", "-c", driver, str(site), str(ROOT), *args],
+    done = subprocess.run([sys.executable, "-S", "-c", guard + code, *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def launcher(site: Path, cwd: Path, *args):
+    """`launcher ARGS` from the installed wheel."""
+    return installed_python(site, cwd, "from launcher.cli import main\nmain(sys.argv[1:])\n", *args)
 
 
 def test_the_wheel_carries_the_repository_files(installed):
@@ -92,3 +95,23 @@ def test_infra_up_and_sagemaker_submit_from_the_wheel(installed, aws_env, tmp_pa
     assert entry == (ROOT / "docker" / "sagemaker_entry.py").read_bytes()
     assert "trainer/contract.py" in names and "requirements.txt" in names
     assert not any("__pycache__" in n for n in names)
+
+
+def test_the_instance_wheel_is_the_installed_one_repacked(installed, tmp_path):
+    # EC2 jobs and `launcher jupyter` install the project's wheel on the instance; without a
+    # checkout to build from, the launcher zips up its own installation again.
+    built = installed_python(installed, tmp_path, "from launcher import ec2\nprint(ec2.build_wheel(sys.argv[1]))\n",
+                             str(tmp_path))
+    wheel = Path(built.stdout.strip().splitlines()[-1])
+    assert wheel.parent == tmp_path and wheel.name.startswith("gankit-")
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(again), str(wheel)],
+                   check=True, cwd=tmp_path)
+
+    def files(site):
+        return {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and ".dist-info" not in str(p.parent)}
+
+    assert files(again) == files(installed)  # every module, template and entry file, launcher script included
+    assert "launcher/resources.py" in files(again) and "gankit_data/infra/base.yaml" in files(again)
+    launcher(again, tmp_path, "--help")
