@@ -11,5 +11,5 @@ DATA = {f"gankit_data.{folder}": folder for folder in ("infra", "docker", "examp
 setup(
     packages=[*find_packages(include=["trainer*", "launcher*"]), *DATA],
     package_dir=DATA,
-    package_data={"*": ["*.json", "*.yaml", "*.ipynb"], **{name: ["*"] for name in DATA}},
+    package_data={"": ["*.json", "*.yaml", "*.ipynb"], **{name: ["*"] for name in DATA}},
 )
