@@ -26,7 +26,8 @@ def export_generator(model, meta: dict, out_dir) -> Path:
     return Path(out_dir)
 
 
-def load_generator(path) -> "Generator":
+def read_meta(path) -> dict:
+    """An exported generator's generator.json, checked; no TensorFlow or Keras needed."""
     path = Path(path)
     if not (path / META_FILE).is_file() or not (path / MODEL_FILE).is_file():
         raise UsageError(
@@ -38,6 +39,12 @@ def load_generator(path) -> "Generator":
         meta["z_dim"], meta["image_shape"]
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{path / META_FILE} is corrupted ({e}); export the generator again") from None
+    return meta
+
+
+def load_generator(path) -> "Generator":
+    path = Path(path)
+    meta = read_meta(path)
     import keras
 
     try:
@@ -110,10 +117,9 @@ class Generator:
             cols = cols or 10
             classes = class_rows(self.num_classes, rows)
             images = np.concatenate([self.generate(c, cols, seed) for c in classes])
-        else:
-            rows, cols = rows or 5, cols or 5
-            images = self.generate(target_class, rows * cols, seed)
-        return tile(images, rows, cols, scale=scale)
+            return tile(images, rows, cols, scale=scale, row_labels=[self.class_names[c] for c in classes])
+        rows, cols = rows or 5, cols or 5
+        return tile(self.generate(target_class, rows * cols, seed), rows, cols, scale=scale)
 
 
 def class_rows(num_classes: int, rows: int) -> list[int]:

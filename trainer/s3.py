@@ -7,10 +7,10 @@ still fails raises a one-line `GankitError`.
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError
+from trainer.fsutil import mkstemp
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -105,7 +105,7 @@ def download_file(uri: str, local, callback=None):
     bucket, key = split_s3(uri)
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+    fd, tmp = mkstemp(prefix=f".{local.name}.", dir=local.parent)
     os.close(fd)
     try:
         client().download_file(bucket, key, tmp, Config=_transfer_config(), Callback=callback)
@@ -118,17 +118,26 @@ def download_file(uri: str, local, callback=None):
         raise
 
 
-def download_prefix(uri: str, local_dir, label="download") -> Path:
-    """Mirror everything below `uri` into `local_dir`, skipping files already there at the same size."""
+def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
+    """Mirror everything below `uri` into `local_dir`, skipping files already there at the same size
+    (and saying so through `log`, when given)."""
     local_dir = Path(local_dir)
     wanted = {k: size for k, size in list_objects(uri).items() if k and not k.endswith("/")}
     todo = {k: s for k, s in wanted.items() if not ((local_dir / k).is_file() and (local_dir / k).stat().st_size == s)}
+    if log:
+        say_skipped(log, local_dir, len(wanted) - len(todo), sum(s for k, s in wanted.items() if k not in todo))
     if todo:
         progress = Progress(sum(todo.values()), label=label, fmt=format_bytes)
         for key in sorted(todo):
             download_file(join(uri, key), local_dir / key, callback=progress.update)
         progress.close()
     return local_dir
+
+
+def say_skipped(log, dest, count: int, size: int):
+    """One line on what a resumable download did not fetch again."""
+    if count:
+        log(f"skipped {count} file{'s' if count != 1 else ''} ({format_bytes(size)}) already in {dest} at the same size")
 
 
 def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):

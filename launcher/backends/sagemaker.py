@@ -23,7 +23,7 @@ POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
 # What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
-REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\n"
+REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 
 
 def client(service: str, region: str | None):
