@@ -115,3 +115,12 @@ def test_the_instance_wheel_is_the_installed_one_repacked(installed, tmp_path):
     assert files(again) == files(installed)  # every module, template and entry file, launcher script included
     assert "launcher/resources.py" in files(again) and "gankit_data/infra/base.yaml" in files(again)
     launcher(again, tmp_path, "--help")
+
+
+def test_image_push_from_a_wheel_says_it_needs_a_clone(installed, tmp_path):
+    # The image is built from the whole source tree (pyproject.toml, setup.py, ...), which a wheel lacks.
+    done = installed_python(installed, tmp_path, "from launcher.cli import main\nmain(sys.argv[1:])\n",
+                            "image", "push", "--region", "us-east-1", check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "image push" in done.stderr and "clone" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
