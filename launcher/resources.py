@@ -15,7 +15,7 @@ _SOURCE = Path(__file__).resolve().parents[1]
 
 def checkout() -> Path | None:
     """The source checkout the launcher runs from; None when it is installed from a wheel."""
-    return _SOURCE if (_SOURCE / "pyproject.toml").is_file() else None
+    return _SOURCE if (_SOURCE / "pyproject.toml").is_file() and (_SOURCE / "infra").is_dir() else None
 
 
 def resource_path(name: str) -> Path:
