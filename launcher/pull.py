@@ -1,24 +1,25 @@
 """Bring a run's outputs home, and find a generator wherever it lives (folder, job, s3:// prefix)."""
 
+import filecmp
 import hashlib
 import shutil
 from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import cache_root
+from trainer.fsutil import cache_root, inside
 from trainer.progress import Progress, format_bytes
 
 
 def copy_tree(source: Path, dest: Path, label: str) -> Path:
-    """Like s3.download_prefix for a local source: resumable, skips files already there at the same size."""
+    """Like s3.download_prefix for a local source: resumable, skips files already there with the same bytes."""
     files = [p for p in sorted(source.rglob("*")) if p.is_file() and "checkpoints" not in p.relative_to(source).parts]
-    todo = [p for p in files if not ((dest / p.relative_to(source)).is_file()
-                                     and (dest / p.relative_to(source)).stat().st_size == p.stat().st_size)]
+    targets = {p: inside(dest, p.relative_to(source).as_posix(), str(source)) for p in files}
+    todo = [p for p in files if not (targets[p].is_file() and filecmp.cmp(p, targets[p], shallow=False))]
     if todo:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
-            target = dest / path.relative_to(source)
+            target = targets[path]
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.part")
             shutil.copyfile(path, tmp)

@@ -22,6 +22,7 @@ MANIFEST = "MANIFEST.json"
 STATE = "state.json"
 TF_PREFIX = "tf"
 _NAME = re.compile(r"^ckpt-(\d{9})$")
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what checkpoint writers name their files
 
 
 def checkpoint_name(step: int) -> str:
@@ -60,26 +61,43 @@ def problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or None if it is."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
-        if manifest.get("step") != int(_NAME.match(folder.name).group(1)):
-            return "manifest names another step"
     except FileNotFoundError:
         return "no manifest (incomplete)"
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
         return "corrupted manifest"
-    return problem_with_files(folder, manifest)
+    return manifest_problem(manifest, int(_NAME.match(folder.name).group(1))) or problem_with_files(folder, manifest)
+
+
+def manifest_problem(manifest, step: int) -> str | None:
+    """Why `manifest` cannot describe checkpoint `step`, or None.
+
+    Entries must be plain file names (a manifest from a bucket is untrusted:
+    `../x` would be a path outside the checkpoint), and it must list what every
+    checkpoint has: state.json and the payload beside it.
+    """
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return "corrupted manifest"
+    if manifest.get("step") != step:
+        return "manifest names another step"
+    for name, meta in manifest["files"].items():
+        if not _PLAIN.match(name) or name in (".", "..") or name == MANIFEST:
+            return f"manifest lists {name!r}, not a plain file name"
+        if not isinstance(meta, dict) or not isinstance(meta.get("size"), int) or not isinstance(meta.get("sha256"), str):
+            return "corrupted manifest"
+    if STATE not in manifest["files"]:
+        return "manifest lists no state.json"
+    if len(manifest["files"]) < 2:
+        return "manifest lists no checkpoint payload beside state.json"
+    return None
 
 
 def problem_with_files(folder: Path, manifest: dict) -> str | None:
-    """Why the files in `folder` disagree with `manifest`, or None if they agree."""
-    files = manifest["files"]
-    if STATE not in files:
-        return "manifest lists no state.json"
-    for name, meta in files.items():
+    """Why the files in `folder` disagree with `manifest` (already checked by manifest_problem), or None."""
+    for name, meta in manifest["files"].items():
         path = folder / name
         if not path.is_file():
             return f"missing file {name}"
-        if path.stat().st_size != meta.get("size") or file_digest(path) != meta.get("sha256"):
+        if path.stat().st_size != meta["size"] or file_digest(path) != meta["sha256"]:
             return f"file {name} does not match the manifest"
     return None
 

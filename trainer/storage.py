@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import checkpoints, s3
-from trainer.fsutil import atomic_dir, cache_root
+from trainer.errors import GankitError
+from trainer.fsutil import atomic_dir, cache_root, inside
 
 
 def local_stand_in(uri: str, kind: str) -> Path:
@@ -58,9 +59,10 @@ def prepare(cfg) -> Storage:
     return Storage(data_dir, output_dir, checkpoint_dir, output_uri, checkpoint_uri, cfg.keep_checkpoints)
 
 
-def remote_checkpoints(uri: str) -> list[tuple[int, str]]:
+def remote_checkpoints(uri: str, listing: dict | None = None) -> list[tuple[int, str]]:
     """(step, name) of every remote checkpoint folder, newest first."""
-    names = {key.split("/", 1)[0] for key in s3.list_objects(uri) if "/" in key}
+    listing = s3.list_objects(uri) if listing is None else listing
+    names = {key.split("/", 1)[0] for key in listing if "/" in key}
     found = [(int(n[5:]), n) for n in names if checkpoints._NAME.match(n)]
     return sorted(found, reverse=True)
 
@@ -69,34 +71,51 @@ def pull_latest_checkpoint(uri: str, local_dir: Path) -> Path | None:
     """Download the newest complete remote checkpoint unless a local one is as new."""
     local_latest = checkpoints.latest_checkpoint(local_dir, warn=False)
     local_step = int(local_latest.name[5:]) if local_latest else -1
-    for step, name in remote_checkpoints(uri):
+    listing = s3.list_objects(uri)
+    for step, name in remote_checkpoints(uri, listing):
         if step <= local_step:
             return local_latest
         raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
+        if raw is None:
+            _warn(uri, name, "no manifest (incomplete upload)")
+            continue
         try:
-            files = json.loads(raw)["files"] if raw is not None else None
-        except (ValueError, KeyError, TypeError):
-            files = None
-        if not files:
-            _warn(uri, name, "no manifest (incomplete upload)" if raw is None else "corrupted manifest")
+            manifest = json.loads(raw)
+        except ValueError:
+            manifest = None
+        # The manifest is checked before any of its names becomes a local path.
+        reason = checkpoints.manifest_problem(manifest, step) or _missing(listing, name, manifest["files"])
+        if reason:
+            _warn(uri, name, reason)
             continue
         target = local_dir / name
         try:
             with atomic_dir(target) as tmp:
-                for file in files:
-                    s3.download_file(s3.join(uri, name, file), tmp / file)
+                for file in manifest["files"]:
+                    s3.download_file(s3.join(uri, name, file), inside(tmp, file, s3.join(uri, name)))
                 (tmp / checkpoints.MANIFEST).write_bytes(raw)
-                reason = checkpoints.problem_with_files(tmp, json.loads(raw))
+                reason = checkpoints.problem_with_files(tmp, manifest)
                 if reason:
                     raise _Skip(reason)
         except _Skip as e:
             _warn(uri, name, str(e))
             continue
-        except Exception as e:  # a listed file that cannot be fetched
+        except GankitError as e:  # a listed file that cannot be fetched
             _warn(uri, name, f"cannot download its files ({e})")
             continue
         return target
     return local_latest
+
+
+def _missing(listing: dict, name: str, files: dict) -> str | None:
+    """Why the remote objects of checkpoint `name` disagree with its manifest's sizes, before downloading."""
+    for file, meta in files.items():
+        size = listing.get(f"{name}/{file}")
+        if size is None:
+            return f"missing file {file} (an incomplete upload or a deleted object)"
+        if size != meta["size"]:
+            return f"file {file} does not match the manifest"
+    return None
 
 
 def push_checkpoint(folder: Path, uri: str, keep: int):
