@@ -1,7 +1,6 @@
 """Bring a run's outputs home, and find a generator wherever it lives (folder, job, s3:// prefix)."""
 
 import filecmp
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -56,8 +55,7 @@ def check_generator(folder: Path, what: str):
 def generator_dir(source: str) -> Path:
     """A local generator folder from a folder, a job name, or an s3:// generator prefix (cached)."""
     if s3.is_s3(source):
-        digest = hashlib.sha256(source.rstrip("/").encode()).hexdigest()[:16]
-        return s3.download_prefix(source, cache_root() / "generators" / digest, label="downloading generator")
+        return s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source), label="downloading generator")
     path = Path(source)
     if path.exists():
         # A pulled run folder holds its generator in generator/.

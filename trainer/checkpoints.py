@@ -11,11 +11,13 @@ and renamed into place; on S3 (trainer/s3sync.py) the manifest is uploaded last.
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
+from trainer.errors import GankitError
 from trainer.fsutil import atomic_dir
 
 MANIFEST = "MANIFEST.json"
@@ -111,14 +113,43 @@ def checkpoint_folders(directory) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+CORRUPT = ".corrupt"  # a checkpoint that failed to verify is renamed ckpt-<step>.corrupt: kept, never loaded
+
+
 def latest_checkpoint(directory, warn=True) -> Path | None:
+    """The newest checkpoint that verifies, or None if there are none.
+
+    With `warn` (the training run's own folder) a corrupt one is set aside as
+    ckpt-<step>.corrupt, and if corrupt checkpoints exist but none verifies the
+    run stops: starting over at step 0 would quietly throw the run away.
+    """
     for _, folder in checkpoint_folders(directory):
         reason = problem(folder)
         if reason is None:
             return folder
         if warn:
-            print(f"warning: skipping checkpoint {folder}: {reason}; trying the previous one", file=sys.stderr)
+            aside = set_aside(folder, reason)
+            print(f"warning: skipping checkpoint {folder}: {reason}; "
+                  f"{'set aside as ' + aside.name + ', ' if aside else ''}trying the previous one", file=sys.stderr)
+    if warn and any(Path(directory).glob(f"ckpt-*{CORRUPT}")):
+        raise none_verifies(directory)
     return None
+
+
+def set_aside(folder: Path, reason: str) -> Path | None:
+    """Rename a checkpoint that has a manifest but does not verify; one without a manifest is just incomplete."""
+    if reason.startswith("no manifest"):
+        return None
+    aside = folder.with_name(folder.name + CORRUPT)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(folder, aside)
+    return aside
+
+
+def none_verifies(where) -> GankitError:
+    where = str(where).rstrip("/")
+    return GankitError(f"no checkpoint in {where} verifies (the corrupt ones are set aside as ckpt-*{CORRUPT}); "
+                       f"restore a good copy, or delete {where}/ckpt-*{CORRUPT} to start again from step 0")
 
 
 def read_checkpoint(folder: Path, tf_checkpoint) -> dict:
@@ -127,12 +158,16 @@ def read_checkpoint(folder: Path, tf_checkpoint) -> dict:
 
 
 def prune(directory, keep: int):
-    """Keep the newest `keep` checkpoints that have a manifest; drop all older folders."""
+    """Keep the newest `keep` checkpoints that verify; drop older folders, set corrupt ones aside.
+
+    Only a verified checkpoint counts towards `keep`: counting any folder with a
+    manifest let newer corrupt ones push out every good checkpoint just written.
+    """
     kept = 0
     for _, folder in checkpoint_folders(directory):
-        # A manifest is enough here: folders are renamed into place whole, and
-        # readers still verify every file before loading.
-        if kept < keep and (folder / MANIFEST).is_file():
-            kept += 1
-        elif kept >= keep:
+        if kept >= keep:
             shutil.rmtree(folder, ignore_errors=True)
+        elif (reason := problem(folder)) is None:
+            kept += 1
+        else:
+            set_aside(folder, reason)

@@ -192,6 +192,26 @@ def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
             sent[rel] = stamp
 
 
+def move_prefix(uri: str, to_uri: str):
+    """Copy every object below `uri` to below `to_uri` (same bucket), then delete the originals."""
+    bucket, prefix = split_s3(uri)
+    _, to_prefix = split_s3(to_uri)
+    for key in list_objects(uri):
+        try:
+            client().copy_object(Bucket=bucket, Key=f"{to_prefix}/{key}", CopySource={"Bucket": bucket, "Key": f"{prefix}/{key}"})
+        except _transfer_errors() as e:
+            _fail("copy of", join(uri, key), e)
+    delete_prefix(uri)
+
+
+def cache_key(uri: str) -> str:
+    """A short stable name for a local copy of `uri`: endpoint, bucket and path all tell copies apart."""
+    import hashlib
+
+    endpoint = client().meta.endpoint_url
+    return hashlib.sha256(f"{endpoint}|{str(uri).rstrip('/')}".encode()).hexdigest()[:16]
+
+
 def delete_prefix(uri: str):
     bucket, prefix = split_s3(uri)
     keys = [{"Key": f"{prefix}/{k}"} for k in list_objects(uri)]
