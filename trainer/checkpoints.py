@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from trainer.errors import GankitError
+from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_dir
 
 MANIFEST = "MANIFEST.json"
@@ -150,6 +150,36 @@ def none_verifies(where) -> GankitError:
     where = str(where).rstrip("/")
     return GankitError(f"no checkpoint in {where} verifies (the corrupt ones are set aside as ckpt-*{CORRUPT}); "
                        f"restore a good copy, or delete {where}/ckpt-*{CORRUPT} to start again from step 0")
+
+
+def architecture(cfg, num_classes: int, image_shape) -> dict:
+    """What a checkpoint's networks depend on; recorded in its state and compared before resuming."""
+    return {"model": cfg.model, "preset": cfg.preset, "z_dim": cfg.z_dim, "image_shape": [int(v) for v in image_shape],
+            "num_classes": int(num_classes)}
+
+
+def check_architecture(folder: Path | None, wanted: dict):
+    """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
+    if folder is None:
+        return
+    try:
+        recorded = json.loads((folder / STATE).read_text()).get("architecture")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict) or recorded == wanted:
+        return
+
+    def describe(arch):
+        words = [f"--model {arch.get('model')} --preset {arch.get('preset')} --z-dim {arch.get('z_dim')}"]
+        if recorded.get("image_shape") != wanted["image_shape"]:
+            words.append("images " + "x".join(map(str, arch.get("image_shape") or [])))
+        if recorded.get("num_classes") != wanted["num_classes"]:
+            words.append(f"{arch.get('num_classes')} classes")
+        return ", ".join(words)
+
+    raise UsageError(f"checkpoint {folder} is for another architecture ({describe(recorded)}; this run: "
+                     f"{describe(wanted)}); rerun with its options to resume, or start fresh with another "
+                     f"--checkpoint-dir or --output-dir (or delete {folder.parent})")
 
 
 def read_checkpoint(folder: Path, tf_checkpoint) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.config import MAX_Z_DIM  # the same bound as `train --z-dim`
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_dir
 from trainer.images import tile, to_uint8
@@ -29,7 +30,6 @@ def export_generator(model, meta: dict, out_dir) -> Path:
 # Keras releases that fixed ways past safe mode: CVE-2025-1550 (3.9), CVE-2025-8747 and
 # CVE-2025-9906 (3.11.0), CVE-2025-9905 (HDF5, 3.11.3), CVE-2026-1462 (TFSMLayer, 3.12.1 and 3.14.0).
 SAFE_KERAS = "3.14"  # pyproject's trainer extra asks for the same (3.12.1-3.12.x on Python 3.10)
-MAX_Z_DIM = 4096  # the same bound as `train --z-dim`
 
 
 def require_safe_keras():

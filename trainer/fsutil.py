@@ -76,6 +76,31 @@ def ensure_writable_dir(path, flag):
     return path
 
 
+@contextlib.contextmanager
+def removed_on_error(*paths):
+    """Folders (and their missing parents) created inside the block are removed again if it fails while they are empty.
+
+    A run that fails validation must not leave empty output and checkpoint folders behind.
+    """
+    fresh = {}
+    for path in map(Path, paths):
+        top = path
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        if not path.exists():
+            fresh[path] = top
+    try:
+        yield
+    except BaseException:
+        for path, top in fresh.items():
+            for folder in [path, *path.parents]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only ever an empty folder
+                if folder == top:
+                    break
+        raise
+
+
 def inside(dest, name: str, source: str) -> Path:
     """`dest / name` for a name that came from elsewhere (an S3 key, a manifest entry), or a one-line error.
 

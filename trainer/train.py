@@ -18,7 +18,7 @@ import trainer
 from trainer import checkpoints, plots
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_text, ensure_writable_dir
+from trainer.fsutil import atomic_write_text, ensure_writable_dir, removed_on_error
 from trainer.progress import Progress, format_duration
 
 
@@ -34,11 +34,15 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     # Validate everything cheap before TensorFlow's seconds-long import.
     cfg = cfg.resolve()
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
-    out = ensure_writable_dir(storage.output_dir, "--output-dir")
-    ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
-    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
-    num_classes = _num_classes(cfg, data)
-    _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
+    with removed_on_error(storage.output_dir, storage.checkpoint_dir):  # a run that fails here leaves no folders
+        out = ensure_writable_dir(storage.output_dir, "--output-dir")
+        ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
+        data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
+        num_classes = _num_classes(cfg, data)
+        _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
+        architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:])
+        latest = checkpoints.latest_checkpoint(ckpt_dir)
+        checkpoints.check_architecture(latest, architecture)  # from the state, before a shape error deep in TF
 
     import tensorflow as tf
 
@@ -75,10 +79,10 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
                                  num_classes=num_classes, smooth=cfg.smooth, z_distribution=cfg.z_distribution,
                                  jit_compile=setup.jit_compile and replicas == 1, strategy=strategy)
 
-    state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
-    latest = checkpoints.latest_checkpoint(ckpt_dir)
+    state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0,
+             "architecture": architecture}
     if latest is not None:
-        state = checkpoints.read_checkpoint(latest, tf_ckpt)
+        state = dict(checkpoints.read_checkpoint(latest, tf_ckpt), architecture=architecture)
         log(f"resuming from {latest} at step {state['step']}")
     _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
     meta = _generator_meta(cfg, data, num_classes, image_shape)

@@ -26,7 +26,7 @@ def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
         raise UsageError(f"image folder {root} {problem}; give folder:PATH the folder that holds your images")
     top = _pictures_in(root)
     classes = {d.name: _pictures_in(d) for d in sorted(root.iterdir(), key=lambda d: d.name)
-               if d.is_dir() and not d.name.startswith(".")}
+               if _not_dangling(d).is_dir() and not d.name.startswith(".")}
     with_pictures = [name for name, files in classes.items() if files]
     if top and with_pictures:
         raise UsageError(f"image folder {root} mixes pictures ({top[0].name}, ...) with class subfolders "
@@ -48,7 +48,15 @@ def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
 
 def _pictures_in(folder: Path) -> list:
     return sorted(f for f in folder.iterdir()
-                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
+                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and _not_dangling(f).is_file())
+
+
+def _not_dangling(path: Path) -> Path:
+    # A link to nothing is a picture or class the user meant to include: say so rather than skip it.
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{path} is a dangling symlink (it points to {path.readlink()}, which does not exist); "
+                         "fix or remove it")
+    return path
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
