@@ -142,7 +142,10 @@ def set_aside(folder: Path, reason: str) -> Path | None:
         return None
     aside = folder.with_name(folder.name + CORRUPT)
     shutil.rmtree(aside, ignore_errors=True)
-    os.replace(folder, aside)
+    try:
+        os.replace(folder, aside)
+    except FileNotFoundError:  # another worker on this machine set it aside first
+        pass
     return aside
 
 
