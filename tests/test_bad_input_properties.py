@@ -204,3 +204,46 @@ def test_malformed_sagemaker_hyperparameters(hyperparameters):
         failure = (root / "output" / "failure").read_text()
         assert failure.count("\n") == 1 and failure.strip() == err.strip()[len("error: "):]
         assert not (root / "model").exists() and not (root / "checkpoints").exists()
+
+
+@st.composite
+def bad_job_record(draw):
+    kind = draw(st.sampled_from(["bytes", "json", "record"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=40))
+    if kind == "json":
+        return json.dumps(draw(json_values.filter(lambda v: not isinstance(v, dict)))).encode()
+    record = {"job": "j1", "backend": "local", "output_uri": "/tmp/x"}
+    key = draw(st.sampled_from(sorted(record)))
+    value = draw(json_values.filter(lambda v: not isinstance(v, str)) | st.just(None))
+    record[key] = value
+    if draw(st.booleans()):
+        record.pop(key)
+    return json.dumps(record).encode()
+
+
+@FAST
+@given(bad_job_record())
+def test_malformed_job_records(content):
+    """`launcher status` refuses a broken record in one line; `launcher list` warns once and lists the rest."""
+    import os
+
+    from launcher import jobs
+    from launcher.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.environ.get("GANKIT_CONFIG")
+        os.environ["GANKIT_CONFIG"] = str(Path(tmp) / "config.json")
+        try:
+            jobs.jobs_dir().mkdir(parents=True)
+            (jobs.jobs_dir() / "j1.json").write_bytes(content)
+            code, err = call(main, ["status", "j1"])
+            assert_one_clean_line(code, err)
+            code, err = call(main, ["list"])
+            assert code == 0 and len(err.strip().splitlines()) == 1 and err.startswith("warning: "), err
+            assert (jobs.jobs_dir() / "j1.json").read_bytes() == content  # left for the user to inspect
+        finally:
+            if old is None:
+                os.environ.pop("GANKIT_CONFIG")
+            else:
+                os.environ["GANKIT_CONFIG"] = old
