@@ -55,8 +55,32 @@ def write_checkpoint(directory, step: int, tf_checkpoint, state: dict, keep: int
         tf_checkpoint.write(str(tmp / TF_PREFIX))
         (tmp / STATE).write_text(json.dumps(state))
         (tmp / MANIFEST).write_text(json.dumps(build_manifest(tmp, step), indent=1))
+    _verified.add(_identity(final))  # built from the bytes just written: no need to read them back
     prune(directory, keep)
     return final
+
+
+_verified = set()  # checkpoints this process wrote or verified, by _identity: each is hashed at most once
+
+
+def _identity(folder: Path):
+    """The folder and each file's size and mtime: any change to a file makes it a stranger again."""
+    try:
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
+        return str(folder.resolve()), tuple(files)
+    except OSError:
+        return None
+
+
+def verifies(folder: Path) -> bool:
+    """problem(folder) is None, remembered per process so pruning does not re-read every kept checkpoint."""
+    identity = _identity(folder)
+    if identity is not None and identity in _verified:
+        return True
+    if problem(folder) is None:
+        _verified.add(identity)
+        return True
+    return False
 
 
 def problem(folder: Path) -> str | None:
@@ -200,7 +224,7 @@ def prune(directory, keep: int):
     for _, folder in checkpoint_folders(directory):
         if kept >= keep:
             shutil.rmtree(folder, ignore_errors=True)
-        elif (reason := problem(folder)) is None:
+        elif verifies(folder):
             kept += 1
         else:
-            set_aside(folder, reason)
+            set_aside(folder, problem(folder) or "")
