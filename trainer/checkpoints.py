@@ -160,6 +160,27 @@ def latest_checkpoint(directory, warn=True) -> Path | None:
     return None
 
 
+def read_checkpoint(folder: Path, tf_checkpoint) -> dict:
+    tf_checkpoint.read(str(folder / TF_PREFIX)).assert_existing_objects_matched()
+    return json.loads((folder / STATE).read_text())
+
+
+def prune(directory, keep: int):
+    """Keep the newest `keep` checkpoints that verify; drop older folders, set corrupt ones aside.
+
+    Only a verified checkpoint counts towards `keep`: counting any folder with a
+    manifest let newer corrupt ones push out every good checkpoint just written.
+    """
+    kept = 0
+    for _, folder in checkpoint_folders(directory):
+        if kept >= keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif verifies(folder):
+            kept += 1
+        else:
+            set_aside(folder, problem(folder) or "")
+
+
 def set_aside(folder: Path, reason: str) -> Path | None:
     """Rename a checkpoint that has a manifest but does not verify; one without a manifest is just incomplete."""
     if reason.startswith("no manifest"):
@@ -207,24 +228,3 @@ def check_architecture(folder: Path | None, wanted: dict):
     raise UsageError(f"checkpoint {folder} is for another architecture ({describe(recorded)}; this run: "
                      f"{describe(wanted)}); rerun with its options to resume, or start fresh with another "
                      f"--checkpoint-dir or --output-dir (or delete {folder.parent})")
-
-
-def read_checkpoint(folder: Path, tf_checkpoint) -> dict:
-    tf_checkpoint.read(str(folder / TF_PREFIX)).assert_existing_objects_matched()
-    return json.loads((folder / STATE).read_text())
-
-
-def prune(directory, keep: int):
-    """Keep the newest `keep` checkpoints that verify; drop older folders, set corrupt ones aside.
-
-    Only a verified checkpoint counts towards `keep`: counting any folder with a
-    manifest let newer corrupt ones push out every good checkpoint just written.
-    """
-    kept = 0
-    for _, folder in checkpoint_folders(directory):
-        if kept >= keep:
-            shutil.rmtree(folder, ignore_errors=True)
-        elif verifies(folder):
-            kept += 1
-        else:
-            set_aside(folder, problem(folder) or "")
