@@ -3,6 +3,7 @@
 import json
 
 import boto3
+import numpy as np
 import pytest
 from moto import mock_aws
 
@@ -12,23 +13,23 @@ from trainer.errors import GankitError
 BUCKET = "gankit-recovery"
 
 
-class FakeCheckpoint:
-    """Stands in for the checkpoint payload writer: two files, as TensorFlow writes."""
-
-    def __init__(self, payload=b"weights"):
-        self.payload = payload
+class Payload(dict):
+    """A checkpoint payload for either writer: arrays by name (the backend-neutral format) that can
+    also write themselves as TensorFlow's two checkpoint files."""
 
     def write(self, prefix):
         open(prefix + ".index", "wb").write(b"index")
-        open(prefix + ".data-00000-of-00001", "wb").write(self.payload)
+        open(prefix + ".data-00000-of-00001", "wb").write(self["w"].tobytes())
 
 
 def write(directory, step, keep=10):
-    return checkpoints.write_checkpoint(directory, step, FakeCheckpoint(b"w%d" % step), {"step": step}, keep=keep)
+    return checkpoints.write_checkpoint(directory, step, Payload(w=np.full(2, step, np.float32)), {"step": step},
+                                        keep=keep)
 
 
 def corrupt(folder):
-    (folder / "tf.data-00000-of-00001").write_bytes(b"bit rot!")
+    payload = sorted(p for p in folder.iterdir() if p.name not in (checkpoints.STATE, checkpoints.MANIFEST))
+    payload[-1].write_bytes(b"bit rot!")
 
 
 def names(directory):
@@ -91,8 +92,10 @@ def test_s3_checkpoints_that_all_fail_to_verify_stop_the_run(bucket, tmp_path):
     uri = bucket + "/runs/c/checkpoints"
     for step in (3, 4):
         storage.push_checkpoint(write(tmp_path / "src", step), uri, keep=5)
-        boto3.client("s3").put_object(Bucket=BUCKET, Key=f"runs/c/checkpoints/{checkpoints.checkpoint_name(step)}/tf.index",
-                                      Body=b"other")  # same size as b"index": only the digest tells
+        name = checkpoints.checkpoint_name(step)
+        state_key = f"runs/c/checkpoints/{name}/{checkpoints.STATE}"
+        boto3.client("s3").put_object(Bucket=BUCKET, Key=state_key,
+                                      Body=b'{"step": %d}' % (step + 1))  # same size: only the digest tells
     with pytest.raises(GankitError) as e:
         storage.pull_latest_checkpoint(uri, tmp_path / "stage")
     assert "no checkpoint" in str(e.value) and uri in str(e.value) and "\n" not in str(e.value)
