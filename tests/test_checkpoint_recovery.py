@@ -1,6 +1,5 @@
 """Corrupt and stale checkpoints: never silently start over, never prune a good one, S3 is the record."""
 
-import json
 
 import boto3
 import numpy as np

@@ -6,6 +6,7 @@ still fails raises a one-line `GankitError`.
 """
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -206,8 +207,6 @@ def move_prefix(uri: str, to_uri: str):
 
 def cache_key(uri: str) -> str:
     """A short stable name for a local copy of `uri`: endpoint, bucket and path all tell copies apart."""
-    import hashlib
-
     endpoint = client().meta.endpoint_url
     return hashlib.sha256(f"{endpoint}|{str(uri).rstrip('/')}".encode()).hexdigest()[:16]
 
