@@ -1,7 +1,10 @@
 """`launcher evaluate` and `launcher report`: image quality and the run report of a job, on any backend.
 
-Both work from the job record's `output_uri` (s3:// or a local folder), so a
-local, SageMaker or EC2 job is handled the same way. Registered lazily by
+One run folder is the truth: the job record's `output_uri` (s3:// or a local
+folder). `evaluate JOB` writes evaluation.json into it and rebuilds its
+report.html; `report JOB` rebuilds the report from it (with the cost when the
+price is known) into a local folder: the run itself for a local job, else a
+copy in gankit's cache, or `--out DIR` for any backend. Registered lazily by
 launcher.cli as `launcher.quality:evaluate` / `launcher.quality:report`.
 """
 
@@ -26,17 +29,25 @@ def job_output(job: str) -> tuple[dict, str]:
     return record, output_uri
 
 
-def local_copy(job: str, output_uri: str, out_dir=None, skip=()) -> Path:
-    """The job's output as a local folder: the folder itself for a local job, else a download of the S3 prefix."""
-    if not s3.is_s3(output_uri):
-        folder = Path(output_uri)
-        if not folder.is_dir():
-            raise UsageError(f"job {job} has no output yet at {folder}; wait for it to finish (`launcher status {job}`)")
-        return folder
-    if not s3.list_objects(output_uri):
+def local_copy(job: str, output_uri: str, out_dir=None) -> Path:
+    """The job's output as a local folder: a local job's own folder, else (or with `out_dir`) a fresh copy."""
+    from launcher.pull import copy_tree
+
+    local = not s3.is_s3(output_uri)
+    if not (Path(output_uri).is_dir() if local else s3.list_objects(output_uri)):
         raise UsageError(f"job {job} has no output yet at {output_uri}; wait for it to finish (`launcher status {job}`)")
+    if local and not out_dir:
+        return Path(output_uri)
     target = Path(out_dir) if out_dir else cache_root() / "jobs" / job / "output"
+    if local:
+        return copy_tree(Path(output_uri), target, label=f"copying {job} output")
     return s3.download_prefix(output_uri, target, label=f"{job} output")
+
+
+def _is_job(name: str) -> bool:
+    from launcher import jobs
+
+    return "/" not in name and (jobs.jobs_dir() / f"{name}.json").is_file()
 
 
 @click.command()
@@ -45,53 +56,63 @@ def local_copy(job: str, output_uri: str, out_dir=None, skip=()) -> Path:
 @click.option("--samples", type=int, default=10_000, show_default=True,
               help="Generated and real images compared; figures only compare at the same count.")
 def evaluate(job_or_generator, data_dir, samples):
-    """Score a job's (or a generator folder's) images; writes evaluation.json beside the generator.
+    """Score a job's (or a folder's) generator; writes evaluation.json into the run and rebuilds its report.
 
-    For a job whose output is in S3 the generator is fetched, scored here, and
-    evaluation.json is uploaded next to it.
+    A job name means the job's run output, wherever you are (a local folder, or S3: the
+    generator is scored here and evaluation.json and report.html are uploaded to the run).
+    A path (./JOB, a pulled run folder or a generator folder) means that folder.
     """
     from trainer.evaluate import RESULT_FILE, evaluate as run, format_table
 
-    if Path(job_or_generator).exists():
+    if _is_job(job_or_generator):
+        record, output_uri = job_output(job_or_generator)
+        folder = local_copy(job_or_generator, output_uri)
+        if not (folder / "generator" / "generator.json").is_file():
+            raise UsageError(f"job {job_or_generator} has no generator yet at {layout.join(output_uri, 'generator')}; "
+                             f"wait for it to finish (`launcher status {job_or_generator}`)")
+        generator_dir, price = folder / "generator", _price_per_hour(record)
+    elif Path(job_or_generator).exists():
         from launcher.pull import generator_dir as local_generator
 
-        generator_dir, output_uri = local_generator(job_or_generator), None  # a generator or a pulled run folder
+        generator_dir, output_uri, price = local_generator(job_or_generator), None, None
+        folder = generator_dir.resolve().parent
     else:
-        _, output_uri = job_output(job_or_generator)
-        if s3.is_s3(output_uri):
-            generator_uri = layout.join(output_uri, "generator")
-            if not s3.list_objects(generator_uri):
-                raise UsageError(f"job {job_or_generator} has no generator yet at {generator_uri}; "
-                                 f"wait for it to finish (`launcher status {job_or_generator}`)")
-            generator_dir = s3.download_prefix(generator_uri, cache_root() / "jobs" / job_or_generator / "output" / "generator",
-                                               label="generator")
-        else:
-            generator_dir = Path(output_uri) / "generator"
+        if "/" not in job_or_generator:
+            job_output(job_or_generator)  # an unknown job: says so, and how to list them
+        raise UsageError(f"{job_or_generator}: no such generator or run folder (or give a job name)")
     result = run(generator_dir, data_dir, samples, log=click.echo)
     click.echo(format_table(result))
-    written = generator_dir.resolve().parent / RESULT_FILE
-    if output_uri and s3.is_s3(output_uri):
-        s3.write_bytes(layout.join(output_uri, RESULT_FILE), written.read_bytes())
-        click.echo(f"wrote {layout.join(output_uri, RESULT_FILE)}")
-    else:
-        click.echo(f"wrote {written}")
+    written = [folder / RESULT_FILE]
+    if _is_run(folder):
+        from trainer.report import write_report
+
+        written.append(write_report(folder, price_per_hour=price))
+    for path in written:
+        if output_uri and s3.is_s3(output_uri):  # the evaluation first: a report never shows figures the run lacks
+            s3.write_bytes(layout.join(output_uri, path.name), path.read_bytes())
+            click.echo(f"wrote {layout.join(output_uri, path.name)}")
+        else:
+            click.echo(f"wrote {path}")
+
+
+def _is_run(folder: Path) -> bool:
+    """A run's output folder (not a bare generator folder somewhere)."""
+    return (folder / "metrics.jsonl").is_file() or (folder / "run.json").is_file()
 
 
 @click.command()
 @click.argument("job")
 @click.option("--out", "out_dir", type=click.Path(), default=None,
-              help="Where to put the job's output and report.html (S3 jobs; default: gankit's cache).")
+              help="Where to put a copy of the job's output and its report.html [a local job's own folder, "
+                   "else gankit's cache].")
 @click.option("--open", "open_browser", is_flag=True, help="Open the report in the web browser.")
 def report(job, out_dir, open_browser):
-    """Fetch a job's report.html (rebuilt with its cost when the price is known) and print where it is."""
-    from trainer.report import REPORT_FILE, write_report
+    """Rebuild a job's report.html from its run output (with its cost when the price is known); print where it is."""
+    from trainer.report import write_report
 
     record, output_uri = job_output(job)
     folder = local_copy(job, output_uri, out_dir)
-    price = _price_per_hour(record)
-    path = folder / REPORT_FILE
-    if price is not None or not path.is_file():
-        path = write_report(folder, price_per_hour=price)  # adds the cost, or builds a missing report
+    path = write_report(folder, price_per_hour=_price_per_hour(record))
     click.echo(f"report: {path}")
     if open_browser and not webbrowser.open(path.resolve().as_uri()):
         click.echo("no web browser found; open the file above by hand")

@@ -38,6 +38,7 @@ class JobSpec:
     image: str | None = None
     region: str | None = None
     resume: str | None = None
+    data_prefix: str | None = None  # a staged folder's content-named prefix (launcher.backends.ensure_dataset)
 
     @property
     def run_name(self) -> str:
@@ -46,7 +47,7 @@ class JobSpec:
 
     @property
     def data_uri(self) -> str:
-        return layout.dataset_prefix(self.root, self.dataset)
+        return self.data_prefix or layout.dataset_prefix(self.root, self.dataset)
 
     @property
     def checkpoint_uri(self) -> str:

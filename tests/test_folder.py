@@ -117,3 +117,18 @@ def test_empty_class_folder(tmp_path):
 def test_folders_have_only_a_train_split(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
     assert "has no test split" in error(tmp_path, folder, split="test")
+
+
+def test_broken_link_is_named_not_skipped(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "a" / "gone.png").symlink_to(tmp_path / "moved-away.png")
+    message = error(tmp_path, folder)
+    assert f"{folder / 'a' / 'gone.png'} is a dangling symlink" in message and "fix or remove it" in message
+
+
+def test_a_folder_too_small_to_evaluate_says_so(tmp_path):
+    from trainer.evaluate import make_reference
+
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=4)  # 8 pictures: 1 held out for testing
+    with pytest.raises(UsageError, match=r"too few images to evaluate \(7 train, 1 test; at least 2 each\)"):
+        make_reference(f"folder:{folder}", None, (16, 16, 3), 20)

@@ -105,3 +105,90 @@ def test_the_launcher_cli_finds_both_commands(local_job):
     assert result.exit_code == 0, result.output
     assert "report.html" in result.output
     assert "evaluation.json" in CliRunner().invoke(cli, ["evaluate", "--help"]).output
+
+
+# --- one run folder is the truth: evaluate updates it, report is rebuilt from it ---------------
+
+@pytest.fixture
+def unevaluated_job(trained, jobs, tmp_path):
+    """A local job whose run has a report but no evaluation yet."""
+    from trainer.report import write_report
+
+    output = tmp_path / "bucket" / "runs" / "j-new" / "output"
+    shutil.copytree(trained["run"], output, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
+    write_report(output)
+    assert "Not evaluated yet" in (output / "report.html").read_text()
+    jobs.save({"job": "j-new", "backend": "local", "dataset": "mnist", "output_uri": str(output)})
+    return output
+
+
+def test_report_after_evaluate_shows_the_figures(unevaluated_job, trained, tmp_path):
+    from launcher.quality import evaluate, report
+
+    assert invoke(evaluate, ["j-new", "--data-dir", str(trained["data"]), "--samples", "20"]).exit_code == 0
+    assert "Not evaluated yet" not in (unevaluated_job / "report.html").read_text()  # the run's own report
+    result = invoke(report, ["j-new"])
+    assert result.exit_code == 0, result.output
+    html = (unevaluated_job / "report.html").read_text()
+    assert "Not evaluated yet" not in html and "20 generated images vs 20 real test images" in html
+
+
+def test_evaluate_a_job_updates_its_run_wherever_you_are(unevaluated_job, trained, tmp_path, monkeypatch):
+    from launcher.pull import copy_tree
+    from launcher.quality import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    copy_tree(unevaluated_job, tmp_path / "j-new", label="pull")  # what `launcher pull j-new` leaves here
+    result = invoke(evaluate, ["j-new", "--data-dir", str(trained["data"]), "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((unevaluated_job / "evaluation.json").read_text())["samples"] == 20
+    assert not (tmp_path / "j-new" / "evaluation.json").exists()  # the pulled copy is not the run
+    assert f"wrote {unevaluated_job / 'evaluation.json'}" in result.output
+
+    # A path is a path: ./j-new is the pulled folder.
+    result = invoke(evaluate, ["./j-new", "--data-dir", str(trained["data"]), "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "j-new" / "evaluation.json").exists()
+
+
+def test_report_out_is_honoured_for_local_jobs(unevaluated_job, tmp_path):
+    from launcher.quality import report
+
+    before = (unevaluated_job / "report.html").read_bytes()
+    result = invoke(report, ["j-new", "--out", str(tmp_path / "mine")])
+    assert result.exit_code == 0, result.output
+    assert f"report: {tmp_path / 'mine' / 'report.html'}" in result.output
+    assert (tmp_path / "mine" / "report.html").is_file() and (tmp_path / "mine" / "metrics.jsonl").is_file()
+    assert not (tmp_path / "mine" / "checkpoints").exists()
+    assert (unevaluated_job / "report.html").read_bytes() == before  # the run itself is untouched
+
+
+def test_s3_job_evaluate_then_report(trained, jobs, aws_env, tmp_path, monkeypatch):
+    from launcher.pull import copy_tree
+    from launcher.quality import evaluate, report
+    from trainer.report import write_report
+
+    s3.client().create_bucket(Bucket="eval-bucket")
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
+    write_report(run)
+    output_uri = "s3://eval-bucket/runs/j-s3/output"
+    s3.upload_dir(run, output_uri)
+    jobs.save({"job": "j-s3", "backend": "ec2", "dataset": "mnist", "output_uri": output_uri,
+               "instance_type": "g5.xlarge", "instance_count": 1, "spot": False})
+    first = invoke(report, ["j-s3", "--out", str(tmp_path / "first")])
+    assert first.exit_code == 0 and "Not evaluated yet" in (tmp_path / "first" / "report.html").read_text()
+
+    monkeypatch.chdir(tmp_path)
+    copy_tree(run, tmp_path / "j-s3", label="pull")  # a pulled copy in the current folder changes nothing
+    result = invoke(evaluate, ["j-s3", "--data-dir", str(trained["data"]), "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(s3.read_bytes(output_uri + "/evaluation.json"))["samples"] == 20
+    assert "Not evaluated yet" not in s3.read_bytes(output_uri + "/report.html").decode()  # the bucket's report
+    assert not (tmp_path / "j-s3" / "evaluation.json").exists()
+
+    again = invoke(report, ["j-s3", "--out", str(tmp_path / "first")])  # the same folder as before
+    assert again.exit_code == 0, again.output
+    html = (tmp_path / "first" / "report.html").read_text()
+    assert "Not evaluated yet" not in html and "20 generated images vs 20 real test images" in html
+    assert "at $1.006/hour" in html  # the EC2 price: launcher.pricing

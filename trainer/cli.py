@@ -115,11 +115,11 @@ def generate(generator_dir, target_class, count, rows, cols, seed, out):
 
 
 @cli.command()
-@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist) or emnist.")
+@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist or folder:PATH.")
 @click.option("--to", "to_uri", required=True, help="S3 prefix (or a local folder), e.g. s3://BUCKET/datasets/zalando.")
 @click.option("--data-dir", default=None, help="Take the files from this folder instead of the cache/system copy/download.")
 def stage(dataset, to_uri, data_dir):
-    """Upload a dataset's canonical files and a checksum manifest to S3 (skipped if already there)."""
+    """Upload a dataset's files and a checksum manifest to S3 (what is there already is skipped)."""
     from trainer.stage import stage_dataset
 
     stage_dataset(dataset, to_uri, data_dir, log=click.echo)

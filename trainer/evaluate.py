@@ -41,6 +41,12 @@ def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Refere
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
         raise UsageError(f"--samples {samples}: must be a whole number of at least 2, e.g. {DEFAULT_SAMPLES}")
     splits = load_splits(dataset, data_dir, image_shape)
+    if min(len(splits.test_images), len(splits.train_images)) < 2:  # no distance from a single image
+        from trainer.judge import FOLDER_TEST_SHARE
+
+        raise UsageError(f"{dataset} has too few images to evaluate ({len(splits.train_images)} train, "
+                         f"{len(splits.test_images)} test; at least 2 each): an image folder keeps 1 picture in "
+                         f"{FOLDER_TEST_SHARE} for testing, so give it at least {2 * FOLDER_TEST_SHARE}")
     judge = load_judge(dataset, splits=splits, log=log)
     n = min(int(samples), len(splits.test_images), len(splits.train_images))
     if n < samples:

@@ -1,6 +1,7 @@
 """One layout for every backend, under a bucket (`s3://BUCKET`) or a local folder standing in for one:
 
     <root>/datasets/<name>/            canonical dataset files + MANIFEST.json (checksums)
+    <root>/datasets/<folder>-<hash>/   a staged folder:PATH (class subfolders kept) + MANIFEST.json
     <root>/runs/<job>/checkpoints/     ckpt-NNNNNNNNN/ folders, each complete once its MANIFEST.json exists
     <root>/runs/<job>/output/          what `train --output-dir` writes: generator/, samples/, metrics.jsonl, ...
 
@@ -20,13 +21,21 @@ def dataset_slug(dataset: str) -> str:
     """A dataset name safe as one path segment: `zalando`, or `folder-faces-1a2b3c4d` for folder:PATH."""
     if dataset.startswith("folder:"):
         path = dataset[len("folder:"):].rstrip("/")
-        base = re.sub(r"[^a-z0-9]+", "-", path.rsplit("/", 1)[-1].lower()).strip("-") or "images"
-        return f"folder-{base}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        return f"folder-{_folder_base(path)}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
     return dataset
+
+
+def _folder_base(path: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", path.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-") or "images"
 
 
 def dataset_prefix(root: str, dataset: str) -> str:
     return join(root, "datasets", dataset_slug(dataset))
+
+
+def folder_dataset_prefix(root: str, folder: str, content_hash: str) -> str:
+    """Where a folder of pictures is staged: named by its content, so a changed folder gets a new prefix."""
+    return join(root, "datasets", f"{_folder_base(str(folder))}-{content_hash}")
 
 
 def run_prefix(root: str, job: str) -> str:

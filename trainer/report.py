@@ -88,7 +88,8 @@ def _summary(run, history, price_per_hour) -> str:
 def _evaluation_section(evaluation) -> str:
     if not evaluation:
         return ("<h2>Image quality</h2><p class=note>Not evaluated yet: train with --eval-every K, "
-                "or run <code>python -m trainer evaluate OUTPUT_DIR/generator</code>.</p>")
+                "or run <code>launcher evaluate JOB</code> (<code>python -m trainer evaluate OUTPUT_DIR/generator"
+                "</code>), which adds the figures to this report.</p>")
     from trainer.evaluate import table_rows
 
     n, real = evaluation["samples"], evaluation["real"]

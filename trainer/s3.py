@@ -219,3 +219,28 @@ def delete_prefix(uri: str):
             client().delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
         except _transfer_errors() as e:
             _fail("delete of", uri, e)
+
+
+def list_prefixes(uri: str, starting: str = "") -> list[str]:
+    """Names of the 'folders' directly below `uri` that start with `starting`."""
+    bucket, prefix = split_s3(uri)
+    prefix = prefix + "/" if prefix else ""
+    names = []
+    try:
+        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + starting, Delimiter="/")
+        for page in pages:
+            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    except _transfer_errors() as e:
+        _fail("listing of", uri, e)
+    return names
+
+
+def copy_object(source_uri: str, uri: str, callback=None):
+    """Copy inside S3 (no bytes through this machine); `callback(size)` once done."""
+    bucket, key = split_s3(uri)
+    source_bucket, source_key = split_s3(source_uri)
+    try:
+        client().copy({"Bucket": source_bucket, "Key": source_key}, bucket, key, Config=_transfer_config(),
+                      Callback=callback)
+    except _transfer_errors() as e:
+        _fail(f"copy of {source_uri} to", uri, e)

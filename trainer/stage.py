@@ -1,12 +1,21 @@
-"""Put a dataset's canonical files under an S3 prefix (or a local folder standing in for a bucket), once.
+"""Put a dataset's files under an S3 prefix (or a local folder standing in for a bucket), once.
 
-`s3://BUCKET/datasets/<name>/` holds the files plus `MANIFEST.json` (each
-file's size and SHA-256), uploaded last: a prefix with a manifest is complete,
-and staging again with the same checksums uploads nothing.
+`s3://BUCKET/datasets/<name>/` holds the canonical files plus `MANIFEST.json`
+(each file's size and SHA-256), uploaded last: a prefix with a manifest is
+complete, and staging again with the same checksums uploads nothing.
+
+A folder of pictures goes to `s3://BUCKET/datasets/<folder>-<content hash>/`
+with its class subfolders; its manifest lists the relative paths that training
+reads. Its pictures are all decoded before the first byte is sent, and what an
+interrupted upload left there is not sent again.
 """
 
+import functools
+import hashlib
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trainer import s3
@@ -17,14 +26,15 @@ from trainer.fsutil import atomic_write_bytes
 from trainer.progress import Progress, format_bytes
 
 MANIFEST = "MANIFEST.json"
+CONTENT_HASH_CHARS = 16  # of the manifest's SHA-256: 64 bits name a folder's content in the prefix
+UPLOAD_THREADS = 8  # pictures are small: one request each, several at once
 
 
 def dataset_files(name: str, data_dir=None) -> list[Path]:
     """The dataset's files on this machine, checked, fetched if need be (see trainer.data.fetch)."""
     name = canonical_name(name)
     if name.startswith("folder:"):
-        raise UsageError(f"{name}: image folders are not staged by name; upload the folder with "
-                         "`aws s3 sync` and pass its s3:// prefix as --data-dir")
+        raise UsageError(f"{name}: an image folder has no canonical files; stage it with stage_folder")
     from trainer.data.catalog import CATALOG
     from trainer.data.fetch import _read_checked, locate_split
 
@@ -44,15 +54,15 @@ def build_manifest(name: str, files) -> dict:
 
 def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     """Upload `name` to `to_uri` unless the same checksums are already there; returns the manifest."""
+    name = canonical_name(name)
+    if name.startswith("folder:"):
+        folder = data_dir or name[len("folder:"):]
+        return stage_folder(folder, folder_manifest(name, folder), to_uri, log=log)
     files = dataset_files(name, data_dir)
     manifest = build_manifest(name, files)
-    remote = _read(s3.join(to_uri, MANIFEST))
-    try:
-        if remote is not None and json.loads(remote)["files"] == manifest["files"]:
-            log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
-            return manifest
-    except (ValueError, KeyError, TypeError):
-        pass  # a broken manifest: stage again
+    if _remote_files(to_uri) == manifest["files"]:
+        log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
+        return manifest
     progress = Progress(sum(p.stat().st_size for p in files), label=f"staging {manifest['dataset']}", fmt=format_bytes)
     for path in files:
         _put(path, s3.join(to_uri, path.name), progress.update)
@@ -62,7 +72,120 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     return manifest
 
 
-# S3 or a local folder, the same three operations.
+def folder_manifest(name: str, folder) -> dict:
+    """The pictures of `folder` that training reads (trainer.data.folder), by relative path, with size and SHA-256.
+
+    `content_hash` names the whole: the same pictures under the same paths give the same hash.
+    """
+    from trainer.data.folder import list_folder
+
+    root = Path(folder).expanduser()
+    pictures, _, class_names = list_folder(root)
+    progress = Progress(sum(p.stat().st_size for p in pictures), label="hashing pictures", fmt=format_bytes)
+    files = {}
+    for path in pictures:
+        files[path.relative_to(root).as_posix()] = {"size": path.stat().st_size, "sha256": _picture_digest(path)}
+        progress.update(path.stat().st_size)
+    progress.close()
+    content = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {"dataset": canonical_name(name), "kind": "folder", "classes": list(class_names),
+            "content_hash": content[:CONTENT_HASH_CHARS], "files": files}
+
+
+def _picture_digest(path: Path) -> str:
+    try:
+        return file_digest(path)
+    except OSError as e:
+        raise UsageError(f"cannot read image {path} ({e.strerror or e}); fix its permissions or remove it") from None
+
+
+def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=None, log=print) -> dict:
+    """Check every picture in `manifest`, upload those not yet below `to_uri`, then the manifest; returns it.
+
+    A prefix whose manifest lists the same files was checked and uploaded before: nothing is done.
+    """
+    from trainer.data import FOLDER_CHANNELS, FOLDER_IMAGE_SIZE
+    from trainer.data.folder import check_pictures
+
+    root = Path(folder).expanduser()
+    if _remote_files(to_uri) == manifest["files"]:
+        log(f"{root} is already staged at {to_uri} (same pictures); nothing to upload")
+        return manifest
+    check_pictures([root / rel for rel in manifest["files"]], image_size or FOLDER_IMAGE_SIZE,
+                   channels or FOLDER_CHANNELS)
+    there = _list(to_uri)
+    todo = [rel for rel, entry in manifest["files"].items() if there.get(rel) != entry["size"]]
+    earlier = _earlier_copies(to_uri, manifest) if todo else {}
+    copied = [rel for rel in todo if rel in earlier]
+    sent = [rel for rel in todo if rel not in earlier]
+    size = sum(manifest["files"][rel]["size"] for rel in todo)
+    kept = len(manifest["files"]) - len(todo)
+    log(f"uploading {len(sent)} pictures ({format_bytes(sum(manifest['files'][rel]['size'] for rel in sent))}) "
+        f"to {to_uri}" + (f"; {len(copied)} unchanged ones copied inside S3 from an earlier staging" if copied else "")
+        + (f"; {kept} already there" if kept else ""))
+    tasks = [functools.partial(_put, root / rel, s3.join(to_uri, rel)) for rel in sent]
+    tasks += [functools.partial(s3.copy_object, earlier[rel], s3.join(to_uri, rel)) for rel in copied]
+    _run_all(tasks, size, label="staging pictures")
+    _write(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
+    log(f"staged {root} at {to_uri}")
+    return manifest
+
+
+def _earlier_copies(to_uri: str, manifest: dict) -> dict:
+    """Relative path -> URI of the same bytes in an earlier staging of this folder (datasets/<folder>-*/)."""
+    if not s3.is_s3(to_uri):
+        return {}
+    parent, _, name = to_uri.rstrip("/").rpartition("/")
+    by_digest = {}
+    for sibling in s3.list_prefixes(parent, starting=name.rsplit("-", 1)[0] + "-"):
+        files = _remote_files(s3.join(parent, sibling)) if sibling != name else None
+        for rel, entry in (files or {}).items():  # complete stagings only: their manifest is written last
+            by_digest.setdefault((entry.get("sha256"), entry.get("size")), s3.join(parent, sibling, rel))
+    found = {}
+    for rel, entry in manifest["files"].items():
+        source = by_digest.get((entry["sha256"], entry["size"]))
+        if source:
+            found[rel] = source
+    return found
+
+
+def _remote_files(to_uri):
+    remote = _read(s3.join(to_uri, MANIFEST))
+    try:
+        return json.loads(remote)["files"] if remote is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None  # a broken manifest: stage again
+
+
+def _run_all(tasks, total: int, label: str):
+    """Run each `task(callback)` (an upload or a copy), several at once, under one progress bar in bytes."""
+    progress = Progress(total, label=label, fmt=format_bytes)
+    lock = threading.Lock()  # transfers report from several threads
+
+    def count(n):
+        with lock:
+            progress.update(n)
+
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        try:
+            for _ in pool.map(lambda task: task(count), tasks):
+                pass
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            progress.close()
+
+
+# S3 or a local folder, the same four operations.
+def _list(uri) -> dict:
+    """Relative path -> size of what is below `uri`."""
+    if s3.is_s3(uri):
+        return s3.list_objects(uri)
+    base = Path(uri)
+    return {p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()} \
+        if base.is_dir() else {}
+
 def _read(uri):
     if s3.is_s3(uri):
         return s3.read_bytes(uri)

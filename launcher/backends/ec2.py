@@ -71,10 +71,11 @@ def submit(spec, dry_run: bool = False) -> dict:
     _check(spec)
     config = _config(spec)
     if dry_run:  # nothing is read or written: EC2 resolves the AMI's SSM parameter itself
+        spec = ensure_dataset(spec, upload=False)  # a folder: checked here, its prefix named, nothing sent
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
         request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
-    ensure_dataset(spec)
+    spec = ensure_dataset(spec)
     wheel_uri = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
     uris = _uris(spec.root, spec.job)
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())

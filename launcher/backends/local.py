@@ -49,20 +49,23 @@ def run_and_record(exit_file: str) -> int:
 
 
 def submit(spec, dry_run: bool = False) -> dict:
+    from launcher.backends import check_folder, folder_source
+
     root = job_root(spec.job)
+    folder = spec.dataset.startswith("folder:")
+    training = str(folder_source(spec).resolve()) if folder else spec.data_uri  # a folder is read where it is
     plan = {"backend": "local", "job": spec.job, "sm_root": str(root), "hyperparameters": _hyperparameters(spec),
-            "training_channel": spec.data_uri, "command": [sys.executable, "-m", "trainer.contract"]}
+            "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"]}
     if dry_run:
         return plan
     if root.exists():
         raise UsageError(f"job {spec.job} exists already; pick another name or `launcher status {spec.job}`")
     from trainer.stage import stage_dataset
 
-    if not spec.dataset.startswith("folder:"):
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
-        training = spec.data_uri
+    if folder:
+        check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
     else:
-        training = spec.dataset[len("folder:"):]
+        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
     config = root / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(plan["hyperparameters"], indent=1))

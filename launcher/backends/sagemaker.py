@@ -86,7 +86,8 @@ def build_request(spec, image: str) -> dict:
         "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
         "EnableManagedSpotTraining": spec.spot,
         "Environment": {"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
-        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.dataset},
+        # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
+        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.data_uri.rsplit("/", 1)[-1]},
                  {"Key": "gankit:job", "Value": spec.job}],
     }
     if spec.spot:
@@ -112,11 +113,11 @@ def source_tarball() -> bytes:
 
 def submit(spec, dry_run: bool = False) -> dict:
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
-    request = build_request(spec, image)
     if dry_run:
-        return request
+        return build_request(ensure_dataset(spec, upload=False), image)
     sm = client("sagemaker", spec.region)
-    ensure_dataset(spec)
+    spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
+    request = build_request(spec, image)
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball())
     try:

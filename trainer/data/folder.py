@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.data.resize import fit, fit_all
+from trainer.data.resize import fit, fit_all, map_with_progress
 from trainer.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -20,6 +20,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
     """(images uint8 (N, size, size, channels), labels int64 (N,) or None, class_names tuple)."""
+    files, labels, class_names = list_folder(path)
+    return _decode_all(files, image_size, channels, stream), labels, class_names
+
+
+def list_folder(path):
+    """The pictures `load_folder` reads, their labels (or None) and the class names; the layout checked."""
     root = Path(path).expanduser()
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
@@ -43,7 +49,13 @@ def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
     else:
         raise UsageError(f"image folder {root} has no pictures ({', '.join(IMAGE_SUFFIXES)}), neither in it "
                          f"nor in subfolders; point folder:PATH at your images")
-    return _decode_all(files, image_size, channels, stream), labels, class_names
+    return files, labels, class_names
+
+
+def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
+    """Decode every picture as training will, keeping nothing: a broken one is named before a job exists."""
+    for _ in map_with_progress(lambda f: _decode(f, image_size, channels).shape, files, "checking pictures", stream):
+        pass
 
 
 def _pictures_in(folder: Path) -> list:

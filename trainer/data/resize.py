@@ -23,23 +23,29 @@ def fit(picture: Image.Image, size: int, channels: int) -> np.ndarray:
 
 
 def fit_all(sources, to_array, size: int, channels: int, label: str, stream=None) -> np.ndarray:
-    """(N, size, size, channels) uint8 from `to_array(source)` for each source, with progress.
+    """(N, size, size, channels) uint8 from `to_array(source)` for each source, with progress."""
+    out = np.empty((len(sources), size, size, channels), np.uint8)
+    for i, array in enumerate(map_with_progress(to_array, sources, label, stream)):
+        out[i] = array
+    return out
+
+
+def map_with_progress(function, items, label: str, stream=None):
+    """Yield `function(item)` for each item, in order, with progress.
 
     Pillow releases the GIL while decoding and resampling, so threads use every core.
     """
-    out = np.empty((len(sources), size, size, channels), np.uint8)
-    progress = Progress(len(sources), label=label, stream=stream)
+    progress = Progress(len(items), label=label, stream=stream)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         try:
-            for i, array in enumerate(pool.map(to_array, sources, chunksize=64)):
-                out[i] = array
+            for result in pool.map(function, items, chunksize=64):
+                yield result
                 progress.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
         finally:
             progress.close()
-    return out
 
 
 def resize_images(images: np.ndarray, size: int | None = None, channels: int | None = None, stream=None) -> np.ndarray:
