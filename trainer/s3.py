@@ -194,14 +194,9 @@ def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
 
 
 def move_prefix(uri: str, to_uri: str):
-    """Copy every object below `uri` to below `to_uri` (same bucket), then delete the originals."""
-    bucket, prefix = split_s3(uri)
-    _, to_prefix = split_s3(to_uri)
+    """Copy every object below `uri` to below `to_uri` inside S3, then delete the originals."""
     for key in list_objects(uri):
-        try:
-            client().copy_object(Bucket=bucket, Key=f"{to_prefix}/{key}", CopySource={"Bucket": bucket, "Key": f"{prefix}/{key}"})
-        except _transfer_errors() as e:
-            _fail("copy of", join(uri, key), e)
+        copy_object(join(uri, key), join(to_uri, key))
     delete_prefix(uri)
 
 
