@@ -8,7 +8,6 @@ that need them, so `launcher --help` answers at once.
 
 import importlib
 import json
-import os
 from pathlib import Path
 
 import click
@@ -74,7 +73,7 @@ def _echo_table(rows: list[tuple[str, str]]):
 @click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m [2h]; it is stopped after.")
 @click.option("--bucket", default=None, help="S3 bucket for data and runs [config].")
 @click.option("--role", default=None, help="SageMaker execution role ARN [config].")
-@click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, script mode].")
+@click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")
 @click.option("--region", default=None, help="AWS region [config, then the AWS default].")
 @click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint.")
 @click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
@@ -131,14 +130,18 @@ def _wait_and_pull(record: dict, dest: Path):
     from launcher import backends
     from launcher.pull import pull
 
+    from launcher.quiet import LineFilter
+
     backend = backends.get(record["backend"])
-    backend.logs(record, follow=True, echo=click.echo)
+    echo = LineFilter(click.echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
+    backend.logs(record, follow=True, echo=echo)
+    echo.flush()
     info = backend.describe(record)
     _raise_if_failed(record, info)
     if info["status"] != "Completed":
         raise GankitError(f"job {record['job']} is {info['status']}; `launcher submit --resume {record['job']} ...` "
                           "continues it from its last checkpoint")
-    pull(record, dest)
+    pull(record, dest, log=click.echo)
     click.echo(f"pulled {record['job']} to {dest}")
 
 
@@ -190,9 +193,11 @@ def status(job, as_json):
     """Show a job's state, duration, instance and (spot) savings."""
     from launcher import jobs
 
+    from launcher.runinfo import cut_short_note
+
     record = jobs.load(job)
     info = _describe(record)
-    row = _row(record, info)
+    row = dict(_row(record, info), cut_short=cut_short_note(record))
     if as_json:
         click.echo(json.dumps({**row, "output_uri": record["output_uri"], "details": info}, indent=2, default=str))
     else:
@@ -230,12 +235,16 @@ def list_jobs(as_json):
 @cli.command()
 @click.argument("job")
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
-def logs(job, follow):
+@click.option("--verbose", "-v", is_flag=True, help="Keep TensorFlow's own start-up and info lines.")
+def logs(job, follow, verbose):
     """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally)."""
     from launcher import backends, jobs
+    from launcher.quiet import log_echo
 
     record = jobs.load(job)
-    backends.get(record["backend"]).logs(record, follow=follow, echo=click.echo)
+    echo = log_echo(click.echo, verbose)
+    backends.get(record["backend"]).logs(record, follow=follow, echo=echo)
+    getattr(echo, "flush", lambda: None)()
 
 
 @cli.command()
@@ -260,7 +269,7 @@ def pull(job, dest):
     from launcher.pull import pull as pull_run
 
     record = jobs.load(job)
-    folder = pull_run(record, Path(dest or job))
+    folder = pull_run(record, Path(dest or job), log=click.echo)
     click.echo(f"pulled {job} to {folder}")
 
 
@@ -270,10 +279,12 @@ def pull(job, dest):
 def generate(source, target_class, count, rows, cols, seed, out):
     """Make images from a generator: a pulled folder, a job name, or an s3://.../generator prefix."""
     from launcher.pull import generator_dir
+    from launcher.quiet import tensorflow_quietly
     from trainer.generate import generate_to_file
 
-    path = generate_to_file(generator_dir(source), out, target_class=target_class, count=count, rows=rows,
-                            cols=cols, seed=seed)
+    folder = generator_dir(source)
+    with tensorflow_quietly():
+        path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed)
     click.echo(f"wrote {path}")
 
 
@@ -326,9 +337,9 @@ def image_push(repository, tag, region):
 
 
 def main(argv=None):
-    # TensorFlow's start-up INFO/WARNING lines (no CUDA here, CPU features) say nothing to a launcher user;
-    # the setting also reaches local trainer subprocesses. Errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from launcher.quiet import quiet_this_process
+
+    quiet_this_process()  # TensorFlow's INFO/WARNING lines say nothing to a launcher user (launcher/quiet.py)
     run_cli(cli, argv, prog_name="launcher")
 
 

@@ -1,20 +1,26 @@
 """Bring a run's outputs home, and find a generator wherever it lives (folder, job, s3:// prefix)."""
 
 import filecmp
+import json
 import shutil
 from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import cache_root, inside
+from trainer.fsutil import atomic_write_text, cache_root, inside
 from trainer.progress import Progress, format_bytes
 
 
-def copy_tree(source: Path, dest: Path, label: str) -> Path:
+CHECKED = ".gankit-checked.json"  # in a pulled folder: the generator files as they were when they last loaded
+
+
+def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
     """Like s3.download_prefix for a local source: resumable, skips files already there with the same bytes."""
     files = [p for p in sorted(source.rglob("*")) if p.is_file() and "checkpoints" not in p.relative_to(source).parts]
     targets = {p: inside(dest, p.relative_to(source).as_posix(), str(source)) for p in files}
     todo = [p for p in files if not (targets[p].is_file() and filecmp.cmp(p, targets[p], shallow=False))]
+    if log:
+        s3.say_skipped(log, dest, len(files) - len(todo), sum(p.stat().st_size for p in files if p not in todo))
     if todo:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
@@ -28,28 +34,49 @@ def copy_tree(source: Path, dest: Path, label: str) -> Path:
     return dest
 
 
-def fetch(uri: str, dest: Path, label: str) -> Path:
+def fetch(uri: str, dest: Path, label: str, log=None) -> Path:
     if s3.is_s3(uri):
-        return s3.download_prefix(uri, dest, label=label)
+        return s3.download_prefix(uri, dest, label=label, log=log)
     if not Path(uri).is_dir():
         raise GankitError(f"nothing at {uri} yet: the job has not published outputs; try again later")
-    return copy_tree(Path(uri), dest, label)
+    return copy_tree(Path(uri), dest, label, log=log)
 
 
-def pull(record: dict, dest: Path) -> Path:
+def pull(record: dict, dest: Path, log=print) -> Path:
     """The run's outputs (generator, samples, metrics, plots, report) into `dest`; checks the generator loads."""
-    fetch(record["output_uri"], dest, label=f"pulling {record['job']}")
-    check_generator(dest / "generator", record["job"])
+    fetch(record["output_uri"], dest, label=f"pulling {record['job']}", log=log)
+    folder = dest / "generator"
+    if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
+        log("the generator is the one already checked here; not loading it again")
+        return dest
+    check_generator(folder, record["job"])
+    atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
     return dest
+
+
+def _checked_stamp(folder: Path) -> dict | None:
+    """(size, mtime) of the generator's files: a file fetched again gets a new mtime."""
+    if not (folder / "generator.json").is_file():
+        return None
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _read_checked(dest: Path):
+    try:
+        return json.loads((dest / CHECKED).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def check_generator(folder: Path, what: str):
     if not (folder / "generator.json").exists():
         raise GankitError(f"{what} has no exported generator yet (it is written when training ends); "
                           "check `launcher status` and pull again when it has completed")
+    from launcher.quiet import tensorflow_quietly
     from trainer import load_generator
 
-    load_generator(folder)  # raises a clear error if it does not load
+    with tensorflow_quietly():
+        load_generator(folder)  # raises a clear error if it does not load
 
 
 def generator_dir(source: str) -> Path:

@@ -80,6 +80,9 @@ def evaluate(job_or_generator, data_dir, samples):
         if "/" not in job_or_generator:
             job_output(job_or_generator)  # an unknown job: says so, and how to list them
         raise UsageError(f"{job_or_generator}: no such generator or run folder (or give a job name)")
+    from launcher.quiet import start_tensorflow
+
+    start_tensorflow()  # its start-up lines say nothing to a user (launcher/quiet.py)
     result = run(generator_dir, data_dir, samples, log=click.echo)
     click.echo(format_table(result))
     written = [folder / RESULT_FILE]
@@ -112,7 +115,10 @@ def report(job, out_dir, open_browser):
 
     record, output_uri = job_output(job)
     folder = local_copy(job, output_uri, out_dir)
-    path = write_report(folder, price_per_hour=_price_per_hour(record))
+    from launcher.quiet import tensorflow_quietly
+
+    with tensorflow_quietly():  # the report loads the generator for its class grids
+        path = write_report(folder, price_per_hour=_price_per_hour(record))
     click.echo(f"report: {path}")
     if open_browser and not webbrowser.open(path.resolve().as_uri()):
         click.echo("no web browser found; open the file above by hand")

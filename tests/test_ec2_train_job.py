@@ -65,7 +65,7 @@ def test_runner_trains_and_leaves_outputs_and_log_under_the_run_prefix(bucket, s
                .decode().splitlines()]
     assert metrics[-1]["step"] == 4
     log = s3.read_bytes(train_job.log_uri(bucket, "ec2-j1")).decode()
-    assert "SageMaker contract" in log and "job ec2-j1 completed (exit code 0)" in log
+    assert "starting the trainer" in log and "job ec2-j1 completed (exit code 0)" in log
     status = status_of(bucket, "ec2-j1")
     assert status["status"] == "Completed" and status["failure_reason"] is None and status["ended"] >= status["started"]
 

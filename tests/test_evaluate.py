@@ -106,6 +106,14 @@ def test_eval_every_records_figures_in_metrics_jsonl(trained):
     for row in rows[1:]:
         assert set(row["evaluation"]) == FIGURE_KEYS and np.isfinite(row["evaluation"]["frechet_classifier_distance"])
     assert (run / "report.html").is_file()
+    # TensorBoard has the same figures, one tag per sample count (they compare only at the same count).
+    from tests.events_helpers import read_events, scalars
+
+    found = scalars(read_events(run / "tensorboard"))
+    for row in rows[1:]:
+        count = row["evaluation"]["samples"]
+        assert found[f"quality_{count}_samples/label_accuracy"] == [(row["step"], pytest.approx(row["evaluation"]["label_accuracy"]))]
+        assert found[f"quality_{count}_samples/classifier_score"][0][0] == row["step"]
 
 
 def test_cli_prints_the_table_and_the_count(trained, capsys):

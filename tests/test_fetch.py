@@ -303,3 +303,33 @@ def test_stale_partial_downloads_are_swept(server, synthetic):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     load_split(spec, "train", mirror=server.url, stream=io.StringIO())
     assert not stale.exists() and live.exists()
+
+
+def test_the_log_says_where_the_files_came_from(server, synthetic, tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    (system / "fashion-mnist").mkdir(parents=True)
+    monkeypatch.setenv("GANKIT_SYSTEM_DATASETS", str(system))
+    spec = spec_for(catalog.ZALANDO, synthetic)
+    publish(server, synthetic)
+    said = []
+    load_split(spec, "train", mirror=server.url, stream=io.StringIO(), log=said.append)
+    cache = cache_root() / "datasets" / "zalando"
+    assert said == [f"data: zalando downloaded from {server.url}/zalando/train-images-idx3-ubyte.gz "
+                    f"into gankit's cache ({cache})"]
+    load_split(spec, "train", mirror=DEAD_URL, log=said.append)
+    assert said[-1] == f"data: zalando from gankit's cache ({cache})"
+    for f in synthetic.iterdir():
+        shutil.copy(f, system / "fashion-mnist" / f.name)
+        (cache / f.name).unlink(missing_ok=True)
+    load_split(spec, "train", mirror=DEAD_URL, log=said.append)
+    assert said[-1] == f"data: zalando from Debian's copy ({system / 'fashion-mnist'}, package dataset-fashion-mnist)"
+    load_split(spec, "train", data_dir=synthetic, log=said.append)
+    assert said[-1] == f"data: zalando from --data-dir {synthetic}"
+
+
+def test_staging_says_once_where_both_splits_came_from(synthetic, tmp_path):
+    from trainer.stage import stage_dataset
+
+    said = []
+    stage_dataset("mnist", str(tmp_path / "bucket" / "datasets" / "mnist"), data_dir=synthetic, log=said.append)
+    assert said == [f"data: mnist from --data-dir {synthetic}", f"staged mnist at {tmp_path / 'bucket' / 'datasets' / 'mnist'}"]

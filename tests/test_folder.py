@@ -12,7 +12,9 @@ from trainer.errors import UsageError
 
 def test_one_subfolder_per_class_is_conditional(tmp_path):
     folder = make_image_folder(tmp_path / "pets", classes=("dogs", "cats", "birds"), n=3, size=(40, 30))
-    data = load_dataset(f"folder:{folder}")
+    said = []
+    data = load_dataset(f"folder:{folder}", log=said.append)
+    assert said == [f"data: folder:{folder}: 9 pictures in 3 classes from {folder}"]
     assert data.name == f"folder:{folder}"
     assert data.class_names == ("birds", "cats", "dogs")  # sorted, whatever order they were made in
     assert data.conditional and data.num_classes == 3
@@ -28,7 +30,9 @@ def test_flat_folder_is_unconditional(tmp_path):
     folder = make_image_folder(tmp_path / "faces", classes=(), n=5, size=(30, 30))
     (folder / "notes.txt").write_text("not a picture, ignored")
     (folder / ".DS_Store").write_bytes(b"\0\1")
-    data = load_dataset(f"folder:{folder}", image_size=32, channels=1)
+    said = []
+    data = load_dataset(f"folder:{folder}", image_size=32, channels=1, log=said.append)
+    assert said == [f"data: folder:{folder}: 5 pictures (no classes) from {folder}"]
     assert data.labels is None and not data.conditional and data.class_names == () and data.num_classes == 0
     assert data.images.shape == (5, 32, 32, 1)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from launcher.quiet import is_noise
 from tests.data_helpers import make_idx_dataset
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture
 def env(tmp_path):
-    return dict(os.environ, PYTHONPATH=str(ROOT), GANKIT_HOME=str(tmp_path / "home"), WORK=str(tmp_path))
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, GANKIT_HOME=str(tmp_path / "home"), WORK=str(tmp_path))
 
 
 def launcher(*args, env, check=True, timeout=300):
@@ -49,7 +51,16 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
 
     status = json.loads(launcher("status", job, "--json", env=env).stdout)
     assert status["status"] == "Completed" and status["backend"] == "local"
-    assert "epoch 1/1  step 4" in launcher("logs", job, env=env).stdout
+    assert status["cut_short"].startswith("by --max-steps 4: it ends at step 4 of the 8 its 1 epoch takes")
+    plain, verbose = (launcher("logs", job, *flag, env=env).stdout.splitlines() for flag in ([], ["--verbose"]))
+    assert "epoch 1/1  step 4" in "\n".join(plain)
+    assert "all 4 steps done; now the last sample grid, a checkpoint, the exported generator and report.html" in plain
+    chatter = [line for line in verbose if is_noise(line)]  # TensorFlow's start-up lines stay in the job's log
+    assert chatter and [line for line in verbose if not is_noise(line)] == plain
+    assert not any(is_noise(line) for line in done.stdout.splitlines() + done.stderr.splitlines())
+    pulled = tmp_path / job
+    assert list((pulled / "tensorboard").glob("events.out.tfevents.*")) and (pulled / "losses.jsonl").is_file()
+    assert f"<title>{job}: cgan/default on mnist</title>" in (pulled / "report.html").read_text()
     listed = launcher("list", env=env).stdout
     assert job in listed and "Completed" in listed
 

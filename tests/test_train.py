@@ -67,6 +67,31 @@ def test_cgan_run_writes_every_output(cgan_run):
     assert len(list((run / "checkpoints").glob("ckpt-*"))) == 2
 
 
+
+def test_cgan_run_records_loss_points_tensorboard_events_and_labelled_grids(cgan_run):
+    from tests.events_helpers import images, read_events, scalars
+
+    run, _ = cgan_run
+    points = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in points] == list(range(1, 9))  # 4-step epochs: a point every step
+    rows = read_metrics(run)
+    for row in rows:  # the epoch mean is the mean of its steps' points
+        epoch_points = [p["d_loss"] for p in points if row["step"] - 4 < p["step"] <= row["step"]]
+        assert np.mean(epoch_points) == pytest.approx(row["d_loss"], rel=1e-5)
+    found = read_events(run / "tensorboard")
+    values = scalars(found)
+    assert [s for s, _ in values["loss/discriminator"]] == list(range(1, 9))
+    assert values["epoch/g_loss"] == [(r["step"], pytest.approx(r["g_loss"])) for r in rows]
+    assert [s for s, _ in values["speed/images_per_sec"]] == [4, 8]
+    grids = images(found)["samples"]
+    assert [g[0] for g in grids] == [4, 8]
+    assert grids[-1][2:] == Image.open(run / "samples" / "epoch-0002.png").size
+    # The grid names its rows: a margin of labels left of the 10 columns of 28x28 cells (scale 2, pad 2).
+    assert grids[-1][2] > 10 * (28 + 2) * 2 + 2 * 2 + 10
+    from trainer.fsutil import umask
+
+    assert os.stat(run / "losses.png").st_mode & 0o777 == 0o666 & ~umask()  # not mkstemp's 0600
+
 def test_exported_generator_round_trip(cgan_run):
     run, _ = cgan_run
     gen = trainer.load_generator(run / "generator")

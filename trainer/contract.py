@@ -80,7 +80,7 @@ def run_contract(root: Path) -> dict:
     from trainer.config import TrainConfig
 
     argv = train_argv(root)
-    print("gankit: SageMaker contract: train " + " ".join(argv), flush=True)
+    print("gankit: starting the trainer: train " + " ".join(argv), flush=True)
     with train.make_context("train", argv) as ctx:  # the CLI's own parsing and checks
         summary = train_until_stopped(TrainConfig(**ctx.params))
     if not summary["chief"]:

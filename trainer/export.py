@@ -42,7 +42,8 @@ def require_safe_keras():
                          f"upgrade it: pip install 'keras>={SAFE_KERAS}'")
 
 
-def load_generator(path) -> "Generator":
+def read_meta(path) -> dict:
+    """An exported generator's generator.json, checked; no TensorFlow or Keras needed."""
     path = Path(path)
     if not (path / META_FILE).is_file() or not (path / MODEL_FILE).is_file():
         raise UsageError(
@@ -56,6 +57,12 @@ def load_generator(path) -> "Generator":
     problem = meta_problem(meta)
     if problem:
         raise UsageError(f"{path / META_FILE}: {problem}; export the generator again") from None
+    return meta
+
+
+def load_generator(path) -> "Generator":
+    path = Path(path)
+    meta = read_meta(path)
     require_safe_keras()
     import keras
 
@@ -178,10 +185,9 @@ class Generator:
             cols = cols or 10
             classes = class_rows(self.num_classes, rows)
             images = np.concatenate([self.generate(c, cols, seed) for c in classes])
-        else:
-            rows, cols = rows or 5, cols or 5
-            images = self.generate(target_class, rows * cols, seed)
-        return tile(images, rows, cols, scale=scale)
+            return tile(images, rows, cols, scale=scale, row_labels=[self.class_names[c] for c in classes])
+        rows, cols = rows or 5, cols or 5
+        return tile(self.generate(target_class, rows * cols, seed), rows, cols, scale=scale)
 
 
 def class_rows(num_classes: int, rows: int) -> list[int]:

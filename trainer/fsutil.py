@@ -14,10 +14,31 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gankit"
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where Linux allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def mkstemp(**kwargs) -> tuple[int, str]:
+    """tempfile.mkstemp, but the file gets the usual permissions (0666 less the umask), not mkstemp's
+    private 0600: what it becomes after the rename is an ordinary file others may read."""
+    fd, tmp = tempfile.mkstemp(**kwargs)
+    os.fchmod(fd, 0o666 & ~umask())
+    return fd, tmp
+
+
 def atomic_write_bytes(path, data: bytes):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -46,6 +67,7 @@ def atomic_dir(path):
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would follow the folder into place
     try:
         yield tmp
     except BaseException:

@@ -23,8 +23,10 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
             raise UsageError(f"{flag} {value}: must be a positive whole number")
     _check_writable(out)  # before the seconds of loading and generating
 
-    from trainer import load_generator
+    from trainer.export import Generator, load_generator, read_meta
 
+    if target_class is not None:  # a wrong --class fails from generator.json, before Keras' seconds-long import
+        Generator(None, read_meta(generator_dir)).class_index(target_class)
     generator = load_generator(generator_dir)
     if out.suffix.lower() == ".npy":
         images = generator.generate(target_class, count or (rows or 10) * (cols or 10), seed)

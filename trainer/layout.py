@@ -52,3 +52,11 @@ def output_prefix(root: str, job: str) -> str:
 
 def generator_prefix(root: str, job: str) -> str:
     return join(output_prefix(root, job), "generator")
+
+
+def job_of_output(output: str) -> str | None:
+    """The job whose output prefix `output` is (`<root>/runs/<job>/output`), else None."""
+    parts = str(output).rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-1] == "output" and parts[-3] == "runs" and parts[-2]:
+        return parts[-2]
+    return None

@@ -15,9 +15,13 @@ def png_bytes(picture: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def grid_path(samples_dir, epoch: int) -> Path:
+    return Path(samples_dir) / f"epoch-{epoch:04d}.png"
+
+
 def save_epoch_grid(generator, samples_dir, epoch: int, seed: int) -> Path:
     """The fixed-z grid for one epoch (same z every epoch, so frames compare)."""
-    path = Path(samples_dir) / f"epoch-{epoch:04d}.png"
+    path = grid_path(samples_dir, epoch)
     atomic_write_bytes(path, png_bytes(generator.grid(seed=seed)))
     return path
 
@@ -41,26 +45,49 @@ def trend(x, y):
     return slope, intercept
 
 
-def save_loss_plot(history: list[dict], path) -> Path:
+def smooth(values, window: int) -> np.ndarray:
+    """A centred moving average (narrower at the ends), so a noisy per-step curve shows its course."""
+    v = np.asarray(values, float)
+    sums = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(len(v))
+    lo, hi = np.maximum(0, i - window // 2), np.minimum(len(v), i + window // 2 + 1)
+    return (sums[hi] - sums[lo]) / (hi - lo)
+
+
+def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
+    """Both losses: every recorded point (losses.jsonl) faint with a smoothed curve over it, against the
+    step, plus the epoch means with trend lines; without step rows, the epoch means against the epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
+    per_step = step_rows is not None and len(step_rows) >= 2
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    x_epochs = [row["step"] for row in history] if per_step else epochs
     for key, colour in (("d_loss", "tab:blue"), ("g_loss", "tab:orange")):
+        name = {"d_loss": "discriminator", "g_loss": "generator"}[key]
+        if per_step:
+            steps, values = [r["step"] for r in step_rows], [r[key] for r in step_rows]
+            window = max(1, round(len(values) ** 0.5 / 2))  # 3 of 30 points, 5 of 100, 40 of 6,400
+            ax.plot(steps, values, "-", color=colour, alpha=0.3, linewidth=0.8, label=f"{name}, every point")
+            if window > 1:
+                ax.plot(steps, smooth(values, window), "-", color=colour, linewidth=1.8,
+                        label=f"{name}, mean of {window} points")
         values = [row[key] for row in history]
-        ax.plot(epochs, values, "o-", color=colour, label=key.replace("_", " "), markersize=3)
+        ax.plot(x_epochs, values, "o" if per_step else "o-", color=colour, markersize=5 if per_step else 3,
+                markeredgecolor="white" if per_step else colour,
+                label=f"{name}, epoch mean" if per_step else name)
         if len(history) >= 2:
             slope, intercept = trend(epochs, values)
-            ax.plot(epochs, [slope * e + intercept for e in epochs], "--", color=colour, alpha=0.6,
-                    label=f"{key.replace('_', ' ')} trend ({slope:+.3f}/epoch)")
-    ax.set_xlabel("epoch")
+            ax.plot(x_epochs, [slope * e + intercept for e in epochs], "--", color=colour, alpha=0.6,
+                    label=f"{name} trend ({slope:+.3f}/epoch)")
+    ax.set_xlabel("step" if per_step else "epoch")
     ax.set_ylabel("loss")
     ax.set_title("Discriminator and generator losses")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     atomic_write_bytes(path, _png(fig))
     return Path(path)
 

@@ -40,6 +40,8 @@ class Progress:
         self.start_count = self.done = start
         self.t0 = self.last = time.monotonic()
         self.shown = None  # the count last written, so close() never repeats a line
+        self.closed = False
+        self.drawn = ""  # the line now drawn on a TTY (without its newline), to redraw after a message
 
     def update(self, n=1, extra=""):
         """Count `n` more; `extra` may be a callable, evaluated only when a line is due."""
@@ -69,11 +71,29 @@ class Progress:
         self.shown = self.done
         if self.tty:
             self.stream.write("\r\033[K" + text)
+            self.drawn = text
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def around(self, log):
+        """`log`, made to print beside a bar redrawn on a TTY: the bar steps aside for the message and
+        comes back under it (else the next redraw would erase a message printed on the bar's line)."""
+        def say(*args, **kwargs):
+            if not (self.tty and self.drawn and not self.closed):
+                return log(*args, **kwargs)
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            log(*args, **kwargs)
+            self.stream.write(self.drawn)
+            self.stream.flush()
+        return say
+
     def close(self, extra=""):
+        """End the report (its last count, then a newline on a TTY); again, it does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         if self.shown != self.done or extra:
             self._write(self.line(extra))
         if self.tty:

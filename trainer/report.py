@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from trainer import plots
+from trainer.events import read_losses
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 from trainer.progress import format_duration
@@ -57,7 +58,7 @@ def render(out: Path, price_per_hour=None) -> str:
     evaluation = _read_json(out / "evaluation.json")
     meta = _read_json(out / "generator" / "generator.json") or {}
     config = run.get("config", {})
-    title = f"{out.resolve().name}: {meta.get('model', config.get('model', ''))}/{meta.get('preset', config.get('preset', ''))} " \
+    title = f"{run_name(out, run)}: {meta.get('model', config.get('model', ''))}/{meta.get('preset', config.get('preset', ''))} " \
             f"on {meta.get('dataset', config.get('dataset', '?'))}"
     parts = [f"<h1>{_e(title)}</h1>", f"<p class=sub>gankit run report · {_e(str(out.resolve()))}</p>",
              _summary(run, history, price_per_hour), _evaluation_section(evaluation),
@@ -65,6 +66,23 @@ def render(out: Path, price_per_hour=None) -> str:
              _samples_section(out), _class_grids_section(out, meta), _hyperparameters_section(run)]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def run_name(out: Path, run: dict) -> str:
+    """The job's name when the run had one (run.json), else its folder's (a job's folder is named `output`)."""
+    folder = out.resolve()
+    return run.get("job") or (folder.parent.name if folder.name == "output" else folder.name)
+
+
+def cut_short_text(run: dict) -> str | None:
+    """What --max-steps did to a run that it ended before its last epoch, from run.json; else None."""
+    if not run.get("cut_short"):
+        return None
+    config, per_epoch = run.get("config", {}), run.get("steps_per_epoch")
+    epochs = config.get("epochs")
+    planned = f" of the {epochs * per_epoch:,} its {epochs} epoch{'s take' if epochs != 1 else ' takes'}" if epochs and per_epoch else ""
+    return (f"by --max-steps {config.get('max_steps')}: it ends at step {run.get('total_steps'):,}{planned} "
+            "(a larger max_steps resumes it from its checkpoint)")
 
 
 def _summary(run, history, price_per_hour) -> str:
@@ -77,6 +95,7 @@ def _summary(run, history, price_per_hour) -> str:
             ("epochs / steps", f"{len(history)} / {history[-1]['step'] if history else 0}"
                                f" of {run.get('total_steps', '?')}"),
             ("training time", format_duration(seconds) if history else "n/a"),
+            *([("cut short", cut_short_text(run))] if cut_short_text(run) else []),
             ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
     if price_per_hour is not None:
         rows.append(("cost", f"${price_per_hour * seconds / 3600:,.2f} (at ${price_per_hour:.3f}/hour, training time only)"))
@@ -107,8 +126,8 @@ def _losses_section(out, history) -> str:
         return "<h2>Losses</h2><p class=note>No finished epoch yet.</p>"
     losses = out / "losses.png"
     if not losses.is_file():
-        plots.save_loss_plot(history, losses)
-    return "<h2>Losses</h2>" + _img(losses.read_bytes(), "losses per epoch with trend lines", "plot")
+        plots.save_loss_plot(history, losses, step_rows=read_losses(out))
+    return "<h2>Losses</h2>" + _img(losses.read_bytes(), "losses per recorded step and per epoch, with trend lines", "plot")
 
 
 def _quality_section(history, evaluation) -> str:

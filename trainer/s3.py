@@ -9,11 +9,10 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text, inside
+from trainer.fsutil import atomic_write_text, inside, mkstemp
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -113,7 +112,7 @@ def download_file(uri: str, local, callback=None):
     bucket, key = split_s3(uri)
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+    fd, tmp = mkstemp(prefix=f".{local.name}.", dir=local.parent)
     os.close(fd)
     try:
         client().download_file(bucket, key, tmp, Config=_transfer_config(), Callback=callback)
@@ -129,13 +128,13 @@ def download_file(uri: str, local, callback=None):
 ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded
 
 
-def download_prefix(uri: str, local_dir, label="download") -> Path:
+def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
     """Mirror everything below `uri` into `local_dir`, skipping files already there unchanged.
 
     Unchanged means: the local file is as we downloaded it (size and mtime) and
     the remote ETag is the one it had then. Size alone is not enough: every
-    generator of one architecture has the same size.
-    Every key is checked (`fsutil.inside`) before anything is written.
+    generator of one architecture has the same size. `log`, when given, hears
+    what was not fetched again. Every key is checked (`fsutil.inside`) before anything is written.
     """
     local_dir = Path(local_dir)
     listing = _list(uri)
@@ -144,6 +143,8 @@ def download_prefix(uri: str, local_dir, label="download") -> Path:
     seen = _read_etags(local_dir)
     todo = {k: obj for k, obj in wanted.items()
             if (stamp := _stamp(targets[k], obj["ETag"])) is None or seen.get(k) != stamp}
+    if log:
+        say_skipped(log, local_dir, len(wanted) - len(todo), sum(obj["Size"] for k, obj in wanted.items() if k not in todo))
     if todo:
         progress = Progress(sum(obj["Size"] for obj in todo.values()), label=label, fmt=format_bytes)
         for key in sorted(todo):
@@ -172,6 +173,12 @@ def _read_etags(local_dir: Path) -> dict:
 
 def _write_etags(local_dir: Path, seen: dict):
     atomic_write_text(local_dir / ETAGS, json.dumps(seen))
+
+
+def say_skipped(log, dest, count: int, size: int):
+    """One line on what a resumable download did not fetch again."""
+    if count:
+        log(f"skipped {count} file{'s' if count != 1 else ''} ({format_bytes(size)}) already in {dest}, unchanged")
 
 
 def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):

@@ -30,7 +30,7 @@ CONTENT_HASH_CHARS = 16  # of the manifest's SHA-256: 64 bits name a folder's co
 UPLOAD_THREADS = 8  # pictures are small: one request each, several at once
 
 
-def dataset_files(name: str, data_dir=None) -> list[Path]:
+def dataset_files(name: str, data_dir=None, log=None) -> list[Path]:
     """The dataset's files on this machine, checked, fetched if need be (see trainer.data.fetch)."""
     name = canonical_name(name)
     if name.startswith("folder:"):
@@ -39,9 +39,15 @@ def dataset_files(name: str, data_dir=None) -> list[Path]:
     from trainer.data.fetch import _read_checked, locate_split
 
     spec = CATALOG[name]
-    files = []
+    files, said = [], set()
+
+    def once(message):  # both splits usually come from the same place: say it once
+        if log and message not in said:
+            said.add(message)
+            log(message)
+
     for split in spec.splits:
-        paths, strict, fix = locate_split(spec, split, data_dir)
+        paths, strict, fix = locate_split(spec, split, data_dir, log=once)
         _read_checked(spec, split, paths, strict=strict, fix=fix)  # never stage a broken copy
         files += paths
     return files
@@ -58,7 +64,7 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     if name.startswith("folder:"):
         folder = data_dir or name[len("folder:"):]
         return stage_folder(folder, folder_manifest(name, folder), to_uri, log=log)
-    files = dataset_files(name, data_dir)
+    files = dataset_files(name, data_dir, log)  # says where the files came from
     manifest = build_manifest(name, files)
     if _remote_files(to_uri) == manifest["files"]:
         log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")

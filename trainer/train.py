@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 import trainer
-from trainer import checkpoints, plots
+from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir, removed_on_error
+from trainer.layout import job_of_output
 from trainer.progress import Progress, format_duration
 
 
@@ -37,7 +38,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     with removed_on_error(storage.output_dir, storage.checkpoint_dir):  # a run that fails here leaves no folders
         out = ensure_writable_dir(storage.output_dir, "--output-dir")
         ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
-        data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels)
+        data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
         num_classes = _num_classes(cfg, data)
         _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
         architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:])
@@ -85,6 +86,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         state = dict(checkpoints.read_checkpoint(latest, tf_ckpt), architecture=architecture)
         log(f"resuming from {latest} at step {state['step']}")
     _write_metrics(out, state["history"])  # drop rows written after the checkpoint we resumed from
+    run_log = events.RunLog(out, steps_per_epoch, total_steps, state, log)  # losses.jsonl, TensorBoard
     meta = _generator_meta(cfg, data, num_classes, image_shape)
     _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
@@ -98,6 +100,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
 
     evaluate_epoch = epoch_hook(cfg, storage.data_dir, image_shape, log) if chief else None
     progress = Progress(total_steps, label="train", start=state["step"])
+    log = progress.around(log)  # on a terminal, messages print above the bar instead of on its line
     last_checkpoint = time.monotonic()
     stopped = False
     while state["step"] < total_steps and not stopped:
@@ -109,6 +112,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             sums += train_step(images, labels, tf.constant(state["step"], tf.int64))  # stays on the device: no sync per step
             state["step"] += 1
             state["epoch_steps"] += 1
+            run_log.steps(state["step"], sums, state["epoch_steps"])
             progress.update(extra=lambda: _progress_text(epoch, cfg.epochs, sums, state["epoch_steps"]))
             stopped = stop_requested()
             if stopped or time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
@@ -119,6 +123,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
                     break
         if stopped:
             break
+        if state["step"] >= total_steps:
+            progress.close()  # end the bar's line, then say what the wait after 100% is for
+            log(_after_last_step(total_steps, evaluate_epoch is not None))
         state.update(epoch_sums=sums.numpy().tolist(), epoch_seconds=time.monotonic() - t0)
         row = _epoch_row(epoch, state, global_batch)
         if state["epoch_steps"] == steps_per_epoch:
@@ -129,12 +136,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         if evaluate_epoch:
             evaluate_epoch(Generator(generator, meta), row, state["step"] >= total_steps, out)
         _end_of_epoch(out, Generator(generator, meta), row["epoch"], _metric_rows(state, global_batch), cfg.seed)
+        run_log.epoch(row, plots.grid_path(out / "samples", row["epoch"]))
         save_checkpoint()
         storage.publish_outputs()
         last_checkpoint = time.monotonic()
         log(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
             f"{row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     progress.close()
+    run_log.close()
 
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
@@ -152,6 +161,14 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         shutil.rmtree(out.parent, ignore_errors=True)  # the scratch folder
     return {"steps": state["step"], "total_steps": total_steps, "stopped": stopped, "history": state["history"],
             "output_dir": str(out), "output_uri": storage.output_uri, "chief": chief}
+
+
+def _after_last_step(total_steps, evaluating) -> str:
+    from trainer.evaluate import DEFAULT_SAMPLES
+
+    quality = f"scoring image quality ({DEFAULT_SAMPLES:,} samples), " if evaluating else ""
+    return (f"all {total_steps} steps done; now {quality}the last sample grid, a checkpoint, the exported "
+            "generator and report.html")
 
 
 def _schedule(cfg, n_images, replicas) -> tuple[int, int]:
@@ -241,7 +258,7 @@ def _end_of_epoch(out: Path, generator, epoch_number, rows, seed):
     _write_metrics(out, rows)
     plots.save_epoch_grid(generator, out / "samples", epoch_number, seed)
     plots.save_progress_gif(out / "samples")
-    plots.save_loss_plot(rows, out / "losses.png")
+    plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
 
 
 def _write_metrics(out: Path, history):
@@ -281,6 +298,9 @@ def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strateg
         "dataset_size": len(data.images),
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
+        # For report titles and `launcher status`: the job (from the run's layout) and whether --max-steps cut it short.
+        "job": job_of_output(cfg.output_dir),
+        "cut_short": total_steps < cfg.epochs * steps_per_epoch,
     }
     atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 

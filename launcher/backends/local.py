@@ -73,7 +73,9 @@ def submit(spec, dry_run: bool = False) -> dict:
     channel.parent.mkdir(parents=True)
     channel.symlink_to(Path(training).resolve(), target_is_directory=True)
     log = root / "train.log"
-    env = dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1")
+    from launcher.quiet import trainer_env
+
+    env = trainer_env(dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     with open(log, "ab") as out:
         proc = subprocess.Popen(_command(root / "exit_code"), env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -24,7 +24,7 @@ PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
 REPO = Path(__file__).resolve().parents[2]
 # What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
-REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\n"
+REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 
 
 def client(service: str, region: str | None):
@@ -99,8 +99,9 @@ def source_tarball() -> bytes:
     """sagemaker_entry.py, the trainer package and its extra requirements, for script mode."""
     entry = REPO / "docker" / "sagemaker_entry.py"
     if not entry.exists():
-        raise UsageError("script mode needs gankit's source checkout (docker/sagemaker_entry.py); "
-                         "install with `pip install -e .` from a clone, or pass --image")
+        raise UsageError("without --image, a SageMaker job runs gankit's code from its source checkout "
+                         "(docker/sagemaker_entry.py is missing); install with `pip install -e .` from a clone, "
+                         "or pass --image")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(entry, arcname="sagemaker_entry.py")

@@ -67,13 +67,14 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None) -> Dataset:
+def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None, log=None) -> Dataset:
     """Load a dataset's `split` ("train" or "test") into memory.
 
     IDX datasets come as stored (28x28x1) unless `image_size`/`channels` ask for
     otherwise; folders are resized to `image_size` (default 64) with `channels`
     (default 3). `data_dir` holds the dataset's files: the canonical IDX files,
     or for a folder dataset the pictures themselves (the PATH then only names it).
+    `log`, when given, hears where the files came from.
     """
     name = canonical_name(name)
     if split not in SPLITS:
@@ -90,13 +91,16 @@ def load_dataset(name, data_dir=None, split="train", image_size=None, channels=N
             raise UsageError(f"{name} has no {split} split: an image folder is a single set of pictures")
         path = Path(data_dir) if data_dir is not None else Path(name[len(FOLDER):])
         images, labels, class_names = load_folder(path, image_size or FOLDER_IMAGE_SIZE, channels or FOLDER_CHANNELS)
+        if log:
+            classes = f" in {len(class_names)} classes" if class_names else " (no classes)"
+            log(f"data: {name}: {len(images)} pictures{classes} from {path}")
         return Dataset(name, images, labels, class_names)
 
     from trainer.data.fetch import load_split
     from trainer.data.resize import resize_images
 
     spec = CATALOG[name]
-    images, labels = load_split(spec, split, data_dir)
+    images, labels = load_split(spec, split, data_dir, log=log)
     if spec.transposed:
         images = np.ascontiguousarray(np.swapaxes(images, 1, 2))  # EMNIST stores each picture column by column
     if images.ndim == 3:

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,7 @@ from pathlib import Path
 from trainer.data.catalog import IdxDataset, IdxFile
 from trainer.data.idx import check_pair, read_idx
 from trainer.errors import UsageError
-from trainer.fsutil import cache_root
+from trainer.fsutil import cache_root, mkstemp
 from trainer.progress import Progress, format_bytes
 
 CHUNK = 1 << 20
@@ -49,34 +48,43 @@ def download_urls(spec: IdxDataset, mirror: str | None = None) -> tuple:
     return (f"{mirror.rstrip('/')}/{spec.name}/",) if mirror else spec.urls
 
 
-def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None):
+def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None, log=None):
     """(images, labels) of one split, as stored (N, H, W) uint8 and int64, checked."""
-    paths, strict, fix = locate_split(spec, split, data_dir, mirror, stream)
+    paths, strict, fix = locate_split(spec, split, data_dir, mirror, stream, log)
     return _read_checked(spec, split, paths, strict=strict, fix=fix)
 
 
-def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None):
+def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None, log=None):
     """(paths, strict, fix): where one split's files are, downloading them if need be.
 
     Looks in `data_dir` if given, else the cache, then the system copy (Debian),
-    then downloads into the cache. `strict` and `fix` say how to check and mend them.
+    then downloads into the cache. `strict` and `fix` say how to check and mend them;
+    `log`, when given, hears where the files came from.
     """
+    say = log or (lambda message: None)
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
         fix = "replace it with an intact copy, or drop --data-dir to use gankit's cache"
-        return _in_data_dir(spec, split, folder), False, fix
+        paths = _in_data_dir(spec, split, folder)
+        say(f"data: {spec.name} from --data-dir {folder}")
+        return paths, False, fix
 
     cache = cache_root() / "datasets" / spec.name
     paths = _present(cache, spec.splits[split])
     if paths:
+        say(f"data: {spec.name} from gankit's cache ({cache})")
         return paths, True, CACHE_FIX
 
     if spec.system_dir:
-        paths = _present(system_root() / spec.system_dir, spec.splits[split])
+        folder = system_root() / spec.system_dir
+        paths = _present(folder, spec.splits[split])
         if paths:
+            say(f"data: {spec.name} from Debian's copy ({folder}, package dataset-{spec.system_dir})")
             return paths, True, f"reinstall it (apt-get install --reinstall dataset-{spec.system_dir}) or pass --data-dir DIR"
 
-    download(spec, split, cache, mirror=mirror, stream=stream)
+    source = download(spec, split, cache, mirror=mirror, stream=stream)
+    say(f"data: {spec.name} downloaded from {source} into gankit's cache ({cache})" if source
+        else f"data: {spec.name} from gankit's cache ({cache})")
     return _present(cache, spec.splits[split]), True, CACHE_FIX
 
 
@@ -118,8 +126,9 @@ def _check_published(path: Path, array, published: IdxFile, strict: bool, fix: s
                              f"expected {published.sha256}; {fix}")
 
 
-def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None):
-    """Download what `split` lacks in `cache`, verified; a file appears there complete or not at all."""
+def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None) -> str | None:
+    """Download what `split` lacks in `cache`, verified; a file appears there complete or not at all.
+    Returns where from (the first URL used), or None if nothing was missing."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -129,16 +138,17 @@ def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None
     urls = download_urls(spec, mirror)
     if spec.archive:
         archive = cache / spec.archive.name
+        source = None
         if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # left by an interrupted extraction
-            _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
+            source = _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
         try:
             _extract(archive, [f for f in spec.files if not (cache / f.name).is_file()], cache)
         finally:
             archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
-        return
-    for f in spec.splits[split]:
-        if not (cache / f.name).is_file():
-            _download(spec, urls, f.name, f.md5, cache / f.name, stream)
+        return source
+    sources = [_download(spec, urls, f.name, f.md5, cache / f.name, stream)
+               for f in spec.splits[split] if not (cache / f.name).is_file()]
+    return sources[0] if sources else None
 
 
 def _sweep_stale_parts(cache: Path):
@@ -163,7 +173,7 @@ def _download(spec, urls, filename, md5, dest: Path, stream):
         url = base + filename
         try:
             _fetch(url, md5, dest, stream)
-            return
+            return url
         except _Failed as e:
             failures.append(f"{url}: {e}")
     raise UsageError(f"cannot download {spec.name}'s {filename}: {'; '.join(failures)}; check the network "
@@ -175,7 +185,7 @@ class _Failed(Exception):
 
 
 def _fetch(url: str, md5: str, dest: Path, stream):
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         digest, size, total = hashlib.md5(), 0, None
         with os.fdopen(fd, "wb") as out:
@@ -219,7 +229,7 @@ def _extract(archive: Path, files, cache: Path):
                 if f.name not in members:
                     raise UsageError(f"{archive.name} has no {f.name}; the publisher changed the archive: "
                                      f"get the files yourself and pass --data-dir DIR")
-                fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".part", dir=cache)
+                fd, tmp = mkstemp(prefix=f".{f.name}.", suffix=".part", dir=cache)
                 try:
                     with os.fdopen(fd, "wb") as out, z.open(members[f.name]) as src:
                         shutil.copyfileobj(src, out, CHUNK)

@@ -9,13 +9,13 @@ been read and found to be exactly as long as the header says.
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from trainer.errors import UsageError
+from trainer.fsutil import mkstemp
 
 DTYPES = {
     0x08: np.dtype(">u1"),
@@ -118,7 +118,7 @@ def write_idx(path, array):
     header = struct.pack(">HBB", 0, CODES[native], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = np.ascontiguousarray(array, dtype=DTYPES[CODES[native]]).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as raw:
             if path.name.endswith(".gz"):

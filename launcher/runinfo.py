@@ -1,0 +1,28 @@
+"""What a job's own run.json says (written when training starts), for `launcher status`."""
+
+import json
+from pathlib import Path
+
+from trainer import layout, s3
+from trainer.errors import GankitError
+
+
+def read_run_json(record: dict) -> dict | None:
+    """The job's run.json from its output location (a folder or S3), or None if it is not there (yet)."""
+    uri = layout.join(record["output_uri"], "run.json")
+    try:
+        raw = s3.read_bytes(uri) if s3.is_s3(uri) else Path(uri).read_bytes()
+        return json.loads(raw) if raw else None
+    except (OSError, ValueError, GankitError):
+        return None  # status shows what the backend says; this is only a detail
+
+
+def cut_short_note(record: dict) -> str | None:
+    """A line when --max-steps ends the run before its last epoch does; None otherwise."""
+    from trainer.report import cut_short_text
+
+    run = read_run_json(record)
+    if run is not None:
+        return cut_short_text(run)
+    max_steps = record.get("hyperparameters", {}).get("max_steps")
+    return f"by --max-steps {max_steps} if its epochs take more steps (it ends at step {max_steps})" if max_steps else None

@@ -1,0 +1,30 @@
+"""Atomic writes leave ordinary files: the umask's permissions, not mkstemp's private 0600/0700."""
+
+import os
+import stat
+
+import pytest
+
+from trainer.fsutil import atomic_dir, atomic_write_bytes, atomic_write_text, umask
+
+
+@pytest.fixture(params=[0o022, 0o027])
+def mask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_files_and_folders_follow_the_umask(tmp_path, mask):
+    assert umask() == mask
+    atomic_write_bytes(tmp_path / "a.png", b"x")
+    atomic_write_text(tmp_path / "b.json", "{}")
+    with atomic_dir(tmp_path / "generator") as tmp:
+        (tmp / "generator.json").write_text("{}")
+    assert mode(tmp_path / "a.png") == mode(tmp_path / "b.json") == 0o666 & ~mask
+    assert mode(tmp_path / "generator") == 0o777 & ~mask
+    assert mode(tmp_path / "generator" / "generator.json") == 0o666 & ~mask

@@ -1,0 +1,47 @@
+"""Progress on a terminal: one redrawn line, and messages that print above it rather than on it."""
+
+import io
+
+from trainer.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def screen(text: str) -> list[str]:
+    """What a terminal shows for `text`: \\r returns to the line's start, ESC[K clears the rest of it."""
+    lines, current = [], ""
+    for part in text.replace("\033[K", "\0").split("\n"):
+        current = ""
+        for piece in part.split("\r"):
+            current = piece.replace("\0", "") if "\0" in piece else (piece + current[len(piece):])
+        lines.append(current)
+    return lines
+
+
+def test_a_message_prints_above_the_bar_and_survives_its_next_redraw():
+    term = Terminal()
+    progress = Progress(10, label="train", stream=term)
+    say = progress.around(lambda message: term.write(message + "\n"))  # stdout and stderr on one terminal
+    progress.last -= 1  # due for a redraw
+    progress.update(5)
+    assert screen(term.getvalue())[-1].startswith("train  5/10 (50%)")
+    say("epoch 1/2  step 5")
+    progress.update(5)
+    progress.close()
+    shown = [line for line in screen(term.getvalue()) if line]
+    assert shown[0] == "epoch 1/2  step 5"
+    assert shown[-1].startswith("train  10/10 (100%)") and len(shown) == 2
+
+
+def test_off_a_terminal_messages_and_lines_just_alternate():
+    log = io.StringIO()
+    progress = Progress(2, label="x", stream=log)
+    said = []
+    progress.around(said.append)("hello")
+    progress.update(2)
+    progress.close()
+    progress.close()  # a second close adds nothing
+    assert said == ["hello"] and log.getvalue().startswith("x  2/2 (100%)") and log.getvalue().count("\n") == 1

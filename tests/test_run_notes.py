@@ -1,0 +1,94 @@
+"""What a run's pictures and pages say about it: the job's name, and a run that --max-steps cut short."""
+
+import json
+import re
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto import mock_aws
+
+from trainer import layout, s3
+from trainer.report import cut_short_text, render, run_name
+
+RUN = {"config": {"epochs": 2, "max_steps": 50, "dataset": "mnist", "model": "cgan", "preset": "seed"},
+       "steps_per_epoch": 468, "total_steps": 50, "cut_short": True, "job": "gan-mnist-cgan-20260101-000000"}
+ROW = {"epoch": 1, "step": 50, "d_loss": 1.0, "g_loss": 1.0, "images_per_sec": 100.0, "seconds": 16.0}
+
+
+def run_folder(path, run):
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps(run))
+    (path / "metrics.jsonl").write_text(json.dumps(ROW) + "\n")
+    return path
+
+
+def test_layout_knows_the_job_of_an_output_prefix():
+    assert layout.job_of_output(layout.output_prefix("s3://b", "gan-x-1")) == "gan-x-1"
+    assert layout.job_of_output("/home/me/.local/share/gankit/bucket/runs/gan-x-1/output/") == "gan-x-1"
+    assert layout.job_of_output("runs/z1") is None and layout.job_of_output("output") is None
+
+
+def test_report_title_is_the_job_and_says_max_steps_cut_it_short(tmp_path):
+    html = render(run_folder(tmp_path / "runs" / "anything" / "output", RUN))
+    assert "<title>gan-mnist-cgan-20260101-000000: cgan/seed on mnist</title>" in html
+    assert "<th>cut short</th><td>by --max-steps 50: it ends at step 50 of the 936 its 2 epochs take" in html
+
+
+def test_without_a_job_the_title_is_the_run_folder_never_output(tmp_path):
+    plain = {k: v for k, v in RUN.items() if k != "job"}
+    assert run_name(run_folder(tmp_path / "z1", plain), plain) == "z1"
+    assert run_name(run_folder(tmp_path / "gan-y" / "output", plain), plain) == "gan-y"
+
+
+def test_a_run_that_finishes_its_epochs_is_not_cut_short(tmp_path):
+    whole = dict(RUN, cut_short=False, total_steps=936)
+    assert cut_short_text(whole) is None
+    assert "cut short" not in render(run_folder(tmp_path / "r", whole))
+    assert cut_short_text(dict(RUN, config=dict(RUN["config"], epochs=1))).endswith(
+        "of the 468 its 1 epoch takes (a larger max_steps resumes it from its checkpoint)")
+
+
+def record(output_uri, **hyperparameters):
+    return {"job": "gan-mnist-cgan-1", "backend": "local", "output_uri": output_uri, "hyperparameters": hyperparameters}
+
+
+def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypatch):
+    from launcher.runinfo import cut_short_note
+
+    out = run_folder(tmp_path / "out", RUN)
+    assert cut_short_note(record(str(out), max_steps="50")).startswith("by --max-steps 50: it ends at step 50 of the 936")
+    # Not started yet: the hyperparameter is all there is.
+    assert cut_short_note(record(str(tmp_path / "none"), max_steps="50")) == \
+        "by --max-steps 50 if its epochs take more steps (it ends at step 50)"
+    assert cut_short_note(record(str(tmp_path / "none"))) is None
+
+    for key, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3.client.cache_clear()
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="gankit-test")
+        uri = layout.output_prefix("s3://gankit-test", "gan-mnist-cgan-1")
+        boto3.client("s3").put_object(Bucket="gankit-test", Key="runs/gan-mnist-cgan-1/output/run.json", Body=json.dumps(RUN))
+        assert cut_short_note(record(uri)).startswith("by --max-steps 50: it ends at step 50")
+    s3.client.cache_clear()
+
+
+def test_status_command_shows_the_cut(tmp_path, monkeypatch):
+    from launcher import jobs
+    from launcher.cli import cli
+
+    out = run_folder(tmp_path / "out", RUN)
+    jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local"))
+    monkeypatch.setattr("launcher.cli._describe", lambda record: {"status": "Completed"})
+    shown = CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1"])
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"\ncut short +by --max-steps 50: it ends at step 50 of the 936 its 2 epochs take", shown.output)
+    as_json = json.loads(CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1", "--json"]).output)
+    assert as_json["cut_short"].startswith("by --max-steps 50")
+
+
+@pytest.fixture(autouse=True)
+def _config_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
