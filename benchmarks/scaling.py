@@ -1,6 +1,6 @@
 """Images/s as replicas are added: where scaling out starts to pay.
 
-    python benchmarks/scaling.py [--preset default] [--batch-size 64] [--images 4096] [--epochs 2]
+    python benchmarks/scaling.py [--preset projection] [--batch-size 64] [--images 4096] [--epochs 2]
 
 Runs the real trainer (`python -m trainer train`) on a synthetic 28x28 dataset
 and reads images/s of the last epoch from its metrics.jsonl:
@@ -67,7 +67,7 @@ def two_workers(args, work: Path, batch_size) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="default")
+    parser.add_argument("--preset", default="projection")
     parser.add_argument("--batch-size", type=int, default=64, help="per replica")
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--epochs", type=int, default=2)

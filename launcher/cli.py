@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from trainer.cli import generate_options
+from trainer.config import DEFAULT_PRESET, PRESET_NAMES
 from trainer.errors import GankitError, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
@@ -61,7 +62,8 @@ def _echo_table(rows: list[tuple[str, str]]):
 @cli.command()
 @click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
 @click.option("--model", type=click.Choice(["cgan", "dcgan"]), default="cgan", show_default=True)
-@click.option("--preset", type=click.Choice(["seed", "default"]), default=None, help="[trainer default: default]")
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default=None,
+              help=f"[trainer default: {DEFAULT_PRESET}] (`python -m trainer train --help` says what each is).")
 @click.option("--epochs", type=int, default=None, help="[trainer default: 64]")
 @click.option("--batch-size", type=int, default=None, help="Per GPU (replica).")
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
@@ -213,7 +215,7 @@ def list_jobs(as_json):
     from launcher import jobs
 
     rows = []
-    for record in jobs.all_jobs():
+    for record in jobs.all_jobs(on_bad=lambda message: click.echo(f"warning: {message}", err=True)):
         try:
             info = _describe(record)
         except GankitError as e:
@@ -300,6 +302,7 @@ def config_show():
     """Print the settings file and the defaults in force."""
     from launcher import settings
 
+    settings.load()  # a malformed file is one line, before anything is printed
     click.echo(f"# {settings.config_path()}")
     for key in settings.KEYS:
         value = settings.get(key)

@@ -30,6 +30,7 @@ SHUTDOWN_BEHAVIOURS = ("terminate", "stop")
 ROOT_DEVICE = "/dev/sda1"  # the DLAMI's (Ubuntu) root device name
 ROOT_VOLUME_GB = 100  # the DLAMI needs ~75 GB; the rest is room for data and checkpoints
 TAG_PURPOSE = "gankit:purpose"
+TAG_LAUNCH = "gankit:launch"  # the request's ClientToken, so a launch can be found before its reply is
 
 
 def family(instance_type: str) -> str:
@@ -82,15 +83,26 @@ def _tag_list(tags: dict) -> list[dict]:
     return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
 
 
+def check_settings(settings: dict):
+    """An instance needs gankit's instance profile (its S3 and SSM access) and security group."""
+    missing = [k for k in ("instance_profile", "security_group") if not settings.get(k)]
+    if missing:
+        raise UsageError(f"no {' or '.join(missing)} configured: EC2 instances need gankit's instance profile and "
+                         "security group; `launcher infra up` makes both (or `launcher config set instance_profile "
+                         "NAME` and `launcher config set security_group sg-...`)")
+
+
 def run_instances_request(purpose: str, instance_type: str, user_data: str, *, spot: bool = False,
                           tags: dict | None = None, settings: dict | None = None, shutdown: str = "terminate",
                           image_id: str | None = None, volume_gb: int = ROOT_VOLUME_GB,
-                          max_spot_price: str | None = None) -> dict:
+                          max_spot_price: str | None = None, client_token: str | None = None) -> dict:
     """The keyword arguments of `ec2.run_instances` for one GPU instance.
 
-    `settings` is the launcher's config (`launcher.settings.load()`): instance_profile,
+    `settings` is the launcher's config (`launcher.settings.effective()`): instance_profile,
     security_group, subnet (optional), region, ami (optional override). `image_id`, when
     given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
+    `client_token` makes the launch idempotent (botocore's retries never start a second instance)
+    and tags the instance with it (`find_launched`).
     """
     settings = settings or {}
     if shutdown not in SHUTDOWN_BEHAVIOURS:
@@ -98,12 +110,10 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
     if spot and shutdown == "stop":
         # A stopped one-time spot request cannot restart; stop needs a persistent request.
         raise UsageError("a stoppable instance cannot be a one-time spot instance; drop --spot")
-    missing = [k for k in ("instance_profile", "security_group") if not settings.get(k)]
-    if missing:
-        raise UsageError(f"no {' or '.join(missing)} configured: run `launcher infra up` first")
+    check_settings(settings)
     if len(user_data.encode()) > 16 * 1024:
         raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
-    tags = {TAG_PURPOSE: purpose, **(tags or {})}
+    tags = {TAG_PURPOSE: purpose, **(tags or {}), **({TAG_LAUNCH: client_token} if client_token else {})}
     request = {
         "ImageId": image_id or resolve_ami(instance_type, settings.get("region"),
                                             settings.get("ami") or os.environ.get("GANKIT_AMI")),
@@ -115,7 +125,9 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
         "MetadataOptions": {  # IMDSv2 only: no credential theft through a plain GET (SSRF)
             "HttpTokens": "required",
             "HttpEndpoint": "enabled",
-            "HttpPutResponseHopLimit": 2,  # 2, so a container on the instance can reach it too
+            # 1: no request forwarded through another hop gets a token; the one container a job may
+            # run (--image) uses host networking, so it is on the instance's own hop.
+            "HttpPutResponseHopLimit": 1,
         },
         "BlockDeviceMappings": [{
             "DeviceName": ROOT_DEVICE,
@@ -128,6 +140,8 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
             {"ResourceType": "volume", "Tags": _tag_list(tags)},
         ],
     }
+    if client_token:
+        request["ClientToken"] = client_token
     network = {"DeviceIndex": 0, "Groups": [settings["security_group"]], "AssociatePublicIpAddress": True}
     if settings.get("subnet"):
         network["SubnetId"] = settings["subnet"]
@@ -183,6 +197,18 @@ def describe_instance(instance_id: str, region: str | None = None) -> dict | Non
     return instances[0] if instances else None
 
 
+def find_launched(client_token: str, region: str | None = None) -> list[str]:
+    """The not yet terminated instances a request with this client token started."""
+    ec2 = client("ec2", region)
+    try:
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": f"tag:{TAG_LAUNCH}", "Values": [client_token]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    except Exception as e:
+        raise GankitError(f"could not look for the instance of launch {client_token}: {e}") from None
+
+
 def stop_instance(instance_id: str, region: str | None = None):
     client("ec2", region).stop_instances(InstanceIds=[instance_id])
 
@@ -212,15 +238,21 @@ def build_wheel(dest) -> Path:
     return wheels[-1]
 
 
-def upload_wheel(prefix: str) -> str:
-    """Build the project's wheel and upload it under `prefix` (s3://...); its URI."""
+def upload_wheel(prefix: str) -> tuple[str, str]:
+    """Build the project's wheel and upload it under `prefix` (s3://...); (its URI, its sha256).
+
+    The digest goes into the user data, which installs the wheel as root only if it still matches:
+    the bucket is writable by every instance role, so its copy alone proves nothing."""
+    import hashlib
+
     from trainer import layout, s3
     from trainer.progress import Progress, format_bytes
 
     with tempfile.TemporaryDirectory(prefix="gankit-wheel-") as tmp:
         wheel = build_wheel(tmp)
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
         uri = layout.join(prefix, wheel.name)
         progress = Progress(wheel.stat().st_size, label=f"uploading {wheel.name}", fmt=format_bytes)
         s3.upload_file(wheel, uri, callback=progress.update)
         progress.close()
-    return uri
+    return uri, digest

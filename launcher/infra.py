@@ -14,12 +14,13 @@ from pathlib import Path
 
 import click
 
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, no_region
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "infra"
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
 DONE = ("_COMPLETE", "_FAILED")
+MIN_SSH_PREFIX = 24  # the widest SSH rule: 256 addresses (infra/base.yaml's SshCidr pattern agrees)
 
 
 def template_body(name: str) -> str:
@@ -46,7 +47,7 @@ def _region(region):
 
     found = region or settings.get("region") or boto3.session.Session().region_name
     if not found:
-        raise UsageError("no AWS region: pass --region, or set AWS_DEFAULT_REGION")
+        raise no_region()
     return found
 
 
@@ -66,6 +67,9 @@ def check_ssh_cidr(cidr: str | None) -> str:
                          "address as a /32, e.g. --ssh-cidr 203.0.113.7/32 (or none: SSM needs no port)")
     if network.version != 4:
         raise UsageError(f"--ssh-cidr {cidr} is IPv6; the SSH rule takes an IPv4 CIDR such as 203.0.113.7/32")
+    if network.prefixlen < MIN_SSH_PREFIX:
+        raise UsageError(f"--ssh-cidr {cidr} opens SSH to {network.num_addresses:,} addresses; give at most a "
+                         f"/{MIN_SSH_PREFIX}, best your own address as a /32, e.g. --ssh-cidr 203.0.113.7/32")
     return str(network)
 
 
@@ -268,6 +272,12 @@ def infra():
 def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
     """Create or update the base stack, and make SageMaker the default backend."""
     ssh_cidr = check_ssh_cidr(ssh_cidr)
+    if bucket_name:
+        from launcher.settings import check_bucket
+
+        if "/" in bucket_name:
+            raise UsageError(f"--bucket-name {bucket_name!r}: give the bucket's name alone, e.g. my-gankit-data")
+        check_bucket(bucket_name, "--bucket-name")
     region = _region(region)
     vpc_id = vpc_id or default_vpc(_client("ec2", region))
     template = template_body("base")

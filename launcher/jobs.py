@@ -1,10 +1,22 @@
-"""The launcher's record of every job it submitted: one JSON file per job under the config folder."""
+"""The launcher's record of every job it submitted: one JSON file per job under the config folder.
+
+A record is a file in the user's folder: an edit, a truncated write or a disk error must give one
+line naming the file and the fix, never a traceback or a signal sent to the wrong process.
+"""
 
 import json
 
 from launcher import settings
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
+
+OPTIONAL = (str, type(None))
+# The fields the launcher reads and the types they must have; the required ones per backend.
+FIELDS = {"job": str, "backend": str, "output_uri": str, "submitted_at": str, "dataset": str, "hyperparameters": dict,
+          "instance_type": OPTIONAL, "instance_count": int, "spot": bool, "region": OPTIONAL,
+          "pid": int, "log": str, "sm_root": str,  # local
+          "instance_id": OPTIONAL, "client_token": str, "status_uri": str, "log_uri": str, "setup_log_uri": str}  # ec2
+REQUIRED = {"local": ("pid", "log", "sm_root"), "sagemaker": (), "ec2": ("status_uri", "log_uri", "setup_log_uri")}
 
 
 def jobs_dir():
@@ -22,10 +34,53 @@ def load(job: str) -> dict:
     path = jobs_dir() / f"{job}.json"
     if "/" in job or not path.exists():
         raise UsageError(f"unknown job {job}; `launcher list` shows your jobs")
-    return json.loads(path.read_text())
+    return read(path)
 
 
-def all_jobs() -> list[dict]:
+def read(path) -> dict:
+    """The record in `path`, checked; a UsageError naming the file otherwise."""
+    try:
+        record = json.loads(path.read_bytes())
+        problem = _problem(record, path.stem)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        problem = " ".join(str(e).split())[:120]
+    if problem:
+        raise UsageError(f"{path} is not a valid job record ({problem}); delete it (`rm {path}`) "
+                         "or restore it from a backup")
+    return record
+
+
+def _problem(record, stem) -> str | None:
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    backend = record.get("backend")
+    if backend not in (None, *settings.BACKENDS):
+        return f"backend {json.dumps(backend)[:20]}"
+    missing = [k for k in ("job", "backend", "output_uri", *REQUIRED.get(backend, ())) if k not in record]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for key, kind in FIELDS.items():
+        if key in record and (not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool))):
+            return f"{key} is {json.dumps(record[key])[:30]}"
+    if record["job"] != stem:
+        return f"it names job {record['job'][:70]!r}"
+    if record.get("instance_count", 1) < 1 or record.get("pid", 1) <= 0:  # a pid <= 0 signals a process group
+        return "instance_count" if record.get("instance_count", 1) < 1 else f"pid {record['pid']}"
+    return None
+
+
+def all_jobs(on_bad=None) -> list[dict]:
+    """Every readable record, newest first; `on_bad(message)` hears of each one that is not."""
     folder = jobs_dir()
-    records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            records.append(read(path))
+        except UsageError as e:
+            if on_bad:
+                on_bad(str(e))
     return sorted(records, key=lambda r: r.get("submitted_at", ""), reverse=True)
+
+
+def delete(job: str):
+    (jobs_dir() / f"{job}.json").unlink(missing_ok=True)

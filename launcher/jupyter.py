@@ -18,7 +18,7 @@ import click
 
 from launcher import ec2 as ec2_backend
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, no_region
 from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
@@ -27,12 +27,18 @@ READY_TIMEOUT = 25 * 60  # first boot installs TensorFlow, the project and Jupyt
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 TAG_PURPOSE, TAG_OWNER = ec2_backend.TAG_PURPOSE, "gankit:owner"
 TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
+# On the token parameter: the ARN of the one instance whose role may read it (infra/base.yaml's
+# ReadOwnJupyterToken matches it against the caller's ec2:SourceInstanceARN).
+TAG_INSTANCE = "gankit:instance"
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
 
 
 def say(message):
-    click.echo(message, err=True)  # progress on stderr; stdout carries only the URL
+    try:
+        click.echo(message, err=True)  # progress on stderr; stdout carries only the URL
+    except OSError:
+        pass  # a closed terminal (SIGHUP) must not stop the clean-up that follows
 
 
 # --- who, where, and the token ------------------------------------------------------------------
@@ -44,7 +50,7 @@ def region() -> str:
 
     found = settings.get("region") or boto3.session.Session().region_name
     if not found:
-        raise UsageError("no AWS region configured: run `launcher infra up`, or set AWS_DEFAULT_REGION")
+        raise no_region()
     return found
 
 
@@ -66,6 +72,18 @@ def rotate_token(ssm, who: str) -> str:
     ssm.put_parameter(Name=token_parameter(who), Value=token, Type="SecureString", Overwrite=True,
                       Description="gankit Jupyter token (rotated at every start)")
     return token
+
+
+def instance_arn(region_name, iid: str) -> str:
+    arn = ec2_backend.client("sts", region_name).get_caller_identity()["Arn"]
+    partition, account = arn.split(":")[1], arn.split(":")[4]
+    return f"arn:{partition}:ec2:{region_name}:{account}:instance/{iid}"
+
+
+def bind_token(ssm, region_name, who: str, iid: str):
+    """Let only instance `iid` read the token: tag the parameter with its ARN (the role's condition)."""
+    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=token_parameter(who),
+                             Tags=[{"Key": TAG_INSTANCE, "Value": instance_arn(region_name, iid)}])
 
 
 def read_token(ssm, who: str) -> str | None:
@@ -92,29 +110,31 @@ def tags_of(instance) -> dict:
     return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
 
 
-def stage_project(root: str, who: str) -> tuple[str, str]:
-    """Upload the project's wheel and the example notebook where the instance fetches them."""
+def stage_project(root: str, who: str) -> tuple[str, str, str]:
+    """Upload the project's wheel and the example notebook where the instance fetches them;
+    (wheel URI, its sha256, notebook URI)."""
     from trainer import layout, s3
 
     prefix = layout.join(root, "jupyter", who)
-    wheel_uri = ec2_backend.upload_wheel(prefix)
+    wheel_uri, wheel_sha256 = ec2_backend.upload_wheel(prefix)
     if not NOTEBOOK.is_file():
         raise GankitError(f"{NOTEBOOK} is missing; run the launcher from a gankit checkout")
     notebook_uri = layout.join(prefix, NOTEBOOK.name)
     s3.upload_file(NOTEBOOK, notebook_uri)
-    return wheel_uri, notebook_uri
+    return wheel_uri, wheel_sha256, notebook_uri
 
 
 def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
     from launcher import settings
     from launcher.remote import userdata
 
-    config = {**settings.load(), "region": region_name}
+    config = {**settings.effective(), "region": region_name}
     bucket = settings.get("bucket")
     if not bucket:
         raise UsageError("no bucket configured: run `launcher infra up` first")
-    wheel_uri, notebook_uri = stage_project(f"s3://{bucket}", who)
+    wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
     boot = userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
+                                wheel_sha256=wheel_sha256,
                                 notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
     tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
@@ -132,6 +152,7 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         if token is None:
             raise GankitError(f"{instance['InstanceId']} runs but its token is gone from SSM; "
                               "`launcher jupyter stop` it, then run `launcher jupyter` again")
+        bind_token(ssm, region_name, who, instance["InstanceId"])  # idempotent; binds one an older launcher made
         say(f"reusing {instance['InstanceId']} ({instance['InstanceType']}, {instance['State']['Name']})")
         if instance_type and instance_type != instance["InstanceType"]:
             say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")
@@ -146,12 +167,19 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
             change_type(ec2, instance, instance_type)
         _note_limits(instance, idle_seconds, max_hours)
         token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
+        bind_token(ssm, region_name, who, iid)
         say(f"starting {iid}")
         ec2.start_instances(InstanceIds=[iid])
         return iid, token
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
     iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
+    try:  # the instance boots for minutes before it reads the token: time enough to bind it
+        bind_token(ssm, region_name, who, iid)
+    except Exception as e:
+        ec2_backend.terminate(iid, region_name)  # it could never read its token
+        raise GankitError(f"could not let {iid} read its token ({e}); terminated it, "
+                          "run `launcher jupyter` again") from None
     say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
     return iid, token
@@ -191,13 +219,14 @@ def wait_running(ec2, iid):
 
 # --- connecting -------------------------------------------------------------------------------------
 
-def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser):
+def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser):
     from launcher import tunnel
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
                         fmt=format_duration, log_every=30)
-    access = ssh_access(ec2, instance, my_ip) if use_ssh else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
+    access = ssh_access(ec2, instance, my_ip, who) if use_ssh else contextlib.nullcontext()
+    # SIGTERM and SIGHUP close it as Ctrl-C does: the SSH rule, the key, the tunnel and its log all go.
+    with tunnel.signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
         if use_ssh:
             key, public = tunnel.ssh_key(tmp)
             connect_ = ec2_backend.client("ec2-instance-connect", region_name)
@@ -229,7 +258,7 @@ def connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_
 
 
 @contextlib.contextmanager
-def ssh_access(ec2, instance, my_ip):
+def ssh_access(ec2, instance, my_ip, who):
     """For --ssh: the instance's public address, with SSH allowed from the caller's /32 while in use."""
     from launcher import tunnel
 
@@ -240,7 +269,11 @@ def ssh_access(ec2, instance, my_ip):
     groups = [g["GroupId"] for g in instance.get("SecurityGroups", [])]
     if not groups:
         raise GankitError(f"{instance['InstanceId']} has no security group to open SSH in")
-    with tunnel.ssh_rule(ec2, groups[0], tunnel.my_ip(my_ip)) as cidr:
+    ip = tunnel.my_ip(my_ip)
+    stale = tunnel.sweep_stale_rules(ec2, groups[0], who)
+    if stale:
+        say(f"removed {len(stale)} stale temporary SSH rules an earlier run left in {groups[0]}: {', '.join(stale)}")
+    with tunnel.ssh_rule(ec2, groups[0], ip, who) as cidr:
         say(f"SSH allowed from {cidr} only, until this tunnel closes")
         yield host
     say("removed the temporary SSH rule")
@@ -293,7 +326,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     who = owner(region_name)
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     instance = wait_running(ec2, iid)
-    connect(ec2, region_name, instance, token, local_port, use_ssh, my_ip, open_browser)
+    connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
 
 
 @jupyter.command()

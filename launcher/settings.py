@@ -8,8 +8,10 @@ GANKIT_<KEY> overrides the file; command-line flags override both. AWS profile a
 region otherwise follow the usual AWS conventions (AWS_PROFILE, AWS_DEFAULT_REGION).
 """
 
+import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 
 from trainer.errors import UsageError
@@ -28,14 +30,74 @@ def config_dir() -> Path:
 
 
 def load() -> dict:
+    """The settings file's values, checked: anything else in it is one line naming the file (it is the
+    user's: never silently ignored, never overwritten)."""
     path = config_path()
     if not path.exists():
         return {}
     try:
-        values = json.loads(path.read_text())
-    except ValueError as e:
-        raise UsageError(f"{path} is not valid JSON ({e}); fix or delete it") from None
-    return values if isinstance(values, dict) else {}
+        values = json.loads(path.read_bytes())
+    except ValueError as e:  # UnicodeDecodeError included
+        raise UsageError(f"{path} is not valid JSON ({_one_line(e)}); fix or delete it") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"{path} holds a JSON {type(values).__name__}, not an object of settings such as "
+                         '{"backend": "local"}; fix or delete it')
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise UsageError(f"{path}: unknown setting {', '.join(map(repr, unknown))[:80]}; known: {', '.join(KEYS)}; "
+                         "fix or delete it")
+    for key, value in values.items():
+        if not isinstance(value, str):
+            raise UsageError(f"{path}: {key} must be a string, not {json.dumps(value)[:40]}; fix or delete it")
+    try:
+        _check(values)
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}; fix or delete it") from None
+    return values
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split())
+
+
+def _check(values: dict):
+    if values.get("backend") not in (None, "", *BACKENDS):
+        raise UsageError(f"backend {values['backend']!r}: choose one of {', '.join(BACKENDS)}")
+    if values.get("bucket"):
+        check_bucket(values["bucket"], "bucket")
+
+
+# AWS's rules for bucket names (general purpose buckets), checked before any call is made with one.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def check_bucket(value: str, source: str = "--bucket") -> str:
+    """`value` (a name, or s3://NAME[/PREFIX]) if its bucket name follows S3's rules; else one line saying why."""
+    name, _, prefix = str(value).removeprefix("s3://").partition("/")
+    why = None
+    if not _BUCKET.fullmatch(name):
+        why = "use 3-63 lower-case letters, digits, hyphens and dots, starting and ending with a letter or digit"
+    elif ".." in name:
+        why = "two dots may not follow each other"
+    elif _is_ip(name):
+        why = "it may not look like an IP address"
+    elif name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        why = "AWS reserves that prefix or suffix"
+    elif prefix and any(part in ("", ".", "..") for part in prefix.rstrip("/").split("/")):
+        why = "its prefix may not have empty, '.' or '..' parts"
+    if why:
+        raise UsageError(f"{source} {str(value)[:80]!r} is not an S3 bucket name: {why} (e.g. my-gankit-data)")
+    return value
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def get(key: str, default=None):
@@ -46,13 +108,17 @@ def get(key: str, default=None):
     return default if value in (None, "") else value
 
 
+def effective() -> dict:
+    """The file's settings with the GANKIT_<KEY> overrides applied: `get` for every key at once."""
+    return {**load(), **{k: get(k) for k in KEYS if get(k) is not None}}
+
+
 def update(**values):
     """Set keys (None deletes one) and write the file atomically."""
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise UsageError(f"unknown setting {', '.join(unknown)}; known: {', '.join(KEYS)}")
-    if values.get("backend") not in (None, *BACKENDS):
-        raise UsageError(f"backend {values['backend']!r}: choose one of {', '.join(BACKENDS)}")
+    _check(values)
     current = load()
     current.update(values)
     current = {k: v for k, v in current.items() if v not in (None, "")}

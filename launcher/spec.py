@@ -15,7 +15,7 @@ from launcher import settings
 from launcher.durations import parse_duration
 from launcher.pricing import DEFAULT_INSTANCE_TYPE, check_instance_type
 from trainer import layout
-from trainer.errors import UsageError
+from trainer.errors import UsageError, no_region
 
 # Set by the launcher itself, never by --hp.
 RESERVED = {"output_dir": "the run's layout decides it", "checkpoint_dir": "the run's layout decides it"}
@@ -137,10 +137,14 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
     if backend == "local":
         root = str(settings.local_root())
     else:
+        source = "--bucket" if bucket else "the bucket setting (GANKIT_BUCKET or `launcher config`)"
         bucket = bucket or settings.get("bucket")
         if not bucket:
-            raise UsageError(f"no bucket for the {backend} backend: run `launcher infra up`, or pass --bucket "
-                             "(and --role), or `launcher config set bucket NAME`")
+            needs = ("--role ARN" if backend == "sagemaker" else
+                     "`launcher config set instance_profile NAME` and `launcher config set security_group sg-...`")
+            raise UsageError(f"no bucket for the {backend} backend: run `launcher infra up` (it makes what "
+                             f"{backend} needs), or pass --bucket NAME with {needs}")
+        settings.check_bucket(bucket, source)
         root = bucket if bucket.startswith("s3://") else f"s3://{bucket}"
         role = role or settings.get("role")
         if backend == "sagemaker" and not role:
@@ -167,5 +171,5 @@ def _aws_region() -> str:
 
     region = boto3.session.Session().region_name
     if not region:
-        raise UsageError("no AWS region: set AWS_DEFAULT_REGION, or `launcher config set region us-east-1`")
+        raise no_region()
     return region

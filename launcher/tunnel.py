@@ -6,7 +6,9 @@ tunnel uses a temporary rule for the caller's own /32 that is removed when it cl
 
 import contextlib
 import ipaddress
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +23,9 @@ CLI_HELP = "https://docs.aws.amazon.com/cli/latest/userguide/getting-started-ins
 CHECKIP_URL = "https://checkip.amazonaws.com"
 SSH_USER = "ubuntu"  # the DLAMI's login
 RETRY_SECONDS = 3.0  # between looks while the instance boots
+# Every temporary SSH rule carries this description (then " for OWNER"), so a later run can find and
+# remove the ones an earlier run left behind (killed with SIGKILL, a crash, a lost network).
+RULE_DESCRIPTION = "gankit jupyter --ssh (temporary)"
 
 
 def check_ssm_tools():
@@ -61,12 +66,33 @@ def my_ip(given: str | None = None) -> str:
     return str(ip)
 
 
+def rule_description(owner: str) -> str:
+    return f"{RULE_DESCRIPTION} for {owner}"
+
+
+def _port_rule(port: int, cidr: str, description: str) -> dict:
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+            "IpRanges": [{"CidrIp": cidr, "Description": description}]}
+
+
+def sweep_stale_rules(ec2, group_id: str, owner: str) -> list[str]:
+    """Remove the temporary SSH rules of `owner` (and of launchers that named no owner) left in the group;
+    the CIDRs removed. Other users' temporary rules are theirs to sweep: their tunnels may be open."""
+    mine = (rule_description(owner), RULE_DESCRIPTION)
+    [group] = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    stale = [_port_rule(p["FromPort"], r["CidrIp"], r["Description"])
+             for p in group.get("IpPermissions", []) if p.get("IpProtocol") == "tcp" and p.get("FromPort") == p.get("ToPort")
+             for r in p.get("IpRanges", []) if r.get("Description") in mine]
+    if stale:
+        ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=stale)
+    return [r["IpRanges"][0]["CidrIp"] for r in stale]
+
+
 @contextlib.contextmanager
-def ssh_rule(ec2, group_id: str, ip: str, port: int = 22):
+def ssh_rule(ec2, group_id: str, ip: str, owner: str, port: int = 22):
     """Allow SSH from `ip`/32 only, for as long as the block runs."""
     cidr = f"{ipaddress.IPv4Address(ip)}/32"  # one address; never a range, never 0.0.0.0/0
-    permission = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-                  "IpRanges": [{"CidrIp": cidr, "Description": "gankit jupyter --ssh (temporary)"}]}
+    permission = _port_rule(port, cidr, rule_description(owner))
     try:
         ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[permission])
     except ec2.exceptions.ClientError as e:
@@ -76,6 +102,27 @@ def ssh_rule(ec2, group_id: str, ip: str, port: int = 22):
         yield cidr
     finally:
         ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[permission])
+
+
+@contextlib.contextmanager
+def signals_as_interrupt(signals=(signal.SIGTERM, signal.SIGHUP)):
+    """SIGTERM and SIGHUP (a closed terminal) end the block as Ctrl-C does, so its clean-up runs. Once one
+    has arrived, further ones (and Ctrl-C) are ignored until the block has cleaned up."""
+    every = (*signals, signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in every}
+
+    def interrupt(signum, frame):
+        for s in every:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for s in signals:
+        signal.signal(s, interrupt)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def ssh_key(folder) -> tuple[Path, str]:
@@ -114,8 +161,11 @@ class Tunnel:
 
     def ensure_running(self):
         if self.proc is None or self.proc.poll() is not None:
+            # Its own process group: the terminal's Ctrl-C or hang-up reaches the launcher only, which
+            # closes the tunnel after its clean-up, and close() ends the whole group (the AWS CLI's
+            # session-manager-plugin child too).
             self.proc = subprocess.Popen(self.command_factory(), stdin=subprocess.DEVNULL,
-                                         stdout=self.log, stderr=subprocess.STDOUT)
+                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def last_line(self) -> str:
         lines = Path(self.log.name).read_text(errors="replace").strip().splitlines()
@@ -125,14 +175,21 @@ class Tunnel:
         return self.proc.wait() if self.proc else 0
 
     def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.proc:
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait()
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
+
+    def _signal_group(self, signum):
+        try:
+            os.killpg(self.proc.pid, signum)  # its group id is its pid (start_new_session)
+        except ProcessLookupError:
+            pass  # the whole group has ended
 
 
 def wait_until_ready(tunnel: Tunnel, local_port: int, token: str, timeout: float, progress, interval=None):

@@ -40,3 +40,25 @@ def aws_env(moto_server, monkeypatch):
     s3.client.cache_clear()
     yield moto_server
     s3.client.cache_clear()
+
+
+_WHEELS = {}
+
+
+@pytest.fixture(autouse=True)
+def wheel_built_once(tmp_path_factory, monkeypatch):
+    """EC2 submits build the project's wheel (`pip wheel`, seconds each); the source does not change
+    during a test session, so the first build is real and later ones copy it."""
+    import shutil
+    from pathlib import Path
+
+    from launcher import ec2
+
+    real = ec2.build_wheel
+
+    def build_wheel(dest):
+        if "wheel" not in _WHEELS:
+            _WHEELS["wheel"] = real(tmp_path_factory.mktemp("wheel"))
+        return Path(shutil.copy(_WHEELS["wheel"], dest))
+
+    monkeypatch.setattr(ec2, "build_wheel", build_wheel)

@@ -113,7 +113,8 @@ FAKE_TUNNEL = r'''#!{python}
 
 The first call fails as an SSM agent still booting does; later calls listen on the local
 port and answer /api/status like Jupyter on the instance, accepting only the token the
-instance would read from SSM. It exits after one authorised request (the user closing it).
+instance would read from SSM. It exits after one authorised request (the user closing it), or keeps serving with
+FAKE_TUNNEL_STAY set (a tunnel left open until the launcher closes it).
 """
 import json, os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -121,7 +122,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 args = sys.argv[1:]
 log = os.environ["FAKE_TUNNEL_LOG"]
 calls = open(log).read().count("\n") if os.path.exists(log) else 0
-record = {{"tool": "{name}", "args": args}}
+record = {{"tool": "{name}", "args": args, "pid": os.getpid()}}
+if os.environ.get("FAKE_TUNNEL_STAY") and calls:  # a helper process, as the AWS CLI's session-manager-plugin
+    import subprocess
+    record["child"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]).pid
 if "{name}" == "ssh":
     import boto3
     ec2 = boto3.client("ec2")
@@ -155,7 +159,7 @@ class Handler(BaseHTTPRequestHandler):
 
 server = HTTPServer(("127.0.0.1", port), Handler)
 server.done = False
-while not server.done:
+while not server.done or os.environ.get("FAKE_TUNNEL_STAY"):
     server.handle_request()
 '''
 

@@ -116,7 +116,7 @@ def test_train_entrypoint_runs_the_sagemaker_contract(bucket, tmp_path, syntheti
     done = run("sh", "docker/train", env={"GANKIT_SM_ROOT": str(root)})
     assert "starting the trainer" in done.stdout
     gen = trainer.load_generator(root / "model")
-    assert gen.meta["preset"] == "seed" and gen.meta["steps"] == 6
+    assert gen.meta["preset"] == "book" and gen.meta["steps"] == 6  # "seed" is an alias of book
     rows = [json.loads(line) for line in (root / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 6]
     assert checkpoint_folders(root / "checkpoints")

@@ -21,7 +21,7 @@ from launcher.userdata import shutdown_minutes
 from tests.data_helpers import make_idx_dataset
 from tests.ec2_helpers import seed_dlami_parameters
 from trainer import layout, s3
-from trainer.errors import UsageError
+from trainer.errors import GankitError, UsageError
 from trainer.stage import stage_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
     from trainer.errors import run_cli
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    settings.update(bucket="b1", region=REGION, instance_profile="gankit-ec2", security_group="sg-1")
+    settings.update(bucket="bk1", region=REGION, instance_profile="gankit-ec2", security_group="sg-1")
     with pytest.raises(SystemExit) as exited:
         run_cli(cli, ["submit", "--backend", "ec2", "--dataset", "zalando", "--epochs", "2", "--instance-type",
                       "g5.xlarge", "--max-run", "90m", "--dry-run"], prog_name="launcher")
@@ -167,3 +167,85 @@ def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
     assert f"shutdown -h +{shutdown_minutes(90 * 60)}" in request["UserData"]
     assert answer["job_document"]["hyperparameters"]["epochs"] == "2"
     assert jobs.all_jobs() == []  # nothing recorded, nothing sent
+
+
+@pytest.fixture(scope="module")
+def prebuilt_wheel(tmp_path_factory):
+    return ec2.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture
+def launches(cloud, monkeypatch, prebuilt_wheel):
+    """Every RunInstances request the launcher sends, seen by botocore as it goes out, with the job
+    records on disk at that moment; `fail_after` makes the call raise once EC2 has started the instance
+    (a lost reply, a timeout), which is what the launcher must survive."""
+    import shutil
+
+    monkeypatch.setattr(ec2, "build_wheel", lambda dest: Path(shutil.copy(prebuilt_wheel, dest)))
+    seen = {"requests": [], "fail_after": False}
+    real_client = ec2.client
+
+    def client(service, region=None):
+        made = real_client(service, region)
+        if service == "ec2":
+            def before(params, **_):
+                seen["requests"].append({"params": dict(params), "records": [dict(r) for r in jobs.all_jobs()]})
+
+            def after(**_):
+                if seen["fail_after"]:
+                    raise ConnectionError("the connection dropped after the request was sent")
+
+            made.meta.events.register("before-parameter-build.ec2.RunInstances", before)
+            made.meta.events.register("after-call.ec2.RunInstances", after)
+        return made
+
+    monkeypatch.setattr(ec2, "client", client)
+    return seen
+
+
+def _live(job):
+    found = boto3.client("ec2").describe_instances(Filters=[{"Name": "tag:gankit:job", "Values": [job]}])
+    return [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]
+            if i["State"]["Name"] not in ("shutting-down", "terminated")]
+
+
+def test_the_job_is_recorded_before_the_instance_is_launched_with_a_client_token(launches, cloud):
+    record = backend.submit(Spec(job="r1", root=cloud["root"], hyperparameters=HP))
+    [sent] = launches["requests"]
+    [before] = [r for r in sent["records"] if r["job"] == "r1"]
+    assert before["instance_id"] is None and before["client_token"] == sent["params"]["ClientToken"]
+    assert len(sent["params"]["ClientToken"]) <= 64  # EC2's limit
+    saved = jobs.load("r1")
+    assert saved["instance_id"] == record["instance_id"] == _live("r1")[0]
+    assert saved["client_token"] == sent["params"]["ClientToken"]
+    # A record the launch never completed (the launcher killed mid-call) still finds its instance.
+    interrupted = {**saved, "instance_id": None}
+    assert backend.describe(interrupted)["instance_id"] == record["instance_id"]
+    backend.stop(interrupted)
+    assert _live("r1") == []
+
+
+def test_a_failure_after_run_instances_terminates_the_instance_and_leaves_no_record(launches, cloud):
+    launches["fail_after"] = True
+    with pytest.raises(GankitError) as failed:
+        backend.submit(Spec(job="r2", root=cloud["root"], hyperparameters=HP))
+    assert "connection dropped" in str(failed.value) and "\n" not in str(failed.value)
+    assert len(launches["requests"]) >= 1  # it did reach EC2 ...
+    assert _live("r2") == []  # ... and what it started is terminated
+    assert [r["job"] for r in jobs.all_jobs()] == []
+
+
+def test_a_failure_saving_the_record_after_the_launch_terminates_the_instance(launches, cloud, monkeypatch):
+    real_save = jobs.save
+
+    def save(record):
+        if record.get("instance_id"):
+            raise OSError(28, "No space left on device")
+        return real_save(record)
+
+    monkeypatch.setattr(jobs, "save", save)
+    with pytest.raises(GankitError) as failed:
+        backend.submit(Spec(job="r3", root=cloud["root"], hyperparameters=HP))
+    assert "No space left on device" in str(failed.value) and "terminated" in str(failed.value)
+    assert _live("r3") == []
+    assert [r["job"] for r in jobs.all_jobs()] == []

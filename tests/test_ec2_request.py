@@ -59,7 +59,8 @@ def test_request_is_safe_by_default(settings):
     request = ec2.run_instances_request("job", "g5.xlarge", "#!/bin/bash\necho hi\n", settings=settings,
                                         tags={"gankit:job": "z1"})
     assert request["ImageId"] == image
-    assert request["MetadataOptions"]["HttpTokens"] == "required"
+    assert request["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                                          "HttpPutResponseHopLimit": 1}
     (root,) = request["BlockDeviceMappings"]
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
     assert request["IamInstanceProfile"] == {"Name": "gankit-ec2"}

@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -93,3 +95,58 @@ def test_runner_stops_the_trainer_at_max_run(bucket, staged, tmp_path):
 def test_runner_refuses_a_missing_job(bucket, tmp_path):
     done = run_runner(f"{bucket}/runs/nope/job.json", tmp_path)
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+FAKE_DOCKER = r'''#!{python}
+"""A stand-in for `docker run`: records its arguments, then writes into the mounted /opt/ml tree as the
+user the command names, as the container's trainer would (its failure file, model and outputs)."""
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+host = next(a.split(":")[0] for a in args if a.endswith(":/opt/ml"))
+uid, gid = (int(x) for x in args[args.index("--user") + 1].split(":")) if "--user" in args else (0, 0)
+pid = os.fork()
+if pid == 0:
+    os.setgroups([]); os.setgid(gid); os.setuid(uid)
+    try:
+        os.makedirs(os.path.join(host, "model"), exist_ok=True)
+        os.makedirs(os.path.join(host, "output", "data"), exist_ok=True)
+        open(os.path.join(host, "output", "data", "probe"), "w").write(str(os.getuid()))
+        os._exit(0)
+    except OSError as e:
+        print(f"fake docker: uid {{uid}} could not write: {{e}}", file=sys.stderr, flush=True)
+        os._exit(13)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to the container's uid needs root, as on the instance")
+def test_an_image_job_runs_as_the_images_unprivileged_user_and_can_write_its_tree(bucket, staged, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "docker.jsonl"
+    uri = write_job(bucket, "ec2-img", staged)
+    job = json.loads(s3.read_bytes(uri))
+    s3.write_bytes(uri, json.dumps({**job, "image": "gankit-trainer:test"}).encode())
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(log))
+    # On the instance the work folder is /opt/gankit-job/run (root's, 755 up the path); pytest's own
+    # temporary folders are 700, which uid 1000 could not even enter.
+    work = Path(tempfile.mkdtemp(prefix="gankit-job-test-", dir="/tmp"))
+    try:
+        work.chmod(0o755)
+        done = subprocess.run([sys.executable, "-m", "launcher.remote.train_job", "--job-uri", uri,
+                               "--work-dir", str(work / "run")], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=tmp_path)
+        assert done.returncode == 0, s3.read_bytes(train_job.log_uri(bucket, "ec2-img")).decode()[-2000:]
+        probe = (work / "run" / "ml" / "output" / "data" / "probe").read_text()
+    finally:
+        shutil.rmtree(work)
+    [args] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert args[:2] == ["run", "--rm"] and args[args.index("--user") + 1] == "1000:1000"  # never root
+    assert args[args.index("--network") + 1] == "host"  # IMDSv2 with hop limit 1 reaches it
+    assert probe == "1000"  # the container's user could write its tree
+    assert status_of(bucket, "ec2-img")["status"] == "Completed"

@@ -2,14 +2,17 @@
 (moto) S3 into a Python, runs the job's runner, which trains a few steps into the run prefix,
 and shuts the machine down (stubbed `shutdown`, recorded) whatever happens."""
 
+import hashlib
 import json
 import os
 import shutil
+import site
 import stat
 import subprocess
 import sys
 import textwrap
 import uuid
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -56,10 +59,22 @@ def machine(tmp_path):
         _stub(bin_dir, "aws", AWS_STUB)
     _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n')
     _stub(bin_dir, "curl", "#!/bin/sh\nexit 7\n")  # no instance metadata here
-    # A venv that sees the installed dependencies (TensorFlow etc.) but not this checkout: the
-    # project must come from the wheel the script installs.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
-    return tmp_path, bin_dir, tmp_path / "venv" / "bin" / "python3"
+    return tmp_path, bin_dir, venv_seeing_these_packages(tmp_path / "venv")
+
+
+def venv_seeing_these_packages(folder: Path) -> Path:
+    """A venv that sees the packages this Python has (TensorFlow etc.) but not this checkout: the
+    project must come from the wheel the script installs. `--system-site-packages` would not do:
+    run from a venv (CI's, a newcomer's), it shows the base interpreter's packages, not the venv's.
+    A .pth file adds this interpreter's site-packages as plain path entries (their own .pth files,
+    such as the editable install's, are not run). pip comes from there too: it installs into the
+    venv it runs in, and skipping ensurepip saves seconds."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python3"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "_gankit_test_parent.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
 
 
 def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):
@@ -69,13 +84,13 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine):
     stage_dataset("mnist", layout.dataset_prefix(root, "mnist"),
                   data_dir=make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=32), log=lambda m: None)
     run = layout.run_prefix(root, "ud1")
-    wheel_uri = ec2.upload_wheel(run)
+    wheel_uri, wheel_sha256 = ec2.upload_wheel(run)
     job = {"job": "ud1", "root": root, "data_uri": layout.dataset_prefix(root, "mnist"), "max_run": 600,
            "checkpoint_uri": f"{run}/checkpoints", "output_uri": f"{run}/output", "region": "us-east-1",
            "hyperparameters": {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4",
                                "preset": "seed"}}
     s3.write_bytes(train_job.job_uri(root, "ud1"), json.dumps(job).encode())
-    boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri,
+    boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
     script = tmp_path / "user-data.sh"
     script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
@@ -105,7 +120,7 @@ def test_a_broken_install_still_shuts_down(aws_env, machine):
     tmp_path, bin_dir, python = machine
     root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
     boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
-    boot = userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl",
+    boot = userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl", wheel_sha256="0" * 64,
                               setup_log_uri=f"{root}/runs/x/setup.log", region="us-east-1", max_run=60)
     script = tmp_path / "user-data.sh"
     script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
@@ -114,3 +129,40 @@ def test_a_broken_install_still_shuts_down(aws_env, machine):
     assert done.returncode != 0
     assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"
     assert b"missing.whl" in s3.read_bytes(f"{root}/runs/x/setup.log")
+
+
+def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machine):
+    """The bucket is writable by every instance role (and whoever else holds write access); the user data
+    carries the sha256 of the wheel the launcher built, and root installs only that wheel."""
+    tmp_path, bin_dir, python = machine
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    run = layout.run_prefix(root, "ud3")
+    wheel_uri, wheel_sha256 = ec2.upload_wheel(run)
+    original = s3.read_bytes(wheel_uri)
+    assert hashlib.sha256(original).hexdigest() == wheel_sha256
+    # Someone replaces it before the instance boots: a wheel that still installs, with a payload added.
+    tampered = tmp_path / "tampered.whl"
+    tampered.write_bytes(original)
+    with zipfile.ZipFile(tampered, "a") as z:
+        z.writestr("launcher/remote/payload.py", "import os; os.system('id > /tmp/pwned')\n")
+    s3.upload_file(tampered, wheel_uri)
+
+    boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud3"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
+    script = tmp_path / "user-data.sh"
+    script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    pip_log = tmp_path / "pip.calls"
+    spy = tmp_path / "spy-python"  # the Python the script uses: records any pip call, then runs the real one
+    spy.write_text(f'#!/bin/sh\ncase "$*" in *"-m pip"*) echo "$*" >> {pip_log};; esac\nexec {python} "$@"\n')
+    spy.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(spy), PIP_NO_INDEX="1")
+    done = subprocess.run(["bash", str(script)], env=env, timeout=300, capture_output=True, text=True)
+    log = (tmp_path / "gankit-job.log").read_text()
+    assert done.returncode != 0
+    assert "sha256" in log and "refusing to install" in log, log[-2000:]
+    assert not [line for line in (pip_log.read_text().splitlines() if pip_log.exists() else [])
+                if "install" in line and ".whl" in line]
+    assert s3.read_bytes(train_job.status_uri(root, "ud3")) is None  # the runner never ran
+    assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"

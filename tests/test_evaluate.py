@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from tests.data_helpers import make_idx_dataset
-from tests.quality_helpers import N_TEST, quiet, trained  # noqa: F401  (fixture)
+from tests.quality_helpers import JUDGE_STEPS, N_TEST, quiet, trained  # noqa: F401  (fixture)
 from trainer import evaluate as ev
 from trainer.cli import main
 from trainer.errors import UsageError
+from trainer.export import load_generator
 
 pytestmark = pytest.mark.slow
 TOP_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples",
@@ -49,8 +50,10 @@ def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path, 
     assert meta["fingerprint"] == splits.fingerprint() and meta["test_accuracy"] == judge.test_accuracy
 
     changed = make_idx_dataset(tmp_path / "changed", num_classes=10, n_train=200, n_test=N_TEST, seed=7)
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)  # the retraining is the subject, not its length
     retrained = load_judge("mnist", changed, log=messages.append)
     assert any("changed" in m for m in messages) and any("training the judge" in m for m in messages)
+    assert any(f"{JUDGE_STEPS} epochs of 1 steps" in m for m in messages)
     new_meta = json.loads((judge_dir(splits) / "judge.json").read_text())
     assert new_meta["fingerprint"] == load_splits("mnist", changed).fingerprint() != meta["fingerprint"]
     assert retrained.test_accuracy >= 0.9
@@ -174,3 +177,17 @@ def test_eval_every_must_be_positive(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--eval-every 0: must be a positive number of epochs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_every_keeps_the_best_fcd_generator_beside_the_last(trained):
+    run = trained["run"]
+    last = json.loads((run / "generator" / "generator.json").read_text())
+    best = json.loads((run / ev.BEST_DIR / "generator.json").read_text())
+    assert last["selected"] == "last" and best["selected"] == "best"
+    # Both compared at the per-epoch count (20 here), the final evaluation included.
+    assert last["epoch"] == 3 and last["fcd_samples"] == best["fcd_samples"] == 20 and best["epoch"] in (2, 3)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert best["fcd"] == min(rows[1]["evaluation"]["frechet_classifier_distance"], last["fcd"])
+    assert best["step"] == rows[best["epoch"] - 1]["step"]
+    for folder in ("generator", ev.BEST_DIR):
+        assert load_generator(run / folder).generate(1, count=2, seed=0).shape == (2, 28, 28, 1)

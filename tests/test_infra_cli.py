@@ -72,11 +72,19 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert "gankit-test-bucket" in status.output
 
 
+def test_a_bad_bucket_name_is_refused_before_anything_is_deployed(aws, run):
+    for bad in ("bad bucket", "Gankit", "s3://gankit-data", "ab"):
+        result = run("up", "--bucket-name", bad)
+        assert result.exit_code == 2 and "--bucket-name" in result.output, (bad, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
+
+
 def test_ssh_rule_only_from_a_narrow_cidr(aws, run):
-    for bad in ("0.0.0.0/0", "::/0", "10.1.2.3/0", "not-a-cidr"):
+    for bad in ("0.0.0.0/0", "::/0", "10.1.2.3/0", "not-a-cidr", "0.0.0.0/1", "10.0.0.0/8", "198.51.0.0/23"):
         result = run("up", "--ssh-cidr", bad)
         assert result.exit_code == 2, (bad, result.output)
-        assert "--ssh-cidr" in result.output
+        assert "--ssh-cidr" in result.output and len(result.output.strip().splitlines()) == 1
     assert settings.load() == {}  # nothing recorded, nothing deployed
     assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
 
@@ -174,8 +182,8 @@ def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     open_image, p3_image = [i["ImageId"] for i in ec2_client.describe_images()["Images"][:2]]
     seed_dlami_parameters(REGION, image_id=open_image, proprietary_image_id=p3_image)
     params = {"InstanceProfile": config["instance_profile"], "SecurityGroupId": config["security_group"],
-              "WheelUri": "s3://b/runs/z1/gankit-0.1.0-py3-none-any.whl", "InstanceType": "p3.2xlarge",
-              "ModuleArgs": "--job-uri s3://b/runs/z1/job.json"}
+              "WheelUri": "s3://bkt/runs/z1/gankit-0.1.0-py3-none-any.whl", "WheelSha256": "ab" * 32,
+              "InstanceType": "p3.2xlarge", "ModuleArgs": "--job-uri s3://bkt/runs/z1/job.json"}
     stack = infra.deploy(cf, "gankit-gpu", infra.template_body("gpu-instance"), params)
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     out = infra.outputs(stack)

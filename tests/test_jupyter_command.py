@@ -9,6 +9,10 @@ import base64
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from collections import namedtuple
 from datetime import datetime
@@ -93,12 +97,18 @@ def run(*args):
     return Result(code, out.getvalue().decode(), both.getvalue().decode())
 
 
+def token_binding(ssm):
+    """The instance ARN the token parameter is tagged for (None when untagged)."""
+    tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=PARAMETER)["TagList"]
+    return {t["Key"]: t["Value"] for t in tags}.get(jupyter_cli.TAG_INSTANCE)
+
+
 def instances(ec2):
     return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
             if i["State"]["Name"] != "terminated"]
 
 
-def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeypatch):
+def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeypatch, wheel):
     from launcher import ec2 as ec2_backend
 
     built = []
@@ -142,7 +152,14 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     user_data = base64.b64decode(aws["ec2"].describe_instance_attribute(
         InstanceId=iid, Attribute="userData")["UserData"]["Value"]).decode()
     assert token not in user_data and PARAMETER in user_data
+    import hashlib
+
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() in user_data  # root installs only this wheel
     assert "launcher.remote.jupyter_start" in user_data and "--idle 2700 --max-hours 4" in user_data
+
+    # Only this instance may read the token: the instance role's GetParameter needs the parameter's
+    # gankit:instance tag to equal the caller's own instance ARN (infra/base.yaml).
+    assert token_binding(aws["ssm"]) == f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}"
 
     # The project and the notebook were staged for the instance.
     keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=f"jupyter/{WHO}/")["Contents"]]
@@ -168,6 +185,12 @@ def test_reuses_the_running_instance_and_its_token(aws, tools):
     assert [i["InstanceId"] for i in instances(aws["ec2"])] == [first["InstanceId"]]
     assert aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"] == token
     assert result.stdout.strip().endswith(f"token={token}")
+    # A token an older launcher left untagged is bound to its instance on reuse.
+    aws["ssm"].remove_tags_from_resource(ResourceType="Parameter", ResourceId=PARAMETER,
+                                         TagKeys=[jupyter_cli.TAG_INSTANCE])
+    assert token_binding(aws["ssm"]) is None
+    assert run("--local-port", str(free_port())).exit_code == 0
+    assert token_binding(aws["ssm"]).endswith(f":instance/{first['InstanceId']}")
 
 
 def test_stop_then_start_again_rotates_the_token(aws, tools):
@@ -186,6 +209,7 @@ def test_stop_then_start_again_rotates_the_token(aws, tools):
     assert f"starting {instance['InstanceId']}" in result.output
     new = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
     assert new != old and result.stdout.strip().endswith(f"token={new}")
+    assert token_binding(aws["ssm"]).endswith(f":instance/{instance['InstanceId']}")
     assert len(instances(aws["ec2"])) == 1
 
     result = run("stop", "--terminate")
@@ -246,3 +270,75 @@ def test_bad_options_are_usage_errors(aws, tools):
     assert run("--idle", "10s").exit_code == 2
     assert run("--max-hours", "0").exit_code == 2
     assert instances(aws["ec2"]) == []
+
+
+def _gone(pid, timeout=10.0) -> bool:
+    """Has process `pid` ended (a zombie counts: it runs nothing)?"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _ingress(aws):
+    [group] = aws["ec2"].describe_security_groups(GroupIds=[aws["group"]])["SecurityGroups"]
+    return group["IpPermissions"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_ssh_tunnel_cleans_up_on_sigterm_and_sighup_like_ctrl_c(aws, tools, tmp_path, signum):
+    """The launcher as its own process: killed while the tunnel is open, it removes the port-22 rule from
+    the shared group and leaves no tunnel process, key or log behind."""
+    assert run("--local-port", str(free_port())).exit_code == 0  # the instance (wheel stubbed here)
+    scratch = tmp_path / "scratch"  # the launcher's TMPDIR: the key folder and the tunnel's log
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "FAKE_TUNNEL_STAY": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "jupyter", "--ssh", "--my-ip", "93.184.216.34",
+                                 "--local-port", str(free_port())], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tunnel = {}
+    try:
+        assert "token=" in launcher.stdout.readline()  # Jupyter answered through the tunnel
+        tunnel = [c for c in calls(tools) if c["tool"] == "ssh"][-1]
+        assert [r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"]] == ["93.184.216.34/32"]
+        assert any(scratch.iterdir())
+        launcher.send_signal(signum)
+        _, err = launcher.communicate(timeout=60)
+        ended = {k: _gone(tunnel[k]) for k in ("pid", "child")}
+    finally:
+        launcher.kill()
+        for pid in (tunnel.get("pid"), tunnel.get("child")):
+            if pid and not _gone(pid, 0):
+                os.kill(pid, signal.SIGKILL)
+    assert launcher.returncode == 0, err
+    assert "closing the tunnel" in err and "Traceback" not in err
+    assert _ingress(aws) == []
+    assert ended["pid"] and ended["child"]  # the tunnel's whole process group
+    assert list(scratch.iterdir()) == []
+
+
+def test_ssh_sweeps_stale_temporary_rules_of_its_owner(aws, tools):
+    """Rules an earlier run could not remove (killed with SIGKILL, a crash) go at the next --ssh run;
+    other users' temporary rules and rules that are not gankit's stay."""
+    from launcher import tunnel
+
+    def rule(cidr, description):
+        return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                "IpRanges": [{"CidrIp": cidr, "Description": description}]}
+
+    aws["ec2"].authorize_security_group_ingress(GroupId=aws["group"], IpPermissions=[
+        rule("198.51.100.7/32", tunnel.rule_description(WHO)),
+        rule("198.51.100.8/32", tunnel.RULE_DESCRIPTION),  # an older launcher's: no owner in it
+        rule("198.51.100.9/32", tunnel.rule_description("someone-else")),
+        rule("198.51.100.10/32", "the admin's bastion")])
+    result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert "removed 2 stale temporary SSH rules" in result.output
+    left = sorted(r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"])
+    assert left == ["198.51.100.10/32", "198.51.100.9/32"]

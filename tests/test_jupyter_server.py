@@ -21,6 +21,7 @@ from tests.jupyter_helpers import PARAMETER, token, free_port, listening_address
 pytest.importorskip("jupyter_server")
 
 REPO = Path(__file__).resolve().parents[1]
+SHA = "ab" * 32  # a wheel's sha256
 
 
 def get(url, headers=None):
@@ -48,7 +49,7 @@ def exec_start(user_data: str, unit: str) -> list[str]:
 @pytest.fixture
 def server(token, tmp_path):
     """The start command exactly as the user data writes it, with a local root dir and a free port."""
-    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/w.whl",
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/w.whl", wheel_sha256=SHA,
                                 notebook_uri="s3://b/n.ipynb", bucket="b", port=free_port())
     root = tmp_path / "gankit"
     (root / "examples").mkdir(parents=True)
@@ -135,7 +136,7 @@ def test_missing_token_parameter_fails_before_starting(aws_env, tmp_path):
 
 
 def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
-    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl",
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
                                 notebook_uri="s3://b/jupyter/pull_and_generate.ipynb", bucket="b",
                                 idle_seconds=2700, max_hours=4)
     script = userdata.render(boot)
@@ -148,3 +149,28 @@ def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
         "--idle", "2700", "--max-hours", "4"]
     assert "User=ubuntu" in script.split("gankit-jupyter.service <<UNIT")[1].split("\nUNIT\n")[0]
     assert "trap " in script and "shutdown -h now" in script  # a failed setup does not bill on
+    # Root installs only the wheel the launcher built: its digest is checked first.
+    lines = script.splitlines()
+    check = next(i for i, line in enumerate(lines) if SHA in line and "sha256sum" in line)
+    assert check < min(i for i, line in enumerate(lines) if "pip install" in line and ".whl" in line)
+
+
+@pytest.mark.parametrize("max_hours, minutes", [(4, 240), (0.5, 30), (8, 480)])
+def test_user_data_schedules_an_os_shutdown_now_and_at_every_boot(max_hours, minutes):
+    """The backstop if the idle check never starts or keeps crashing: the OS halts (and so stops) the
+    instance after max-hours, counted from each boot, whatever runs or fails on it."""
+    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
+                                notebook_uri="s3://b/jupyter/n.ipynb", bucket="b", max_hours=max_hours)
+    script = userdata.render(boot)
+    lines = script.splitlines()
+    # This boot: scheduled before anything that can fail or hang (finding Python, installs, downloads).
+    first = next(i for i, line in enumerate(lines) if line.startswith("shutdown -h +"))
+    assert lines[first].split()[:3] == ["shutdown", "-h", f"+{minutes}"]
+    assert first < min(i for i, line in enumerate(lines) if "pip install" in line or "aws s3 cp" in line
+                       or line.startswith("PY="))
+    # Every later boot (a stopped instance started again): a unit of its own, enabled up front too.
+    unit = script.split("cat >/etc/systemd/system/gankit-max-hours.service <<UNIT\n", 1)[1].split("\nUNIT\n", 1)[0]
+    assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
+    assert exec_start(script, "gankit-max-hours.service")[:3] == ["/sbin/shutdown", "-h", f"+{minutes}"]
+    enable = next(i for i, line in enumerate(lines) if line.startswith("systemctl enable gankit-max-hours.service"))
+    assert enable < min(i for i, line in enumerate(lines) if "pip install" in line)

@@ -60,7 +60,7 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
     assert not any(is_noise(line) for line in done.stdout.splitlines() + done.stderr.splitlines())
     pulled = tmp_path / job
     assert list((pulled / "tensorboard").glob("events.out.tfevents.*")) and (pulled / "losses.jsonl").is_file()
-    assert f"<title>{job}: cgan/default on mnist</title>" in (pulled / "report.html").read_text()
+    assert f"<title>{job}: cgan/sn-hinge on mnist</title>" in (pulled / "report.html").read_text()
     listed = launcher("list", env=env).stdout
     assert job in listed and "Completed" in listed
 

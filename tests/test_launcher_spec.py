@@ -49,16 +49,16 @@ def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
     with pytest.raises(UsageError, match="launcher infra up"):
         build_spec(dataset="mnist", backend="sagemaker")
     with pytest.raises(UsageError, match="--role"):
-        build_spec(dataset="mnist", backend="sagemaker", bucket="b")
-    spec = build_spec(dataset="mnist", backend="sagemaker", bucket="b", role="arn:aws:iam::1:role/r", now=NOW)
+        build_spec(dataset="mnist", backend="sagemaker", bucket="bkt")
+    spec = build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="arn:aws:iam::1:role/r", now=NOW)
     assert (spec.root, spec.instance_type, spec.spot, spec.max_run, spec.region) == (
-        "s3://b", "ml.p3.2xlarge", True, 7200, "eu-west-1")
+        "s3://bkt", "ml.p3.2xlarge", True, 7200, "eu-west-1")
     assert spec.max_wait >= spec.max_run
-    assert build_spec(dataset="mnist", backend="ec2", bucket="b", instance_type="ml.g5.xlarge").instance_type == "g5.xlarge"
+    assert build_spec(dataset="mnist", backend="ec2", bucket="bkt", instance_type="ml.g5.xlarge").instance_type == "g5.xlarge"
     with pytest.raises(UsageError, match="families"):
-        build_spec(dataset="mnist", backend="sagemaker", bucket="b", role="r", instance_type="ml.m5.large")
+        build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="r", instance_type="ml.m5.large")
     with pytest.raises(UsageError, match="2h"):
-        build_spec(dataset="mnist", backend="sagemaker", bucket="b", role="r", max_run="two hours")
+        build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="r", max_run="two hours")
     settings.update(bucket="from-config", role="arn:aws:iam::1:role/c")
     assert settings.default_backend() == "sagemaker"  # AWS configured: the cloud is the default
     assert build_spec(dataset="mnist").root == "s3://from-config"
@@ -66,9 +66,10 @@ def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
 
 def test_durations_and_prices():
     assert [parse_duration(t) for t in ("2h", "90m", "1h30m", "45s", "3600")] == [7200, 5400, 5400, 45, 3600]
-    for bad in ("", "0", "2 hours", "-1h", "h"):
+    for bad in ("", "0", "2 hours", "-1h", "h", "29d", "2419201", "1" * 400):
         with pytest.raises(UsageError):
             parse_duration(bad)
+    assert parse_duration("28d") == parse_duration("2419200") == 28 * 86400
     assert check_instance_type("ml.g6.xlarge", "sagemaker") == "ml.g6.xlarge"
     with pytest.raises(UsageError, match="ml.p3.2xlarge"):
         check_instance_type("p3.2xlarge", "sagemaker")
@@ -80,8 +81,12 @@ def test_durations_and_prices():
     (["submit", "--dataset", "cifar"], 2, "unknown dataset"),
     (["submit", "--dataset", "mnist", "--hp", "lr"], 2, "--hp 'lr' is malformed"),
     (["submit", "--dataset", "mnist", "--max-run", "soon"], 2, "is not a duration"),
+    # SageMaker's own ceiling, for every backend (EC2's `shutdown -h +minutes` too).
+    (["submit", "--dataset", "mnist", "--max-run", "99999999d"], 2, "is longer than 28 days, the most"),
+    (["submit", "--dataset", "mnist", "--backend", "ec2", "--max-run", "28d1s"], 2, "is longer than 28 days"),
+    (["submit", "--dataset", "mnist", "--max-run", "9" * 400 + "d"], 2, "is longer than 28 days"),
     (["submit", "--dataset", "mnist", "--backend", "sagemaker"], 2, "launcher infra up"),
-    (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r",
+    (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r",
       "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
     (["status", "gan-nope"], 2, "unknown job gan-nope;"),
     (["config", "set", "colour", "blue"], 2, "unknown setting colour"),
@@ -101,11 +106,11 @@ def test_no_region_and_no_credentials_are_named(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     with pytest.raises(SystemExit):
-        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r"])
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r"])
     assert "no AWS region" in capsys.readouterr().err
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(SystemExit) as exit_:
-        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "b", "--role", "r",
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r",
               "--image", "123.dkr.ecr.us-east-1.amazonaws.com/gankit:1"])
     assert exit_.value.code == 2 and "no AWS credentials" in capsys.readouterr().err

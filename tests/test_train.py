@@ -62,7 +62,7 @@ def test_cgan_run_writes_every_output(cgan_run):
     meta = json.loads((run / "generator" / "generator.json").read_text())
     assert meta["class_names"] == list("0123456789") and meta["conditional"]
     assert meta["z_dim"] == 100 and meta["image_shape"] == [28, 28, 1] and meta["steps"] == 8
-    assert meta["preset"] == "default" and meta["dataset"] == "mnist" and meta["trainer_version"] == trainer.__version__
+    assert meta["preset"] == "sn-hinge" and meta["dataset"] == "mnist" and meta["trainer_version"] == trainer.__version__
     assert json.loads((run / "run.json").read_text())["total_steps"] == 8
     assert len(list((run / "checkpoints").glob("ckpt-*"))) == 2
 
@@ -148,6 +148,9 @@ def test_image_folder_64x64_rgb(tmp_path, model):
                                 epochs=1, batch_size=4, image_size=64, channels=3), log=quiet)
     gen = trainer.load_generator(Path(summary["output_dir"]) / "generator")
     assert gen.generate(count=2, seed=0).shape == (2, 64, 64, 3)
+    config = json.loads((Path(summary["output_dir"]) / "run.json").read_text())["config"]
+    assert (config["preset"], config["loss"]) == ("sn-hinge", "hinge")  # the spectral-norm D, at 64x64x3 too
+    assert np.isfinite(read_metrics(Path(summary["output_dir"]))[0]["d_loss"])
     assert gen.conditional == (model == "cgan")
     if model == "cgan":
         assert gen.class_names == ["cats", "dogs"]

@@ -4,8 +4,15 @@ from pathlib import Path
 
 import click
 
-from trainer.config import MODELS, PRESETS, TrainConfig
+from trainer.config import ALIASES, DEFAULT_PRESET, LOSSES, MODELS, PRESET_NAMES, PRESETS, TrainConfig
 from trainer.errors import Stopped, UsageError, run_cli
+
+
+def _per_preset(field: str, unset: str = "") -> str:
+    """'[preset: book 32, projection 128, ...]' for an option's help (`unset` names a preset's None)."""
+    values = ", ".join(f"{name} {unset if value is None else value}" for name, p in PRESETS.items()
+                       for value in [getattr(p, field)])
+    return f"[preset: {values}]"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,14 +26,27 @@ def cli():
 @click.option("--output-dir", required=True, help="Where metrics, samples, plots and generator/ go.")
 @click.option("--data-dir", default=None, help="Folder with the dataset's canonical files (default: cache, system copy, download).")
 @click.option("--model", type=click.Choice(MODELS), default="cgan", show_default=True, help="cgan (conditional) or dcgan.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
-              help="seed: the book's network; default: ours, better images per GPU-second.")
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default=DEFAULT_PRESET, show_default=True,
+              help="; ".join(f"{name}: {p.what}" for name, p in PRESETS.items())
+              + "; " + ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items()) + ".")
 @click.option("--epochs", type=int, default=64, show_default=True)
-@click.option("--batch-size", type=int, default=None, help="Images per step [preset: seed 32, default 128].")
-@click.option("--z-dim", type=int, default=None, help="Length of the noise vector [preset: seed 96, default 100].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [preset: 2e-4].")
-@click.option("--beta1", type=float, default=None, help="Adam beta1 [preset: seed 0.35, default 0.5].")
-@click.option("--smooth", type=float, default=None, help="One-sided label smoothing [preset: 0.1].")
+@click.option("--batch-size", type=int, default=None, help=f"Images per step {_per_preset('batch_size')}.")
+@click.option("--z-dim", type=int, default=None, help=f"Length of the noise vector {_per_preset('z_dim')}.")
+@click.option("--lr", type=float, default=None, help=f"The generator's Adam learning rate {_per_preset('lr')}.")
+@click.option("--d-lr", type=float, default=None,
+              help=f"The discriminator's learning rate (unset: --lr) {_per_preset('d_lr', '= --lr')}.")
+@click.option("--beta1", type=float, default=None, help=f"Adam beta1 {_per_preset('beta1')}.")
+@click.option("--beta2", type=float, default=None, help=f"Adam beta2 {_per_preset('beta2')}.")
+@click.option("--smooth", type=float, default=None,
+              help=f"One-sided label smoothing, bce loss only {_per_preset('smooth')}.")
+@click.option("--loss", type=click.Choice(LOSSES), default=None,
+              help=f"bce (non-saturating) or hinge {_per_preset('loss')}.")
+@click.option("--aux-weight", type=float, default=None,
+              help=f"Auxiliary classifier head on D, its loss weight on real images; 0: no head {_per_preset('aux_weight')}.")
+@click.option("--aux-g-weight", type=float, default=None,
+              help=f"That classifier's loss weight in G's loss (unset: --aux-weight) {_per_preset('aux_g_weight', '= --aux-weight')}.")
+@click.option("--ema", type=float, default=None,
+              help=f"Decay of the generator's weight average, the one sampled and exported; 0: off {_per_preset('ema')}.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (results repeat exactly on CPU).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps in all (across resumes).")
 @click.option("--checkpoint-dir", default=None, help="[default: OUTPUT_DIR/checkpoints]")

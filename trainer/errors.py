@@ -21,11 +21,62 @@ class Stopped(GankitError):
     exit_code = 143  # 128 + SIGTERM, as a shell reports it
 
 
+NO_CREDENTIALS = "no AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE"
+NO_REGION = "no AWS region: run `launcher config set region REGION` (e.g. us-east-1), or set AWS_DEFAULT_REGION"
+# Codes with which AWS refuses the credentials themselves (expired, revoked, mistyped).
+REFUSED_CREDENTIALS = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "InvalidAccessKeyId",
+                       "SignatureDoesNotMatch", "UnrecognizedClientException", "AuthFailure", "RequestExpired"}
+# botocore's names for "no usable credentials here" (looked up by name: they vary across releases).
+MISSING_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                       "SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError")
+
+
+def no_region() -> UsageError:
+    return UsageError(NO_REGION)
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def aws_error(e: BaseException) -> GankitError | None:
+    """A botocore failure as one line: missing or refused credentials and a missing region are usage
+    errors (exit 2) that say how to fix them; any other AWS error is one line of what AWS said.
+    None when `e` is not botocore's (botocore is imported only by code that talks to AWS)."""
+    import sys
+
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is None:
+        return None
+    missing = tuple(getattr(exceptions, name) for name in MISSING_CREDENTIALS if hasattr(exceptions, name))
+    if isinstance(e, missing):
+        return UsageError(NO_CREDENTIALS)
+    if isinstance(e, exceptions.NoRegionError):
+        return no_region()
+    if isinstance(e, exceptions.ClientError):
+        code, message = client_error(e)
+        if code in REFUSED_CREDENTIALS:
+            return UsageError(f"AWS refused your credentials ({code}: {message}); renew them with `aws configure` "
+                              "(or `aws sso login`), or set AWS_PROFILE")
+        return GankitError(f"AWS {e.operation_name} failed: {code}: {message}")
+    if isinstance(e, exceptions.ParamValidationError):
+        return UsageError(one_line(e.kwargs.get("report", e)))
+    if isinstance(e, exceptions.BotoCoreError):
+        return GankitError(f"AWS: {one_line(e)}")
+    return None
+
+
+def client_error(e) -> tuple[str, str]:
+    """A ClientError's code and message, the message on one line."""
+    error = e.response.get("Error", {})
+    return str(error.get("Code", "?")), one_line(error.get("Message") or "")
+
+
 def run_cli(command, argv=None, prog_name=None, on_error=None):
     """Run a Click command so that every failure is one line on stderr.
 
-    Click's own usage errors (exit 2), our GankitErrors (their exit code) and
-    Ctrl-C (130) never show a traceback. `on_error(message)` hears of every
+    Click's own usage errors (exit 2), our GankitErrors (their exit code),
+    botocore's errors (`aws_error`) and Ctrl-C (130) never show a traceback. `on_error(message)` hears of every
     failure first (the SageMaker contract writes it to /opt/ml/output/failure).
     """
     import sys
@@ -54,6 +105,9 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as e:
+        known = aws_error(e)  # the one place botocore's errors become one line, for every command
+        if known is not None:
+            fail(str(known), known.exit_code)
         if on_error:  # a bug: keep the traceback in the log, and say so where the user looks
             on_error(f"internal error: {type(e).__name__}: {e}")
         raise

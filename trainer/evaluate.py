@@ -21,6 +21,7 @@ from trainer.fsutil import atomic_write_text
 DEFAULT_SAMPLES = 10_000
 EPOCH_SAMPLES = 1_000
 RESULT_FILE = "evaluation.json"
+BEST_DIR = "generator-best"  # beside generator/ (the last): the generator with the best FCD, with --eval-every
 FIGURES = ("label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples")
 SEED = 0
 
@@ -112,31 +113,78 @@ def write_result(out_dir, result) -> Path:
 
 def epoch_hook(cfg, data_dir, image_shape, log=print):
     """For the training loop: a function (generator, metrics row, final, out_dir) that records quality
-    figures in the row every cfg.eval_every epochs and at the end; None when evaluation is off."""
+    figures in the row every cfg.eval_every epochs and at the end; None when evaluation is off.
+
+    It also keeps the generator with the best FCD in `generator-best/` (BEST_DIR) beside the last one:
+    every evaluation, the final one included, is compared at EPOCH_SAMPLES so the figures are comparable.
+    After the final evaluation, `hook.last` holds the keys the last generator's generator.json records.
+    """
     if not cfg.eval_every:
         return None
     references = {}
 
-    def hook(generator, row, final, out_dir):
-        if not final and row["epoch"] % cfg.eval_every:
-            return
-        count = DEFAULT_SAMPLES if final else EPOCH_SAMPLES
+    def reference(count):
         if count not in references:
             try:
                 references[count] = make_reference(cfg.dataset, data_dir, tuple(image_shape), count, log)
             except UsageError as e:  # e.g. a folder without classes: train on, just without figures
                 log(f"no evaluation: {e}")
                 references[count] = None
-        ref = references[count]
+        return references[count]
+
+    def hook(generator, row, final, out_dir):
+        if not final and row["epoch"] % cfg.eval_every:
+            return
+        ref = reference(EPOCH_SAMPLES)
         if ref is None:
             return
         figures = score_generator(generator, ref)
+        selection = selection_meta(figures, row)
+        keep_if_best(generator, selection, Path(out_dir), cfg, image_shape, log)
+        if final:
+            hook.last = dict(selection, selected="last")
+            big = reference(DEFAULT_SAMPLES)
+            if big is not None and big.samples != ref.samples:
+                ref, figures = big, score_generator(generator, big)
         row["evaluation"] = figures
         log(f"epoch {row['epoch']} quality at {ref.samples} samples: " + short_summary(figures, ref.real))
         if final:
             write_result(out_dir, full_result(figures, ref))
 
+    hook.last = {}
     return hook
+
+
+def selection_meta(figures, row) -> dict:
+    """What generator.json records about the evaluation a generator was chosen by."""
+    return {"fcd": figures["frechet_classifier_distance"], "fcd_samples": figures["samples"],
+            "label_accuracy": figures["label_accuracy"], "epoch": row["epoch"], "step": row["step"]}
+
+
+def best_fcd(out_dir: Path, samples=EPOCH_SAMPLES) -> float | None:
+    """The FCD of the generator in out_dir/BEST_DIR (a resumed run continues from it), if comparable."""
+    try:
+        meta = json.loads((out_dir / BEST_DIR / "generator.json").read_text())
+        return float(meta["fcd"]) if meta.get("fcd_samples") == samples else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def keep_if_best(generator, selection, out_dir: Path, cfg, image_shape, log=print) -> bool:
+    """Export `generator` to out_dir/BEST_DIR (atomically, in float32) when its FCD beats the kept one's."""
+    from trainer.export import export_generator, float32_model
+    from trainer.models import build_generator
+
+    best = best_fcd(out_dir, selection["fcd_samples"])
+    if best is not None and selection["fcd"] >= best:
+        return False
+    model = float32_model(generator.model,
+                          lambda: build_generator(cfg.preset, cfg.z_dim, tuple(image_shape), generator.num_classes))
+    meta = dict(generator.meta, steps=selection["step"], selected="best", **selection)
+    export_generator(model, meta, out_dir / BEST_DIR)
+    log(f"epoch {selection['epoch']}: best FCD so far ({selection['fcd']:.3f} at {selection['fcd_samples']} "
+        f"samples); generator kept in {BEST_DIR}/")
+    return True
 
 
 def short_summary(figures, real) -> str:

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
 from trainer.fsutil import atomic_write_text, inside, mkstemp
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
@@ -36,8 +36,9 @@ def client():
     import boto3
     from botocore.config import Config
 
-    # AWS_ENDPOINT_URL (a moto server in tests) is honoured by boto3 itself.
-    return boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}))
+    # AWS_ENDPOINT_URL (a moto server in tests) is honoured by boto3 itself. total_max_attempts counts
+    # the first try, so "failed after MAX_ATTEMPTS attempts" is what happened.
+    return boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}))
 
 
 def _transfer_config():
@@ -47,7 +48,42 @@ def _transfer_config():
 
 
 def _fail(action, uri, e):
-    raise GankitError(f"S3 {action} {uri} failed after {MAX_ATTEMPTS} attempts: {e}") from None
+    """One line: missing credentials are a usage error with the fix; "after N attempts" only when
+    botocore did retry (throttling, 5xx, a dropped connection), not for a refusal such as NoSuchBucket."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, ClientError):
+        e = e.__context__  # boto3 wraps the ClientError it caught
+    known = aws_error(e)
+    if isinstance(known, UsageError):
+        raise known from None
+    attempts = _attempts(e)
+    after = f" after {attempts} attempts" if attempts > 1 else ""
+    raise GankitError(f"S3 {action} {uri} failed{after}: {_reason(e)}") from None
+
+
+def _attempts(e) -> int:
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(e, ClientError):
+        return e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+    if isinstance(e, (ConnectionError, HTTPClientError)):  # retried to the limit before it got here
+        return MAX_ATTEMPTS
+    return 1
+
+
+def _reason(e) -> str:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(e, ClientError):
+        return one_line(e)
+    code, message = client_error(e)
+    if code in ("404", "NoSuchKey"):
+        return "no such object"
+    if code == "NoSuchBucket":
+        return "no such bucket; check its name (`launcher config show`), or `launcher infra up` makes one"
+    return f"{code}: {message}" if message else code
 
 
 def _transfer_errors():

@@ -16,7 +16,7 @@ import numpy as np
 
 import trainer
 from trainer import checkpoints, events, plots
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, ensure_writable_dir, removed_on_error
 from trainer.layout import job_of_output
@@ -43,7 +43,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         _schedule(cfg, len(data.images), replicas=1)  # fail fast, before TensorFlow loads
         architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:])
         latest = checkpoints.latest_checkpoint(ckpt_dir)
-        checkpoints.check_architecture(latest, architecture)  # from the state, before a shape error deep in TF
+        if latest is not None:
+            check_resumed_preset(_recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
+        checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in TF
 
     import tensorflow as tf
 
@@ -70,15 +72,17 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     image_shape = data.images.shape[1:]
     with strategy.scope():
         generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=replicas > 1)
-        discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=replicas > 1)
-        g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
-        d_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision)
+        discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=replicas > 1,
+                                            aux_weight=cfg.aux_weight)
+        g_opt = make_optimizer(cfg.lr, cfg.beta1, setup.precision, cfg.beta2)
+        d_opt = make_optimizer(cfg.d_lr, cfg.beta1, setup.precision, cfg.beta2)
         g_opt.build(generator.trainable_variables)
         d_opt.build(discriminator.trainable_variables)
     tf_ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt)
     train_step = make_train_step(generator, discriminator, g_opt, d_opt, seed=cfg.seed, z_dim=cfg.z_dim,
                                  num_classes=num_classes, smooth=cfg.smooth, z_distribution=cfg.z_distribution,
-                                 jit_compile=setup.jit_compile and replicas == 1, strategy=strategy)
+                                 jit_compile=setup.jit_compile and replicas == 1, strategy=strategy,
+                                 loss=cfg.loss, aux_weight=cfg.aux_weight, aux_g_weight=cfg.aux_g_weight)
 
     state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0,
              "architecture": architecture}
@@ -149,7 +153,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
     else:
         _write_metrics(out, _metric_rows(state, global_batch))
-        export_generator(_float32_copy(generator, cfg, image_shape, num_classes), dict(meta, steps=state["step"]), out / "generator")
+        export_generator(_float32_copy(generator, cfg, image_shape, num_classes),
+                         dict(meta, steps=state["step"], **(evaluate_epoch.last if evaluate_epoch else {})),
+                         out / "generator")
         if chief:
             from trainer.report import report_at_end
 
@@ -277,8 +283,16 @@ def _generator_meta(cfg, data, num_classes, image_shape) -> dict:
         "image_shape": list(image_shape),
         "value_range": [-1.0, 1.0],
         "steps": 0,
+        "selected": "last",  # generator-best/ (with --eval-every) says "best"
         "trainer_version": trainer.__version__,
     }
+
+
+def _recorded_preset(out: Path) -> str | None:
+    try:
+        return json.loads((out / "run.json").read_text())["config"]["preset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strategy):
@@ -307,13 +321,7 @@ def _write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, strateg
 
 def _float32_copy(generator, cfg, image_shape, num_classes):
     """The generator rebuilt in float32, so an export loads and runs anywhere, CPUs included."""
-    import keras
-
+    from trainer.export import float32_model
     from trainer.models import build_generator
 
-    if keras.mixed_precision.global_policy().name == "float32":
-        return generator
-    keras.mixed_precision.set_global_policy("float32")
-    copy = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes)
-    copy.set_weights(generator.get_weights())
-    return copy
+    return float32_model(generator, lambda: build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes))

@@ -11,7 +11,7 @@ global batch.
 import keras
 import tensorflow as tf
 
-from trainer.losses import discriminator_loss, generator_loss
+from trainer.losses import discriminator_objective, generator_objective
 
 
 def scale_images(images):
@@ -26,7 +26,8 @@ def sample_z(seed, step, batch, z_dim, distribution):
 
 
 def make_train_step(generator, discriminator, g_opt, d_opt, *, seed, z_dim, num_classes,
-                    smooth, z_distribution, jit_compile=False, strategy=None):
+                    smooth, z_distribution, jit_compile=False, strategy=None, loss="bce", aux_weight=0.0,
+                    aux_g_weight=0.0):
     """`train_step(images, labels, step) -> [d_loss, g_loss]`, averaged over the global batch.
 
     Without a strategy (or with the default one) this is one tf.function on one
@@ -60,14 +61,16 @@ def make_train_step(generator, discriminator, g_opt, d_opt, *, seed, z_dim, num_
             fake = with_label(generator, z, y, True)
             real_logits = with_label(discriminator, real, y, True)
             fake_logits = with_label(discriminator, fake, y, True)
-            d_loss = discriminator_loss(real_logits, fake_logits, smooth) / replicas
+            d_loss = discriminator_objective(real_logits, fake_logits, y, smooth=smooth, kind=loss,
+                                             aux_weight=aux_weight) / replicas
             # scale_loss is the identity except under LossScaleOptimizer, which
             # unscales the gradients again in apply_gradients.
             scaled = d_opt.scale_loss(d_loss)
         update(d_opt, tape, scaled, discriminator.trainable_variables)
 
         with tape:
-            g_loss = generator_loss(with_label(discriminator, fake, y, True)) / replicas
+            g_loss = generator_objective(with_label(discriminator, fake, y, True), y, kind=loss,
+                                         aux_g_weight=aux_g_weight) / replicas
             scaled = g_opt.scale_loss(g_loss)
         update(g_opt, tape, scaled, generator.trainable_variables)
         del tape
@@ -84,8 +87,8 @@ def make_train_step(generator, discriminator, g_opt, d_opt, *, seed, z_dim, num_
     return train_step
 
 
-def make_optimizer(lr, beta1, precision):
-    opt = keras.optimizers.Adam(learning_rate=lr, beta_1=beta1)
+def make_optimizer(lr, beta1, precision, beta2=0.999):
+    opt = keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2)
     if precision == "mixed_float16":
         # float16 gradients underflow without loss scaling; bfloat16 needs none.
         opt = keras.optimizers.LossScaleOptimizer(opt)

@@ -11,6 +11,7 @@ again with `--resume JOB`.
 
 import json
 import time
+import uuid
 from datetime import datetime, timezone
 
 from launcher import ec2
@@ -44,23 +45,26 @@ def job_document(spec) -> dict:
 def _config(spec) -> dict:
     from launcher import settings
 
-    return {**settings.load(), "region": spec.region or settings.get("region")}
+    return {**settings.effective(), "region": spec.region or settings.get("region")}
 
 
-def _request(spec, config, wheel_uri, image_id=None) -> dict:
+def _request(spec, config, wheel_uri, wheel_sha256, image_id=None, client_token=None) -> dict:
     from launcher import userdata
 
     uris = _uris(spec.root, spec.job)
-    boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, setup_log_uri=uris["setup_log_uri"],
+    boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+                              setup_log_uri=uris["setup_log_uri"],
                               region=config["region"], max_run=int(spec.max_run), image=spec.image or None)
     tags = {"Name": f"gankit-{spec.job}", "gankit:job": spec.job}
     return ec2.run_instances_request("job", spec.instance_type, userdata.render(boot), spot=spec.spot, tags=tags,
-                                     settings=config, shutdown="terminate", image_id=image_id)
+                                     settings=config, shutdown="terminate", image_id=image_id,
+                                     client_token=client_token)
 
 
-def _check(spec):
+def _check(spec, config):
     if not s3.is_s3(spec.root):
         raise UsageError(f"the ec2 backend needs a bucket, not {spec.root}: run `launcher infra up` first")
+    ec2.check_settings(config)  # before anything is staged or uploaded
     if not spec.max_run or spec.max_run <= 0:
         raise UsageError("an EC2 job needs a max run: pass --max-run, e.g. --max-run 2h")
     if getattr(spec, "instance_count", 1) not in (None, 1):
@@ -68,25 +72,62 @@ def _check(spec):
 
 
 def submit(spec, dry_run: bool = False) -> dict:
-    _check(spec)
     config = _config(spec)
+    _check(spec, config)
     if dry_run:  # nothing is read or written: EC2 resolves the AMI's SSM parameter itself
         spec = ensure_dataset(spec, upload=False)  # a folder: checked here, its prefix named, nothing sent
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
-        request = _request(spec, config, wheel, image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
+        request = _request(spec, config, wheel, "0" * 64,  # the digest of a wheel not built yet
+                           image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
     spec = ensure_dataset(spec)
-    wheel_uri = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
+    wheel_uri, wheel_sha256 = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
     uris = _uris(spec.root, spec.job)
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())
-    request = _request(spec, config, wheel_uri)
-    instance_id = ec2.launch(request, config["region"])
-    record = {**spec.to_dict(), **uris, "instance_id": instance_id, "region": config["region"],
-              "submitted_at": _now(), "wheel_uri": wheel_uri}
+    token = f"gankit-{uuid.uuid4().hex}"
+    request = _request(spec, config, wheel_uri, wheel_sha256, client_token=token)
     from launcher import jobs
 
+    # Recorded first: no instance ever runs without a record that finds it (by its client token, when
+    # the launcher dies before RunInstances answers), so `status` and `stop` always reach it.
+    record = {**spec.to_dict(), **uris, "instance_id": None, "client_token": token, "region": config["region"],
+              "submitted_at": _now(), "wheel_uri": wheel_uri, "wheel_sha256": wheel_sha256}
     jobs.save(record)
+    try:
+        record["instance_id"] = ec2.launch(request, config["region"])
+        jobs.save(record)
+    except BaseException as e:  # Ctrl-C too: an instance nobody knows of bills until max run
+        after = _abandon(record)
+        if not isinstance(e, Exception):
+            raise
+        message = str(e) if isinstance(e, GankitError) else f"submitting {spec.job} failed: {e}"
+        raise GankitError(message + after) from None
     return record
+
+
+def _abandon(record) -> str:
+    """The launch did not complete: terminate what it started, if anything, and forget the job. What the
+    user should know, as the end of the error's line."""
+    from launcher import jobs
+
+    try:
+        launched = _instances(record)
+        for instance_id in launched:
+            ec2.terminate(instance_id, record["region"])
+    except Exception:
+        return (f"; {record['job']} may have left an instance running: `launcher stop {record['job']}` "
+                "terminates it")
+    jobs.delete(record["job"])
+    return f"; terminated {', '.join(launched)}" if launched else ""
+
+
+def _instances(record) -> list[str]:
+    """The job's instance: the one recorded, else whatever its launch started (the launcher died first)."""
+    if record.get("instance_id"):
+        return [record["instance_id"]]
+    if record.get("client_token"):
+        return ec2.find_launched(record["client_token"], record.get("region"))
+    return []
 
 
 def _failure_for(instance) -> str:
@@ -98,11 +139,12 @@ def _failure_for(instance) -> str:
 
 def describe(record) -> dict:
     status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
-    instance = ec2.describe_instance(record["instance_id"], record.get("region"))
+    instance_id = next(iter(_instances(record)), None)
+    instance = ec2.describe_instance(instance_id, record.get("region")) if instance_id else None
     launched = instance["LaunchTime"].isoformat(timespec="seconds") if instance else None
     result = {"status": None, "started": status.get("started") or launched, "ended": status.get("ended"),
               "failure_reason": status.get("failure_reason"), "instance_type": record.get("instance_type"),
-              "instance_id": record["instance_id"]}
+              "instance_id": instance_id}
     if status.get("status") in FINAL_STATES:
         result["status"] = status["status"]
         return result
@@ -141,7 +183,8 @@ def logs(record, follow: bool, echo) -> None:
 
 
 def stop(record) -> None:
-    ec2.terminate(record["instance_id"], record.get("region"))
+    for instance_id in _instances(record):
+        ec2.terminate(instance_id, record.get("region"))
     status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
     if status.get("status") not in FINAL_STATES:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from launcher.backends import FINAL_STATES, ensure_dataset
 from trainer import layout, s3
-from trainer.errors import GankitError, UsageError
+from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
 TF_VERSION, PY_VERSION = "2.21", "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -32,7 +32,7 @@ def client(service: str, region: str | None):
 
     session = boto3.session.Session(region_name=region)
     if session.get_credentials() is None:
-        raise UsageError("no AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE")
+        raise UsageError(NO_CREDENTIALS)
     return session.client(service)
 
 

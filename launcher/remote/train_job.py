@@ -31,6 +31,9 @@ STATUS_NAME = "status.json"
 JOB_NAME = "job.json"
 UPLOAD_EVERY = 15.0  # seconds between log uploads: `launcher logs -f` lags at most this much
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after SIGTERM
+# The image's unprivileged user (docker/Dockerfile pins gankit at uid 1000): an image job never trains
+# as root, and uid:gid works in any image, whatever its user is called.
+CONTAINER_USER = (1000, 1000)
 
 
 def job_uri(root: str, job: str) -> str:
@@ -80,9 +83,17 @@ def trainer_command(job: dict, sm_root: Path) -> list[str]:
     if not image:
         return [sys.executable, "-m", "trainer.contract"]
     # The image's own entrypoint on the same contract; it reaches S3 with the instance's role
-    # through IMDSv2 (hop limit 2 lets a container's requests through).
-    return ["docker", "run", "--rm", "--gpus", "all", "--network", "host", "--ipc", "host",
+    # through IMDSv2 (host networking: the instance's own hop, so hop limit 1 lets it through).
+    user = ":".join(map(str, CONTAINER_USER))
+    return ["docker", "run", "--rm", "--user", user, "--gpus", "all", "--network", "host", "--ipc", "host",
             "-v", f"{sm_root}:/opt/ml", "-e", f"AWS_DEFAULT_REGION={job.get('region') or ''}", image, "train"]
+
+
+def hand_to_container(sm_root: Path):
+    """The container's user owns the /opt/ml tree it is given (the runner is root on the instance), so the
+    trainer can write its outputs, model and failure file there and nowhere else on the host."""
+    for path in (sm_root, *sm_root.rglob("*")):
+        os.chown(path, *CONTAINER_USER)
 
 
 def ecr_login(image: str, region: str | None):
@@ -177,6 +188,7 @@ def run_job(uri: str, work_dir: Path) -> dict:
             out.write(f"gankit: job {name} started {started}; max run {float(job['max_run']):.0f} s\n".encode())
         try:
             if job.get("image"):
+                hand_to_container(sm_root)
                 ecr_login(job["image"], job.get("region"))
             code, timed_out = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
         except (OSError, subprocess.CalledProcessError) as e:

@@ -2,17 +2,19 @@
 
 It installs the project's wheel (from S3) with TensorFlow into the DLAMI's Python (as a
 training instance does), JupyterLab and its kernel if the image lacks them, copies the
-example notebook, and enables two systemd units that come back at every start of the
-instance: Jupyter itself (as the ubuntu user, loopback only) and the idle check (as root,
-so it may shut the machine down). No secret is in here: the token's
+example notebook, and enables three systemd units that come back at every start of the
+instance: Jupyter itself (as the ubuntu user, loopback only), the idle check (as root,
+so it may shut the machine down) and, before anything else, the OS backstop that schedules
+`shutdown -h` at max-hours after each boot. No secret is in here: the token's
 SSM parameter name is, and the instance reads the value with its own role.
 """
 
+import math
 import shlex
 from dataclasses import dataclass
 
 # The same Python and TensorFlow as a training instance (the notebook loads generators with it).
-from launcher.userdata import FIND_PYTHON, TENSORFLOW
+from launcher.userdata import FIND_PYTHON, TENSORFLOW, fetch_verified
 
 HOME = "/home/ubuntu"
 ROOT_DIR = f"{HOME}/gankit"  # what Jupyter serves
@@ -24,6 +26,7 @@ class JupyterBoot:
     token_parameter: str  # SSM SecureString name, never its value
     region: str
     wheel_uri: str  # s3://... the project's wheel
+    wheel_sha256: str  # of the wheel the launcher built: root installs nothing else
     notebook_uri: str  # s3://... examples/pull_and_generate.ipynb
     bucket: str  # the user's bucket, for the notebook (GANKIT_BUCKET)
     idle_seconds: int = 3600
@@ -43,6 +46,10 @@ def idle_args(boot: JupyterBoot) -> list[str]:
             "--max-hours", f"{boot.max_hours:g}"]
 
 
+def max_minutes(boot: JupyterBoot) -> int:
+    return max(1, math.ceil(boot.max_hours * 60))
+
+
 def _command(module, args):
     return " ".join(["$PY", "-m", module, *map(shlex.quote, args)])
 
@@ -56,11 +63,26 @@ set -euo pipefail
 exec >>/var/log/gankit-jupyter-setup.log 2>&1
 # A half-set-up instance has no idle check to stop it: stop now rather than bill for nothing.
 trap 'echo "gankit: setup failed, stopping the instance"; shutdown -h now' ERR
+# The backstop behind the idle check (which may never start, or keep crashing): the OS stops the
+# instance after max-hours from this boot, and from every later boot through the unit below.
+shutdown -h +{max_minutes(boot)} "gankit: max hours reached"
+cat >/etc/systemd/system/gankit-max-hours.service <<UNIT
+[Unit]
+Description=gankit backstop: stop this instance {max_minutes(boot)} minutes after boot, whatever runs on it
+After=systemd-logind.service
+[Service]
+Type=oneshot
+ExecStart=/sbin/shutdown -h +{max_minutes(boot)} "gankit: max hours reached"
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable gankit-max-hours.service
 {FIND_PYTHON}
 export AWS_DEFAULT_REGION={q(boot.region)}
-aws s3 cp --only-show-errors {q(boot.wheel_uri)} {q('/tmp/' + wheel)}
+mkdir -p -m 700 /opt/gankit-wheel
+{fetch_verified(boot.wheel_uri, boot.wheel_sha256, '/opt/gankit-wheel/' + wheel)}
 "$PY" -c "import tensorflow" 2>/dev/null || "$PY" -m pip install --quiet {q(TENSORFLOW)}
-"$PY" -m pip install --quiet {q("/tmp/" + wheel + "[trainer]")}
+"$PY" -m pip install --quiet {q("/opt/gankit-wheel/" + wheel + "[trainer]")}
 "$PY" -c "import jupyterlab, ipykernel" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4" ipykernel
 install -d -o ubuntu -g ubuntu {q(ROOT_DIR)}/examples
 aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}

@@ -1,0 +1,79 @@
+"""A newcomer without AWS set up: every cloud command says what is missing and how to fix it, in one
+line with exit 2, and touches nothing. No credentials anywhere (no AWS_* variables, empty AWS files,
+no instance metadata), with and without a region."""
+
+import os
+
+import boto3
+import pytest
+
+from launcher.cli import main
+from trainer import s3
+from trainer.errors import NO_CREDENTIALS, NO_REGION
+
+COMMANDS = {
+    "infra up": ["infra", "up"],
+    "infra status": ["infra", "status"],
+    "infra down": ["infra", "down"],
+    "jupyter status": ["jupyter", "status"],
+    "jupyter stop": ["jupyter", "stop"],
+    "jupyter --ssh": ["jupyter", "--ssh", "--my-ip", "8.8.8.8"],
+    "submit ec2": ["submit", "--dataset", "mnist", "--backend", "ec2", "--bucket", "gankit-nobody"],
+    "submit sagemaker": ["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "gankit-nobody",
+                         "--role", "arn:aws:iam::123456789012:role/r", "--image", "1.dkr.ecr.us-east-1.amazonaws.com/g:1"],
+    "generate s3://": ["generate", "s3://gankit-nobody/runs/j/output/generator", "--out", "x.png"],
+}
+
+
+@pytest.fixture
+def no_aws(monkeypatch, tmp_path):
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find here
+    # What `launcher infra up` would have recorded, so the EC2 commands get as far as AWS.
+    monkeypatch.setenv("GANKIT_INSTANCE_PROFILE", "gankit-profile")
+    monkeypatch.setenv("GANKIT_SECURITY_GROUP", "sg-0123456789abcdef0")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # nothing cached from an earlier test
+    from launcher import tunnel
+
+    monkeypatch.setattr(tunnel, "check_ssh_tools", lambda: None)  # the local ssh client is not the subject
+    monkeypatch.chdir(tmp_path)
+    s3.client.cache_clear()
+    yield tmp_path
+    s3.client.cache_clear()
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return exit_.value.code, err.strip()
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_no_credentials_is_one_line_exit_2_with_the_fix(name, no_aws, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    code, err = run(COMMANDS[name], capsys)
+    assert (code, err) == (2, f"error: {NO_CREDENTIALS}")
+    assert sorted(p.name for p in no_aws.iterdir()) == ["empty"]  # nothing written here
+
+
+@pytest.mark.parametrize("name", ["infra up", "infra status", "infra down", "jupyter status", "jupyter stop",
+                                  "jupyter --ssh", "submit ec2", "submit sagemaker"])
+def test_no_region_is_the_same_line_everywhere(name, no_aws, capsys):
+    assert run(COMMANDS[name], capsys) == (2, f"error: {NO_REGION}")
+
+
+def test_ec2_hints_name_what_ec2_needs(no_aws, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    code, err = run(["submit", "--dataset", "mnist", "--backend", "ec2"], capsys)
+    assert code == 2 and "--role" not in err
+    assert "launcher infra up" in err and "instance_profile" in err and "security_group" in err
+    # A bucket but no instance profile: said before any S3 call (none would succeed without credentials).
+    monkeypatch.delenv("GANKIT_INSTANCE_PROFILE")
+    code, err = run(COMMANDS["submit ec2"], capsys)
+    assert code == 2 and "no instance_profile configured:" in err and "launcher infra up" in err

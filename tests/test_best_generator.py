@@ -1,0 +1,62 @@
+"""--eval-every keeps the generator with the best FCD in generator-best/ beside the last one."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from trainer import evaluate as ev
+from trainer.export import Generator, load_generator
+
+META = {"dataset": "mnist", "class_names": [], "conditional": False, "model": "dcgan", "preset": "sn-hinge",
+        "z_dim": 3, "z_distribution": "normal", "image_shape": [2, 2, 1], "value_range": [-1.0, 1.0], "steps": 0,
+        "selected": "last"}
+
+
+def tiny_generator(bias):
+    import keras
+
+    z = keras.Input((3,))
+    h = keras.layers.Dense(4, bias_initializer=keras.initializers.Constant(bias))(z)
+    return Generator(keras.Model(z, keras.layers.Reshape((2, 2, 1))(h)), dict(META))
+
+
+def selection(fcd, epoch, samples=20):
+    return {"fcd": fcd, "fcd_samples": samples, "label_accuracy": None, "epoch": epoch, "step": 10 * epoch}
+
+
+CFG = SimpleNamespace(preset="sn-hinge", z_dim=3)
+
+
+def kept(out):
+    return json.loads((out / ev.BEST_DIR / "generator.json").read_text())
+
+
+def test_only_a_better_fcd_replaces_the_kept_generator(tmp_path):
+    assert ev.keep_if_best(tiny_generator(0.1), selection(5.0, 1), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+    assert not ev.keep_if_best(tiny_generator(0.2), selection(6.0, 2), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+    assert not ev.keep_if_best(tiny_generator(0.3), selection(5.0, 3), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+    assert kept(tmp_path)["epoch"] == 1
+    assert ev.keep_if_best(tiny_generator(0.4), selection(4.0, 4), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+    meta = kept(tmp_path)
+    assert (meta["selected"], meta["fcd"], meta["fcd_samples"], meta["epoch"], meta["step"], meta["steps"]) == \
+        ("best", 4.0, 20, 4, 40, 40)
+    # The export is the epoch-4 network (bias 0.4), loadable like any generator.
+    weights = load_generator(tmp_path / ev.BEST_DIR).model.get_weights()
+    np.testing.assert_allclose(weights[1], 0.4)
+    assert [p.name for p in tmp_path.iterdir()] == [ev.BEST_DIR]  # atomic: no temp folder left behind
+
+
+def test_a_resumed_run_continues_from_the_kept_fcd_and_ignores_other_counts(tmp_path):
+    ev.keep_if_best(tiny_generator(0.1), selection(3.0, 2), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+    assert ev.best_fcd(tmp_path, 20) == 3.0
+    assert ev.best_fcd(tmp_path, 1000) is None  # figures at another count do not compare
+    assert ev.best_fcd(tmp_path / "nothing-here", 20) is None
+    assert not ev.keep_if_best(tiny_generator(0.2), selection(3.5, 3), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+
+
+def test_launcher_generate_finds_the_best_generator(tmp_path):
+    from launcher.pull import generator_dir
+
+    ev.keep_if_best(tiny_generator(0.1), selection(1.0, 1), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
+    assert generator_dir(str(tmp_path / ev.BEST_DIR)) == tmp_path / ev.BEST_DIR

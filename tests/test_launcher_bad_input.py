@@ -1,0 +1,211 @@
+"""Every bad input the launcher reads from disk (job records, the config file) or takes as a name
+(--bucket) is one clean line: a non-zero exit, no traceback, and nothing of the user's rewritten."""
+
+import json
+import os
+from collections import namedtuple
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+
+from launcher import jobs, settings
+from launcher.cli import cli
+from trainer.errors import run_cli
+
+Result = namedtuple("Result", "exit_code output")
+
+
+def run(*args) -> Result:
+    """`launcher ARGS` as its entry point runs it (run_cli: one-line errors and exit codes)."""
+    code = 0
+    with CliRunner().isolation() as (_, _, both):
+        try:
+            run_cli(cli, list(args), prog_name="launcher")
+        except SystemExit as e:
+            code = e.code
+    return Result(code, both.getvalue().decode(errors="replace"))
+
+
+def one_clean_line(result: Result) -> str:
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def good_record(tmp_path, job="gan-good-cgan-20261122-180005") -> dict:
+    """A finished local job, as the local backend records it (describe needs no process, no AWS)."""
+    root = tmp_path / "runs" / job
+    (root / "output").mkdir(parents=True, exist_ok=True)
+    (root / "exit_code").write_text("0\n")
+    return {"job": job, "backend": "local", "dataset": "mnist", "hyperparameters": {"dataset": "mnist", "epochs": "1"},
+            "output_uri": str(root / "output"), "instance_type": "local", "instance_count": 1, "spot": False,
+            "region": None, "submitted_at": "2026-11-22T18:00:05+00:00", "pid": 2 ** 22 + 1,
+            "sm_root": str(root), "log": str(root / "train.log")}
+
+
+def write_record(job: str, text: bytes):
+    folder = jobs.jobs_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job}.json").write_bytes(text)
+
+
+def snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+
+
+# --- job records -------------------------------------------------------------------------------
+
+def test_a_good_record_still_shows(tmp_path):
+    jobs.save(good_record(tmp_path))
+    result = run("status", "gan-good-cgan-20261122-180005")
+    assert result.exit_code == 0 and "Completed" in result.output
+
+
+def test_a_corrupted_record_is_one_line_naming_the_file_and_the_fix_and_list_shows_the_rest(tmp_path):
+    jobs.save(good_record(tmp_path))
+    write_record("gan-bad-cgan-20261122-180006", b'{"job": "gan-bad-cgan-2026112')  # a truncated write
+    path = jobs.jobs_dir() / "gan-bad-cgan-20261122-180006.json"
+    before = snapshot(jobs.jobs_dir())
+
+    result = run("status", "gan-bad-cgan-20261122-180006")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and str(path) in line and "delete it" in line
+
+    listed = run("list")
+    assert listed.exit_code == 0, listed.output
+    assert "gan-good-cgan-20261122-180005" in listed.output and "Completed" in listed.output
+    warnings = [x for x in listed.output.splitlines() if str(path) in x]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "Traceback" not in listed.output
+    assert snapshot(jobs.jobs_dir()) == before  # nothing rewritten, nothing deleted
+
+
+def test_a_record_with_a_dangerous_pid_is_refused_before_any_signal(tmp_path):
+    """`launcher stop` signals the recorded pid: 0 or a negative one would signal a whole process group."""
+    for pid in (0, -1, True, "123"):
+        write_record("gan-pid-cgan-20261122-180007", json.dumps({**good_record(tmp_path, "gan-pid-cgan-20261122-180007"),
+                                                                 "pid": pid}).encode())
+        result = run("stop", "gan-pid-cgan-20261122-180007")
+        assert result.exit_code == 2 and "pid" in one_clean_line(result), pid
+
+
+# Fields a record must have, for every backend, and a value of the wrong type for each field the
+# launcher reads.
+REQUIRED = ("job", "backend", "output_uri", "pid", "sm_root", "log")
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=6)
+WRONG = {"job": lambda v: not isinstance(v, str), "backend": lambda v: v not in settings.BACKENDS,
+         "output_uri": lambda v: not isinstance(v, str), "hyperparameters": lambda v: not isinstance(v, dict),
+         "instance_count": lambda v: not isinstance(v, int) or isinstance(v, bool) or v < 1,
+         "pid": lambda v: not isinstance(v, int) or isinstance(v, bool) or v <= 0,
+         "sm_root": lambda v: not isinstance(v, str), "log": lambda v: not isinstance(v, str),
+         "submitted_at": lambda v: not isinstance(v, str), "spot": lambda v: not isinstance(v, bool)}
+
+
+@st.composite
+def malformed_records(draw, base):
+    kind = draw(st.sampled_from(["truncated", "bytes", "not an object", "missing", "wrong type"]))
+    text = json.dumps(base, indent=2)
+    if kind == "truncated":
+        return text[:draw(st.integers(0, len(text) - 2))].encode()
+    if kind == "bytes":
+        data = draw(st.binary(max_size=64))
+        try:
+            if isinstance(json.loads(data), dict):
+                data = b"\xff" + data
+        except ValueError:
+            pass
+        return data
+    if kind == "not an object":
+        return json.dumps(draw(JSON_VALUES.filter(lambda v: not isinstance(v, dict)))).encode()
+    record = dict(base)
+    if kind == "missing":
+        del record[draw(st.sampled_from(REQUIRED))]
+    else:
+        field = draw(st.sampled_from(sorted(WRONG)))
+        record[field] = draw(JSON_VALUES.filter(WRONG[field]))
+    return json.dumps(record).encode()
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_property_any_malformed_record_is_one_clean_line_and_nothing_changes(tmp_path, data):
+    job = "gan-prop-cgan-20261122-180008"
+    text = data.draw(malformed_records(good_record(tmp_path, job)))
+    for leftover in jobs.jobs_dir().glob("*.json") if jobs.jobs_dir().exists() else []:
+        leftover.unlink()
+    jobs.save(good_record(tmp_path))
+    write_record(job, text)
+    before = snapshot(jobs.jobs_dir())
+    for command in ("status", "logs", "stop", "pull"):
+        result = run(command, job)
+        line = one_clean_line(result)
+        assert result.exit_code == 2 and f"{job}.json" in line, (command, text, line)
+    listed = run("list", "--json")
+    assert listed.exit_code == 0 and "Traceback" not in listed.output
+    assert sum(f"{job}.json" in x for x in listed.output.splitlines()) == 1
+    assert '"name": "gan-good-cgan-20261122-180005"' in listed.output
+    assert snapshot(jobs.jobs_dir()) == before
+
+
+# --- the config file ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, says", [
+    ('["backend", "local"]', "not an object"),
+    ('"local"', "not an object"),
+    ("{not json", "not valid JSON"),
+    ('{"bukcet": "my-bucket"}', "unknown setting 'bukcet'"),
+    ('{"bucket": 5}', "bucket must be a string"),
+    ('{"backend": "cloud"}', "backend"),
+    ('{"bucket": "bad bucket"}', "not an S3 bucket name"),
+])
+def test_a_malformed_config_file_is_an_error_and_is_never_overwritten(text, says):
+    path = settings.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    for args in (("config", "show"), ("config", "set", "region", "eu-west-1"),
+                 ("submit", "--dataset", "mnist", "--dry-run")):
+        result = run(*args)
+        line = one_clean_line(result)
+        assert result.exit_code == 2 and str(path) in line and says in line, (args, line)
+    assert path.read_text() == text  # the user's file, as they left it
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(value=JSON_VALUES | st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=3) | st.binary(max_size=40))
+def test_property_a_config_file_is_either_valid_settings_or_one_clean_line(value):
+    path = settings.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    path.write_bytes(raw)
+    result = run("config", "show")
+    if result.exit_code == 0:  # only an object of known settings with string values passes
+        assert isinstance(value, dict) and set(value) <= set(settings.KEYS)
+        assert all(isinstance(v, str) for v in value.values())
+    else:
+        assert result.exit_code == 2 and str(path) in one_clean_line(result)
+    assert path.read_bytes() == raw
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bucket", ["bad bucket", "Bad-Bucket", "ab", "a" * 64, "my..bucket", "-bucket", "bucket-",
+                                    "192.168.5.4", "xn--bucket", "my_bucket", "bucket/../x", "s3://bad bucket"])
+def test_a_bad_bucket_name_is_refused_before_any_call(bucket, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    result = run("submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", bucket, "--role",
+                 "arn:aws:iam::123456789012:role/r", "--dry-run")
+    assert result.exit_code == 2 and "is not an S3 bucket name" in one_clean_line(result)
+    result = run("config", "set", "--", "bucket", bucket)
+    assert result.exit_code == 2 and "is not an S3 bucket name" in one_clean_line(result)
+    assert not settings.config_path().exists()
+
+
+@pytest.mark.parametrize("bucket", ["my-gankit", "gankit.data.2026", "abc", "s3://my-gankit", "s3://my-gankit/team-a"])
+def test_good_bucket_names_pass(bucket, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    result = run("submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", bucket, "--role",
+                 "arn:aws:iam::123456789012:role/r", "--dry-run")
+    assert result.exit_code == 0, result.output
