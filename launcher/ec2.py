@@ -99,7 +99,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
     """The keyword arguments of `ec2.run_instances` for one GPU instance.
 
     `settings` is the launcher's config (`launcher.settings.effective()`): instance_profile,
-    security_group, subnet (optional), region, ami (optional override). `image_id`, when
+    security_group, subnet (optional), region; GANKIT_AMI overrides the image. `image_id`, when
     given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
     `client_token` makes the launch idempotent (botocore's retries never start a second instance)
     and tags the instance with it (`find_launched`).
@@ -115,8 +115,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
         raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
     tags = {TAG_PURPOSE: purpose, **(tags or {}), **({TAG_LAUNCH: client_token} if client_token else {})}
     request = {
-        "ImageId": image_id or resolve_ami(instance_type, settings.get("region"),
-                                            settings.get("ami") or os.environ.get("GANKIT_AMI")),
+        "ImageId": image_id or resolve_ami(instance_type, settings.get("region"), os.environ.get("GANKIT_AMI")),
         "InstanceType": instance_type.removeprefix("ml."),
         "MinCount": 1,
         "MaxCount": 1,
@@ -219,23 +218,47 @@ def terminate(instance_id: str, region: str | None = None):
 
 # --- the project's wheel, which the instance installs --------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def build_wheel(dest) -> Path:
-    """`pip wheel --no-deps` of this checkout into `dest`; the .whl path."""
-    if not (REPO / "pyproject.toml").is_file():
-        raise GankitError(f"{REPO} is not a gankit checkout (no pyproject.toml): "
-                          "install gankit with `pip install -e .` from a clone to launch EC2 jobs")
+    """The project's wheel in `dest`: `pip wheel --no-deps` of the checkout, or the installed wheel repacked."""
+    from launcher.resources import checkout
+
+    repo = checkout()
+    if repo is None:
+        return _repack_installed(Path(dest))
     dest = Path(dest)
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "--quiet", "--wheel-dir", str(dest), str(REPO)],
+                           "--quiet", "--wheel-dir", str(dest), str(repo)],
                           capture_output=True, text=True)
     wheels = sorted(dest.glob("gankit-*.whl"))
     if done.returncode or not wheels:
         last = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
         raise GankitError(f"building the project's wheel failed: {last}")
     return wheels[-1]
+
+
+def _repack_installed(dest: Path) -> Path:
+    """Installed from a wheel there is no source to build: zip the installed packages and metadata again."""
+    import base64
+    import hashlib
+    import zipfile
+    from importlib import metadata
+
+    dist = metadata.distribution("gankit")
+    info = f"gankit-{dist.version}.dist-info"
+    keep = {*dist.read_text("top_level.txt").split(), info}
+    left_out = {f"{info}/{name}" for name in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")}
+    wheel, record = dest / f"gankit-{dist.version}-py3-none-any.whl", []
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in dist.files:
+            name = file.as_posix()  # pip's installed console script (bin/launcher) is not in `keep`
+            if name.split("/", 1)[0] not in keep or "__pycache__" in name or name in left_out:
+                continue
+            data = file.locate().read_bytes()
+            zf.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{name},sha256={digest},{len(data)}")
+        zf.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    return wheel
 
 
 def upload_wheel(prefix: str) -> tuple[str, str]:

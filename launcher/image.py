@@ -3,12 +3,10 @@
 import base64
 import shutil
 import subprocess
-from pathlib import Path
 
 import trainer
 from trainer.errors import GankitError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _docker(*args, secret: str | None = None):
@@ -29,10 +27,13 @@ def check_docker():
 
 def push(repository: str, tag: str | None, region: str | None) -> str:
     from launcher import settings
+    from launcher.resources import checkout
     from launcher.spec import _aws_region
 
-    if not (REPO / "docker" / "Dockerfile").exists():
-        raise UsageError("docker/Dockerfile not found: run from gankit's source checkout")
+    repo = checkout()
+    if repo is None:  # the build context is the whole source tree (pyproject.toml, trainer/, ...)
+        raise UsageError("`launcher image push` builds from gankit's source: run it in a clone "
+                         "(git clone ... && pip install -e .)")
     check_docker()
     import boto3
 
@@ -49,6 +50,6 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
     uri = f"{registry}/{repository}:{tag or trainer.__version__}"
     _docker("login", "--username", user, "--password-stdin", registry, secret=password)  # never on the command line
     print(f"building {uri} (this takes a while the first time)", flush=True)
-    _docker("build", "-f", str(REPO / "docker" / "Dockerfile"), "-t", uri, str(REPO))
+    _docker("build", "-f", str(repo / "docker" / "Dockerfile"), "-t", uri, str(repo))
     _docker("push", uri)
     return uri

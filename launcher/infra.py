@@ -5,29 +5,25 @@ and records the bucket, the SageMaker role, the instance profile and the securit
 the launcher's config (so `submit` defaults to SageMaker). `down` deletes the stack; the
 bucket outlives it unless `--delete-bucket` says to empty and delete it too.
 
-The templates are read from the checkout (`pip install -e .`): infra/ sits beside launcher/.
+The templates are infra/*.yaml, read through `launcher.resources` (a checkout's, or the wheel's).
 """
 
 import ipaddress
 import threading
-from pathlib import Path
 
 import click
 
 from trainer.errors import GankitError, UsageError, no_region
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "infra"
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
-DONE = ("_COMPLETE", "_FAILED")
 MIN_SSH_PREFIX = 24  # the widest SSH rule: 256 addresses (infra/base.yaml's SshCidr pattern agrees)
 
 
 def template_body(name: str) -> str:
-    path = TEMPLATES / f"{name}.yaml"
-    if not path.is_file():
-        raise GankitError(f"{path} is missing: install gankit from a checkout with `pip install -e .`")
-    return path.read_text()
+    from launcher.resources import resource_path
+
+    return resource_path(f"infra/{name}.yaml").read_text()
 
 
 def say(message):

@@ -30,8 +30,6 @@ TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
 # On the token parameter: the ARN of the one instance whose role may read it (infra/base.yaml's
 # ReadOwnJupyterToken matches it against the caller's ec2:SourceInstanceARN).
 TAG_INSTANCE = "gankit:instance"
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "examples" / "pull_and_generate.ipynb"
 
 
 def say(message):
@@ -113,14 +111,15 @@ def tags_of(instance) -> dict:
 def stage_project(root: str, who: str) -> tuple[str, str, str]:
     """Upload the project's wheel and the example notebook where the instance fetches them;
     (wheel URI, its sha256, notebook URI)."""
+    from launcher.remote.userdata import NOTEBOOK
+    from launcher.resources import resource_path
     from trainer import layout, s3
 
+    notebook = resource_path(f"examples/{NOTEBOOK}")
     prefix = layout.join(root, "jupyter", who)
     wheel_uri, wheel_sha256 = ec2_backend.upload_wheel(prefix)
-    if not NOTEBOOK.is_file():
-        raise GankitError(f"{NOTEBOOK} is missing; run the launcher from a gankit checkout")
-    notebook_uri = layout.join(prefix, NOTEBOOK.name)
-    s3.upload_file(NOTEBOOK, notebook_uri)
+    notebook_uri = layout.join(prefix, NOTEBOOK)
+    s3.upload_file(notebook, notebook_uri)
     return wheel_uri, wheel_sha256, notebook_uri
 
 

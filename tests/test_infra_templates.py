@@ -14,12 +14,12 @@ from cfnlint.helpers import REGIONS
 
 from launcher import ec2, infra
 
-TEMPLATES = sorted(infra.TEMPLATES.glob("*.yaml"))
 REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = sorted((REPO / "infra").glob("*.yaml"))
 
 
 def load(name):
-    template, errors = decode_str((infra.TEMPLATES / f"{name}.yaml").read_text())
+    template, errors = decode_str(infra.template_body(name))
     assert not errors
     return template
 
@@ -58,7 +58,7 @@ def _checkov():
 
 def test_checkov_has_no_failed_check_and_every_skip_is_justified():
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}  # offline: no guideline download
-    done = subprocess.run([_checkov(), "-d", str(infra.TEMPLATES), "--framework", "cloudformation",
+    done = subprocess.run([_checkov(), "-d", str(REPO / "infra"), "--framework", "cloudformation",
                            "--skip-download", "-o", "json"], capture_output=True, text=True, env=env, timeout=300)
     report = json.loads(done.stdout)
     report = report[0] if isinstance(report, list) else report

@@ -120,7 +120,8 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     fake_generator(output / "generator")
     (output / "metrics.jsonl").write_text("{}\n")
     dest = tmp_path / "gan-j"
-    record = {"job": "gan-j", "backend": "local", "output_uri": str(output)}
+    record = {"job": "gan-j", "backend": "local", "output_uri": str(output),
+              "pid": 2**22 + 1, "log": str(tmp_path / "train.log"), "sm_root": str(tmp_path / "ml")}  # a finished job
     loads, said = [], []
 
     def refuse(folder, what):

@@ -50,7 +50,8 @@ def test_a_run_that_finishes_its_epochs_is_not_cut_short(tmp_path):
 
 
 def record(output_uri, **hyperparameters):
-    return {"job": "gan-mnist-cgan-1", "backend": "local", "output_uri": output_uri, "hyperparameters": hyperparameters}
+    return {"job": "gan-mnist-cgan-1", "backend": "local", "output_uri": output_uri, "hyperparameters": hyperparameters,
+            "pid": 2**22 + 1, "log": "train.log", "sm_root": "ml"}  # a finished local job's record
 
 
 def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypatch):

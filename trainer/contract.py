@@ -33,10 +33,6 @@ def sm_root() -> Path:
     return Path(os.environ.get("GANKIT_SM_ROOT", "/opt/ml"))
 
 
-def in_sagemaker(root: Path | None = None) -> bool:
-    return ((root or sm_root()) / "input" / "config").is_dir()
-
-
 def _plain(value) -> str:
     # The SageMaker SDK JSON-encodes values ('"zalando"'); the API passes them as is.
     if isinstance(value, str) and value.startswith('"') and value.endswith('"'):

@@ -22,7 +22,6 @@ DEFAULT_SAMPLES = 10_000
 EPOCH_SAMPLES = 1_000
 RESULT_FILE = "evaluation.json"
 BEST_DIR = "generator-best"  # beside generator/ (the last): the generator with the best FCD, with --eval-every
-FIGURES = ("label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples")
 SEED = 0
 
 

@@ -22,7 +22,6 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
-REPO = Path(__file__).resolve().parents[2]
 # What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3).
 REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 
@@ -97,15 +96,14 @@ def build_request(spec, image: str) -> dict:
 
 def source_tarball() -> bytes:
     """sagemaker_entry.py, the trainer package and its extra requirements, for script mode."""
-    entry = REPO / "docker" / "sagemaker_entry.py"
-    if not entry.exists():
-        raise UsageError("without --image, a SageMaker job runs gankit's code from its source checkout "
-                         "(docker/sagemaker_entry.py is missing); install with `pip install -e .` from a clone, "
-                         "or pass --image")
+    import trainer
+    from launcher.resources import resource_path
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(entry, arcname="sagemaker_entry.py")
-        tar.add(REPO / "trainer", arcname="trainer", filter=lambda t: None if "__pycache__" in t.name else t)
+        tar.add(resource_path("docker/sagemaker_entry.py"), arcname="sagemaker_entry.py")
+        tar.add(Path(trainer.__file__).parent, arcname="trainer",  # the installed package, checkout or wheel
+                filter=lambda t: None if "__pycache__" in t.name else t)
         info = tarfile.TarInfo("requirements.txt")
         info.size = len(REQUIREMENTS)
         tar.addfile(info, io.BytesIO(REQUIREMENTS.encode()))

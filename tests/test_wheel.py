@@ -1,0 +1,126 @@
+"""The wheel works outside a checkout: templates, notebook and container entry files are package data.
+
+The wheel is built from this checkout, installed into a folder of its own, and run from a
+temporary directory by a Python that cannot see the checkout (no PYTHONPATH to it, no .pth files,
+so not the editable install either); the test venv's installed dependencies are borrowed as is.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.data_helpers import make_idx_dataset
+from tests.ec2_helpers import seed_dlami_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every file the launcher reads from infra/, docker/ and examples/, and a byte-for-byte check of each.
+PACKAGED = ("infra/base.yaml", "infra/gpu-instance.yaml", "examples/pull_and_generate.ipynb",
+            "docker/sagemaker_entry.py", "docker/train", "docker/Dockerfile")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel, pip-installed (--target) into a folder far from the checkout; that folder."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--wheel-dir", str(tmp / "dist"), str(ROOT)], check=True, cwd=tmp)
+    wheel, = (tmp / "dist").glob("gankit-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(tmp / "site"),
+                    str(wheel)], check=True, cwd=tmp)
+    return tmp / "site"
+
+
+def installed_python(site: Path, cwd: Path, code: str, *args, check=True):
+    """Python running `code` (with sys.argv[1:] = args) on the installed wheel; refuses if the checkout is importable."""
+    guard = ("import sys, launcher, trainer\n"
+             f"for m in (launcher, trainer):\n"
+             f"    assert m.__file__.startswith({str(site)!r}), f'{{m.__name__}} imported from {{m.__file__}}'\n"
+             f"assert not any(p and {str(ROOT)!r}.startswith(p) for p in sys.path), sys.path\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]))
+    # -S: no site module, so no .pth files (the venv's editable install of a checkout stays out).
+    done = subprocess.run([sys.executable, "-S", "-c", guard + code, *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def launcher(site: Path, cwd: Path, *args):
+    """`launcher ARGS` from the installed wheel."""
+    return installed_python(site, cwd, "from launcher.cli import main\nmain(sys.argv[1:])\n", *args)
+
+
+def test_the_wheel_carries_the_repository_files(installed):
+    # Byte for byte the checkout's: the folders stay the only copy in the repository.
+    for name in PACKAGED:
+        packaged = installed / "gankit_data" / name
+        assert packaged.read_bytes() == (ROOT / name).read_bytes(), name
+
+
+def test_infra_up_and_sagemaker_submit_from_the_wheel(installed, aws_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    seed_dlami_parameters("us-east-1")
+    work = tmp_path / "cwd"
+    work.mkdir()
+
+    up = launcher(installed, work, "infra", "up", "--bucket-name", "gankit-wheel-test")
+    assert "CREATE_COMPLETE" in up.stderr + up.stdout
+    config = json.loads(Path(os.environ["GANKIT_CONFIG"]).read_text())
+    assert config["bucket"] == "gankit-wheel-test" and config["backend"] == "sagemaker"
+
+    data = make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=16)
+    args = ("submit", "--dataset", "mnist", "--epochs", "1", "--hp", f"data_dir={data}", "--detach")
+    dry = launcher(installed, work, *args, "--dry-run")
+    request = json.loads(dry.stdout[dry.stdout.index("{"):])
+    assert request["HyperParameters"]["sagemaker_program"] == "sagemaker_entry.py"
+    assert request["RoleArn"] == config["role"]
+
+    # Script mode for real (moto's SageMaker): the source tarball is built from the installed package.
+    launcher(installed, work, *args)
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="gankit-wheel-test", Prefix="runs/")["Contents"]]
+    tarball, = [k for k in keys if k.endswith("sourcedir.tar.gz")]
+    body = s3.get_object(Bucket="gankit-wheel-test", Key=tarball)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+        entry = tar.extractfile("sagemaker_entry.py").read()
+    assert entry == (ROOT / "docker" / "sagemaker_entry.py").read_bytes()
+    assert "trainer/contract.py" in names and "requirements.txt" in names
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_the_instance_wheel_is_the_installed_one_repacked(installed, tmp_path):
+    # EC2 jobs and `launcher jupyter` install the project's wheel on the instance; without a
+    # checkout to build from, the launcher zips up its own installation again.
+    built = installed_python(installed, tmp_path, "from launcher import ec2\nprint(ec2.build_wheel(sys.argv[1]))\n",
+                             str(tmp_path))
+    wheel = Path(built.stdout.strip().splitlines()[-1])
+    assert wheel.parent == tmp_path and wheel.name.startswith("gankit-")
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(again), str(wheel)],
+                   check=True, cwd=tmp_path)
+
+    def files(site):
+        return {p.relative_to(site).as_posix(): p.read_bytes() for p in site.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and ".dist-info" not in str(p.parent)}
+
+    assert files(again) == files(installed)  # every module, template and entry file, launcher script included
+    assert "launcher/resources.py" in files(again) and "gankit_data/infra/base.yaml" in files(again)
+    launcher(again, tmp_path, "--help")
+
+
+def test_image_push_from_a_wheel_says_it_needs_a_clone(installed, tmp_path):
+    # The image is built from the whole source tree (pyproject.toml, setup.py, ...), which a wheel lacks.
+    done = installed_python(installed, tmp_path, "from launcher.cli import main\nmain(sys.argv[1:])\n",
+                            "image", "push", "--region", "us-east-1", check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "image push" in done.stderr and "clone" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
