@@ -1,13 +1,13 @@
 """Bring a run's outputs home, and find a generator wherever it lives (folder, job, s3:// prefix)."""
 
-import hashlib
+import filecmp
 import json
 import shutil
 from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text, cache_root
+from trainer.fsutil import atomic_write_text, cache_root, inside
 from trainer.progress import Progress, format_bytes
 
 
@@ -15,16 +15,16 @@ CHECKED = ".gankit-checked.json"  # in a pulled folder: the generator files as t
 
 
 def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
-    """Like s3.download_prefix for a local source: resumable, skips files already there at the same size."""
+    """Like s3.download_prefix for a local source: resumable, skips files already there with the same bytes."""
     files = [p for p in sorted(source.rglob("*")) if p.is_file() and "checkpoints" not in p.relative_to(source).parts]
-    todo = [p for p in files if not ((dest / p.relative_to(source)).is_file()
-                                     and (dest / p.relative_to(source)).stat().st_size == p.stat().st_size)]
+    targets = {p: inside(dest, p.relative_to(source).as_posix(), str(source)) for p in files}
+    todo = [p for p in files if not (targets[p].is_file() and filecmp.cmp(p, targets[p], shallow=False))]
     if log:
         s3.say_skipped(log, dest, len(files) - len(todo), sum(p.stat().st_size for p in files if p not in todo))
     if todo:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
-            target = dest / path.relative_to(source)
+            target = targets[path]
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.part")
             shutil.copyfile(path, tmp)
@@ -82,8 +82,7 @@ def check_generator(folder: Path, what: str):
 def generator_dir(source: str) -> Path:
     """A local generator folder from a folder, a job name, or an s3:// generator prefix (cached)."""
     if s3.is_s3(source):
-        digest = hashlib.sha256(source.rstrip("/").encode()).hexdigest()[:16]
-        return s3.download_prefix(source, cache_root() / "generators" / digest, label="downloading generator")
+        return s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source), label="downloading generator")
     path = Path(source)
     if path.exists():
         # A pulled run folder holds its generator in generator/.

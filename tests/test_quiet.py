@@ -140,7 +140,7 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     jobs.save(record)
     done, untouched = run_without_tensorflow(["pull", "gan-j"], tmp_path)
     assert done.returncode == 0 and untouched, done.stderr
-    assert "skipped 3 files (" in done.stdout and "already in gan-j at the same size" in done.stdout
+    assert "skipped 3 files (" in done.stdout and "already in gan-j, unchanged" in done.stdout
     assert "not loading it again" in done.stdout and "pulled gan-j to gan-j" in done.stdout
 
     (output / "generator" / "generator.keras").write_bytes(b"a new, longer file from a resumed run")

@@ -62,7 +62,7 @@ def test_pull_takes_the_newest_complete_checkpoint(bucket, tmp_path, capsys):
     assert json.loads((got / "state.json").read_text()) == {"step": 1}
     err = capsys.readouterr().err
     assert "ckpt-000000004: no manifest" in err and "ckpt-000000003: corrupted manifest" in err
-    assert "ckpt-000000002: cannot download" in err
+    assert "ckpt-000000002: missing file" in err
     # Nothing partial was left behind locally.
     assert [p.name for p in (tmp_path / "dst").iterdir()] == ["ckpt-000000001"]
 

@@ -16,6 +16,7 @@ and renamed into place; on S3 (trainer/s3sync.py) the manifest is uploaded last.
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import UsageError
+from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_dir
 
 MANIFEST = "MANIFEST.json"
@@ -31,6 +32,7 @@ STATE = "state.json"
 WEIGHTS = "weights.npz"
 FORMAT = 2  # 1: TensorFlow checkpoint files (gankit before the JAX backend)
 _NAME = re.compile(r"^ckpt-(\d{9})$")
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what checkpoint writers name their files
 
 
 def checkpoint_name(step: int) -> str:
@@ -69,34 +71,75 @@ def write_checkpoint(directory, step: int, arrays: dict, state: dict, keep: int)
         for name, data in payload.items():
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_text(json.dumps(build_manifest(payload, step), indent=1))
+    _verified.add(_identity(final))  # built from the bytes just written: no need to read them back
     prune(directory, keep)
     return final
+
+
+_verified = set()  # checkpoints this process wrote or verified, by _identity: each is hashed at most once
+
+
+def _identity(folder: Path):
+    """The folder and each file's size and mtime: any change to a file makes it a stranger again."""
+    try:
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
+        return str(folder.resolve()), tuple(files)
+    except OSError:
+        return None
+
+
+def verifies(folder: Path) -> bool:
+    """problem(folder) is None, remembered per process so pruning does not re-read every kept checkpoint."""
+    identity = _identity(folder)
+    if identity is not None and identity in _verified:
+        return True
+    if problem(folder) is None:
+        _verified.add(identity)
+        return True
+    return False
 
 
 def problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or None if it is."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
-        if manifest.get("step") != int(_NAME.match(folder.name).group(1)):
-            return "manifest names another step"
     except FileNotFoundError:
         return "no manifest (incomplete)"
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
         return "corrupted manifest"
-    return problem_with_files(folder, manifest)
+    return manifest_problem(manifest, int(_NAME.match(folder.name).group(1))) or problem_with_files(folder, manifest)
+
+
+def manifest_problem(manifest, step: int) -> str | None:
+    """Why `manifest` cannot describe checkpoint `step`, or None.
+
+    Entries must be plain file names (a manifest from a bucket is untrusted:
+    `../x` would be a path outside the checkpoint), and it must list what every
+    checkpoint has: state.json and the payload beside it.
+    """
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return "corrupted manifest"
+    if manifest.get("step") != step:
+        return "manifest names another step"
+    for name, meta in manifest["files"].items():
+        if not _PLAIN.match(name) or name in (".", "..") or name == MANIFEST:
+            return f"manifest lists {name!r}, not a plain file name"
+        if not isinstance(meta, dict) or not isinstance(meta.get("size"), int) or not isinstance(meta.get("sha256"), str):
+            return "corrupted manifest"
+    if STATE not in manifest["files"]:
+        return "manifest lists no state.json"
+    if len(manifest["files"]) < 2:
+        return "manifest lists no checkpoint payload beside state.json"
+    return None
 
 
 def problem_with_files(folder: Path, manifest: dict) -> str | None:
-    """Why the files in `folder` disagree with `manifest`, or None if they agree."""
-    files = manifest["files"]
-    if STATE not in files:
-        return "manifest lists no state.json"
-    for name, meta in files.items():
+    """Why the files in `folder` disagree with `manifest` (already checked by manifest_problem), or None."""
+    for name, meta in manifest["files"].items():
         path = folder / name
         if not path.is_file():
             return f"missing file {name}"
-        if path.stat().st_size != meta.get("size") or file_digest(path) != meta.get("sha256"):
+        if path.stat().st_size != meta["size"] or file_digest(path) != meta["sha256"]:
             return f"file {name} does not match the manifest"
     return None
 
@@ -110,13 +153,26 @@ def checkpoint_folders(directory) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+CORRUPT = ".corrupt"  # a checkpoint that failed to verify is renamed ckpt-<step>.corrupt: kept, never loaded
+
+
 def latest_checkpoint(directory, warn=True) -> Path | None:
+    """The newest checkpoint that verifies, or None if there are none.
+
+    With `warn` (the training run's own folder) a corrupt one is set aside as
+    ckpt-<step>.corrupt, and if corrupt checkpoints exist but none verifies the
+    run stops: starting over at step 0 would quietly throw the run away.
+    """
     for _, folder in checkpoint_folders(directory):
         reason = problem(folder)
         if reason is None:
             return folder
         if warn:
-            print(f"warning: skipping checkpoint {folder}: {reason}; trying the previous one", file=sys.stderr)
+            aside = set_aside(folder, reason)
+            print(f"warning: skipping checkpoint {folder}: {reason}; "
+                  f"{'set aside as ' + aside.name + ', ' if aside else ''}trying the previous one", file=sys.stderr)
+    if warn and any(Path(directory).glob(f"ckpt-*{CORRUPT}")):
+        raise none_verifies(directory)
     return None
 
 
@@ -132,12 +188,65 @@ def read_checkpoint(folder: Path) -> tuple[dict, dict]:
 
 
 def prune(directory, keep: int):
-    """Keep the newest `keep` checkpoints that have a manifest; drop all older folders."""
+    """Keep the newest `keep` checkpoints that verify; drop older folders, set corrupt ones aside.
+
+    Only a verified checkpoint counts towards `keep`: counting any folder with a
+    manifest let newer corrupt ones push out every good checkpoint just written.
+    """
     kept = 0
     for _, folder in checkpoint_folders(directory):
-        # A manifest is enough here: folders are renamed into place whole, and
-        # readers still verify every file before loading.
-        if kept < keep and (folder / MANIFEST).is_file():
-            kept += 1
-        elif kept >= keep:
+        if kept >= keep:
             shutil.rmtree(folder, ignore_errors=True)
+        elif verifies(folder):
+            kept += 1
+        else:
+            set_aside(folder, problem(folder) or "")
+
+
+def set_aside(folder: Path, reason: str) -> Path | None:
+    """Rename a checkpoint that has a manifest but does not verify; one without a manifest is just incomplete."""
+    if reason.startswith("no manifest"):
+        return None
+    aside = folder.with_name(folder.name + CORRUPT)
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(folder, aside)
+    except FileNotFoundError:  # another worker on this machine set it aside first
+        pass
+    return aside
+
+
+def none_verifies(where) -> GankitError:
+    where = str(where).rstrip("/")
+    return GankitError(f"no checkpoint in {where} verifies (the corrupt ones are set aside as ckpt-*{CORRUPT}); "
+                       f"restore a good copy, or delete {where}/ckpt-*{CORRUPT} to start again from step 0")
+
+
+def architecture(cfg, num_classes: int, image_shape) -> dict:
+    """What a checkpoint's networks depend on; recorded in its state and compared before resuming."""
+    return {"model": cfg.model, "preset": cfg.preset, "z_dim": cfg.z_dim, "image_shape": [int(v) for v in image_shape],
+            "num_classes": int(num_classes)}
+
+
+def check_architecture(folder: Path | None, wanted: dict):
+    """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
+    if folder is None:
+        return
+    try:
+        recorded = json.loads((folder / STATE).read_text()).get("architecture")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict) or recorded == wanted:
+        return
+
+    def describe(arch):
+        words = [f"--model {arch.get('model')} --preset {arch.get('preset')} --z-dim {arch.get('z_dim')}"]
+        if recorded.get("image_shape") != wanted["image_shape"]:
+            words.append("images " + "x".join(map(str, arch.get("image_shape") or [])))
+        if recorded.get("num_classes") != wanted["num_classes"]:
+            words.append(f"{arch.get('num_classes')} classes")
+        return ", ".join(words)
+
+    raise UsageError(f"checkpoint {folder} is for another architecture ({describe(recorded)}; this run: "
+                     f"{describe(wanted)}); rerun with its options to resume, or start fresh with another "
+                     f"--checkpoint-dir or --output-dir (or delete {folder.parent})")

@@ -14,6 +14,7 @@ from trainer.distribute import STRATEGIES
 from trainer.errors import UsageError
 
 MODELS = ("cgan", "dcgan")
+MAX_Z_DIM = 4096  # far above any useful noise length; a typo like 100000000 would exhaust memory
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class TrainConfig:
         need(self.model in MODELS, "model", self.model, f"choose one of: {', '.join(MODELS)}")
         need(self.epochs >= 1, "epochs", self.epochs, "must be a positive whole number")
         need(self.batch_size >= 1, "batch-size", self.batch_size, "must be a positive whole number")
-        need(self.z_dim >= 1, "z-dim", self.z_dim, "must be a positive whole number")
+        need(1 <= self.z_dim <= MAX_Z_DIM, "z-dim", self.z_dim, f"must be a whole number between 1 and {MAX_Z_DIM}")
         need(math.isfinite(self.lr) and 0 < self.lr < 1, "lr", self.lr, "must be between 0 and 1, e.g. 2e-4")
         need(math.isfinite(self.d_lr) and 0 < self.d_lr < 1, "d-lr", self.d_lr, "must be between 0 and 1, e.g. 4e-4")
         need(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1), e.g. 0.5")

@@ -16,7 +16,7 @@ class UsageError(GankitError):
 
 
 class Stopped(GankitError):
-    """SIGTERM (a spot interruption, `launcher stop`): checkpointed, then stopped."""
+    """SIGTERM (a spot interruption, `launcher stop`) or Ctrl-C: checkpointed, then stopped."""
 
     exit_code = 143  # 128 + SIGTERM, as a shell reports it
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.config import MAX_Z_DIM  # the same bound as `train --z-dim`
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_dir
 from trainer.images import tile, to_uint8
@@ -24,6 +25,21 @@ def export_generator(model, meta: dict, out_dir) -> Path:
         model.save(tmp / MODEL_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return Path(out_dir)
+
+
+# Keras releases that fixed ways past safe mode: CVE-2025-1550 (3.9), CVE-2025-8747 and
+# CVE-2025-9906 (3.11.0), CVE-2025-9905 (HDF5, 3.11.3), CVE-2026-1462 (TFSMLayer, 3.12.1 and 3.14.0).
+SAFE_KERAS = "3.14"  # pyproject's trainer extra asks for the same (3.12.1-3.12.x on Python 3.10)
+
+
+def require_safe_keras():
+    """Refuse to deserialise a model with a Keras that has known safe-mode bypasses."""
+    import keras
+
+    version = tuple(int(p) for p in keras.__version__.split(".")[:3] if p.isdigit())
+    if not (version >= (3, 14) or (3, 12, 1) <= version < (3, 13)):
+        raise UsageError(f"Keras {keras.__version__} has known safe-mode bypasses (loading a hostile model could run code); "
+                         f"upgrade it: pip install 'keras>={SAFE_KERAS}'")
 
 
 def float32_model(model, rebuild):
@@ -53,22 +69,74 @@ def read_meta(path) -> dict:
         )
     try:
         meta = json.loads((path / META_FILE).read_text())
-        meta["z_dim"], meta["image_shape"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise UsageError(f"{path / META_FILE} is corrupted ({e}); export the generator again") from None
+    problem = meta_problem(meta)
+    if problem:
+        raise UsageError(f"{path / META_FILE}: {problem}; export the generator again") from None
     return meta
 
 
 def load_generator(path) -> "Generator":
     path = Path(path)
     meta = read_meta(path)
+    require_safe_keras()
     import keras
 
     try:
-        model = keras.models.load_model(path / MODEL_FILE, compile=False)
+        # safe_mode=True (Keras' default, spelled out so it never changes silently): a
+        # generator from a bucket is untrusted, and a Lambda layer's Python code must not run.
+        model = keras.models.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many kinds; all mean the same to a user.
+        if "safe_mode" in str(e):
+            raise UsageError(f"cannot load {path / MODEL_FILE}: it holds unsafe Python code (refused by Keras safe mode); "
+                             "load only generators gankit exported") from None
         raise UsageError(f"cannot load {path / MODEL_FILE} ({type(e).__name__}); export the generator again") from None
+    problem = model_problem(model, meta)
+    if problem:
+        raise UsageError(f"{path / META_FILE}: {problem}; export the generator again") from None
     return Generator(model, meta)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def meta_problem(meta) -> str | None:
+    """What is wrong with a generator.json's contents, or None."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    z_dim = meta.get("z_dim")
+    if not _whole(z_dim):
+        return f"z_dim {z_dim!r} is not a whole number"
+    if not 1 <= z_dim <= MAX_Z_DIM:
+        return f"z_dim {z_dim} must be positive and at most {MAX_Z_DIM}"
+    shape = meta.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_whole(v) and v >= 1 for v in shape)):
+        return f"image_shape {shape!r} is not [height, width, channels]"
+    names = meta.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in names):
+        return f"class_names {names!r} is not a list of names"
+    if meta.get("z_distribution", "uniform") not in ("uniform", "normal"):
+        return f"z_distribution {meta['z_distribution']!r} is not uniform or normal"
+    if not isinstance(meta.get("conditional", bool(names)), bool):
+        return f"conditional {meta['conditional']!r} is not true or false"
+    return None
+
+
+def model_problem(model, meta) -> str | None:
+    """Where generator.json and the network disagree (z length, classes), or None."""
+    shapes = [tuple(t.shape) for t in model.inputs]
+    z_len = shapes[0][-1]
+    if z_len != meta["z_dim"]:
+        return f"z_dim {meta['z_dim']} does not fit the network, which takes {z_len}"
+    conditional = meta.get("conditional", bool(meta.get("class_names")))
+    classes = shapes[1][-1] if len(shapes) > 1 else 0
+    if conditional and len(meta.get("class_names") or []) != classes:
+        return f"class_names lists {len(meta.get('class_names') or [])} but the network takes {classes} classes"
+    if not conditional and classes:
+        return f"the network takes {classes} classes but generator.json says it is unconditional"
+    return None
 
 
 class Generator:

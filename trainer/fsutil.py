@@ -96,3 +96,51 @@ def ensure_writable_dir(path, flag):
     except OSError as e:
         raise UsageError(f"{flag} {path} is not writable ({e.strerror}); choose a folder you can write to") from None
     return path
+
+
+@contextlib.contextmanager
+def removed_on_error(*paths):
+    """Folders (and their missing parents) created inside the block are removed again if it fails while they are empty.
+
+    A run that fails validation must not leave empty output and checkpoint folders behind.
+    """
+    fresh = {}
+    for path in map(Path, paths):
+        top = path
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        if not path.exists():
+            fresh[path] = top
+    try:
+        yield
+    except BaseException:
+        for path, top in fresh.items():
+            for folder in [path, *path.parents]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only ever an empty folder
+                if folder == top:
+                    break
+        raise
+
+
+def inside(dest, name: str, source: str) -> Path:
+    """`dest / name` for a name that came from elsewhere (an S3 key, a manifest entry), or a one-line error.
+
+    The one gate where a remote name becomes a local path: a hostile bucket must
+    not write outside `dest`, so `..`, `.`, empty segments and absolute names
+    are refused, and the resolved target (symlinks followed) must stay below `dest`.
+    """
+    from trainer.errors import GankitError
+
+    def refuse(why):
+        raise GankitError(f"refusing {source.rstrip('/')}/{name}: {why}; "
+                          "the remote side holds an unsafe name, remove or rename it there")
+
+    parts = str(name).split("/")
+    if not name or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        refuse("a name with '..', '.', an empty segment or an absolute path would write outside " + str(dest))
+    root = Path(dest).resolve()
+    target = (root / name).resolve()
+    if not target.is_relative_to(root):
+        refuse(f"it resolves to {target}, outside {root}")
+    return Path(dest) / name

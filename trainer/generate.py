@@ -2,6 +2,7 @@
 
 import io
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
+    _check_writable(out)  # before the seconds of loading and generating
 
     from trainer.export import Generator, load_generator, read_meta
 
@@ -41,5 +43,28 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
             picture = tile(generator.generate(target_class, count or rows * cols, seed), rows, cols, scale=2)
         buf = io.BytesIO()
         picture.save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
+    try:
+        atomic_write_bytes(out, buf.getvalue())
+    except OSError as e:
+        raise _unwritable(out, e) from None
     return out
+
+
+def _check_writable(out: Path):
+    """Fail fast on an --out nobody can write, without creating anything."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name a .npy or .png file")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # atomic_write_bytes creates the missing ones
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise _unwritable(out, e) from None
+
+
+def _unwritable(out, e) -> UsageError:
+    return UsageError(f"--out {out}: cannot write there ({e.strerror or e}); choose a file in a folder you can write to")

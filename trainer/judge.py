@@ -113,7 +113,7 @@ def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Spli
     meta = _read_meta(folder)
     if meta is not None and meta.get("fingerprint") == fingerprint:
         try:
-            return Judge(keras.models.load_model(folder / MODEL_FILE, compile=False), meta)
+            return Judge(keras.models.load_model(folder / MODEL_FILE, compile=False, safe_mode=True), meta)
         except Exception as e:  # a damaged cache file: retrain rather than fail
             log(f"judge cache {folder} is unreadable ({type(e).__name__}); retraining")
     elif meta is not None:

@@ -6,11 +6,13 @@ still fails raises a one-line `GankitError`.
 """
 
 import functools
+import hashlib
+import json
 import os
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
-from trainer.fsutil import mkstemp
+from trainer.fsutil import atomic_write_text, inside, mkstemp
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -93,13 +95,18 @@ def _transfer_errors():
 
 def list_objects(uri: str) -> dict[str, int]:
     """Keys below `uri` (relative to it) -> size."""
+    return {key: obj["Size"] for key, obj in _list(uri).items()}
+
+
+def _list(uri: str) -> dict[str, dict]:
+    """Keys below `uri` (relative to it) -> their listing entry (Size, ETag, ...)."""
     bucket, prefix = split_s3(uri)
     prefix = prefix + "/" if prefix else ""
     found = {}
     try:
         for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                found[obj["Key"][len(prefix):]] = obj["Size"]
+                found[obj["Key"][len(prefix):]] = obj
     except _transfer_errors() as e:
         _fail("listing of", uri, e)
     return found
@@ -154,26 +161,60 @@ def download_file(uri: str, local, callback=None):
         raise
 
 
+ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded
+
+
 def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
-    """Mirror everything below `uri` into `local_dir`, skipping files already there at the same size
-    (and saying so through `log`, when given)."""
+    """Mirror everything below `uri` into `local_dir`, skipping files already there unchanged.
+
+    Unchanged means: the local file is as we downloaded it (size and mtime) and
+    the remote ETag is the one it had then. Size alone is not enough: every
+    generator of one architecture has the same size. `log`, when given, hears
+    what was not fetched again. Every key is checked (`fsutil.inside`) before anything is written.
+    """
     local_dir = Path(local_dir)
-    wanted = {k: size for k, size in list_objects(uri).items() if k and not k.endswith("/")}
-    todo = {k: s for k, s in wanted.items() if not ((local_dir / k).is_file() and (local_dir / k).stat().st_size == s)}
+    listing = _list(uri)
+    wanted = {k: obj for k, obj in listing.items() if k and not k.endswith("/")}  # "folder/" markers hold nothing
+    targets = {k: inside(local_dir, k, uri) for k in sorted(wanted)}
+    seen = _read_etags(local_dir)
+    todo = {k: obj for k, obj in wanted.items()
+            if (stamp := _stamp(targets[k], obj["ETag"])) is None or seen.get(k) != stamp}
     if log:
-        say_skipped(log, local_dir, len(wanted) - len(todo), sum(s for k, s in wanted.items() if k not in todo))
+        say_skipped(log, local_dir, len(wanted) - len(todo), sum(obj["Size"] for k, obj in wanted.items() if k not in todo))
     if todo:
-        progress = Progress(sum(todo.values()), label=label, fmt=format_bytes)
+        progress = Progress(sum(obj["Size"] for obj in todo.values()), label=label, fmt=format_bytes)
         for key in sorted(todo):
-            download_file(join(uri, key), local_dir / key, callback=progress.update)
+            download_file(join(uri, key), targets[key], callback=progress.update)
+            seen[key] = _stamp(targets[key], todo[key]["ETag"])
+            _write_etags(local_dir, seen)  # after each file: an interrupted mirror resumes where it stopped
         progress.close()
     return local_dir
+
+
+def _stamp(path: Path, etag: str):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [etag, st.st_size, st.st_mtime_ns]
+
+
+def _read_etags(local_dir: Path) -> dict:
+    try:
+        seen = json.loads((local_dir / ETAGS).read_text())
+        return seen if isinstance(seen, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_etags(local_dir: Path, seen: dict):
+    atomic_write_text(local_dir / ETAGS, json.dumps(seen))
 
 
 def say_skipped(log, dest, count: int, size: int):
     """One line on what a resumable download did not fetch again."""
     if count:
-        log(f"skipped {count} file{'s' if count != 1 else ''} ({format_bytes(size)}) already in {dest} at the same size")
+        log(f"skipped {count} file{'s' if count != 1 else ''} ({format_bytes(size)}) already in {dest}, unchanged")
 
 
 def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
@@ -193,6 +234,19 @@ def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
         upload_file(path, join(uri, rel))
         if sent is not None:
             sent[rel] = stamp
+
+
+def move_prefix(uri: str, to_uri: str):
+    """Copy every object below `uri` to below `to_uri` inside S3, then delete the originals."""
+    for key in list_objects(uri):
+        copy_object(join(uri, key), join(to_uri, key))
+    delete_prefix(uri)
+
+
+def cache_key(uri: str) -> str:
+    """A short stable name for a local copy of `uri`: endpoint, bucket and path all tell copies apart."""
+    endpoint = client().meta.endpoint_url
+    return hashlib.sha256(f"{endpoint}|{str(uri).rstrip('/')}".encode()).hexdigest()[:16]
 
 
 def delete_prefix(uri: str):

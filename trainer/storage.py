@@ -8,20 +8,23 @@ only the manifest), outputs after every epoch, the generator with its
 `generator.json` last.
 """
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import checkpoints, s3
-from trainer.fsutil import atomic_dir, cache_root
+from trainer.errors import GankitError
+from trainer.fsutil import atomic_dir, cache_root, inside
 
 
 def local_stand_in(uri: str, kind: str) -> Path:
-    """A stable local folder for an S3 prefix, so a restart on the same machine reuses it."""
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    return cache_root() / "staging" / f"{kind}-{digest}"
+    """A stable local folder for an S3 prefix, so a restart on the same machine reuses it.
+
+    Keyed by endpoint as well as bucket and path: the same s3:// name on another
+    endpoint (a test server, another S3-compatible store) is another record.
+    """
+    return cache_root() / "staging" / f"{kind}-{s3.cache_key(uri)}"
 
 
 @dataclass
@@ -54,66 +57,119 @@ def prepare(cfg) -> Storage:
     checkpoint_uri = cfg.checkpoint_dir if s3.is_s3(cfg.checkpoint_dir) else None
     checkpoint_dir = str(local_stand_in(checkpoint_uri, "checkpoints")) if checkpoint_uri else cfg.checkpoint_dir
     if checkpoint_uri:
-        pull_latest_checkpoint(checkpoint_uri, Path(checkpoint_dir))
+        pull_latest_checkpoint(checkpoint_uri, Path(checkpoint_dir), cfg.keep_checkpoints)
     return Storage(data_dir, output_dir, checkpoint_dir, output_uri, checkpoint_uri, cfg.keep_checkpoints)
 
 
-def remote_checkpoints(uri: str) -> list[tuple[int, str]]:
+def remote_checkpoints(uri: str, listing: dict | None = None) -> list[tuple[int, str]]:
     """(step, name) of every remote checkpoint folder, newest first."""
-    names = {key.split("/", 1)[0] for key in s3.list_objects(uri) if "/" in key}
+    listing = s3.list_objects(uri) if listing is None else listing
+    names = {key.split("/", 1)[0] for key in listing if "/" in key}
     found = [(int(n[5:]), n) for n in names if checkpoints._NAME.match(n)]
     return sorted(found, reverse=True)
 
 
-def pull_latest_checkpoint(uri: str, local_dir: Path) -> Path | None:
-    """Download the newest complete remote checkpoint unless a local one is as new."""
+def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | None:
+    """Make `local_dir` hold the newest checkpoint there is, S3 being the record.
+
+    The newest remote checkpoint that verifies is downloaded unless the local
+    stand-in holds it already. A local one newer than every remote one (an
+    upload cut short, a remote since wiped) is uploaded first, so S3 has it
+    too. Remote ones that fail to verify are set aside as ckpt-<step>.corrupt,
+    and if that leaves none the run stops rather than start over.
+    """
     local_latest = checkpoints.latest_checkpoint(local_dir, warn=False)
     local_step = int(local_latest.name[5:]) if local_latest else -1
-    for step, name in remote_checkpoints(uri):
-        if step <= local_step:
-            return local_latest
+    listing = s3.list_objects(uri)
+    corrupt = any(key.split("/", 1)[0].endswith(checkpoints.CORRUPT) for key in listing)
+    for step, name in remote_checkpoints(uri, listing):
+        if step < local_step:
+            break
         raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
+        if raw is None:
+            _warn(uri, name, "no manifest (incomplete upload)")
+            continue
         try:
-            files = json.loads(raw)["files"] if raw is not None else None
-        except (ValueError, KeyError, TypeError):
-            files = None
-        if not files:
-            _warn(uri, name, "no manifest (incomplete upload)" if raw is None else "corrupted manifest")
-            continue
-        target = local_dir / name
-        try:
-            with atomic_dir(target) as tmp:
-                for file in files:
-                    s3.download_file(s3.join(uri, name, file), tmp / file)
-                (tmp / checkpoints.MANIFEST).write_bytes(raw)
-                reason = checkpoints.problem_with_files(tmp, json.loads(raw))
-                if reason:
-                    raise _Skip(reason)
-        except _Skip as e:
-            _warn(uri, name, str(e))
-            continue
-        except Exception as e:  # a listed file that cannot be fetched
-            _warn(uri, name, f"cannot download its files ({e})")
-            continue
-        return target
-    return local_latest
+            manifest = json.loads(raw)
+        except ValueError:
+            manifest = None
+        # The manifest is checked before any of its names becomes a local path.
+        reason = checkpoints.manifest_problem(manifest, step) or _missing(listing, name, manifest["files"])
+        if reason is None and step == local_step:
+            return local_latest  # the same checkpoint, complete on both sides
+        if reason is None:
+            try:
+                target = _download(uri, name, manifest, raw, local_dir / name)
+            except GankitError as e:  # a listed file that cannot be fetched now: not proof of corruption
+                _warn(uri, name, f"cannot download its files ({e})")
+                continue
+            except _Skip as e:
+                reason = str(e)
+            else:
+                return target
+        _warn(uri, name, reason, aside=True)
+        s3.move_prefix(s3.join(uri, name), s3.join(uri, name + checkpoints.CORRUPT))
+        corrupt = True
+    if local_latest is not None:
+        print(f"note: local checkpoint {local_latest} (step {local_step}) is newer than any in {uri}; "
+              "uploading it before going on", file=sys.stderr)
+        push_checkpoint(local_latest, uri, keep)
+        return local_latest
+    if corrupt:
+        raise checkpoints.none_verifies(uri)
+    return None
+
+
+def _download(uri, name, manifest, raw, target) -> Path:
+    with atomic_dir(target) as tmp:
+        for file in manifest["files"]:
+            s3.download_file(s3.join(uri, name, file), inside(tmp, file, s3.join(uri, name)))
+        (tmp / checkpoints.MANIFEST).write_bytes(raw)
+        reason = checkpoints.problem_with_files(tmp, manifest)
+        if reason:
+            raise _Skip(reason)
+    return target
+
+
+def _missing(listing: dict, name: str, files: dict) -> str | None:
+    """Why the remote objects of checkpoint `name` disagree with its manifest's sizes, before downloading."""
+    for file, meta in files.items():
+        size = listing.get(f"{name}/{file}")
+        if size is None:
+            return f"missing file {file} (an incomplete upload or a deleted object)"
+        if size != meta["size"]:
+            return f"file {file} does not match the manifest"
+    return None
 
 
 def push_checkpoint(folder: Path, uri: str, keep: int):
-    """Upload a checkpoint with its manifest last, then drop remote ones beyond `keep`."""
+    """Upload a checkpoint with its manifest last, then drop remote ones beyond `keep` complete ones."""
     s3.upload_dir(folder, s3.join(uri, folder.name), last=(checkpoints.MANIFEST,))
+    listing = s3.list_objects(uri)
     complete = 0
-    for step, name in remote_checkpoints(uri):
+    for step, name in remote_checkpoints(uri, listing):
         if complete >= keep:
             s3.delete_prefix(s3.join(uri, name))
-        elif s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST)) is not None:
+        elif _remote_complete(uri, name, step, listing):
             complete += 1
+
+
+def _remote_complete(uri, name, step, listing) -> bool:
+    """A valid manifest whose files are all there at their sizes (a broken one must not count towards `keep`)."""
+    raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
+    try:
+        manifest = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return False
+    return manifest is not None and not (checkpoints.manifest_problem(manifest, step)
+                                         or _missing(listing, name, manifest["files"]))
 
 
 class _Skip(Exception):
     pass
 
 
-def _warn(uri, name, reason):
-    print(f"warning: skipping checkpoint {uri.rstrip('/')}/{name}: {reason}; trying the previous one", file=sys.stderr)
+def _warn(uri, name, reason, aside=False):
+    then = f"set aside as {name}{checkpoints.CORRUPT}, " if aside else ""
+    print(f"warning: skipping checkpoint {uri.rstrip('/')}/{name}: {reason}; {then}trying the previous one", file=sys.stderr)
 

@@ -19,7 +19,7 @@ import trainer
 from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_text, ensure_writable_dir
+from trainer.fsutil import atomic_write_text, ensure_writable_dir, removed_on_error
 from trainer.layout import job_of_output
 from trainer.progress import Progress, format_duration
 
@@ -38,13 +38,17 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     # Validate everything cheap before the backend's seconds-long import.
     cfg = cfg.resolve()
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
-    out = ensure_writable_dir(storage.output_dir, "--output-dir")
-    ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
-    data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
-    num_classes = _num_classes(cfg, data)
-    _schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
-    if checkpoints.latest_checkpoint(ckpt_dir, warn=False) is not None:
-        check_resumed_preset(_recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
+    with removed_on_error(storage.output_dir, storage.checkpoint_dir):  # a run that fails here leaves no folders
+        out = ensure_writable_dir(storage.output_dir, "--output-dir")
+        ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
+        data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
+        num_classes = _num_classes(cfg, data)
+        _schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
+        architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:])
+        latest = checkpoints.latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            check_resumed_preset(_recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
+        checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
 
     from trainer.backend import select
 
@@ -78,10 +82,11 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         nets = build_nets(cfg, image_shape, num_classes, setup.precision,
                           sync_bn=replicas > 1 and cfg.framework == "tensorflow")
 
-    state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
-    latest = checkpoints.latest_checkpoint(ckpt_dir)
+    state = {"step": 0, "history": [], "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0,
+             "architecture": architecture}
     if latest is not None:
         arrays, state = checkpoints.read_checkpoint(latest)
+        state = dict(state, architecture=architecture)
         load_arrays(nets.groups(), arrays, latest)
         log(f"resuming from {latest} at step {state['step']}")
     runner = make_runner(cfg.framework, nets, spec_from(cfg, num_classes, global_batch), data, placement, setup)

@@ -1,0 +1,156 @@
+"""Corrupt and stale checkpoints: never silently start over, never prune a good one, S3 is the record."""
+
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from trainer import checkpoints, s3, storage
+from trainer.errors import GankitError
+
+BUCKET = "gankit-recovery"
+
+
+class Payload(dict):
+    """A checkpoint payload for either writer: arrays by name (the backend-neutral format) that can
+    also write themselves as TensorFlow's two checkpoint files."""
+
+    def write(self, prefix):
+        open(prefix + ".index", "wb").write(b"index")
+        open(prefix + ".data-00000-of-00001", "wb").write(self["w"].tobytes())
+
+
+def write(directory, step, keep=10):
+    return checkpoints.write_checkpoint(directory, step, Payload(w=np.full(2, step, np.float32)), {"step": step},
+                                        keep=keep)
+
+
+def corrupt(folder):
+    payload = sorted(p for p in folder.iterdir() if p.name not in (checkpoints.STATE, checkpoints.MANIFEST))
+    payload[-1].write_bytes(b"bit rot!")
+
+
+def names(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_when_every_checkpoint_is_corrupt_training_stops_with_what_to_do(tmp_path, capsys):
+    for step in (4, 5, 6):
+        corrupt(write(tmp_path, step))
+    with pytest.raises(GankitError) as e:
+        checkpoints.latest_checkpoint(tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and "no checkpoint" in message and "verifies" in message
+    assert "delete" in message and ".corrupt" in message
+    assert names(tmp_path) == ["ckpt-000000004.corrupt", "ckpt-000000005.corrupt", "ckpt-000000006.corrupt"]
+    # A rerun stops again instead of starting over from step 0.
+    with pytest.raises(GankitError):
+        checkpoints.latest_checkpoint(tmp_path)
+
+
+def test_a_corrupt_newest_is_set_aside_and_the_previous_one_resumes(tmp_path, capsys):
+    write(tmp_path, 1)
+    corrupt(write(tmp_path, 2))
+    assert checkpoints.latest_checkpoint(tmp_path).name == "ckpt-000000001"
+    assert names(tmp_path) == ["ckpt-000000001", "ckpt-000000002.corrupt"]
+    assert "set aside" in capsys.readouterr().err
+
+
+def test_pruning_keeps_good_checkpoints_when_newer_ones_are_corrupt(tmp_path):
+    for step in (7, 8):
+        corrupt(write(tmp_path, step))
+    write(tmp_path, 1, keep=2)
+    write(tmp_path, 2, keep=2)
+    write(tmp_path, 3, keep=2)
+    kept = [p.name for _, p in checkpoints.checkpoint_folders(tmp_path)]
+    assert kept == ["ckpt-000000003", "ckpt-000000002"]
+    assert "ckpt-000000007.corrupt" in names(tmp_path) and "ckpt-000000008.corrupt" in names(tmp_path)
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bucket(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3.client.cache_clear()
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield f"s3://{BUCKET}"
+    s3.client.cache_clear()
+
+
+def remote_names(uri):
+    return sorted({k.split("/", 1)[0] for k in s3.list_objects(uri)})
+
+
+def test_s3_checkpoints_that_all_fail_to_verify_stop_the_run(bucket, tmp_path):
+    uri = bucket + "/runs/c/checkpoints"
+    for step in (3, 4):
+        storage.push_checkpoint(write(tmp_path / "src", step), uri, keep=5)
+        name = checkpoints.checkpoint_name(step)
+        state_key = f"runs/c/checkpoints/{name}/{checkpoints.STATE}"
+        boto3.client("s3").put_object(Bucket=BUCKET, Key=state_key,
+                                      Body=b'{"step": %d}' % (step + 1))  # same size: only the digest tells
+    with pytest.raises(GankitError) as e:
+        storage.pull_latest_checkpoint(uri, tmp_path / "stage")
+    assert "no checkpoint" in str(e.value) and uri in str(e.value) and "\n" not in str(e.value)
+    assert remote_names(uri) == ["ckpt-000000003.corrupt", "ckpt-000000004.corrupt"]
+    with pytest.raises(GankitError):  # and again on the next run
+        storage.pull_latest_checkpoint(uri, tmp_path / "stage2")
+
+
+def test_s3_pruning_keeps_new_good_checkpoints(bucket, tmp_path):
+    uri = bucket + "/runs/p/checkpoints"
+    storage.push_checkpoint(write(tmp_path / "src", 9), uri, keep=5)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/p/checkpoints/ckpt-000000009/MANIFEST.json", Body=b"{broken")
+    for step in (1, 2, 3):
+        storage.push_checkpoint(write(tmp_path / "new", step), uri, keep=2)
+    assert "ckpt-000000003" in remote_names(uri) and "ckpt-000000002" in remote_names(uri)
+    assert "ckpt-000000001" not in remote_names(uri)
+
+
+def test_a_local_checkpoint_newer_than_s3_is_uploaded_first(bucket, tmp_path, capsys):
+    uri = bucket + "/runs/w/checkpoints"
+    stage = tmp_path / "stage"
+    write(stage, 10)  # left by an earlier run; the bucket has since been emptied
+    got = storage.pull_latest_checkpoint(uri, stage)
+    assert got.name == "ckpt-000000010"
+    assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000010"]
+    assert s3.read_bytes(uri + "/ckpt-000000010/MANIFEST.json") is not None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "newer than any in" in err and "uploading" in err
+
+
+def test_a_local_checkpoint_newer_than_the_remote_ones_is_uploaded(bucket, tmp_path, capsys):
+    uri = bucket + "/runs/x/checkpoints"
+    storage.push_checkpoint(write(tmp_path / "src", 2), uri, keep=3)
+    stage = tmp_path / "stage"
+    write(stage, 5)  # an upload that was interrupted
+    assert storage.pull_latest_checkpoint(uri, stage).name == "ckpt-000000005"
+    assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000005", "ckpt-000000002"]
+
+
+def test_a_local_checkpoint_as_new_as_s3_uploads_nothing(bucket, tmp_path, capsys, monkeypatch):
+    uri = bucket + "/runs/y/checkpoints"
+    storage.push_checkpoint(write(tmp_path / "src", 4), uri, keep=3)
+    stage = tmp_path / "stage"
+    write(stage, 4)
+    monkeypatch.setattr(s3, "upload_file", lambda *a, **k: pytest.fail("nothing to upload"))
+    assert storage.pull_latest_checkpoint(uri, stage).name == "ckpt-000000004"
+    assert capsys.readouterr().err == ""
+
+
+def test_stand_ins_are_keyed_by_endpoint_and_bucket(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3.client.cache_clear()
+    a = storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
+    b = storage.local_stand_in("s3://b2/runs/j/checkpoints", "checkpoints")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3.client.cache_clear()
+    c = storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
+    s3.client.cache_clear()
+    assert len({a, b, c}) == 3

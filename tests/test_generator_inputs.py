@@ -1,0 +1,129 @@
+"""Exported generators from elsewhere: safe mode spelled out, a Keras without known bypasses,
+and every bad generator.json or --out one clean line."""
+
+import json
+import shutil
+
+import pytest
+
+from trainer.errors import UsageError
+
+pytestmark = pytest.mark.slow  # imports Keras and saves a small network
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    from trainer.export import export_generator
+    from trainer.models import build_generator
+
+    folder = tmp_path_factory.mktemp("gen") / "generator"
+    meta = {"dataset": "mnist", "class_names": ["a", "b"], "conditional": True, "model": "cgan", "preset": "default",
+            "z_dim": 8, "z_distribution": "normal", "image_shape": [28, 28, 1], "value_range": [-1.0, 1.0], "steps": 0}
+    export_generator(build_generator("default", 8, (28, 28, 1), 2), meta, folder)
+    return folder
+
+
+def copy_with_meta(good, tmp_path, **changes):
+    folder = tmp_path / "generator"
+    shutil.copytree(good, folder)
+    meta = json.loads((folder / "generator.json").read_text())
+    meta.update(changes)
+    (folder / "generator.json").write_text(json.dumps(meta))
+    return folder
+
+
+def run_generate(capsys, *argv):
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["generate", *map(str, argv)])
+    return e.value.code, capsys.readouterr()
+
+
+def assert_one_line(code, captured, *words, exit_code=2):
+    assert code == exit_code, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_the_good_generator_generates(good, tmp_path, capsys):
+    code, captured = run_generate(capsys, good, "--out", tmp_path / "x.png")
+    assert code == 0 and (tmp_path / "x.png").is_file(), captured.err
+
+
+def test_generators_load_with_safe_mode_spelled_out(good, monkeypatch):
+    import keras
+
+    from trainer.export import load_generator
+
+    seen = []
+    real = keras.models.load_model
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: (seen.append(k), real(*a, **k))[1])
+    load_generator(good)
+    assert seen and seen[0].get("safe_mode") is True
+
+
+def test_a_generator_holding_python_code_is_refused(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    model.save(folder / "generator.keras")
+    (folder / "generator.json").write_text(json.dumps({"z_dim": 8, "image_shape": [28, 28, 1]}))
+    code, captured = run_generate(capsys, folder, "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "cannot load", "unsafe")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_keras_with_known_safe_mode_bypasses_is_refused(good, monkeypatch):
+    import keras
+
+    from trainer.export import load_generator
+
+    monkeypatch.setattr(keras, "__version__", "3.8.0")
+    with pytest.raises(UsageError, match=r"Keras 3\.8\.0 .*safe.mode.*pip install"):
+        load_generator(good)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"z_dim": "many"}, ["z_dim", "whole number"]),
+    ({"z_dim": 1.5}, ["z_dim", "whole number"]),
+    ({"z_dim": True}, ["z_dim", "whole number"]),
+    ({"z_dim": -3}, ["z_dim", "positive"]),
+    ({"z_dim": 0}, ["z_dim", "positive"]),
+    ({"z_dim": 9}, ["z_dim 9", "takes 8"]),
+    ({"class_names": "ab"}, ["class_names", "list"]),
+    ({"class_names": 5}, ["class_names", "list"]),
+    ({"class_names": ["a", "b", "c"]}, ["class_names", "3", "2 classes"]),
+    ({"conditional": False}, ["unconditional"]),
+    ({"image_shape": "big"}, ["image_shape"]),
+    ({"z_distribution": "cauchy"}, ["z_distribution"]),
+])
+def test_a_bad_generator_json_is_one_line(good, tmp_path, capsys, changes, words):
+    folder = copy_with_meta(good, tmp_path, **changes)
+    code, captured = run_generate(capsys, folder, "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "generator.json", *words)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_generator_json_that_is_not_an_object(good, tmp_path, capsys):
+    folder = copy_with_meta(good, tmp_path)
+    (folder / "generator.json").write_text("[1, 2]")
+    code, captured = run_generate(capsys, folder, "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "generator.json")
+
+
+@pytest.mark.parametrize("out", ["/proc/x.png", "/proc/x.npy", "/proc/self/x/y.png"])
+def test_an_unwritable_out_is_one_line(good, capsys, out):
+    code, captured = run_generate(capsys, good, "--out", out)
+    assert_one_line(code, captured, "--out", out)
+
+
+def test_an_out_that_is_a_folder_is_one_line(good, tmp_path, capsys):
+    (tmp_path / "x.png").mkdir()
+    code, captured = run_generate(capsys, good, "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "--out")

@@ -1,0 +1,198 @@
+"""Hostile and stale remote content: an S3 key or manifest entry never writes outside its folder,
+and a changed remote file is downloaded again even at the same size."""
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from trainer import checkpoints, s3, storage
+from trainer.errors import GankitError
+from trainer import fsutil
+
+BUCKET = "gankit-hostile"
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3.client.cache_clear()
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield boto3.client("s3")
+    s3.client.cache_clear()
+
+
+def files_under(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "a//b", ".", "..", "", "a/./b"])
+def test_inside_refuses_names_that_leave_or_blur_the_folder(tmp_path, name):
+    with pytest.raises(GankitError, match="refusing"):
+        fsutil.inside(tmp_path, name, "s3://b/p")
+
+
+def test_inside_refuses_a_symlink_that_points_out(tmp_path):
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "link").symlink_to(tmp_path)
+    with pytest.raises(GankitError, match="outside"):
+        fsutil.inside(tmp_path / "dest", "link/x", "s3://b/p")
+    assert fsutil.inside(tmp_path / "dest", "a/b.png", "s3://b/p") == tmp_path / "dest" / "a" / "b.png"
+
+
+HOSTILE = ["gen/../../../../.bashrc", "gen/../../../../../../.bashrc", "gen//x", "gen/a/../../../y"]
+
+
+@pytest.mark.parametrize("key", HOSTILE)
+def test_launcher_generate_refuses_a_hostile_key(bucket, tmp_path, monkeypatch, capsys, key):
+    from launcher.cli import main
+
+    cache = tmp_path / "a" / "b" / "c" / "d" / "cache"
+    monkeypatch.setenv("GANKIT_CACHE", str(cache))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    bucket.put_object(Bucket=BUCKET, Key="gen/generator.json", Body=b"{}")
+    bucket.put_object(Bucket=BUCKET, Key=key, Body=b"echo pwned")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", f"s3://{BUCKET}/gen", "--out", str(tmp_path / "out.png")])
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: refusing") and "Traceback" not in err
+    assert files_under(tmp_path) == []  # nothing at all was downloaded, inside or out
+
+
+def test_launcher_pull_refuses_a_hostile_key(bucket, tmp_path, monkeypatch, capsys):
+    from launcher import jobs
+    from launcher.cli import main
+
+    jobs.save({"job": "j1", "output_uri": f"s3://{BUCKET}/runs/j1/output", "backend": "sagemaker"})
+    bucket.put_object(Bucket=BUCKET, Key="runs/j1/output/metrics.jsonl", Body=b"")
+    bucket.put_object(Bucket=BUCKET, Key="runs/j1/output/../../../evil", Body=b"x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j1", "--dest", str(tmp_path / "dest" / "j1")])
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing" in err and "../../../evil" in err
+    assert not (tmp_path / "evil").exists() and files_under(tmp_path) == []
+
+
+def test_data_dir_staging_refuses_a_hostile_key(bucket, tmp_path):
+    bucket.put_object(Bucket=BUCKET, Key="data/../../../../../../escaped", Body=b"x")
+    with pytest.raises(GankitError, match="refusing"):
+        s3.download_prefix(f"s3://{BUCKET}/data", tmp_path / "a" / "b" / "stage")
+    assert files_under(tmp_path) == []
+
+
+def push(bucket, prefix, name, manifest_files, objects):
+    for key, body in objects.items():
+        bucket.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}/{key}", Body=body)
+    manifest = {"format": 1, "step": int(name[5:]), "files": manifest_files}
+    bucket.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}/{checkpoints.MANIFEST}", Body=json.dumps(manifest).encode())
+
+
+def meta(body):
+    import hashlib
+
+    return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def push_good(bucket, prefix, name="ckpt-000000001"):
+    push(bucket, prefix, name, {"state.json": meta(b"{}"), "tf.index": meta(b"i")}, {"state.json": b"{}", "tf.index": b"i"})
+
+
+def test_a_manifest_naming_a_path_is_refused_and_nothing_escapes(bucket, tmp_path, capsys):
+    prefix = "runs/j/checkpoints"
+    push_good(bucket, prefix)
+    body = b"x"
+    # The objects exist where the manifest says, so a naive reader would fetch them.
+    push(bucket, prefix, "ckpt-000000002", {"state.json": meta(b"{}"), "../../../escaped": meta(body)},
+         {"state.json": b"{}", "../../../escaped": body})
+    stage = tmp_path / "deep" / "er" / "stage"
+    assert storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", stage).name == "ckpt-000000001"
+    err = capsys.readouterr().err
+    assert "ckpt-000000002" in err and "not a plain file name" in err and err.count("\n") == 1
+    assert files_under(tmp_path) == ["deep/er/stage/ckpt-000000001/" + n for n in ("MANIFEST.json", "state.json", "tf.index")]
+
+
+def test_a_local_manifest_naming_a_path_does_not_verify(tmp_path):
+    folder = tmp_path / "c" / "ckpt-000000001"
+    folder.mkdir(parents=True)
+    (tmp_path / "secret").write_bytes(b"s")
+    (folder / "state.json").write_text("{}")
+    (folder / checkpoints.MANIFEST).write_text(json.dumps(
+        {"step": 1, "files": {"state.json": meta(b"{}"), "../../secret": meta(b"s")}}))
+    assert "not a plain file name" in checkpoints.problem(folder)
+
+
+def test_a_manifest_without_a_payload_does_not_verify(bucket, tmp_path, capsys):
+    prefix = "runs/k/checkpoints"
+    push_good(bucket, prefix)
+    push(bucket, prefix, "ckpt-000000003", {"state.json": meta(b"{}")}, {"state.json": b"{}"})
+    assert storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", tmp_path / "stage").name == "ckpt-000000001"
+    assert "lists no checkpoint payload" in capsys.readouterr().err
+
+
+def test_an_s3_checkpoint_with_missing_files_is_skipped_in_one_line(bucket, tmp_path, capsys):
+    prefix = "runs/m/checkpoints"
+    push_good(bucket, prefix)
+    push(bucket, prefix, "ckpt-000000004", {"state.json": meta(b"{}"), "tf.index": meta(b"i")}, {"state.json": b"{}"})
+    assert storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", tmp_path / "stage").name == "ckpt-000000001"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ckpt-000000004: missing file tf.index" in err and "attempts" not in err
+    assert not any("ckpt-000000004" in f for f in files_under(tmp_path))
+
+
+# --- stale copies ---------------------------------------------------------------------------------
+
+def test_generate_cache_downloads_a_changed_generator_of_the_same_size(bucket, tmp_path):
+    from launcher.pull import generator_dir
+
+    uri = f"s3://{BUCKET}/runs/j/output/generator"
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/generator/generator.keras", Body=b"A" * 64)
+    first = generator_dir(uri)
+    assert (first / "generator.keras").read_bytes() == b"A" * 64
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/generator/generator.keras", Body=b"B" * 64)
+    second = generator_dir(uri)
+    assert second == first and (second / "generator.keras").read_bytes() == b"B" * 64
+
+
+def test_pull_downloads_a_changed_file_of_the_same_size(bucket, tmp_path):
+    from launcher.pull import fetch
+
+    uri = f"s3://{BUCKET}/runs/j/output"
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/generator/generator.keras", Body=b"A" * 64)
+    fetch(uri, tmp_path / "j", "pull")
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/generator/generator.keras", Body=b"B" * 64)
+    fetch(uri, tmp_path / "j", "pull")
+    assert (tmp_path / "j" / "generator" / "generator.keras").read_bytes() == b"B" * 64
+    # A file changed locally is replaced by the remote one too.
+    (tmp_path / "j" / "generator" / "generator.keras").write_bytes(b"C" * 64)
+    fetch(uri, tmp_path / "j", "pull")
+    assert (tmp_path / "j" / "generator" / "generator.keras").read_bytes() == b"B" * 64
+
+
+def test_pull_from_a_local_run_copies_a_changed_file_of_the_same_size(tmp_path):
+    from launcher.pull import fetch
+
+    src = tmp_path / "run"
+    (src / "generator").mkdir(parents=True)
+    (src / "generator" / "generator.keras").write_bytes(b"A" * 64)
+    fetch(str(src), tmp_path / "j", "pull")
+    (src / "generator" / "generator.keras").write_bytes(b"B" * 64)
+    fetch(str(src), tmp_path / "j", "pull")
+    assert (tmp_path / "j" / "generator" / "generator.keras").read_bytes() == b"B" * 64
+
+
+def test_unchanged_files_are_not_downloaded_again(bucket, tmp_path, monkeypatch):
+    uri = f"s3://{BUCKET}/runs/j/output"
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/a.bin", Body=b"A" * 64)
+    s3.download_prefix(uri, tmp_path / "j")
+    calls = []
+    monkeypatch.setattr(s3, "download_file", lambda *a, **k: calls.append(a))
+    s3.download_prefix(uri, tmp_path / "j")
+    assert calls == []

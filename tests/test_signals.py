@@ -1,0 +1,78 @@
+"""Ctrl-C checkpoints and stops like SIGTERM; a signal during the export finishes it and says so."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import trainer
+from tests.data_helpers import make_idx_dataset
+from trainer.config import TrainConfig
+from trainer.errors import Stopped
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
+
+
+def test_ctrl_c_writes_a_checkpoint_and_stops_in_one_line(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+           "--output-dir", str(out), "--epochs", "200", "--batch-size", "16", "--checkpoint-minutes", "60"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "checkpoints").glob("ckpt-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the training loop, past the first epoch's checkpoint
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Ctrl-C" in lines[0] and "checkpoint" in lines[0], stderr
+    assert "Traceback" not in stderr
+    from trainer.checkpoints import latest_checkpoint
+
+    latest = latest_checkpoint(out / "checkpoints")
+    step = int(latest.name[5:])
+    assert step > 4 and f"stopped by Ctrl-C (SIGINT) at step {step}" in lines[0]  # mid-run, not the epoch's
+
+
+def test_sigterm_during_the_export_finishes_it_and_says_so(tmp_path, mnist_dir, monkeypatch, capsys):
+    from trainer import export
+    from trainer.cli import train_until_stopped
+
+    real = export.export_generator
+
+    def export_interrupted(model, meta, out_dir):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the export runs
+        time.sleep(0.1)
+        return real(model, meta, out_dir)
+
+    monkeypatch.setattr(export, "export_generator", export_interrupted)
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(tmp_path / "run"), epochs=1, batch_size=16)
+    summary = train_until_stopped(cfg)
+    assert not summary["stopped"] and summary["steps"] == 4
+    assert trainer.load_generator(tmp_path / "run" / "generator").meta["steps"] == 4
+    err = capsys.readouterr().err
+    assert "SIGTERM arrived during the export" in err and "finished" in err and "complete" in err
+
+
+def test_sigterm_still_stops_training(tmp_path, mnist_dir):
+    from trainer.cli import train_until_stopped
+
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(tmp_path / "run"), epochs=50,
+                      batch_size=16)
+    import threading
+
+    threading.Timer(8.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(Stopped) as e:
+        train_until_stopped(cfg)
+    assert e.value.exit_code == 143 and "SIGTERM" in str(e.value)

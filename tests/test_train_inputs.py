@@ -1,0 +1,103 @@
+"""Bad training input, trainer side: one line, exit 2, and no empty run folders left behind."""
+
+import pytest
+
+from tests.data_helpers import make_idx_dataset, make_image_folder
+from trainer.config import canonical_preset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), n_train=32, n_test=16)
+
+
+def run_train(capsys, *argv):
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", *map(str, argv)])
+    return e.value.code, capsys.readouterr()
+
+
+def assert_one_line(code, captured, *words, exit_code=2):
+    assert code == exit_code, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("z_dim", ["100000000", "4097"])
+def test_an_enormous_z_dim_is_refused_before_anything_is_built(tmp_path, data_dir, capsys, z_dim):
+    code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run",
+                               "--z-dim", z_dim)
+    assert_one_line(code, captured, "--z-dim", "4096")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--batch-size", "1000"],  # larger than the dataset: found after the data is read
+    ["--dataset", "folder:{folder}"],  # unconditional pictures for a cgan
+    ["--data-dir", "{empty}"],  # the dataset's files are missing
+])
+def test_a_run_that_fails_validation_leaves_no_folders(tmp_path, data_dir, capsys, args):
+    make_image_folder(tmp_path / "faces", classes=(), n=4)
+    (tmp_path / "empty").mkdir()
+    args = [a.format(folder=tmp_path / "faces", empty=tmp_path / "empty") for a in args]
+    base = {"--dataset": "mnist", "--data-dir": str(data_dir)}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = [x for pair in base.items() for x in pair]
+    code, captured = run_train(capsys, *argv, "--output-dir", tmp_path / "deep" / "run",
+                               "--checkpoint-dir", tmp_path / "ck" / "points", *[a for a in args if a not in argv])
+    assert_one_line(code, captured)
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "ck").exists()
+
+
+def test_validation_failure_keeps_a_folder_that_was_there(tmp_path, data_dir, capsys):
+    (tmp_path / "run").mkdir()
+    code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run",
+                               "--batch-size", "1000")
+    assert_one_line(code, captured, "--batch-size")
+    assert (tmp_path / "run").is_dir() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_dangling_symlink_in_an_image_folder_is_one_line(tmp_path, capsys):
+    pets = make_image_folder(tmp_path / "pets", classes=("cats", "dogs"), n=4)
+    (pets / "dogs" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    code, captured = run_train(capsys, "--dataset", f"folder:{pets}", "--output-dir", tmp_path / "run")
+    assert_one_line(code, captured, "gone.png", "dangling")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dangling_symlinked_class_folder_is_one_line(tmp_path, capsys):
+    pets = make_image_folder(tmp_path / "pets", classes=("cats", "dogs"), n=4)
+    (pets / "birds").symlink_to(tmp_path / "no-such-folder")
+    code, captured = run_train(capsys, "--dataset", f"folder:{pets}", "--output-dir", tmp_path / "run")
+    assert_one_line(code, captured, "birds", "dangling")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, words", [
+    (["--z-dim", "12"], ["another architecture", "start fresh", "--z-dim 16", "--z-dim 12"]),
+    # config.check_resumed_preset words this one (it also knows presets recorded under their old names)
+    (["--preset", "seed", "--batch-size", "16"], ["--preset " + canonical_preset("seed"), canonical_preset("default"),
+                                                  "another --output-dir"]),
+])
+def test_resuming_with_another_architecture_is_one_line(tmp_path, data_dir, capsys, change, words):
+    from trainer.checkpoints import checkpoint_folders
+
+    base = ["--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run", "--epochs", "1",
+            "--batch-size", "16", "--z-dim", "16"]
+    code, captured = run_train(capsys, *base, "--max-steps", "1")
+    assert code == 0, captured.err
+    before = [p.name for _, p in checkpoint_folders(tmp_path / "run" / "checkpoints")]
+    argv = [str(a) for a in base]
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    code, captured = run_train(capsys, *argv)
+    assert_one_line(code, captured, *words)
+    assert [p.name for _, p in checkpoint_folders(tmp_path / "run" / "checkpoints")] == before  # untouched
