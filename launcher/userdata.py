@@ -26,17 +26,17 @@ PYTHONS = ("/opt/tensorflow/bin/python3", "/opt/conda/envs/tensorflow2_p310/bin/
 VENV = "/opt/gankit"
 
 
-def find_python(candidates=PYTHONS, venv: str = VENV) -> str:
-    """Shell that sets $PY: the first candidate that imports TensorFlow, else a venv (TensorFlow is then
-    pip-installed into it). A candidate without TensorFlow is passed over: installing it there could
-    clash with what the image's own environment pins. GANKIT_PYTHON (unset on instances) lets the
-    tests run the scripts with a Python of their own."""
+def find_python(candidates=PYTHONS, venv: str = VENV, module: str = "tensorflow") -> str:
+    """Shell that sets $PY: the first candidate that imports `module` (the job's framework), else a venv
+    (the framework is then pip-installed into it). A candidate without it is passed over: installing it
+    there could clash with what the image's own environment pins. GANKIT_PYTHON (unset on instances) lets
+    the tests run the scripts with a Python of their own."""
     q = shlex.quote
     return f"""\
 PY="${{GANKIT_PYTHON:-}}"
 if [ -z "$PY" ]; then
   for candidate in {' '.join(map(q, candidates))}; do
-    if [ -x "$candidate" ] && "$candidate" -c "import tensorflow" >/dev/null 2>&1; then PY="$candidate"; break; fi
+    if [ -x "$candidate" ] && "$candidate" -c "import {module}" >/dev/null 2>&1; then PY="$candidate"; break; fi
   done
 fi
 if [ -z "$PY" ]; then
@@ -98,7 +98,7 @@ shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached"
 finish() {{ aws s3 cp --only-show-errors {q(log)} {q(boot.setup_log_uri)} || true; shutdown -h now; }}
 trap finish EXIT
 set -e
-{FIND_PYTHON}
+{find_python(module="jax" if boot.framework == "jax" and not boot.image else "tensorflow")}
 mkdir -p {q(work)}
 echo "gankit: installing the project from "{q(boot.wheel_uri)}" into $PY"
 {fetch_verified(boot.wheel_uri, boot.wheel_sha256, wheel)}

@@ -114,9 +114,10 @@ def assert_same_run(a_dir, b_dir):
     rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a_dir, b_dir)]
     assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]]
     for ra, rb in zip(*rows):
-        # Float32 sums in another order: 1e-4 of the losses' scale. Relative to each loss alone would not do:
-        # the hinge G loss (-mean of D's logits on fakes) can sit near zero.
-        scale = 1e-4 * max(1.0, abs(ra["d_loss"]), abs(ra["g_loss"]))
+        # Float32 gradient sums in another order let the runs drift apart a little over an epoch: 3e-4 of the
+        # losses' scale (the two-worker run measured 1.3e-4 once single-device steps ran several per call).
+        # Relative to each loss alone would not do: the hinge G loss (-mean of D's logits on fakes) can sit near zero.
+        scale = 3e-4 * max(1.0, abs(ra["d_loss"]), abs(ra["g_loss"]))
         assert ra["d_loss"] == pytest.approx(rb["d_loss"], abs=scale) and ra["g_loss"] == pytest.approx(rb["g_loss"], abs=scale)
 
 

@@ -23,12 +23,20 @@ def jobs():
 def invoke(command, args):
     return CliRunner().invoke(command, args, catch_exceptions=False)
 
+# What a finished job's record holds besides its output (launcher/jobs.py checks for these fields).
+FINISHED_LOCAL = {"pid": 2**22 + 1, "log": "train.log", "sm_root": "ml"}
+
+
+def ec2_uris(run_prefix):
+    return {"status_uri": f"{run_prefix}/status.json", "log_uri": f"{run_prefix}/train.log",
+            "setup_log_uri": f"{run_prefix}/setup.log"}
+
 
 @pytest.fixture
 def local_job(trained, jobs, tmp_path):
     output = tmp_path / "bucket" / "runs" / "j-local" / "output"
     shutil.copytree(trained["run"], output, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
-    jobs.save({"job": "j-local", "backend": "local", "dataset": "mnist", "output_uri": str(output)})
+    jobs.save({"job": "j-local", "backend": "local", "dataset": "mnist", "output_uri": str(output), **FINISHED_LOCAL})
     return output
 
 
@@ -93,7 +101,8 @@ def test_s3_job_without_output_yet(jobs, aws_env):
     from launcher.quality import report
 
     s3.client().create_bucket(Bucket="empty-bucket")
-    jobs.save({"job": "j-new", "backend": "ec2", "output_uri": "s3://empty-bucket/runs/j-new/output"})
+    jobs.save({"job": "j-new", "backend": "ec2", "output_uri": "s3://empty-bucket/runs/j-new/output",
+               **ec2_uris("s3://empty-bucket/runs/j-new")})
     with pytest.raises(UsageError, match="has no output yet"):
         invoke(report, ["j-new"])
 
@@ -118,7 +127,7 @@ def unevaluated_job(trained, jobs, tmp_path):
     shutil.copytree(trained["run"], output, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
     write_report(output)
     assert "Not evaluated yet" in (output / "report.html").read_text()
-    jobs.save({"job": "j-new", "backend": "local", "dataset": "mnist", "output_uri": str(output)})
+    jobs.save({"job": "j-new", "backend": "local", "dataset": "mnist", "output_uri": str(output), **FINISHED_LOCAL})
     return output
 
 
@@ -174,7 +183,7 @@ def test_s3_job_evaluate_then_report(trained, jobs, aws_env, tmp_path, monkeypat
     write_report(run)
     output_uri = "s3://eval-bucket/runs/j-s3/output"
     s3.upload_dir(run, output_uri)
-    jobs.save({"job": "j-s3", "backend": "ec2", "dataset": "mnist", "output_uri": output_uri,
+    jobs.save({"job": "j-s3", "backend": "ec2", "dataset": "mnist", "output_uri": output_uri, **ec2_uris("s3://eval-bucket/runs/j-s3"),
                "instance_type": "g5.xlarge", "instance_count": 1, "spot": False})
     first = invoke(report, ["j-s3", "--out", str(tmp_path / "first")])
     assert first.exit_code == 0 and "Not evaluated yet" in (tmp_path / "first" / "report.html").read_text()
