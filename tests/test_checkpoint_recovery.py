@@ -4,8 +4,8 @@
 import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 
+from tests.aws_helpers import mocked_bucket
 from trainer import checkpoints, s3, storage
 from trainer.errors import GankitError
 
@@ -72,15 +72,8 @@ def test_pruning_keeps_good_checkpoints_when_newer_ones_are_corrupt(tmp_path):
 
 @pytest.fixture
 def bucket(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    s3.client.cache_clear()
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield f"s3://{BUCKET}"
-    s3.client.cache_clear()
+    with mocked_bucket(monkeypatch, BUCKET) as uri:
+        yield uri
 
 
 def remote_names(uri):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from launcher import settings
 from launcher.backends import ec2 as ec2_backend
 from launcher.backends import sagemaker
 from launcher.remote import train_job
 from launcher.spec import build_spec
+from tests.aws_helpers import mocked_bucket
 from tests.data_helpers import make_image_folder
 from tests.ec2_helpers import seed_dlami_parameters
 from trainer import layout, s3
@@ -29,15 +29,8 @@ QUICK = ["image_size=16", "batch_size=4", "max_steps=2", "preset=seed"]
 
 @pytest.fixture
 def aws(monkeypatch):
-    for var, value in (("AWS_DEFAULT_REGION", REGION), ("AWS_ACCESS_KEY_ID", "testing"),
-                       ("AWS_SECRET_ACCESS_KEY", "testing")):
-        monkeypatch.setenv(var, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    s3.client.cache_clear()
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield f"s3://{BUCKET}"
-    s3.client.cache_clear()
+    with mocked_bucket(monkeypatch, BUCKET, region=REGION) as uri:
+        yield uri
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import boto3
 import numpy as np
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from launcher import jobs
 from launcher.backends import sagemaker
 from launcher.spec import build_spec
+from tests.aws_helpers import mocked_bucket
 from tests.data_helpers import make_idx_dataset
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
@@ -28,15 +28,8 @@ BUCKET, ROLE, REGION = "gankit-sm-test", "arn:aws:iam::123456789012:role/gankit-
 
 @pytest.fixture
 def aws(monkeypatch):
-    for var, value in (("AWS_DEFAULT_REGION", REGION), ("AWS_ACCESS_KEY_ID", "testing"),
-                       ("AWS_SECRET_ACCESS_KEY", "testing")):
-        monkeypatch.setenv(var, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    s3.client.cache_clear()
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+    with mocked_bucket(monkeypatch, BUCKET, region=REGION):
         yield
-    s3.client.cache_clear()
 
 
 @pytest.fixture(scope="module")

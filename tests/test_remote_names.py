@@ -5,8 +5,8 @@ import json
 
 import boto3
 import pytest
-from moto import mock_aws
 
+from tests.aws_helpers import mocked_bucket
 from trainer import checkpoints, s3, storage
 from trainer.errors import GankitError
 from trainer import fsutil
@@ -16,15 +16,8 @@ BUCKET = "gankit-hostile"
 
 @pytest.fixture
 def bucket(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    s3.client.cache_clear()
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+    with mocked_bucket(monkeypatch, BUCKET) as uri:
         yield boto3.client("s3")
-    s3.client.cache_clear()
 
 
 def files_under(root):
