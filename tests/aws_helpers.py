@@ -1,6 +1,7 @@
-"""AWS in this process (moto's mock_aws) for tests that need no subprocess."""
+"""AWS for tests: moto in this process (no subprocess), or no AWS set up at all."""
 
 import contextlib
+import os
 
 import boto3
 from moto import mock_aws
@@ -20,3 +21,14 @@ def mocked_bucket(monkeypatch, bucket: str, region: str = "us-east-1"):
         boto3.client("s3").create_bucket(Bucket=bucket)
         yield f"s3://{bucket}"
     s3.client.cache_clear()
+
+
+def no_credentials_anywhere(monkeypatch, tmp_path):
+    """No AWS_* variables, empty AWS files, no instance metadata: what a machine without AWS set up has."""
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find here
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # nothing cached from an earlier test

@@ -2,12 +2,11 @@
 line with exit 2, and touches nothing. No credentials anywhere (no AWS_* variables, empty AWS files,
 no instance metadata), with and without a region."""
 
-import os
 
-import boto3
 import pytest
 
 from launcher.cli import main
+from tests.aws_helpers import no_credentials_anywhere
 from trainer import s3
 from trainer.errors import NO_CREDENTIALS, NO_REGION
 
@@ -27,16 +26,10 @@ COMMANDS = {
 
 @pytest.fixture
 def no_aws(monkeypatch, tmp_path):
-    for var in [v for v in os.environ if v.startswith("AWS_")]:
-        monkeypatch.delenv(var)
-    (tmp_path / "empty").write_text("")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find here
+    no_credentials_anywhere(monkeypatch, tmp_path)
     # What `launcher infra up` would have recorded, so the EC2 commands get as far as AWS.
     monkeypatch.setenv("GANKIT_INSTANCE_PROFILE", "gankit-profile")
     monkeypatch.setenv("GANKIT_SECURITY_GROUP", "sg-0123456789abcdef0")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # nothing cached from an earlier test
     from launcher import tunnel
 
     monkeypatch.setattr(tunnel, "check_ssh_tools", lambda: None)  # the local ssh client is not the subject

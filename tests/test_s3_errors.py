@@ -1,10 +1,9 @@
 """S3 failures as one line each: "after N attempts" only when botocore retried, the fix for missing credentials."""
 
-import os
 
-import boto3
 import pytest
 
+from tests.aws_helpers import no_credentials_anywhere
 from tests.test_s3_storage import answer_503_first, bucket  # noqa: F401 (bucket: the moto fixture)
 from trainer import s3
 from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
@@ -40,14 +39,8 @@ def test_a_bad_bucket_name_is_a_usage_error_on_one_line(bucket):
 
 
 def test_missing_credentials_are_a_usage_error_with_the_fix(monkeypatch, tmp_path):
-    for var in [v for v in os.environ if v.startswith("AWS_")]:
-        monkeypatch.delenv(var)
-    (tmp_path / "empty").write_text("")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    no_credentials_anywhere(monkeypatch, tmp_path)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     s3.client.cache_clear()
     try:
         for call in (lambda: s3.read_bytes("s3://b/x.json"), lambda: s3.list_objects("s3://b/runs"),
