@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from tests.cli_helpers import assert_one_line, run_trainer
 from trainer.errors import UsageError
 
 pytestmark = pytest.mark.slow  # imports Keras and saves a small network
@@ -33,19 +34,8 @@ def copy_with_meta(good, tmp_path, **changes):
 
 
 def run_generate(capsys, *argv):
-    from trainer.cli import main
+    return run_trainer(capsys, "generate", *argv)
 
-    with pytest.raises(SystemExit) as e:
-        main(["generate", *map(str, argv)])
-    return e.value.code, capsys.readouterr()
-
-
-def assert_one_line(code, captured, *words, exit_code=2):
-    assert code == exit_code, captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_the_good_generator_generates(good, tmp_path, capsys):

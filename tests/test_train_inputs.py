@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.cli_helpers import assert_one_line, run_trainer
 from tests.data_helpers import make_idx_dataset, make_image_folder
 from trainer.config import canonical_preset
 
@@ -12,19 +13,8 @@ def data_dir(tmp_path_factory):
 
 
 def run_train(capsys, *argv):
-    from trainer.cli import main
+    return run_trainer(capsys, "train", *argv)
 
-    with pytest.raises(SystemExit) as e:
-        main(["train", *map(str, argv)])
-    return e.value.code, capsys.readouterr()
-
-
-def assert_one_line(code, captured, *words, exit_code=2):
-    assert code == exit_code, captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("z_dim", ["100000000", "4097"])
