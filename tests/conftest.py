@@ -5,6 +5,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+# Modules that share one built-once run (tests/quality_helpers.py): one xdist group, so it is built once.
+XDIST_GROUPS = {"test_evaluate": "quality", "test_launcher_quality": "quality", "test_report": "quality"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`, pyproject.toml), each module's tests run on one worker, so
+    its module-scoped fixtures (trained runs, datasets) are built once, as in a single process."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
@@ -45,20 +58,33 @@ def aws_env(moto_server, monkeypatch):
 _WHEELS = {}
 
 
+def project_wheel(tmp_path_factory):
+    """The project's wheel (`pip wheel` of this checkout, seconds), built on first use: the source does not
+    change during a test session. Never write to it; copy it."""
+    from launcher import ec2
+
+    if "wheel" not in _WHEELS:
+        build = getattr(ec2.build_wheel, "real", ec2.build_wheel)  # the copier below keeps the real builder
+        _WHEELS["wheel"] = build(tmp_path_factory.mktemp("wheel"))
+    return _WHEELS["wheel"]
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory):
+    """project_wheel as a fixture, for module-scoped fixtures (tests/test_wheel.py)."""
+    return project_wheel(tmp_path_factory)
+
+
 @pytest.fixture(autouse=True)
 def wheel_built_once(tmp_path_factory, monkeypatch):
-    """EC2 submits build the project's wheel (`pip wheel`, seconds each); the source does not change
-    during a test session, so the first build is real and later ones copy it."""
+    """EC2 submits build the project's wheel; the first build is real and later ones copy it."""
     import shutil
     from pathlib import Path
 
     from launcher import ec2
 
-    real = ec2.build_wheel
-
     def build_wheel(dest):
-        if "wheel" not in _WHEELS:
-            _WHEELS["wheel"] = real(tmp_path_factory.mktemp("wheel"))
-        return Path(shutil.copy(_WHEELS["wheel"], dest))
+        return Path(shutil.copy(project_wheel(tmp_path_factory), dest))
 
+    build_wheel.real = ec2.build_wheel
     monkeypatch.setattr(ec2, "build_wheel", build_wheel)

@@ -72,7 +72,14 @@ def test_sigterm_still_stops_training(tmp_path, mnist_dir):
                       batch_size=16)
     import threading
 
-    threading.Timer(8.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    def sigterm_once_training():  # after the first epoch's sample grid: inside the loop, whatever the machine's speed
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / "run" / "samples" / "epoch-0001.png").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=sigterm_once_training, daemon=True).start()
     with pytest.raises(Stopped) as e:
         train_until_stopped(cfg)
     assert e.value.exit_code == 143 and "SIGTERM" in str(e.value)
+    assert 4 <= int(str(e.value).split("at step ")[1].split(";")[0]) < 200  # mid-run: past epoch 1, not done

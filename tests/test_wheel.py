@@ -27,12 +27,12 @@ PACKAGED = ("infra/base.yaml", "infra/gpu-instance.yaml", "examples/pull_and_gen
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The wheel, pip-installed (--target) into a folder far from the checkout; that folder."""
+def installed(tmp_path_factory, built_wheel):
+    """The wheel (`pip wheel` of this checkout, built once a session: tests/conftest.py), pip-installed
+    (--target) into a folder far from the checkout; that folder."""
     tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp / "dist"), str(ROOT)], check=True, cwd=tmp)
-    wheel, = (tmp / "dist").glob("gankit-*.whl")
+    wheel = built_wheel
+    assert wheel.name.startswith("gankit-") and wheel.suffix == ".whl"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(tmp / "site"),
                     str(wheel)], check=True, cwd=tmp)
     return tmp / "site"
