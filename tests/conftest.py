@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 XDIST_GROUPS = {"test_evaluate": "quality", "test_launcher_quality": "quality", "test_report": "quality"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`--dist loadgroup`, pyproject.toml), each module's tests run on one worker, so
     its module-scoped fixtures (trained runs, datasets) are built once, as in a single process."""
