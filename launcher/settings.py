@@ -14,11 +14,12 @@ import os
 import re
 from pathlib import Path
 
+from launcher.backends import REGISTRY
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 
 KEYS = ("backend", "region", "bucket", "role", "instance_type", "image", "instance_profile", "security_group", "subnet")
-BACKENDS = ("local", "sagemaker", "ec2")
+BACKENDS = REGISTRY.keys()  # a live view: a backend registered later is in it too
 
 
 def config_path() -> Path:
