@@ -1,4 +1,4 @@
-"""Code that runs on the Jupyter instance itself (started by its user data).
+"""Code that runs on the instances themselves (started by their user data): the EC2 job runner and Jupyter's units.
 
 Only the standard library and boto3 here: these modules run in the DLAMI's Python
 before anything else of ours is known to work there.
