@@ -28,7 +28,7 @@ def check_docker():
 def push(repository: str, tag: str | None, region: str | None) -> str:
     from launcher import settings
     from launcher.resources import checkout
-    from launcher.spec import _aws_region
+    from trainer import aws
 
     repo = checkout()
     if repo is None:  # the build context is the whole source tree (pyproject.toml, trainer/, ...)
@@ -37,7 +37,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
     check_docker()
     import boto3
 
-    region = region or settings.get("region") or _aws_region()
+    region = aws.region(region, settings.get("region"))
     ecr = boto3.client("ecr", region_name=region)
     try:
         ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},

@@ -18,7 +18,8 @@ import click
 
 from launcher import instances
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
-from trainer.errors import GankitError, UsageError, no_region
+from trainer import aws
+from trainer.errors import GankitError, UsageError
 from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
@@ -42,14 +43,9 @@ def say(message):
 # --- who, where, and the token ------------------------------------------------------------------
 
 def region() -> str:
-    import boto3
-
     from launcher import settings
 
-    found = settings.get("region") or boto3.session.Session().region_name
-    if not found:
-        raise no_region()
-    return found
+    return aws.region(settings.get("region"))
 
 
 def owner(region_name) -> str:
