@@ -50,6 +50,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
     uri = f"{registry}/{repository}:{tag or trainer.__version__}"
     _docker("login", "--username", user, "--password-stdin", registry, secret=password)  # never on the command line
     print(f"building {uri} (this takes a while the first time)", flush=True)
-    _docker("build", "-f", str(repo / "docker" / "Dockerfile"), "-t", uri, str(repo))
+    _docker("build", "--build-arg", f"TENSORFLOW={trainer.TENSORFLOW}", "-f", str(repo / "docker" / "Dockerfile"),
+            "-t", uri, str(repo))
     _docker("push", uri)
     return uri
