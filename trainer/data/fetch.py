@@ -51,7 +51,7 @@ def download_urls(spec: IdxDataset, mirror: str | None = None) -> tuple:
 def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None, log=None):
     """(images, labels) of one split, as stored (N, H, W) uint8 and int64, checked."""
     paths, strict, fix = locate_split(spec, split, data_dir, mirror, stream, log)
-    return _read_checked(spec, split, paths, strict=strict, fix=fix)
+    return read_checked(spec, split, paths, strict=strict, fix=fix)
 
 
 def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None, log=None):
@@ -107,7 +107,8 @@ def _in_data_dir(spec: IdxDataset, split: str, folder: Path) -> tuple:
     return tuple(paths)
 
 
-def _read_checked(spec: IdxDataset, split: str, paths, strict: bool, fix: str):
+def read_checked(spec: IdxDataset, split: str, paths, strict: bool, fix: str):
+    """Read a split's IDX pair and check it against what the publisher lists (shapes, decoded checksums)."""
     arrays = [read_idx(path, fix) for path in paths]
     for path, array, published in zip(paths, arrays, spec.splits[split]):
         _check_published(path, array, published, strict, fix)  # on the arrays as stored, before any cast
