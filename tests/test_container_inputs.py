@@ -10,7 +10,7 @@ import boto3
 from launcher.backends import base, ec2, local, sagemaker
 from launcher.remote import train_job
 from launcher.spec import build_spec
-from launcher.userdata import TrainBoot, render
+from launcher.train_userdata import TrainBoot, render
 from trainer import contract, layout, s3
 
 HP = ("epochs=1", "batch_size=16", "data_dir=/somewhere/mnist")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from launcher.backends.base import FINAL_STATES, container_inputs, ensure_dataset, recorded_output_uri
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
-from trainer import layout, s3
+from trainer import TENSORFLOW_MINOR, layout, s3
 from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
 # The Backend protocol's facts (launcher/backends/base.py): a bucket, ml. instance types, a role.
@@ -27,7 +27,7 @@ NO_ROLE = "no SageMaker execution role: run `launcher infra up`, or pass --role 
 RECORD_FIELDS = ()
 output_uri = recorded_output_uri  # the trainer publishes there as it trains
 
-TF_VERSION, PY_VERSION = "2.21", "py312"  # the prebuilt image matching the trainer's TensorFlow
+TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
