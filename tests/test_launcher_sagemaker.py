@@ -217,6 +217,22 @@ def test_stop_sends_stop_training_job(aws, data, monkeypatch):
     assert len(calls) == 1
 
 
+def test_a_job_created_but_not_described_still_gets_its_record(aws, data, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    real = sagemaker_client(monkeypatch)
+
+    def throttled(**_):  # only the DescribeTrainingJob that TrainingJob.create makes after creating is stubbed
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeTrainingJob")
+
+    monkeypatch.setattr(real, "describe_training_job", throttled)
+    spec = spec_for(data)
+    record = sagemaker.submit(spec)
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=spec.job)
+    assert jobs.load(spec.job)["arn"] == record["arn"] == job["TrainingJobArn"]
+    assert record["request"]["TrainingJobName"] == spec.job
+
+
 def test_a_refused_job_is_one_clear_error(aws, data, monkeypatch):
     stubber = Stubber(sagemaker_client(monkeypatch))
     stubber.add_client_error("create_training_job", "ResourceLimitExceeded", "The account-level service limit "

@@ -108,8 +108,8 @@ class _DryRun(Exception):
     """Raised by a dry run's client where the request would go on the wire: nothing is signed or sent."""
 
 
-def _create(spec, image: str, session, dry_run: bool):
-    """TrainingJob.create with the job's shapes; (the CreateTrainingJob parameters it sent, the job or None).
+def _create(spec, image: str, session, dry_run: bool) -> tuple[dict, str | None]:
+    """TrainingJob.create with the job's shapes: (the CreateTrainingJob parameters it sent, the job's ARN).
 
     The parameters are caught from botocore as sagemaker-core hands them over, after its own steps (defaults
     from a SageMaker config file, serialisation), so a dry run prints exactly what a submit sends.
@@ -118,7 +118,7 @@ def _create(spec, image: str, session, dry_run: bool):
 
     from sagemaker.core.resources import TrainingJob
 
-    sent = {}
+    sent, created = {}, {}
 
     def capture(params, **_):
         sent.update(copy.deepcopy(params))
@@ -126,15 +126,30 @@ def _create(spec, image: str, session, dry_run: bool):
     def halt(**_):
         raise _DryRun
 
-    # On the session, before sagemaker-core makes its client from it (a client copies the session's handlers).
-    session.events.register("before-parameter-build.sagemaker.CreateTrainingJob", capture)
+    def arn(parsed, **_):
+        created["arn"] = parsed.get("TrainingJobArn")
+
+    # The client create() calls: sagemaker-core keeps one per session and region.
+    events = TrainingJob.get_sagemaker_client(session=session, region_name=spec.region).meta.events
+    hooks = [("before-parameter-build.sagemaker.CreateTrainingJob", capture),
+             ("after-call.sagemaker.CreateTrainingJob", arn)]
     if dry_run:
-        session.events.register("before-call.sagemaker.CreateTrainingJob", halt)  # after botocore's checks
+        hooks.append(("before-call.sagemaker.CreateTrainingJob", halt))  # after botocore's own checks
+    for event, hook in hooks:
+        events.register(event, hook)
     try:
-        job = TrainingJob.create(**training_job_args(spec, image), session=session, region=spec.region)
+        TrainingJob.create(**training_job_args(spec, image), session=session, region=spec.region)
     except _DryRun:
-        job = None
-    return sent, job
+        pass
+    except Exception:
+        if not created.get("arn"):
+            raise
+        # Created: only the DescribeTrainingJob create() makes after it failed. The job runs, so it gets its
+        # record (`launcher status` describes it again).
+    finally:
+        for event, hook in hooks:
+            events.unregister(event, hook)
+    return sent, created.get("arn")
 
 
 def build_request(spec, image: str) -> dict:
@@ -176,11 +191,10 @@ def submit(spec, dry_run: bool = False) -> dict:
     spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball(spec.framework))
-    request, job = _refused(_create, spec, image, session, dry_run=False)
+    request, arn = _refused(_create, spec, image, session, dry_run=False)
     from launcher import jobs
 
-    return jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": job.training_job_arn, "image": image,
-                      "request": request})
+    return jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": arn, "image": image, "request": request})
 
 
 def _refused(create, *args, **kwargs):
