@@ -109,3 +109,21 @@ def test_hyperparameters_parse_as_the_train_command_does(hyperparameters):
         assert str(e) == complaint
     else:
         assert complaint is None and repr(got) == repr(expected)  # repr: NaN equals itself there
+
+
+def test_submit_takes_the_trainers_options_so_they_cannot_drift():
+    from launcher.cli import submit
+
+    params = {p.name: p for p in submit.params}
+    for name in ("model", "preset", "epochs", "batch_size"):
+        assert params[name].opts == [options()[name].flag]
+        assert params[name].type.to_info_dict() == train_param(name).type.to_info_dict()
+    assert params["model"].default == "cgan" and params["model"].help == options()["model"].help
+    # Unset, the trainer's default applies; the help says which it is.
+    assert params["preset"].default is None and f"[trainer default: {options()['preset'].default}]" in params["preset"].help
+    assert params["epochs"].default is None and params["epochs"].help == f"[trainer default: {options()['epochs'].default}]"
+    assert params["batch_size"].help.startswith(options()["batch_size"].help)
+
+
+def train_param(name):
+    return next(p for p in train.params if p.name == name)
