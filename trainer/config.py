@@ -251,12 +251,12 @@ class TrainConfig:
         )
         need(self.channels in (None, 1, 3), "channels", self.channels, "must be 1 (grey) or 3 (RGB)")
         need(
-            self.precision in ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+            self.precision in PRECISIONS,
             "precision", self.precision, "choose auto, float32, mixed_float16 or mixed_bfloat16",
         )
         need(self.eval_every is None or self.eval_every >= 1, "eval-every", self.eval_every,
              "must be a positive number of epochs (leave it out to skip evaluation)")
-        need(self.xla in ("auto", "on", "off"), "xla", self.xla, "choose auto, on or off")
+        need(self.xla in XLA, "xla", self.xla, "choose auto, on or off")
         need(self.framework in FRAMEWORKS, "framework", self.framework, f"choose one of: {', '.join(FRAMEWORKS)}")
         need(self.strategy in STRATEGIES, "strategy", self.strategy, f"choose one of: {', '.join(STRATEGIES)}")
 
