@@ -33,7 +33,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     writes a checkpoint at once and returns with summary["stopped"] = True.
     """
     from trainer.data import load_dataset
-    from trainer.storage import prepare
+    from trainer.run_storage import prepare
 
     # Validate everything cheap before the backend's seconds-long import.
     cfg = cfg.resolve()
