@@ -97,6 +97,7 @@ def test_cli_and_spec_name_no_backend():
 
 def test_settings_backends_is_the_registry(monkeypatch):
     assert list(settings.BACKENDS) == ["local", "sagemaker", "ec2"]
+    assert ["local"] not in settings.BACKENDS and {} not in settings.BACKENDS  # a record's junk is just not one
     monkeypatch.setitem(backends.REGISTRY, "toy", "tests.toy_backend")
     assert "toy" in settings.BACKENDS
 

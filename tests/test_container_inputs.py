@@ -52,18 +52,19 @@ def test_the_contract_reads_what_the_writer_writes(tmp_path):
     base.write_container_inputs(tmp_path / "ml", inputs, data)
     assert (tmp_path / "ml" / "input" / "data" / "training").resolve() == data.resolve()
     assert (tmp_path / "ml" / "output").is_dir()
-    assert contract.train_argv(tmp_path / "ml") == [
-        "--dataset", "mnist", "--epochs", "2", "--data-dir", str(tmp_path / "ml" / "input" / "data" / "training"),
-        "--output-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")]
+    cfg = contract.read_config(tmp_path / "ml")
+    assert (cfg.dataset, cfg.epochs) == ("mnist", 2)
+    assert (cfg.data_dir, cfg.output_dir, cfg.checkpoint_dir) == (
+        str(tmp_path / "ml" / "input" / "data" / "training"), str(tmp_path / "out"), str(tmp_path / "ck"))
 
 
 def test_the_ec2_runner_lays_out_the_contract_with_the_runs_s3_paths(tmp_path):
     job = ec2.job_document(spec_for("ec2"))
     train_job.write_contract(tmp_path / "ml", job)
-    assert contract.train_argv(tmp_path / "ml") == [
-        "--dataset", "mnist", "--model", "cgan", "--epochs", "1", "--batch-size", "16",
-        "--data-dir", "s3://my-gankit/datasets/mnist", "--output-dir", "s3://my-gankit/runs/j1/output",
-        "--checkpoint-dir", "s3://my-gankit/runs/j1/checkpoints"]
+    cfg = contract.read_config(tmp_path / "ml")
+    assert (cfg.dataset, cfg.model, cfg.epochs, cfg.batch_size) == ("mnist", "cgan", 1, 16)
+    assert (cfg.data_dir, cfg.output_dir, cfg.checkpoint_dir) == (
+        "s3://my-gankit/datasets/mnist", "s3://my-gankit/runs/j1/output", "s3://my-gankit/runs/j1/checkpoints")
     assert not (tmp_path / "ml" / "input" / "data").exists()  # no channel: the trainer stages from S3
 
 
