@@ -59,7 +59,8 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     from trainer.device import configure
     from trainer.distribute import choose_placement, split_cpu
     from trainer.export import Generator, export_generator
-    from trainer.steps import Pacer, build_nets, make_runner, spec_from
+    from trainer.pacer import Pacer
+    from trainer.steps import build_nets, make_runner, spec_from
 
     if cfg.framework == "tensorflow":
         split_cpu()
