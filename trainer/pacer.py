@@ -7,9 +7,8 @@ long enough that Python is off the hot path, short enough that SIGTERM and
 
 import time
 
-from trainer.step_spec import MAX_STEPS_PER_CALL
-
 TARGET_CALL_SECONDS = 1.0
+MAX_STEPS_PER_CALL = 4096  # also the size of JAX's per-call loss buffer (trainer/step_jax.py)
 
 
 class Pacer:

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from trainer.step_spec import MAX_STEPS_PER_CALL, d_objective, ema_decay, epoch_order, g_objective
+from trainer.pacer import MAX_STEPS_PER_CALL
+from trainer.step_spec import d_objective, ema_decay, epoch_order, g_objective
 
 
 def scale_images(images):

@@ -22,10 +22,6 @@ import numpy as np
 
 from trainer import losses
 
-# The most steps one compiled call runs (JAX sizes its loss buffer by it; trainer/pacer.py caps calls at it).
-MAX_STEPS_PER_CALL = 4096
-
-
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
     seed: int
