@@ -1,9 +1,13 @@
 """The preset registry, its names and aliases, and the training flags issue 12 adds (no TensorFlow)."""
 
 import dataclasses
+import json
 import math
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +199,34 @@ def test_a_toy_preset_in_the_registry_trains_exports_and_resumes_through_train(t
     assert gen.generate(count=2, seed=0).shape == (2, 28, 28, 1)
     with pytest.raises(UsageError, match="hold preset toy; resume with --preset toy"):
         run(6, preset="book")
+
+
+@pytest.mark.slow
+def test_one_more_entry_in_presets_py_is_all_both_clis_need(tmp_path):
+    """A copy of trainer/ whose PRESETS has one more entry: both CLIs offer it, the trainer trains it."""
+    from tests.data_helpers import make_idx_dataset
+
+    root = Path(__file__).parents[1]
+    shutil.copytree(root / "trainer", tmp_path / "trainer", ignore=shutil.ignore_patterns("__pycache__"))
+    source = tmp_path / "trainer" / "presets.py"
+    entry = ('    "toy": Preset(what="a toy recipe", generator=networks.lean_generator, '
+             'discriminator=networks.projection_discriminator, batch_size=16, z_dim=8, lr=1e-3, beta1=0.5, '
+             'smooth=0.0, z_distribution="normal"),\n')
+    assert source.read_text().count("PRESETS = {\n") == 1
+    source.write_text(source.read_text().replace("PRESETS = {\n", "PRESETS = {\n" + entry))
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{root}")  # this copy's trainer, the checkout's launcher
+
+    def python(*args):
+        return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+
+    words = lambda result: " ".join(result.stdout.split())  # noqa: E731  (help text wraps anywhere)
+    assert "toy: a toy recipe" in words(python("-m", "trainer", "train", "--help"))
+    assert "[toy|book|" in words(python("-m", "launcher.cli", "submit", "--help"))  # --preset's choices
+    checked = python("-c", "from launcher.spec import check_hyperparameters; "
+                           "check_hyperparameters({'dataset': 'mnist', 'preset': 'toy'})")
+    assert checked.returncode == 0, checked.stderr
+    data, out = make_idx_dataset(tmp_path / "mnist", n_train=32, n_test=16), tmp_path / "run"
+    trained = python("-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(data), "--output-dir", str(out),
+                     "--preset", "toy", "--epochs", "1", "--max-steps", "1")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((out / "generator" / "generator.json").read_text())["preset"] == "toy"
