@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text, cache_root, inside
+from trainer.fsutil import atomic_file, atomic_write_text, cache_root, inside
 from trainer.progress import Progress, format_bytes
 
 
@@ -25,10 +25,8 @@ def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
             target = targets[path]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            shutil.copyfile(path, tmp)
-            tmp.replace(target)  # complete or absent
+            with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
+                shutil.copyfileobj(src, out)
             progress.update(path.stat().st_size)
         progress.close()
     return dest

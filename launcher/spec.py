@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from launcher import settings
 from launcher.durations import parse_duration
 from launcher.pricing import DEFAULT_INSTANCE_TYPE, check_instance_type
-from trainer import layout
-from trainer.errors import UsageError, no_region
+from trainer import aws, layout
+from trainer.errors import UsageError
 
 # Set by the launcher itself, never by --hp.
 RESERVED = {"output_dir": "the run's layout decides it", "checkpoint_dir": "the run's layout decides it"}
@@ -158,7 +158,7 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         if backend == "sagemaker" and not role:
             raise UsageError("no SageMaker execution role: run `launcher infra up`, or pass --role ARN, "
                              "or `launcher config set role ARN`")
-        region = region or settings.get("region") or _aws_region()
+        region = aws.region(region, settings.get("region"))
     return JobSpec(job=job or job_name(dataset, model, now), backend=backend, dataset=dataset,
                    hyperparameters=hyperparameters, root=root.rstrip("/"), instance_type=instance_type,
                    instance_count=instance_count, spot=bool(spot) and backend != "local", max_run=max_run_s,
@@ -172,12 +172,3 @@ def _matching_default(instance_type, backend):
         bare = instance_type.removeprefix("ml.")
         return f"ml.{bare}" if backend == "sagemaker" else bare
     return DEFAULT_INSTANCE_TYPE[backend]
-
-
-def _aws_region() -> str:
-    import boto3
-
-    region = boto3.session.Session().region_name
-    if not region:
-        raise no_region()
-    return region

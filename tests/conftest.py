@@ -52,13 +52,13 @@ def wheel_built_once(tmp_path_factory, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from launcher import ec2
+    from launcher import instances
 
-    real = ec2.build_wheel
+    real = instances.build_wheel
 
     def build_wheel(dest):
         if "wheel" not in _WHEELS:
             _WHEELS["wheel"] = real(tmp_path_factory.mktemp("wheel"))
         return Path(shutil.copy(_WHEELS["wheel"], dest))
 
-    monkeypatch.setattr(ec2, "build_wheel", build_wheel)
+    monkeypatch.setattr(instances, "build_wheel", build_wheel)

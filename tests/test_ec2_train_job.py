@@ -15,7 +15,7 @@ import pytest
 from launcher.remote import train_job
 from tests.data_helpers import make_idx_dataset
 from trainer import layout, s3
-from trainer.stage import stage_dataset
+from trainer.dataset_staging import stage_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

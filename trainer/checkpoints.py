@@ -39,6 +39,12 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:09d}"
 
 
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint folder's name (`ckpt-000000042` -> 42); None for any other name."""
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
 def file_digest(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -101,13 +107,16 @@ def verifies(folder: Path) -> bool:
 
 def problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or None if it is."""
+    step = checkpoint_step(folder.name)
+    if step is None:
+        return f"{folder.name} is not a checkpoint name (ckpt-<9-digit step>)"
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
         return "no manifest (incomplete)"
     except (OSError, ValueError):
         return "corrupted manifest"
-    return manifest_problem(manifest, int(_NAME.match(folder.name).group(1))) or problem_with_files(folder, manifest)
+    return manifest_problem(manifest, step) or problem_with_files(folder, manifest)
 
 
 def manifest_problem(manifest, step: int) -> str | None:
@@ -149,7 +158,7 @@ def checkpoint_folders(directory) -> list[tuple[int, Path]]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    found = [(step, p) for p in directory.iterdir() if p.is_dir() and (step := checkpoint_step(p.name)) is not None]
     return sorted(found, reverse=True)
 
 

@@ -143,7 +143,7 @@ def generate(generator_dir, target_class, count, rows, cols, seed, out):
 @click.option("--data-dir", default=None, help="Take the files from this folder instead of the cache/system copy/download.")
 def stage(dataset, to_uri, data_dir):
     """Upload a dataset's files and a checksum manifest to S3 (what is there already is skipped)."""
-    from trainer.stage import stage_dataset
+    from trainer.dataset_staging import stage_dataset
 
     stage_dataset(dataset, to_uri, data_dir, log=click.echo)
 

@@ -25,7 +25,7 @@ class Prepared:
     """What `prepare_run` checked, before any backend loads."""
 
     cfg: TrainConfig  # resolved: presets filled in, validated
-    storage: object  # trainer.storage.Storage
+    storage: object  # trainer.run_storage.Storage
     out: Path
     ckpt_dir: Path
     data: object  # trainer.data's dataset
@@ -36,7 +36,7 @@ class Prepared:
 
 def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
     from trainer.data import load_dataset
-    from trainer.storage import prepare
+    from trainer.run_storage import prepare
 
     cfg = cfg.resolve()
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored

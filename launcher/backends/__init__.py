@@ -23,7 +23,7 @@ def ensure_dataset(spec, upload: bool = True):
     goes to datasets/<folder>-<content hash>/. `upload=False` (a dry run) checks and names the prefix only.
     """
     from trainer import layout, s3
-    from trainer.stage import MANIFEST, folder_manifest, stage_dataset, stage_folder
+    from trainer.dataset_staging import MANIFEST, folder_manifest, stage_dataset, stage_folder
 
     if spec.dataset.startswith("folder:"):
         folder = folder_source(spec)

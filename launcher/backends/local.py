@@ -60,7 +60,7 @@ def submit(spec, dry_run: bool = False) -> dict:
         return plan
     if root.exists():
         raise UsageError(f"job {spec.job} exists already; pick another name or `launcher status {spec.job}`")
-    from trainer.stage import stage_dataset
+    from trainer.dataset_staging import stage_dataset
 
     if folder:
         check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started

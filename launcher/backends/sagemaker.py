@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from launcher.backends import FINAL_STATES, ensure_dataset
-from trainer import layout, s3
+from trainer import TENSORFLOW_MINOR, layout, s3
 from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
-TF_VERSION, PY_VERSION = "2.21", "py312"  # the prebuilt image matching the trainer's TensorFlow
+TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
