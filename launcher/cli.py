@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from trainer.cli import generate_options
-from trainer.config import DEFAULT_PRESET, PRESET_NAMES
+from trainer.cli import config_option, generate_options
+from trainer.config import options as train_options
 from trainer.errors import GankitError, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
@@ -59,13 +59,16 @@ def _echo_table(rows: list[tuple[str, str]]):
 
 # --- submit -------------------------------------------------------------------------------------
 
+TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options)
+
 @cli.command()
 @click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
-@click.option("--model", type=click.Choice(["cgan", "dcgan"]), default="cgan", show_default=True)
-@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default=None,
-              help=f"[trainer default: {DEFAULT_PRESET}] (`python -m trainer train --help` says what each is).")
-@click.option("--epochs", type=int, default=None, help="[trainer default: 64]")
-@click.option("--batch-size", type=int, default=None, help="Per GPU (replica).")
+@config_option("model")
+# The trainer's own options, so names, choices and defaults cannot drift; the trainer fills what is unset.
+@config_option("preset", default=None, show_default=False, help=f"[trainer default: {TRAIN['preset'].default}] "
+               "(`python -m trainer train --help` says what each is).")
+@config_option("epochs", default=None, show_default=False, help=f"[trainer default: {TRAIN['epochs'].default}]")
+@config_option("batch_size", help=f"{TRAIN['batch_size'].help} Per GPU (replica).")
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
 @click.option("--backend", type=click.Choice(["local", "sagemaker", "ec2"]), default=None,
               help="[default: from `launcher config`; local until AWS is set up]")

@@ -95,24 +95,10 @@ def parse_hp(pairs) -> dict:
 
 
 def check_hyperparameters(hyperparameters: dict):
-    """Run them through the trainer's own option parsing and validation, without TensorFlow."""
-    import click
-
-    from trainer.cli import train
+    """Check them against the trainer's schema (TrainConfig): its parsing and validation, without TensorFlow."""
     from trainer.config import TrainConfig
 
-    known = {p.name for p in train.params}
-    for key in hyperparameters:
-        if key not in known:
-            raise UsageError(f"--hp {key}: the trainer has no such option; see `python -m trainer train --help`")
-    argv = [a for k, v in hyperparameters.items() for a in (f"--{k.replace('_', '-')}", v)]
-    try:
-        with train.make_context("train", argv + ["--output-dir", "unused"], resilient_parsing=False) as ctx:
-            TrainConfig(**ctx.params).resolve()
-    except click.BadParameter as e:
-        raise UsageError(f"{e.format_message()} (in the job's hyperparameters)") from None
-    except click.UsageError as e:
-        raise UsageError(e.format_message()) from None
+    TrainConfig.from_hyperparameters({**hyperparameters, "output_dir": "unused"}, source="--hp").resolve()
 
 
 def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=None, hp=(), backend=None,

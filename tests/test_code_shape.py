@@ -2,6 +2,8 @@
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -73,3 +75,13 @@ def test_the_reach_in_check_sees_imports_and_attributes(tmp_path):
     modules = {f"trainer.{n}": tmp_path / "trainer" / f"{n}.py" for n in "abcd"}
     assert reach_ins(modules, tmp_path) == ["trainer/b.py:1 imports trainer.a._SECRET",
                                             "trainer/c.py:3 reads trainer.a._SECRET", "trainer/d.py:3 reads trainer.a._SECRET"]
+
+
+def test_the_shared_plumbing_the_trainer_lists_exists_and_imports_without_a_framework():
+    listed = re.findall(r"^    (trainer\.\w+) ", trainer.__doc__, re.M)
+    assert len(listed) >= 8 and all(name in _modules() for name in listed)
+    code = (f"import sys, {', '.join(listed)}\n"
+            "print([m for m in ('tensorflow', 'jax', 'keras') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

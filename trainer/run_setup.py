@@ -88,7 +88,7 @@ def build_training(p: Prepared, log=print) -> Training:
 
     cfg, data = p.cfg, p.data
     select(cfg.framework)  # before anything imports keras
-    from trainer.contract import sm_root
+    from trainer.layout import sm_root
     from trainer.device import configure
     from trainer.distribute import choose_placement, split_cpu
     from trainer.evaluate import epoch_hook
