@@ -98,10 +98,11 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         f"for {total_steps} steps of {global_batch} on {_where(setup, placement)}, {setup.precision}, "
         f"{cfg.framework}{', XLA' if setup.jit_compile and replicas == 1 else ''}")
 
-    def save_checkpoint():
+    writer = checkpoints.CheckpointWriter(save_dir, cfg.keep_checkpoints, after=storage.after_checkpoint)
+
+    def save_checkpoint():  # the loop pays for the host copy; the write and S3 push run beside it
         runner.sync()
-        folder = checkpoints.write_checkpoint(save_dir, state["step"], arrays_of(nets.groups()), state, cfg.keep_checkpoints)
-        storage.after_checkpoint(folder)
+        writer.save(state["step"], arrays_of(nets.groups()), state)
 
     from trainer.evaluate import epoch_hook  # quality figures every --eval-every epochs; None when off
 
@@ -165,6 +166,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
             f"{row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     progress.close()
     run_log.close()
+    writer.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
 
     if stopped:
         log(f"stopped at step {state['step']}; checkpoint written, run the same command to resume")
