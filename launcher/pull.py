@@ -42,7 +42,7 @@ def fetch(uri: str, dest: Path, label: str, log=None) -> Path:
 
 def pull(record: dict, dest: Path, log=print) -> Path:
     """The run's outputs (generator, samples, metrics, plots, report) into `dest`; checks the generator loads."""
-    fetch(record["output_uri"], dest, label=f"pulling {record['job']}", log=log)
+    fetch(_output_uri(record), dest, label=f"pulling {record['job']}", log=log)
     folder = dest / "generator"
     if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
         log("the generator is the one already checked here; not loading it again")
@@ -50,6 +50,12 @@ def pull(record: dict, dest: Path, log=print) -> Path:
     check_generator(folder, record["job"])
     atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
     return dest
+
+
+def _output_uri(record: dict) -> str:
+    from launcher import backends
+
+    return backends.get(record["backend"]).output_uri(record)
 
 
 def _checked_stamp(folder: Path) -> dict | None:
@@ -89,6 +95,6 @@ def generator_dir(source: str) -> Path:
         from launcher import jobs
 
         record = jobs.load(source)
-        uri = layout.join(record["output_uri"], "generator")
+        uri = layout.join(_output_uri(record), "generator")
         return generator_dir(uri) if s3.is_s3(uri) else Path(uri)
     raise UsageError(f"{source}: no such generator folder, job or s3:// prefix")

@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
     select(cfg.framework)  # before anything imports keras
     import keras
 
-    from trainer.contract import sm_root
+    from trainer.layout import sm_root
     from trainer.device import configure
     from trainer.distribute import choose_placement, split_cpu
     from trainer.export import Generator, export_generator

@@ -15,11 +15,22 @@ import uuid
 from datetime import datetime, timezone
 
 from launcher import instances
-from launcher.backends import FINAL_STATES, ensure_dataset
+from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, recorded_output_uri
+from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from launcher.remote import train_job
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
 
+# The Backend protocol's facts (launcher/backends/base.py): a bucket, EC2's instance type names, and
+# the instance profile and security group `launcher infra up` records (checked at submit).
+DEFAULT_INSTANCE_TYPE = DEFAULTS["ec2"]
+ML_INSTANCE_TYPES = False
+CLOUD = True
+SETUP_HINT = "`launcher config set instance_profile NAME` and `launcher config set security_group sg-...`"
+NO_ROLE = None
+RECORD_FIELDS = ("status_uri", "log_uri", "setup_log_uri")
+output_uri = recorded_output_uri  # the trainer on the instance publishes there as it trains
+plan_rows = no_plan_rows
 LOG_POLL_SECONDS = 5.0
 STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
           "stopped": "Stopped", "terminated": "Stopped"}

@@ -13,9 +13,19 @@ import tarfile
 import time
 from pathlib import Path
 
-from launcher.backends import FINAL_STATES, ensure_dataset
+from launcher.backends.base import FINAL_STATES, container_inputs, ensure_dataset, recorded_output_uri
+from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from trainer import TENSORFLOW_MINOR, layout, s3
 from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
+
+# The Backend protocol's facts (launcher/backends/base.py): a bucket, ml. instance types, a role.
+DEFAULT_INSTANCE_TYPE = DEFAULTS["sagemaker"]
+ML_INSTANCE_TYPES = True
+CLOUD = True
+SETUP_HINT = "--role ARN"
+NO_ROLE = "no SageMaker execution role: run `launcher infra up`, or pass --role ARN, or `launcher config set role ARN`"
+RECORD_FIELDS = ()
+output_uri = recorded_output_uri  # the trainer publishes there as it trains
 
 TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -55,8 +65,8 @@ def source_uri(spec) -> str:
 
 
 def hyperparameters(spec) -> dict:
-    values = {k: str(v) for k, v in spec.hyperparameters.items() if k != "data_dir"}
-    values["output_dir"] = spec.output_uri  # published to the shared layout as it trains
+    # Published to the shared layout as it trains; SageMaker syncs the checkpoints (CheckpointConfig).
+    values = container_inputs(spec.hyperparameters, output_uri=spec.output_uri)
     if not spec.image:  # script mode in AWS's TensorFlow image
         values.update(sagemaker_program="sagemaker_entry.py", sagemaker_submit_directory=source_uri(spec),
                       sagemaker_region=spec.region, sagemaker_job_name=spec.job, sagemaker_container_log_level="20")
@@ -332,6 +342,10 @@ def stop(record: dict) -> None:
         job.stop()
     except Exception as e:
         raise GankitError(f"cannot stop {record['job']}: {_one_line(e)}") from None
+
+
+def plan_rows(spec) -> list[tuple[str, str]]:
+    return [("console", console_url(spec))]
 
 
 def console_url(record_or_spec) -> str:
