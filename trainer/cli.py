@@ -20,7 +20,9 @@ def config_option(name: str, **overrides):
     `overrides` replace any of Click's arguments (the launcher's `submit` leaves defaults to the trainer)."""
     o = options()[name]
     kwargs = dict(type=click.Choice(list(o.choices)) if o.choices else o.type, required=o.required,
-                  default=None if o.required else o.default, show_default=o.show_default, help=o.help)
+                  show_default=o.show_default, help=o.help)
+    if not o.required:  # Click 8.3 takes an explicit default=None as a value, so a required option gets none
+        kwargs["default"] = o.default
     return click.option(o.flag, **{**kwargs, **overrides})
 
 

@@ -18,6 +18,8 @@ class EpochLoop:
     def __init__(self, t, stop_requested):
         self.t, self.stop_requested = t, stop_requested  # t: trainer.run_setup.Training
         self.pacer = Pacer()
+        # The loop pays for the host copy only; the write, pruning and S3 push run beside the next steps.
+        self.writer = checkpoints.CheckpointWriter(t.save_dir, t.cfg.keep_checkpoints, after=t.storage.after_checkpoint)
         self.checkpoint_seconds = t.cfg.checkpoint_minutes * 60
         self.last_checkpoint = time.monotonic()
         self.stopped = False
@@ -54,12 +56,15 @@ class EpochLoop:
         """A checkpoint of the state now (and, with `publish`, the output folder after it); restarts the clock."""
         t = self.t
         t.runner.sync()
-        folder = checkpoints.write_checkpoint(t.save_dir, t.state.step, arrays_of(t.nets.groups()),
-                                              t.state.to_json(), t.cfg.keep_checkpoints)
-        t.storage.after_checkpoint(folder)
+        self.writer.save(t.state.step, arrays_of(t.nets.groups()), t.state.to_json())
         if publish:
             t.storage.publish_outputs()
         self.last_checkpoint = time.monotonic()
+
+
+    def wait(self):
+        """Block until the last checkpoint is complete (and pushed); a failed write raises here."""
+        self.writer.wait()
 
 
 def _progress_text(epoch, epochs, sums, steps):

@@ -36,6 +36,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
         loop.checkpoint(publish=True)
         t.log(f"epoch {row['epoch']}/{t.cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  "
               f"g_loss {row['g_loss']:.4f}  {row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
+    loop.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
     return finish(t, loop.stopped)
 
 
