@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from trainer.cli import generate_options
-from trainer.config import DEFAULT_PRESET, PRESET_NAMES
+from trainer.cli import config_option, generate_options
+from trainer.config import options as train_options
 from trainer.errors import GankitError, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
@@ -51,6 +51,24 @@ def cli():
     """
 
 
+class BackendChoice(click.Choice):
+    """The registered backends (launcher.backends.REGISTRY), read when the option is used, not frozen when
+    this module loads: a new backend is one registry entry."""
+
+    def __init__(self):
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from launcher.backends import REGISTRY
+
+        return tuple(REGISTRY)
+
+    @choices.setter
+    def choices(self, _):
+        pass  # click.Choice.__init__ sets it
+
+
 def _echo_table(rows: list[tuple[str, str]]):
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -59,15 +77,18 @@ def _echo_table(rows: list[tuple[str, str]]):
 
 # --- submit -------------------------------------------------------------------------------------
 
+TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options)
+
 @cli.command()
 @click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
-@click.option("--model", type=click.Choice(["cgan", "dcgan"]), default="cgan", show_default=True)
-@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default=None,
-              help=f"[trainer default: {DEFAULT_PRESET}] (`python -m trainer train --help` says what each is).")
-@click.option("--epochs", type=int, default=None, help="[trainer default: 64]")
-@click.option("--batch-size", type=int, default=None, help="Per GPU (replica).")
+@config_option("model")
+# The trainer's own options, so names, choices and defaults cannot drift; the trainer fills what is unset.
+@config_option("preset", default=None, show_default=False, help=f"[trainer default: {TRAIN['preset'].default}] "
+               "(`python -m trainer train --help` says what each is).")
+@config_option("epochs", default=None, show_default=False, help=f"[trainer default: {TRAIN['epochs'].default}]")
+@config_option("batch_size", help=f"{TRAIN['batch_size'].help} Per GPU (replica).")
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
-@click.option("--backend", type=click.Choice(["local", "sagemaker", "ec2"]), default=None,
+@click.option("--backend", type=BackendChoice(), default=None,
               help="[default: from `launcher config`; local until AWS is set up]")
 @click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
@@ -98,21 +119,21 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     if dry_run:
         click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
         return
-    _echo_table(_plan_rows(spec))
+    _echo_table(_plan_rows(spec, backend_module))
     record = backend_module.submit(spec)
     click.echo(f"submitted {record['job']}")
-    if wait if wait is not None else spec.backend == "local":
+    if wait if wait is not None else not backend_module.CLOUD:
         _wait_and_pull(record, Path(dest or record["job"]))
     else:
         click.echo(f"follow it with `launcher logs {record['job']} --follow`; `launcher pull {record['job']}` when done")
 
 
-def _plan_rows(spec) -> list[tuple[str, str]]:
+def _plan_rows(spec, backend) -> list[tuple[str, str]]:
     from launcher.durations import format_hms
     from launcher.pricing import PRICES_AS_OF, estimate
 
     rows = [("job", spec.job), ("backend", spec.backend), ("outputs", spec.output_uri)]
-    if spec.backend != "local":
+    if backend.CLOUD:
         count = f" x{spec.instance_count}" if spec.instance_count > 1 else ""
         rows.append(("instance", f"{spec.instance_type}{count}, {'spot' if spec.spot else 'on-demand'}"))
         on_demand = estimate(spec.instance_type, spec.instance_count, False, spec.max_run)
@@ -121,11 +142,7 @@ def _plan_rows(spec) -> list[tuple[str, str]]:
             cost = (f"at most ~${estimate(spec.instance_type, spec.instance_count, True, spec.max_run):,.2f} spot "
                     f"(typical), ${on_demand:,.2f} on-demand, for {format_hms(spec.max_run)} (--max-run)")
         rows.append(("cost", f"{cost}; list prices of {PRICES_AS_OF}, us-east-1"))
-    if spec.backend == "sagemaker":
-        from launcher.backends.sagemaker import console_url
-
-        rows.append(("console", console_url(spec)))
-    return rows
+    return rows + backend.plan_rows(spec)
 
 
 def _wait_and_pull(record: dict, dest: Path):
@@ -193,18 +210,18 @@ def _row(record, info) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job, as_json):
     """Show a job's state, duration, instance and (spot) savings."""
-    from launcher import jobs
-
+    from launcher import backends, jobs
     from launcher.runinfo import cut_short_note
 
     record = jobs.load(job)
-    info = _describe(record)
+    backend = backends.get(record["backend"])
+    info = backend.describe(record)
+    outputs = backend.output_uri(record)
     row = dict(_row(record, info), cut_short=cut_short_note(record))
     if as_json:
-        click.echo(json.dumps({**row, "output_uri": record["output_uri"], "details": info}, indent=2, default=str))
+        click.echo(json.dumps({**row, "output_uri": outputs, "details": info}, indent=2, default=str))
     else:
-        _echo_table([(k.replace("_", " "), str(v)) for k, v in row.items() if v is not None]
-                    + [("outputs", record["output_uri"])])
+        _echo_table([(k.replace("_", " "), str(v)) for k, v in row.items() if v is not None] + [("outputs", outputs)])
     _raise_if_failed(record, info)
 
 

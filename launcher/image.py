@@ -28,7 +28,7 @@ def check_docker():
 def push(repository: str, tag: str | None, region: str | None) -> str:
     from launcher import settings
     from launcher.resources import checkout
-    from launcher.spec import _aws_region
+    from trainer import aws
 
     repo = checkout()
     if repo is None:  # the build context is the whole source tree (pyproject.toml, trainer/, ...)
@@ -37,7 +37,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
     check_docker()
     import boto3
 
-    region = region or settings.get("region") or _aws_region()
+    region = aws.region(region, settings.get("region"))
     ecr = boto3.client("ecr", region_name=region)
     try:
         ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},
@@ -50,6 +50,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
     uri = f"{registry}/{repository}:{tag or trainer.__version__}"
     _docker("login", "--username", user, "--password-stdin", registry, secret=password)  # never on the command line
     print(f"building {uri} (this takes a while the first time)", flush=True)
-    _docker("build", "-f", str(repo / "docker" / "Dockerfile"), "-t", uri, str(repo))
+    _docker("build", "--build-arg", f"TENSORFLOW={trainer.TENSORFLOW}", "-f", str(repo / "docker" / "Dockerfile"),
+            "-t", uri, str(repo))
     _docker("push", uri)
     return uri

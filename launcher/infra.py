@@ -13,7 +13,8 @@ import threading
 
 import click
 
-from trainer.errors import GankitError, UsageError, no_region
+from trainer import aws
+from trainer.errors import GankitError, UsageError
 
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
@@ -37,14 +38,9 @@ def _client(service, region):
 
 
 def _region(region):
-    import boto3
-
     from launcher import settings
 
-    found = region or settings.get("region") or boto3.session.Session().region_name
-    if not found:
-        raise no_region()
-    return found
+    return aws.region(region, settings.get("region"))
 
 
 # --- checks before anything is sent -------------------------------------------------------------

@@ -6,17 +6,17 @@ line naming the file and the fix, never a traceback or a signal sent to the wron
 
 import json
 
-from launcher import settings
+from launcher import backends, settings
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 
 OPTIONAL = (str, type(None))
-# The fields the launcher reads and the types they must have; the required ones per backend.
+# The fields the launcher reads and the types they must have; each backend names those its records
+# must have besides job, backend and output_uri (its RECORD_FIELDS).
 FIELDS = {"job": str, "backend": str, "output_uri": str, "submitted_at": str, "dataset": str, "hyperparameters": dict,
           "instance_type": OPTIONAL, "instance_count": int, "spot": bool, "region": OPTIONAL,
           "pid": int, "log": str, "sm_root": str,  # local
           "instance_id": OPTIONAL, "client_token": str, "status_uri": str, "log_uri": str, "setup_log_uri": str}  # ec2
-REQUIRED = {"local": ("pid", "log", "sm_root"), "sagemaker": (), "ec2": ("status_uri", "log_uri", "setup_log_uri")}
 
 
 def jobs_dir():
@@ -56,7 +56,8 @@ def _problem(record, stem) -> str | None:
     backend = record.get("backend")
     if backend not in (None, *settings.BACKENDS):
         return f"backend {json.dumps(backend)[:20]}"
-    missing = [k for k in ("job", "backend", "output_uri", *REQUIRED.get(backend, ())) if k not in record]
+    required = backends.get(backend).RECORD_FIELDS if backend else ()
+    missing = [k for k in ("job", "backend", "output_uri", *required) if k not in record]
     if missing:
         return f"no {', '.join(missing)}"
     for key, kind in FIELDS.items():

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import click
 
-from launcher import ec2 as ec2_backend
+from launcher import instances
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
-from trainer.errors import GankitError, UsageError, no_region
+from trainer import aws
+from trainer.errors import GankitError, UsageError
 from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
 PORT = 8888  # Jupyter's port on the instance's loopback
 READY_TIMEOUT = 25 * 60  # first boot installs TensorFlow, the project and JupyterLab
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
-TAG_PURPOSE, TAG_OWNER = ec2_backend.TAG_PURPOSE, "gankit:owner"
+TAG_PURPOSE, TAG_OWNER = instances.TAG_PURPOSE, "gankit:owner"
 TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
 # On the token parameter: the ARN of the one instance whose role may read it (infra/base.yaml's
 # ReadOwnJupyterToken matches it against the caller's ec2:SourceInstanceARN).
@@ -42,19 +43,14 @@ def say(message):
 # --- who, where, and the token ------------------------------------------------------------------
 
 def region() -> str:
-    import boto3
-
     from launcher import settings
 
-    found = settings.get("region") or boto3.session.Session().region_name
-    if not found:
-        raise no_region()
-    return found
+    return aws.region(settings.get("region"))
 
 
 def owner(region_name) -> str:
     """A name for the caller's AWS identity, safe in tags and SSM names: 'alice' for user/alice."""
-    arn = ec2_backend.client("sts", region_name).get_caller_identity()["Arn"]
+    arn = instances.client("sts", region_name).get_caller_identity()["Arn"]
     resource = arn.split(":", 5)[-1]
     name = resource.split("/", 1)[1] if "/" in resource else resource
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "root"
@@ -73,7 +69,7 @@ def rotate_token(ssm, who: str) -> str:
 
 
 def instance_arn(region_name, iid: str) -> str:
-    arn = ec2_backend.client("sts", region_name).get_caller_identity()["Arn"]
+    arn = instances.client("sts", region_name).get_caller_identity()["Arn"]
     partition, account = arn.split(":")[1], arn.split(":")[4]
     return f"arn:{partition}:ec2:{region_name}:{account}:instance/{iid}"
 
@@ -111,13 +107,13 @@ def tags_of(instance) -> dict:
 def stage_project(root: str, who: str) -> tuple[str, str, str]:
     """Upload the project's wheel and the example notebook where the instance fetches them;
     (wheel URI, its sha256, notebook URI)."""
-    from launcher.remote.userdata import NOTEBOOK
+    from launcher.jupyter_userdata import NOTEBOOK
     from launcher.resources import resource_path
     from trainer import layout, s3
 
     notebook = resource_path(f"examples/{NOTEBOOK}")
     prefix = layout.join(root, "jupyter", who)
-    wheel_uri, wheel_sha256 = ec2_backend.upload_wheel(prefix)
+    wheel_uri, wheel_sha256 = instances.upload_wheel(prefix)
     notebook_uri = layout.join(prefix, NOTEBOOK)
     s3.upload_file(notebook, notebook_uri)
     return wheel_uri, wheel_sha256, notebook_uri
@@ -125,22 +121,22 @@ def stage_project(root: str, who: str) -> tuple[str, str, str]:
 
 def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
     from launcher import settings
-    from launcher.remote import userdata
+    from launcher import jupyter_userdata
 
     config = {**settings.effective(), "region": region_name}
     bucket = settings.get("bucket")
     if not bucket:
         raise UsageError("no bucket configured: run `launcher infra up` first")
     wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
-    boot = userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
+    boot = jupyter_userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
                                 wheel_sha256=wheel_sha256,
                                 notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
     tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
             TAG_IDLE: str(int(idle_seconds)), TAG_MAX_HOURS: f"{max_hours:g}"}
-    request = ec2_backend.run_instances_request(PURPOSE, instance_type, userdata.render(boot), spot=False,
+    request = instances.run_instances_request(PURPOSE, instance_type, jupyter_userdata.render(boot), spot=False,
                                                 tags=tags, settings=config, shutdown="stop")
-    return ec2_backend.launch(request, region_name)
+    return instances.launch(request, region_name)
 
 
 def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
@@ -176,7 +172,7 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
     try:  # the instance boots for minutes before it reads the token: time enough to bind it
         bind_token(ssm, region_name, who, iid)
     except Exception as e:
-        ec2_backend.terminate(iid, region_name)  # it could never read its token
+        instances.terminate(iid, region_name)  # it could never read its token
         raise GankitError(f"could not let {iid} read its token ({e}); terminated it, "
                           "run `launcher jupyter` again") from None
     say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
@@ -187,7 +183,7 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
 def change_type(ec2, instance, instance_type):
     """Resize a stopped instance, if its image suits the new type (DLAMI drivers follow the GPU family)."""
     iid, old = instance["InstanceId"], instance["InstanceType"]
-    if ec2_backend.ami_parameter_for(old) != ec2_backend.ami_parameter_for(instance_type):
+    if instances.ami_parameter_for(old) != instances.ami_parameter_for(instance_type):
         raise UsageError(f"{iid} ({old}) has an image for another GPU family than {instance_type}; "
                          "`launcher jupyter stop --terminate`, then launch again with the new type")
     say(f"changing {iid} from {old} to {instance_type}")
@@ -228,7 +224,7 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
     with tunnel.signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="gankit-ssh-") as tmp, access as host:
         if use_ssh:
             key, public = tunnel.ssh_key(tmp)
-            connect_ = ec2_backend.client("ec2-instance-connect", region_name)
+            connect_ = instances.client("ec2-instance-connect", region_name)
 
             def command():  # EC2 Instance Connect accepts the key for 60 s: push it before every attempt
                 connect_.send_ssh_public_key(InstanceId=iid, InstanceOSUser=tunnel.SSH_USER, SSHPublicKey=public)
@@ -321,7 +317,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
 
     region_name = region()
-    ec2, ssm = ec2_backend.client("ec2", region_name), ec2_backend.client("ssm", region_name)
+    ec2, ssm = instances.client("ec2", region_name), instances.client("ssm", region_name)
     who = owner(region_name)
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     instance = wait_running(ec2, iid)
@@ -333,7 +329,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
 def stop(terminate):
     """Stop your Jupyter instance now."""
     region_name = region()
-    ec2 = ec2_backend.client("ec2", region_name)
+    ec2 = instances.client("ec2", region_name)
     who = owner(region_name)
     instance = find_instance(ec2, who)
     if instance is None:
@@ -341,8 +337,8 @@ def stop(terminate):
         return
     iid = instance["InstanceId"]
     if terminate:
-        ec2_backend.terminate(iid, region_name)
-        ssm = ec2_backend.client("ssm", region_name)
+        instances.terminate(iid, region_name)
+        ssm = instances.client("ssm", region_name)
         try:
             ssm.delete_parameter(Name=token_parameter(who))
         except ssm.exceptions.ParameterNotFound:
@@ -351,7 +347,7 @@ def stop(terminate):
     elif instance["State"]["Name"] in ("stopping", "stopped"):
         say(f"{iid} is already {instance['State']['Name']}")
     else:
-        ec2_backend.stop_instance(iid, region_name)
+        instances.stop_instance(iid, region_name)
         say(f"stopping {iid}; `launcher jupyter` starts it again")
 
 
@@ -361,7 +357,7 @@ def status():
     from launcher.pricing import price_per_hour
 
     region_name = region()
-    ec2 = ec2_backend.client("ec2", region_name)
+    ec2 = instances.client("ec2", region_name)
     instance = find_instance(ec2, owner(region_name))
     if instance is None:
         click.echo("no Jupyter instance; `launcher jupyter` starts one")

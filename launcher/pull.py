@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text, cache_root, inside
+from trainer.fsutil import atomic_file, atomic_write_text, cache_root, inside
 from trainer.progress import Progress, format_bytes
 
 
@@ -25,10 +25,8 @@ def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
             target = targets[path]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            shutil.copyfile(path, tmp)
-            tmp.replace(target)  # complete or absent
+            with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
+                shutil.copyfileobj(src, out)
             progress.update(path.stat().st_size)
         progress.close()
     return dest
@@ -44,7 +42,7 @@ def fetch(uri: str, dest: Path, label: str, log=None) -> Path:
 
 def pull(record: dict, dest: Path, log=print) -> Path:
     """The run's outputs (generator, samples, metrics, plots, report) into `dest`; checks the generator loads."""
-    fetch(record["output_uri"], dest, label=f"pulling {record['job']}", log=log)
+    fetch(_output_uri(record), dest, label=f"pulling {record['job']}", log=log)
     folder = dest / "generator"
     if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
         log("the generator is the one already checked here; not loading it again")
@@ -52,6 +50,12 @@ def pull(record: dict, dest: Path, log=print) -> Path:
     check_generator(folder, record["job"])
     atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
     return dest
+
+
+def _output_uri(record: dict) -> str:
+    from launcher import backends
+
+    return backends.get(record["backend"]).output_uri(record)
 
 
 def _checked_stamp(folder: Path) -> dict | None:
@@ -91,6 +95,6 @@ def generator_dir(source: str) -> Path:
         from launcher import jobs
 
         record = jobs.load(source)
-        uri = layout.join(record["output_uri"], "generator")
+        uri = layout.join(_output_uri(record), "generator")
         return generator_dir(uri) if s3.is_s3(uri) else Path(uri)
     raise UsageError(f"{source}: no such generator folder, job or s3:// prefix")

@@ -126,7 +126,9 @@ def report(job, out_dir, open_browser):
 
 def _price_per_hour(record: dict):
     """The hourly price of the job's instances, or None (local jobs, unknown types)."""
-    if record.get("backend", "local") == "local" or not record.get("instance_type"):
+    from launcher import backends
+
+    if not backends.get(record.get("backend", "local")).CLOUD or not record.get("instance_type"):
         return None
     try:
         from launcher import pricing

@@ -12,13 +12,27 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+from launcher.backends import REGISTRY
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 
 KEYS = ("backend", "region", "bucket", "role", "instance_type", "image", "instance_profile", "security_group", "subnet")
-BACKENDS = ("local", "sagemaker", "ec2")
+
+
+class _Registered(Sequence):
+    """The registry's names, read at each use: a backend registered later is in it too."""
+
+    def __getitem__(self, index):
+        return tuple(REGISTRY)[index]
+
+    def __len__(self):
+        return len(REGISTRY)
+
+
+BACKENDS = _Registered()
 
 
 def config_path() -> Path:

@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 
 from launcher import settings
 from launcher.durations import parse_duration
-from launcher.pricing import DEFAULT_INSTANCE_TYPE, check_instance_type
-from trainer import layout
-from trainer.errors import UsageError, no_region
+from launcher.pricing import check_instance_type
+from trainer import aws, layout
+from trainer.errors import UsageError
 
 # Set by the launcher itself, never by --hp.
 RESERVED = {"output_dir": "the run's layout decides it", "checkpoint_dir": "the run's layout decides it"}
@@ -95,34 +95,22 @@ def parse_hp(pairs) -> dict:
 
 
 def check_hyperparameters(hyperparameters: dict):
-    """Run them through the trainer's own option parsing and validation, without TensorFlow."""
-    import click
-
-    from trainer.cli import train
+    """Check them against the trainer's schema (TrainConfig): its parsing and validation, without TensorFlow."""
     from trainer.config import TrainConfig
 
-    known = {p.name for p in train.params}
-    for key in hyperparameters:
-        if key not in known:
-            raise UsageError(f"--hp {key}: the trainer has no such option; see `python -m trainer train --help`")
-    argv = [a for k, v in hyperparameters.items() for a in (f"--{k.replace('_', '-')}", v)]
-    try:
-        with train.make_context("train", argv + ["--output-dir", "unused"], resilient_parsing=False) as ctx:
-            TrainConfig(**ctx.params).resolve()
-    except click.BadParameter as e:
-        raise UsageError(f"{e.format_message()} (in the job's hyperparameters)") from None
-    except click.UsageError as e:
-        raise UsageError(e.format_message()) from None
+    TrainConfig.from_hyperparameters({**hyperparameters, "output_dir": "unused"}, source="--hp").resolve()
 
 
 def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=None, hp=(), backend=None,
                instance_type=None, instance_count=1, spot=True, max_run=None, bucket=None, role=None, image=None,
                region=None, resume=None, job=None, now=None) -> JobSpec:
+    from launcher import backends
     from trainer.data import canonical_name
 
     backend = backend or settings.default_backend()
-    if backend not in settings.BACKENDS:
-        raise UsageError(f"--backend {backend}: choose one of {', '.join(settings.BACKENDS)}")
+    if backend not in backends.REGISTRY:
+        raise UsageError(f"--backend {backend}: choose one of {', '.join(backends.REGISTRY)}")
+    kind = backends.get(backend)
     dataset = canonical_name(dataset)
     hyperparameters = {"dataset": dataset, "model": model}
     for key, value in (("preset", preset), ("epochs", epochs), ("batch_size", batch_size)):
@@ -136,48 +124,40 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         raise UsageError(f"--instance-count {instance_count} with framework=jax: JAX trains on one host (all its GPUs); "
                          "use --instance-count 1, or --hp framework=tensorflow for several hosts")
 
-    instance_type = instance_type or settings.get("instance_type") if backend != "local" else "local"
-    if backend != "local" and (not instance_type or instance_type == "local" or
-                               instance_type.startswith("ml.") != (backend == "sagemaker")):
-        instance_type = _matching_default(instance_type, backend)
-    check_instance_type(instance_type, backend)
+    cloud = kind.CLOUD
+    if cloud:
+        instance_type = instance_type or settings.get("instance_type")
+        if not instance_type or instance_type == "local" or instance_type.startswith("ml.") != kind.ML_INSTANCE_TYPES:
+            instance_type = _matching_default(instance_type, kind)
+        check_instance_type(instance_type, backend)
+    else:
+        instance_type = kind.DEFAULT_INSTANCE_TYPE
     max_run_s = parse_duration(max_run or DEFAULT_MAX_RUN)
-    if backend == "local":
+    if not cloud:
         root = str(settings.local_root())
     else:
         source = "--bucket" if bucket else "the bucket setting (GANKIT_BUCKET or `launcher config`)"
         bucket = bucket or settings.get("bucket")
         if not bucket:
-            needs = ("--role ARN" if backend == "sagemaker" else
-                     "`launcher config set instance_profile NAME` and `launcher config set security_group sg-...`")
             raise UsageError(f"no bucket for the {backend} backend: run `launcher infra up` (it makes what "
-                             f"{backend} needs), or pass --bucket NAME with {needs}")
+                             f"{backend} needs), or pass --bucket NAME with {kind.SETUP_HINT}")
         settings.check_bucket(bucket, source)
         root = bucket if bucket.startswith("s3://") else f"s3://{bucket}"
         role = role or settings.get("role")
-        if backend == "sagemaker" and not role:
-            raise UsageError("no SageMaker execution role: run `launcher infra up`, or pass --role ARN, "
-                             "or `launcher config set role ARN`")
-        region = region or settings.get("region") or _aws_region()
+        if kind.NO_ROLE and not role:
+            raise UsageError(kind.NO_ROLE)
+        region = aws.region(region, settings.get("region"))
     return JobSpec(job=job or job_name(dataset, model, now), backend=backend, dataset=dataset,
                    hyperparameters=hyperparameters, root=root.rstrip("/"), instance_type=instance_type,
-                   instance_count=instance_count, spot=bool(spot) and backend != "local", max_run=max_run_s,
-                   max_wait=2 * max_run_s if spot and backend != "local" else None, role=role,
+                   instance_count=instance_count, spot=bool(spot) and cloud, max_run=max_run_s,
+                   max_wait=2 * max_run_s if spot and cloud else None, role=role,
                    image=image or settings.get("image"), region=region, resume=resume)
 
 
-def _matching_default(instance_type, backend):
+def _matching_default(instance_type, kind) -> str:
+    """The backend's own name for `instance_type`, or its default when none (or "local") is given."""
     if instance_type and instance_type != "local":
         # ml.p3.2xlarge on ec2 or p3.2xlarge on SageMaker: the same machine under the other name.
         bare = instance_type.removeprefix("ml.")
-        return f"ml.{bare}" if backend == "sagemaker" else bare
-    return DEFAULT_INSTANCE_TYPE[backend]
-
-
-def _aws_region() -> str:
-    import boto3
-
-    region = boto3.session.Session().region_name
-    if not region:
-        raise no_region()
-    return region
+        return f"ml.{bare}" if kind.ML_INSTANCE_TYPES else bare
+    return kind.DEFAULT_INSTANCE_TYPE

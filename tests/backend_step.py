@@ -29,7 +29,7 @@ def first_step(init: dict | None = None):
 
     from trainer.config import TrainConfig
     from trainer.steps import build_nets, spec_from
-    from trainer.train import arrays_of, load_arrays
+    from trainer.weights import arrays_of, load_arrays
 
     keras.utils.set_random_seed(0)
     # The projection preset (the default's networks minus spectral norm: Keras' SpectralNormalization

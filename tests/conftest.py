@@ -62,10 +62,10 @@ _WHEELS = {}
 def project_wheel(tmp_path_factory):
     """The project's wheel (`pip wheel` of this checkout, seconds), built on first use: the source does not
     change during a test session. Never write to it; copy it."""
-    from launcher import ec2
+    from launcher import instances
 
     if "wheel" not in _WHEELS:
-        build = getattr(ec2.build_wheel, "real", ec2.build_wheel)  # the copier below keeps the real builder
+        build = getattr(instances.build_wheel, "real", instances.build_wheel)  # the copier below keeps the real builder
         _WHEELS["wheel"] = build(tmp_path_factory.mktemp("wheel"))
     return _WHEELS["wheel"]
 
@@ -82,10 +82,10 @@ def wheel_built_once(tmp_path_factory, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from launcher import ec2
+    from launcher import instances
 
     def build_wheel(dest):
         return Path(shutil.copy(project_wheel(tmp_path_factory), dest))
 
-    build_wheel.real = ec2.build_wheel
-    monkeypatch.setattr(ec2, "build_wheel", build_wheel)
+    build_wheel.real = instances.build_wheel
+    monkeypatch.setattr(instances, "build_wheel", build_wheel)

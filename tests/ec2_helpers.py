@@ -1,6 +1,6 @@
 """Helpers for the EC2 and infra tests: seed what moto cannot know (the public DLAMI parameters)."""
 
-from launcher import ec2
+from launcher import instances
 
 FAKE_AMI = "ami-0123456789abcdef0"
 
@@ -18,8 +18,8 @@ def seed_dlami_parameters(region="us-east-1", image_id=None, proprietary_image_i
     if image_id is None:
         image_id = boto3.client("ec2", region_name=region).describe_images()["Images"][0]["ImageId"]
     backend = ssm_backends["123456789012"][region]
-    for name, value in ((ec2.OPEN_DRIVER_PARAMETER, image_id),
-                        (ec2.PROPRIETARY_DRIVER_PARAMETER, proprietary_image_id or image_id)):
+    for name, value in ((instances.OPEN_DRIVER_PARAMETER, image_id),
+                        (instances.PROPRIETARY_DRIVER_PARAMETER, proprietary_image_id or image_id)):
         backend._parameters[name] = [_parameter(backend, name, value, region)]
     return image_id
 

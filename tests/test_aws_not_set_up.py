@@ -70,3 +70,17 @@ def test_ec2_hints_name_what_ec2_needs(no_aws, monkeypatch, capsys):
     monkeypatch.delenv("GANKIT_INSTANCE_PROFILE")
     code, err = run(COMMANDS["submit ec2"], capsys)
     assert code == 2 and "no instance_profile configured:" in err and "launcher infra up" in err
+
+
+def test_the_region_is_the_first_one_given_else_boto3s_else_one_usage_error(monkeypatch, tmp_path):
+    from trainer import aws
+    from trainer.errors import UsageError
+
+    no_credentials_anywhere(monkeypatch, tmp_path)
+    assert aws.region("eu-west-1", "us-east-1") == "eu-west-1"
+    assert aws.region(None, "", "us-east-2") == "us-east-2"
+    with pytest.raises(UsageError) as refused:
+        aws.region(None, None)
+    assert str(refused.value) == NO_REGION
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert aws.region(None) == "ap-south-1"

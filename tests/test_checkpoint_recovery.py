@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.aws_helpers import mocked_bucket
-from trainer import checkpoints, s3, storage
+from trainer import checkpoints, s3, run_storage
 from trainer.errors import GankitError
 
 BUCKET = "gankit-recovery"
@@ -83,25 +83,25 @@ def remote_names(uri):
 def test_s3_checkpoints_that_all_fail_to_verify_stop_the_run(bucket, tmp_path):
     uri = bucket + "/runs/c/checkpoints"
     for step in (3, 4):
-        storage.push_checkpoint(write(tmp_path / "src", step), uri, keep=5)
+        run_storage.push_checkpoint(write(tmp_path / "src", step), uri, keep=5)
         name = checkpoints.checkpoint_name(step)
         state_key = f"runs/c/checkpoints/{name}/{checkpoints.STATE}"
         boto3.client("s3").put_object(Bucket=BUCKET, Key=state_key,
                                       Body=b'{"step": %d}' % (step + 1))  # same size: only the digest tells
     with pytest.raises(GankitError) as e:
-        storage.pull_latest_checkpoint(uri, tmp_path / "stage")
+        run_storage.pull_latest_checkpoint(uri, tmp_path / "stage")
     assert "no checkpoint" in str(e.value) and uri in str(e.value) and "\n" not in str(e.value)
     assert remote_names(uri) == ["ckpt-000000003.corrupt", "ckpt-000000004.corrupt"]
     with pytest.raises(GankitError):  # and again on the next run
-        storage.pull_latest_checkpoint(uri, tmp_path / "stage2")
+        run_storage.pull_latest_checkpoint(uri, tmp_path / "stage2")
 
 
 def test_s3_pruning_keeps_new_good_checkpoints(bucket, tmp_path):
     uri = bucket + "/runs/p/checkpoints"
-    storage.push_checkpoint(write(tmp_path / "src", 9), uri, keep=5)
+    run_storage.push_checkpoint(write(tmp_path / "src", 9), uri, keep=5)
     boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/p/checkpoints/ckpt-000000009/MANIFEST.json", Body=b"{broken")
     for step in (1, 2, 3):
-        storage.push_checkpoint(write(tmp_path / "new", step), uri, keep=2)
+        run_storage.push_checkpoint(write(tmp_path / "new", step), uri, keep=2)
     assert "ckpt-000000003" in remote_names(uri) and "ckpt-000000002" in remote_names(uri)
     assert "ckpt-000000001" not in remote_names(uri)
 
@@ -110,9 +110,9 @@ def test_a_local_checkpoint_newer_than_s3_is_uploaded_first(bucket, tmp_path, ca
     uri = bucket + "/runs/w/checkpoints"
     stage = tmp_path / "stage"
     write(stage, 10)  # left by an earlier run; the bucket has since been emptied
-    got = storage.pull_latest_checkpoint(uri, stage)
+    got = run_storage.pull_latest_checkpoint(uri, stage)
     assert got.name == "ckpt-000000010"
-    assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000010"]
+    assert [n for _, n in run_storage.remote_checkpoints(uri)] == ["ckpt-000000010"]
     assert s3.read_bytes(uri + "/ckpt-000000010/MANIFEST.json") is not None
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "newer than any in" in err and "uploading" in err
@@ -120,30 +120,30 @@ def test_a_local_checkpoint_newer_than_s3_is_uploaded_first(bucket, tmp_path, ca
 
 def test_a_local_checkpoint_newer_than_the_remote_ones_is_uploaded(bucket, tmp_path, capsys):
     uri = bucket + "/runs/x/checkpoints"
-    storage.push_checkpoint(write(tmp_path / "src", 2), uri, keep=3)
+    run_storage.push_checkpoint(write(tmp_path / "src", 2), uri, keep=3)
     stage = tmp_path / "stage"
     write(stage, 5)  # an upload that was interrupted
-    assert storage.pull_latest_checkpoint(uri, stage).name == "ckpt-000000005"
-    assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000005", "ckpt-000000002"]
+    assert run_storage.pull_latest_checkpoint(uri, stage).name == "ckpt-000000005"
+    assert [n for _, n in run_storage.remote_checkpoints(uri)] == ["ckpt-000000005", "ckpt-000000002"]
 
 
 def test_a_local_checkpoint_as_new_as_s3_uploads_nothing(bucket, tmp_path, capsys, monkeypatch):
     uri = bucket + "/runs/y/checkpoints"
-    storage.push_checkpoint(write(tmp_path / "src", 4), uri, keep=3)
+    run_storage.push_checkpoint(write(tmp_path / "src", 4), uri, keep=3)
     stage = tmp_path / "stage"
     write(stage, 4)
     monkeypatch.setattr(s3, "upload_file", lambda *a, **k: pytest.fail("nothing to upload"))
-    assert storage.pull_latest_checkpoint(uri, stage).name == "ckpt-000000004"
+    assert run_storage.pull_latest_checkpoint(uri, stage).name == "ckpt-000000004"
     assert capsys.readouterr().err == ""
 
 
 def test_stand_ins_are_keyed_by_endpoint_and_bucket(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     s3.client.cache_clear()
-    a = storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
-    b = storage.local_stand_in("s3://b2/runs/j/checkpoints", "checkpoints")
+    a = run_storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
+    b = run_storage.local_stand_in("s3://b2/runs/j/checkpoints", "checkpoints")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     s3.client.cache_clear()
-    c = storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
+    c = run_storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
     s3.client.cache_clear()
     assert len({a, b, c}) == 3

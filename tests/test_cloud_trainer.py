@@ -117,13 +117,15 @@ def test_train_entrypoint_runs_the_sagemaker_contract(bucket, tmp_path, syntheti
     assert "starting the trainer" in done.stdout
     gen = trainer.load_generator(root / "model")
     assert gen.meta["preset"] == "book" and gen.meta["steps"] == 6  # "seed" is an alias of book
-    rows = [json.loads(line) for line in (root / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in s3.read_bytes(f"{out}/metrics.jsonl").decode().splitlines()]
     assert [r["step"] for r in rows] == [4, 6]
     assert checkpoint_folders(root / "checkpoints")
     assert not (root / "output" / "failure").exists()
-    # The shared layout got everything as it went; SageMaker's own output a copy, without checkpoints.
+    # The shared layout got everything as it went, and it is the one copy: nothing in output/data for
+    # SageMaker to store a second time. Only the generator is in model/ too (SageMaker's model artifact).
     assert {"metrics.jsonl", "generator/generator.keras", "samples/epoch-0001.png"} <= set(s3.list_objects(out))
-    assert not (root / "output" / "data" / "checkpoints").exists()
+    assert not (root / "output" / "data").exists()
+    assert "--output-dir " + out in done.stdout and "--preset seed" in done.stdout  # what the trainer was given
 
 
 def test_bad_hyperparameter_writes_the_failure_reason(tmp_path, synthetic_mnist):

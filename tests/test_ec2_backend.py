@@ -14,15 +14,15 @@ from pathlib import Path
 import boto3
 import pytest
 
-from launcher import ec2, jobs, settings
+from launcher import instances, jobs, settings
 from launcher.backends import ec2 as backend
 from launcher.spec import JobSpec
-from launcher.userdata import shutdown_minutes
+from launcher.train_userdata import shutdown_minutes
 from tests.data_helpers import make_idx_dataset
 from tests.ec2_helpers import seed_dlami_parameters
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.stage import stage_dataset
+from trainer.dataset_staging import stage_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
@@ -125,7 +125,7 @@ def test_resume_reuses_the_checkpoints_and_stop_terminates(cloud):
 
 def test_an_instance_gone_without_a_status_is_a_failure(cloud):
     record = backend.submit(Spec(job="e3", root=cloud["root"], hyperparameters=HP))
-    ec2.terminate(record["instance_id"], REGION)  # e.g. a spot interruption, before the runner reported
+    instances.terminate(record["instance_id"], REGION)  # e.g. a spot interruption, before the runner reported
     described = backend.describe(record)
     assert described["status"] == "Failed" and "--resume e3" in described["failure_reason"]
 
@@ -137,7 +137,7 @@ def test_dry_run_sends_nothing(cloud):
     assert boto3.client("ec2").describe_instances()["Reservations"] == before
     assert s3.read_bytes(f"{layout.run_prefix(cloud['root'], 'e4')}/job.json") is None
     request = answer["run_instances"]
-    assert request["ImageId"] == f"resolve:ssm:{ec2.OPEN_DRIVER_PARAMETER}"
+    assert request["ImageId"] == f"resolve:ssm:{instances.OPEN_DRIVER_PARAMETER}"
     assert request["MetadataOptions"]["HttpTokens"] == "required"
     assert request["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert answer["job_document"]["output_uri"].endswith("/runs/e4/output")
@@ -163,7 +163,7 @@ def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
     answer = json.loads(capsys.readouterr().out)
     request = answer["run_instances"]
     assert request["InstanceType"] == "g5.xlarge" and request["IamInstanceProfile"] == {"Name": "gankit-ec2"}
-    assert request["ImageId"] == f"resolve:ssm:{ec2.OPEN_DRIVER_PARAMETER}"
+    assert request["ImageId"] == f"resolve:ssm:{instances.OPEN_DRIVER_PARAMETER}"
     assert f"shutdown -h +{shutdown_minutes(90 * 60)}" in request["UserData"]
     assert answer["job_document"]["hyperparameters"]["epochs"] == "2"
     assert jobs.all_jobs() == []  # nothing recorded, nothing sent
@@ -171,7 +171,7 @@ def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def prebuilt_wheel(tmp_path_factory):
-    return ec2.build_wheel(tmp_path_factory.mktemp("wheel"))
+    return instances.build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture
@@ -181,9 +181,9 @@ def launches(cloud, monkeypatch, prebuilt_wheel):
     (a lost reply, a timeout), which is what the launcher must survive."""
     import shutil
 
-    monkeypatch.setattr(ec2, "build_wheel", lambda dest: Path(shutil.copy(prebuilt_wheel, dest)))
+    monkeypatch.setattr(instances, "build_wheel", lambda dest: Path(shutil.copy(prebuilt_wheel, dest)))
     seen = {"requests": [], "fail_after": False}
-    real_client = ec2.client
+    real_client = instances.client
 
     def client(service, region=None):
         made = real_client(service, region)
@@ -199,7 +199,7 @@ def launches(cloud, monkeypatch, prebuilt_wheel):
             made.meta.events.register("after-call.ec2.RunInstances", after)
         return made
 
-    monkeypatch.setattr(ec2, "client", client)
+    monkeypatch.setattr(instances, "client", client)
     return seen
 
 

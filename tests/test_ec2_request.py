@@ -6,7 +6,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from launcher import ec2
+from launcher import instances
 from tests.ec2_helpers import seed_dlami_parameters
 from trainer.errors import GankitError, UsageError
 
@@ -37,26 +37,26 @@ def settings(aws):
 
 
 def test_ami_parameter_follows_the_gpu_family():
-    assert ec2.ami_parameter_for("p3.2xlarge") == ec2.PROPRIETARY_DRIVER_PARAMETER
-    assert ec2.ami_parameter_for("ml.p3.8xlarge") == ec2.PROPRIETARY_DRIVER_PARAMETER
+    assert instances.ami_parameter_for("p3.2xlarge") == instances.PROPRIETARY_DRIVER_PARAMETER
+    assert instances.ami_parameter_for("ml.p3.8xlarge") == instances.PROPRIETARY_DRIVER_PARAMETER
     for kind in ("g4dn.xlarge", "g5.xlarge", "g6.2xlarge", "p4d.24xlarge", "p5.48xlarge"):
-        assert ec2.ami_parameter_for(kind) == ec2.OPEN_DRIVER_PARAMETER
-    assert "proprietary" in ec2.PROPRIETARY_DRIVER_PARAMETER and "oss" in ec2.OPEN_DRIVER_PARAMETER
+        assert instances.ami_parameter_for(kind) == instances.OPEN_DRIVER_PARAMETER
+    assert "proprietary" in instances.PROPRIETARY_DRIVER_PARAMETER and "oss" in instances.OPEN_DRIVER_PARAMETER
     with pytest.raises(UsageError, match="not an EC2 instance type"):
-        ec2.ami_parameter_for("p3")
+        instances.ami_parameter_for("p3")
 
 
 def test_resolve_ami_reads_the_family_parameter_and_honours_overrides(aws):
     image = seed_dlami_parameters(REGION)
-    assert ec2.resolve_ami("g5.xlarge", REGION) == image
-    assert ec2.resolve_ami("g5.xlarge", REGION, override="ami-0feedbeef") == "ami-0feedbeef"
+    assert instances.resolve_ami("g5.xlarge", REGION) == image
+    assert instances.resolve_ami("g5.xlarge", REGION, override="ami-0feedbeef") == "ami-0feedbeef"
     with pytest.raises(GankitError, match="/gankit/nope does not exist.*GANKIT_AMI"):
-        ec2.resolve_ami("g5.xlarge", REGION, override="/gankit/nope")
+        instances.resolve_ami("g5.xlarge", REGION, override="/gankit/nope")
 
 
 def test_request_is_safe_by_default(settings):
     image = seed_dlami_parameters(REGION)
-    request = ec2.run_instances_request("job", "g5.xlarge", "#!/bin/bash\necho hi\n", settings=settings,
+    request = instances.run_instances_request("job", "g5.xlarge", "#!/bin/bash\necho hi\n", settings=settings,
                                         tags={"gankit:job": "z1"})
     assert request["ImageId"] == image
     assert request["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled",
@@ -72,29 +72,29 @@ def test_request_is_safe_by_default(settings):
 
 
 def test_spot_stop_subnet_and_bad_input(settings):
-    spot = ec2.run_instances_request("job", "p3.2xlarge", "x", spot=True, settings=settings, image_id="ami-1",
+    spot = instances.run_instances_request("job", "p3.2xlarge", "x", spot=True, settings=settings, image_id="ami-1",
                                      max_spot_price="1.5")
     assert spot["InstanceMarketOptions"] == {"MarketType": "spot", "SpotOptions": {
         "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate", "MaxPrice": "1.5"}}
-    jupyter = ec2.run_instances_request("jupyter", "g5.xlarge", "x", settings={**settings, "subnet": "subnet-1"},
+    jupyter = instances.run_instances_request("jupyter", "g5.xlarge", "x", settings={**settings, "subnet": "subnet-1"},
                                         shutdown="stop", image_id="ami-1")
     assert jupyter["InstanceInitiatedShutdownBehavior"] == "stop"
     assert jupyter["NetworkInterfaces"][0]["SubnetId"] == "subnet-1"
     assert jupyter["NetworkInterfaces"][0]["Groups"] == [settings["security_group"]]
     with pytest.raises(UsageError, match="cannot be a one-time spot"):
-        ec2.run_instances_request("jupyter", "g5.xlarge", "x", spot=True, shutdown="stop", settings=settings,
+        instances.run_instances_request("jupyter", "g5.xlarge", "x", spot=True, shutdown="stop", settings=settings,
                                   image_id="ami-1")
     with pytest.raises(UsageError, match="instance_profile or security_group.*launcher infra up"):
-        ec2.run_instances_request("job", "g5.xlarge", "x", settings={}, image_id="ami-1")
+        instances.run_instances_request("job", "g5.xlarge", "x", settings={}, image_id="ami-1")
 
 
 def test_launched_instance_carries_the_request(settings):
     seed_dlami_parameters(REGION)
-    request = ec2.run_instances_request("job", "g5.xlarge", "#!/bin/bash\necho hi\n", settings=settings,
+    request = instances.run_instances_request("job", "g5.xlarge", "#!/bin/bash\necho hi\n", settings=settings,
                                         tags={"Name": "gankit-z1"})
-    iid = ec2.launch(request, REGION)
+    iid = instances.launch(request, REGION)
     client = boto3.client("ec2", region_name=REGION)
-    instance = ec2.describe_instance(iid, REGION)
+    instance = instances.describe_instance(iid, REGION)
     assert instance["InstanceType"] == "g5.xlarge"
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
     assert instance["IamInstanceProfile"]["Arn"].endswith("instance-profile/gankit-ec2")
@@ -109,14 +109,14 @@ def test_launched_instance_carries_the_request(settings):
     assert volume["Encrypted"] is True and volume["VolumeType"] == "gp3"
     assert {"Key": "gankit:purpose", "Value": "job"} in volume.get("Tags", [])
 
-    ec2.terminate(iid, REGION)
-    assert ec2.describe_instance(iid, REGION)["State"]["Name"] in ("shutting-down", "terminated")
-    assert ec2.describe_instance("i-0000000000000dead", REGION) is None
+    instances.terminate(iid, REGION)
+    assert instances.describe_instance(iid, REGION)["State"]["Name"] in ("shutting-down", "terminated")
+    assert instances.describe_instance("i-0000000000000dead", REGION) is None
 
 
 def test_spot_request_launches_a_spot_instance(settings):
     seed_dlami_parameters(REGION)
-    request = ec2.run_instances_request("job", "p3.2xlarge", "x", spot=True, settings=settings)
-    instance = ec2.describe_instance(ec2.launch(request, REGION), REGION)
+    request = instances.run_instances_request("job", "p3.2xlarge", "x", spot=True, settings=settings)
+    instance = instances.describe_instance(instances.launch(request, REGION), REGION)
     assert instance["InstanceLifecycle"] == "spot"  # what EC2 (moto) made of InstanceMarketOptions
     assert instance["MetadataOptions"]["HttpTokens"] == "required"

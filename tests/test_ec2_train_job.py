@@ -15,7 +15,7 @@ import pytest
 from launcher.remote import train_job
 from tests.data_helpers import make_idx_dataset
 from trainer import layout, s3
-from trainer.stage import stage_dataset
+from trainer.dataset_staging import stage_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +70,10 @@ def test_runner_trains_and_leaves_outputs_and_log_under_the_run_prefix(bucket, s
     assert "starting the trainer" in log and "job ec2-j1 completed (exit code 0)" in log
     status = status_of(bucket, "ec2-j1")
     assert status["status"] == "Completed" and status["failure_reason"] is None and status["ended"] >= status["started"]
+    # One transport: the trainer's own copies under output/ and checkpoints/; the runner adds its log and status.
+    tops = {key.split("/", 1)[0] for key in s3.list_objects(layout.run_prefix(bucket, "ec2-j1"))}
+    assert tops == {"job.json", "train.log", "status.json", "output", "checkpoints"}
+    assert not any(k.startswith(("data/", "model/")) for k in outputs)  # the contract's local copies stay local
 
 
 def test_runner_reports_a_failed_trainer(bucket, staged, tmp_path):

@@ -18,11 +18,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from launcher import ec2, userdata
+from launcher import instances, train_userdata
 from launcher.remote import train_job
 from tests.data_helpers import make_idx_dataset
 from trainer import layout, s3
-from trainer.stage import stage_dataset
+from trainer.dataset_staging import stage_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -89,15 +89,15 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine, fr
     stage_dataset("mnist", layout.dataset_prefix(root, "mnist"),
                   data_dir=make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=32), log=lambda m: None)
     run = layout.run_prefix(root, "ud1")
-    wheel_uri, wheel_sha256 = ec2.upload_wheel(run)
+    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
     job = {"job": "ud1", "root": root, "data_uri": layout.dataset_prefix(root, "mnist"), "max_run": 600,
            "checkpoint_uri": f"{run}/checkpoints", "output_uri": f"{run}/output", "region": "us-east-1",
            "hyperparameters": hyperparameters}
     s3.write_bytes(train_job.job_uri(root, "ud1"), json.dumps(job).encode())
-    boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600, framework=framework)
     script = tmp_path / "user-data.sh"
-    script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
     other = "tensorflow" if framework == "jax" else "jax"
     assert f'import {framework}"' in script.read_text() and f'import {other}"' not in script.read_text()
 
@@ -120,17 +120,17 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine, fr
     assert "completed (exit code 0)" in s3.read_bytes(train_job.log_uri(root, "ud1")).decode()
     assert s3.read_bytes(f"{run}/setup.log")  # shipped at the end
     calls = (tmp_path / "shutdown.calls").read_text().splitlines()
-    assert calls[0].startswith(f"-h +{userdata.shutdown_minutes(600)}") and calls[-1] == "-h now"
+    assert calls[0].startswith(f"-h +{train_userdata.shutdown_minutes(600)}") and calls[-1] == "-h now"
 
 
 def test_a_broken_install_still_shuts_down(aws_env, machine):
     tmp_path, bin_dir, python = machine
     root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
     boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
-    boot = userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl", wheel_sha256="0" * 64,
+    boot = train_userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl", wheel_sha256="0" * 64,
                               setup_log_uri=f"{root}/runs/x/setup.log", region="us-east-1", max_run=60)
     script = tmp_path / "user-data.sh"
-    script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GANKIT_PYTHON": str(python)}
     done = subprocess.run(["bash", str(script)], env=env, timeout=120, capture_output=True, text=True)
     assert done.returncode != 0
@@ -145,7 +145,7 @@ def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machi
     root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
     boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
     run = layout.run_prefix(root, "ud3")
-    wheel_uri, wheel_sha256 = ec2.upload_wheel(run)
+    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
     original = s3.read_bytes(wheel_uri)
     assert hashlib.sha256(original).hexdigest() == wheel_sha256
     # Someone replaces it before the instance boots: a wheel that still installs, with a payload added.
@@ -155,10 +155,10 @@ def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machi
         z.writestr("launcher/remote/payload.py", "import os; os.system('id > /tmp/pwned')\n")
     s3.upload_file(tampered, wheel_uri)
 
-    boot = userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud3"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud3"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
     script = tmp_path / "user-data.sh"
-    script.write_text(userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
     pip_log = tmp_path / "pip.calls"
     spy = tmp_path / "spy-python"  # the Python the script uses: records any pip call, then runs the real one
     spy.write_text(f'#!/bin/sh\ncase "$*" in *"-m pip"*) echo "$*" >> {pip_log};; esac\nexec {python} "$@"\n')

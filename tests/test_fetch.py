@@ -328,7 +328,7 @@ def test_the_log_says_where_the_files_came_from(server, synthetic, tmp_path, mon
 
 
 def test_staging_says_once_where_both_splits_came_from(synthetic, tmp_path):
-    from trainer.stage import stage_dataset
+    from trainer.dataset_staging import stage_dataset
 
     said = []
     stage_dataset("mnist", str(tmp_path / "bucket" / "datasets" / "mnist"), data_dir=synthetic, log=said.append)

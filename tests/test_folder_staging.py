@@ -21,7 +21,7 @@ from tests.data_helpers import make_image_folder
 from tests.ec2_helpers import seed_dlami_parameters
 from trainer import layout, s3
 from trainer.errors import UsageError
-from trainer.stage import folder_manifest, stage_folder
+from trainer.dataset_staging import folder_manifest, stage_folder
 
 BUCKET, ROLE, REGION = "gankit-folder-test", "arn:aws:iam::123456789012:role/gankit-sagemaker", "us-east-1"
 QUICK = ["image_size=16", "batch_size=4", "max_steps=2", "preset=seed"]

@@ -12,7 +12,7 @@ from cfnlint.config import ManualArgs
 from cfnlint.decode import decode_str
 from cfnlint.helpers import REGIONS
 
-from launcher import ec2, infra
+from launcher import infra, instances
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((REPO / "infra").glob("*.yaml"))
@@ -177,11 +177,11 @@ def test_instances_cannot_stop_or_terminate_other_instances():
 def test_gpu_instance_is_safe_and_follows_the_family():
     gpu = load("gpu-instance")
     params = gpu["Parameters"]
-    for name, default in (("OpenDriverImageId", ec2.OPEN_DRIVER_PARAMETER),
-                          ("ProprietaryDriverImageId", ec2.PROPRIETARY_DRIVER_PARAMETER)):
+    for name, default in (("OpenDriverImageId", instances.OPEN_DRIVER_PARAMETER),
+                          ("ProprietaryDriverImageId", instances.PROPRIETARY_DRIVER_PARAMETER)):
         assert params[name]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
         assert params[name]["Default"] == default  # the same choice as the launcher's
-    p3_types = [t for t in params["InstanceType"]["AllowedValues"] if ec2.family(t) in ec2.PROPRIETARY_DRIVER_FAMILIES]
+    p3_types = [t for t in params["InstanceType"]["AllowedValues"] if instances.family(t) in instances.PROPRIETARY_DRIVER_FAMILIES]
     assert sorted(p3_types) == sorted(c["Fn::Equals"][1] for c in gpu["Conditions"]["IsP3"]["Fn::Or"])
     template = gpu["Resources"]["Imdsv2Only"]["Properties"]["LaunchTemplateData"]
     assert template["MetadataOptions"]["HttpTokens"] == "required"

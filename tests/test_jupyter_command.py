@@ -35,16 +35,16 @@ BUCKET = "gankit-jupyter-test"
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     """The project's wheel, built once for this module (a build takes seconds of scarce CPU)."""
-    from launcher import ec2 as ec2_backend
+    from launcher import instances as ec2_instances
 
-    return ec2_backend.build_wheel(tmp_path_factory.mktemp("wheel"))
+    return ec2_instances.build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture
 def aws(aws_env, monkeypatch, wheel):
     """moto with what `launcher infra up` leaves behind: bucket, security group, profile, DLAMI parameter."""
     import boto3
-    from launcher import ec2 as ec2_backend
+    from launcher import instances as ec2_instances
     from launcher import settings
     from moto.ssm.models import Parameter, ssm_backends
 
@@ -58,12 +58,12 @@ def aws(aws_env, monkeypatch, wheel):
     iam.create_instance_profile(InstanceProfileName="gankit-ec2")
     iam.add_role_to_instance_profile(InstanceProfileName="gankit-ec2", RoleName="gankit-ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    name = ec2_backend.ami_parameter_for("p3.2xlarge")
+    name = ec2_instances.ami_parameter_for("p3.2xlarge")
     # Public /aws/ parameters cannot be written through the API, even in moto: seed its backend.
     ssm_backends[ACCOUNT][REGION]._parameters[name] = [Parameter(
         ACCOUNT, name, image, "String", "DLAMI", None, None, datetime.now(), 1, "aws:ec2:image")]
     settings.update(region=REGION, bucket=BUCKET, security_group=group, instance_profile="gankit-ec2")
-    monkeypatch.setattr(ec2_backend, "build_wheel", lambda dest: Path(shutil.copy(wheel, dest)))
+    monkeypatch.setattr(ec2_instances, "build_wheel", lambda dest: Path(shutil.copy(wheel, dest)))
     return {"ec2": ec2, "ssm": boto3.client("ssm"), "s3": boto3.client("s3"), "group": group, "image": image}
 
 
@@ -109,11 +109,11 @@ def instances(ec2):
 
 
 def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeypatch, wheel):
-    from launcher import ec2 as ec2_backend
+    from launcher import instances as ec2_instances
 
     built = []
-    real = ec2_backend.run_instances_request
-    monkeypatch.setattr(ec2_backend, "run_instances_request", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = ec2_instances.run_instances_request
+    monkeypatch.setattr(ec2_instances, "run_instances_request", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     opened = []
     monkeypatch.setattr("webbrowser.open", opened.append)
     port = free_port()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.remote import userdata
+from launcher import jupyter_userdata
 from launcher.remote.jupyter_start import server_config
 from tests.jupyter_helpers import PARAMETER, token, free_port, listening_addresses, outward_ip  # noqa: F401 (token is a fixture)
 
@@ -49,12 +49,12 @@ def exec_start(user_data: str, unit: str) -> list[str]:
 @pytest.fixture
 def server(token, tmp_path):
     """The start command exactly as the user data writes it, with a local root dir and a free port."""
-    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/w.whl", wheel_sha256=SHA,
+    boot = jupyter_userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/w.whl", wheel_sha256=SHA,
                                 notebook_uri="s3://b/n.ipynb", bucket="b", port=free_port())
     root = tmp_path / "gankit"
     (root / "examples").mkdir(parents=True)
-    shutil.copy(REPO / "examples" / userdata.NOTEBOOK, root / "examples")
-    args = exec_start(userdata.render(boot), "gankit-jupyter.service")
+    shutil.copy(REPO / "examples" / jupyter_userdata.NOTEBOOK, root / "examples")
+    args = exec_start(jupyter_userdata.render(boot), "gankit-jupyter.service")
     assert args[:3] == ["$PY", "-m", "launcher.remote.jupyter_start"]
     args = args[3:]
     args[args.index("--root-dir") + 1] = str(root)  # the instance serves /home/ubuntu/gankit
@@ -104,7 +104,7 @@ def test_real_server_needs_token_and_listens_on_loopback_only(server, token):
     # The token from SSM works, in the header and in the URL the launcher prints.
     status, body = get(f"{url}/api/contents/examples", {"Authorization": f"token {token}"})
     assert status == 200
-    assert [item["name"] for item in json.loads(body)["content"]] == [userdata.NOTEBOOK]
+    assert [item["name"] for item in json.loads(body)["content"]] == [jupyter_userdata.NOTEBOOK]
     assert get(f"{url}/api/status?token={token}")[0] == 200
 
     # Nothing of Jupyter listens anywhere but loopback.
@@ -136,10 +136,10 @@ def test_missing_token_parameter_fails_before_starting(aws_env, tmp_path):
 
 
 def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
-    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
+    boot = jupyter_userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
                                 notebook_uri="s3://b/jupyter/pull_and_generate.ipynb", bucket="b",
                                 idle_seconds=2700, max_hours=4)
-    script = userdata.render(boot)
+    script = jupyter_userdata.render(boot)
     (tmp_path / "ud.sh").write_text(script)
     subprocess.run(["bash", "-n", str(tmp_path / "ud.sh")], check=True)
     assert token not in script and PARAMETER in script
@@ -159,9 +159,9 @@ def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
 def test_user_data_schedules_an_os_shutdown_now_and_at_every_boot(max_hours, minutes):
     """The backstop if the idle check never starts or keeps crashing: the OS halts (and so stops) the
     instance after max-hours, counted from each boot, whatever runs or fails on it."""
-    boot = userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
+    boot = jupyter_userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
                                 notebook_uri="s3://b/jupyter/n.ipynb", bucket="b", max_hours=max_hours)
-    script = userdata.render(boot)
+    script = jupyter_userdata.render(boot)
     lines = script.splitlines()
     # This boot: scheduled before anything that can fail or hang (finding Python, installs, downloads).
     first = next(i for i, line in enumerate(lines) if line.startswith("shutdown -h +"))

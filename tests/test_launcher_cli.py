@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+import trainer
 from launcher import settings
 from launcher.cli import main
 
@@ -88,6 +89,7 @@ def test_image_push_creates_the_repository_logs_in_builds_and_pushes(capsys, mon
     assert (bin_dir / "login-stdin").read_text() == password  # on stdin, never on the command line
     assert password not in "\n".join(calls)
     assert calls[2].endswith(f"-t {uri} {settings.__file__.rsplit('/launcher/', 1)[0]}")
+    assert calls[2].startswith(f"build --build-arg TENSORFLOW={trainer.TENSORFLOW} ")  # the one pin
     assert calls[3] == f"push {uri}"
 
     # Pushing again reuses the repository.

@@ -1,5 +1,6 @@
 """The SageMaker backend against moto: staging, the CreateTrainingJob request, describe, logs, stop, pull, generate."""
 
+import base64
 import io
 import json
 import os
@@ -136,25 +137,111 @@ def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
     assert lines == [f"algo-{h} line {i}" for h in (1, 2) for i in range(20)]
 
 
+def test_logs_follow_every_stream_until_the_job_ends_without_repeats(aws, data, monkeypatch):
+    from moto.sagemaker.models import sagemaker_backends
+
+    record = sagemaker.submit(spec_for(data, instance_count=2))
+    moto_job = sagemaker_backends["123456789012"][REGION].training_jobs[record["job"]]
+    moto_job.training_job_status = "InProgress"
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+
+    def put(host, *messages):
+        stream = f"{record['job']}/algo-{host}-1700000000"
+        if not cw.describe_log_streams(logGroupName=sagemaker.LOG_GROUP, logStreamNamePrefix=stream)["logStreams"]:
+            cw.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream)
+        now_ms = int(time.time() * 1000)
+        cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
+                          logEvents=[{"timestamp": now_ms + i, "message": f"algo-{host} {m}"}
+                                     for i, m in enumerate(messages)])
+
+    put(1, "starting")  # the second host has not logged yet
+    polls, real_sleep = [], time.sleep
+
+    def poll(seconds):  # the job moves on while the launcher waits between polls
+        if seconds != sagemaker.POLL_SECONDS:
+            return real_sleep(seconds)
+        polls.append(seconds)
+        if len(polls) == 1:
+            put(1, "epoch 1")
+            put(2, "starting", "epoch 1")
+        else:
+            put(1, "done")
+            moto_job.training_job_status = "Completed"
+
+    monkeypatch.setattr(time, "sleep", poll)
+    lines = []
+    sagemaker.logs(record, follow=True, echo=lines.append)
+    assert lines == ["algo-1 starting", "algo-1 epoch 1", "algo-2 starting", "algo-2 epoch 1", "algo-1 done"]
+    assert len(polls) == 2  # it stopped once SageMaker said Completed
+
+
+def test_dry_run_prints_exactly_what_submit_sends(aws, data, tmp_path, monkeypatch):
+    from moto.moto_api import recorder
+
+    spec = spec_for(data, max_run="2h")
+    dry = sagemaker.submit(spec, dry_run=True)
+    monkeypatch.chdir(tmp_path)  # moto's recorder writes ./moto_recording
+    recorder.reset_recording()
+    recorder.start_recording()
+    try:
+        record = sagemaker.submit(spec)
+    finally:
+        recorder.stop_recording()
+    # What reached the API: the CreateTrainingJob body moto received, Environment and all (moto's model drops it).
+    bodies = [json.loads(base64.b64decode(e["body"])) for e in map(json.loads, recorder.download_recording().splitlines())
+              if e["headers"].get("X-Amz-Target") == "SageMaker.CreateTrainingJob"]
+    assert bodies == [dry] == [record["request"]]
+    assert dry["Environment"]["GANKIT_JOB"] == spec.job and dry["StoppingCondition"]["MaxRuntimeInSeconds"] == 7200
+
+
+def sagemaker_client(monkeypatch):
+    """The client sagemaker-core uses for the backend's calls (it caches one per session), for stubbing one call."""
+    from sagemaker.core.resources import TrainingJob
+
+    session = boto3.session.Session(region_name=REGION)
+    monkeypatch.setattr(sagemaker, "_session", lambda region: session)
+    return TrainingJob.get_sagemaker_client(session=session, region_name=REGION)
+
+
 def test_stop_sends_stop_training_job(aws, data, monkeypatch):
     record = sagemaker.submit(spec_for(data))
-    real = sagemaker.client("sagemaker", REGION)
-    stubber = Stubber(real)  # moto has no StopTrainingJob: only that call is stubbed
-    stubber.add_response("stop_training_job", {}, {"TrainingJobName": record["job"]})
-    monkeypatch.setattr(sagemaker, "client", lambda service, region: real)
-    with stubber:
-        sagemaker.stop(record)
-    stubber.assert_no_pending_responses()
+    real = sagemaker_client(monkeypatch)
+    calls = []
+    # moto has no StopTrainingJob: only that call is stubbed (the describe before it is moto's).
+    monkeypatch.setattr(real, "stop_training_job", lambda **kwargs: calls.append(kwargs) or {})
+    sagemaker.stop(record)
+    assert calls == [{"TrainingJobName": record["job"]}]
+    with pytest.raises(GankitError, match="cannot describe gan-nobody: .*"):
+        sagemaker.stop({**record, "job": "gan-nobody"})
+    assert len(calls) == 1
+
+
+def test_a_job_created_but_not_described_still_gets_its_record(aws, data, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    real = sagemaker_client(monkeypatch)
+
+    def throttled(**_):  # only the DescribeTrainingJob that TrainingJob.create makes after creating is stubbed
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeTrainingJob")
+
+    monkeypatch.setattr(real, "describe_training_job", throttled)
+    spec = spec_for(data)
+    record = sagemaker.submit(spec)
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=spec.job)
+    assert jobs.load(spec.job)["arn"] == record["arn"] == job["TrainingJobArn"]
+    assert record["request"]["TrainingJobName"] == spec.job
 
 
 def test_a_refused_job_is_one_clear_error(aws, data, monkeypatch):
-    real = sagemaker.client("sagemaker", REGION)
-    stubber = Stubber(real)
+    stubber = Stubber(sagemaker_client(monkeypatch))
     stubber.add_client_error("create_training_job", "ResourceLimitExceeded", "The account-level service limit "
                              "'ml.p3.2xlarge for spot training job usage' is 0 Instances")
-    monkeypatch.setattr(sagemaker, "client", lambda service, region: real)
-    with stubber, pytest.raises(GankitError, match="SageMaker refused the job: .*service limit"):
-        sagemaker.submit(spec_for(data))
+    spec = spec_for(data)
+    with stubber, pytest.raises(GankitError, match="SageMaker refused the job: .*service limit") as refused:
+        sagemaker.submit(spec)
+    assert "\n" not in str(refused.value)
+    assert not (jobs.jobs_dir() / f"{spec.job}.json").exists()  # no record of a job that does not exist
 
 
 # --- the CLI end to end, in subprocesses, against a real HTTP moto ---------------------------------

@@ -3,7 +3,7 @@
 import json
 
 from trainer import layout
-from trainer.contract import train_argv
+from trainer.contract import read_config
 
 
 def test_layout_paths_for_s3_and_local_roots():
@@ -22,13 +22,23 @@ def test_contract_writes_into_the_layout_when_told_and_into_opt_ml_otherwise(tmp
     config = tmp_path / "input" / "config"
     config.mkdir(parents=True)
 
-    def argv_for(**hyperparameters):
+    def dirs_for(**hyperparameters):
         (config / "hyperparameters.json").write_text(json.dumps(dict(dataset="mnist", **hyperparameters)))
-        argv = train_argv(tmp_path)
-        assert argv.count("--output-dir") == argv.count("--checkpoint-dir") == 1
-        return argv[argv.index("--output-dir") + 1], argv[argv.index("--checkpoint-dir") + 1]
+        cfg = read_config(tmp_path)
+        return cfg.output_dir, cfg.checkpoint_dir
 
-    assert argv_for(output_dir='"s3://b/runs/j/output"') == ("s3://b/runs/j/output", str(tmp_path / "checkpoints"))
-    assert argv_for() == (str(tmp_path / "output" / "data"), str(tmp_path / "checkpoints"))
-    assert argv_for(output_dir="/r/runs/j/output", checkpoint_dir="/r/runs/j/checkpoints") == (
+    assert dirs_for(output_dir='"s3://b/runs/j/output"') == ("s3://b/runs/j/output", str(tmp_path / "checkpoints"))
+    assert dirs_for() == (str(tmp_path / "output" / "data"), str(tmp_path / "checkpoints"))
+    assert dirs_for(output_dir="/r/runs/j/output", checkpoint_dir="/r/runs/j/checkpoints") == (
         "/r/runs/j/output", "/r/runs/j/checkpoints")
+
+
+def test_contract_reads_the_training_channel_and_skips_sagemakers_own_keys(tmp_path):
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    (tmp_path / "input" / "config" / "hyperparameters.json").write_text(json.dumps({
+        "dataset": '"zalando"', "epochs": "3", "sagemaker_program": "sagemaker_entry.py",
+        "sagemaker_region": '"us-east-1"', "model_dir": "s3://b/model"}))
+    assert read_config(tmp_path).data_dir is None  # no channel: the trainer's usual places
+    (tmp_path / "input" / "data" / "training").mkdir(parents=True)
+    cfg = read_config(tmp_path)
+    assert (cfg.dataset, cfg.epochs, cfg.data_dir) == ("zalando", 3, str(tmp_path / "input" / "data" / "training"))

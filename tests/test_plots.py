@@ -43,3 +43,20 @@ def test_a_gif_that_disagrees_with_the_epochs_is_rebuilt(tmp_path):
     frame(tmp_path / "epoch-0003.png", 200)
     plots.append_progress_gif(tmp_path, 3)
     assert frames_of(tmp_path / "progress.gif") == [(10, 400), (60, 400), (200, 2000)]
+
+
+def test_grey_labelled_grids_are_appended_pixel_for_pixel(tmp_path):
+    from trainer.images import tile
+
+    rng = np.random.default_rng(0)
+    grids = [tile((rng.random((20, 8, 8, 1)) * 255).astype(np.uint8), 4, 5, scale=2, row_labels=list("abcd"))
+             for _ in range(3)]
+    for epoch, grid in enumerate(grids, start=1):
+        assert grid.mode == "L"
+        grid.save(tmp_path / f"epoch-{epoch:04d}.png")
+        plots.append_progress_gif(tmp_path, epoch)
+    gif = Image.open(tmp_path / "progress.gif")
+    assert gif.n_frames == 3
+    for i, grid in enumerate(grids):
+        gif.seek(i)
+        np.testing.assert_array_equal(np.asarray(gif.convert("L")), np.asarray(grid))

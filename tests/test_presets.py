@@ -1,11 +1,18 @@
 """The preset registry, its names and aliases, and the training flags issue 12 adds (no TensorFlow)."""
 
 import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.test_trainer_errors import assert_usage_error, trainer_cli
-from trainer import config
+from trainer import config, networks, presets
 from trainer.config import ALIASES, DEFAULT_PRESET, PRESETS, TrainConfig, canonical_preset
 from trainer.errors import UsageError
 
@@ -67,8 +74,8 @@ def test_overrides_win_over_the_preset():
 def test_adding_a_preset_is_one_registry_entry(monkeypatch):
     from trainer.models import build_discriminator
 
-    extra = dataclasses.replace(PRESETS["sn-hinge"], discriminator="projection", aux_weight=0.0)
-    monkeypatch.setitem(config.PRESETS, "plain-hinge", extra)
+    extra = dataclasses.replace(PRESETS["sn-hinge"], discriminator=networks.projection_discriminator, aux_weight=0.0)
+    monkeypatch.setitem(presets.PRESETS, "plain-hinge", extra)
     assert resolved(preset="plain-hinge").loss == "hinge"
     d = build_discriminator("plain-hinge", (28, 28, 1), 10)
     assert not any("spectral" in layer.name for layer in d.layers) and len(d.outputs) == 1
@@ -134,3 +141,95 @@ def test_resuming_with_another_preset_is_a_usage_error(tmp_path, capsys):
     code, captured = run_trainer(capsys, "train", *args, "--preset", "seed")
     assert code in (0, None), captured.err
     assert_one_line(*run_trainer(capsys, "train", *args), "--preset sn-hinge", "resume with --preset book")
+
+
+def test_config_re_exports_the_registry_and_no_keras_loads_before_the_backend_is_chosen():
+    assert config.PRESETS is presets.PRESETS and config.get_preset is presets.get_preset
+    code = "import sys, trainer.config, trainer.models, trainer.train; assert 'keras' not in sys.modules, 'keras loaded'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def toy_generator(z_dim, image_shape, num_classes, sync_bn):
+    """A one-layer generator: the smallest network a preset can name."""
+    import keras
+    from keras import layers
+
+    z = keras.Input((z_dim,), name="z")
+    y = keras.Input((num_classes,), name="label") if num_classes else None
+    h = layers.Concatenate()([z, y]) if y is not None else z
+    h = layers.Dense(math.prod(image_shape), name="toy_dense")(h)
+    out = layers.Activation("tanh", dtype="float32", name="image")(layers.Reshape(image_shape)(h))
+    return keras.Model([z, y] if y is not None else z, out, name="generator")
+
+
+def toy_discriminator(image_shape, num_classes, sync_bn, aux):
+    import keras
+    from keras import layers
+
+    x = keras.Input(image_shape, name="image")
+    y = keras.Input((num_classes,), name="label") if num_classes else None
+    h = layers.Flatten()(x)
+    h = layers.Concatenate()([h, y]) if y is not None else h
+    out = layers.Dense(1, dtype="float32", name="logit")(h)
+    return keras.Model([x, y] if y is not None else x, out, name="discriminator")
+
+
+TOY = presets.Preset(what="a one-layer toy", generator=toy_generator, discriminator=toy_discriminator,
+                     batch_size=16, z_dim=8, lr=1e-3, beta1=0.5, smooth=0.0, z_distribution="normal")
+
+
+@pytest.mark.slow
+def test_a_toy_preset_in_the_registry_trains_exports_and_resumes_through_train(tmp_path, monkeypatch):
+    """One registry entry, nothing else: train() builds its networks, records and exports it, and resumes it."""
+    import trainer
+    from tests.data_helpers import make_idx_dataset
+    from trainer.train import train
+
+    monkeypatch.setitem(presets.PRESETS, "toy", TOY)
+    data = make_idx_dataset(tmp_path / "mnist", n_train=48, n_test=16)
+    lines = []
+
+    def run(max_steps, preset="toy"):
+        return train(TrainConfig(dataset="mnist", data_dir=str(data), output_dir=str(tmp_path / "run"), epochs=2,
+                                 max_steps=max_steps, preset=preset), log=lines.append)
+
+    assert run(2)["steps"] == 2
+    assert any(line.startswith("training cgan/toy on mnist") and "steps of 16" in line for line in lines)
+    assert run(4)["steps"] == 4 and any(line.startswith("resuming from") for line in lines)
+    gen = trainer.load_generator(tmp_path / "run" / "generator")
+    assert gen.meta["preset"] == "toy" and gen.meta["z_dim"] == 8
+    assert "toy_dense" in [layer.name for layer in gen.model.layers]  # the export rebuilt the toy's own network
+    assert gen.generate(count=2, seed=0).shape == (2, 28, 28, 1)
+    with pytest.raises(UsageError, match="hold preset toy; resume with --preset toy"):
+        run(6, preset="book")
+
+
+@pytest.mark.slow
+def test_one_more_entry_in_presets_py_is_all_both_clis_need(tmp_path):
+    """A copy of trainer/ whose PRESETS has one more entry: both CLIs offer it, the trainer trains it."""
+    from tests.data_helpers import make_idx_dataset
+
+    root = Path(__file__).parents[1]
+    shutil.copytree(root / "trainer", tmp_path / "trainer", ignore=shutil.ignore_patterns("__pycache__"))
+    source = tmp_path / "trainer" / "presets.py"
+    entry = ('    "toy": Preset(what="a toy recipe", generator=networks.lean_generator, '
+             'discriminator=networks.projection_discriminator, batch_size=16, z_dim=8, lr=1e-3, beta1=0.5, '
+             'smooth=0.0, z_distribution="normal"),\n')
+    assert source.read_text().count("PRESETS = {\n") == 1
+    source.write_text(source.read_text().replace("PRESETS = {\n", "PRESETS = {\n" + entry))
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{root}")  # this copy's trainer, the checkout's launcher
+
+    def python(*args):
+        return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+
+    words = lambda result: " ".join(result.stdout.split())  # noqa: E731  (help text wraps anywhere)
+    assert "toy: a toy recipe" in words(python("-m", "trainer", "train", "--help"))
+    assert "[toy|book|" in words(python("-m", "launcher.cli", "submit", "--help"))  # --preset's choices
+    checked = python("-c", "from launcher.spec import check_hyperparameters; "
+                           "check_hyperparameters({'dataset': 'mnist', 'preset': 'toy'})")
+    assert checked.returncode == 0, checked.stderr
+    data, out = make_idx_dataset(tmp_path / "mnist", n_train=32, n_test=16), tmp_path / "run"
+    trained = python("-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(data), "--output-dir", str(out),
+                     "--preset", "toy", "--epochs", "1", "--max-steps", "1")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((out / "generator" / "generator.json").read_text())["preset"] == "toy"

@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from tests.aws_helpers import mocked_bucket
-from trainer import checkpoints, s3, storage
+from trainer import checkpoints, s3, run_storage
 from trainer.errors import GankitError
 from trainer import fsutil
 
@@ -106,7 +106,7 @@ def test_a_manifest_naming_a_path_is_refused_and_nothing_escapes(bucket, tmp_pat
     push(bucket, prefix, "ckpt-000000002", {"state.json": meta(b"{}"), "../../../escaped": meta(body)},
          {"state.json": b"{}", "../../../escaped": body})
     stage = tmp_path / "deep" / "er" / "stage"
-    assert storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", stage).name == "ckpt-000000001"
+    assert run_storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", stage).name == "ckpt-000000001"
     err = capsys.readouterr().err
     assert "ckpt-000000002" in err and "not a plain file name" in err and err.count("\n") == 1
     assert files_under(tmp_path) == ["deep/er/stage/ckpt-000000001/" + n for n in ("MANIFEST.json", "state.json", "tf.index")]
@@ -126,7 +126,7 @@ def test_a_manifest_without_a_payload_does_not_verify(bucket, tmp_path, capsys):
     prefix = "runs/k/checkpoints"
     push_good(bucket, prefix)
     push(bucket, prefix, "ckpt-000000003", {"state.json": meta(b"{}")}, {"state.json": b"{}"})
-    assert storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", tmp_path / "stage").name == "ckpt-000000001"
+    assert run_storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", tmp_path / "stage").name == "ckpt-000000001"
     assert "lists no checkpoint payload" in capsys.readouterr().err
 
 
@@ -134,7 +134,7 @@ def test_an_s3_checkpoint_with_missing_files_is_skipped_in_one_line(bucket, tmp_
     prefix = "runs/m/checkpoints"
     push_good(bucket, prefix)
     push(bucket, prefix, "ckpt-000000004", {"state.json": meta(b"{}"), "tf.index": meta(b"i")}, {"state.json": b"{}"})
-    assert storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", tmp_path / "stage").name == "ckpt-000000001"
+    assert run_storage.pull_latest_checkpoint(f"s3://{BUCKET}/{prefix}", tmp_path / "stage").name == "ckpt-000000001"
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ckpt-000000004: missing file tf.index" in err and "attempts" not in err
     assert not any("ckpt-000000004" in f for f in files_under(tmp_path))

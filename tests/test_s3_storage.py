@@ -8,7 +8,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from tests.aws_helpers import mocked_bucket
-from trainer import checkpoints, s3, storage
+from trainer import checkpoints, s3, run_storage
 from trainer.errors import GankitError
 
 BUCKET = "gankit-test"
@@ -35,21 +35,21 @@ def test_push_puts_the_manifest_last_and_prunes(bucket, tmp_path, monkeypatch):
     monkeypatch.setattr(s3, "upload_file", lambda local, uri, callback=None: (uploaded.append(uri), real_upload(local, uri))[1])
     uri = bucket + "/runs/j1/checkpoints"
     for step in (1, 2, 3):
-        storage.push_checkpoint(make_checkpoint(tmp_path, step), uri, keep=2)
+        run_storage.push_checkpoint(make_checkpoint(tmp_path, step), uri, keep=2)
     assert uploaded[2].endswith("ckpt-000000001/MANIFEST.json")  # after state.json and weights.npz
-    assert [n for _, n in storage.remote_checkpoints(uri)] == ["ckpt-000000003", "ckpt-000000002"]
+    assert [n for _, n in run_storage.remote_checkpoints(uri)] == ["ckpt-000000003", "ckpt-000000002"]
 
 
 def test_pull_takes_the_newest_complete_checkpoint(bucket, tmp_path, capsys):
     uri = bucket + "/runs/j2/checkpoints"
     for step in (1, 2, 3, 4):
-        storage.push_checkpoint(make_checkpoint(tmp_path / "src", step), uri, keep=10)
+        run_storage.push_checkpoint(make_checkpoint(tmp_path / "src", step), uri, keep=10)
     client = boto3.client("s3")
     prefix = "runs/j2/checkpoints"
     client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000004/MANIFEST.json")  # upload cut short
     client.put_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000003/MANIFEST.json", Body=b"{broken")
     client.delete_object(Bucket=BUCKET, Key=f"{prefix}/ckpt-000000002/weights.npz")  # a file gone missing
-    got = storage.pull_latest_checkpoint(uri, tmp_path / "dst")
+    got = run_storage.pull_latest_checkpoint(uri, tmp_path / "dst")
     assert got.name == "ckpt-000000001"
     assert checkpoints.problem(got) is None
     assert json.loads((got / "state.json").read_text()) == {"step": 1}
@@ -62,9 +62,9 @@ def test_pull_takes_the_newest_complete_checkpoint(bucket, tmp_path, capsys):
 
 def test_pull_keeps_a_newer_local_checkpoint(bucket, tmp_path):
     uri = bucket + "/runs/j3/checkpoints"
-    storage.push_checkpoint(make_checkpoint(tmp_path / "src", 1), uri, keep=3)
+    run_storage.push_checkpoint(make_checkpoint(tmp_path / "src", 1), uri, keep=3)
     local = make_checkpoint(tmp_path / "dst", 5)
-    assert storage.pull_latest_checkpoint(uri, tmp_path / "dst") == local
+    assert run_storage.pull_latest_checkpoint(uri, tmp_path / "dst") == local
 
 
 def answer_503_first(client, times, operation="PutObject"):
@@ -99,7 +99,7 @@ def test_uploads_fail_clearly_after_retries_and_leave_local_checkpoint(bucket, t
     folder = make_checkpoint(tmp_path, 7)
     answer_503_first(s3.client(), times=100)
     with pytest.raises(GankitError, match="failed after 2 attempts"):
-        storage.push_checkpoint(folder, bucket + "/runs/j4/checkpoints", keep=3)
+        run_storage.push_checkpoint(folder, bucket + "/runs/j4/checkpoints", keep=3)
     assert checkpoints.problem(folder) is None
 
 

@@ -5,7 +5,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from launcher import userdata
+from launcher import train_userdata
 
 
 def _executable(path: Path, text: str) -> str:
@@ -26,7 +26,7 @@ def _chosen(snippet: str, path: str) -> str:
 def test_the_first_python_with_tensorflow_is_used_and_one_without_is_passed_over(tmp_path):
     without = _executable(tmp_path / "without", '#!/bin/sh\ncase "$*" in *tensorflow*) exit 1;; esac\n')
     with_tf = _executable(tmp_path / "with", "#!/bin/sh\nexit 0\n")
-    snippet = userdata.find_python([str(tmp_path / "missing"), without, with_tf], venv=str(tmp_path / "venv"))
+    snippet = train_userdata.find_python([str(tmp_path / "missing"), without, with_tf], venv=str(tmp_path / "venv"))
     assert _chosen(snippet, os.environ["PATH"]) == with_tf
     assert not (tmp_path / "venv").exists()
 
@@ -39,13 +39,13 @@ def test_without_tensorflow_anywhere_a_venv_of_its_own_is_made(tmp_path):
     _executable(bin_dir / "python3", f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
                                      'mkdir -p "$3/bin" && touch "$3/bin/python3"\n')
     venv = tmp_path / "venv"
-    snippet = userdata.find_python([without], venv=str(venv))
+    snippet = train_userdata.find_python([without], venv=str(venv))
     assert _chosen(snippet, f"{bin_dir}:{os.environ['PATH']}") == str(venv / "bin" / "python3")
     assert (tmp_path / "calls").read_text().split() == ["-m", "venv", str(venv)]
 
 
 def test_gankit_python_overrides_the_search():
     env = {**os.environ, "GANKIT_PYTHON": "/some/python"}
-    done = subprocess.run(["bash", "-c", f"{userdata.FIND_PYTHON}\necho \"$PY\""], env=env,
+    done = subprocess.run(["bash", "-c", f"{train_userdata.FIND_PYTHON}\necho \"$PY\""], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "/some/python"

@@ -100,7 +100,7 @@ def test_infra_up_and_sagemaker_submit_from_the_wheel(installed, aws_env, tmp_pa
 def test_the_instance_wheel_is_the_installed_one_repacked(installed, tmp_path):
     # EC2 jobs and `launcher jupyter` install the project's wheel on the instance; without a
     # checkout to build from, the launcher zips up its own installation again.
-    built = installed_python(installed, tmp_path, "from launcher import ec2\nprint(ec2.build_wheel(sys.argv[1]))\n",
+    built = installed_python(installed, tmp_path, "from launcher import instances\nprint(instances.build_wheel(sys.argv[1]))\n",
                              str(tmp_path))
     wheel = Path(built.stdout.strip().splitlines()[-1])
     assert wheel.parent == tmp_path and wheel.name.startswith("gankit-")

@@ -5,21 +5,22 @@ the networks, optimizers, EMA generator and dropout RNGs, as plain numpy arrays,
 so a run checkpointed on one Keras backend resumes on the other), `state.json`
 (step, metrics history, the partial epoch's running sums) and, written last,
 `MANIFEST.json` naming every file with its size and SHA-256. The digests are
-taken from the bytes in memory as they are written (never by reading the files
-back), so a checkpoint costs one pass over a payload whose size is fixed by the
-networks, however long the run. Readers trust only the manifest: a folder without one, or
+taken from the bytes as they are written (never by reading the files back), so
+a checkpoint costs one pass over a payload whose size is fixed by the
+networks, however long the run; `CheckpointWriter` makes that pass beside
+training, so the loop pays only for the host copy of its arrays. Readers trust only the manifest: a folder without one, or
 whose files disagree with it, is skipped with a warning in favour of the
 previous complete checkpoint. Locally the folder is also built under a temp name
 and renamed into place; on S3 (trainer/s3sync.py) the manifest is uploaded last.
 """
 
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,12 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:09d}"
 
 
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint folder's name (`ckpt-000000042` -> 42); None for any other name."""
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
 def file_digest(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -47,33 +54,118 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
-def build_manifest(payload: dict[str, bytes], step: int) -> dict:
-    return {
-        "format": FORMAT,
-        "step": step,
-        "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                  for name, data in sorted(payload.items())},
-    }
+def manifest_of(files: dict[str, tuple[int, str]], step: int) -> dict:
+    """The manifest of checkpoint `step` whose files are name -> (size, sha256)."""
+    return {"format": FORMAT, "step": step,
+            "files": {name: {"size": size, "sha256": digest} for name, (size, digest) in sorted(files.items())}}
 
 
-def npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+class _Digesting:
+    """A file being written that hashes what goes in: its digest without reading it back.
+
+    It cannot seek, so zipfile (np.savez) streams each member and its sizes after it
+    (a data descriptor) instead of going back to patch headers the digest has already seen.
+    """
+
+    def __init__(self, f):
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.f.write(data)
+        self.sha256.update(data)
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+    def tell(self):
+        return self.size
+
+    def seek(self, *args):
+        raise OSError("not seekable")
+
+    def read(self, *args):  # np.savez takes an object with read() for an open file, not a path
+        raise OSError("write-only")
+
+    def flush(self):
+        self.f.flush()
+
+
+def _write_synced(path: Path, fill) -> tuple[int, str]:
+    """`fill(file)` writes `path`, which is then synced to disk; returns its (size, sha256)."""
+    with open(path, "wb") as f:
+        out = _Digesting(f)
+        fill(out)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the manifest names it: a power cut cannot leave a listed file empty
+    return out.size, out.sha256.hexdigest()
 
 
 def write_checkpoint(directory, step: int, arrays: dict, state: dict, keep: int) -> Path:
-    """`arrays` (name -> numpy array) and `state` (JSON) as ckpt-<step>/, complete or invisible."""
+    """`arrays` (name -> numpy array) and `state` (JSON) as ckpt-<step>/, complete or invisible.
+
+    A disk that fails (full, read-only, gone) is a one-line error; nothing half-written stays visible.
+    """
     directory = Path(directory)
     final = directory / checkpoint_name(step)
-    with atomic_dir(final) as tmp:
-        payload = {WEIGHTS: npz_bytes(arrays), STATE: json.dumps(state).encode()}
-        for name, data in payload.items():
-            (tmp / name).write_bytes(data)
-        (tmp / MANIFEST).write_text(json.dumps(build_manifest(payload, step), indent=1))
+    try:
+        with atomic_dir(final) as tmp:
+            files = {WEIGHTS: _write_synced(tmp / WEIGHTS, lambda f: np.savez(f, **arrays)),
+                     STATE: _write_synced(tmp / STATE, lambda f: f.write(json.dumps(state).encode()))}
+            manifest = json.dumps(manifest_of(files, step), indent=1).encode()
+            _write_synced(tmp / MANIFEST, lambda f: f.write(manifest))
+    except OSError as e:
+        raise GankitError(f"checkpoint {final} could not be written ({e.strerror or e}); free some space on "
+                          "that disk or choose another --checkpoint-dir, then run the same command to resume") from e
     _verified.add(_identity(final))  # built from the bytes just written: no need to read them back
     prune(directory, keep)
     return final
+
+
+class CheckpointWriter:
+    """Checkpoints written beside training: `save` takes the host copies and returns; the write runs on a thread.
+
+    One write at a time, in order: `save` first waits for the previous one, so at most one extra copy of
+    the arrays is held and pruning (which counts only verified checkpoints) sees every earlier one.
+    `after(folder)` (the S3 push of a mirrored run) runs on that thread once the folder is complete.
+    A write that failed raises its one-line error from the next `save` or `wait`, so a failing disk
+    still stops the run. The thread is not a daemon: a process that ends for another reason still
+    finishes the write in flight (and an unfinished one is invisible anyway).
+    """
+
+    def __init__(self, directory, keep: int, after=None):
+        self.directory, self.keep, self.after = Path(directory), keep, after
+        self.last: Path | None = None  # the newest checkpoint written (and pushed)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, step: int, arrays: dict, state: dict):
+        self.wait()
+        # Snapshots: the loop goes on changing its state, and an array that borrows memory (a view of a
+        # device buffer, a variable read) must not change under the writer.
+        state = json.loads(json.dumps(state))
+        arrays = {name: a if isinstance(a, np.ndarray) and a.flags.owndata else np.array(a)
+                  for name, a in arrays.items()}
+        self._thread = threading.Thread(target=self._write, args=(step, arrays, state), name=f"checkpoint-{step}")
+        self._thread.start()
+
+    def _write(self, step, arrays, state):
+        try:
+            folder = write_checkpoint(self.directory, step, arrays, state, self.keep)
+            if self.after is not None:
+                self.after(folder)
+            self.last = folder
+        except BaseException as e:  # raised again in the training thread, not printed as a thread's traceback
+            self._error = e
+
+    def wait(self) -> Path | None:
+        """Until the pending write (and push) is done; its error, if it failed. Returns the newest checkpoint."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self.last
 
 
 _verified = set()  # checkpoints this process wrote or verified, by _identity: each is hashed at most once
@@ -101,13 +193,16 @@ def verifies(folder: Path) -> bool:
 
 def problem(folder: Path) -> str | None:
     """Why `folder` is not a complete checkpoint, or None if it is."""
+    step = checkpoint_step(folder.name)
+    if step is None:
+        return f"{folder.name} is not a checkpoint name (ckpt-<9-digit step>)"
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
         return "no manifest (incomplete)"
     except (OSError, ValueError):
         return "corrupted manifest"
-    return manifest_problem(manifest, int(_NAME.match(folder.name).group(1))) or problem_with_files(folder, manifest)
+    return manifest_problem(manifest, step) or problem_with_files(folder, manifest)
 
 
 def manifest_problem(manifest, step: int) -> str | None:
@@ -149,7 +244,7 @@ def checkpoint_folders(directory) -> list[tuple[int, Path]]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    found = [(step, p) for p in directory.iterdir() if p.is_dir() and (step := checkpoint_step(p.name)) is not None]
     return sorted(found, reverse=True)
 
 

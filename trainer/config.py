@@ -1,128 +1,139 @@
-"""The training configuration: one dataclass, a registry of named presets, one validation.
+"""The training configuration: one dataclass and one validation (presets: trainer/presets.py).
 
 Every value a user can set is a field here; a field left as None takes its
-preset's value in `resolve()`. The CLI and the SageMaker hyperparameters both
-end up in `TrainConfig`, so validation lives in one place.
+preset's value in `resolve()`. `TrainConfig` is the schema: each field's
+metadata is its `train` option (help, choices; the type is the annotation),
+`python -m trainer train` builds its options from them (`options()`), and
+SageMaker's string hyperparameters convert to and from a config here
+(`from_hyperparameters`, `to_hyperparameters`), so the launcher's `--hp`
+check, the container contract and the CLI share one parsing and one validation.
 """
 
 import dataclasses
+import functools
+import json
 import math
-from dataclasses import dataclass
+import re
+import typing
+from dataclasses import dataclass, field
 
 from trainer.backend import FRAMEWORKS, default_framework
 from trainer.distribute import STRATEGIES
 from trainer.errors import UsageError
+from trainer.presets import (  # noqa: F401  (re-exported: the presets used to live here)
+    ALIASES,
+    DEFAULT_PRESET,
+    LOSSES,
+    PRESET_FIELDS,
+    PRESET_NAMES,
+    PRESETS,
+    RECORDED_BEFORE_RENAME,
+    Preset,
+    canonical_preset,
+    check_resumed_preset,
+    get_preset,
+)
 
 MODELS = ("cgan", "dcgan")
 MAX_Z_DIM = 4096  # far above any useful noise length; a typo like 100000000 would exhaust memory
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named recipe: which networks (trainer/models.py's registries) and their hyperparameters."""
-
-    what: str  # one line for --help and the README
-    generator: str  # key of models.GENERATORS
-    discriminator: str  # key of models.DISCRIMINATORS
-    batch_size: int
-    z_dim: int
-    lr: float  # the generator's Adam learning rate
-    beta1: float
-    smooth: float  # one-sided label smoothing (bce only; hinge has no targets to smooth)
-    z_distribution: str  # "uniform" (U(-1, 1)) or "normal"
-    d_lr: float | None = None  # the discriminator's; None: the same as lr
-    beta2: float = 0.999
-    loss: str = "bce"  # "bce" (non-saturating) or "hinge"
-    aux_weight: float = 0.0  # auxiliary classifier on D's real images; 0: no classifier head
-    aux_g_weight: float | None = None  # its weight in G's loss on fakes; None: aux_weight
-    ema: float = 0.999  # decay of the generator's weight average (sampled, evaluated, exported); 0: off
+def _per_preset(name: str, unset: str = "") -> str:
+    """'[preset: book 32, projection 128, ...]' for a field's help (`unset` names a preset's None)."""
+    values = ", ".join(f"{preset} {unset if value is None else value}" for preset, p in PRESETS.items()
+                       for value in [getattr(p, name)])
+    return f"[preset: {values}]"
 
 
-PRESETS = {
-    # The book's network and hyperparameters, reproduced faithfully (plus EMA, as every preset).
-    "book": Preset(what="the book's CGAN, faithfully", generator="book", discriminator="book",
-                   batch_size=32, z_dim=96, lr=2e-4, beta1=0.35, smooth=0.1, z_distribution="uniform"),
-    # A leaner generator without dropout, a projection discriminator without batch
-    # norm, and a batch that keeps a GPU busy (see trainer/models.py for why).
-    "projection": Preset(what="lean G, projection D without batch norm, batch 128", generator="lean",
-                         discriminator="projection", batch_size=128, z_dim=100, lr=2e-4, beta1=0.5, smooth=0.1,
-                         z_distribution="normal"),
-    # The projection recipe with a spectral-norm D one 3x3 conv deeper, hinge loss and
-    # TTUR (issue 12's ablation: FCD 2.67 -> 1.08 at 64 epochs), plus an auxiliary
-    # classifier trained on real images only and felt weakly by G, for label accuracy
-    # without the FCD an AC-GAN loss on both networks gives back (README, "Presets").
-    "sn-hinge": Preset(what="spectral-norm projection D + classifier head, hinge, TTUR, EMA", generator="lean",
-                       discriminator="sn-projection", batch_size=128, z_dim=100, lr=1e-4, d_lr=4e-4, beta1=0.0,
-                       beta2=0.9, smooth=0.0, z_distribution="normal", loss="hinge", aux_weight=0.3,
-                       aux_g_weight=0.1),
-}
-DEFAULT_PRESET = "sn-hinge"
-# Old or generic names still accepted; run.json and generator.json record the canonical one.
-ALIASES = {"seed": "book", "default": DEFAULT_PRESET}
-PRESET_NAMES = (*PRESETS, *ALIASES)
-LOSSES = ("bce", "hinge")
-PRESET_FIELDS = ("batch_size", "z_dim", "lr", "d_lr", "beta1", "beta2", "smooth", "loss", "aux_weight",
-                 "aux_g_weight", "ema")
+def _option(help: str | None = None, *, choices=None, show_default: bool = False) -> dict:
+    """A field's metadata as the `train` option (and the hyperparameter) it is; see `Option`."""
+    return {"option": {"help": help, "choices": tuple(choices) if choices else None, "show_default": show_default}}
 
 
-def canonical_preset(name: str) -> str:
-    """A preset name or alias -> the preset's canonical name; anything else is a usage error."""
-    name = ALIASES.get(name, name)
-    if name not in PRESETS:
-        raise UsageError(f"--preset {name}: unknown preset; choose one of: {', '.join(PRESET_NAMES)}")
-    return name
-
-
-def get_preset(name: str) -> Preset:
-    return PRESETS[canonical_preset(name)]
-
-
-# What run.json recorded before the rename: its "default" was today's projection.
-RECORDED_BEFORE_RENAME = {"seed": "book", "default": "projection"}
-
-
-def check_resumed_preset(recorded: str | None, preset: str):
-    """A resumed run must keep its preset (the checkpoint holds that preset's networks)."""
-    if recorded is None:
-        return
-    was = RECORDED_BEFORE_RENAME.get(recorded, recorded)
-    if was != preset:
-        renamed = f" (recorded as '{recorded}', its name before issue 12)" if recorded != was else ""
-        raise UsageError(f"--preset {preset}: this run's checkpoints hold preset {was}{renamed}; "
-                         f"resume with --preset {was}, or start a new run in another --output-dir")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+XLA = ("auto", "on", "off")
 
 
 @dataclass
 class TrainConfig:
-    dataset: str
-    output_dir: str
-    data_dir: str | None = None
-    model: str = "cgan"
-    preset: str = DEFAULT_PRESET
-    epochs: int = 64
-    batch_size: int | None = None
-    z_dim: int | None = None
-    lr: float | None = None
-    d_lr: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    smooth: float | None = None
-    loss: str | None = None
-    aux_weight: float | None = None
-    aux_g_weight: float | None = None
-    ema: float | None = None
-    seed: int = 0
-    max_steps: int | None = None
-    checkpoint_dir: str | None = None
-    checkpoint_minutes: float = 10.0
-    keep_checkpoints: int = 3
-    image_size: int | None = None
-    channels: int | None = None
-    precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
-    xla: str = "auto"  # auto | on | off
-    strategy: str = "auto"  # auto | default | mirrored | multiworker (trainer/distribute.py)
-    eval_every: int | None = None  # score quality every K epochs (trainer.evaluate); None: off
-    framework: str | None = None  # tensorflow | jax (trainer/backend.py); None: KERAS_BACKEND, else tensorflow
+    """Every setting of a run. Each field is a `train` flag (--batch-size) and a hyperparameter (batch_size)."""
+
+    dataset: str = field(metadata=_option("mnist, zalando (fashion-mnist), emnist, or folder:PATH."))
+    output_dir: str = field(metadata=_option("Where metrics, samples, plots and generator/ go."))
+    data_dir: str | None = field(default=None, metadata=_option(
+        "Folder with the dataset's canonical files (default: cache, system copy, download)."))
+    model: str = field(default="cgan", metadata=_option("cgan (conditional) or dcgan.", choices=MODELS,
+                                                        show_default=True))
+    preset: str = field(default=DEFAULT_PRESET, metadata=_option(
+        "; ".join(f"{name}: {p.what}" for name, p in PRESETS.items())
+        + "; " + ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items()) + ".",
+        choices=PRESET_NAMES, show_default=True))
+    epochs: int = field(default=64, metadata=_option(show_default=True))
+    batch_size: int | None = field(default=None, metadata=_option(f"Images per step {_per_preset('batch_size')}."))
+    z_dim: int | None = field(default=None, metadata=_option(f"Length of the noise vector {_per_preset('z_dim')}."))
+    lr: float | None = field(default=None, metadata=_option(
+        f"The generator's Adam learning rate {_per_preset('lr')}."))
+    d_lr: float | None = field(default=None, metadata=_option(
+        f"The discriminator's learning rate (unset: --lr) {_per_preset('d_lr', '= --lr')}."))
+    beta1: float | None = field(default=None, metadata=_option(f"Adam beta1 {_per_preset('beta1')}."))
+    beta2: float | None = field(default=None, metadata=_option(f"Adam beta2 {_per_preset('beta2')}."))
+    smooth: float | None = field(default=None, metadata=_option(
+        f"One-sided label smoothing, bce loss only {_per_preset('smooth')}."))
+    loss: str | None = field(default=None, metadata=_option(
+        f"bce (non-saturating) or hinge {_per_preset('loss')}.", choices=LOSSES))
+    aux_weight: float | None = field(default=None, metadata=_option(
+        f"Auxiliary classifier head on D, its loss weight on real images; 0: no head {_per_preset('aux_weight')}."))
+    aux_g_weight: float | None = field(default=None, metadata=_option(
+        "That classifier's loss weight in G's loss (unset: --aux-weight) "
+        f"{_per_preset('aux_g_weight', '= --aux-weight')}."))
+    ema: float | None = field(default=None, metadata=_option(
+        f"Decay of the generator's weight average, the one sampled and exported; 0: off {_per_preset('ema')}."))
+    seed: int = field(default=0, metadata=_option("Random seed (results repeat exactly on CPU).", show_default=True))
+    max_steps: int | None = field(default=None, metadata=_option(
+        "Stop after this many steps in all (across resumes)."))
+    checkpoint_dir: str | None = field(default=None, metadata=_option("[default: OUTPUT_DIR/checkpoints]"))
+    checkpoint_minutes: float = field(default=10.0, metadata=_option("Checkpoint at least this often.",
+                                                                     show_default=True))
+    keep_checkpoints: int = field(default=3, metadata=_option(show_default=True))
+    image_size: int | None = field(default=None, metadata=_option(
+        "Resize images to this square size (folder datasets: default 64)."))
+    channels: int | None = field(default=None, metadata=_option("1 (grey) or 3 (RGB) (folder datasets: default 3)."))
+    precision: str = field(default="auto", metadata=_option(
+        "auto: mixed precision on GPUs that support it, float32 on CPU.", choices=PRECISIONS, show_default=True))
+    xla: str = field(default="auto", metadata=_option("Compile the step with XLA (auto: on GPUs).", choices=XLA,
+                                                      show_default=True))
+    strategy: str = field(default="auto", metadata=_option(  # trainer/distribute.py
+        "tf.distribute strategy (auto: several hosts -> multiworker, several GPUs -> mirrored). "
+        "--batch-size is per replica.", choices=STRATEGIES, show_default=True))
+    eval_every: int | None = field(default=None, metadata=_option(  # trainer.evaluate
+        "Score image quality every K epochs (1,000 samples) and at the end (10,000); default: off."))
+    framework: str | None = field(default=None, metadata=_option(  # trainer/backend.py
+        "Keras backend that trains [default: $KERAS_BACKEND, else tensorflow]. Checkpoints and the "
+        "exported generator load under either.", choices=FRAMEWORKS))
+
+    @classmethod
+    def from_hyperparameters(cls, hyperparameters: dict, source: str = "hyperparameter") -> "TrainConfig":
+        """SageMaker-style hyperparameters (keys with underscores, values strings, perhaps JSON-quoted as the
+        SageMaker SDK sends them) -> a typed, unresolved config. Bad input is a one-line UsageError;
+        `source` names where an unknown key came from (`--hp` in the launcher)."""
+        known = options()
+        values = {}
+        for key, raw in hyperparameters.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                shown = key if re.fullmatch(r"[\w-]+", str(key)) else repr(key)
+                raise UsageError(f"{source} {shown}: the trainer has no such option; "
+                                 "see `python -m trainer train --help`")
+            values[name] = known[name].parse(_plain(raw))
+        for option in known.values():
+            if option.required and option.name not in values:
+                raise UsageError(f"Missing option '{option.flag}'. {IN_HYPERPARAMETERS}")
+        return cls(**values)
+
+    def to_hyperparameters(self) -> dict[str, str]:
+        """The reverse of `from_hyperparameters`: every value that is not its default, as a string."""
+        return {o.name: _string(value) for o in options().values()
+                for value in [getattr(self, o.name)] if o.required or value != o.default}
 
     def resolve(self) -> "TrainConfig":
         """Fill preset values, then validate; returns a new, complete config."""
@@ -178,12 +189,12 @@ class TrainConfig:
         )
         need(self.channels in (None, 1, 3), "channels", self.channels, "must be 1 (grey) or 3 (RGB)")
         need(
-            self.precision in ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+            self.precision in PRECISIONS,
             "precision", self.precision, "choose auto, float32, mixed_float16 or mixed_bfloat16",
         )
         need(self.eval_every is None or self.eval_every >= 1, "eval-every", self.eval_every,
              "must be a positive number of epochs (leave it out to skip evaluation)")
-        need(self.xla in ("auto", "on", "off"), "xla", self.xla, "choose auto, on or off")
+        need(self.xla in XLA, "xla", self.xla, "choose auto, on or off")
         need(self.framework in FRAMEWORKS, "framework", self.framework, f"choose one of: {', '.join(FRAMEWORKS)}")
         need(self.strategy in STRATEGIES, "strategy", self.strategy, f"choose one of: {', '.join(STRATEGIES)}")
 
@@ -194,3 +205,69 @@ class TrainConfig:
 def _join(base: str, name: str) -> str:
     # Works for local paths and s3:// URIs alike.
     return base.rstrip("/") + "/" + name
+
+
+IN_HYPERPARAMETERS = "(in the job's hyperparameters)"
+_KINDS = {int: "integer", float: "float"}  # Click's words, so both ways in say the same
+
+
+@dataclass(frozen=True)
+class Option:
+    """One TrainConfig field as a flag and a hyperparameter: the schema both CLIs and the contract read."""
+
+    name: str  # the field, and the hyperparameter's key
+    type: type  # str, int or float (the field's annotation without None)
+    default: object  # dataclasses.MISSING: required
+    help: str | None
+    choices: tuple | None
+    show_default: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+    def parse(self, text: str):
+        """A hyperparameter's string -> the field's type, or a one-line UsageError as Click words it."""
+        value = text
+        if self.type is not str:
+            try:
+                value = self.type(text)
+            except ValueError:
+                raise UsageError(f"Invalid value for '{self.flag}': {text!r} is not a valid {_KINDS[self.type]}. "
+                                 f"{IN_HYPERPARAMETERS}") from None
+        if self.choices and value not in self.choices:
+            raise UsageError(f"Invalid value for '{self.flag}': {text!r} is not one of "
+                             f"{', '.join(map(repr, self.choices))}. {IN_HYPERPARAMETERS}")
+        return value
+
+
+@functools.cache
+def options() -> dict[str, Option]:
+    """TrainConfig's fields as options, in the order `train --help` lists them."""
+    found = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata["option"]
+        kind = next(t for t in typing.get_args(f.type) or (f.type,) if t is not type(None))
+        found[f.name] = Option(f.name, kind, f.default, meta["help"], meta["choices"], meta["show_default"])
+    return found
+
+
+def _string(value) -> str:
+    # A value that itself looks JSON-quoted is quoted once more, so `_plain` gives it back unchanged.
+    text = str(value)
+    return json.dumps(text) if text.startswith('"') and text.endswith('"') else text
+
+
+def _plain(value) -> str:
+    # The SageMaker SDK JSON-encodes values ('"zalando"'); the API passes them as is; a hand-written
+    # hyperparameters.json may hold numbers.
+    if isinstance(value, str) and value.startswith('"') and value.endswith('"'):
+        try:
+            return str(json.loads(value))
+        except ValueError:
+            pass
+    return str(value)

@@ -7,44 +7,34 @@ the root, default /opt/ml):
     input/data/training/                the dataset's canonical files
     checkpoints/                        synced with S3 by SageMaker, restored on restart
     model/                              the exported generator (uploaded as output/model/)
-    output/data/                        everything else under --output-dir (uploaded as output/data/)
+    output/data/                        --output-dir when no `output_dir` is given (uploaded as output/data/)
     output/failure                      why the job failed, shown by DescribeTrainingJob
 
 `output_dir` and `checkpoint_dir` hyperparameters (the launcher passes the run's
 `runs/<job>/output` and, off SageMaker, `runs/<job>/checkpoints`) make the
 trainer write straight into the shared layout, so every backend leaves the same
-one; the generator is still copied to model/.
+one. Outputs then have one transport, the trainer's mirror; only the generator
+is still copied to model/.
 """
 
 import json
-import os
+import shlex
 import shutil
 from pathlib import Path
 
 import click
 
+from trainer.config import TrainConfig
 from trainer.errors import UsageError, run_cli
+from trainer.layout import sm_root
+from trainer.stopping import train_until_stopped
 
 # Keys SageMaker or its script mode add that are not ours.
 FOREIGN_KEYS = ("model_dir",)
 
 
-def sm_root() -> Path:
-    return Path(os.environ.get("GANKIT_SM_ROOT", "/opt/ml"))
-
-
-def _plain(value) -> str:
-    # The SageMaker SDK JSON-encodes values ('"zalando"'); the API passes them as is.
-    if isinstance(value, str) and value.startswith('"') and value.endswith('"'):
-        try:
-            return str(json.loads(value))
-        except ValueError:
-            pass
-    return str(value)
-
-
-def train_argv(root: Path) -> list[str]:
-    """hyperparameters.json and the contract's folders -> the `train` command's arguments."""
+def read_config(root: Path) -> TrainConfig:
+    """hyperparameters.json and the contract's folders -> the run's (unresolved) TrainConfig."""
     path = root / "input" / "config" / "hyperparameters.json"
     try:
         hyperparameters = json.loads(path.read_text()) if path.exists() else {}
@@ -52,17 +42,18 @@ def train_argv(root: Path) -> list[str]:
         raise UsageError(f"{path} is not valid JSON ({e}); pass hyperparameters as a JSON object of strings") from None
     if not isinstance(hyperparameters, dict):
         raise UsageError(f"{path} must hold a JSON object of strings")
-    argv = []
-    for key, value in hyperparameters.items():
-        if key.startswith("sagemaker_") or key in FOREIGN_KEYS or key in ("output_dir", "checkpoint_dir"):
-            continue
-        argv += [f"--{key.replace('_', '-')}", _plain(value)]
+    values = {"output_dir": str(root / "output" / "data"), "checkpoint_dir": str(root / "checkpoints")}
     training = root / "input" / "data" / "training"
-    if training.is_dir() and "data_dir" not in hyperparameters:
-        argv += ["--data-dir", str(training)]
-    output_dir = _plain(hyperparameters.get("output_dir", root / "output" / "data"))
-    checkpoint_dir = _plain(hyperparameters.get("checkpoint_dir", root / "checkpoints"))
-    return argv + ["--output-dir", output_dir, "--checkpoint-dir", checkpoint_dir]
+    if training.is_dir():
+        values["data_dir"] = str(training)
+    values.update((k, v) for k, v in hyperparameters.items()
+                  if not (k.startswith("sagemaker_") or k in FOREIGN_KEYS))
+    return TrainConfig.from_hyperparameters(values)
+
+
+def command_line(cfg: TrainConfig) -> str:
+    """The `train` command a config amounts to, for the job's log."""
+    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(v)}" for k, v in cfg.to_hyperparameters().items())
 
 
 def write_failure(root: Path, message: str):
@@ -72,20 +63,16 @@ def write_failure(root: Path, message: str):
 
 
 def run_contract(root: Path) -> dict:
-    from trainer.cli import train, train_until_stopped
-    from trainer.config import TrainConfig
-
-    argv = train_argv(root)
-    print("gankit: starting the trainer: train " + " ".join(argv), flush=True)
-    with train.make_context("train", argv) as ctx:  # the CLI's own parsing and checks
-        summary = train_until_stopped(TrainConfig(**ctx.params))
+    cfg = read_config(root)
+    print(f"gankit: starting the trainer: train {command_line(cfg)}", flush=True)
+    summary = train_until_stopped(cfg)
     if not summary["chief"]:
         return summary  # only the chief's results leave the container
-    out = Path(summary["output_dir"])
-    shutil.copytree(out / "generator", root / "model", dirs_exist_ok=True)
-    if summary["output_uri"]:  # published to S3 already; SageMaker's own output gets a copy too
-        shutil.copytree(out, root / "output" / "data", dirs_exist_ok=True,
-                        ignore=lambda folder, names: ["checkpoints"] if Path(folder) == out else [])
+    # SageMaker's model artifact (ModelArtifacts.S3ModelArtifacts) is how its users deploy a model, so the
+    # generator goes to model/ even when the run's layout has it too: a few MB, the one copy kept on purpose.
+    # The other outputs are not copied to output/data: with an `output_dir` the trainer publishes them to
+    # the run's prefix, and SageMaker storing them again would be a second transport.
+    shutil.copytree(Path(summary["output_dir"]) / "generator", root / "model", dirs_exist_ok=True)
     return summary
 
 

@@ -27,21 +27,22 @@ def umask() -> int:
     return mask
 
 
-def mkstemp(**kwargs) -> tuple[int, str]:
-    """tempfile.mkstemp, but the file gets the usual permissions (0666 less the umask), not mkstemp's
-    private 0600: what it becomes after the rename is an ordinary file others may read."""
-    fd, tmp = tempfile.mkstemp(**kwargs)
-    os.fchmod(fd, 0o666 & ~umask())
-    return fd, tmp
+@contextlib.contextmanager
+def atomic_file(path, suffix: str = "", mode: int | None = None):
+    """Yield a binary file open for writing beside `path`; when the block succeeds it is synced and renamed
+    onto `path`, when it fails it is removed. So `path` is either complete or as it was, never half-written.
 
-
-def atomic_write_bytes(path, data: bytes):
+    The file gets the usual permissions (0666 less the umask) unless `mode` is given (e.g. 0o600 for a secret).
+    Every temp-then-rename write in gankit goes through here or `atomic_dir`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            # mkstemp's private 0600 would follow the file into place: an ordinary file gets the umask's.
+            os.fchmod(f.fileno(), 0o666 & ~umask() if mode is None else mode)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,8 +52,13 @@ def atomic_write_bytes(path, data: bytes):
         raise
 
 
-def atomic_write_text(path, text: str):
-    atomic_write_bytes(path, text.encode())
+def atomic_write_bytes(path, data: bytes, mode: int | None = None):
+    with atomic_file(path, mode=mode) as f:
+        f.write(data)
+
+
+def atomic_write_text(path, text: str, mode: int | None = None):
+    atomic_write_bytes(path, text.encode(), mode=mode)
 
 
 @contextlib.contextmanager

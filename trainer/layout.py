@@ -5,11 +5,15 @@
     <root>/runs/<job>/checkpoints/     ckpt-NNNNNNNNN/ folders, each complete once its MANIFEST.json exists
     <root>/runs/<job>/output/          what `train --output-dir` writes: generator/, samples/, metrics.jsonl, ...
 
+Inside a job, SageMaker's container layout (trainer/contract.py) lives under `sm_root()`.
+
 The trainer, the launcher and every backend build paths only through these functions.
 """
 
 import hashlib
+import os
 import re
+from pathlib import Path
 
 
 def join(root: str, *parts: str) -> str:
@@ -60,3 +64,8 @@ def job_of_output(output: str) -> str | None:
     if len(parts) >= 3 and parts[-1] == "output" and parts[-3] == "runs" and parts[-2]:
         return parts[-2]
     return None
+
+
+def sm_root() -> Path:
+    """The container contract's root: /opt/ml, or GANKIT_SM_ROOT (local jobs, EC2, tests)."""
+    return Path(os.environ.get("GANKIT_SM_ROOT", "/opt/ml"))

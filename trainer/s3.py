@@ -8,11 +8,10 @@ still fails raises a one-line `GankitError`.
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
-from trainer.fsutil import atomic_write_text, inside, mkstemp
+from trainer.fsutil import atomic_file, atomic_write_text, inside
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -144,21 +143,13 @@ def upload_file(local, uri: str, callback=None):
 
 
 def download_file(uri: str, local, callback=None):
-    """Download to a temp file beside `local`, then rename: complete or absent."""
+    """Download into a temp file beside `local`, then rename: complete or absent."""
     bucket, key = split_s3(uri)
-    local = Path(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(prefix=f".{local.name}.", dir=local.parent)
-    os.close(fd)
     try:
-        client().download_file(bucket, key, tmp, Config=_transfer_config(), Callback=callback)
-        os.replace(tmp, local)
+        with atomic_file(local) as f:
+            client().download_fileobj(bucket, key, f, Config=_transfer_config(), Callback=callback)
     except _transfer_errors() as e:
-        os.unlink(tmp)
         _fail("download of", uri, e)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from trainer.steps import MAX_STEPS_PER_CALL, d_objective, ema_decay, epoch_order, g_objective
+from trainer.pacer import MAX_STEPS_PER_CALL
+from trainer.step_spec import d_objective, ema_decay, epoch_order, g_objective
 
 
 def scale_images(images):
@@ -51,7 +52,7 @@ def make_core(nets, spec, constrain=lambda x: x):
         y = jax.nn.one_hot(labels, spec.num_classes, dtype=jnp.float32) if spec.conditional else None
         z = constrain(z)
 
-        # G forward once; its vjp carries G's gradient later (see trainer/steps.py).
+        # G forward once; its vjp carries G's gradient later (see trainer/step_spec.py).
         def g_forward(g_tv):
             return generator.stateless_call(g_tv, g_ntv, inputs(z, y), training=True)
 

@@ -11,7 +11,7 @@ device would on the same global batch.
 import numpy as np
 import tensorflow as tf
 
-from trainer.steps import d_objective, ema_decay, epoch_order, g_objective
+from trainer.step_spec import d_objective, ema_decay, epoch_order, g_objective
 
 
 def scale_images(images):
@@ -39,7 +39,7 @@ def make_core(nets, spec, replicas=1):
     def core(images, labels, z, step):
         real = scale_images(images)
         y = tf.one_hot(labels, spec.num_classes) if spec.conditional else None
-        # One persistent tape: the generator runs forward once per step (see trainer/steps.py).
+        # One persistent tape: the generator runs forward once per step (see trainer/step_spec.py).
         with tf.GradientTape(persistent=True) as tape:
             fake = with_label(generator, z, y)
             d_loss = d_objective(with_label(discriminator, real, y), with_label(discriminator, fake, y), y, spec) / replicas

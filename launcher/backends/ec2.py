@@ -2,7 +2,7 @@
 
 `submit` uploads the project's wheel and the job (`job.json`: hyperparameters and the
 run's S3 data, checkpoint and output paths) to the run prefix and launches an instance
-whose user data (`launcher.userdata`) runs `launcher.remote.train_job`. The instance
+whose user data (`launcher.train_userdata`) runs `launcher.remote.train_job`. The instance
 reports through S3 only: `train.log` as it goes, `status.json` at the end, `setup.log`
 when it shuts down, so `describe` and `logs` need nothing but the bucket and EC2's view
 of the instance. `stop` terminates it. A spot interruption leaves the checkpoints: submit
@@ -14,12 +14,23 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from launcher import ec2
-from launcher.backends import FINAL_STATES, ensure_dataset
+from launcher import instances
+from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, recorded_output_uri
+from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from launcher.remote import train_job
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
 
+# The Backend protocol's facts (launcher/backends/base.py): a bucket, EC2's instance type names, and
+# the instance profile and security group `launcher infra up` records (checked at submit).
+DEFAULT_INSTANCE_TYPE = DEFAULTS["ec2"]
+ML_INSTANCE_TYPES = False
+CLOUD = True
+SETUP_HINT = "`launcher config set instance_profile NAME` and `launcher config set security_group sg-...`"
+NO_ROLE = None
+RECORD_FIELDS = ("status_uri", "log_uri", "setup_log_uri")
+output_uri = recorded_output_uri  # the trainer on the instance publishes there as it trains
+plan_rows = no_plan_rows
 LOG_POLL_SECONDS = 5.0
 STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
           "stopped": "Stopped", "terminated": "Stopped"}
@@ -49,15 +60,15 @@ def _config(spec) -> dict:
 
 
 def _request(spec, config, wheel_uri, wheel_sha256, image_id=None, client_token=None) -> dict:
-    from launcher import userdata
+    from launcher import train_userdata
 
     uris = _uris(spec.root, spec.job)
-    boot = userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+    boot = train_userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=uris["setup_log_uri"],
                               region=config["region"], max_run=int(spec.max_run), image=spec.image or None,
                               framework=spec.framework)
     tags = {"Name": f"gankit-{spec.job}", "gankit:job": spec.job}
-    return ec2.run_instances_request("job", spec.instance_type, userdata.render(boot), spot=spec.spot, tags=tags,
+    return instances.run_instances_request("job", spec.instance_type, train_userdata.render(boot), spot=spec.spot, tags=tags,
                                      settings=config, shutdown="terminate", image_id=image_id,
                                      client_token=client_token)
 
@@ -65,7 +76,7 @@ def _request(spec, config, wheel_uri, wheel_sha256, image_id=None, client_token=
 def _check(spec, config):
     if not s3.is_s3(spec.root):
         raise UsageError(f"the ec2 backend needs a bucket, not {spec.root}: run `launcher infra up` first")
-    ec2.check_settings(config)  # before anything is staged or uploaded
+    instances.check_settings(config)  # before anything is staged or uploaded
     if not spec.max_run or spec.max_run <= 0:
         raise UsageError("an EC2 job needs a max run: pass --max-run, e.g. --max-run 2h")
     if getattr(spec, "instance_count", 1) not in (None, 1):
@@ -79,10 +90,10 @@ def submit(spec, dry_run: bool = False) -> dict:
         spec = ensure_dataset(spec, upload=False)  # a folder: checked here, its prefix named, nothing sent
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
         request = _request(spec, config, wheel, "0" * 64,  # the digest of a wheel not built yet
-                           image_id=f"resolve:ssm:{ec2.ami_parameter_for(spec.instance_type)}")
+                           image_id=f"resolve:ssm:{instances.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
     spec = ensure_dataset(spec)
-    wheel_uri, wheel_sha256 = ec2.upload_wheel(layout.run_prefix(spec.root, spec.job))
+    wheel_uri, wheel_sha256 = instances.upload_wheel(layout.run_prefix(spec.root, spec.job))
     uris = _uris(spec.root, spec.job)
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())
     token = f"gankit-{uuid.uuid4().hex}"
@@ -95,7 +106,7 @@ def submit(spec, dry_run: bool = False) -> dict:
               "submitted_at": _now(), "wheel_uri": wheel_uri, "wheel_sha256": wheel_sha256}
     jobs.save(record)
     try:
-        record["instance_id"] = ec2.launch(request, config["region"])
+        record["instance_id"] = instances.launch(request, config["region"])
         jobs.save(record)
     except BaseException as e:  # Ctrl-C too: an instance nobody knows of bills until max run
         after = _abandon(record)
@@ -114,7 +125,7 @@ def _abandon(record) -> str:
     try:
         launched = _instances(record)
         for instance_id in launched:
-            ec2.terminate(instance_id, record["region"])
+            instances.terminate(instance_id, record["region"])
     except Exception:
         return (f"; {record['job']} may have left an instance running: `launcher stop {record['job']}` "
                 "terminates it")
@@ -127,7 +138,7 @@ def _instances(record) -> list[str]:
     if record.get("instance_id"):
         return [record["instance_id"]]
     if record.get("client_token"):
-        return ec2.find_launched(record["client_token"], record.get("region"))
+        return instances.find_launched(record["client_token"], record.get("region"))
     return []
 
 
@@ -141,7 +152,7 @@ def _failure_for(instance) -> str:
 def describe(record) -> dict:
     status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
     instance_id = next(iter(_instances(record)), None)
-    instance = ec2.describe_instance(instance_id, record.get("region")) if instance_id else None
+    instance = instances.describe_instance(instance_id, record.get("region")) if instance_id else None
     launched = instance["LaunchTime"].isoformat(timespec="seconds") if instance else None
     result = {"status": None, "started": status.get("started") or launched, "ended": status.get("ended"),
               "failure_reason": status.get("failure_reason"), "instance_type": record.get("instance_type"),
@@ -185,7 +196,7 @@ def logs(record, follow: bool, echo) -> None:
 
 def stop(record) -> None:
     for instance_id in _instances(record):
-        ec2.terminate(instance_id, record.get("region"))
+        instances.terminate(instance_id, record.get("region"))
     status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
     if status.get("status") not in FINAL_STATES:
         try:

@@ -6,7 +6,6 @@ writes checkpoints and outputs into the local folder standing in for the
 bucket (`<root>/runs/<job>/...`), exactly where a cloud job puts them in S3.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -16,9 +15,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher import jobs
+from launcher.backends.base import (check_folder, container_inputs, folder_source, no_plan_rows,
+                                    recorded_output_uri, write_container_inputs)
 from trainer.errors import UsageError
 
 POLL_SECONDS = 0.5
+# The Backend protocol's facts (launcher/backends/base.py): this machine, no bucket, no role.
+DEFAULT_INSTANCE_TYPE = "local"
+ML_INSTANCE_TYPES = False
+CLOUD = False
+SETUP_HINT = ""
+NO_ROLE = None
+RECORD_FIELDS = ("pid", "log", "sm_root")
+output_uri = recorded_output_uri  # the local folder standing in for the bucket
+plan_rows = no_plan_rows
 
 
 def _now() -> str:
@@ -27,12 +37,6 @@ def _now() -> str:
 
 def job_root(job: str) -> Path:
     return jobs.jobs_dir() / job
-
-
-def _hyperparameters(spec) -> dict:
-    hyperparameters = dict(spec.hyperparameters, output_dir=spec.output_uri, checkpoint_dir=spec.checkpoint_uri)
-    hyperparameters.pop("data_dir", None)  # the data arrives as the training channel
-    return hyperparameters
 
 
 def _command(exit_file: Path) -> list[str]:
@@ -49,29 +53,23 @@ def run_and_record(exit_file: str) -> int:
 
 
 def submit(spec, dry_run: bool = False) -> dict:
-    from launcher.backends import check_folder, folder_source
-
     root = job_root(spec.job)
     folder = spec.dataset.startswith("folder:")
     training = str(folder_source(spec).resolve()) if folder else spec.data_uri  # a folder is read where it is
-    plan = {"backend": "local", "job": spec.job, "sm_root": str(root), "hyperparameters": _hyperparameters(spec),
+    plan = {"backend": "local", "job": spec.job, "sm_root": str(root), "hyperparameters": container_inputs(
+                spec.hyperparameters, output_uri=spec.output_uri, checkpoint_uri=spec.checkpoint_uri),
             "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"]}
     if dry_run:
         return plan
     if root.exists():
         raise UsageError(f"job {spec.job} exists already; pick another name or `launcher status {spec.job}`")
-    from trainer.stage import stage_dataset
+    from trainer.dataset_staging import stage_dataset
 
     if folder:
         check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
     else:
         stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
-    config = root / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps(plan["hyperparameters"], indent=1))
-    channel = root / "input" / "data" / "training"
-    channel.parent.mkdir(parents=True)
-    channel.symlink_to(Path(training).resolve(), target_is_directory=True)
+    write_container_inputs(root, plan["hyperparameters"], training)  # the data arrives as the training channel
     log = root / "train.log"
     from launcher.quiet import trainer_env
 

@@ -1,4 +1,4 @@
-"""The SageMaker backend: one CreateTrainingJob request, built as a plain dict so it can be printed and checked.
+"""The SageMaker backend, through sagemaker-core's typed resources: TrainingJob.create, get, refresh and stop.
 
 The image is the project's own (`--image`, from ECR: SageMaker runs its `train`)
 or AWS's prebuilt TensorFlow training image in script mode, running
@@ -13,11 +13,21 @@ import tarfile
 import time
 from pathlib import Path
 
-from launcher.backends import FINAL_STATES, ensure_dataset
-from trainer import layout, s3
+from launcher.backends.base import FINAL_STATES, container_inputs, ensure_dataset, recorded_output_uri
+from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
+from trainer import TENSORFLOW_MINOR, layout, s3
 from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
-TF_VERSION, PY_VERSION = "2.21", "py312"  # the prebuilt image matching the trainer's TensorFlow
+# The Backend protocol's facts (launcher/backends/base.py): a bucket, ml. instance types, a role.
+DEFAULT_INSTANCE_TYPE = DEFAULTS["sagemaker"]
+ML_INSTANCE_TYPES = True
+CLOUD = True
+SETUP_HINT = "--role ARN"
+NO_ROLE = "no SageMaker execution role: run `launcher infra up`, or pass --role ARN, or `launcher config set role ARN`"
+RECORD_FIELDS = ()
+output_uri = recorded_output_uri  # the trainer publishes there as it trains
+
+TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
@@ -28,13 +38,19 @@ REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 JAX_REQUIREMENTS = "jax[cuda12]>=0.4.30\n"
 
 
-def client(service: str, region: str | None):
+def _session(region: str | None):
+    """A boto3 session with credentials, else the one-line fix; a fresh one per call (sagemaker-core caches
+    its clients per session, and an expired token needs new credentials)."""
     import boto3
 
     session = boto3.session.Session(region_name=region)
     if session.get_credentials() is None:
         raise UsageError(NO_CREDENTIALS)
-    return session.client(service)
+    return session
+
+
+def client(service: str, region: str | None):
+    return _session(region).client(service)
 
 
 def prebuilt_image(region: str, instance_type: str) -> str:
@@ -49,8 +65,8 @@ def source_uri(spec) -> str:
 
 
 def hyperparameters(spec) -> dict:
-    values = {k: str(v) for k, v in spec.hyperparameters.items() if k != "data_dir"}
-    values["output_dir"] = spec.output_uri  # published to the shared layout as it trains
+    # Published to the shared layout as it trains; SageMaker syncs the checkpoints (CheckpointConfig).
+    values = container_inputs(spec.hyperparameters, output_uri=spec.output_uri)
     if not spec.image:  # script mode in AWS's TensorFlow image
         values.update(sagemaker_program="sagemaker_entry.py", sagemaker_submit_directory=source_uri(spec),
                       sagemaker_region=spec.region, sagemaker_job_name=spec.job, sagemaker_container_log_level="20")
@@ -60,40 +76,100 @@ def hyperparameters(spec) -> dict:
     return values
 
 
-def build_request(spec, image: str) -> dict:
-    request = {
-        "TrainingJobName": spec.job,
-        "RoleArn": spec.role,
-        "AlgorithmSpecification": {
-            "TrainingImage": image,
-            "TrainingInputMode": "File",
-            "MetricDefinitions": [{"Name": "d_loss", "Regex": r"d_loss ([0-9.eE+-]+)"},
-                                  {"Name": "g_loss", "Regex": r"g_loss ([0-9.eE+-]+)"},
-                                  {"Name": "images_per_sec", "Regex": r"([0-9.]+) img/s"}],
-        },
-        "HyperParameters": hyperparameters(spec),
-        "InputDataConfig": [{
-            "ChannelName": "training",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": spec.data_uri + "/",
-                                            "S3DataDistributionType": "FullyReplicated"}},
-            "InputMode": "File",
-        }],
-        # No tarballs: the generator and samples can be pulled file by file.
-        "OutputDataConfig": {"S3OutputPath": layout.join(layout.run_prefix(spec.root, spec.job), "sagemaker"),
-                             "CompressionType": "NONE"},
-        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count,
-                           "VolumeSizeInGB": VOLUME_GB},
-        "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_run},
-        "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
-        "EnableManagedSpotTraining": spec.spot,
-        "Environment": {"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
-        # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
-        "Tags": [{"Key": "project", "Value": "gankit"}, {"Key": "dataset", "Value": spec.data_uri.rsplit("/", 1)[-1]},
-                 {"Key": "gankit:job", "Value": spec.job}],
-    }
+def training_job_args(spec, image: str) -> dict:
+    """TrainingJob.create's keywords for the job: sagemaker-core's typed shapes."""
+    from sagemaker.core.resources import Tag  # the resource module's Tag: what create() accepts
+    from sagemaker.core.shapes import (AlgorithmSpecification, Channel, CheckpointConfig, DataSource,
+                                       MetricDefinition, OutputDataConfig, ResourceConfig, S3DataSource,
+                                       StoppingCondition)
+
+    stopping = StoppingCondition(max_runtime_in_seconds=spec.max_run)
     if spec.spot:
-        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = max(spec.max_wait or 0, spec.max_run)
-    return request
+        stopping.max_wait_time_in_seconds = max(spec.max_wait or 0, spec.max_run)
+    return dict(
+        training_job_name=spec.job,
+        role_arn=spec.role,
+        algorithm_specification=AlgorithmSpecification(
+            training_image=image, training_input_mode="File",
+            metric_definitions=[MetricDefinition(name="d_loss", regex=r"d_loss ([0-9.eE+-]+)"),
+                                MetricDefinition(name="g_loss", regex=r"g_loss ([0-9.eE+-]+)"),
+                                MetricDefinition(name="images_per_sec", regex=r"([0-9.]+) img/s")]),
+        hyper_parameters=hyperparameters(spec),
+        input_data_config=[Channel(channel_name="training", input_mode="File", data_source=DataSource(
+            s3_data_source=S3DataSource(s3_data_type="S3Prefix", s3_uri=spec.data_uri + "/",
+                                        s3_data_distribution_type="FullyReplicated")))],
+        # Required by the API. The trainer publishes its outputs to the run's output prefix itself; no
+        # tarballs here, so whatever SageMaker copies can be read file by file.
+        output_data_config=OutputDataConfig(
+            s3_output_path=layout.join(layout.run_prefix(spec.root, spec.job), "sagemaker"), compression_type="NONE"),
+        resource_config=ResourceConfig(instance_type=spec.instance_type, instance_count=spec.instance_count,
+                                       volume_size_in_gb=VOLUME_GB),
+        stopping_condition=stopping,
+        checkpoint_config=CheckpointConfig(s3_uri=spec.checkpoint_uri, local_path="/opt/ml/checkpoints"),
+        enable_managed_spot_training=spec.spot,
+        environment={"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
+        # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
+        tags=[Tag(key="project", value="gankit"), Tag(key="dataset", value=spec.data_uri.rsplit("/", 1)[-1]),
+              Tag(key="gankit:job", value=spec.job)],
+    )
+
+
+class _DryRun(Exception):
+    """Raised by a dry run's client where the request would go on the wire: nothing is signed or sent."""
+
+
+def _create(spec, image: str, session, dry_run: bool) -> tuple[dict, str | None]:
+    """TrainingJob.create with the job's shapes: (the CreateTrainingJob parameters it sent, the job's ARN).
+
+    The parameters are caught from botocore as sagemaker-core hands them over, after its own steps (defaults
+    from a SageMaker config file, serialisation), so a dry run prints exactly what a submit sends.
+    """
+    import copy
+
+    from sagemaker.core.resources import TrainingJob
+
+    sent, created = {}, {}
+
+    def capture(params, **_):
+        sent.update(copy.deepcopy(params))
+
+    def halt(**_):
+        raise _DryRun
+
+    def arn(parsed, **_):
+        created["arn"] = parsed.get("TrainingJobArn")
+
+    # The client create() calls: sagemaker-core keeps one per session and region.
+    events = TrainingJob.get_sagemaker_client(session=session, region_name=spec.region).meta.events
+    hooks = [("before-parameter-build.sagemaker.CreateTrainingJob", capture),
+             ("after-call.sagemaker.CreateTrainingJob", arn)]
+    if dry_run:
+        hooks.append(("before-call.sagemaker.CreateTrainingJob", halt))  # after botocore's own checks
+    for event, hook in hooks:
+        events.register(event, hook)
+    try:
+        TrainingJob.create(**training_job_args(spec, image), session=session, region=spec.region)
+    except _DryRun:
+        pass
+    except Exception:
+        if not created.get("arn"):
+            raise
+        # Created: only the DescribeTrainingJob create() makes after it failed. The job runs, so it gets its
+        # record (`launcher status` describes it again).
+    finally:
+        for event, hook in hooks:
+            events.unregister(event, hook)
+    return sent, created.get("arn")
+
+
+def build_request(spec, image: str) -> dict:
+    """The CreateTrainingJob request a submit of `spec` sends, without AWS (no credentials, no call)."""
+    import boto3
+
+    # Placeholder keys so botocore does not look for real ones; the call stops before anything is signed.
+    session = boto3.session.Session(region_name=spec.region, aws_access_key_id="dry-run",
+                                    aws_secret_access_key="dry-run")
+    return _create(spec, image, session, dry_run=True)[0]
 
 
 def requirements(framework: str = "tensorflow") -> str:
@@ -120,19 +196,26 @@ def source_tarball(framework: str = "tensorflow") -> bytes:
 def submit(spec, dry_run: bool = False) -> dict:
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
     if dry_run:
-        return build_request(ensure_dataset(spec, upload=False), image)
-    sm = client("sagemaker", spec.region)
+        return _refused(build_request, ensure_dataset(spec, upload=False), image)
+    session = _session(spec.region)
     spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
-    request = build_request(spec, image)
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball(spec.framework))
-    try:
-        arn = sm.create_training_job(**request)["TrainingJobArn"]
-    except Exception as e:  # botocore's ClientError and friends: one line
-        raise GankitError(f"SageMaker refused the job: {e}") from None
+    request, arn = _refused(_create, spec, image, session, dry_run=False)
     from launcher import jobs
 
     return jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": arn, "image": image, "request": request})
+
+
+def _refused(create, *args, **kwargs):
+    try:
+        return create(*args, **kwargs)
+    except Exception as e:  # botocore's ClientError and ParamValidationError, pydantic's checks: one line
+        raise GankitError(f"SageMaker refused the job: {_one_line(e)}") from None
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())
 
 
 def _now() -> str:
@@ -145,29 +228,71 @@ def _iso(value):
     return value.isoformat(timespec="seconds") if hasattr(value, "isoformat") else value
 
 
-def describe(record: dict) -> dict:
-    sm = client("sagemaker", record.get("region"))
+def _job(record: dict):
+    """The job as sagemaker-core's TrainingJob (one DescribeTrainingJob), with a fresh session."""
+    from sagemaker.core.resources import TrainingJob
+
+    region = record.get("region")
+    session = _session(region)
     try:
-        job = sm.describe_training_job(TrainingJobName=record["job"])
+        return TrainingJob.get(training_job_name=record["job"], session=session, region=region)
     except Exception as e:
-        raise GankitError(f"cannot describe {record['job']}: {e}") from None
-    info = {"status": job["TrainingJobStatus"], "secondary_status": job.get("SecondaryStatus"),
-            "started": _iso(job.get("TrainingStartTime") or job.get("CreationTime")),
-            "ended": _iso(job.get("TrainingEndTime")), "failure_reason": job.get("FailureReason"),
-            "instance_type": job.get("ResourceConfig", {}).get("InstanceType")}
-    billable, total = job.get("BillableTimeInSeconds"), job.get("TrainingTimeInSeconds")
+        raise GankitError(f"cannot describe {record['job']}: {_one_line(e)}") from None
+
+
+def _refresh(job, record: dict):
+    """The job described again; long jobs outlive credentials, so an expired token gets a fresh session."""
+    if job is None:
+        return _job(record)
+    try:
+        return job.refresh()
+    except Exception as e:
+        if "ExpiredToken" in str(e):
+            return _job(record)
+        raise GankitError(f"cannot describe {record['job']}: {_one_line(e)}") from None
+
+
+def _set(value):
+    """None for sagemaker-core's Unassigned (a field the response left out), else the value."""
+    from sagemaker.core.utils.utils import Unassigned
+
+    return None if isinstance(value, Unassigned) else value
+
+
+def _info(job, record: dict) -> dict:
+    resources = _set(job.resource_config)
+    info = {"status": job.training_job_status, "secondary_status": _set(job.secondary_status),
+            "started": _iso(_set(job.training_start_time) or _set(job.creation_time)),
+            "ended": _iso(_set(job.training_end_time)), "failure_reason": _set(job.failure_reason),
+            "instance_type": resources.instance_type if resources else None}
+    billable, total = _set(job.billable_time_in_seconds), _set(job.training_time_in_seconds)
     if record.get("spot") and billable and total:
         info["spot_savings"] = 1 - billable / total
     return info
 
 
+def describe(record: dict) -> dict:
+    return _info(_job(record), record)
+
+
 def logs(record: dict, follow: bool, echo) -> None:
-    """Every `<job>/algo-N-...` stream of the job, in order; with follow, until the job ends."""
+    """Every `<job>/algo-N-...` stream of the job, in order; with follow, until the job ends.
+
+    The job's state comes from sagemaker-core (TrainingJob.get, then refresh). Its events are read with boto3:
+    sagemaker-core's log streaming (TrainingJob.wait(logs=True), utils.logs.MultiLogStreamHandler) reads
+    through a process-wide CloudWatch client made from a default session (not the job's region, and no fresh
+    credentials when a long job's expire), stops looking for streams once it has seen `instance_count` of them
+    (a spot restart's new stream would be missed), and wait() prints through logging under a live progress
+    panel and raises on failure instead of handing lines to `echo`.
+    """
     region = record.get("region")
     cw = client("logs", region)
     tokens: dict[str, str | None] = {}
+    job = None
     while True:
-        final = not follow or describe(record)["status"] in FINAL_STATES
+        if follow:
+            job = _refresh(job, record)
+        final = not follow or job.training_job_status in FINAL_STATES
         try:
             for stream in _streams(cw, record["job"]):
                 tokens[stream] = _print_events(cw, stream, tokens.get(stream), echo)
@@ -212,11 +337,15 @@ def _print_events(cw, stream: str, token, echo):
 
 
 def stop(record: dict) -> None:
-    sm = client("sagemaker", record.get("region"))
+    job = _job(record)
     try:
-        sm.stop_training_job(TrainingJobName=record["job"])
+        job.stop()
     except Exception as e:
-        raise GankitError(f"cannot stop {record['job']}: {e}") from None
+        raise GankitError(f"cannot stop {record['job']}: {_one_line(e)}") from None
+
+
+def plan_rows(spec) -> list[tuple[str, str]]:
+    return [("console", console_url(spec))]
 
 
 def console_url(record_or_spec) -> str:

@@ -14,7 +14,6 @@ Stopping is `shutdown -h now`: the launcher starts the instance with shutdown be
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher.remote.jupyter_start import TokenUnavailable, read_token
+from trainer.fsutil import atomic_write_text
 
 GPU_COMMAND = "nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits"
 STOP_COMMAND = "shutdown -h now"
@@ -140,11 +140,7 @@ def load_state(path) -> State | None:
 
 
 def save_state(path, state: State):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state)))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(asdict(state)))
 
 
 class Checker:

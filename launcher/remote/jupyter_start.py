@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from trainer.fsutil import atomic_write_text
+
 PORT = 8888
 
 
@@ -59,11 +61,7 @@ def write_config(config_dir, config: dict) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     config_dir.chmod(0o700)
     path = config_dir / "jupyter_server_config.json"
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(config, indent=1), mode=0o600)
     return path
 
 

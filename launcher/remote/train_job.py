@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from launcher.backends.base import container_inputs, write_container_inputs
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError, run_cli
 
@@ -69,13 +70,12 @@ def read_job(uri: str) -> dict:
 
 
 def write_contract(sm_root: Path, job: dict):
-    """The /opt/ml layout the trainer's contract reads: hyperparameters with the run's S3 paths."""
-    hyperparameters = {**job["hyperparameters"], "data_dir": job["data_uri"],
-                       "output_dir": job["output_uri"], "checkpoint_dir": job["checkpoint_uri"]}
-    config = sm_root / "input" / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
-    (sm_root / "output").mkdir(exist_ok=True)
+    """The /opt/ml layout the trainer's contract reads: hyperparameters with the run's S3 paths. The
+    trainer reads the data from S3 and publishes outputs and checkpoints there itself, as it trains:
+    nothing on the instance copies them again."""
+    hyperparameters = container_inputs(job["hyperparameters"], data_uri=job["data_uri"],
+                                       output_uri=job["output_uri"], checkpoint_uri=job["checkpoint_uri"])
+    write_container_inputs(sm_root, hyperparameters)
 
 
 def trainer_command(job: dict, sm_root: Path) -> list[str]:

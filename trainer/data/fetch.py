@@ -28,7 +28,7 @@ from pathlib import Path
 from trainer.data.catalog import IdxDataset, IdxFile
 from trainer.data.idx import check_pair, read_idx
 from trainer.errors import UsageError
-from trainer.fsutil import cache_root, mkstemp
+from trainer.fsutil import atomic_file, cache_root
 from trainer.progress import Progress, format_bytes
 
 CHUNK = 1 << 20
@@ -51,7 +51,7 @@ def download_urls(spec: IdxDataset, mirror: str | None = None) -> tuple:
 def load_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None, log=None):
     """(images, labels) of one split, as stored (N, H, W) uint8 and int64, checked."""
     paths, strict, fix = locate_split(spec, split, data_dir, mirror, stream, log)
-    return _read_checked(spec, split, paths, strict=strict, fix=fix)
+    return read_checked(spec, split, paths, strict=strict, fix=fix)
 
 
 def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, stream=None, log=None):
@@ -107,7 +107,8 @@ def _in_data_dir(spec: IdxDataset, split: str, folder: Path) -> tuple:
     return tuple(paths)
 
 
-def _read_checked(spec: IdxDataset, split: str, paths, strict: bool, fix: str):
+def read_checked(spec: IdxDataset, split: str, paths, strict: bool, fix: str):
+    """Read a split's IDX pair and check it against what the publisher lists (shapes, decoded checksums)."""
     arrays = [read_idx(path, fix) for path in paths]
     for path, array, published in zip(paths, arrays, spec.splits[split]):
         _check_published(path, array, published, strict, fix)  # on the arrays as stored, before any cast
@@ -185,39 +186,32 @@ class _Failed(Exception):
 
 
 def _fetch(url: str, md5: str, dest: Path, stream):
-    fd, tmp = mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        digest, size, total = hashlib.md5(), 0, None
-        with os.fdopen(fd, "wb") as out:
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "gankit"})
-                with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    progress = Progress(total, label=f"downloading {dest.name}", stream=stream, fmt=format_bytes)
-                    try:
-                        while chunk := response.read(CHUNK):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            size += len(chunk)
-                            progress.update(len(chunk))
-                    finally:
-                        progress.close()  # also ends a redrawn TTY line before any error message
-            except urllib.error.HTTPError as e:
-                raise _Failed(f"HTTP {e.code} {e.reason}") from None
-            except urllib.error.URLError as e:
-                raise _Failed(str(e.reason)) from None
-            except (OSError, HTTPException) as e:
-                raise _Failed(f"{type(e).__name__}: {e}") from None
-            out.flush()
-            os.fsync(out.fileno())
+    digest, size, total = hashlib.md5(), 0, None
+    # The checks run inside the block, before the rename: a short or wrong download never becomes `dest`.
+    with atomic_file(dest, suffix=".part") as out:
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "gankit"})
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                progress = Progress(total, label=f"downloading {dest.name}", stream=stream, fmt=format_bytes)
+                try:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        progress.update(len(chunk))
+                finally:
+                    progress.close()  # also ends a redrawn TTY line before any error message
+        except urllib.error.HTTPError as e:
+            raise _Failed(f"HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise _Failed(str(e.reason)) from None
+        except (OSError, HTTPException) as e:
+            raise _Failed(f"{type(e).__name__}: {e}") from None
         if total is not None and size != total:
             raise _Failed(f"got {size} of {total} bytes")
         if digest.hexdigest() != md5:
             raise _Failed(f"checksum mismatch: md5 {digest.hexdigest()}, the publisher lists {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _extract(archive: Path, files, cache: Path):
@@ -229,14 +223,8 @@ def _extract(archive: Path, files, cache: Path):
                 if f.name not in members:
                     raise UsageError(f"{archive.name} has no {f.name}; the publisher changed the archive: "
                                      f"get the files yourself and pass --data-dir DIR")
-                fd, tmp = mkstemp(prefix=f".{f.name}.", suffix=".part", dir=cache)
-                try:
-                    with os.fdopen(fd, "wb") as out, z.open(members[f.name]) as src:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    os.replace(tmp, cache / f.name)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                with atomic_file(cache / f.name, suffix=".part") as out, z.open(members[f.name]) as src:
+                    shutil.copyfileobj(src, out, CHUNK)
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise UsageError(f"cannot extract {archive.name} ({e}); run again to re-download, "
                          f"or pass --data-dir DIR with the files") from None

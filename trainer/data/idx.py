@@ -7,7 +7,6 @@ been read and found to be exactly as long as the header says.
 """
 
 import gzip
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UsageError
-from trainer.fsutil import mkstemp
+from trainer.fsutil import atomic_file
 
 DTYPES = {
     0x08: np.dtype(">u1"),
@@ -117,22 +116,15 @@ def write_idx(path, array):
         raise UsageError(f"cannot write {path}: IDX needs 1 to 255 dimensions of less than 2**32 each, got shape {array.shape}")
     header = struct.pack(">HBB", 0, CODES[native], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = np.ascontiguousarray(array, dtype=DTYPES[CODES[native]]).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if path.name.endswith(".gz"):
-                # mtime=0 and no file name: the same array always gives the same bytes.
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
-                    f.write(header)
-                    f.write(payload)
-            else:
-                raw.write(header)
-                raw.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, suffix=".part") as raw:
+        if path.name.endswith(".gz"):
+            # mtime=0 and no file name: the same array always gives the same bytes.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+                f.write(header)
+                f.write(payload)
+        else:
+            raw.write(header)
+            raw.write(payload)
 
 
 def read_idx_pair(images_path, labels_path, num_classes, fix: str = DEFAULT_FIX):

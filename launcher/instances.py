@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from trainer import aws
 from trainer.errors import GankitError, UsageError
 
 # The AWS Deep Learning AMIs, found through their public SSM parameters (no AMI ids to keep
@@ -51,16 +52,9 @@ def ami_parameter_for(instance_type: str) -> str:
 def client(service: str, region: str | None = None):
     import boto3
 
-    return boto3.client(service, region_name=region or _configured_region())
+    from launcher import settings
 
-
-def _configured_region() -> str | None:
-    """The region `launcher infra up` recorded; None leaves it to boto3 (AWS_DEFAULT_REGION, profile)."""
-    try:
-        from launcher import settings
-    except ImportError:  # the settings module is the launcher's; this also runs on instances without it
-        return None
-    return settings.get("region")
+    return boto3.client(service, region_name=aws.region(region, settings.get("region")))
 
 
 def resolve_ami(instance_type: str, region: str | None = None, override: str | None = None) -> str:

@@ -15,10 +15,12 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from trainer import TENSORFLOW_RANGE
+
 SETUP_MINUTES = 30  # first boot: pip installs TensorFlow when the image lacks it
 LOG = "/var/log/gankit-job.log"
 WORK = "/opt/gankit-job"  # the wheel and the runner's scratch space
-TENSORFLOW = "tensorflow[and-cuda]>=2.16,<2.22"  # the trainer extra's range, with NVIDIA's CUDA wheels
+TENSORFLOW = f"tensorflow[and-cuda]{TENSORFLOW_RANGE}"  # the trainer extra's range, with NVIDIA's CUDA wheels
 JAX = "jax[cuda12]>=0.4.30"  # framework=jax: JAX with NVIDIA's CUDA wheels (the wheel's jax extra)
 
 # Older framework DLAMIs have a Python with TensorFlow; newer ones (and plain images) get a venv of our own.

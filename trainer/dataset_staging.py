@@ -36,7 +36,7 @@ def dataset_files(name: str, data_dir=None, log=None) -> list[Path]:
     if name.startswith("folder:"):
         raise UsageError(f"{name}: an image folder has no canonical files; stage it with stage_folder")
     from trainer.data.catalog import CATALOG
-    from trainer.data.fetch import _read_checked, locate_split
+    from trainer.data.fetch import read_checked, locate_split
 
     spec = CATALOG[name]
     files, said = [], set()
@@ -48,7 +48,7 @@ def dataset_files(name: str, data_dir=None, log=None) -> list[Path]:
 
     for split in spec.splits:
         paths, strict, fix = locate_split(spec, split, data_dir, log=once)
-        _read_checked(spec, split, paths, strict=strict, fix=fix)  # never stage a broken copy
+        read_checked(spec, split, paths, strict=strict, fix=fix)  # never stage a broken copy
         files += paths
     return files
 

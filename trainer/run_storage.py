@@ -65,7 +65,7 @@ def remote_checkpoints(uri: str, listing: dict | None = None) -> list[tuple[int,
     """(step, name) of every remote checkpoint folder, newest first."""
     listing = s3.list_objects(uri) if listing is None else listing
     names = {key.split("/", 1)[0] for key in listing if "/" in key}
-    found = [(int(n[5:]), n) for n in names if checkpoints._NAME.match(n)]
+    found = [(step, n) for n in names if (step := checkpoints.checkpoint_step(n)) is not None]
     return sorted(found, reverse=True)
 
 

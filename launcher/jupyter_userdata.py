@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 # The same Python and TensorFlow as a training instance (the notebook loads generators with it).
-from launcher.userdata import FIND_PYTHON, TENSORFLOW, fetch_verified
+from launcher.train_userdata import FIND_PYTHON, TENSORFLOW, fetch_verified
 
 HOME = "/home/ubuntu"
 ROOT_DIR = f"{HOME}/gankit"  # what Jupyter serves

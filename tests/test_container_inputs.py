@@ -1,0 +1,106 @@
+"""One writer of the trainer's container inputs for every backend (launcher.backends.base), read back by
+the trainer's contract; and one output transport on EC2: the trainer publishes outputs and checkpoints to
+the run's prefixes itself, and the instance's runner and user data copy nothing of them again."""
+
+import json
+import sys
+
+import boto3
+
+from launcher.backends import base, ec2, local, sagemaker
+from launcher.remote import train_job
+from launcher.spec import build_spec
+from launcher.train_userdata import TrainBoot, render
+from trainer import contract, layout, s3
+
+HP = ("epochs=1", "batch_size=16", "data_dir=/somewhere/mnist")
+
+
+def spec_for(backend, **options):
+    cloud = {} if backend == "local" else {"bucket": "my-gankit", "role": "arn:aws:iam::1:role/sm",
+                                           "region": "us-east-1"}
+    return build_spec(dataset="mnist", hp=HP, backend=backend, job="j1", **cloud, **options)
+
+
+def test_every_backend_hands_the_trainer_the_same_hyperparameters():
+    local_spec, sm_spec, ec2_spec = spec_for("local"), spec_for("sagemaker", image="my/image:1"), spec_for("ec2")
+    own = {"dataset": "mnist", "model": "cgan", "epochs": "1", "batch_size": "16"}
+    assert local.submit(local_spec, dry_run=True)["hyperparameters"] == {
+        **own, "output_dir": local_spec.output_uri, "checkpoint_dir": local_spec.checkpoint_uri}
+    # SageMaker syncs /opt/ml/checkpoints itself (CheckpointConfig), and brings the data as the channel.
+    assert sagemaker.hyperparameters(sm_spec) == {**own, "output_dir": "s3://my-gankit/runs/j1/output"}
+    script_mode = sagemaker.hyperparameters(spec_for("sagemaker"))
+    assert {k: v for k, v in script_mode.items() if not k.startswith("sagemaker_")} == sagemaker.hyperparameters(sm_spec)
+    # EC2 reads its data from S3: the instance's runner names it.
+    job = json.loads(json.dumps(ec2.job_document(ec2_spec)))  # as the instance reads job.json
+    assert base.container_inputs(job["hyperparameters"], data_uri=job["data_uri"], output_uri=job["output_uri"],
+                                 checkpoint_uri=job["checkpoint_uri"]) == {
+        **own, "data_dir": "s3://my-gankit/datasets/mnist", "output_dir": "s3://my-gankit/runs/j1/output",
+        "checkpoint_dir": "s3://my-gankit/runs/j1/checkpoints"}
+
+
+def test_values_become_strings_and_data_dir_is_never_passed_through():
+    assert base.container_inputs({"epochs": 3, "data_dir": "/mine", "ema": 0.99}, output_uri="o") == {
+        "epochs": "3", "ema": "0.99", "output_dir": "o"}
+
+
+def test_the_contract_reads_what_the_writer_writes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    inputs = base.container_inputs({"dataset": "mnist", "epochs": "2"}, output_uri=str(tmp_path / "out"),
+                                   checkpoint_uri=str(tmp_path / "ck"))
+    base.write_container_inputs(tmp_path / "ml", inputs, data)
+    assert (tmp_path / "ml" / "input" / "data" / "training").resolve() == data.resolve()
+    assert (tmp_path / "ml" / "output").is_dir()
+    cfg = contract.read_config(tmp_path / "ml")
+    assert (cfg.dataset, cfg.epochs) == ("mnist", 2)
+    assert (cfg.data_dir, cfg.output_dir, cfg.checkpoint_dir) == (
+        str(tmp_path / "ml" / "input" / "data" / "training"), str(tmp_path / "out"), str(tmp_path / "ck"))
+
+
+def test_the_ec2_runner_lays_out_the_contract_with_the_runs_s3_paths(tmp_path):
+    job = ec2.job_document(spec_for("ec2"))
+    train_job.write_contract(tmp_path / "ml", job)
+    cfg = contract.read_config(tmp_path / "ml")
+    assert (cfg.dataset, cfg.model, cfg.epochs, cfg.batch_size) == ("mnist", "cgan", 1, 16)
+    assert (cfg.data_dir, cfg.output_dir, cfg.checkpoint_dir) == (
+        "s3://my-gankit/datasets/mnist", "s3://my-gankit/runs/j1/output", "s3://my-gankit/runs/j1/checkpoints")
+    assert not (tmp_path / "ml" / "input" / "data").exists()  # no channel: the trainer stages from S3
+
+
+# A stand-in for the trainer's contract (the runner is the subject): it publishes to the output prefix
+# as the trainer does, then leaves its copies in the /opt/ml tree as the contract does after training.
+FAKE_TRAINER = r'''
+import json, os, pathlib, boto3
+root = pathlib.Path(os.environ["GANKIT_SM_ROOT"])
+hp = json.loads((root / "input" / "config" / "hyperparameters.json").read_text())
+bucket, _, key = hp["output_dir"].removeprefix("s3://").partition("/")
+boto3.client("s3").put_object(Bucket=bucket, Key=key + "/generator/generator.json", Body=b"{}")
+for folder in ("model", "output/data/generator"):
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / "generator.json").write_text("{}")
+'''
+
+
+def test_on_ec2_only_the_trainer_publishes_outputs(aws_env, monkeypatch, tmp_path):
+    boto3.client("s3").create_bucket(Bucket="gankit-one-copy")  # the moto server: the trainer is a subprocess
+    bucket = "s3://gankit-one-copy"
+    spec = build_spec(dataset="mnist", backend="ec2", bucket=bucket, region="us-east-1", job="e1")
+    uri = train_job.job_uri(bucket, "e1")
+    s3.write_bytes(uri, json.dumps(ec2.job_document(spec)).encode())
+    monkeypatch.setattr(train_job, "trainer_command", lambda job, root: [sys.executable, "-c", FAKE_TRAINER])
+    assert train_job.run_job(uri, tmp_path)["status"] == "Completed", (tmp_path / "train.log").read_text()
+    # The runner adds its log and status; the outputs are the trainer's one copy, nothing else.
+    assert sorted(s3.list_objects(layout.run_prefix(bucket, "e1"))) == [
+        "job.json", "output/generator/generator.json", "status.json", "train.log"]
+
+
+def test_the_ec2_user_data_copies_no_outputs():
+    script = render(TrainBoot(job_uri="s3://b/runs/e1/job.json", wheel_uri="s3://b/runs/e1/gankit-1-py3-none-any.whl",
+                              wheel_sha256="0" * 64, setup_log_uri="s3://b/runs/e1/setup.log", region="us-east-1",
+                              max_run=3600))
+    copies = [line.strip() for line in script.splitlines() if "aws s3" in line]
+    assert len(copies) == 2 and "sync" not in script
+    assert copies[0].startswith("finish() { aws s3 cp --only-show-errors /var/log/gankit-job.log s3://b/runs/e1/setup.log")
+    assert copies[1] == ("aws s3 cp --only-show-errors s3://b/runs/e1/gankit-1-py3-none-any.whl "
+                         "/opt/gankit-job/gankit-1-py3-none-any.whl")

@@ -1,0 +1,49 @@
+"""The run's state (state.json both ways) and the loop's pacing, without a backend."""
+
+import json
+
+from trainer.pacer import MAX_STEPS_PER_CALL, Pacer
+from trainer.run_state import RunState
+
+ARCH = {"model": "cgan", "preset": "book", "z_dim": 96, "image_shape": [28, 28, 1], "num_classes": 10}
+
+
+def test_state_json_keeps_the_keys_checkpoints_always_had():
+    state = RunState(step=5, history=[{"epoch": 1}], epoch_sums=[1.5, 2.5], epoch_steps=1, epoch_seconds=0.25,
+                     architecture=ARCH)
+    assert list(state.to_json()) == ["step", "history", "epoch_sums", "epoch_steps", "epoch_seconds", "architecture"]
+    assert RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH) == state
+
+
+def test_an_older_state_resumes_with_this_runs_architecture():
+    old = {"step": 8, "history": [{"epoch": 1}, {"epoch": 2}], "epoch_sums": [0.0, 0.0], "epoch_steps": 0,
+           "epoch_seconds": 0.0, "written_by": "an older gankit"}  # no architecture, a key this one does not know
+    state = RunState.from_json(old, ARCH)
+    assert (state.step, len(state.history), state.architecture) == (8, 2, ARCH)
+    assert "written_by" not in state.to_json()
+
+
+def test_a_whole_epoch_joins_the_history_a_partial_one_stays_open():
+    state = RunState(step=4, epoch_sums=[4.0, 8.0], epoch_steps=4, epoch_seconds=2.0)
+    row = state.close_epoch(0, steps_per_epoch=4, batch_size=16)
+    assert row == {"epoch": 1, "step": 4, "d_loss": 1.0, "g_loss": 2.0, "images_per_sec": 32.0, "seconds": 2.0}
+    assert state.history == [row] and (state.epoch_sums, state.epoch_steps, state.epoch_seconds) == ([0.0, 0.0], 0, 0.0)
+    assert state.metric_rows(16) == [row]
+
+    state.step, state.epoch_sums, state.epoch_steps, state.epoch_seconds = 6, [2.0, 2.0], 2, 1.0
+    partial = state.close_epoch(1, steps_per_epoch=4, batch_size=16)  # --max-steps ended inside epoch 2
+    assert state.history == [row] and state.epoch_steps == 2  # a longer rerun finishes this same epoch
+    assert state.metric_rows(16) == [row, partial] and partial["epoch"] == 2
+
+
+def test_the_pacer_measures_first_then_grows_in_powers_of_two_within_its_limits():
+    pacer = Pacer(target=1.0)
+    assert pacer.steps(100) == 1  # the first call compiles
+    pacer.record(1, 30.0)  # ... so its time says nothing
+    assert pacer.steps(100) == 1
+    pacer.record(1, 0.01)
+    assert pacer.steps(1000) == 64  # ~1 s of 0.01 s steps, rounded down to a power of two
+    assert pacer.steps(10) == 10  # never past the epoch or --max-steps
+    assert pacer.steps(1000, seconds_left=0.1) == 8  # nor (roughly) past the next checkpoint
+    pacer.seconds_per_step = 1e-9
+    assert pacer.steps(10**9) == MAX_STEPS_PER_CALL

@@ -1,0 +1,72 @@
+"""The steps of an epoch: compiled calls paced to about a second, the checkpoint clock, and stop requests.
+
+`stop_requested` is polled after every call (SIGTERM sets it). A stop, or
+--checkpoint-minutes passing, inside an epoch writes a checkpoint there; at an
+epoch's end the epoch's own checkpoint (`checkpoint(publish=True)`) serves both.
+"""
+
+import time
+
+import numpy as np
+
+from trainer import checkpoints
+from trainer.pacer import Pacer
+from trainer.weights import arrays_of
+
+
+class EpochLoop:
+    def __init__(self, t, stop_requested):
+        self.t, self.stop_requested = t, stop_requested  # t: trainer.run_setup.Training
+        self.pacer = Pacer()
+        # The loop pays for the host copy only; the write, pruning and S3 push run beside the next steps.
+        self.writer = checkpoints.CheckpointWriter(t.save_dir, t.cfg.keep_checkpoints, after=t.storage.after_checkpoint)
+        self.checkpoint_seconds = t.cfg.checkpoint_minutes * 60
+        self.last_checkpoint = time.monotonic()
+        self.stopped = False
+
+    def run(self, epoch: int) -> bool:
+        """Run `epoch` on from where the state stands; False when a stop came first (its checkpoint written)."""
+        t, state = self.t, self.t.state
+        first = state.step - epoch * t.steps_per_epoch
+        last = min(t.total_steps - epoch * t.steps_per_epoch, t.steps_per_epoch)
+        sums = np.asarray(state.epoch_sums, np.float64)
+        t0 = time.monotonic() - state.epoch_seconds
+        t.runner.start_epoch(epoch, first, last)
+        batch = first
+        while batch < last:
+            # Many steps per compiled call, but never past the epoch, --max-steps or the next checkpoint.
+            n = self.pacer.steps(last - batch, self.checkpoint_seconds - (time.monotonic() - self.last_checkpoint))
+            for losses in self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n):
+                sums = sums + losses  # one step at a time, in order: the same sums however steps were grouped
+                state.step += 1
+                state.epoch_steps += 1
+                t.run_log.steps(state.step, sums, state.epoch_steps)
+            batch += n
+            t.progress.update(n, extra=lambda: _progress_text(epoch, t.cfg.epochs, sums, state.epoch_steps))
+            self.stopped = self.stop_requested()
+            if batch < last and (self.stopped or time.monotonic() - self.last_checkpoint > self.checkpoint_seconds):
+                state.epoch_sums, state.epoch_seconds = sums.tolist(), time.monotonic() - t0
+                self.checkpoint()
+                if self.stopped:
+                    return False
+        state.epoch_sums, state.epoch_seconds = sums.tolist(), time.monotonic() - t0
+        return True
+
+    def checkpoint(self, publish=False):
+        """A checkpoint of the state now (and, with `publish`, the output folder after it); restarts the clock."""
+        t = self.t
+        t.runner.sync()
+        self.writer.save(t.state.step, arrays_of(t.nets.groups()), t.state.to_json())
+        if publish:
+            t.storage.publish_outputs()
+        self.last_checkpoint = time.monotonic()
+
+
+    def wait(self):
+        """Block until the last checkpoint is complete (and pushed); a failed write raises here."""
+        self.writer.wait()
+
+
+def _progress_text(epoch, epochs, sums, steps):
+    d_loss, g_loss = (np.asarray(sums) / max(steps, 1)).tolist()
+    return f"epoch {epoch + 1}/{epochs}  d_loss {d_loss:.4f}  g_loss {g_loss:.4f}"

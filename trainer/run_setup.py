@@ -1,0 +1,160 @@
+"""A run made ready to train: everything `train()` needs before its first step.
+
+`prepare_run` checks all that is cheap (options, folders, data, the resumed
+checkpoint's architecture) before `build_training` pays for the backend's
+seconds-long import, builds the networks and resumes them.
+"""
+
+import contextlib
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from trainer import checkpoints, events
+from trainer.config import TrainConfig, check_resumed_preset
+from trainer.errors import UsageError
+from trainer.fsutil import ensure_writable_dir, removed_on_error
+from trainer.progress import Progress
+from trainer.run_info import generator_meta, recorded_preset, write_metrics, write_run_info
+from trainer.run_state import RunState
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What `prepare_run` checked, before any backend loads."""
+
+    cfg: TrainConfig  # resolved: presets filled in, validated
+    storage: object  # trainer.run_storage.Storage
+    out: Path
+    ckpt_dir: Path
+    data: object  # trainer.data's dataset
+    num_classes: int
+    architecture: dict
+    latest: Path | None  # the checkpoint to resume, if any
+
+
+def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
+    from trainer.data import load_dataset
+    from trainer.run_storage import prepare
+
+    cfg = cfg.resolve()
+    storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
+    with removed_on_error(storage.output_dir, storage.checkpoint_dir):  # a run that fails here leaves no folders
+        out = ensure_writable_dir(storage.output_dir, "--output-dir")
+        ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
+        data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
+        num_classes = _num_classes(cfg, data)
+        schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
+        architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:])
+        latest = checkpoints.latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
+        checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
+    return Prepared(cfg, storage, out, ckpt_dir, data, num_classes, architecture, latest)
+
+
+@dataclasses.dataclass
+class Training:
+    """A run ready for its first (or resumed) step; the loop's pieces read it and advance `state`."""
+
+    cfg: TrainConfig
+    storage: object
+    out: Path  # where outputs go (a scratch folder on workers other than the chief)
+    save_dir: Path  # where checkpoints go (likewise)
+    chief: bool
+    data: object
+    num_classes: int
+    image_shape: tuple
+    setup: object  # trainer.device's Setup
+    placement: object  # trainer.distribute's Placement
+    nets: object  # trainer.steps.Nets
+    runner: object  # trainer.steps' runner
+    state: RunState
+    steps_per_epoch: int
+    total_steps: int
+    global_batch: int
+    meta: dict  # generator.json's keys known at the start
+    run_log: events.RunLog
+    evaluate: object  # trainer.evaluate.epoch_hook's hook; None when off or not the chief
+    progress: Progress
+    log: object  # prints above the progress bar
+    last_plot: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def build_training(p: Prepared, log=print) -> Training:
+    """Load the backend, place the run, build (or resume) the networks and write run.json."""
+    from trainer.backend import select
+
+    cfg, data = p.cfg, p.data
+    select(cfg.framework)  # before anything imports keras
+    from trainer.layout import sm_root
+    from trainer.device import configure
+    from trainer.distribute import choose_placement, split_cpu
+    from trainer.evaluate import epoch_hook
+    from trainer.steps import build_nets, make_runner, spec_from
+    from trainer.weights import load_arrays
+
+    if cfg.framework == "tensorflow":
+        split_cpu()
+    setup = configure(cfg.precision, cfg.xla, cfg.seed, cfg.framework)
+    placement = choose_placement(cfg.framework, cfg.strategy, sm_root())
+    replicas = placement.replicas
+    global_batch = cfg.batch_size * replicas
+    steps_per_epoch, total_steps = schedule(cfg, len(data.images), replicas)
+    out, save_dir, storage = p.out, p.ckpt_dir, p.storage
+    if not placement.chief:
+        # Other workers save where nobody looks (TensorFlow's multi-worker guide) and publish nothing.
+        scratch = Path(tempfile.mkdtemp(prefix=f"gankit-worker{placement.worker}-"))
+        out, save_dir = ensure_writable_dir(scratch / "output", "scratch"), scratch / "checkpoints"
+        storage = dataclasses.replace(storage, output_uri=None, checkpoint_uri=None)
+
+    image_shape = data.images.shape[1:]
+    scope = placement.strategy.scope() if placement.strategy is not None else contextlib.nullcontext()
+    with scope:
+        # Synchronised batch norm is tf.distribute's; under JAX's DataParallel XLA already sees the global batch.
+        nets = build_nets(cfg, image_shape, p.num_classes, setup.precision,
+                          sync_bn=replicas > 1 and cfg.framework == "tensorflow")
+    state = RunState(architecture=p.architecture)
+    if p.latest is not None:
+        arrays, saved = checkpoints.read_checkpoint(p.latest)
+        state = RunState.from_json(saved, p.architecture)
+        load_arrays(nets.groups(), arrays, p.latest)
+        log(f"resuming from {p.latest} at step {state.step}")
+    runner = make_runner(cfg.framework, nets, spec_from(cfg, p.num_classes, global_batch), data, placement, setup)
+    write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
+    run_log = events.RunLog(out, steps_per_epoch, total_steps, state.to_json(), log)  # losses.jsonl, TensorBoard
+    meta = generator_meta(cfg, data, p.num_classes, image_shape)
+    write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
+    log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
+        f"for {total_steps} steps of {global_batch} on {_where(setup, placement)}, {setup.precision}, "
+        f"{cfg.framework}{', XLA' if setup.jit_compile and replicas == 1 else ''}")
+    evaluate = epoch_hook(cfg, storage.data_dir, image_shape, log) if placement.chief else None  # every --eval-every epochs
+    progress = Progress(total_steps, label="train", start=state.step)
+    return Training(cfg, storage, out, save_dir, placement.chief, data, p.num_classes, image_shape, setup, placement,
+                    nets, runner, state, steps_per_epoch, total_steps, global_batch, meta, run_log, evaluate,
+                    progress, log=progress.around(log))  # on a terminal, messages print above the bar
+
+
+def schedule(cfg, n_images, replicas) -> tuple[int, int]:
+    """(steps per epoch, total steps) for a global batch of batch size x replicas."""
+    steps_per_epoch = n_images // (cfg.batch_size * replicas)
+    if steps_per_epoch == 0:
+        raise UsageError(f"--batch-size {cfg.batch_size} x {replicas} replica(s) is larger than the dataset "
+                         f"({n_images} images); use a smaller batch")
+    epochs_steps = cfg.epochs * steps_per_epoch
+    return steps_per_epoch, epochs_steps if cfg.max_steps is None else min(cfg.max_steps, epochs_steps)
+
+
+def _num_classes(cfg, data) -> int:
+    if cfg.model == "dcgan":
+        return 0
+    if not data.conditional:
+        raise UsageError(f"dataset {data.name} has no classes, so it cannot train a cgan; use --model dcgan "
+                         "(or put the images in one subfolder per class)")
+    return data.num_classes
+
+
+def _where(setup, placement) -> str:
+    replicas = placement.replicas
+    return setup.device if replicas == 1 else f"{replicas} replicas ({placement.kind}, {setup.device})"

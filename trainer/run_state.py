@@ -1,0 +1,49 @@
+"""Where a run stands: what a checkpoint's state.json records, and the metrics rows it yields.
+
+state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps",
+"epoch_seconds", "architecture"}, the same keys as before this was a dataclass, so
+checkpoints resume across versions (a key an older checkpoint lacks takes its default).
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    history: list[dict] = field(default_factory=list)  # one row per whole epoch (metrics.jsonl)
+    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0])  # the open epoch's [d, g] loss sums
+    epoch_steps: int = 0  # steps of the open epoch done
+    epoch_seconds: float = 0.0  # its time so far
+    architecture: dict = field(default_factory=dict)  # what its networks depend on (checkpoints.architecture)
+
+    @classmethod
+    def from_json(cls, saved: dict, architecture: dict) -> "RunState":
+        known = {f.name for f in dataclasses.fields(cls)} - {"architecture"}
+        return cls(**{k: v for k, v in saved.items() if k in known}, architecture=architecture)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def epoch_row(self, epoch: int, batch_size: int) -> dict:
+        """metrics.jsonl's row for the open epoch (0-based `epoch`)."""
+        d_loss, g_loss = (x / max(self.epoch_steps, 1) for x in self.epoch_sums)
+        return {"epoch": epoch + 1, "step": self.step, "d_loss": d_loss, "g_loss": g_loss,
+                "images_per_sec": self.epoch_steps * batch_size / max(self.epoch_seconds, 1e-9),
+                "seconds": self.epoch_seconds}
+
+    def close_epoch(self, epoch: int, steps_per_epoch: int, batch_size: int) -> dict:
+        """The epoch's row. A whole epoch joins the history; a partial one (--max-steps) stays
+        in the running sums, so a longer rerun finishes that same epoch."""
+        row = self.epoch_row(epoch, batch_size)
+        if self.epoch_steps == steps_per_epoch:
+            self.history.append(row)
+            self.epoch_sums, self.epoch_steps, self.epoch_seconds = [0.0, 0.0], 0, 0.0
+        return row
+
+    def metric_rows(self, batch_size: int) -> list[dict]:
+        """metrics.jsonl: every whole epoch, plus the partial one a --max-steps run ended in."""
+        if self.epoch_steps == 0:
+            return self.history
+        return self.history + [self.epoch_row(len(self.history), batch_size)]
