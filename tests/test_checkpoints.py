@@ -73,3 +73,24 @@ def test_a_crash_while_writing_leaves_nothing_visible(tmp_path):
 
 def test_no_checkpoints_means_none(tmp_path):
     assert checkpoints.latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_prune_killed_mid_delete_leaves_no_half_deleted_checkpoint_visible(tmp_path, monkeypatch):
+    for step in (1, 2, 3):
+        write(tmp_path, step)
+    real_rmtree = checkpoints.shutil.rmtree
+
+    def killed_after_one_file(path, ignore_errors=False):
+        if not path.exists():
+            return real_rmtree(path, ignore_errors=ignore_errors)
+        next(p for p in sorted(path.iterdir()) if p.is_file()).unlink()  # a kill lands after the first file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_after_one_file)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path, 4, keep=3)  # prunes ckpt-1
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", real_rmtree)
+    assert [step for step, _ in checkpoints.checkpoint_folders(tmp_path)] == [4, 3, 2]
+    assert all(checkpoints.problem(f) is None for _, f in checkpoints.checkpoint_folders(tmp_path))
+    write(tmp_path, 5, keep=3)  # the next prune sweeps what the killed one left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoints.checkpoint_name(s) for s in (3, 4, 5)]

@@ -76,13 +76,15 @@ def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypa
     s3.client.cache_clear()
 
 
-def test_status_command_shows_the_cut(tmp_path, monkeypatch):
+def test_status_command_shows_the_cut(tmp_path):
     from launcher import jobs
     from launcher.cli import cli
 
     out = run_folder(tmp_path / "out", RUN)
-    jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local"))
-    monkeypatch.setattr("launcher.cli._describe", lambda record: {"status": "Completed"})
+    sm_root = tmp_path / "ml"  # the local backend's job folder: the trainer exited 0
+    sm_root.mkdir()
+    (sm_root / "exit_code").write_text("0\n")
+    jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local", sm_root=str(sm_root)))
     shown = CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1"])
     assert shown.exit_code == 0, shown.output
     assert re.search(r"\ncut short +by --max-steps 50: it ends at step 50 of the 936 its 2 epochs take", shown.output)

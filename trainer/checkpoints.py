@@ -288,14 +288,30 @@ def prune(directory, keep: int):
     Only a verified checkpoint counts towards `keep`: counting any folder with a
     manifest let newer corrupt ones push out every good checkpoint just written.
     """
+    for stale in Path(directory).glob(f".ckpt-*{DROPPED}"):  # a prune killed mid-delete
+        shutil.rmtree(stale, ignore_errors=True)
     kept = 0
     for _, folder in checkpoint_folders(directory):
         if kept >= keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            drop(folder)
         elif verifies(folder):
             kept += 1
         else:
             set_aside(folder, problem(folder) or "")
+
+
+DROPPED = ".dropped"
+
+
+def drop(folder: Path):
+    """Delete a checkpoint folder so that no moment shows it half-deleted: it is hidden first, then removed."""
+    hidden = folder.with_name(f".{folder.name}{DROPPED}")
+    shutil.rmtree(hidden, ignore_errors=True)  # left by a drop that was killed
+    try:
+        os.replace(folder, hidden)
+    except FileNotFoundError:  # another worker on this machine dropped it first
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def set_aside(folder: Path, reason: str) -> Path | None:
