@@ -17,6 +17,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 
+from trainer import layout
 from trainer.backend import FRAMEWORKS, default_framework
 from trainer.distribute import STRATEGIES
 from trainer.errors import UsageError
@@ -149,7 +150,7 @@ class TrainConfig:
         if cfg.framework is None:
             cfg = dataclasses.replace(cfg, framework=default_framework())
         if cfg.checkpoint_dir is None:
-            cfg = dataclasses.replace(cfg, checkpoint_dir=_join(cfg.output_dir, "checkpoints"))
+            cfg = dataclasses.replace(cfg, checkpoint_dir=layout.join(cfg.output_dir, "checkpoints"))
         cfg.validate()
         return cfg
 
@@ -200,11 +201,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _join(base: str, name: str) -> str:
-    # Works for local paths and s3:// URIs alike.
-    return base.rstrip("/") + "/" + name
 
 
 IN_HYPERPARAMETERS = "(in the job's hyperparameters)"
