@@ -51,22 +51,14 @@ def cli():
     """
 
 
-class BackendChoice(click.Choice):
-    """The registered backends (launcher.backends.REGISTRY), read when the option is used, not frozen when
-    this module loads: a new backend is one registry entry."""
+def backend_choice() -> click.Choice:
+    """The registered backends as `--backend`'s choices, read when the option is used, not frozen when this
+    module loads (settings.BACKENDS is a live view of launcher.backends.REGISTRY): a new backend is one entry."""
+    from launcher import settings
 
-    def __init__(self):
-        super().__init__(())
-
-    @property
-    def choices(self):
-        from launcher.backends import REGISTRY
-
-        return tuple(REGISTRY)
-
-    @choices.setter
-    def choices(self, _):
-        pass  # click.Choice.__init__ sets it
+    choice = click.Choice(())
+    choice.choices = settings.BACKENDS
+    return choice
 
 
 def _echo_table(rows: list[tuple[str, str]]):
@@ -88,7 +80,7 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @config_option("epochs", default=None, show_default=False, help=f"[trainer default: {TRAIN['epochs'].default}]")
 @config_option("batch_size", help=f"{TRAIN['batch_size'].help} Per GPU (replica).")
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
-@click.option("--backend", type=BackendChoice(), default=None,
+@click.option("--backend", type=backend_choice(), default=None,
               help="[default: from `launcher config`; local until AWS is set up]")
 @click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
