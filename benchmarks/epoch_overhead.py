@@ -9,7 +9,8 @@ copy (`arrays_of`), the checkpoint write (npz, manifest digests, rename,
 pruning), the sample grid, the GIF append, metrics.jsonl, the TensorBoard
 epoch record, the loss plot (throttled to every 10 s in training) and, with
 --s3, the checkpoint push and output publish to an in-process moto S3 (its
-latency is not real S3's). With trainer.checkpoints.CheckpointWriter it also
+latency is not real S3's), and what trainer.run_storage.OutputPublisher leaves on
+the training thread (the snapshot; the upload runs beside training). With trainer.checkpoints.CheckpointWriter it also
 times what the training thread pays to hand a checkpoint to the writer, and
 the write that then runs beside training. Prints the median of --repeats runs in ms.
 """
@@ -117,11 +118,11 @@ def main():
     for name, ms in results.items():
         print(f"  {name:<{width}}  {ms:8.1f} ms")
     every_epoch = [ms for name, ms in results.items()
-                   if not name.startswith(("loss plot", "  ", "CheckpointWriter", "S3 publish in thread"))]
+                   if not name.startswith(("loss plot", "  ", "CheckpointWriter", "OutputPublisher"))]
     print(f"  {'total per epoch, synchronous pieces (no loss plot)':<{width}}  {sum(every_epoch):8.1f} ms")
     if writer is not None:
         training_thread = [ms for name, ms in results.items() if not name.startswith(
-            ("loss plot", "  ", "arrays_of", "write_checkpoint", "S3 checkpoint push"))]
+            ("loss plot", "  ", "arrays_of", "write_checkpoint", "S3 checkpoint push", "S3 output publish"))]
         print(f"  {'total per epoch on the training thread, with the writer':<{width}}  {sum(training_thread):8.1f} ms")
     print(json.dumps({k.strip(): round(v, 2) for k, v in results.items()}))
 
@@ -147,6 +148,16 @@ def s3_pieces(cfg, work, ckpt_dir, repeats) -> dict:
             storage.publish_outputs()
 
         results["S3 output publish (moto, one changed file)"] = timed(changed_outputs, repeats)
+
+        publisher = run_storage.OutputPublisher(storage)
+        handed = []
+        for i in range(repeats):
+            (Path(cfg.output_dir) / "metrics.jsonl").write_text(f"{i}\n" * 65)
+            t0 = time.perf_counter()
+            publisher.publish()
+            handed.append((time.perf_counter() - t0) * 1000)
+            publisher.wait()
+        results["OutputPublisher.publish (training thread: the snapshot)"] = statistics.median(handed)
     return results
 
 

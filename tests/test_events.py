@@ -120,3 +120,19 @@ def test_without_tensorboardx_the_run_keeps_its_loss_points_and_says_why(tmp_pat
 def test_a_torn_last_line_is_skipped(tmp_path):
     (tmp_path / events.LOSSES_FILE).write_text(json.dumps({"step": 1, "d_loss": 1, "g_loss": 2}) + '\n{"step": 2, "d_')
     assert [r["step"] for r in events.read_losses(tmp_path)] == [1]
+
+
+def test_the_grid_goes_in_as_its_png_bytes_with_its_shape_and_a_non_png_is_left_out(tmp_path):
+    log = events.RunLog(tmp_path, steps_per_epoch=2, total_steps=4, state=state(), log=print)
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 12, 3), dtype=np.uint8)).save(rgb)
+    row = {"epoch": 1, "step": 2, "d_loss": 0.6, "g_loss": 1.3, "images_per_sec": 1.0, "seconds": 1.0}
+    log.epoch(row, rgb)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a picture at all, but long enough to have an IHDR where one would be")
+    log.epoch(dict(row, step=4), junk)
+    log.close()
+    found = [(e.step, v.image) for e in read_events(tmp_path / "tensorboard") for v in e.summary.value
+             if v.HasField("image")]
+    assert [(step, im.width, im.height, im.colorspace) for step, im in found] == [(2, 12, 20, 3)]
+    assert found[0][1].encoded_image_string == rgb.read_bytes()  # stored as written, not re-encoded

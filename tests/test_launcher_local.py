@@ -106,3 +106,15 @@ def _kill(pid):
         os.killpg(pid, signal.SIGKILL)  # the job runs in its own session: wrapper and trainer
     except ProcessLookupError:
         pass
+
+
+def test_a_damaged_exit_status_file_is_a_failed_job_not_a_traceback(tmp_path):
+    from launcher.backends import local
+
+    (tmp_path / "exit_code").write_text("14\x003garbage\n")
+    record = {"sm_root": str(tmp_path), "pid": 2**22 + 1, "log": str(tmp_path / "train.log"), "submitted_at": "t"}
+    info = local.describe(record)
+    assert info["status"] == "Failed"
+    assert "not an exit status" in info["failure_reason"] and str(tmp_path / "output") in info["failure_reason"]
+    (tmp_path / "exit_code").write_text("143\n")
+    assert local.describe(record)["status"] == "Stopped"

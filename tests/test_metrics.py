@@ -63,3 +63,28 @@ def test_label_accuracy_overall_and_per_class():
     accuracy, per_class = metrics.label_accuracy(np.eye(4)[predicted], labels, 4)
     assert accuracy == pytest.approx(3 / 6)
     assert per_class == [0.5, 1.0, 0.0, None]  # class 3 has no images
+
+
+def test_non_commuting_covariances_match_the_reference_sqrtm_form():
+    # Full-rank, non-commuting covariances: the reference code's sqrtm(S1 S2) is well-behaved here.
+    from scipy import linalg
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    s1, s2 = a @ a.T + np.eye(6), b @ b.T + 0.5 * np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    reference = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert metrics.frechet_distance_gaussians(mu1, s1, mu2, s2) == pytest.approx(reference, rel=1e-9)
+
+
+def test_fewer_images_than_features_still_give_a_real_distance():
+    # 50 images of 128 sparse (ReLU-like) features: both covariances singular. sqrtm(S1 S2) had
+    # imaginary parts of several units here, and evaluate --samples 50 stopped on them.
+    rng = np.random.default_rng(0)
+    a = np.maximum(0, rng.normal(size=(50, 128)) - 1.5) * 10
+    b = np.maximum(0, rng.normal(size=(50, 128)) - 1.5)
+    a[:, :60] = 0
+    distance = metrics.frechet_distance(a, b)
+    assert np.isfinite(distance) and distance > 0
+    assert metrics.frechet_distance(b, a) == pytest.approx(distance, rel=1e-6)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6 * np.trace(np.cov(a, rowvar=False)))

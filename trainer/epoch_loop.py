@@ -11,6 +11,7 @@ import numpy as np
 
 from trainer import checkpoints
 from trainer.pacer import Pacer
+from trainer.run_storage import OutputPublisher
 from trainer.weights import arrays_of
 
 
@@ -20,6 +21,7 @@ class EpochLoop:
         self.pacer = Pacer()
         # The loop pays for the host copy only; the write, pruning and S3 push run beside the next steps.
         self.writer = checkpoints.CheckpointWriter(t.save_dir, t.cfg.keep_checkpoints, after=t.storage.after_checkpoint)
+        self.publisher = OutputPublisher(t.storage)  # likewise the outputs' S3 mirror (a snapshot, then a thread)
         self.checkpoint_seconds = t.cfg.checkpoint_minutes * 60
         self.last_checkpoint = time.monotonic()
         self.stopped = False
@@ -58,13 +60,14 @@ class EpochLoop:
         t.runner.sync()
         self.writer.save(t.state.step, arrays_of(t.nets.groups()), t.state.to_json())
         if publish:
-            t.storage.publish_outputs()
+            self.publisher.publish()
         self.last_checkpoint = time.monotonic()
 
-
     def wait(self):
-        """Block until the last checkpoint is complete (and pushed); a failed write raises here."""
+        """Block until the last checkpoint is complete (and pushed) and the outputs' upload in flight is
+        done; a failed write or upload raises here."""
         self.writer.wait()
+        self.publisher.wait()
 
 
 def _progress_text(epoch, epochs, sums, steps):

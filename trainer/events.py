@@ -13,12 +13,16 @@ run goes on with losses.jsonl alone.
 
 import json
 import os
+import struct
 import time
 from pathlib import Path
 
 import numpy as np
 
 from trainer.fsutil import atomic_write_text
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # grey, RGB, palette, grey + alpha, RGBA
 
 LOSSES_FILE = "losses.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -92,11 +96,7 @@ class RunLog:
                 # One tag per sample count: the figures compare only at the same count.
                 self.writer.scalar(f"quality_{evaluation['samples']}_samples/{key}", evaluation[key], step)
         if grid_path is not None and Path(grid_path).is_file():
-            from PIL import Image
-
-            with Image.open(grid_path) as picture:
-                pixels = np.asarray(picture.convert("RGB"))
-            self.writer.image("samples", pixels, step)
+            self.writer.png("samples", Path(grid_path).read_bytes(), step)
         self.writer.flush()
 
     def close(self):
@@ -113,9 +113,10 @@ class _Writer:
         from tensorboardX import summary
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.proto.summary_pb2 import Summary
 
         folder.mkdir(parents=True, exist_ok=True)
-        self._summary, self._event = summary, Event
+        self._summary, self._event, self._Summary = summary, Event, Summary
         # The pid keeps two starts within one second (a quick resume) from sharing a file name.
         self._file = EventsWriter(str(folder / "events"), filename_suffix=f".{os.getpid()}")
         # A start at step N: TensorBoard drops what an earlier attempt wrote from step N on (after the
@@ -126,8 +127,15 @@ class _Writer:
     def scalar(self, tag, value, step):
         self._write(self._summary.scalar(tag, float(value)), step)
 
-    def image(self, tag, pixels, step):
-        self._write(self._summary.image(tag, pixels, dataformats="HWC"), step)
+    def png(self, tag, data: bytes, step):
+        """A PNG file's bytes as they are: TensorBoard stores encoded images, so the grid is not decoded,
+        resized and encoded again (tensorboardX's image() does all three). Anything else is left out."""
+        if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+            return
+        width, height = struct.unpack(">II", data[16:24])
+        channels = PNG_CHANNELS.get(data[25], 3)  # IHDR's colour type
+        image = self._Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
+        self._write(self._Summary(value=[self._Summary.Value(tag=tag, image=image)]), step)
 
     def _write(self, summary, step):
         self._file.write_event(self._event(wall_time=time.time(), step=int(step), summary=summary))

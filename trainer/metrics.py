@@ -7,13 +7,7 @@
 - `label_accuracy`: the share of images the judge puts in the class they were made for.
 """
 
-import warnings
-
 import numpy as np
-
-# sqrtm of a product of covariance matrices picks up round-off imaginary parts;
-# anything larger than this means the result is not trustworthy.
-IMAGINARY_TOLERANCE = 1e-3
 
 
 def gaussian(features) -> tuple[np.ndarray, np.ndarray]:
@@ -24,26 +18,28 @@ def gaussian(features) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
-def frechet_distance_gaussians(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))."""
-    from scipy import linalg
+def psd_sqrt(sigma) -> np.ndarray:
+    """The symmetric square root of a covariance matrix (round-off negative eigenvalues taken as 0)."""
+    w, v = np.linalg.eigh(sigma)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 
+
+def frechet_distance_gaussians(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+    Tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2),
+    a symmetric positive semi-definite matrix (it is similar to S1 S2). Taken that way the trace is
+    real and stable even when fewer images than features make both covariances singular, where
+    sqrtm(S1 S2), the reference code's way, picks up large imaginary parts.
+    """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    with warnings.catch_warnings():
-        # Fewer images than features make singular covariances; handled below.
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            # A singular product: nudge both matrices (as the FID reference code does).
-            offset = np.eye(len(sigma1)) * 1e-6
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if np.abs(covmean.imag).max() > IMAGINARY_TOLERANCE * max(1.0, np.abs(covmean.real).max()):
-            raise ValueError(f"matrix square root has a large imaginary part ({np.abs(covmean.imag).max():.3g})")
-        covmean = covmean.real
+    root1 = psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)  # symmetric up to round-off
+    trace_covmean = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
     diff = mu1 - mu2
-    distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+    distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean
     return float(max(distance, 0.0))  # round-off can leave -1e-12 for identical sets
 
 

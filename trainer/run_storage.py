@@ -4,12 +4,14 @@ The training loop only ever sees local folders. For an `s3://` data dir the
 files are staged into the cache first; for an `s3://` output or checkpoint dir
 a local folder stands in, and this module keeps S3 in step with it:
 checkpoints are uploaded file by file with their manifest last (readers trust
-only the manifest), outputs after every epoch, the generator with its
-`generator.json` last.
+only the manifest), outputs after every epoch (beside training: OutputPublisher),
+the generator with its `generator.json` last.
 """
 
 import json
+import shutil
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,9 +44,77 @@ class Storage:
             push_checkpoint(folder, self.checkpoint_uri, self.keep)
 
     def publish_outputs(self):
+        """Every output file changed since the last publish, now (the end of a run)."""
         if self.output_uri:
-            s3.upload_dir(self.output_dir, self.output_uri, last=("generator.json",),
-                          skip=lambda rel: rel.startswith("checkpoints/"), sent=self._sent)
+            s3.upload_dir(self.output_dir, self.output_uri, last=OUTPUT_LAST, skip=_not_output, sent=self._sent)
+
+
+OUTPUT_LAST = ("generator.json",)  # a generator folder counts once its generator.json is there
+
+
+def _not_output(rel: str) -> bool:
+    return rel.startswith("checkpoints/")  # the checkpoint writer's (its own push), mid-write at any time
+
+
+class OutputPublisher:
+    """An epoch's outputs sent to S3 beside training, as CheckpointWriter sends checkpoints.
+
+    `publish` (the training thread, at an epoch's end) copies each output file changed since the last
+    publish into a snapshot folder and returns; a thread uploads the snapshot, generator.json last.
+    The snapshot is one consistent moment: between epochs nothing else writes the outputs (checkpoints/
+    is skipped), and a generator folder that is replaced later cannot mix old and new files on S3.
+    While an upload is still running, `publish` skips: those changes stay unsent and go with the next
+    one, so a slow S3 never holds training up. `wait` ends the upload in flight; a failed upload raises
+    its one-line error from the next `publish` or `wait`. Without an S3 output, both do nothing.
+    """
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        out = Path(storage.output_dir)
+        self.snapshot = out.with_name(out.name + ".publishing")  # beside the folder, never inside it
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def publish(self) -> bool:
+        """Start sending what changed; False when the last upload is still running (nothing started)."""
+        if not self.storage.output_uri:
+            return False
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        self.wait()
+        shutil.rmtree(self.snapshot, ignore_errors=True)
+        files = []
+        for path, rel, stamp in s3.changed_files(self.storage.output_dir, OUTPUT_LAST, _not_output,
+                                                 self.storage._sent):
+            copy = self.snapshot / rel
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(path, copy)  # small files (grids, GIF, logs): ms; a file gone since is skipped
+            except FileNotFoundError:
+                continue
+            files.append((copy, rel, stamp))
+        if files:
+            self._thread = threading.Thread(target=self._send, args=(files,), name="publish-outputs")
+            self._thread.start()
+        return True
+
+    def _send(self, files):
+        try:
+            for copy, rel, stamp in files:
+                s3.upload_file(copy, s3.join(self.storage.output_uri, rel))
+                self.storage._sent[rel] = stamp  # only once it is there: a failure resends it next time
+        except BaseException as e:  # raised again in the training thread, not printed as a thread's traceback
+            self._error = e
+        finally:
+            shutil.rmtree(self.snapshot, ignore_errors=True)
+
+    def wait(self):
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def prepare(cfg) -> Storage:

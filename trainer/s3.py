@@ -214,17 +214,26 @@ def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
     `sent` (a dict kept by the caller) remembers each file's (size, mtime), so
     calling again uploads only what changed since.
     """
-    local_dir = Path(local_dir)
-    files = [p for p in sorted(local_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    files.sort(key=lambda p: p.name in last)  # stable: the `last` ones move to the end
-    for path in files:
-        rel = path.relative_to(local_dir).as_posix()
-        stamp = (path.stat().st_size, path.stat().st_mtime_ns)
-        if skip(rel) or (sent is not None and sent.get(rel) == stamp):
-            continue
+    for path, rel, stamp in changed_files(local_dir, last, skip, sent):
         upload_file(path, join(uri, rel))
         if sent is not None:
             sent[rel] = stamp
+
+
+def changed_files(local_dir, last=(), skip=lambda rel: False, sent=None) -> list[tuple[Path, str, tuple]]:
+    """(path, relative name, (size, mtime)) of each file below `local_dir` that is not hidden, not
+    skipped and not in `sent` with the same stamp, in upload order: names in `last` at the end."""
+    local_dir = Path(local_dir)
+    files = [p for p in sorted(local_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    files.sort(key=lambda p: p.name in last)  # stable: the `last` ones move to the end
+    changed = []
+    for path in files:
+        rel = path.relative_to(local_dir).as_posix()
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if not skip(rel) and (sent is None or sent.get(rel) != stamp):
+            changed.append((path, rel, stamp))
+    return changed
 
 
 def move_prefix(uri: str, to_uri: str):

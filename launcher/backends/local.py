@@ -18,6 +18,7 @@ from launcher import jobs
 from launcher.backends.base import (check_folder, container_inputs, folder_source, no_plan_rows,
                                     recorded_output_uri, write_container_inputs)
 from trainer.errors import UsageError
+from trainer.fsutil import atomic_write_text
 
 POLL_SECONDS = 0.5
 # The Backend protocol's facts (launcher/backends/base.py): this machine, no bucket, no role.
@@ -48,7 +49,7 @@ def run_and_record(exit_file: str) -> int:
     child = subprocess.Popen([sys.executable, "-m", "trainer.contract"])
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
     code = child.wait()
-    Path(exit_file).write_text(f"{code}\n")
+    atomic_write_text(Path(exit_file), f"{code}\n")  # status never reads a half-written code
     return code
 
 
@@ -103,7 +104,11 @@ def describe(record: dict) -> dict:
         if _alive(record["pid"]):
             return info
         return {**info, "status": "Failed", "failure_reason": "the trainer process vanished without an exit status"}
-    code = int(code_text)
+    try:
+        code = int(code_text)
+    except ValueError:  # damaged by hand or by a full disk: say so rather than trace back
+        return {**info, "status": "Failed", "failure_reason": f"{exit_file} holds {code_text[:40]!r}, not an exit "
+                f"status; the run's files are in {root / 'output'} and its log in {record.get('log')}"}
     info["ended"] = datetime.fromtimestamp(exit_file.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     failure = root / "output" / "failure"
     if code == 0:

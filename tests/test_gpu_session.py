@@ -1,0 +1,82 @@
+"""benchmarks/gpu_session.py: the order of a device lease's steps, what a short budget skips, and the summary."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import gpu_session  # noqa: E402
+
+
+def test_the_64_epoch_runs_come_first_and_every_quality_budget_is_planned():
+    steps = gpu_session.STEPS
+    # Each preset's 64 epochs, scored (issue 11's whole process and issue 12's row at once), then the warm start.
+    assert [(s.kind, s.preset, s.epochs, s.score) for s in steps[:4]] == [
+        ("train", "sn-hinge", 64, True), ("train", "projection", 64, True), ("train", "book", 64, True),
+        ("train", "sn-hinge", 64, False)]
+    assert [(s.kind, s.preset) for s in steps[4:7]] == [
+        ("throughput", "sn-hinge"), ("throughput", "projection"), ("throughput", "book")]
+    trained = {(s.label, s.epochs) for s in steps if s.kind == "train" and s.score}
+    for preset in ("book", "projection", "sn-hinge"):
+        assert {(preset, e) for e in (1, 8, 64)} <= trained  # quality.py --full's budgets
+    assert {("dcgan 64x64x3", 1), ("dcgan 64x64x3", 8)} <= trained
+    assert {"sn-hinge aux-g-weight=0.3", "sn-hinge aux-g-weight=0.03", "sn-hinge aux-weight=0"} <= {
+        label for label, _ in trained}
+    # What the first command of a lease can hold: the 64-epoch runs and the warm start fit the default budget.
+    assert sum(s.estimate for s in steps[:4]) <= 540
+
+
+def test_a_budget_too_short_skips_every_step_and_says_how_to_resume(tmp_path, capsys):
+    gpu_session.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--budget", "10", "--steps", "3-5,9"])
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 4, 5, 9]
+    assert all(f"run it with --steps {r['step']}" in r["skipped"] for r in rows)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- step 3 (train book, 64 epoch(s), scored): needs ~230 s" in summary
+    assert not (tmp_path / "out" / "grids.png").exists()
+
+
+def quality_row(step, label, epochs, fcd, acc, seconds, start="cold"):
+    real = {"label_accuracy": 0.93, "frechet_classifier_distance": 0.4, "classifier_score": 8.4, "samples": 10_000,
+            "per_class_accuracy": {"shirt": 0.7}}
+    return {"step": step, "what": "train", "kind": "train", "label": label, "preset": label, "model": "cgan",
+            "epochs": epochs, "max_steps": None, "steps": 468 * epochs, "start": start,
+            "command": f"-m trainer train --epochs {epochs}", "process_seconds": seconds + 8,
+            "train_seconds": seconds, "first_epoch_seconds": 9.0, "median_images_per_sec": 140_000.0,
+            "label_accuracy": acc, "per_class_accuracy": {"shirt": 0.6}, "frechet_classifier_distance": fcd,
+            "classifier_score": 8.2, "samples": 10_000, "judge_test_accuracy": 0.93, "real": real}
+
+
+def test_summary_merges_two_commands_results_and_judges_both_issues_targets(tmp_path, capsys):
+    first = [{"step": 1, "what": "t", "kind": "throughput", "preset": "sn-hinge", "batch": 128, "precision": "bfloat16",
+              "images_per_sec": 120_000.0, "seconds_per_epoch": 0.5, "first_epoch_seconds": 9.0},
+             {"step": 2, "what": "t", "kind": "throughput", "preset": "book", "batch": 32, "precision": "bfloat16",
+              "images_per_sec": 25_000.0, "seconds_per_epoch": 2.4, "first_epoch_seconds": 7.0},
+             quality_row(3, "sn-hinge", 64, 1.0, 0.95, 50), quality_row(5, "projection", 64, 2.7, 0.91, 33)]
+    second = [quality_row(7, "sn-hinge", 8, 3.0, 0.90, 9, start="cold"),
+              {"step": 9, "what": "train book, 1 epoch(s), scored", "kind": "train", "error": "RuntimeError: boom"}]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in first))
+    b.write_text("".join(json.dumps(r) + "\n" for r in second))
+    gpu_session.main(["--summarize", str(a), str(b)])
+    text = capsys.readouterr().out
+    assert "| `sn-hinge` | 128 | bfloat16 | 120,000 | 0.50 | 9.0 |" in text
+    assert "targets: sn-hinge: 120,000 img/s (target >= 130,000 on one H100) -> NOT met" in text
+    assert "targets: book: 25,000 img/s (target >= 20,000 on one H100) -> met" in text
+    assert "targets: sn-hinge, 64 epochs, whole process (cold): 58.0 s (target <= 45 s) -> NOT met" in text
+    assert "targets: projection, 64 epochs, whole process (cold): 41.0 s (target <= 45 s) -> met" in text
+    assert "| `sn-hinge` | 64 | 50 | 0.950 | 1.00 | 8.20 |" in text and "| `sn-hinge` | 8 | 9 |" in text
+    assert "FCD 1.000 = 37% of projection's at 64 epochs (target <= 40%) -> met" in text
+    assert "label accuracy 0.9500 vs the judge on real test images 0.9300 -> met" in text
+    assert "- step 9 (train book, 1 epoch(s), scored): RuntimeError: boom" in text
+
+
+def test_steps_outside_the_list_are_one_line_errors(capsys):
+    import pytest
+
+    for bad in ("0", "2-99", "x", ""):
+        with pytest.raises(SystemExit, match="--steps"):
+            gpu_session.parse_steps(bad)
+    assert gpu_session.parse_steps("4-6,2,5") == [2, 4, 5, 6]

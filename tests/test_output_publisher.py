@@ -1,0 +1,108 @@
+"""Outputs mirrored to S3 beside training: the epoch's snapshot, generator.json last, never blocking, errors kept."""
+
+import threading
+
+import pytest
+
+from tests.aws_helpers import mocked_bucket
+from trainer import run_storage, s3
+from trainer.errors import GankitError
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    with mocked_bucket(monkeypatch, "gankit-publish") as uri:
+        yield uri
+
+
+@pytest.fixture
+def gated(monkeypatch):
+    """s3.upload_file held until the test opens the gate; records the order of uploads."""
+    gate, real, order = threading.Event(), s3.upload_file, []
+
+    def held(local, uri, callback=None):
+        assert gate.wait(30)
+        order.append(uri.rsplit("/out/", 1)[1])
+        return real(local, uri)
+
+    monkeypatch.setattr(s3, "upload_file", held)
+    yield gate, order
+    gate.set()
+
+
+def storage(tmp_path, uri):
+    out = tmp_path / "out"
+    (out / "generator").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt-000000001").mkdir(parents=True)
+    (out / "generator" / "generator.keras").write_text("weights v1")
+    (out / "generator" / "generator.json").write_text('{"v": 1}')
+    (out / "metrics.jsonl").write_text("epoch 1\n")
+    (out / "checkpoints" / "ckpt-000000001" / "weights.npz").write_text("mid-write")
+    return run_storage.Storage(None, str(out), str(out / "checkpoints"), uri + "/out", None)
+
+
+def test_publish_returns_at_once_and_sends_the_epochs_snapshot_generator_json_last(bucket, tmp_path, gated):
+    gate, order = gated
+    st = storage(tmp_path, bucket)
+    publisher = run_storage.OutputPublisher(st)
+    assert publisher.publish() is True  # returned with every upload still held
+    out = tmp_path / "out"
+    # The next epoch rewrites files while the upload runs: S3 gets the moment of the publish.
+    (out / "generator" / "generator.keras").write_text("weights v2")
+    (out / "metrics.jsonl").write_text("epoch 1\nepoch 2\n")
+    gate.set()
+    publisher.wait()
+    assert order == ["generator/generator.keras", "metrics.jsonl", "generator/generator.json"]
+    assert s3.read_bytes(bucket + "/out/generator/generator.keras") == b"weights v1"
+    assert s3.read_bytes(bucket + "/out/metrics.jsonl") == b"epoch 1\n"
+    assert s3.read_bytes(bucket + "/out/checkpoints/ckpt-000000001/weights.npz") is None  # the writer's own push
+    assert not publisher.snapshot.exists()
+    # The next publish sends only what changed since, as it is now.
+    order.clear()
+    publisher.publish()
+    publisher.wait()
+    assert order == ["generator/generator.keras", "metrics.jsonl"]
+    assert s3.read_bytes(bucket + "/out/metrics.jsonl") == b"epoch 1\nepoch 2\n"
+
+
+def test_a_publish_while_the_last_upload_runs_is_skipped_and_its_changes_go_with_the_next(bucket, tmp_path, gated):
+    gate, order = gated
+    st = storage(tmp_path, bucket)
+    publisher = run_storage.OutputPublisher(st)
+    publisher.publish()
+    (tmp_path / "out" / "losses.jsonl").write_text("{}\n")
+    assert publisher.publish() is False  # training is not held up by a slow S3
+    gate.set()
+    publisher.wait()
+    assert "losses.jsonl" not in order
+    assert publisher.publish() is True
+    publisher.wait()
+    assert order[-1] == "losses.jsonl" and s3.read_bytes(bucket + "/out/losses.jsonl") == b"{}\n"
+
+
+def test_a_failed_upload_raises_on_the_next_call_and_is_sent_again(bucket, tmp_path, monkeypatch):
+    st = storage(tmp_path, bucket)
+    publisher = run_storage.OutputPublisher(st)
+    real = s3.upload_file
+
+    def broken(local, uri, callback=None):
+        raise GankitError(f"upload to {uri} failed after 5 attempts: SlowDown")
+
+    monkeypatch.setattr(s3, "upload_file", broken)
+    publisher.publish()
+    with pytest.raises(GankitError, match="failed after 5 attempts"):
+        publisher.wait()
+    publisher.wait()  # raised once, then cleared
+    monkeypatch.setattr(s3, "upload_file", real)
+    st.publish_outputs()  # the end of the run: nothing was marked sent, so everything goes
+    assert s3.read_bytes(bucket + "/out/generator/generator.json") == b'{"v": 1}'
+    assert s3.read_bytes(bucket + "/out/metrics.jsonl") == b"epoch 1\n"
+
+
+def test_without_an_s3_output_nothing_is_copied_or_started(tmp_path):
+    st = storage(tmp_path, "s3://unused")
+    st.output_uri = None
+    publisher = run_storage.OutputPublisher(st)
+    assert publisher.publish() is False
+    publisher.wait()
+    assert not publisher.snapshot.exists()
