@@ -267,7 +267,7 @@ def main(argv=None):
                     row.update(run_training(step, number, args, work, started))
                     if step.score:
                         row.update(score(row, args, references))
-                        grids.append((f"{row['label']}, {row['epochs']} epochs", Path(row["out"])))
+                        grids.append((f"{row['label']}, {row['epochs']} epoch{'s' * (row['epochs'] != 1)}", Path(row["out"])))
                         contact_sheet(grids, args.out / "grids.png")
             except subprocess.TimeoutExpired:
                 row["error"] = "cut at the budget's end"

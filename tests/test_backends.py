@@ -25,7 +25,20 @@ from trainer.errors import UsageError
 ROOT = Path(__file__).resolve().parents[1]
 # 16x16 images, batch 8: XLA on CPU computes Conv2DTranspose's kernel gradient slowly, so JAX runs stay tiny.
 SMALL = ["--image-size", "16"]
-BLOCKER = "import sys\nfor name in ('tensorflow', 'boto3', 'botocore'):\n    sys.modules[name] = None  # import fails\n"
+# As if they were not installed (the GPU machine has neither): their import fails, and nothing lands in
+# sys.modules (a None entry there made Keras' preprocessing layers believe TensorFlow was loaded).
+BLOCKER = """import sys
+
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "boto3", "botocore"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled())
+"""
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +161,13 @@ def test_checkpoints_and_generators_cross_backends(tmp_path, data, blocker):
     here = trainer.load_generator(tf_export).generate(2, count=6, seed=3)  # this process: TensorFlow
     assert np.abs(np.load(jax_made).astype(int) - here).max() <= 1  # float32 rounding may move a pixel by one level
     assert trainer.load_generator(out / "generator").generate(1, count=3, seed=0).shape == (3, 16, 16, 1)
+
+    # The judge trains and scores on JAX alone too (what benchmarks/gpu_session.py does on the GPU machine);
+    # 16 samples, fewer than the judge's 128 features, still give a finite distance.
+    scored = run([sys.executable, "-m", "trainer", "evaluate", str(out / "generator"), "--data-dir", str(data),
+                  "--samples", "16"], dict(jax_env, GANKIT_CACHE=str(tmp_path / "cache")))
+    figures = json.loads((out / "evaluation.json").read_text())
+    assert np.isfinite(figures["frechet_classifier_distance"]) and figures["samples"] == 16, scored.stdout
 
 
 @pytest.mark.slow
