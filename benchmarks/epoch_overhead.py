@@ -57,7 +57,8 @@ def main():
     from trainer.device import configure
     from trainer.export import Generator
     from trainer.steps import build_nets
-    from trainer.train import _write_metrics, arrays_of
+    from trainer.run_info import write_metrics
+    from trainer.weights import arrays_of
 
     setup = configure("float32", "off", 0, cfg.framework)
     image_shape, classes = (28, 28, 1), 10
@@ -103,7 +104,7 @@ def main():
         sampler, samples, args.epoch + i, cfg.seed), args.repeats)
     results[f"GIF append (to {args.epoch - 1} frames)"] = timed(
         lambda i: plots.append_progress_gif(samples, next(frames)), args.repeats)
-    results["metrics.jsonl (64 rows)"] = timed(lambda i: _write_metrics(out, rows), args.repeats)
+    results["metrics.jsonl (64 rows)"] = timed(lambda i: write_metrics(out, rows), args.repeats)
     run_log = events.RunLog(out, 468, 468 * 64, dict(state, epoch_steps=0), log=lambda *a: None)
     results["TensorBoard epoch record (+ grid image)"] = timed(
         lambda i: run_log.epoch(dict(rows[i % 64], step=1000 + i), plots.grid_path(samples, args.epoch)), args.repeats)

@@ -85,3 +85,20 @@ def test_the_shared_plumbing_the_trainer_lists_exists_and_imports_without_a_fram
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_every_name_the_benchmarks_import_from_the_project_exists():
+    """Benchmarks are not run by the suite, so a rename in trainer/ or launcher/ would break them unseen
+    (epoch_overhead.py once imported trainer.train's _write_metrics long after it moved)."""
+    import importlib
+
+    root = Path(__file__).parents[1]
+    missing = []
+    for path in sorted((root / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level imports too
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("trainer", "launcher"):
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name) and not (hasattr(module, "__path__") and  # a package's module
+                                                                    importlib.util.find_spec(f"{node.module}.{a.name}"))]
+    assert not missing, missing
