@@ -30,12 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# Before anything imports JAX: this process only scores, and must leave the GPU to the training children.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import gpu, quality  # noqa: E402  (after the environment above)
+from benchmarks import gpu, quality  # noqa: E402  (a checkout's benchmarks, not an installed package)
 
 SAMPLES = 10_000
 
@@ -246,6 +243,10 @@ def main(argv=None):
         return
     if not (args.data_dir and args.out):
         p.error("--data-dir and --out are needed (or --list / --summarize)")
+    # Before anything imports JAX (scoring does, lazily): this process only scores, and must leave the GPU's
+    # memory to the training children.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ["KERAS_BACKEND"] = "jax"
     args.deadline = time.monotonic() + args.budget
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"

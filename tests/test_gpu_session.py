@@ -28,7 +28,11 @@ def test_the_64_epoch_runs_come_first_and_every_quality_budget_is_planned():
     assert sum(s.estimate for s in steps[:4]) <= 540
 
 
-def test_a_budget_too_short_skips_every_step_and_says_how_to_resume(tmp_path, capsys):
+def test_a_budget_too_short_skips_every_step_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    # main() points this process at JAX for its scoring; monkeypatch puts the environment back afterwards,
+    # so later tests' subprocesses in this worker still get the backend they expect.
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     gpu_session.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--budget", "10", "--steps", "3-5,9"])
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 4, 5, 9]

@@ -20,11 +20,11 @@ import os
 import re
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 
+from trainer.background import Background
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_dir
 
@@ -135,8 +135,7 @@ class CheckpointWriter:
     def __init__(self, directory, keep: int, after=None):
         self.directory, self.keep, self.after = Path(directory), keep, after
         self.last: Path | None = None  # the newest checkpoint written (and pushed)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._job = Background()
 
     def save(self, step: int, arrays: dict, state: dict):
         self.wait()
@@ -145,26 +144,17 @@ class CheckpointWriter:
         state = json.loads(json.dumps(state))
         arrays = {name: a if isinstance(a, np.ndarray) and a.flags.owndata else np.array(a)
                   for name, a in arrays.items()}
-        self._thread = threading.Thread(target=self._write, args=(step, arrays, state), name=f"checkpoint-{step}")
-        self._thread.start()
+        self._job.start(self._write, step, arrays, state, name=f"checkpoint-{step}")
 
     def _write(self, step, arrays, state):
-        try:
-            folder = write_checkpoint(self.directory, step, arrays, state, self.keep)
-            if self.after is not None:
-                self.after(folder)
-            self.last = folder
-        except BaseException as e:  # raised again in the training thread, not printed as a thread's traceback
-            self._error = e
+        folder = write_checkpoint(self.directory, step, arrays, state, self.keep)
+        if self.after is not None:
+            self.after(folder)
+        self.last = folder
 
     def wait(self) -> Path | None:
         """Until the pending write (and push) is done; its error, if it failed. Returns the newest checkpoint."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        self._job.wait()
         return self.last
 
 

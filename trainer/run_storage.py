@@ -11,11 +11,11 @@ the generator with its `generator.json` last.
 import json
 import shutil
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import checkpoints, s3
+from trainer.background import Background
 from trainer.errors import GankitError
 from trainer.fsutil import atomic_dir, cache_root, inside
 
@@ -72,14 +72,13 @@ class OutputPublisher:
         self.storage = storage
         out = Path(storage.output_dir)
         self.snapshot = out.with_name(out.name + ".publishing")  # beside the folder, never inside it
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._job = Background()
 
     def publish(self) -> bool:
         """Start sending what changed; False when the last upload is still running (nothing started)."""
         if not self.storage.output_uri:
             return False
-        if self._thread is not None and self._thread.is_alive():
+        if self._job.busy():
             return False
         self.wait()
         shutil.rmtree(self.snapshot, ignore_errors=True)
@@ -94,8 +93,7 @@ class OutputPublisher:
                 continue
             files.append((copy, rel, stamp))
         if files:
-            self._thread = threading.Thread(target=self._send, args=(files,), name="publish-outputs")
-            self._thread.start()
+            self._job.start(self._send, files, name="publish-outputs")
         return True
 
     def _send(self, files):
@@ -103,18 +101,11 @@ class OutputPublisher:
             for copy, rel, stamp in files:
                 s3.upload_file(copy, s3.join(self.storage.output_uri, rel))
                 self.storage._sent[rel] = stamp  # only once it is there: a failure resends it next time
-        except BaseException as e:  # raised again in the training thread, not printed as a thread's traceback
-            self._error = e
         finally:
             shutil.rmtree(self.snapshot, ignore_errors=True)
 
     def wait(self):
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        self._job.wait()
 
 
 def prepare(cfg) -> Storage:
