@@ -47,10 +47,32 @@ def install_wheels(wheels: Path):
                         "--target", str(DEPS), *wanted], check=True)
 
 
-def env() -> dict:
+def env(cache: Path | None = None) -> dict:
+    """A child process's environment: the wheels' folder and this checkout on its path, JAX with its
+    normal GPU allocator (a parent that only scores may have turned preallocation off), and with
+    `cache` its own GANKIT_CACHE (an empty one: a cold compile)."""
     path = [str(DEPS)] if DEPS.is_dir() else []
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(REPO)] + [os.environ.get("PYTHONPATH", "")]),
-                KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+    child = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(REPO)] + [os.environ.get("PYTHONPATH", "")]),
+                 KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    child.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)
+    if cache is not None:
+        child["GANKIT_CACHE"] = str(cache)
+    return child
+
+
+def failure(done: subprocess.CompletedProcess) -> str:
+    """The end of a failed child's output (its one-line error comes last)."""
+    return (done.stderr.strip() or done.stdout.strip())[-3000:] or f"exit status {done.returncode}"
+
+
+def throughput_in_child(preset: str, data_dir: str, batch_size=None, cache=None, timeout=None) -> dict:
+    """throughput() in a process of its own, so each preset compiles from a clean start; RuntimeError if it fails."""
+    cmd = [sys.executable, __file__, "--data-dir", data_dir, "--throughput-only", preset]
+    cmd += ["--batch-size", str(batch_size)] if batch_size else []
+    done = subprocess.run(cmd, env=env(cache), capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(failure(done))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def throughput(preset: str, data_dir: str, batch_size=None, calls: int = 3) -> dict:
@@ -85,17 +107,17 @@ def throughput(preset: str, data_dir: str, batch_size=None, calls: int = 3) -> d
             "images_per_sec": steps * cfg.batch_size / best, "first_epoch_seconds": compile_and_first}
 
 
-def whole_run(preset: str, data_dir: str, epochs: int, cache: Path, work: Path, batch_size=None) -> float:
-    out = work / f"run-{preset}"
+def whole_run(data_dir: str, epochs: int, cache: Path, out: Path, flags=(), timeout=None) -> float:
+    """Wall seconds of the whole process `python -m trainer train --dataset zalando --epochs E --framework jax
+    FLAGS`, into `out` (emptied first: a fresh run, never a resume); RuntimeError if it fails."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "trainer", "train", "--dataset", "zalando", "--data-dir", data_dir,
-           "--epochs", str(epochs), "--framework", "jax", "--preset", preset, "--output-dir", str(out)]
-    cmd += ["--batch-size", str(batch_size)] if batch_size else []
+           "--epochs", str(epochs), "--framework", "jax", *flags, "--output-dir", str(out)]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=dict(env(), GANKIT_CACHE=str(cache)), cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env(cache), cwd=REPO, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(failure(done))
     return seconds
 
 
@@ -123,12 +145,10 @@ def main():
     results = {"throughput": [], "whole_runs": []}
     presets = args.presets.split(",")
     for preset in presets:
-        child = [sys.executable, __file__, "--data-dir", args.data_dir, "--throughput-only", preset]
-        child += ["--batch-size", str(args.batch_size)] if args.batch_size else []
-        done = subprocess.run(child, env=env(), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"error: throughput of {preset} failed:\n{done.stderr[-3000:]}")
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        try:
+            row = throughput_in_child(preset, args.data_dir, args.batch_size)
+        except RuntimeError as e:
+            raise SystemExit(f"error: throughput of {preset} failed:\n{e}") from None
         results["throughput"].append(row)
         print(f"{row['device']}  {preset:8s} batch {row['batch']:4d}  {row['precision']}: "
               f"{row['images_per_sec']:,.0f} img/s ({row['seconds_per_epoch']:.2f} s/epoch; first epoch with "
@@ -137,8 +157,12 @@ def main():
         work = Path(tempfile.mkdtemp(prefix="gankit-gpu-"))
         for preset in presets:
             cache = work / f"cache-{preset}"  # empty: the first run is cold, the second warm
+            flags = ["--preset", preset] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
             for start in ("cold", "warm"):
-                seconds = whole_run(preset, args.data_dir, args.epochs, cache, work, args.batch_size)
+                try:
+                    seconds = whole_run(args.data_dir, args.epochs, cache, work / f"run-{preset}", flags)
+                except RuntimeError as e:
+                    raise SystemExit(f"error: the {preset} run failed:\n{e}") from None
                 results["whole_runs"].append({"preset": preset, "start": start, "epochs": args.epochs, "seconds": seconds})
                 print(f"whole process, {preset}, {args.epochs} epochs, {start} start: {seconds:.1f} s", flush=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -102,47 +102,31 @@ def parse_steps(text: str) -> list[int]:
     return sorted(set(numbers))
 
 
-def child_env(cache: Path) -> dict:
-    env = gpu.env()
-    env.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)  # training gets JAX's normal allocator
-    return dict(env, GANKIT_CACHE=str(cache), PYTHONUNBUFFERED="1")
-
-
 def run_throughput(step: Step, args, work: Path) -> dict:
-    cmd = [sys.executable, gpu.__file__, "--data-dir", args.data_dir, "--throughput-only", step.preset]
-    done = subprocess.run(cmd, env=child_env(work / "throughput-cache"), capture_output=True, text=True,
-                          timeout=args.deadline - time.monotonic())
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return gpu.throughput_in_child(step.preset, args.data_dir, cache=work / "throughput-cache",
+                                   timeout=args.deadline - time.monotonic())
 
 
 def run_training(step: Step, number: int, args, work: Path, started: set) -> dict:
     out = work / f"step-{number}"
-    cache = work / f"cache-{step.preset}-{step.model}"
     start = "warm" if (step.preset, step.model) in started else "cold"
-    # What a user types (the summary shows it), then where this run's data and outputs are.
-    shown = ["python", "-m", "trainer", "train", "--dataset", "zalando", "--epochs", str(step.epochs),
-             "--framework", "jax", *step.flags]
-    shown += [] if step.preset == "sn-hinge" else ["--preset", step.preset]
-    shown += ["--model", step.model] if step.model != "cgan" else []
+    # The flags after `--epochs E --framework jax`, as a user types them (the summary shows the command).
+    flags = [*step.flags, *([] if step.preset == "sn-hinge" else ["--preset", step.preset]),
+             *(["--model", step.model] if step.model != "cgan" else [])]
     if args.max_steps:  # a smoke test on a CPU
-        shown += ["--max-steps", str(args.max_steps), "--batch-size", "8"]
-    cmd = [sys.executable, *shown[1:], "--data-dir", args.data_dir, "--output-dir", str(out)]
-    t0 = time.monotonic()
-    with open(work / f"{out.name}.log", "w") as log:
-        done = subprocess.run(cmd, env=child_env(cache), cwd=gpu.REPO, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=args.deadline - time.monotonic())
-    process_seconds = time.monotonic() - t0
-    if done.returncode != 0:
-        tail = (work / f"{out.name}.log").read_text().strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise RuntimeError(f"{' '.join(shown)}: {tail[0]}")
+        flags += ["--max-steps", str(args.max_steps), "--batch-size", "8"]
+    shown = " ".join(["python -m trainer train --dataset zalando --epochs", str(step.epochs), "--framework jax", *flags])
+    try:
+        process_seconds = gpu.whole_run(args.data_dir, step.epochs, work / f"cache-{step.preset}-{step.model}", out,
+                                        flags, timeout=args.deadline - time.monotonic())
+    except RuntimeError as e:
+        raise RuntimeError(f"{shown}: {str(e).splitlines()[-1]}") from None
     started.add((step.preset, step.model))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     seconds = sum(r["seconds"] for r in rows)
     steady = sorted(r["images_per_sec"] for r in rows[1:]) or [rows[0]["images_per_sec"]]
     return {"label": step.label, "preset": step.preset, "model": step.model, "epochs": step.epochs,
-            "max_steps": args.max_steps, "steps": rows[-1]["step"], "start": start, "command": " ".join(shown),
+            "max_steps": args.max_steps, "steps": rows[-1]["step"], "start": start, "command": shown,
             "process_seconds": process_seconds, "train_seconds": seconds, "first_epoch_seconds": rows[0]["seconds"],
             "median_images_per_sec": steady[len(steady) // 2], "out": str(out)}
 
