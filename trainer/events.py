@@ -116,7 +116,7 @@ class _Writer:
         from tensorboardX.proto.summary_pb2 import Summary
 
         folder.mkdir(parents=True, exist_ok=True)
-        self._summary, self._event, self._Summary = summary, Event, Summary
+        self._summary, self._event, self._summary_pb = summary, Event, Summary
         # The pid keeps two starts within one second (a quick resume) from sharing a file name.
         self._file = EventsWriter(str(folder / "events"), filename_suffix=f".{os.getpid()}")
         # A start at step N: TensorBoard drops what an earlier attempt wrote from step N on (after the
@@ -134,8 +134,9 @@ class _Writer:
             return
         width, height = struct.unpack(">II", data[16:24])
         channels = PNG_CHANNELS.get(data[25], 3)  # IHDR's colour type
-        image = self._Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
-        self._write(self._Summary(value=[self._Summary.Value(tag=tag, image=image)]), step)
+        proto = self._summary_pb
+        image = proto.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
+        self._write(proto(value=[proto.Value(tag=tag, image=image)]), step)
 
     def _write(self, summary, step):
         self._file.write_event(self._event(wall_time=time.time(), step=int(step), summary=summary))

@@ -140,7 +140,7 @@ def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | N
     and if that leaves none the run stops rather than start over.
     """
     local_latest = checkpoints.latest_checkpoint(local_dir, warn=False)
-    local_step = int(local_latest.name[5:]) if local_latest else -1
+    local_step = checkpoints.checkpoint_step(local_latest.name) if local_latest else -1
     listing = s3.list_objects(uri)
     corrupt = any(key.split("/", 1)[0].endswith(checkpoints.CORRUPT) for key in listing)
     for step, name in remote_checkpoints(uri, listing):

@@ -7,7 +7,7 @@ pass. The noise of a step is a pure function of (seed, step) and the data order
 of an epoch of (seed, epoch), so a resumed run computes what the uninterrupted
 one would have. Images stay uint8 until the device scales them to [-1, 1].
 
-Options issue #12 adds (read with defaults that reproduce the original step):
+Options issue #12 added (StepSpec's defaults reproduce the original step):
 `loss` ("bce" | "hinge"), `d_lr` (None: `lr`), `beta2`, `aux_weight` (> 0: the
 discriminator returns [logit, class_logits]; D adds aux_weight x the classifier's
 cross-entropy on real images, G aux_g_weight x it on fakes) and `ema` (decay of
@@ -41,12 +41,10 @@ class StepSpec:
 
 
 def spec_from(cfg, num_classes: int, global_batch: int) -> StepSpec:
-    aux_weight = float(getattr(cfg, "aux_weight", 0.0) or 0.0)
-    aux_g_weight = getattr(cfg, "aux_g_weight", None)
+    """The step a resolved config asks for (TrainConfig.resolve has filled every preset value)."""
     return StepSpec(seed=cfg.seed, z_dim=cfg.z_dim, num_classes=num_classes, smooth=cfg.smooth,
-                    z_distribution=cfg.z_distribution, batch=global_batch, loss=getattr(cfg, "loss", "bce") or "bce",
-                    aux_weight=aux_weight, aux_g_weight=aux_weight if aux_g_weight is None else float(aux_g_weight),
-                    ema=float(getattr(cfg, "ema", 0.0) or 0.0))
+                    z_distribution=cfg.z_distribution, batch=global_batch, loss=cfg.loss,
+                    aux_weight=float(cfg.aux_weight), aux_g_weight=float(cfg.aux_g_weight), ema=float(cfg.ema))
 
 
 def d_objective(real_out, fake_out, onehot, spec: StepSpec):
