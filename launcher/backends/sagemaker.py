@@ -8,6 +8,7 @@ strings, data from the `training` channel, checkpoints synced by SageMaker with
 the run's checkpoints prefix, outputs published to the run's output prefix.
 """
 
+import contextlib
 import io
 import tarfile
 import time
@@ -208,10 +209,17 @@ def submit(spec, dry_run: bool = False) -> dict:
 
 
 def _refused(create, *args, **kwargs):
-    try:
+    with _one_line_errors("SageMaker refused the job"):
         return create(*args, **kwargs)
-    except Exception as e:  # botocore's ClientError and ParamValidationError, pydantic's checks: one line
-        raise GankitError(f"SageMaker refused the job: {_one_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _one_line_errors(what: str):
+    """botocore's ClientError and ParamValidationError, pydantic's checks: `what: the reason`, one line."""
+    try:
+        yield
+    except Exception as e:
+        raise GankitError(f"{what}: {_one_line(e)}") from None
 
 
 def _one_line(error) -> str:
@@ -234,10 +242,8 @@ def _job(record: dict):
 
     region = record.get("region")
     session = _session(region)
-    try:
+    with _one_line_errors(f"cannot describe {record['job']}"):
         return TrainingJob.get(training_job_name=record["job"], session=session, region=region)
-    except Exception as e:
-        raise GankitError(f"cannot describe {record['job']}: {_one_line(e)}") from None
 
 
 def _refresh(job, record: dict):
@@ -338,10 +344,8 @@ def _print_events(cw, stream: str, token, echo):
 
 def stop(record: dict) -> None:
     job = _job(record)
-    try:
+    with _one_line_errors(f"cannot stop {record['job']}"):
         job.stop()
-    except Exception as e:
-        raise GankitError(f"cannot stop {record['job']}: {_one_line(e)}") from None
 
 
 def plan_rows(spec) -> list[tuple[str, str]]:
