@@ -58,6 +58,7 @@ def main():
     from trainer.export import Generator
     from trainer.steps import build_nets
     from trainer.run_info import write_metrics
+    from trainer.standing_stats import standing_inputs
     from trainer.weights import arrays_of
 
     setup = configure("float32", "off", 0, cfg.framework)
@@ -67,7 +68,8 @@ def main():
     samples = out / "samples"
     meta = {"class_names": [str(c) for c in range(classes)], "conditional": True, "z_dim": cfg.z_dim,
             "z_distribution": cfg.z_distribution, "image_shape": list(image_shape)}
-    sampler = Generator(nets.sampler(), meta)
+    standing = standing_inputs(cfg.z_dim, classes, cfg.z_distribution)
+    sampler = Generator(nets.sampler(standing), meta)
     rows = [{"epoch": e, "step": e * 468, "d_loss": 1.0, "g_loss": 1.0, "images_per_sec": 1e5, "seconds": 0.4}
             for e in range(1, 65)]
     state = {"step": 0, "history": rows, "epoch_sums": [0.0, 0.0], "epoch_steps": 0, "epoch_seconds": 0.0}
@@ -78,6 +80,7 @@ def main():
           f"per checkpoint; median of {args.repeats} (shared 2-core machine: other jobs run beside this)")
 
     results = {}
+    results["sampler (EMA copy + batch-norm standing statistics)"] = timed(lambda i: nets.sampler(standing), args.repeats)
     results["arrays_of (device->host copy)"] = timed(lambda i: arrays_of(nets.groups()), args.repeats)
     step = iter(range(1, 10**6))
     results["write_checkpoint (sync: npz, digests, rename, prune)"] = timed(

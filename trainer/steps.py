@@ -33,15 +33,27 @@ class Nets:
     g_opt: object
     d_opt: object
     ema_generator: object | None = None  # same network as `generator`; its weights are the running average
+    twin: object | None = None  # without EMA, the live generator's copy that is sampled (made when first needed)
 
-    def sampler(self):
-        """The generator to sample, evaluate and export: the EMA one when there is one."""
-        if self.ema_generator is None:
-            return self.generator
-        # Batch-norm statistics are not averaged: the EMA generator uses the live ones.
-        for e, v in zip(self.ema_generator.non_trainable_variables, self.generator.non_trainable_variables):
-            e.assign(v)
-        return self.ema_generator
+    def sampler(self, standing_inputs):
+        """The generator to sample, evaluate and export: the EMA one, or without EMA a copy of the live one,
+        its batch-norm statistics measured on `standing_inputs` (trainer/standing_stats.py). Never the live
+        generator itself: its moving statistics are training state, checkpointed and resumed."""
+        from trainer.standing_stats import set_standing_statistics
+
+        if self.ema_generator is not None:
+            model = self.ema_generator
+            for e, v in zip(model.non_trainable_variables, self.generator.non_trainable_variables):
+                e.assign(v)  # what is not averaged (e.g. dropout's seed) follows the live generator
+        else:
+            if self.twin is None:
+                from trainer.ema import ema_copy
+
+                self.twin = ema_copy(self.generator)
+            model = self.twin
+            model.set_weights(self.generator.get_weights())
+        set_standing_statistics(model, standing_inputs)
+        return model
 
     def groups(self) -> dict:
         """Every variable a checkpoint holds, by group, in a fixed order (the same on both backends)."""

@@ -50,7 +50,7 @@ def end_epoch(t, epoch: int) -> dict:
         t.log(_after_last_step(t.total_steps, t.evaluate is not None))
     row = t.state.close_epoch(epoch, t.steps_per_epoch, t.global_batch)
     t.runner.sync()
-    sampler = Generator(t.nets.sampler(), t.meta)
+    sampler = Generator(_sampled(t), t.meta)
     if t.evaluate:
         t.evaluate(sampler, row, final, t.out)  # adds the figures to the row
     rows = t.state.metric_rows(t.global_batch)
@@ -110,4 +110,11 @@ def _float32_copy(t):
     from trainer.models import build_generator
 
     cfg = t.cfg
-    return float32_model(t.nets.sampler(), lambda: build_generator(cfg.preset, cfg.z_dim, t.image_shape, t.num_classes))
+    return float32_model(_sampled(t), lambda: build_generator(cfg.preset, cfg.z_dim, t.image_shape, t.num_classes))
+
+
+def _sampled(t):
+    """The generator that is sampled, evaluated and exported, with batch-norm statistics of its own."""
+    from trainer.standing_stats import standing_inputs
+
+    return t.nets.sampler(standing_inputs(t.cfg.z_dim, t.num_classes, t.cfg.z_distribution, seed=t.cfg.seed))
