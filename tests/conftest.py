@@ -29,6 +29,17 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after():
+    """A run in this process sets Keras' global precision policy (mixed_bfloat16 on CPUs that have it):
+    put float32 back, so the next test's models do not inherit it."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """A real HTTP AWS (moto) on loopback, for code that runs in subprocesses; yields its URL."""

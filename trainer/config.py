@@ -100,7 +100,8 @@ class TrainConfig:
         "Resize images to this square size (folder datasets: default 64)."))
     channels: int | None = field(default=None, metadata=_option("1 (grey) or 3 (RGB) (folder datasets: default 3)."))
     precision: str = field(default="auto", metadata=_option(
-        "auto: mixed precision on GPUs that support it, float32 on CPU.", choices=PRECISIONS, show_default=True))
+        "auto: mixed precision on GPUs that support it; on CPU, bfloat16 with TensorFlow where the CPU "
+        "has it natively (AVX512-BF16, AMX), else float32.", choices=PRECISIONS, show_default=True))
     xla: str = field(default="auto", metadata=_option("Compile the step with XLA (auto: on GPUs).", choices=XLA,
                                                       show_default=True))
     strategy: str = field(default="auto", metadata=_option(  # trainer/distribute.py

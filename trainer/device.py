@@ -19,13 +19,10 @@ def configure(precision: str, xla: str, seed: int, framework: str = "tensorflow"
 
     gpu_name, capability, memory = (_jax_gpu() if framework == "jax" else _tf_gpu())
     if precision == "auto":
-        # bfloat16 on Ampere and newer (no loss scaling), float16 on Volta/Turing,
-        # full precision on CPUs, where half precision is slower, not faster.
-        # On JAX, float16 (which needs loss scaling) is not offered: older GPUs train in float32.
-        half = "mixed_float16" if framework == "tensorflow" else "float32"
-        precision = "mixed_bfloat16" if capability >= (8, 0) else half if capability >= (7, 0) else "float32"
-    elif precision != "float32" and gpu_name is None:
-        raise UsageError(f"--precision {precision} needs a GPU and none is visible; use --precision float32 or auto")
+        precision = _auto_precision(gpu_name, capability, framework)
+    elif precision == "mixed_float16" and gpu_name is None:
+        raise UsageError("--precision mixed_float16 needs a GPU and none is visible; "
+                         "use --precision float32, mixed_bfloat16 or auto")
     elif precision == "mixed_float16" and framework == "jax":
         raise UsageError("--precision mixed_float16 needs loss scaling, which gankit does only on TensorFlow; "
                          "use --precision mixed_bfloat16 (Ampere or newer) or float32 with --framework jax")
@@ -43,6 +40,35 @@ def configure(precision: str, xla: str, seed: int, framework: str = "tensorflow"
         _enable_compilation_cache()
     return DeviceSetup(device=f"GPU: {gpu_name}" if gpu_name else "CPU", precision=precision, jit_compile=jit,
                        memory_bytes=memory)
+
+
+def _auto_precision(gpu_name, capability, framework) -> str:
+    """bfloat16 on Ampere and newer GPUs (no loss scaling), float16 on Volta/Turing (TensorFlow only: on JAX,
+    float16 would need loss scaling, so older GPUs train in float32).
+
+    On a CPU, bfloat16 only where the CPU multiplies it natively (AVX512-BF16 or AMX, with TensorFlow's
+    oneDNN kernels): there it is faster, elsewhere half precision is slower than float32. XLA on CPU
+    (JAX) stays in float32.
+    """
+    if gpu_name is None:
+        return "mixed_bfloat16" if framework == "tensorflow" and cpu_has_bf16() else "float32"
+    if capability >= (8, 0):
+        return "mixed_bfloat16"
+    if capability >= (7, 0):
+        return "mixed_float16" if framework == "tensorflow" else "float32"
+    return "float32"
+
+
+def cpu_has_bf16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (x86 AVX512-BF16 or AMX-BF16; Linux's flags)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[-1].split()))
+    except OSError:  # not Linux: no flags to read, so no claim
+        pass
+    return False
 
 
 def _tf_gpu():

@@ -1,0 +1,52 @@
+"""Which precision a run picks on which machine (trainer/device.py)."""
+
+import keras
+import pytest
+
+from trainer import device
+from trainer.errors import UsageError
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+SAPPHIRE_RAPIDS = "flags\t\t: fpu avx512f amx_tile amx_bf16 amx_int8\n"
+SKYLAKE = "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+
+
+@pytest.mark.parametrize("cpuinfo, native", [(ZEN4, True), (SAPPHIRE_RAPIDS, True), (SKYLAKE, False), ("", False)])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, cpuinfo, native):
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert device.cpu_has_bf16(str(path)) is native
+
+
+def test_no_cpuinfo_claims_nothing(tmp_path):
+    assert device.cpu_has_bf16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("gpu, capability, framework, bf16_cpu, expected", [
+    (None, (0, 0), "tensorflow", True, "mixed_bfloat16"),   # AVX512-BF16 / AMX CPU: oneDNN's bf16 kernels
+    (None, (0, 0), "tensorflow", False, "float32"),         # other CPUs: half precision is slower
+    (None, (0, 0), "jax", True, "float32"),                 # XLA on CPU stays in float32
+    ("H100", (9, 0), "jax", False, "mixed_bfloat16"),
+    ("A10G", (8, 6), "tensorflow", False, "mixed_bfloat16"),
+    ("V100", (7, 0), "tensorflow", False, "mixed_float16"),
+    ("V100", (7, 0), "jax", False, "float32"),              # float16 needs loss scaling, TF only
+    ("K80", (3, 7), "tensorflow", False, "float32"),
+])
+def test_auto_precision(monkeypatch, gpu, capability, framework, bf16_cpu, expected):
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: bf16_cpu)
+    assert device._auto_precision(gpu, capability, framework) == expected
+
+
+@pytest.fixture
+def restore_policy():
+    before = keras.mixed_precision.global_policy().name
+    yield
+    keras.mixed_precision.set_global_policy(before)
+
+
+def test_explicit_bfloat16_runs_on_a_cpu_and_float16_is_refused(restore_policy):
+    setup = device.configure("mixed_bfloat16", "auto", 0)
+    assert (setup.device, setup.precision, setup.jit_compile) == ("CPU", "mixed_bfloat16", False)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    with pytest.raises(UsageError, match="mixed_float16 needs a GPU.*--precision float32, mixed_bfloat16 or auto"):
+        device.configure("mixed_float16", "auto", 0)
