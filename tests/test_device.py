@@ -50,3 +50,20 @@ def test_explicit_bfloat16_runs_on_a_cpu_and_float16_is_refused(restore_policy):
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     with pytest.raises(UsageError, match="mixed_float16 needs a GPU.*--precision float32, mixed_bfloat16 or auto"):
         device.configure("mixed_float16", "auto", 0)
+
+
+def test_the_judge_trains_in_float32_whatever_the_run_trains_in(restore_policy, monkeypatch):
+    import numpy as np
+
+    from trainer import judge
+
+    monkeypatch.setattr(judge, "MIN_STEPS", 2)
+    monkeypatch.setattr(judge, "EPOCHS", 1)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 8, 8, 1)).astype(np.uint8)
+    labels = np.arange(16) % 2
+    splits = judge.Splits("tiny", ("a", "b"), images, labels, images, labels)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a bf16 run with --eval-every leaves it
+    model, _ = judge.train_judge(splits, log=lambda *a: None)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the run's policy is put back

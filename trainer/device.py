@@ -1,5 +1,6 @@
 """Choosing how to run on this machine: precision, XLA, determinism (TensorFlow or JAX)."""
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -40,6 +41,20 @@ def configure(precision: str, xla: str, seed: int, framework: str = "tensorflow"
         _enable_compilation_cache()
     return DeviceSetup(device=f"GPU: {gpu_name}" if gpu_name else "CPU", precision=precision, jit_compile=jit,
                        memory_bytes=memory)
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Keras' global precision policy at float32 for what is built inside (the judge, an export's float32
+    twin), whatever precision the run trains in; put back afterwards."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _auto_precision(gpu_name, capability, framework) -> str:

@@ -45,16 +45,12 @@ def require_safe_keras():
 def float32_model(model, rebuild):
     """`model`, or when it computes in a mixed policy, a float32 twin (`rebuild()`) with its weights,
     so an export loads and runs anywhere, CPUs included. The global policy is left as it was."""
-    import keras
+    from trainer.device import float32_policy
 
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with float32_policy():
         copy = rebuild()
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -158,6 +158,7 @@ def train_judge(splits: Splits, log=print, seed=0):
 
     import keras
 
+    from trainer.device import float32_policy
     from trainer.progress import Progress, format_duration
 
     keras.utils.set_random_seed(seed)
@@ -167,7 +168,8 @@ def train_judge(splits: Splits, log=print, seed=0):
     epochs = max(EPOCHS, -(-MIN_STEPS // steps_per_epoch))
     log(f"training the judge for {splits.name}: {n} images, {epochs} epochs of {steps_per_epoch} steps "
         f"(cached afterwards)")
-    model = build_classifier(splits.image_shape, len(splits.class_names))
+    with float32_policy():  # the same judge whatever precision the run that needs it trains in
+        model = build_classifier(splits.image_shape, len(splits.class_names))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     progress = Progress(epochs * steps_per_epoch, label="judge")
 
