@@ -80,6 +80,7 @@ class Training:
     progress: Progress
     log: object  # prints above the progress bar
     last_plot: float = dataclasses.field(default_factory=time.monotonic)
+    sampled: tuple | None = None  # (step, generator): the last standing-statistics pass (trainer/train.py)
 
 
 def build_training(p: Prepared, log=print) -> Training:

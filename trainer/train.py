@@ -114,7 +114,11 @@ def _float32_copy(t):
 
 
 def _sampled(t):
-    """The generator that is sampled, evaluated and exported, with batch-norm statistics of its own."""
+    """The generator that is sampled, evaluated and exported, with batch-norm statistics of its own:
+    measured once per step (the last epoch's grid and the export share one pass)."""
     from trainer.standing_stats import standing_inputs
 
-    return t.nets.sampler(standing_inputs(t.cfg.z_dim, t.num_classes, t.cfg.z_distribution, seed=t.cfg.seed))
+    if t.sampled is None or t.sampled[0] != t.state.step:
+        inputs = standing_inputs(t.cfg.z_dim, t.num_classes, t.cfg.z_distribution, seed=t.cfg.seed)
+        t.sampled = (t.state.step, t.nets.sampler(inputs))
+    return t.sampled[1]
