@@ -31,8 +31,8 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def float32_policy_after():
-    """A run in this process sets Keras' global precision policy (mixed_bfloat16 on CPUs that have it):
-    put float32 back, so the next test's models do not inherit it."""
+    """trainer.device.configure sets Keras' global precision policy (mixed_bfloat16 on CPUs that have it),
+    and tests call it directly: put float32 back, so the next test's models do not inherit it."""
     yield
     import sys
 

@@ -63,7 +63,7 @@ def test_the_judge_trains_in_float32_whatever_the_run_trains_in(restore_policy, 
     images = rng.integers(0, 256, (16, 8, 8, 1)).astype(np.uint8)
     labels = np.arange(16) % 2
     splits = judge.Splits("tiny", ("a", "b"), images, labels, images, labels)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a bf16 run with --eval-every leaves it
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a bf16 run with --eval-every has it when it scores
     model, _ = judge.train_judge(splits, log=lambda *a: None)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the run's policy is put back

@@ -202,3 +202,13 @@ def test_killed_run_resumes_to_the_same_total(tmp_path, mnist_dir):
     rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[-1]["step"] == 24
     assert trainer.load_generator(out / "generator").meta["steps"] == 24
+
+
+def test_a_run_in_process_puts_the_callers_precision_policy_back(tmp_path, mnist_dir):
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    train(config(tmp_path, mnist_dir, epochs=1, max_steps=1, precision="mixed_bfloat16"), log=quiet)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["precision"] == "mixed_bfloat16"  # the run did train in bfloat16 ...
+    assert keras.mixed_precision.global_policy().name == "float32"  # ... and the caller's models do not

@@ -49,12 +49,25 @@ def float32_policy():
     twin), whatever precision the run trains in; put back afterwards."""
     import keras
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
+    with policy_kept():
+        keras.mixed_precision.set_global_policy("float32")
+        yield
+
+
+@contextlib.contextmanager
+def policy_kept():
+    """Whatever precision a run sets (`configure`), the caller's global policy afterwards: a run called in
+    process (benchmarks, notebooks, tests) must not leave later models in mixed_bfloat16. Keras may not
+    be imported yet (the backend is chosen inside the run); its policy then starts, and ends, at float32."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    previous = keras.mixed_precision.global_policy().name if keras else "float32"
     try:
         yield
     finally:
-        keras.mixed_precision.set_global_policy(previous)
+        if "keras" in sys.modules:
+            sys.modules["keras"].mixed_precision.set_global_policy(previous)
 
 
 def _auto_precision(gpu_name, capability, framework) -> str:

@@ -10,6 +10,7 @@ import time
 
 from trainer import events, plots
 from trainer.config import TrainConfig
+from trainer.device import policy_kept
 from trainer.epoch_loop import EpochLoop
 from trainer.progress import format_duration
 from trainer.run_info import write_metrics
@@ -24,7 +25,13 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
 
     `stop_requested` is polled after every compiled call (SIGTERM sets it): the loop
     then writes a checkpoint at once and returns with summary["stopped"] = True.
+    Keras' global precision policy is the caller's again when it returns.
     """
+    with policy_kept():
+        return _train(cfg, stop_requested, log)
+
+
+def _train(cfg, stop_requested, log) -> dict:
     prepared = prepare_run(cfg, log)  # options, folders, data, the checkpoint's architecture: before the backend loads
     t = build_training(prepared, log)  # backend, placement, networks (resumed), run.json
     loop = EpochLoop(t, stop_requested)
