@@ -9,7 +9,7 @@ pillow matplotlib -d DIR` on a machine with internet) into benchmarks/.gpu-deps 
 TensorFlow and boto3 are never imported (the trainer's JAX path does not need them).
 FASHION_MNIST_DIR holds the four canonical .gz files.
 
-Prints, for the `default` and `seed` presets at their default batch:
+Prints, for the `sn-hinge` (default) and `book` presets at their default batch:
 - steady images/s of the training step (whole epochs per compiled call, data on the device);
 - wall time of the whole process `python -m trainer train --dataset zalando --epochs 64
   --framework jax` (data load, compile, every epoch's samples and checkpoint, export),
@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEPS = REPO / "benchmarks" / ".gpu-deps"
 NEEDED = ("jax", "keras", "numpy", "click", "PIL", "matplotlib")
-PRESETS = ("default", "seed")
+PRESETS = ("sn-hinge", "book")
 
 
 def missing() -> list[str]:

@@ -10,22 +10,25 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import gpu_session  # noqa: E402
 
 
-def test_the_64_epoch_runs_come_first_and_every_quality_budget_is_planned():
+def test_one_command_holds_the_default_at_64_epochs_every_images_per_sec_and_the_short_budgets():
     steps = gpu_session.STEPS
-    # Each preset's 64 epochs, scored (issue 11's whole process and issue 12's row at once), then the warm start.
-    assert [(s.kind, s.preset, s.epochs, s.score) for s in steps[:4]] == [
-        ("train", "sn-hinge", 64, True), ("train", "projection", 64, True), ("train", "book", 64, True),
-        ("train", "sn-hinge", 64, False)]
-    assert [(s.kind, s.preset) for s in steps[4:7]] == [
+    # The default's and projection's 64 epochs, scored (issue 11's whole process and issue 12's row at once),
+    # then the default's warm start and every preset's images/s.
+    assert [(s.kind, s.preset, s.epochs, s.score) for s in steps[:3]] == [
+        ("train", "sn-hinge", 64, True), ("train", "projection", 64, True), ("train", "sn-hinge", 64, False)]
+    assert [(s.kind, s.preset) for s in steps[3:6]] == [
         ("throughput", "sn-hinge"), ("throughput", "projection"), ("throughput", "book")]
+    # Then every preset's 1- and 8-epoch budgets: all of that is what one command of a lease can hold.
+    first_command = steps[:12]
+    assert {(s.preset, s.epochs) for s in first_command[6:]} == {
+        (p, e) for p in ("book", "projection", "sn-hinge") for e in (1, 8)}
+    assert sum(s.estimate for s in first_command) <= 540
     trained = {(s.label, s.epochs) for s in steps if s.kind == "train" and s.score}
     for preset in ("book", "projection", "sn-hinge"):
         assert {(preset, e) for e in (1, 8, 64)} <= trained  # quality.py --full's budgets
     assert {("dcgan 64x64x3", 1), ("dcgan 64x64x3", 8)} <= trained
     assert {"sn-hinge aux-g-weight=0.3", "sn-hinge aux-g-weight=0.03", "sn-hinge aux-weight=0"} <= {
         label for label, _ in trained}
-    # What the first command of a lease can hold: the 64-epoch runs and the warm start fit the default budget.
-    assert sum(s.estimate for s in steps[:4]) <= 540
 
 
 def test_a_budget_too_short_skips_every_step_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
@@ -38,7 +41,7 @@ def test_a_budget_too_short_skips_every_step_and_says_how_to_resume(tmp_path, ca
     assert [r["step"] for r in rows] == [3, 4, 5, 9]
     assert all(f"run it with --steps {r['step']}" in r["skipped"] for r in rows)
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "- step 3 (train book, 64 epoch(s), scored): needs ~230 s" in summary
+    assert "- step 3 (train sn-hinge, 64 epoch(s)): needs ~55 s" in summary
     assert not (tmp_path / "out" / "grids.png").exists()
 
 
