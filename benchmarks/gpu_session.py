@@ -82,6 +82,7 @@ STEPS = (
     Step("train", "projection", 1, estimate=15),
     Step("train", "projection", 8, estimate=20),
     Step("train", "book", 64, estimate=230),
+    Step("train", "sn-hinge", 64, estimate=60, flags=("--lr", "1e-4")),  # issue 12's TTUR, slower early on
     Step("train", "sn-hinge", 64, estimate=70, flags=("--aux-g-weight", "0.3")),
     Step("train", "sn-hinge", 64, estimate=70, flags=("--aux-g-weight", "0.03")),
     Step("train", "sn-hinge", 64, estimate=65, flags=("--aux-weight", "0")),

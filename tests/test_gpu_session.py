@@ -27,7 +27,7 @@ def test_one_command_holds_the_default_at_64_epochs_every_images_per_sec_and_the
     for preset in ("book", "projection", "sn-hinge"):
         assert {(preset, e) for e in (1, 8, 64)} <= trained  # quality.py --full's budgets
     assert {("dcgan 64x64x3", 1), ("dcgan 64x64x3", 8)} <= trained
-    assert {"sn-hinge aux-g-weight=0.3", "sn-hinge aux-g-weight=0.03", "sn-hinge aux-weight=0"} <= {
+    assert {"sn-hinge lr=1e-4", "sn-hinge aux-g-weight=0.3", "sn-hinge aux-g-weight=0.03", "sn-hinge aux-weight=0"} <= {
         label for label, _ in trained}
 
 

@@ -59,7 +59,7 @@ def test_every_preset_fills_every_field_and_validates():
 
 def test_new_default_recipe():
     cfg = resolved()
-    assert (cfg.loss, cfg.lr, cfg.d_lr, cfg.beta1, cfg.beta2) == ("hinge", 1e-4, 4e-4, 0.0, 0.9)
+    assert (cfg.loss, cfg.lr, cfg.d_lr, cfg.beta1, cfg.beta2) == ("hinge", 2e-4, 4e-4, 0.0, 0.9)
     assert cfg.aux_weight == 0.3 and cfg.aux_g_weight == 0.1 and cfg.batch_size == 128
 
 
