@@ -3,9 +3,12 @@
 Equality with one device: with the same global batch, the same data order and
 the same noise rows (trainer.train_step slices the global batch's noise), N
 replicas compute what one device computes, up to the order of float sums in
-the gradient all-reduce. After a few Adam steps that leaves a mean absolute
-weight difference of ~1e-6; a run on a different data order differs by ~1e-4.
-So the tolerance is a mean of 2e-5, and per-epoch losses within 1e-4.
+the gradient all-reduce. Adam moves every weight by about lr per step whatever
+its gradient's size, so that reordering noise in a near-zero gradient can turn a
+weight's step around: the drift grows with lr x steps. The tolerance is a mean
+absolute weight difference of 5% of lr x steps (measured in float32: two workers
+against one device 2.3-2.8%, MirroredStrategy 0.7%; a one-device run on half the
+batch, the same steps, 26%), and per-epoch losses within 3e-4 of their scale.
 """
 
 import json
@@ -110,9 +113,10 @@ def weights(generator_dir):
 def assert_same_run(a_dir, b_dir):
     a, b = weights(a_dir / "generator"), weights(b_dir / "generator")
     diff = np.concatenate([np.abs(x - y).ravel() for x, y in zip(a, b)])
-    assert diff.mean() < 2e-5, diff.mean()
     rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a_dir, b_dir)]
     assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]]
+    lr = json.loads((b_dir / "run.json").read_text())["config"]["lr"]  # the generator's
+    assert diff.mean() < 0.05 * lr * rows[1][-1]["step"], (diff.mean(), lr)
     for ra, rb in zip(*rows):
         # Float32 gradient sums in another order let the runs drift apart a little over an epoch: 3e-4 of the
         # losses' scale (the two-worker run measured 1.3e-4 once single-device steps ran several per call).
