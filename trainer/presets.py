@@ -48,8 +48,8 @@ PRESETS = {
     # TTUR (issue 12's ablation: FCD 2.67 -> 1.08 at 64 epochs), plus an auxiliary
     # classifier trained on real images only and felt weakly by G, for label accuracy
     # without the FCD an AC-GAN loss on both networks gives back (README, "Presets").
-    # G's lr is 2e-4, not that ablation's 1e-4: at 1 and 8 epochs on the CPU it reached
-    # in 3 epochs what 1e-4 reached in 8 (README, "Image quality per preset").
+    # G's lr is 2e-4, not that ablation's 1e-4: on the CPU it reached at epoch 3 what 1e-4
+    # reached only at epoch 7, and led at 1 and 8 epochs (README, "Image quality per preset").
     "sn-hinge": Preset(what="spectral-norm projection D + classifier head, hinge, TTUR, EMA",
                        generator=networks.lean_generator, discriminator=networks.sn_projection_discriminator,
                        batch_size=128, z_dim=100, lr=2e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, smooth=0.0,
