@@ -30,7 +30,7 @@ def env(tmp_path):
 
 
 def launcher(*args, env, check=True, timeout=300):
-    done = subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, env=env,
                           cwd=env["WORK"], timeout=timeout)
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -1,0 +1,4 @@
+"""`python -m launcher` is the `launcher` command (as `python -m trainer` is the trainer's)."""
+from launcher.cli import main
+
+main()
