@@ -1,6 +1,6 @@
 """One training step from given weights, batch and noise, on the backend this process runs.
 
-    KERAS_BACKEND=jax python -m tests.backend_step INIT.npz OUT.npz
+    KERAS_BACKEND=jax python -m tests.backend_step INIT.npz OUT.npz PRESET
 
 tests/test_backends.py runs it under JAX and calls `first_step` itself under
 TensorFlow, then compares the two.
@@ -23,8 +23,8 @@ def batch():
     return images, labels, z
 
 
-def first_step(init: dict | None = None):
-    """(initial arrays, [d_loss, g_loss], arrays after one step) with the default preset."""
+def first_step(init: dict | None = None, preset: str = "sn-hinge"):
+    """(initial arrays, [d_loss, g_loss], arrays after one step) with `preset`."""
     import keras
 
     from trainer.config import TrainConfig
@@ -32,11 +32,8 @@ def first_step(init: dict | None = None):
     from trainer.weights import arrays_of, load_arrays
 
     keras.utils.set_random_seed(0)
-    # The projection preset (the default's networks minus spectral norm: Keras' SpectralNormalization
-    # writes the normalised kernel back into its trainable kernel on every training call, which
-    # TensorFlow does and JAX's stateless_call drops, so the two backends differ there by design),
-    # with an EMA generator of decay EMA (a faster average, so one step shows).
-    resolved = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH, preset="projection").resolve()
+    # With an EMA generator of decay EMA (a faster average, so one step shows).
+    resolved = TrainConfig(dataset="mnist", output_dir="-", batch_size=BATCH, preset=preset).resolve()
     cfg = types.SimpleNamespace(**{**dataclasses.asdict(resolved), "z_distribution": resolved.z_distribution, "ema": EMA})
     nets = build_nets(cfg, SHAPE, CLASSES, "float32")
     if init is not None:
@@ -64,12 +61,12 @@ def first_step(init: dict | None = None):
     return before, np.asarray(losses), arrays_of(nets.groups())
 
 
-def trainable_before_after(before: dict, after: dict):
+def trainable_before_after(before: dict, after: dict, preset: str):
     """(G's trainable arrays before, after, the EMA generator's after) from first_step's arrays."""
     from trainer.config import TrainConfig
     from trainer.models import build_generator
 
-    cfg = TrainConfig(dataset="mnist", output_dir="-", preset="projection").resolve()
+    cfg = TrainConfig(dataset="mnist", output_dir="-", preset=preset).resolve()
     g = build_generator(cfg.preset, cfg.z_dim, SHAPE, CLASSES)
     trainable = {id(v) for v in g.trainable_variables}
     index = [i for i, v in enumerate(g.variables) if id(v) in trainable]  # "generator/i" is g.variables[i]
@@ -82,5 +79,5 @@ def trainable_before_after(before: dict, after: dict):
 if __name__ == "__main__":
     with np.load(sys.argv[1]) as npz:
         init = {k: npz[k] for k in npz.files}
-    _, losses, after = first_step(init)
+    _, losses, after = first_step(init, sys.argv[3])
     np.savez(sys.argv[2], losses=losses, **after)

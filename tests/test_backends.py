@@ -171,28 +171,38 @@ def test_checkpoints_and_generators_cross_backends(tmp_path, data, blocker):
 
 
 @pytest.mark.slow
-def test_first_step_is_the_same_on_both_backends(tmp_path):
+@pytest.mark.parametrize("preset", ["projection", "sn-hinge"])
+def test_first_step_is_the_same_on_both_backends(tmp_path, preset):
     """From the same weights, batch and noise, the backends' first steps agree.
 
-    Tolerance: Adam's first update is about lr * sign(gradient), so every weight
-    moves by ~2e-4 whatever its gradient. Agreement to 2e-6 (1% of that step)
-    catches a missing or reordered update, a wrong loss or a sign error, and
+    With `sn-hinge` this includes Keras' SpectralNormalization, which writes W/sigma into its
+    kernel on every training call: both steps run D stateless, so that write stays inside the
+    call on TensorFlow as on JAX, and both train W with the gradient through sigma.
+
+    Tolerance: Adam's first update is lr * g / (|g| + 1e-7), about lr * sign(g), so
+    every weight moves by ~2e-4 whatever its gradient. Agreement to 2e-6 (1% of that
+    step) catches a missing or reordered update, a wrong loss or a sign error, and
     leaves room for float32 reassociation between TensorFlow's and XLA's kernels
-    (measured: at most 3e-7). The losses come from identical arithmetic on
-    identical inputs, so they agree to float32 precision. The step runs with an EMA
-    generator, so its update (in the compiled step, after G's) is compared too.
+    (measured: at most 3e-7). Only where |g| is near Adam's epsilon does the step
+    follow g itself, and there reassociation moves it further: so a few weights in
+    10,000 may differ by up to 1e-5 (5% of the step; `sn-hinge` measured 2 of
+    425,984 of G's first kernel, at most 3.1e-6). The losses come from identical
+    arithmetic on identical inputs, so they agree to float32 precision. The step
+    runs with an EMA generator, so its update (after G's) is compared too.
     """
     from tests.backend_step import first_step
 
-    before, losses, after = first_step()
+    before, losses, after = first_step(preset=preset)
     np.savez(tmp_path / "init.npz", **before)
-    run([sys.executable, "-m", "tests.backend_step", str(tmp_path / "init.npz"), str(tmp_path / "jax.npz")],
+    run([sys.executable, "-m", "tests.backend_step", str(tmp_path / "init.npz"), str(tmp_path / "jax.npz"), preset],
         env_for("jax"))
     with np.load(tmp_path / "jax.npz") as jax_out:
         np.testing.assert_allclose(jax_out["losses"], losses, rtol=1e-5)
         moved = 0
         for name, value in after.items():
-            np.testing.assert_allclose(jax_out[name], value, rtol=1e-4, atol=2e-6, err_msg=name)
+            off = np.abs(jax_out[name] - value) - 1e-4 * np.abs(value)
+            np.testing.assert_array_less(off, 1e-5, err_msg=name)
+            assert np.mean(off > 2e-6) <= 1e-4, (name, np.sum(off > 2e-6), off.size)
             moved += name.startswith(("generator/", "discriminator/")) and not np.array_equal(value, before[name])
     assert moved >= 10  # both networks' weights changed: the comparison is not of untouched arrays
     # The EMA generator moved 1 - decay of the way from the initial G to the updated G; at step 0 the
@@ -200,7 +210,7 @@ def test_first_step_is_the_same_on_both_backends(tmp_path):
     from tests.backend_step import EMA, trainable_before_after
 
     decay = min(EMA, 0.1)
-    g_before, g_after, ema_after = trainable_before_after(before, after)
+    g_before, g_after, ema_after = trainable_before_after(before, after, preset)
     for b, a, e in zip(g_before, g_after, ema_after):
         np.testing.assert_allclose(e, decay * b + (1 - decay) * a, rtol=1e-5, atol=1e-7)
 

@@ -117,11 +117,13 @@ def assert_same_run(a_dir, b_dir):
     assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]]
     lr = json.loads((b_dir / "run.json").read_text())["config"]["lr"]  # the generator's
     assert diff.mean() < 0.05 * lr * rows[1][-1]["step"], (diff.mean(), lr)
-    for ra, rb in zip(*rows):
-        # Float32 gradient sums in another order let the runs drift apart a little over an epoch: 3e-4 of the
-        # losses' scale (the two-worker run measured 1.3e-4 once single-device steps ran several per call).
-        # Relative to each loss alone would not do: the hinge G loss (-mean of D's logits on fakes) can sit near zero.
-        scale = 3e-4 * max(1.0, abs(ra["d_loss"]), abs(ra["g_loss"]))
+    for epoch, (ra, rb) in enumerate(zip(*rows)):
+        # Float32 gradient sums in another order let the runs drift apart, and a GAN's updates amplify that
+        # drift step by step: the first epoch agrees to 3e-4 of the losses' scale (the two-worker run measured
+        # 5e-5 with sn-hinge), later ones to 1e-2 (its second epoch, four steps on, measured 3e-3). A wrong
+        # update breaks the first epoch already. Relative to each loss alone would not do: the hinge G loss
+        # (-mean of D's logits on fakes) can sit near zero.
+        scale = (3e-4 if epoch == 0 else 1e-2) * max(1.0, abs(ra["d_loss"]), abs(ra["g_loss"]))
         assert ra["d_loss"] == pytest.approx(rb["d_loss"], abs=scale) and ra["g_loss"] == pytest.approx(rb["g_loss"], abs=scale)
 
 

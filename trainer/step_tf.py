@@ -1,5 +1,8 @@
 """The training step on TensorFlow: tf.GradientTape inside one tf.function that runs many steps.
 
+D runs through `stateless_call`, as in trainer/step_jax.py, so the two backends train
+the same thing even where a layer writes its own weights (SpectralNormalization).
+
 On one device the uint8 dataset is a tensor on the device, and each call runs
 `n` steps in a tf.while_loop, gathering every batch there from the epoch's
 order. Under a tf.distribute strategy (several GPUs or hosts) each call runs
@@ -28,31 +31,43 @@ def sample_z(seed, step, batch, z_dim, distribution):
 def make_core(nets, spec, replicas=1):
     """`core(images_uint8, labels, z, step) -> [d_loss, g_loss]`: one D update then one G update (no tf.function)."""
     generator, discriminator, g_opt, d_opt = nets.generator, nets.discriminator, nets.g_opt, nets.d_opt
+    d_weights, d_state = discriminator.trainable_variables, discriminator.non_trainable_variables
     ema = nets.ema_generator
 
-    def with_label(net, x, y):
-        return net([x, y] if spec.conditional else x, training=True)
+    def g_call(z, y):
+        return generator([z, y] if spec.conditional else z, training=True)
 
-    def update(opt, tape, scaled_loss, variables):
-        opt.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
+    def d_call(weights, state, x, y):
+        # D runs stateless, as in JAX's step: a layer's write to its own weights (Keras'
+        # SpectralNormalization stores W/sigma into its kernel) stays inside the call, so the
+        # gradient goes through sigma and the variable keeps W; both backends train the same thing.
+        return discriminator.stateless_call(weights, state, [x, y] if spec.conditional else x, training=True)
 
     def core(images, labels, z, step):
         real = scale_images(images)
         y = tf.one_hot(labels, spec.num_classes) if spec.conditional else None
+        weights = [tf.convert_to_tensor(v.value) for v in d_weights]
+        state = [tf.convert_to_tensor(v.value) for v in d_state]
         # One persistent tape: the generator runs forward once per step (see trainer/step_spec.py).
         with tf.GradientTape(persistent=True) as tape:
-            fake = with_label(generator, z, y)
-            d_loss = d_objective(with_label(discriminator, real, y), with_label(discriminator, fake, y), y, spec) / replicas
+            tape.watch(weights)
+            fake = g_call(z, y)
+            real_out, state = d_call(weights, state, real, y)
+            fake_out, state = d_call(weights, state, fake, y)
+            d_loss = d_objective(real_out, fake_out, y, spec) / replicas
             # scale_loss is the identity except under LossScaleOptimizer, which
             # unscales the gradients again in apply_gradients.
             scaled = d_opt.scale_loss(d_loss)
-        update(d_opt, tape, scaled, discriminator.trainable_variables)
+        d_opt.apply_gradients(zip(tape.gradient(scaled, weights), d_weights))
 
         with tape:
-            g_loss = g_objective(with_label(discriminator, fake, y), y, spec) / replicas
+            fake_out, state = d_call([tf.convert_to_tensor(v.value) for v in d_weights], state, fake, y)
+            g_loss = g_objective(fake_out, y, spec) / replicas
             scaled = g_opt.scale_loss(g_loss)
-        update(g_opt, tape, scaled, generator.trainable_variables)
+        g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         del tape
+        for v, value in zip(d_state, state):
+            v.assign(value)
         if ema is not None:
             decay = ema_decay(spec.ema, tf.cast(step, tf.float32))
             for e, v in zip(ema.trainable_variables, generator.trainable_variables):
