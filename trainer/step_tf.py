@@ -31,27 +31,30 @@ def sample_z(seed, step, batch, z_dim, distribution):
 def make_core(nets, spec, replicas=1):
     """`core(images_uint8, labels, z, step) -> [d_loss, g_loss]`: one D update then one G update (no tf.function)."""
     generator, discriminator, g_opt, d_opt = nets.generator, nets.discriminator, nets.g_opt, nets.d_opt
+    g_weights = generator.trainable_variables
     d_weights, d_state = discriminator.trainable_variables, discriminator.non_trainable_variables
     ema = nets.ema_generator
 
-    def g_call(z, y):
-        return generator([z, y] if spec.conditional else z, training=True)
+    def inputs(x, y):
+        return [x, y] if spec.conditional else x
+
+    def values(variables):
+        return [tf.convert_to_tensor(v.value) for v in variables]
 
     def d_call(weights, state, x, y):
         # D runs stateless, as in JAX's step: a layer's write to its own weights (Keras'
         # SpectralNormalization stores W/sigma into its kernel) stays inside the call, so the
         # gradient goes through sigma and the variable keeps W; both backends train the same thing.
-        return discriminator.stateless_call(weights, state, [x, y] if spec.conditional else x, training=True)
+        return discriminator.stateless_call(weights, state, inputs(x, y), training=True)
 
     def core(images, labels, z, step):
         real = scale_images(images)
         y = tf.one_hot(labels, spec.num_classes) if spec.conditional else None
-        weights = [tf.convert_to_tensor(v.value) for v in d_weights]
-        state = [tf.convert_to_tensor(v.value) for v in d_state]
+        weights, state = values(d_weights), values(d_state)
         # One persistent tape: the generator runs forward once per step (see trainer/step_spec.py).
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(weights)
-            fake = g_call(z, y)
+            fake = generator(inputs(z, y), training=True)
             real_out, state = d_call(weights, state, real, y)
             fake_out, state = d_call(weights, state, fake, y)
             d_loss = d_objective(real_out, fake_out, y, spec) / replicas
@@ -61,16 +64,16 @@ def make_core(nets, spec, replicas=1):
         d_opt.apply_gradients(zip(tape.gradient(scaled, weights), d_weights))
 
         with tape:
-            fake_out, state = d_call([tf.convert_to_tensor(v.value) for v in d_weights], state, fake, y)
+            fake_out, state = d_call(values(d_weights), state, fake, y)  # D as just updated
             g_loss = g_objective(fake_out, y, spec) / replicas
             scaled = g_opt.scale_loss(g_loss)
-        g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
+        g_opt.apply_gradients(zip(tape.gradient(scaled, g_weights), g_weights))
         del tape
         for v, value in zip(d_state, state):
             v.assign(value)
         if ema is not None:
             decay = ema_decay(spec.ema, tf.cast(step, tf.float32))
-            for e, v in zip(ema.trainable_variables, generator.trainable_variables):
+            for e, v in zip(ema.trainable_variables, g_weights):
                 e.assign(decay * e + (1.0 - decay) * v)
         return tf.stack([tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32)])
 
