@@ -92,7 +92,7 @@ def test_epoch_writes_scalars_quality_and_the_sample_grid(tmp_path):
     evaluation = {"label_accuracy": 0.25, "frechet_classifier_distance": 40.0, "classifier_score": 3.0,
                   "samples": 1000, "per_class_accuracy": {"a": 0.2}}
     log.epoch({"epoch": 1, "step": 2, "d_loss": 0.6, "g_loss": 1.3, "images_per_sec": 123.0, "seconds": 1.0,
-               "evaluation": evaluation}, grid_path)
+               "evaluation": evaluation}, grid_path.read_bytes())
     # Flushed by epoch(): readable before close, as the published copy is.
     found = scalars(read_events(tmp_path / "tensorboard"))
     assert found["loss/discriminator"] == [(1, 0.5), (2, pytest.approx(0.7))]
@@ -127,10 +127,10 @@ def test_the_grid_goes_in_as_its_png_bytes_with_its_shape_and_a_non_png_is_left_
     rgb = tmp_path / "rgb.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 12, 3), dtype=np.uint8)).save(rgb)
     row = {"epoch": 1, "step": 2, "d_loss": 0.6, "g_loss": 1.3, "images_per_sec": 1.0, "seconds": 1.0}
-    log.epoch(row, rgb)
+    log.epoch(row, rgb.read_bytes())
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a picture at all, but long enough to have an IHDR where one would be")
-    log.epoch(dict(row, step=4), junk)
+    log.epoch(dict(row, step=4), junk.read_bytes())
     log.close()
     found = [(e.step, v.image) for e in read_events(tmp_path / "tensorboard") for v in e.summary.value
              if v.HasField("image")]

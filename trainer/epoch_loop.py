@@ -2,7 +2,9 @@
 
 `stop_requested` is polled after every call (SIGTERM sets it). A stop, or
 --checkpoint-minutes passing, inside an epoch writes a checkpoint there; at an
-epoch's end the epoch's own checkpoint (`checkpoint(publish=True)`) serves both.
+epoch's end the epoch's own checkpoint serves both. Three threads work beside
+the steps, one job each at a time: the checkpoint writer, the epoch's files
+(`write_files`), and the outputs' S3 mirror, which follows the files.
 """
 
 import time
@@ -10,6 +12,7 @@ import time
 import numpy as np
 
 from trainer import checkpoints
+from trainer.background import Background
 from trainer.pacer import Pacer
 from trainer.run_storage import OutputPublisher
 from trainer.weights import arrays_of
@@ -22,6 +25,7 @@ class EpochLoop:
         # The loop pays for the host copy only; the write, pruning and S3 push run beside the next steps.
         self.writer = checkpoints.CheckpointWriter(t.save_dir, t.cfg.keep_checkpoints, after=t.storage.after_checkpoint)
         self.publisher = OutputPublisher(t.storage)  # likewise the outputs' S3 mirror (a snapshot, then a thread)
+        self.files = Background()  # an epoch's grid, GIF, plots and logs (trainer/train.py: epoch_files)
         self.checkpoint_seconds = t.cfg.checkpoint_minutes * 60
         self.last_checkpoint = time.monotonic()
         self.stopped = False
@@ -52,22 +56,34 @@ class EpochLoop:
                 if self.stopped:
                     return False
         state.epoch_sums, state.epoch_seconds = sums.tolist(), time.monotonic() - t0
+        self.files.wait()  # the last epoch's files are written: this epoch's end may plot and publish
         return True
 
-    def checkpoint(self, publish=False):
-        """A checkpoint of the state now (and, with `publish`, the output folder after it); restarts the clock."""
+    def checkpoint(self):
+        """A checkpoint of the state now; restarts the clock."""
         t = self.t
         t.runner.sync()
         self.writer.save(t.state.step, arrays_of(t.nets.groups()), t.state.to_json())
-        if publish:
-            self.publisher.publish()
         self.last_checkpoint = time.monotonic()
 
+    def write_files(self, job, *args):
+        """Run job(*args), which writes an epoch's files, beside the next epoch's steps; then start the
+        outputs' S3 mirror, so each upload sees an epoch's files complete."""
+        self.files.wait()
+        self.files.start(self._files_then_publish, job, args, name="epoch-files")
+
+    def _files_then_publish(self, job, args):
+        job(*args)
+        self.publisher.publish()
+
     def wait(self):
-        """Block until the last checkpoint is complete (and pushed) and the outputs' upload in flight is
-        done; a failed write or upload raises here."""
-        self.writer.wait()
-        self.publisher.wait()
+        """Block until the epoch's files are written, the last checkpoint is complete (and pushed) and the
+        outputs' upload in flight is done; a failed write or upload raises here."""
+        try:
+            self.files.wait()
+        finally:
+            self.writer.wait()
+            self.publisher.wait()
 
 
 def _progress_text(epoch, epochs, sums, steps):

@@ -14,6 +14,7 @@ run goes on with losses.jsonl alone.
 import json
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -81,9 +82,9 @@ class RunLog:
             self.writer.scalar("loss/discriminator", d_loss, step)
             self.writer.scalar("loss/generator", g_loss, step)
 
-    def epoch(self, row: dict, grid_path=None):
-        """The epoch's metrics row (with its "evaluation", if any) and its sample grid, then a flush,
-        so the outputs published after every epoch carry them."""
+    def epoch(self, row: dict, grid_png: bytes | None = None):
+        """The epoch's metrics row (with its "evaluation", if any) and its sample grid (a PNG file's
+        bytes), then a flush, so the outputs published after every epoch carry them."""
         if not self.writer:
             return
         step = row["step"]
@@ -95,8 +96,8 @@ class RunLog:
             if evaluation.get(key) is not None:
                 # One tag per sample count: the figures compare only at the same count.
                 self.writer.scalar(f"quality_{evaluation['samples']}_samples/{key}", evaluation[key], step)
-        if grid_path is not None and Path(grid_path).is_file():
-            self.writer.png("samples", Path(grid_path).read_bytes(), step)
+        if grid_png is not None:
+            self.writer.png("samples", grid_png, step)
         self.writer.flush()
 
     def close(self):
@@ -107,7 +108,9 @@ class RunLog:
 
 class _Writer:
     """TensorBoard events written in the caller's thread: `flush` means on disk (tensorboardX's
-    SummaryWriter queues them for a thread of its own, which a flush does not wait for)."""
+    SummaryWriter queues them for a thread of its own, which a flush does not wait for). The loop's
+    loss points and the epoch's record (trainer/train.py: epoch_files) come from two threads, so
+    each write holds a lock."""
 
     def __init__(self, folder: Path, start_step: int):
         from tensorboardX import summary
@@ -117,6 +120,7 @@ class _Writer:
 
         folder.mkdir(parents=True, exist_ok=True)
         self._summary, self._event, self._summary_pb = summary, Event, Summary
+        self._lock = threading.Lock()
         # The pid keeps two starts within one second (a quick resume) from sharing a file name.
         self._file = EventsWriter(str(folder / "events"), filename_suffix=f".{os.getpid()}")
         # A start at step N: TensorBoard drops what an earlier attempt wrote from step N on (after the
@@ -139,13 +143,17 @@ class _Writer:
         self._write(proto(value=[proto.Value(tag=tag, image=image)]), step)
 
     def _write(self, summary, step):
-        self._file.write_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
+        event = self._event(wall_time=time.time(), step=int(step), summary=summary)
+        with self._lock:
+            self._file.write_event(event)
 
     def flush(self):
-        self._file.flush()
+        with self._lock:
+            self._file.flush()
 
     def close(self):
-        self._file.close()
+        with self._lock:
+            self._file.close()
 
 
 def _tensorboard_writer(folder: Path, start_step: int, log):

@@ -19,11 +19,11 @@ def grid_path(samples_dir, epoch: int) -> Path:
     return Path(samples_dir) / f"epoch-{epoch:04d}.png"
 
 
-def save_epoch_grid(generator, samples_dir, epoch: int, seed: int) -> Path:
-    """The fixed-z grid for one epoch (same z every epoch, so frames compare)."""
-    path = grid_path(samples_dir, epoch)
-    atomic_write_bytes(path, png_bytes(generator.grid(seed=seed)))
-    return path
+def save_epoch_grid(picture: Image.Image, samples_dir, epoch: int) -> bytes:
+    """One epoch's sample grid (drawn from the same z every epoch, so frames compare) as its PNG; the bytes."""
+    data = png_bytes(picture)
+    atomic_write_bytes(grid_path(samples_dir, epoch), data)
+    return data
 
 
 def save_progress_gif(samples_dir, ms_per_frame=400) -> Path | None:

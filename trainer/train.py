@@ -12,6 +12,7 @@ from trainer import events, plots
 from trainer.config import TrainConfig
 from trainer.device import policy_kept
 from trainer.epoch_loop import EpochLoop
+from trainer.errors import GankitError
 from trainer.progress import format_duration
 from trainer.run_info import write_metrics
 from trainer.run_setup import build_training, prepare_run
@@ -39,16 +40,17 @@ def _train(cfg, stop_requested, log) -> dict:
         epoch = t.state.step // t.steps_per_epoch
         if not loop.run(epoch):
             break  # stopped inside the epoch; its checkpoint is written
-        row = end_epoch(t, epoch)
-        loop.checkpoint(publish=True)
+        row = end_epoch(t, epoch, loop)
+        loop.checkpoint()
         t.log(f"epoch {row['epoch']}/{t.cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  "
               f"g_loss {row['g_loss']:.4f}  {row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     loop.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
     return finish(t, loop.stopped)
 
 
-def end_epoch(t, epoch: int) -> dict:
-    """The epoch's row in metrics.jsonl, its sample grid and GIF frame, the loss plot and quality figures."""
+def end_epoch(t, epoch: int, loop) -> dict:
+    """The epoch's row in metrics.jsonl, its quality figures and sample grid; the files they go to are
+    written beside the next epoch's steps (`epoch_files`)."""
     from trainer.export import Generator
 
     final = t.state.step >= t.total_steps
@@ -60,16 +62,30 @@ def end_epoch(t, epoch: int) -> dict:
     sampler = Generator(_sampled(t), t.meta)
     if t.evaluate:
         t.evaluate(sampler, row, final, t.out)  # adds the figures to the row
-    rows = t.state.metric_rows(t.global_batch)
-    write_metrics(t.out, rows)
-    plots.save_epoch_grid(sampler, t.out / "samples", row["epoch"], t.cfg.seed)
-    plots.append_progress_gif(t.out / "samples", row["epoch"])
     # The loss plot (matplotlib, ~0.1 s) at most every LOSS_PLOT_SECONDS and at the end: on a GPU an epoch can take less.
-    if final or time.monotonic() - t.last_plot >= LOSS_PLOT_SECONDS:
+    plot = final or time.monotonic() - t.last_plot >= LOSS_PLOT_SECONDS
+    if plot:
         t.last_plot = time.monotonic()
-        plots.save_loss_plot(rows, t.out / "losses.png", step_rows=events.read_losses(t.out))
-    t.run_log.epoch(row, plots.grid_path(t.out / "samples", row["epoch"]))
+    # Only the grid's drawing needs the generator; encoding it is host work for the files thread.
+    rows = list(t.state.metric_rows(t.global_batch))  # a copy: the next epoch appends to the history
+    loop.write_files(epoch_files, t, row, rows, sampler.grid(seed=t.cfg.seed), plot)
     return row
+
+
+def epoch_files(t, row: dict, rows: list[dict], grid, plot: bool):
+    """metrics.jsonl, the grid's PNG and GIF frame, the loss plot when due, the TensorBoard record. They
+    run beside the next epoch: their ~0.1 s of host work would leave a GPU idle for a quarter of an epoch."""
+    try:
+        write_metrics(t.out, rows)
+        png = plots.save_epoch_grid(grid, t.out / "samples", row["epoch"])
+        plots.append_progress_gif(t.out / "samples", row["epoch"])
+        if plot:
+            plots.save_loss_plot(rows, t.out / "losses.png", step_rows=events.read_losses(t.out))
+        t.run_log.epoch(row, png)
+    except OSError as e:
+        raise GankitError(f"epoch {row['epoch']}'s outputs could not be written in {t.out} ({e.strerror or e}); "
+                          "free some space on that disk or choose another --output-dir, then run the same "
+                          "command to resume") from e
 
 
 def finish(t, stopped: bool) -> dict:

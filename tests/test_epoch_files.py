@@ -1,0 +1,78 @@
+"""An epoch's files (grid, GIF, plots, logs) are written beside the next epoch's steps, and keep
+every guarantee of a synchronous write: complete when train() returns, a failing disk one line."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from tests.data_helpers import make_idx_dataset
+from trainer import checkpoints, events, plots
+from trainer.config import TrainConfig
+from trainer.train import train
+
+pytestmark = pytest.mark.slow
+STEPS_PER_EPOCH = 4  # 64 images at batch 16
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
+
+
+def config(tmp_path, data_dir, epochs):
+    return TrainConfig(dataset="mnist", data_dir=str(data_dir), output_dir=str(tmp_path / "run"), epochs=epochs,
+                       batch_size=16)
+
+
+def test_an_epochs_files_are_written_while_the_next_epoch_trains(tmp_path, mnist_dir, monkeypatch):
+    out = tmp_path / "run"
+    real, seen = plots.append_progress_gif, {}
+
+    def held(samples_dir, epoch, *args, **kwargs):
+        if epoch == 1:  # epoch 1's GIF frame waits until epoch 2's steps have run: a synchronous loop never gets there
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                    r["step"] > STEPS_PER_EPOCH for r in events.read_losses(out)):
+                time.sleep(0.05)
+            seen["steps"] = max(r["step"] for r in events.read_losses(out))
+            seen["thread"] = threading.current_thread().name
+        return real(samples_dir, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "append_progress_gif", held)
+    summary = train(config(tmp_path, mnist_dir, epochs=2), log=lambda *a: None)
+    assert seen["steps"] > STEPS_PER_EPOCH and seen["thread"] == "epoch-files"
+    # All there when train() returns: both grids, both GIF frames, both rows, the plot, TensorBoard.
+    assert summary["steps"] == 2 * STEPS_PER_EPOCH
+    assert [p.name for p in sorted((out / "samples").glob("epoch-*.png"))] == ["epoch-0001.png", "epoch-0002.png"]
+    with plots.Image.open(out / "samples" / "progress.gif") as gif:
+        assert gif.n_frames == 2
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "losses.png").is_file() and any((out / "tensorboard").iterdir())
+
+
+def test_a_disk_that_fails_under_an_epochs_files_stops_the_run_with_one_line(tmp_path, mnist_dir, monkeypatch,
+                                                                            capsys):
+    from trainer.cli import main
+
+    real = plots.save_epoch_grid
+
+    def full_from_epoch_2(picture, samples_dir, epoch):
+        if epoch >= 2:
+            raise OSError(28, "No space left on device")
+        return real(picture, samples_dir, epoch)
+
+    monkeypatch.setattr(plots, "save_epoch_grid", full_from_epoch_2)
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--output-dir", str(tmp_path / "run"),
+              "--epochs", "3", "--batch-size", "16"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "epoch 2's outputs" in errors[0] and "No space left on device" in errors[0], err
+    assert "--output-dir" in errors[0] and "Traceback" not in err and "Exception in thread" not in err
+    assert not (tmp_path / "run" / "generator").exists()  # no export from a run that failed
+    # The checkpoints written are complete, so the same command resumes once there is room.
+    newest = checkpoints.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert newest is not None and checkpoints.verifies(newest)
