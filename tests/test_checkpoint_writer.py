@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.aws_helpers import mocked_bucket
+from tests.cli_helpers import assert_training_fails_with_one_line
 from tests.data_helpers import make_idx_dataset
 from trainer import checkpoints, run_storage, s3
 from trainer.errors import GankitError
@@ -164,19 +165,10 @@ def test_a_stop_during_a_pending_write_ends_with_a_complete_newest_checkpoint_an
 
 @pytest.mark.slow
 def test_a_disk_that_fails_mid_run_stops_it_with_one_line(tmp_path, mnist_dir, monkeypatch, capsys):
-    from trainer.cli import main
-
     def full_disk(path, fill):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoints, "_write_synced", full_disk)
-    with pytest.raises(SystemExit) as exited:
-        main(["train", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--output-dir", str(tmp_path / "run"),
-              "--epochs", "3", "--batch-size", "16"])
-    assert exited.value.code == 1
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "No space left on device" in errors[0] and "--checkpoint-dir" in errors[0], err
-    assert "Traceback" not in err and "Exception in thread" not in err
+    assert_training_fails_with_one_line(capsys, mnist_dir, tmp_path / "run", "No space left on device",
+                                        "--checkpoint-dir")
     assert checkpoints.latest_checkpoint(tmp_path / "run" / "checkpoints") is None
-    assert not (tmp_path / "run" / "generator").exists()  # the run stopped: no export from a run that failed

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.cli_helpers import assert_training_fails_with_one_line
 from tests.data_helpers import make_idx_dataset
 from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig
@@ -54,8 +55,6 @@ def test_an_epochs_files_are_written_while_the_next_epoch_trains(tmp_path, mnist
 
 def test_a_disk_that_fails_under_an_epochs_files_stops_the_run_with_one_line(tmp_path, mnist_dir, monkeypatch,
                                                                             capsys):
-    from trainer.cli import main
-
     real = plots.save_epoch_grid
 
     def full_from_epoch_2(picture, samples_dir, epoch):
@@ -64,15 +63,8 @@ def test_a_disk_that_fails_under_an_epochs_files_stops_the_run_with_one_line(tmp
         return real(picture, samples_dir, epoch)
 
     monkeypatch.setattr(plots, "save_epoch_grid", full_from_epoch_2)
-    with pytest.raises(SystemExit) as exited:
-        main(["train", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--output-dir", str(tmp_path / "run"),
-              "--epochs", "3", "--batch-size", "16"])
-    assert exited.value.code == 1
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "epoch 2's outputs" in errors[0] and "No space left on device" in errors[0], err
-    assert "--output-dir" in errors[0] and "Traceback" not in err and "Exception in thread" not in err
-    assert not (tmp_path / "run" / "generator").exists()  # no export from a run that failed
+    assert_training_fails_with_one_line(capsys, mnist_dir, tmp_path / "run", "epoch 2's outputs",
+                                        "No space left on device", "--output-dir")
     # The checkpoints written are complete, so the same command resumes once there is room.
     newest = checkpoints.latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert newest is not None and checkpoints.verifies(newest)
