@@ -40,6 +40,14 @@ def float32_policy_after():
         sys.modules["keras"].mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    """A tiny synthetic MNIST (10 classes, 64 train and 32 test images: 4 steps of 16 an epoch), once per module."""
+    from tests.data_helpers import make_idx_dataset
+
+    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """A real HTTP AWS (moto) on loopback, for code that runs in subprocesses; yields its URL."""

@@ -14,7 +14,6 @@ import pytest
 
 from tests.aws_helpers import mocked_bucket
 from tests.cli_helpers import assert_training_fails_with_one_line
-from tests.data_helpers import make_idx_dataset
 from trainer import checkpoints, run_storage, s3
 from trainer.errors import GankitError
 
@@ -116,11 +115,6 @@ def test_a_mirrored_checkpoint_is_on_s3_when_wait_returns(tmp_path, monkeypatch)
 
 
 # --- the training loop with the writer --------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
-
 
 def slow_writes(monkeypatch, seconds=1.0):
     real = checkpoints.write_checkpoint

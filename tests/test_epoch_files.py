@@ -8,23 +8,12 @@ import time
 import pytest
 
 from tests.cli_helpers import assert_training_fails_with_one_line
-from tests.data_helpers import make_idx_dataset
 from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig
 from trainer.train import train
 
 pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 4  # 64 images at batch 16
-
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
-
-
-def config(tmp_path, data_dir, epochs):
-    return TrainConfig(dataset="mnist", data_dir=str(data_dir), output_dir=str(tmp_path / "run"), epochs=epochs,
-                       batch_size=16)
 
 
 def test_an_epochs_files_are_written_while_the_next_epoch_trains(tmp_path, mnist_dir, monkeypatch):
@@ -42,7 +31,8 @@ def test_an_epochs_files_are_written_while_the_next_epoch_trains(tmp_path, mnist
         return real(samples_dir, epoch, *args, **kwargs)
 
     monkeypatch.setattr(plots, "append_progress_gif", held)
-    summary = train(config(tmp_path, mnist_dir, epochs=2), log=lambda *a: None)
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(out), epochs=2, batch_size=16)
+    summary = train(cfg, log=lambda *a: None)
     assert seen["steps"] > STEPS_PER_EPOCH and seen["thread"] == "epoch-files"
     # All there when train() returns: both grids, both GIF frames, both rows, the plot, TensorBoard.
     assert summary["steps"] == 2 * STEPS_PER_EPOCH

@@ -10,16 +10,10 @@ from pathlib import Path
 import pytest
 
 import trainer
-from tests.data_helpers import make_idx_dataset
 from trainer.config import TrainConfig
 from trainer.errors import Stopped
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
 
 
 def test_ctrl_c_writes_a_checkpoint_and_stops_in_one_line(tmp_path, mnist_dir):

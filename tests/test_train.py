@@ -13,18 +13,13 @@ import pytest
 from PIL import Image
 
 import trainer
-from tests.data_helpers import make_idx_dataset, make_image_folder
+from tests.data_helpers import make_image_folder
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.train import train
 
 pytestmark = pytest.mark.slow
 ROW_KEYS = {"epoch", "step", "d_loss", "g_loss", "images_per_sec", "seconds"}
-
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    return make_idx_dataset(tmp_path_factory.mktemp("mnist"), num_classes=10, n_train=64, n_test=32)
 
 
 def quiet(*args, **kwargs):
