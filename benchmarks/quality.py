@@ -48,7 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, nargs="+", default=None, help="Whole-epoch budgets (default with --full: 1 8 64).")
     p.add_argument("--images", type=int, default=8_000,
                    help="CPU budget: training images per preset, a share of one epoch [8,000].")
-    p.add_argument("--presets", nargs="+", default=list(PRESETS), help=f"Presets to train [{' '.join(PRESETS)}].")
+    p.add_argument("--presets", nargs="*", default=list(PRESETS),
+                   help=f"Presets to train [{' '.join(PRESETS)}]; none (a bare --presets) with --rgb-epochs runs only "
+                        "the dcgan 64x64x3 rows.")
     p.add_argument("--rgb-epochs", type=int, nargs="*", default=None,
                    help=f"dcgan 64x64x3 budgets with the default preset [--full: {' '.join(map(str, RGB_EPOCHS))}; "
                         "else none].")
@@ -180,6 +182,8 @@ def main(argv=None):
     args.framework = args.framework or ("jax" if args.full else "tensorflow")
     os.environ["KERAS_BACKEND"] = args.framework  # before anything imports Keras
     the_plan = plan(args)
+    if not the_plan["runs"]:
+        sys.exit("quality.py: nothing to run; name --presets, or --rgb-epochs for the dcgan 64x64x3 rows")
     print(f"budget: {the_plan['text']}; {len(the_plan['runs'])} runs on {args.framework}; evaluation at "
           f"{the_plan['samples']:,} samples (real: test vs train at the same count)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
