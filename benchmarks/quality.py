@@ -183,7 +183,8 @@ def main(argv=None):
     os.environ["KERAS_BACKEND"] = args.framework  # before anything imports Keras
     the_plan = plan(args)
     if not the_plan["runs"]:
-        sys.exit("quality.py: nothing to run; name --presets, or --rgb-epochs for the dcgan 64x64x3 rows")
+        print("quality.py: nothing to run; name --presets, or --rgb-epochs for the dcgan 64x64x3 rows", file=sys.stderr)
+        sys.exit(2)
     print(f"budget: {the_plan['text']}; {len(the_plan['runs'])} runs on {args.framework}; evaluation at "
           f"{the_plan['samples']:,} samples (real: test vs train at the same count)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

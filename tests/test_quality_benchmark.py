@@ -28,12 +28,15 @@ def test_full_is_every_preset_at_1_8_and_64_epochs_plus_dcgan_64x64x3_on_jax():
     assert cpu["samples"] == 2_000
 
 
-
-def test_a_bare_presets_runs_only_the_dcgan_rows_and_nothing_at_all_is_refused():
+def test_a_bare_presets_runs_only_the_dcgan_rows_and_nothing_at_all_is_refused(capsys):
     rgb = quality.plan(quality.parse_args(["--presets", "--rgb-epochs", "1"]))
     assert rgb["runs"] == [("dcgan 64x64x3", "sn-hinge", "dcgan", 1, None, 64, 3)]
-    with pytest.raises(SystemExit, match="nothing to run"):
+    with pytest.raises(SystemExit) as stop:
         quality.main(["--presets"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "quality.py: nothing to run; name --presets, or --rgb-epochs for the dcgan 64x64x3 rows")
+
 
 def result(label, epochs, acc, fcd, seconds, model="cgan"):
     real = {"label_accuracy": 0.91, "frechet_classifier_distance": 0.5, "classifier_score": 7.8, "samples": 10_000,
