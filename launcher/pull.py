@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_file, atomic_write_text, cache_root, inside
+from trainer.fsutil import atomic_file, atomic_write_text, ensure_writable_dir, inside, removed_on_error
 from trainer.progress import Progress, format_bytes
 
 
@@ -42,7 +42,9 @@ def fetch(uri: str, dest: Path, label: str, log=None) -> Path:
 
 def pull(record: dict, dest: Path, log=print) -> Path:
     """The run's outputs (generator, samples, metrics, plots, report) into `dest`; checks the generator loads."""
-    fetch(_output_uri(record), dest, label=f"pulling {record['job']}", log=log)
+    with removed_on_error(dest):  # a pull that finds nothing leaves no empty folder behind
+        ensure_writable_dir(dest, "--dest")  # one line now, not a traceback from the first file
+        fetch(_output_uri(record), dest, label=f"pulling {record['job']}", log=log)
     folder = dest / "generator"
     if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
         log("the generator is the one already checked here; not loading it again")
@@ -86,7 +88,9 @@ def check_generator(folder: Path, what: str):
 def generator_dir(source: str) -> Path:
     """A local generator folder from a folder, a job name, or an s3:// generator prefix (cached)."""
     if s3.is_s3(source):
-        return s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source), label="downloading generator")
+        from trainer.generate import generator_folder  # numpy and Pillow: only when generating
+
+        return generator_folder(source)
     path = Path(source)
     if path.exists():
         # A pulled run folder holds its generator in generator/.

@@ -117,3 +117,32 @@ def test_an_out_that_is_a_folder_is_one_line(good, tmp_path, capsys):
     (tmp_path / "x.png").mkdir()
     code, captured = run_generate(capsys, good, "--out", tmp_path / "x.png")
     assert_one_line(code, captured, "--out")
+
+
+# --- generators and images in S3 ------------------------------------------------------------------
+
+def test_trainer_generate_reads_a_generator_from_s3_and_writes_images_to_s3(good, tmp_path, monkeypatch, capsys):
+    import io
+
+    import boto3
+    import numpy as np
+
+    from tests.aws_helpers import mocked_bucket
+    from trainer import s3
+
+    with mocked_bucket(monkeypatch, "gankit-gen-test") as bucket:
+        s3.upload_dir(good, f"{bucket}/runs/j/output/generator")
+        monkeypatch.chdir(tmp_path)
+        code, captured = run_generate(capsys, f"{bucket}/runs/j/output/generator", "--class", "b", "--count", 3,
+                                      "--seed", 0, "--out", f"{bucket}/samples/b.npy")
+        assert code == 0, captured.err
+        assert captured.out.strip().endswith(f"wrote {bucket}/samples/b.npy")
+        body = boto3.client("s3").get_object(Bucket="gankit-gen-test", Key="samples/b.npy")["Body"].read()
+        assert np.load(io.BytesIO(body)).shape == (3, 28, 28, 1)
+        assert not any(tmp_path.iterdir())  # no local folder named "s3:"
+
+
+@pytest.mark.parametrize("out, words", [("s3://bucket.png", "name an object"), ("s3://bucket/", "name a .npy file")])
+def test_an_s3_out_without_an_object_name_is_one_line(good, capsys, out, words):
+    code, captured = run_generate(capsys, good, "--out", out)  # refused before S3 is reached
+    assert_one_line(code, captured, "--out", words)

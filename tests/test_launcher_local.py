@@ -116,5 +116,28 @@ def test_a_damaged_exit_status_file_is_a_failed_job_not_a_traceback(tmp_path):
     info = local.describe(record)
     assert info["status"] == "Failed"
     assert "not an exit status" in info["failure_reason"] and str(tmp_path / "output") in info["failure_reason"]
+    (tmp_path / "exit_code").write_bytes(b"\xff\xfe\n")  # not even UTF-8
+    info = local.describe(record)
+    assert info["status"] == "Failed" and "not an exit status" in info["failure_reason"]
     (tmp_path / "exit_code").write_text("143\n")
     assert local.describe(record)["status"] == "Stopped"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")
+def test_a_pid_taken_by_another_process_is_not_the_job(tmp_path):
+    """After a reboot the recorded pid may name a stranger: the job is not running, and stop leaves it be."""
+    from launcher.backends import local
+
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        record = {"sm_root": str(tmp_path), "pid": stranger.pid, "log": str(tmp_path / "train.log"),
+                  "submitted_at": "t", "pid_started": local._start_time(stranger.pid)}
+        assert local.describe(record)["status"] == "InProgress"  # the job's own process, by pid and start time
+        record["pid_started"] = str(int(record["pid_started"]) - 1)  # the same pid, started at another moment
+        info = local.describe(record)
+        assert info["status"] == "Failed" and "vanished" in info["failure_reason"]
+        local.stop(record)
+        assert stranger.poll() is None  # not signalled
+    finally:
+        stranger.kill()
+        stranger.wait()

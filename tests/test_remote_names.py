@@ -189,3 +189,57 @@ def test_unchanged_files_are_not_downloaded_again(bucket, tmp_path, monkeypatch)
     monkeypatch.setattr(s3, "download_file", lambda *a, **k: calls.append(a))
     s3.download_prefix(uri, tmp_path / "j")
     assert calls == []
+
+
+@pytest.mark.parametrize("keys", [["gen/generator.json", "gen/generator.json/x"], ["gen/a/b", "gen/a"]])
+def test_a_key_that_is_also_a_folder_is_refused_before_anything_is_written(bucket, tmp_path, keys):
+    for key in keys:
+        bucket.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    with pytest.raises(GankitError, match="both a file and the folder of other files"):
+        s3.download_prefix(f"s3://{BUCKET}/gen", tmp_path / "dest")
+    assert files_under(tmp_path) == []
+
+
+def test_a_key_segment_longer_than_a_file_name_is_refused(bucket, tmp_path):
+    bucket.put_object(Bucket=BUCKET, Key="gen/generator.json", Body=b"{}")
+    bucket.put_object(Bucket=BUCKET, Key="gen/" + "a" * 300, Body=b"x")
+    with pytest.raises(GankitError, match="longer than a local file name"):
+        s3.download_prefix(f"s3://{BUCKET}/gen", tmp_path / "dest")
+    assert files_under(tmp_path) == []
+
+
+def test_a_local_file_in_the_way_of_a_download_is_one_line(bucket, tmp_path):
+    bucket.put_object(Bucket=BUCKET, Key="gen/sub/x", Body=b"x")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "sub").write_bytes(b"mine")  # a file where the download needs a folder
+    with pytest.raises(GankitError, match="download of .*gen/sub/x .* failed") as e:
+        s3.download_prefix(f"s3://{BUCKET}/gen", tmp_path / "dest")
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "dest" / "sub").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("dest", ["afile", "afile/sub"])
+def test_pull_into_a_file_is_one_line_and_writes_nothing(bucket, tmp_path, monkeypatch, capsys, dest):
+    from launcher import jobs
+    from launcher.cli import main
+
+    jobs.save({"job": "j2", "output_uri": f"s3://{BUCKET}/runs/j2/output", "backend": "sagemaker"})
+    bucket.put_object(Bucket=BUCKET, Key="runs/j2/output/metrics.jsonl", Body=b"")
+    (tmp_path / "afile").write_bytes(b"mine")
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j2", "--dest", str(tmp_path / dest)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err, err
+    assert (tmp_path / "afile").read_bytes() == b"mine"
+
+
+def test_a_pull_that_finds_nothing_leaves_no_empty_folder(tmp_path, capsys):
+    from launcher import jobs
+    from launcher.cli import main
+
+    jobs.save({"job": "j3", "output_uri": str(tmp_path / "bucket" / "runs" / "j3" / "output"), "backend": "local",
+               "pid": 1, "log": str(tmp_path / "log"), "sm_root": str(tmp_path / "sm")})
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j3", "--dest", str(tmp_path / "out" / "j3")])
+    assert e.value.code == 1 and "nothing at" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -95,6 +95,9 @@ def ensure_writable_dir(path, flag):
     from trainer.errors import UsageError
 
     path = Path(path)
+    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; choose a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
@@ -129,24 +132,43 @@ def removed_on_error(*paths):
         raise
 
 
+MAX_SEGMENT_BYTES = 230  # NAME_MAX (255) less what atomic_file adds for its temp name
+
+
+def _refuse(source: str, name: str, why: str):
+    from trainer.errors import GankitError
+
+    raise GankitError(f"refusing {source.rstrip('/')}/{name}: {why}; "
+                      "the remote side holds an unsafe name, remove or rename it there")
+
+
 def inside(dest, name: str, source: str) -> Path:
     """`dest / name` for a name that came from elsewhere (an S3 key, a manifest entry), or a one-line error.
 
     The one gate where a remote name becomes a local path: a hostile bucket must
-    not write outside `dest`, so `..`, `.`, empty segments and absolute names
-    are refused, and the resolved target (symlinks followed) must stay below `dest`.
+    not write outside `dest`, so `..`, `.`, empty segments, absolute names and
+    segments too long for a file name are refused, and the resolved target
+    (symlinks followed) must stay below `dest`.
     """
-    from trainer.errors import GankitError
-
-    def refuse(why):
-        raise GankitError(f"refusing {source.rstrip('/')}/{name}: {why}; "
-                          "the remote side holds an unsafe name, remove or rename it there")
-
     parts = str(name).split("/")
     if not name or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
-        refuse("a name with '..', '.', an empty segment or an absolute path would write outside " + str(dest))
+        _refuse(source, name, "a name with '..', '.', an empty segment or an absolute path would write outside "
+                + str(dest))
+    if any(len(p.encode()) > MAX_SEGMENT_BYTES for p in parts):  # S3 allows 1024 bytes; file systems 255 a name
+        _refuse(source, name, f"a name segment over {MAX_SEGMENT_BYTES} bytes is longer than a local file name can be")
     root = Path(dest).resolve()
     target = (root / name).resolve()
     if not target.is_relative_to(root):
-        refuse(f"it resolves to {target}, outside {root}")
+        _refuse(source, name, f"it resolves to {target}, outside {root}")
     return Path(dest) / name
+
+
+def inside_all(dest, names, source: str) -> dict:
+    """`inside` for every name of one listing, and the set refused if one name is also another's folder
+    (`a` and `a/b`: S3 holds both, a file system cannot). All checked before anything is written."""
+    targets = {name: inside(dest, name, source) for name in sorted(names)}
+    folders = {"/".join(name.split("/")[:i]) for name in targets for i in range(1, name.count("/") + 1)}
+    for name in targets:
+        if name in folders:
+            _refuse(source, name, "it is both a file and the folder of other files")
+    return targets

@@ -1,34 +1,51 @@
-"""Generated images to a file: `.npy` (the uint8 array) or `.png` (a grid)."""
+"""Generated images to a file: `.npy` (the uint8 array) or `.png` (a grid), here or in S3."""
 
 import io
 import math
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from trainer import s3
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_bytes
+from trainer.fsutil import atomic_write_bytes, cache_root
 from trainer.images import tile
 
 SUFFIXES = (".npy", ".png")
 
 
-def generate_to_file(generator_dir, out, target_class=None, count=None, rows=None, cols=None, seed=None) -> Path:
-    out = Path(out)
-    if out.suffix.lower() not in SUFFIXES:
+def generator_folder(source) -> Path:
+    """A generator's local folder: `source` itself, or for an s3:// prefix its copy in the cache
+    (downloaded again only where it changed)."""
+    if s3.is_s3(source):
+        return s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source), label="downloading generator")
+    return Path(source)
+
+
+def generate_to_file(generator_dir, out, target_class=None, count=None, rows=None, cols=None, seed=None):
+    """Write the images to `out` (a path or an s3:// URI) and return it; `generator_dir` may be an s3:// prefix."""
+    remote = s3.is_s3(out)
+    out = str(out) if remote else Path(out)
+    suffix = PurePosixPath(str(out)).suffix.lower()
+    if suffix not in SUFFIXES:
         raise UsageError(f"--out {out}: name a .npy file (the images as an array) or a .png file (a grid)")
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
-    _check_writable(out)  # before the seconds of loading and generating
+    if remote:
+        if not s3.split_s3(out)[1]:
+            raise UsageError(f"--out {out}: name an object, e.g. s3://BUCKET/samples/{'x' + suffix}")
+    else:
+        _check_writable(out)  # before the seconds of loading and generating
 
     from trainer.export import Generator, load_generator, read_meta
 
+    generator_dir = generator_folder(generator_dir)
     if target_class is not None:  # a wrong --class fails from generator.json, before Keras' seconds-long import
         Generator(None, read_meta(generator_dir)).class_index(target_class)
     generator = load_generator(generator_dir)
-    if out.suffix.lower() == ".npy":
+    if suffix == ".npy":
         images = generator.generate(target_class, count or (rows or 10) * (cols or 10), seed)
         buf = io.BytesIO()
         np.save(buf, images)
@@ -43,6 +60,9 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
             picture = tile(generator.generate(target_class, count or rows * cols, seed), rows, cols, scale=2)
         buf = io.BytesIO()
         picture.save(buf, format="PNG")
+    if remote:
+        s3.write_bytes(out, buf.getvalue())  # one PUT: the object appears whole or not at all
+        return out
     try:
         atomic_write_bytes(out, buf.getvalue())
     except OSError as e:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
-from trainer.fsutil import atomic_file, atomic_write_text, inside
+from trainer.fsutil import atomic_file, atomic_write_text, inside_all
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -150,6 +150,9 @@ def download_file(uri: str, local, callback=None):
             client().download_fileobj(bucket, key, f, Config=_transfer_config(), Callback=callback)
     except _transfer_errors() as e:
         _fail("download of", uri, e)
+    except OSError as e:  # this side: a full disk, a file where a folder must go, no permission
+        raise GankitError(f"download of {uri} to {local} failed: {e.strerror or e}; free space or choose "
+                          "another destination") from None
 
 
 ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded
@@ -161,12 +164,12 @@ def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
     Unchanged means: the local file is as we downloaded it (size and mtime) and
     the remote ETag is the one it had then. Size alone is not enough: every
     generator of one architecture has the same size. `log`, when given, hears
-    what was not fetched again. Every key is checked (`fsutil.inside`) before anything is written.
+    what was not fetched again. Every key is checked (`fsutil.inside_all`) before anything is written.
     """
     local_dir = Path(local_dir)
     listing = _list(uri)
     wanted = {k: obj for k, obj in listing.items() if k and not k.endswith("/")}  # "folder/" markers hold nothing
-    targets = {k: inside(local_dir, k, uri) for k in sorted(wanted)}
+    targets = inside_all(local_dir, wanted, uri)
     seen = _read_etags(local_dir)
     todo = {k: obj for k, obj in wanted.items()
             if (stamp := _stamp(targets[k], obj["ETag"])) is None or seen.get(k) != stamp}

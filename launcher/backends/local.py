@@ -79,19 +79,40 @@ def submit(spec, dry_run: bool = False) -> dict:
     with open(log, "ab") as out:
         proc = subprocess.Popen(_command(root / "exit_code"), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "sm_root": str(root), "log": str(log)}
+    record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
+              "sm_root": str(root), "log": str(log)}
     return jobs.save(record)
 
 
-def _alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields from the state on (field 3; the command name before it may hold spaces),
+    or None where there is no /proc (macOS) or no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (field 22, clock ticks since boot): with the pid, it names one process."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
+
+
+def _alive(record: dict) -> bool:
+    """Whether the job's own process still runs: not a zombie, and not another process that got its pid
+    after a reboot (so `stop` never signals a stranger)."""
+    pid = record["pid"]
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    try:  # a zombie (our own child, not yet reaped) has finished
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True  # no /proc: the pid is all there is to go by
+    if fields[0] == "Z":  # a zombie (our own child, not yet reaped) has finished
+        return False
+    return record.get("pid_started") in (None, fields[19])
 
 
 def describe(record: dict) -> dict:
@@ -99,9 +120,9 @@ def describe(record: dict) -> dict:
     exit_file = root / "exit_code"
     info = {"status": "InProgress", "started": record.get("submitted_at"), "ended": None, "failure_reason": None,
             "instance_type": "local"}
-    code_text = exit_file.read_text().strip() if exit_file.exists() else ""
+    code_text = exit_file.read_text(errors="replace").strip() if exit_file.exists() else ""
     if not code_text:
-        if _alive(record["pid"]):
+        if _alive(record):
             return info
         return {**info, "status": "Failed", "failure_reason": "the trainer process vanished without an exit status"}
     try:
@@ -117,7 +138,7 @@ def describe(record: dict) -> dict:
         info["status"] = "Stopped"
     else:
         info["status"] = "Failed"
-        info["failure_reason"] = failure.read_text().strip() if failure.exists() else f"the trainer exited with {code}"
+        info["failure_reason"] = failure.read_text(errors="replace").strip() if failure.exists() else f"the trainer exited with {code}"
     return info
 
 
