@@ -111,10 +111,15 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     if dry_run:
         click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
         return
+    wait = wait if wait is not None else not backend_module.CLOUD
+    if wait:
+        from trainer.fsutil import refuse_file_in_the_way
+
+        refuse_file_in_the_way(dest or spec.job, "--dest")  # now, not after the whole run
     _echo_table(_plan_rows(spec, backend_module))
     record = backend_module.submit(spec)
     click.echo(f"submitted {record['job']}")
-    if wait if wait is not None else not backend_module.CLOUD:
+    if wait:
         _wait_and_pull(record, Path(dest or record["job"]))
     else:
         click.echo(f"follow it with `launcher logs {record['job']} --follow`; `launcher pull {record['job']}` when done")

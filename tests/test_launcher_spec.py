@@ -114,3 +114,16 @@ def test_no_region_and_no_credentials_are_named(capsys, monkeypatch, tmp_path):
         main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r",
               "--image", "123.dkr.ecr.us-east-1.amazonaws.com/gankit:1"])
     assert exit_.value.code == 2 and "no AWS credentials" in capsys.readouterr().err
+
+
+def test_a_dest_that_is_a_file_is_refused_before_the_job_starts(capsys, tmp_path):
+    from launcher import jobs
+
+    (tmp_path / "afile").write_bytes(b"mine")
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "--dataset", "mnist", "--backend", "local", "--wait", "--dest", str(tmp_path / "afile" / "run"),
+              "--hp", f"data_dir={tmp_path / 'data'}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "--dest" in err and "is a file" in err, err
+    assert jobs.all_jobs() == []  # nothing was submitted
+    assert (tmp_path / "afile").read_bytes() == b"mine"

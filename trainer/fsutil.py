@@ -90,14 +90,23 @@ def atomic_dir(path):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_writable_dir(path, flag):
-    """Create `path` and prove we can write there, or raise a one-line UsageError."""
+def refuse_file_in_the_way(path, flag):
+    """A one-line UsageError if `path`, or the nearest of its parents that exists, is not a folder;
+    creates nothing (so it can run before a long job whose end writes there)."""
     from trainer.errors import UsageError
 
     path = Path(path)
     blocker = next((p for p in [path, *path.parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; choose a folder")
+
+
+def ensure_writable_dir(path, flag):
+    """Create `path` and prove we can write there, or raise a one-line UsageError."""
+    from trainer.errors import UsageError
+
+    path = Path(path)
+    refuse_file_in_the_way(path, flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
