@@ -25,6 +25,7 @@ from trainer.progress import Progress, format_duration
 PURPOSE = "jupyter"
 PORT = 8888  # Jupyter's port on the instance's loopback
 READY_TIMEOUT = 25 * 60  # first boot installs TensorFlow, the project and JupyterLab
+STATE_CHECK_SECONDS = 30  # how often the wait for Jupyter asks EC2 whether the instance still runs
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 TAG_PURPOSE, TAG_OWNER = instances.TAG_PURPOSE, "gankit:owner"
 TAG_IDLE, TAG_MAX_HOURS = "gankit:idle", "gankit:max-hours"
@@ -119,14 +120,23 @@ def stage_project(root: str, who: str) -> tuple[str, str, str]:
     return wheel_uri, wheel_sha256, notebook_uri
 
 
+def configured_bucket() -> str:
+    """The user's bucket (NAME or NAME/PREFIX) from the settings, checked: it reaches the instance's setup."""
+    from launcher import settings
+
+    bucket = settings.get("bucket")
+    if not bucket:
+        raise UsageError("no bucket configured: run `launcher infra up` first")
+    settings.check_bucket(bucket, "the bucket setting (GANKIT_BUCKET or `launcher config`)")
+    return bucket.removeprefix("s3://").rstrip("/")
+
+
 def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
     from launcher import settings
     from launcher import jupyter_userdata
 
     config = {**settings.effective(), "region": region_name}
-    bucket = settings.get("bucket")
-    if not bucket:
-        raise UsageError("no bucket configured: run `launcher infra up` first")
+    bucket = configured_bucket()
     wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
     boot = jupyter_userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
                                 wheel_sha256=wheel_sha256,
@@ -235,7 +245,13 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
 
         session = tunnel.Tunnel(command)
         try:
-            tunnel.wait_until_ready(session, local_port, token, READY_TIMEOUT, progress)
+            try:
+                tunnel.wait_until_ready(session, local_port, token, READY_TIMEOUT, progress,
+                                        check=_still_running(ec2, iid))
+            except tunnel.NotReady as e:  # set up wrong or unreachable: it would bill until max-hours
+                ec2.stop_instances(InstanceIds=[iid])
+                raise GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "
+                                  "again, `launcher jupyter stop --terminate` discards it") from None
             progress.close()
             url = f"http://localhost:{local_port}/lab?token={token}"
             say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
@@ -250,6 +266,25 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             say("\nclosing the tunnel; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         finally:
             session.close()
+
+
+def _still_running(ec2, iid):
+    """A check for the wait on Jupyter: one line as soon as the instance stops (its setup failed, its
+    max-hours came, someone stopped it) rather than minutes of waiting on a machine that is not there.
+    It asks EC2 at most every STATE_CHECK_SECONDS."""
+    last = time.monotonic()
+
+    def check():
+        nonlocal last
+        if time.monotonic() - last < STATE_CHECK_SECONDS:
+            return
+        last = time.monotonic()
+        state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+        if state not in ("pending", "running"):
+            raise GankitError(f"{iid} is {state} while waiting for Jupyter: its setup failed (the log is "
+                              "/var/log/gankit-jupyter-setup.log on it) or it was stopped; `launcher jupyter stop "
+                              "--terminate`, then `launcher jupyter` launches a fresh one")
+    return check
 
 
 @contextlib.contextmanager
@@ -315,6 +350,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     tunnel.check_ssh_tools() if use_ssh else tunnel.check_ssm_tools()
     if use_ssh and my_ip:
         tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
+    configured_bucket()  # a missing or unsafe bucket setting too, before a token or an instance exists
 
     region_name = region()
     ec2, ssm = instances.client("ec2", region_name), instances.client("ssm", region_name)

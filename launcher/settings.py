@@ -83,6 +83,7 @@ def _check(values: dict):
 
 # AWS's rules for bucket names (general purpose buckets), checked before any call is made with one.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX = re.compile(r"[A-Za-z0-9._=+/-]*")
 _RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
@@ -101,6 +102,8 @@ def check_bucket(value: str, source: str = "--bucket") -> str:
         why = "AWS reserves that prefix or suffix"
     elif prefix and any(part in ("", ".", "..") for part in prefix.rstrip("/").split("/")):
         why = "its prefix may not have empty, '.' or '..' parts"
+    elif not _PREFIX.fullmatch(prefix):  # it reaches instances' setup scripts and unit files
+        why = "its prefix may hold letters, digits and . _ = + - / only"
     if why:
         raise UsageError(f"{source} {str(value)[:80]!r} is not an S3 bucket name: {why} (e.g. my-gankit-data)")
     return value

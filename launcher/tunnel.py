@@ -192,18 +192,25 @@ class Tunnel:
             pass  # the whole group has ended
 
 
-def wait_until_ready(tunnel: Tunnel, local_port: int, token: str, timeout: float, progress, interval=None):
-    """Keep the tunnel up until Jupyter answers through it, or fail after `timeout` seconds."""
+class NotReady(GankitError):
+    """Jupyter never answered through the tunnel in the time allowed."""
+
+
+def wait_until_ready(tunnel: Tunnel, local_port: int, token: str, timeout: float, progress, interval=None,
+                     check=lambda: None):
+    """Keep the tunnel up until Jupyter answers through it, or fail after `timeout` seconds (NotReady);
+    `check()` runs at every look and may raise to give up sooner (the instance stopped, say)."""
     interval = interval or RETRY_SECONDS
     deadline = time.monotonic() + timeout
     while True:
         tunnel.ensure_running()
         if jupyter_answers(local_port, token):
             return
+        check()
         if time.monotonic() > deadline:
             detail = tunnel.last_line()
-            raise GankitError(f"Jupyter did not answer through the tunnel within {timeout / 60:.0f} min"
-                              + (f" (tunnel: {detail})" if detail else "")
-                              + "; the setup log is /var/log/gankit-jupyter-setup.log on the instance")
+            raise NotReady(f"Jupyter did not answer through the tunnel within {max(1, round(timeout / 60))} min"
+                           + (f" (tunnel: {detail})" if detail else "")
+                           + "; the setup log is /var/log/gankit-jupyter-setup.log on the instance")
         time.sleep(interval)
         progress.update(interval)

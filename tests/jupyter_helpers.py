@@ -111,7 +111,7 @@ def outward_ip() -> str | None:
 FAKE_TUNNEL = r'''#!{python}
 """A stand-in for `{name}`: logs its arguments, then plays the far end of the tunnel.
 
-The first call fails as an SSM agent still booting does; later calls listen on the local
+The first call fails as an SSM agent still booting does (every call, with FAKE_TUNNEL_NEVER); later calls listen on the local
 port and answer /api/status like Jupyter on the instance, accepting only the token the
 instance would read from SSM. It exits after one authorised request (the user closing it), or keeps serving with
 FAKE_TUNNEL_STAY set (a tunnel left open until the launcher closes it).
@@ -132,7 +132,11 @@ if "{name}" == "ssh":
     record["ingress"] = [p for g in ec2.describe_security_groups()["SecurityGroups"] for p in g["IpPermissions"]]
 with open(log, "a") as f:
     f.write(json.dumps(record) + "\n")
-if calls == 0:
+never = os.environ.get("FAKE_TUNNEL_NEVER")  # "1": Jupyter never comes up; "stop-it": the instance stops itself
+if never == "stop-it" and "{name}" == "aws":
+    import boto3
+    boto3.client("ec2").stop_instances(InstanceIds=[args[args.index("--target") + 1]])
+if calls == 0 or never:
     print("An error occurred (TargetNotConnected) when calling the StartSession operation: not connected", file=sys.stderr)
     sys.exit(254)
 

@@ -191,7 +191,11 @@ def test_gpu_instance_is_safe_and_follows_the_family():
     assert instance["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "Imdsv2Only"}
     (root,) = instance["BlockDeviceMappings"]
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
-    assert instance["InstanceInitiatedShutdownBehavior"] == {"Fn::If": ["IsJob", "terminate", "stop"]}
+    # Jobs only (Jupyter's instance needs the idle check and boot guard only `launcher jupyter` installs):
+    # the module's end, a failure and MaxHours all terminate it, so nothing is left to restart or bill.
+    assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert "Purpose" not in gpu["Parameters"]
+    assert instance["UserData"]["Fn::Base64"]["Fn::Sub"].rstrip().endswith("shutdown -h now")
     assert instance["IamInstanceProfile"] == {"Ref": "InstanceProfile"}
     assert instance["SecurityGroupIds"] == [{"Ref": "SecurityGroupId"}]
     user_data = json.dumps(instance["UserData"])
@@ -214,6 +218,6 @@ def test_gpu_instance_wheel_uri_is_strict_and_the_wheel_is_verified_before_root_
         assert not uri.fullmatch(bad), bad  # CloudFormation matches the entire value
     sha = re.compile(params["WheelSha256"]["AllowedPattern"])
     assert sha.fullmatch("ab" * 32) and not sha.fullmatch("ab" * 31) and not sha.fullmatch("zz" * 32)
-    user_data = load("gpu-instance")["Resources"]["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    user_data = load("gpu-instance")["Resources"]["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
     assert user_data.index("sha256sum") < user_data.index("pip install")
     assert "${WheelSha256}" in user_data

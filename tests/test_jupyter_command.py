@@ -342,3 +342,35 @@ def test_ssh_sweeps_stale_temporary_rules_of_its_owner(aws, tools):
     assert "removed 2 stale temporary SSH rules" in result.output
     left = sorted(r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"])
     assert left == ["198.51.100.10/32", "198.51.100.9/32"]
+
+
+def test_an_instance_that_never_serves_jupyter_is_stopped_not_left_billing(aws, tools, monkeypatch):
+    monkeypatch.setenv("FAKE_TUNNEL_NEVER", "1")
+    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 1)
+    result = run("--local-port", str(free_port()))
+    [instance] = instances(aws["ec2"])
+    assert result.exit_code == 1, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "did not answer" in line and f"Stopped {instance['InstanceId']}" in line and "Traceback" not in result.output
+    assert instance["State"]["Name"] in ("stopping", "stopped")
+
+
+def test_an_instance_that_stops_while_waiting_is_named_at_once(aws, tools, monkeypatch):
+    monkeypatch.setenv("FAKE_TUNNEL_NEVER", "stop-it")  # a failed setup halts the machine
+    monkeypatch.setattr(jupyter_cli, "STATE_CHECK_SECONDS", 0)
+    started = time.monotonic()
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1, result.output
+    [instance] = instances(aws["ec2"])
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert f"{instance['InstanceId']} is stopp" in line and "setup failed" in line
+    assert time.monotonic() - started < 60  # not READY_TIMEOUT's 25 minutes
+
+
+def test_a_bucket_prefix_that_is_not_plain_is_refused_before_anything_starts(aws, tools, monkeypatch):
+    monkeypatch.setenv("GANKIT_BUCKET", f"{BUCKET}/$(touch /tmp/pwned)")
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 2, result.output
+    assert "GANKIT_BUCKET" in result.output and "prefix may hold" in result.output
+    assert instances(aws["ec2"]) == []
+    assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token

@@ -41,7 +41,7 @@ def get(url, headers=None):
 
 def exec_start(user_data: str, unit: str) -> list[str]:
     """The ExecStart command of `unit` as the user data writes it."""
-    body = user_data.split(f"cat >/etc/systemd/system/{unit} <<UNIT\n", 1)[1].split("\nUNIT\n", 1)[0]
+    body = user_data.split(f"cat >/etc/systemd/system/{unit} <<'UNIT'\n", 1)[1].split("\nUNIT\n", 1)[0]
     line = next(x for x in body.splitlines() if x.startswith("ExecStart="))
     return shlex.split(line[len("ExecStart="):])
 
@@ -55,7 +55,7 @@ def server(token, tmp_path):
     (root / "examples").mkdir(parents=True)
     shutil.copy(REPO / "examples" / jupyter_userdata.NOTEBOOK, root / "examples")
     args = exec_start(jupyter_userdata.render(boot), "gankit-jupyter.service")
-    assert args[:3] == ["$PY", "-m", "launcher.remote.jupyter_start"]
+    assert args[:3] == [jupyter_userdata.PYTHON, "-m", "launcher.remote.jupyter_start"]
     args = args[3:]
     args[args.index("--root-dir") + 1] = str(root)  # the instance serves /home/ubuntu/gankit
     if os.geteuid() == 0:
@@ -147,7 +147,7 @@ def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
     assert exec_start(script, "gankit-idle.service")[3:] == [
         "--token-parameter", PARAMETER, "--region", "us-east-1", "--api", "http://127.0.0.1:8888",
         "--idle", "2700", "--max-hours", "4"]
-    assert "User=ubuntu" in script.split("gankit-jupyter.service <<UNIT")[1].split("\nUNIT\n")[0]
+    assert "User=ubuntu" in script.split("gankit-jupyter.service <<'UNIT'")[1].split("\nUNIT\n")[0]
     assert "trap " in script and "shutdown -h now" in script  # a failed setup does not bill on
     # Root installs only the wheel the launcher built: its digest is checked first.
     lines = script.splitlines()
@@ -169,8 +169,91 @@ def test_user_data_schedules_an_os_shutdown_now_and_at_every_boot(max_hours, min
     assert first < min(i for i, line in enumerate(lines) if "pip install" in line or "aws s3 cp" in line
                        or line.startswith("PY="))
     # Every later boot (a stopped instance started again): a unit of its own, enabled up front too.
-    unit = script.split("cat >/etc/systemd/system/gankit-max-hours.service <<UNIT\n", 1)[1].split("\nUNIT\n", 1)[0]
+    unit = script.split("cat >/etc/systemd/system/gankit-max-hours.service <<'UNIT'\n", 1)[1].split("\nUNIT\n", 1)[0]
     assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
     assert exec_start(script, "gankit-max-hours.service")[:3] == ["/sbin/shutdown", "-h", f"+{minutes}"]
     enable = next(i for i, line in enumerate(lines) if line.startswith("systemctl enable gankit-max-hours.service"))
     assert enable < min(i for i, line in enumerate(lines) if "pip install" in line)
+
+
+def boot_with(**changes):
+    fields = dict(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
+                  notebook_uri="s3://b/jupyter/n.ipynb", bucket="b/team-a")
+    return jupyter_userdata.JupyterBoot(**{**fields, **changes})
+
+
+def test_unit_files_are_written_exactly_as_rendered(tmp_path):
+    """Quoted heredocs: bash expands nothing in a unit file, so what lands on disk is what was rendered."""
+    import re
+
+    script = jupyter_userdata.render(boot_with())
+    blocks = re.findall(r"cat >/etc/systemd/system/(\S+) <<'UNIT'\n(.*?)\nUNIT\n", script, re.S)
+    assert [name for name, _ in blocks] == ["gankit-max-hours.service", "gankit-setup-check.service",
+                                            "gankit-jupyter.service", "gankit-idle.service"]
+    assert "<<UNIT" not in script
+    for name, body in blocks:
+        block = f"cat >{tmp_path / name} <<'UNIT'\n{body}\nUNIT\n"
+        subprocess.run(["bash", "-euc", block], check=True, env={"PATH": os.environ["PATH"], "PY": "/x"})
+        assert (tmp_path / name).read_text() == body + "\n"
+    assert "GANKIT_BUCKET=b/team-a" in dict(blocks)["gankit-jupyter.service"]
+
+
+@pytest.mark.parametrize("changes", [{"bucket": "b/$(touch /tmp/pwned)"}, {"bucket": "b/a b"},
+                                     {"region": "us-east-1`id`"}, {"token_parameter": "/gankit/%h/token"}])
+def test_a_value_that_is_not_a_plain_word_never_reaches_a_unit_file(changes):
+    with pytest.raises(ValueError, match="not a plain word"):
+        jupyter_userdata.render(boot_with(**changes))
+
+
+def _run_setup_head(tmp_path, script, wheel_bytes):
+    """The script up to its wheel's checksum, run here: its absolute paths moved below tmp_path, and
+    stand-ins for aws (which "downloads" `wheel_bytes`), shutdown (which logs its arguments) and systemctl."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "aws").write_text(f"#!/bin/sh\nprintf %s {shlex.quote(wheel_bytes)} >\"$5\"\n")  # aws s3 cp -q SRC DEST
+    (stubs / "shutdown").write_text(f"#!/bin/sh\necho \"$@\" >>{tmp_path / 'shutdown.log'}\n")
+    (stubs / "systemctl").write_text("#!/bin/sh\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    lines = script.splitlines()
+    head = "\n".join(lines[:next(i for i, line in enumerate(lines) if "sha256sum" in line) + 1])
+    for path in ("/var/log/", "/etc/systemd/system/", "/usr/local/bin/", "/opt/gankit-wheel"):
+        (tmp_path / path.strip("/")).parent.mkdir(parents=True, exist_ok=True)
+        head = head.replace(path, str(tmp_path / path.strip("/")) + ("/" if path.endswith("/") else ""))
+    for path in ("var/log", "etc/systemd/system", "usr/local/bin"):
+        (tmp_path / path).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "head.sh").write_text(head + "\necho reached-the-install\n")
+    done = subprocess.run(["bash", str(tmp_path / "head.sh")], env={"PATH": f"{stubs}:{os.environ['PATH']}",
+                          "GANKIT_PYTHON": sys.executable}, capture_output=True, text=True, timeout=60)
+    return done, (tmp_path / "var" / "log" / "gankit-jupyter-setup.log").read_text()
+
+
+def test_a_wheel_with_the_wrong_checksum_stops_the_instance_at_once(tmp_path):
+    import hashlib
+
+    script = jupyter_userdata.render(boot_with(wheel_sha256=hashlib.sha256(b"the launcher's wheel").hexdigest()))
+    done, log = _run_setup_head(tmp_path, script, "a replaced wheel")
+    assert done.returncode != 0 and "reached-the-install" not in log
+    assert "refusing to install it" in log and "setup failed" in log
+    assert (tmp_path / "shutdown.log").read_text().splitlines()[-1] == "-h now"
+
+
+def test_the_right_wheel_passes_the_checksum_and_nothing_stops(tmp_path):
+    import hashlib
+
+    script = jupyter_userdata.render(boot_with(wheel_sha256=hashlib.sha256(b"the launcher's wheel").hexdigest()))
+    done, log = _run_setup_head(tmp_path, script, "the launcher's wheel")
+    assert done.returncode == 0 and "reached-the-install" in log, log + done.stderr
+    assert "-h now" not in (tmp_path / "shutdown.log").read_text()  # only the max-hours backstop
+
+
+def test_a_later_boot_of_an_unfinished_setup_stops_at_once():
+    script = jupyter_userdata.render(boot_with())
+    unit = script.split("gankit-setup-check.service <<'UNIT'\n", 1)[1].split("\nUNIT\n", 1)[0]
+    assert f"ConditionPathExists=!{jupyter_userdata.SETUP_DONE}" in unit
+    assert exec_start(script, "gankit-setup-check.service")[:3] == ["/sbin/shutdown", "-h", "now"]
+    lines = script.splitlines()
+    enable = next(i for i, line in enumerate(lines) if line.startswith("systemctl enable gankit-max-hours.service"))
+    assert "gankit-setup-check.service" in lines[enable]
+    assert enable < min(i for i, line in enumerate(lines) if "pip install" in line)
+    assert lines[-1] == f"touch {jupyter_userdata.SETUP_DONE}"  # marked done only after everything else

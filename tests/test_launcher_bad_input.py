@@ -192,7 +192,8 @@ def test_property_a_config_file_is_either_valid_settings_or_one_clean_line(value
 # --- names ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bucket", ["bad bucket", "Bad-Bucket", "ab", "a" * 64, "my..bucket", "-bucket", "bucket-",
-                                    "192.168.5.4", "xn--bucket", "my_bucket", "bucket/../x", "s3://bad bucket"])
+                                    "192.168.5.4", "xn--bucket", "my_bucket", "bucket/../x", "s3://bad bucket",
+                                    "bucket/$(reboot)", "bucket/a b", "bucket/`id`", "bucket/a;b", "bucket/a%h"])
 def test_a_bad_bucket_name_is_refused_before_any_call(bucket, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
@@ -204,9 +205,18 @@ def test_a_bad_bucket_name_is_refused_before_any_call(bucket, monkeypatch):
     assert not settings.config_path().exists()
 
 
-@pytest.mark.parametrize("bucket", ["my-gankit", "gankit.data.2026", "abc", "s3://my-gankit", "s3://my-gankit/team-a"])
+@pytest.mark.parametrize("bucket", ["my-gankit", "gankit.data.2026", "abc", "s3://my-gankit", "s3://my-gankit/team-a",
+                                    "my-gankit/runs/year=2026/v1.2_b+c"])
 def test_good_bucket_names_pass(bucket, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     result = run("submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", bucket, "--role",
                  "arn:aws:iam::123456789012:role/r", "--dry-run")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("region", ["us east", "us-east-1; reboot", "US-EAST-1", "useast1", "$(id)"])
+def test_a_region_that_is_not_a_region_name_is_a_usage_error(region, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    result = run("submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "my-gankit", "--role",
+                 "arn:aws:iam::123456789012:role/r", "--region", region, "--dry-run")
+    assert result.exit_code == 2 and "is not an AWS region name" in one_clean_line(result)
