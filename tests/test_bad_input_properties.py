@@ -74,7 +74,7 @@ BAD_OPTIONS = {
     "--keep-checkpoints": ints_below(1),
     "--max-steps": ints_below(1),
     "--eval-every": ints_below(1),
-    "--seed": ints_below(0),
+    "--seed": ints_below(0) | st.integers(min_value=2**32),  # numpy seeds are 32-bit
     "--lr": finite_or_not.filter(lambda x: not (0 < x < 1)) | garbage,
     "--beta1": finite_or_not.filter(lambda x: not (0 <= x < 1)) | garbage,
     "--smooth": finite_or_not.filter(lambda x: not (0 <= x < 0.5)) | garbage,

@@ -191,3 +191,42 @@ def test_eval_every_keeps_the_best_fcd_generator_beside_the_last(trained):
     assert best["step"] == rows[best["epoch"] - 1]["step"]
     for folder in ("generator", ev.BEST_DIR):
         assert load_generator(run / folder).generate(1, count=2, seed=0).shape == (2, 28, 28, 1)
+
+
+def test_running_a_finished_command_again_keeps_the_final_evaluation(trained, tmp_path):
+    """The final evaluation's keys live in the last checkpoint, so an export written again (the same
+    command run twice, or a stop during the last call) still records them."""
+    import shutil
+
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    before = json.loads((run / "generator" / "generator.json").read_text())
+    assert before["selected"] == "last" and before["fcd"] is not None
+    cfg = TrainConfig(dataset="mnist", data_dir=str(trained["data"]), output_dir=str(run), epochs=3, batch_size=50,
+                      eval_every=2)
+    summary = train(cfg, log=quiet)
+    assert summary["steps"] == summary["total_steps"] and not summary["stopped"]
+    after = json.loads((run / "generator" / "generator.json").read_text())
+    for key in ("selected", "fcd", "fcd_samples", "label_accuracy", "epoch", "step"):
+        assert after[key] == before[key], key
+    assert json.loads((run / ev.BEST_DIR / "generator.json").read_text())["selected"] == "best"  # a resumed run keeps it
+
+
+def test_a_fresh_run_does_not_inherit_an_earlier_runs_best_generator(trained, tmp_path):
+    import shutil
+
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    shutil.rmtree(run / "checkpoints")  # nothing to resume: a fresh run in the same folder
+    lines = []
+    cfg = TrainConfig(dataset="mnist", data_dir=str(trained["data"]), output_dir=str(run), epochs=1, batch_size=50,
+                      max_steps=1)
+    train(cfg, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert not (run / ev.BEST_DIR).exists()
+    assert any(f"removed {ev.BEST_DIR}/" in line for line in lines)

@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from trainer.fsutil import atomic_dir, atomic_file, atomic_write_bytes, atomic_write_text, umask
+from trainer import evaluate, s3
 
 
 @pytest.fixture(params=[0o022, 0o027])
@@ -48,3 +49,39 @@ def test_a_failed_atomic_file_leaves_the_old_file_and_no_temp(tmp_path):
 def test_a_secret_keeps_the_mode_it_asks_for(tmp_path, mask):
     atomic_write_text(tmp_path / "cfg" / "jupyter_server_config.json", "{}", mode=0o600)
     assert mode(tmp_path / "cfg" / "jupyter_server_config.json") == 0o600
+
+
+def test_a_crash_between_atomic_dirs_two_renames_loses_nothing(tmp_path, monkeypatch):
+    """The old folder steps aside, then the process dies before the new one steps in: the next look
+    (best_fcd) or write puts the old one back rather than sweeping it away with the temp folders."""
+    best = tmp_path / evaluate.BEST_DIR
+    with atomic_dir(best) as tmp:
+        (tmp / "generator.json").write_text('{"fcd": 1.5, "fcd_samples": 20}')
+    real_replace, calls = os.replace, []
+
+    def die_after_the_first_rename(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        raise SystemExit("killed")  # as os._exit would, but pytest lives on
+
+    monkeypatch.setattr(os, "replace", die_after_the_first_rename)
+    with pytest.raises(SystemExit):
+        with atomic_dir(best) as tmp:
+            (tmp / "generator.json").write_text('{"fcd": 9.0, "fcd_samples": 20}')
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not best.exists() and len(calls) == 1  # the moment a crash can leave behind
+    assert evaluate.best_fcd(tmp_path, samples=20) == 1.5
+    with atomic_dir(best) as tmp:
+        (tmp / "generator.json").write_text('{"fcd": 1.0, "fcd_samples": 20}')
+    assert evaluate.best_fcd(tmp_path, samples=20) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [evaluate.BEST_DIR]
+
+
+def test_the_hidden_temp_folders_of_atomic_writes_are_never_uploaded(tmp_path):
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "generator" / "generator.json").write_text("{}")
+    (tmp_path / ".generator-best.tmp-1x2y").mkdir()
+    (tmp_path / ".generator-best.tmp-1x2y" / "generator.keras").write_text("half")
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / ".epoch_0001.png.abc").write_text("half")
+    assert [rel for _, rel, _ in s3.changed_files(tmp_path)] == ["generator/generator.json"]

@@ -6,20 +6,23 @@ from trainer.pacer import MAX_STEPS_PER_CALL, Pacer
 from trainer.run_state import RunState
 
 ARCH = {"model": "cgan", "preset": "book", "z_dim": 96, "image_shape": [28, 28, 1], "num_classes": 10}
+SCHEDULE = {"global_batch": 32, "steps_per_epoch": 1875}
 
 
 def test_state_json_keeps_the_keys_checkpoints_always_had():
     state = RunState(step=5, history=[{"epoch": 1}], epoch_sums=[1.5, 2.5], epoch_steps=1, epoch_seconds=0.25,
-                     architecture=ARCH)
-    assert list(state.to_json()) == ["step", "history", "epoch_sums", "epoch_steps", "epoch_seconds", "architecture"]
-    assert RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH) == state
+                     architecture=ARCH, schedule=SCHEDULE, selection={"fcd": 1.5, "selected": "last"})
+    assert list(state.to_json()) == ["step", "history", "epoch_sums", "epoch_steps", "epoch_seconds", "architecture",
+                                     "schedule", "selection"]
+    assert RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH, SCHEDULE) == state
 
 
 def test_an_older_state_resumes_with_this_runs_architecture():
     old = {"step": 8, "history": [{"epoch": 1}, {"epoch": 2}], "epoch_sums": [0.0, 0.0], "epoch_steps": 0,
            "epoch_seconds": 0.0, "written_by": "an older gankit"}  # no architecture, a key this one does not know
-    state = RunState.from_json(old, ARCH)
-    assert (state.step, len(state.history), state.architecture) == (8, 2, ARCH)
+    state = RunState.from_json(old, ARCH, SCHEDULE)
+    assert (state.step, len(state.history), state.architecture, state.schedule) == (8, 2, ARCH, SCHEDULE)
+    assert state.selection == {}
     assert "written_by" not in state.to_json()
 
 

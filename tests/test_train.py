@@ -207,3 +207,19 @@ def test_a_run_in_process_puts_the_callers_precision_policy_back(tmp_path, mnist
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["precision"] == "mixed_bfloat16"  # the run did train in bfloat16 ...
     assert keras.mixed_precision.global_policy().name == "float32"  # ... and the caller's models do not
+
+
+def test_resuming_at_another_batch_size_is_one_line_not_broken_epochs(tmp_path, mnist_dir, capsys):
+    """A checkpoint's step count means something only at its global batch: 4 steps of 16 are an epoch of
+    64 images, 4 steps of 32 are two. Resuming at another batch would never close an epoch again."""
+    from tests.cli_helpers import assert_one_line, run_trainer
+
+    train(config(tmp_path, mnist_dir, epochs=3, max_steps=6), log=quiet)
+    capsys.readouterr()  # its progress bar
+    code, captured = run_trainer(capsys, "train", "--dataset", "mnist", "--data-dir", mnist_dir, "--output-dir",
+                                 tmp_path / "run", "--epochs", 3, "--batch-size", 32)
+    assert_one_line(code, captured, "global batch of 16, 4 steps per epoch", "global batch of 32, 2 steps per epoch",
+                    "--batch-size")
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [4, 6]  # untouched (6: the open epoch)
+    summary = train(config(tmp_path, mnist_dir, epochs=3), log=quiet)  # the same batch resumes
+    assert summary["steps"] == 12 and [r["step"] for r in read_metrics(tmp_path / "run")] == [4, 8, 12]

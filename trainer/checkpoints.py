@@ -329,6 +329,28 @@ def architecture(cfg, num_classes: int, image_shape) -> dict:
             "num_classes": int(num_classes)}
 
 
+def schedule(global_batch: int, steps_per_epoch: int) -> dict:
+    """What a checkpoint's step count means: resuming at another batch or epoch length breaks data order and epochs."""
+    return {"global_batch": int(global_batch), "steps_per_epoch": int(steps_per_epoch)}
+
+
+def check_schedule(folder: Path, wanted: dict):
+    """Refuse, in one line, to resume a checkpoint written at another global batch or epoch length."""
+    try:
+        recorded = json.loads((folder / STATE).read_text()).get("schedule")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict) or not recorded or recorded == wanted:
+        return
+
+    def describe(s):
+        return f"a global batch of {s.get('global_batch')}, {s.get('steps_per_epoch')} steps per epoch"
+
+    raise UsageError(f"checkpoint {folder} was written at {describe(recorded)}; this run has {describe(wanted)}. "
+                     "Resume with its --batch-size (and the same instance count and dataset), or start fresh with "
+                     "another --checkpoint-dir or --output-dir")
+
+
 def check_architecture(folder: Path | None, wanted: dict):
     """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
     if folder is None:

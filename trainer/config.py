@@ -181,7 +181,7 @@ class TrainConfig:
              "needs the classifier head: set --aux-weight above 0 too")
         need(0 <= self.ema < 1, "ema", self.ema, "must be in [0, 1): a decay such as 0.999, or 0 to turn EMA off")
         need(0 <= self.smooth < 0.5, "smooth", self.smooth, "must be in [0, 0.5), e.g. 0.1")
-        need(self.seed >= 0, "seed", self.seed, "must be zero or positive")
+        need(0 <= self.seed < 2**32, "seed", self.seed, "must be between 0 and 4294967295 (numpy's seeds)")
         need(self.max_steps is None or self.max_steps >= 1, "max-steps", self.max_steps, "must be positive")
         need(self.checkpoint_minutes > 0, "checkpoint-minutes", self.checkpoint_minutes, "must be positive")
         need(self.keep_checkpoints >= 1, "keep-checkpoints", self.keep_checkpoints, "must be at least 1")

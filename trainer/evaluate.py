@@ -16,7 +16,7 @@ import numpy as np
 
 from trainer import metrics
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_text
+from trainer.fsutil import atomic_write_text, restore_set_aside
 
 DEFAULT_SAMPLES = 10_000
 EPOCH_SAMPLES = 1_000
@@ -162,6 +162,7 @@ def selection_meta(figures, row) -> dict:
 
 def best_fcd(out_dir: Path, samples=EPOCH_SAMPLES) -> float | None:
     """The FCD of the generator in out_dir/BEST_DIR (a resumed run continues from it), if comparable."""
+    restore_set_aside(out_dir / BEST_DIR)  # a crash in the middle of its last export must not lose it
     try:
         meta = json.loads((out_dir / BEST_DIR / "generator.json").read_text())
         return float(meta["fcd"]) if meta.get("fcd_samples") == samples else None

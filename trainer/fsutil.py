@@ -66,10 +66,12 @@ def atomic_dir(path):
     """Yield a temp folder beside `path`; on success it replaces `path` whole.
 
     A crash inside the block leaves `path` as it was (plus a hidden temp folder
-    that the next call sweeps away).
+    that the next call sweeps away); a crash between the two renames at the end
+    leaves `path` missing and its old copy aside, which the next call puts back.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    restore_set_aside(path)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -99,6 +101,15 @@ def refuse_file_in_the_way(path, flag):
     blocker = next((p for p in [path, *path.parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; choose a folder")
+
+
+def restore_set_aside(path):
+    """Put back the old copy of `path` that `atomic_dir` had set aside when a crash stopped it before the
+    new one moved in: `path` is then as it was, never missing."""
+    path = Path(path)
+    aside = sorted(path.parent.glob(f".{path.name}.tmp-old-*"), key=lambda p: p.stat().st_mtime)
+    if aside and not path.exists():
+        os.replace(aside[-1], path)
 
 
 def ensure_writable_dir(path, flag):

@@ -7,6 +7,7 @@ seconds-long import, builds the networks and resumes them.
 
 import contextlib
 import dataclasses
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -110,16 +111,20 @@ def build_training(p: Prepared, log=print) -> Training:
         out, save_dir = ensure_writable_dir(scratch / "output", "scratch"), scratch / "checkpoints"
         storage = dataclasses.replace(storage, output_uri=None, checkpoint_uri=None)
 
+    if p.latest is None and placement.chief:
+        _forget_earlier_best(out, log)
     image_shape = data.images.shape[1:]
     scope = placement.strategy.scope() if placement.strategy is not None else contextlib.nullcontext()
     with scope:
         # Synchronised batch norm is tf.distribute's; under JAX's DataParallel XLA already sees the global batch.
         nets = build_nets(cfg, image_shape, p.num_classes, setup.precision,
                           sync_bn=replicas > 1 and cfg.framework == "tensorflow")
-    state = RunState(architecture=p.architecture)
+    run_schedule = checkpoints.schedule(global_batch, steps_per_epoch)
+    state = RunState(architecture=p.architecture, schedule=run_schedule)
     if p.latest is not None:
+        checkpoints.check_schedule(p.latest, run_schedule)
         arrays, saved = checkpoints.read_checkpoint(p.latest)
-        state = RunState.from_json(saved, p.architecture)
+        state = RunState.from_json(saved, p.architecture, run_schedule)
         load_arrays(nets.groups(), arrays, p.latest)
         log(f"resuming from {p.latest} at step {state.step}")
     runner = make_runner(cfg.framework, nets, spec_from(cfg, p.num_classes, global_batch), data, placement, setup)
@@ -135,6 +140,16 @@ def build_training(p: Prepared, log=print) -> Training:
     return Training(cfg, storage, out, save_dir, placement.chief, data, p.num_classes, image_shape, setup, placement,
                     nets, runner, state, steps_per_epoch, total_steps, global_batch, meta, run_log, evaluate,
                     progress, log=progress.around(log))  # on a terminal, messages print above the bar
+
+
+def _forget_earlier_best(out: Path, log):
+    """A fresh run (nothing resumed) competes with its own evaluations only, not with a best generator an
+    earlier run left in the same --output-dir."""
+    from trainer.evaluate import BEST_DIR
+
+    if (out / BEST_DIR).exists():
+        shutil.rmtree(out / BEST_DIR)
+        log(f"note: removed {BEST_DIR}/ left in {out} by an earlier run; this run starts from step 0")
 
 
 def schedule(cfg, n_images, replicas) -> tuple[int, int]:

@@ -1,8 +1,9 @@
 """Where a run stands: what a checkpoint's state.json records, and the metrics rows it yields.
 
 state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps",
-"epoch_seconds", "architecture"}, the same keys as before this was a dataclass, so
-checkpoints resume across versions (a key an older checkpoint lacks takes its default).
+"epoch_seconds", "architecture", "schedule", "selection"}, the same keys as before this was
+a dataclass plus later ones, so checkpoints resume across versions (a key an older checkpoint
+lacks takes its default).
 """
 
 import dataclasses
@@ -17,11 +18,13 @@ class RunState:
     epoch_steps: int = 0  # steps of the open epoch done
     epoch_seconds: float = 0.0  # its time so far
     architecture: dict = field(default_factory=dict)  # what its networks depend on (checkpoints.architecture)
+    schedule: dict = field(default_factory=dict)  # global batch and steps per epoch (checkpoints.schedule)
+    selection: dict = field(default_factory=dict)  # the final evaluation's keys for generator.json, once done
 
     @classmethod
-    def from_json(cls, saved: dict, architecture: dict) -> "RunState":
-        known = {f.name for f in dataclasses.fields(cls)} - {"architecture"}
-        return cls(**{k: v for k, v in saved.items() if k in known}, architecture=architecture)
+    def from_json(cls, saved: dict, architecture: dict, schedule: dict) -> "RunState":
+        known = {f.name for f in dataclasses.fields(cls)} - {"architecture", "schedule"}
+        return cls(**{k: v for k, v in saved.items() if k in known}, architecture=architecture, schedule=schedule)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -224,10 +224,12 @@ def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
 
 
 def changed_files(local_dir, last=(), skip=lambda rel: False, sent=None) -> list[tuple[Path, str, tuple]]:
-    """(path, relative name, (size, mtime)) of each file below `local_dir` that is not hidden, not
+    """(path, relative name, (size, mtime)) of each file below `local_dir` that is not hidden (nor in a hidden
+    folder, such as an atomic write's temp folder), not
     skipped and not in `sent` with the same stamp, in upload order: names in `last` at the end."""
     local_dir = Path(local_dir)
-    files = [p for p in sorted(local_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in sorted(local_dir.rglob("*"))
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)]
     files.sort(key=lambda p: p.name in last)  # stable: the `last` ones move to the end
     changed = []
     for path in files:

@@ -62,6 +62,8 @@ def end_epoch(t, epoch: int, loop) -> dict:
     sampler = Generator(_sampled(t), t.meta)
     if t.evaluate:
         t.evaluate(sampler, row, final, t.out)  # adds the figures to the row
+    if final:  # kept in the checkpoint: a run stopped (or killed) before its export still exports with it
+        t.state.selection = dict(t.evaluate.last) if t.evaluate else {}
     # The loss plot (matplotlib, ~0.1 s) at most every LOSS_PLOT_SECONDS and at the end: on a GPU an epoch can take less.
     plot = final or time.monotonic() - t.last_plot >= LOSS_PLOT_SECONDS
     if plot:
@@ -104,7 +106,7 @@ def finish(t, stopped: bool) -> dict:
         write_metrics(out, state.metric_rows(t.global_batch))
         export_generator(_float32_copy(t), dict(t.meta, steps=state.step, framework=t.cfg.framework,
                                                 keras_version=keras.__version__,
-                                                **(t.evaluate.last if t.evaluate else {})),
+                                                **t.state.selection),
                          out / "generator")
         if t.chief:
             from trainer.report import report_at_end
