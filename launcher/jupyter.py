@@ -350,11 +350,11 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     tunnel.check_ssh_tools() if use_ssh else tunnel.check_ssm_tools()
     if use_ssh and my_ip:
         tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
-    configured_bucket()  # a missing or unsafe bucket setting too, before a token or an instance exists
 
     region_name = region()
     ec2, ssm = instances.client("ec2", region_name), instances.client("ssm", region_name)
     who = owner(region_name)
+    configured_bucket()  # a missing or unsafe bucket setting, before a token or an instance exists
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     instance = wait_running(ec2, iid)
     connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)

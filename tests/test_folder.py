@@ -1,5 +1,7 @@
 """folder:PATH datasets: layout, resizing, channels and every bad-folder error."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -58,6 +60,70 @@ def test_non_square_pictures_are_centre_cropped_not_squashed(tmp_path):
     images, _, _ = load_folder(tmp_path / "wide", image_size=16, channels=3)
     red, blue = images[0, ..., 0].mean(), images[0, ..., 2].mean()
     assert red > 240 and blue < 15
+
+
+def _one_picture(tmp_path, save) -> Path:
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    save(folder)
+    return folder
+
+
+def test_a_16_bit_picture_is_scaled_to_8_bits_not_clipped_white(tmp_path):
+    """Pillow's convert clips a 16-bit scan's values at 255: nearly every pixel would train as white."""
+    ramp = np.repeat(np.linspace(0, 65535, 32).astype(np.uint16)[None, :], 32, axis=0)
+    folder = _one_picture(tmp_path, lambda f: Image.fromarray(ramp).save(f / "scan.png"))
+    assert Image.open(folder / "scan.png").mode.startswith("I")
+    for channels in (1, 3):
+        images, _, _ = load_folder(folder, image_size=32, channels=channels)
+        row = images[0, 0, :, 0].astype(int)
+        np.testing.assert_allclose(row, ramp[0] / 257, atol=1)  # 0 ... 255 in step with the ramp
+
+
+def test_a_float_picture_in_0_1_is_scaled(tmp_path):
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    folder = _one_picture(tmp_path, lambda f: Image.fromarray(values).save(f / "map.tif"))
+    images, _, _ = load_folder(folder, image_size=8, channels=1)
+    np.testing.assert_allclose(images[0, ..., 0], values * 255, atol=1)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    """A phone's portrait photo is stored sideways with an Orientation tag; viewers turn it, so must we."""
+    sideways = np.zeros((16, 32), np.uint8)
+    sideways[:, 16:] = 255  # left half black, right half white; Orientation 6 turns it 90 degrees clockwise
+
+    def save(folder):
+        picture = Image.fromarray(sideways).convert("RGB")
+        exif = picture.getexif()
+        exif[0x0112] = 6
+        picture.save(folder / "photo.jpg", exif=exif.tobytes(), quality=100)
+
+    images, _, _ = load_folder(_one_picture(tmp_path, save), image_size=16, channels=1)
+    top, bottom = images[0, :4, :, 0].mean(), images[0, -4:, :, 0].mean()
+    assert top < 20 and bottom > 235  # black on top once upright (it was the left half)
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "LA", "P"])
+def test_transparent_pixels_become_the_dark_background_not_their_hidden_colour(tmp_path, kind):
+    def save(folder):
+        if kind == "P":
+            picture = Image.new("P", (8, 8), 1)
+            picture.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 is red, and transparent
+            picture.save(folder / "cut.png", transparency=1)
+        else:
+            colour = (255, 0, 0, 0) if kind == "RGBA" else (200, 0)
+            Image.new(kind, (8, 8), colour).save(folder / "cut.png")
+
+    folder = _one_picture(tmp_path, save)
+    for channels in (1, 3):
+        images, _, _ = load_folder(folder, image_size=8, channels=channels)
+        assert images.max() == 0, (kind, channels)
+
+
+def test_opaque_pixels_of_a_picture_with_alpha_keep_their_colour(tmp_path):
+    folder = _one_picture(tmp_path, lambda f: Image.new("RGBA", (8, 8), (10, 200, 30, 255)).save(f / "solid.png"))
+    images, _, _ = load_folder(folder, image_size=8, channels=3)
+    assert images[0, 0, 0].tolist() == [10, 200, 30]
 
 
 def test_data_dir_holds_the_pictures(tmp_path):

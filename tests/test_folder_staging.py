@@ -270,8 +270,23 @@ def _empty_folder(folder):
     return empty, "has no pictures"
 
 
+def _not_utf8_name(folder):
+    import shutil as _shutil
+
+    path = folder / "cats" / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name: legal on Linux, no S3 key
+    _shutil.copy(folder / "cats" / "000.png", path)
+    return folder / "cats" / "caf\\xe9.png", "not valid UTF-8"
+
+
+def _backslash_name(folder):
+    path = folder / "dogs" / "a\\b.png"  # one file name on Linux; a path on Windows, and refused on download
+    shutil.copy(folder / "dogs" / "000.png", path)
+    return path, "backslash"
+
+
 BREAKAGES = {"corrupt jpeg": _corrupt_jpeg, "dangling symlink": _dangling_link, "unreadable": _unreadable,
-             "empty class folder": _empty_class, "empty folder": _empty_folder}
+             "empty class folder": _empty_class, "empty folder": _empty_folder, "not UTF-8": _not_utf8_name,
+             "backslash": _backslash_name}
 
 
 @pytest.mark.parametrize("backend", ["sagemaker", "ec2"])

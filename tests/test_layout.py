@@ -42,3 +42,13 @@ def test_contract_reads_the_training_channel_and_skips_sagemakers_own_keys(tmp_p
     (tmp_path / "input" / "data" / "training").mkdir(parents=True)
     cfg = read_config(tmp_path)
     assert (cfg.dataset, cfg.epochs, cfg.data_dir) == ("zalando", 3, str(tmp_path / "input" / "data" / "training"))
+
+
+def test_a_folder_whose_name_is_not_utf8_still_has_a_stable_slug():
+    import os
+
+    from trainer.layout import dataset_slug
+
+    name = "folder:/data/" + os.fsdecode(b"caf\xe9")  # how Python holds a Latin-1 file name
+    assert dataset_slug(name) == dataset_slug(name) and dataset_slug(name).startswith("folder-caf-")
+    assert dataset_slug(name) != dataset_slug("folder:/data/cafe")

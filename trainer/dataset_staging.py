@@ -13,6 +13,7 @@ interrupted upload left there is not sent again.
 import functools
 import hashlib
 import json
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from trainer import s3
 from trainer.checkpoints import file_digest
 from trainer.data import canonical_name
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_bytes
+from trainer.fsutil import atomic_write_bytes, name_problem
 from trainer.progress import Progress, format_bytes
 
 MANIFEST = "MANIFEST.json"
@@ -90,12 +91,20 @@ def folder_manifest(name: str, folder) -> dict:
     progress = Progress(sum(p.stat().st_size for p in pictures), label="hashing pictures", fmt=format_bytes)
     files = {}
     for path in pictures:
-        files[path.relative_to(root).as_posix()] = {"size": path.stat().st_size, "sha256": _picture_digest(path)}
+        rel = path.relative_to(root).as_posix()
+        why = name_problem(rel)
+        if why:  # here, not as a refusal in the cloud after the upload
+            raise UsageError(f"cannot stage {_printable(path)}: {why}; rename it")
+        files[rel] = {"size": path.stat().st_size, "sha256": _picture_digest(path)}
         progress.update(path.stat().st_size)
     progress.close()
     content = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return {"dataset": canonical_name(name), "kind": "folder", "classes": list(class_names),
             "content_hash": content[:CONTENT_HASH_CHARS], "files": files}
+
+
+def _printable(path: Path) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")  # a non-UTF-8 name shown as its bytes
 
 
 def _picture_digest(path: Path) -> str:

@@ -170,17 +170,29 @@ def inside(dest, name: str, source: str) -> Path:
     segments too long for a file name are refused, and the resolved target
     (symlinks followed) must stay below `dest`.
     """
-    parts = str(name).split("/")
-    if not name or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
-        _refuse(source, name, "a name with '..', '.', an empty segment or an absolute path would write outside "
-                + str(dest))
-    if any(len(p.encode()) > MAX_SEGMENT_BYTES for p in parts):  # S3 allows 1024 bytes; file systems 255 a name
-        _refuse(source, name, f"a name segment over {MAX_SEGMENT_BYTES} bytes is longer than a local file name can be")
+    why = name_problem(name)
+    if why:
+        _refuse(source, name, why)
     root = Path(dest).resolve()
     target = (root / name).resolve()
     if not target.is_relative_to(root):
         _refuse(source, name, f"it resolves to {target}, outside {root}")
     return Path(dest) / name
+
+
+def name_problem(name: str) -> str | None:
+    """Why a relative name (an S3 key below a prefix, a manifest entry) cannot be a local path, or None.
+    The one rule for both sides: the launcher checks what it stages with it too."""
+    parts = str(name).split("/")
+    if not name or name.startswith("/") or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        return "a name with '..', '.', an empty segment, a backslash or an absolute path would write outside its folder"
+    try:
+        encoded = [p.encode("utf-8") for p in parts]
+    except UnicodeEncodeError:  # a file name that was not UTF-8 (kept by Python as surrogates)
+        return "a name that is not valid UTF-8 cannot be an S3 key"
+    if any(len(p) > MAX_SEGMENT_BYTES for p in encoded):  # S3 allows 1024 bytes; file systems 255 a name
+        return f"a name segment over {MAX_SEGMENT_BYTES} bytes is longer than a local file name can be"
+    return None
 
 
 def inside_all(dest, names, source: str) -> dict:

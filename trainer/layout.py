@@ -25,7 +25,8 @@ def dataset_slug(dataset: str) -> str:
     """A dataset name safe as one path segment: `zalando`, or `folder-faces-1a2b3c4d` for folder:PATH."""
     if dataset.startswith("folder:"):
         path = dataset[len("folder:"):].rstrip("/")
-        return f"folder-{_folder_base(path)}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        # surrogateescape: a folder whose name is not UTF-8 still gets its stable slug
+        return f"folder-{_folder_base(path)}-{hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
     return dataset
 
 

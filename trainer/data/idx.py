@@ -136,9 +136,11 @@ def check_pair(images, labels, num_classes, images_path, labels_path, fix: str =
     """What a dataset needs beyond each file's own structure: uint8 images,
     1-D integer labels in [0, num_classes) (unchecked when num_classes is None),
     and as many labels as images. Returns (images, labels as int64)."""
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+    if (images.dtype != np.uint8 or images.ndim not in (3, 4) or 0 in images.shape[1:3]
+            or (images.ndim == 4 and images.shape[3] not in (1, 3))):
         raise UsageError(f"{images_path} is not an image file: it holds a {'x'.join(map(str, images.shape))} "
-                         f"array of {images.dtype}, expected N x height x width uint8 pixels; {fix}")
+                         f"array of {images.dtype}, expected N x height x width (x 1 or 3 channels) uint8 "
+                         f"pixels; {fix}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise UsageError(f"{labels_path} is not a labels file: it holds a {'x'.join(map(str, labels.shape))} "
                          f"array of {labels.dtype}, expected one integer per image; {fix}")

@@ -15,11 +15,34 @@ def fit(picture: Image.Image, size: int, channels: int) -> np.ndarray:
     A non-square picture is centre-cropped to a square first (as DCGAN
     pipelines do for faces), so nothing is squashed.
     """
-    picture = picture.convert("L" if channels == 1 else "RGB")
+    picture = as_seen(picture).convert("L" if channels == 1 else "RGB")
     if picture.size != (size, size):
         picture = ImageOps.fit(picture, (size, size), method=Image.Resampling.LANCZOS)
     array = np.asarray(picture, dtype=np.uint8)
     return array[..., None] if channels == 1 else array
+
+
+HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
+BACKGROUND = (0, 0, 0)  # what transparent pixels become: the dark ground of MNIST-style data
+
+
+def as_seen(picture: Image.Image) -> Image.Image:
+    """The picture as a viewer shows it, in a mode that converts to 8-bit L or RGB faithfully.
+
+    Pillow's `convert` clips rather than scales deeper pixels (a 16-bit scan comes out almost white),
+    keeps the colour hidden under transparent pixels, and ignores a camera's EXIF rotation.
+    """
+    picture = ImageOps.exif_transpose(picture)
+    if picture.mode in HIGH_DEPTH:
+        values = np.asarray(picture, dtype=np.float64)
+        top = values.max(initial=0.0)
+        # The range the values were stored in: 0-1 floats, 8 bits kept in a wider mode, or 16 bits.
+        scale = 1.0 if top <= 1.0 and picture.mode == "F" else 255.0 if top <= 255 else 65535.0
+        picture = Image.fromarray(np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8))
+    if picture.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info:
+        layer = picture.convert("RGBA")
+        picture = Image.alpha_composite(Image.new("RGBA", layer.size, BACKGROUND + (255,)), layer)
+    return picture
 
 
 def fit_all(sources, to_array, size: int, channels: int, label: str, stream=None) -> np.ndarray:
