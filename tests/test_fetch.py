@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import os
+import re
 import shutil
 import threading
 import time
@@ -17,11 +18,13 @@ import numpy as np
 import pytest
 
 import trainer.data.catalog as catalog
+import trainer.data.fetch as fetch
 from tests.data_helpers import IDX_FILES, make_idx_dataset
 from trainer.data import load_dataset
 from trainer.data.fetch import cache_root, download_urls, load_split
 from trainer.data.idx import read_idx, write_idx
 from trainer.errors import UsageError
+from trainer.fsutil import umask
 
 DEAD_URL = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connection is refused at once
 
@@ -49,6 +52,55 @@ def server(tmp_path):
     yield httpd
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch):
+    """The waits between download attempts, recorded rather than slept."""
+    slept = []
+    monkeypatch.setattr(fetch, "_sleep", slept.append)
+    return slept
+
+
+@pytest.fixture
+def serve():
+    """serve(do_get) -> the URL of an HTTP server on 127.0.0.1 that answers every GET with do_get(handler)."""
+    servers = []
+
+    def start(do_get):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                do_get(self)
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_port}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def drop_once(folder, seen, handler, ranges=True):
+    """Serve `folder`'s files (any /<dataset>/ prefix), honouring `Range: bytes=N-` if `ranges`. The first
+    request for each file is cut short: the full Content-Length, half the bytes, then the connection closes."""
+    wanted = handler.headers.get("Range")
+    seen.append((handler.path, wanted))
+    body = (folder / handler.path.rsplit("/", 1)[-1]).read_bytes()
+    start = int(re.fullmatch(r"bytes=(\d+)-", wanted)[1]) if wanted and ranges else 0
+    handler.send_response(206 if start else 200)
+    if start:
+        handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+    handler.send_header("Content-Length", str(len(body) - start))
+    handler.end_headers()
+    first = [path for path, _ in seen].count(handler.path) == 1
+    handler.wfile.write(body[start:len(body) // 2] if first else body[start:])
+    handler.close_connection = True
 
 
 def md5(path):
@@ -140,6 +192,7 @@ def test_404_is_a_clear_error(server, synthetic):
                                          r"http://127\.0\.0\.1:\d+/zalando/train-images-idx3-ubyte\.gz: HTTP 404"):
         load_split(spec, "train", mirror=server.url, stream=io.StringIO())
     assert cache_files() == []
+    assert len(server.requests) == 1  # a 404 will not pass: not tried again
 
 
 def test_unreachable_host_is_a_clear_error(synthetic):
@@ -157,20 +210,55 @@ def test_publisher_urls_are_tried_in_order(server, synthetic):
     assert len(images) == 40 and len(server.requests) == 2
 
 
-def test_a_corrupted_cache_copy_is_refused(server, synthetic):
+def test_a_corrupted_cache_copy_is_downloaded_again(server, synthetic, tmp_path):
     spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
     publish(server, synthetic)
-    load_split(spec, "train", mirror=server.url, stream=io.StringIO())
-    cached = cache_root() / "datasets/zalando/train-images-idx3-ubyte.gz"
-    images = read_idx(cached)
-    images[0, 0, 0] ^= 1  # valid structure, wrong content
-    write_idx(cached, images)
-    with pytest.raises(UsageError, match=r"train-images-idx3-ubyte\.gz is not the published .*decoded sha256 .*"
-                                         r"delete it and run again to re-download"):
-        load_split(spec, "train", mirror=server.url)
-    write_idx(cached, images[:10])
-    with pytest.raises(UsageError, match=r"holds a 10x28x28 array, not the published 40x28x28"):
-        load_split(spec, "train", mirror=server.url)
+    images, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    cache = cache_root() / "datasets/zalando"
+    cached = cache / "train-images-idx3-ubyte.gz"
+    damaged = images.copy()
+    damaged[0, 0, 0] ^= 1  # valid structure, wrong content
+    for damage, problem in [(lambda: write_idx(cached, damaged), r"is not the published .*decoded sha256"),
+                            (lambda: write_idx(cached, images[:10]), r"holds a 10x28x28 array, not the published 40x28x28"),
+                            (lambda: cached.write_bytes(b"\x1f\x8b not gzip"), r"corrupt IDX file .*: broken gzip data")]:
+        damage()
+        server.requests.clear()
+        said = []
+        again, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO(), log=said.append)
+        np.testing.assert_array_equal(again, images)
+        assert md5(cached) == md5(synthetic / "train-images-idx3-ubyte.gz")
+        assert said[0] == f"data: zalando from gankit's cache ({cache})"
+        assert len(said) == 2 and said[1].startswith("data: ") and str(cached) in said[1]
+        assert re.search(problem, said[1]) and said[1].endswith("; gankit's cached copy is damaged: downloading it again")
+        assert server.requests == ["/zalando/train-images-idx3-ubyte.gz", "/zalando/train-labels-idx1-ubyte.gz"]
+
+    # A --data-dir copy is the user's: refused, never replaced.
+    own = tmp_path / "own"
+    shutil.copytree(cache, own)
+    write_idx(own / "train-images-idx3-ubyte.gz", damaged)
+    server.requests.clear()
+    with pytest.raises(UsageError, match=r"is not the published .*replace it with an intact copy"):
+        load_split(spec, "train", data_dir=own, mirror=server.url)
+    assert server.requests == []
+
+    # The publisher serving a copy that passes its md5 but not the decoded checksum: downloaded once, then refused.
+    doctored = tmp_path / "doctored.gz"
+    write_idx(doctored, damaged)
+    (server.root / "zalando/train-images-idx3-ubyte.gz").write_bytes(doctored.read_bytes())
+    images_file = dataclasses.replace(spec.splits["train"][0], md5=md5(doctored))
+    doctored_spec = dataclasses.replace(spec, splits={**spec.splits, "train": (images_file, spec.splits["train"][1])})
+    write_idx(cached, damaged)
+    server.requests.clear()
+    fresh = r"is not the published .*; a fresh download fails this check too; pass --data-dir DIR with intact files$"
+    with pytest.raises(UsageError, match=fresh):
+        load_split(doctored_spec, "train", mirror=server.url, stream=io.StringIO())
+    assert len(server.requests) == 2  # the cached copy's split, downloaded again once
+    for f in cache.iterdir():
+        f.unlink()
+    server.requests.clear()
+    with pytest.raises(UsageError, match=fresh):
+        load_split(doctored_spec, "train", mirror=server.url, stream=io.StringIO())
+    assert len(server.requests) == 2  # just downloaded: not downloaded a second time
 
 
 def test_system_copy_is_used_when_the_cache_is_empty(tmp_path, synthetic, monkeypatch):
@@ -333,3 +421,123 @@ def test_staging_says_once_where_both_splits_came_from(synthetic, tmp_path):
     said = []
     stage_dataset("mnist", str(tmp_path / "bucket" / "datasets" / "mnist"), data_dir=synthetic, log=said.append)
     assert said == [f"data: mnist from --data-dir {synthetic}", f"staged mnist at {tmp_path / 'bucket' / 'datasets' / 'mnist'}"]
+
+
+def test_a_dropped_connection_is_resumed_where_it_stopped(serve, synthetic, waits):
+    seen = []
+    url = serve(partial(drop_once, synthetic, seen))
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    log = io.StringIO()
+    images, _ = load_split(spec, "train", mirror=url, stream=log)
+    np.testing.assert_array_equal(images, read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    size = (synthetic / "train-images-idx3-ubyte.gz").stat().st_size
+    assert seen[:2] == [("/zalando/train-images-idx3-ubyte.gz", None),
+                        ("/zalando/train-images-idx3-ubyte.gz", f"bytes={size // 2}-")]
+    assert [wanted for _, wanted in seen[2:]] == [None, "bytes=29-"]  # the 58-byte labels file, likewise
+    for name in IDX_FILES["train"]:
+        assert md5(cache_root() / "datasets/zalando" / name) == md5(synthetic / name)
+    assert cache_files() == ["zalando/train-images-idx3-ubyte.gz", "zalando/train-labels-idx1-ubyte.gz"]  # no part left
+    assert waits == [1.0, 1.0]
+    assert (f"downloading train-images-idx3-ubyte.gz: got {size // 2} of {size} bytes; trying again in 1 s "
+            f"(attempt 2 of 4)") in log.getvalue()
+
+
+def test_a_server_that_ignores_range_is_read_again_from_the_start(serve, synthetic):
+    seen = []
+    url = serve(partial(drop_once, synthetic, seen, ranges=False))
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    images, labels = load_split(spec, "train", mirror=url, stream=io.StringIO())
+    np.testing.assert_array_equal(images, read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    assert len(labels) == 40 and len(seen) == 4 and seen[1][1] is not None  # asked to resume, answered 200
+    for name in IDX_FILES["train"]:
+        assert md5(cache_root() / "datasets/zalando" / name) == md5(synthetic / name)
+
+
+def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, monkeypatch):
+    seen = []
+    url = serve(partial(drop_once, synthetic, seen))
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    size = (synthetic / "train-images-idx3-ubyte.gz").stat().st_size
+    monkeypatch.setattr(fetch, "ATTEMPTS", 1)
+    with pytest.raises(UsageError, match=rf"got {size // 2} of {size} bytes \(gave up after 1 attempts\); check"):
+        load_split(spec, "train", mirror=url, stream=io.StringIO())
+    [part] = cache_files()
+    assert part.startswith("zalando/.train-images-idx3-ubyte.gz.") and part.endswith(".part")
+    assert (cache_root() / "datasets" / part).stat().st_size == size // 2
+
+    monkeypatch.setattr(fetch, "ATTEMPTS", 4)
+    load_split(spec, "train", mirror=url, stream=io.StringIO())
+    assert seen[1] == ("/zalando/train-images-idx3-ubyte.gz", f"bytes={size // 2}-")
+    done = cache_root() / "datasets/zalando/train-images-idx3-ubyte.gz"
+    assert md5(done) == md5(synthetic / "train-images-idx3-ubyte.gz")
+    assert oct(done.stat().st_mode & 0o777) == oct(0o666 & ~umask())  # as any file, not a temp file's 0600
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_a_server_error_is_tried_again_then_a_one_line_error(serve, synthetic, waits, status):
+    seen = []
+
+    def fail(handler):
+        seen.append(handler.path)
+        handler.send_error(status)
+
+    url = serve(fail)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError) as e:
+        load_split(spec, "train", mirror=url, stream=io.StringIO())
+    message = str(e.value)
+    assert "\n" not in message
+    assert re.search(rf"/zalando/train-images-idx3-ubyte\.gz: HTTP {status} .*\(gave up after 4 attempts\); "
+                     r"check the network", message)
+    assert seen == ["/zalando/train-images-idx3-ubyte.gz"] * 4 and waits == [1.0, 2.0, 4.0]
+    assert cache_files() == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, where every write fails with ENOSPC")
+def test_a_full_disk_is_not_blamed_on_the_network(server, synthetic, monkeypatch):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    cache = cache_root() / "datasets/zalando"
+    cache.mkdir(parents=True)
+    images_file = spec.splits["train"][0]
+    (cache / f".{images_file.name}.{images_file.md5[:12]}.part").symlink_to("/dev/full")  # the part: a full disk
+    monkeypatch.setattr(fetch, "STALE_PART_S", float("inf"))  # /dev/full is as old as the boot: keep it
+    with pytest.raises(UsageError) as e:
+        load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    message = str(e.value)
+    assert message.startswith(f"cannot write into the dataset cache {cache}: the disk is full")
+    assert "GANKIT_CACHE" in message and "network" not in message and len(server.requests) == 1
+
+
+def test_two_loads_at_once_share_one_download(serve, synthetic):
+    seen = []
+
+    def slow(handler):  # half the body, a pause, the rest: the two loads overlap
+        seen.append(handler.path)
+        body = (synthetic / handler.path.rsplit("/", 1)[-1]).read_bytes()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[:len(body) // 2])
+        handler.wfile.flush()
+        time.sleep(0.3)
+        handler.wfile.write(body[len(body) // 2:])
+
+    url = serve(slow)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(load_split(spec, "train", mirror=url, stream=io.StringIO())[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(results) == 2
+    assert sorted(seen) == ["/zalando/train-images-idx3-ubyte.gz", "/zalando/train-labels-idx1-ubyte.gz"]
+    assert cache_files() == ["zalando/train-images-idx3-ubyte.gz", "zalando/train-labels-idx1-ubyte.gz"]

@@ -37,7 +37,7 @@ def dataset_files(name: str, data_dir=None, log=None) -> list[Path]:
     if name.startswith("folder:"):
         raise UsageError(f"{name}: an image folder has no canonical files; stage it with stage_folder")
     from trainer.data.catalog import CATALOG
-    from trainer.data.fetch import read_checked, locate_split
+    from trainer.data.fetch import checked_split
 
     spec = CATALOG[name]
     files, said = [], set()
@@ -48,9 +48,7 @@ def dataset_files(name: str, data_dir=None, log=None) -> list[Path]:
             log(message)
 
     for split in spec.splits:
-        paths, strict, fix = locate_split(spec, split, data_dir, log=once)
-        read_checked(spec, split, paths, strict=strict, fix=fix)  # never stage a broken copy
-        files += paths
+        files += checked_split(spec, split, data_dir, log=once)[0]  # never stage a broken copy
     return files
 
 
