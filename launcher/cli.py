@@ -14,7 +14,7 @@ import click
 
 from trainer.cli import config_option, generate_options
 from trainer.config import options as train_options
-from trainer.errors import GankitError, run_cli
+from trainer.errors import GankitError, UsageError, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
 LAZY = {
@@ -100,14 +100,16 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     from launcher import backends
     from launcher.spec import build_spec
 
-    if resume:
-        from launcher import jobs
-
-        jobs.load(resume)  # an unknown job is a usage error before anything starts
+    resumed = _resumable(resume) if resume else None
     spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,
                       backend=backend, instance_type=instance_type, instance_count=instance_count, spot=spot,
-                      max_run=max_run, bucket=bucket, role=role, image=image, region=region, resume=resume)
+                      max_run=max_run, bucket=bucket, role=role, image=image, region=region,
+                      resume=resumed and (resumed.get("resume") or resumed["job"]))  # a resumed job's run is its own
+    if resumed and resumed.get("root") and resumed["root"] != spec.root:
+        raise UsageError(f"job {resume} keeps its checkpoints under {resumed['root']}, not {spec.root}; resume it "
+                         f"with --backend {resumed['backend']} and the same bucket")
     backend_module = backends.get(spec.backend)
+    backend_module.check_spec(spec)  # the backend's own refusals, before the plan and its cost are printed
     if dry_run:
         click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
         return
@@ -125,6 +127,19 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
         click.echo(f"follow it with `launcher logs {record['job']} --follow`; `launcher pull {record['job']}` when done")
 
 
+def _resumable(job: str) -> dict:
+    """The record of a job that `--resume` may continue: known, and ended (two jobs writing one run's
+    checkpoints would overwrite each other)."""
+    from launcher import backends, jobs
+
+    record = jobs.load(job)  # an unknown job is a usage error before anything starts
+    status = _describe(record).get("status")
+    if status not in backends.FINAL_STATES:
+        raise UsageError(f"job {job} is {status}; `launcher stop {job}` (it checkpoints) or wait for it to end, "
+                         f"then resume it")
+    return record
+
+
 def _plan_rows(spec, backend) -> list[tuple[str, str]]:
     from launcher.durations import format_hms
     from launcher.pricing import PRICES_AS_OF, estimate
@@ -133,11 +148,14 @@ def _plan_rows(spec, backend) -> list[tuple[str, str]]:
     if backend.CLOUD:
         count = f" x{spec.instance_count}" if spec.instance_count > 1 else ""
         rows.append(("instance", f"{spec.instance_type}{count}, {'spot' if spec.spot else 'on-demand'}"))
-        on_demand = estimate(spec.instance_type, spec.instance_count, False, spec.max_run)
-        cost = f"at most ${on_demand:,.2f} on-demand for {format_hms(spec.max_run)} (--max-run)"
+        billed = spec.max_run + backend.SETUP_SECONDS
+        setup = f" + up to {backend.SETUP_SECONDS // 60} min of setup" if backend.SETUP_SECONDS else ""
+        span = f"{format_hms(billed)} (--max-run{setup})"
+        on_demand = estimate(spec.instance_type, spec.instance_count, False, billed)
+        cost = f"at most ${on_demand:,.2f} on-demand for {span}"
         if spec.spot:
-            cost = (f"at most ~${estimate(spec.instance_type, spec.instance_count, True, spec.max_run):,.2f} spot "
-                    f"(typical), ${on_demand:,.2f} on-demand, for {format_hms(spec.max_run)} (--max-run)")
+            cost = (f"at most ~${estimate(spec.instance_type, spec.instance_count, True, billed):,.2f} spot "
+                    f"(typical), ${on_demand:,.2f} on-demand, for {span}")
         rows.append(("cost", f"{cost}; list prices of {PRICES_AS_OF}, us-east-1"))
     return rows + backend.plan_rows(spec)
 
@@ -179,10 +197,15 @@ def _duration(info) -> str:
 
     from launcher.durations import format_hms
 
-    if not info.get("started"):
+    from launcher.backends import FINAL_STATES
+
+    if not info.get("started") or (info.get("status") in FINAL_STATES and not info.get("ended")):
+        return "-"  # not started, or ended at a moment nobody recorded: a clock still running would mislead
+    try:
+        start = datetime.fromisoformat(str(info["started"]))
+        end = datetime.fromisoformat(str(info["ended"])) if info.get("ended") else datetime.now(timezone.utc)
+    except ValueError:  # a record edited by hand
         return "-"
-    start = datetime.fromisoformat(str(info["started"]))
-    end = datetime.fromisoformat(str(info["ended"])) if info.get("ended") else datetime.now(timezone.utc)
     if start.tzinfo is None:
         start = start.replace(tzinfo=timezone.utc)
     if end.tzinfo is None:

@@ -30,6 +30,10 @@ def save(record: dict) -> dict:
     return record
 
 
+def exists(job: str) -> bool:
+    return "/" not in job and (jobs_dir() / f"{job}.json").exists()
+
+
 def load(job: str) -> dict:
     path = jobs_dir() / f"{job}.json"
     if "/" in job or not path.exists():

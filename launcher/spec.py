@@ -18,7 +18,8 @@ from trainer import aws, layout
 from trainer.errors import UsageError
 
 # Set by the launcher itself, never by --hp.
-RESERVED = {"output_dir": "the run's layout decides it", "checkpoint_dir": "the run's layout decides it"}
+RESERVED = {"output_dir": "the run's layout decides it", "checkpoint_dir": "the run's layout decides it",
+            "dataset": "use --dataset (it also names the job and stages the data)", "model": "use --model"}
 DEFAULT_MAX_RUN = "2h"
 
 

@@ -55,9 +55,9 @@ def protocol_problems(module) -> list[str]:
 
 def test_the_protocol_declares_the_backend_interface():
     functions = {n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")}
-    assert functions == {"submit", "describe", "logs", "stop", "output_uri", "plan_rows"}
+    assert functions == {"submit", "describe", "logs", "stop", "output_uri", "plan_rows", "check_spec"}
     assert set(typing.get_type_hints(Backend)) == {"DEFAULT_INSTANCE_TYPE", "ML_INSTANCE_TYPES", "CLOUD",
-                                                   "SETUP_HINT", "NO_ROLE", "RECORD_FIELDS"}
+                                                   "SETUP_HINT", "NO_ROLE", "RECORD_FIELDS", "SETUP_SECONDS"}
 
 
 @pytest.mark.parametrize("name", list(backends.REGISTRY))
@@ -69,7 +69,7 @@ def test_the_check_finds_a_backend_that_falls_short():
     broken = types.ModuleType("broken")
     real = backends.get("local")
     for attr in ("DEFAULT_INSTANCE_TYPE", "ML_INSTANCE_TYPES", "SETUP_HINT", "NO_ROLE", "RECORD_FIELDS",
-                 "submit", "describe", "logs", "output_uri", "plan_rows"):
+                 "SETUP_SECONDS", "submit", "describe", "logs", "output_uri", "plan_rows", "check_spec"):
         setattr(broken, attr, getattr(real, attr))
     broken.CLOUD = "yes"
     broken.RECORD_FIELDS = ["pid"]

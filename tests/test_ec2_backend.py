@@ -128,6 +128,17 @@ def test_an_instance_gone_without_a_status_is_a_failure(cloud):
     instances.terminate(record["instance_id"], REGION)  # e.g. a spot interruption, before the runner reported
     described = backend.describe(record)
     assert described["status"] == "Failed" and "--resume e3" in described["failure_reason"]
+    lines = []
+    backend.logs(record, follow=True, echo=lines.append)  # ends at once: the job has
+    assert lines == ["no log for e3: it ended (Failed) before training wrote one; `launcher status e3` says why"]
+
+
+def test_a_job_name_in_use_is_refused_not_overwritten(cloud):
+    first = backend.submit(Spec(job="same-second", root=cloud["root"], hyperparameters={**HP, "lr": "1e-4"}))
+    with pytest.raises(UsageError, match="job same-second exists already"):
+        backend.submit(Spec(job="same-second", root=cloud["root"], hyperparameters={**HP, "lr": "3e-4"}))
+    assert jobs.load("same-second")["instance_id"] == first["instance_id"]
+    assert json.loads(s3.read_bytes(first["job_uri"]))["hyperparameters"]["lr"] == "1e-4"
 
 
 def test_dry_run_sends_nothing(cloud):

@@ -12,6 +12,7 @@ from launcher.spec import JobSpec, build_spec, job_name, parse_hp
 from trainer.errors import UsageError
 
 NOW = datetime(2026, 11, 22, 18, 0, 5, tzinfo=timezone.utc)
+ROLE_ARN = "arn:aws:iam::123456789012:role/gankit-sagemaker"
 
 
 def test_job_names_follow_sagemakers_rule():
@@ -86,7 +87,7 @@ def test_durations_and_prices():
     (["submit", "--dataset", "mnist", "--backend", "ec2", "--max-run", "28d1s"], 2, "is longer than 28 days"),
     (["submit", "--dataset", "mnist", "--max-run", "9" * 400 + "d"], 2, "is longer than 28 days"),
     (["submit", "--dataset", "mnist", "--backend", "sagemaker"], 2, "launcher infra up"),
-    (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r",
+    (["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", ROLE_ARN,
       "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
     (["status", "gan-nope"], 2, "unknown job gan-nope;"),
     (["config", "set", "colour", "blue"], 2, "unknown setting colour"),
@@ -106,12 +107,12 @@ def test_no_region_and_no_credentials_are_named(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     with pytest.raises(SystemExit):
-        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r"])
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", ROLE_ARN])
     assert "no AWS region" in capsys.readouterr().err
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(SystemExit) as exit_:
-        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", "r",
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", ROLE_ARN,
               "--image", "123.dkr.ecr.us-east-1.amazonaws.com/gankit:1"])
     assert exit_.value.code == 2 and "no AWS credentials" in capsys.readouterr().err
 
@@ -127,3 +128,33 @@ def test_a_dest_that_is_a_file_is_refused_before_the_job_starts(capsys, tmp_path
     assert exit_.value.code == 2 and err.count("\n") == 1 and "--dest" in err and "is a file" in err, err
     assert jobs.all_jobs() == []  # nothing was submitted
     assert (tmp_path / "afile").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("role", ["r", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x"])
+def test_a_role_that_is_not_a_role_arn_is_refused_before_the_plan(capsys, monkeypatch, role):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role", role])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and "is not an IAM role ARN" in captured.err and captured.err.count("\n") == 1
+    assert "cost" not in captured.out  # no plan printed for a job that cannot start
+
+
+def test_hp_cannot_contradict_dataset_or_model(capsys):
+    for key in ("dataset=zalando", "model=dcgan"):
+        with pytest.raises(UsageError, match=f"--hp {key.split('=')[0]} cannot be set: use --"):
+            build_spec(dataset="mnist", hp=[key], now=NOW)
+
+
+def test_the_ec2_cost_ceiling_counts_the_setup_its_instance_may_bill(capsys, monkeypatch):
+    from launcher.backends import ec2
+    from launcher.cli import _plan_rows
+    from launcher.pricing import estimate
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    spec = build_spec(dataset="mnist", backend="ec2", bucket="bkt", instance_type="g5.xlarge", spot=False,
+                      max_run="2h", now=NOW)
+    cost = dict(_plan_rows(spec, ec2))["cost"]
+    assert f"at most ${estimate('g5.xlarge', 1, False, 2 * 3600 + 30 * 60):,.2f} on-demand for 2h30m " in cost
+    assert "(--max-run + up to 30 min of setup)" in cost

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher import jobs
-from launcher.backends.base import container_inputs, recorded_output_uri
+from launcher.backends.base import container_inputs, no_spec_checks, recorded_output_uri
 
 DEFAULT_INSTANCE_TYPE = "toy.machine"
 ML_INSTANCE_TYPES = False
@@ -15,7 +15,9 @@ CLOUD = False
 SETUP_HINT = ""
 NO_ROLE = None
 RECORD_FIELDS = ("state",)
+SETUP_SECONDS = 0
 output_uri = recorded_output_uri
+check_spec = no_spec_checks
 
 
 def _read(record) -> dict:

@@ -38,6 +38,12 @@ class Backend(Protocol):
     NO_ROLE: str | None
     # The fields a job record of this backend must have (besides job, backend, output_uri).
     RECORD_FIELDS: tuple[str, ...]
+    # The most a job bills before --max-run starts counting (an EC2 instance's setup); in the cost ceiling.
+    SETUP_SECONDS: int
+
+    def check_spec(self, spec) -> None:
+        """Refuse, in one line (UsageError), a spec this backend cannot run; nothing is read or sent.
+        `submit` prints the plan and its cost only after this passed."""
 
     def submit(self, spec, dry_run: bool = False) -> dict:
         """Start the job: its record (saved with launcher.jobs). A dry run sends nothing and returns
@@ -66,6 +72,10 @@ def recorded_output_uri(record: dict) -> str:
 
 def no_plan_rows(spec) -> list[tuple[str, str]]:
     return []
+
+
+def no_spec_checks(spec) -> None:
+    """For a backend that can run any spec build_spec lets through."""
 
 
 # --- the trainer's container inputs -------------------------------------------------------------

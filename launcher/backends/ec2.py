@@ -14,7 +14,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from launcher import instances
+from launcher import instances, train_userdata
 from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, recorded_output_uri
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from launcher.remote import train_job
@@ -29,6 +29,7 @@ CLOUD = True
 SETUP_HINT = "`launcher config set instance_profile NAME` and `launcher config set security_group sg-...`"
 NO_ROLE = None
 RECORD_FIELDS = ("status_uri", "log_uri", "setup_log_uri")
+SETUP_SECONDS = train_userdata.SETUP_MINUTES * 60  # the instance's own hard stop allows this before --max-run
 output_uri = recorded_output_uri  # the trainer on the instance publishes there as it trains
 plan_rows = no_plan_rows
 LOG_POLL_SECONDS = 5.0
@@ -83,6 +84,10 @@ def _check(spec, config):
         raise UsageError("the ec2 backend runs one instance per job; drop --instance-count or use SageMaker")
 
 
+def check_spec(spec) -> None:
+    _check(spec, _config(spec))
+
+
 def submit(spec, dry_run: bool = False) -> dict:
     config = _config(spec)
     _check(spec, config)
@@ -92,14 +97,16 @@ def submit(spec, dry_run: bool = False) -> dict:
         request = _request(spec, config, wheel, "0" * 64,  # the digest of a wheel not built yet
                            image_id=f"resolve:ssm:{instances.ami_parameter_for(spec.instance_type)}")
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
+    uris = _uris(spec.root, spec.job)
+    from launcher import jobs
+
+    if jobs.exists(spec.job) or s3.read_bytes(uris["job_uri"]) is not None:  # names are unique to the second
+        raise UsageError(f"job {spec.job} exists already; submit again in a second, or `launcher status {spec.job}`")
     spec = ensure_dataset(spec)
     wheel_uri, wheel_sha256 = instances.upload_wheel(layout.run_prefix(spec.root, spec.job))
-    uris = _uris(spec.root, spec.job)
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())
     token = f"gankit-{uuid.uuid4().hex}"
     request = _request(spec, config, wheel_uri, wheel_sha256, client_token=token)
-    from launcher import jobs
-
     # Recorded first: no instance ever runs without a record that finds it (by its client token, when
     # the launcher dies before RunInstances answers), so `status` and `stop` always reach it.
     record = {**spec.to_dict(), **uris, "instance_id": None, "client_token": token, "region": config["region"],
@@ -179,7 +186,8 @@ def _read_log(record) -> str:
 def logs(record, follow: bool, echo) -> None:
     shown = 0
     while True:
-        final = not follow or describe(record)["status"] in FINAL_STATES
+        status = describe(record)["status"]
+        final = not follow or status in FINAL_STATES
         text = _read_log(record)
         if len(text) > shown:
             # Whole lines only, so a line half-written at upload time is shown once, complete.
@@ -188,7 +196,10 @@ def logs(record, follow: bool, echo) -> None:
                 echo(line)
             shown = max(shown, end)
         if final:
-            if not text:
+            if not text and status in FINAL_STATES:
+                echo(f"no log for {record['job']}: it ended ({status}) before training wrote one; "
+                     f"`launcher status {record['job']}` says why")
+            elif not text:
                 echo(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
             return
         time.sleep(LOG_POLL_SECONDS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from launcher import jobs
 from launcher.backends.base import (check_folder, container_inputs, folder_source, no_plan_rows,
-                                    recorded_output_uri, write_container_inputs)
+                                    no_spec_checks, recorded_output_uri, write_container_inputs)
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -28,8 +28,10 @@ CLOUD = False
 SETUP_HINT = ""
 NO_ROLE = None
 RECORD_FIELDS = ("pid", "log", "sm_root")
+SETUP_SECONDS = 0
 output_uri = recorded_output_uri  # the local folder standing in for the bucket
 plan_rows = no_plan_rows
+check_spec = no_spec_checks
 
 
 def _now() -> str:

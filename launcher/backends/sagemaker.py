@@ -10,6 +10,7 @@ the run's checkpoints prefix, outputs published to the run's output prefix.
 
 import contextlib
 import io
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -26,7 +27,15 @@ CLOUD = True
 SETUP_HINT = "--role ARN"
 NO_ROLE = "no SageMaker execution role: run `launcher infra up`, or pass --role ARN, or `launcher config set role ARN`"
 RECORD_FIELDS = ()
+SETUP_SECONDS = 0  # MaxRuntimeInSeconds counts from the job's start, downloads included
 output_uri = recorded_output_uri  # the trainer publishes there as it trains
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
+
+def check_spec(spec) -> None:
+    if not ROLE_ARN.fullmatch(spec.role or ""):
+        raise UsageError(f"--role {str(spec.role)[:80]!r} is not an IAM role ARN; give one like "
+                         "arn:aws:iam::123456789012:role/gankit-sagemaker (`launcher infra up` makes and records it)")
 
 TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -195,6 +204,7 @@ def source_tarball(framework: str = "tensorflow") -> bytes:
 
 
 def submit(spec, dry_run: bool = False) -> dict:
+    check_spec(spec)
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
     if dry_run:
         return _refused(build_request, ensure_dataset(spec, upload=False), image)

@@ -1,0 +1,79 @@
+"""`submit --resume JOB`: it continues JOB's run (a resumed job's run is the one it continued), only once
+JOB has ended, and only where JOB's checkpoints are. Shown with the toy backend (tests/toy_backend.py)."""
+
+import json
+import re
+
+import pytest
+
+from launcher import backends
+from launcher.cli import _duration, main
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(backends.REGISTRY, "toy", "tests.toy_backend")
+    return tmp_path / "home" / "bucket"
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    out, err = capsys.readouterr()
+    return stopped.value.code or 0, out, err
+
+
+def submit(capsys, *extra):
+    code, out, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--epochs", "1", "--detach", *extra],
+                         capsys)
+    assert code == 0, err
+    return re.search(r"submitted (\S+)", out).group(1)
+
+
+def planned_checkpoints(capsys, *extra) -> str:
+    code, out, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--epochs", "2", "--dry-run", *extra],
+                         capsys)
+    assert code == 0, err
+    return json.loads(out)["hyperparameters"]["checkpoint_dir"]
+
+
+def test_a_running_job_cannot_be_resumed_and_a_resumed_job_resumes_its_run(toy, capsys, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    first = submit(capsys)
+    code, _, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--resume", first], capsys)
+    assert code == 2 and err.strip() == (f"error: job {first} is InProgress; `launcher stop {first}` (it "
+                                         "checkpoints) or wait for it to end, then resume it")
+    assert run(["stop", first], capsys)[0] == 0
+    assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"
+
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)  # a job name is unique to the second
+    monkeypatch.setattr("launcher.spec.datetime", type("Clock", (), {"now": staticmethod(lambda tz=None: later)}))
+    second = submit(capsys, "--resume", first)
+    assert second != first
+    assert run(["stop", second], capsys)[0] == 0
+    # Resuming the second job continues the run both belong to: the first's checkpoints, not an empty folder.
+    assert planned_checkpoints(capsys, "--resume", second) == f"{toy}/runs/{first}/checkpoints"
+
+
+def test_a_job_is_resumed_only_where_its_checkpoints_are(toy, capsys, monkeypatch):
+    first = submit(capsys)
+    run(["stop", first], capsys)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    code, _, err = run(["submit", "--backend", "sagemaker", "--bucket", "bkt", "--role",
+                        "arn:aws:iam::123456789012:role/r", "--dataset", "mnist", "--resume", first, "--dry-run"],
+                       capsys)
+    assert code == 2 and f"job {first} keeps its checkpoints under {toy}, not s3://bkt" in err
+    assert "--backend toy" in err
+
+
+@pytest.mark.parametrize("info", [
+    {"status": "Failed", "started": "2026-12-06T10:00:00+00:00", "ended": None},  # ended when, nobody knows
+    {"status": "InProgress", "started": "06/12/2026", "ended": None},  # a record edited by hand
+    {"status": "Completed", "started": "2026-12-06T10:00:00+00:00", "ended": "yesterday"},
+])
+def test_a_duration_nobody_can_know_is_a_dash_not_a_traceback(info):
+    assert _duration(info) == "-"
+    assert _duration({"status": "Completed", "started": "2026-12-06T10:00:00+00:00",
+                      "ended": "2026-12-06T11:30:00+00:00"}) == "1h30m"
