@@ -79,6 +79,10 @@ def _check(values: dict):
         raise UsageError(f"backend {values['backend']!r}: choose one of {', '.join(BACKENDS)}")
     if values.get("bucket"):
         check_bucket(values["bucket"], "bucket")
+    if values.get("region"):
+        from trainer import aws
+
+        aws.region(values["region"])  # its one line when it is not a region's name, set now rather than at submit
 
 
 # AWS's rules for bucket names (general purpose buckets), checked before any call is made with one.

@@ -220,3 +220,10 @@ def test_a_region_that_is_not_a_region_name_is_a_usage_error(region, monkeypatch
     result = run("submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "my-gankit", "--role",
                  "arn:aws:iam::123456789012:role/r", "--region", region, "--dry-run")
     assert result.exit_code == 2 and "is not an AWS region name" in one_clean_line(result)
+
+
+def test_config_set_refuses_a_region_that_is_not_one(tmp_path):
+    result = run("config", "set", "region", "us east")
+    assert result.exit_code == 2 and "is not an AWS region name" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    assert run("config", "set", "region", "eu-west-1").exit_code == 0
