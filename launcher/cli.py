@@ -195,9 +195,8 @@ def _describe(record) -> dict:
 def _duration(info) -> str:
     from datetime import datetime, timezone
 
-    from launcher.durations import format_hms
-
     from launcher.backends import FINAL_STATES
+    from launcher.durations import format_hms
 
     if not info.get("started") or (info.get("status") in FINAL_STATES and not info.get("ended")):
         return "-"  # not started, or ended at a moment nobody recorded: a clock still running would mislead
