@@ -51,7 +51,7 @@ def test_unwritable_output_dir(tmp_path, data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = trainer_cli("train", "--dataset", "mnist", "--data-dir", str(data_dir), "--output-dir", str(blocker / "run"))
-    assert_usage_error(result, "--output-dir", "not writable")
+    assert_usage_error(result, "--output-dir", f"{blocker} is a file, not a folder")
 
 
 def test_missing_and_corrupt_data_files(tmp_path, data_dir):
