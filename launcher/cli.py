@@ -292,6 +292,10 @@ def stop(job):
     from launcher import backends, jobs
 
     record = jobs.load(job)
+    status = _describe(record).get("status")
+    if status in backends.FINAL_STATES:  # nothing to stop (SageMaker would refuse; the others did nothing)
+        click.echo(f"{job} has ended already ({status}); nothing to stop")
+        return
     backends.get(record["backend"]).stop(record)
     click.echo(f"stopping {job}")
 

@@ -46,6 +46,7 @@ def test_a_running_job_cannot_be_resumed_and_a_resumed_job_resumes_its_run(toy, 
     assert code == 2 and err.strip() == (f"error: job {first} is InProgress; `launcher stop {first}` (it "
                                          "checkpoints) or wait for it to end, then resume it")
     assert run(["stop", first], capsys)[0] == 0
+    assert run(["stop", first], capsys)[:2] == (0, f"{first} has ended already (Stopped); nothing to stop\n")
     assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"
 
     later = datetime.now(timezone.utc) + timedelta(seconds=5)  # a job name is unique to the second
