@@ -59,6 +59,23 @@ def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path, 
     assert retrained.test_accuracy >= 0.9
 
 
+@pytest.mark.parametrize("text", ["[1]", '"judge"'])
+def test_a_judge_json_that_is_not_an_object_is_retrained_not_a_traceback(trained, tmp_path, monkeypatch, text):
+    import shutil
+
+    from trainer.judge import judge_dir, load_judge, load_splits
+
+    shutil.copytree(trained["cache"], tmp_path / "cache")
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    splits = load_splits("mnist", trained["data"])
+    (judge_dir(splits) / "judge.json").write_text(text)
+    messages = []
+    judge = load_judge("mnist", trained["data"], log=messages.append)
+    assert any("training the judge" in m for m in messages) and judge.test_accuracy >= 0.9
+    assert json.loads((judge_dir(splits) / "judge.json").read_text())["fingerprint"] == splits.fingerprint()
+
+
 def test_real_images_score_like_the_real_ceiling_and_collapse_scores_low(trained):
     from trainer.judge import load_splits
 

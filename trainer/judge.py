@@ -125,11 +125,13 @@ def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Spli
     return Judge(model, meta)
 
 
-def _read_meta(folder: Path):
+def _read_meta(folder: Path) -> dict | None:
+    """The cached judge's judge.json, or None when it is missing or damaged (the judge is then retrained)."""
     try:
-        return json.loads((folder / META_FILE).read_text())
+        meta = json.loads((folder / META_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def build_classifier(image_shape, num_classes):
