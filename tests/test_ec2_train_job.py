@@ -101,6 +101,36 @@ def test_runner_refuses_a_missing_job(bucket, tmp_path):
     assert done.returncode == 2 and "does not exist" in done.stderr
 
 
+@pytest.mark.parametrize("body, says", [(b"{not json", "is not valid JSON"), (b"[1]", "not a job"),
+                                        (None, "max_run '1h' is not a positive number of seconds")])
+def test_runner_refuses_a_broken_job_document_in_one_line(bucket, staged, tmp_path, body, says):
+    uri = write_job(bucket, "ec2-broken", staged, max_run="1h")
+    if body is not None:
+        s3.write_bytes(uri, body)
+    done = run_runner(uri, tmp_path)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_a_runner_that_cannot_start_the_trainer_still_reports_why(bucket, staged, tmp_path, monkeypatch):
+    """An image job whose ECR login is refused (a plain IAM gap) ends Failed with the reason, not InProgress."""
+    from trainer.errors import GankitError
+
+    uri = write_job(bucket, "ec2-ecr", staged)
+    job = json.loads(s3.read_bytes(uri))
+    s3.write_bytes(uri, json.dumps({**job, "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit:1"}).encode())
+
+    def refused(image, region):
+        raise GankitError("AWS GetAuthorizationToken failed: AccessDeniedException: no ecr:GetAuthorizationToken")
+
+    monkeypatch.setattr(train_job, "hand_to_container", lambda sm_root: None)
+    monkeypatch.setattr(train_job, "ecr_login", refused)
+    result = train_job.run_job(uri, tmp_path / "work")
+    status = status_of(bucket, "ec2-ecr")
+    assert status["status"] == result["status"] == "Failed"
+    assert "could not start the trainer: AWS GetAuthorizationToken failed" in status["failure_reason"]
+
+
 FAKE_DOCKER = r'''#!{python}
 """A stand-in for `docker run`: records its arguments, then writes into the mounted /opt/ml tree as the
 user the command names, as the container's trainer would (its failure file, model and outputs)."""

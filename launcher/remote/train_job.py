@@ -61,12 +61,22 @@ def read_job(uri: str) -> dict:
     data = s3.read_bytes(uri)
     if data is None:
         raise UsageError(f"{uri} does not exist; the launcher writes it before starting the instance")
-    job = json.loads(data)
+    try:
+        job = json.loads(data)
+    except ValueError as e:
+        raise UsageError(f"{uri} is not valid JSON ({e}); submit the job again") from None
+    if not isinstance(job, dict):
+        raise UsageError(f"{uri} holds a JSON {type(job).__name__}, not a job; submit the job again")
     missing = [k for k in ("job", "root", "hyperparameters", "data_uri", "checkpoint_uri", "output_uri", "max_run")
                if k not in job]
     if missing:
         raise UsageError(f"{uri} lacks {', '.join(missing)}; submit the job again with this launcher version")
-    return job
+    try:
+        if float(job["max_run"]) > 0:
+            return job
+    except (TypeError, ValueError):
+        pass
+    raise UsageError(f"{uri}: max_run {job['max_run']!r} is not a positive number of seconds; submit the job again")
 
 
 def write_contract(sm_root: Path, job: dict):
@@ -191,9 +201,10 @@ def run_job(uri: str, work_dir: Path) -> dict:
                 hand_to_container(sm_root)
                 ecr_login(job["image"], job.get("region"))
             code, timed_out = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
-        except (OSError, subprocess.CalledProcessError) as e:
+        except Exception as e:  # an ECR refusal, a bad max_run, a missing tool: the status must still say why
             code, timed_out = 1, False
-            (sm_root / "output" / "failure").write_text(f"could not start the trainer: {e}\n")
+            (sm_root / "output").mkdir(parents=True, exist_ok=True)
+            (sm_root / "output" / "failure").write_text(f"could not start the trainer: {' '.join(str(e).split())}\n")
         failure = sm_root / "output" / "failure"
         reason = failure.read_text().strip() if failure.exists() else None
         if code == 0:
