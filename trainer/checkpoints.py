@@ -329,6 +329,16 @@ def architecture(cfg, num_classes: int, image_shape) -> dict:
             "num_classes": int(num_classes)}
 
 
+def _recorded(folder: Path, key: str) -> dict | None:
+    """What the checkpoint's state.json records under `key`, when it is a dict; read before the weights,
+    so a mismatch is refused before any array loads."""
+    try:
+        recorded = json.loads((folder / STATE).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def schedule(global_batch: int, steps_per_epoch: int) -> dict:
     """What a checkpoint's step count means: resuming at another batch or epoch length breaks data order and epochs."""
     return {"global_batch": int(global_batch), "steps_per_epoch": int(steps_per_epoch)}
@@ -336,11 +346,8 @@ def schedule(global_batch: int, steps_per_epoch: int) -> dict:
 
 def check_schedule(folder: Path, wanted: dict):
     """Refuse, in one line, to resume a checkpoint written at another global batch or epoch length."""
-    try:
-        recorded = json.loads((folder / STATE).read_text()).get("schedule")
-    except (OSError, ValueError, AttributeError):
-        return
-    if not isinstance(recorded, dict) or not recorded or recorded == wanted:
+    recorded = _recorded(folder, "schedule")
+    if not recorded or recorded == wanted:  # older checkpoints record none
         return
 
     def describe(s):
@@ -355,11 +362,8 @@ def check_architecture(folder: Path | None, wanted: dict):
     """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
     if folder is None:
         return
-    try:
-        recorded = json.loads((folder / STATE).read_text()).get("architecture")
-    except (OSError, ValueError, AttributeError):
-        return
-    if not isinstance(recorded, dict) or recorded == wanted:
+    recorded = _recorded(folder, "architecture")
+    if recorded is None or recorded == wanted:
         return
 
     def describe(arch):

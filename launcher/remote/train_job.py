@@ -72,11 +72,12 @@ def read_job(uri: str) -> dict:
     if missing:
         raise UsageError(f"{uri} lacks {', '.join(missing)}; submit the job again with this launcher version")
     try:
-        if float(job["max_run"]) > 0:
-            return job
+        max_run = float(job["max_run"])
     except (TypeError, ValueError):
-        pass
-    raise UsageError(f"{uri}: max_run {job['max_run']!r} is not a positive number of seconds; submit the job again")
+        max_run = float("nan")
+    if not max_run > 0:
+        raise UsageError(f"{uri}: max_run {job['max_run']!r} is not a positive number of seconds; submit the job again")
+    return job
 
 
 def write_contract(sm_root: Path, job: dict):
@@ -203,7 +204,6 @@ def run_job(uri: str, work_dir: Path) -> dict:
             code, timed_out = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
         except Exception as e:  # an ECR refusal, a bad max_run, a missing tool: the status must still say why
             code, timed_out = 1, False
-            (sm_root / "output").mkdir(parents=True, exist_ok=True)
             (sm_root / "output" / "failure").write_text(f"could not start the trainer: {' '.join(str(e).split())}\n")
         failure = sm_root / "output" / "failure"
         reason = failure.read_text().strip() if failure.exists() else None
