@@ -74,8 +74,13 @@ class JobSpec:
 
 
 def job_name(dataset: str, model: str, now: datetime | None = None) -> str:
-    """gan-<dataset>-<model>-<timestamp>: letters, digits and hyphens, at most 63 characters (SageMaker's rule)."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    """gan-<dataset>-<model>-<timestamp>: letters, digits and hyphens, at most 63 characters (SageMaker's rule).
+
+    The timestamp goes to the millisecond (as the SageMaker SDK's names do), so a sweep that submits
+    several jobs in one second, in a loop or in parallel, gets a name for each.
+    """
+    now = now or datetime.now(timezone.utc)
+    stamp = f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
     slug = re.sub(r"[^a-zA-Z0-9]+", "-", layout.dataset_slug(dataset)).strip("-").lower() or "data"
     room = 63 - len(f"gan--{model}-{stamp}")
     return f"gan-{slug[:room].strip('-')}-{model}-{stamp}"

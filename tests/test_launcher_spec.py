@@ -16,10 +16,30 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/gankit-sagemaker"
 
 
 def test_job_names_follow_sagemakers_rule():
-    assert job_name("zalando", "cgan", NOW) == "gan-zalando-cgan-20261122-180005"
+    assert job_name("zalando", "cgan", NOW) == "gan-zalando-cgan-20261122-180005-000"
     long = job_name("folder:/data/" + "very_long_name" * 8, "dcgan", NOW)
-    assert len(long) <= 63 and long.startswith("gan-folder-very-long") and long.endswith("-dcgan-20261122-180005")
+    assert len(long) <= 63 and long.startswith("gan-folder-very-long") and long.endswith("-dcgan-20261122-180005-000")
     assert all(c.isalnum() or c == "-" for c in long) and "--" not in long
+
+
+def test_a_sweep_submitting_twice_in_one_second_gets_two_names():
+    later = NOW.replace(microsecond=1_000)  # one millisecond on
+    assert job_name("zalando", "cgan", later) == "gan-zalando-cgan-20261122-180005-001" != job_name("zalando", "cgan", NOW)
+
+
+def test_the_local_backend_claims_a_name_once_and_a_refused_job_leaves_no_folder(tmp_path, monkeypatch):
+    from launcher.backends import local
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    spec = build_spec(dataset="mnist", hp=[f"data_dir={tmp_path / 'missing'}"], now=NOW)
+    with pytest.raises(UsageError, match="missing"):
+        local.submit(spec)
+    assert not local.job_root(spec.job).exists()  # the refused job's folder is gone, name free again
+    local.job_root(spec.job).mkdir(parents=True)  # another submit got this name first
+    (local.job_root(spec.job) / "theirs").write_text("kept")
+    with pytest.raises(UsageError, match=f"job {spec.job} exists already; submit again"):
+        local.submit(spec)
+    assert (local.job_root(spec.job) / "theirs").read_text() == "kept"
 
 
 def test_hyperparameters_are_strings_checked_by_the_trainer_itself():

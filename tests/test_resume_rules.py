@@ -49,7 +49,7 @@ def test_a_running_job_cannot_be_resumed_and_a_resumed_job_resumes_its_run(toy, 
     assert run(["stop", first], capsys)[:2] == (0, f"{first} has ended already (Stopped); nothing to stop\n")
     assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"
 
-    later = datetime.now(timezone.utc) + timedelta(seconds=5)  # a job name is unique to the second
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)  # two names a few seconds apart, as two real submits get
     monkeypatch.setattr("launcher.spec.datetime", type("Clock", (), {"now": staticmethod(lambda tz=None: later)}))
     second = submit(capsys, "--resume", first)
     assert second != first

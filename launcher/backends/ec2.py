@@ -100,8 +100,8 @@ def submit(spec, dry_run: bool = False) -> dict:
     uris = _uris(spec.root, spec.job)
     from launcher import jobs
 
-    if jobs.exists(spec.job) or s3.read_bytes(uris["job_uri"]) is not None:  # names are unique to the second
-        raise UsageError(f"job {spec.job} exists already; submit again in a second, or `launcher status {spec.job}`")
+    if jobs.exists(spec.job) or s3.read_bytes(uris["job_uri"]) is not None:  # names are unique to the millisecond
+        raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`")
     spec = ensure_dataset(spec)
     wheel_uri, wheel_sha256 = instances.upload_wheel(layout.run_prefix(spec.root, spec.job))
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())

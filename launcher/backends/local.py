@@ -7,6 +7,7 @@ bucket (`<root>/runs/<job>/...`), exactly where a cloud job puts them in S3.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,17 @@ def run_and_record(exit_file: str) -> int:
     return code
 
 
+def _prepare(spec, root: Path, plan: dict, folder: bool, training: str):
+    """Check or stage the dataset, then write the job's container inputs under `root`."""
+    from trainer.dataset_staging import stage_dataset
+
+    if folder:
+        check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
+    else:
+        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
+    write_container_inputs(root, plan["hyperparameters"], training)  # the data arrives as the training channel
+
+
 def submit(spec, dry_run: bool = False) -> dict:
     root = job_root(spec.job)
     folder = spec.dataset.startswith("folder:")
@@ -64,15 +76,15 @@ def submit(spec, dry_run: bool = False) -> dict:
             "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"]}
     if dry_run:
         return plan
-    if root.exists():
-        raise UsageError(f"job {spec.job} exists already; pick another name or `launcher status {spec.job}`")
-    from trainer.dataset_staging import stage_dataset
-
-    if folder:
-        check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
-    else:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
-    write_container_inputs(root, plan["hyperparameters"], training)  # the data arrives as the training channel
+    try:
+        root.mkdir(parents=True)  # the claim: of two submits that got one name, only one gets the folder
+    except FileExistsError:
+        raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`") from None
+    try:
+        _prepare(spec, root, plan, folder, training)
+    except BaseException:  # a refused dataset or Ctrl-C: a job that never started leaves no folder behind
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     log = root / "train.log"
     from launcher.quiet import trainer_env
 
