@@ -70,6 +70,17 @@ def prebuilt_image(region: str, instance_type: str) -> str:
                                instance_type=instance_type, image_scope="training")
 
 
+def prebuilt_image_account(region: str) -> str | None:
+    """The AWS account whose ECR serves the prebuilt image in `region` (the execution role must be allowed to
+    pull from it: infra/base.yaml's PrebuiltImageAccount); None when sagemaker-core cannot say (the template's
+    default then)."""
+    try:
+        uri = prebuilt_image(region, DEFAULT_INSTANCE_TYPE)
+    except (ImportError, ValueError):  # no sagemaker-core here, or no prebuilt image in that region
+        return None
+    return uri.split(".", 1)[0]
+
+
 def source_uri(spec) -> str:
     return layout.join(layout.run_prefix(spec.root, spec.job), "source", "sourcedir.tar.gz")
 
