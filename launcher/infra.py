@@ -273,8 +273,14 @@ def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
     region = _region(region)
     vpc_id = vpc_id or default_vpc(_client("ec2", region))
     template = template_body("base")
-    stack = deploy(_client("cloudformation", region), stack_name, template, {
-        "BucketName": bucket_name, "SshCidr": ssh_cidr, "VpcId": vpc_id, "OldCheckpointDays": old_checkpoint_days})
+    parameters = {"BucketName": bucket_name, "SshCidr": ssh_cidr, "VpcId": vpc_id,
+                  "OldCheckpointDays": old_checkpoint_days}
+    from launcher.backends.sagemaker import prebuilt_image_account
+
+    account = prebuilt_image_account(region)  # the execution role pulls the prebuilt image from there
+    if account:
+        parameters["PrebuiltImageAccount"] = account
+    stack = deploy(_client("cloudformation", region), stack_name, template, parameters)
     values = record(region, stack)
     say(f"stack {stack_name}: {stack['StackStatus']}")
     for key in ("bucket", "role", "instance_profile", "security_group"):

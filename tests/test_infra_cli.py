@@ -63,6 +63,10 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     profiles = boto3.client("iam").list_instance_profiles()["InstanceProfiles"]
     assert config["instance_profile"] in [p["InstanceProfileName"] for p in profiles]
+    # The registry of the prebuilt image in this region, as sagemaker-core names it, goes to the role's policy.
+    (stack,) = boto3.client("cloudformation", region_name=REGION).describe_stacks(StackName="gankit")["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["PrebuiltImageAccount"] == "763104351884"
 
     again = run("up", "--bucket-name", "gankit-test-bucket")
     assert again.exit_code == 0, again.output

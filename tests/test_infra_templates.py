@@ -221,3 +221,28 @@ def test_gpu_instance_wheel_uri_is_strict_and_the_wheel_is_verified_before_root_
     user_data = load("gpu-instance")["Resources"]["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
     assert user_data.index("sha256sum") < user_data.index("pip install")
     assert "${WheelSha256}" in user_data
+
+
+def test_sagemaker_role_can_pull_the_prebuilt_image_that_script_mode_runs():
+    """A job without --image runs AWS's prebuilt TensorFlow image, and SageMaker pulls the training image with
+    the execution role: AWS's CreateTrainingJob role policy scopes the ECR pull actions "to the registry path
+    (AlgorithmSpecification.TrainingImage) that you specify" (docs: sagemaker-roles, CreateTrainingJob API:
+    Execution Role Permissions). repository/gankit* in this account alone leaves that image unpullable."""
+    from launcher.backends import sagemaker
+
+    base = load("base")
+    role = {s["Sid"]: s for s in _statements(base["Resources"]["SageMakerRole"])}
+    pull = role["PullPrebuiltTensorFlowImage"]
+    assert sorted(_actions(pull)) == ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                                      "ecr:GetDownloadUrlForLayer"]
+    for region in ("us-east-1", "eu-west-1", "me-central-1"):
+        image = sagemaker.prebuilt_image(region, sagemaker.DEFAULT_INSTANCE_TYPE)
+        account, repository = image.split(".", 1)[0], image.split("/", 1)[1].split(":")[0]
+        arn = pull["Resource"]["Fn::Sub"].replace("${AWS::Partition}", "aws").replace(
+            "${AWS::Region}", region).replace("${PrebuiltImageAccount}", account)
+        assert arn == f"arn:aws:ecr:{region}:{account}:repository/{repository}"
+        assert sagemaker.prebuilt_image_account(region) == account
+    assert base["Parameters"]["PrebuiltImageAccount"]["Default"] == sagemaker.prebuilt_image_account("us-east-1")
+    # Only the SageMaker role: EC2 instances run the project's own image.
+    assert "tensorflow-training" not in json.dumps(base["Resources"]["InstanceRole"])
+    assert "tensorflow-training" not in json.dumps(base["Resources"]["ImagePull"])

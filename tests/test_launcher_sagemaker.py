@@ -299,3 +299,35 @@ def test_cli_submit_status_list_pull_generate_over_http(aws_env, data, tmp_path)
     failed = launcher("status", job, env=env, check=False)
     assert failed.returncode == 1
     assert failed.stderr.strip() == f"error: job {job} failed: ClientError: no space left on device"
+
+
+def _toolkit_command_line(hyperparameters: dict) -> str:
+    """What sagemaker-training-toolkit runs in AWS's prebuilt image: mapping.to_cmd_args (sorted `--key value`,
+    values as str, no quoting), then process.run_async's `" ".join(cmd)` into asyncio.create_subprocess_shell."""
+    user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
+    args = [part for key in sorted(user) for part in (f"--{key}", str(user[key]))]
+    return " ".join([sys.executable, "-c", "'import sys; print(len(sys.argv))'", *args])
+
+
+@pytest.mark.parametrize("value", ["folder:/pics/My Pictures (2)", "folder:/pics/o'brien", "folder:/a;b"])
+def test_script_mode_refuses_hyperparameters_its_toolkit_would_break_on_the_shell_line(value, tmp_path):
+    # The reproduction: the toolkit's shell line for such a value is not the command it means to run.
+    done = subprocess.run(["/bin/sh", "-c", _toolkit_command_line({"dataset": value, "epochs": "2"})],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 or done.stdout.strip() != "5"
+    spec = build_spec(dataset="mnist", backend="sagemaker", bucket=BUCKET, role=ROLE, region=REGION)
+    bad = type(spec)(**{**spec.__dict__, "hyperparameters": {**spec.hyperparameters, "dataset": value}})
+    with pytest.raises(UsageError, match="--dataset .*--image"):
+        sagemaker.check_spec(bad)
+    # Your own image runs `train` with no shell line in between: the same value is fine there.
+    sagemaker.check_spec(type(spec)(**{**bad.__dict__, "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/g:1"}))
+
+
+def test_script_mode_passes_ordinary_hyperparameters_through_the_toolkit_shell_line(aws, data):
+    spec = spec_for(data, hp=["lr=1e-4"])
+    sagemaker.check_spec(spec)
+    hp = sagemaker.hyperparameters(spec)
+    assert not any(sagemaker.SHELL_SPECIAL.search(v) for v in hp.values())
+    done = subprocess.run(["/bin/sh", "-c", _toolkit_command_line(hp)], capture_output=True, text=True)
+    user = [k for k in hp if not k.startswith("sagemaker_")]
+    assert done.returncode == 0 and done.stdout.strip() == str(1 + 2 * len(user))

@@ -32,10 +32,23 @@ output_uri = recorded_output_uri  # the trainer publishes there as it trains
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 
+# Script mode's training toolkit (sagemaker-training-toolkit: mapping.to_cmd_args, process.run_async) passes
+# every hyperparameter to the entry point as `--key value`, joined unquoted into one `/bin/sh -c` line. These
+# characters make that line a shell syntax error or run something else, so the job fails before the trainer starts.
+SHELL_SPECIAL = re.compile(r"""['"`$&|;<>()\n]""")
+
+
 def check_spec(spec) -> None:
     if not ROLE_ARN.fullmatch(spec.role or ""):
         raise UsageError(f"--role {str(spec.role)[:80]!r} is not an IAM role ARN; give one like "
                          "arn:aws:iam::123456789012:role/gankit-sagemaker (`launcher infra up` makes and records it)")
+    if not spec.image:
+        for key, value in hyperparameters(spec).items():  # what the job is sent (a local data_dir is not)
+            if not key.startswith("sagemaker_") and SHELL_SPECIAL.search(value):
+                shown = "--dataset" if key == "dataset" else f"--hp {key}"
+                raise UsageError(f"{shown} {str(value)[:80]!r}: AWS's prebuilt image passes hyperparameters to the "
+                                 "trainer through an unquoted shell command line, and this value's quotes, brackets "
+                                 "or $&|;<> would break it; rename it, or run your own image with --image")
 
 TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -68,6 +81,17 @@ def prebuilt_image(region: str, instance_type: str) -> str:
 
     return image_uris.retrieve(framework="tensorflow", region=region, version=TF_VERSION, py_version=PY_VERSION,
                                instance_type=instance_type, image_scope="training")
+
+
+def prebuilt_image_account(region: str) -> str | None:
+    """The AWS account whose ECR serves the prebuilt image in `region` (the execution role must be allowed to
+    pull from it: infra/base.yaml's PrebuiltImageAccount); None when sagemaker-core cannot say (the template's
+    default then)."""
+    try:
+        uri = prebuilt_image(region, DEFAULT_INSTANCE_TYPE)
+    except (ImportError, ValueError):  # no sagemaker-core here, or no prebuilt image in that region
+        return None
+    return uri.split(".", 1)[0]
 
 
 def source_uri(spec) -> str:
