@@ -1,12 +1,27 @@
 """`launcher image push`: build docker/Dockerfile and push it to ECR."""
 
 import base64
+import re
 import shutil
 import subprocess
 
 import trainer
 from trainer.errors import GankitError, UsageError
 
+# ECR's rule for a repository name, and the prefix the roles `launcher infra up` makes may pull (infra/base.yaml).
+ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+PULLABLE_PREFIX = "gankit"
+
+
+def check_repository(repository: str):
+    """A one-line UsageError, before any build, for a name ECR refuses or the job roles cannot pull."""
+    if not (2 <= len(repository) <= 256 and ECR_NAME.fullmatch(repository)):
+        raise UsageError(f"--repository {repository[:80]!r} is not an ECR repository name: use lowercase letters, "
+                         "digits and . _ - / (e.g. gankit-trainer)")
+    if not repository.startswith(PULLABLE_PREFIX):
+        raise UsageError(f"--repository {repository[:80]}: the job roles `launcher infra up` makes pull only "
+                         f"{PULLABLE_PREFIX}* repositories, so jobs could not start from it; name it "
+                         f"{PULLABLE_PREFIX}-{repository.rsplit('/', 1)[-1][:60]}")
 
 
 def _docker(*args, secret: str | None = None):
@@ -30,6 +45,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
     from launcher.resources import checkout
     from trainer import aws
 
+    check_repository(repository)
     repo = checkout()
     if repo is None:  # the build context is the whole source tree (pyproject.toml, trainer/, ...)
         raise UsageError("`launcher image push` builds from gankit's source: run it in a clone "

@@ -95,3 +95,15 @@ def test_image_push_creates_the_repository_logs_in_builds_and_pushes(capsys, mon
     # Pushing again reuses the repository.
     assert run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)[0] == 0
     assert len(ecr.describe_repositories()["repositories"]) == 1
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("my-trainer", "pull only gankit* repositories, so jobs could not start from it; name it gankit-my-trainer"),
+    ("Gankit", "is not an ECR repository name"), ("gankit//x", "is not an ECR repository name")])
+def test_image_push_refuses_a_repository_the_jobs_could_not_pull_before_building(capsys, monkeypatch, tmp_path,
+                                                                                  name, problem):
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, _, err = run(["image", "push", "--repository", name, "--region", "us-east-1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and problem in err
+    assert not (bin_dir / "calls").exists()  # refused before docker (or AWS) was asked anything
