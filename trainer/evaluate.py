@@ -7,9 +7,11 @@ against as many real train images as the ceiling (`real`), then writes
 classes of the real test images it is compared with, and the train images of the
 ceiling are drawn to the same class counts: FCD compares distributions, so a
 generator that draws every class exactly must not pay for an even mix against a
-test split that is not even (an image folder's classes rarely are). `epoch_hook` does the same during
-training every --eval-every epochs, with EPOCH_SAMPLES images (cheaper, so only
-comparable with other EPOCH_SAMPLES figures) and with DEFAULT_SAMPLES at the end.
+test split that is not even (an image folder's classes rarely are).
+
+`epoch_hook` does the same during training every --eval-every epochs, with
+EPOCH_SAMPLES images (cheaper, so only comparable with other EPOCH_SAMPLES
+figures) and with DEFAULT_SAMPLES at the end.
 """
 
 import dataclasses
