@@ -27,8 +27,8 @@ class ImagesOf:
         self.images_by_class, self.class_names, self.pick = images_by_class, list(class_names), pick
         self.num_classes = len(class_names)
 
-    def generate(self, target_class, count, seed):
-        labels = np.arange(count) % self.num_classes
+    def generate(self, target_class=None, count=1, seed=None, labels=None):
+        labels = np.arange(count) % self.num_classes if labels is None else labels
         rng = np.random.default_rng(seed)
         return np.stack([rng.choice(self.images_by_class[self.pick(k)]) for k in labels])
 

@@ -3,9 +3,15 @@
 `evaluate(generator_dir)` scores `samples` generated images with the judge
 (trainer.judge) against as many real test images, and the real test images
 against as many real train images as the ceiling (`real`), then writes
-`evaluation.json` beside the generator. `epoch_hook` does the same during
-training every --eval-every epochs, with EPOCH_SAMPLES images (cheaper, so only
-comparable with other EPOCH_SAMPLES figures) and with DEFAULT_SAMPLES at the end.
+`evaluation.json` beside the generator. A conditional generator is asked for the
+classes of the real test images it is compared with, and the train images of the
+ceiling are drawn to the same class counts: FCD compares distributions, so a
+generator that draws every class exactly must not pay for an even mix against a
+test split that is not even (an image folder's classes rarely are).
+
+`epoch_hook` does the same during training every --eval-every epochs, with
+EPOCH_SAMPLES images (cheaper, so only comparable with other EPOCH_SAMPLES
+figures) and with DEFAULT_SAMPLES at the end.
 """
 
 import dataclasses
@@ -33,6 +39,7 @@ class Reference:
     samples: int
     test_features: np.ndarray
     real: dict
+    test_labels: np.ndarray  # the class of each of those test images: what a conditional generator is asked for
 
 
 def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Reference:
@@ -54,19 +61,29 @@ def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Refere
             "(compare only figures taken at the same count)")
     rng = np.random.default_rng(SEED)
     test_idx = np.sort(rng.choice(len(splits.test_images), n, replace=False))
-    train_idx = np.sort(rng.choice(len(splits.train_images), n, replace=False))
+    test_labels = splits.test_labels[test_idx]
+    train_idx = class_matched(rng, splits.train_labels, test_labels)
     test_features, test_probs = judge.outputs(splits.test_images[test_idx])
     train_features = judge.features(splits.train_images[train_idx])
-    accuracy, per_class = metrics.label_accuracy(test_probs, splits.test_labels[test_idx], len(judge.class_names))
+    accuracy, per_class = metrics.label_accuracy(test_probs, test_labels, len(judge.class_names))
     real = {
         "label_accuracy": accuracy,
         "per_class_accuracy": dict(zip(judge.class_names, per_class)),
-        # Real vs real: n test images against n train images, the best a generator can hope for.
+        # Real vs real: n test images against n train images of the same classes, the best a generator can hope for.
         "frechet_classifier_distance": metrics.frechet_distance(train_features, test_features),
         "classifier_score": metrics.classifier_score(test_probs),
         "samples": n,
     }
-    return Reference(judge, n, test_features, real)
+    return Reference(judge, n, test_features, real, test_labels)
+
+
+def class_matched(rng, labels, wanted) -> np.ndarray:
+    """Sorted indices into `labels` holding as many of each class as `wanted` does (without replacement
+    while a class has enough; a class `labels` lacks, possible in a tiny image folder, is drawn from all)."""
+    picked = [rng.choice(pool if len(pool) else np.arange(len(labels)), count, replace=count > len(pool))
+              for k, count in enumerate(np.bincount(wanted)) if count
+              for pool in [np.flatnonzero(labels == k)]]
+    return np.sort(np.concatenate(picked))
 
 
 def score_generator(generator, ref: Reference) -> dict:
@@ -75,12 +92,14 @@ def score_generator(generator, ref: Reference) -> dict:
     if generator.conditional and tuple(generator.class_names) != tuple(judge.class_names):
         raise UsageError(f"the generator's classes ({', '.join(generator.class_names[:5])}...) differ from the "
                          f"dataset's ({', '.join(judge.class_names[:5])}...); pass the --data-dir it was trained on")
-    images = generator.generate(None, count=ref.samples, seed=SEED)
+    if generator.conditional:  # the classes of the test images it is compared with, not an even mix
+        images = generator.generate(count=ref.samples, seed=SEED, labels=ref.test_labels)
+    else:
+        images = generator.generate(None, count=ref.samples, seed=SEED)
     features, probs = judge.outputs(images)
     figures = {"label_accuracy": None, "per_class_accuracy": None}
     if generator.conditional:
-        labels = np.arange(ref.samples) % generator.num_classes  # generate(None) cycles through the classes
-        accuracy, per_class = metrics.label_accuracy(probs, labels, generator.num_classes)
+        accuracy, per_class = metrics.label_accuracy(probs, ref.test_labels, generator.num_classes)
         figures = {"label_accuracy": accuracy, "per_class_accuracy": dict(zip(judge.class_names, per_class))}
     figures["frechet_classifier_distance"] = metrics.frechet_distance(features, ref.test_features)
     figures["classifier_score"] = metrics.classifier_score(probs)

@@ -171,16 +171,22 @@ class Generator:
             return rng.standard_normal((count, self.z_dim)).astype(np.float32)
         return rng.uniform(-1.0, 1.0, (count, self.z_dim)).astype(np.float32)
 
-    def generate(self, target_class=None, count=1, seed=None, batch_size=500) -> np.ndarray:
-        """`count` images as uint8 (N, H, W, C); a conditional generator with no class gives an even mix."""
+    def generate(self, target_class=None, count=1, seed=None, batch_size=500, labels=None) -> np.ndarray:
+        """`count` images as uint8 (N, H, W, C); a conditional generator with no class gives an even mix.
+        `labels` (conditional only) names each image's class index instead: then count is len(labels)."""
+        if labels is not None:
+            labels = np.asarray(labels, np.int64).reshape(-1)
+            if not self.conditional or (len(labels) and not 0 <= labels.min() <= labels.max() < self.num_classes):
+                raise UsageError(f"labels must be class indexes 0-{self.num_classes - 1} of a conditional generator")
+            count = len(labels)
         if not isinstance(count, (int, np.integer)) or not 1 <= count <= MAX_COUNT:
             raise UsageError(f"--count {count}: must be between 1 and {MAX_COUNT}")
         rng = np.random.default_rng(seed)
         z = self._z(rng, count)
         if self.conditional:
-            if target_class is None:
+            if labels is None and target_class is None:
                 labels = np.arange(count) % self.num_classes
-            else:
+            elif labels is None:
                 labels = np.full(count, self.class_index(target_class))
             onehot = np.eye(self.num_classes, dtype=np.float32)[labels]
         elif target_class is not None:

@@ -70,7 +70,8 @@ def build_nets(cfg, image_shape, num_classes, precision, sync_bn=False) -> Nets:
     generator = build_generator(cfg.preset, cfg.z_dim, image_shape, num_classes, sync_bn=sync_bn)
     discriminator = build_discriminator(cfg.preset, image_shape, num_classes, sync_bn=sync_bn,
                                         aux_weight=getattr(cfg, "aux_weight", None))
-    beta2 = float(getattr(cfg, "beta2", 0.999) or 0.999)
+    beta2 = getattr(cfg, "beta2", None)
+    beta2 = 0.999 if beta2 is None else float(beta2)  # not `or`: --beta2 0 is a valid choice, not "unset"
     d_lr = getattr(cfg, "d_lr", None) or cfg.lr
     g_opt = make_optimizer(cfg.lr, cfg.beta1, precision, beta2)
     d_opt = make_optimizer(d_lr, cfg.beta1, precision, beta2)
