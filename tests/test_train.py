@@ -223,3 +223,21 @@ def test_resuming_at_another_batch_size_is_one_line_not_broken_epochs(tmp_path, 
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [4, 6]  # untouched (6: the open epoch)
     summary = train(config(tmp_path, mnist_dir, epochs=3), log=quiet)  # the same batch resumes
     assert summary["steps"] == 12 and [r["step"] for r in read_metrics(tmp_path / "run")] == [4, 8, 12]
+
+
+def test_a_resume_trains_at_the_commands_learning_rates_not_the_checkpoints(tmp_path, mnist_dir):
+    """Keras keeps each optimizer's learning rate in a variable, so a checkpoint holds it; resuming with a
+    lower --lr (after a divergence, say) must train at the new rate, not silently at the old one."""
+    from trainer.checkpoints import latest_checkpoint, read_checkpoint
+
+    def learning_rates():
+        arrays, _ = read_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+        return [float(arrays[k]) for k in sorted(arrays) if k.startswith(("g_opt/", "d_opt/"))
+                and arrays[k].shape == () and arrays[k].dtype.kind == "f"]
+
+    train(config(tmp_path, mnist_dir, epochs=2, max_steps=2, lr=3e-4, d_lr=5e-4), log=quiet)
+    assert learning_rates() == pytest.approx([5e-4, 3e-4])  # d_opt's, g_opt's
+    said = []
+    summary = train(config(tmp_path, mnist_dir, epochs=2, max_steps=4, lr=1e-4, d_lr=2e-4), log=said.append)
+    assert summary["steps"] == 4 and learning_rates() == pytest.approx([2e-4, 1e-4])
+    assert any("--lr 0.0001 from step 2 on (the checkpoint's was 0.0003)" in line for line in said), said

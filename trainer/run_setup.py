@@ -94,7 +94,7 @@ def build_training(p: Prepared, log=print) -> Training:
     from trainer.device import configure
     from trainer.distribute import choose_placement, split_cpu
     from trainer.evaluate import epoch_hook
-    from trainer.steps import build_nets, make_runner, spec_from
+    from trainer.steps import build_nets, keep_command_learning_rates, make_runner, spec_from
     from trainer.weights import load_arrays
 
     if cfg.framework == "tensorflow":
@@ -127,6 +127,7 @@ def build_training(p: Prepared, log=print) -> Training:
         state = RunState.from_json(saved, p.architecture, run_schedule)
         load_arrays(nets.groups(), arrays, p.latest)
         log(f"resuming from {p.latest} at step {state.step}")
+        keep_command_learning_rates(nets, cfg, state.step, log)
     runner = make_runner(cfg.framework, nets, spec_from(cfg, p.num_classes, global_batch), data, placement, setup)
     write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
     run_log = events.RunLog(out, steps_per_epoch, total_steps, state.to_json(), log)  # losses.jsonl, TensorBoard

@@ -72,8 +72,8 @@ def build_nets(cfg, image_shape, num_classes, precision, sync_bn=False) -> Nets:
                                         aux_weight=getattr(cfg, "aux_weight", None))
     beta2 = getattr(cfg, "beta2", None)
     beta2 = 0.999 if beta2 is None else float(beta2)  # not `or`: --beta2 0 is a valid choice, not "unset"
-    d_lr = getattr(cfg, "d_lr", None) or cfg.lr
-    g_opt = make_optimizer(cfg.lr, cfg.beta1, precision, beta2)
+    g_lr, d_lr = learning_rates(cfg)
+    g_opt = make_optimizer(g_lr, cfg.beta1, precision, beta2)
     d_opt = make_optimizer(d_lr, cfg.beta1, precision, beta2)
     g_opt.build(generator.trainable_variables)
     d_opt.build(discriminator.trainable_variables)
@@ -83,6 +83,22 @@ def build_nets(cfg, image_shape, num_classes, precision, sync_bn=False) -> Nets:
 
         ema = ema_copy(generator)
     return Nets(generator, discriminator, g_opt, d_opt, ema)
+
+
+def learning_rates(cfg) -> tuple[float, float]:
+    """(G's, D's): D trains at --d-lr where one is set (TTUR), else at --lr like G."""
+    return float(cfg.lr), float(getattr(cfg, "d_lr", None) or cfg.lr)
+
+
+def keep_command_learning_rates(nets: Nets, cfg, step: int, log):
+    """Keras keeps an optimizer's learning rate in a variable, so a checkpoint restores the rate it was
+    written at; the command's --lr and --d-lr are what trains from here (a resume at a lower rate after a
+    divergence, say), and a change is said."""
+    for flag, opt, wanted in zip(("--lr", "--d-lr"), (nets.g_opt, nets.d_opt), learning_rates(cfg)):
+        restored = float(opt.learning_rate)
+        if abs(restored - wanted) > 1e-6 * wanted:
+            opt.learning_rate = wanted
+            log(f"note: {flag} {wanted:g} from step {step} on (the checkpoint's was {restored:g})")
 
 
 def make_optimizer(lr, beta1, precision, beta2=0.999):
