@@ -336,12 +336,14 @@ def pull(job, dest):
 def generate(source, target_class, count, rows, cols, seed, out):
     """Make images from a generator: a pulled folder, a job name, or an s3://.../generator prefix."""
     from launcher.pull import generator_dir
-    from launcher.quiet import tensorflow_quietly
+    from launcher.quiet import start_tensorflow
     from trainer.generate import generate_to_file
 
     folder = generator_dir(source)
-    with tensorflow_quietly():
-        path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed)
+    # TensorFlow's start-up lines are caught and dropped as it starts, not for the whole command: the progress
+    # of a large --count shows live. A wrong --class or --out is refused before it starts at all.
+    path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed,
+                            before_load=start_tensorflow)
     click.echo(f"wrote {path}")
 
 

@@ -171,8 +171,9 @@ class Generator:
             return rng.standard_normal((count, self.z_dim)).astype(np.float32)
         return rng.uniform(-1.0, 1.0, (count, self.z_dim)).astype(np.float32)
 
-    def generate(self, target_class=None, count=1, seed=None, batch_size=500) -> np.ndarray:
-        """`count` images as uint8 (N, H, W, C); a conditional generator with no class gives an even mix."""
+    def generate(self, target_class=None, count=1, seed=None, batch_size=500, on_batch=None) -> np.ndarray:
+        """`count` images as uint8 (N, H, W, C); a conditional generator with no class gives an even mix.
+        `on_batch(n)`, when given, hears of each batch of `n` images made (for a progress bar)."""
         if not isinstance(count, (int, np.integer)) or not 1 <= count <= MAX_COUNT:
             raise UsageError(f"--count {count}: must be between 1 and {MAX_COUNT}")
         rng = np.random.default_rng(seed)
@@ -189,6 +190,8 @@ class Generator:
         for i in range(0, count, batch_size):
             inputs = [z[i:i + batch_size], onehot[i:i + batch_size]] if self.conditional else z[i:i + batch_size]
             out.append(to_uint8(self._forward(inputs)))
+            if on_batch:
+                on_batch(len(out[-1]))
         return np.concatenate(out)
 
     def _forward(self, inputs):
