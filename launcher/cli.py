@@ -166,17 +166,32 @@ def _wait_and_pull(record: dict, dest: Path):
 
     from launcher.quiet import LineFilter
 
+    from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+    job = record["job"]
     backend = backends.get(record["backend"])
     echo = LineFilter(click.echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
-    backend.logs(record, follow=True, echo=echo)
+    try:
+        backend.logs(record, follow=True, echo=echo)
+    except KeyboardInterrupt as e:  # only the watching stops: say so, and how to go on
+        bills = " (and bills)" if backend.CLOUD else ""
+        raise Interrupted(f"stopped watching {job} on {signal_name(interrupt_signal(e))}; the job runs on{bills}: "
+                          f"`launcher stop {job}` stops it, `launcher logs {job} --follow` watches it again, "
+                          f"`launcher pull {job} --dest {dest}` fetches its outputs once it completes",
+                          interrupt_signal(e)) from None
     echo.flush()
     info = backend.describe(record)
     _raise_if_failed(record, info)
     if info["status"] != "Completed":
-        raise GankitError(f"job {record['job']} is {info['status']}; `launcher submit --resume {record['job']} ...` "
+        raise GankitError(f"job {job} is {info['status']}; `launcher submit --resume {job} ...` "
                           "continues it from its last checkpoint")
-    pull(record, dest, log=click.echo)
-    click.echo(f"pulled {record['job']} to {dest}")
+    try:
+        pull(record, dest, log=click.echo)
+    except KeyboardInterrupt as e:
+        raise Interrupted(f"the pull of {job} stopped on {signal_name(interrupt_signal(e))}; the job has "
+                          f"completed, and `launcher pull {job} --dest {dest}` fetches the rest",
+                          interrupt_signal(e)) from None
+    click.echo(f"pulled {job} to {dest}")
 
 
 def _raise_if_failed(record, info):
@@ -321,12 +336,14 @@ def pull(job, dest):
 def generate(source, target_class, count, rows, cols, seed, out):
     """Make images from a generator: a pulled folder, a job name, or an s3://.../generator prefix."""
     from launcher.pull import generator_dir
-    from launcher.quiet import tensorflow_quietly
+    from launcher.quiet import start_tensorflow
     from trainer.generate import generate_to_file
 
     folder = generator_dir(source)
-    with tensorflow_quietly():
-        path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed)
+    # TensorFlow's start-up lines are caught and dropped as it starts, not for the whole command: the progress
+    # of a large --count shows live. A wrong --class or --out is refused before it starts at all.
+    path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed,
+                            before_load=start_tensorflow)
     click.echo(f"wrote {path}")
 
 

@@ -146,3 +146,22 @@ def test_trainer_generate_reads_a_generator_from_s3_and_writes_images_to_s3(good
 def test_an_s3_out_without_an_object_name_is_one_line(good, capsys, out, words):
     code, captured = run_generate(capsys, good, "--out", out)  # refused before S3 is reached
     assert_one_line(code, captured, "--out", words)
+
+
+def test_a_large_count_shows_progress_and_a_small_one_does_not(good, tmp_path, capsys):
+    """Thousands of images take minutes on a CPU: they are counted as they are made, not in silence."""
+    code, captured = run_generate(capsys, good, "--count", "1200", "--out", tmp_path / "many.npy")
+    assert code == 0, captured.err
+    assert "generating  1200 images/1200 images (100%)" in captured.err
+    code, captured = run_generate(capsys, good, "--count", "300", "--out", tmp_path / "few.npy")
+    assert code == 0 and "generating" not in captured.err
+
+
+def test_launcher_generate_shows_progress_too(good, tmp_path, capsys):
+    from launcher.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(good), "--count", "1200", "--out", str(tmp_path / "grid.png")])
+    captured = capsys.readouterr()
+    assert e.value.code == 0, captured.err
+    assert "generating  1200 images/1200 images (100%)" in captured.err and (tmp_path / "grid.png").is_file()

@@ -77,3 +77,37 @@ def test_sigterm_still_stops_training(tmp_path, mnist_dir):
         train_until_stopped(cfg)
     assert e.value.exit_code == 143 and "SIGTERM" in str(e.value)
     assert 4 <= int(str(e.value).split("at step ")[1].split(";")[0]) < 200  # mid-run: past epoch 1, not done
+
+
+def test_a_closed_terminal_sighup_writes_a_checkpoint_and_stops(tmp_path, mnist_dir):
+    """The terminal that ran `train` closes: SIGHUP, and writes to it fail from then on. The run checkpoints
+    where it is and stops with 129, as SIGTERM would, rather than dying on the spot."""
+    import pty
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+           "--output-dir", str(out), "--epochs", "200", "--batch-size", "16", "--checkpoint-minutes", "60"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    reader = __import__("threading").Thread(target=lambda: _drain(master), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "checkpoints").glob("ckpt-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the training loop, past the first epoch's checkpoint
+    proc.send_signal(signal.SIGHUP)
+    os.close(master)  # the terminal is gone
+    assert proc.wait(timeout=120) == 129
+    from trainer.checkpoints import latest_checkpoint
+
+    assert int(latest_checkpoint(out / "checkpoints").name[5:]) > 4  # mid-run, not the first epoch's
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass

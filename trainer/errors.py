@@ -4,6 +4,8 @@ Anything raised as `GankitError` is printed as a single line (no traceback) by t
 CLIs, which exit with `exit_code`: 2 for bad input (usage), 1 for a run that failed.
 """
 
+import contextlib
+
 
 class GankitError(Exception):
     exit_code = 1
@@ -19,6 +21,40 @@ class Stopped(GankitError):
     """SIGTERM (a spot interruption, `launcher stop`) or Ctrl-C: checkpointed, then stopped."""
 
     exit_code = 143  # 128 + SIGTERM, as a shell reports it
+
+
+class Interrupted(GankitError):
+    """Ctrl-C, SIGTERM or SIGHUP stopped a command that leaves something going (a job, a pull half done):
+    one line on what goes on and how to pick it up; exit 128 + the signal."""
+
+    def __init__(self, message, signum=None):
+        import signal
+
+        super().__init__(message)
+        self.signum = signum or signal.SIGINT
+        self.exit_code = 128 + self.signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal), raised where Ctrl-C would be, so that the same clean-up runs:
+    temp files removed, S3 transfers cancelled, nothing half-written left behind."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def signal_name(signum) -> str:
+    import signal
+
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def interrupt_signal(e: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt: SIGINT, or Terminated's."""
+    import signal
+
+    return getattr(e, "signum", signal.SIGINT)
 
 
 NO_CREDENTIALS = "no AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE"
@@ -72,29 +108,69 @@ def client_error(e) -> tuple[str, str]:
     return str(error.get("Code", "?")), one_line(error.get("Message") or "")
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt(signals=None):
+    """SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) in the block, as Ctrl-C raises its own:
+    without this Python dies on the spot and leaves an atomic write's temp file, a download's partial copy,
+    where the user finds it. After the first, further ones are ignored while the clean-up runs (Ctrl-C still
+    interrupts it). A signal someone set to be ignored (`nohup`) stays ignored; off the main thread, nothing."""
+    import signal
+    import threading
+
+    signals = signals or (signal.SIGTERM, signal.SIGHUP)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def terminate(signum, _frame):
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for s, handler in previous.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(s, terminate)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_cli(command, argv=None, prog_name=None, on_error=None):
     """Run a Click command so that every failure is one line on stderr.
 
     Click's own usage errors (exit 2), our GankitErrors (their exit code),
-    botocore's errors (`aws_error`) and Ctrl-C (130) never show a traceback. `on_error(message)` hears of every
+    botocore's errors (`aws_error`) and Ctrl-C (130) never show a traceback; SIGTERM and SIGHUP stop a
+    command as Ctrl-C does (its clean-up runs) and exit 143 and 129. `on_error(message)` hears of every
     failure first (the SageMaker contract writes it to /opt/ml/output/failure).
     """
     import sys
 
     import click
 
-    def fail(message, code):
+    def fail(message, code, interrupted=False):
         if on_error:
             on_error(message)
-        click.echo(f"error: {message}", err=True)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            if interrupted and sys.stderr.isatty():
+                click.echo(err=True)  # close the terminal's ^C echo
+            click.echo(f"error: {message}", err=True)
         sys.exit(code)
 
     try:
-        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        with terminate_as_interrupt():
+            command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.Abort:
+    except click.Abort as e:
+        cause = e.__cause__
+        if isinstance(cause, Terminated):  # Ctrl-C speaks for itself (the ^C echo); these say what came
+            fail(f"stopped by {signal_name(cause.signum)}", 128 + cause.signum)
         sys.exit(130)
+    except Interrupted as e:
+        fail(str(e), e.exit_code, interrupted=True)
     except click.ClickException as e:
         hint = ""
         if isinstance(e, click.UsageError) and e.ctx is not None:
@@ -102,8 +178,8 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
         fail(f"{e.format_message()}{hint}", e.exit_code)
     except GankitError as e:
         fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
+    except KeyboardInterrupt as e:
+        fail("interrupted", 128 + interrupt_signal(e))
     except Exception as e:
         known = aws_error(e)  # the one place botocore's errors become one line, for every command
         if known is not None:

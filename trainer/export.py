@@ -171,9 +171,11 @@ class Generator:
             return rng.standard_normal((count, self.z_dim)).astype(np.float32)
         return rng.uniform(-1.0, 1.0, (count, self.z_dim)).astype(np.float32)
 
-    def generate(self, target_class=None, count=1, seed=None, batch_size=500, labels=None) -> np.ndarray:
+    def generate(self, target_class=None, count=1, seed=None, batch_size=500, labels=None,
+                 on_batch=None) -> np.ndarray:
         """`count` images as uint8 (N, H, W, C); a conditional generator with no class gives an even mix.
-        `labels` (conditional only) names each image's class index instead: then count is len(labels)."""
+        `labels` (conditional only) names each image's class index instead: then count is len(labels).
+        `on_batch(n)`, when given, hears of each batch of `n` images made (for a progress bar)."""
         if labels is not None:
             labels = np.asarray(labels, np.int64).reshape(-1)
             if not self.conditional or (len(labels) and not 0 <= labels.min() <= labels.max() < self.num_classes):
@@ -195,6 +197,8 @@ class Generator:
         for i in range(0, count, batch_size):
             inputs = [z[i:i + batch_size], onehot[i:i + batch_size]] if self.conditional else z[i:i + batch_size]
             out.append(to_uint8(self._forward(inputs)))
+            if on_batch:
+                on_batch(len(out[-1]))
         return np.concatenate(out)
 
     def _forward(self, inputs):

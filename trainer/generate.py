@@ -11,8 +11,10 @@ from trainer import s3
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_bytes, cache_root
 from trainer.images import tile
+from trainer.progress import Progress
 
 SUFFIXES = (".npy", ".png")
+PROGRESS_ABOVE = 500  # images: one batch is quick; more gets a progress line
 
 
 def generator_folder(source) -> Path:
@@ -23,8 +25,11 @@ def generator_folder(source) -> Path:
     return Path(source)
 
 
-def generate_to_file(generator_dir, out, target_class=None, count=None, rows=None, cols=None, seed=None):
-    """Write the images to `out` (a path or an s3:// URI) and return it; `generator_dir` may be an s3:// prefix."""
+def generate_to_file(generator_dir, out, target_class=None, count=None, rows=None, cols=None, seed=None,
+                     before_load=None):
+    """Write the images to `out` (a path or an s3:// URI) and return it; `generator_dir` may be an s3:// prefix.
+    `before_load()`, when given, runs once the inputs are checked, just before Keras loads (the launcher starts
+    TensorFlow quietly there)."""
     remote = s3.is_s3(out)
     out = str(out) if remote else Path(out)
     suffix = PurePosixPath(str(out)).suffix.lower()
@@ -44,9 +49,21 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     generator_dir = generator_folder(generator_dir)
     if target_class is not None:  # a wrong --class fails from generator.json, before Keras' seconds-long import
         Generator(None, read_meta(generator_dir)).class_index(target_class)
+    if before_load:
+        before_load()
     generator = load_generator(generator_dir)
+
+    def make(n):
+        """`n` images; more than one batch (minutes on a CPU for many thousands) shows progress."""
+        if n <= PROGRESS_ABOVE:
+            return generator.generate(target_class, n, seed)
+        progress = Progress(n, label="generating", fmt=lambda k: f"{k} images")
+        images = generator.generate(target_class, n, seed, on_batch=progress.update)
+        progress.close()
+        return images
+
     if suffix == ".npy":
-        images = generator.generate(target_class, count or (rows or 10) * (cols or 10), seed)
+        images = make(count or (rows or 10) * (cols or 10))
         buf = io.BytesIO()
         np.save(buf, images)
     else:
@@ -57,7 +74,7 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
                 cols = min(count, 10)
                 rows = math.ceil(count / cols)
             rows, cols = rows or 5, cols or 5
-            picture = tile(generator.generate(target_class, count or rows * cols, seed), rows, cols, scale=2)
+            picture = tile(make(count or rows * cols), rows, cols, scale=2)
         buf = io.BytesIO()
         picture.save(buf, format="PNG")
     if remote:

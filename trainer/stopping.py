@@ -5,11 +5,12 @@ Shared by `python -m trainer train` (trainer/cli.py) and the container's `train`
 """
 
 from trainer.config import TrainConfig
-from trainer.errors import Stopped
+from trainer.errors import Stopped, signal_name
 
 
 def train_until_stopped(cfg: TrainConfig) -> dict:
-    """Train, turning SIGTERM (spot interruptions, `launcher stop`) and Ctrl-C into a checkpoint and a clean stop.
+    """Train, turning SIGTERM (spot interruptions, `launcher stop`), Ctrl-C and SIGHUP (the terminal closed)
+    into a checkpoint and a clean stop; a SIGHUP someone chose to ignore (`nohup`) stays ignored.
 
     The loop polls the flag after every step. After the last step it is not
     polled: the export and the final report are short and complete-or-invisible,
@@ -22,6 +23,7 @@ def train_until_stopped(cfg: TrainConfig) -> dict:
     from trainer.train import train as run
 
     stop = threading.Event()
+    terminals = _terminals()  # now: once the terminal hangs up, isatty says no
     received = []
 
     def on_signal(signum, _frame):
@@ -29,21 +31,51 @@ def train_until_stopped(cfg: TrainConfig) -> dict:
         stop.set()
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if signum == signal.SIGHUP:
+            _leave_the_terminal(terminals)  # it is gone: the checkpoint's lines must not fail on it
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    handled = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN else [])
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
         summary = run(cfg, stop_requested=stop.is_set)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    name = "Ctrl-C (SIGINT)" if received and received[0] == signal.SIGINT else "SIGTERM"
+    first = received[0] if received else signal.SIGTERM
+    name = signal_name(first)
     if summary["stopped"]:
         stopped = Stopped(f"stopped by {name} at step {summary['steps']}; a checkpoint is written and the same "
                           "command resumes")
-        if name != "SIGTERM":
-            stopped.exit_code = 130  # 128 + SIGINT, as a shell reports it
+        stopped.exit_code = 128 + first  # as a shell reports it: 143 SIGTERM, 130 Ctrl-C, 129 SIGHUP
         raise stopped
     if received:
         print(f"note: {name} arrived during the export after the last step; the export finished first, "
               "so the run is complete", file=sys.stderr)
     return summary
+
+
+def _terminals() -> list[int]:
+    """Which of stdout and stderr are a terminal."""
+    import os
+
+    found = []
+    for fd in (1, 2):
+        try:
+            if os.isatty(fd):
+                found.append(fd)
+        except OSError:
+            pass
+    return found
+
+
+def _leave_the_terminal(fds):
+    """Point `fds` (stdout and stderr where they were a terminal) at /dev/null: after SIGHUP a write there
+    fails with EIO. A log file or pipe keeps its lines."""
+    import os
+
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
