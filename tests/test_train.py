@@ -241,3 +241,36 @@ def test_a_resume_trains_at_the_commands_learning_rates_not_the_checkpoints(tmp_
     summary = train(config(tmp_path, mnist_dir, epochs=2, max_steps=4, lr=1e-4, d_lr=2e-4), log=said.append)
     assert summary["steps"] == 4 and learning_rates() == pytest.approx([2e-4, 1e-4])
     assert any("--lr 0.0001 from step 2 on (the checkpoint's was 0.0003)" in line for line in said), said
+
+
+def test_a_diverged_run_stops_in_one_line_and_keeps_only_checkpoints_of_numbers(tmp_path, mnist_dir, capsys):
+    """Weights that became NaN (here planted in a checkpoint that verifies) make the next step's losses NaN:
+    the run stops at that step with one line, and writes no checkpoint or export of them."""
+    from tests.cli_helpers import assert_one_line, run_trainer
+    from trainer.checkpoints import checkpoint_folders, latest_checkpoint, read_checkpoint, write_checkpoint
+
+    train(config(tmp_path, mnist_dir, epochs=3, max_steps=2), log=quiet)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    arrays, state = read_checkpoint(latest_checkpoint(checkpoints))
+    poisoned = next(k for k in sorted(arrays) if k.startswith("discriminator/") and arrays[k].ndim > 1)
+    arrays[poisoned] = np.full_like(arrays[poisoned], np.nan)
+    write_checkpoint(checkpoints, 2, arrays, state, keep=3)  # as a diverged run would have left it
+    capsys.readouterr()
+
+    code, captured = run_trainer(capsys, "train", "--dataset", "mnist", "--data-dir", mnist_dir, "--output-dir",
+                                 tmp_path / "run", "--epochs", 3, "--batch-size", 16)
+    assert_one_line(code, captured, "training diverged at step 3 (d_loss nan", "--lr", exit_code=1)
+    assert [step for step, _ in checkpoint_folders(checkpoints)] == [2]  # nothing past the divergence
+    assert json.loads((tmp_path / "run" / "generator" / "generator.json").read_text())["steps"] == 2  # the first run's
+
+
+def test_a_checkpoint_of_weights_that_are_not_numbers_is_never_written(tmp_path):
+    from trainer.checkpoints import CheckpointWriter, checkpoint_folders
+    from trainer.errors import Diverged
+
+    writer = CheckpointWriter(tmp_path, keep=3)
+    writer.save(4, {"generator/0000": np.ones((2, 2), np.float32), "g_opt/0000": np.array(4)}, {"step": 4})
+    writer.save(8, {"generator/0000": np.array([[1.0, np.inf]], np.float32), "g_opt/0000": np.array(8)}, {"step": 8})
+    with pytest.raises(Diverged, match=r"step 8 \(generator/0000 holds NaN or infinity\)"):
+        writer.wait()
+    assert [step for step, _ in checkpoint_folders(tmp_path)] == [4]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.background import Background
-from trainer.errors import GankitError, UsageError
+from trainer.errors import Diverged, GankitError, UsageError
 from trainer.fsutil import atomic_dir
 
 MANIFEST = "MANIFEST.json"
@@ -147,6 +147,11 @@ class CheckpointWriter:
         self._job.start(self._write, step, arrays, state, name=f"checkpoint-{step}")
 
     def _write(self, step, arrays, state):
+        # Checked here, beside training: a checkpoint of weights that are no longer numbers would be the one a
+        # resume loads, and every later run would start from it.
+        broken = next((name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()), None)
+        if broken:
+            raise Diverged(step, f"{broken} holds NaN or infinity")
         folder = write_checkpoint(self.directory, step, arrays, state, self.keep)
         if self.after is not None:
             self.after(folder)

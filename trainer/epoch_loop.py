@@ -13,6 +13,7 @@ import numpy as np
 
 from trainer import checkpoints
 from trainer.background import Background
+from trainer.errors import Diverged
 from trainer.pacer import Pacer
 from trainer.run_storage import OutputPublisher
 from trainer.weights import arrays_of
@@ -43,6 +44,9 @@ class EpochLoop:
             # Many steps per compiled call, but never past the epoch, --max-steps or the next checkpoint.
             n = self.pacer.steps(last - batch, self.checkpoint_seconds - (time.monotonic() - self.last_checkpoint))
             for losses in self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n):
+                if not np.isfinite(losses).all():
+                    self.wait()  # the checkpoint in flight (of good weights) is finished, not cut off
+                    raise Diverged(state.step + 1, "d_loss {:.4g}, g_loss {:.4g}".format(*np.asarray(losses)))
                 sums = sums + losses  # one step at a time, in order: the same sums however steps were grouped
                 state.step += 1
                 state.epoch_steps += 1

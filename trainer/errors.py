@@ -23,6 +23,16 @@ class Stopped(GankitError):
     exit_code = 143  # 128 + SIGTERM, as a shell reports it
 
 
+class Diverged(GankitError):
+    """The losses or weights stopped being numbers: nothing from then on is kept, the checkpoints before stay."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"training diverged at step {step} ({what}), so it stops without keeping that state; the "
+                         "checkpoints before it are kept. Run the same command with a lower --lr (and --d-lr), e.g. "
+                         "half, to resume from the last of them at that rate, or start afresh with --precision "
+                         "float32 or another --seed")
+
+
 class Interrupted(GankitError):
     """Ctrl-C, SIGTERM or SIGHUP stopped a command that leaves something going (a job, a pull half done):
     one line on what goes on and how to pick it up; exit 128 + the signal."""
