@@ -21,7 +21,7 @@ LAZY = {
     "infra": ("launcher.infra:infra", "Provision, show or delete the AWS stacks (bucket, roles, security group)."),
     "jupyter": ("launcher.jupyter:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
     "evaluate": ("launcher.quality:evaluate", "Measure a generator's image quality (job or folder)."),
-    "report": ("launcher.quality:report", "Fetch a job's report.html (and open it with --open)."),
+    "report": ("launcher.quality:report", "Rebuild a job's report.html from its run output (--open opens it)."),
 }
 
 
