@@ -56,6 +56,16 @@ def test_a_local_job_has_a_max_run_only_when_one_is_given():
     assert local.plan_rows(spec) == [("max run", "1m30s, then it is stopped with a checkpoint (--resume continues it)")]
 
 
+def test_the_local_backend_refuses_several_instances(capsys):
+    # It ran one trainer while `status` showed "local x2".
+    from launcher.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--dataset", "mnist", "--instance-count", "2", "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "local backend runs one trainer" in err, err
+
+
 def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     with pytest.raises(UsageError, match="launcher infra up"):

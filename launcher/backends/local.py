@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher import jobs
-from launcher.backends.base import (check_folder, container_inputs, folder_source, no_spec_checks,
-                                    recorded_output_uri, write_container_inputs)
+from launcher.backends.base import (check_folder, container_inputs, folder_source, recorded_output_uri,
+                                    write_container_inputs)
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -32,7 +32,13 @@ SETUP_SECONDS = 0
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after --max-run's SIGTERM, as on EC2
 MAX_RUN_REACHED = "max_run_reached"  # in the job's folder: why its trainer was stopped
 output_uri = recorded_output_uri  # the local folder standing in for the bucket
-check_spec = no_spec_checks
+
+
+def check_spec(spec) -> None:
+    """One trainer on this machine: several instances would be recorded (`status` said "local x2") but not run."""
+    if getattr(spec, "instance_count", 1) not in (None, 1):
+        raise UsageError("the local backend runs one trainer on this machine; drop --instance-count, or use "
+                         "--backend sagemaker for several instances")
 
 
 def _now() -> str:
