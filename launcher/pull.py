@@ -25,8 +25,12 @@ def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
             target = targets[path]
-            with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
-                shutil.copyfileobj(src, out)
+            try:
+                with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
+                    shutil.copyfileobj(src, out)
+            except OSError as e:  # a file where a folder must go (or the reverse), a full disk: as S3's mirror says
+                raise GankitError(f"copy of {path} to {target} failed: {e.strerror or e}; free space, move what "
+                                  "is in the way, or choose another destination") from None
             progress.update(path.stat().st_size)
         progress.close()
     return dest

@@ -286,3 +286,22 @@ def test_pulling_a_job_stopped_before_its_export_says_how_to_continue_it(tmp_pat
     assert "pull again when it has completed" not in err
     assert (tmp_path / "j5" / "metrics.jsonl").exists()  # what it did publish came home, and the line says where
     assert str(tmp_path / "j5") in err
+
+
+@pytest.mark.parametrize("in_the_way", ["file", "folder"])
+def test_a_local_pull_with_something_in_the_way_is_one_line(tmp_path, capsys, in_the_way):
+    # S3's mirror said so in one line; the local backend's copy traced back.
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j6", 0, published=["generator/generator.json", "report.html"])
+    dest = tmp_path / "j6"
+    if in_the_way == "file":
+        dest.mkdir()
+        (dest / "generator").write_text("mine")  # where the generator's folder must go
+    else:
+        (dest / "report.html").mkdir(parents=True)  # where a file must go
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j6", "--dest", str(dest)])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert e.value.code == 1 and err.startswith("error: copy of ") and "failed" in err and "Traceback" not in err, err
+    assert not [p.name for p in dest.rglob("*.part")]  # nothing half-written left beside it
