@@ -21,7 +21,7 @@ LAZY = {
     "infra": ("launcher.infra:infra", "Provision, show or delete the AWS stacks (bucket, roles, security group)."),
     "jupyter": ("launcher.jupyter:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
     "evaluate": ("launcher.quality:evaluate", "Measure a generator's image quality (job or folder)."),
-    "report": ("launcher.quality:report", "Fetch a job's report.html (and open it with --open)."),
+    "report": ("launcher.quality:report", "Rebuild a job's report.html from its run output (--open opens it)."),
 }
 
 
@@ -85,7 +85,8 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
 @click.option("--spot/--on-demand", default=True, show_default=True, help="Spot capacity (cheaper, may be interrupted).")
-@click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m [2h]; it is stopped after.")
+@click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m [cloud: 2h; local: no limit]; "
+              "it is then stopped with a checkpoint.")
 @click.option("--bucket", default=None, help="S3 bucket for data and runs [config].")
 @click.option("--role", default=None, help="SageMaker execution role ARN [config].")
 @click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")

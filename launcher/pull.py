@@ -25,8 +25,12 @@ def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
         progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
         for path in todo:
             target = targets[path]
-            with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
-                shutil.copyfileobj(src, out)
+            try:
+                with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
+                    shutil.copyfileobj(src, out)
+            except OSError as e:  # a file where a folder must go (or the reverse), a full disk: as S3's mirror says
+                raise GankitError(f"copy of {path} to {target} failed: {e.strerror or e}; free space, move what "
+                                  "is in the way, or choose another destination") from None
             progress.update(path.stat().st_size)
         progress.close()
     return dest
@@ -42,16 +46,46 @@ def fetch(uri: str, dest: Path, label: str, log=None) -> Path:
 
 def pull(record: dict, dest: Path, log=print) -> Path:
     """The run's outputs (generator, samples, metrics, plots, report) into `dest`; checks the generator loads."""
+    uri = _output_uri(record)
     with removed_on_error(dest):  # a pull that finds nothing leaves no empty folder behind
         ensure_writable_dir(dest, "--dest")  # one line now, not a traceback from the first file
-        fetch(_output_uri(record), dest, label=f"pulling {record['job']}", log=log)
+        if not s3.is_s3(uri) and not Path(uri).is_dir():
+            raise GankitError(_missing(record, f"nothing at {uri}", "published no outputs"))
+        fetch(uri, dest, label=f"pulling {record['job']}", log=log)
     folder = dest / "generator"
     if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
         log("the generator is the one already checked here; not loading it again")
         return dest
+    if not (folder / "generator.json").exists():
+        raise GankitError(_missing(record, f"{record['job']} has no exported generator", "exported no generator",
+                                   pulled=dest))
     check_generator(folder, record["job"])
     atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
     return dest
+
+
+def _missing(record: dict, what: str, never: str, pulled: Path | None = None) -> str:
+    """Why a job has nothing (or no generator) to pull: an ended job will not publish it later, so "try again
+    later" would send its owner waiting for nothing."""
+    from launcher import backends
+
+    job = record["job"]
+    try:
+        info = backends.get(record["backend"]).describe(record)
+    except Exception:  # only a hint for the message: without a status it gives none, never a traceback
+        info = {}
+    status = info.get("status")
+    kept = f" (what it did publish is in {pulled})" if pulled and pulled.is_dir() and any(pulled.iterdir()) else ""
+    if status == "Failed":
+        return (f"{what}: job {job} failed and {never}{kept} ({info.get('failure_reason') or 'no reason given'}); "
+                f"`launcher logs {job}` shows its log")
+    if status == "Stopped":
+        return (f"{what}: job {job} was stopped before it got that far{kept}; "
+                f"`launcher submit --resume {job} ...` continues it from its last checkpoint")
+    if status == "Completed":
+        return f"{what}, yet job {job} completed; `launcher logs {job}` shows what it did"
+    return (f"{what} yet (job {job} is {status or 'not finished'}; the generator is exported when training ends); "
+            f"check `launcher status {job}` and pull again when it has completed")
 
 
 def _output_uri(record: dict) -> str:

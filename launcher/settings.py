@@ -124,6 +124,8 @@ def _is_ip(name: str) -> bool:
 def get(key: str, default=None):
     env = os.environ.get(f"GANKIT_{key.upper()}")
     if env:
+        if key == "backend" and env not in BACKENDS:  # else `submit` blamed a --backend nobody passed
+            raise UsageError(f"GANKIT_BACKEND={env[:40]!r}: choose one of {', '.join(BACKENDS)}, or unset it")
         return env
     value = load().get(key)
     return default if value in (None, "") else value

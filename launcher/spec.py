@@ -33,7 +33,7 @@ class JobSpec:
     instance_type: str = "local"
     instance_count: int = 1
     spot: bool = True
-    max_run: int = 7200
+    max_run: int | None = 7200  # None: a local job given no --max-run runs until done
     max_wait: int | None = None
     role: str | None = None
     image: str | None = None
@@ -155,7 +155,8 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         region = aws.region(region, settings.get("region"))
     return JobSpec(job=job or job_name(dataset, model, now), backend=backend, dataset=dataset,
                    hyperparameters=hyperparameters, root=root.rstrip("/"), instance_type=instance_type,
-                   instance_count=instance_count, spot=bool(spot) and cloud, max_run=max_run_s,
+                   instance_count=instance_count, spot=bool(spot) and cloud,
+                   max_run=max_run_s if cloud or max_run else None,
                    max_wait=2 * max_run_s if spot and cloud else None, role=role,
                    image=image or settings.get("image"), region=region, resume=resume)
 

@@ -43,6 +43,28 @@ def test_the_good_generator_generates(good, tmp_path, capsys):
     assert code == 0 and (tmp_path / "x.png").is_file(), captured.err
 
 
+@pytest.mark.parametrize("args, size", [
+    (["--count", "30", "--rows", "2"], (2, 15)),  # once a 2x5 grid: 10 of the 30 images asked for
+    (["--count", "7", "--cols", "3"], (3, 3)),
+    (["--count", "12"], (2, 10)),
+    (["--rows", "3"], (3, 5)),
+])
+def test_a_png_grid_holds_every_image_count_asks_for(good, tmp_path, capsys, args, size):
+    from PIL import Image
+
+    code, captured = run_generate(capsys, good, "--class", "a", *args, "--out", tmp_path / "x.png")
+    assert code == 0, captured.err
+    rows, cols = size
+    # tile(): 28-pixel images with 2-pixel gaps around them, scaled by 2
+    assert Image.open(tmp_path / "x.png").size == ((cols * 30 + 2) * 2, (rows * 30 + 2) * 2)
+
+
+def test_a_count_that_does_not_fit_the_grid_asked_for_is_one_line(good, tmp_path, capsys):
+    code, captured = run_generate(capsys, good, "--count", "30", "--rows", "2", "--cols", "2", "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "--count 30 does not fit a 2x2 grid")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_generators_load_with_safe_mode_spelled_out(good, monkeypatch):
     import keras
 

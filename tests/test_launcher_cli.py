@@ -38,6 +38,17 @@ def test_config_set_show_and_env_override(capsys, monkeypatch):
     assert code == 2 and err.strip().splitlines() == ["error: backend 'azure': choose one of local, sagemaker, ec2"]
 
 
+def test_an_unknown_backend_from_the_environment_names_the_variable(capsys, monkeypatch):
+    # It once passed `config show` ("backend in force: azure") and `submit` blamed a --backend never given.
+    monkeypatch.setenv("GANKIT_BACKEND", "azure")
+    for argv in (["config", "show"], ["submit", "--dataset", "mnist", "--dry-run"]):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and err.strip().splitlines() == [
+            "error: GANKIT_BACKEND='azure': choose one of local, sagemaker, ec2, or unset it"], (argv, err)
+    monkeypatch.setenv("GANKIT_BACKEND", "local")
+    assert "# backend in force: local" in run(["config", "show"], capsys)[1]
+
+
 def fake_docker(folder, engine_running=True):
     """A `docker` on PATH that records each call (argv and stdin) and fails `info` when no engine runs."""
     folder.mkdir()

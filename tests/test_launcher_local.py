@@ -141,3 +141,23 @@ def test_a_pid_taken_by_another_process_is_not_the_job(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_local_job_past_its_max_run_is_stopped_with_sigterm_and_says_why(tmp_path):
+    # The trainer stand-in checkpoints on SIGTERM as the real one does: exit 143 (Stopped), then resume.
+    from launcher.backends import local
+
+    trainer = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+               "print('ready', flush=True); time.sleep(60)")
+    started = time.monotonic()
+    code = local.run_and_record(str(tmp_path / "exit_code"), max_run=1, command=[sys.executable, "-c", trainer])
+    assert code == 143 and time.monotonic() - started < 30
+    record = {"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": str(tmp_path / "log"),
+              "submitted_at": "t"}
+    info = local.describe(record)
+    assert info["status"] == "Stopped" and "max run reached" in info["failure_reason"]
+    assert "--resume j" in info["failure_reason"]
+
+    (tmp_path / "again").mkdir()  # no --max-run: it runs until it ends by itself
+    code = local.run_and_record(str(tmp_path / "again" / "exit_code"), command=[sys.executable, "-c", "pass"])
+    assert code == 0 and not (tmp_path / "again" / local.MAX_RUN_REACHED).exists()

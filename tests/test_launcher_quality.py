@@ -116,6 +116,16 @@ def test_the_launcher_cli_finds_both_commands(local_job):
     assert "evaluation.json" in CliRunner().invoke(cli, ["evaluate", "--help"]).output
 
 
+def test_the_command_list_says_what_report_does():
+    # `launcher --help` once said report "fetches" the page; it rebuilds it every time (README, `report --help`).
+    from launcher.cli import cli
+
+    listed = next(line for line in CliRunner().invoke(cli, ["--help"]).output.splitlines()
+                  if line.split()[:1] == ["report"])
+    assert "Rebuild a job's report.html" in listed and "Fetch" not in listed
+    assert "Rebuild a job's report.html" in CliRunner().invoke(cli, ["report", "--help"]).output
+
+
 # --- one run folder is the truth: evaluate updates it, report is rebuilt from it ---------------
 
 @pytest.fixture

@@ -65,6 +65,27 @@ def test_resume_continues_the_named_runs_prefixes():
     assert JobSpec.from_dict(spec.to_dict()) == spec
 
 
+def test_a_local_job_has_a_max_run_only_when_one_is_given():
+    # A local job once took --max-run, checked it and ignored it, while `submit --help` said "it is stopped after".
+    from launcher.backends import local
+
+    assert build_spec(dataset="mnist", now=NOW).max_run is None  # the laptop default: run until done
+    spec = build_spec(dataset="mnist", max_run="90s", now=NOW)
+    assert spec.max_run == 90 and JobSpec.from_dict(spec.to_dict()) == spec
+    assert local.submit(spec, dry_run=True)["max_run"] == 90
+    assert local.plan_rows(spec) == [("max run", "1m30s, then it is stopped with a checkpoint (--resume continues it)")]
+
+
+def test_the_local_backend_refuses_several_instances(capsys):
+    # It ran one trainer while `status` showed "local x2".
+    from launcher.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--dataset", "mnist", "--instance-count", "2", "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "local backend runs one trainer" in err, err
+
+
 def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     with pytest.raises(UsageError, match="launcher infra up"):

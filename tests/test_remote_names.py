@@ -243,3 +243,65 @@ def test_a_pull_that_finds_nothing_leaves_no_empty_folder(tmp_path, capsys):
         main(["pull", "j3", "--dest", str(tmp_path / "out" / "j3")])
     assert e.value.code == 1 and "nothing at" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _ended_local_job(tmp_path, job, code, failure=None, published=()):
+    """A local job whose trainer has exited with `code`, having published the files `published`."""
+    from launcher import jobs
+
+    sm_root, output = tmp_path / "sm" / job, tmp_path / "bucket" / "runs" / job / "output"
+    (sm_root / "output").mkdir(parents=True)
+    (sm_root / "exit_code").write_text(f"{code}\n")
+    if failure:
+        (sm_root / "output" / "failure").write_text(failure)
+    for name in published:
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_text("{}\n")
+    jobs.save({"job": job, "output_uri": str(output), "backend": "local", "pid": 1, "log": str(sm_root / "log"),
+               "sm_root": str(sm_root)})
+
+
+def test_pulling_a_failed_job_says_it_failed_and_why_not_to_try_again_later(tmp_path, capsys):
+    # A failed job never publishes its outputs: "try again later" sent its owner waiting for nothing.
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j4", 2, failure="image folder /x does not exist; give folder:PATH the folder")
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j4", "--dest", str(tmp_path / "out" / "j4")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1, err
+    assert "job j4 failed" in err and "image folder /x does not exist" in err and "later" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pulling_a_job_stopped_before_its_export_says_how_to_continue_it(tmp_path, capsys):
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j5", 143, published=["metrics.jsonl", "run.json"])
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j5", "--dest", str(tmp_path / "j5")])
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar of what it did publish
+    assert e.value.code == 1 and err.startswith("error: "), err
+    assert "j5 has no exported generator: job j5 was stopped" in err and "--resume j5" in err, err
+    assert "pull again when it has completed" not in err
+    assert (tmp_path / "j5" / "metrics.jsonl").exists()  # what it did publish came home, and the line says where
+    assert str(tmp_path / "j5") in err
+
+
+@pytest.mark.parametrize("in_the_way", ["file", "folder"])
+def test_a_local_pull_with_something_in_the_way_is_one_line(tmp_path, capsys, in_the_way):
+    # S3's mirror said so in one line; the local backend's copy traced back.
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j6", 0, published=["generator/generator.json", "report.html"])
+    dest = tmp_path / "j6"
+    if in_the_way == "file":
+        dest.mkdir()
+        (dest / "generator").write_text("mine")  # where the generator's folder must go
+    else:
+        (dest / "report.html").mkdir(parents=True)  # where a file must go
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j6", "--dest", str(dest)])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert e.value.code == 1 and err.startswith("error: copy of ") and "failed" in err and "Traceback" not in err, err
+    assert not [p.name for p in dest.rglob("*.part")]  # nothing half-written left beside it

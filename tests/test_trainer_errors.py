@@ -47,6 +47,16 @@ def test_bad_training_options(tmp_path, data_dir, args, words):
     assert not (out / "generator").exists() and not (out / "metrics.jsonl").exists()
 
 
+def test_a_check_made_once_the_backend_loads_leaves_no_empty_folders_either(tmp_path, data_dir):
+    # mixed_float16 under JAX is refused wherever it runs (no GPU here; no loss scaling on a GPU), after the
+    # backend loads: the output and checkpoint folders made before it used to stay behind, empty.
+    out = tmp_path / "new" / "run"
+    result = trainer_cli("train", "--dataset", "mnist", "--data-dir", str(data_dir), "--output-dir", str(out),
+                         "--batch-size", "8", "--framework", "jax", "--precision", "mixed_float16")
+    assert_usage_error(result, "--precision mixed_float16")
+    assert not (tmp_path / "new").exists()
+
+
 def test_unwritable_output_dir(tmp_path, data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

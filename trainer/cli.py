@@ -44,7 +44,8 @@ def generate_options(command):
     """The options of `generate`, shared with `launcher generate`."""
     for option in reversed([
         click.option("--class", "target_class", default=None, help="Class index or name (e.g. 7 or sneaker); omit for a mix."),
-        click.option("--count", type=int, default=None, help="How many images (.npy output; default 100)."),
+        click.option("--count", type=int, default=None, help="How many images [.npy: 100; .png: as the grid holds, "
+                     "a grid sized to fit when --count is given]."),
         click.option("--rows", type=int, default=None, help="Grid rows (.png output)."),
         click.option("--cols", type=int, default=None, help="Grid columns (.png output)."),
         click.option("--seed", type=int, default=None, help="Random seed for repeatable images."),

@@ -128,12 +128,14 @@ def ensure_writable_dir(path, flag):
 
 
 @contextlib.contextmanager
-def removed_on_error(*paths):
+def removed_on_error(*paths, created=None):
     """Folders (and their missing parents) created inside the block are removed again if it fails while they are empty.
 
-    A run that fails validation must not leave empty output and checkpoint folders behind.
+    A run that fails validation must not leave empty output and checkpoint folders behind. The block gets
+    the folders it will remove; a later block given them as `created` removes them too if it fails (a run
+    whose checks go on after its folders were made, such as the GPU check once the backend loads).
     """
-    fresh = {}
+    fresh = dict(created or {})
     for path in map(Path, paths):
         top = path
         while not top.parent.exists() and top.parent != top:
@@ -141,7 +143,7 @@ def removed_on_error(*paths):
         if not path.exists():
             fresh[path] = top
     try:
-        yield
+        yield fresh
     except BaseException:
         for path, top in fresh.items():
             for folder in [path, *path.parents]:

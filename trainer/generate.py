@@ -38,6 +38,9 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
+    if suffix == ".png" and None not in (count, rows, cols) and count > rows * cols:
+        raise UsageError(f"--count {count} does not fit a {rows}x{cols} grid; leave out --count, --rows or --cols "
+                         "(the grid is then sized to fit), or make the grid larger")
     if remote:
         if not s3.split_s3(out)[1]:
             raise UsageError(f"--out {out}: name an object, e.g. s3://BUCKET/samples/{'x' + suffix}")
@@ -70,9 +73,11 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
         if count is None and target_class is None and rows is None and cols is None:
             picture = generator.grid(seed=seed)  # one row per class
         else:
-            if count is not None and rows is None and cols is None:
-                cols = min(count, 10)
-                rows = math.ceil(count / cols)
+            if count is not None:  # a grid that holds all --count images, never a silent first few
+                if rows is None and cols is None:
+                    cols = min(count, 10)
+                cols = cols or math.ceil(count / rows)
+                rows = rows or math.ceil(count / cols)
             rows, cols = rows or 5, cols or 5
             picture = tile(make(count or rows * cols), rows, cols, scale=2)
         buf = io.BytesIO()

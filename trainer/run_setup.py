@@ -33,6 +33,7 @@ class Prepared:
     num_classes: int
     architecture: dict
     latest: Path | None  # the checkpoint to resume, if any
+    created: dict = dataclasses.field(default_factory=dict)  # folders this run made (fsutil.removed_on_error)
 
 
 def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
@@ -41,7 +42,7 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
 
     cfg = cfg.resolve()
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
-    with removed_on_error(storage.output_dir, storage.checkpoint_dir):  # a run that fails here leaves no folders
+    with removed_on_error(storage.output_dir, storage.checkpoint_dir) as created:  # a run that fails here leaves no folders
         out = ensure_writable_dir(storage.output_dir, "--output-dir")
         ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
         data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
@@ -52,7 +53,7 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
         if latest is not None:
             check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
         checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
-    return Prepared(cfg, storage, out, ckpt_dir, data, num_classes, architecture, latest)
+    return Prepared(cfg, storage, out, ckpt_dir, data, num_classes, architecture, latest, created)
 
 
 @dataclasses.dataclass
@@ -85,7 +86,13 @@ class Training:
 
 
 def build_training(p: Prepared, log=print) -> Training:
-    """Load the backend, place the run, build (or resume) the networks and write run.json."""
+    """Load the backend, place the run, build (or resume) the networks and write run.json. A check that fails
+    here (no GPU for --precision mixed_float16, a placement JAX cannot train) leaves no empty folders either."""
+    with removed_on_error(created=p.created):
+        return _build_training(p, log)
+
+
+def _build_training(p: Prepared, log) -> Training:
     from trainer.backend import select
 
     cfg, data = p.cfg, p.data

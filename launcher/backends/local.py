@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher import jobs
-from launcher.backends.base import (check_folder, container_inputs, folder_source, no_plan_rows,
-                                    no_spec_checks, recorded_output_uri, write_container_inputs)
+from launcher.backends.base import (check_folder, container_inputs, folder_source, recorded_output_uri,
+                                    write_container_inputs)
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -30,9 +30,16 @@ SETUP_HINT = ""
 NO_ROLE = None
 RECORD_FIELDS = ("pid", "log", "sm_root")
 SETUP_SECONDS = 0
+STOP_GRACE = 120  # seconds the trainer gets to checkpoint after --max-run's SIGTERM, as on EC2
+MAX_RUN_REACHED = "max_run_reached"  # in the job's folder: why its trainer was stopped
 output_uri = recorded_output_uri  # the local folder standing in for the bucket
-plan_rows = no_plan_rows
-check_spec = no_spec_checks
+
+
+def check_spec(spec) -> None:
+    """One trainer on this machine: several instances would be recorded (`status` said "local x2") but not run."""
+    if getattr(spec, "instance_count", 1) not in (None, 1):
+        raise UsageError("the local backend runs one trainer on this machine; drop --instance-count, or use "
+                         "--backend sagemaker for several instances")
 
 
 def _now() -> str:
@@ -43,15 +50,34 @@ def job_root(job: str) -> Path:
     return jobs.jobs_dir() / job
 
 
-def _command(exit_file: Path) -> list[str]:
-    return [sys.executable, "-m", "launcher.backends.local", str(exit_file)]
+def plan_rows(spec) -> list[tuple[str, str]]:
+    if spec.max_run is None:
+        return [("max run", "none: it runs until done (--max-run sets one)")]
+    from launcher.durations import format_hms
+
+    return [("max run", f"{format_hms(spec.max_run)}, then it is stopped with a checkpoint (--resume continues it)")]
 
 
-def run_and_record(exit_file: str) -> int:
-    """Run the contract, pass SIGTERM on, and keep its exit status in a file that outlives the process."""
-    child = subprocess.Popen([sys.executable, "-m", "trainer.contract"])
+def _command(exit_file: Path, max_run: int | None) -> list[str]:
+    return [sys.executable, "-m", "launcher.backends.local", str(exit_file), *([str(max_run)] if max_run else [])]
+
+
+def run_and_record(exit_file: str, max_run: float | None = None, command=None) -> int:
+    """Run the contract, pass SIGTERM on, and keep its exit status in a file that outlives the process. After
+    `max_run` seconds the trainer gets SIGTERM (it checkpoints and exits 143), as a cloud job's does."""
+    child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
-    code = child.wait()
+    try:
+        code = child.wait(max_run)
+    except subprocess.TimeoutExpired:
+        atomic_write_text(Path(exit_file).with_name(MAX_RUN_REACHED), f"{max_run:.0f}\n")
+        print(f"gankit: max run of {max_run:.0f} s reached: stopping the trainer", flush=True)
+        child.send_signal(signal.SIGTERM)
+        try:
+            code = child.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
     atomic_write_text(Path(exit_file), f"{code}\n")  # status never reads a half-written code
     return code
 
@@ -73,7 +99,8 @@ def submit(spec, dry_run: bool = False) -> dict:
     training = str(folder_source(spec).resolve()) if folder else spec.data_uri  # a folder is read where it is
     plan = {"backend": "local", "job": spec.job, "sm_root": str(root), "hyperparameters": container_inputs(
                 spec.hyperparameters, output_uri=spec.output_uri, checkpoint_uri=spec.checkpoint_uri),
-            "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"]}
+            "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"],
+            "max_run": spec.max_run}
     if dry_run:
         return plan
     try:
@@ -91,7 +118,7 @@ def submit(spec, dry_run: bool = False) -> dict:
     env = trainer_env(dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     with open(log, "ab") as out:
-        proc = subprocess.Popen(_command(root / "exit_code"), env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(_command(root / "exit_code", spec.max_run), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
               "sm_root": str(root), "log": str(log)}
@@ -150,6 +177,9 @@ def describe(record: dict) -> dict:
         info["status"] = "Completed"
     elif code == 143:
         info["status"] = "Stopped"
+        if (root / MAX_RUN_REACHED).exists():
+            info["failure_reason"] = (f"max run reached; its checkpoints are kept: `launcher submit ... --resume "
+                                      f"{record.get('job', 'JOB')}` continues")
     else:
         info["status"] = "Failed"
         info["failure_reason"] = failure.read_text(errors="replace").strip() if failure.exists() else f"the trainer exited with {code}"
@@ -181,4 +211,4 @@ def stop(record: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_and_record(sys.argv[1]))
+    sys.exit(run_and_record(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else None))
