@@ -143,7 +143,16 @@ def test_a_pid_taken_by_another_process_is_not_the_job(tmp_path):
         stranger.wait()
 
 
-def test_a_local_job_past_its_max_run_is_stopped_with_sigterm_and_says_why(tmp_path):
+@pytest.fixture
+def sigterm_kept():
+    """run_and_record (the job's wrapper process) relays SIGTERM to its trainer; called in pytest's process,
+    pytest's own handler is put back afterwards, so later tests in this worker do not inherit the relay."""
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_local_job_past_its_max_run_is_stopped_with_sigterm_and_says_why(tmp_path, sigterm_kept):
     # The trainer stand-in checkpoints on SIGTERM as the real one does: exit 143 (Stopped), then resume.
     from launcher.backends import local
 

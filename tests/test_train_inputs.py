@@ -73,6 +73,8 @@ def test_a_dangling_symlinked_class_folder_is_one_line(tmp_path, capsys):
     # config.check_resumed_preset words this one (it also knows presets recorded under their old names)
     (["--preset", "seed", "--batch-size", "16"], ["--preset " + canonical_preset("seed"), canonical_preset("default"),
                                                   "another --output-dir"]),
+    # The same files read as Zalando: networks of the same shapes, but a digit's label is now a garment's.
+    (["--dataset", "zalando"], ["another architecture", "classes 0, 1, 2, ...", "classes t_shirt_top, trouser, "]),
 ])
 def test_resuming_with_another_architecture_is_one_line(tmp_path, data_dir, capsys, change, words):
     from trainer.checkpoints import checkpoint_folders

@@ -328,10 +328,12 @@ def none_verifies(where) -> GankitError:
                        f"restore a good copy, or delete {where}/ckpt-*{CORRUPT} to start again from step 0")
 
 
-def architecture(cfg, num_classes: int, image_shape) -> dict:
-    """What a checkpoint's networks depend on; recorded in its state and compared before resuming."""
+def architecture(cfg, num_classes: int, image_shape, class_names=()) -> dict:
+    """What a checkpoint's networks depend on, and what their labels mean (MNIST's and Zalando's networks
+    have the same shapes: only the class names tell a digit from a coat); recorded in its state and
+    compared before resuming."""
     return {"model": cfg.model, "preset": cfg.preset, "z_dim": cfg.z_dim, "image_shape": [int(v) for v in image_shape],
-            "num_classes": int(num_classes)}
+            "num_classes": int(num_classes), "class_names": [str(c) for c in class_names]}
 
 
 def _recorded(folder: Path, key: str) -> dict | None:
@@ -368,7 +370,7 @@ def check_architecture(folder: Path | None, wanted: dict):
     if folder is None:
         return
     recorded = _recorded(folder, "architecture")
-    if recorded is None or recorded == wanted:
+    if recorded is None or recorded == {k: v for k, v in wanted.items() if k in recorded}:  # older ones lack keys
         return
 
     def describe(arch):
@@ -377,6 +379,9 @@ def check_architecture(folder: Path | None, wanted: dict):
             words.append("images " + "x".join(map(str, arch.get("image_shape") or [])))
         if recorded.get("num_classes") != wanted["num_classes"]:
             words.append(f"{arch.get('num_classes')} classes")
+        elif "class_names" in recorded and recorded["class_names"] != wanted["class_names"]:
+            names = arch.get("class_names") or ["none"]
+            words.append("classes " + ", ".join(map(str, names[:3])) + (", ..." if len(names) > 3 else ""))
         return ", ".join(words)
 
     raise UsageError(f"checkpoint {folder} is for another architecture ({describe(recorded)}; this run: "

@@ -48,7 +48,7 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
         data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
         num_classes = _num_classes(cfg, data)
         schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
-        architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:])
+        architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:], data.class_names)
         latest = checkpoints.latest_checkpoint(ckpt_dir)
         if latest is not None:
             check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
