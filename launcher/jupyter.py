@@ -356,7 +356,14 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     who = owner(region_name)
     configured_bucket()  # a missing or unsafe bucket setting, before a token or an instance exists
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
-    instance = wait_running(ec2, iid)
+    try:
+        instance = wait_running(ec2, iid)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP: the instance goes on starting, so say what then
+        from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+        raise Interrupted(f"stopped waiting for {iid} on {signal_name(interrupt_signal(e))}; it goes on starting and "
+                          f"stops itself after {idle} unused: `launcher jupyter` connects to it, `launcher jupyter "
+                          "stop` stops it now", interrupt_signal(e)) from None
     connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
 
 

@@ -374,3 +374,17 @@ def test_a_bucket_prefix_that_is_not_plain_is_refused_before_anything_starts(aws
     assert "GANKIT_BUCKET" in result.output and "prefix may hold" in result.output
     assert instances(aws["ec2"]) == []
     assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
+
+
+def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws, tools, monkeypatch):
+    def interrupted(ec2, iid):
+        raise KeyboardInterrupt  # Ctrl-C during the wait (moto's instances run at once)
+
+    monkeypatch.setattr(jupyter_cli, "wait_running", interrupted)
+    result = run("--local-port", str(free_port()), "--idle", "45m")
+    [instance] = instances(aws["ec2"])
+    assert result.exit_code == 130, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert f"stopped waiting for {instance['InstanceId']} on Ctrl-C (SIGINT)" in line
+    assert "stops itself after 45m unused" in line and "`launcher jupyter stop`" in line
+    assert "Traceback" not in result.output
