@@ -25,4 +25,4 @@ def cut_short_note(record: dict) -> str | None:
     if run is not None:
         return cut_short_text(run)
     max_steps = record.get("hyperparameters", {}).get("max_steps")
-    return f"by --max-steps {max_steps} if its epochs take more steps (it ends at step {max_steps})" if max_steps else None
+    return f"by --max-steps {max_steps} if its epochs take more steps (it is set to end at step {max_steps})" if max_steps else None

@@ -32,7 +32,7 @@ def test_layout_knows_the_job_of_an_output_prefix():
 def test_report_title_is_the_job_and_says_max_steps_cut_it_short(tmp_path):
     html = render(run_folder(tmp_path / "runs" / "anything" / "output", RUN))
     assert "<title>gan-mnist-cgan-20260101-000000: cgan/seed on mnist</title>" in html
-    assert "<th>cut short</th><td>by --max-steps 50: it ends at step 50 of the 936 its 2 epochs take" in html
+    assert "<th>cut short</th><td>by --max-steps 50: it is set to end at step 50 of the 936 its 2 epochs take" in html
 
 
 def test_without_a_job_the_title_is_the_run_folder_never_output(tmp_path):
@@ -58,10 +58,10 @@ def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypa
     from launcher.runinfo import cut_short_note
 
     out = run_folder(tmp_path / "out", RUN)
-    assert cut_short_note(record(str(out), max_steps="50")).startswith("by --max-steps 50: it ends at step 50 of the 936")
+    assert cut_short_note(record(str(out), max_steps="50")).startswith("by --max-steps 50: it is set to end at step 50 of the 936")
     # Not started yet: the hyperparameter is all there is.
     assert cut_short_note(record(str(tmp_path / "none"), max_steps="50")) == \
-        "by --max-steps 50 if its epochs take more steps (it ends at step 50)"
+        "by --max-steps 50 if its epochs take more steps (it is set to end at step 50)"
     assert cut_short_note(record(str(tmp_path / "none"))) is None
 
     for key, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
@@ -72,7 +72,7 @@ def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypa
         boto3.client("s3").create_bucket(Bucket="gankit-test")
         uri = layout.output_prefix("s3://gankit-test", "gan-mnist-cgan-1")
         boto3.client("s3").put_object(Bucket="gankit-test", Key="runs/gan-mnist-cgan-1/output/run.json", Body=json.dumps(RUN))
-        assert cut_short_note(record(uri)).startswith("by --max-steps 50: it ends at step 50")
+        assert cut_short_note(record(uri)).startswith("by --max-steps 50: it is set to end at step 50")
     s3.client.cache_clear()
 
 
@@ -87,7 +87,7 @@ def test_status_command_shows_the_cut(tmp_path):
     jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local", sm_root=str(sm_root)))
     shown = CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1"])
     assert shown.exit_code == 0, shown.output
-    assert re.search(r"\ncut short +by --max-steps 50: it ends at step 50 of the 936 its 2 epochs take", shown.output)
+    assert re.search(r"\ncut short +by --max-steps 50: it is set to end at step 50 of the 936 its 2 epochs take", shown.output)
     as_json = json.loads(CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1", "--json"]).output)
     assert as_json["cut_short"].startswith("by --max-steps 50")
 

@@ -86,7 +86,7 @@ def cut_short_text(run: dict) -> str | None:
     config, per_epoch = run.get("config", {}), run.get("steps_per_epoch")
     epochs = config.get("epochs")
     planned = f" of the {epochs * per_epoch:,} its {epochs} epoch{'s take' if epochs != 1 else ' takes'}" if epochs and per_epoch else ""
-    return (f"by --max-steps {config.get('max_steps')}: it ends at step {run.get('total_steps'):,}{planned} "
+    return (f"by --max-steps {config.get('max_steps')}: it is set to end at step {run.get('total_steps'):,}{planned} "
             "(a larger max_steps resumes it from its checkpoint)")
 
 
