@@ -184,3 +184,72 @@ def test_an_image_job_runs_as_the_images_unprivileged_user_and_can_write_its_tre
     assert args[args.index("--network") + 1] == "host"  # IMDSv2 with hop limit 1 reaches it
     assert probe == "1000"  # the container's user could write its tree
     assert status_of(bucket, "ec2-img")["status"] == "Completed"
+
+
+class _FakeIMDS:
+    """IMDSv2 on loopback: a session token first, then spot/instance-action (404 until a notice is posted)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.notice = None
+        imds = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                self._send(200 if ok else 400, b"t0ken")
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") != "t0ken":
+                    return self._send(401, b"")
+                if self.path != "/latest/meta-data/spot/instance-action" or imds.notice is None:
+                    return self._send(404, b"Not Found")
+                self._send(200, json.dumps(imds.notice).encode())
+
+            def _send(self, code, body):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_a_spot_notice_is_read_through_an_imdsv2_session():
+    imds = _FakeIMDS()
+    try:
+        assert train_job.spot_notice(imds.url) is None  # no notice yet (404)
+        imds.notice = {"action": "terminate", "time": "2026-12-06T23:59:00Z"}
+        assert train_job.spot_notice(imds.url) == "2026-12-06T23:59:00Z"
+        assert train_job.spot_notice("http://127.0.0.1:9", timeout=0.5) is None  # no metadata service at all
+    finally:
+        imds.server.shutdown()
+
+
+def test_a_spot_interruption_notice_stops_the_trainer_at_once_so_it_checkpoints(tmp_path):
+    # The stand-in checkpoints on SIGTERM as the trainer does: exit 143. Without the notice it would run 60 s.
+    trainer = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+               "print('training', flush=True); time.sleep(60)")
+    looks = []
+
+    def notice():
+        looks.append(1)
+        return "2026-12-06T23:59:00Z" if len(looks) >= 3 else None  # posted on the third look
+
+    code, why = train_job.run_with_deadline([sys.executable, "-c", trainer], dict(os.environ), tmp_path / "log",
+                                            max_run=600, notice=notice, poll=0.05)
+    assert (code, why) == (143, "spot interruption") and len(looks) == 3
+    log = (tmp_path / "log").read_text()
+    assert "training" in log
+    assert "spot interruption notice (AWS reclaims the instance at 2026-12-06T23:59:00Z): stopping the trainer" in log
+
+    code, why = train_job.run_with_deadline([sys.executable, "-c", "print('done')"], dict(os.environ),
+                                            tmp_path / "log2", max_run=600, notice=lambda: None, poll=0.05)
+    assert (code, why) == (0, None)

@@ -7,8 +7,10 @@ contract (hyperparameters.json with the run's S3 data, checkpoint and output pat
 runs the trainer through it: `python -m trainer.contract` in this Python, or the image's
 `train` entrypoint under Docker when the job names an image. While it trains, its log goes
 to `<run>/train.log` every few seconds; at the end `<run>/status.json` says how it went.
-After `max_run` seconds the trainer gets SIGTERM (it checkpoints and stops), then SIGKILL.
-The user data shuts the instance down when this returns, whatever happened.
+After `max_run` seconds the trainer gets SIGTERM (it checkpoints and stops), then SIGKILL; so it
+does as soon as AWS posts a spot instance's two-minute interruption notice (polled from IMDSv2), so
+the checkpoint is in S3 before the instance goes. The user data shuts the instance down when this
+returns, whatever happened.
 """
 
 import json
@@ -32,6 +34,8 @@ STATUS_NAME = "status.json"
 JOB_NAME = "job.json"
 UPLOAD_EVERY = 15.0  # seconds between log uploads: `launcher logs -f` lags at most this much
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after SIGTERM
+IMDS = "http://169.254.169.254"  # the instance metadata service (IMDSv2: a session token first)
+SPOT_POLL = 5.0  # seconds between looks for a spot interruption notice (AWS gives two minutes)
 # The image's unprivileged user (docker/Dockerfile pins gankit at uid 1000): an image job never trains
 # as root, and uid:gid works in any image, whatever its user is called.
 CONTAINER_USER = (1000, 1000)
@@ -155,24 +159,54 @@ class LogShipper:
         self.ship()
 
 
-def run_with_deadline(command, env, log, max_run: float) -> tuple[int, bool]:
-    """Run `command`, its output appended to `log` and echoed; (exit code, timed out)."""
+def spot_notice(base: str = IMDS, timeout: float = 2.0) -> str | None:
+    """When AWS will reclaim this spot instance, once it has said so (IMDSv2's spot/instance-action); None
+    before that, on an on-demand instance, or with no metadata service."""
+    import urllib.request
+
+    try:
+        ask = urllib.request.Request(f"{base}/latest/api/token", method="PUT",
+                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        token = urllib.request.urlopen(ask, timeout=timeout).read().decode()
+        ask = urllib.request.Request(f"{base}/latest/meta-data/spot/instance-action",
+                                     headers={"X-aws-ec2-metadata-token": token})
+        notice = json.loads(urllib.request.urlopen(ask, timeout=timeout).read())
+    except (OSError, ValueError):  # 404 (no notice yet) is an HTTPError, an OSError
+        return None
+    return str(notice.get("time") or "soon") if isinstance(notice, dict) and notice.get("action") else None
+
+
+def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, poll: float = SPOT_POLL
+                      ) -> tuple[int, str | None]:
+    """Run `command`, its output appended to `log` and echoed; (exit code, why the runner stopped it:
+    "max run reached", "spot interruption", or None when it ended by itself)."""
     with open(log, "ab", buffering=0) as out:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        timed_out = threading.Event()
+        stopped, lock, done = [], threading.Lock(), threading.Event()
 
-        def deadline():
-            timed_out.set()
-            out.write(f"gankit: max run of {max_run:.0f} s reached: stopping the trainer\n".encode())
+        def stop(why, what):
+            with lock:
+                if stopped or process.poll() is not None:
+                    return
+                stopped.append(why)
+            out.write(f"gankit: {what}: stopping the trainer\n".encode())
             process.send_signal(signal.SIGTERM)  # the trainer checkpoints, then exits 143
             try:
                 process.wait(STOP_GRACE)
             except subprocess.TimeoutExpired:
                 process.kill()
 
-        timer = threading.Timer(max_run, deadline)
-        timer.daemon = True
-        timer.start()
+        def watch_for_spot_notice():
+            while not done.wait(poll):
+                when = notice()
+                if when:
+                    return stop("spot interruption", f"spot interruption notice (AWS reclaims the instance at {when})")
+
+        timer = threading.Timer(max_run, stop, args=("max run reached", f"max run of {max_run:.0f} s reached"))
+        watcher = threading.Thread(target=watch_for_spot_notice, daemon=True)
+        for thread in (timer, watcher):
+            thread.daemon = True
+            thread.start()
         try:
             for line in process.stdout:
                 out.write(line)
@@ -181,7 +215,8 @@ def run_with_deadline(command, env, log, max_run: float) -> tuple[int, bool]:
             code = process.wait()
         finally:
             timer.cancel()
-        return code, timed_out.is_set()
+            done.set()
+        return code, (stopped[0] if stopped else None)
 
 
 def run_job(uri: str, work_dir: Path) -> dict:
@@ -201,17 +236,17 @@ def run_job(uri: str, work_dir: Path) -> dict:
             if job.get("image"):
                 hand_to_container(sm_root)
                 ecr_login(job["image"], job.get("region"))
-            code, timed_out = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
+            code, stopped_for = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
         except Exception as e:  # an ECR refusal, a bad max_run, a missing tool: the status must still say why
-            code, timed_out = 1, False
+            code, stopped_for = 1, None
             (sm_root / "output" / "failure").write_text(f"could not start the trainer: {' '.join(str(e).split())}\n")
         failure = sm_root / "output" / "failure"
         reason = failure.read_text().strip() if failure.exists() else None
         if code == 0:
             status = "Completed"
-        elif timed_out or code == 143:
+        elif stopped_for or code == 143:
             status = "Stopped"
-            why = "max run reached" if timed_out else "stopped by SIGTERM"  # the trainer's own words name its command
+            why = stopped_for or "stopped by SIGTERM"  # the trainer's own words name its command
             reason = f"{why}; its checkpoints are kept: `launcher submit ... --resume {name}` continues"
         else:
             status = "Failed"
