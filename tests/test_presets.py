@@ -90,6 +90,11 @@ def test_adding_a_preset_is_one_registry_entry(monkeypatch):
     (["--ema", "1"], ["--ema 1.0", "0 to turn EMA off"]),
     (["--ema", "-0.5"], ["--ema -0.5"]),
     (["--preset", "nonsense"], ["--preset"]),
+    # Flags the run would otherwise drop without a word (the preset's own smoothing is not refused).
+    (["--smooth", "0.1"], ["--smooth 0.1 applies to --loss bce only", "preset sn-hinge uses hinge", "--loss bce"]),
+    (["--preset", "book", "--loss", "hinge", "--smooth", "0.2"], ["--smooth 0.2 applies to --loss bce only"]),
+    (["--model", "dcgan", "--aux-weight", "0.3"], ["--aux-weight 0.3 needs classes", "--model cgan"]),
+    (["--model", "dcgan", "--aux-g-weight", "0.1"], ["--aux-g-weight 0.1 needs classes"]),
 ])
 def test_bad_new_flags_are_one_line_usage_errors(tmp_path, args, words):
     result = trainer_cli("train", "--dataset", "mnist", "--output-dir", str(tmp_path / "r"), *args)

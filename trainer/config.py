@@ -148,6 +148,14 @@ class TrainConfig:
         if self.aux_g_weight is None and (preset.aux_g_weight is None or cfg.aux_weight == 0):
             # G's share follows D's unless set: no head (--aux-weight 0) means no term in G either.
             cfg = dataclasses.replace(cfg, aux_g_weight=cfg.aux_weight)
+        # Flags this run would drop without a word: say so instead (presets' own values are never refused).
+        if self.smooth and cfg.loss == "hinge":
+            raise UsageError(f"--smooth {self.smooth:g} applies to --loss bce only (hinge loss has no targets to "
+                             f"smooth, and preset {name} uses hinge); drop --smooth, or add --loss bce")
+        for flag, value in (("aux-weight", self.aux_weight), ("aux-g-weight", self.aux_g_weight)):
+            if value and cfg.model == "dcgan":
+                raise UsageError(f"--{flag} {value:g} needs classes to predict, and --model dcgan is unconditional; "
+                                 f"drop --{flag}, or use --model cgan")
         if cfg.framework is None:
             cfg = dataclasses.replace(cfg, framework=default_framework())
         if cfg.checkpoint_dir is None:
