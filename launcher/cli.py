@@ -111,6 +111,11 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
                          f"with --backend {resumed['backend']} and the same bucket")
     backend_module = backends.get(spec.backend)
     backend_module.check_spec(spec)  # the backend's own refusals, before the plan and its cost are printed
+    if spec.dataset.startswith("folder:"):  # a missing or mis-laid folder too (a listing: pictures decode later)
+        from launcher.backends.base import folder_source
+        from trainer.data.folder import list_folder
+
+        list_folder(folder_source(spec))
     if dry_run:
         click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
         return

@@ -227,3 +227,13 @@ def test_config_set_refuses_a_region_that_is_not_one(tmp_path):
     assert result.exit_code == 2 and "is not an AWS region name" in one_clean_line(result)
     assert not settings.config_path().exists()
     assert run("config", "set", "region", "eu-west-1").exit_code == 0
+
+
+@pytest.mark.parametrize("make", [lambda p: None, lambda p: p.write_text("a file"), lambda p: p.mkdir()])
+def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(tmp_path, monkeypatch, make):
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    pictures = tmp_path / "pictures"
+    make(pictures)
+    result = run("submit", "--dataset", f"folder:{pictures}", "--detach")
+    assert result.exit_code == 2 and str(pictures) in one_clean_line(result)  # no plan rows printed first
+    assert not (tmp_path / "home").exists()  # and nothing made
