@@ -246,3 +246,16 @@ def test_sagemaker_role_can_pull_the_prebuilt_image_that_script_mode_runs():
     # Only the SageMaker role: EC2 instances run the project's own image.
     assert "tensorflow-training" not in json.dumps(base["Resources"]["InstanceRole"])
     assert "tensorflow-training" not in json.dumps(base["Resources"]["ImagePull"])
+
+
+def test_sagemaker_role_may_describe_gankits_own_training_jobs_only():
+    """The trainer's stop watcher (trainer/sagemaker_stop.py) asks DescribeTrainingJob about its own job;
+    every job name the launcher makes starts with gan-."""
+    from launcher.spec import job_name
+
+    base = load("base")
+    describe = {s["Sid"]: s for s in _statements(base["Resources"]["SageMakerRole"])}["DescribeOwnTrainingJobs"]
+    assert _actions(describe) == ["sagemaker:DescribeTrainingJob"]
+    assert describe["Resource"]["Fn::Sub"].endswith(":training-job/gan-*")
+    assert job_name("zalando", "cgan").startswith("gan-") and job_name("folder:/x/y", "dcgan").startswith("gan-")
+    assert "sagemaker:" not in json.dumps(base["Resources"]["InstanceRole"])

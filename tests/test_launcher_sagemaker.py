@@ -65,6 +65,7 @@ def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 5400
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= 5400
     assert request["Environment"]["GANKIT_JOB"] == spec.job  # moto drops Environment: checked on our request
+    assert request["Environment"]["AWS_DEFAULT_REGION"] == spec.region  # where the trainer's stop watcher asks
     assert {"Key": "project", "Value": "gankit"} in request["Tags"] and {"Key": "dataset", "Value": "mnist"} in request["Tags"]
 
     # What AWS saw.

@@ -27,6 +27,7 @@ import click
 from trainer.config import TrainConfig
 from trainer.errors import UsageError, run_cli
 from trainer.layout import sm_root
+from trainer.sagemaker_stop import stop_watcher
 from trainer.stopping import train_until_stopped
 
 # Keys SageMaker or its script mode add that are not ours.
@@ -65,7 +66,8 @@ def write_failure(root: Path, message: str):
 def run_contract(root: Path) -> dict:
     cfg = read_config(root)
     print(f"gankit: starting the trainer: train {command_line(cfg)}", flush=True)
-    summary = train_until_stopped(cfg)
+    with stop_watcher():  # a SageMaker stop script mode never passes on arrives as SIGTERM all the same
+        summary = train_until_stopped(cfg)
     if not summary["chief"]:
         return summary  # only the chief's results leave the container
     # SageMaker's model artifact (ModelArtifacts.S3ModelArtifacts) is how its users deploy a model, so the

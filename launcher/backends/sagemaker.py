@@ -141,7 +141,9 @@ def training_job_args(spec, image: str) -> dict:
         stopping_condition=stopping,
         checkpoint_config=CheckpointConfig(s3_uri=spec.checkpoint_uri, local_path="/opt/ml/checkpoints"),
         enable_managed_spot_training=spec.spot,
-        environment={"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"},
+        # GANKIT_JOB and the region: what the trainer's stop watcher asks SageMaker about (trainer/sagemaker_stop.py).
+        environment={"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1",
+                     **({"AWS_DEFAULT_REGION": spec.region} if spec.region else {})},
         # The staged dataset's name (mnist, faces-<hash>): a folder's path may hold characters tags refuse (~).
         tags=[Tag(key="project", value="gankit"), Tag(key="dataset", value=spec.data_uri.rsplit("/", 1)[-1]),
               Tag(key="gankit:job", value=spec.job)],
