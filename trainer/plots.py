@@ -66,12 +66,11 @@ def append_progress_gif(samples_dir, epoch: int, ms_per_frame=400) -> Path:
     gce = frames[-1][2]
     if gce is not None:
         body[gce + 4:gce + 6] = (ms_per_frame // 10).to_bytes(2, "little")
-    atomic_write_bytes(path, _gif_file(bytes(body[:len(head)]), [bytes(body[len(head):]), frame], ms_per_frame,
-                                       whole_frames=False))
+    atomic_write_bytes(path, _gif_file(bytes(body[:len(head)]), [bytes(body[len(head):]), frame], ms_per_frame))
     return path
 
 
-def _gif_file(head: bytes, frames: list[bytes], ms_per_frame, whole_frames=True) -> bytes:
+def _gif_file(head: bytes, frames: list[bytes], ms_per_frame) -> bytes:
     """head + frames + trailer; the last frame is held five times longer, so the result is easy to see."""
     last = bytearray(frames[-1])
     if last[:2] == b"\x21\xf9":
