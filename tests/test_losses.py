@@ -69,14 +69,6 @@ def test_objectives_add_the_classifier_on_real_images_for_d_and_on_fakes_for_g()
                                                 aux_weight=0.3)) == pytest.approx(d_plain)
 
 
-def test_ema_update_by_hand():
-    new = ema.ema_update([ops.array([1.0, 2.0]), ops.array([[0.0]])], [ops.array([3.0, 0.0]), ops.array([[10.0]])], 0.9)
-    np.testing.assert_allclose(ops.convert_to_numpy(new[0]), [1.2, 1.8], rtol=1e-6)
-    np.testing.assert_allclose(ops.convert_to_numpy(new[1]), [[1.0]], rtol=1e-6)
-    same = ema.ema_update([ops.array([5.0])], [ops.array([7.0])], 0.0)  # decay 0: the live weights
-    assert ops.convert_to_numpy(same[0]).tolist() == [7.0]
-
-
 def test_ema_copy_starts_from_the_generator_and_stays_apart():
     import keras
 
