@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from trainer.data.idx import DTYPES, read_idx, read_idx_pair, write_idx
+from trainer.data.idx import DTYPES, check_pair, read_idx, write_idx
 from trainer.errors import UsageError
 
 
@@ -126,6 +126,11 @@ def test_huge_dimensions_do_not_allocate(tmp_path):
     path.write_bytes(gzip.compress(header(0x0E, (4_000_000_000,) * 3) + bytes(1024)))
     with pytest.raises(UsageError, match="header declares 4000000000x4000000000x4000000000 of float64, more than any"):
         read_idx(path)
+
+
+def read_idx_pair(images_path, labels_path, num_classes):
+    """What trainer/data/fetch.py does with a split's two files."""
+    return check_pair(read_idx(images_path), read_idx(labels_path), num_classes, images_path, labels_path)
 
 
 def test_pair_checks_counts_labels_and_kinds(tmp_path):

@@ -127,11 +127,6 @@ def write_idx(path, array):
             raw.write(payload)
 
 
-def read_idx_pair(images_path, labels_path, num_classes, fix: str = DEFAULT_FIX):
-    """(images uint8 (N, H, W[, C]), labels int64 (N,)) from an images file and its labels file."""
-    return check_pair(read_idx(images_path, fix), read_idx(labels_path, fix), num_classes, images_path, labels_path, fix)
-
-
 def check_pair(images, labels, num_classes, images_path, labels_path, fix: str = DEFAULT_FIX):
     """What a dataset needs beyond each file's own structure: uint8 images,
     1-D integer labels in [0, num_classes) (unchecked when num_classes is None),
