@@ -67,11 +67,6 @@ class JobSpec:
         return {**dataclasses.asdict(self), "data_uri": self.data_uri, "checkpoint_uri": self.checkpoint_uri,
                 "output_uri": self.output_uri}
 
-    @classmethod
-    def from_dict(cls, record: dict) -> "JobSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in names})
-
 
 def job_name(dataset: str, model: str, now: datetime | None = None) -> str:
     """gan-<dataset>-<model>-<timestamp>: letters, digits and hyphens, at most 63 characters (SageMaker's rule).

@@ -8,7 +8,7 @@ from launcher import settings
 from launcher.cli import main
 from launcher.durations import parse_duration
 from launcher.pricing import check_instance_type, estimate, price_per_hour
-from launcher.spec import JobSpec, build_spec, job_name, parse_hp
+from launcher.spec import build_spec, job_name, parse_hp
 from trainer.errors import UsageError
 
 NOW = datetime(2026, 11, 22, 18, 0, 5, tzinfo=timezone.utc)
@@ -62,7 +62,6 @@ def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
 def test_resume_continues_the_named_runs_prefixes():
     spec = build_spec(dataset="mnist", resume="gan-mnist-cgan-1", now=NOW)
     assert spec.checkpoint_uri.endswith("/runs/gan-mnist-cgan-1/checkpoints") and spec.job != "gan-mnist-cgan-1"
-    assert JobSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_a_local_job_has_a_max_run_only_when_one_is_given():
@@ -71,7 +70,7 @@ def test_a_local_job_has_a_max_run_only_when_one_is_given():
 
     assert build_spec(dataset="mnist", now=NOW).max_run is None  # the laptop default: run until done
     spec = build_spec(dataset="mnist", max_run="90s", now=NOW)
-    assert spec.max_run == 90 and JobSpec.from_dict(spec.to_dict()) == spec
+    assert spec.max_run == 90
     assert local.submit(spec, dry_run=True)["max_run"] == 90
     assert local.plan_rows(spec) == [("max run", "1m30s, then it is stopped with a checkpoint (--resume continues it)")]
 
