@@ -74,10 +74,6 @@ def no_plan_rows(spec) -> list[tuple[str, str]]:
     return []
 
 
-def no_spec_checks(spec) -> None:
-    """For a backend that can run any spec build_spec lets through."""
-
-
 # --- the trainer's container inputs -------------------------------------------------------------
 
 def container_inputs(hyperparameters: dict, *, output_uri: str, checkpoint_uri: str | None = None,
