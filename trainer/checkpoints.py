@@ -3,7 +3,8 @@
 A checkpoint is a folder `ckpt-<step>/` holding `weights.npz` (every variable of
 the networks, optimizers, EMA generator and dropout RNGs, as plain numpy arrays,
 so a run checkpointed on one Keras backend resumes on the other), `state.json`
-(step, metrics history, the partial epoch's running sums) and, written last,
+(trainer/run_state.py: step, metrics history, the partial epoch's running sums, and
+the architecture and dataset classes a resume must match) and, written last,
 `MANIFEST.json` naming every file with its size and SHA-256. The digests are
 taken from the bytes as they are written (never by reading the files back), so
 a checkpoint costs one pass over a payload whose size is fixed by the
@@ -11,7 +12,7 @@ networks, however long the run; `CheckpointWriter` makes that pass beside
 training, so the loop pays only for the host copy of its arrays. Readers trust only the manifest: a folder without one, or
 whose files disagree with it, is skipped with a warning in favour of the
 previous complete checkpoint. Locally the folder is also built under a temp name
-and renamed into place; on S3 (trainer/s3sync.py) the manifest is uploaded last.
+and renamed into place; on S3 (trainer/run_storage.py) the manifest is uploaded last.
 """
 
 import hashlib

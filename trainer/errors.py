@@ -1,7 +1,12 @@
-"""The one error type users see.
+"""The errors users see, each as one line, and the signals that stop a command.
 
 Anything raised as `GankitError` is printed as a single line (no traceback) by the
-CLIs, which exit with `exit_code`: 2 for bad input (usage), 1 for a run that failed.
+CLIs (`run_cli`), which exit with `exit_code`: 2 for bad input (`UsageError`), 1 for a
+run that failed, 143 for a training run checkpointed and `Stopped`; `Diverged` for a
+run whose numbers broke, `Interrupted` (128 + the signal) for a command stopped while
+it leaves something going. `terminate_as_interrupt` raises SIGTERM and SIGHUP as
+`Terminated`, a KeyboardInterrupt, so Ctrl-C's clean-up runs for them too; `aws_error`
+turns botocore's failures into one line.
 """
 
 import contextlib

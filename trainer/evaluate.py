@@ -11,7 +11,8 @@ test split that is not even (an image folder's classes rarely are).
 
 `epoch_hook` does the same during training every --eval-every epochs, with
 EPOCH_SAMPLES images (cheaper, so only comparable with other EPOCH_SAMPLES
-figures) and with DEFAULT_SAMPLES at the end.
+figures) and with DEFAULT_SAMPLES at the end; it keeps the generator with the
+best EPOCH_SAMPLES FCD in generator-best/ (BEST_DIR) beside the last one.
 """
 
 import dataclasses

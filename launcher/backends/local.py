@@ -4,6 +4,8 @@ Each job gets a fake /opt/ml tree under the config folder (GANKIT_SM_ROOT), with
 hyperparameters.json and the staged dataset as its `training` channel, and
 writes checkpoints and outputs into the local folder standing in for the
 bucket (`<root>/runs/<job>/...`), exactly where a cloud job puts them in S3.
+The trainer runs under this module's own small wrapper (`run_and_record`), which
+keeps its exit code for `status` and, given --max-run, stops it when that is up.
 """
 
 import os
