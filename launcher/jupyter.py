@@ -208,6 +208,17 @@ def _note_limits(instance, idle_seconds, max_hours):
             f"--max-hours {tags.get(TAG_MAX_HOURS, '?')}); `launcher jupyter stop --terminate` to change them")
 
 
+def _idle_limit(ec2, iid, idle: str, idle_seconds: float) -> str:
+    """The idle limit `iid` stops itself at: the one it was launched with (a reused or restarted instance keeps
+    its own, whatever --idle says now); --idle when its tags cannot be read."""
+    try:
+        [reservation] = ec2.describe_instances(InstanceIds=[iid])["Reservations"]
+        own = tags_of(reservation["Instances"][0]).get(TAG_IDLE)
+    except Exception:  # only a detail of the message: never a traceback in its place
+        return idle
+    return idle if own in (None, str(int(idle_seconds))) else format_duration(float(own))
+
+
 def wait_running(ec2, iid):
     progress = Progress(None, label=f"waiting for {iid} to run", fmt=format_duration, log_every=15)
     while True:
@@ -362,8 +373,8 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         from trainer.errors import Interrupted, interrupt_signal, signal_name
 
         raise Interrupted(f"stopped waiting for {iid} on {signal_name(interrupt_signal(e))}; it goes on starting and "
-                          f"stops itself after {idle} unused: `launcher jupyter` connects to it, `launcher jupyter "
-                          "stop` stops it now", interrupt_signal(e)) from None
+                          f"stops itself after {_idle_limit(ec2, iid, idle, idle_seconds)} unused: `launcher jupyter` "
+                          "connects to it, `launcher jupyter stop` stops it now", interrupt_signal(e)) from None
     connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
 
 

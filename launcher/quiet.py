@@ -103,7 +103,15 @@ def tensorflow_quietly():
 
 def start_tensorflow():
     """Import TensorFlow and touch a device with descriptor 2 caught: the start-up lines (and the cuInit
-    error of a machine without a GPU) come now and are dropped, so later progress shows live."""
+    error of a machine without a GPU) come now and are dropped, so later progress shows live. Where Keras
+    runs on JAX (KERAS_BACKEND=jax, or an install with `gankit[jax]` and no TensorFlow) there is no
+    TensorFlow to start: nothing is imported."""
+    import importlib.util
+
+    from trainer.backend import default_framework
+
+    if default_framework() != "tensorflow" or importlib.util.find_spec("tensorflow") is None:
+        return
     with tensorflow_quietly():
         import tensorflow as tf
 

@@ -187,3 +187,22 @@ def test_launcher_generate_shows_progress_too(good, tmp_path, capsys):
     captured = capsys.readouterr()
     assert e.value.code == 0, captured.err
     assert "generating  1200 images/1200 images (100%)" in captured.err and (tmp_path / "grid.png").is_file()
+
+
+def test_launcher_generate_runs_where_keras_has_jax_and_no_tensorflow(good, tmp_path):
+    """An install with `gankit[jax]` has no TensorFlow: starting it quietly before the generator loads traced
+    back with ModuleNotFoundError, where Keras on JAX needs none."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    script = ("import sys\nsys.modules['tensorflow'] = None  # not installed\n"
+              "from launcher.cli import main\n"
+              f"main(['generate', {str(good)!r}, '--count', '4', '--out', {str(tmp_path / 'x.png')!r}])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(root), KERAS_BACKEND="jax",
+                                   GANKIT_HOME=str(tmp_path / "home")))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "x.png").is_file()

@@ -388,3 +388,19 @@ def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws
     assert f"stopped waiting for {instance['InstanceId']} on Ctrl-C (SIGINT)" in line
     assert "stops itself after 45m unused" in line and "`launcher jupyter stop`" in line
     assert "Traceback" not in result.output
+
+
+def test_ctrl_c_while_a_restarted_instance_starts_names_the_idle_limit_it_keeps(aws, tools, monkeypatch):
+    # A stopped instance keeps the --idle it was launched with (the note says so): the line named the new one.
+    assert run("--local-port", str(free_port()), "--idle", "2h").exit_code == 0
+    [instance] = instances(aws["ec2"])
+    aws["ec2"].stop_instances(InstanceIds=[instance["InstanceId"]])
+
+    def interrupted(ec2, iid):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jupyter_cli, "wait_running", interrupted)
+    result = run("--local-port", str(free_port()), "--idle", "45m")
+    assert result.exit_code == 130, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "stops itself after 2:00:00 unused" in line and "45m" not in line, line

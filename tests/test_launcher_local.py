@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,3 +171,18 @@ def test_a_local_job_past_its_max_run_is_stopped_with_sigterm_and_says_why(tmp_p
     (tmp_path / "again").mkdir()  # no --max-run: it runs until it ends by itself
     code = local.run_and_record(str(tmp_path / "again" / "exit_code"), command=[sys.executable, "-c", "pass"])
     assert code == 0 and not (tmp_path / "again" / local.MAX_RUN_REACHED).exists()
+
+
+def test_a_local_job_stopped_just_before_its_max_run_says_stopped_not_max_run(tmp_path, sigterm_kept):
+    # `launcher stop` at 0.8 s; the trainer's checkpoint takes 2 s, past the 1.5 s max run: the status said
+    # "max run reached" of a job its owner stopped, and the trainer got a second SIGTERM.
+    from launcher.backends import local
+
+    trainer = ("import signal, sys, time\n"
+               "def stop(*_):\n    time.sleep(2); sys.exit(143)\n"
+               "signal.signal(signal.SIGTERM, stop)\nprint('ready', flush=True)\ntime.sleep(60)")
+    threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()  # what `launcher stop` sends
+    code = local.run_and_record(str(tmp_path / "exit_code"), max_run=1.5, command=[sys.executable, "-c", trainer])
+    assert code == 143 and not (tmp_path / local.MAX_RUN_REACHED).exists()
+    info = local.describe({"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x", "submitted_at": "t"})
+    assert info["status"] == "Stopped" and not info["failure_reason"], info

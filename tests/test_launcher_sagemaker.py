@@ -307,15 +307,22 @@ def _toolkit_command_line(hyperparameters: dict) -> str:
     values as str, no quoting), then process.run_async's `" ".join(cmd)` into asyncio.create_subprocess_shell."""
     user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
     args = [part for key in sorted(user) for part in (f"--{key}", str(user[key]))]
-    return " ".join([sys.executable, "-c", "'import sys; print(len(sys.argv))'", *args])
+    return " ".join([sys.executable, "-c", "'import json, sys; print(json.dumps(sys.argv[1:]))'", *args])
 
 
-@pytest.mark.parametrize("value", ["folder:/pics/My Pictures (2)", "folder:/pics/o'brien", "folder:/a;b"])
+def _meant(hyperparameters: dict) -> list[str]:
+    """The arguments that line means to pass."""
+    user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
+    return [part for key in sorted(user) for part in (f"--{key}", str(user[key]))]
+
+
+@pytest.mark.parametrize("value", ["folder:/pics/My Pictures (2)", "folder:/pics/o'brien", "folder:/a;b",
+                                   "folder:/pics/My Pictures", "folder:/pics/tab\there", "folder:/pics/a\\b"])
 def test_script_mode_refuses_hyperparameters_its_toolkit_would_break_on_the_shell_line(value, tmp_path):
     # The reproduction: the toolkit's shell line for such a value is not the command it means to run.
-    done = subprocess.run(["/bin/sh", "-c", _toolkit_command_line({"dataset": value, "epochs": "2"})],
-                          capture_output=True, text=True)
-    assert done.returncode != 0 or done.stdout.strip() != "5"
+    hp = {"dataset": value, "epochs": "2"}
+    done = subprocess.run(["/bin/sh", "-c", _toolkit_command_line(hp)], capture_output=True, text=True)
+    assert done.returncode != 0 or json.loads(done.stdout) != _meant(hp)
     spec = build_spec(dataset="mnist", backend="sagemaker", bucket=BUCKET, role=ROLE, region=REGION)
     bad = type(spec)(**{**spec.__dict__, "hyperparameters": {**spec.hyperparameters, "dataset": value}})
     with pytest.raises(UsageError, match="--dataset .*--image"):
@@ -330,5 +337,4 @@ def test_script_mode_passes_ordinary_hyperparameters_through_the_toolkit_shell_l
     hp = sagemaker.hyperparameters(spec)
     assert not any(sagemaker.SHELL_SPECIAL.search(v) for v in hp.values())
     done = subprocess.run(["/bin/sh", "-c", _toolkit_command_line(hp)], capture_output=True, text=True)
-    user = [k for k in hp if not k.startswith("sagemaker_")]
-    assert done.returncode == 0 and done.stdout.strip() == str(1 + 2 * len(user))
+    assert done.returncode == 0 and json.loads(done.stdout) == _meant(hp)

@@ -68,13 +68,20 @@ def run_and_record(exit_file: str, max_run: float | None = None, command=None) -
     """Run the contract, pass SIGTERM on, and keep its exit status in a file that outlives the process. After
     `max_run` seconds the trainer gets SIGTERM (it checkpoints and exits 143), as a cloud job's does."""
     child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
-    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    stopped = []  # `launcher stop` came first: the trainer is checkpointing for it, not for the max run
+
+    def relay(*_):
+        stopped.append(True)
+        child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, relay)
     try:
         code = child.wait(max_run)
     except subprocess.TimeoutExpired:
-        atomic_write_text(Path(exit_file).with_name(MAX_RUN_REACHED), f"{max_run:.0f}\n")
-        print(f"gankit: max run of {max_run:.0f} s reached: stopping the trainer", flush=True)
-        child.send_signal(signal.SIGTERM)
+        if not stopped:
+            atomic_write_text(Path(exit_file).with_name(MAX_RUN_REACHED), f"{max_run:.0f}\n")
+            print(f"gankit: max run of {max_run:.0f} s reached: stopping the trainer", flush=True)
+            child.send_signal(signal.SIGTERM)
         try:
             code = child.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:

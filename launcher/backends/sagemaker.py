@@ -34,8 +34,9 @@ ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 # Script mode's training toolkit (sagemaker-training-toolkit: mapping.to_cmd_args, process.run_async) passes
 # every hyperparameter to the entry point as `--key value`, joined unquoted into one `/bin/sh -c` line. These
-# characters make that line a shell syntax error or run something else, so the job fails before the trainer starts.
-SHELL_SPECIAL = re.compile(r"""['"`$&|;<>()\n]""")
+# characters make that line a shell syntax error or run something else, so the job fails before the trainer starts;
+# whitespace splits a value into two arguments ("folder:/pics/My Pictures"), a backslash is eaten, * ? [ glob.
+SHELL_SPECIAL = re.compile(r"""['"`$&|;<>()\s\\*?\[]""")
 
 
 def check_spec(spec) -> None:
@@ -47,8 +48,8 @@ def check_spec(spec) -> None:
             if not key.startswith("sagemaker_") and SHELL_SPECIAL.search(value):
                 shown = "--dataset" if key == "dataset" else f"--hp {key}"
                 raise UsageError(f"{shown} {str(value)[:80]!r}: AWS's prebuilt image passes hyperparameters to the "
-                                 "trainer through an unquoted shell command line, and this value's quotes, brackets "
-                                 "or $&|;<> would break it; rename it, or run your own image with --image")
+                                 "trainer through an unquoted shell command line, and this value's spaces, quotes, "
+                                 "brackets or $&|;<>\\*? would break it; rename it, or run your own image with --image")
 
 TF_VERSION, PY_VERSION = TENSORFLOW_MINOR, "py312"  # the prebuilt image matching the trainer's TensorFlow
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
