@@ -167,6 +167,9 @@ def test_a_local_job_past_its_max_run_is_stopped_with_sigterm_and_says_why(tmp_p
     info = local.describe(record)
     assert info["status"] == "Stopped" and "max run reached" in info["failure_reason"]
     assert "--resume j" in info["failure_reason"]
+    (tmp_path / "exit_code").write_text("-9\n")  # a trainer that outlived the stop's grace, then killed
+    info = local.describe(record)
+    assert info["status"] == "Stopped" and "max run reached" in info["failure_reason"]  # as EC2 says it
 
     (tmp_path / "again").mkdir()  # no --max-run: it runs until it ends by itself
     code = local.run_and_record(str(tmp_path / "again" / "exit_code"), command=[sys.executable, "-c", "pass"])

@@ -184,7 +184,7 @@ def describe(record: dict) -> dict:
     failure = root / "output" / "failure"
     if code == 0:
         info["status"] = "Completed"
-    elif code == 143:
+    elif code == 143 or (root / MAX_RUN_REACHED).exists():  # also killed after the stop's grace: as on EC2
         info["status"] = "Stopped"
         if (root / MAX_RUN_REACHED).exists():
             info["failure_reason"] = (f"max run reached; its checkpoints are kept: `launcher submit ... --resume "
