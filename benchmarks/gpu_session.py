@@ -201,7 +201,10 @@ def targets_11(speed, whole) -> list[str]:
         lines.append(f"{r['preset']}: {r['images_per_sec']:,.0f} img/s (target >= {goal:,} on one H100) "
                      f"-> {verdict(r['images_per_sec'] >= goal)}")
     for r in whole:  # the 45 s target was set for projection, then the default; sn-hinge has 60 s (issue 12)
-        if r["label"] in ("sn-hinge", "projection") and r["start"] == "cold":
+        if r["label"] in ("sn-hinge", "projection") and r["start"] == "cold" and r.get("max_steps"):
+            lines.append(f"{r['label']}, whole process (cold): {r['process_seconds']:.1f} s for a {r['steps']}-step "
+                         f"smoke run (--max-steps), not 64 epochs -> not judged")
+        elif r["label"] in ("sn-hinge", "projection") and r["start"] == "cold":
             lines.append(f"{r['label']}, 64 epochs, whole process (cold): {r['process_seconds']:.1f} s "
                          f"(target <= 45 s) -> {verdict(r['process_seconds'] <= 45)}")
     return ["targets: " + line for line in lines]

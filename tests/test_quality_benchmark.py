@@ -62,6 +62,20 @@ def test_markdown_table_and_targets():
     assert any("sn-hinge vs book at 8 epochs" in x and "NOT met" in x for x in worse)
 
 
+def test_targets_of_a_cpu_budget_name_its_steps_and_leave_the_64_epoch_targets_unjudged():
+    # --images 16000: every preset sees the same images in its own number of steps, epochs=1 with max_steps.
+    book = dict(result("book", 1, 0.80, 20.0, 600), steps=500, max_steps=500)
+    projection = dict(result("projection", 1, 0.85, 18.0, 130), steps=125, max_steps=125)
+    new = dict(result("sn-hinge", 1, 0.95, 5.0, 40), steps=125, max_steps=125)
+    lines = quality.targets([book, projection, new])
+    assert not any("at 1 epochs" in x for x in lines)
+    assert any("of projection's after 125 steps vs 125 steps (target <= 40%) -> not judged" in x for x in lines)
+    assert any("training 40 s after 125 steps (target <= 60 s on one H100) -> not judged" in x for x in lines)
+    assert any("vs the judge on real test images 0.9100 -> not judged" in x for x in lines)
+    assert any(x.startswith("targets: sn-hinge vs book after 125 steps vs 500 steps:") and x.endswith("-> met")
+               for x in lines)
+
+
 @pytest.mark.slow
 def test_a_tiny_cpu_run_prints_the_table(tmp_path, monkeypatch, capsys):
     # 200 samples: more images than the judge's 128 features, so the covariances are not singular.
