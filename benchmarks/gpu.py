@@ -42,9 +42,12 @@ def missing() -> list[str]:
 def install_wheels(wheels: Path):
     names = {"PIL": "pillow"}
     wanted = [names.get(m, m) for m in missing() if m not in ("jax", "numpy")]
+    if "keras" in wanted:
+        wanted += ["namex", "optree"]  # keras' own small needs; the GPU machine has the rest (absl-py, rich, h5py, ml-dtypes)
     if wanted:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels),
-                        "--target", str(DEPS), *wanted], check=True)
+        # --no-deps: with --no-index and --target, pip would look in the folder for what the machine has already.
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links",
+                        str(wheels), "--target", str(DEPS), *wanted], check=True)
 
 
 def env(cache: Path | None = None) -> dict:
