@@ -366,6 +366,9 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     ec2, ssm = instances.client("ec2", region_name), instances.client("ssm", region_name)
     who = owner(region_name)
     configured_bucket()  # a missing or unsafe bucket setting, before a token or an instance exists
+    from launcher import settings
+
+    instances.check_settings(settings.effective())  # no profile or security group: said before any upload
     iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     try:
         instance = wait_running(ec2, iid)

@@ -376,6 +376,19 @@ def test_a_bucket_prefix_that_is_not_plain_is_refused_before_anything_starts(aws
     assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
 
 
+@pytest.mark.parametrize("missing", ["instance_profile", "security_group"])
+def test_no_instance_profile_or_security_group_is_refused_before_anything_is_uploaded(aws, tools, missing):
+    from launcher import settings
+
+    settings.update(**{missing: None})
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 2, result.output
+    assert f"no {missing} configured" in result.output and "launcher infra up" in result.output
+    assert instances(aws["ec2"]) == []
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # no wheel, no notebook
+    assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
+
+
 def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws, tools, monkeypatch):
     def interrupted(ec2, iid):
         raise KeyboardInterrupt  # Ctrl-C during the wait (moto's instances run at once)
