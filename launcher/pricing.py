@@ -54,9 +54,8 @@ def check_instance_type(name: str, backend: str) -> str:
         hint = f" (SageMaker names it ml.{name})"
     elif backend == "ec2" and name.removeprefix("ml.") in good:
         hint = f" (EC2 names it {name.removeprefix('ml.')})"
-    families = sorted({family(t) for t in good})
-    raise UsageError(f"unknown GPU instance type {name!r} for {backend}{hint}; choose one of the {', '.join(families)} "
-                     f"families, e.g. {', '.join(good[:3])} (`launcher submit --help` lists them all)")
+    # Every name, here: no --help lists them (this line is the one place a user meets the whole table).
+    raise UsageError(f"unknown GPU instance type {name!r} for {backend}{hint}; choose one of {', '.join(good)}")
 
 
 def price_per_hour(instance_type: str, spot: bool) -> float:

@@ -7,7 +7,7 @@ import pytest
 from launcher import settings
 from launcher.cli import main
 from launcher.durations import parse_duration
-from launcher.pricing import check_instance_type, estimate, price_per_hour
+from launcher.pricing import GPU_INSTANCE_TYPES, check_instance_type, estimate, price_per_hour
 from launcher.spec import build_spec, job_name, parse_hp
 from trainer.errors import UsageError
 
@@ -96,7 +96,7 @@ def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
         "s3://bkt", "ml.p3.2xlarge", True, 7200, "eu-west-1")
     assert spec.max_wait >= spec.max_run
     assert build_spec(dataset="mnist", backend="ec2", bucket="bkt", instance_type="ml.g5.xlarge").instance_type == "g5.xlarge"
-    with pytest.raises(UsageError, match="families"):
+    with pytest.raises(UsageError, match="choose one of ml.p3.2xlarge, "):
         build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="r", instance_type="ml.m5.large")
     with pytest.raises(UsageError, match="2h"):
         build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="r", max_run="two hours")
@@ -114,6 +114,11 @@ def test_durations_and_prices():
     assert check_instance_type("ml.g6.xlarge", "sagemaker") == "ml.g6.xlarge"
     with pytest.raises(UsageError, match="ml.p3.2xlarge"):
         check_instance_type("p3.2xlarge", "sagemaker")
+    # The refusal itself names every type it would take (it once sent users to a --help that lists none).
+    for backend, good in GPU_INSTANCE_TYPES.items():
+        with pytest.raises(UsageError) as refused:
+            check_instance_type("x9.huge", backend)
+        assert str(refused.value).endswith(f"choose one of {', '.join(good)}") and "--help" not in str(refused.value)
     assert estimate("ml.p3.2xlarge", 2, False, 1800) == pytest.approx(price_per_hour("ml.p3.2xlarge", False))
     assert 0 < price_per_hour("ml.p3.2xlarge", True) < price_per_hour("ml.p3.2xlarge", False)
 
