@@ -49,6 +49,15 @@ def ami_parameter_for(instance_type: str) -> str:
     return OPEN_DRIVER_PARAMETER
 
 
+def image_reference(instance_type: str, override: str | None = None) -> str:
+    """The image a launch uses, named without asking AWS (what a dry run prints): `override` (GANKIT_AMI) as
+    `resolve_ami` takes it, an `ami-...` id as is and a parameter name as `resolve:ssm:NAME` (which EC2 also
+    accepts), else the family's public DLAMI parameter."""
+    if override and override.startswith("ami-"):
+        return override
+    return f"resolve:ssm:{override or ami_parameter_for(instance_type)}"
+
+
 def client(service: str, region: str | None = None):
     import boto3
 

@@ -180,6 +180,23 @@ def test_launcher_submit_dry_run_through_the_cli(capsys, monkeypatch):
     assert jobs.all_jobs() == []  # nothing recorded, nothing sent
 
 
+@pytest.mark.parametrize("override, image", [("ami-0123456789abcdef0", "ami-0123456789abcdef0"),
+                                             ("/my/dlami/ami-id", "resolve:ssm:/my/dlami/ami-id")])
+def test_a_dry_run_prints_the_image_gankit_ami_picks(override, image, capsys, monkeypatch):
+    """GANKIT_AMI picks the image a submit launches; the dry run's request must show that one, not the DLAMI."""
+    from launcher.cli import cli
+    from trainer.errors import run_cli
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("GANKIT_AMI", override)
+    settings.update(bucket="bk1", region=REGION, instance_profile="gankit-ec2", security_group="sg-1")
+    with pytest.raises(SystemExit) as exited:
+        run_cli(cli, ["submit", "--backend", "ec2", "--dataset", "zalando", "--instance-type", "p3.2xlarge",
+                      "--dry-run"], prog_name="launcher")
+    assert exited.value.code == 0
+    assert json.loads(capsys.readouterr().out)["run_instances"]["ImageId"] == image
+
+
 @pytest.fixture(scope="module")
 def prebuilt_wheel(tmp_path_factory):
     return instances.build_wheel(tmp_path_factory.mktemp("wheel"))

@@ -10,6 +10,7 @@ again with `--resume JOB`.
 """
 
 import json
+import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -95,7 +96,7 @@ def submit(spec, dry_run: bool = False) -> dict:
         spec = ensure_dataset(spec, upload=False)  # a folder: checked here, its prefix named, nothing sent
         wheel = layout.join(layout.run_prefix(spec.root, spec.job), "gankit-<version>-py3-none-any.whl")
         request = _request(spec, config, wheel, "0" * 64,  # the digest of a wheel not built yet
-                           image_id=f"resolve:ssm:{instances.ami_parameter_for(spec.instance_type)}")
+                           image_id=instances.image_reference(spec.instance_type, os.environ.get("GANKIT_AMI")))
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
     uris = _uris(spec.root, spec.job)
     from launcher import jobs
