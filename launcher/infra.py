@@ -165,13 +165,16 @@ def wait_for(cf, stack_name, action, since):
 
 
 def deploy(cf, stack_name, template, parameters) -> dict:
-    """Create the stack, or update it; the stack once settled."""
+    """Create the stack, or update it, keeping the value of every parameter the stack has and `parameters`
+    leaves out (CloudFormation would otherwise reset it to the template's default); the stack once settled."""
     from botocore.exceptions import ClientError
 
+    existing = find_stack(cf, stack_name)
     params = [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]
+    params += [{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
+               for p in (existing or {}).get("Parameters", []) if p["ParameterKey"] not in parameters]
     args = dict(StackName=stack_name, TemplateBody=template, Parameters=params, Capabilities=["CAPABILITY_IAM"],
                 Tags=[{"Key": "gankit:stack", "Value": stack_name}])
-    existing = find_stack(cf, stack_name)
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
         raise GankitError(f"stack {stack_name} failed to create earlier and cannot be updated; "
                           "`launcher infra down`, then `launcher infra up` again")
@@ -255,15 +258,22 @@ def infra():
 @infra.command()
 @stack_option
 @region_option
-@click.option("--bucket-name", default="", help="Name the bucket (default: CloudFormation picks a unique one).")
-@click.option("--ssh-cidr", default="", help="Allow SSH from this IPv4 CIDR only, e.g. your 203.0.113.7/32 "
-                                             "(default: no inbound rule at all; SSM needs none).")
-@click.option("--vpc-id", default=None, help="VPC for the security group (default: the region's default VPC).")
-@click.option("--old-checkpoint-days", type=click.IntRange(1, 3650), default=14, show_default=True,
-              help="Days superseded checkpoint versions are kept before the bucket deletes them.")
+@click.option("--bucket-name", default=None, help="Name the bucket (default: CloudFormation picks a unique one; "
+                                                     "on an update, the stack's bucket).")
+@click.option("--ssh-cidr", default=None, help="Allow SSH from this IPv4 CIDR only, e.g. your 203.0.113.7/32 "
+                                               "(default: no inbound rule at all, SSM needs none; on an update, the "
+                                               "stack's rule; '' removes it).")
+@click.option("--vpc-id", default=None, help="VPC for the security group (default: the region's default VPC; on an "
+                                             "update, the stack's).")
+@click.option("--old-checkpoint-days", type=click.IntRange(1, 3650), default=None,
+              help="Days superseded checkpoint versions are kept before the bucket deletes them [14; on an update, "
+                   "the stack's].")
 def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
-    """Create or update the base stack, and make SageMaker the default backend."""
-    ssh_cidr = check_ssh_cidr(ssh_cidr)
+    """Create or update the base stack, and make SageMaker the default backend.
+
+    On an update, an option left out keeps the stack's value: running `infra up --ssh-cidr ...` later never
+    swaps the bucket for a new, empty one or moves the security group to another VPC."""
+    ssh_cidr = None if ssh_cidr is None else check_ssh_cidr(ssh_cidr)
     if bucket_name:
         from launcher.settings import check_bucket
 
@@ -271,16 +281,14 @@ def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
             raise UsageError(f"--bucket-name {bucket_name!r}: give the bucket's name alone, e.g. my-gankit-data")
         check_bucket(bucket_name, "--bucket-name")
     region = _region(region)
-    vpc_id = vpc_id or default_vpc(_client("ec2", region))
-    template = template_body("base")
-    parameters = {"BucketName": bucket_name, "SshCidr": ssh_cidr, "VpcId": vpc_id,
-                  "OldCheckpointDays": old_checkpoint_days}
+    cf = _client("cloudformation", region)
+    if vpc_id is None and find_stack(cf, stack_name) is None:
+        vpc_id = default_vpc(_client("ec2", region))
     from launcher.backends.sagemaker import prebuilt_image_account
 
-    account = prebuilt_image_account(region)  # the execution role pulls the prebuilt image from there
-    if account:
-        parameters["PrebuiltImageAccount"] = account
-    stack = deploy(_client("cloudformation", region), stack_name, template, parameters)
+    given = {"BucketName": bucket_name, "SshCidr": ssh_cidr, "VpcId": vpc_id, "OldCheckpointDays": old_checkpoint_days,
+             "PrebuiltImageAccount": prebuilt_image_account(region)}  # the execution role pulls that image
+    stack = deploy(cf, stack_name, template_body("base"), {k: v for k, v in given.items() if v is not None})
     values = record(region, stack)
     say(f"stack {stack_name}: {stack['StackStatus']}")
     for key in ("bucket", "role", "instance_profile", "security_group"):

@@ -76,6 +76,41 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert "gankit-test-bucket" in status.output
 
 
+def test_a_later_up_keeps_every_setting_it_is_not_given(aws, run, monkeypatch):
+    """`infra up --ssh-cidr ...` after `infra up --bucket-name B --old-checkpoint-days 30` must not send the
+    template's defaults for what it leaves out: an empty BucketName would make CloudFormation replace the
+    bucket with a new, empty one (and the launcher switch to it)."""
+    sent = []
+    real = infra.deploy
+    monkeypatch.setattr(infra, "deploy", lambda cf, name, body, parameters: sent.append(parameters) or
+                        real(cf, name, body, parameters))
+    updates = []
+    real_client = infra._client
+
+    def client(service, region):
+        made = real_client(service, region)
+        if service == "cloudformation":
+            made.meta.events.register("before-parameter-build.cloudformation.UpdateStack",
+                                      lambda params, **_: updates.append(params["Parameters"]))
+        return made
+
+    monkeypatch.setattr(infra, "_client", client)
+    assert run("up", "--bucket-name", "gankit-kept", "--old-checkpoint-days", "30").exit_code == 0
+    assert run("up", "--ssh-cidr", "203.0.113.7/32").exit_code == 0
+    assert set(sent[1]) == {"SshCidr", "PrebuiltImageAccount"}  # only what this command was given ...
+    kept = {p["ParameterKey"] for p in updates[0] if p.get("UsePreviousValue")}
+    assert kept == {"BucketName", "OldCheckpointDays", "VpcId"}  # ... the rest as the stack has it
+    assert settings.load()["bucket"] == "gankit-kept"
+    (stack,) = boto3.client("cloudformation", region_name=REGION).describe_stacks(StackName="gankit")["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["BucketName"] == "gankit-kept" and parameters["OldCheckpointDays"] == "30"
+    assert parameters["SshCidr"] == "203.0.113.7/32"
+    assert run("up", "--ssh-cidr", "").exit_code == 0  # '' removes the rule again, and only that
+    (stack,) = boto3.client("cloudformation", region_name=REGION).describe_stacks(StackName="gankit")["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["SshCidr"] == "" and parameters["BucketName"] == "gankit-kept"
+
+
 def test_a_bad_bucket_name_is_refused_before_anything_is_deployed(aws, run):
     for bad in ("bad bucket", "Gankit", "s3://gankit-data", "ab"):
         result = run("up", "--bucket-name", bad)
