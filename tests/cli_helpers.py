@@ -1,5 +1,6 @@
 """Running `python -m trainer` in process and checking its one-line errors."""
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,12 @@ def assert_training_fails_with_one_line(capsys, data_dir, out, *words):
     assert len(errors) == 1 and all(word in errors[0] for word in words), captured.err
     assert "Traceback" not in captured.err and "Exception in thread" not in captured.err
     assert not (Path(out) / "generator").exists()
+
+
+def signals_as_at_a_terminal():
+    """A subprocess's preexec_fn: Ctrl-C and SIGHUP with their default effect, as a command typed at a
+    terminal has them. A test run started under `nohup` or with `&` passes their being ignored on to every
+    child, and the commands rightly leave an ignored signal ignored: a test of what they do with those
+    signals must not depend on how its pytest was started."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)

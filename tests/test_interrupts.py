@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from launcher import jobs
+from tests.cli_helpers import signals_as_at_a_terminal
 
 ROOT = Path(__file__).parents[1]
 
@@ -52,7 +53,7 @@ def test_a_signal_mid_pull_leaves_no_temp_file_and_says_so(tmp_path, signum):
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=signals_as_at_a_terminal)
     deadline = time.monotonic() + 60
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import trainer
+from tests.cli_helpers import signals_as_at_a_terminal
 from trainer.config import TrainConfig
 from trainer.errors import Stopped
 
@@ -21,7 +22,8 @@ def test_ctrl_c_writes_a_checkpoint_and_stops_in_one_line(tmp_path, mnist_dir):
     cmd = [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(mnist_dir),
            "--output-dir", str(out), "--epochs", "200", "--batch-size", "16", "--checkpoint-minutes", "60"]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=signals_as_at_a_terminal)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((out / "checkpoints").glob("ckpt-*")):
         time.sleep(0.05)
@@ -89,7 +91,8 @@ def test_a_closed_terminal_sighup_writes_a_checkpoint_and_stops(tmp_path, mnist_
            "--output-dir", str(out), "--epochs", "200", "--batch-size", "16", "--checkpoint-minutes", "60"]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
     master, terminal = pty.openpty()
-    proc = subprocess.Popen(cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+                            preexec_fn=signals_as_at_a_terminal)
     os.close(terminal)
     reader = __import__("threading").Thread(target=lambda: _drain(master), daemon=True)
     reader.start()

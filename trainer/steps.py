@@ -94,8 +94,11 @@ def keep_command_learning_rates(nets: Nets, cfg, step: int, log):
     """Keras keeps an optimizer's learning rate in a variable, so a checkpoint restores the rate it was
     written at; the command's --lr and --d-lr are what trains from here (a resume at a lower rate after a
     divergence, say), and a change is said."""
+    from keras import ops
+
     for flag, opt, wanted in zip(("--lr", "--d-lr"), (nets.g_opt, nets.d_opt), learning_rates(cfg)):
-        restored = float(opt.learning_rate)
+        # Read as a checkpoint reads it: under tf.distribute the variable is a MirroredVariable, which float() refuses.
+        restored = float(ops.convert_to_numpy(opt.learning_rate.value))
         if abs(restored - wanted) > 1e-6 * wanted:
             opt.learning_rate = wanted
             log(f"note: {flag} {wanted:g} from step {step} on (the checkpoint's was {restored:g})")
