@@ -176,3 +176,67 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_and_exports(tmp_path, data
     subprocess.run([*args, "--output-dir", str(single), "--batch-size", "16"], env=env_with(), cwd=ROOT, check=True,
                    capture_output=True)
     assert_same_run(out, single)
+
+
+SIGNAL_CHECK = """
+import json, os, signal, sys, time
+from pathlib import Path
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["127.0.0.1:%d"]}, "task": {"type": "worker", "index": 0}})
+got = []
+signal.signal(signal.SIGTERM, lambda *a: got.append(1))
+from trainer.distribute import choose_strategy
+choose_strategy("multiworker", Path("/nonexistent"))
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)
+print("handled" if got else "swallowed")
+"""
+
+
+@pytest.mark.slow
+def test_multiworker_strategy_leaves_our_sigterm_handler_in_place():
+    # MultiWorkerMirroredStrategy's coordination service installed its own SIGTERM handler over
+    # trainer/stopping.py's: a stopped multi-host job went on training and wrote no checkpoint.
+    done = subprocess.run([sys.executable, "-c", SIGNAL_CHECK % free_ports(1)[0]], env=env_with(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1:] == ["handled"], done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path, data):
+    """A stop reaches hosts at different moments (each polls SageMaker on its own); the workers agree on it, so
+    all stop after the same step, the chief writes that step's checkpoint and none waits forever in a collective."""
+    import signal
+    import time
+
+    base = tmp_path / "cluster"
+    hp = {"dataset": "mnist", "data_dir": str(data), "epochs": "20", "batch_size": "8", "precision": "float32",
+          "checkpoint_dir": str(tmp_path / "checkpoints")}
+    addresses = json.dumps({h: f"127.0.0.1:{p}" for h, p in zip(HOSTS, free_ports(2))})
+    procs, log_files = [], []
+    for host in HOSTS:
+        config = base / host / "input" / "config"
+        config.mkdir(parents=True)
+        (config / "hyperparameters.json").write_text(json.dumps(hp))
+        (config / "resourceconfig.json").write_text(json.dumps({"hosts": HOSTS, "current_host": host}))
+        log_files.append(base / f"{host}.log")
+        with open(log_files[-1], "w") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "trainer.contract"], cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT,
+                                          env=env_with(GANKIT_SM_ROOT=str(base / host), GANKIT_WORKER_ADDRESSES=addresses,
+                                                       PYTHONUNBUFFERED="1")))
+    try:
+        deadline = time.monotonic() + 240
+        while not re.search(r"^train +\d+/", log_files[1].read_text(), re.M) and time.monotonic() < deadline:  # past the first step
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)  # the other worker only
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            p.kill()
+    logs = [f.read_text() for f in log_files]
+    steps = [re.search(r"stopped at step (\d+)", log) for log in logs]
+    assert all(steps), [log[-2000:] for log in logs]
+    assert steps[0].group(1) == steps[1].group(1) and [p.returncode for p in procs] == [143, 143]
+    step = int(steps[0].group(1))
+    assert step < 80 and (tmp_path / "checkpoints" / f"ckpt-{step:09d}" / "MANIFEST.json").exists()

@@ -77,6 +77,7 @@ class Placement:
     strategy: object = None  # the tf.distribute strategy (TensorFlow only)
     chief: bool = True
     worker: int = 0
+    workers: int = 1  # processes training together (MultiWorkerMirroredStrategy: hosts); they must stop at one step
 
 
 def choose_placement(framework: str, name: str, root) -> Placement:
@@ -84,7 +85,7 @@ def choose_placement(framework: str, name: str, root) -> Placement:
         return choose_jax_placement(name, root)
     strategy = choose_strategy(name, root)
     return Placement(strategy.num_replicas_in_sync, type(strategy).__name__, strategy, is_chief(strategy),
-                     worker_id(strategy))
+                     worker_id(strategy), worker_count(strategy))
 
 
 def choose_jax_placement(name: str, root) -> Placement:
@@ -112,7 +113,7 @@ def choose_strategy(name: str, root):
         if workers < 1:
             raise UsageError("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
                              "use --strategy auto on a single host")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return keeping_signal_handlers(tf.distribute.MultiWorkerMirroredStrategy)
     devices = local_devices()
     if name == "mirrored" or (name == "auto" and len(devices) > 1 and devices[0].startswith("/gpu")):
         return tf.distribute.MirroredStrategy(devices)
@@ -145,6 +146,33 @@ def is_chief(strategy) -> bool:
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
                                              and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def keeping_signal_handlers(make):
+    """make(), with Python's SIGTERM/SIGINT/SIGHUP handlers put back afterwards: MultiWorkerMirroredStrategy's
+    coordination service installs its own SIGTERM handler (a preemption notifier gankit does not use), which
+    silently took SIGTERM from trainer/stopping.py, so a stopped multi-host job wrote no checkpoint."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return make()
+    names = [s for s in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, s)]
+    kept = {getattr(signal, s): signal.getsignal(getattr(signal, s)) for s in names}
+    try:
+        return make()
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def worker_count(strategy) -> int:
+    resolver = getattr(strategy.extended, "_cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")))
 
 
 def worker_id(strategy) -> int:

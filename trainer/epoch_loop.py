@@ -30,6 +30,7 @@ class EpochLoop:
         self.checkpoint_seconds = t.cfg.checkpoint_minutes * 60
         self.last_checkpoint = time.monotonic()
         self.stopped = False
+        self.workers = getattr(t.placement, "workers", 1)
 
     def run(self, epoch: int) -> bool:
         """Run `epoch` on from where the state stands; False when a stop came first (its checkpoint written)."""
@@ -43,6 +44,8 @@ class EpochLoop:
         while batch < last:
             # Many steps per compiled call, but never past the epoch, --max-steps or the next checkpoint.
             n = self.pacer.steps(last - batch, self.checkpoint_seconds - (time.monotonic() - self.last_checkpoint))
+            if self.workers > 1:
+                n = 1  # every worker must poll (and agree on) a stop after the same step; they run step by step anyway
             for losses in self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n):
                 if not np.isfinite(losses).all():
                     self.wait()  # the checkpoint in flight (of good weights) is finished, not cut off
@@ -53,7 +56,8 @@ class EpochLoop:
                 t.run_log.steps(state.step, sums, state.epoch_steps)
             batch += n
             t.progress.update(n, extra=lambda: _progress_text(epoch, t.cfg.epochs, sums, state.epoch_steps))
-            self.stopped = self.stop_requested()
+            # Several workers stop together: one that stopped alone would leave the others in a collective forever.
+            self.stopped = t.runner.agree_stop(bool(self.stop_requested()))
             if batch < last and (self.stopped or time.monotonic() - self.last_checkpoint > self.checkpoint_seconds):
                 state.epoch_sums, state.epoch_seconds = sums.tolist(), time.monotonic() - t0
                 self.checkpoint()

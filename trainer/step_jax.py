@@ -129,6 +129,9 @@ class JaxRunner:
         self.state, losses = self._run(self.state, images, labels, order, np.int32(start), np.int32(n), np.int32(step0))
         return np.asarray(losses)[:n]
 
+    def agree_stop(self, wanted: bool) -> bool:
+        return wanted  # one host, one process
+
     def sync(self):
         # Copies: Keras may donate its variables' buffers to a compiled call (predict_on_batch does),
         # which must not delete the arrays this runner carries on.

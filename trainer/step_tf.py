@@ -90,6 +90,7 @@ class TFRunner:
         core = make_core(nets, spec, self.replicas)
         if self.replicas > 1:
             self._step = _distributed_step(core, spec, placement.strategy)
+            self._agree = _any_worker(placement.strategy)
             return
         self.device_images = tf.constant(images) if resident else None
         self.device_labels = tf.constant(self.labels) if resident else None
@@ -130,6 +131,21 @@ class TFRunner:
 
     def sync(self):
         pass  # TensorFlow updates the Keras variables in place
+
+    def agree_stop(self, wanted: bool) -> bool:
+        """Whether any worker wants to stop (one collective; every worker calls it after the same step)."""
+        if getattr(self.placement, "workers", 1) <= 1:
+            return wanted
+        return bool(self._agree(tf.constant(1.0 if wanted else 0.0)).numpy() > 0)
+
+
+def _any_worker(strategy):
+    @tf.function
+    def agree(flag):
+        per_replica = strategy.run(tf.identity, args=(flag,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return agree
 
 
 def _distributed_step(core, spec, strategy):

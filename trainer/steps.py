@@ -8,6 +8,8 @@ exposes the same small interface:
     runner.run(first, n, step0) -> (n, 2)   n steps from batch `first` in one compiled call; each step's
                                              [d_loss, g_loss] (summed on the host in step order, so the
                                              figures do not depend on how steps were grouped into calls)
+    runner.agree_stop(wanted) -> bool         whether any worker wants to stop (several hosts: a collective, so all
+                                             stop after the same step); called after every call
     runner.sync()                            the networks' Keras variables hold the latest values (JAX keeps
                                              them as arrays between calls); call before sampling or saving
 
