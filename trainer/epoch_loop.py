@@ -46,10 +46,13 @@ class EpochLoop:
             n = self.pacer.steps(last - batch, self.checkpoint_seconds - (time.monotonic() - self.last_checkpoint))
             if self.workers > 1:
                 n = 1  # every worker must poll (and agree on) a stop after the same step; they run step by step anyway
-            for losses in self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n):
-                if not np.isfinite(losses).all():
-                    self.wait()  # the checkpoint in flight (of good weights) is finished, not cut off
-                    raise Diverged(state.step + 1, "d_loss {:.4g}, g_loss {:.4g}".format(*np.asarray(losses)))
+            called = np.asarray(self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n))
+            finite = np.isfinite(called).all(axis=1)  # one look per call, not per step: this is the hot path
+            if not finite.all():
+                bad = int(np.argmin(finite))  # the first step whose losses are not numbers
+                self.wait()  # the checkpoint in flight (of good weights) is finished, not cut off
+                raise Diverged(state.step + bad + 1, "d_loss {:.4g}, g_loss {:.4g}".format(*called[bad]))
+            for losses in called:
                 sums = sums + losses  # one step at a time, in order: the same sums however steps were grouped
                 state.step += 1
                 state.epoch_steps += 1

@@ -93,10 +93,8 @@ def score_generator(generator, ref: Reference) -> dict:
     if generator.conditional and tuple(generator.class_names) != tuple(judge.class_names):
         raise UsageError(f"the generator's classes ({', '.join(generator.class_names[:5])}...) differ from the "
                          f"dataset's ({', '.join(judge.class_names[:5])}...); pass the --data-dir it was trained on")
-    if generator.conditional:  # the classes of the test images it is compared with, not an even mix
-        images = generator.generate(count=ref.samples, seed=SEED, labels=ref.test_labels)
-    else:
-        images = generator.generate(None, count=ref.samples, seed=SEED)
+    # A conditional generator draws the classes of the test images it is compared with, not an even mix.
+    images = generator.generate(count=ref.samples, seed=SEED, labels=ref.test_labels if generator.conditional else None)
     features, probs = judge.outputs(images)
     figures = {"label_accuracy": None, "per_class_accuracy": None}
     if generator.conditional:
