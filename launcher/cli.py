@@ -119,6 +119,10 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     if dry_run:
         click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
         return
+    if backend_module.CLOUD:
+        from launcher.backends.base import aws_session
+
+        aws_session()  # no credentials: say so before the plan, which would read as if the job had started
     wait = wait if wait is not None else not backend_module.CLOUD
     if wait:
         from trainer.fsutil import refuse_file_in_the_way

@@ -39,19 +39,24 @@ def no_aws(monkeypatch, tmp_path):
     s3.client.cache_clear()
 
 
-def run(argv, capsys) -> tuple[int, str]:
+def run(argv, capsys, printed=None) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    if printed is not None:
+        printed.append(out)
     return exit_.value.code, err.strip()
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_no_credentials_is_one_line_exit_2_with_the_fix(name, no_aws, monkeypatch, capsys):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    code, err = run(COMMANDS[name], capsys)
+    printed = []
+    code, err = run(COMMANDS[name], capsys, printed)
     assert (code, err) == (2, f"error: {NO_CREDENTIALS}")
+    if name.startswith("submit"):  # no plan and cost first: they would read as if the job had started
+        assert printed == [""]
     assert sorted(p.name for p in no_aws.iterdir()) == ["empty"]  # nothing written here
 
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-from trainer.errors import UsageError
+from trainer.errors import NO_CREDENTIALS, UsageError
 
 FINAL_STATES = ("Completed", "Failed", "Stopped")
 
@@ -63,6 +63,17 @@ class Backend(Protocol):
 
     def plan_rows(self, spec) -> list[tuple[str, str]]:
         """Rows of its own for the plan `launcher submit` prints (e.g. a console link)."""
+
+
+def aws_session(region: str | None = None):
+    """A boto3 session with credentials, else the one-line fix. A cloud submit asks first, before its
+    plan and cost are printed (they would read as if the job had started)."""
+    import boto3
+
+    session = boto3.session.Session(region_name=region)
+    if session.get_credentials() is None:
+        raise UsageError(NO_CREDENTIALS)
+    return session
 
 
 def recorded_output_uri(record: dict) -> str:

@@ -15,10 +15,10 @@ import tarfile
 import time
 from pathlib import Path
 
-from launcher.backends.base import FINAL_STATES, container_inputs, ensure_dataset, recorded_output_uri
+from launcher.backends.base import FINAL_STATES, aws_session, container_inputs, ensure_dataset, recorded_output_uri
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from trainer import TENSORFLOW_MINOR, layout, s3
-from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
+from trainer.errors import GankitError, UsageError
 
 # The Backend protocol's facts (launcher/backends/base.py): a bucket, ml. instance types, a role.
 DEFAULT_INSTANCE_TYPE = DEFAULTS["sagemaker"]
@@ -63,14 +63,9 @@ JAX_REQUIREMENTS = "jax[cuda12]>=0.4.30\n"
 
 
 def _session(region: str | None):
-    """A boto3 session with credentials, else the one-line fix; a fresh one per call (sagemaker-core caches
-    its clients per session, and an expired token needs new credentials)."""
-    import boto3
-
-    session = boto3.session.Session(region_name=region)
-    if session.get_credentials() is None:
-        raise UsageError(NO_CREDENTIALS)
-    return session
+    """A fresh session per call: sagemaker-core caches its clients per session, and an expired token
+    needs new credentials."""
+    return aws_session(region)
 
 
 def client(service: str, region: str | None):
