@@ -210,3 +210,34 @@ def test_the_sagemaker_role_allows_what_sagemaker_does_for_the_launchers_request
     role = role_statements("SageMakerRole", "my-gankit", prebuilt_account=sagemaker.prebuilt_image_account(REGION))
     assert iam_helpers.refused(role, sagemaker_service_requests(request),
                                deny=iam_helpers.bucket_policy("my-gankit")) == []
+
+
+# --- and the reverse: nothing granted that nothing uses ---------------------------------------------
+
+# Session Manager's agent on the instance (the Jupyter tunnel), not gankit's code: AWS's list for its profile.
+SESSION_MANAGER = [("ssm:UpdateInstanceInformation", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0", {})] + [
+    (f"ssmmessages:{a}", "*", {}) for a in ("CreateControlChannel", "CreateDataChannel", "OpenControlChannel",
+                                             "OpenDataChannel")]
+# boto3's transfer manager aborts a multipart upload that failed (the tests' objects are too small to be one).
+ABORTED_UPLOAD = [("s3:AbortMultipartUpload", "arn:aws:s3:::my-gankit/runs/j/checkpoints/big", {})]
+# Kept though no recorded call needs it: cheap, read-only, and what S3 tools ask before a transfer.
+NOT_EXERCISED = {"s3:GetBucketLocation"}
+
+
+def test_the_roles_grant_nothing_their_calls_do_not_need():
+    from launcher.backends import sagemaker
+
+    spec = _sagemaker_spec()
+    request = sagemaker.build_request(spec, sagemaker.prebuilt_image(REGION, spec.instance_type))
+    # Every kind of call the code paths above record, as one request each.
+    s3_object = "arn:aws:s3:::my-gankit/runs/j/x"
+    code = [("s3:ListBucket", "arn:aws:s3:::my-gankit", {}), ("s3:GetObject", s3_object, {}),
+            ("s3:PutObject", s3_object, {}), ("s3:DeleteObject", s3_object, {})] + ABORTED_UPLOAD
+    sagemaker_role = role_statements("SageMakerRole", "my-gankit")
+    assert set(iam_helpers.unused(sagemaker_role, code + sagemaker_service_requests(request) + [
+        ("sagemaker:DescribeTrainingJob", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{spec.job}", {})])
+               ) <= NOT_EXERCISED
+    instance_role = role_statements("InstanceRole", "my-gankit")
+    image = iam_helpers.image_pull(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gankit-trainer:0.1.0")
+    token = [("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/gankit/jupyter/alice/token", {})]
+    assert set(iam_helpers.unused(instance_role, code + image + token + SESSION_MANAGER)) <= NOT_EXERCISED
