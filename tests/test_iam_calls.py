@@ -241,3 +241,40 @@ def test_the_roles_grant_nothing_their_calls_do_not_need():
     image = iam_helpers.image_pull(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gankit-trainer:0.1.0")
     token = [("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/gankit/jupyter/alice/token", {})]
     assert set(iam_helpers.unused(instance_role, code + image + token + SESSION_MANAGER)) <= NOT_EXERCISED
+
+
+# --- an image the roles cannot pull is refused at submit, not when AWS starts the job -------------------
+
+@pytest.mark.parametrize("image", [
+    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gankit-trainer:0.1.0",
+    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gankit/trainer@sha256:{'a' * 64}",
+    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/my-trainer:1",
+    f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/gankit-trainer:1",
+    f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/gankit-trainer:1",
+])
+@pytest.mark.parametrize("backend, role", [("sagemaker", "SageMakerRole"), ("ec2", "InstanceRole")])
+def test_submit_takes_exactly_the_ecr_images_the_job_role_can_pull(image, backend, role, monkeypatch):
+    from launcher.spec import build_spec
+    from trainer.errors import UsageError
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    pullable = not iam_helpers.refused(role_statements(role, "my-gankit"), iam_helpers.image_pull(image))
+    options = dict(dataset="mnist", backend=backend, bucket="my-gankit", image=image, region=REGION,
+                   role=f"arn:aws:iam::{ACCOUNT}:role/gankit-sagemaker")
+    if pullable:
+        assert build_spec(**options).image == image
+    else:
+        with pytest.raises(UsageError, match="--image"):
+            build_spec(**options)
+
+
+def test_an_unpullable_image_is_one_line_and_a_usage_exit_before_anything_is_sent(capsys, monkeypatch):
+    from launcher.cli import main
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--dry-run",
+              "--role", f"arn:aws:iam::{ACCOUNT}:role/r", "--image", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mine:1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "pull only gankit*" in err and "gankit-mine" in err, err
