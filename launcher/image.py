@@ -24,6 +24,25 @@ def check_repository(repository: str):
                          f"{PULLABLE_PREFIX}-{repository.rsplit('/', 1)[-1][:60]}")
 
 
+ECR_IMAGE = re.compile(r"(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)(?:[:@].*)?")
+
+
+def check_pullable(image: str, region: str | None, source: str = "--image"):
+    """A one-line UsageError for an ECR image the job roles `launcher infra up` makes cannot pull (a repository
+    outside gankit*, another region's registry): AWS would refuse it only once the job started."""
+    found = ECR_IMAGE.fullmatch(image)
+    if not found:
+        return  # not ECR: not the roles' to pull
+    _, where, repository = found.groups()
+    if not repository.startswith(PULLABLE_PREFIX):
+        raise UsageError(f"{source} {image[:120]}: the job roles `launcher infra up` makes pull only {PULLABLE_PREFIX}* "
+                         f"repositories, so the job could not start from it; push it as "
+                         f"{PULLABLE_PREFIX}-{repository.rsplit('/', 1)[-1][:60]} (`launcher image push --repository ...`)")
+    if region and where != region:
+        raise UsageError(f"{source} {image[:120]}: that image is in {where}'s ECR and the job runs in {region}, whose "
+                         f"roles pull only from {region}; push it there (`launcher image push --region {region}`)")
+
+
 def _docker(*args, secret: str | None = None):
     done = subprocess.run(["docker", *args], input=secret, text=True, capture_output=True)
     if done.returncode != 0:

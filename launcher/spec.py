@@ -148,6 +148,11 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         if kind.NO_ROLE and not role:
             raise UsageError(kind.NO_ROLE)
         region = aws.region(region, settings.get("region"))
+        if image or settings.get("image"):
+            from launcher.image import check_pullable
+
+            check_pullable(image or settings.get("image"), region,
+                           "--image" if image else "the image setting (`launcher config`)")
     return JobSpec(job=job or job_name(dataset, model, now), backend=backend, dataset=dataset,
                    hyperparameters=hyperparameters, root=root.rstrip("/"), instance_type=instance_type,
                    instance_count=instance_count, spot=bool(spot) and cloud,
