@@ -148,7 +148,8 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         if kind.NO_ROLE and not role:
             raise UsageError(kind.NO_ROLE)
         region = aws.region(region, settings.get("region"))
-        if image or settings.get("image"):
+        # The roles `launcher infra up` makes pull only what check_pullable allows; a role of one's own may pull more.
+        if (image or settings.get("image")) and (not kind.NO_ROLE or role == settings.get("role")):
             from launcher.image import check_pullable
 
             check_pullable(image or settings.get("image"), region,

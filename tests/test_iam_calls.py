@@ -258,14 +258,16 @@ def test_submit_takes_exactly_the_ecr_images_the_job_role_can_pull(image, backen
     from trainer.errors import UsageError
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("GANKIT_ROLE", f"arn:aws:iam::{ACCOUNT}:role/gankit-sagemaker")  # as `infra up` records it
     pullable = not iam_helpers.refused(role_statements(role, "my-gankit"), iam_helpers.image_pull(image))
-    options = dict(dataset="mnist", backend=backend, bucket="my-gankit", image=image, region=REGION,
-                   role=f"arn:aws:iam::{ACCOUNT}:role/gankit-sagemaker")
+    options = dict(dataset="mnist", backend=backend, bucket="my-gankit", image=image, region=REGION)
     if pullable:
         assert build_spec(**options).image == image
     else:
         with pytest.raises(UsageError, match="--image"):
             build_spec(**options)
+    if backend == "sagemaker":  # a role of one's own is trusted to pull what it was given
+        assert build_spec(**options, role=f"arn:aws:iam::{ACCOUNT}:role/my-own").image == image
 
 
 def test_an_unpullable_image_is_one_line_and_a_usage_exit_before_anything_is_sent(capsys, monkeypatch):
@@ -273,8 +275,9 @@ def test_an_unpullable_image_is_one_line_and_a_usage_exit_before_anything_is_sen
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    monkeypatch.setenv("GANKIT_ROLE", f"arn:aws:iam::{ACCOUNT}:role/gankit-sagemaker")
     with pytest.raises(SystemExit) as exit_:
         main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--dry-run",
-              "--role", f"arn:aws:iam::{ACCOUNT}:role/r", "--image", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mine:1"])
+              "--image", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mine:1"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "pull only gankit*" in err and "gankit-mine" in err, err
