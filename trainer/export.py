@@ -154,12 +154,15 @@ class Generator:
         if not self.conditional:
             raise UsageError("this generator is unconditional (trained with --model dcgan); leave out --class")
         names = self.class_names
+        loose = _loose_matches(target_class, names) if isinstance(target_class, str) else []
         if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool):
             index = int(target_class)
         elif isinstance(target_class, str) and target_class in names:
             index = names.index(target_class)
         elif isinstance(target_class, str) and target_class.lstrip("-").isdigit():
             index = int(target_class)
+        elif len(loose) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
+            index = loose[0]
         else:
             raise UsageError(f"unknown class '{target_class}'; choose an index 0-{len(names) - 1} or one of: {', '.join(names)}")
         if not 0 <= index < len(names):
@@ -219,6 +222,20 @@ class Generator:
             return tile(images, rows, cols, scale=scale, row_labels=[self.class_names[c] for c in classes])
         rows, cols = rows or 5, cols or 5
         return tile(self.generate(target_class, rows * cols, seed), rows, cols, scale=scale)
+
+
+def _name_key(name) -> str:
+    """A class name without case, spaces or punctuation: "T-shirt/top" and t_shirt_top are both tshirttop."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def _loose_matches(name: str, names) -> list[int]:
+    """The indexes of the class names `name` stands for, ignoring case, punctuation and a plural s
+    (an exact name is matched before this; two or more matches mean the name is ambiguous)."""
+    key = _name_key(name)
+    if not key:
+        return []
+    return [i for i, n in enumerate(names) if key in (_name_key(n), _name_key(n) + "s") or _name_key(n) == key + "s"]
 
 
 def class_rows(num_classes: int, rows: int) -> list[int]:
