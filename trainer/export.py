@@ -121,11 +121,14 @@ def meta_problem(meta) -> str | None:
 
 
 def model_problem(model, meta) -> str | None:
-    """Where generator.json and the network disagree (z length, classes), or None."""
+    """Where generator.json and the network disagree (z length, image shape, classes), or None."""
     shapes = [tuple(t.shape) for t in model.inputs]
     z_len = shapes[0][-1]
     if z_len != meta["z_dim"]:
         return f"z_dim {meta['z_dim']} does not fit the network, which takes {z_len}"
+    made = tuple(model.outputs[0].shape[1:])  # evaluate's judge and real images are sized from image_shape
+    if len(made) != 3 or any(m is not None and m != v for m, v in zip(made, meta["image_shape"])):
+        return f"image_shape {meta['image_shape']} does not fit the network, which makes {list(made)}"
     conditional = meta.get("conditional", bool(meta.get("class_names")))
     classes = shapes[1][-1] if len(shapes) > 1 else 0
     if conditional and len(meta.get("class_names") or []) != classes:
