@@ -113,6 +113,8 @@ def test_a_keras_with_known_safe_mode_bypasses_is_refused(good, monkeypatch):
     ({"class_names": ["a", "b", "c"]}, ["class_names", "3", "2 classes"]),
     ({"conditional": False}, ["unconditional"]),
     ({"image_shape": "big"}, ["image_shape"]),
+    ({"image_shape": [32, 32, 1]}, ["image_shape [32, 32, 1]", "makes [28, 28, 1]"]),  # evaluate sized its judge so
+    ({"image_shape": [28, 28, 3]}, ["image_shape [28, 28, 3]", "makes [28, 28, 1]"]),
     ({"z_distribution": "cauchy"}, ["z_distribution"]),
 ])
 def test_a_bad_generator_json_is_one_line(good, tmp_path, capsys, changes, words):

@@ -121,11 +121,14 @@ def meta_problem(meta) -> str | None:
 
 
 def model_problem(model, meta) -> str | None:
-    """Where generator.json and the network disagree (z length, classes), or None."""
+    """Where generator.json and the network disagree (z length, image shape, classes), or None."""
     shapes = [tuple(t.shape) for t in model.inputs]
     z_len = shapes[0][-1]
     if z_len != meta["z_dim"]:
         return f"z_dim {meta['z_dim']} does not fit the network, which takes {z_len}"
+    made = tuple(model.outputs[0].shape[1:])  # evaluate's judge and real images are sized from image_shape
+    if len(made) != 3 or any(m is not None and m != v for m, v in zip(made, meta["image_shape"])):
+        return f"image_shape {meta['image_shape']} does not fit the network, which makes {list(made)}"
     conditional = meta.get("conditional", bool(meta.get("class_names")))
     classes = shapes[1][-1] if len(shapes) > 1 else 0
     if conditional and len(meta.get("class_names") or []) != classes:
@@ -154,12 +157,15 @@ class Generator:
         if not self.conditional:
             raise UsageError("this generator is unconditional (trained with --model dcgan); leave out --class")
         names = self.class_names
+        loose = _loose_matches(target_class, names) if isinstance(target_class, str) else []
         if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool):
             index = int(target_class)
         elif isinstance(target_class, str) and target_class in names:
             index = names.index(target_class)
         elif isinstance(target_class, str) and target_class.lstrip("-").isdigit():
             index = int(target_class)
+        elif len(loose) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
+            index = loose[0]
         else:
             raise UsageError(f"unknown class '{target_class}'; choose an index 0-{len(names) - 1} or one of: {', '.join(names)}")
         if not 0 <= index < len(names):
@@ -219,6 +225,20 @@ class Generator:
             return tile(images, rows, cols, scale=scale, row_labels=[self.class_names[c] for c in classes])
         rows, cols = rows or 5, cols or 5
         return tile(self.generate(target_class, rows * cols, seed), rows, cols, scale=scale)
+
+
+def _name_key(name) -> str:
+    """A class name without case, spaces or punctuation: "T-shirt/top" and t_shirt_top are both tshirttop."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def _loose_matches(name: str, names) -> list[int]:
+    """The indexes of the class names `name` stands for, ignoring case, punctuation and a plural s
+    (an exact name is matched before this; two or more matches mean the name is ambiguous)."""
+    key = _name_key(name)
+    if not key:
+        return []
+    return [i for i, n in enumerate(names) if key in (_name_key(n), _name_key(n) + "s") or _name_key(n) == key + "s"]
 
 
 def class_rows(num_classes: int, rows: int) -> list[int]:
