@@ -201,6 +201,10 @@ def test_eval_every_keeps_the_best_fcd_generator_beside_the_last(trained):
     last = json.loads((run / "generator" / "generator.json").read_text())
     best = json.loads((run / ev.BEST_DIR / "generator.json").read_text())
     assert last["selected"] == "last" and best["selected"] == "best"
+    import keras
+
+    for meta in (last, best):  # either may be the one a user takes home: both say what made them
+        assert (meta["framework"], meta["keras_version"]) == ("tensorflow", keras.__version__)
     # Both compared at the per-epoch count (20 here), the final evaluation included.
     assert last["epoch"] == 3 and last["fcd_samples"] == best["fcd_samples"] == 20 and best["epoch"] in (2, 3)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -48,7 +48,10 @@ def write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placemen
 
 
 def generator_meta(cfg, data, num_classes, image_shape) -> dict:
-    """generator.json's keys known at the start (the export adds steps, framework and versions)."""
+    """generator.json's keys, known at the start; both exports (generator/ and generator-best/) add their
+    steps and figures."""
+    import keras
+
     return {
         "dataset": data.name,
         "class_names": list(data.class_names) if num_classes else [],
@@ -62,4 +65,6 @@ def generator_meta(cfg, data, num_classes, image_shape) -> dict:
         "steps": 0,
         "selected": "last",  # generator-best/ (with --eval-every) says "best"
         "trainer_version": trainer.__version__,
+        "framework": cfg.framework,
+        "keras_version": keras.__version__,
     }

@@ -98,16 +98,11 @@ def finish(t, stopped: bool) -> dict:
     if stopped:
         t.log(f"stopped at step {state.step}; checkpoint written, run the same command to resume")
     else:
-        import keras
-
         from trainer.export import export_generator
 
         t.runner.sync()
         write_metrics(out, state.metric_rows(t.global_batch))
-        export_generator(_float32_copy(t), dict(t.meta, steps=state.step, framework=t.cfg.framework,
-                                                keras_version=keras.__version__,
-                                                **t.state.selection),
-                         out / "generator")
+        export_generator(_float32_copy(t), dict(t.meta, steps=state.step, **t.state.selection), out / "generator")
         if t.chief:
             from trainer.report import report_at_end
 
