@@ -91,6 +91,8 @@ def parse_hp(pairs) -> dict:
             raise UsageError(f"--hp {pair!r} is malformed; write --hp key=value, e.g. --hp lr=1e-4")
         if key in RESERVED:
             raise UsageError(f"--hp {key} cannot be set: {RESERVED[key]}")
+        if key in found and found[key] != value.strip():  # the last would win without a word
+            raise UsageError(f"--hp {key} is given twice ({found[key]} and {value.strip()}); give it once")
         found[key] = value.strip()
     return found
 
@@ -117,7 +119,12 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
     for key, value in (("preset", preset), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             hyperparameters[key] = str(value)
-    hyperparameters.update(parse_hp(hp))
+    extra = parse_hp(hp)
+    for key in extra.keys() & hyperparameters.keys():  # --epochs 5 --hp epochs=3 ran 3 epochs without a word
+        flag = "--" + key.replace("_", "-")
+        raise UsageError(f"{flag} {hyperparameters[key]} and --hp {key}={extra[key]} both set {key}; give it once, "
+                         f"as {flag}")
+    hyperparameters.update(extra)
     check_hyperparameters(hyperparameters)
     if instance_count < 1:
         raise UsageError(f"--instance-count {instance_count}: must be at least 1")
