@@ -38,6 +38,8 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
+    if seed is not None and not 0 <= seed < 2**32:  # as `train --seed`; numpy refuses a negative one mid-run
+        raise UsageError(f"--seed {seed}: must be between 0 and 4294967295 (numpy's seeds)")
     if suffix == ".png" and None not in (count, rows, cols) and count > rows * cols:
         raise UsageError(f"--count {count} does not fit a {rows}x{cols} grid; leave out --count, --rows or --cols "
                          "(the grid is then sized to fit), or make the grid larger")
