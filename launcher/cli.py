@@ -296,14 +296,18 @@ def list_jobs(as_json):
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
 @click.option("--verbose", "-v", is_flag=True, help="Keep TensorFlow's own start-up and info lines.")
 def logs(job, follow, verbose):
-    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally)."""
+    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally); with --follow, exit 1
+    if the job failed, as `status` does."""
     from launcher import backends, jobs
     from launcher.quiet import log_echo
 
     record = jobs.load(job)
     echo = log_echo(click.echo, verbose)
-    backends.get(record["backend"]).logs(record, follow=follow, echo=echo)
+    backend = backends.get(record["backend"])
+    backend.logs(record, follow=follow, echo=echo)
     getattr(echo, "flush", lambda: None)()
+    if follow:  # it watched to the end: `logs -f JOB && launcher pull JOB` must not go on after a failure
+        _raise_if_failed(record, backend.describe(record))
 
 
 @cli.command()
