@@ -245,6 +245,20 @@ def test_a_pull_that_finds_nothing_leaves_no_empty_folder(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_pull_of_a_job_that_published_no_file_leaves_no_empty_folder(tmp_path, capsys):
+    # A trainer killed before its first epoch leaves its output folder empty: the pull said why, and left an empty
+    # ./JOB behind, which `launcher generate JOB` then took for a generator folder rather than the job.
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j7", -9)
+    (tmp_path / "bucket" / "runs" / "j7" / "output").mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j7", "--dest", str(tmp_path / "out" / "j7")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "j7 has no exported generator: job j7 failed" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def _ended_local_job(tmp_path, job, code, failure=None, published=()):
     """A local job whose trainer has exited with `code`, having published the files `published`."""
     from launcher import jobs
