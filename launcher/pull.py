@@ -134,5 +134,8 @@ def generator_dir(source: str) -> Path:
 
         record = jobs.load(source)
         uri = layout.join(_output_uri(record), "generator")
-        return generator_dir(uri) if s3.is_s3(uri) else Path(uri)
+        folder = generator_dir(uri) if s3.is_s3(uri) else Path(uri)
+        if not (folder / "generator.json").is_file():  # said of the job, as `pull` says it, not of a cache folder
+            raise GankitError(_missing(record, f"{source} has no exported generator", "exported no generator"))
+        return folder
     raise UsageError(f"{source}: no such generator folder, job or s3:// prefix")

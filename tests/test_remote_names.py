@@ -259,6 +259,20 @@ def test_a_pull_of_a_job_that_published_no_file_leaves_no_empty_folder(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+def test_generate_from_a_job_without_a_generator_says_so_of_the_job(tmp_path, capsys):
+    # It named a folder the user never typed (the run's generator/, or for S3 a cache folder) and told them to
+    # "point at the generator/ folder of a finished run".
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j8", 2, failure="out of memory", published=["metrics.jsonl"])
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "j8", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1, err
+    assert "error: j8 has no exported generator: job j8 failed" in err and "out of memory" in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
 def _ended_local_job(tmp_path, job, code, failure=None, published=()):
     """A local job whose trainer has exited with `code`, having published the files `published`."""
     from launcher import jobs
