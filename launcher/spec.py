@@ -133,6 +133,12 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                          "use --instance-count 1, or --hp framework=tensorflow for several hosts")
 
     cloud = kind.CLOUD
+    given = [flag for flag, value in (("--instance-type", instance_type), ("--bucket", bucket), ("--role", role),
+                                      ("--image", image), ("--region", region)) if value]
+    if given and not cloud:  # once ignored: `--bucket B --role R` without `infra up` trained on this machine
+        raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for a cloud job, and this one would "
+                         f"run here on the {backend} backend; add --backend sagemaker (or ec2), or drop "
+                         f"{'it' if len(given) == 1 else 'them'}")
     if cloud:
         instance_type = instance_type or settings.get("instance_type")
         if not instance_type or instance_type == "local" or instance_type.startswith("ml.") != kind.ML_INSTANCE_TYPES:

@@ -102,6 +102,24 @@ def test_the_local_backend_refuses_several_instances(capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and "local backend runs one trainer" in err, err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--bucket", "my-gankit", "--role", ROLE_ARN], "--bucket, --role are for a cloud job"),
+    (["--instance-type", "ml.g5.xlarge"], "--instance-type is for a cloud job"),
+    (["--image", "123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit:1", "--region", "us-east-1"],
+     "--image, --region are for a cloud job"),
+])
+def test_cloud_flags_on_the_local_backend_are_refused_not_ignored(capsys, argv, words):
+    # Without `infra up` the default backend is local: `submit --bucket B --role R --instance-type ml.g5.xlarge`
+    # ignored all three and trained on this machine, for hours on a laptop CPU.
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--dataset", "mnist", *argv, "--dry-run"])
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert words in captured.err and "on the local backend; add --backend sagemaker (or ec2)" in captured.err
+    settings.update(instance_type="ml.g5.xlarge", region="us-east-1")  # settings are for whichever backend runs
+    assert build_spec(dataset="mnist", now=NOW).backend == "local"
+
+
 def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     with pytest.raises(UsageError, match="launcher infra up"):
