@@ -312,8 +312,9 @@ def list_jobs(as_json):
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
 @click.option("--verbose", "-v", is_flag=True, help="Keep TensorFlow's own start-up and info lines.")
 def logs(job, follow, verbose):
-    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally); with --follow, exit 1
-    if the job failed, as `status` does."""
+    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally).
+
+    With --follow it ends with the job, and exits 1 if the job failed, as `status` does."""
     from launcher import backends, jobs
     from launcher.quiet import log_echo
 
