@@ -134,8 +134,9 @@ def generator_dir(source: str) -> Path:
 
         record = jobs.load(source)
         uri = layout.join(_output_uri(record), "generator")
-        folder = generator_dir(uri) if s3.is_s3(uri) else Path(uri)
-        if not (folder / "generator.json").is_file():  # said of the job, as `pull` says it, not of a cache folder
+        remote = s3.is_s3(uri)
+        if not ("generator.json" in s3.list_objects(uri) if remote else (Path(uri) / "generator.json").is_file()):
+            # said of the job, as `pull` says it, not of a folder or prefix the user never named
             raise GankitError(_missing(record, f"{source} has no exported generator", "exported no generator"))
-        return folder
+        return generator_dir(uri) if remote else Path(uri)
     raise UsageError(f"{source}: no such generator folder, job or s3:// prefix")

@@ -21,7 +21,14 @@ def generator_folder(source) -> Path:
     """A generator's local folder: `source` itself, or for an s3:// prefix its copy in the cache
     (downloaded again only where it changed)."""
     if s3.is_s3(source):
-        return s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source), label="downloading generator")
+        from trainer.export import META_FILE, MODEL_FILE
+
+        folder = s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source),
+                                    label="downloading generator")
+        if not ((folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()):  # said of the prefix, not the cache
+            raise UsageError(f"{source} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); point at "
+                             "the generator/ prefix of a finished run, e.g. s3://BUCKET/runs/JOB/output/generator")
+        return folder
     return Path(source)
 
 
