@@ -109,6 +109,8 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     if resumed and resumed.get("root") and resumed["root"] != spec.root:
         raise UsageError(f"job {resume} keeps its checkpoints under {resumed['root']}, not {spec.root}; resume it "
                          f"with --backend {resumed['backend']} and the same bucket")
+    if resumed:
+        _check_same_run(resume, resumed, spec)
     backend_module = backends.get(spec.backend)
     backend_module.check_spec(spec)  # the backend's own refusals, before the plan and its cost are printed
     if spec.dataset.startswith("folder:"):  # a missing or mis-laid folder too (a listing: pictures decode later)
@@ -148,6 +150,20 @@ def _resumable(job: str) -> dict:
         raise UsageError(f"job {job} is {status}; `launcher stop {job}` (it checkpoints) or wait for it to end, "
                          f"then resume it")
     return record
+
+
+def _check_same_run(job: str, resumed: dict, spec):
+    """A checkpoint continues only its own model on its own data: the trainer refuses anything else, but only
+    once the job has started (and a cloud instance has billed). A folder may have moved: the trainer compares
+    its classes and image shape."""
+    was = {"dataset": resumed.get("dataset"), "model": resumed.get("hyperparameters", {}).get("model", "cgan")}
+    now = {"dataset": spec.dataset, "model": spec.hyperparameters["model"]}
+    if all(str(v).startswith("folder:") for v in (was["dataset"], now["dataset"])):
+        now["dataset"] = was["dataset"]
+    for key in ("dataset", "model"):
+        if was[key] and was[key] != now[key]:
+            raise UsageError(f"--resume {job}: that run trained --{key} {was[key]}, not {now[key]}; resume it with "
+                             f"--dataset {was['dataset']} --model {was['model']}, or leave out --resume to start afresh")
 
 
 def _plan_rows(spec, backend) -> list[tuple[str, str]]:
@@ -300,14 +316,19 @@ def list_jobs(as_json):
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
 @click.option("--verbose", "-v", is_flag=True, help="Keep TensorFlow's own start-up and info lines.")
 def logs(job, follow, verbose):
-    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally)."""
+    """Print a job's log (CloudWatch for SageMaker, the run prefix for EC2, a file locally).
+
+    With --follow it ends with the job, and exits 1 if the job failed, as `status` does."""
     from launcher import backends, jobs
     from launcher.quiet import log_echo
 
     record = jobs.load(job)
     echo = log_echo(click.echo, verbose)
-    backends.get(record["backend"]).logs(record, follow=follow, echo=echo)
+    backend = backends.get(record["backend"])
+    backend.logs(record, follow=follow, echo=echo)
     getattr(echo, "flush", lambda: None)()
+    if follow:  # it watched to the end: `logs -f JOB && launcher pull JOB` must not go on after a failure
+        _raise_if_failed(record, backend.describe(record))
 
 
 @cli.command()

@@ -47,18 +47,18 @@ def fetch(uri: str, dest: Path, label: str, log=None) -> Path:
 def pull(record: dict, dest: Path, log=print) -> Path:
     """The run's outputs (generator, samples, metrics, plots, report) into `dest`; checks the generator loads."""
     uri = _output_uri(record)
-    with removed_on_error(dest):  # a pull that finds nothing leaves no empty folder behind
+    with removed_on_error(dest):  # a pull that finds nothing (or no generator) leaves no empty folder behind
         ensure_writable_dir(dest, "--dest")  # one line now, not a traceback from the first file
         if not s3.is_s3(uri) and not Path(uri).is_dir():
             raise GankitError(_missing(record, f"nothing at {uri}", "published no outputs"))
         fetch(uri, dest, label=f"pulling {record['job']}", log=log)
-    folder = dest / "generator"
-    if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
-        log("the generator is the one already checked here; not loading it again")
-        return dest
-    if not (folder / "generator.json").exists():
-        raise GankitError(_missing(record, f"{record['job']} has no exported generator", "exported no generator",
-                                   pulled=dest))
+        folder = dest / "generator"
+        if _checked_stamp(folder) is not None and _checked_stamp(folder) == _read_checked(dest):
+            log("the generator is the one already checked here; not loading it again")
+            return dest
+        if not (folder / "generator.json").exists():
+            raise GankitError(_missing(record, f"{record['job']} has no exported generator", "exported no generator",
+                                       pulled=dest))
     check_generator(folder, record["job"])
     atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
     return dest
@@ -134,5 +134,9 @@ def generator_dir(source: str) -> Path:
 
         record = jobs.load(source)
         uri = layout.join(_output_uri(record), "generator")
-        return generator_dir(uri) if s3.is_s3(uri) else Path(uri)
+        remote = s3.is_s3(uri)
+        if not ("generator.json" in s3.list_objects(uri) if remote else (Path(uri) / "generator.json").is_file()):
+            # said of the job, as `pull` says it, not of a folder or prefix the user never named
+            raise GankitError(_missing(record, f"{source} has no exported generator", "exported no generator"))
+        return generator_dir(uri) if remote else Path(uri)
     raise UsageError(f"{source}: no such generator folder, job or s3:// prefix")

@@ -91,6 +91,8 @@ def parse_hp(pairs) -> dict:
             raise UsageError(f"--hp {pair!r} is malformed; write --hp key=value, e.g. --hp lr=1e-4")
         if key in RESERVED:
             raise UsageError(f"--hp {key} cannot be set: {RESERVED[key]}")
+        if key in found and found[key] != value.strip():  # the last would win without a word
+            raise UsageError(f"--hp {key} is given twice ({found[key]} and {value.strip()}); give it once")
         found[key] = value.strip()
     return found
 
@@ -117,7 +119,12 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
     for key, value in (("preset", preset), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             hyperparameters[key] = str(value)
-    hyperparameters.update(parse_hp(hp))
+    extra = parse_hp(hp)
+    for key in extra.keys() & hyperparameters.keys():  # --epochs 5 --hp epochs=3 ran 3 epochs without a word
+        flag = "--" + key.replace("_", "-")
+        raise UsageError(f"{flag} {hyperparameters[key]} and --hp {key}={extra[key]} both set {key}; give it once, "
+                         f"as {flag}")
+    hyperparameters.update(extra)
     check_hyperparameters(hyperparameters)
     if instance_count < 1:
         raise UsageError(f"--instance-count {instance_count}: must be at least 1")
@@ -126,6 +133,12 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                          "use --instance-count 1, or --hp framework=tensorflow for several hosts")
 
     cloud = kind.CLOUD
+    given = [flag for flag, value in (("--instance-type", instance_type), ("--bucket", bucket), ("--role", role),
+                                      ("--image", image), ("--region", region)) if value]
+    if given and not cloud:  # once ignored: `--bucket B --role R` without `infra up` trained on this machine
+        raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for a cloud job, and this one would "
+                         f"run here on the {backend} backend; add --backend sagemaker (or ec2), or drop "
+                         f"{'it' if len(given) == 1 else 'them'}")
     if cloud:
         instance_type = instance_type or settings.get("instance_type")
         if not instance_type or instance_type == "local" or instance_type.startswith("ml.") != kind.ML_INSTANCE_TYPES:

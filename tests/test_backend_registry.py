@@ -153,3 +153,20 @@ def test_a_toy_backend_is_one_module_and_one_registry_entry(monkeypatch, capsys,
     assert run(["config", "set", "backend", "toy"], capsys)[0] == 0
     code, out, _ = run(["submit", "--dataset", "mnist", "--dry-run"], capsys)
     assert code == 0 and json.loads(out)["backend"] == "toy"
+
+
+def test_logs_follow_exits_1_when_the_job_failed_as_status_does(monkeypatch, capsys, tmp_path):
+    # `launcher logs JOB --follow` of a job that failed exited 0, so `logs -f JOB && launcher pull JOB` went on.
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(backends.REGISTRY, "toy", "tests.toy_backend")
+    code, out, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--detach"], capsys)
+    job = re.search(r"submitted (\S+)", out).group(1)
+    record = json.loads((settings.config_dir() / "jobs" / f"{job}.json").read_text())
+    state = json.loads(Path(record["state"]).read_text())
+    Path(record["state"]).write_text(json.dumps({**state, "status": "Failed"}))
+    code, out, err = run(["logs", job, "--follow"], capsys)
+    assert code == 1 and out.splitlines() == [f"toy: training {job}", "toy: epoch 1"], err
+    assert err.splitlines() == [f"error: job {job} failed: no reason given"]
+    assert run(["logs", job], capsys)[0] == 0  # without --follow it only prints the log
+    Path(record["state"]).write_text(json.dumps({**state, "status": "Stopped"}))
+    assert run(["logs", job, "--follow"], capsys)[0] == 0  # stopped, as asked: status says 0 too

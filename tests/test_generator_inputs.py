@@ -65,6 +65,16 @@ def test_a_count_that_does_not_fit_the_grid_asked_for_is_one_line(good, tmp_path
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_numpy_cannot_take_is_one_line_as_in_train(good, tmp_path, capsys, seed):
+    # `generate --seed -1` loaded the generator and then died in numpy with a traceback.
+    code, captured = run_generate(capsys, good, "--seed", seed, "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, f"--seed {seed}: must be between 0 and 4294967295")
+    assert not (tmp_path / "x.png").exists()
+    code, captured = run_generate(capsys, good, "--seed", str(2**32 - 1), "--out", tmp_path / "x.png")
+    assert code == 0 and (tmp_path / "x.png").is_file(), captured.err
+
+
 def test_generators_load_with_safe_mode_spelled_out(good, monkeypatch):
     import keras
 

@@ -237,3 +237,17 @@ def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(t
     result = run("submit", "--dataset", f"folder:{pictures}", "--detach")
     assert result.exit_code == 2 and str(pictures) in one_clean_line(result)  # no plan rows printed first
     assert not (tmp_path / "home").exists()  # and nothing made
+
+
+@pytest.mark.parametrize("argv, usage", [([], "Usage: launcher [OPTIONS] COMMAND"),
+                                         (["config"], "Usage: launcher config [OPTIONS] COMMAND")])
+def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_around_it(argv, usage, capsys):
+    # `launcher` alone printed "error: Usage: launcher ..." and its whole help, then "(see 'launcher --help')".
+    from launcher.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    captured = capsys.readouterr()
+    shown = captured.err + captured.out  # Click 8.2+ says it on stderr with exit 2, 8.1 on stdout with 0
+    assert e.value.code in (0, 2) and shown.startswith(usage) and "Commands:" in shown, captured
+    assert "error:" not in shown and "(see '" not in shown

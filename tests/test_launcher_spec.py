@@ -59,6 +59,23 @@ def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
         build_spec(dataset="mnist", batch_size=0)
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--hp", "lr=1e-4", "--hp", "lr=2e-4"], "--hp lr is given twice (1e-4 and 2e-4)"),
+    (["--hp", "max-steps=3", "--hp", "max_steps=4"], "--hp max_steps is given twice"),
+    (["--epochs", "5", "--hp", "epochs=3"], "--epochs 5 and --hp epochs=3 both set epochs"),
+    (["--preset", "projection", "--hp", "preset=book"], "--preset projection and --hp preset=book"),
+    (["--batch-size", "16", "--hp", "batch-size=8"], "--batch-size 16 and --hp batch_size=8"),
+])
+def test_a_value_given_twice_is_refused_rather_than_the_last_one_winning(capsys, argv, words):
+    # `--epochs 5 --hp epochs=3` submitted a 3-epoch job, and of two --hp lr= the last one won, without a word.
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--dataset", "mnist", *argv, "--dry-run"])
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and captured.err.count("\n") == 1 and words in captured.err, captured.err
+    assert "give it once" in captured.err and captured.out == ""
+    assert build_spec(dataset="mnist", hp=["lr=1e-4", "lr=1e-4"], now=NOW).hyperparameters["lr"] == "1e-4"
+
+
 def test_resume_continues_the_named_runs_prefixes():
     spec = build_spec(dataset="mnist", resume="gan-mnist-cgan-1", now=NOW)
     assert spec.checkpoint_uri.endswith("/runs/gan-mnist-cgan-1/checkpoints") and spec.job != "gan-mnist-cgan-1"
@@ -83,6 +100,24 @@ def test_the_local_backend_refuses_several_instances(capsys):
         main(["submit", "--dataset", "mnist", "--instance-count", "2", "--dry-run"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "local backend runs one trainer" in err, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--bucket", "my-gankit", "--role", ROLE_ARN], "--bucket, --role are for a cloud job"),
+    (["--instance-type", "ml.g5.xlarge"], "--instance-type is for a cloud job"),
+    (["--image", "123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit:1", "--region", "us-east-1"],
+     "--image, --region are for a cloud job"),
+])
+def test_cloud_flags_on_the_local_backend_are_refused_not_ignored(capsys, argv, words):
+    # Without `infra up` the default backend is local: `submit --bucket B --role R --instance-type ml.g5.xlarge`
+    # ignored all three and trained on this machine, for hours on a laptop CPU.
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--dataset", "mnist", *argv, "--dry-run"])
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert words in captured.err and "on the local backend; add --backend sagemaker (or ec2)" in captured.err
+    settings.update(instance_type="ml.g5.xlarge", region="us-east-1")  # settings are for whichever backend runs
+    assert build_spec(dataset="mnist", now=NOW).backend == "local"
 
 
 def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):

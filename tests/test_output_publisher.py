@@ -106,3 +106,19 @@ def test_without_an_s3_output_nothing_is_copied_or_started(tmp_path):
     assert publisher.publish() is False
     publisher.wait()
     assert not publisher.snapshot.exists()
+
+
+def test_an_output_dir_of_dot_publishes_from_a_snapshot_beside_it(bucket, tmp_path, monkeypatch):
+    # `python -m trainer train --output-dir .` died at its first step: Path('.') has no name to put
+    # ".publishing" after, and the traceback came after run.json and friends were already written.
+    run = tmp_path / "run"
+    (run / "generator").mkdir(parents=True)
+    (run / "generator" / "generator.json").write_text('{"v": 1}')
+    (run / "metrics.jsonl").write_text("epoch 1\n")
+    monkeypatch.chdir(run)
+    publisher = run_storage.OutputPublisher(run_storage.Storage(None, ".", "checkpoints", bucket + "/out", None))
+    assert publisher.snapshot == tmp_path / "run.publishing"  # beside the folder, never inside it
+    assert publisher.publish() is True
+    publisher.wait()
+    assert s3.read_bytes(bucket + "/out/metrics.jsonl") == b"epoch 1\n"
+    assert s3.read_bytes(bucket + "/out/generator/generator.json") == b'{"v": 1}'

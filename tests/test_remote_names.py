@@ -146,6 +146,7 @@ def test_generate_cache_downloads_a_changed_generator_of_the_same_size(bucket, t
     from launcher.pull import generator_dir
 
     uri = f"s3://{BUCKET}/runs/j/output/generator"
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/generator/generator.json", Body=b"{}")  # a generator's pair
     bucket.put_object(Bucket=BUCKET, Key="runs/j/output/generator/generator.keras", Body=b"A" * 64)
     first = generator_dir(uri)
     assert (first / "generator.keras").read_bytes() == b"A" * 64
@@ -243,6 +244,61 @@ def test_a_pull_that_finds_nothing_leaves_no_empty_folder(tmp_path, capsys):
         main(["pull", "j3", "--dest", str(tmp_path / "out" / "j3")])
     assert e.value.code == 1 and "nothing at" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pull_of_a_job_that_published_no_file_leaves_no_empty_folder(tmp_path, capsys):
+    # A trainer killed before its first epoch leaves its output folder empty: the pull said why, and left an empty
+    # ./JOB behind, which `launcher generate JOB` then took for a generator folder rather than the job.
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j7", -9)
+    (tmp_path / "bucket" / "runs" / "j7" / "output").mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        main(["pull", "j7", "--dest", str(tmp_path / "out" / "j7")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "j7 has no exported generator: job j7 failed" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_from_a_job_without_a_generator_says_so_of_the_job(tmp_path, capsys):
+    # It named a folder the user never typed (the run's generator/, or for S3 a cache folder) and told them to
+    # "point at the generator/ folder of a finished run".
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j8", 2, failure="out of memory", published=["metrics.jsonl"])
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "j8", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1, err
+    assert "error: j8 has no exported generator: job j8 failed" in err and "out of memory" in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_from_an_s3_prefix_without_a_generator_names_the_prefix_not_the_cache(bucket, tmp_path, capsys):
+    # It said "<cache>/generators/9091e9b6fc7c9668 is not an exported generator": a folder the user never named.
+    from launcher.cli import main
+
+    bucket.put_object(Bucket=BUCKET, Key="runs/j/output/metrics.jsonl", Body=b"{}\n")
+    for source in (f"s3://{BUCKET}/runs/j/output/generator", f"s3://{BUCKET}/runs/nothing/generator"):
+        with pytest.raises(SystemExit) as e:
+            main(["generate", source, "--out", str(tmp_path / "x.png")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: {source} is not an exported generator") and "cache" not in err, err
+
+
+def test_generate_from_a_job_whose_s3_output_has_no_generator_says_so_of_the_job(bucket, tmp_path, capsys):
+    from launcher import jobs
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j9", 143)  # stopped before its export; its outputs went to S3
+    jobs.save({**jobs.load("j9"), "output_uri": f"s3://{BUCKET}/runs/j9/output"})
+    bucket.put_object(Bucket=BUCKET, Key="runs/j9/output/metrics.jsonl", Body=b"{}\n")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "j9", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1, err
+    assert err.startswith("error: j9 has no exported generator: job j9 was stopped") and "--resume j9" in err, err
 
 
 def _ended_local_job(tmp_path, job, code, failure=None, published=()):

@@ -84,3 +84,19 @@ def test_a_failing_report_does_not_fail_the_run(trained, tmp_path, monkeypatch):
     messages = []
     assert report_at_end(trained["run"], log=messages.append) is None
     assert messages and "report.html not written (OSError: disk full)" in messages[0]
+
+
+@pytest.mark.parametrize("price", ["nan", "-1", "inf"])
+def test_a_price_that_is_no_price_is_one_line(tmp_path, capsys, price):
+    # `report --price-per-hour nan` wrote "cost $nan (at $nan/hour)" into the report, and -1 a negative cost.
+    from tests.cli_helpers import assert_one_line
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "step": 2, "d_loss": 1.0, "g_loss": 1.0, "seconds": 30}\n')
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path), "--price-per-hour", price])
+    assert_one_line(e.value.code, capsys.readouterr(), f"--price-per-hour {float(price)}", "0 or more")
+    assert not (tmp_path / "report.html").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path), "--price-per-hour", "0"])
+    assert e.value.code == 0 and "cost</th><td>$0.00" in (tmp_path / "report.html").read_text()

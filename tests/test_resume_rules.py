@@ -69,6 +69,21 @@ def test_a_job_is_resumed_only_where_its_checkpoints_are(toy, capsys, monkeypatc
     assert "--backend toy" in err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--dataset", "mnist", "--model", "dcgan"], "that run trained --model cgan, not dcgan"),
+    (["--dataset", "fashion-mnist"], "that run trained --dataset mnist, not zalando"),
+])
+def test_a_run_is_resumed_only_with_its_own_dataset_and_model(toy, capsys, argv, words):
+    # `--model dcgan --resume JOB` of a cgan run started the job (in the cloud: an instance, billed), whose trainer
+    # then refused the checkpoint, advising trainer flags (--checkpoint-dir) the launcher does not have.
+    first = submit(capsys)
+    run(["stop", first], capsys)
+    code, out, err = run(["submit", "--backend", "toy", *argv, "--resume", first, "--dry-run"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and words in err, err
+    assert f"--resume {first}: " in err and "resume it with --dataset mnist --model cgan" in err
+    assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"  # the same: fine
+
+
 @pytest.mark.parametrize("info", [
     {"status": "Failed", "started": "2026-12-06T10:00:00+00:00", "ended": None},  # ended when, nobody knows
     {"status": "InProgress", "started": "06/12/2026", "ended": None},  # a record edited by hand

@@ -91,3 +91,21 @@ def test_generate_needs_npy_or_png(tmp_path):
 
 def test_usage_errors_are_one_line_too():
     assert_usage_error(trainer_cli("train"), "--dataset")
+
+
+@pytest.mark.parametrize("to, words", [
+    ("", "--to is empty"), (" ", "--to is empty"),
+    ("s3://", "--to s3:// is not an S3 URI"), ("s3:/bucket/datasets", "--to s3:/bucket/datasets is not an S3 URI"),
+])
+def test_stage_to_an_empty_or_broken_target_writes_nothing(mnist_dir, tmp_path, capsys, monkeypatch, to, words):
+    # `--to ""` staged MNIST into the filesystem's root (joined with '/'), `--to s3://` into a local folder `s3:`.
+    from tests.cli_helpers import assert_one_line, run_trainer
+    from trainer import dataset_staging
+
+    written = []  # where it would have written: recorded, not written (the old code's target was /)
+    monkeypatch.setattr(dataset_staging, "_put", lambda path, uri, callback: written.append(uri))
+    monkeypatch.setattr(dataset_staging, "_write", lambda uri, data: written.append(uri))
+    monkeypatch.chdir(tmp_path)
+    code, captured = run_trainer(capsys, "stage", "--dataset", "mnist", "--data-dir", mnist_dir, "--to", to)
+    assert_one_line(code, captured, words)
+    assert written == [] and list(tmp_path.iterdir()) == []

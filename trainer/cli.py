@@ -96,8 +96,12 @@ def evaluate(generator_dir, data_dir, samples):
 @click.option("--price-per-hour", type=float, default=None, help="Instance price in USD, to show the run's cost.")
 def report(output_dir, price_per_hour):
     """Write report.html (self-contained) for a run's output folder."""
+    import math
+
     from trainer.report import write_report
 
+    if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour >= 0):  # "$nan" once
+        raise UsageError(f"--price-per-hour {price_per_hour}: must be the instance's price in USD, 0 or more, e.g. 1.21")
     click.echo(f"wrote {write_report(output_dir, price_per_hour=price_per_hour)}")
 
 

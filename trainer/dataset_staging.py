@@ -59,6 +59,7 @@ def build_manifest(name: str, files) -> dict:
 
 def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     """Upload `name` to `to_uri` unless the same checksums are already there; returns the manifest."""
+    _check_target(to_uri)
     name = canonical_name(name)
     if name.startswith("folder:"):
         folder = data_dir or name[len("folder:"):]
@@ -75,6 +76,16 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
     _write(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
     log(f"staged {manifest['dataset']} at {to_uri}")
     return manifest
+
+
+def _check_target(to_uri):
+    """`stage --to`: an S3 prefix or a folder. Joined with '/', an empty one was the filesystem's root and
+    `s3://` (or `s3:/x`) a local folder named `s3:`."""
+    text = str(to_uri)
+    if not text.strip():
+        raise UsageError("--to is empty; name an S3 prefix, e.g. s3://BUCKET/datasets/zalando, or a folder")
+    if text.lower().startswith("s3:") and not (text.startswith("s3://") and text[5:].split("/")[0]):
+        raise UsageError(f"--to {text} is not an S3 URI; write s3://BUCKET/PREFIX, e.g. s3://BUCKET/datasets/zalando")
 
 
 def folder_manifest(name: str, folder) -> dict:

@@ -187,6 +187,9 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     except Interrupted as e:
         fail(str(e), e.exit_code, interrupted=True)
     except click.ClickException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `launcher` alone (Click 8.2+): its help, not "error: Usage: ..."
+            click.echo(e.format_message(), err=True)
+            sys.exit(e.exit_code)
         hint = ""
         if isinstance(e, click.UsageError) and e.ctx is not None:
             hint = f" (see '{e.ctx.command_path} --help')"

@@ -21,7 +21,14 @@ def generator_folder(source) -> Path:
     """A generator's local folder: `source` itself, or for an s3:// prefix its copy in the cache
     (downloaded again only where it changed)."""
     if s3.is_s3(source):
-        return s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source), label="downloading generator")
+        from trainer.export import META_FILE, MODEL_FILE
+
+        folder = s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source),
+                                    label="downloading generator")
+        if not ((folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()):  # said of the prefix, not the cache
+            raise UsageError(f"{source} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); point at "
+                             "the generator/ prefix of a finished run, e.g. s3://BUCKET/runs/JOB/output/generator")
+        return folder
     return Path(source)
 
 
@@ -38,6 +45,8 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
+    if seed is not None and not 0 <= seed < 2**32:  # as `train --seed`; numpy refuses a negative one mid-run
+        raise UsageError(f"--seed {seed}: must be between 0 and 4294967295 (numpy's seeds)")
     if suffix == ".png" and None not in (count, rows, cols) and count > rows * cols:
         raise UsageError(f"--count {count} does not fit a {rows}x{cols} grid; leave out --count, --rows or --cols "
                          "(the grid is then sized to fit), or make the grid larger")

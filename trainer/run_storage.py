@@ -70,7 +70,7 @@ class OutputPublisher:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        out = Path(storage.output_dir)
+        out = Path(storage.output_dir).absolute()  # `--output-dir .` has no name of its own
         self.snapshot = out.with_name(out.name + ".publishing")  # beside the folder, never inside it
         self._job = Background()
 
