@@ -15,7 +15,7 @@ from pathlib import Path
 from trainer import checkpoints, events
 from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
-from trainer.fsutil import ensure_writable_dir, removed_on_error
+from trainer.fsutil import ensure_writable_dir, removed_on_error, written_or_one_line
 from trainer.progress import Progress
 from trainer.run_info import generator_meta, recorded_preset, write_metrics, write_run_info
 from trainer.run_state import RunState
@@ -136,10 +136,11 @@ def _build_training(p: Prepared, log) -> Training:
         log(f"resuming from {p.latest} at step {state.step}")
         keep_command_learning_rates(nets, cfg, state.step, log)
     runner = make_runner(cfg.framework, nets, spec_from(cfg, p.num_classes, global_batch), data, placement, setup)
-    write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
-    run_log = events.RunLog(out, steps_per_epoch, total_steps, state.to_json(), log)  # losses.jsonl, TensorBoard
+    with written_or_one_line("run.json and the run's logs", out):
+        write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
+        run_log = events.RunLog(out, steps_per_epoch, total_steps, state.to_json(), log)  # losses.jsonl, TensorBoard
+        write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
     meta = generator_meta(cfg, data, p.num_classes, image_shape)
-    write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
         f"for {total_steps} steps of {global_batch} on {_where(setup, placement)}, {setup.precision}, "
         f"{cfg.framework}{', XLA' if setup.jit_compile and replicas == 1 else ''}")
