@@ -86,11 +86,16 @@ class OutputPublisher:
         for path, rel, stamp in s3.changed_files(self.storage.output_dir, OUTPUT_LAST, _not_output,
                                                  self.storage._sent):
             copy = self.snapshot / rel
-            copy.parent.mkdir(parents=True, exist_ok=True)
             try:
+                copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, copy)  # small files (grids, GIF, logs): ms; a file gone since is skipped
             except FileNotFoundError:
                 continue
+            except OSError as e:  # a full disk: one line, as a failing upload is, and no half snapshot left
+                shutil.rmtree(self.snapshot, ignore_errors=True)
+                raise GankitError(f"the outputs' copy for {self.storage.output_uri} could not be written in "
+                                  f"{self.snapshot} ({e.strerror or e}); free some space on that disk, then run "
+                                  "the same command to resume") from None
             files.append((copy, rel, stamp))
         if files:
             self._job.start(self._send, files, name="publish-outputs")
