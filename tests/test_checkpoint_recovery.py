@@ -96,6 +96,26 @@ def test_s3_checkpoints_that_all_fail_to_verify_stop_the_run(bucket, tmp_path):
         run_storage.pull_latest_checkpoint(uri, tmp_path / "stage2")
 
 
+@pytest.mark.parametrize("fails", ["payload", "manifest"])
+def test_a_full_local_disk_stops_the_run_rather_than_start_over_without_the_s3_checkpoints(bucket, tmp_path,
+                                                                                          monkeypatch, fails):
+    # Each download failed on this side, was taken for an object that cannot be fetched now, and skipped:
+    # the run started over at step 0, and its new checkpoints would have replaced the old run's in S3.
+    uri = bucket + "/runs/f/checkpoints"
+    for step in (4, 8):
+        run_storage.push_checkpoint(write(tmp_path / "src", step), uri, keep=5)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(*((s3, "atomic_file") if fails == "payload" else (run_storage.Path, "write_bytes")), full_disk)
+    with pytest.raises(GankitError, match="ckpt-000000008.*No space left on device") as e:
+        run_storage.pull_latest_checkpoint(uri, tmp_path / "stage")
+    assert "\n" not in str(e.value)
+    assert remote_names(uri) == ["ckpt-000000004", "ckpt-000000008"]  # nothing set aside
+    assert not (tmp_path / "stage").exists() or not list((tmp_path / "stage").iterdir())
+
+
 def test_s3_pruning_keeps_new_good_checkpoints(bucket, tmp_path):
     uri = bucket + "/runs/p/checkpoints"
     run_storage.push_checkpoint(write(tmp_path / "src", 9), uri, keep=5)

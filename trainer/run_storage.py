@@ -166,6 +166,8 @@ def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | N
         if reason is None:
             try:
                 target = _download(uri, name, manifest, raw, local_dir / name)
+            except s3.LocalWriteError:  # this disk is full: every older checkpoint would fail too, and starting
+                raise  # over at step 0 would go on to overwrite the run's checkpoints in S3
             except GankitError as e:  # a listed file that cannot be fetched now: not proof of corruption
                 _warn(uri, name, f"cannot download its files ({e})")
                 continue
@@ -190,7 +192,11 @@ def _download(uri, name, manifest, raw, target) -> Path:
     with atomic_dir(target) as tmp:
         for file in manifest["files"]:
             s3.download_file(s3.join(uri, name, file), inside(tmp, file, s3.join(uri, name)))
-        (tmp / checkpoints.MANIFEST).write_bytes(raw)
+        try:
+            (tmp / checkpoints.MANIFEST).write_bytes(raw)
+        except OSError as e:
+            raise s3.LocalWriteError(f"download of {s3.join(uri, name, checkpoints.MANIFEST)} to {tmp} failed: "
+                                     f"{e.strerror or e}; free space or choose another destination") from None
         reason = checkpoints.problem_with_files(tmp, manifest)
         if reason:
             raise _Skip(reason)
