@@ -80,6 +80,24 @@ def test_a_local_job_whose_record_cannot_be_written_is_one_line_and_does_not_run
             proc.wait()
 
 
+def test_a_local_job_whose_inputs_cannot_be_written_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    from launcher.backends import local
+    from tests.data_helpers import make_idx_dataset
+    from trainer import fsutil
+    from trainer.errors import GankitError
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(fsutil, "atomic_write_text", full_disk)  # hyperparameters.json, beside the record
+    spec = build_spec(dataset="mnist", hp=[f"data_dir={make_idx_dataset(tmp_path / 'mnist', n_train=16, n_test=8)}"],
+                      now=NOW)
+    with pytest.raises(GankitError, match=f"job {spec.job} could not be written .*No space left on device") as e:
+        local.submit(spec)
+    assert "\n" not in str(e.value) and not local.job_root(spec.job).exists()
+
+
 def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
     spec = build_spec(dataset="fashion-mnist", epochs=3, hp=["lr=1e-4", "max-steps=10"], now=NOW)
     assert spec.backend == "local" and spec.dataset == "zalando"

@@ -118,17 +118,20 @@ def submit(spec, dry_run: bool = False) -> dict:
         raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`") from None
     except OSError as e:
         raise jobs.not_recorded(spec.job, e) from None
-    try:
-        _prepare(spec, root, plan, folder, training)
-    except BaseException:  # a refused dataset or Ctrl-C: a job that never started leaves no folder behind
-        shutil.rmtree(root, ignore_errors=True)
-        raise
     log = root / "train.log"
     from launcher.quiet import trainer_env
 
     env = trainer_env(dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
-    with open(log, "ab") as out:
+    try:
+        _prepare(spec, root, plan, folder, training)
+        out = open(log, "ab")
+    except BaseException as e:  # a refused dataset or Ctrl-C: a job that never started leaves no folder behind
+        shutil.rmtree(root, ignore_errors=True)
+        if isinstance(e, OSError):  # its inputs or log beside its record, on a full disk: one line
+            raise jobs.not_recorded(spec.job, e) from None
+        raise
+    with out:
         proc = subprocess.Popen(_command(root / "exit_code", spec.max_run), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
