@@ -98,6 +98,10 @@ def refuse_file_in_the_way(path, flag):
     from trainer.errors import UsageError
 
     path = Path(path)
+    dangling = next((p for p in [path, *path.parents] if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:  # mkdir would say "File exists" of a folder that is not there
+        raise UsageError(f"{flag} {path}: {dangling} is a symlink to {os.readlink(dangling)}, which does not exist; "
+                         "create that folder or choose another")
     blocker = next((p for p in [path, *path.parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; choose a folder")
