@@ -254,7 +254,8 @@ def latest_checkpoint(directory, warn=True) -> Path | None:
     ckpt-<step>.corrupt, and if corrupt checkpoints exist but none verifies the
     run stops: starting over at step 0 would quietly throw the run away.
     """
-    recover(directory)
+    if warn:  # the run's own folder, held by it (trainer.run_setup._lock)
+        recover(directory)
     for _, folder in checkpoint_folders(directory):
         reason = problem(folder)
         if reason is None:

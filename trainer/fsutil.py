@@ -144,6 +144,24 @@ def ensure_writable_dir(path, flag):
     return path
 
 
+def lock_folder(path, flag) -> int:
+    """Hold `path` (a folder) for this process alone, or raise a one-line UsageError: two runs writing checkpoints
+    into one folder sweep each other's writes in flight. The lock is on the folder itself, so nothing is created
+    in it; close the returned descriptor to let go (the end of the process does too)."""
+    import fcntl
+
+    from trainer.errors import UsageError
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{flag} {path} is in use by another run on this machine; wait for it to end, or choose "
+                         "another --checkpoint-dir (or --output-dir)") from None
+    return fd
+
+
 @contextlib.contextmanager
 def removed_on_error(*paths, created=None):
     """Folders (and their missing parents) created inside the block are removed again if it fails while they are empty.

@@ -15,7 +15,7 @@ from trainer.epoch_loop import EpochLoop
 from trainer.fsutil import written_or_one_line
 from trainer.progress import format_duration
 from trainer.run_info import write_metrics
-from trainer.run_setup import build_training, prepare_run
+from trainer.run_setup import build_training, prepare_run, release
 from trainer.weights import weights_fingerprint
 
 LOSS_PLOT_SECONDS = 10.0
@@ -34,7 +34,13 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
 
 def _train(cfg, stop_requested, log) -> dict:
     prepared = prepare_run(cfg, log)  # options, folders, data, the checkpoint's architecture: before the backend loads
-    t = build_training(prepared, log)  # backend, placement, networks (resumed), run.json
+    try:
+        return _run(build_training(prepared, log), stop_requested)  # backend, placement, networks (resumed), run.json
+    finally:
+        release(prepared.lock)  # the checkpoint folder is free for the next run (one in this process too)
+
+
+def _run(t, stop_requested) -> dict:
     loop = EpochLoop(t, stop_requested)
     while t.state.step < t.total_steps and not loop.stopped:
         epoch = t.state.step // t.steps_per_epoch
