@@ -7,7 +7,7 @@ line naming the file and the fix, never a traceback or a signal sent to the wron
 import json
 
 from launcher import backends, settings
-from trainer.errors import UsageError
+from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
 OPTIONAL = (str, type(None))
@@ -25,9 +25,17 @@ def jobs_dir():
 
 def save(record: dict) -> dict:
     folder = jobs_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / f"{record['job']}.json", json.dumps(record, indent=2, default=str) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"{record['job']}.json", json.dumps(record, indent=2, default=str) + "\n")
+    except OSError as e:  # a full disk, a folder that is not writable: whole or absent, and one line
+        raise not_recorded(record["job"], e) from None
     return record
+
+
+def not_recorded(job: str, e: OSError) -> GankitError:
+    return GankitError(f"the record of job {job} could not be written in {jobs_dir()} ({e.strerror or e}); "
+                       "free some space there or fix its permissions, then submit again")
 
 
 def exists(job: str) -> bool:

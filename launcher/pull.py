@@ -15,8 +15,12 @@ CHECKED = ".gankit-checked.json"  # in a pulled folder: the generator files as t
 
 
 def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
-    """Like s3.download_prefix for a local source: resumable, skips files already there with the same bytes."""
-    files = [p for p in sorted(source.rglob("*")) if p.is_file() and "checkpoints" not in p.relative_to(source).parts]
+    """Like s3.download_prefix for a local source: resumable, skips files already there with the same bytes.
+    Hidden files and folders are left out, as the S3 mirror leaves them out (s3.changed_files): they are the
+    temp files of writes in flight, or cut short by a killed trainer, never outputs."""
+    files = [p for p in sorted(source.rglob("*"))
+             if p.is_file() and not any(part == "checkpoints" or part.startswith(".")
+                                        for part in p.relative_to(source).parts)]
     targets = {p: inside(dest, p.relative_to(source).as_posix(), str(source)) for p in files}
     todo = [p for p in files if not (targets[p].is_file() and filecmp.cmp(p, targets[p], shallow=False))]
     if log:

@@ -96,6 +96,26 @@ def test_s3_checkpoints_that_all_fail_to_verify_stop_the_run(bucket, tmp_path):
         run_storage.pull_latest_checkpoint(uri, tmp_path / "stage2")
 
 
+@pytest.mark.parametrize("fails", ["payload", "manifest"])
+def test_a_full_local_disk_stops_the_run_rather_than_start_over_without_the_s3_checkpoints(bucket, tmp_path,
+                                                                                          monkeypatch, fails):
+    # Each download failed on this side, was taken for an object that cannot be fetched now, and skipped:
+    # the run started over at step 0, and its new checkpoints would have replaced the old run's in S3.
+    uri = bucket + "/runs/f/checkpoints"
+    for step in (4, 8):
+        run_storage.push_checkpoint(write(tmp_path / "src", step), uri, keep=5)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(*((s3, "atomic_file") if fails == "payload" else (run_storage.Path, "write_bytes")), full_disk)
+    with pytest.raises(GankitError, match="ckpt-000000008.*No space left on device") as e:
+        run_storage.pull_latest_checkpoint(uri, tmp_path / "stage")
+    assert "\n" not in str(e.value)
+    assert remote_names(uri) == ["ckpt-000000004", "ckpt-000000008"]  # nothing set aside
+    assert not (tmp_path / "stage").exists() or not list((tmp_path / "stage").iterdir())
+
+
 def test_s3_pruning_keeps_new_good_checkpoints(bucket, tmp_path):
     uri = bucket + "/runs/p/checkpoints"
     run_storage.push_checkpoint(write(tmp_path / "src", 9), uri, keep=5)
@@ -147,3 +167,79 @@ def test_stand_ins_are_keyed_by_endpoint_and_bucket(monkeypatch):
     c = run_storage.local_stand_in("s3://b1/runs/j/checkpoints", "checkpoints")
     s3.client.cache_clear()
     assert len({a, b, c}) == 3
+
+
+# A writer of checkpoints 4 (complete) and then 8 that is killed (SIGKILL: nothing of Python's clean-up runs)
+# at one point of the second write: mid-way through weights.npz, between atomic_dir's two renames when step 8
+# is written again (a re-written step), or mid-way through pruning step 4 away.
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from trainer import checkpoints
+
+directory, point = Path(sys.argv[1]), sys.argv[2]
+arrays = {"w": np.arange(100_000, dtype=np.float32)}
+replace, write_synced = os.replace, checkpoints._write_synced
+checkpoints.write_checkpoint(directory, 4, arrays, {"step": 4}, keep=10)
+if point == "between renames":
+    checkpoints.write_checkpoint(directory, 8, arrays, {"step": 8}, keep=10)
+
+def killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class Cut:
+    def __init__(self, f):
+        self.f, self.n = f, 0
+    def write(self, data):
+        self.f.write(data)
+        self.n += len(data)
+        if self.n > 200_000:
+            self.f.flush()
+            killed()
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+def cut_short(path, fill):
+    if point == "mid-write" and path.name == checkpoints.WEIGHTS:
+        return write_synced(path, lambda f: fill(Cut(f)))
+    return write_synced(path, fill)
+
+def renamed(a, b):
+    b = Path(b)
+    if point == "mid-drop" and b.name.endswith(checkpoints.DROPPED):
+        replace(a, b)
+        (b / checkpoints.WEIGHTS).unlink()
+        killed()
+    replace(a, b)
+    if point == "between renames" and ".tmp-old-" in b.name:
+        killed()
+
+checkpoints._write_synced, os.replace = cut_short, renamed
+checkpoints.write_checkpoint(directory, 8, arrays, {"step": 8}, keep=1)
+"""
+
+
+@pytest.mark.parametrize("point, resumed", [("mid-write", 4), ("between renames", 8), ("mid-drop", 8)])
+def test_a_writer_killed_mid_checkpoint_leaves_the_last_complete_one_and_no_debris(tmp_path, point, resumed):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path), point],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    assert any(p.name.startswith(".") for p in tmp_path.iterdir())  # the kill left a temp or set-aside folder
+    latest = checkpoints.latest_checkpoint(tmp_path)  # what the resumed run starts from
+    assert latest.name == checkpoints.checkpoint_name(resumed) and checkpoints.problem(latest) is None
+    assert json_step(latest) == resumed
+    # The resumed run's checkpoints are at other steps: the killed write's temp folders (a whole checkpoint's
+    # bytes each) must not stay behind for ever.
+    write(tmp_path, 12, keep=1)
+    assert names(tmp_path) == ["ckpt-000000012"]
+
+
+def json_step(folder):
+    import json
+
+    return json.loads((folder / checkpoints.STATE).read_text())["step"]

@@ -4,10 +4,11 @@ every guarantee of a synchronous write: complete when train() returns, a failing
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import assert_training_fails_with_one_line
+from tests.cli_helpers import assert_training_fails_with_one_line, run_trainer
 from trainer import checkpoints, events, plots
 from trainer.config import TrainConfig
 from trainer.train import train
@@ -58,3 +59,34 @@ def test_a_disk_that_fails_under_an_epochs_files_stops_the_run_with_one_line(tmp
     # The checkpoints written are complete, so the same command resumes once there is room.
     newest = checkpoints.latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert newest is not None and checkpoints.verifies(newest)
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def _losses_full(file, mode="r", *args, **kwargs):
+    if str(file).endswith(events.LOSSES_FILE) and "a" in mode and events.read_losses(Path(file).parent):
+        raise OSError(28, "No space left on device")  # the disk fills up once the run has recorded a point
+    return open(file, mode, *args, **kwargs)
+
+
+@pytest.mark.parametrize("where", ["run.json", "loss point", "export"])
+def test_a_disk_that_fails_outside_the_epochs_files_stops_the_run_with_one_line(tmp_path, mnist_dir, monkeypatch,
+                                                                               capsys, where):
+    from trainer import export, run_info
+
+    if where == "run.json":
+        monkeypatch.setattr(run_info, "atomic_write_text", _full_disk)
+    elif where == "loss point":
+        monkeypatch.setattr(events, "open", _losses_full, raising=False)
+    else:
+        monkeypatch.setattr(export, "export_generator", _full_disk)
+    out = tmp_path / "run"
+    assert_training_fails_with_one_line(capsys, mnist_dir, out, "No space left on device", str(out), "--output-dir")
+    if where == "export":  # every step is in the last checkpoint: with room again, the same command exports
+        monkeypatch.undo()
+        code, captured = run_trainer(capsys, "train", "--dataset", "mnist", "--data-dir", mnist_dir, "--output-dir",
+                                     out, "--epochs", 3, "--batch-size", 16)
+        assert code == 0, captured.err
+        assert export.read_meta(out / "generator")["steps"] == 3 * STEPS_PER_EPOCH

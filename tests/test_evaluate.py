@@ -146,6 +146,20 @@ def test_cli_prints_the_table_and_the_count(trained, capsys):
     assert json.loads((trained["run"] / "evaluation.json").read_text())["samples"] == 30
 
 
+def test_cli_on_a_full_disk_shows_the_figures_and_one_line(trained, capsys, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ev, "atomic_write_text", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(trained["run"] / "generator"), "--data-dir", str(trained["data"]), "--samples", "30"])
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 1 and "Traceback" not in captured.err, captured.err
+    assert len(errors) == 1 and "evaluation.json could not be written" in errors[0] and "No space left" in errors[0]
+    assert "Fréchet classifier distance" in captured.out  # minutes of scoring are not lost with the file
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--samples", "1"], "--samples 1: must be a whole number of at least 2"),
 ])

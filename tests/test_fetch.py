@@ -423,6 +423,32 @@ def test_staging_says_once_where_both_splits_came_from(synthetic, tmp_path):
     assert said == [f"data: mnist from --data-dir {synthetic}", f"staged mnist at {tmp_path / 'bucket' / 'datasets' / 'mnist'}"]
 
 
+def test_staging_to_a_folder_on_a_full_disk_is_one_line_and_leaves_no_half_copied_file(synthetic, tmp_path):
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    images = synthetic / "train-images-idx3-ubyte.gz"
+    limit = images.stat().st_size // 2  # every file larger than this fails mid-write, as on a full disk
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    to = tmp_path / "bucket" / "datasets" / "mnist"
+    done = subprocess.run([sys.executable, "-m", "trainer", "stage", "--dataset", "mnist", "--data-dir", str(synthetic),
+                           "--to", str(to)], capture_output=True, text=True, preexec_fn=small_disk,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and images.name in errors[0] and "File too large" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    # What is there is complete: no copy cut short under its final name (nor a temp file), no manifest.
+    for path in to.iterdir():
+        assert path.name in IDX_FILES["train"] + IDX_FILES["test"] and path.read_bytes() == (synthetic / path.name).read_bytes()
+
+
 def test_a_dropped_connection_is_resumed_where_it_stopped(serve, synthetic, waits):
     seen = []
     url = serve(partial(drop_once, synthetic, seen))

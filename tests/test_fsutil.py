@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from trainer.fsutil import atomic_dir, atomic_file, atomic_write_bytes, atomic_write_text, umask
+from trainer.errors import UsageError
+from trainer.fsutil import atomic_dir, atomic_file, atomic_write_bytes, atomic_write_text, ensure_writable_dir, umask
 from trainer import evaluate, s3
 
 
@@ -85,3 +86,13 @@ def test_the_hidden_temp_folders_of_atomic_writes_are_never_uploaded(tmp_path):
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / ".epoch_0001.png.abc").write_text("half")
     assert [rel for _, rel, _ in s3.changed_files(tmp_path)] == ["generator/generator.json"]
+
+
+def test_an_output_folder_that_is_a_dangling_symlink_is_named_as_one(tmp_path):
+    # mkdir said "File exists" of it, and the line read "--output-dir out is not writable (File exists)".
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    for path in (tmp_path / "out", tmp_path / "out" / "run"):
+        with pytest.raises(UsageError, match=f"{tmp_path / 'out'} is a symlink to {tmp_path / 'gone'}, which does not "
+                                             "exist; create that folder or choose another"):
+            ensure_writable_dir(path, "--output-dir")
+    assert not (tmp_path / "gone").exists()

@@ -42,6 +42,62 @@ def test_the_local_backend_claims_a_name_once_and_a_refused_job_leaves_no_folder
     assert (local.job_root(spec.job) / "theirs").read_text() == "kept"
 
 
+def test_a_local_job_whose_record_cannot_be_written_is_one_line_and_does_not_run_on_unseen(tmp_path, monkeypatch):
+    # The trainer was started, then the record failed (a full disk): a traceback, and a trainer nobody could
+    # list, stop or pull ran on detached.
+    import subprocess
+    import sys
+
+    from launcher import jobs
+    from launcher.backends import local
+    from tests.data_helpers import make_idx_dataset
+    from trainer.errors import GankitError
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    started, popen = [], subprocess.Popen
+
+    def recorded(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(local, "_command", lambda exit_file, max_run: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(subprocess, "Popen", recorded)
+    monkeypatch.setattr(jobs, "atomic_write_text", full_disk)
+    spec = build_spec(dataset="mnist", hp=[f"data_dir={make_idx_dataset(tmp_path / 'mnist', n_train=16, n_test=8)}"],
+                      now=NOW)
+    try:
+        with pytest.raises(GankitError, match="could not be written .*No space left on device.*trainer was stopped") as e:
+            local.submit(spec)
+        assert "\n" not in str(e.value) and spec.job in str(e.value)
+        assert len(started) == 1 and started[0].poll() is not None  # the trainer is gone
+        assert not local.job_root(spec.job).exists()
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_local_job_whose_inputs_cannot_be_written_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    from launcher.backends import local
+    from tests.data_helpers import make_idx_dataset
+    from trainer import fsutil
+    from trainer.errors import GankitError
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(fsutil, "atomic_write_text", full_disk)  # hyperparameters.json, beside the record
+    spec = build_spec(dataset="mnist", hp=[f"data_dir={make_idx_dataset(tmp_path / 'mnist', n_train=16, n_test=8)}"],
+                      now=NOW)
+    with pytest.raises(GankitError, match=f"job {spec.job} could not be written .*No space left on device") as e:
+        local.submit(spec)
+    assert "\n" not in str(e.value) and not local.job_root(spec.job).exists()
+
+
 def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
     spec = build_spec(dataset="fashion-mnist", epochs=3, hp=["lr=1e-4", "max-steps=10"], now=NOW)
     assert spec.backend == "local" and spec.dataset == "zalando"

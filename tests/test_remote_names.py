@@ -182,6 +182,22 @@ def test_pull_from_a_local_run_copies_a_changed_file_of_the_same_size(tmp_path):
     assert (tmp_path / "j" / "generator" / "generator.keras").read_bytes() == b"B" * 64
 
 
+def test_pull_from_a_local_run_leaves_out_the_temp_files_of_cut_short_writes(tmp_path):
+    # A trainer killed mid-write (or still writing) leaves atomic writes' hidden temp files in its output;
+    # the S3 mirror never sends them, and a local pull brought them home beside the outputs.
+    from launcher.pull import fetch
+
+    src = tmp_path / "run"
+    (src / "samples").mkdir(parents=True)
+    (src / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (src / ".metrics.jsonl.k2j3abcd").write_text('{"epo')
+    (src / ".generator.tmp-x1y2").mkdir()
+    (src / ".generator.tmp-x1y2" / "generator.keras").write_bytes(b"PK half")
+    (src / "samples" / ".epoch-0002.png.q8w9").write_bytes(b"PNG half")
+    fetch(str(src), tmp_path / "j", "pull")
+    assert files_under(tmp_path / "j") == ["metrics.jsonl"]
+
+
 def test_unchanged_files_are_not_downloaded_again(bucket, tmp_path, monkeypatch):
     uri = f"s3://{BUCKET}/runs/j/output"
     bucket.put_object(Bucket=BUCKET, Key="runs/j/output/a.bin", Body=b"A" * 64)

@@ -67,6 +67,22 @@ def test_report_of_a_folder_that_is_no_run(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_report(tmp_path, monkeypatch, capsys):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "run.json").write_text('{"config": {}}')
+    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "report.html").write_text("the old one")
+    monkeypatch.setattr("trainer.report.atomic_write_text", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{tmp_path / 'report.html'} could not be written (No space left on device)" in err
+    assert (tmp_path / "report.html").read_text() == "the old one"
+
+
 def test_report_cli(trained, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(trained["run"])])

@@ -93,3 +93,31 @@ def test_resuming_with_another_architecture_is_one_line(tmp_path, data_dir, caps
     code, captured = run_train(capsys, *argv)
     assert_one_line(code, captured, *words)
     assert [p.name for _, p in checkpoint_folders(tmp_path / "run" / "checkpoints")] == before  # untouched
+
+
+def test_a_second_run_on_a_checkpoint_folder_in_use_is_refused_and_touches_nothing(tmp_path, data_dir, capsys):
+    # Two runs in one --checkpoint-dir swept each other's writes in flight: one died with "checkpoint could not
+    # be written (No such file or directory); free some space", and a start cleared the other's temp folders.
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    in_flight = out / "checkpoints" / ".ckpt-000000004.tmp-abc123"  # the first run's checkpoint being written
+    in_flight.mkdir(parents=True)
+    (in_flight / "weights.npz").write_bytes(b"half")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(out / "checkpoints")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", out,
+                                   "--epochs", "1", "--max-steps", "1", "--batch-size", "16")
+        assert_one_line(code, captured, f"--checkpoint-dir {out / 'checkpoints'} is in use by another run")
+        assert (in_flight / "weights.npz").read_bytes() == b"half"
+    finally:
+        holder.kill()
+        holder.wait()
+    # Free again once that run has ended: the next run gets past the lock (and here, validation stops it).
+    code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", out,
+                               "--batch-size", "1000")
+    assert_one_line(code, captured, "--batch-size")

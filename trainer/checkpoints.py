@@ -27,7 +27,7 @@ import numpy as np
 
 from trainer.background import Background
 from trainer.errors import Diverged, GankitError, UsageError
-from trainer.fsutil import atomic_dir
+from trainer.fsutil import atomic_dir, restore_set_aside
 
 MANIFEST = "MANIFEST.json"
 STATE = "state.json"
@@ -254,6 +254,8 @@ def latest_checkpoint(directory, warn=True) -> Path | None:
     ckpt-<step>.corrupt, and if corrupt checkpoints exist but none verifies the
     run stops: starting over at step 0 would quietly throw the run away.
     """
+    if warn:  # the run's own folder, held by it (trainer.run_setup._lock)
+        recover(directory)
     for _, folder in checkpoint_folders(directory):
         reason = problem(folder)
         if reason is None:
@@ -297,6 +299,19 @@ def prune(directory, keep: int):
 
 
 DROPPED = ".dropped"
+
+
+def recover(directory):
+    """Clear up after a write or prune that was killed: a checkpoint that atomic_dir had set aside when the kill
+    came between its two renames is put back (it is complete; resuming from an older one would lose its steps),
+    then the hidden temp folders of writes cut short and of drops cut short are removed: each holds up to a whole
+    checkpoint, and a write of another step never sweeps them. Called when a run starts (latest_checkpoint), before
+    anything writes there: a write in flight, another run's too, is never swept from under it later."""
+    directory = Path(directory)
+    for aside in directory.glob(".ckpt-*.tmp-old-*"):
+        restore_set_aside(directory / aside.name[1:].split(".tmp-old-")[0])
+    for stale in [*directory.glob(".ckpt-*.tmp-*"), *directory.glob(f".ckpt-*{DROPPED}")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def drop(folder: Path):

@@ -22,8 +22,8 @@ from pathlib import Path
 from trainer import s3
 from trainer.checkpoints import file_digest
 from trainer.data import canonical_name
-from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_bytes, name_problem
+from trainer.errors import GankitError, UsageError
+from trainer.fsutil import atomic_file, atomic_write_bytes, name_problem
 from trainer.progress import Progress, format_bytes
 
 MANIFEST = "MANIFEST.json"
@@ -219,12 +219,25 @@ def _read(uri):
 def _put(path: Path, uri, callback):
     if s3.is_s3(uri):
         return s3.upload_file(path, uri, callback=callback)
-    Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, uri)
+    try:
+        with atomic_file(uri, suffix=".part") as out, open(path, "rb") as src:  # complete or absent, as on S3
+            shutil.copyfileobj(src, out)
+    except OSError as e:
+        raise _local_error(path, uri, e) from None
     callback(path.stat().st_size)
 
 
 def _write(uri, data: bytes):
     if s3.is_s3(uri):
         return s3.write_bytes(uri, data)
-    atomic_write_bytes(uri, data)
+    try:
+        atomic_write_bytes(uri, data)
+    except OSError as e:
+        raise _local_error(MANIFEST, uri, e) from None
+
+
+def _local_error(what, uri, e: OSError) -> GankitError:
+    """A local stand-in for a bucket that cannot be written (a full disk, a file where a folder must go):
+    one line, as an S3 upload's failure is."""
+    return GankitError(f"copy of {what} to {uri} failed: {e.strerror or e}; free space, move what is in the way, "
+                       "or choose another destination")

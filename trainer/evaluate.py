@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import metrics
-from trainer.errors import UsageError
+from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text, restore_set_aside
 
 DEFAULT_SAMPLES = 10_000
@@ -118,7 +118,13 @@ def evaluate(generator_dir, data_dir=None, samples=DEFAULT_SAMPLES, log=print) -
     generator = load_generator(generator_dir)
     ref = make_reference(generator.meta["dataset"], data_dir, tuple(generator.meta["image_shape"]), samples, log)
     result = full_result(score_generator(generator, ref), ref)
-    write_result(generator_dir.resolve().parent, result)
+    folder = generator_dir.resolve().parent
+    try:
+        write_result(folder, result)
+    except OSError as e:  # a full disk, a folder that is not writable: the figures are shown, not lost
+        log(format_table(result))
+        raise GankitError(f"{RESULT_FILE} could not be written in {folder} ({e.strerror or e}); the figures are "
+                          "above; free some space there or make it writable to keep them in the file") from None
     return result
 
 

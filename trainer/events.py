@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.fsutil import atomic_write_text
+from trainer.fsutil import atomic_write_text, written_or_one_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # grey, RGB, palette, grey + alpha, RGBA
@@ -76,11 +76,12 @@ class RunLog:
             return
         d_loss, g_loss = ((sums - last_sums) / n).tolist()
         self._last = (step, epoch_steps, sums)
-        with open(self.out / LOSSES_FILE, "a") as f:
-            f.write(json.dumps({"step": step, "d_loss": d_loss, "g_loss": g_loss}) + "\n")
-        if self.writer:
-            self.writer.scalar("loss/discriminator", d_loss, step)
-            self.writer.scalar("loss/generator", g_loss, step)
+        with written_or_one_line(f"the loss point of step {step}", self.out):  # a torn line is skipped on reading
+            with open(self.out / LOSSES_FILE, "a") as f:
+                f.write(json.dumps({"step": step, "d_loss": d_loss, "g_loss": g_loss}) + "\n")
+            if self.writer:
+                self.writer.scalar("loss/discriminator", d_loss, step)
+                self.writer.scalar("loss/generator", g_loss, step)
 
     def epoch(self, row: dict, grid_png: bytes | None = None):
         """The epoch's metrics row (with its "evaluation", if any) and its sample grid (a PNG file's

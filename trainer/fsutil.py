@@ -98,9 +98,26 @@ def refuse_file_in_the_way(path, flag):
     from trainer.errors import UsageError
 
     path = Path(path)
+    dangling = next((p for p in [path, *path.parents] if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:  # mkdir would say "File exists" of a folder that is not there
+        raise UsageError(f"{flag} {path}: {dangling} is a symlink to {os.readlink(dangling)}, which does not exist; "
+                         "create that folder or choose another")
     blocker = next((p for p in [path, *path.parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; choose a folder")
+
+
+@contextlib.contextmanager
+def written_or_one_line(what: str, folder, flag: str = "--output-dir"):
+    """An OSError inside the block (a full disk, a folder gone read-only) becomes a one-line GankitError
+    naming `what`, `folder` and the fix, instead of a traceback; what the block wrote atomically is whole or absent."""
+    from trainer.errors import GankitError
+
+    try:
+        yield
+    except OSError as e:
+        raise GankitError(f"{what} could not be written in {folder} ({e.strerror or e}); free some space on that "
+                          f"disk or choose another {flag}, then run the same command to resume") from e
 
 
 def restore_set_aside(path):
@@ -125,6 +142,27 @@ def ensure_writable_dir(path, flag):
     except OSError as e:
         raise UsageError(f"{flag} {path} is not writable ({e.strerror}); choose a folder you can write to") from None
     return path
+
+
+def lock_folder(path, flag) -> int | None:
+    """Hold `path` (a folder) for this process alone, or raise a one-line UsageError: two runs writing checkpoints
+    into one folder sweep each other's writes in flight. The lock is on the folder itself, so nothing is created
+    in it; close the returned descriptor to let go (the end of the process does too)."""
+    import fcntl
+
+    from trainer.errors import UsageError
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{flag} {path} is in use by another run on this machine; wait for it to end, or choose "
+                         "another --checkpoint-dir (or --output-dir)") from None
+    except OSError:  # a filesystem without locks (some network mounts): run unguarded rather than not at all
+        os.close(fd)
+        return None
+    return fd
 
 
 @contextlib.contextmanager

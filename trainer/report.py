@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trainer import plots
 from trainer.events import read_losses
-from trainer.errors import UsageError
+from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 from trainer.progress import format_duration
 
@@ -37,7 +37,12 @@ def write_report(output_dir, price_per_hour=None, log=lambda *a: None) -> Path:
         raise UsageError(f"{out} is not a run's output folder (no metrics.jsonl or run.json); "
                          "point at the --output-dir of a training run")
     path = out / REPORT_FILE
-    atomic_write_text(path, render(out, price_per_hour))
+    page = render(out, price_per_hour)
+    try:
+        atomic_write_text(path, page)
+    except OSError as e:  # a full disk, a folder that is not writable: one line, the old report (if any) intact
+        raise GankitError(f"{path} could not be written ({e.strerror or e}); free some space there or make "
+                          "the folder writable, then run report again") from None
     log(f"report: {path}")
     return path
 

@@ -7,6 +7,7 @@ seconds-long import, builds the networks and resumes them.
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from trainer import checkpoints, events
 from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
-from trainer.fsutil import ensure_writable_dir, removed_on_error
+from trainer.fsutil import ensure_writable_dir, lock_folder, removed_on_error, written_or_one_line
 from trainer.progress import Progress
 from trainer.run_info import generator_meta, recorded_preset, write_metrics, write_run_info
 from trainer.run_state import RunState
@@ -34,6 +35,7 @@ class Prepared:
     architecture: dict
     latest: Path | None  # the checkpoint to resume, if any
     created: dict = dataclasses.field(default_factory=dict)  # folders this run made (fsutil.removed_on_error)
+    lock: int | None = None  # the checkpoint folder's lock (fsutil.lock_folder), released when the run ends
 
 
 def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
@@ -45,15 +47,36 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
     with removed_on_error(storage.output_dir, storage.checkpoint_dir) as created:  # a run that fails here leaves no folders
         out = ensure_writable_dir(storage.output_dir, "--output-dir")
         ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
-        data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
-        num_classes = _num_classes(cfg, data)
-        schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
-        architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:], data.class_names)
-        latest = checkpoints.latest_checkpoint(ckpt_dir)
-        if latest is not None:
-            check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
-        checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
-    return Prepared(cfg, storage, out, ckpt_dir, data, num_classes, architecture, latest, created)
+        lock = _lock(ckpt_dir)  # before anything reads or clears up the folder
+        try:
+            data = load_dataset(cfg.dataset, storage.data_dir, "train", cfg.image_size, cfg.channels, log=log)
+            num_classes = _num_classes(cfg, data)
+            schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
+            architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:], data.class_names)
+            latest = checkpoints.latest_checkpoint(ckpt_dir)
+            if latest is not None:
+                check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
+            checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
+        except BaseException:
+            release(lock)
+            raise
+    return Prepared(cfg, storage, out, ckpt_dir, data, num_classes, architecture, latest, created, lock)
+
+
+def _lock(ckpt_dir: Path) -> int | None:
+    """The checkpoint folder held for this run alone, or a one-line UsageError. A run of several workers shares
+    the folder among them (tests put them on one machine): there SageMaker or EC2 owns the machines."""
+    from trainer.distribute import export_tf_config
+    from trainer.layout import sm_root
+
+    if export_tf_config(sm_root()) > 1:
+        return None
+    return lock_folder(ckpt_dir, "--checkpoint-dir")
+
+
+def release(lock: int | None):
+    if lock is not None:
+        os.close(lock)
 
 
 @dataclasses.dataclass
@@ -136,10 +159,11 @@ def _build_training(p: Prepared, log) -> Training:
         log(f"resuming from {p.latest} at step {state.step}")
         keep_command_learning_rates(nets, cfg, state.step, log)
     runner = make_runner(cfg.framework, nets, spec_from(cfg, p.num_classes, global_batch), data, placement, setup)
-    write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
-    run_log = events.RunLog(out, steps_per_epoch, total_steps, state.to_json(), log)  # losses.jsonl, TensorBoard
+    with written_or_one_line("run.json and the run's logs", out):
+        write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
+        run_log = events.RunLog(out, steps_per_epoch, total_steps, state.to_json(), log)  # losses.jsonl, TensorBoard
+        write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
     meta = generator_meta(cfg, data, p.num_classes, image_shape)
-    write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement)
     log(f"training {cfg.model}/{cfg.preset} on {data.name} ({len(data.images)} images, {image_shape[0]}x{image_shape[1]}x{image_shape[2]}) "
         f"for {total_steps} steps of {global_batch} on {_where(setup, placement)}, {setup.precision}, "
         f"{cfg.framework}{', XLA' if setup.jit_compile and replicas == 1 else ''}")

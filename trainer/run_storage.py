@@ -86,11 +86,16 @@ class OutputPublisher:
         for path, rel, stamp in s3.changed_files(self.storage.output_dir, OUTPUT_LAST, _not_output,
                                                  self.storage._sent):
             copy = self.snapshot / rel
-            copy.parent.mkdir(parents=True, exist_ok=True)
             try:
+                copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, copy)  # small files (grids, GIF, logs): ms; a file gone since is skipped
             except FileNotFoundError:
                 continue
+            except OSError as e:  # a full disk: one line, as a failing upload is, and no half snapshot left
+                shutil.rmtree(self.snapshot, ignore_errors=True)
+                raise GankitError(f"the outputs' copy for {self.storage.output_uri} could not be written in "
+                                  f"{self.snapshot} ({e.strerror or e}); free some space on that disk, then run "
+                                  "the same command to resume") from None
             files.append((copy, rel, stamp))
         if files:
             self._job.start(self._send, files, name="publish-outputs")
@@ -161,6 +166,8 @@ def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | N
         if reason is None:
             try:
                 target = _download(uri, name, manifest, raw, local_dir / name)
+            except s3.LocalWriteError:  # this disk is full: every older checkpoint would fail too, and starting
+                raise  # over at step 0 would go on to overwrite the run's checkpoints in S3
             except GankitError as e:  # a listed file that cannot be fetched now: not proof of corruption
                 _warn(uri, name, f"cannot download its files ({e})")
                 continue
@@ -185,7 +192,11 @@ def _download(uri, name, manifest, raw, target) -> Path:
     with atomic_dir(target) as tmp:
         for file in manifest["files"]:
             s3.download_file(s3.join(uri, name, file), inside(tmp, file, s3.join(uri, name)))
-        (tmp / checkpoints.MANIFEST).write_bytes(raw)
+        try:
+            (tmp / checkpoints.MANIFEST).write_bytes(raw)
+        except OSError as e:
+            raise s3.LocalWriteError(f"download of {s3.join(uri, name, checkpoints.MANIFEST)} to {tmp} failed: "
+                                     f"{e.strerror or e}; free space or choose another destination") from None
         reason = checkpoints.problem_with_files(tmp, manifest)
         if reason:
             raise _Skip(reason)

@@ -46,6 +46,11 @@ def _transfer_config():
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
 
 
+class LocalWriteError(GankitError):
+    """A download that failed on this side (a full disk, a file where a folder must go, no permission): unlike
+    an object that cannot be fetched now, trying another object would fail the same way."""
+
+
 def _fail(action, uri, e):
     """One line: missing credentials are a usage error with the fix; "after N attempts" only when
     botocore did retry (throttling, 5xx, a dropped connection), not for a refusal such as NoSuchBucket."""
@@ -151,8 +156,8 @@ def download_file(uri: str, local, callback=None):
     except _transfer_errors() as e:
         _fail("download of", uri, e)
     except OSError as e:  # this side: a full disk, a file where a folder must go, no permission
-        raise GankitError(f"download of {uri} to {local} failed: {e.strerror or e}; free space or choose "
-                          "another destination") from None
+        raise LocalWriteError(f"download of {uri} to {local} failed: {e.strerror or e}; free space or choose "
+                              "another destination") from None
 
 
 ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded

@@ -12,10 +12,10 @@ from trainer import events, plots
 from trainer.config import TrainConfig
 from trainer.device import policy_kept
 from trainer.epoch_loop import EpochLoop
-from trainer.errors import GankitError
+from trainer.fsutil import written_or_one_line
 from trainer.progress import format_duration
 from trainer.run_info import write_metrics
-from trainer.run_setup import build_training, prepare_run
+from trainer.run_setup import build_training, prepare_run, release
 from trainer.weights import weights_fingerprint
 
 LOSS_PLOT_SECONDS = 10.0
@@ -34,7 +34,13 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
 
 def _train(cfg, stop_requested, log) -> dict:
     prepared = prepare_run(cfg, log)  # options, folders, data, the checkpoint's architecture: before the backend loads
-    t = build_training(prepared, log)  # backend, placement, networks (resumed), run.json
+    try:
+        return _run(build_training(prepared, log), stop_requested)  # backend, placement, networks (resumed), run.json
+    finally:
+        release(prepared.lock)  # the checkpoint folder is free for the next run (one in this process too)
+
+
+def _run(t, stop_requested) -> dict:
     loop = EpochLoop(t, stop_requested)
     while t.state.step < t.total_steps and not loop.stopped:
         epoch = t.state.step // t.steps_per_epoch
@@ -61,7 +67,8 @@ def end_epoch(t, epoch: int, loop) -> dict:
     t.runner.sync()
     sampler = Generator(_sampled(t), t.meta)
     if t.evaluate:
-        t.evaluate(sampler, row, final, t.out)  # adds the figures to the row
+        with written_or_one_line(f"epoch {row['epoch']}'s best generator and evaluation", t.out):
+            t.evaluate(sampler, row, final, t.out)  # adds the figures to the row
     if final:  # kept in the checkpoint: a run stopped (or killed) before its export still exports with it
         t.state.selection = dict(t.evaluate.last) if t.evaluate else {}
     # The loss plot (matplotlib, ~0.1 s) at most every LOSS_PLOT_SECONDS and at the end: on a GPU an epoch can take less.
@@ -77,23 +84,20 @@ def end_epoch(t, epoch: int, loop) -> dict:
 def epoch_files(t, row: dict, rows: list[dict], grid, plot: bool):
     """metrics.jsonl, the grid's PNG and GIF frame, the loss plot when due, the TensorBoard record. They
     run beside the next epoch: their ~0.1 s of host work would leave a GPU idle for a quarter of an epoch."""
-    try:
+    with written_or_one_line(f"epoch {row['epoch']}'s outputs", t.out):
         write_metrics(t.out, rows)
         png = plots.save_epoch_grid(grid, t.out / "samples", row["epoch"])
         plots.append_progress_gif(t.out / "samples", row["epoch"])
         if plot:
             plots.save_loss_plot(rows, t.out / "losses.png", step_rows=events.read_losses(t.out))
         t.run_log.epoch(row, png)
-    except OSError as e:
-        raise GankitError(f"epoch {row['epoch']}'s outputs could not be written in {t.out} ({e.strerror or e}); "
-                          "free some space on that disk or choose another --output-dir, then run the same "
-                          "command to resume") from e
 
 
 def finish(t, stopped: bool) -> dict:
     """After the last step (or a stop): the exported generator, report.html, the last upload; the summary."""
     t.progress.close()
-    t.run_log.close()
+    with written_or_one_line("the TensorBoard record", t.out):
+        t.run_log.close()
     state, out = t.state, t.out
     if stopped:
         t.log(f"stopped at step {state.step}; checkpoint written, run the same command to resume")
@@ -101,8 +105,9 @@ def finish(t, stopped: bool) -> dict:
         from trainer.export import export_generator
 
         t.runner.sync()
-        write_metrics(out, state.metric_rows(t.global_batch))
-        export_generator(_float32_copy(t), dict(t.meta, steps=state.step, **t.state.selection), out / "generator")
+        with written_or_one_line("the exported generator", out):  # the last checkpoint is whole: a rerun exports
+            write_metrics(out, state.metric_rows(t.global_batch))
+            export_generator(_float32_copy(t), dict(t.meta, steps=state.step, **t.state.selection), out / "generator")
         if t.chief:
             from trainer.report import report_at_end
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from launcher import jobs
 from launcher.backends.base import (check_folder, container_inputs, folder_source, recorded_output_uri,
                                     write_container_inputs)
-from trainer.errors import UsageError
+from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
 POLL_SECONDS = 0.5
@@ -116,22 +116,33 @@ def submit(spec, dry_run: bool = False) -> dict:
         root.mkdir(parents=True)  # the claim: of two submits that got one name, only one gets the folder
     except FileExistsError:
         raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`") from None
-    try:
-        _prepare(spec, root, plan, folder, training)
-    except BaseException:  # a refused dataset or Ctrl-C: a job that never started leaves no folder behind
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    except OSError as e:
+        raise jobs.not_recorded(spec.job, e) from None
     log = root / "train.log"
     from launcher.quiet import trainer_env
 
     env = trainer_env(dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
-    with open(log, "ab") as out:
+    try:
+        _prepare(spec, root, plan, folder, training)
+        out = open(log, "ab")
+    except BaseException as e:  # a refused dataset or Ctrl-C: a job that never started leaves no folder behind
+        shutil.rmtree(root, ignore_errors=True)
+        if isinstance(e, OSError):  # its inputs or log beside its record, on a full disk: one line
+            raise jobs.not_recorded(spec.job, e) from None
+        raise
+    with out:
         proc = subprocess.Popen(_command(root / "exit_code", spec.max_run), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
               "sm_root": str(root), "log": str(log)}
-    return jobs.save(record)
+    try:
+        return jobs.save(record)
+    except GankitError as e:  # without its record nobody could find, stop or pull it: it must not run on unseen
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the wrapper and the trainer, seconds into start-up
+        proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+        raise GankitError(f"{e}; the job's trainer was stopped before it trained") from None
 
 
 def _proc_stat(pid: int) -> list[str] | None:

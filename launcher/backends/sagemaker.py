@@ -237,7 +237,15 @@ def submit(spec, dry_run: bool = False) -> dict:
     request, arn = _refused(_create, spec, image, session, dry_run=False)
     from launcher import jobs
 
-    return jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": arn, "image": image, "request": request})
+    record = {**spec.to_dict(), "submitted_at": _now(), "arn": arn, "image": image, "request": request}
+    try:
+        return jobs.save(record)
+    except GankitError as e:  # a job without its record bills on where `launcher status` and `stop` cannot reach
+        try:
+            stop(record)
+        except Exception:  # noqa: BLE001 - whatever failed, the line must say the job may still run
+            raise GankitError(f"{e}; job {spec.job} may still be running: stop it at {console_url(record)}") from None
+        raise GankitError(f"{e}; job {spec.job} was stopped") from None
 
 
 def _refused(create, *args, **kwargs):
