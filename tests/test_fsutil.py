@@ -85,3 +85,18 @@ def test_the_hidden_temp_folders_of_atomic_writes_are_never_uploaded(tmp_path):
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / ".epoch_0001.png.abc").write_text("half")
     assert [rel for _, rel, _ in s3.changed_files(tmp_path)] == ["generator/generator.json"]
+
+
+def test_the_longest_name_inside_accepts_still_fits_a_temp_file_and_one_byte_more_is_refused(tmp_path):
+    """The segment limit is what makes an accepted remote name writable: atomic_file's temp name
+    (`.NAME.XXXXXXXX.part`) of the longest accepted segment still fits a file name (255 bytes)."""
+    from trainer.errors import GankitError
+    from trainer.fsutil import MAX_SEGMENT_BYTES, inside
+
+    longest = "é" * (MAX_SEGMENT_BYTES // 2)  # two bytes each in UTF-8: the limit counts bytes, not characters
+    target = inside(tmp_path, f"gen/{longest}", "s3://b/p")
+    with atomic_file(target, suffix=".part") as f:
+        f.write(b"x")
+    assert target.read_bytes() == b"x"
+    with pytest.raises(GankitError, match="longer than a local file name"):
+        inside(tmp_path, f"gen/{longest}a", "s3://b/p")
