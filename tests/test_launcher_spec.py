@@ -175,7 +175,8 @@ def test_a_dest_that_is_a_file_is_refused_before_the_job_starts(capsys, tmp_path
     assert (tmp_path / "afile").read_bytes() == b"mine"
 
 
-@pytest.mark.parametrize("role", ["r", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x"])
+@pytest.mark.parametrize("role", ["r", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x",
+                                  "role=arn:aws:iam::123456789012:role/x", "arn:aws:iam::123456789012:role/x y"])
 def test_a_role_that_is_not_a_role_arn_is_refused_before_the_plan(capsys, monkeypatch, role):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
