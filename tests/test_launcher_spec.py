@@ -85,6 +85,15 @@ def test_the_local_backend_refuses_several_instances(capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and "local backend runs one trainer" in err, err
 
 
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_no_instances_is_refused_on_every_backend(capsys, count):
+    for backend in ("local", "sagemaker"):
+        with pytest.raises(SystemExit) as e:
+            main(["submit", "--dataset", "mnist", "--backend", backend, "--instance-count", count, "--dry-run"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == f"error: --instance-count {count}: must be at least 1\n", err
+
+
 def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     with pytest.raises(UsageError, match="launcher infra up"):
