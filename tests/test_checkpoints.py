@@ -94,3 +94,11 @@ def test_a_prune_killed_mid_delete_leaves_no_half_deleted_checkpoint_visible(tmp
     assert all(checkpoints.problem(f) is None for _, f in checkpoints.checkpoint_folders(tmp_path))
     write(tmp_path, 5, keep=3)  # the next prune sweeps what the killed one left
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoints.checkpoint_name(s) for s in (3, 4, 5)]
+
+
+def test_a_checkpoint_under_another_steps_name_does_not_verify(tmp_path):
+    """A folder renamed (or copied) to a newer step's name must not be resumed as that step."""
+    folder = write(tmp_path, 3)
+    renamed = folder.rename(tmp_path / checkpoints.checkpoint_name(9))
+    assert checkpoints.problem(renamed) == "manifest names another step"
+    assert checkpoints.latest_checkpoint(tmp_path, warn=False) is None

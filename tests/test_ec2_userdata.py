@@ -173,3 +173,12 @@ def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machi
                 if "install" in line and ".whl" in line]
     assert s3.read_bytes(train_job.status_uri(root, "ud3")) is None  # the runner never ran
     assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"
+
+
+def test_the_hard_stop_comes_after_max_run_plus_setup_never_before():
+    """The tests above check that the script schedules shutdown_minutes(); this checks its value: the
+    instance may not go away before the job's whole --max-run of training after a slow first boot."""
+    setup = train_userdata.SETUP_MINUTES
+    assert setup >= 10  # a first boot that pip-installs TensorFlow takes minutes
+    assert train_userdata.shutdown_minutes(90 * 60) == 90 + setup
+    assert train_userdata.shutdown_minutes(90 * 60 + 1) == 91 + setup  # a part minute rounds up, not down

@@ -96,3 +96,18 @@ def test_an_output_folder_that_is_a_dangling_symlink_is_named_as_one(tmp_path):
                                              "exist; create that folder or choose another"):
             ensure_writable_dir(path, "--output-dir")
     assert not (tmp_path / "gone").exists()
+
+
+def test_the_longest_name_inside_accepts_still_fits_a_temp_file_and_one_byte_more_is_refused(tmp_path):
+    """The segment limit is what makes an accepted remote name writable: atomic_file's temp name
+    (`.NAME.XXXXXXXX.part`) of the longest accepted segment still fits a file name (255 bytes)."""
+    from trainer.errors import GankitError
+    from trainer.fsutil import MAX_SEGMENT_BYTES, inside
+
+    longest = "é" * (MAX_SEGMENT_BYTES // 2)  # two bytes each in UTF-8: the limit counts bytes, not characters
+    target = inside(tmp_path, f"gen/{longest}", "s3://b/p")
+    with atomic_file(target, suffix=".part") as f:
+        f.write(b"x")
+    assert target.read_bytes() == b"x"
+    with pytest.raises(GankitError, match="longer than a local file name"):
+        inside(tmp_path, f"gen/{longest}a", "s3://b/p")

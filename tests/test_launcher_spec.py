@@ -176,6 +176,15 @@ def test_cloud_flags_on_the_local_backend_are_refused_not_ignored(capsys, argv, 
     assert build_spec(dataset="mnist", now=NOW).backend == "local"
 
 
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_no_instances_is_refused_on_every_backend(capsys, count):
+    for backend in ("local", "sagemaker"):
+        with pytest.raises(SystemExit) as e:
+            main(["submit", "--dataset", "mnist", "--backend", backend, "--instance-count", count, "--dry-run"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == f"error: --instance-count {count}: must be at least 1\n", err
+
+
 def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     with pytest.raises(UsageError, match="launcher infra up"):
@@ -266,7 +275,8 @@ def test_a_dest_that_is_a_file_is_refused_before_the_job_starts(capsys, tmp_path
     assert (tmp_path / "afile").read_bytes() == b"mine"
 
 
-@pytest.mark.parametrize("role", ["r", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x"])
+@pytest.mark.parametrize("role", ["r", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x",
+                                  "role=arn:aws:iam::123456789012:role/x", "arn:aws:iam::123456789012:role/x y"])
 def test_a_role_that_is_not_a_role_arn_is_refused_before_the_plan(capsys, monkeypatch, role):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise

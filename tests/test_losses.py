@@ -1,4 +1,4 @@
-"""The losses and the EMA update against values worked out by hand (keras.ops, the active backend)."""
+"""The losses, the EMA update and the data order against values worked out by hand (keras.ops, the active backend)."""
 
 import math
 
@@ -82,3 +82,23 @@ def test_ema_copy_starts_from_the_generator_and_stays_apart():
     gen.set_weights([w + 1.0 for w in start])
     for got, w in zip(twin.get_weights(), start):
         np.testing.assert_allclose(got, w)  # a copy, not a view: training the generator leaves it be
+
+
+def test_ema_decay_warms_up_then_holds_the_asked_decay():
+    from trainer.step_spec import ema_decay
+
+    assert value(ema_decay(0.999, 0)) == pytest.approx(0.1)  # early on the average follows the generator
+    assert value(ema_decay(0.999, 90)) == pytest.approx(91 / 100)
+    # Once warmed up, the decay is the one asked for: it never climbs on towards 1 (a frozen average).
+    assert value(ema_decay(0.9, 1000)) == pytest.approx(0.9)
+    assert value(ema_decay(0.999, 100_000)) == pytest.approx(0.999)
+
+
+def test_each_epoch_has_its_own_order_and_a_seed_fixes_it():
+    from trainer.step_spec import epoch_order
+
+    first, second = epoch_order(7, 0, 1000), epoch_order(7, 1, 1000)
+    assert sorted(first.tolist()) == list(range(1000))  # every example once
+    assert not np.array_equal(first, second)  # reshuffled each epoch
+    np.testing.assert_array_equal(first, epoch_order(7, 0, 1000))  # what a resume recomputes
+    assert not np.array_equal(first, epoch_order(8, 0, 1000))  # another seed, another order
