@@ -111,3 +111,48 @@ def test_the_longest_name_inside_accepts_still_fits_a_temp_file_and_one_byte_mor
     assert target.read_bytes() == b"x"
     with pytest.raises(GankitError, match="longer than a local file name"):
         inside(tmp_path, f"gen/{longest}a", "s3://b/p")
+
+
+def test_a_symlinked_generator_folder_stays_a_symlink_and_leaves_no_hidden_debris(tmp_path):
+    """generator/ linked to a folder on a bigger disk: a re-export replaces what the link points to. It used to
+    set the link itself aside as a hidden .generator.tmp-old-* that no sweep could remove (rmtree refuses a
+    symlink), and a second export in the same process then failed with NotADirectoryError."""
+    (tmp_path / "big" / "gen").mkdir(parents=True)
+    (tmp_path / "big" / "gen" / "old.keras").write_text("old")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "generator").symlink_to(tmp_path / "big" / "gen")
+    for n in range(2):
+        with atomic_dir(tmp_path / "run" / "generator") as tmp:
+            (tmp / "generator.json").write_text(str(n))
+        assert (tmp_path / "run" / "generator").is_symlink()
+        assert (tmp_path / "run" / "generator" / "generator.json").read_text() == str(n)
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["generator"]
+        assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["gen"]
+        assert sorted(p.name for p in (tmp_path / "big" / "gen").iterdir()) == ["generator.json"]
+
+
+def test_a_symlink_an_older_gankit_set_aside_is_swept(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "generator").mkdir()
+    (tmp_path / ".generator.tmp-old-123").symlink_to(tmp_path / "elsewhere")
+    with atomic_dir(tmp_path / "generator") as tmp:
+        (tmp / "generator.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "generator"]
+    assert (tmp_path / "elsewhere").is_dir()
+
+
+def test_a_fresh_run_forgets_a_symlinked_generator_best_through_the_link(tmp_path):
+    """rmtree refuses a symlink: a fresh run in a folder whose generator-best/ is a link used to stop there."""
+    from trainer.run_setup import _forget_earlier_best
+
+    (tmp_path / "big" / "best").mkdir(parents=True)
+    (tmp_path / "big" / "best" / "generator.json").write_text('{"fcd": 1.5, "fcd_samples": 20}')
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / evaluate.BEST_DIR).symlink_to(tmp_path / "big" / "best")
+    _forget_earlier_best(tmp_path / "run", log=lambda line: None)
+    assert (tmp_path / "run" / evaluate.BEST_DIR).is_symlink() and not (tmp_path / "big" / "best").exists()
+    assert evaluate.best_fcd(tmp_path / "run", samples=20) is None
+    with atomic_dir(tmp_path / "run" / evaluate.BEST_DIR) as tmp:
+        (tmp / "generator.json").write_text('{"fcd": 2.0, "fcd_samples": 20}')
+    assert evaluate.best_fcd(tmp_path / "run", samples=20) == 2.0
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["best"]

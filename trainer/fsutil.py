@@ -68,12 +68,16 @@ def atomic_dir(path):
     A crash inside the block leaves `path` as it was (plus a hidden temp folder
     that the next call sweeps away); a crash between the two renames at the end
     leaves `path` missing and its old copy aside, which the next call puts back.
+    A `path` that is a symlink stays one: the folder it points to is the one replaced.
     """
-    path = Path(path)
+    path = _through_symlink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     restore_set_aside(path)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_symlink():  # set aside by a gankit that replaced a symlinked folder instead of its target
+            stale.unlink()
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would follow the folder into place
     try:
@@ -123,10 +127,17 @@ def written_or_one_line(what: str, folder, flag: str = "--output-dir"):
 def restore_set_aside(path):
     """Put back the old copy of `path` that `atomic_dir` had set aside when a crash stopped it before the
     new one moved in: `path` is then as it was, never missing."""
-    path = Path(path)
-    aside = sorted(path.parent.glob(f".{path.name}.tmp-old-*"), key=lambda p: p.stat().st_mtime)
+    path = _through_symlink(path)
+    aside = sorted(path.parent.glob(f".{path.name}.tmp-old-*"), key=lambda p: p.lstat().st_mtime)
     if aside and not path.exists():
         os.replace(aside[-1], path)
+
+
+def _through_symlink(path) -> Path:
+    """`path`, or where it points when it is a symlink (a folder kept on another disk): `atomic_dir` replaces
+    that folder and leaves the link alone, rather than setting the link aside as debris."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
 
 
 def ensure_writable_dir(path, flag):

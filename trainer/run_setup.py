@@ -180,7 +180,7 @@ def _forget_earlier_best(out: Path, log):
     from trainer.evaluate import BEST_DIR
 
     if (out / BEST_DIR).exists():
-        shutil.rmtree(out / BEST_DIR)
+        shutil.rmtree((out / BEST_DIR).resolve())  # a symlink stays; what it points to goes, as atomic_dir replaces it
         log(f"note: removed {BEST_DIR}/ left in {out} by an earlier run; this run starts from step 0")
 
 
