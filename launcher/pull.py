@@ -7,7 +7,8 @@ from pathlib import Path
 
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_file, atomic_write_text, ensure_writable_dir, inside, removed_on_error
+from trainer.fsutil import (atomic_file, atomic_write_text, ensure_writable_dir, inside, removed_on_error,
+                            written_or_one_line)
 from trainer.progress import Progress, format_bytes
 
 
@@ -64,7 +65,8 @@ def pull(record: dict, dest: Path, log=print) -> Path:
             raise GankitError(_missing(record, f"{record['job']} has no exported generator", "exported no generator",
                                        pulled=dest))
     check_generator(folder, record["job"])
-    atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
+    with written_or_one_line(CHECKED, dest, flag="--dest"):  # a full disk at the very end: one line too
+        atomic_write_text(dest / CHECKED, json.dumps(_checked_stamp(folder)))
     return dest
 
 

@@ -148,6 +148,31 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     assert len(loads) == 3  # changed: loaded again
 
 
+
+def test_a_full_disk_at_the_last_write_of_a_pull_is_one_line(tmp_path, monkeypatch):
+    """Everything pulled and loaded, then .gankit-checked.json finds the disk full: it was a traceback."""
+    import errno
+
+    from launcher import pull
+    from trainer.errors import GankitError
+
+    output = tmp_path / "runs" / "gan-j" / "output"
+    fake_generator(output / "generator")
+    record = {"job": "gan-j", "backend": "local", "output_uri": str(output),
+              "pid": 2**22 + 1, "log": str(tmp_path / "train.log"), "sm_root": str(tmp_path / "ml")}  # a finished job
+    monkeypatch.setattr(pull, "check_generator", lambda folder, what: None)
+
+    def full(path, text, mode=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pull, "atomic_write_text", full)
+    with pytest.raises(GankitError) as e:
+        pull.pull(record, tmp_path / "gan-j", log=lambda line: None)
+    assert str(e.value) == (f".gankit-checked.json could not be written in {tmp_path / 'gan-j'} (No space left on "
+                            "device); free some space on that disk or choose another --dest, then run the same "
+                            "command to resume")
+    assert (tmp_path / "gan-j" / "generator" / "generator.json").is_file()  # what was pulled stays
+
 @pytest.mark.slow  # imports TensorFlow
 def test_starting_tensorflow_quietly_leaves_nothing_on_stderr(tmp_path):
     done = subprocess.run([sys.executable, "-c", "from launcher.quiet import start_tensorflow; start_tensorflow()"],
