@@ -133,8 +133,7 @@ def generator_dir(source: str) -> Path:
         return generator_folder(source)
     path = Path(source)
     if path.exists():
-        # A pulled run folder holds its generator in generator/.
-        return path / "generator" if (path / "generator" / "generator.json").exists() else path
+        return layout.local_generator(path)  # a pulled run folder holds its generator in generator/
     if "/" not in source:
         from launcher import jobs
 

@@ -60,3 +60,22 @@ def test_launcher_generate_finds_the_best_generator(tmp_path):
 
     ev.keep_if_best(tiny_generator(0.1), selection(1.0, 1), tmp_path, CFG, (2, 2, 1), log=lambda *a: None)
     assert generator_dir(str(tmp_path / ev.BEST_DIR)) == tmp_path / ev.BEST_DIR
+
+
+def test_both_generate_commands_take_a_run_folder_and_use_its_last_generator(tmp_path, capsys):
+    """The judge's `python -m trainer generate RUN_FOLDER ...` refused a folder `launcher generate` accepts:
+    both now take a run (or pulled job) folder to mean its generator/, never generator-best/."""
+    from launcher.pull import generator_dir
+    from tests.cli_helpers import run_trainer
+    from trainer.export import export_generator
+
+    export_generator(tiny_generator(0.1).model, dict(META), tmp_path / "run" / "generator")
+    ev.keep_if_best(tiny_generator(0.9), selection(1.0, 1), tmp_path / "run", CFG, (2, 2, 1), log=lambda *a: None)
+    assert generator_dir(str(tmp_path / "run")) == tmp_path / "run" / "generator"
+    for source, out in ((tmp_path / "run", "run.npy"), (tmp_path / "run" / "generator", "last.npy"),
+                        (tmp_path / "run" / ev.BEST_DIR, "best.npy")):
+        code, captured = run_trainer(capsys, "generate", source, "--count", 5, "--seed", 0, "--out", tmp_path / out)
+        assert code in (0, None), captured.err
+    images = {name: np.load(tmp_path / name) for name in ("run.npy", "last.npy", "best.npy")}
+    np.testing.assert_array_equal(images["run.npy"], images["last.npy"])
+    assert not np.array_equal(images["run.npy"], images["best.npy"])

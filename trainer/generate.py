@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from trainer import s3
+from trainer import layout, s3
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_bytes, cache_root
 from trainer.images import tile
@@ -18,8 +18,8 @@ PROGRESS_ABOVE = 500  # images: one batch is quick; more gets a progress line
 
 
 def generator_folder(source) -> Path:
-    """A generator's local folder: `source` itself, or for an s3:// prefix its copy in the cache
-    (downloaded again only where it changed)."""
+    """A generator's local folder: `source` itself (or a run folder's generator/: layout.local_generator),
+    or for an s3:// prefix its copy in the cache (downloaded again only where it changed)."""
     if s3.is_s3(source):
         from trainer.export import META_FILE, MODEL_FILE
 
@@ -29,7 +29,7 @@ def generator_folder(source) -> Path:
             raise UsageError(f"{source} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); point at "
                              "the generator/ prefix of a finished run, e.g. s3://BUCKET/runs/JOB/output/generator")
         return folder
-    return Path(source)
+    return layout.local_generator(source)
 
 
 def generate_to_file(generator_dir, out, target_class=None, count=None, rows=None, cols=None, seed=None,

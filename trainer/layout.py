@@ -59,6 +59,14 @@ def generator_prefix(root: str, job: str) -> str:
     return join(output_prefix(root, job), "generator")
 
 
+def local_generator(path) -> Path:
+    """The generator folder `path` names: itself, or for a run's output folder (a pulled job's too) its
+    generator/, the last one (generator-best/ only when named). One rule for `launcher generate` and
+    `python -m trainer generate`."""
+    path = Path(path)
+    return path / "generator" if (path / "generator" / "generator.json").exists() else path
+
+
 def job_of_output(output: str) -> str | None:
     """The job whose output prefix `output` is (`<root>/runs/<job>/output`), else None."""
     parts = str(output).rstrip("/").split("/")
