@@ -1,6 +1,7 @@
 """Finding, downloading and checking dataset files, against a local HTTP server only."""
 
 import dataclasses
+import errno
 import gzip
 import hashlib
 import http.server
@@ -567,3 +568,28 @@ def test_two_loads_at_once_share_one_download(serve, synthetic):
     assert errors == [] and len(results) == 2
     assert sorted(seen) == ["/zalando/train-images-idx3-ubyte.gz", "/zalando/train-labels-idx1-ubyte.gz"]
     assert cache_files() == ["zalando/train-images-idx3-ubyte.gz", "zalando/train-labels-idx1-ubyte.gz"]
+
+
+def test_a_full_disk_while_extracting_keeps_the_verified_archive_for_the_next_run(tmp_path, monkeypatch):
+    """EMNIST's archive is ~560 MB: a disk that fills while the files come out of it must not throw the verified
+    download away (it was deleted, so the run after freeing space downloaded it all again)."""
+    source, archive = emnist_archive(tmp_path)
+    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
+                    archive=catalog.Archive("gzip.zip", md5(archive)))
+    cache = cache_root() / "datasets/emnist"
+    cache.mkdir(parents=True)
+    shutil.copy(archive, cache / "gzip.zip")
+
+    def full(src, out, length=0):
+        out.write(src.read(10))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(fetch.shutil, "copyfileobj", full)
+        with pytest.raises(UsageError) as e:
+            load_split(spec, "train", mirror=DEAD_URL)
+    assert str(e.value).startswith(f"cannot write into the dataset cache {cache}: the disk is full")
+    assert f"the verified download {cache / 'gzip.zip'} is kept" in str(e.value)
+    assert sorted(p.name for p in cache.iterdir()) == ["gzip.zip"]  # and no half-extracted file
+    assert load_split(spec, "train", mirror=DEAD_URL)[0].shape == (50, 28, 28)  # no download: DEAD_URL
+    assert not (cache / "gzip.zip").exists()

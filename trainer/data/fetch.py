@@ -186,12 +186,16 @@ def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None
     if spec.archive:
         archive = cache / spec.archive.name
         source = None
-        if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # left by an interrupted extraction
+        if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # a killed extraction, a full disk
             source = _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
         try:
             _extract(archive, [f for f in spec.files if not (cache / f.name).is_file()], cache)
-        finally:
-            archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
+        except OSError as e:  # a full disk: the verified download stays, so the next run does not fetch it again
+            raise _disk_error(e, cache, kept=archive) from None
+        except BaseException:
+            archive.unlink(missing_ok=True)
+            raise
+        archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
         return source
     sources = [_download(spec, urls, f.name, f.md5, cache / f.name, stream)
                for f in spec.splits[split] if not (cache / f.name).is_file()]
@@ -377,11 +381,14 @@ def _install(part: Path, out, dest: Path, md5: str):
         raise _disk_error(e, dest.parent) from None
 
 
-def _disk_error(e: OSError, folder: Path) -> UsageError:
-    """Writing into the cache failed: not the network's fault, so say what is."""
+def _disk_error(e: OSError, folder: Path, kept: Path | None = None) -> UsageError:
+    """Writing into the cache failed: not the network's fault, so say what is (and which download stays)."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        stays = (f"; the verified download {kept} is kept, so running again after freeing space does not fetch it "
+                 "again (delete it if you move GANKIT_CACHE)") if kept else ""
         return UsageError(f"cannot write into the dataset cache {folder}: the disk is full ({e.strerror}); free "
-                          f"some space, or set GANKIT_CACHE to a folder on a disk with room, or pass --data-dir DIR")
+                          f"some space, or set GANKIT_CACHE to a folder on a disk with room, or pass --data-dir DIR"
+                          + stays)
     return UsageError(f"cannot write into the dataset cache {folder} ({e.strerror or e}); set GANKIT_CACHE to a "
                       f"folder you can write, or pass --data-dir DIR")
 
@@ -405,6 +412,6 @@ def _extract(archive: Path, files, cache: Path):
                     shutil.copyfileobj(src, out, CHUNK)
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_error(e, cache) from None  # running again would not help
+            raise  # download() says so, keeping the archive: running again without more room would not help
         raise UsageError(f"cannot extract {archive.name} ({e}); run again to re-download, "
                          f"or pass --data-dir DIR with the files") from None
