@@ -251,3 +251,28 @@ def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_around_
     shown = captured.err + captured.out  # Click 8.2+ says it on stderr with exit 2, 8.1 on stdout with 0
     assert e.value.code in (0, 2) and shown.startswith(usage) and "Commands:" in shown, captured
     assert "error:" not in shown and "(see '" not in shown
+
+
+@pytest.mark.parametrize("command", ["launcher", "trainer"])
+def test_evaluate_refuses_too_few_samples_before_it_loads_anything(command, tmp_path, monkeypatch):
+    # --samples 0 was refused only once the generator (and TensorFlow, seconds) had loaded.
+    import trainer.cli
+
+    generator = tmp_path / "run" / "generator"
+    generator.mkdir(parents=True)
+    (generator / "generator.json").write_text('{"z_dim": 8, "image_shape": [28, 28, 1], "dataset": "mnist"}')
+    (generator / "generator.keras").write_text("not loaded")
+
+    def load(*_):
+        raise AssertionError("the generator was loaded")
+
+    monkeypatch.setattr("trainer.export.load_generator", load)
+    monkeypatch.setattr("launcher.quiet.start_tensorflow", lambda *a: load())
+    if command == "launcher":
+        result = run("evaluate", str(generator), "--samples", "0")
+    else:
+        with CliRunner().isolation() as (_, _, both):
+            with pytest.raises(SystemExit) as exit_:
+                trainer.cli.main(["evaluate", str(generator), "--samples", "0"])
+        result = Result(exit_.value.code, both.getvalue().decode())
+    assert result.exit_code == 2 and "--samples 0: must be a whole number of at least 2" in one_clean_line(result)
