@@ -157,9 +157,12 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                              f"{backend} needs), or pass --bucket NAME with {kind.SETUP_HINT}")
         settings.check_bucket(bucket, source)
         root = bucket if bucket.startswith("s3://") else f"s3://{bucket}"
+        role_source = "--role" if role else "the role setting (GANKIT_ROLE or `launcher config`)"
         role = role or settings.get("role")
         if kind.NO_ROLE and not role:
             raise UsageError(kind.NO_ROLE)
+        if kind.NO_ROLE:  # a backend that takes an execution role
+            settings.check_role(role, role_source)
         region = aws.region(region, settings.get("region"))
         # The roles `launcher infra up` makes pull only what check_pullable allows; a role of one's own may pull more.
         if (image or settings.get("image")) and (not kind.NO_ROLE or role == settings.get("role")):

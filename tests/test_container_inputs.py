@@ -17,7 +17,7 @@ HP = ("epochs=1", "batch_size=16", "data_dir=/somewhere/mnist")
 
 
 def spec_for(backend, **options):
-    cloud = {} if backend == "local" else {"bucket": "my-gankit", "role": "arn:aws:iam::1:role/sm",
+    cloud = {} if backend == "local" else {"bucket": "my-gankit", "role": "arn:aws:iam::123456789012:role/sm",
                                            "region": "us-east-1"}
     return build_spec(dataset="mnist", hp=HP, backend=backend, job="j1", **cloud, **options)
 

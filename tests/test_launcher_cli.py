@@ -23,8 +23,8 @@ def run(argv, capsys):
 
 def test_config_set_show_and_env_override(capsys, monkeypatch):
     assert run(["config", "set", "bucket", "my-gankit"], capsys)[0] == 0
-    assert run(["config", "set", "role", "arn:aws:iam::1:role/sm"], capsys)[0] == 0
-    assert json.loads(settings.config_path().read_text()) == {"bucket": "my-gankit", "role": "arn:aws:iam::1:role/sm"}
+    assert run(["config", "set", "role", "arn:aws:iam::123456789012:role/sm"], capsys)[0] == 0
+    assert json.loads(settings.config_path().read_text()) == {"bucket": "my-gankit", "role": "arn:aws:iam::123456789012:role/sm"}
     code, out, _ = run(["config", "show"], capsys)
     assert code == 0 and "bucket = my-gankit" in out and "# backend in force: sagemaker" in out
 
