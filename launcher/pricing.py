@@ -42,8 +42,9 @@ def family(instance_type: str) -> str:
     return instance_type.removeprefix("ml.").split(".")[0]
 
 
-def check_instance_type(name: str, backend: str) -> str:
-    """`name` if the backend knows it as a GPU type; else a usage error listing good ones."""
+def check_instance_type(name: str, backend: str, given: str | None = None, source: str | None = None) -> str:
+    """`name` if the backend knows it as a GPU type; else a usage error listing good ones, showing `given`
+    (what the user set, before `ml.` was added or taken off) and where it came from (`source`, a setting)."""
     if backend == "local":
         return name
     good = GPU_INSTANCE_TYPES[backend]
@@ -55,7 +56,9 @@ def check_instance_type(name: str, backend: str) -> str:
     elif backend == "ec2" and name.removeprefix("ml.") in good:
         hint = f" (EC2 names it {name.removeprefix('ml.')})"
     # Every name, here: no --help lists them (this line is the one place a user meets the whole table).
-    raise UsageError(f"unknown GPU instance type {name!r} for {backend}{hint}; choose one of {', '.join(good)}")
+    where = f" (from {source})" if source else ""
+    raise UsageError(f"unknown GPU instance type {str(given or name)[:80]!r} for {backend}{where}{hint}; "
+                     f"choose one of {', '.join(good)}")
 
 
 def price_per_hour(instance_type: str, spot: bool) -> float:

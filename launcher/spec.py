@@ -140,10 +140,11 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                          f"run here on the {backend} backend; add --backend sagemaker (or ec2), or drop "
                          f"{'it' if len(given) == 1 else 'them'}")
     if cloud:
-        instance_type = instance_type or settings.get("instance_type")
+        source = None if instance_type else "the instance_type setting: GANKIT_INSTANCE_TYPE or `launcher config`"
+        chosen = instance_type = instance_type or settings.get("instance_type")
         if not instance_type or instance_type == "local" or instance_type.startswith("ml.") != kind.ML_INSTANCE_TYPES:
             instance_type = _matching_default(instance_type, kind)
-        check_instance_type(instance_type, backend)
+        check_instance_type(instance_type, backend, chosen, source)  # the error shows what was set, not ml.<it>
     else:
         instance_type = kind.DEFAULT_INSTANCE_TYPE
     max_run_s = parse_duration(max_run or DEFAULT_MAX_RUN)

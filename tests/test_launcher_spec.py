@@ -304,6 +304,20 @@ def test_a_bad_role_setting_is_named_as_the_setting_not_as_a_flag(capsys, monkey
     assert err.startswith("error: the role setting (GANKIT_ROLE or `launcher config`) 'r' is not an IAM role ARN"), err
 
 
+@pytest.mark.parametrize("backend, value, flag", [("sagemaker", "foo", True), ("sagemaker", "foo", False),
+                                                  ("ec2", "ml.foo", False)])
+def test_an_unknown_instance_type_is_shown_as_it_was_set(monkeypatch, backend, value, flag):
+    # GANKIT_INSTANCE_TYPE=foo was reported as 'ml.foo', a name the user never wrote.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    if not flag:
+        monkeypatch.setenv("GANKIT_INSTANCE_TYPE", value)
+    with pytest.raises(UsageError) as refused:
+        build_spec(dataset="mnist", backend=backend, bucket="bkt", role=ROLE_ARN,
+                   instance_type=value if flag else None)
+    assert str(refused.value).startswith(f"unknown GPU instance type {value!r} for {backend}"), refused.value
+    assert ("GANKIT_INSTANCE_TYPE or `launcher config`" in str(refused.value)) == (not flag)
+
+
 def test_hp_cannot_contradict_dataset_or_model(capsys):
     for key in ("dataset=zalando", "model=dcgan"):
         with pytest.raises(UsageError, match=f"--hp {key.split('=')[0]} cannot be set: use --"):
