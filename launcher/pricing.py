@@ -61,6 +61,16 @@ def check_instance_type(name: str, backend: str, given: str | None = None, sourc
                      f"choose one of {', '.join(good)}")
 
 
+def check_instance_type_setting(name: str) -> str:
+    """`name` if a cloud backend runs it: the setting serves whichever backend a job runs on, and `submit`
+    adds or drops `ml.` to match (g5.xlarge and ml.g5.xlarge are one machine); "local" means its default."""
+    bare = name.removeprefix("ml.")
+    if name == "local" or bare in EC2_ON_DEMAND or f"ml.{bare}" in SAGEMAKER_ON_DEMAND:
+        return name
+    raise UsageError(f"instance_type {name[:80]!r} is not a GPU instance type gankit knows; choose one of "
+                     f"{', '.join(EC2_ON_DEMAND)} (with ml. in front or not: each backend uses its own name)")
+
+
 def price_per_hour(instance_type: str, spot: bool) -> float:
     """US$ per instance-hour (on-demand list price, or typical spot); 0.0 for the local backend."""
     table = SAGEMAKER_ON_DEMAND if instance_type.startswith("ml.") else EC2_ON_DEMAND

@@ -154,6 +154,14 @@ def update(**values):
     if unknown:
         raise UsageError(f"unknown setting {', '.join(unknown)}; known: {', '.join(KEYS)}")
     _check(values)
+    # What only a submit reads, checked as it will be: set now rather than refused at submit. (Not in _check:
+    # a file edited by hand with a bad one still serves every other command, and submit names the setting.)
+    if values.get("role"):
+        check_role(values["role"], "role")
+    if values.get("instance_type"):
+        from launcher.pricing import check_instance_type_setting
+
+        check_instance_type_setting(values["instance_type"])
     current = load()
     current.update(values)
     current = {k: v for k, v in current.items() if v not in (None, "")}

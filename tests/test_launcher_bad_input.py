@@ -229,6 +229,18 @@ def test_config_set_refuses_a_region_that_is_not_one(tmp_path):
     assert run("config", "set", "region", "eu-west-1").exit_code == 0
 
 
+@pytest.mark.parametrize("key, bad, good", [("role", "my-role", "arn:aws:iam::123456789012:role/gankit-sagemaker"),
+                                            ("instance_type", "foo", "g5.xlarge"),
+                                            ("instance_type", "ml.m5.large", "ml.g5.xlarge")])
+def test_config_set_refuses_a_role_or_instance_type_that_submit_would(tmp_path, key, bad, good, monkeypatch):
+    # They were written, and every cloud submit then refused them.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no AWS is asked
+    result = run("config", "set", key, bad)
+    assert result.exit_code == 2 and f"{key} {bad!r} is not" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
+
+
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: p.write_text("a file"), lambda p: p.mkdir()])
 def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(tmp_path, monkeypatch, make):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
