@@ -403,7 +403,9 @@ def config_show():
 @click.argument("key")
 @click.argument("value")
 def config_set(key, value):
-    """Set KEY to VALUE (`none` removes it), e.g. `launcher config set backend sagemaker`."""
+    """Set KEY to VALUE (`none` removes it).
+
+    For example `launcher config set backend sagemaker`; `launcher config show` lists what is set."""
     from launcher import settings
 
     settings.update(**{key.replace("-", "_"): None if value.lower() == "none" else value})

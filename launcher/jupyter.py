@@ -344,7 +344,14 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     itself after --idle without use and after --max-hours regardless; `launcher jupyter
     stop` stops it now, `launcher jupyter status` shows what it has cost so far.
     """
-    if ctx.invoked_subcommand:
+    if ctx.invoked_subcommand:  # `launcher jupyter --ssh stop` once stopped the instance and ignored --ssh
+        given = [p.opts[0] for p in ctx.command.params
+                 if ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            one = len(given) == 1
+            raise UsageError(f"{', '.join(given)} {'is an option' if one else 'are options'} of `launcher jupyter` "
+                             f"itself (starting Jupyter), not of `launcher jupyter {ctx.invoked_subcommand}`; drop "
+                             f"{'it' if one else 'them'}")
         return
     from launcher import tunnel
     from launcher.durations import parse_duration

@@ -42,8 +42,9 @@ def family(instance_type: str) -> str:
     return instance_type.removeprefix("ml.").split(".")[0]
 
 
-def check_instance_type(name: str, backend: str) -> str:
-    """`name` if the backend knows it as a GPU type; else a usage error listing good ones."""
+def check_instance_type(name: str, backend: str, given: str | None = None, source: str | None = None) -> str:
+    """`name` if the backend knows it as a GPU type; else a usage error listing good ones, showing `given`
+    (what the user set, before `ml.` was added or taken off) and where it came from (`source`, a setting)."""
     if backend == "local":
         return name
     good = GPU_INSTANCE_TYPES[backend]
@@ -55,7 +56,19 @@ def check_instance_type(name: str, backend: str) -> str:
     elif backend == "ec2" and name.removeprefix("ml.") in good:
         hint = f" (EC2 names it {name.removeprefix('ml.')})"
     # Every name, here: no --help lists them (this line is the one place a user meets the whole table).
-    raise UsageError(f"unknown GPU instance type {name!r} for {backend}{hint}; choose one of {', '.join(good)}")
+    where = f" (from {source})" if source else ""
+    raise UsageError(f"unknown GPU instance type {str(given or name)[:80]!r} for {backend}{where}{hint}; "
+                     f"choose one of {', '.join(good)}")
+
+
+def check_instance_type_setting(name: str) -> str:
+    """`name` if a cloud backend runs it: the setting serves whichever backend a job runs on, and `submit`
+    adds or drops `ml.` to match (g5.xlarge and ml.g5.xlarge are one machine); "local" means its default."""
+    bare = name.removeprefix("ml.")
+    if name == "local" or bare in EC2_ON_DEMAND or f"ml.{bare}" in SAGEMAKER_ON_DEMAND:
+        return name
+    raise UsageError(f"instance_type {name[:80]!r} is not a GPU instance type gankit knows; choose one of "
+                     f"{', '.join(EC2_ON_DEMAND)} (with ml. in front or not: each backend uses its own name)")
 
 
 def price_per_hour(instance_type: str, spot: bool) -> float:

@@ -62,8 +62,9 @@ def evaluate(job_or_generator, data_dir, samples):
     generator is scored here and evaluation.json and report.html are uploaded to the run).
     A path (./JOB, a pulled run folder or a generator folder) means that folder.
     """
-    from trainer.evaluate import RESULT_FILE, evaluate as run, format_table
+    from trainer.evaluate import RESULT_FILE, check_samples, evaluate as run, format_table
 
+    check_samples(samples)  # now, not after a download and TensorFlow's start
     if _is_job(job_or_generator):
         record, output_uri = job_output(job_or_generator)
         folder = local_copy(job_or_generator, output_uri)

@@ -113,6 +113,18 @@ def check_bucket(value: str, source: str = "--bucket") -> str:
     return value
 
 
+# An IAM role's ARN, as SageMaker takes a job's execution role.
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
+
+def check_role(value, source: str = "--role") -> str:
+    """`value` if it is an IAM role's ARN; else one line naming where it came from (`source`)."""
+    if not ROLE_ARN.fullmatch(value or ""):
+        raise UsageError(f"{source} {str(value)[:80]!r} is not an IAM role ARN; give one like "
+                         "arn:aws:iam::123456789012:role/gankit-sagemaker (`launcher infra up` makes and records it)")
+    return value
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.IPv4Address(name)
@@ -142,6 +154,14 @@ def update(**values):
     if unknown:
         raise UsageError(f"unknown setting {', '.join(unknown)}; known: {', '.join(KEYS)}")
     _check(values)
+    # What only a submit reads, checked as it will be: set now rather than refused at submit. (Not in _check:
+    # a file edited by hand with a bad one still serves every other command, and submit names the setting.)
+    if values.get("role"):
+        check_role(values["role"], "role")
+    if values.get("instance_type"):
+        from launcher.pricing import check_instance_type_setting
+
+        check_instance_type_setting(values["instance_type"])
     current = load()
     current.update(values)
     current = {k: v for k, v in current.items() if v not in (None, "")}

@@ -140,10 +140,11 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                          f"run here on the {backend} backend; add --backend sagemaker (or ec2), or drop "
                          f"{'it' if len(given) == 1 else 'them'}")
     if cloud:
-        instance_type = instance_type or settings.get("instance_type")
+        source = None if instance_type else "the instance_type setting: GANKIT_INSTANCE_TYPE or `launcher config`"
+        chosen = instance_type = instance_type or settings.get("instance_type")
         if not instance_type or instance_type == "local" or instance_type.startswith("ml.") != kind.ML_INSTANCE_TYPES:
             instance_type = _matching_default(instance_type, kind)
-        check_instance_type(instance_type, backend)
+        check_instance_type(instance_type, backend, chosen, source)  # the error shows what was set, not ml.<it>
     else:
         instance_type = kind.DEFAULT_INSTANCE_TYPE
     max_run_s = parse_duration(max_run or DEFAULT_MAX_RUN)
@@ -157,9 +158,12 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                              f"{backend} needs), or pass --bucket NAME with {kind.SETUP_HINT}")
         settings.check_bucket(bucket, source)
         root = bucket if bucket.startswith("s3://") else f"s3://{bucket}"
+        role_source = "--role" if role else "the role setting (GANKIT_ROLE or `launcher config`)"
         role = role or settings.get("role")
         if kind.NO_ROLE and not role:
             raise UsageError(kind.NO_ROLE)
+        if kind.NO_ROLE:  # a backend that takes an execution role
+            settings.check_role(role, role_source)
         region = aws.region(region, settings.get("region"))
         # The roles `launcher infra up` makes pull only what check_pullable allows; a role of one's own may pull more.
         if (image or settings.get("image")) and (not kind.NO_ROLE or role == settings.get("role")):

@@ -2,10 +2,12 @@
 the trainer's contract; and one output transport on EC2: the trainer publishes outputs and checkpoints to
 the run's prefixes itself, and the instance's runner and user data copy nothing of them again."""
 
+import contextlib
 import json
 import sys
 
 import boto3
+import pytest
 
 from launcher.backends import base, ec2, local, sagemaker
 from launcher.remote import train_job
@@ -17,7 +19,7 @@ HP = ("epochs=1", "batch_size=16", "data_dir=/somewhere/mnist")
 
 
 def spec_for(backend, **options):
-    cloud = {} if backend == "local" else {"bucket": "my-gankit", "role": "arn:aws:iam::1:role/sm",
+    cloud = {} if backend == "local" else {"bucket": "my-gankit", "role": "arn:aws:iam::123456789012:role/sm",
                                            "region": "us-east-1"}
     return build_spec(dataset="mnist", hp=HP, backend=backend, job="j1", **cloud, **options)
 
@@ -66,6 +68,37 @@ def test_the_ec2_runner_lays_out_the_contract_with_the_runs_s3_paths(tmp_path):
     assert (cfg.data_dir, cfg.output_dir, cfg.checkpoint_dir) == (
         "s3://my-gankit/datasets/mnist", "s3://my-gankit/runs/j1/output", "s3://my-gankit/runs/j1/checkpoints")
     assert not (tmp_path / "ml" / "input" / "data").exists()  # no channel: the trainer stages from S3
+
+
+@pytest.mark.parametrize("environ, job", [({}, "j1"), ({"TRAINING_JOB_NAME": "j2"}, "j2"), ({"GANKIT_JOB": "j3"}, "j3")])
+def test_a_stopped_job_says_to_resume_it_with_the_launcher(tmp_path, monkeypatch, environ, job):
+    # A job's log said "run the same command to resume": the launcher ran that command, not the user.
+    from trainer.errors import Stopped
+    from trainer.stopping import train_until_stopped
+
+    hints = []
+
+    def stopped_run(cfg, stop_requested, resume_hint):
+        hints.append(resume_hint)  # what the run's own "stopped at step N" line ends with
+        return {"stopped": True, "steps": 7, "chief": True}
+
+    monkeypatch.setattr("trainer.train.train", stopped_run)
+    for key in ("TRAINING_JOB_NAME", "GANKIT_JOB"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    train_job.write_contract(tmp_path / "ml", ec2.job_document(spec_for("ec2")))  # the run of job j1
+    monkeypatch.setattr(contract, "stop_watcher", contextlib.nullcontext)  # it would ask SageMaker about the job
+    with pytest.raises(Stopped) as stopped:
+        contract.run_contract(tmp_path / "ml")
+    advice = f"`launcher submit --resume {job}` continues it"
+    assert hints == [advice] and str(stopped.value).endswith(f"a checkpoint is written and {advice}")
+
+    # By hand, `python -m trainer train` says what it always said.
+    with pytest.raises(Stopped) as stopped:
+        train_until_stopped(contract.read_config(tmp_path / "ml"))
+    assert hints[1] == "run the same command to resume"
+    assert str(stopped.value) == "stopped by SIGTERM at step 7; a checkpoint is written and the same command resumes"
 
 
 # A stand-in for the trainer's contract (the runner is the subject): it publishes to the output prefix

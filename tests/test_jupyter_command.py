@@ -272,6 +272,18 @@ def test_bad_options_are_usage_errors(aws, tools):
     assert instances(aws["ec2"]) == []
 
 
+@pytest.mark.parametrize("argv, named", [(["--ssh", "stop"], "--ssh is an option"),
+                                          (["--idle", "5m", "--open", "status"], "--idle, --open are options")])
+def test_starting_options_given_to_stop_or_status_are_refused_not_ignored(monkeypatch, argv, named):
+    # `launcher jupyter --ssh stop` stopped the instance and ignored --ssh without a word.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    result = run(*argv)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {named} of `launcher jupyter` itself"), result.output
+    assert f"not of `launcher jupyter {argv[-1]}`" in result.output
+
+
 def _gone(pid, timeout=10.0) -> bool:
     """Has process `pid` ended (a zombie counts: it runs nothing)?"""
     deadline = time.monotonic() + timeout

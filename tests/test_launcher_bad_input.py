@@ -229,6 +229,18 @@ def test_config_set_refuses_a_region_that_is_not_one(tmp_path):
     assert run("config", "set", "region", "eu-west-1").exit_code == 0
 
 
+@pytest.mark.parametrize("key, bad, good", [("role", "my-role", "arn:aws:iam::123456789012:role/gankit-sagemaker"),
+                                            ("instance_type", "foo", "g5.xlarge"),
+                                            ("instance_type", "ml.m5.large", "ml.g5.xlarge")])
+def test_config_set_refuses_a_role_or_instance_type_that_submit_would(tmp_path, key, bad, good, monkeypatch):
+    # They were written, and every cloud submit then refused them.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no AWS is asked
+    result = run("config", "set", key, bad)
+    assert result.exit_code == 2 and f"{key} {bad!r} is not" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
+
+
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: p.write_text("a file"), lambda p: p.mkdir()])
 def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(tmp_path, monkeypatch, make):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
@@ -251,3 +263,28 @@ def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_around_
     shown = captured.err + captured.out  # Click 8.2+ says it on stderr with exit 2, 8.1 on stdout with 0
     assert e.value.code in (0, 2) and shown.startswith(usage) and "Commands:" in shown, captured
     assert "error:" not in shown and "(see '" not in shown
+
+
+@pytest.mark.parametrize("command", ["launcher", "trainer"])
+def test_evaluate_refuses_too_few_samples_before_it_loads_anything(command, tmp_path, monkeypatch):
+    # --samples 0 was refused only once the generator (and TensorFlow, seconds) had loaded.
+    import trainer.cli
+
+    generator = tmp_path / "run" / "generator"
+    generator.mkdir(parents=True)
+    (generator / "generator.json").write_text('{"z_dim": 8, "image_shape": [28, 28, 1], "dataset": "mnist"}')
+    (generator / "generator.keras").write_text("not loaded")
+
+    def load(*_):
+        raise AssertionError("the generator was loaded")
+
+    monkeypatch.setattr("trainer.export.load_generator", load)
+    monkeypatch.setattr("launcher.quiet.start_tensorflow", lambda *a: load())
+    if command == "launcher":
+        result = run("evaluate", str(generator), "--samples", "0")
+    else:
+        with CliRunner().isolation() as (_, _, both):
+            with pytest.raises(SystemExit) as exit_:
+                trainer.cli.main(["evaluate", str(generator), "--samples", "0"])
+        result = Result(exit_.value.code, both.getvalue().decode())
+    assert result.exit_code == 2 and "--samples 0: must be a whole number of at least 2" in one_clean_line(result)

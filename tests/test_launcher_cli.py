@@ -23,8 +23,8 @@ def run(argv, capsys):
 
 def test_config_set_show_and_env_override(capsys, monkeypatch):
     assert run(["config", "set", "bucket", "my-gankit"], capsys)[0] == 0
-    assert run(["config", "set", "role", "arn:aws:iam::1:role/sm"], capsys)[0] == 0
-    assert json.loads(settings.config_path().read_text()) == {"bucket": "my-gankit", "role": "arn:aws:iam::1:role/sm"}
+    assert run(["config", "set", "role", "arn:aws:iam::123456789012:role/sm"], capsys)[0] == 0
+    assert json.loads(settings.config_path().read_text()) == {"bucket": "my-gankit", "role": "arn:aws:iam::123456789012:role/sm"}
     code, out, _ = run(["config", "show"], capsys)
     assert code == 0 and "bucket = my-gankit" in out and "# backend in force: sagemaker" in out
 
@@ -118,3 +118,24 @@ def test_image_push_refuses_a_repository_the_jobs_could_not_pull_before_building
     code, _, err = run(["image", "push", "--repository", name, "--region", "us-east-1"], capsys)
     assert code == 2 and err.count("\n") == 1 and problem in err
     assert not (bin_dir / "calls").exists()  # refused before docker (or AWS) was asked anything
+
+
+def test_no_short_help_stops_at_an_abbreviation(capsys):
+    # Click cuts a short help at the first ". ": `config set` was listed as "Set KEY to VALUE (`none` removes it), e.g."
+    import click
+
+    from launcher.cli import cli
+
+    def commands(group, ctx):
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            yield f"{ctx.command_path} {name}", command
+            if isinstance(command, click.Group):
+                yield from commands(command, click.Context(command, info_name=name, parent=ctx))
+
+    listed = {path: command.get_short_help_str(1000) for path, command in
+              commands(cli, click.Context(cli, info_name="launcher"))}
+    assert "launcher config set" in listed
+    cut = {path: text for path, text in listed.items() if text.endswith(("e.g.", "i.e.", "etc."))}
+    assert not cut
+    assert run(["config", "--help"], capsys)[1].count("Set KEY to VALUE (`none` removes it).\n") == 1

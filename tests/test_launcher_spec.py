@@ -191,7 +191,7 @@ def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
         build_spec(dataset="mnist", backend="sagemaker")
     with pytest.raises(UsageError, match="--role"):
         build_spec(dataset="mnist", backend="sagemaker", bucket="bkt")
-    spec = build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="arn:aws:iam::1:role/r", now=NOW)
+    spec = build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role=ROLE_ARN, now=NOW)
     assert (spec.root, spec.instance_type, spec.spot, spec.max_run, spec.region) == (
         "s3://bkt", "ml.p3.2xlarge", True, 7200, "eu-west-1")
     assert spec.max_wait >= spec.max_run
@@ -200,7 +200,7 @@ def test_cloud_specs_need_a_bucket_a_role_and_a_gpu(monkeypatch):
         build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="r", instance_type="ml.m5.large")
     with pytest.raises(UsageError, match="2h"):
         build_spec(dataset="mnist", backend="sagemaker", bucket="bkt", role="r", max_run="two hours")
-    settings.update(bucket="from-config", role="arn:aws:iam::1:role/c")
+    settings.update(bucket="from-config", role=ROLE_ARN)
     assert settings.default_backend() == "sagemaker"  # AWS configured: the cloud is the default
     assert build_spec(dataset="mnist").root == "s3://from-config"
 
@@ -285,6 +285,37 @@ def test_a_role_that_is_not_a_role_arn_is_refused_before_the_plan(capsys, monkey
     captured = capsys.readouterr()
     assert exit_.value.code == 2 and "is not an IAM role ARN" in captured.err and captured.err.count("\n") == 1
     assert "cost" not in captured.out  # no plan printed for a job that cannot start
+
+
+@pytest.mark.parametrize("where", ["environment", "config file"])
+def test_a_bad_role_setting_is_named_as_the_setting_not_as_a_flag(capsys, monkeypatch, where):
+    # It was reported as "--role 'r'", a flag the user never passed.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    if where == "environment":
+        monkeypatch.setenv("GANKIT_ROLE", "r")
+    else:
+        settings.config_path().parent.mkdir(parents=True, exist_ok=True)
+        settings.config_path().write_text('{"role": "r"}')  # by hand: `config set` refuses it
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--dry-run"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: the role setting (GANKIT_ROLE or `launcher config`) 'r' is not an IAM role ARN"), err
+
+
+@pytest.mark.parametrize("backend, value, flag", [("sagemaker", "foo", True), ("sagemaker", "foo", False),
+                                                  ("ec2", "ml.foo", False)])
+def test_an_unknown_instance_type_is_shown_as_it_was_set(monkeypatch, backend, value, flag):
+    # GANKIT_INSTANCE_TYPE=foo was reported as 'ml.foo', a name the user never wrote.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    if not flag:
+        monkeypatch.setenv("GANKIT_INSTANCE_TYPE", value)
+    with pytest.raises(UsageError) as refused:
+        build_spec(dataset="mnist", backend=backend, bucket="bkt", role=ROLE_ARN,
+                   instance_type=value if flag else None)
+    assert str(refused.value).startswith(f"unknown GPU instance type {value!r} for {backend}"), refused.value
+    assert ("GANKIT_INSTANCE_TYPE or `launcher config`" in str(refused.value)) == (not flag)
 
 
 def test_hp_cannot_contradict_dataset_or_model(capsys):

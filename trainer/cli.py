@@ -84,8 +84,9 @@ def stage(dataset, to_uri, data_dir):
               help="Generated and real images compared; figures only compare at the same count.")
 def evaluate(generator_dir, data_dir, samples):
     """Score a generator's images with the judge classifier; writes evaluation.json beside it."""
-    from trainer.evaluate import evaluate as run, format_table
+    from trainer.evaluate import check_samples, evaluate as run, format_table
 
+    check_samples(samples)  # now, not after the generator and TensorFlow have loaded
     result = run(generator_dir, data_dir, samples, log=click.echo)
     click.echo(format_table(result))
     click.echo(f"wrote {Path(generator_dir).resolve().parent / 'evaluation.json'}")

@@ -18,6 +18,7 @@ is still copied to model/.
 """
 
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ import click
 
 from trainer.config import TrainConfig
 from trainer.errors import UsageError, run_cli
-from trainer.layout import sm_root
+from trainer.layout import job_of_output, sm_root
 from trainer.sagemaker_stop import stop_watcher
 from trainer.stopping import train_until_stopped
 
@@ -57,6 +58,13 @@ def command_line(cfg: TrainConfig) -> str:
     return " ".join(f"--{k.replace('_', '-')} {shlex.quote(v)}" for k, v in cfg.to_hyperparameters().items())
 
 
+def resume_hint(cfg: TrainConfig, environ=os.environ) -> str:
+    """How a stopped job resumes: not by running its command again (the launcher ran it) but with
+    `launcher submit --resume JOB`: the job SageMaker runs, else the one whose run the layout names."""
+    job = environ.get("TRAINING_JOB_NAME") or environ.get("GANKIT_JOB") or job_of_output(cfg.output_dir) or "JOB"
+    return f"`launcher submit --resume {job}` continues it"
+
+
 def write_failure(root: Path, message: str):
     failure = root / "output" / "failure"
     failure.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +75,7 @@ def run_contract(root: Path) -> dict:
     cfg = read_config(root)
     print(f"gankit: starting the trainer: train {command_line(cfg)}", flush=True)
     with stop_watcher():  # a SageMaker stop script mode never passes on arrives as SIGTERM all the same
-        summary = train_until_stopped(cfg)
+        summary = train_until_stopped(cfg, resume=resume_hint(cfg))
     if not summary["chief"]:
         return summary  # only the chief's results leave the container
     # SageMaker's model artifact (ModelArtifacts.S3ModelArtifacts) is how its users deploy a model, so the

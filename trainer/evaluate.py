@@ -43,11 +43,17 @@ class Reference:
     test_labels: np.ndarray  # the class of each of those test images: what a conditional generator is asked for
 
 
+def check_samples(samples) -> int:
+    """`samples` if it is a count evaluate can compare at; else one line. The CLIs ask before TensorFlow loads."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise UsageError(f"--samples {samples}: must be a whole number of at least 2, e.g. {DEFAULT_SAMPLES}")
+    return samples
+
+
 def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Reference:
     from trainer.judge import load_judge, load_splits
 
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
-        raise UsageError(f"--samples {samples}: must be a whole number of at least 2, e.g. {DEFAULT_SAMPLES}")
+    check_samples(samples)
     splits = load_splits(dataset, data_dir, image_shape)
     if min(len(splits.test_images), len(splits.train_images)) < 2:  # no distance from a single image
         from trainer.judge import FOLDER_TEST_SHARE

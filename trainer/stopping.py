@@ -8,9 +8,11 @@ from trainer.config import TrainConfig
 from trainer.errors import Stopped, signal_name
 
 
-def train_until_stopped(cfg: TrainConfig) -> dict:
+def train_until_stopped(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Train, turning SIGTERM (spot interruptions, `launcher stop`), Ctrl-C and SIGHUP (the terminal closed)
     into a checkpoint and a clean stop; a SIGHUP someone chose to ignore (`nohup`) stays ignored.
+    `resume` says how a stop is resumed where the same command would not (a launcher job: "`launcher
+    submit --resume JOB` continues it").
 
     The loop polls the flag after every step. After the last step it is not
     polled: the export and the final report are short and complete-or-invisible,
@@ -20,7 +22,7 @@ def train_until_stopped(cfg: TrainConfig) -> dict:
     import sys
     import threading
 
-    from trainer.train import train as run
+    from trainer.train import RESUME_BY_HAND, train as run
 
     stop = threading.Event()
     terminals = _terminals()  # now: once the terminal hangs up, isatty says no
@@ -37,15 +39,15 @@ def train_until_stopped(cfg: TrainConfig) -> dict:
     handled = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN else [])
     previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
-        summary = run(cfg, stop_requested=stop.is_set)
+        summary = run(cfg, stop_requested=stop.is_set, resume_hint=resume or RESUME_BY_HAND)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     first = received[0] if received else signal.SIGTERM
     name = signal_name(first)
     if summary["stopped"]:
-        stopped = Stopped(f"stopped by {name} at step {summary['steps']}; a checkpoint is written and the same "
-                          "command resumes")
+        stopped = Stopped(f"stopped by {name} at step {summary['steps']}; a checkpoint is written and "
+                          f"{resume or 'the same command resumes'}")
         stopped.exit_code = 128 + first  # as a shell reports it: 143 SIGTERM, 130 Ctrl-C, 129 SIGHUP
         raise stopped
     if received:

@@ -19,28 +19,29 @@ from trainer.run_setup import build_training, prepare_run, release
 from trainer.weights import weights_fingerprint
 
 LOSS_PLOT_SECONDS = 10.0
+RESUME_BY_HAND = "run the same command to resume"  # a run's own stop line; a job's says how the launcher resumes it
 
 
-def train(cfg: TrainConfig, stop_requested=lambda: False, log=print) -> dict:
+def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint=RESUME_BY_HAND) -> dict:
     """Train (or resume) the run `cfg` describes; returns its summary.
 
     `stop_requested` is polled after every compiled call (SIGTERM sets it): the loop
-    then writes a checkpoint at once and returns with summary["stopped"] = True.
+    then writes a checkpoint at once and returns with summary["stopped"] = True, and logs `resume_hint`.
     Keras' global precision policy is the caller's again when it returns.
     """
     with policy_kept():
-        return _train(cfg, stop_requested, log)
+        return _train(cfg, stop_requested, log, resume_hint)
 
 
-def _train(cfg, stop_requested, log) -> dict:
+def _train(cfg, stop_requested, log, resume_hint) -> dict:
     prepared = prepare_run(cfg, log)  # options, folders, data, the checkpoint's architecture: before the backend loads
     try:
-        return _run(build_training(prepared, log), stop_requested)  # backend, placement, networks (resumed), run.json
+        return _run(build_training(prepared, log), stop_requested, resume_hint)  # backend, placement, networks (resumed), run.json
     finally:
         release(prepared.lock)  # the checkpoint folder is free for the next run (one in this process too)
 
 
-def _run(t, stop_requested) -> dict:
+def _run(t, stop_requested, resume_hint=RESUME_BY_HAND) -> dict:
     loop = EpochLoop(t, stop_requested)
     while t.state.step < t.total_steps and not loop.stopped:
         epoch = t.state.step // t.steps_per_epoch
@@ -51,7 +52,7 @@ def _run(t, stop_requested) -> dict:
         t.log(f"epoch {row['epoch']}/{t.cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  "
               f"g_loss {row['g_loss']:.4f}  {row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     loop.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
-    return finish(t, loop.stopped)
+    return finish(t, loop.stopped, resume_hint)
 
 
 def end_epoch(t, epoch: int, loop) -> dict:
@@ -93,14 +94,14 @@ def epoch_files(t, row: dict, rows: list[dict], grid, plot: bool):
         t.run_log.epoch(row, png)
 
 
-def finish(t, stopped: bool) -> dict:
+def finish(t, stopped: bool, resume_hint=RESUME_BY_HAND) -> dict:
     """After the last step (or a stop): the exported generator, report.html, the last upload; the summary."""
     t.progress.close()
     with written_or_one_line("the TensorBoard record", t.out):
         t.run_log.close()
     state, out = t.state, t.out
     if stopped:
-        t.log(f"stopped at step {state.step}; checkpoint written, run the same command to resume")
+        t.log(f"stopped at step {state.step}; checkpoint written, {resume_hint}")
     else:
         from trainer.export import export_generator
 

@@ -29,7 +29,6 @@ NO_ROLE = "no SageMaker execution role: run `launcher infra up`, or pass --role 
 RECORD_FIELDS = ()
 SETUP_SECONDS = 0  # MaxRuntimeInSeconds counts from the job's start, downloads included
 output_uri = recorded_output_uri  # the trainer publishes there as it trains
-ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 
 # Script mode's training toolkit (sagemaker-training-toolkit: mapping.to_cmd_args, process.run_async) passes
@@ -40,9 +39,9 @@ SHELL_SPECIAL = re.compile(r"""['"`$&|;<>()\s\\*?\[]""")
 
 
 def check_spec(spec) -> None:
-    if not ROLE_ARN.fullmatch(spec.role or ""):
-        raise UsageError(f"--role {str(spec.role)[:80]!r} is not an IAM role ARN; give one like "
-                         "arn:aws:iam::123456789012:role/gankit-sagemaker (`launcher infra up` makes and records it)")
+    from launcher.settings import check_role
+
+    check_role(spec.role)  # build_spec checked it already, naming where it came from
     if not spec.image:
         for key, value in hyperparameters(spec).items():  # what the job is sent (a local data_dir is not)
             if not key.startswith("sagemaker_") and SHELL_SPECIAL.search(value):
