@@ -102,3 +102,11 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
                             if not hasattr(module, a.name) and not (hasattr(module, "__path__") and  # a package's module
                                                                     importlib.util.find_spec(f"{node.module}.{a.name}"))]
     assert not missing, missing
+
+
+def test_no_merge_conflict_markers_are_left_in_the_sources():
+    # A marker left in a test module stops its collection only: every other test still passes.
+    marker = re.compile(r"^(<<<<<<< |>>>>>>> |=======$)", re.M)
+    sources = [p for pattern in ("*.py", "*.sh", "*.yaml", "*.toml", "*.md", "*.txt") for p in ROOT.rglob(pattern)
+               if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
+    assert sources and [str(p) for p in sources if marker.search(p.read_text(errors="replace"))] == []

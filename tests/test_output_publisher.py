@@ -108,7 +108,6 @@ def test_without_an_s3_output_nothing_is_copied_or_started(tmp_path):
     assert not publisher.snapshot.exists()
 
 
-<<<<<<< HEAD
 def test_an_output_dir_of_dot_publishes_from_a_snapshot_beside_it(bucket, tmp_path, monkeypatch):
     # `python -m trainer train --output-dir .` died at its first step: Path('.') has no name to put
     # ".publishing" after, and the traceback came after run.json and friends were already written.
@@ -123,7 +122,8 @@ def test_an_output_dir_of_dot_publishes_from_a_snapshot_beside_it(bucket, tmp_pa
     publisher.wait()
     assert s3.read_bytes(bucket + "/out/metrics.jsonl") == b"epoch 1\n"
     assert s3.read_bytes(bucket + "/out/generator/generator.json") == b'{"v": 1}'
-=======
+
+
 def test_a_full_disk_under_the_snapshot_is_one_line_and_leaves_no_half_snapshot(bucket, tmp_path, monkeypatch):
     real = run_storage.shutil.copy2
 
@@ -138,4 +138,3 @@ def test_a_full_disk_under_the_snapshot_is_one_line_and_leaves_no_half_snapshot(
         publisher.publish()
     assert "\n" not in str(e.value) and not publisher.snapshot.exists()
     assert s3.list_objects(bucket + "/out") == {}  # nothing half-sent either
->>>>>>> review-fsrobust
