@@ -370,13 +370,19 @@ def test_cache_location(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "home/.cache/gankit"
 
 
-def test_a_verified_archive_left_in_the_cache_is_reused(tmp_path):
+def emnist_archive_in_the_cache(tmp_path):
+    """EMNIST's spec and its cache folder, holding a verified gzip.zip left there by an earlier run."""
     source, archive = emnist_archive(tmp_path)
     spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
                     archive=catalog.Archive("gzip.zip", md5(archive)))
     cache = cache_root() / "datasets/emnist"
     cache.mkdir(parents=True)
     shutil.copy(archive, cache / "gzip.zip")
+    return spec, cache
+
+
+def test_a_verified_archive_left_in_the_cache_is_reused(tmp_path):
+    spec, cache = emnist_archive_in_the_cache(tmp_path)
     assert load_split(spec, "train", mirror=DEAD_URL)[0].shape == (50, 28, 28)
     assert not (cache / "gzip.zip").exists()
 
@@ -573,12 +579,7 @@ def test_two_loads_at_once_share_one_download(serve, synthetic):
 def test_a_full_disk_while_extracting_keeps_the_verified_archive_for_the_next_run(tmp_path, monkeypatch):
     """EMNIST's archive is ~560 MB: a disk that fills while the files come out of it must not throw the verified
     download away (it was deleted, so the run after freeing space downloaded it all again)."""
-    source, archive = emnist_archive(tmp_path)
-    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
-                    archive=catalog.Archive("gzip.zip", md5(archive)))
-    cache = cache_root() / "datasets/emnist"
-    cache.mkdir(parents=True)
-    shutil.copy(archive, cache / "gzip.zip")
+    spec, cache = emnist_archive_in_the_cache(tmp_path)
 
     def full(src, out, length=0):
         out.write(src.read(10))
