@@ -27,7 +27,7 @@ import numpy as np
 
 from trainer.background import Background
 from trainer.errors import Diverged, GankitError, UsageError
-from trainer.fsutil import atomic_dir, restore_set_aside
+from trainer.fsutil import atomic_dir, recover_dir
 
 MANIFEST = "MANIFEST.json"
 STATE = "state.json"
@@ -308,9 +308,9 @@ def recover(directory):
     checkpoint, and a write of another step never sweeps them. Called when a run starts (latest_checkpoint), before
     anything writes there: a write in flight, another run's too, is never swept from under it later."""
     directory = Path(directory)
-    for aside in directory.glob(".ckpt-*.tmp-old-*"):
-        restore_set_aside(directory / aside.name[1:].split(".tmp-old-")[0])
-    for stale in [*directory.glob(".ckpt-*.tmp-*"), *directory.glob(f".ckpt-*{DROPPED}")]:
+    for name in {p.name[1:].split(".tmp-")[0] for p in directory.glob(".ckpt-*.tmp-*")}:
+        recover_dir(directory / name)  # what atomic_dir itself clears up for the next write of that step
+    for stale in directory.glob(f".ckpt-*{DROPPED}"):
         shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -72,12 +72,7 @@ def atomic_dir(path):
     """
     path = _through_symlink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    restore_set_aside(path)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        if stale.is_symlink():  # set aside by a gankit that replaced a symlinked folder instead of its target
-            stale.unlink()
-        else:
-            shutil.rmtree(stale, ignore_errors=True)
+    recover_dir(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would follow the folder into place
     try:
@@ -94,6 +89,17 @@ def atomic_dir(path):
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(path):
+    """What a killed `atomic_dir(path)` left: the old copy it had set aside put back, its temp folders removed."""
+    path = _through_symlink(path)
+    restore_set_aside(path)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        if stale.is_symlink():  # set aside by a gankit that replaced a symlinked folder instead of its target
+            stale.unlink()
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def refuse_file_in_the_way(path, flag):
