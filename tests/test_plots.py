@@ -60,3 +60,31 @@ def test_grey_labelled_grids_are_appended_pixel_for_pixel(tmp_path):
     for i, grid in enumerate(grids):
         gif.seek(i)
         np.testing.assert_array_equal(np.asarray(gif.convert("L")), np.asarray(grid))
+
+
+def test_the_gif_shows_at_most_64_epochs_always_the_first_and_the_last():
+    rebuilds = []
+    for n in range(1, 300):
+        epochs = list(range(1, n + 1))
+        shown = plots.gif_epochs(epochs)
+        assert len(shown) <= plots.GIF_FRAMES and shown[0] == 1 and shown[-1] == n
+        assert shown == epochs if n <= 64 else len(shown) > 64 // 2
+        # A new epoch appends, or replaces the last frame, except when the stride doubles.
+        grown = plots.gif_epochs(epochs + [n + 1])
+        if grown[:-1] not in (shown, shown[:-1]):
+            rebuilds.append(n)
+    assert len(rebuilds) == 3  # to every 2nd, 4th and 8th epoch
+
+
+def test_a_long_run_keeps_appending_to_a_bounded_gif(tmp_path):
+    before = None
+    for epoch in range(1, 71):
+        frame(tmp_path / f"epoch-{epoch:04d}.png", 3 * epoch)
+        plots.append_progress_gif(tmp_path, epoch)
+        after = (tmp_path / "progress.gif").read_bytes()
+        if epoch in (67, 68, 69):  # past the doubling, frames before the last two are kept byte for byte
+            end = plots._gif_parse(before)[1][-3][1]
+            assert after[:end] == before[:end]
+        before = after
+    shown = [1 + 2 * i for i in range(35)] + [70]
+    assert frames_of(tmp_path / "progress.gif") == [(3 * e, 400) for e in shown[:-1]] + [(210, 2000)]

@@ -26,9 +26,30 @@ def save_epoch_grid(picture: Image.Image, samples_dir, epoch: int) -> bytes:
     return data
 
 
+GIF_FRAMES = 64  # a 64-epoch run shows every epoch; a longer one every 2nd, 4th, ... so the file stops growing
+
+
+def gif_epochs(pngs: list, most: int = GIF_FRAMES) -> list:
+    """The epoch grids progress.gif shows: every stride-th from the first and always the last, within `most`.
+
+    The stride is the smallest power of two that fits, so it changes (and the
+    GIF is rebuilt) only each time the run doubles; between, a new epoch only
+    appends, and at most replaces the previous last frame. Without a bound the
+    GIF, the report that embeds it and an S3 output's upload of it every epoch
+    grew with the run (24.5 MB at 150 epochs of noisy grids).
+    """
+    stride = 1
+    while -(-len(pngs) // stride) + bool((len(pngs) - 1) % stride) > most:
+        stride *= 2
+    chosen = list(pngs[::stride])
+    if chosen and chosen[-1] != pngs[-1]:
+        chosen.append(pngs[-1])
+    return chosen
+
+
 def save_progress_gif(samples_dir, ms_per_frame=400) -> Path | None:
-    """progress.gif of every epoch-*.png, built from scratch (see append_progress_gif for the per-epoch way)."""
-    pngs = sorted(Path(samples_dir).glob("epoch-*.png"))
+    """progress.gif of the epoch-*.png that gif_epochs picks, built from scratch (append_progress_gif is the per-epoch way)."""
+    pngs = gif_epochs(sorted(Path(samples_dir).glob("epoch-*.png")))
     if not pngs:
         return None
     frames = [_gif_frame(Image.open(p), ms_per_frame) for p in pngs]
@@ -41,11 +62,13 @@ def append_progress_gif(samples_dir, epoch: int, ms_per_frame=400) -> Path:
     """Add epoch-<epoch>.png to progress.gif as its last frame, without decoding or re-encoding the others.
 
     A GIF is a header, frames and a trailer byte, so appending is: drop the
-    trailer, give the previous last frame the normal delay, add the new frame
-    (with its own colour table), put the trailer back. The cost per epoch is one
+    trailer (and the previous last frame, when gif_epochs no longer shows it),
+    give the new second-to-last frame the normal delay, add the new frame (with
+    its own colour table), put the trailer back. The cost per epoch is one
     frame's encoding plus a copy of the file's bytes, not a rebuild of every
-    frame. A GIF that does not hold exactly the earlier epochs (a resumed run, a
-    crash between writes) is rebuilt once from the PNGs.
+    frame. A GIF that does not hold exactly the frames gif_epochs picks from the
+    earlier epochs (a resumed run, a crash between writes), or whose stride just
+    doubled, is rebuilt from the PNGs.
     """
     samples_dir = Path(samples_dir)
     path = samples_dir / "progress.gif"
@@ -56,14 +79,21 @@ def append_progress_gif(samples_dir, epoch: int, ms_per_frame=400) -> Path:
     except (OSError, ValueError, IndexError):
         frames = None
     earlier = sorted(p for p in samples_dir.glob("epoch-*.png") if p.name < png.name)
-    if frames is None or len(frames) != len(earlier):
+    shown, wanted = gif_epochs(earlier), gif_epochs(earlier + [png])
+    if not shown or frames is None or len(frames) != len(shown):
         for stale in sorted(samples_dir.glob("epoch-*.png")):
             if stale.name > png.name:  # frames of epochs after a resume point are redrawn later
                 stale.unlink()
         return save_progress_gif(samples_dir, ms_per_frame)
+    if wanted[:-1] == shown:
+        kept = frames
+    elif wanted[:-1] == shown[:-1]:
+        kept = frames[:-1]  # the previous last epoch is off the stride: it was shown only as the latest
+    else:
+        return save_progress_gif(samples_dir, ms_per_frame)
     _, frame = _gif_frame(Image.open(png), ms_per_frame)
-    body = bytearray(data[:frames[-1][1]])
-    gce = frames[-1][2]
+    body = bytearray(data[:kept[-1][1]])
+    gce = kept[-1][2]
     if gce is not None:
         body[gce + 4:gce + 6] = (ms_per_frame // 10).to_bytes(2, "little")
     atomic_write_bytes(path, _gif_file(bytes(body[:len(head)]), [bytes(body[len(head):]), frame], ms_per_frame))
