@@ -255,7 +255,7 @@ def infra():
     """Provision the AWS resources gankit needs (bucket, roles, security group), once per region."""
 
 
-@infra.command()
+@infra.command(short_help="Create or update the base stack; SageMaker becomes the default.")
 @stack_option
 @region_option
 @click.option("--bucket-name", default=None, help="Name the bucket (default: CloudFormation picks a unique one; "
