@@ -348,7 +348,7 @@ def stop(job):
 
 # --- results ------------------------------------------------------------------------------------
 
-@cli.command()
+@cli.command(short_help="Download a job's outputs (resumable) and check its generator loads.")
 @click.argument("job")
 @click.option("--dest", type=click.Path(), default=None, help="Folder to pull into [./JOB].")
 def pull(job, dest):
@@ -361,7 +361,7 @@ def pull(job, dest):
     click.echo(f"pulled {job} to {folder}")
 
 
-@cli.command()
+@cli.command(short_help="Make images from a generator: a pulled folder, a job or an S3 prefix.")
 @click.argument("source")
 @generate_options
 def generate(source, target_class, count, rows, cols, seed, out):
@@ -417,7 +417,7 @@ def image():
     """The trainer's Docker image."""
 
 
-@image.command(name="push")
+@image.command(name="push", short_help="Build the trainer's image and push it to ECR.")
 @click.option("--repository", default="gankit-trainer", show_default=True, help="ECR repository name.")
 @click.option("--tag", default=None, help="[the gankit version]")
 @click.option("--region", default=None, help="AWS region [config, then the AWS default].")

@@ -164,12 +164,12 @@ def wait_for(cf, stack_name, action, since):
         raise GankitError(failure_message(stack_name, stream.events))
 
 
-def deploy(cf, stack_name, template, parameters) -> dict:
-    """Create the stack, or update it, keeping the value of every parameter the stack has and `parameters`
-    leaves out (CloudFormation would otherwise reset it to the template's default); the stack once settled."""
+def deploy(cf, stack_name, template, parameters, existing) -> dict:
+    """Create the stack, or update `existing` (`find_stack`'s answer, read once by the caller), keeping the value
+    of every parameter the stack has and `parameters` leaves out (CloudFormation would otherwise reset it to the
+    template's default); the stack once settled."""
     from botocore.exceptions import ClientError
 
-    existing = find_stack(cf, stack_name)
     params = [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]
     params += [{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
                for p in (existing or {}).get("Parameters", []) if p["ParameterKey"] not in parameters]
@@ -255,7 +255,7 @@ def infra():
     """Provision the AWS resources gankit needs (bucket, roles, security group), once per region."""
 
 
-@infra.command()
+@infra.command(short_help="Create or update the base stack; SageMaker becomes the default.")
 @stack_option
 @region_option
 @click.option("--bucket-name", default=None, help="Name the bucket (default: CloudFormation picks a unique one; "
@@ -282,13 +282,14 @@ def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
         check_bucket(bucket_name, "--bucket-name")
     region = _region(region)
     cf = _client("cloudformation", region)
-    if vpc_id is None and find_stack(cf, stack_name) is None:
+    existing = find_stack(cf, stack_name)
+    if vpc_id is None and existing is None:
         vpc_id = default_vpc(_client("ec2", region))
     from launcher.backends.sagemaker import prebuilt_image_account
 
     given = {"BucketName": bucket_name, "SshCidr": ssh_cidr, "VpcId": vpc_id, "OldCheckpointDays": old_checkpoint_days,
              "PrebuiltImageAccount": prebuilt_image_account(region)}  # the execution role pulls that image
-    stack = deploy(cf, stack_name, template_body("base"), {k: v for k, v in given.items() if v is not None})
+    stack = deploy(cf, stack_name, template_body("base"), {k: v for k, v in given.items() if v is not None}, existing)
     values = record(region, stack)
     say(f"stack {stack_name}: {stack['StackStatus']}")
     for key in ("bucket", "role", "instance_profile", "security_group"):

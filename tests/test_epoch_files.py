@@ -90,3 +90,21 @@ def test_a_disk_that_fails_outside_the_epochs_files_stops_the_run_with_one_line(
                                      out, "--epochs", 3, "--batch-size", 16)
         assert code == 0, captured.err
         assert export.read_meta(out / "generator")["steps"] == 3 * STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("where", ["run.json", "checkpoint"])
+def test_a_jobs_full_disk_says_how_the_launcher_resumes_it(tmp_path, mnist_dir, monkeypatch, where):
+    """A job's disk-full line said "run the same command to resume": the launcher ran that command, not the user."""
+    from trainer import run_info
+    from trainer.errors import GankitError
+
+    if where == "run.json":
+        monkeypatch.setattr(run_info, "atomic_write_text", _full_disk)
+    else:
+        monkeypatch.setattr(checkpoints, "_write_synced", _full_disk)
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(tmp_path / "run"), epochs=1,
+                      batch_size=16)
+    with pytest.raises(GankitError) as failed:
+        train(cfg, log=lambda *a: None, resume_hint="`launcher submit --resume j1` continues it")
+    assert "No space left on device" in str(failed.value) and "same command" not in str(failed.value)
+    assert str(failed.value).endswith(", then `launcher submit --resume j1` continues it")

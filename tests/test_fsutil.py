@@ -88,6 +88,20 @@ def test_the_hidden_temp_folders_of_atomic_writes_are_never_uploaded(tmp_path):
     assert [rel for _, rel, _ in s3.changed_files(tmp_path)] == ["generator/generator.json"]
 
 
+def test_an_upload_follows_symlinks_inside_its_folder_only(tmp_path):
+    """A symlinked folder was never uploaded, while a symlinked file was, wherever it pointed."""
+    out = tmp_path / "out"
+    (out / "samples").mkdir(parents=True)
+    (out / "samples" / "epoch-0001.png").write_text("png")
+    (out / "latest").symlink_to(out / "samples")  # inside: uploaded as it reads
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret").write_text("not the run's")
+    (out / "notes.txt").symlink_to(tmp_path / "elsewhere" / "secret")  # outside: never
+    (out / "other").symlink_to(tmp_path / "elsewhere")
+    (out / "samples" / "again").symlink_to(out)  # a loop: once
+    assert [rel for _, rel, _ in s3.changed_files(out)] == ["latest/epoch-0001.png", "samples/epoch-0001.png"]
+
+
 def test_an_output_folder_that_is_a_dangling_symlink_is_named_as_one(tmp_path):
     # mkdir said "File exists" of it, and the line read "--output-dir out is not writable (File exists)".
     (tmp_path / "out").symlink_to(tmp_path / "gone")

@@ -76,14 +76,32 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert "gankit-test-bucket" in status.output
 
 
+def test_up_reads_the_stack_once_before_deploying(aws, run, monkeypatch):
+    # `up` read it for the default VPC, then `deploy` read it again to choose create or update.
+    reads = []
+    real_client = infra._client
+
+    def client(service, region):
+        made = real_client(service, region)
+        made.meta.events.register("before-call.cloudformation.DescribeStacks", lambda **_: reads.append(1))
+        return made
+
+    monkeypatch.setattr(infra, "_client", client)
+    assert run("up").exit_code == 0
+    reads.clear()
+    again = run("up")
+    assert again.exit_code == 0 and "stack gankit is up to date" in again.output
+    assert len(reads) == 1
+
+
 def test_a_later_up_keeps_every_setting_it_is_not_given(aws, run, monkeypatch):
     """`infra up --ssh-cidr ...` after `infra up --bucket-name B --old-checkpoint-days 30` must not send the
     template's defaults for what it leaves out: an empty BucketName would make CloudFormation replace the
     bucket with a new, empty one (and the launcher switch to it)."""
     sent = []
     real = infra.deploy
-    monkeypatch.setattr(infra, "deploy", lambda cf, name, body, parameters: sent.append(parameters) or
-                        real(cf, name, body, parameters))
+    monkeypatch.setattr(infra, "deploy", lambda cf, name, body, parameters, existing: sent.append(parameters) or
+                        real(cf, name, body, parameters, existing))
     updates = []
     real_client = infra._client
 
@@ -223,7 +241,7 @@ def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     params = {"InstanceProfile": config["instance_profile"], "SecurityGroupId": config["security_group"],
               "WheelUri": "s3://bkt/runs/z1/gankit-0.1.0-py3-none-any.whl", "WheelSha256": "ab" * 32,
               "InstanceType": "p3.2xlarge", "ModuleArgs": "--job-uri s3://bkt/runs/z1/job.json"}
-    stack = infra.deploy(cf, "gankit-gpu", infra.template_body("gpu-instance"), params)
+    stack = infra.deploy(cf, "gankit-gpu", infra.template_body("gpu-instance"), params, None)
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     out = infra.outputs(stack)
     assert out["ImageId"] == p3_image  # a V100 gets the proprietary-driver DLAMI
@@ -231,5 +249,6 @@ def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     assert instance["InstanceType"] == "p3.2xlarge"
     assert instance["ImageId"] == p3_image
     assert instance["IamInstanceProfile"]["Arn"].endswith(config["instance_profile"])
-    g5 = infra.deploy(cf, "gankit-gpu-g5", infra.template_body("gpu-instance"), {**params, "InstanceType": "g5.xlarge"})
+    g5 = infra.deploy(cf, "gankit-gpu-g5", infra.template_body("gpu-instance"), {**params, "InstanceType": "g5.xlarge"},
+                       None)
     assert infra.outputs(g5)["ImageId"] == open_image  # Turing and newer: the open-driver DLAMI

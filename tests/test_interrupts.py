@@ -135,3 +135,29 @@ def test_sigterm_while_submit_pulls_says_the_pull_resumes(toy, monkeypatch, caps
     assert code == 143, err
     assert err.strip() == (f"error: the pull of {job} stopped on SIGTERM; the job has completed, and "
                            f"`launcher pull {job} --dest {tmp_path / 'd'}` fetches the rest"), err
+
+
+# Ctrl-C the moment the CLI's imports reach Click (~0.1 s in, of ~0.25 s): what a user pressing it at once hits.
+CTRL_C_IN_IMPORTS = """
+import importlib.abc, os, signal, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.parametrize("start", ["console script", "python -m launcher", "python -m trainer"])
+def test_ctrl_c_while_the_cli_imports_exits_130_without_a_traceback(start):
+    import tomllib
+
+    if start == "console script":  # what pip's `launcher` script runs
+        module, _, attr = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["launcher"].partition(":")
+        run = f"from {module} import {attr}\nsys.exit({attr}())"
+    else:
+        run = f"import runpy\nrunpy.run_module({start.split()[-1]!r}, run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_IN_IMPORTS + run, "--help"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=signals_as_at_a_terminal, timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Commands:" not in proc.stdout  # stopped before the help

@@ -139,3 +139,20 @@ def test_no_short_help_stops_at_an_abbreviation(capsys):
     cut = {path: text for path, text in listed.items() if text.endswith(("e.g.", "i.e.", "etc."))}
     assert not cut
     assert run(["config", "--help"], capsys)[1].count("Set KEY to VALUE (`none` removes it).\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["config", "--help"], ["jupyter", "--help"], ["infra", "--help"],
+                                  ["image", "--help"], ["trainer"]])
+def test_no_command_list_cuts_a_short_help(argv, capsys, monkeypatch):
+    # Click cuts a long first sentence with "..." to fit: `generate` and `pull` were listed as "... and check the..."
+    from trainer.cli import main as trainer_main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    if argv == ["trainer"]:
+        with pytest.raises(SystemExit):
+            trainer_main(["--help"])
+        out = capsys.readouterr().out
+    else:
+        out = run(argv, capsys)[1]
+    listing = out.partition("Commands:\n")[2].splitlines()
+    assert listing and not [line for line in listing if line.rstrip().endswith("...")], out

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.background import Background
-from trainer.errors import Diverged, GankitError, UsageError
+from trainer.errors import RESUME_BY_HAND, Diverged, GankitError, UsageError
 from trainer.fsutil import atomic_dir, recover_dir
 
 MANIFEST = "MANIFEST.json"
@@ -116,7 +116,7 @@ def write_checkpoint(directory, step: int, arrays: dict, state: dict, keep: int)
             _write_synced(tmp / MANIFEST, lambda f: f.write(manifest))
     except OSError as e:
         raise GankitError(f"checkpoint {final} could not be written ({e.strerror or e}); free some space on "
-                          "that disk or choose another --checkpoint-dir, then run the same command to resume") from e
+                          f"that disk or choose another --checkpoint-dir, then {RESUME_BY_HAND}") from e
     _verified.add(_identity(final))  # built from the bytes just written: no need to read them back
     prune(directory, keep)
     return final

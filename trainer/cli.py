@@ -33,7 +33,7 @@ def config_options(command):
     return command
 
 
-@cli.command()
+@cli.command(short_help="Train a GAN; the same command again resumes it.")
 @config_options
 def train(**values):
     """Train a GAN; running the same command again resumes from the last checkpoint."""
@@ -66,7 +66,7 @@ def generate(generator_dir, target_class, count, rows, cols, seed, out):
     click.echo(f"wrote {path}")
 
 
-@cli.command()
+@cli.command(short_help="Upload a dataset and its checksum manifest to S3.")
 @click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist or folder:PATH.")
 @click.option("--to", "to_uri", required=True, help="S3 prefix (or a local folder), e.g. s3://BUCKET/datasets/zalando.")
 @click.option("--data-dir", default=None, help="Take the files from this folder instead of the cache/system copy/download.")
@@ -77,7 +77,7 @@ def stage(dataset, to_uri, data_dir):
     stage_dataset(dataset, to_uri, data_dir, log=click.echo)
 
 
-@cli.command()
+@cli.command(short_help="Score a generator's images; writes evaluation.json.")
 @click.argument("generator_dir", type=click.Path())
 @click.option("--data-dir", default=None, help="Folder with the dataset's files, if not the usual place.")
 @click.option("--samples", type=int, default=10_000, show_default=True,

@@ -12,6 +12,9 @@ turns botocore's failures into one line.
 import contextlib
 
 
+RESUME_BY_HAND = "run the same command to resume"  # a run's own advice; a job's says how the launcher resumes it
+
+
 class GankitError(Exception):
     exit_code = 1
 

@@ -121,13 +121,13 @@ def refuse_file_in_the_way(path, flag):
 def written_or_one_line(what: str, folder, flag: str = "--output-dir"):
     """An OSError inside the block (a full disk, a folder gone read-only) becomes a one-line GankitError
     naming `what`, `folder` and the fix, instead of a traceback; what the block wrote atomically is whole or absent."""
-    from trainer.errors import GankitError
+    from trainer.errors import RESUME_BY_HAND, GankitError
 
     try:
         yield
     except OSError as e:
         raise GankitError(f"{what} could not be written in {folder} ({e.strerror or e}); free some space on that "
-                          f"disk or choose another {flag}, then run the same command to resume") from e
+                          f"disk or choose another {flag}, then {RESUME_BY_HAND}") from e
 
 
 def restore_set_aside(path):

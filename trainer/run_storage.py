@@ -16,7 +16,7 @@ from pathlib import Path
 
 from trainer import checkpoints, s3
 from trainer.background import Background
-from trainer.errors import GankitError
+from trainer.errors import RESUME_BY_HAND, GankitError
 from trainer.fsutil import atomic_dir, cache_root, inside
 
 
@@ -94,8 +94,8 @@ class OutputPublisher:
             except OSError as e:  # a full disk: one line, as a failing upload is, and no half snapshot left
                 shutil.rmtree(self.snapshot, ignore_errors=True)
                 raise GankitError(f"the outputs' copy for {self.storage.output_uri} could not be written in "
-                                  f"{self.snapshot} ({e.strerror or e}); free some space on that disk, then run "
-                                  "the same command to resume") from None
+                                  f"{self.snapshot} ({e.strerror or e}); free some space on that disk, then "
+                                  f"{RESUME_BY_HAND}") from None
             files.append((copy, rel, stamp))
         if files:
             self._job.start(self._send, files, name="publish-outputs")

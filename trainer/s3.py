@@ -231,10 +231,12 @@ def upload_dir(local_dir, uri: str, last=(), skip=lambda rel: False, sent=None):
 def changed_files(local_dir, last=(), skip=lambda rel: False, sent=None) -> list[tuple[Path, str, tuple]]:
     """(path, relative name, (size, mtime)) of each file below `local_dir` that is not hidden (nor in a hidden
     folder, such as an atomic write's temp folder), not
-    skipped and not in `sent` with the same stamp, in upload order: names in `last` at the end."""
+    skipped and not in `sent` with the same stamp, in upload order: names in `last` at the end.
+    A symlink, to a file or a folder, is followed where it points inside `local_dir` and skipped where it
+    points outside (nothing outside the folder is ever uploaded) or at a folder it is in (a loop)."""
     local_dir = Path(local_dir)
-    files = [p for p in sorted(local_dir.rglob("*"))
-             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local_dir).parts)]
+    root = local_dir.resolve()
+    files = list(_files_below(local_dir, root, (root,)))
     files.sort(key=lambda p: p.name in last)  # stable: the `last` ones move to the end
     changed = []
     for path in files:
@@ -244,6 +246,25 @@ def changed_files(local_dir, last=(), skip=lambda rel: False, sent=None) -> list
         if not skip(rel) and (sent is None or sent.get(rel) != stamp):
             changed.append((path, rel, stamp))
     return changed
+
+
+def _files_below(folder: Path, root: Path, above: tuple):
+    """`changed_files`' walk, in name order; `above`: the real folders it is in, `root` first."""
+    try:
+        entries = sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return  # gone, or unreadable: skipped, as rglob skipped it
+    for path in entries:
+        if path.name.startswith("."):
+            continue
+        real = path.resolve()
+        if path.is_symlink() and not real.is_relative_to(root):
+            continue
+        if path.is_dir():
+            if real not in above:
+                yield from _files_below(path, root, (*above, real))
+        elif path.is_file():
+            yield path
 
 
 def move_prefix(uri: str, to_uri: str):

@@ -12,6 +12,7 @@ from trainer import events, plots
 from trainer.config import TrainConfig
 from trainer.device import policy_kept
 from trainer.epoch_loop import EpochLoop
+from trainer.errors import RESUME_BY_HAND, GankitError
 from trainer.fsutil import written_or_one_line
 from trainer.progress import format_duration
 from trainer.run_info import write_metrics
@@ -19,18 +20,22 @@ from trainer.run_setup import build_training, prepare_run, release
 from trainer.weights import weights_fingerprint
 
 LOSS_PLOT_SECONDS = 10.0
-RESUME_BY_HAND = "run the same command to resume"  # a run's own stop line; a job's says how the launcher resumes it
 
 
 def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint=RESUME_BY_HAND) -> dict:
     """Train (or resume) the run `cfg` describes; returns its summary.
 
     `stop_requested` is polled after every compiled call (SIGTERM sets it): the loop
-    then writes a checkpoint at once and returns with summary["stopped"] = True, and logs `resume_hint`.
+    then writes a checkpoint at once and returns with summary["stopped"] = True, and logs `resume_hint`,
+    which also ends a failing disk's one line in place of "run the same command to resume".
     Keras' global precision policy is the caller's again when it returns.
     """
-    with policy_kept():
-        return _train(cfg, stop_requested, log, resume_hint)
+    try:
+        with policy_kept():
+            return _train(cfg, stop_requested, log, resume_hint)
+    except GankitError as e:  # a job is resumed through the launcher, not by running its command again
+        e.args = (str(e).replace(RESUME_BY_HAND, resume_hint),)
+        raise
 
 
 def _train(cfg, stop_requested, log, resume_hint) -> dict:
