@@ -80,6 +80,16 @@ def test_a_16_bit_picture_is_scaled_to_8_bits_not_clipped_white(tmp_path):
         np.testing.assert_allclose(row, ramp[0] / 257, atol=1)  # 0 ... 255 in step with the ramp
 
 
+@pytest.mark.parametrize("name", ["dim.png", "dim.pgm"])
+def test_a_dim_16_bit_picture_stays_dim(tmp_path, name):
+    """A 16-bit file whose values all happen to be under 256 is nearly black, not 8-bit data to stretch white."""
+    ramp = np.repeat(np.linspace(0, 200, 32).astype(np.uint16)[None, :], 32, axis=0)
+    folder = _one_picture(tmp_path, lambda f: Image.fromarray(ramp).save(f / name))
+    assert Image.open(folder / name).mode.startswith("I")
+    images, _, _ = load_folder(folder, image_size=32, channels=1)
+    assert images.max() <= 1  # 200 of 65535
+
+
 def test_a_float_picture_in_0_1_is_scaled(tmp_path):
     values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     folder = _one_picture(tmp_path, lambda f: Image.fromarray(values).save(f / "map.tif"))
