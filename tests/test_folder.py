@@ -194,6 +194,24 @@ def test_empty_class_folder(tmp_path):
     assert f"class folder {folder / 'c'} has no pictures" in error(tmp_path, folder)
 
 
+def test_pictures_below_a_class_folder_are_named_not_left_out(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    make_image_folder(folder / "b" / "2019", classes=("june",), n=1)  # b/2019/june/000.png: two levels down
+    (folder / "a" / "notes").mkdir()
+    (folder / "a" / "notes" / "todo.txt").write_text("not a picture: fine")
+    message = error(tmp_path, folder)
+    assert message.startswith(f"{folder / 'b' / '2019' / 'june' / '000.png'} is in 2019/, a subfolder of class "
+                              f"folder {folder / 'b'} that training does not read")
+    assert f"move its pictures up into {folder / 'b'}, or remove them" in message
+
+
+def test_pictures_below_a_flat_folder_are_named_not_left_out(tmp_path):
+    folder = make_image_folder(tmp_path / "faces", classes=(), n=2)
+    make_image_folder(folder / "more", classes=("older",), n=1)
+    assert f"{folder / 'more' / 'older' / '000.png'} is in more/, a subfolder of image folder {folder}" \
+        in error(tmp_path, folder)
+
+
 def test_folders_have_only_a_train_split(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
     assert "has no test split" in error(tmp_path, folder, split="test")

@@ -7,6 +7,7 @@
         dogs/ 01.png ...
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ def list_folder(path):
     if top and with_pictures:
         raise UsageError(f"image folder {root} mixes pictures ({top[0].name}, ...) with class subfolders "
                          f"({with_pictures[0]}/, ...); keep either one folder of pictures or one subfolder per class")
+    for folder in [root] if top else [root / name for name in classes]:
+        _refuse_nested(folder, "image folder" if top else "class folder")
     if top:
         files, labels, class_names = top, None, ()
     elif with_pictures:
@@ -56,6 +59,20 @@ def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
     """Decode every picture as training will, keeping nothing: a broken one is named before a job exists."""
     for _ in map_with_progress(lambda f: _decode(f, image_size, channels).shape, files, "checking pictures", stream):
         pass
+
+
+def _refuse_nested(folder: Path, kind: str):
+    """Training reads the pictures in `folder` itself: one further down would be left out without a word."""
+    for sub in sorted(folder.iterdir(), key=lambda d: d.name):
+        if sub.name.startswith(".") or not sub.is_dir():
+            continue
+        for where, subfolders, names in os.walk(sub):  # symlinked folders below `sub` are not entered: no loops
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            nested = next((n for n in sorted(names)
+                           if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith(".")), None)
+            if nested:
+                raise UsageError(f"{Path(where) / nested} is in {sub.name}/, a subfolder of {kind} {folder} that "
+                                 f"training does not read; move its pictures up into {folder}, or remove them")
 
 
 def _pictures_in(folder: Path) -> list:
