@@ -224,6 +224,13 @@ def test_broken_link_is_named_not_skipped(tmp_path):
     assert f"{folder / 'a' / 'gone.png'} is a dangling symlink" in message and "fix or remove it" in message
 
 
+def test_symlink_loop_is_named_as_one(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "a" / "x.png").symlink_to("x.png")
+    message = error(tmp_path, folder)
+    assert f"{folder / 'a' / 'x.png'} is a symlink loop (it points to x.png, which leads back to itself)" in message
+
+
 def test_a_folder_too_small_to_evaluate_says_so(tmp_path):
     from trainer.evaluate import make_reference
 

@@ -7,6 +7,7 @@
         dogs/ 01.png ...
 """
 
+import errno
 import os
 from pathlib import Path
 
@@ -83,6 +84,12 @@ def _pictures_in(folder: Path) -> list:
 def _not_dangling(path: Path) -> Path:
     # A link to nothing is a picture or class the user meant to include: say so rather than skip it.
     if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UsageError(f"{path} is a symlink loop (it points to {path.readlink()}, which leads back to "
+                                 "itself); fix or remove it") from None
         raise UsageError(f"{path} is a dangling symlink (it points to {path.readlink()}, which does not exist); "
                          "fix or remove it")
     return path
