@@ -97,6 +97,15 @@ def test_a_float_picture_in_0_1_is_scaled(tmp_path):
     np.testing.assert_allclose(images[0, ..., 0], values * 255, atol=1)
 
 
+def test_a_float_picture_with_nan_pixels_keeps_its_range(tmp_path):
+    """One NaN (a float map's "no data") made the maximum NaN: the whole picture came out black."""
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    values[0, 0] = np.nan
+    folder = _one_picture(tmp_path, lambda f: Image.fromarray(values).save(f / "map.tif"))
+    images, _, _ = load_folder(folder, image_size=8, channels=1)
+    np.testing.assert_allclose(images[0, ..., 0], np.nan_to_num(values) * 255, atol=1)
+
+
 def test_exif_rotation_is_applied(tmp_path):
     """A phone's portrait photo is stored sideways with an Orientation tag; viewers turn it, so must we."""
     sideways = np.zeros((16, 32), np.uint8)

@@ -37,6 +37,7 @@ def as_seen(picture: Image.Image) -> Image.Image:
     picture = ImageOps.exif_transpose(picture)
     if picture.mode in HIGH_DEPTH:
         values = np.asarray(picture, dtype=np.float64)
+        values[~np.isfinite(values)] = 0.0  # a float map's NaN (no data) pixels: dark, and not its whole range
         top = values.max(initial=0.0)
         if picture.mode.startswith("I;16") or (picture.mode == "I" and stored_as in SIXTEEN_BIT_FORMATS):
             scale = 65535.0  # 16 bits as stored, however dark the picture: a dim scan stays dim
