@@ -221,6 +221,17 @@ def test_pictures_below_a_flat_folder_are_named_not_left_out(tmp_path):
         in error(tmp_path, folder)
 
 
+def test_a_class_folder_name_that_is_not_utf8_is_refused(tmp_path):
+    """Its name (kept by Python as surrogates) is the class name: report.html could not be written with it."""
+    import os
+
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    make_image_folder(folder / os.fsdecode(b"caf\xe9"), classes=(), n=2)
+    message = error(tmp_path, folder)
+    assert message.startswith(f"class folder {folder}/caf\\xe9 has a name that is not valid UTF-8 text")
+    assert message.endswith("rename it")
+
+
 def test_folders_have_only_a_train_split(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
     assert "has no test split" in error(tmp_path, folder, split="test")

@@ -48,6 +48,13 @@ def list_folder(path):
         if empty:
             raise UsageError(f"class folder {root / empty[0]} has no pictures; add some or remove the folder")
         class_names = tuple(classes)
+        for name in class_names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # a name that was not UTF-8, kept by Python as surrogates
+                shown = os.fsencode(root / name).decode("utf-8", "backslashreplace")
+                raise UsageError(f"class folder {shown} has a name that is not valid UTF-8 text, and it would name "
+                                 f"the class in the generator and report; rename it") from None
         files = [f for name in class_names for f in classes[name]]
         labels = np.array([k for k, name in enumerate(class_names) for _ in classes[name]], np.int64)
     else:
