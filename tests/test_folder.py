@@ -208,6 +208,7 @@ def test_pictures_below_a_class_folder_are_named_not_left_out(tmp_path):
     make_image_folder(folder / "b" / "2019", classes=("june",), n=1)  # b/2019/june/000.png: two levels down
     (folder / "a" / "notes").mkdir()
     (folder / "a" / "notes" / "todo.txt").write_text("not a picture: fine")
+    (folder / "a" / "loop").symlink_to("loop")  # neither a folder nor a picture: passed over
     message = error(tmp_path, folder)
     assert message.startswith(f"{folder / 'b' / '2019' / 'june' / '000.png'} is in 2019/, a subfolder of class "
                               f"folder {folder / 'b'} that training does not read")

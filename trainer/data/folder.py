@@ -71,9 +71,9 @@ def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
 
 def _refuse_nested(folder: Path, kind: str):
     """Training reads the pictures in `folder` itself: one further down would be left out without a word."""
-    for sub in sorted(folder.iterdir(), key=lambda d: d.name):
-        if sub.name.startswith(".") or not sub.is_dir():
-            continue
+    with os.scandir(folder) as entries:  # the entry's type comes with the listing: no stat per picture
+        subs = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_folder(e))
+    for sub in subs:
         for where, subfolders, names in os.walk(sub):  # symlinked folders below `sub` are not entered: no loops
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             nested = next((n for n in sorted(names)
@@ -81,6 +81,13 @@ def _refuse_nested(folder: Path, kind: str):
             if nested:
                 raise UsageError(f"{Path(where) / nested} is in {sub.name}/, a subfolder of {kind} {folder} that "
                                  f"training does not read; move its pictures up into {folder}, or remove them")
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop (other than a picture's name: those are named by _not_dangling)
+        return False
 
 
 def _pictures_in(folder: Path) -> list:
