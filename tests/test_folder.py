@@ -80,11 +80,30 @@ def test_a_16_bit_picture_is_scaled_to_8_bits_not_clipped_white(tmp_path):
         np.testing.assert_allclose(row, ramp[0] / 257, atol=1)  # 0 ... 255 in step with the ramp
 
 
+@pytest.mark.parametrize("name", ["dim.png", "dim.pgm"])
+def test_a_dim_16_bit_picture_stays_dim(tmp_path, name):
+    """A 16-bit file whose values all happen to be under 256 is nearly black, not 8-bit data to stretch white."""
+    ramp = np.repeat(np.linspace(0, 200, 32).astype(np.uint16)[None, :], 32, axis=0)
+    folder = _one_picture(tmp_path, lambda f: Image.fromarray(ramp).save(f / name))
+    assert Image.open(folder / name).mode.startswith("I")
+    images, _, _ = load_folder(folder, image_size=32, channels=1)
+    assert images.max() <= 1  # 200 of 65535
+
+
 def test_a_float_picture_in_0_1_is_scaled(tmp_path):
     values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     folder = _one_picture(tmp_path, lambda f: Image.fromarray(values).save(f / "map.tif"))
     images, _, _ = load_folder(folder, image_size=8, channels=1)
     np.testing.assert_allclose(images[0, ..., 0], values * 255, atol=1)
+
+
+def test_a_float_picture_with_nan_pixels_keeps_its_range(tmp_path):
+    """One NaN (a float map's "no data") made the maximum NaN: the whole picture came out black."""
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    values[0, 0] = np.nan
+    folder = _one_picture(tmp_path, lambda f: Image.fromarray(values).save(f / "map.tif"))
+    images, _, _ = load_folder(folder, image_size=8, channels=1)
+    np.testing.assert_allclose(images[0, ..., 0], np.nan_to_num(values) * 255, atol=1)
 
 
 def test_exif_rotation_is_applied(tmp_path):
@@ -184,6 +203,36 @@ def test_empty_class_folder(tmp_path):
     assert f"class folder {folder / 'c'} has no pictures" in error(tmp_path, folder)
 
 
+def test_pictures_below_a_class_folder_are_named_not_left_out(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    make_image_folder(folder / "b" / "2019", classes=("june",), n=1)  # b/2019/june/000.png: two levels down
+    (folder / "a" / "notes").mkdir()
+    (folder / "a" / "notes" / "todo.txt").write_text("not a picture: fine")
+    (folder / "a" / "loop").symlink_to("loop")  # neither a folder nor a picture: passed over
+    message = error(tmp_path, folder)
+    assert message.startswith(f"{folder / 'b' / '2019' / 'june' / '000.png'} is in 2019/, a subfolder of class "
+                              f"folder {folder / 'b'} that training does not read")
+    assert f"move its pictures up into {folder / 'b'}, or remove them" in message
+
+
+def test_pictures_below_a_flat_folder_are_named_not_left_out(tmp_path):
+    folder = make_image_folder(tmp_path / "faces", classes=(), n=2)
+    make_image_folder(folder / "more", classes=("older",), n=1)
+    assert f"{folder / 'more' / 'older' / '000.png'} is in more/, a subfolder of image folder {folder}" \
+        in error(tmp_path, folder)
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused(tmp_path):
+    """Its name (kept by Python as surrogates) is the class name: report.html could not be written with it."""
+    import os
+
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    make_image_folder(folder / os.fsdecode(b"caf\xe9"), classes=(), n=2)
+    message = error(tmp_path, folder)
+    assert message.startswith(f"class folder {folder}/caf\\xe9 has a name that is not valid UTF-8 text")
+    assert message.endswith("rename it")
+
+
 def test_folders_have_only_a_train_split(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a",), n=1)
     assert "has no test split" in error(tmp_path, folder, split="test")
@@ -194,6 +243,13 @@ def test_broken_link_is_named_not_skipped(tmp_path):
     (folder / "a" / "gone.png").symlink_to(tmp_path / "moved-away.png")
     message = error(tmp_path, folder)
     assert f"{folder / 'a' / 'gone.png'} is a dangling symlink" in message and "fix or remove it" in message
+
+
+def test_symlink_loop_is_named_as_one(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "a" / "x.png").symlink_to("x.png")
+    message = error(tmp_path, folder)
+    assert f"{folder / 'a' / 'x.png'} is a symlink loop (it points to x.png, which leads back to itself)" in message
 
 
 def test_a_folder_too_small_to_evaluate_says_so(tmp_path):

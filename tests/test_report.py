@@ -83,6 +83,17 @@ def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_report(tmp_path, mo
     assert (tmp_path / "report.html").read_text() == "the old one"
 
 
+def test_a_dataset_path_that_is_not_utf8_is_shown_as_its_bytes(tmp_path):
+    # A folder:PATH whose name is Latin-1: render() held it as a lone surrogate and the page failed to encode.
+    import json
+    import os
+
+    dataset = "folder:/data/" + os.fsdecode(b"caf\xe9")
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset": dataset}}))
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert "folder:/data/caf\\xe9" in write_report(tmp_path).read_text(encoding="utf-8")
+
+
 def test_report_cli(trained, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(trained["run"])])

@@ -109,3 +109,16 @@ def test_stage_to_an_empty_or_broken_target_writes_nothing(mnist_dir, tmp_path, 
     code, captured = run_trainer(capsys, "stage", "--dataset", "mnist", "--data-dir", mnist_dir, "--to", to)
     assert_one_line(code, captured, words)
     assert written == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_name_that_is_not_utf8_is_printed_not_a_traceback(tmp_path):
+    # Python holds a Latin-1 name as surrogates; a UTF-8 locale's stdout (errors=strict, as in en_US.UTF-8)
+    # refused it: `stage` copied every picture, then died printing "staged <folder>" with a traceback.
+    from tests.data_helpers import make_image_folder
+
+    folder = make_image_folder(Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9")), classes=(), n=2)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8:strict")
+    result = subprocess.run([sys.executable, "-m", "trainer", "stage", "--dataset", f"folder:{folder}",
+                             "--to", str(tmp_path / "staged")], capture_output=True, env=env, timeout=120)
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert f"staged {tmp_path}/caf\\udce9 at".encode() in result.stdout

@@ -168,6 +168,11 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
 
     import click
 
+    for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 (a folder:PATH) is printed, not a traceback
+        with contextlib.suppress(AttributeError, ValueError):  # not a text stream Python opened (a test's capture)
+            if stream.errors == "strict":
+                stream.reconfigure(errors="backslashreplace")
+
     def fail(message, code, interrupted=False):
         if on_error:
             on_error(message)

@@ -37,7 +37,8 @@ def write_report(output_dir, price_per_hour=None, log=lambda *a: None) -> Path:
         raise UsageError(f"{out} is not a run's output folder (no metrics.jsonl or run.json); "
                          "point at the --output-dir of a training run")
     path = out / REPORT_FILE
-    page = render(out, price_per_hour)
+    # A name that was not UTF-8 (a folder:PATH dataset's path; Python holds it as surrogates) shown as its bytes.
+    page = render(out, price_per_hour).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     try:
         atomic_write_text(path, page)
     except OSError as e:  # a full disk, a folder that is not writable: one line, the old report (if any) intact

@@ -7,6 +7,8 @@
         dogs/ 01.png ...
 """
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,8 @@ def list_folder(path):
     if top and with_pictures:
         raise UsageError(f"image folder {root} mixes pictures ({top[0].name}, ...) with class subfolders "
                          f"({with_pictures[0]}/, ...); keep either one folder of pictures or one subfolder per class")
+    for folder in [root] if top else [root / name for name in classes]:
+        _refuse_nested(folder, "image folder" if top else "class folder")
     if top:
         files, labels, class_names = top, None, ()
     elif with_pictures:
@@ -44,6 +48,13 @@ def list_folder(path):
         if empty:
             raise UsageError(f"class folder {root / empty[0]} has no pictures; add some or remove the folder")
         class_names = tuple(classes)
+        for name in class_names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # a name that was not UTF-8, kept by Python as surrogates
+                shown = os.fsencode(root / name).decode("utf-8", "backslashreplace")
+                raise UsageError(f"class folder {shown} has a name that is not valid UTF-8 text, and it would name "
+                                 f"the class in the generator and report; rename it") from None
         files = [f for name in class_names for f in classes[name]]
         labels = np.array([k for k, name in enumerate(class_names) for _ in classes[name]], np.int64)
     else:
@@ -58,6 +69,27 @@ def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
         pass
 
 
+def _refuse_nested(folder: Path, kind: str):
+    """Training reads the pictures in `folder` itself: one further down would be left out without a word."""
+    with os.scandir(folder) as entries:  # the entry's type comes with the listing: no stat per picture
+        subs = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_folder(e))
+    for sub in subs:
+        for where, subfolders, names in os.walk(sub):  # symlinked folders below `sub` are not entered: no loops
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            nested = next((n for n in sorted(names)
+                           if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith(".")), None)
+            if nested:
+                raise UsageError(f"{Path(where) / nested} is in {sub.name}/, a subfolder of {kind} {folder} that "
+                                 f"training does not read; move its pictures up into {folder}, or remove them")
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop (other than a picture's name: those are named by _not_dangling)
+        return False
+
+
 def _pictures_in(folder: Path) -> list:
     return sorted(f for f in folder.iterdir()
                   if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and _not_dangling(f).is_file())
@@ -66,6 +98,12 @@ def _pictures_in(folder: Path) -> list:
 def _not_dangling(path: Path) -> Path:
     # A link to nothing is a picture or class the user meant to include: say so rather than skip it.
     if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UsageError(f"{path} is a symlink loop (it points to {path.readlink()}, which leads back to "
+                                 "itself); fix or remove it") from None
         raise UsageError(f"{path} is a dangling symlink (it points to {path.readlink()}, which does not exist); "
                          "fix or remove it")
     return path

@@ -23,6 +23,7 @@ def fit(picture: Image.Image, size: int, channels: int) -> np.ndarray:
 
 
 HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
+SIXTEEN_BIT_FORMATS = ("PNG", "PPM")  # their "I" pictures (16-bit PNG in older Pillow, 16-bit PGM) are 16 bits
 BACKGROUND = (0, 0, 0)  # what transparent pixels become: the dark ground of MNIST-style data
 
 
@@ -32,12 +33,16 @@ def as_seen(picture: Image.Image) -> Image.Image:
     Pillow's `convert` clips rather than scales deeper pixels (a 16-bit scan comes out almost white),
     keeps the colour hidden under transparent pixels, and ignores a camera's EXIF rotation.
     """
+    stored_as = picture.format  # the transposed copy has none
     picture = ImageOps.exif_transpose(picture)
     if picture.mode in HIGH_DEPTH:
         values = np.asarray(picture, dtype=np.float64)
+        values[~np.isfinite(values)] = 0.0  # a float map's NaN (no data) pixels: dark, and not its whole range
         top = values.max(initial=0.0)
-        # The range the values were stored in: 0-1 floats, 8 bits kept in a wider mode, or 16 bits.
-        scale = 1.0 if top <= 1.0 and picture.mode == "F" else 255.0 if top <= 255 else 65535.0
+        if picture.mode.startswith("I;16") or (picture.mode == "I" and stored_as in SIXTEEN_BIT_FORMATS):
+            scale = 65535.0  # 16 bits as stored, however dark the picture: a dim scan stays dim
+        else:  # the range the values were stored in: 0-1 floats, 8 bits kept in a wider mode, or 16 bits
+            scale = 1.0 if top <= 1.0 and picture.mode == "F" else 255.0 if top <= 255 else 65535.0
         picture = Image.fromarray(np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8))
     if picture.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info:
         layer = picture.convert("RGBA")
