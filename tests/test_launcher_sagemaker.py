@@ -43,6 +43,23 @@ def spec_for(data, hp=(), **options):
                       role=ROLE, region=REGION, **options)
 
 
+def test_your_own_copy_and_the_published_files_never_stand_in_for_each_other(aws, data, tmp_path):
+    """--hp data_dir was staged to datasets/mnist/ only when that was empty: the first copy there won for good."""
+    from trainer.dataset_staging import stage_dataset
+
+    published = make_idx_dataset(tmp_path / "published", n_train=32, n_test=16, seed=1)
+    canonical = layout.dataset_prefix(f"s3://{BUCKET}", "mnist")
+    stage_dataset("mnist", canonical, data_dir=published, log=lambda m: None)
+    before = s3.read_bytes(f"{canonical}/MANIFEST.json")
+
+    own = sagemaker.submit(spec_for(data))["request"]["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert own != canonical + "/"
+    assert s3.read_bytes(own + "train-images-idx3-ubyte.gz") == (data / "train-images-idx3-ubyte.gz").read_bytes()
+    assert s3.read_bytes(f"{canonical}/MANIFEST.json") == before  # the published copy is untouched
+    again = spec_for(data, job="gan-mnist-again")
+    assert sagemaker.submit(again)["request"]["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == own
+
+
 def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     spec = spec_for(data, max_run="90m")
     record = sagemaker.submit(spec)
@@ -57,7 +74,8 @@ def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     assert "data_dir" not in hp  # the data arrives as the training channel
     channel = request["InputDataConfig"][0]
     assert channel["ChannelName"] == "training"
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/datasets/mnist/"
+    data_uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+    assert data_uri.startswith(f"s3://{BUCKET}/datasets/mnist-") and data_uri.endswith("/")  # named by content
     assert request["CheckpointConfig"] == {"S3Uri": f"{run}/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
     assert request["OutputDataConfig"]["CompressionType"] == "NONE"
     assert request["ResourceConfig"] == {"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
@@ -66,13 +84,14 @@ def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= 5400
     assert request["Environment"]["GANKIT_JOB"] == spec.job  # moto drops Environment: checked on our request
     assert request["Environment"]["AWS_DEFAULT_REGION"] == spec.region  # where the trainer's stop watcher asks
-    assert {"Key": "project", "Value": "gankit"} in request["Tags"] and {"Key": "dataset", "Value": "mnist"} in request["Tags"]
+    assert {"Key": "project", "Value": "gankit"} in request["Tags"]
+    assert {"Key": "dataset", "Value": data_uri.rstrip("/").rsplit("/", 1)[-1]} in request["Tags"]
 
     # What AWS saw.
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=spec.job)
     assert job["HyperParameters"] == hp and job["EnableManagedSpotTraining"] is True
     assert job["CheckpointConfig"]["S3Uri"] == f"{run}/checkpoints"
-    staged = s3.list_objects(f"s3://{BUCKET}/datasets/mnist")
+    staged = s3.list_objects(data_uri)
     assert "MANIFEST.json" in staged and "train-images-idx3-ubyte.gz" in staged
     with tarfile.open(fileobj=io.BytesIO(s3.read_bytes(hp["sagemaker_submit_directory"]))) as tar:
         names = tar.getnames()

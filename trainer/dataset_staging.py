@@ -107,9 +107,14 @@ def folder_manifest(name: str, folder) -> dict:
         files[rel] = {"size": path.stat().st_size, "sha256": _picture_digest(path)}
         progress.update(path.stat().st_size)
     progress.close()
-    content = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return {"dataset": canonical_name(name), "kind": "folder", "classes": list(class_names),
-            "content_hash": content[:CONTENT_HASH_CHARS], "files": files}
+            "content_hash": content_hash(files), "files": files}
+
+
+def content_hash(files: dict) -> str:
+    """A manifest's files (name: size and SHA-256) as one short hash: the same files give the same hash."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
+        :CONTENT_HASH_CHARS]
 
 
 def _printable(path: Path) -> str:

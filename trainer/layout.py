@@ -2,6 +2,7 @@
 
     <root>/datasets/<name>/            canonical dataset files + MANIFEST.json (checksums)
     <root>/datasets/<folder>-<hash>/   a staged folder:PATH (class subfolders kept) + MANIFEST.json
+    <root>/datasets/<name>-<hash>/     an IDX dataset a cloud job took from `--hp data_dir` + MANIFEST.json
     <root>/runs/<job>/checkpoints/     ckpt-NNNNNNNNN/ folders, each complete once its MANIFEST.json exists
     <root>/runs/<job>/output/          what `train --output-dir` writes: generator/, samples/, metrics.jsonl, ...
 
@@ -39,7 +40,8 @@ def dataset_prefix(root: str, dataset: str) -> str:
 
 
 def folder_dataset_prefix(root: str, folder: str, content_hash: str) -> str:
-    """Where a folder of pictures is staged: named by its content, so a changed folder gets a new prefix."""
+    """Where a folder of pictures (or your own copy of an IDX dataset: `folder` is then its name) is staged:
+    named by its content, so a changed folder gets a new prefix."""
     return join(root, "datasets", f"{_folder_base(str(folder))}-{content_hash}")
 
 

@@ -121,10 +121,13 @@ def ensure_dataset(spec, upload: bool = True):
     """The spec with its dataset where a cloud job reads it, staged in the bucket unless it is there already.
 
     A folder:PATH is checked first (every picture decoded: a broken one is named, and nothing is sent) and
-    goes to datasets/<folder>-<content hash>/. `upload=False` (a dry run) checks and names the prefix only.
+    goes to datasets/<folder>-<content hash>/; an IDX dataset from `--hp data_dir` to datasets/<name>-<content
+    hash>/ (once the canonical datasets/<name>/ took it if empty, and every later job trained on whichever
+    copy came first). `upload=False` (a dry run) checks and names the prefix only.
     """
     from trainer import layout, s3
-    from trainer.dataset_staging import MANIFEST, folder_manifest, stage_dataset, stage_folder
+    from trainer.dataset_staging import (MANIFEST, build_manifest, content_hash, dataset_files, folder_manifest,
+                                         stage_dataset, stage_folder)
 
     if spec.dataset.startswith("folder:"):
         folder = folder_source(spec)
@@ -138,8 +141,13 @@ def ensure_dataset(spec, upload: bool = True):
 
             check_pictures([folder / rel for rel in manifest["files"]], *_picture_shape(spec))
         return spec
+    data_dir = spec.hyperparameters.get("data_dir")
+    if data_dir:  # your own copy: named by its content, so it never stands in for the published files, nor they for it
+        files = build_manifest(spec.dataset, dataset_files(spec.dataset, data_dir))["files"]
+        spec = dataclasses.replace(spec, data_prefix=layout.folder_dataset_prefix(
+            spec.root, spec.dataset, content_hash(files)))
     if upload and s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
+        stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir)
     return spec
 
 
