@@ -53,6 +53,9 @@ def load() -> dict:
         values = json.loads(path.read_bytes())
     except ValueError as e:  # UnicodeDecodeError included
         raise UsageError(f"{path} is not valid JSON ({_one_line(e)}); fix or delete it") from None
+    except OSError as e:  # a folder in its place, or no permission to read it
+        raise UsageError(f"{path} cannot be read ({e.strerror or e}); make it a readable settings file, "
+                         "or delete it") from None
     if not isinstance(values, dict):
         raise UsageError(f"{path} holds a JSON {type(values).__name__}, not an object of settings such as "
                          '{"backend": "local"}; fix or delete it')

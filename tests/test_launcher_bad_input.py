@@ -172,6 +172,17 @@ def test_a_malformed_config_file_is_an_error_and_is_never_overwritten(text, says
     assert path.read_text() == text  # the user's file, as they left it
 
 
+def test_a_config_file_that_is_a_folder_is_one_line_and_left_alone():
+    path = settings.config_path()
+    path.mkdir(parents=True)  # a traceback (IsADirectoryError) from every command that reads the settings
+    for args in (("config", "show"), ("config", "set", "region", "eu-west-1"),
+                 ("submit", "--dataset", "mnist", "--dry-run")):
+        result = run(*args)
+        line = one_clean_line(result)
+        assert result.exit_code == 2 and f"{path} cannot be read" in line and "delete it" in line, (args, line)
+    assert path.is_dir() and not any(path.iterdir())
+
+
 @hypothesis_settings(max_examples=60, deadline=None)
 @given(value=JSON_VALUES | st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=3) | st.binary(max_size=40))
 def test_property_a_config_file_is_either_valid_settings_or_one_clean_line(value):
