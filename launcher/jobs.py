@@ -11,6 +11,7 @@ from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
 OPTIONAL = (str, type(None))
+PID_MAX = 2 ** 31 - 1  # pid_t's largest
 # The fields the launcher reads and the types they must have; each backend names those its records
 # must have besides job, backend and output_uri (its RECORD_FIELDS).
 FIELDS = {"job": str, "backend": str, "output_uri": str, "submitted_at": str, "dataset": str, "hyperparameters": dict,
@@ -77,7 +78,8 @@ def _problem(record, stem) -> str | None:
             return f"{key} is {json.dumps(record[key])[:30]}"
     if record["job"] != stem:
         return f"it names job {record['job'][:70]!r}"
-    if record.get("instance_count", 1) < 1 or record.get("pid", 1) <= 0:  # a pid <= 0 signals a process group
+    # A pid <= 0 signals a process group; one past pid_t's range is an OverflowError from os.kill.
+    if record.get("instance_count", 1) < 1 or not 0 < record.get("pid", 1) <= PID_MAX:
         return "instance_count" if record.get("instance_count", 1) < 1 else f"pid {record['pid']}"
     return None
 

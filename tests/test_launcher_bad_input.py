@@ -4,6 +4,7 @@
 import json
 import os
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -82,11 +83,27 @@ def test_a_corrupted_record_is_one_line_naming_the_file_and_the_fix_and_list_sho
 
 def test_a_record_with_a_dangerous_pid_is_refused_before_any_signal(tmp_path):
     """`launcher stop` signals the recorded pid: 0 or a negative one would signal a whole process group."""
-    for pid in (0, -1, True, "123"):
+    for pid in (0, -1, True, "123", 2 ** 31, 2 ** 63):  # the last two: os.kill's OverflowError, a traceback
         write_record("gan-pid-cgan-20261122-180007", json.dumps({**good_record(tmp_path, "gan-pid-cgan-20261122-180007"),
                                                                  "pid": pid}).encode())
         result = run("stop", "gan-pid-cgan-20261122-180007")
         assert result.exit_code == 2 and "pid" in one_clean_line(result), pid
+
+
+def test_a_record_whose_pid_is_past_any_process_is_named_and_list_shows_the_rest(tmp_path):
+    # No exit code yet, so `status` asks whether its process runs: os.kill raised OverflowError, and `list` died too.
+    jobs.save(good_record(tmp_path))
+    record = {**good_record(tmp_path, "gan-big-cgan-20261122-180009"), "pid": 2 ** 63}
+    (Path(record["sm_root"]) / "exit_code").unlink()
+    write_record(record["job"], json.dumps(record).encode())
+    path = jobs.jobs_dir() / f"{record['job']}.json"
+    for command in ("status", "stop"):
+        result = run(command, record["job"])
+        assert result.exit_code == 2 and f"{path} is not a valid job record (pid" in one_clean_line(result), command
+    listed = run("list")
+    assert listed.exit_code == 0 and "Traceback" not in listed.output, listed.output
+    assert "gan-good-cgan-20261122-180005" in listed.output
+    assert sum(str(path) in x and x.startswith("warning: ") for x in listed.output.splitlines()) == 1
 
 
 # Fields a record must have, for every backend, and a value of the wrong type for each field the
@@ -98,7 +115,7 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 WRONG = {"job": lambda v: not isinstance(v, str), "backend": lambda v: v not in settings.BACKENDS,
          "output_uri": lambda v: not isinstance(v, str), "hyperparameters": lambda v: not isinstance(v, dict),
          "instance_count": lambda v: not isinstance(v, int) or isinstance(v, bool) or v < 1,
-         "pid": lambda v: not isinstance(v, int) or isinstance(v, bool) or v <= 0,
+         "pid": lambda v: not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= jobs.PID_MAX,
          "sm_root": lambda v: not isinstance(v, str), "log": lambda v: not isinstance(v, str),
          "submitted_at": lambda v: not isinstance(v, str), "spot": lambda v: not isinstance(v, bool)}
 
