@@ -3,6 +3,9 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from launcher.cli import cli
 from trainer.errors import run_cli
 
 Result = namedtuple("Result", "exit_code output")
+ROOT = Path(__file__).parents[1]
 
 
 def run(*args) -> Result:
@@ -198,6 +202,38 @@ def test_a_config_file_that_is_a_folder_is_one_line_and_left_alone():
         line = one_clean_line(result)
         assert result.exit_code == 2 and f"{path} cannot be read" in line and "delete it" in line, (args, line)
     assert path.is_dir() and not any(path.iterdir())
+
+
+def test_two_config_sets_at_once_keep_both_settings(tmp_path):
+    # Each read the file, set its key and wrote the whole: the later write dropped the other's setting.
+    started = tmp_path / "read"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import pathlib, time
+from launcher import settings
+write = settings.atomic_write_text
+def slow(path, text):  # between its read and its write
+    pathlib.Path({str(started)!r}).touch()
+    time.sleep(1.5)
+    write(path, text)
+settings.atomic_write_text = slow
+settings.update(region="eu-west-1")
+"""], env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + 60
+    while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started.exists()
+    settings.update(backend="local")
+    assert child.wait(60) == 0
+    assert settings.load() == {"backend": "local", "region": "eu-west-1"}
+
+
+def test_config_set_with_a_file_where_its_folder_goes_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("mine")
+    monkeypatch.setenv("GANKIT_CONFIG", str(tmp_path / "f" / "config.json"))
+    result = run("config", "set", "region", "eu-west-1")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and f"{tmp_path / 'f' / 'config.json'} could not be written" in line
+    assert "GANKIT_CONFIG" in line and (tmp_path / "f").read_text() == "mine"
 
 
 @hypothesis_settings(max_examples=60, deadline=None)
