@@ -205,4 +205,4 @@ def local_root() -> Path:
     """The folder standing in for the bucket on the local backend."""
     home = os.environ.get("GANKIT_HOME")
     base = Path(home).expanduser() if home else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "gankit"
-    return base / "bucket"
+    return base.absolute() / "bucket"  # recorded in each job: a relative one meant another folder elsewhere
