@@ -149,6 +149,14 @@ def _resumable(job: str) -> dict:
     if status not in backends.FINAL_STATES:
         raise UsageError(f"job {job} is {status}; `launcher stop {job}` (it checkpoints) or wait for it to end, "
                          f"then resume it")
+    run = record.get("resume") or record["job"]  # another job may be continuing the same run already
+    for other in jobs.all_jobs():
+        if other["job"] != job and (other.get("resume") or other["job"]) == run:
+            status = _describe(other).get("status")
+            if status not in backends.FINAL_STATES:
+                raise UsageError(f"job {other['job']} is {status} and continues the same run as {job}; "
+                                 f"`launcher stop {other['job']}` (it checkpoints) or wait for it to end, then "
+                                 f"resume {other['job']}")
     return record
 
 

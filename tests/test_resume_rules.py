@@ -58,6 +58,23 @@ def test_a_running_job_cannot_be_resumed_and_a_resumed_job_resumes_its_run(toy, 
     assert planned_checkpoints(capsys, "--resume", second) == f"{toy}/runs/{first}/checkpoints"
 
 
+def test_a_run_another_job_is_still_continuing_cannot_be_resumed(toy, capsys, monkeypatch):
+    # The first job had ended, so `--resume first` was let through while the second still wrote the run's
+    # checkpoints: two jobs on one checkpoint prefix (locally the trainer's lock failed one; in S3 nothing does).
+    from datetime import datetime, timedelta, timezone
+
+    first = submit(capsys)
+    run(["stop", first], capsys)
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    monkeypatch.setattr("launcher.spec.datetime", type("Clock", (), {"now": staticmethod(lambda tz=None: later)}))
+    second = submit(capsys, "--resume", first)
+    code, _, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--resume", first, "--dry-run"], capsys)
+    assert code == 2 and f"error: job {second} is InProgress and continues the same run as {first}" in err
+    assert len(err.strip().splitlines()) == 1 and f"`launcher stop {second}`" in err
+    run(["stop", second], capsys)
+    assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"
+
+
 def test_a_job_is_resumed_only_where_its_checkpoints_are(toy, capsys, monkeypatch):
     first = submit(capsys)
     run(["stop", first], capsys)
