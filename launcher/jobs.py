@@ -5,6 +5,7 @@ line naming the file and the fix, never a traceback or a signal sent to the wron
 """
 
 import json
+import os
 
 from launcher import backends, settings
 from trainer.errors import GankitError, UsageError
@@ -87,8 +88,15 @@ def _problem(record, stem) -> str | None:
 def all_jobs(on_bad=None) -> list[dict]:
     """Every readable record, newest first; `on_bad(message)` hears of each one that is not."""
     folder = jobs_dir()
+    try:
+        names = sorted(os.listdir(folder))  # not glob, which takes a folder it cannot read for an empty one
+    except FileNotFoundError:
+        names = []
+    except OSError as e:  # a file in its place, no permission: "no jobs yet" would hide every job there
+        raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
+                         "you can read, or move what is there aside") from None
     records = []
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+    for path in [folder / name for name in names if name.endswith(".json") and not name.startswith(".")]:
         try:
             records.append(read(path))
         except UsageError as e:

@@ -85,6 +85,15 @@ def test_a_corrupted_record_is_one_line_naming_the_file_and_the_fix_and_list_sho
     assert snapshot(jobs.jobs_dir()) == before  # nothing rewritten, nothing deleted
 
 
+def test_a_job_records_folder_that_cannot_be_read_is_one_line_not_no_jobs(tmp_path):
+    jobs.jobs_dir().parent.mkdir(parents=True, exist_ok=True)
+    jobs.jobs_dir().write_text("mine")  # `list` said "no jobs yet", as it would of an unreadable folder
+    result = run("list")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and f"the job records folder {jobs.jobs_dir()} cannot be read" in line
+    assert jobs.jobs_dir().read_text() == "mine"
+
+
 def test_a_record_with_a_dangerous_pid_is_refused_before_any_signal(tmp_path):
     """`launcher stop` signals the recorded pid: 0 or a negative one would signal a whole process group."""
     for pid in (0, -1, True, "123", 2 ** 31, 2 ** 63):  # the last two: os.kill's OverflowError, a traceback
