@@ -4,6 +4,7 @@ A record is a file in the user's folder: an edit, a truncated write or a disk er
 line naming the file and the fix, never a traceback or a signal sent to the wrong process.
 """
 
+import contextlib
 import json
 import os
 
@@ -103,6 +104,26 @@ def all_jobs(on_bad=None) -> list[dict]:
             if on_bad:
                 on_bad(str(e))
     return sorted(records, key=lambda r: r.get("submitted_at", ""), reverse=True)
+
+
+@contextlib.contextmanager
+def held():
+    """The records folder for this process alone while the block runs, waiting while another holds it: a
+    `--resume` checks that no job continues the run and records its own as one step."""
+    import fcntl
+
+    folder = jobs_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
+                         "you can read, or move what is there aside") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def delete(job: str):
