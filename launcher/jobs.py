@@ -114,8 +114,10 @@ def held():
 
     folder = jobs_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:  # no records, so no job to resume: `load` says so
+        yield
+        return
     except OSError as e:
         raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
                          "you can read, or move what is there aside") from None
