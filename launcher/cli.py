@@ -6,6 +6,7 @@ Heavy imports (TensorFlow, boto3, the SageMaker SDK) live inside the commands
 that need them, so `launcher --help` answers at once.
 """
 
+import contextlib
 import importlib
 import json
 from pathlib import Path
@@ -98,9 +99,13 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_type, instance_count, spot, max_run,
            bucket, role, image, region, resume, wait, dest, dry_run):
     """Start a training job; prints its name, where outputs land and what it may cost."""
-    from launcher import backends
+    from launcher import backends, jobs
     from launcher.spec import build_spec
 
+    held = contextlib.ExitStack()  # two resumes of one run at once: the second waits, then sees the first's job
+    click.get_current_context().call_on_close(held.close)
+    if resume:
+        held.enter_context(jobs.held())
     resumed = _resumable(resume) if resume else None
     spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,
                       backend=backend, instance_type=instance_type, instance_count=instance_count, spot=spot,
@@ -132,6 +137,7 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
         refuse_file_in_the_way(dest or spec.job, "--dest")  # now, not after the whole run
     _echo_table(_plan_rows(spec, backend_module))
     record = backend_module.submit(spec)
+    held.close()  # recorded: another resume of its run now finds it
     click.echo(f"submitted {record['job']}")
     if wait:
         _wait_and_pull(record, Path(dest or record["job"]))
@@ -149,6 +155,14 @@ def _resumable(job: str) -> dict:
     if status not in backends.FINAL_STATES:
         raise UsageError(f"job {job} is {status}; `launcher stop {job}` (it checkpoints) or wait for it to end, "
                          f"then resume it")
+    run = record.get("resume") or record["job"]  # another job may be continuing the same run already
+    for other in jobs.all_jobs():
+        if other["job"] != job and (other.get("resume") or other["job"]) == run:
+            status = _describe(other).get("status")
+            if status not in backends.FINAL_STATES:
+                raise UsageError(f"job {other['job']} is {status} and continues the same run as {job}; "
+                                 f"`launcher stop {other['job']}` (it checkpoints) or wait for it to end, then "
+                                 f"resume {other['job']}")
     return record
 
 

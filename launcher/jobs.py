@@ -4,13 +4,16 @@ A record is a file in the user's folder: an edit, a truncated write or a disk er
 line naming the file and the fix, never a traceback or a signal sent to the wrong process.
 """
 
+import contextlib
 import json
+import os
 
 from launcher import backends, settings
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
 OPTIONAL = (str, type(None))
+PID_MAX = 2 ** 31 - 1  # pid_t's largest
 # The fields the launcher reads and the types they must have; each backend names those its records
 # must have besides job, backend and output_uri (its RECORD_FIELDS).
 FIELDS = {"job": str, "backend": str, "output_uri": str, "submitted_at": str, "dataset": str, "hyperparameters": dict,
@@ -77,7 +80,8 @@ def _problem(record, stem) -> str | None:
             return f"{key} is {json.dumps(record[key])[:30]}"
     if record["job"] != stem:
         return f"it names job {record['job'][:70]!r}"
-    if record.get("instance_count", 1) < 1 or record.get("pid", 1) <= 0:  # a pid <= 0 signals a process group
+    # A pid <= 0 signals a process group; one past pid_t's range is an OverflowError from os.kill.
+    if record.get("instance_count", 1) < 1 or not 0 < record.get("pid", 1) <= PID_MAX:
         return "instance_count" if record.get("instance_count", 1) < 1 else f"pid {record['pid']}"
     return None
 
@@ -85,14 +89,43 @@ def _problem(record, stem) -> str | None:
 def all_jobs(on_bad=None) -> list[dict]:
     """Every readable record, newest first; `on_bad(message)` hears of each one that is not."""
     folder = jobs_dir()
+    try:
+        names = sorted(os.listdir(folder))  # not glob, which takes a folder it cannot read for an empty one
+    except FileNotFoundError:
+        names = []
+    except OSError as e:  # a file in its place, no permission: "no jobs yet" would hide every job there
+        raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
+                         "you can read, or move what is there aside") from None
     records = []
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+    for path in [folder / name for name in names if name.endswith(".json") and not name.startswith(".")]:
         try:
             records.append(read(path))
         except UsageError as e:
             if on_bad:
                 on_bad(str(e))
     return sorted(records, key=lambda r: r.get("submitted_at", ""), reverse=True)
+
+
+@contextlib.contextmanager
+def held():
+    """The records folder for this process alone while the block runs, waiting while another holds it: a
+    `--resume` checks that no job continues the run and records its own as one step."""
+    import fcntl
+
+    folder = jobs_dir()
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:  # no records, so no job to resume: `load` says so
+        yield
+        return
+    except OSError as e:
+        raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
+                         "you can read, or move what is there aside") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def delete(job: str):

@@ -2,6 +2,7 @@
 
 import filecmp
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,26 +20,55 @@ def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
     """Like s3.download_prefix for a local source: resumable, skips files already there with the same bytes.
     Hidden files and folders are left out, as the S3 mirror leaves them out (s3.changed_files): they are the
     temp files of writes in flight, or cut short by a killed trainer, never outputs."""
-    files = [p for p in sorted(source.rglob("*"))
-             if p.is_file() and not any(part == "checkpoints" or part.startswith(".")
-                                        for part in p.relative_to(source).parts)]
+    sizes = {p: size for p in _listed(source) if (size := _size(p)) is not None}
+    files = list(sizes)
     targets = {p: inside(dest, p.relative_to(source).as_posix(), str(source)) for p in files}
-    todo = [p for p in files if not (targets[p].is_file() and filecmp.cmp(p, targets[p], shallow=False))]
+    todo = [p for p in files if not (targets[p].is_file() and _same(p, targets[p]))]
     if log:
-        s3.say_skipped(log, dest, len(files) - len(todo), sum(p.stat().st_size for p in files if p not in todo))
+        s3.say_skipped(log, dest, len(files) - len(todo), sum(sizes[p] for p in files if p not in todo))
     if todo:
-        progress = Progress(sum(p.stat().st_size for p in todo), label=label, fmt=format_bytes)
+        progress = Progress(sum(sizes[p] for p in todo), label=label, fmt=format_bytes)
         for path in todo:
             target = targets[path]
             try:
-                with atomic_file(target, suffix=".part") as out, path.open("rb") as src:  # complete or absent
+                src = path.open("rb")
+            except FileNotFoundError:  # replaced as it was read (a running job's generator-best/): the next pull
+                progress.update(sizes[path])
+                continue
+            try:
+                with src, atomic_file(target, suffix=".part") as out:  # complete or absent
                     shutil.copyfileobj(src, out)
             except OSError as e:  # a file where a folder must go (or the reverse), a full disk: as S3's mirror says
                 raise GankitError(f"copy of {path} to {target} failed: {e.strerror or e}; free space, move what "
                                   "is in the way, or choose another destination") from None
-            progress.update(path.stat().st_size)
+            progress.update(sizes[path])
         progress.close()
     return dest
+
+
+def _listed(source: Path) -> list[Path]:
+    """The files below `source`, less hidden ones and checkpoints. A running job replaces folders whole (its
+    generator-best/ through a hidden temp folder): what vanishes while it is listed is left out, not a traceback."""
+    files = []
+    for folder, dirs, names in os.walk(source):  # it skips a folder gone before it is read
+        dirs[:] = sorted(d for d in dirs if d != "checkpoints" and not d.startswith("."))
+        files += [Path(folder) / n for n in sorted(names) if n != "checkpoints" and not n.startswith(".")]
+    return files
+
+
+def _size(path: Path) -> int | None:
+    """A file's size; None if it is not a file (any more)."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _same(path: Path, other: Path) -> bool:
+    try:
+        return filecmp.cmp(path, other, shallow=False)
+    except OSError:  # gone as it was compared: copied (or skipped) as any other
+        return False
 
 
 def fetch(uri: str, dest: Path, label: str, log=None) -> Path:

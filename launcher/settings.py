@@ -8,6 +8,7 @@ GANKIT_<KEY> overrides the file; command-line flags override both. AWS profile a
 region otherwise follow the usual AWS conventions (AWS_PROFILE, AWS_DEFAULT_REGION).
 """
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -53,6 +54,9 @@ def load() -> dict:
         values = json.loads(path.read_bytes())
     except ValueError as e:  # UnicodeDecodeError included
         raise UsageError(f"{path} is not valid JSON ({_one_line(e)}); fix or delete it") from None
+    except OSError as e:  # a folder in its place, or no permission to read it
+        raise UsageError(f"{path} cannot be read ({e.strerror or e}); make it a readable settings file, "
+                         "or delete it") from None
     if not isinstance(values, dict):
         raise UsageError(f"{path} holds a JSON {type(values).__name__}, not an object of settings such as "
                          '{"backend": "local"}; fix or delete it')
@@ -162,13 +166,31 @@ def update(**values):
         from launcher.pricing import check_instance_type_setting
 
         check_instance_type_setting(values["instance_type"])
-    current = load()
-    current.update(values)
-    current = {k: v for k, v in current.items() if v not in (None, "")}
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.parent):  # two at once: each reads what the other wrote, so neither setting is lost
+            current = load()
+            current.update(values)
+            current = {k: v for k, v in current.items() if v not in (None, "")}
+            atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    except OSError as e:  # a file where its folder goes, a full disk, no permission: whole or as it was
+        raise UsageError(f"{path} could not be written ({e.strerror or e}); make {path.parent} a folder you can "
+                         "write to, or set GANKIT_CONFIG to another file") from None
     return current
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold `folder` for this process alone while the block runs (waiting for another holder); creates nothing."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def default_backend() -> str:
@@ -183,4 +205,4 @@ def local_root() -> Path:
     """The folder standing in for the bucket on the local backend."""
     home = os.environ.get("GANKIT_HOME")
     base = Path(home).expanduser() if home else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "gankit"
-    return base / "bucket"
+    return base.absolute() / "bucket"  # recorded in each job: a relative one meant another folder elsewhere

@@ -253,6 +253,33 @@ def test_the_job_is_recorded_before_the_instance_is_launched_with_a_client_token
     assert _live("r1") == []
 
 
+def test_two_submits_of_one_name_at_once_launch_one_instance_and_keep_its_record(launches, cloud):
+    # Both checked that the name was free before either recorded it: both launched, and the second record
+    # overwrote the first, whose instance then billed on where no `status` or `stop` could find it.
+    import threading
+
+    barrier, outcomes = threading.Barrier(2), []
+
+    def submit(lr):
+        barrier.wait()
+        try:
+            outcomes.append(backend.submit(Spec(job="same-ms", root=cloud["root"], hyperparameters={**HP, "lr": lr})))
+        except UsageError as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=submit, args=(lr,)) for lr in ("1e-4", "3e-4")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [record] = [o for o in outcomes if isinstance(o, dict)]
+    [refused] = [o for o in outcomes if isinstance(o, UsageError)]
+    assert "job same-ms exists already" in str(refused)
+    assert _live("same-ms") == [record["instance_id"]] and jobs.load("same-ms")["instance_id"] == record["instance_id"]
+    assert json.loads(s3.read_bytes(record["job_uri"]))["hyperparameters"]["lr"] == record["hyperparameters"]["lr"]
+    assert not (jobs.jobs_dir() / "same-ms").exists()  # the claim goes once the record holds the name
+
+
 def test_a_failure_after_run_instances_terminates_the_instance_and_leaves_no_record(launches, cloud):
     launches["fail_after"] = True
     with pytest.raises(GankitError) as failed:

@@ -3,7 +3,11 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +18,7 @@ from launcher.cli import cli
 from trainer.errors import run_cli
 
 Result = namedtuple("Result", "exit_code output")
+ROOT = Path(__file__).parents[1]
 
 
 def run(*args) -> Result:
@@ -80,13 +85,38 @@ def test_a_corrupted_record_is_one_line_naming_the_file_and_the_fix_and_list_sho
     assert snapshot(jobs.jobs_dir()) == before  # nothing rewritten, nothing deleted
 
 
+def test_a_job_records_folder_that_cannot_be_read_is_one_line_not_no_jobs(tmp_path):
+    jobs.jobs_dir().parent.mkdir(parents=True, exist_ok=True)
+    jobs.jobs_dir().write_text("mine")  # `list` said "no jobs yet", as it would of an unreadable folder
+    result = run("list")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and f"the job records folder {jobs.jobs_dir()} cannot be read" in line
+    assert jobs.jobs_dir().read_text() == "mine"
+
+
 def test_a_record_with_a_dangerous_pid_is_refused_before_any_signal(tmp_path):
     """`launcher stop` signals the recorded pid: 0 or a negative one would signal a whole process group."""
-    for pid in (0, -1, True, "123"):
+    for pid in (0, -1, True, "123", 2 ** 31, 2 ** 63):  # the last two: os.kill's OverflowError, a traceback
         write_record("gan-pid-cgan-20261122-180007", json.dumps({**good_record(tmp_path, "gan-pid-cgan-20261122-180007"),
                                                                  "pid": pid}).encode())
         result = run("stop", "gan-pid-cgan-20261122-180007")
         assert result.exit_code == 2 and "pid" in one_clean_line(result), pid
+
+
+def test_a_record_whose_pid_is_past_any_process_is_named_and_list_shows_the_rest(tmp_path):
+    # No exit code yet, so `status` asks whether its process runs: os.kill raised OverflowError, and `list` died too.
+    jobs.save(good_record(tmp_path))
+    record = {**good_record(tmp_path, "gan-big-cgan-20261122-180009"), "pid": 2 ** 63}
+    (Path(record["sm_root"]) / "exit_code").unlink()
+    write_record(record["job"], json.dumps(record).encode())
+    path = jobs.jobs_dir() / f"{record['job']}.json"
+    for command in ("status", "stop"):
+        result = run(command, record["job"])
+        assert result.exit_code == 2 and f"{path} is not a valid job record (pid" in one_clean_line(result), command
+    listed = run("list")
+    assert listed.exit_code == 0 and "Traceback" not in listed.output, listed.output
+    assert "gan-good-cgan-20261122-180005" in listed.output
+    assert sum(str(path) in x and x.startswith("warning: ") for x in listed.output.splitlines()) == 1
 
 
 # Fields a record must have, for every backend, and a value of the wrong type for each field the
@@ -98,7 +128,7 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 WRONG = {"job": lambda v: not isinstance(v, str), "backend": lambda v: v not in settings.BACKENDS,
          "output_uri": lambda v: not isinstance(v, str), "hyperparameters": lambda v: not isinstance(v, dict),
          "instance_count": lambda v: not isinstance(v, int) or isinstance(v, bool) or v < 1,
-         "pid": lambda v: not isinstance(v, int) or isinstance(v, bool) or v <= 0,
+         "pid": lambda v: not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= jobs.PID_MAX,
          "sm_root": lambda v: not isinstance(v, str), "log": lambda v: not isinstance(v, str),
          "submitted_at": lambda v: not isinstance(v, str), "spot": lambda v: not isinstance(v, bool)}
 
@@ -170,6 +200,49 @@ def test_a_malformed_config_file_is_an_error_and_is_never_overwritten(text, says
         line = one_clean_line(result)
         assert result.exit_code == 2 and str(path) in line and says in line, (args, line)
     assert path.read_text() == text  # the user's file, as they left it
+
+
+def test_a_config_file_that_is_a_folder_is_one_line_and_left_alone():
+    path = settings.config_path()
+    path.mkdir(parents=True)  # a traceback (IsADirectoryError) from every command that reads the settings
+    for args in (("config", "show"), ("config", "set", "region", "eu-west-1"),
+                 ("submit", "--dataset", "mnist", "--dry-run")):
+        result = run(*args)
+        line = one_clean_line(result)
+        assert result.exit_code == 2 and f"{path} cannot be read" in line and "delete it" in line, (args, line)
+    assert path.is_dir() and not any(path.iterdir())
+
+
+def test_two_config_sets_at_once_keep_both_settings(tmp_path):
+    # Each read the file, set its key and wrote the whole: the later write dropped the other's setting.
+    started = tmp_path / "read"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import pathlib, time
+from launcher import settings
+write = settings.atomic_write_text
+def slow(path, text):  # between its read and its write
+    pathlib.Path({str(started)!r}).touch()
+    time.sleep(1.5)
+    write(path, text)
+settings.atomic_write_text = slow
+settings.update(region="eu-west-1")
+"""], env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + 60
+    while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started.exists()
+    settings.update(backend="local")
+    assert child.wait(60) == 0
+    assert settings.load() == {"backend": "local", "region": "eu-west-1"}
+
+
+def test_config_set_with_a_file_where_its_folder_goes_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("mine")
+    monkeypatch.setenv("GANKIT_CONFIG", str(tmp_path / "f" / "config.json"))
+    result = run("config", "set", "region", "eu-west-1")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and f"{tmp_path / 'f' / 'config.json'} could not be written" in line
+    assert "GANKIT_CONFIG" in line and (tmp_path / "f").read_text() == "mine"
 
 
 @hypothesis_settings(max_examples=60, deadline=None)

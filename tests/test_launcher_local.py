@@ -179,6 +179,19 @@ def test_a_local_job_past_its_max_run_is_stopped_with_sigterm_and_says_why(tmp_p
     assert code == 0 and not (tmp_path / "again" / local.MAX_RUN_REACHED).exists()
 
 
+def test_a_local_job_stopped_before_its_trainer_can_checkpoint_is_stopped_not_failed(tmp_path, sigterm_kept):
+    # `launcher stop` right after `submit --detach`: the trainer, still importing TensorFlow, had no SIGTERM handler
+    # yet and died of the signal, and `status` said "Failed: the trainer exited with -15".
+    from launcher.backends import local
+
+    trainer = "import time; print('importing', flush=True); time.sleep(60)"  # no handler, as during start-up
+    threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()  # what `launcher stop` sends
+    code = local.run_and_record(str(tmp_path / "exit_code"), command=[sys.executable, "-c", trainer])
+    assert code == 143
+    info = local.describe({"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x", "submitted_at": "t"})
+    assert info["status"] == "Stopped" and not info["failure_reason"], info
+
+
 def test_a_local_job_stopped_just_before_its_max_run_says_stopped_not_max_run(tmp_path, sigterm_kept):
     # `launcher stop` at 0.8 s; the trainer's checkpoint takes 2 s, past the 1.5 s max run: the status said
     # "max run reached" of a job its owner stopped, and the trainer got a second SIGTERM.

@@ -98,6 +98,16 @@ def test_a_local_job_whose_inputs_cannot_be_written_is_one_line_and_leaves_no_fo
     assert "\n" not in str(e.value) and not local.job_root(spec.job).exists()
 
 
+def test_a_relative_gankit_home_is_recorded_as_the_folder_it_names_now(tmp_path, monkeypatch):
+    # A job submitted with GANKIT_HOME=rel recorded rel/bucket/...: `launcher pull JOB` run from any other folder
+    # said "nothing at rel/bucket/runs/JOB/output, yet job JOB completed", and --resume found no checkpoints.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANKIT_HOME", "rel")
+    spec = build_spec(dataset="mnist", now=NOW)
+    assert spec.output_uri == f"{tmp_path}/rel/bucket/runs/{spec.job}/output"
+    assert spec.checkpoint_uri == f"{tmp_path}/rel/bucket/runs/{spec.job}/checkpoints"
+
+
 def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
     spec = build_spec(dataset="fashion-mnist", epochs=3, hp=["lr=1e-4", "max-steps=10"], now=NOW)
     assert spec.backend == "local" and spec.dataset == "zalando"

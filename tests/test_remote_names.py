@@ -182,6 +182,38 @@ def test_pull_from_a_local_run_copies_a_changed_file_of_the_same_size(tmp_path):
     assert (tmp_path / "j" / "generator" / "generator.keras").read_bytes() == b"B" * 64
 
 
+def test_pull_of_a_running_local_job_that_replaces_a_folder_as_it_is_read_is_no_traceback(tmp_path):
+    # A running job exports generator-best/ whole (atomic_dir: a hidden temp folder, two renames) at each better
+    # FCD: a `launcher pull` at that moment listed, then could not stat or open, files already gone.
+    import threading
+    import time
+
+    from launcher.pull import fetch
+
+    src = tmp_path / "run"
+    (src / "samples").mkdir(parents=True)
+    (src / "samples" / "epoch-0001.png").write_bytes(b"PNG" * 100)
+    done = threading.Event()
+
+    def export_again_and_again():
+        while not done.is_set():
+            with fsutil.atomic_dir(src / "generator-best") as tmp:
+                for i in range(20):
+                    (tmp / f"part-{i}").write_bytes(b"w" * 5000)
+
+    exporter = threading.Thread(target=export_again_and_again)
+    exporter.start()
+    try:
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            fetch(str(src), tmp_path / "j", "pull")
+    finally:
+        done.set()
+        exporter.join()
+    assert (tmp_path / "j" / "samples" / "epoch-0001.png").read_bytes() == b"PNG" * 100
+    assert all(p.read_bytes() == b"w" * 5000 for p in (tmp_path / "j" / "generator-best").iterdir())
+
+
 def test_pull_from_a_local_run_leaves_out_the_temp_files_of_cut_short_writes(tmp_path):
     # A trainer killed mid-write (or still writing) leaves atomic writes' hidden temp files in its output;
     # the S3 mirror never sends them, and a local pull brought them home beside the outputs.

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from launcher import backends
+from launcher import backends, jobs
 from launcher.cli import _duration, main
 
 
@@ -56,6 +56,64 @@ def test_a_running_job_cannot_be_resumed_and_a_resumed_job_resumes_its_run(toy, 
     assert run(["stop", second], capsys)[0] == 0
     # Resuming the second job continues the run both belong to: the first's checkpoints, not an empty folder.
     assert planned_checkpoints(capsys, "--resume", second) == f"{toy}/runs/{first}/checkpoints"
+
+
+def test_a_run_another_job_is_still_continuing_cannot_be_resumed(toy, capsys, monkeypatch):
+    # The first job had ended, so `--resume first` was let through while the second still wrote the run's
+    # checkpoints: two jobs on one checkpoint prefix (locally the trainer's lock failed one; in S3 nothing does).
+    from datetime import datetime, timedelta, timezone
+
+    first = submit(capsys)
+    run(["stop", first], capsys)
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    monkeypatch.setattr("launcher.spec.datetime", type("Clock", (), {"now": staticmethod(lambda tz=None: later)}))
+    second = submit(capsys, "--resume", first)
+    code, _, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--resume", first, "--dry-run"], capsys)
+    assert code == 2 and f"error: job {second} is InProgress and continues the same run as {first}" in err
+    assert len(err.strip().splitlines()) == 1 and f"`launcher stop {second}`" in err
+    run(["stop", second], capsys)
+    assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"
+
+
+def test_two_resumes_of_one_run_at_once_start_one_job(toy, capsys, monkeypatch):
+    # Each checked that no job continued the run, then submitted: both were let through (locally the trainer's
+    # lock failed one after "submitted"; in S3 both wrote the run's checkpoints).
+    import threading
+    import time
+
+    from launcher.cli import cli
+    from tests import toy_backend
+    from trainer.errors import UsageError
+
+    first = submit(capsys)
+    run(["stop", first], capsys)
+    names = iter(["gan-mnist-cgan-20990101-000000-001", "gan-mnist-cgan-20990101-000000-002"])
+    real_submit = toy_backend.submit
+
+    def slow_submit(spec, dry_run=False):  # the staging and upload a real submit takes between check and record
+        time.sleep(0.5)
+        return real_submit(spec, dry_run)
+
+    monkeypatch.setattr(toy_backend, "submit", slow_submit)
+    monkeypatch.setattr("launcher.spec.job_name", lambda *a, **k: next(names))
+    barrier, outcomes = threading.Barrier(2), []
+
+    def resume():
+        barrier.wait()
+        try:  # not run_cli: its signal handlers are for the main thread
+            cli.main(["submit", "--backend", "toy", "--dataset", "mnist", "--detach", "--resume", first],
+                     standalone_mode=False)
+            outcomes.append("submitted")
+        except UsageError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes)[1] == "submitted" and "is InProgress and continues the same run as" in sorted(outcomes)[0]
+    assert len([r for r in jobs.all_jobs() if r.get("resume") == first]) == 1
 
 
 def test_a_job_is_resumed_only_where_its_checkpoints_are(toy, capsys, monkeypatch):

@@ -9,6 +9,7 @@ of the instance. `stop` terminates it. A spot interruption leaves the checkpoint
 again with `--resume JOB`.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -99,6 +100,23 @@ def submit(spec, dry_run: bool = False) -> dict:
                            image_id=instances.image_reference(spec.instance_type, os.environ.get("GANKIT_AMI")))
         return {"backend": "ec2", "job_document": job_document(spec), "run_instances": request}
     uris = _uris(spec.root, spec.job)
+    from launcher import jobs
+
+    claim = jobs.jobs_dir() / spec.job  # of two submits that got one name, only one gets it (as the local backend)
+    try:
+        claim.mkdir(parents=True)
+    except FileExistsError:
+        raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`") from None
+    except OSError as e:
+        raise jobs.not_recorded(spec.job, e) from None
+    try:
+        return _submit(spec, config, uris)
+    finally:
+        with contextlib.suppress(OSError):
+            claim.rmdir()  # once recorded, the record holds the name
+
+
+def _submit(spec, config, uris) -> dict:
     from launcher import jobs
 
     if jobs.exists(spec.job) or s3.read_bytes(uris["job_uri"]) is not None:  # names are unique to the millisecond

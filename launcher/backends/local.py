@@ -87,6 +87,8 @@ def run_and_record(exit_file: str, max_run: float | None = None, command=None) -
         except subprocess.TimeoutExpired:
             child.kill()
             code = child.wait()
+    if code == -signal.SIGTERM:  # a stop in the trainer's first seconds, before its own handler: not a failure
+        code = 128 + signal.SIGTERM
     atomic_write_text(Path(exit_file), f"{code}\n")  # status never reads a half-written code
     return code
 
