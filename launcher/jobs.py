@@ -10,7 +10,7 @@ import os
 
 from launcher import backends, settings
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text
+from trainer.fsutil import atomic_write_text, folder_held
 
 OPTIONAL = (str, type(None))
 PID_MAX = 2 ** 31 - 1  # pid_t's largest
@@ -94,8 +94,7 @@ def all_jobs(on_bad=None) -> list[dict]:
     except FileNotFoundError:
         names = []
     except OSError as e:  # a file in its place, no permission: "no jobs yet" would hide every job there
-        raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
-                         "you can read, or move what is there aside") from None
+        raise _unreadable(folder, e) from None
     records = []
     for path in [folder / name for name in names if name.endswith(".json") and not name.startswith(".")]:
         try:
@@ -109,23 +108,18 @@ def all_jobs(on_bad=None) -> list[dict]:
 @contextlib.contextmanager
 def held():
     """The records folder for this process alone while the block runs, waiting while another holds it: a
-    `--resume` checks that no job continues the run and records its own as one step."""
-    import fcntl
-
+    `--resume` checks that no job continues the run and records its own as one step. No folder, no records:
+    nothing to hold (`load` then says there is no such job)."""
     folder = jobs_dir()
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except FileNotFoundError:  # no records, so no job to resume: `load` says so
+    if folder.exists() and not os.access(folder, os.R_OK):
+        raise _unreadable(folder, PermissionError(13, "Permission denied"))
+    with folder_held(folder, missing_ok=True):
         yield
-        return
-    except OSError as e:
-        raise UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder "
-                         "you can read, or move what is there aside") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # lets go of the lock
+
+
+def _unreadable(folder, e: OSError) -> UsageError:
+    return UsageError(f"the job records folder {folder} cannot be read ({e.strerror or e}); make it a folder you can "
+                      "read, or move what is there aside")
 
 
 def delete(job: str):

@@ -8,7 +8,6 @@ GANKIT_<KEY> overrides the file; command-line flags override both. AWS profile a
 region otherwise follow the usual AWS conventions (AWS_PROFILE, AWS_DEFAULT_REGION).
 """
 
-import contextlib
 import ipaddress
 import json
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from launcher.backends import REGISTRY
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_write_text
+from trainer.fsutil import atomic_write_text, folder_held
 
 KEYS = ("backend", "region", "bucket", "role", "instance_type", "image", "instance_profile", "security_group", "subnet")
 
@@ -169,7 +168,7 @@ def update(**values):
     path = config_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path.parent):  # two at once: each reads what the other wrote, so neither setting is lost
+        with folder_held(path.parent):  # two at once: each reads what the other wrote, so neither setting is lost
             current = load()
             current.update(values)
             current = {k: v for k, v in current.items() if v not in (None, "")}
@@ -178,19 +177,6 @@ def update(**values):
         raise UsageError(f"{path} could not be written ({e.strerror or e}); make {path.parent} a folder you can "
                          "write to, or set GANKIT_CONFIG to another file") from None
     return current
-
-
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """Hold `folder` for this process alone while the block runs (waiting for another holder); creates nothing."""
-    import fcntl
-
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # lets go of the lock
 
 
 def default_backend() -> str:

@@ -183,6 +183,26 @@ def lock_folder(path, flag) -> int | None:
 
 
 @contextlib.contextmanager
+def folder_held(path, missing_ok=False):
+    """Hold `path` (a folder) for this process alone while the block runs, waiting while another process holds it
+    (lock_folder refuses instead). Nothing is created; a missing folder with `missing_ok` is held by no one."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
+
+
+@contextlib.contextmanager
 def removed_on_error(*paths, created=None):
     """Folders (and their missing parents) created inside the block are removed again if it fails while they are empty.
 
