@@ -174,7 +174,7 @@ def launch(request: dict, region: str | None = None) -> str:
 
 def _reason(e) -> str:
     """A ClientError's code and message with advice for the usual ones."""
-    code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+    code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code", "")  # a timeout's response is None
     hints = {
         "InsufficientInstanceCapacity": "try another instance type or region, or later",
         "VcpuLimitExceeded": "ask AWS for a higher vCPU quota for this instance family (Service Quotas)",
