@@ -14,7 +14,7 @@ import threading
 import click
 
 from trainer import aws
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_failure, aws_setup_error
 
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
@@ -82,7 +82,7 @@ def find_stack(cf, name) -> dict | None:
     except ClientError as e:
         if "does not exist" in str(e):
             return None
-        raise GankitError(f"could not read stack {name}: {e}") from None
+        raise aws_failure(f"could not read stack {name}", e) from None
     live = [s for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
     return live[0] if live else None
 
@@ -125,7 +125,7 @@ class EventStream:
             self._poll()
         except ClientError as e:
             if "does not exist" not in str(e):  # a deleted stack has no events left to read
-                raise GankitError(f"could not read the events of stack {self.stack_name}: {e}") from None
+                raise aws_failure(f"could not read the events of stack {self.stack_name}", e) from None
 
     def _poll(self):
         new = []
@@ -192,7 +192,8 @@ def deploy(cf, stack_name, template, parameters) -> dict:
         if "No updates are to be performed" in str(e):
             say(f"stack {stack_name} is up to date")
             return existing
-        raise GankitError(f"CloudFormation refused stack {stack_name}: {e.response['Error']['Message']}") from None
+        raise aws_setup_error(e) or GankitError(f"CloudFormation refused stack {stack_name}: "
+                                                f"{e.response['Error']['Message']}") from None
     wait_for(cf, stack_name, action, since)
     return find_stack(cf, stack_name)
 
@@ -226,7 +227,7 @@ def bucket_object_count(s3, bucket, limit=1000) -> int:
     except ClientError as e:
         if "NoSuchBucket" in str(e):
             return 0
-        raise GankitError(f"could not list bucket {bucket}: {e}") from None
+        raise aws_failure(f"could not list bucket {bucket}", e) from None
     return len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
 
 

@@ -46,3 +46,64 @@ def test_a_timed_out_launch_is_said_as_a_timeout(fail_call, monkeypatch):
                           "MaxCount": 1}, "us-east-1")
     assert str(e.value) == ('EC2 did not start the g5.xlarge instance: Read timeout on endpoint URL: '
                             '"https://ec2.us-east-1.amazonaws.com/"')
+
+
+# --- credentials that expire or vanish, whichever call meets them ----------------------------------
+
+@pytest.fixture
+def aws(monkeypatch):
+    from tests.aws_helpers import mocked_bucket
+
+    with mocked_bucket(monkeypatch, "gankit-faults") as root:
+        yield root
+
+
+def _record(aws, backend, **fields):
+    from launcher import jobs
+
+    job = f"gan-{backend}-1"
+    run = f"{aws}/runs/{job}"
+    return jobs.save({"job": job, "backend": backend, "region": "us-east-1", "output_uri": f"{run}/output",
+                      "status_uri": f"{run}/status.json", "log_uri": f"{run}/train.log",
+                      "setup_log_uri": f"{run}/setup.log", **fields})
+
+
+CALLS = {  # a command, and the AWS call in it that meets the expired token
+    "status sagemaker": (lambda aws: ["status", _record(aws, "sagemaker")["job"]], "DescribeTrainingJob"),
+    "status ec2": (lambda aws: ["status", _record(aws, "ec2", instance_id="i-0123456789abcdef0")["job"]],
+                   "DescribeInstances"),
+    "infra status": (lambda aws: ["infra", "status"], "DescribeStacks"),
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize("code", ["ExpiredToken", "ExpiredTokenException"])
+def test_an_expired_token_is_the_same_line_and_fix_from_every_call(name, code, aws, fail_call, capsys):
+    # The backends' and infra's own wrappers made it "cannot describe JOB: An error occurred (ExpiredToken) ...",
+    # exit 1, where S3 and every unwrapped call say how to renew the credentials, exit 2.
+    from launcher.cli import main
+
+    argv, operation = CALLS[name]
+    argv = argv(aws)
+    calls = fail_call(operation, client_error(code, "The security token included in the request is expired",
+                                              operation))
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert operation in calls
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: AWS refused your credentials ({code}: The security token included in the "
+                          "request is expired); renew them with `aws configure`"), err
+
+
+def test_a_launch_with_no_credentials_is_the_usage_error_with_its_fix(fail_call, monkeypatch):
+    from botocore.exceptions import NoCredentialsError
+
+    from trainer.errors import NO_CREDENTIALS, UsageError
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    fail_call("RunInstances", NoCredentialsError())
+    with pytest.raises(UsageError, match=f"^{NO_CREDENTIALS}$".replace("(", r"\(").replace(")", r"\)")):
+        instances.launch({"InstanceType": "g5.xlarge", "ImageId": "ami-0123456789abcdef0", "MinCount": 1,
+                          "MaxCount": 1}, "us-east-1")

@@ -121,7 +121,7 @@ def submit(spec, dry_run: bool = False) -> dict:
         if not isinstance(e, Exception):
             raise
         message = str(e) if isinstance(e, GankitError) else f"submitting {spec.job} failed: {e}"
-        raise GankitError(message + after) from None
+        raise (UsageError if isinstance(e, UsageError) else GankitError)(message + after) from None
     return record
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from launcher.backends.base import FINAL_STATES, aws_session, container_inputs, ensure_dataset, recorded_output_uri
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from trainer import TENSORFLOW_MINOR, layout, s3
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_failure
 
 # The Backend protocol's facts (launcher/backends/base.py): a bucket, ml. instance types, a role.
 DEFAULT_INSTANCE_TYPE = DEFAULTS["sagemaker"]
@@ -254,15 +254,12 @@ def _refused(create, *args, **kwargs):
 
 @contextlib.contextmanager
 def _one_line_errors(what: str):
-    """botocore's ClientError and ParamValidationError, pydantic's checks: `what: the reason`, one line."""
+    """botocore's ClientError and ParamValidationError, pydantic's checks: `what: the reason`, one line
+    (credentials missing or refused: the line with their fix, as everywhere)."""
     try:
         yield
     except Exception as e:
-        raise GankitError(f"{what}: {_one_line(e)}") from None
-
-
-def _one_line(error) -> str:
-    return " ".join(str(error).split())
+        raise aws_failure(what, e) from None
 
 
 def _now() -> str:
@@ -294,7 +291,7 @@ def _refresh(job, record: dict):
     except Exception as e:
         if "ExpiredToken" in str(e):
             return _job(record)
-        raise GankitError(f"cannot describe {record['job']}: {_one_line(e)}") from None
+        raise aws_failure(f"cannot describe {record['job']}", e) from None
 
 
 def _set(value):
@@ -348,7 +345,7 @@ def logs(record: dict, follow: bool, echo) -> None:
                         echo("no logs yet" if not follow else "the job ended without logs")
                         return
                 else:
-                    raise GankitError(f"cannot read the logs of {record['job']}: {e}") from None
+                    raise aws_failure(f"cannot read the logs of {record['job']}", e) from None
             cw = client("logs", region)
         if final:
             return
