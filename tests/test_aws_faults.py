@@ -2,6 +2,8 @@
 (`fail_call`), under moto. Each command still ends in one line, with the fix where there is one, and leaves
 nothing billing that no record or message names."""
 
+import time
+
 import botocore.client
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
@@ -12,20 +14,20 @@ from trainer.errors import GankitError
 
 @pytest.fixture
 def fail_call(monkeypatch):
-    """fail_call(operation, error): the next call of that operation (any client) raises `error` instead of
-    reaching AWS; returns the list of operations called so far."""
+    """fail_call(operation, *errors): the next calls of that operation (any client) raise `errors`, one each,
+    instead of reaching AWS; returns the list of operations called so far."""
     real, calls, faults = botocore.client.BaseClient._make_api_call, [], {}
 
     def make_api_call(self, operation, params):
         calls.append(operation)
-        if operation in faults:
-            raise faults.pop(operation)
+        if faults.get(operation):
+            raise faults[operation].pop(0)
         return real(self, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
 
-    def fail(operation, error):
-        faults[operation] = error
+    def fail(operation, *errors):
+        faults[operation] = list(errors)
         return calls
 
     return fail
@@ -107,3 +109,46 @@ def test_a_launch_with_no_credentials_is_the_usage_error_with_its_fix(fail_call,
     with pytest.raises(UsageError, match=f"^{NO_CREDENTIALS}$".replace("(", r"\(").replace(")", r"\)")):
         instances.launch({"InstanceType": "g5.xlarge", "ImageId": "ami-0123456789abcdef0", "MinCount": 1,
                           "MaxCount": 1}, "us-east-1")
+
+
+def _expired(operation):
+    return client_error("ExpiredTokenException", "The security token included in the request is expired", operation)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_logs_read_again_with_fresh_credentials_and_say_when_they_stay_expired(follow, aws, fail_call, capsys):
+    # An expired token made `launcher logs JOB` renew its client and then return: nothing printed, exit 0
+    # (and `logs -f` of an ended job the same), as if the job had logged nothing.
+    import boto3
+
+    from launcher.backends import sagemaker
+    from launcher.cli import main
+
+    record = _record(aws, "sagemaker")
+    if follow:  # the job, ended (moto's jobs complete at once), for --follow to describe
+        boto3.client("sagemaker").create_training_job(
+            TrainingJobName=record["job"], RoleArn="arn:aws:iam::123456789012:role/r",
+            AlgorithmSpecification={"TrainingImage": "1.dkr.ecr.us-east-1.amazonaws.com/g:1",
+                                    "TrainingInputMode": "File"},
+            OutputDataConfig={"S3OutputPath": f"{aws}/out"}, StoppingCondition={"MaxRuntimeInSeconds": 60},
+            ResourceConfig={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30})
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+    stream = f"{record['job']}/algo-1-1700000000"
+    logs.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream)
+    logs.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
+                        logEvents=[{"timestamp": int(time.time() * 1000), "message": "epoch 1/1 d_loss 0.5 g_loss 0.7"}])
+    argv = ["logs", record["job"], *(["--follow"] if follow else [])]
+
+    fail_call("DescribeLogStreams", _expired("DescribeLogStreams"))  # renewed, then read
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and out == "epoch 1/1 d_loss 0.5 g_loss 0.7\n", err
+
+    fail_call("DescribeLogStreams", _expired("DescribeLogStreams"), _expired("DescribeLogStreams"))  # still expired
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and out == "", out
+    assert err.startswith("error: AWS refused your credentials (ExpiredTokenException") and err.count("\n") == 1

@@ -330,7 +330,7 @@ def logs(record: dict, follow: bool, echo) -> None:
     region = record.get("region")
     cw = client("logs", region)
     tokens: dict[str, str | None] = {}
-    job = None
+    job, renewed = None, False
     while True:
         if follow:
             job = _refresh(job, record)
@@ -339,14 +339,16 @@ def logs(record: dict, follow: bool, echo) -> None:
             for stream in _streams(cw, record["job"]):
                 tokens[stream] = _print_events(cw, stream, tokens.get(stream), echo)
         except Exception as e:
-            if "ExpiredToken" not in str(e):  # long jobs outlive credentials: get fresh ones and go on
-                if "ResourceNotFound" in str(e):
-                    if final:
-                        echo("no logs yet" if not follow else "the job ended without logs")
-                        return
-                else:
-                    raise aws_failure(f"cannot read the logs of {record['job']}", e) from None
-            cw = client("logs", region)
+            if "ExpiredToken" in str(e) and not renewed:  # long jobs outlive credentials: fresh ones, read again
+                cw, renewed = client("logs", region), True
+                continue  # now: a last read (or the only one) must not be skipped
+            if "ResourceNotFound" not in str(e):  # still expired after renewal: the line that says how to renew
+                raise aws_failure(f"cannot read the logs of {record['job']}", e) from None
+            if final:
+                echo("no logs yet" if not follow else "the job ended without logs")
+                return
+        else:
+            renewed = False
         if final:
             return
         time.sleep(POLL_SECONDS)
