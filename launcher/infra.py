@@ -150,7 +150,7 @@ def wait_for(cf, stack_name, action, since):
     def wait():
         try:
             waiter.wait(StackName=stack_name, WaiterConfig={"Delay": POLL_SECONDS, "MaxAttempts": 720})
-        except WaiterError as e:
+        except Exception as e:  # a failed stack (WaiterError), or AWS out of reach: said below, not by the thread
             outcome["error"] = e
 
     stream = EventStream(cf, stack_name, since)
@@ -160,8 +160,12 @@ def wait_for(cf, stack_name, action, since):
         stream.poll()
         thread.join(POLL_SECONDS)
     stream.poll()
-    if "error" in outcome:
+    error = outcome.get("error")
+    if isinstance(error, WaiterError):
         raise GankitError(failure_message(stack_name, stream.events))
+    if error is not None:  # the stack goes on without us: the config is not recorded yet
+        raise aws_failure(f"lost sight of stack {stack_name} while waiting for its {action} (`launcher infra "
+                          "status` shows where it got to; run the same command again once it has settled)", error)
 
 
 def deploy(cf, stack_name, template, parameters) -> dict:

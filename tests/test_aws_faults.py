@@ -15,13 +15,13 @@ from trainer.errors import GankitError
 @pytest.fixture
 def fail_call(monkeypatch):
     """fail_call(operation, *errors): the next calls of that operation (any client) raise `errors`, one each,
-    instead of reaching AWS; returns the list of operations called so far."""
+    instead of reaching AWS (None: that call goes through); returns the list of operations called so far."""
     real, calls, faults = botocore.client.BaseClient._make_api_call, [], {}
 
     def make_api_call(self, operation, params):
         calls.append(operation)
-        if faults.get(operation):
-            raise faults[operation].pop(0)
+        if faults.get(operation) and (error := faults[operation].pop(0)) is not None:
+            raise error
         return real(self, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
@@ -152,3 +152,26 @@ def test_logs_read_again_with_fresh_credentials_and_say_when_they_stay_expired(f
     out, err = capsys.readouterr()
     assert exit_.value.code == 2 and out == "", out
     assert err.startswith("error: AWS refused your credentials (ExpiredTokenException") and err.count("\n") == 1
+
+
+def test_infra_up_that_loses_aws_while_waiting_says_so_in_one_line(aws, fail_call, monkeypatch, capsys):
+    # The waiter's thread caught only WaiterError: a connection lost while waiting printed the thread's
+    # traceback, and the command went on (to record a stack still being created, or exit 0 without a word).
+    from botocore.exceptions import EndpointConnectionError
+
+    from launcher import infra, settings
+    from launcher.cli import main
+
+    monkeypatch.setattr(infra, "POLL_SECONDS", 0.05)
+    lost = EndpointConnectionError(endpoint_url="https://cloudformation.us-east-1.amazonaws.com/")
+    # up's look for the stack, deploy's, then the waiter's: that one finds AWS out of reach
+    calls = fail_call("DescribeStacks", None, None, lost)
+    with pytest.raises(SystemExit) as exit_:
+        main(["infra", "up"])
+    err = capsys.readouterr().err
+    assert "CreateStack" in calls
+    assert exit_.value.code == 1 and "Traceback" not in err and "Exception in thread" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: lost sight of stack gankit while waiting for its create (`launcher infra status` "
+                      f"shows where it got to; run the same command again once it has settled): {lost}"], err
+    assert err.rstrip().endswith(errors[0]) and settings.get("backend") != "sagemaker"  # nothing recorded
