@@ -7,6 +7,7 @@ import time
 import botocore.client
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.stub import Stubber
 
 from launcher import instances
 from trainer.errors import GankitError
@@ -175,3 +176,65 @@ def test_infra_up_that_loses_aws_while_waiting_says_so_in_one_line(aws, fail_cal
     assert errors == [f"error: lost sight of stack gankit while waiting for its create (`launcher infra status` "
                       f"shows where it got to; run the same command again once it has settled): {lost}"], err
     assert err.rstrip().endswith(errors[0]) and settings.get("backend") != "sagemaker"  # nothing recorded
+
+
+def _sagemaker_spec(aws, tmp_path):
+    from launcher.spec import build_spec
+    from tests.data_helpers import make_idx_dataset
+
+    data = make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=16)
+    return build_spec(dataset="mnist", epochs=1, hp=[f"data_dir={data}"], backend="sagemaker",
+                      bucket=aws.removeprefix("s3://"), role="arn:aws:iam::123456789012:role/gankit-sagemaker",
+                      region="us-east-1")
+
+
+def test_a_sagemaker_job_whose_create_reply_was_lost_still_gets_its_record(aws, monkeypatch, tmp_path):
+    # CreateTrainingJob reached SageMaker, its reply did not (a read timeout); botocore sent it again, and
+    # SageMaker refused the name as taken, by the job the first try started. The launcher said "SageMaker
+    # refused the job" and kept no record: the job trained and billed where `status` and `stop` never looked.
+    import boto3
+    from botocore.awsrequest import AWSResponse
+    from moto.core.models import botocore_stubber
+
+    from launcher import jobs
+    from launcher.backends import sagemaker
+    from tests.test_launcher_sagemaker import sagemaker_client
+
+    tries = []
+
+    def reply_lost(request, event_name, **_):
+        tries.append(event_name)
+        if len(tries) == 1:
+            botocore_stubber(event_name=event_name, request=request)  # moto creates the job...
+            raise ReadTimeoutError(endpoint_url=request.url)  # ...and its reply never arrives
+        body = (b'{"__type": "ResourceInUse", "Message": "Training job names must be unique within an AWS account '
+                b'and region, and a training job with this name already exists"}')
+        raw = type("Raw", (), {"stream": lambda self, **_: iter([body]), "read": lambda self, *_: body})()
+        return AWSResponse(request.url, 400, {"x-amzn-requestid": "retry"}, raw)
+
+    sagemaker_client(monkeypatch).meta.events.register("before-send.sagemaker.CreateTrainingJob", reply_lost)
+    spec = _sagemaker_spec(aws, tmp_path)
+    record = sagemaker.submit(spec)
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName=spec.job)
+    assert len(tries) == 2 and jobs.load(spec.job)["arn"] == record["arn"] == job["TrainingJobArn"]
+
+
+def test_a_sagemaker_job_refused_for_a_name_taken_by_another_is_still_refused(aws, monkeypatch, tmp_path):
+    # The same refusal for a job this submit did not start (other hyperparameters): no record is made for it.
+    import boto3
+
+    from launcher import jobs
+    from launcher.backends import sagemaker
+    from tests.test_launcher_sagemaker import sagemaker_client
+
+    spec = _sagemaker_spec(aws, tmp_path)
+    boto3.client("sagemaker").create_training_job(
+        TrainingJobName=spec.job, RoleArn="arn:aws:iam::123456789012:role/gankit-sagemaker",
+        AlgorithmSpecification={"TrainingImage": "1.dkr.ecr.us-east-1.amazonaws.com/g:1", "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"{aws}/out"}, StoppingCondition={"MaxRuntimeInSeconds": 60},
+        ResourceConfig={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30})
+    stubber = Stubber(sagemaker_client(monkeypatch))
+    stubber.add_client_error("create_training_job", "ResourceInUse", "a training job with this name already exists")
+    with stubber, pytest.raises(GankitError, match="^SageMaker refused the job: .*ResourceInUse"):
+        sagemaker.submit(spec)
+    assert not jobs.exists(spec.job)

@@ -183,14 +183,30 @@ def _create(spec, image: str, session, dry_run: bool) -> tuple[dict, str | None]
     except _DryRun:
         pass
     except Exception:
+        if not created.get("arn") and not dry_run:
+            created["arn"] = _created_anyway(spec, sent, session)
         if not created.get("arn"):
             raise
-        # Created: only the DescribeTrainingJob create() makes after it failed. The job runs, so it gets its
-        # record (`launcher status` describes it again).
+        # Created: only the DescribeTrainingJob create() makes after it failed, or only the reply to the create
+        # was lost. The job runs, so it gets its record (`launcher status` describes it again).
     finally:
         for event, hook in hooks:
             events.unregister(event, hook)
     return sent, created.get("arn")
+
+
+def _created_anyway(spec, sent: dict, session) -> str | None:
+    """The ARN of the job this request created although the create failed, else None. A create whose reply
+    was lost (a read timeout) is retried by botocore, and the retry is refused (ResourceInUse: the name is
+    taken, by the job the first try started): that job runs, and bills, all the same. It is this request's if
+    it has this request's hyperparameters (they hold the job's name, unique to the millisecond)."""
+    try:
+        job = session.client("sagemaker", region_name=spec.region).describe_training_job(TrainingJobName=spec.job)
+    except Exception:  # no such job (ValidationException), or AWS out of reach: the create's own error stands
+        return None
+    if job.get("HyperParameters") != sent.get("HyperParameters") or job.get("RoleArn") != sent.get("RoleArn"):
+        return None
+    return job.get("TrainingJobArn")
 
 
 def build_request(spec, image: str) -> dict:
