@@ -14,7 +14,7 @@ import threading
 import click
 
 from trainer import aws
-from trainer.errors import GankitError, UsageError, aws_failure, aws_setup_error
+from trainer.errors import GankitError, UsageError, aws_error, aws_failure, aws_setup_error
 
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
@@ -346,16 +346,26 @@ def down(stack_name, region, delete_bucket, keep_bucket):
     say(f"deleting stack {stack_name}")
     cf.delete_stack(StackName=stack_name)
     wait_for(cf, stack_name, "delete", since)
+    from launcher import settings
+
+    # The stack's role, profile and group are gone: forgotten now, whatever becomes of the bucket (a second
+    # `infra down` finds no stack to start from).
+    settings.update(backend="local", role=None, instance_profile=None, security_group=None)
     # The bucket is retained by the template (DeletionPolicy: Retain) so a stack deletion never loses data.
     if bucket and not keep_bucket:
-        if count:
-            empty_bucket(s3, bucket)
-        s3.delete_bucket(Bucket=bucket)
+        try:
+            if count:
+                empty_bucket(s3, bucket)
+            s3.delete_bucket(Bucket=bucket)
+        except Exception as e:
+            known = aws_error(e)
+            if known is None:
+                raise
+            raise type(known)(f"stack {stack_name} is deleted and the launcher's backend is local again, but bucket "
+                              f"{bucket} is not ({known}); delete it in the S3 console, or with `aws s3 rb "
+                              f"s3://{bucket} --force` once that is fixed") from None
+        settings.update(bucket=None)
         say(f"deleted bucket {bucket}")
     elif bucket:
         say(f"kept bucket {bucket}")
-    from launcher import settings
-
-    settings.update(backend="local", role=None, instance_profile=None, security_group=None,
-                    **({} if keep_bucket else {"bucket": None}))
     say(f"stack {stack_name} deleted; the launcher's backend is local again")
