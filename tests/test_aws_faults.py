@@ -238,3 +238,20 @@ def test_a_sagemaker_job_refused_for_a_name_taken_by_another_is_still_refused(aw
     with stubber, pytest.raises(GankitError, match="^SageMaker refused the job: .*ResourceInUse"):
         sagemaker.submit(spec)
     assert not jobs.exists(spec.job)
+
+
+def test_list_says_once_why_the_cloud_jobs_status_is_unknown(aws, fail_call, capsys):
+    # With the token expired every cloud job was listed as "unknown", exit 0, and nothing said why.
+    from launcher.cli import main
+
+    for backend in ("sagemaker", "ec2"):
+        _record(aws, backend, **({"instance_id": "i-0123456789abcdef0"} if backend == "ec2" else {}))
+    for operation in ("DescribeTrainingJob", "GetObject"):
+        fail_call(operation, _expired(operation))
+    with pytest.raises(SystemExit) as exit_:
+        main(["list"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and out.count("unknown") == 2, out
+    assert err.splitlines() == ["warning: status unknown: AWS refused your credentials (ExpiredTokenException: The "
+                                "security token included in the request is expired); renew them with `aws configure` "
+                                "(or `aws sso login`), or set AWS_PROFILE"], err
