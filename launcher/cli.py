@@ -305,13 +305,16 @@ def list_jobs(as_json):
     """All jobs this launcher submitted, newest first."""
     from launcher import jobs
 
-    rows = []
+    rows, unknown = [], {}
     for record in jobs.all_jobs(on_bad=lambda message: click.echo(f"warning: {message}", err=True)):
         try:
             info = _describe(record)
         except GankitError as e:
             info = {"status": "unknown", "failure_reason": str(e)}
+            unknown[str(e)] = None  # why, said once (expired credentials are the same line for every job)
         rows.append(_row(record, info))
+    for message in unknown:
+        click.echo(f"warning: status unknown: {message}", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

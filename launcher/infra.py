@@ -14,7 +14,7 @@ import threading
 import click
 
 from trainer import aws
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_error, aws_failure, aws_setup_error
 
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
@@ -82,7 +82,7 @@ def find_stack(cf, name) -> dict | None:
     except ClientError as e:
         if "does not exist" in str(e):
             return None
-        raise GankitError(f"could not read stack {name}: {e}") from None
+        raise aws_failure(f"could not read stack {name}", e) from None
     live = [s for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
     return live[0] if live else None
 
@@ -125,7 +125,7 @@ class EventStream:
             self._poll()
         except ClientError as e:
             if "does not exist" not in str(e):  # a deleted stack has no events left to read
-                raise GankitError(f"could not read the events of stack {self.stack_name}: {e}") from None
+                raise aws_failure(f"could not read the events of stack {self.stack_name}", e) from None
 
     def _poll(self):
         new = []
@@ -150,7 +150,7 @@ def wait_for(cf, stack_name, action, since):
     def wait():
         try:
             waiter.wait(StackName=stack_name, WaiterConfig={"Delay": POLL_SECONDS, "MaxAttempts": 720})
-        except WaiterError as e:
+        except Exception as e:  # a failed stack (WaiterError), or AWS out of reach: said below, not by the thread
             outcome["error"] = e
 
     stream = EventStream(cf, stack_name, since)
@@ -160,8 +160,12 @@ def wait_for(cf, stack_name, action, since):
         stream.poll()
         thread.join(POLL_SECONDS)
     stream.poll()
-    if "error" in outcome:
+    error = outcome.get("error")
+    if isinstance(error, WaiterError):
         raise GankitError(failure_message(stack_name, stream.events))
+    if error is not None:  # the stack goes on without us: the config is not recorded yet
+        raise aws_failure(f"lost sight of stack {stack_name} while waiting for its {action} (`launcher infra "
+                          "status` shows where it got to; run the same command again once it has settled)", error)
 
 
 def deploy(cf, stack_name, template, parameters, existing) -> dict:
@@ -192,7 +196,8 @@ def deploy(cf, stack_name, template, parameters, existing) -> dict:
         if "No updates are to be performed" in str(e):
             say(f"stack {stack_name} is up to date")
             return existing
-        raise GankitError(f"CloudFormation refused stack {stack_name}: {e.response['Error']['Message']}") from None
+        raise aws_setup_error(e) or GankitError(f"CloudFormation refused stack {stack_name}: "
+                                                f"{e.response['Error']['Message']}") from None
     wait_for(cf, stack_name, action, since)
     return find_stack(cf, stack_name)
 
@@ -226,7 +231,7 @@ def bucket_object_count(s3, bucket, limit=1000) -> int:
     except ClientError as e:
         if "NoSuchBucket" in str(e):
             return 0
-        raise GankitError(f"could not list bucket {bucket}: {e}") from None
+        raise aws_failure(f"could not list bucket {bucket}", e) from None
     return len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
 
 
@@ -342,16 +347,26 @@ def down(stack_name, region, delete_bucket, keep_bucket):
     say(f"deleting stack {stack_name}")
     cf.delete_stack(StackName=stack_name)
     wait_for(cf, stack_name, "delete", since)
+    from launcher import settings
+
+    # The stack's role, profile and group are gone: forgotten now, whatever becomes of the bucket (a second
+    # `infra down` finds no stack to start from).
+    settings.update(backend="local", role=None, instance_profile=None, security_group=None)
     # The bucket is retained by the template (DeletionPolicy: Retain) so a stack deletion never loses data.
     if bucket and not keep_bucket:
-        if count:
-            empty_bucket(s3, bucket)
-        s3.delete_bucket(Bucket=bucket)
+        try:
+            if count:
+                empty_bucket(s3, bucket)
+            s3.delete_bucket(Bucket=bucket)
+        except Exception as e:
+            known = aws_error(e)
+            if known is None:
+                raise
+            raise type(known)(f"stack {stack_name} is deleted and the launcher's backend is local again, but bucket "
+                              f"{bucket} is not ({known}); delete it in the S3 console, or with `aws s3 rb "
+                              f"s3://{bucket} --force` once that is fixed") from None
+        settings.update(bucket=None)
         say(f"deleted bucket {bucket}")
     elif bucket:
         say(f"kept bucket {bucket}")
-    from launcher import settings
-
-    settings.update(backend="local", role=None, instance_profile=None, security_group=None,
-                    **({} if keep_bucket else {"bucket": None}))
     say(f"stack {stack_name} deleted; the launcher's backend is local again")

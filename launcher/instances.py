@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from trainer import aws
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_failure, aws_setup_error
 
 # The AWS Deep Learning AMIs, found through their public SSM parameters (no AMI ids to keep
 # up to date). Current DLAMIs ship NVIDIA's open-source kernel driver, which supports Turing
@@ -79,7 +79,7 @@ def resolve_ami(instance_type: str, region: str | None = None, override: str | N
         raise GankitError(f"the AMI parameter {name} does not exist in this region; "
                           "set GANKIT_AMI to an ami-... id or another SSM parameter name") from None
     except Exception as e:  # botocore's ClientError and connection errors, one line
-        raise GankitError(f"could not read the AMI parameter {name}: {e}") from None
+        raise aws_failure(f"could not read the AMI parameter {name}", e) from None
 
 
 def _tag_list(tags: dict) -> list[dict]:
@@ -168,13 +168,14 @@ def launch(request: dict, region: str | None = None) -> str:
     try:
         reply = ec2.run_instances(**request)
     except Exception as e:
-        raise GankitError(f"EC2 did not start the {request.get('InstanceType')} instance: {_reason(e)}") from None
+        raise aws_setup_error(e) or GankitError(f"EC2 did not start the {request.get('InstanceType')} instance: "
+                                                f"{_reason(e)}") from None
     return reply["Instances"][0]["InstanceId"]
 
 
 def _reason(e) -> str:
     """A ClientError's code and message with advice for the usual ones."""
-    code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+    code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code", "")  # a timeout's response is None
     hints = {
         "InsufficientInstanceCapacity": "try another instance type or region, or later",
         "VcpuLimitExceeded": "ask AWS for a higher vCPU quota for this instance family (Service Quotas)",
@@ -194,7 +195,7 @@ def describe_instance(instance_id: str, region: str | None = None) -> dict | Non
     except Exception as e:
         if "InvalidInstanceID" in str(e):
             return None
-        raise GankitError(f"could not describe {instance_id}: {e}") from None
+        raise aws_failure(f"could not describe {instance_id}", e) from None
     instances = [i for r in reservations for i in r["Instances"]]
     return instances[0] if instances else None
 
@@ -208,7 +209,7 @@ def find_launched(client_token: str, region: str | None = None) -> list[str]:
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
         return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
     except Exception as e:
-        raise GankitError(f"could not look for the instance of launch {client_token}: {e}") from None
+        raise aws_failure(f"could not look for the instance of launch {client_token}", e) from None
 
 
 def stop_instance(instance_id: str, region: str | None = None):

@@ -19,7 +19,7 @@ import click
 from launcher import instances
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
 from trainer import aws
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_error, aws_setup_error, one_line
 from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
@@ -385,6 +385,14 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         raise Interrupted(f"stopped waiting for {iid} on {signal_name(interrupt_signal(e))}; it goes on starting and "
                           f"stops itself after {_idle_limit(ec2, iid, idle, idle_seconds)} unused: `launcher jupyter` "
                           "connects to it, `launcher jupyter stop` stops it now", interrupt_signal(e)) from None
+    except Exception as e:  # AWS out of reach, or the credentials expired, while the instance starts (and bills)
+        if isinstance(e, GankitError) or aws_error(e) is None:
+            raise
+        after = (f"{iid} goes on starting and stops itself after {_idle_limit(ec2, iid, idle, idle_seconds)} unused: "
+                 "`launcher jupyter` connects to it, `launcher jupyter stop` stops it now")
+        setup = aws_setup_error(e)
+        raise (UsageError(f"{setup}; {after}") if setup else
+               GankitError(f"lost sight of {iid} while waiting for it to run ({one_line(e)}); {after}")) from None
     connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
 
 

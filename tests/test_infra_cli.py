@@ -181,6 +181,34 @@ def test_down_keep_bucket_keeps_data(aws, run):
     assert run("status").output.startswith("no stack gankit")
 
 
+def test_down_whose_bucket_cannot_be_deleted_forgets_the_stack_and_names_the_bucket(aws, run, monkeypatch):
+    # The stack was deleted, then DeleteBucket refused: the config kept backend sagemaker and the deleted
+    # stack's role, profile and group, the line did not say the stack was gone, and `infra down` again only
+    # answered "no stack".
+    import botocore.client
+    from botocore.exceptions import ClientError
+
+    assert run("up", "--bucket-name", "gankit-stuck-test").exit_code == 0
+    real = botocore.client.BaseClient._make_api_call
+
+    def refuse_delete_bucket(self, operation, params):
+        if operation == "DeleteBucket":
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, operation)
+        return real(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", refuse_delete_bucket)
+    done = run("down", "--delete-bucket")
+    assert done.exit_code == 1 and "Traceback" not in done.output, done.output
+    [line] = [x for x in done.output.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: stack gankit is deleted and the launcher's backend is local again, but bucket "
+                           "gankit-stuck-test is not (AWS DeleteBucket failed: AccessDenied: not allowed)"), line
+    assert "s3://gankit-stuck-test" in line
+    assert infra.find_stack(boto3.client("cloudformation", region_name=REGION), "gankit") is None
+    left = {k: settings.get(k) for k in ("backend", "role", "instance_profile", "security_group", "bucket")}
+    assert left == {"backend": "local", "role": None, "instance_profile": None, "security_group": None,
+                    "bucket": "gankit-stuck-test"}  # the bucket is still there, and still named
+
+
 def test_rollback_message_names_the_first_failing_resource():
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     events = [  # newest first, as CloudFormation lists them

@@ -415,6 +415,27 @@ def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("lost", ["network", "credentials"])
+def test_aws_lost_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws, tools, monkeypatch, lost):
+    # The line was only AWS's ("Could not connect to the endpoint URL ..."), with an instance just launched
+    # and billing that it never named.
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    def cut_off(ec2, iid):
+        if lost == "network":
+            raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
+        raise ClientError({"Error": {"Code": "ExpiredToken", "Message": "expired"}}, "DescribeInstances")
+
+    monkeypatch.setattr(jupyter_cli, "wait_running", cut_off)
+    result = run("--local-port", str(free_port()), "--idle", "45m")
+    [instance] = instances(aws["ec2"])
+    assert result.exit_code == (1 if lost == "network" else 2), result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert instance["InstanceId"] in line and "stops itself after 45m unused" in line and "`launcher jupyter stop`" in line
+    assert ("Could not connect" if lost == "network" else "renew them with `aws configure`") in line
+    assert "Traceback" not in result.output
+
+
 def test_ctrl_c_while_a_restarted_instance_starts_names_the_idle_limit_it_keeps(aws, tools, monkeypatch):
     # A stopped instance keeps the --idle it was launched with (the note says so): the line named the new one.
     assert run("--local-port", str(free_port()), "--idle", "2h").exit_code == 0

@@ -58,3 +58,31 @@ def test_retried_errors_say_how_many_attempts(bucket, monkeypatch):
     answer_503_first(s3.client(), times=100, operation="GetObject")
     error = _message(lambda: s3.read_bytes(bucket + "/x.json"))
     assert str(error).startswith(f"S3 read of {bucket}/x.json failed after 3 attempts: SlowDown")
+
+
+def test_a_download_whose_reads_keep_timing_out_is_one_line_and_leaves_nothing(bucket, tmp_path):
+    # The object's body timing out midway, every time: s3transfer tried again to its limit and raised its own
+    # RetriesExceededError, which no handler knew: a traceback, where every other S3 failure is one line.
+    from botocore.exceptions import ReadTimeoutError
+
+    s3.write_bytes(bucket + "/runs/j/output/generator/generator.keras", b"x" * 4096)
+
+    class CutOff:
+        def read(self, *_):
+            raise ReadTimeoutError(endpoint_url="https://s3.us-east-1.amazonaws.com/")
+
+        def close(self):
+            pass
+
+    def cut_off(parsed, **_):
+        parsed["Body"] = CutOff()
+
+    s3.client().meta.events.register("after-call.s3.GetObject", cut_off)
+    try:
+        error = _message(lambda: s3.download_file(bucket + "/runs/j/output/generator/generator.keras",
+                                                  tmp_path / "generator.keras"))
+    finally:
+        s3.client().meta.events.unregister("after-call.s3.GetObject", cut_off)
+    assert str(error) == (f"S3 download of {bucket}/runs/j/output/generator/generator.keras failed after 5 attempts: "
+                          'Read timeout on endpoint URL: "https://s3.us-east-1.amazonaws.com/"')
+    assert list(tmp_path.iterdir()) == []  # no partial file: the next pull fetches it whole

@@ -102,6 +102,27 @@ def aws_error(e: BaseException) -> GankitError | None:
     exceptions = sys.modules.get("botocore.exceptions")
     if exceptions is None:
         return None
+    setup = aws_setup_error(e)
+    if setup is not None:
+        return setup
+    if isinstance(e, exceptions.ClientError):
+        code, message = client_error(e)
+        return GankitError(f"AWS {e.operation_name} failed: {code}: {message}")
+    if isinstance(e, exceptions.ParamValidationError):
+        return UsageError(one_line(e.kwargs.get("report", e)))
+    if isinstance(e, exceptions.BotoCoreError):
+        return GankitError(f"AWS: {one_line(e)}")
+    return None
+
+
+def aws_setup_error(e: BaseException) -> UsageError | None:
+    """Missing or refused credentials, or no region, as the usage error that says how to fix them (the same
+    line whichever call met them); None for any other failure."""
+    import sys
+
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is None:
+        return None
     missing = tuple(getattr(exceptions, name) for name in MISSING_CREDENTIALS if hasattr(exceptions, name))
     if isinstance(e, missing):
         return UsageError(NO_CREDENTIALS)
@@ -112,12 +133,13 @@ def aws_error(e: BaseException) -> GankitError | None:
         if code in REFUSED_CREDENTIALS:
             return UsageError(f"AWS refused your credentials ({code}: {message}); renew them with `aws configure` "
                               "(or `aws sso login`), or set AWS_PROFILE")
-        return GankitError(f"AWS {e.operation_name} failed: {code}: {message}")
-    if isinstance(e, exceptions.ParamValidationError):
-        return UsageError(one_line(e.kwargs.get("report", e)))
-    if isinstance(e, exceptions.BotoCoreError):
-        return GankitError(f"AWS: {one_line(e)}")
     return None
+
+
+def aws_failure(what: str, e: BaseException) -> GankitError:
+    """`what: AWS's reason` on one line, for code that names what it was doing; but credentials missing or
+    refused, or no region, are `aws_setup_error`'s line and fix, as every other command says them."""
+    return aws_setup_error(e) or GankitError(f"{what}: {one_line(e)}")
 
 
 def client_error(e) -> tuple[str, str]:

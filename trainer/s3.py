@@ -57,12 +57,17 @@ def _fail(action, uri, e):
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError
 
+    from s3transfer.exceptions import RetriesExceededError
+
     if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, ClientError):
         e = e.__context__  # boto3 wraps the ClientError it caught
+    attempts = None
+    if isinstance(e, RetriesExceededError):  # a download cut off midway (a read timeout), tried again to the limit
+        attempts, e = _transfer_config().num_download_attempts, e.last_exception or e
     known = aws_error(e)
     if isinstance(known, UsageError):
         raise known from None
-    attempts = _attempts(e)
+    attempts = attempts or _attempts(e)
     after = f" after {attempts} attempts" if attempts > 1 else ""
     raise GankitError(f"S3 {action} {uri} failed{after}: {_reason(e)}") from None
 
@@ -93,8 +98,9 @@ def _reason(e) -> str:
 def _transfer_errors():
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
+    from s3transfer.exceptions import RetriesExceededError
 
-    return (ClientError, BotoCoreError, S3UploadFailedError)
+    return (ClientError, BotoCoreError, S3UploadFailedError, RetriesExceededError)
 
 
 def list_objects(uri: str) -> dict[str, int]:

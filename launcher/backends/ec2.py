@@ -139,7 +139,7 @@ def _submit(spec, config, uris) -> dict:
         if not isinstance(e, Exception):
             raise
         message = str(e) if isinstance(e, GankitError) else f"submitting {spec.job} failed: {e}"
-        raise GankitError(message + after) from None
+        raise (UsageError if isinstance(e, UsageError) else GankitError)(message + after) from None
     return record
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from launcher.backends.base import FINAL_STATES, aws_session, container_inputs, ensure_dataset, recorded_output_uri
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from trainer import TENSORFLOW_MINOR, layout, s3
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, aws_failure
 
 # The Backend protocol's facts (launcher/backends/base.py): a bucket, ml. instance types, a role.
 DEFAULT_INSTANCE_TYPE = DEFAULTS["sagemaker"]
@@ -183,14 +183,30 @@ def _create(spec, image: str, session, dry_run: bool) -> tuple[dict, str | None]
     except _DryRun:
         pass
     except Exception:
+        if not created.get("arn") and not dry_run:
+            created["arn"] = _created_anyway(spec, sent, session)
         if not created.get("arn"):
             raise
-        # Created: only the DescribeTrainingJob create() makes after it failed. The job runs, so it gets its
-        # record (`launcher status` describes it again).
+        # Created: only the DescribeTrainingJob create() makes after it failed, or only the reply to the create
+        # was lost. The job runs, so it gets its record (`launcher status` describes it again).
     finally:
         for event, hook in hooks:
             events.unregister(event, hook)
     return sent, created.get("arn")
+
+
+def _created_anyway(spec, sent: dict, session) -> str | None:
+    """The ARN of the job this request created although the create failed, else None. A create whose reply
+    was lost (a read timeout) is retried by botocore, and the retry is refused (ResourceInUse: the name is
+    taken, by the job the first try started): that job runs, and bills, all the same. It is this request's if
+    it has this request's hyperparameters (they hold the job's name, unique to the millisecond)."""
+    try:
+        job = session.client("sagemaker", region_name=spec.region).describe_training_job(TrainingJobName=spec.job)
+    except Exception:  # no such job (ValidationException), or AWS out of reach: the create's own error stands
+        return None
+    if job.get("HyperParameters") != sent.get("HyperParameters") or job.get("RoleArn") != sent.get("RoleArn"):
+        return None
+    return job.get("TrainingJobArn")
 
 
 def build_request(spec, image: str) -> dict:
@@ -254,15 +270,12 @@ def _refused(create, *args, **kwargs):
 
 @contextlib.contextmanager
 def _one_line_errors(what: str):
-    """botocore's ClientError and ParamValidationError, pydantic's checks: `what: the reason`, one line."""
+    """botocore's ClientError and ParamValidationError, pydantic's checks: `what: the reason`, one line
+    (credentials missing or refused: the line with their fix, as everywhere)."""
     try:
         yield
     except Exception as e:
-        raise GankitError(f"{what}: {_one_line(e)}") from None
-
-
-def _one_line(error) -> str:
-    return " ".join(str(error).split())
+        raise aws_failure(what, e) from None
 
 
 def _now() -> str:
@@ -294,7 +307,7 @@ def _refresh(job, record: dict):
     except Exception as e:
         if "ExpiredToken" in str(e):
             return _job(record)
-        raise GankitError(f"cannot describe {record['job']}: {_one_line(e)}") from None
+        raise aws_failure(f"cannot describe {record['job']}", e) from None
 
 
 def _set(value):
@@ -333,7 +346,7 @@ def logs(record: dict, follow: bool, echo) -> None:
     region = record.get("region")
     cw = client("logs", region)
     tokens: dict[str, str | None] = {}
-    job = None
+    job, renewed = None, False
     while True:
         if follow:
             job = _refresh(job, record)
@@ -342,14 +355,16 @@ def logs(record: dict, follow: bool, echo) -> None:
             for stream in _streams(cw, record["job"]):
                 tokens[stream] = _print_events(cw, stream, tokens.get(stream), echo)
         except Exception as e:
-            if "ExpiredToken" not in str(e):  # long jobs outlive credentials: get fresh ones and go on
-                if "ResourceNotFound" in str(e):
-                    if final:
-                        echo("no logs yet" if not follow else "the job ended without logs")
-                        return
-                else:
-                    raise GankitError(f"cannot read the logs of {record['job']}: {e}") from None
-            cw = client("logs", region)
+            if "ExpiredToken" in str(e) and not renewed:  # long jobs outlive credentials: fresh ones, read again
+                cw, renewed = client("logs", region), True
+                continue  # now: a last read (or the only one) must not be skipped
+            if "ResourceNotFound" not in str(e):  # still expired after renewal: the line that says how to renew
+                raise aws_failure(f"cannot read the logs of {record['job']}", e) from None
+            if final:
+                echo("no logs yet" if not follow else "the job ended without logs")
+                return
+        else:
+            renewed = False
         if final:
             return
         time.sleep(POLL_SECONDS)
