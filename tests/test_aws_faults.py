@@ -165,8 +165,8 @@ def test_infra_up_that_loses_aws_while_waiting_says_so_in_one_line(aws, fail_cal
 
     monkeypatch.setattr(infra, "POLL_SECONDS", 0.05)
     lost = EndpointConnectionError(endpoint_url="https://cloudformation.us-east-1.amazonaws.com/")
-    # up's look for the stack, deploy's, then the waiter's: that one finds AWS out of reach
-    calls = fail_call("DescribeStacks", None, None, lost)
+    # up's one look for the stack, then the waiter's: that one finds AWS out of reach
+    calls = fail_call("DescribeStacks", None, lost)
     with pytest.raises(SystemExit) as exit_:
         main(["infra", "up"])
     err = capsys.readouterr().err
