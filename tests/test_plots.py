@@ -1,6 +1,7 @@
 """progress.gif grows by one frame per epoch without being rebuilt, and repairs itself after a resume."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from trainer import plots
@@ -60,3 +61,33 @@ def test_grey_labelled_grids_are_appended_pixel_for_pixel(tmp_path):
     for i, grid in enumerate(grids):
         gif.seek(i)
         np.testing.assert_array_equal(np.asarray(gif.convert("L")), np.asarray(grid))
+
+
+def plotted_lines(monkeypatch, draw):
+    """(label, x, y) of every line `draw()` plots with matplotlib."""
+    import matplotlib.axes
+
+    lines, plot = [], matplotlib.axes.Axes.plot
+
+    def record(ax, *args, **kwargs):
+        drawn = plot(ax, *args, **kwargs)
+        lines.extend((kwargs.get("label"), list(line.get_xdata()), list(line.get_ydata())) for line in drawn)
+        return drawn
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    draw()
+    return lines
+
+
+def test_the_smoothed_loss_curve_is_the_mean_of_as_many_points_as_its_label_says(tmp_path, monkeypatch):
+    # 60 points (a 60-step run) were labelled "mean of 4 points" but averaged 5: an even window cannot be centred.
+    import re
+
+    for count in (9, 20, 60, 100):
+        rows = [{"step": s, "d_loss": 1.0 if s == count // 2 else 0.0, "g_loss": 0.0} for s in range(1, count + 1)]
+        history = [{"epoch": 1, "step": count, "d_loss": 0.5, "g_loss": 0.5}]
+        lines = plotted_lines(monkeypatch, lambda: plots.save_loss_plot(history, tmp_path / "losses.png", rows))
+        (label, steps, values), = [line for line in lines if line[0] and line[0].startswith("discriminator, mean of")]
+        window = int(re.search(r"mean of (\d+) points", label).group(1))
+        assert values[steps.index(count // 2)] == pytest.approx(1.0 / window)  # the spike, shared by `window` points
+        assert sum(v > 0 for v in values) == window

@@ -136,7 +136,8 @@ def trend(x, y):
 
 
 def smooth(values, window: int) -> np.ndarray:
-    """A centred moving average (narrower at the ends), so a noisy per-step curve shows its course."""
+    """A centred moving average of `window` points (an odd number; narrower at the ends), so a noisy per-step
+    curve shows its course."""
     v = np.asarray(values, float)
     sums = np.concatenate([[0.0], np.cumsum(v)])
     i = np.arange(len(v))
@@ -160,7 +161,9 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
         name = {"d_loss": "discriminator", "g_loss": "generator"}[key]
         if per_step:
             steps, values = [r["step"] for r in step_rows], [r[key] for r in step_rows]
-            window = max(1, round(len(values) ** 0.5 / 2))  # 3 of 30 points, 5 of 100, 40 of 6,400
+            # 3 of 30 points, 5 of 100, 41 of 6,400: odd, so the mean is centred on its point (smooth) and of
+            # as many points as the legend says
+            window = max(1, round(len(values) ** 0.5 / 2)) | 1
             ax.plot(steps, values, "-", color=colour, alpha=0.3, linewidth=0.8, label=f"{name}, every point")
             if window > 1:
                 ax.plot(steps, smooth(values, window), "-", color=colour, linewidth=1.8,
