@@ -95,3 +95,28 @@ def test_status_command_shows_the_cut(tmp_path):
 @pytest.fixture(autouse=True)
 def _config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+
+
+def test_the_sample_strip_says_what_a_row_of_its_grids_is(tmp_path, monkeypatch):
+    # A dcgan run's 5x5 grids were said to hold "one row per class", and EMNIST's 10 rows one per class of 47.
+    from PIL import Image
+
+    monkeypatch.setattr("trainer.report._class_grids_section", lambda out, meta: "")  # no network to load here
+
+    def note(run, meta=None):
+        out = run_folder(tmp_path / str(len(list(tmp_path.iterdir()))), run)
+        (out / "samples").mkdir()
+        Image.new("L", (8, 8)).save(out / "samples" / "epoch-0001.png")
+        if meta is not None:
+            (out / "generator").mkdir()
+            (out / "generator" / "generator.json").write_text(json.dumps(meta))
+        return re.search(r"<h2>Samples during training</h2><p class=note>([^<]*)</p>", render(out)).group(1)
+
+    dcgan = dict(RUN, config=dict(RUN["config"], model="dcgan"))
+    assert note(dcgan) == "The same noise every epoch."
+    assert note(RUN) == "The same noise every epoch, one row per class."
+    assert note(dcgan, {"class_names": [], "conditional": False}) == "The same noise every epoch."
+    assert note(RUN, {"class_names": list("0123456789"), "conditional": True}) == (
+        "The same noise every epoch, one row per class.")
+    assert note(RUN, {"class_names": list("0123456789ABCDEF"), "conditional": True}) == (
+        "The same noise every epoch, one row per class for 10 of the 16 classes, spread evenly over them.")

@@ -68,7 +68,7 @@ def render(out: Path, price_per_hour=None) -> str:
     parts = [f"<h1>{_e(title)}</h1>", f"<p class=sub>gankit run report · {_e(str(out.resolve()))}</p>",
              _summary(run, history, price_per_hour), _evaluation_section(evaluation),
              _losses_section(out, history), _quality_section(history, evaluation),
-             _samples_section(out), _class_grids_section(out, meta), _hyperparameters_section(run)]
+             _samples_section(out, meta, config), _class_grids_section(out, meta), _hyperparameters_section(run)]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
@@ -147,8 +147,10 @@ def _quality_section(history, evaluation) -> str:
     return "<h2>Quality per evaluated epoch</h2>" + _img(png, "quality figures per evaluated epoch", "plot")
 
 
-def _samples_section(out) -> str:
+def _samples_section(out, meta, config) -> str:
     from PIL import Image
+
+    from trainer.export import GRID_ROWS
 
     grids = sorted((out / "samples").glob("epoch-*.png"))
     if not grids:
@@ -164,7 +166,14 @@ def _samples_section(out) -> str:
         thumb = picture.resize((THUMB_WIDTH, height), Image.BILINEAR)
         label = f"epoch {int(path.stem.split('-')[1])}"
         figures.append(f"<figure>{_img(plots.png_bytes(thumb), label)}<figcaption>{label}</figcaption></figure>")
-    parts = ["<h2>Samples during training</h2><p class=note>The same noise every epoch, one row per class.</p>",
+    classes = len(meta.get("class_names") or []) if meta.get("conditional", True) else 0
+    if not meta and config.get("model") != "dcgan":
+        rows = ", one row per class"  # no generator exported yet to say how many
+    elif classes > GRID_ROWS:
+        rows = f", one row per class for {GRID_ROWS} of the {classes} classes, spread evenly over them"
+    else:
+        rows = ", one row per class" if classes else ""
+    parts = [f"<h2>Samples during training</h2><p class=note>The same noise every epoch{rows}.</p>",
              f"<div class=strip>{''.join(figures)}</div>"]
     gif = out / "samples" / "progress.gif"
     if gif.is_file():
