@@ -120,3 +120,15 @@ def test_the_sample_strip_says_what_a_row_of_its_grids_is(tmp_path, monkeypatch)
         "The same noise every epoch, one row per class.")
     assert note(RUN, {"class_names": list("0123456789ABCDEF"), "conditional": True}) == (
         "The same noise every epoch, one row per class for 10 of the 16 classes, spread evenly over them.")
+
+
+def test_a_local_jobs_report_says_it_cost_nothing_rather_than_to_run_launcher_report(tmp_path):
+    # `launcher report` of a local job wrote "cost unknown (pass --price-per-hour, or use `launcher report`)".
+    from launcher import jobs
+    from launcher.quality import report
+
+    out = run_folder(tmp_path / "out", RUN)
+    jobs.save(dict(record(str(out)), dataset="mnist", instance_type="local"))
+    result = CliRunner().invoke(report, ["gan-mnist-cgan-1"])
+    assert result.exit_code == 0, result.output
+    assert "<th>cost</th><td>none: a local job runs on this machine</td>" in (out / "report.html").read_text()

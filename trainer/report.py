@@ -30,14 +30,15 @@ figure{margin:0;text-align:center;font-size:12px;color:#555}.grids{display:flex;
 """
 
 
-def write_report(output_dir, price_per_hour=None, log=lambda *a: None) -> Path:
-    """Write OUTPUT_DIR/report.html (atomically) and return its path."""
+def write_report(output_dir, price_per_hour=None, log=lambda *a: None, cost_note=None) -> Path:
+    """Write OUTPUT_DIR/report.html (atomically) and return its path. `cost_note` says what the run cost
+    where no price applies (a local job)."""
     out = Path(output_dir)
     if not (out / "metrics.jsonl").is_file() and not (out / "run.json").is_file():
         raise UsageError(f"{out} is not a run's output folder (no metrics.jsonl or run.json); "
                          "point at the --output-dir of a training run")
     path = out / REPORT_FILE
-    page = render(out, price_per_hour)
+    page = render(out, price_per_hour, cost_note)
     try:
         atomic_write_text(path, page)
     except OSError as e:  # a full disk, a folder that is not writable: one line, the old report (if any) intact
@@ -57,7 +58,7 @@ def report_at_end(output_dir, log=print):
         return None
 
 
-def render(out: Path, price_per_hour=None) -> str:
+def render(out: Path, price_per_hour=None, cost_note=None) -> str:
     run = _read_json(out / "run.json") or {}
     history = _read_metrics(out / "metrics.jsonl")
     evaluation = _read_json(out / "evaluation.json")
@@ -66,7 +67,7 @@ def render(out: Path, price_per_hour=None) -> str:
     title = f"{run_name(out, run)}: {meta.get('model', config.get('model', ''))}/{meta.get('preset', config.get('preset', ''))} " \
             f"on {meta.get('dataset', config.get('dataset', '?'))}"
     parts = [f"<h1>{_e(title)}</h1>", f"<p class=sub>gankit run report · {_e(str(out.resolve()))}</p>",
-             _summary(run, history, price_per_hour), _evaluation_section(evaluation),
+             _summary(run, history, price_per_hour, cost_note), _evaluation_section(evaluation),
              _losses_section(out, history), _quality_section(history, evaluation),
              _samples_section(out, meta, config), _class_grids_section(out, meta), _hyperparameters_section(run)]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
@@ -95,7 +96,7 @@ def cut_short_text(run: dict) -> str | None:
             "(a larger max_steps resumes it from its checkpoint)")
 
 
-def _summary(run, history, price_per_hour) -> str:
+def _summary(run, history, price_per_hour, cost_note=None) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
     images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
     replicas = run.get("replicas", 1)
@@ -110,7 +111,7 @@ def _summary(run, history, price_per_hour) -> str:
     if price_per_hour is not None:
         rows.append(("cost", f"${price_per_hour * seconds / 3600:,.2f} (at ${price_per_hour:.3f}/hour, training time only)"))
     else:
-        rows.append(("cost", "unknown (pass --price-per-hour, or use `launcher report`)"))
+        rows.append(("cost", cost_note or "unknown (pass --price-per-hour, or use `launcher report`)"))
     return "<h2>Run</h2>" + _table(rows)
 
 
