@@ -91,3 +91,18 @@ def test_the_smoothed_loss_curve_is_the_mean_of_as_many_points_as_its_label_says
         window = int(re.search(r"mean of (\d+) points", label).group(1))
         assert values[steps.index(count // 2)] == pytest.approx(1.0 / window)  # the spike, shared by `window` points
         assert sum(v > 0 for v in values) == window
+
+
+def test_epoch_axes_tick_whole_epochs(tmp_path, monkeypatch):
+    # The quality plot of a 3-epoch run ticked epochs 1.0, 1.5, 2.0, 2.5, 3.0.
+    figures, png = [], plots._png
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or png(fig))
+    figure = {"label_accuracy": 0.5, "frechet_classifier_distance": 9.0, "classifier_score": 2.0, "samples": 100}
+    history = [{"epoch": e, "step": 10 * e, "d_loss": 1.0 / e, "g_loss": e, "evaluation": figure} for e in (1, 2, 3)]
+    plots.quality_plot_png(history)
+    plots.save_loss_plot(history, tmp_path / "losses.png")  # no step rows: the losses against the epoch
+    axes = [ax for fig in figures for ax in fig.axes]
+    assert len(axes) == 4
+    for ax in axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -177,6 +177,7 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
             ax.plot(x_epochs, [slope * e + intercept for e in epochs], "--", color=colour, alpha=0.6,
                     label=f"{name} trend ({slope:+.3f}/epoch)")
     ax.set_xlabel("step" if per_step else "epoch")
+    _whole_numbers(ax.xaxis)
     ax.set_ylabel("loss")
     ax.set_title("Discriminator and generator losses")
     ax.grid(alpha=0.3)
@@ -213,9 +214,17 @@ def quality_plot_png(history: list[dict], real: dict | None = None) -> bytes | N
             ax.axhline(real[key], color="grey", linestyle="--", label=f"real ({real['samples']})")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
+        _whole_numbers(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _png(fig)
+
+
+def _whole_numbers(axis):
+    """Ticks at whole epochs (or steps) only: matplotlib put a 3-epoch run's at 1.0, 1.5, ... 3.0."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))  # matplotlib's own, whole
 
 
 def _png(fig) -> bytes:
