@@ -106,3 +106,17 @@ def test_epoch_axes_tick_whole_epochs(tmp_path, monkeypatch):
     for ax in axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_row_labels_draw_accented_class_names(monkeypatch):
+    # Pillow's built-in font has no "é": a folder class "café" was labelled "caf" and a box, the same box as
+    # a character no font has.
+    from trainer.images import tile
+
+    def label(text):
+        picture = tile(np.zeros((1, 16, 16, 1), np.uint8), 1, 1, scale=2, row_labels=[text])
+        return np.asarray(picture)[:, :-20]  # the label margin, without the cell
+
+    missing = label("\U0010fffd")  # a private-use character: no glyph anywhere
+    for text in ("é", "ü", "ß", "ж"):
+        assert label(text).shape != missing.shape or (label(text) != missing).any(), text
