@@ -132,3 +132,28 @@ def test_a_local_jobs_report_says_it_cost_nothing_rather_than_to_run_launcher_re
     result = CliRunner().invoke(report, ["gan-mnist-cgan-1"])
     assert result.exit_code == 0, result.output
     assert "<th>cost</th><td>none: a local job runs on this machine</td>" in (out / "report.html").read_text()
+
+
+def test_the_report_draws_the_losses_of_every_epoch_not_the_runs_last_plot(tmp_path, monkeypatch):
+    # The trainer redraws losses.png at most every 10 s, and not at a stop: a stopped run's report showed a
+    # plot that ended 36 steps (12 epochs) before its metrics did.
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = run_folder(tmp_path / "run", dict(RUN, cut_short=False))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(dict(ROW, epoch=e, step=25 * e)) + "\n" for e in (1, 2)))
+    (out / "losses.jsonl").write_text("".join(json.dumps({"step": s, "d_loss": 1.0, "g_loss": 1.0}) + "\n"
+                                              for s in range(1, 51)))
+    Image.new("RGB", (7, 5), "red").save(out / "losses.png")  # the run's plot, drawn before its last epochs
+    html = render(out)
+    plot = re.search(r'<h2>Losses</h2><img src="data:image/png;base64,([^"]+)"', html).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(plot))).size == (1000, 420)
+    assert Image.open(out / "losses.png").size == (1000, 420)  # the folder's copy is brought up to date too
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trainer.report.atomic_write_bytes", full_disk)  # the page is still drawn (whole)
+    assert re.search(r'<h2>Losses</h2><img src="data:image/png;base64,', render(out))

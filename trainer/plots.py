@@ -146,6 +146,12 @@ def smooth(values, window: int) -> np.ndarray:
 
 
 def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
+    """losses.png: `loss_plot_png`."""
+    atomic_write_bytes(path, loss_plot_png(history, step_rows))
+    return Path(path)
+
+
+def loss_plot_png(history: list[dict], step_rows=None) -> bytes:
     """Both losses: every recorded point (losses.jsonl) faint with a smoothed curve over it, against the
     step, plus the epoch means with trend lines; without step rows, the epoch means against the epoch."""
     import matplotlib
@@ -182,8 +188,7 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
     ax.set_title("Discriminator and generator losses")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
-    atomic_write_bytes(path, _png(fig))
-    return Path(path)
+    return _png(fig)
 
 
 QUALITY_PANELS = (("label_accuracy", "label accuracy (higher is better)"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from trainer import plots
 from trainer.events import read_losses
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text
+from trainer.fsutil import atomic_write_bytes, atomic_write_text
 from trainer.progress import format_duration
 
 REPORT_FILE = "report.html"
@@ -135,10 +135,15 @@ def _evaluation_section(evaluation) -> str:
 def _losses_section(out, history) -> str:
     if not history:
         return "<h2>Losses</h2><p class=note>No finished epoch yet.</p>"
-    losses = out / "losses.png"
-    if not losses.is_file():
-        plots.save_loss_plot(history, losses, step_rows=read_losses(out))
-    return "<h2>Losses</h2>" + _img(losses.read_bytes(), "losses per recorded step and per epoch, with trend lines", "plot")
+    # Drawn again every time: the trainer redraws losses.png at most every 10 s (trainer/train.py) and not at
+    # a stop, so the run's copy can end epochs before metrics.jsonl does. The copy is brought up to date too,
+    # where it can be (a full disk is said once, of report.html).
+    png = plots.loss_plot_png(history, step_rows=read_losses(out))
+    try:
+        atomic_write_bytes(out / "losses.png", png)
+    except OSError:
+        pass
+    return "<h2>Losses</h2>" + _img(png, "losses per recorded step and per epoch, with trend lines", "plot")
 
 
 def _quality_section(history, evaluation) -> str:
