@@ -71,11 +71,11 @@ def evaluate(job_or_generator, data_dir, samples):
         if not (folder / "generator" / "generator.json").is_file():
             raise UsageError(f"job {job_or_generator} has no generator yet at {layout.join(output_uri, 'generator')}; "
                              f"wait for it to finish (`launcher status {job_or_generator}`)")
-        generator_dir, price = folder / "generator", _price_per_hour(record)
+        generator_dir, price, cost_note = folder / "generator", _price_per_hour(record), _cost_note(record)
     elif Path(job_or_generator).exists():
         from launcher.pull import generator_dir as local_generator
 
-        generator_dir, output_uri, price = local_generator(job_or_generator), None, None
+        generator_dir, output_uri, price, cost_note = local_generator(job_or_generator), None, None, None
         folder = generator_dir.resolve().parent
     else:
         if "/" not in job_or_generator:
@@ -90,7 +90,7 @@ def evaluate(job_or_generator, data_dir, samples):
     if _is_run(folder):
         from trainer.report import write_report
 
-        written.append(write_report(folder, price_per_hour=price))
+        written.append(write_report(folder, price_per_hour=price, cost_note=cost_note))
     for path in written:
         if output_uri and s3.is_s3(output_uri):  # the evaluation first: a report never shows figures the run lacks
             s3.write_bytes(layout.join(output_uri, path.name), path.read_bytes())
@@ -119,10 +119,17 @@ def report(job, out_dir, open_browser):
     from launcher.quiet import tensorflow_quietly
 
     with tensorflow_quietly():  # the report loads the generator for its class grids
-        path = write_report(folder, price_per_hour=_price_per_hour(record))
+        path = write_report(folder, price_per_hour=_price_per_hour(record), cost_note=_cost_note(record))
     click.echo(f"report: {path}")
     if open_browser and not webbrowser.open(path.resolve().as_uri()):
         click.echo("no web browser found; open the file above by hand")
+
+
+def _cost_note(record: dict):
+    """What the report says of a job's cost where no price applies: nothing, for a job that ran here."""
+    from launcher import backends
+
+    return None if backends.get(record.get("backend", "local")).CLOUD else "none: a local job runs on this machine"
 
 
 def _price_per_hour(record: dict):

@@ -1,6 +1,7 @@
 """progress.gif grows by one frame per epoch without being rebuilt, and repairs itself after a resume."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from trainer import plots
@@ -88,3 +89,62 @@ def test_a_long_run_keeps_appending_to_a_bounded_gif(tmp_path):
         before = after
     shown = [1 + 2 * i for i in range(35)] + [70]
     assert frames_of(tmp_path / "progress.gif") == [(3 * e, 400) for e in shown[:-1]] + [(210, 2000)]
+
+
+def plotted_lines(monkeypatch, draw):
+    """(label, x, y) of every line `draw()` plots with matplotlib."""
+    import matplotlib.axes
+
+    lines, plot = [], matplotlib.axes.Axes.plot
+
+    def record(ax, *args, **kwargs):
+        drawn = plot(ax, *args, **kwargs)
+        lines.extend((kwargs.get("label"), list(line.get_xdata()), list(line.get_ydata())) for line in drawn)
+        return drawn
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    draw()
+    return lines
+
+
+def test_the_smoothed_loss_curve_is_the_mean_of_as_many_points_as_its_label_says(tmp_path, monkeypatch):
+    # 60 points (a 60-step run) were labelled "mean of 4 points" but averaged 5: an even window cannot be centred.
+    import re
+
+    for count in (9, 20, 60, 100):
+        rows = [{"step": s, "d_loss": 1.0 if s == count // 2 else 0.0, "g_loss": 0.0} for s in range(1, count + 1)]
+        history = [{"epoch": 1, "step": count, "d_loss": 0.5, "g_loss": 0.5}]
+        lines = plotted_lines(monkeypatch, lambda: plots.save_loss_plot(history, tmp_path / "losses.png", rows))
+        (label, steps, values), = [line for line in lines if line[0] and line[0].startswith("discriminator, mean of")]
+        window = int(re.search(r"mean of (\d+) points", label).group(1))
+        assert values[steps.index(count // 2)] == pytest.approx(1.0 / window)  # the spike, shared by `window` points
+        assert sum(v > 0 for v in values) == window
+
+
+def test_epoch_axes_tick_whole_epochs(tmp_path, monkeypatch):
+    # The quality plot of a 3-epoch run ticked epochs 1.0, 1.5, 2.0, 2.5, 3.0.
+    figures, png = [], plots._png
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or png(fig))
+    figure = {"label_accuracy": 0.5, "frechet_classifier_distance": 9.0, "classifier_score": 2.0, "samples": 100}
+    history = [{"epoch": e, "step": 10 * e, "d_loss": 1.0 / e, "g_loss": e, "evaluation": figure} for e in (1, 2, 3)]
+    plots.quality_plot_png(history)
+    plots.save_loss_plot(history, tmp_path / "losses.png")  # no step rows: the losses against the epoch
+    axes = [ax for fig in figures for ax in fig.axes]
+    assert len(axes) == 4
+    for ax in axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_row_labels_draw_accented_class_names(monkeypatch):
+    # Pillow's built-in font has no "é": a folder class "café" was labelled "caf" and a box, the same box as
+    # a character no font has.
+    from trainer.images import tile
+
+    def label(text):
+        picture = tile(np.zeros((1, 16, 16, 1), np.uint8), 1, 1, scale=2, row_labels=[text])
+        return np.asarray(picture)[:, :-20]  # the label margin, without the cell
+
+    missing = label("\U0010fffd")  # a private-use character: no glyph anywhere
+    for text in ("é", "ü", "ß", "ж"):
+        assert label(text).shape != missing.shape or (label(text) != missing).any(), text

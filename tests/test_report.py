@@ -104,7 +104,7 @@ def test_report_cli(trained, capsys):
 def test_a_failing_report_does_not_fail_the_run(trained, tmp_path, monkeypatch):
     from trainer.report import report_at_end
 
-    def broken(out, price_per_hour=None):
+    def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr("trainer.report.render", broken)

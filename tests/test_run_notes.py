@@ -95,3 +95,65 @@ def test_status_command_shows_the_cut(tmp_path):
 @pytest.fixture(autouse=True)
 def _config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+
+
+def test_the_sample_strip_says_what_a_row_of_its_grids_is(tmp_path, monkeypatch):
+    # A dcgan run's 5x5 grids were said to hold "one row per class", and EMNIST's 10 rows one per class of 47.
+    from PIL import Image
+
+    monkeypatch.setattr("trainer.report._class_grids_section", lambda out, meta: "")  # no network to load here
+
+    def note(run, meta=None):
+        out = run_folder(tmp_path / str(len(list(tmp_path.iterdir()))), run)
+        (out / "samples").mkdir()
+        Image.new("L", (8, 8)).save(out / "samples" / "epoch-0001.png")
+        if meta is not None:
+            (out / "generator").mkdir()
+            (out / "generator" / "generator.json").write_text(json.dumps(meta))
+        return re.search(r"<h2>Samples during training</h2><p class=note>([^<]*)</p>", render(out)).group(1)
+
+    dcgan = dict(RUN, config=dict(RUN["config"], model="dcgan"))
+    assert note(dcgan) == "The same noise every epoch."
+    assert note(RUN) == "The same noise every epoch, one row per class."
+    assert note(dcgan, {"class_names": [], "conditional": False}) == "The same noise every epoch."
+    assert note(RUN, {"class_names": list("0123456789"), "conditional": True}) == (
+        "The same noise every epoch, one row per class.")
+    assert note(RUN, {"class_names": list("0123456789ABCDEF"), "conditional": True}) == (
+        "The same noise every epoch, one row per class for 10 of the 16 classes, spread evenly over them.")
+
+
+def test_a_local_jobs_report_says_it_cost_nothing_rather_than_to_run_launcher_report(tmp_path):
+    # `launcher report` of a local job wrote "cost unknown (pass --price-per-hour, or use `launcher report`)".
+    from launcher import jobs
+    from launcher.quality import report
+
+    out = run_folder(tmp_path / "out", RUN)
+    jobs.save(dict(record(str(out)), dataset="mnist", instance_type="local"))
+    result = CliRunner().invoke(report, ["gan-mnist-cgan-1"])
+    assert result.exit_code == 0, result.output
+    assert "<th>cost</th><td>none: a local job runs on this machine</td>" in (out / "report.html").read_text()
+
+
+def test_the_report_draws_the_losses_of_every_epoch_not_the_runs_last_plot(tmp_path, monkeypatch):
+    # The trainer redraws losses.png at most every 10 s, and not at a stop: a stopped run's report showed a
+    # plot that ended 36 steps (12 epochs) before its metrics did.
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = run_folder(tmp_path / "run", dict(RUN, cut_short=False))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(dict(ROW, epoch=e, step=25 * e)) + "\n" for e in (1, 2)))
+    (out / "losses.jsonl").write_text("".join(json.dumps({"step": s, "d_loss": 1.0, "g_loss": 1.0}) + "\n"
+                                              for s in range(1, 51)))
+    Image.new("RGB", (7, 5), "red").save(out / "losses.png")  # the run's plot, drawn before its last epochs
+    html = render(out)
+    plot = re.search(r'<h2>Losses</h2><img src="data:image/png;base64,([^"]+)"', html).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(plot))).size == (1000, 420)
+    assert Image.open(out / "losses.png").size == (1000, 420)  # the folder's copy is brought up to date too
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trainer.report.atomic_write_bytes", full_disk)  # the page is still drawn (whole)
+    assert re.search(r'<h2>Losses</h2><img src="data:image/png;base64,', render(out))

@@ -18,6 +18,7 @@ from trainer.images import tile, to_uint8
 MODEL_FILE = "generator.keras"
 META_FILE = "generator.json"
 MAX_COUNT = 1_000_000
+GRID_ROWS = 10  # a grid of every class has one row per class, this many at most (spread over them)
 
 
 def export_generator(model, meta: dict, out_dir) -> Path:
@@ -218,7 +219,7 @@ class Generator:
     def grid(self, target_class=None, rows=None, cols=None, seed=None, scale=2):
         """A PIL image: one class in rows x cols, or (no class) one row per class."""
         if target_class is None and self.conditional:
-            rows = rows or min(self.num_classes, 10)
+            rows = rows or min(self.num_classes, GRID_ROWS)
             cols = cols or 10
             classes = class_rows(self.num_classes, rows)
             images = np.concatenate([self.generate(c, cols, seed) for c in classes])

@@ -1,5 +1,9 @@
 """Image arrays to pictures: value scaling and grids."""
 
+import functools
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -41,11 +45,26 @@ def _label_rows(picture: Image.Image, labels, pitch: int, pad: int) -> Image.Ima
     return labelled
 
 
+@functools.lru_cache(maxsize=None)
 def _font(size: int):
+    # DejaVu Sans, which matplotlib (a trainer dependency) ships, draws accented and Cyrillic class names;
+    # Pillow's own font drew "café" as "caf" and a box.
+    try:
+        return ImageFont.truetype(str(_matplotlib_font()), size)
+    except (OSError, TypeError, ImportError):
+        pass
     try:
         return ImageFont.load_default(size=size)  # a scalable font (Pillow 10.1+ with FreeType)
     except (TypeError, OSError):
         return ImageFont.load_default()
+
+
+def _matplotlib_font() -> Path:
+    """matplotlib's DejaVuSans.ttf, found without importing matplotlib (seconds, on the training thread)."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("matplotlib is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
 def _ink(mode: str, level: int):

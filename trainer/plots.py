@@ -166,7 +166,8 @@ def trend(x, y):
 
 
 def smooth(values, window: int) -> np.ndarray:
-    """A centred moving average (narrower at the ends), so a noisy per-step curve shows its course."""
+    """A centred moving average of `window` points (an odd number; narrower at the ends), so a noisy per-step
+    curve shows its course."""
     v = np.asarray(values, float)
     sums = np.concatenate([[0.0], np.cumsum(v)])
     i = np.arange(len(v))
@@ -175,6 +176,12 @@ def smooth(values, window: int) -> np.ndarray:
 
 
 def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
+    """losses.png: `loss_plot_png`."""
+    atomic_write_bytes(path, loss_plot_png(history, step_rows))
+    return Path(path)
+
+
+def loss_plot_png(history: list[dict], step_rows=None) -> bytes:
     """Both losses: every recorded point (losses.jsonl) faint with a smoothed curve over it, against the
     step, plus the epoch means with trend lines; without step rows, the epoch means against the epoch."""
     import matplotlib
@@ -190,7 +197,9 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
         name = {"d_loss": "discriminator", "g_loss": "generator"}[key]
         if per_step:
             steps, values = [r["step"] for r in step_rows], [r[key] for r in step_rows]
-            window = max(1, round(len(values) ** 0.5 / 2))  # 3 of 30 points, 5 of 100, 40 of 6,400
+            # 3 of 30 points, 5 of 100, 41 of 6,400: odd, so the mean is centred on its point (smooth) and of
+            # as many points as the legend says
+            window = max(1, round(len(values) ** 0.5 / 2)) | 1
             ax.plot(steps, values, "-", color=colour, alpha=0.3, linewidth=0.8, label=f"{name}, every point")
             if window > 1:
                 ax.plot(steps, smooth(values, window), "-", color=colour, linewidth=1.8,
@@ -204,12 +213,12 @@ def save_loss_plot(history: list[dict], path, step_rows=None) -> Path:
             ax.plot(x_epochs, [slope * e + intercept for e in epochs], "--", color=colour, alpha=0.6,
                     label=f"{name} trend ({slope:+.3f}/epoch)")
     ax.set_xlabel("step" if per_step else "epoch")
+    _whole_numbers(ax.xaxis)
     ax.set_ylabel("loss")
     ax.set_title("Discriminator and generator losses")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
-    atomic_write_bytes(path, _png(fig))
-    return Path(path)
+    return _png(fig)
 
 
 QUALITY_PANELS = (("label_accuracy", "label accuracy (higher is better)"),
@@ -240,9 +249,17 @@ def quality_plot_png(history: list[dict], real: dict | None = None) -> bytes | N
             ax.axhline(real[key], color="grey", linestyle="--", label=f"real ({real['samples']})")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
+        _whole_numbers(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _png(fig)
+
+
+def _whole_numbers(axis):
+    """Ticks at whole epochs (or steps) only: matplotlib put a 3-epoch run's at 1.0, 1.5, ... 3.0."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))  # matplotlib's own, whole
 
 
 def _png(fig) -> bytes:

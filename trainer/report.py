@@ -13,7 +13,7 @@ from pathlib import Path
 from trainer import plots
 from trainer.events import read_losses
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_write_text
+from trainer.fsutil import atomic_write_bytes, atomic_write_text
 from trainer.progress import format_duration
 
 REPORT_FILE = "report.html"
@@ -30,15 +30,16 @@ figure{margin:0;text-align:center;font-size:12px;color:#555}.grids{display:flex;
 """
 
 
-def write_report(output_dir, price_per_hour=None, log=lambda *a: None) -> Path:
-    """Write OUTPUT_DIR/report.html (atomically) and return its path."""
+def write_report(output_dir, price_per_hour=None, log=lambda *a: None, cost_note=None) -> Path:
+    """Write OUTPUT_DIR/report.html (atomically) and return its path. `cost_note` says what the run cost
+    where no price applies (a local job)."""
     out = Path(output_dir)
     if not (out / "metrics.jsonl").is_file() and not (out / "run.json").is_file():
         raise UsageError(f"{out} is not a run's output folder (no metrics.jsonl or run.json); "
                          "point at the --output-dir of a training run")
     path = out / REPORT_FILE
     # A name that was not UTF-8 (a folder:PATH dataset's path; Python holds it as surrogates) shown as its bytes.
-    page = render(out, price_per_hour).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    page = render(out, price_per_hour, cost_note).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     try:
         atomic_write_text(path, page)
     except OSError as e:  # a full disk, a folder that is not writable: one line, the old report (if any) intact
@@ -58,7 +59,7 @@ def report_at_end(output_dir, log=print):
         return None
 
 
-def render(out: Path, price_per_hour=None) -> str:
+def render(out: Path, price_per_hour=None, cost_note=None) -> str:
     run = _read_json(out / "run.json") or {}
     history = _read_metrics(out / "metrics.jsonl")
     evaluation = _read_json(out / "evaluation.json")
@@ -67,9 +68,9 @@ def render(out: Path, price_per_hour=None) -> str:
     title = f"{run_name(out, run)}: {meta.get('model', config.get('model', ''))}/{meta.get('preset', config.get('preset', ''))} " \
             f"on {meta.get('dataset', config.get('dataset', '?'))}"
     parts = [f"<h1>{_e(title)}</h1>", f"<p class=sub>gankit run report · {_e(str(out.resolve()))}</p>",
-             _summary(run, history, price_per_hour), _evaluation_section(evaluation),
+             _summary(run, history, price_per_hour, cost_note), _evaluation_section(evaluation),
              _losses_section(out, history), _quality_section(history, evaluation),
-             _samples_section(out), _class_grids_section(out, meta), _hyperparameters_section(run)]
+             _samples_section(out, meta, config), _class_grids_section(out, meta), _hyperparameters_section(run)]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
@@ -96,7 +97,7 @@ def cut_short_text(run: dict) -> str | None:
             "(a larger max_steps resumes it from its checkpoint)")
 
 
-def _summary(run, history, price_per_hour) -> str:
+def _summary(run, history, price_per_hour, cost_note=None) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
     images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
     replicas = run.get("replicas", 1)
@@ -111,7 +112,7 @@ def _summary(run, history, price_per_hour) -> str:
     if price_per_hour is not None:
         rows.append(("cost", f"${price_per_hour * seconds / 3600:,.2f} (at ${price_per_hour:.3f}/hour, training time only)"))
     else:
-        rows.append(("cost", "unknown (pass --price-per-hour, or use `launcher report`)"))
+        rows.append(("cost", cost_note or "unknown (pass --price-per-hour, or use `launcher report`)"))
     return "<h2>Run</h2>" + _table(rows)
 
 
@@ -135,10 +136,15 @@ def _evaluation_section(evaluation) -> str:
 def _losses_section(out, history) -> str:
     if not history:
         return "<h2>Losses</h2><p class=note>No finished epoch yet.</p>"
-    losses = out / "losses.png"
-    if not losses.is_file():
-        plots.save_loss_plot(history, losses, step_rows=read_losses(out))
-    return "<h2>Losses</h2>" + _img(losses.read_bytes(), "losses per recorded step and per epoch, with trend lines", "plot")
+    # Drawn again every time: the trainer redraws losses.png at most every 10 s (trainer/train.py) and not at
+    # a stop, so the run's copy can end epochs before metrics.jsonl does. The copy is brought up to date too,
+    # where it can be (a full disk is said once, of report.html).
+    png = plots.loss_plot_png(history, step_rows=read_losses(out))
+    try:
+        atomic_write_bytes(out / "losses.png", png)
+    except OSError:
+        pass
+    return "<h2>Losses</h2>" + _img(png, "losses per recorded step and per epoch, with trend lines", "plot")
 
 
 def _quality_section(history, evaluation) -> str:
@@ -148,8 +154,10 @@ def _quality_section(history, evaluation) -> str:
     return "<h2>Quality per evaluated epoch</h2>" + _img(png, "quality figures per evaluated epoch", "plot")
 
 
-def _samples_section(out) -> str:
+def _samples_section(out, meta, config) -> str:
     from PIL import Image
+
+    from trainer.export import GRID_ROWS
 
     grids = sorted((out / "samples").glob("epoch-*.png"))
     if not grids:
@@ -165,7 +173,14 @@ def _samples_section(out) -> str:
         thumb = picture.resize((THUMB_WIDTH, height), Image.BILINEAR)
         label = f"epoch {int(path.stem.split('-')[1])}"
         figures.append(f"<figure>{_img(plots.png_bytes(thumb), label)}<figcaption>{label}</figcaption></figure>")
-    parts = ["<h2>Samples during training</h2><p class=note>The same noise every epoch, one row per class.</p>",
+    classes = len(meta.get("class_names") or []) if meta.get("conditional", True) else 0
+    if not meta and config.get("model") != "dcgan":
+        rows = ", one row per class"  # no generator exported yet to say how many
+    elif classes > GRID_ROWS:
+        rows = f", one row per class for {GRID_ROWS} of the {classes} classes, spread evenly over them"
+    else:
+        rows = ", one row per class" if classes else ""
+    parts = [f"<h2>Samples during training</h2><p class=note>The same noise every epoch{rows}.</p>",
              f"<div class=strip>{''.join(figures)}</div>"]
     gif = out / "samples" / "progress.gif"
     if gif.is_file():
