@@ -44,6 +44,22 @@ def test_an_epochs_files_are_written_while_the_next_epoch_trains(tmp_path, mnist
     assert (out / "losses.png").is_file() and any((out / "tensorboard").iterdir())
 
 
+def test_a_stopped_runs_loss_plot_shows_every_epoch(tmp_path, mnist_dir, monkeypatch):
+    # The plot is drawn at most every LOSS_PLOT_SECONDS, and was not at a stop: a pulled stopped run showed
+    # a plot epochs behind its metrics (or none at all).
+    from trainer import train as train_module
+
+    monkeypatch.setattr(train_module, "LOSS_PLOT_SECONDS", 1e9)
+    drawn, real = [], plots.save_loss_plot
+    monkeypatch.setattr(plots, "save_loss_plot", lambda rows, *a, **k: drawn.append(len(rows)) or real(rows, *a, **k))
+    out = tmp_path / "run"
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(out), epochs=5, batch_size=16)
+    summary = train(cfg, stop_requested=lambda: (out / "samples" / "epoch-0002.png").is_file(), log=lambda *a: None)
+    epochs = len((out / "metrics.jsonl").read_text().splitlines())
+    assert summary["stopped"] and summary["steps"] < 5 * STEPS_PER_EPOCH and epochs >= 2
+    assert drawn == [epochs] and (out / "losses.png").is_file()
+
+
 def test_a_disk_that_fails_under_an_epochs_files_stops_the_run_with_one_line(tmp_path, mnist_dir, monkeypatch,
                                                                             capsys):
     real = plots.save_epoch_grid

@@ -106,6 +106,11 @@ def finish(t, stopped: bool, resume_hint=RESUME_BY_HAND) -> dict:
         t.run_log.close()
     state, out = t.state, t.out
     if stopped:
+        rows = state.metric_rows(t.global_batch)
+        if t.chief and rows:  # drawn at most every LOSS_PLOT_SECONDS so far: a stopped run's plot shows every epoch
+            with written_or_one_line("the loss plot", out):
+                plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
+        t.storage.publish_outputs()  # the upload an epoch's end skipped while one was running, too
         t.log(f"stopped at step {state.step}; checkpoint written, {resume_hint}")
     else:
         from trainer.export import export_generator
