@@ -1,10 +1,10 @@
-"""The seed preset against the book's loop on TensorFlow, both timed as whole processes.
+"""The book preset against the book's loop on TensorFlow, both timed as whole processes.
 
     python benchmarks/book_yardstick.py [--data-dir /usr/share/datasets/fashion-mnist] [--steps 120] [--runs 3]
 
 Yardstick: ../shared/yardsticks/book_cgan.py IDX_DIR --steps N (a faithful TF2 port of
 the chapter's loop; it runs N timed steps after 5 warm-up ones). Ours: `python -m trainer
-train --preset seed --batch-size 32 --max-steps N` on the same data, with everything a run
+train --preset book --batch-size 32 --max-steps N` on the same data, with everything a run
 does (checkpoint, samples, export, report). Runs are paired (yardstick, then ours) so a
 busy neighbour hurts both alike; prints each pair and the median ratio yardstick/ours.
 """
@@ -49,7 +49,7 @@ def main():
         book = timed([sys.executable, str(args.yardstick), args.data_dir, "--steps", str(args.steps)], env)
         with tempfile.TemporaryDirectory() as tmp:
             ours = timed([sys.executable, "-m", "trainer", "train", "--dataset", "zalando", "--data-dir", args.data_dir,
-                          "--preset", "seed", "--batch-size", "32", "--max-steps", str(args.steps),
+                          "--preset", "book", "--batch-size", "32", "--max-steps", str(args.steps),
                           "--framework", "tensorflow", "--output-dir", tmp], dict(env, GANKIT_CACHE=tmp))
         ratios.append(book / ours)
         print(f"run {run + 1}: book {book:.1f} s, gankit {ours:.1f} s, ratio {book / ours:.2f}x", flush=True)

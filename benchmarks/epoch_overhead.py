@@ -1,6 +1,6 @@
 """What the end of an epoch costs the training thread, piece by piece (no training steps).
 
-    KERAS_BACKEND=jax python benchmarks/epoch_overhead.py [--preset default] [--repeats 7] [--s3]
+    KERAS_BACKEND=jax python benchmarks/epoch_overhead.py [--preset sn-hinge] [--repeats 7] [--s3]
 
 Builds the preset's networks at Fashion-MNIST size (28x28x1, 10 classes: the
 checkpoint's size is fixed by the networks, not the dataset), then times each
@@ -41,7 +41,7 @@ def timed(fn, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default")
+    parser.add_argument("--preset", default="sn-hinge")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epoch", type=int, default=32, help="the epoch timed: its GIF already has epoch-1 frames")
     parser.add_argument("--s3", action="store_true", help="also push checkpoints and outputs to an in-process moto S3")

@@ -1,6 +1,6 @@
 """Images/s of gankit's training step against the straightforward Keras way, same network.
 
-    python benchmarks/train_throughput.py [--preset seed] [--batch-size 32] [--steps 20]
+    python benchmarks/train_throughput.py [--preset book] [--batch-size 32] [--steps 20]
 
 Baseline: the book's structure in plain Keras: float images from a shuffled
 tf.data pipeline, and two separate tf.functions per batch (a D step, then a G
@@ -110,7 +110,7 @@ def images_per_sec(runs: dict, steps, batch, rounds=3, warmup=2) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--preset", default="book")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--xla", action="store_true", help="also time gankit's step compiled with XLA")
