@@ -102,6 +102,17 @@ def test_an_upload_follows_symlinks_inside_its_folder_only(tmp_path):
     assert [rel for _, rel, _ in s3.changed_files(out)] == ["latest/epoch-0001.png", "samples/epoch-0001.png"]
 
 
+def test_an_upload_skips_a_symlink_that_leads_back_to_itself(tmp_path):
+    # path.resolve() of such a link raised RuntimeError ("Symlink loop"): the upload walk ended in a traceback.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("{}\n")
+    (out / "self").symlink_to(out / "self")
+    (out / "b").symlink_to(out / "c")
+    (out / "c").symlink_to(out / "b")
+    assert [rel for _, rel, _ in s3.changed_files(out)] == ["metrics.jsonl"]
+
+
 def test_an_output_folder_that_is_a_dangling_symlink_is_named_as_one(tmp_path):
     # mkdir said "File exists" of it, and the line read "--output-dir out is not writable (File exists)".
     (tmp_path / "out").symlink_to(tmp_path / "gone")
