@@ -166,6 +166,19 @@ def test_a_symlink_an_older_gankit_set_aside_is_swept(tmp_path):
     assert (tmp_path / "elsewhere").is_dir()
 
 
+def test_a_symlink_loop_where_atomic_dir_writes_is_one_line_not_a_traceback(tmp_path):
+    # Following the link raised RuntimeError ("Symlink loop") at a run's very end, from its export, which
+    # only an OSError becomes one line (written_or_one_line).
+    from trainer.errors import GankitError
+    from trainer.fsutil import written_or_one_line
+
+    (tmp_path / "generator").symlink_to(tmp_path / "generator")
+    with pytest.raises(GankitError, match="the exported generator could not be written"):
+        with written_or_one_line("the exported generator", tmp_path), atomic_dir(tmp_path / "generator") as tmp:
+            (tmp / "generator.json").write_text("{}")
+    assert (tmp_path / "generator").is_symlink()  # the user's link, as it was
+
+
 def test_a_fresh_run_forgets_a_symlinked_generator_best_through_the_link(tmp_path):
     """rmtree refuses a symlink: a fresh run in a folder whose generator-best/ is a link used to stop there."""
     from trainer.run_setup import _forget_earlier_best

@@ -143,7 +143,12 @@ def _through_symlink(path) -> Path:
     """`path`, or where it points when it is a symlink (a folder kept on another disk): `atomic_dir` replaces
     that folder and leaves the link alone, rather than setting the link aside as debris."""
     path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link that leads back to itself (RuntimeError in Python 3.11): no folder
+        return path  # to keep, so it is replaced as any other broken name
 
 
 def ensure_writable_dir(path, flag):
