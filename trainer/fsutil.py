@@ -255,8 +255,14 @@ def inside(dest, name: str, source: str) -> Path:
     why = name_problem(name)
     if why:
         _refuse(source, name, why)
-    root = Path(dest).resolve()
-    target = (root / name).resolve()
+    try:
+        root = Path(dest).resolve()
+        target = (root / name).resolve()
+    except (OSError, RuntimeError):  # a symlink on this side that leads back to itself (RuntimeError in 3.11)
+        from trainer.errors import UsageError
+
+        raise UsageError(f"cannot write {source.rstrip('/')}/{name} below {dest}: a symlink there leads back to "
+                         "itself; remove it, or choose another destination") from None
     if not target.is_relative_to(root):
         _refuse(source, name, f"it resolves to {target}, outside {root}")
     return Path(dest) / name
