@@ -7,6 +7,7 @@ line naming the file and the fix, never a traceback or a signal sent to the wron
 import contextlib
 import json
 import os
+import re
 
 from launcher import backends, settings
 from trainer.errors import GankitError, UsageError
@@ -19,7 +20,11 @@ PID_MAX = 2 ** 31 - 1  # pid_t's largest
 FIELDS = {"job": str, "backend": str, "output_uri": str, "submitted_at": str, "dataset": str, "hyperparameters": dict,
           "instance_type": OPTIONAL, "instance_count": int, "spot": bool, "region": OPTIONAL,
           "pid": int, "log": str, "sm_root": str,  # local
-          "instance_id": OPTIONAL, "client_token": str, "status_uri": str, "log_uri": str, "setup_log_uri": str}  # ec2
+          "instance_id": OPTIONAL, "client_token": str, "status_uri": str, "log_uri": str, "setup_log_uri": str,  # ec2
+          "resume": OPTIONAL}
+# What `launcher.spec.job_name` makes (SageMaker's rule for a job name). A record's job, and the run it resumes,
+# become folders (the local bucket's runs/<run>/, ./<job>) and S3 prefixes: a '..' or a '/' would lead elsewhere.
+JOB_NAME = re.compile(r"[A-Za-z0-9](?:-*[A-Za-z0-9]){0,62}")
 
 
 def jobs_dir():
@@ -80,6 +85,9 @@ def _problem(record, stem) -> str | None:
             return f"{key} is {json.dumps(record[key])[:30]}"
     if record["job"] != stem:
         return f"it names job {record['job'][:70]!r}"
+    for key in ("job", "resume"):
+        if record.get(key) is not None and not JOB_NAME.fullmatch(record[key]):
+            return f"{key} {record[key][:70]!r} is not a job name"
     # A pid <= 0 signals a process group; one past pid_t's range is an OverflowError from os.kill.
     if record.get("instance_count", 1) < 1 or not 0 < record.get("pid", 1) <= PID_MAX:
         return "instance_count" if record.get("instance_count", 1) < 1 else f"pid {record['pid']}"

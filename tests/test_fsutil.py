@@ -102,6 +102,17 @@ def test_an_upload_follows_symlinks_inside_its_folder_only(tmp_path):
     assert [rel for _, rel, _ in s3.changed_files(out)] == ["latest/epoch-0001.png", "samples/epoch-0001.png"]
 
 
+def test_an_upload_skips_a_symlink_that_leads_back_to_itself(tmp_path):
+    # path.resolve() of such a link raised RuntimeError ("Symlink loop"): the upload walk ended in a traceback.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("{}\n")
+    (out / "self").symlink_to(out / "self")
+    (out / "b").symlink_to(out / "c")
+    (out / "c").symlink_to(out / "b")
+    assert [rel for _, rel, _ in s3.changed_files(out)] == ["metrics.jsonl"]
+
+
 def test_an_output_folder_that_is_a_dangling_symlink_is_named_as_one(tmp_path):
     # mkdir said "File exists" of it, and the line read "--output-dir out is not writable (File exists)".
     (tmp_path / "out").symlink_to(tmp_path / "gone")
@@ -153,6 +164,19 @@ def test_a_symlink_an_older_gankit_set_aside_is_swept(tmp_path):
         (tmp / "generator.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "generator"]
     assert (tmp_path / "elsewhere").is_dir()
+
+
+def test_a_symlink_loop_where_atomic_dir_writes_is_one_line_not_a_traceback(tmp_path):
+    # Following the link raised RuntimeError ("Symlink loop") at a run's very end, from its export, which
+    # only an OSError becomes one line (written_or_one_line).
+    from trainer.errors import GankitError
+    from trainer.fsutil import written_or_one_line
+
+    (tmp_path / "generator").symlink_to(tmp_path / "generator")
+    with pytest.raises(GankitError, match="the exported generator could not be written"):
+        with written_or_one_line("the exported generator", tmp_path), atomic_dir(tmp_path / "generator") as tmp:
+            (tmp / "generator.json").write_text("{}")
+    assert (tmp_path / "generator").is_symlink()  # the user's link, as it was
 
 
 def test_a_fresh_run_forgets_a_symlinked_generator_best_through_the_link(tmp_path):

@@ -119,6 +119,23 @@ def test_a_record_whose_pid_is_past_any_process_is_named_and_list_shows_the_rest
     assert sum(str(path) in x and x.startswith("warning: ") for x in listed.output.splitlines()) == 1
 
 
+
+@pytest.mark.parametrize("job, field, value", [
+    ("gan-esc-cgan-20261122-180010", "resume", "../../../../escaped"),  # the run: runs/<run>/ in the local bucket
+    ("gan-esc-cgan-20261122-180011", "resume", "/tmp/escaped"),
+    ("gan-esc-cgan-20261122-180012", "resume", ["x"]),  # a traceback from layout.join
+    ("..", "job", ".."),  # the file ....json: its stem is '..'
+])
+def test_a_record_whose_job_or_run_is_not_a_job_name_never_becomes_a_folder(tmp_path, monkeypatch, job, field, value):
+    """`submit --resume JOB` continues the record's run in <bucket>/runs/<run>/: a crafted name led outside it."""
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    record = {**good_record(tmp_path, "gan-esc-cgan-20261122-180009"), "job": job, field: value}
+    write_record(job, json.dumps(record).encode())
+    result = run("submit", "--dataset", "mnist", "--backend", "local", "--resume", job, "--dry-run")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and "not a valid job record" in line and field in line, line  # not the dry run's plan
+
+
 # Fields a record must have, for every backend, and a value of the wrong type for each field the
 # launcher reads.
 REQUIRED = ("job", "backend", "output_uri", "pid", "sm_root", "log")

@@ -8,7 +8,7 @@ import pytest
 
 from tests.aws_helpers import mocked_bucket
 from trainer import checkpoints, s3, run_storage
-from trainer.errors import GankitError
+from trainer.errors import GankitError, UsageError
 from trainer import fsutil
 
 BUCKET = "gankit-hostile"
@@ -37,6 +37,21 @@ def test_inside_refuses_a_symlink_that_points_out(tmp_path):
         fsutil.inside(tmp_path / "dest", "link/x", "s3://b/p")
     assert fsutil.inside(tmp_path / "dest", "a/b.png", "s3://b/p") == tmp_path / "dest" / "a" / "b.png"
 
+
+
+def test_a_symlink_loop_in_the_destination_is_one_line_not_a_traceback(tmp_path):
+    # resolve() raised RuntimeError ("Symlink loop"): a pull into such a folder ended in a traceback.
+    from launcher.pull import copy_tree
+
+    (tmp_path / "run" / "generator").mkdir(parents=True)
+    (tmp_path / "run" / "generator" / "generator.json").write_text("{}")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "generator").symlink_to(tmp_path / "dest" / "generator")
+    with pytest.raises(UsageError, match="a symlink there leads back to itself"):
+        copy_tree(tmp_path / "run", tmp_path / "dest", label="pulling")
+    with pytest.raises(UsageError, match="a symlink there leads back to itself"):
+        fsutil.inside(tmp_path / "dest", "generator/generator.json", "s3://b/p")
+    assert (tmp_path / "dest" / "generator").is_symlink()
 
 HOSTILE = ["gen/../../../../.bashrc", "gen/../../../../../../.bashrc", "gen//x", "gen/a/../../../y"]
 

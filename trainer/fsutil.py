@@ -143,7 +143,12 @@ def _through_symlink(path) -> Path:
     """`path`, or where it points when it is a symlink (a folder kept on another disk): `atomic_dir` replaces
     that folder and leaves the link alone, rather than setting the link aside as debris."""
     path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link that leads back to itself (RuntimeError in Python 3.11): no folder
+        return path  # to keep, so it is replaced as any other broken name
 
 
 def ensure_writable_dir(path, flag):
@@ -250,8 +255,14 @@ def inside(dest, name: str, source: str) -> Path:
     why = name_problem(name)
     if why:
         _refuse(source, name, why)
-    root = Path(dest).resolve()
-    target = (root / name).resolve()
+    try:
+        root = Path(dest).resolve()
+        target = (root / name).resolve()
+    except (OSError, RuntimeError):  # a symlink on this side that leads back to itself (RuntimeError in 3.11)
+        from trainer.errors import UsageError
+
+        raise UsageError(f"cannot write {source.rstrip('/')}/{name} below {dest}: a symlink there leads back to "
+                         "itself; remove it, or choose another destination") from None
     if not target.is_relative_to(root):
         _refuse(source, name, f"it resolves to {target}, outside {root}")
     return Path(dest) / name

@@ -263,7 +263,10 @@ def _files_below(folder: Path, root: Path, above: tuple):
     for path in entries:
         if path.name.startswith("."):
             continue
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # a link that leads back to itself (Python 3.11 raises RuntimeError)
+            continue
         if path.is_symlink() and not real.is_relative_to(root):
             continue
         if path.is_dir():
