@@ -147,6 +147,38 @@ def test_a_pid_taken_by_another_process_is_not_the_job(tmp_path):
         stranger.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")
+def test_stop_of_a_job_that_ends_before_the_signal_says_it_ended(tmp_path, monkeypatch, capsys):
+    # The job exits between stop's look at its status and its SIGTERM: os.kill raised ProcessLookupError,
+    # a traceback, where the job had simply ended.
+    from launcher import jobs
+    from launcher.backends import local
+    from launcher.cli import main
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = jobs.save({"job": "gan-local-1", "backend": "local", "output_uri": str(tmp_path / "output"),
+                        "sm_root": str(tmp_path), "pid": job.pid, "pid_started": local._start_time(job.pid),
+                        "log": str(tmp_path / "train.log"), "submitted_at": "t"})
+    real, looks = local.describe, []
+
+    def describe(record):
+        info = real(record)
+        looks.append(info["status"])
+        if len(looks) == 2:  # stop's own look: the job ends right after it
+            job.kill()
+            job.wait()
+            (tmp_path / "exit_code").write_text("0\n")
+        return info
+
+    monkeypatch.setattr(local, "describe", describe)
+    with pytest.raises(SystemExit) as exit_:
+        main(["stop", record["job"]])
+    out, err = capsys.readouterr()
+    assert looks[:2] == ["InProgress", "InProgress"] and "Traceback" not in err, err
+    assert exit_.value.code == 0 and out == "gan-local-1 has ended already (Completed); nothing to stop\n", out + err
+
+
 @pytest.fixture
 def sigterm_kept():
     """run_and_record (the job's wrapper process) relays SIGTERM to its trainer; called in pytest's process,

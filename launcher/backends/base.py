@@ -55,8 +55,9 @@ class Backend(Protocol):
     def logs(self, record: dict, follow: bool, echo) -> None:
         """Print the job's log through `echo`; with follow, until the job ends."""
 
-    def stop(self, record: dict) -> None:
-        """Stop the job; the trainer checkpoints first where the platform lets it."""
+    def stop(self, record: dict) -> str | None:
+        """Stop the job; the trainer checkpoints first where the platform lets it. The status it ended with
+        where it ended before it could be stopped, else None."""
 
     def output_uri(self, record: dict) -> str:
         """Where the run's outputs (generator, samples, metrics) live: s3://... or a local folder."""

@@ -225,11 +225,16 @@ def logs(record: dict, follow: bool, echo) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def stop(record: dict) -> None:
-    if describe(record)["status"] != "InProgress":
-        return
+def stop(record: dict) -> str | None:
+    status = describe(record)["status"]
+    if status != "InProgress":
+        return status
     # SIGTERM: the trainer writes a checkpoint and exits with 143 (Stopped).
-    os.kill(record["pid"], signal.SIGTERM)
+    try:
+        os.kill(record["pid"], signal.SIGTERM)
+    except ProcessLookupError:  # it ended since that look
+        return describe(record)["status"]
+    return None
 
 
 if __name__ == "__main__":
