@@ -224,6 +224,24 @@ def test_a_local_job_stopped_before_its_trainer_can_checkpoint_is_stopped_not_fa
     assert info["status"] == "Stopped" and not info["failure_reason"], info
 
 
+def test_a_stop_as_the_trainer_starts_reaches_it(tmp_path):
+    # The wrapper started the trainer, then set up its SIGTERM relay: a `launcher stop` in between killed the
+    # wrapper alone, and the trainer trained on with no one to stop it at its max run or record its exit.
+    script = ("import os, signal, subprocess, sys\n"
+              "from launcher.backends import local\n"
+              "real = subprocess.Popen\n"
+              "def popen(*args, **kwargs):\n"
+              "    child = real(*args, **kwargs)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)  # what `launcher stop` sends, as the trainer starts\n"
+              "    return child\n"
+              "subprocess.Popen = popen\n"
+              "sys.exit(local.run_and_record(sys.argv[1], command=[sys.executable, '-c', 'import time; time.sleep(10)']))")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "exit_code")], cwd=ROOT, timeout=60)
+    assert done.returncode == 143 and time.monotonic() - started < 8
+    assert (tmp_path / "exit_code").read_text() == "143\n"
+
+
 def test_a_local_job_stopped_just_before_its_max_run_says_stopped_not_max_run(tmp_path, sigterm_kept):
     # `launcher stop` at 0.8 s; the trainer's checkpoint takes 2 s, past the 1.5 s max run: the status said
     # "max run reached" of a job its owner stopped, and the trainer got a second SIGTERM.

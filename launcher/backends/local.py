@@ -67,14 +67,20 @@ def _command(exit_file: Path, max_run: int | None) -> list[str]:
 def run_and_record(exit_file: str, max_run: float | None = None, command=None) -> int:
     """Run the contract, pass SIGTERM on, and keep its exit status in a file that outlives the process. After
     `max_run` seconds the trainer gets SIGTERM (it checkpoints and exits 143), as a cloud job's does."""
-    child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
+    child = None
     stopped = []  # `launcher stop` came first: the trainer is checkpointing for it, not for the max run
 
     def relay(*_):
         stopped.append(True)
-        child.send_signal(signal.SIGTERM)
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
 
+    # Before the trainer starts: a stop as it starts would otherwise end this wrapper alone, the trainer
+    # running on with no one to stop it at its max run or to record how it ended.
     signal.signal(signal.SIGTERM, relay)
+    child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
+    if stopped:  # the stop came while it started, before it could be passed on (a second one does no harm)
+        child.send_signal(signal.SIGTERM)
     try:
         code = child.wait(max_run)
     except subprocess.TimeoutExpired:
