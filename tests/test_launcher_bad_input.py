@@ -324,6 +324,30 @@ def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(t
     assert not (tmp_path / "home").exists()  # and nothing made
 
 
+def _junk_idx(folder):
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"junk")
+
+
+@pytest.mark.parametrize("backend", [["--backend", "local"], ["--backend", "sagemaker", "--region", "us-east-1", "--bucket",
+                                                               "gankit-x", "--role", "arn:aws:iam::123456789012:role/r",
+                                                               "--dry-run"]])
+@pytest.mark.parametrize("make", [lambda p: None, lambda p: p.mkdir(), _junk_idx])
+def test_a_bad_data_dir_names_the_launchers_flag_not_the_trainers(tmp_path, monkeypatch, backend, make):
+    # The trainer's lines said "drop --data-dir" and "--data-dir X is not a folder": `launcher submit` has no
+    # --data-dir; its flag is --hp data_dir.
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "mnist"
+    make(data)
+    result = run("submit", "--dataset", "mnist", "--hp", f"data_dir={data}", *backend)
+    line = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert line.startswith("error: ") and str(data) in line and "--hp data_dir" in line and "--data-dir" not in line, line
+
+
 @pytest.mark.parametrize("argv, usage", [([], "Usage: launcher [OPTIONS] COMMAND"),
                                          (["config"], "Usage: launcher config [OPTIONS] COMMAND")])
 def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_around_it(argv, usage, capsys):

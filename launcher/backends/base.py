@@ -11,12 +11,13 @@ pictures (`folder_source`, `check_folder`), and the trainer's container inputs, 
 for every backend (`container_inputs`, `write_container_inputs`; trainer/contract.py reads them).
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
 from typing import Protocol
 
-from trainer.errors import NO_CREDENTIALS, UsageError
+from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
 FINAL_STATES = ("Completed", "Failed", "Stopped")
 
@@ -144,12 +145,26 @@ def ensure_dataset(spec, upload: bool = True):
         return spec
     data_dir = spec.hyperparameters.get("data_dir")
     if data_dir:  # your own copy: named by its content, so it never stands in for the published files, nor they for it
-        files = build_manifest(spec.dataset, dataset_files(spec.dataset, data_dir))["files"]
+        with launcher_flags():
+            files = build_manifest(spec.dataset, dataset_files(spec.dataset, data_dir))["files"]
         spec = dataclasses.replace(spec, data_prefix=layout.folder_dataset_prefix(
             spec.root, spec.dataset, content_hash(files)))
     if upload and s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir)
+        with launcher_flags():
+            stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir)
     return spec
+
+
+@contextlib.contextmanager
+def launcher_flags():
+    """The trainer's dataset errors in the launcher's words: the trainer's --data-dir is `--hp data_dir`."""
+    try:
+        yield
+    except GankitError as e:
+        if type(e) not in (GankitError, UsageError) or "--data-dir" not in str(e):
+            raise
+        words = str(e).replace("--data-dir DIR", "--hp data_dir=DIR").replace("--data-dir", "--hp data_dir")
+        raise type(e)(words) from None
 
 
 def folder_source(spec) -> Path:
