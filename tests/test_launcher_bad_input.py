@@ -348,6 +348,24 @@ def test_a_bad_data_dir_names_the_launchers_flag_not_the_trainers(tmp_path, monk
     assert line.startswith("error: ") and str(data) in line and "--hp data_dir" in line and "--data-dir" not in line, line
 
 
+@pytest.mark.parametrize("in_the_way", ["", "bucket"])
+def test_a_gankit_home_that_is_a_file_is_named_before_the_plan(tmp_path, monkeypatch, in_the_way):
+    # The copy of the dataset failed "...; free space, move what is in the way, or choose another destination",
+    # after the plan was printed, and nothing said that the destination was GANKIT_HOME's.
+    from tests.data_helpers import make_idx_dataset
+
+    data = make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=16)
+    home = tmp_path / "home"
+    if in_the_way:
+        home.mkdir()
+    (home / in_the_way).write_text("not a folder")
+    monkeypatch.setenv("GANKIT_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    result = run("submit", "--dataset", "mnist", "--hp", f"data_dir={data}", "--backend", "local")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and "GANKIT_HOME" in line and str(home / in_the_way) in line, line
+
+
 @pytest.mark.parametrize("argv, usage", [([], "Usage: launcher [OPTIONS] COMMAND"),
                                          (["config"], "Usage: launcher config [OPTIONS] COMMAND")])
 def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_around_it(argv, usage, capsys):
