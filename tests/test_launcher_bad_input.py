@@ -348,6 +348,18 @@ def test_a_bad_data_dir_names_the_launchers_flag_not_the_trainers(tmp_path, monk
     assert line.startswith("error: ") and str(data) in line and "--hp data_dir" in line and "--data-dir" not in line, line
 
 
+def test_submit_says_where_the_data_came_from_in_the_launchers_words(tmp_path):
+    # "data: mnist from --data-dir DIR": the trainer's flag again, in the line before the plan's training.
+    _junk_idx(tmp_path / "mnist")
+    env = dict(os.environ, GANKIT_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "launcher", "submit", "--dataset", "mnist", "--hp",
+                           f"data_dir={tmp_path / 'mnist'}"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 2 and f"data: mnist from --hp data_dir {tmp_path / 'mnist'}\n" in done.stdout + done.stderr
+    assert "--data-dir" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("in_the_way", ["", "bucket"])
 def test_a_gankit_home_that_is_a_file_is_named_before_the_plan(tmp_path, monkeypatch, in_the_way):
     # The copy of the dataset failed "...; free space, move what is in the way, or choose another destination",

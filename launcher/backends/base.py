@@ -151,20 +151,28 @@ def ensure_dataset(spec, upload: bool = True):
             spec.root, spec.dataset, content_hash(files)))
     if upload and s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
         with launcher_flags():
-            stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir)
+            stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir, log=say_in_launcher_words)
     return spec
+
+
+def launcher_words(message: str) -> str:
+    """A trainer's dataset message in the launcher's words: the trainer's --data-dir is `--hp data_dir`."""
+    return message.replace("--data-dir DIR", "--hp data_dir=DIR").replace("--data-dir", "--hp data_dir")
+
+
+def say_in_launcher_words(message: str):
+    print(launcher_words(message))
 
 
 @contextlib.contextmanager
 def launcher_flags():
-    """The trainer's dataset errors in the launcher's words: the trainer's --data-dir is `--hp data_dir`."""
+    """The trainer's dataset errors in the launcher's words (`launcher_words`)."""
     try:
         yield
     except GankitError as e:
         if type(e) not in (GankitError, UsageError) or "--data-dir" not in str(e):
             raise
-        words = str(e).replace("--data-dir DIR", "--hp data_dir=DIR").replace("--data-dir", "--hp data_dir")
-        raise type(e)(words) from None
+        raise type(e)(launcher_words(str(e))) from None
 
 
 def folder_source(spec) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from launcher import jobs
 from launcher.backends.base import (check_folder, container_inputs, folder_source, launcher_flags, recorded_output_uri,
-                                    write_container_inputs)
+                                    say_in_launcher_words, write_container_inputs)
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -107,7 +107,8 @@ def _prepare(spec, root: Path, plan: dict, folder: bool, training: str):
         check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
     else:
         with launcher_flags():
-            stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
+            stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"),
+                          log=say_in_launcher_words)
     write_container_inputs(root, plan["hyperparameters"], training)  # the data arrives as the training channel
 
 
