@@ -356,10 +356,11 @@ def stop(job):
 
     record = jobs.load(job)
     status = _describe(record).get("status")
-    if status in backends.FINAL_STATES:  # nothing to stop (SageMaker would refuse; the others did nothing)
+    if status not in backends.FINAL_STATES:  # else nothing to stop (SageMaker would refuse; the others did nothing)
+        status = backends.get(record["backend"]).stop(record)  # the status it ended with since, if it did
+    if status:
         click.echo(f"{job} has ended already ({status}); nothing to stop")
         return
-    backends.get(record["backend"]).stop(record)
     click.echo(f"stopping {job}")
 
 

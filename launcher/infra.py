@@ -183,23 +183,40 @@ def deploy(cf, stack_name, template, parameters, existing) -> dict:
         raise GankitError(f"stack {stack_name} failed to create earlier and cannot be updated; "
                           "`launcher infra down`, then `launcher infra up` again")
     since = _since()
+    action = "update" if existing else "create"
     try:
         if existing:
             say(f"updating stack {stack_name}")
             cf.update_stack(**args)
-            action = "update"
         else:
             say(f"creating stack {stack_name}")
             cf.create_stack(OnFailure="ROLLBACK", **args)
-            action = "create"
     except ClientError as e:
         if "No updates are to be performed" in str(e):
             say(f"stack {stack_name} is up to date")
             return existing
-        raise aws_setup_error(e) or GankitError(f"CloudFormation refused stack {stack_name}: "
-                                                f"{e.response['Error']['Message']}") from None
+        if not (not existing and e.response["Error"]["Code"] == "AlreadyExistsException"
+                and _created_anyway(cf, stack_name, template, params)):
+            raise aws_setup_error(e) or GankitError(f"CloudFormation refused stack {stack_name}: "
+                                                    f"{e.response['Error']['Message']}") from None
     wait_for(cf, stack_name, action, since)
     return find_stack(cf, stack_name)
+
+
+def _created_anyway(cf, stack_name, template, params) -> bool:
+    """Whether the stack a refused create names is the one this create started. A create whose reply was lost
+    (a read timeout) is retried by botocore, and the retry is refused (AlreadyExists: by the stack the first try
+    created, where `up` had found none): that stack is being created all the same. It is this create's if it is
+    being created from this create's template and parameters."""
+    try:
+        stack = find_stack(cf, stack_name)
+        body = stack and cf.get_template(StackName=stack_name)["TemplateBody"]
+    except Exception:  # AWS out of reach: the create's own error stands
+        return False
+    if not stack or body != template or not stack["StackStatus"].startswith(("CREATE_", "ROLLBACK_")):
+        return False
+    values = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+    return all(values.get(p["ParameterKey"]) == p["ParameterValue"] for p in params)
 
 
 def _since():

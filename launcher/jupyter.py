@@ -415,6 +415,12 @@ def stop(terminate):
             ssm.delete_parameter(Name=token_parameter(who))
         except ssm.exceptions.ParameterNotFound:
             pass
+        except Exception as e:  # the instance is gone all the same: the line says so, not AWS's alone
+            if aws_error(e) is None:
+                raise
+            setup = aws_setup_error(e)
+            after = f"terminated {iid}, but could not delete its token {token_parameter(who)}"
+            raise (UsageError(f"{after}: {setup}") if setup else GankitError(f"{after}: {one_line(e)}")) from None
         say(f"terminating {iid} and deleting its token")
     elif instance["State"]["Name"] in ("stopping", "stopped"):
         say(f"{iid} is already {instance['State']['Name']}")

@@ -191,4 +191,10 @@ def local_root() -> Path:
     """The folder standing in for the bucket on the local backend."""
     home = os.environ.get("GANKIT_HOME")
     base = Path(home).expanduser() if home else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "gankit"
-    return base.absolute() / "bucket"  # recorded in each job: a relative one meant another folder elsewhere
+    root = base.absolute() / "bucket"  # recorded in each job: a relative one meant another folder elsewhere
+    for path in (root.parent, root):
+        if path.exists() and not path.is_dir():  # before the plan, not as the dataset's copy failing after it
+            where = f"GANKIT_HOME={home}" if home else "GANKIT_HOME is not set: its default"
+            raise UsageError(f"{path} is not a folder, and the local backend keeps its runs in {root} ({where}); "
+                             "move it out of the way, or point GANKIT_HOME at a folder")
+    return root

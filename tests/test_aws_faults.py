@@ -255,3 +255,46 @@ def test_list_says_once_why_the_cloud_jobs_status_is_unknown(aws, fail_call, cap
     assert err.splitlines() == ["warning: status unknown: AWS refused your credentials (ExpiredTokenException: The "
                                 "security token included in the request is expired); renew them with `aws configure` "
                                 "(or `aws sso login`), or set AWS_PROFILE"], err
+
+
+def test_infra_up_whose_create_reply_was_lost_waits_for_the_stack_it_created(aws, monkeypatch, capsys):
+    # CreateStack reached CloudFormation, its reply did not (a read timeout); botocore sent it again, and
+    # CloudFormation refused it (AlreadyExistsException), the stack being the one the first try created. The
+    # launcher said "CloudFormation refused stack gankit" and recorded nothing while the stack was created.
+    from moto.core.models import botocore_stubber
+
+    from launcher import infra, settings
+    from launcher.cli import main
+
+    monkeypatch.setattr(infra, "POLL_SECONDS", 0.05)
+    tries, real_client = [], infra._client
+
+    def reply_lost(request, event_name, **_):
+        tries.append(event_name)
+        if len(tries) == 1:
+            botocore_stubber(event_name=event_name, request=request)  # moto creates the stack...
+            raise ReadTimeoutError(endpoint_url=request.url)  # ...and its reply never arrives
+
+    def client(service, region):
+        made = real_client(service, region)
+        made.meta.events.register("before-send.cloudformation.CreateStack", reply_lost)
+        return made
+
+    monkeypatch.setattr(infra, "_client", client)
+    with pytest.raises(SystemExit) as exit_:
+        main(["infra", "up"])
+    err = capsys.readouterr().err
+    assert len(tries) == 2 and exit_.value.code == 0 and "refused" not in err, err
+    assert settings.get("backend") == "sagemaker" and settings.get("bucket")
+
+
+def test_infra_up_refused_for_a_stack_another_template_made_is_still_refused(aws):
+    # The same refusal for a stack this create did not start (another template): no waiting for it.
+    import boto3
+
+    from launcher import infra
+
+    cf = boto3.client("cloudformation")
+    cf.create_stack(StackName="gankit", TemplateBody='{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}')
+    with pytest.raises(GankitError, match="^CloudFormation refused stack gankit: Stack gankit already exists$"):
+        infra.deploy(cf, "gankit", infra.template_body("base"), {}, None)

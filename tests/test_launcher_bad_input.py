@@ -341,6 +341,60 @@ def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(t
     assert not (tmp_path / "home").exists()  # and nothing made
 
 
+def _junk_idx(folder):
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"junk")
+
+
+@pytest.mark.parametrize("backend", [["--backend", "local"], ["--backend", "sagemaker", "--region", "us-east-1", "--bucket",
+                                                               "gankit-x", "--role", "arn:aws:iam::123456789012:role/r",
+                                                               "--dry-run"]])
+@pytest.mark.parametrize("make", [lambda p: None, lambda p: p.mkdir(), _junk_idx])
+def test_a_bad_data_dir_names_the_launchers_flag_not_the_trainers(tmp_path, monkeypatch, backend, make):
+    # The trainer's lines said "drop --data-dir" and "--data-dir X is not a folder": `launcher submit` has no
+    # --data-dir; its flag is --hp data_dir.
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "mnist"
+    make(data)
+    result = run("submit", "--dataset", "mnist", "--hp", f"data_dir={data}", *backend)
+    line = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert line.startswith("error: ") and str(data) in line and "--hp data_dir" in line and "--data-dir" not in line, line
+
+
+def test_submit_says_where_the_data_came_from_in_the_launchers_words(tmp_path):
+    # "data: mnist from --data-dir DIR": the trainer's flag again, in the line before the plan's training.
+    _junk_idx(tmp_path / "mnist")
+    env = dict(os.environ, GANKIT_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "launcher", "submit", "--dataset", "mnist", "--hp",
+                           f"data_dir={tmp_path / 'mnist'}"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 2 and f"data: mnist from --hp data_dir {tmp_path / 'mnist'}\n" in done.stdout + done.stderr
+    assert "--data-dir" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("in_the_way", ["", "bucket"])
+def test_a_gankit_home_that_is_a_file_is_named_before_the_plan(tmp_path, monkeypatch, in_the_way):
+    # The copy of the dataset failed "...; free space, move what is in the way, or choose another destination",
+    # after the plan was printed, and nothing said that the destination was GANKIT_HOME's.
+    from tests.data_helpers import make_idx_dataset
+
+    data = make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=16)
+    home = tmp_path / "home"
+    if in_the_way:
+        home.mkdir()
+    (home / in_the_way).write_text("not a folder")
+    monkeypatch.setenv("GANKIT_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    result = run("submit", "--dataset", "mnist", "--hp", f"data_dir={data}", "--backend", "local")
+    line = one_clean_line(result)
+    assert result.exit_code == 2 and "GANKIT_HOME" in line and str(home / in_the_way) in line, line
+
+
 @pytest.mark.parametrize("argv, usage", [([], "Usage: launcher [OPTIONS] COMMAND"),
                                          (["config"], "Usage: launcher config [OPTIONS] COMMAND")])
 def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_around_it(argv, usage, capsys):

@@ -147,6 +147,38 @@ def test_a_pid_taken_by_another_process_is_not_the_job(tmp_path):
         stranger.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")
+def test_stop_of_a_job_that_ends_before_the_signal_says_it_ended(tmp_path, monkeypatch, capsys):
+    # The job exits between stop's look at its status and its SIGTERM: os.kill raised ProcessLookupError,
+    # a traceback, where the job had simply ended.
+    from launcher import jobs
+    from launcher.backends import local
+    from launcher.cli import main
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = jobs.save({"job": "gan-local-1", "backend": "local", "output_uri": str(tmp_path / "output"),
+                        "sm_root": str(tmp_path), "pid": job.pid, "pid_started": local._start_time(job.pid),
+                        "log": str(tmp_path / "train.log"), "submitted_at": "t"})
+    real, looks = local.describe, []
+
+    def describe(record):
+        info = real(record)
+        looks.append(info["status"])
+        if len(looks) == 2:  # stop's own look: the job ends right after it
+            job.kill()
+            job.wait()
+            (tmp_path / "exit_code").write_text("0\n")
+        return info
+
+    monkeypatch.setattr(local, "describe", describe)
+    with pytest.raises(SystemExit) as exit_:
+        main(["stop", record["job"]])
+    out, err = capsys.readouterr()
+    assert looks[:2] == ["InProgress", "InProgress"] and "Traceback" not in err, err
+    assert exit_.value.code == 0 and out == "gan-local-1 has ended already (Completed); nothing to stop\n", out + err
+
+
 @pytest.fixture
 def sigterm_kept():
     """run_and_record (the job's wrapper process) relays SIGTERM to its trainer; called in pytest's process,
@@ -190,6 +222,24 @@ def test_a_local_job_stopped_before_its_trainer_can_checkpoint_is_stopped_not_fa
     assert code == 143
     info = local.describe({"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x", "submitted_at": "t"})
     assert info["status"] == "Stopped" and not info["failure_reason"], info
+
+
+def test_a_stop_as_the_trainer_starts_reaches_it(tmp_path):
+    # The wrapper started the trainer, then set up its SIGTERM relay: a `launcher stop` in between killed the
+    # wrapper alone, and the trainer trained on with no one to stop it at its max run or record its exit.
+    script = ("import os, signal, subprocess, sys\n"
+              "from launcher.backends import local\n"
+              "real = subprocess.Popen\n"
+              "def popen(*args, **kwargs):\n"
+              "    child = real(*args, **kwargs)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)  # what `launcher stop` sends, as the trainer starts\n"
+              "    return child\n"
+              "subprocess.Popen = popen\n"
+              "sys.exit(local.run_and_record(sys.argv[1], command=[sys.executable, '-c', 'import time; time.sleep(10)']))")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "exit_code")], cwd=ROOT, timeout=60)
+    assert done.returncode == 143 and time.monotonic() - started < 8
+    assert (tmp_path / "exit_code").read_text() == "143\n"
 
 
 def test_a_local_job_stopped_just_before_its_max_run_says_stopped_not_max_run(tmp_path, sigterm_kept):

@@ -11,12 +11,13 @@ pictures (`folder_source`, `check_folder`), and the trainer's container inputs, 
 for every backend (`container_inputs`, `write_container_inputs`; trainer/contract.py reads them).
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
 from typing import Protocol
 
-from trainer.errors import NO_CREDENTIALS, UsageError
+from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
 
 FINAL_STATES = ("Completed", "Failed", "Stopped")
 
@@ -55,8 +56,9 @@ class Backend(Protocol):
     def logs(self, record: dict, follow: bool, echo) -> None:
         """Print the job's log through `echo`; with follow, until the job ends."""
 
-    def stop(self, record: dict) -> None:
-        """Stop the job; the trainer checkpoints first where the platform lets it."""
+    def stop(self, record: dict) -> str | None:
+        """Stop the job; the trainer checkpoints first where the platform lets it. The status it ended with
+        where it ended before it could be stopped, else None."""
 
     def output_uri(self, record: dict) -> str:
         """Where the run's outputs (generator, samples, metrics) live: s3://... or a local folder."""
@@ -143,12 +145,34 @@ def ensure_dataset(spec, upload: bool = True):
         return spec
     data_dir = spec.hyperparameters.get("data_dir")
     if data_dir:  # your own copy: named by its content, so it never stands in for the published files, nor they for it
-        files = build_manifest(spec.dataset, dataset_files(spec.dataset, data_dir))["files"]
+        with launcher_flags():
+            files = build_manifest(spec.dataset, dataset_files(spec.dataset, data_dir))["files"]
         spec = dataclasses.replace(spec, data_prefix=layout.folder_dataset_prefix(
             spec.root, spec.dataset, content_hash(files)))
     if upload and s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir)
+        with launcher_flags():
+            stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir, log=say_in_launcher_words)
     return spec
+
+
+def launcher_words(message: str) -> str:
+    """A trainer's dataset message in the launcher's words: the trainer's --data-dir is `--hp data_dir`."""
+    return message.replace("--data-dir DIR", "--hp data_dir=DIR").replace("--data-dir", "--hp data_dir")
+
+
+def say_in_launcher_words(message: str):
+    print(launcher_words(message))
+
+
+@contextlib.contextmanager
+def launcher_flags():
+    """The trainer's dataset errors in the launcher's words (`launcher_words`)."""
+    try:
+        yield
+    except GankitError as e:
+        if type(e) not in (GankitError, UsageError) or "--data-dir" not in str(e):
+            raise
+        raise type(e)(launcher_words(str(e))) from None
 
 
 def folder_source(spec) -> Path:

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher import jobs
-from launcher.backends.base import (check_folder, container_inputs, folder_source, recorded_output_uri,
-                                    write_container_inputs)
+from launcher.backends.base import (check_folder, container_inputs, folder_source, launcher_flags, recorded_output_uri,
+                                    say_in_launcher_words, write_container_inputs)
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -67,14 +67,20 @@ def _command(exit_file: Path, max_run: int | None) -> list[str]:
 def run_and_record(exit_file: str, max_run: float | None = None, command=None) -> int:
     """Run the contract, pass SIGTERM on, and keep its exit status in a file that outlives the process. After
     `max_run` seconds the trainer gets SIGTERM (it checkpoints and exits 143), as a cloud job's does."""
-    child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
+    child = None
     stopped = []  # `launcher stop` came first: the trainer is checkpointing for it, not for the max run
 
     def relay(*_):
         stopped.append(True)
-        child.send_signal(signal.SIGTERM)
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
 
+    # Before the trainer starts: a stop as it starts would otherwise end this wrapper alone, the trainer
+    # running on with no one to stop it at its max run or to record how it ended.
     signal.signal(signal.SIGTERM, relay)
+    child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
+    if stopped:  # the stop came while it started, before it could be passed on (a second one does no harm)
+        child.send_signal(signal.SIGTERM)
     try:
         code = child.wait(max_run)
     except subprocess.TimeoutExpired:
@@ -100,7 +106,9 @@ def _prepare(spec, root: Path, plan: dict, folder: bool, training: str):
     if folder:
         check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
     else:
-        stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"))
+        with launcher_flags():
+            stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"),
+                          log=say_in_launcher_words)
     write_container_inputs(root, plan["hyperparameters"], training)  # the data arrives as the training channel
 
 
@@ -225,11 +233,16 @@ def logs(record: dict, follow: bool, echo) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def stop(record: dict) -> None:
-    if describe(record)["status"] != "InProgress":
-        return
+def stop(record: dict) -> str | None:
+    status = describe(record)["status"]
+    if status != "InProgress":
+        return status
     # SIGTERM: the trainer writes a checkpoint and exits with 143 (Stopped).
-    os.kill(record["pid"], signal.SIGTERM)
+    try:
+        os.kill(record["pid"], signal.SIGTERM)
+    except ProcessLookupError:  # it ended since that look
+        return describe(record)["status"]
+    return None
 
 
 if __name__ == "__main__":
