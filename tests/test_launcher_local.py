@@ -179,6 +179,56 @@ def test_stop_of_a_job_that_ends_before_the_signal_says_it_ended(tmp_path, monke
     assert exit_.value.code == 0 and out == "gan-local-1 has ended already (Completed); nothing to stop\n", out + err
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the job's session is read from /proc")
+def test_a_trainer_whose_wrapper_was_killed_is_still_the_job_and_stop_stops_it(tmp_path):
+    """kill -9 of the wrapper (or the OOM killer): its trainer trains on. `status` said Failed ("vanished"),
+    `stop` said "ended already" and left it running, and `logs -f` ended while it trained on."""
+    from launcher.backends import local
+
+    trainer = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+               "print('ready', flush=True); time.sleep(60)")
+    wrapper = ("import sys; from launcher.backends.local import run_and_record; "
+               f"run_and_record(sys.argv[1], command=[sys.executable, '-c', {trainer!r}, 'trainer.contract'])")
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    job = subprocess.Popen([sys.executable, "-c", wrapper, str(tmp_path / "exit_code")], start_new_session=True,
+                           stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert job.stdout.readline() == b"ready\n"
+        record = {"job": "j", "sm_root": str(tmp_path), "pid": job.pid, "log": str(tmp_path / "log"),
+                  "submitted_at": "t", "pid_started": local._start_time(job.pid)}
+        job.kill()
+        job.wait()
+        assert local.describe(record)["status"] == "InProgress"  # its trainer trains on
+        stranger_record = {**record, "pid": stranger.pid, "pid_started": "0"}  # its pid, reused after a reboot
+        assert local.describe(stranger_record)["status"] == "Failed"  # not the job: a session without its trainer
+        local.stop(record)
+        deadline = time.monotonic() + 30
+        while local.describe(record)["status"] == "InProgress":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert local.describe(record)["status"] == "Stopped"
+        assert stranger.poll() is None
+    finally:
+        _kill(job.pid)
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_job_whose_wrapper_died_unrecorded_says_what_its_trainer_left(tmp_path):
+    from launcher.backends import local
+
+    record = {"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x", "submitted_at": "t"}
+    info = local.describe(record)
+    assert info["status"] == "Failed" and "vanished" in info["failure_reason"]
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "failure").write_text("out of memory at step 9\n")
+    info = local.describe(record)
+    assert info["status"] == "Failed" and info["failure_reason"].startswith("out of memory at step 9 (")
+    (tmp_path / "output" / "failure").unlink()
+    (tmp_path / "model").mkdir()  # the contract's last step: the run completed
+    assert local.describe(record)["status"] == "Completed"
+
+
 @pytest.fixture
 def sigterm_kept():
     """run_and_record (the job's wrapper process) relays SIGTERM to its trainer; called in pytest's process,

@@ -8,6 +8,7 @@ The trainer runs under this module's own small wrapper (`run_and_record`), which
 keeps its exit code for `status` and, given --max-run, stops it when that is up.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -34,6 +35,8 @@ RECORD_FIELDS = ("pid", "log", "sm_root")
 SETUP_SECONDS = 0
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after --max-run's SIGTERM, as on EC2
 MAX_RUN_REACHED = "max_run_reached"  # in the job's folder: why its trainer was stopped
+STOP_SENT = "stop_sent"  # in the job's folder: `stop` signalled a trainer whose wrapper was gone
+TRAINER_MODULE = b"trainer.contract"  # in the trainer's command line (`_command`, run_and_record)
 output_uri = recorded_output_uri  # the local folder standing in for the bucket
 
 
@@ -170,9 +173,9 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if fields else None
 
 
-def _alive(record: dict) -> bool:
-    """Whether the job's own process still runs: not a zombie, and not another process that got its pid
-    after a reboot (so `stop` never signals a stranger)."""
+def _wrapper_alive(record: dict) -> bool:
+    """Whether the job's own process (the wrapper) still runs: not a zombie, and not another process that got
+    its pid after a reboot (so `stop` never signals a stranger)."""
     pid = record["pid"]
     try:
         os.kill(pid, 0)
@@ -186,6 +189,36 @@ def _alive(record: dict) -> bool:
     return record.get("pid_started") in (None, fields[19])
 
 
+def _orphans(record: dict) -> list[int]:
+    """The job's trainer when its wrapper is gone (kill -9, the OOM killer): it trains on, in the session
+    `submit` started the wrapper in (whose id is the wrapper's pid, kept while one of its processes lives), as
+    the contract, started after the wrapper; never a stranger that reuses the session's id after a reboot."""
+    pid, started = record["pid"], record.get("pid_started")
+    try:
+        os.killpg(pid, 0)  # the trainer stays in the wrapper's process group: none there, nothing to look for
+        entries = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no such group, or no /proc (macOS: the wrapper's pid is all there is to go by)
+        return []
+    found = []
+    for entry in entries:
+        fields = _proc_stat(entry)
+        if not fields or fields[0] == "Z" or fields[3] != str(pid):
+            continue
+        try:
+            if started is not None and int(fields[19]) < int(started):
+                continue
+            if TRAINER_MODULE in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0"):
+                found.append(entry)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _alive(record: dict) -> bool:
+    """Whether the job still runs: its wrapper, or its trainer after the wrapper was killed."""
+    return _wrapper_alive(record) or bool(_orphans(record))
+
+
 def describe(record: dict) -> dict:
     root = Path(record["sm_root"])
     exit_file = root / "exit_code"
@@ -195,7 +228,7 @@ def describe(record: dict) -> dict:
     if not code_text:
         if _alive(record):
             return info
-        return {**info, "status": "Failed", "failure_reason": "the trainer process vanished without an exit status"}
+        return {**info, **_ended_unrecorded(root)}
     try:
         code = int(code_text)
     except ValueError:  # damaged by hand or by a full disk: say so rather than trace back
@@ -214,6 +247,20 @@ def describe(record: dict) -> dict:
         info["status"] = "Failed"
         info["failure_reason"] = failure.read_text(errors="replace").strip() if failure.exists() else f"the trainer exited with {code}"
     return info
+
+
+def _ended_unrecorded(root: Path) -> dict:
+    """A job whose wrapper ended without recording its trainer's exit status (the wrapper was killed, or the
+    machine restarted): what the trainer itself left behind says how it ended."""
+    failure = root / "output" / "failure"
+    if (root / STOP_SENT).exists():
+        return {"status": "Stopped"}
+    if (root / "model").is_dir() and not failure.exists():
+        return {"status": "Completed"}  # the trainer's last step, after it published the run's outputs
+    reason = "the trainer process vanished without an exit status (its wrapper was killed, or the machine restarted)"
+    if failure.exists():
+        reason = f"{failure.read_text(errors='replace').strip()} ({reason})"
+    return {"status": "Failed", "failure_reason": reason}
 
 
 def logs(record: dict, follow: bool, echo) -> None:
@@ -239,7 +286,15 @@ def stop(record: dict) -> str | None:
         return status
     # SIGTERM: the trainer writes a checkpoint and exits with 143 (Stopped).
     try:
-        os.kill(record["pid"], signal.SIGTERM)
+        if _wrapper_alive(record):
+            os.kill(record["pid"], signal.SIGTERM)  # it relays the signal and records the exit status
+            return None
+        orphans = _orphans(record)  # its wrapper was killed: nobody else relays or records the stop
+        if orphans:
+            with contextlib.suppress(OSError):  # unwritten (a full disk): the trainer's own failure line says it stopped
+                atomic_write_text(Path(record["sm_root"]) / STOP_SENT, "SIGTERM\n")
+        for pid in orphans:
+            os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:  # it ended since that look
         return describe(record)["status"]
     return None
