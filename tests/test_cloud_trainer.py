@@ -137,6 +137,19 @@ def test_bad_hyperparameter_writes_the_failure_reason(tmp_path, synthetic_mnist)
     assert "Traceback" not in done.stderr
 
 
+def test_a_failure_on_a_full_disk_keeps_its_exit_code_and_one_line(tmp_path, synthetic_mnist):
+    # No room for output/failure (RLIMIT_FSIZE stands in for a full disk): the contract left it empty, then
+    # tracebacked and exited 1, so a stopped local job (143) read as Failed with no reason.
+    import resource
+
+    root = fake_sm_root(tmp_path, {"dataset": "mnist", "epochs": "zero"}, synthetic_mnist)
+    done = subprocess.run([sys.executable, "-m", "trainer.contract"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), GANKIT_SM_ROOT=str(root)), cwd=ROOT,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "--epochs" in done.stderr
+    assert not (root / "output" / "failure").exists()  # whole or not at all, never empty
+
+
 def test_sigterm_checkpoints_at_once_and_exits(tmp_path, synthetic_mnist):
     out = tmp_path / "run"
     cmd = trainer_cmd("train", "--dataset", "mnist", "--data-dir", str(synthetic_mnist), "--output-dir", str(out),

@@ -125,6 +125,10 @@ def test_a_damaged_exit_status_file_is_a_failed_job_not_a_traceback(tmp_path):
     assert info["status"] == "Failed" and "not an exit status" in info["failure_reason"]
     (tmp_path / "exit_code").write_text("143\n")
     assert local.describe(record)["status"] == "Stopped"
+    (tmp_path / "exit_code").write_text("1\n")
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "failure").write_text("")  # what a trainer on a full disk left: "failed: no reason given"
+    assert local.describe(record)["failure_reason"] == "the trainer exited with 1"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")

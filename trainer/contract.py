@@ -17,6 +17,7 @@ one. Outputs then have one transport, the trainer's mirror; only the generator
 is still copied to model/.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -27,6 +28,7 @@ import click
 
 from trainer.config import TrainConfig
 from trainer.errors import UsageError, run_cli
+from trainer.fsutil import atomic_write_text
 from trainer.layout import job_of_output, sm_root
 from trainer.sagemaker_stop import stop_watcher
 from trainer.stopping import train_until_stopped
@@ -66,9 +68,10 @@ def resume_hint(cfg: TrainConfig, environ=os.environ) -> str:
 
 
 def write_failure(root: Path, message: str):
-    failure = root / "output" / "failure"
-    failure.parent.mkdir(parents=True, exist_ok=True)
-    failure.write_text(message + "\n")
+    """Whole or not at all: on a full disk (a likely reason to fail) the message still reaches the log, and the
+    exit code stays the failure's own (143 for a stop, not 1 and a traceback from here)."""
+    with contextlib.suppress(OSError):
+        atomic_write_text(root / "output" / "failure", message + "\n")
 
 
 def run_contract(root: Path) -> dict:

@@ -235,7 +235,6 @@ def describe(record: dict) -> dict:
         return {**info, "status": "Failed", "failure_reason": f"{exit_file} holds {code_text[:40]!r}, not an exit "
                 f"status; the run's files are in {root / 'output'} and its log in {record.get('log')}"}
     info["ended"] = datetime.fromtimestamp(exit_file.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-    failure = root / "output" / "failure"
     if code == 0:
         info["status"] = "Completed"
     elif code == 143 or (root / MAX_RUN_REACHED).exists():  # also killed after the stop's grace: as on EC2
@@ -245,22 +244,29 @@ def describe(record: dict) -> dict:
                                       f"{record.get('job', 'JOB')}` continues")
     else:
         info["status"] = "Failed"
-        info["failure_reason"] = failure.read_text(errors="replace").strip() if failure.exists() else f"the trainer exited with {code}"
+        info["failure_reason"] = _failure_line(root) or f"the trainer exited with {code}"
     return info
 
 
 def _ended_unrecorded(root: Path) -> dict:
     """A job whose wrapper ended without recording its trainer's exit status (the wrapper was killed, or the
     machine restarted): what the trainer itself left behind says how it ended."""
-    failure = root / "output" / "failure"
+    failure = _failure_line(root)
     if (root / STOP_SENT).exists():
         return {"status": "Stopped"}
-    if (root / "model").is_dir() and not failure.exists():
+    if (root / "model").is_dir() and not failure:
         return {"status": "Completed"}  # the trainer's last step, after it published the run's outputs
-    reason = "the trainer process vanished without an exit status (its wrapper was killed, or the machine restarted)"
-    if failure.exists():
-        reason = f"{failure.read_text(errors='replace').strip()} ({reason})"
-    return {"status": "Failed", "failure_reason": reason}
+    reason = ("the trainer process vanished without an exit status (its wrapper was killed, the machine restarted, "
+              f"or the disk holding {root} is full)")
+    return {"status": "Failed", "failure_reason": f"{failure} ({reason})" if failure else reason}
+
+
+def _failure_line(root: Path) -> str:
+    """What the trainer wrote in output/failure; empty where it wrote nothing (or an empty file, on a full disk)."""
+    try:
+        return (root / "output" / "failure").read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def logs(record: dict, follow: bool, echo) -> None:
