@@ -129,6 +129,8 @@ def test_a_damaged_exit_status_file_is_a_failed_job_not_a_traceback(tmp_path):
     (tmp_path / "output").mkdir()
     (tmp_path / "output" / "failure").write_text("")  # what a trainer on a full disk left: "failed: no reason given"
     assert local.describe(record)["failure_reason"] == "the trainer exited with 1"
+    (tmp_path / "exit_code").write_text("-9\n")  # kill -9, or the OOM killer: it said "exited with -9"
+    assert local.describe(record)["failure_reason"].startswith("the trainer was killed by SIGKILL; `launcher submit")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")

@@ -244,8 +244,20 @@ def describe(record: dict) -> dict:
                                       f"{record.get('job', 'JOB')}` continues")
     else:
         info["status"] = "Failed"
-        info["failure_reason"] = _failure_line(root) or f"the trainer exited with {code}"
+        info["failure_reason"] = _failure_line(root) or _exit_reason(code, record.get("job", "JOB"))
     return info
+
+
+def _exit_reason(code: int, job: str) -> str:
+    """A trainer that said nothing: its exit code, or the signal that killed it (Popen's -N: kill -9, the OOM
+    killer), which left its last complete checkpoint for --resume."""
+    try:
+        killed = f"was killed by {signal.Signals(-code).name}" if code < 0 else None
+    except ValueError:
+        killed = None
+    if not killed:
+        return f"the trainer exited with {code}"
+    return f"the trainer {killed}; `launcher submit ... --resume {job}` continues from its last checkpoint"
 
 
 def _ended_unrecorded(root: Path) -> dict:
