@@ -228,7 +228,7 @@ def describe(record: dict) -> dict:
     if not code_text:
         if _alive(record):
             return info
-        return {**info, **_ended_unrecorded(root)}
+        return {**info, **_ended_unrecorded(root, record.get("job", "JOB"))}
     try:
         code = int(code_text)
     except ValueError:  # damaged by hand or by a full disk: say so rather than trace back
@@ -260,7 +260,7 @@ def _exit_reason(code: int, job: str) -> str:
     return f"the trainer {killed}; `launcher submit ... --resume {job}` continues from its last checkpoint"
 
 
-def _ended_unrecorded(root: Path) -> dict:
+def _ended_unrecorded(root: Path, job: str) -> dict:
     """A job whose wrapper ended without recording its trainer's exit status (the wrapper was killed, or the
     machine restarted): what the trainer itself left behind says how it ended."""
     failure = _failure_line(root)
@@ -269,7 +269,8 @@ def _ended_unrecorded(root: Path) -> dict:
     if (root / "model").is_dir() and not failure:
         return {"status": "Completed"}  # the trainer's last step, after it published the run's outputs
     reason = ("the trainer process vanished without an exit status (its wrapper was killed, the machine restarted, "
-              f"or the disk holding {root} is full)")
+              f"or the disk holding {root} is full); `launcher submit ... --resume {job}` continues from its last "
+              "checkpoint")
     return {"status": "Failed", "failure_reason": f"{failure} ({reason})" if failure else reason}
 
 
