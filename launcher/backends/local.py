@@ -312,11 +312,12 @@ def stop(record: dict) -> str | None:
         if orphans:
             with contextlib.suppress(OSError):  # unwritten (a full disk): the trainer's own failure line says it stopped
                 atomic_write_text(Path(record["sm_root"]) / STOP_SENT, "SIGTERM\n")
-        for pid in orphans:
-            os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:  # it ended since that look
-        return describe(record)["status"]
-    return None
+            for pid in orphans:
+                os.kill(pid, signal.SIGTERM)
+            return None
+    except ProcessLookupError:
+        pass
+    return describe(record)["status"]  # it ended since that look
 
 
 if __name__ == "__main__":
