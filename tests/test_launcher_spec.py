@@ -123,6 +123,8 @@ def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
         build_spec(dataset="mnist", hp=["output_dir=/tmp/x"])
     with pytest.raises(UsageError, match="batch-size"):
         build_spec(dataset="mnist", batch_size=0)
+    with pytest.raises(UsageError, match="--data-dir 's3://': is not an S3 URI"):  # once a dry run's plan
+        build_spec(dataset="mnist", hp=["data_dir=s3://"])
 
 
 @pytest.mark.parametrize("argv, words", [

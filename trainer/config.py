@@ -172,6 +172,10 @@ class TrainConfig:
             if not ok:
                 raise UsageError(f"--{flag} {value}: {rule}")
 
+        for flag, path in (("output-dir", self.output_dir), ("checkpoint-dir", self.checkpoint_dir),
+                           ("data-dir", self.data_dir)):
+            problem = None if path is None else _path_problem(path)
+            need(problem is None, flag, repr(path), problem)
         need(self.model in MODELS, "model", self.model, f"choose one of: {', '.join(MODELS)}")
         need(self.epochs >= 1, "epochs", self.epochs, "must be a positive whole number")
         need(self.batch_size >= 1, "batch-size", self.batch_size, "must be a positive whole number")
@@ -210,6 +214,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _path_problem(path: str) -> str | None:
+    """Why `path` (a folder or an s3:// prefix) cannot be used, or None. An empty one would be the current
+    folder, and `--output-dir ""` put its checkpoints in /checkpoints; `s3://` alone has no bucket, and its
+    checkpoints went to a local folder named s3:."""
+    if not path.strip():
+        return "is empty; name a folder (or an s3://BUCKET/PREFIX)"
+    if "\x00" in path:
+        return "holds a NUL character, which no file name can; name a folder"
+    if path.startswith("s3://") and not path[len("s3://"):].split("/", 1)[0]:
+        return "is not an S3 URI; write s3://BUCKET/PREFIX"
+    return None
 
 
 IN_HYPERPARAMETERS = "(in the job's hyperparameters)"
