@@ -96,6 +96,7 @@ def test_usage_errors_are_one_line_too():
 @pytest.mark.parametrize("to, words", [
     ("", "--to is empty"), (" ", "--to is empty"),
     ("s3://", "--to s3:// is not an S3 URI"), ("s3:/bucket/datasets", "--to s3:/bucket/datasets is not an S3 URI"),
+    ("afile", "afile is a file, not a folder"), ("afile/sub", "afile is a file, not a folder"),  # were exit 1
 ])
 def test_stage_to_an_empty_or_broken_target_writes_nothing(mnist_dir, tmp_path, capsys, monkeypatch, to, words):
     # `--to ""` staged MNIST into the filesystem's root (joined with '/'), `--to s3://` into a local folder `s3:`.
@@ -106,9 +107,10 @@ def test_stage_to_an_empty_or_broken_target_writes_nothing(mnist_dir, tmp_path, 
     monkeypatch.setattr(dataset_staging, "_put", lambda path, uri, callback: written.append(uri))
     monkeypatch.setattr(dataset_staging, "_write", lambda uri, data: written.append(uri))
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
     code, captured = run_trainer(capsys, "stage", "--dataset", "mnist", "--data-dir", mnist_dir, "--to", to)
     assert_one_line(code, captured, words)
-    assert written == [] and list(tmp_path.iterdir()) == []
+    assert written == [] and list(tmp_path.iterdir()) == [tmp_path / "afile"]
 
 
 def test_a_folder_name_that_is_not_utf8_is_printed_not_a_traceback(tmp_path):
