@@ -148,3 +148,15 @@ def test_an_empty_output_dir_is_one_line_before_any_folder_is_made(tmp_path, dat
     code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", "")
     assert_one_line(code, captured, "--output-dir", "empty")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, flag", [({"lr": 1e-320}, "--lr"), ({"d_lr": 5e-324}, "--d-lr"),
+                                         ({"lr": 1e-46}, "--lr")])
+def test_a_learning_rate_that_is_zero_as_a_float32_is_refused(flags, flag):
+    # Keras keeps the rate in a float32 variable (Adam(learning_rate=1e-320).learning_rate is 0.0): these trained at 0.
+    from trainer.config import TrainConfig
+    from trainer.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"^{flag} .*float32"):
+        TrainConfig(dataset="mnist", output_dir="run", **flags).resolve()
+    TrainConfig(dataset="mnist", output_dir="run", lr=1e-44, d_lr=1e-30).resolve()  # tiny, but not 0

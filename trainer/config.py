@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import re
+import struct
 import typing
 from dataclasses import dataclass, field
 
@@ -182,6 +183,8 @@ class TrainConfig:
         need(1 <= self.z_dim <= MAX_Z_DIM, "z-dim", self.z_dim, f"must be a whole number between 1 and {MAX_Z_DIM}")
         need(math.isfinite(self.lr) and 0 < self.lr < 1, "lr", self.lr, "must be between 0 and 1, e.g. 2e-4")
         need(math.isfinite(self.d_lr) and 0 < self.d_lr < 1, "d-lr", self.d_lr, "must be between 0 and 1, e.g. 4e-4")
+        for flag, rate, example in (("lr", self.lr, "2e-4"), ("d-lr", self.d_lr, "4e-4")):  # 1e-320 trained at 0
+            need(_float32(rate) > 0, flag, rate, f"is 0 to the optimizer, which keeps it as a float32; e.g. {example}")
         need(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1), e.g. 0.5")
         need(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1), e.g. 0.999")
         need(self.loss in LOSSES, "loss", self.loss, f"choose one of: {', '.join(LOSSES)}")
@@ -214,6 +217,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _float32(value: float) -> float:
+    """`value` as a float32 holds it (a value in (0, 1) here: no overflow)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def _path_problem(path: str) -> str | None:
