@@ -159,3 +159,13 @@ def test_launcher_hp_data_dir_too_long_is_one_line(monkeypatch, tmp_path, capsys
         main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role",
               "arn:aws:iam::123456789012:role/r", "--region", "us-east-1", "--dry-run", "--hp", f"data_dir={LONG}"])
     assert_one_line(e.value.code, capsys.readouterr(), "longer than the file system allows")
+
+
+def test_a_value_with_a_line_break_stays_on_the_one_line(tmp_path, mnist_dir, capsys):
+    # `--data-dir $'data\nset'` printed "error: --data-dir data" and then "set is not a folder; ..." on a line of its own.
+    from tests.cli_helpers import assert_one_line, run_trainer
+
+    code, captured = run_trainer(capsys, "train", "--dataset", "mnist", "--data-dir", "data\nset",
+                                 "--output-dir", tmp_path / "run")
+    assert_one_line(code, captured, "--data-dir data\\nset is not a folder")
+    assert not (tmp_path / "run").exists()

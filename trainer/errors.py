@@ -197,6 +197,8 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
                 stream.reconfigure(errors="backslashreplace")
 
     def fail(message, code, interrupted=False):
+        # A value that holds a line break (a path typed with one) would split the line: shown as \n instead.
+        message = str(message).replace("\r", "\\r").replace("\n", "\\n")
         if on_error:
             on_error(message)
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
