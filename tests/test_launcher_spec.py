@@ -42,6 +42,21 @@ def test_the_local_backend_claims_a_name_once_and_a_refused_job_leaves_no_folder
     assert (local.job_root(spec.job) / "theirs").read_text() == "kept"
 
 
+def test_a_local_dry_run_checks_hp_data_dir_as_the_cloud_ones_do(tmp_path, monkeypatch):
+    # It printed its plan and exited 0 for a data_dir that does not exist; the real submit then refused it.
+    from launcher.backends import local
+    from tests.data_helpers import make_idx_dataset
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    spec = build_spec(dataset="mnist", hp=[f"data_dir={tmp_path / 'missing'}"], now=NOW)
+    with pytest.raises(UsageError, match="missing"):
+        local.submit(spec, dry_run=True)
+    assert not (tmp_path / "home").exists()
+    good = build_spec(dataset="mnist", hp=[f"data_dir={make_idx_dataset(tmp_path / 'mnist', n_train=16, n_test=8)}"],
+                      now=NOW)
+    assert local.submit(good, dry_run=True)["backend"] == "local"
+
+
 def test_a_local_job_whose_record_cannot_be_written_is_one_line_and_does_not_run_on_unseen(tmp_path, monkeypatch):
     # The trainer was started, then the record failed (a full disk): a traceback, and a trainer nobody could
     # list, stop or pull ran on detached.
@@ -123,6 +138,8 @@ def test_hyperparameters_are_strings_checked_by_the_trainer_itself():
         build_spec(dataset="mnist", hp=["output_dir=/tmp/x"])
     with pytest.raises(UsageError, match="batch-size"):
         build_spec(dataset="mnist", batch_size=0)
+    with pytest.raises(UsageError, match="--data-dir 's3://': is not an S3 URI"):  # once a dry run's plan
+        build_spec(dataset="mnist", hp=["data_dir=s3://"])
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -121,3 +121,42 @@ def test_a_second_run_on_a_checkpoint_folder_in_use_is_refused_and_touches_nothi
     code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", out,
                                "--batch-size", "1000")
     assert_one_line(code, captured, "--batch-size")
+
+
+@pytest.mark.parametrize("flags, flag", [
+    ({"output_dir": ""}, "--output-dir"),  # its checkpoints went to /checkpoints, its outputs to the current folder
+    ({"output_dir": " "}, "--output-dir"),
+    ({"output_dir": "s3://"}, "--output-dir"),  # no bucket: its checkpoints went to a local folder named s3:
+    ({"output_dir": "run", "checkpoint_dir": "s3:///ck"}, "--checkpoint-dir"),
+    ({"output_dir": "run", "checkpoint_dir": ""}, "--checkpoint-dir"),
+    ({"output_dir": "run", "data_dir": ""}, "--data-dir"),
+    ({"output_dir": "run\x00"}, "--output-dir"),  # a hand-written hyperparameters.json can hold one
+])
+def test_an_empty_or_bucketless_folder_is_refused(flags, flag):
+    from trainer.config import TrainConfig
+    from trainer.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"^{flag} "):
+        TrainConfig(dataset="mnist", **flags).resolve()
+
+
+def test_an_empty_output_dir_is_one_line_before_any_folder_is_made(tmp_path, data_dir, capsys, monkeypatch):
+    import trainer.run_setup
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trainer.run_setup, "ensure_writable_dir", lambda *a: pytest.fail("made a folder"))
+    code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", data_dir, "--output-dir", "")
+    assert_one_line(code, captured, "--output-dir", "empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, flag", [({"lr": 1e-320}, "--lr"), ({"d_lr": 5e-324}, "--d-lr"),
+                                         ({"lr": 1e-46}, "--lr")])
+def test_a_learning_rate_that_is_zero_as_a_float32_is_refused(flags, flag):
+    # Keras keeps the rate in a float32 variable (Adam(learning_rate=1e-320).learning_rate is 0.0): these trained at 0.
+    from trainer.config import TrainConfig
+    from trainer.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"^{flag} .*float32"):
+        TrainConfig(dataset="mnist", output_dir="run", **flags).resolve()
+    TrainConfig(dataset="mnist", output_dir="run", lr=1e-44, d_lr=1e-30).resolve()  # tiny, but not 0

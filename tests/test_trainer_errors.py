@@ -96,6 +96,7 @@ def test_usage_errors_are_one_line_too():
 @pytest.mark.parametrize("to, words", [
     ("", "--to is empty"), (" ", "--to is empty"),
     ("s3://", "--to s3:// is not an S3 URI"), ("s3:/bucket/datasets", "--to s3:/bucket/datasets is not an S3 URI"),
+    ("afile", "afile is a file, not a folder"), ("afile/sub", "afile is a file, not a folder"),  # were exit 1
 ])
 def test_stage_to_an_empty_or_broken_target_writes_nothing(mnist_dir, tmp_path, capsys, monkeypatch, to, words):
     # `--to ""` staged MNIST into the filesystem's root (joined with '/'), `--to s3://` into a local folder `s3:`.
@@ -106,9 +107,10 @@ def test_stage_to_an_empty_or_broken_target_writes_nothing(mnist_dir, tmp_path, 
     monkeypatch.setattr(dataset_staging, "_put", lambda path, uri, callback: written.append(uri))
     monkeypatch.setattr(dataset_staging, "_write", lambda uri, data: written.append(uri))
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
     code, captured = run_trainer(capsys, "stage", "--dataset", "mnist", "--data-dir", mnist_dir, "--to", to)
     assert_one_line(code, captured, words)
-    assert written == [] and list(tmp_path.iterdir()) == []
+    assert written == [] and list(tmp_path.iterdir()) == [tmp_path / "afile"]
 
 
 def test_a_folder_name_that_is_not_utf8_is_printed_not_a_traceback(tmp_path):
@@ -122,3 +124,48 @@ def test_a_folder_name_that_is_not_utf8_is_printed_not_a_traceback(tmp_path):
                              "--to", str(tmp_path / "staged")], capture_output=True, env=env, timeout=120)
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
     assert f"staged {tmp_path}/caf\\udce9 at".encode() in result.stdout
+
+
+LONG = "x" * 300  # one name longer than any Linux file system allows (255 bytes): ENAMETOOLONG
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--dataset", "mnist", "--data-dir", "{data}", "--output-dir", "{tmp}/" + LONG],
+    ["train", "--dataset", "mnist", "--data-dir", LONG, "--output-dir", "{tmp}/run"],
+    ["train", "--dataset", "mnist", "--data-dir", "{data}", "--output-dir", "{tmp}/run", "--checkpoint-dir", LONG],
+    ["generate", LONG, "--out", "{tmp}/x.npy"],
+    ["generate", "{tmp}", "--out", "{tmp}/" + LONG + ".npy"],
+    ["report", LONG],
+    ["evaluate", LONG],
+    ["stage", "--dataset", "mnist", "--data-dir", "{data}", "--to", "{tmp}/" + LONG],
+])
+def test_a_path_with_a_name_too_long_is_one_line(tmp_path, mnist_dir, capsys, argv):
+    """Each was an OSError traceback (File name too long) from whichever call met the path first."""
+    from tests.cli_helpers import assert_one_line, run_trainer
+
+    (tmp_path / "keep").mkdir()
+    argv = [a.format(data=mnist_dir, tmp=tmp_path / "keep") for a in argv]
+    code, captured = run_trainer(capsys, *argv)
+    assert_one_line(code, captured, "longer than the file system allows", "shorter path")
+    assert list((tmp_path / "keep").iterdir()) == []
+
+
+def test_launcher_hp_data_dir_too_long_is_one_line(monkeypatch, tmp_path, capsys):
+    from launcher.cli import main
+    from tests.cli_helpers import assert_one_line
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--dataset", "mnist", "--backend", "sagemaker", "--bucket", "bkt", "--role",
+              "arn:aws:iam::123456789012:role/r", "--region", "us-east-1", "--dry-run", "--hp", f"data_dir={LONG}"])
+    assert_one_line(e.value.code, capsys.readouterr(), "longer than the file system allows")
+
+
+def test_a_value_with_a_line_break_stays_on_the_one_line(tmp_path, mnist_dir, capsys):
+    # `--data-dir $'data\nset'` printed "error: --data-dir data" and then "set is not a folder; ..." on a line of its own.
+    from tests.cli_helpers import assert_one_line, run_trainer
+
+    code, captured = run_trainer(capsys, "train", "--dataset", "mnist", "--data-dir", "data\nset",
+                                 "--output-dir", tmp_path / "run")
+    assert_one_line(code, captured, "--data-dir data\\nset is not a folder")
+    assert not (tmp_path / "run").exists()

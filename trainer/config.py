@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import re
+import struct
 import typing
 from dataclasses import dataclass, field
 
@@ -172,12 +173,18 @@ class TrainConfig:
             if not ok:
                 raise UsageError(f"--{flag} {value}: {rule}")
 
+        for flag, path in (("output-dir", self.output_dir), ("checkpoint-dir", self.checkpoint_dir),
+                           ("data-dir", self.data_dir)):
+            problem = None if path is None else _path_problem(path)
+            need(problem is None, flag, repr(path), problem)
         need(self.model in MODELS, "model", self.model, f"choose one of: {', '.join(MODELS)}")
         need(self.epochs >= 1, "epochs", self.epochs, "must be a positive whole number")
         need(self.batch_size >= 1, "batch-size", self.batch_size, "must be a positive whole number")
         need(1 <= self.z_dim <= MAX_Z_DIM, "z-dim", self.z_dim, f"must be a whole number between 1 and {MAX_Z_DIM}")
         need(math.isfinite(self.lr) and 0 < self.lr < 1, "lr", self.lr, "must be between 0 and 1, e.g. 2e-4")
         need(math.isfinite(self.d_lr) and 0 < self.d_lr < 1, "d-lr", self.d_lr, "must be between 0 and 1, e.g. 4e-4")
+        for flag, rate, example in (("lr", self.lr, "2e-4"), ("d-lr", self.d_lr, "4e-4")):  # 1e-320 trained at 0
+            need(_float32(rate) > 0, flag, rate, f"is 0 to the optimizer, which keeps it as a float32; e.g. {example}")
         need(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1), e.g. 0.5")
         need(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1), e.g. 0.999")
         need(self.loss in LOSSES, "loss", self.loss, f"choose one of: {', '.join(LOSSES)}")
@@ -210,6 +217,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _float32(value: float) -> float:
+    """`value` as a float32 holds it (a value in (0, 1) here: no overflow)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _path_problem(path: str) -> str | None:
+    """Why `path` (a folder or an s3:// prefix) cannot be used, or None. An empty one would be the current
+    folder, and `--output-dir ""` put its checkpoints in /checkpoints; `s3://` alone has no bucket, and its
+    checkpoints went to a local folder named s3:."""
+    if not path.strip():
+        return "is empty; name a folder (or an s3://BUCKET/PREFIX)"
+    if "\x00" in path:
+        return "holds a NUL character, which no file name can; name a folder"
+    if path.startswith("s3://") and not path[len("s3://"):].split("/", 1)[0]:
+        return "is not an S3 URI; write s3://BUCKET/PREFIX"
+    return None
 
 
 IN_HYPERPARAMETERS = "(in the job's hyperparameters)"

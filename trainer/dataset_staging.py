@@ -23,7 +23,7 @@ from trainer import s3
 from trainer.checkpoints import file_digest
 from trainer.data import canonical_name
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_file, atomic_write_bytes, name_problem
+from trainer.fsutil import atomic_file, atomic_write_bytes, name_problem, refuse_file_in_the_way
 from trainer.progress import Progress, format_bytes
 
 MANIFEST = "MANIFEST.json"
@@ -86,6 +86,8 @@ def _check_target(to_uri):
         raise UsageError("--to is empty; name an S3 prefix, e.g. s3://BUCKET/datasets/zalando, or a folder")
     if text.lower().startswith("s3:") and not (text.startswith("s3://") and text[5:].split("/")[0]):
         raise UsageError(f"--to {text} is not an S3 URI; write s3://BUCKET/PREFIX, e.g. s3://BUCKET/datasets/zalando")
+    if not s3.is_s3(text):  # a file in the way failed at the first copy: "File exists; free space", exit 1
+        refuse_file_in_the_way(text, "--to")
 
 
 def folder_manifest(name: str, folder) -> dict:

@@ -10,6 +10,7 @@ turns botocore's failures into one line.
 """
 
 import contextlib
+import errno
 
 
 RESUME_BY_HAND = "run the same command to resume"  # a run's own advice; a job's says how the launcher resumes it
@@ -196,6 +197,8 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
                 stream.reconfigure(errors="backslashreplace")
 
     def fail(message, code, interrupted=False):
+        # A value that holds a line break (a path typed with one) would split the line: shown as \n instead.
+        message = str(message).replace("\r", "\\r").replace("\n", "\\n")
         if on_error:
             on_error(message)
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
@@ -229,6 +232,10 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     except KeyboardInterrupt as e:
         fail("interrupted", 128 + interrupt_signal(e))
     except Exception as e:
+        if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # any path option: one rule, not one per option
+            name = str(e.filename)
+            fail(f"{name if len(name) <= 80 else name[:77] + '...'}: a name in that path is longer than the file "
+                 "system allows (255 bytes each); choose a shorter path", 2)
         known = aws_error(e)  # the one place botocore's errors become one line, for every command
         if known is not None:
             fail(str(known), known.exit_code)

@@ -124,6 +124,10 @@ def submit(spec, dry_run: bool = False) -> dict:
             "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"],
             "max_run": spec.max_run}
     if dry_run:
+        if not folder and spec.hyperparameters.get("data_dir"):  # as the cloud backends' dry runs check it
+            from trainer.dataset_staging import dataset_files
+
+            dataset_files(spec.dataset, spec.hyperparameters["data_dir"])
         return plan
     try:
         root.mkdir(parents=True)  # the claim: of two submits that got one name, only one gets the folder
