@@ -49,7 +49,7 @@ def test_a_local_dry_run_checks_hp_data_dir_as_the_cloud_ones_do(tmp_path, monke
 
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
     spec = build_spec(dataset="mnist", hp=[f"data_dir={tmp_path / 'missing'}"], now=NOW)
-    with pytest.raises(UsageError, match="missing"):
+    with pytest.raises(UsageError, match=r"--hp data_dir .*missing"):
         local.submit(spec, dry_run=True)
     assert not (tmp_path / "home").exists()
     good = build_spec(dataset="mnist", hp=[f"data_dir={make_idx_dataset(tmp_path / 'mnist', n_train=16, n_test=8)}"],

@@ -127,7 +127,8 @@ def submit(spec, dry_run: bool = False) -> dict:
         if not folder and spec.hyperparameters.get("data_dir"):  # as the cloud backends' dry runs check it
             from trainer.dataset_staging import dataset_files
 
-            dataset_files(spec.dataset, spec.hyperparameters["data_dir"])
+            with launcher_flags():
+                dataset_files(spec.dataset, spec.hyperparameters["data_dir"])
         return plan
     try:
         root.mkdir(parents=True)  # the claim: of two submits that got one name, only one gets the folder
