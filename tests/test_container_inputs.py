@@ -18,14 +18,17 @@ from trainer import contract, layout, s3
 HP = ("epochs=1", "batch_size=16", "data_dir=/somewhere/mnist")
 
 
-def spec_for(backend, **options):
+def spec_for(backend, hp=HP, **options):
     cloud = {} if backend == "local" else {"bucket": "my-gankit", "role": "arn:aws:iam::123456789012:role/sm",
                                            "region": "us-east-1"}
-    return build_spec(dataset="mnist", hp=HP, backend=backend, job="j1", **cloud, **options)
+    return build_spec(dataset="mnist", hp=hp, backend=backend, job="j1", **cloud, **options)
 
 
-def test_every_backend_hands_the_trainer_the_same_hyperparameters():
-    local_spec, sm_spec, ec2_spec = spec_for("local"), spec_for("sagemaker", image="my/image:1"), spec_for("ec2")
+def test_every_backend_hands_the_trainer_the_same_hyperparameters(tmp_path):
+    from tests.data_helpers import make_idx_dataset
+
+    here = (*HP[:-1], f"data_dir={make_idx_dataset(tmp_path / 'mnist')}")  # a local dry run checks the files
+    local_spec, sm_spec, ec2_spec = spec_for("local", here), spec_for("sagemaker", image="my/image:1"), spec_for("ec2")
     own = {"dataset": "mnist", "model": "cgan", "epochs": "1", "batch_size": "16"}
     assert local.submit(local_spec, dry_run=True)["hyperparameters"] == {
         **own, "output_dir": local_spec.output_uri, "checkpoint_dir": local_spec.checkpoint_uri}
