@@ -7,7 +7,8 @@
 # with carry [".whl", ".data"], is printed at the end.
 set -eu
 cd "$(dirname "$0")/.."
-pin() { grep -i "^$1==" constraints.txt | cut -d= -f3; }
+# The device's Python 3.12 pin: not the one marked python_version < "3.11" (constraints.txt pins 3.10 apart).
+pin() { grep -i "^$1==" constraints.txt | grep -v 'python_version < ' | cut -d= -f3 | cut -d';' -f1; }
 fashion=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [ ! -f "$fashion/train-images-idx3-ubyte.gz" ]; then
     echo "error: no Fashion-MNIST in $fashion: apt-get install -y dataset-fashion-mnist, or set FASHION_MNIST_DIR" >&2

@@ -4,8 +4,12 @@ import ast
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the dev extra's tomli is the same parser
+    import tomli as tomllib
 
 import trainer
 

@@ -1,6 +1,9 @@
 """benchmarks/gpu_session.py: the order of a device lease's steps, what a short budget skips, and the summary."""
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,3 +106,29 @@ def test_a_max_steps_smoke_run_is_not_judged_against_the_64_epoch_targets(tmp_pa
     assert "target <= 45 s) -> met" not in text
     assert "label accuracy 0.9500 vs the judge on real test images 0.9300 -> not judged" in text
     assert "training 19 s after 2 steps (target <= 60 s on one H100) -> not judged" in text
+
+
+def test_prepare_downloads_the_python_3_12_pins_of_constraints_txt(tmp_path):
+    """constraints.txt pins some packages twice, by python_version (3.10 has its own); the device runs 3.12."""
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "prepare_gpu_session.sh", tmp_path / "benchmarks")
+    shutil.copy(ROOT / "constraints.txt", tmp_path)
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    (fashion / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_AT"\n')  # pip download, recorded
+    (bin_dir / "python3").chmod(0o755)
+    args_at = tmp_path / "args"
+    proc = subprocess.run(["sh", str(tmp_path / "benchmarks" / "prepare_gpu_session.sh")], capture_output=True,
+                          text=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                          "FASHION_MNIST_DIR": str(fashion), "ARGS_AT": str(args_at)})
+    assert proc.returncode == 0, proc.stderr
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    wanted = {}
+    for name in ("keras", "namex", "optree"):
+        pin, = [line.split(";")[0] for line in lines if line.lower().startswith(f"{name}==")
+                and ('python_version >= "3.11"' in line or ";" not in line)]
+        wanted[name] = pin
+    assert [a for a in args_at.read_text().splitlines() if "==" in a] == list(wanted.values())
