@@ -32,3 +32,18 @@ def no_credentials_anywhere(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find here
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # nothing cached from an earlier test
+
+
+def refuse_call(monkeypatch, operation: str, code: str, message: str = "not allowed"):
+    """Every `operation` call fails with AWS's error `code`; moto answers the others."""
+    import botocore.client
+    from botocore.exceptions import ClientError
+
+    real = botocore.client.BaseClient._make_api_call
+
+    def make_api_call(self, name, params):
+        if name == operation:
+            raise ClientError({"Error": {"Code": code, "Message": message}}, name)
+        return real(self, name, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)

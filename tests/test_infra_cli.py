@@ -185,18 +185,10 @@ def test_down_whose_bucket_cannot_be_deleted_forgets_the_stack_and_names_the_buc
     # The stack was deleted, then DeleteBucket refused: the config kept backend sagemaker and the deleted
     # stack's role, profile and group, the line did not say the stack was gone, and `infra down` again only
     # answered "no stack".
-    import botocore.client
-    from botocore.exceptions import ClientError
+    from tests.aws_helpers import refuse_call
 
     assert run("up", "--bucket-name", "gankit-stuck-test").exit_code == 0
-    real = botocore.client.BaseClient._make_api_call
-
-    def refuse_delete_bucket(self, operation, params):
-        if operation == "DeleteBucket":
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, operation)
-        return real(self, operation, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", refuse_delete_bucket)
+    refuse_call(monkeypatch, "DeleteBucket", "AccessDenied")
     done = run("down", "--delete-bucket")
     assert done.exit_code == 1 and "Traceback" not in done.output, done.output
     [line] = [x for x in done.output.splitlines() if x.startswith("error:")]

@@ -221,19 +221,11 @@ def test_stop_then_start_again_rotates_the_token(aws, tools):
 def test_stop_terminate_whose_token_cannot_be_deleted_says_the_instance_is_terminated(aws, tools, monkeypatch):
     # The line was only SSM's refusal: it did not say the instance was terminated, so the user could not tell
     # whether it still billed.
-    import botocore.client
-    from botocore.exceptions import ClientError
+    from tests.aws_helpers import refuse_call
 
     assert run("--local-port", str(free_port())).exit_code == 0
     [instance] = instances(aws["ec2"])
-    real = botocore.client.BaseClient._make_api_call
-
-    def make_api_call(self, operation, params):
-        if operation == "DeleteParameter":
-            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, operation)
-        return real(self, operation, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+    refuse_call(monkeypatch, "DeleteParameter", "AccessDeniedException")
     result = run("stop", "--terminate")
     assert result.exit_code != 0 and instances(aws["ec2"]) == [] and "Traceback" not in result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
