@@ -22,7 +22,8 @@ def train_until_stopped(cfg: TrainConfig, resume: str | None = None) -> dict:
     import sys
     import threading
 
-    from trainer.train import RESUME_BY_HAND, train as run
+    from trainer.errors import RESUME_BY_HAND
+    from trainer.train import train as run
 
     stop = threading.Event()
     terminals = _terminals()  # now: once the terminal hangs up, isatty says no

@@ -32,21 +32,24 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint
     """
     try:
         with policy_kept():
-            return _train(cfg, stop_requested, log, resume_hint)
+            summary = _train(cfg, stop_requested, log)
     except GankitError as e:  # a job is resumed through the launcher, not by running its command again
         e.args = (str(e).replace(RESUME_BY_HAND, resume_hint),)
         raise
+    if summary["stopped"]:
+        log(f"stopped at step {summary['steps']}; checkpoint written, {resume_hint}")
+    return summary
 
 
-def _train(cfg, stop_requested, log, resume_hint) -> dict:
+def _train(cfg, stop_requested, log) -> dict:
     prepared = prepare_run(cfg, log)  # options, folders, data, the checkpoint's architecture: before the backend loads
     try:
-        return _run(build_training(prepared, log), stop_requested, resume_hint)  # backend, placement, networks (resumed), run.json
+        return _run(build_training(prepared, log), stop_requested)  # backend, placement, networks (resumed), run.json
     finally:
         release(prepared.lock)  # the checkpoint folder is free for the next run (one in this process too)
 
 
-def _run(t, stop_requested, resume_hint=RESUME_BY_HAND) -> dict:
+def _run(t, stop_requested) -> dict:
     loop = EpochLoop(t, stop_requested)
     while t.state.step < t.total_steps and not loop.stopped:
         epoch = t.state.step // t.steps_per_epoch
@@ -57,7 +60,7 @@ def _run(t, stop_requested, resume_hint=RESUME_BY_HAND) -> dict:
         t.log(f"epoch {row['epoch']}/{t.cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  "
               f"g_loss {row['g_loss']:.4f}  {row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     loop.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
-    return finish(t, loop.stopped, resume_hint)
+    return finish(t, loop.stopped)
 
 
 def end_epoch(t, epoch: int, loop) -> dict:
@@ -99,8 +102,9 @@ def epoch_files(t, row: dict, rows: list[dict], grid, plot: bool):
         t.run_log.epoch(row, png)
 
 
-def finish(t, stopped: bool, resume_hint=RESUME_BY_HAND) -> dict:
-    """After the last step (or a stop): the exported generator, report.html, the last upload; the summary."""
+def finish(t, stopped: bool) -> dict:
+    """After the last step (or a stop): the exported generator, report.html, the last upload; the summary
+    (`train` says how a stop resumes)."""
     t.progress.close()
     with written_or_one_line("the TensorBoard record", t.out):
         t.run_log.close()
@@ -111,7 +115,6 @@ def finish(t, stopped: bool, resume_hint=RESUME_BY_HAND) -> dict:
             with written_or_one_line("the loss plot", out):
                 plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
         t.storage.publish_outputs()  # the upload an epoch's end skipped while one was running, too
-        t.log(f"stopped at step {state.step}; checkpoint written, {resume_hint}")
     else:
         from trainer.export import export_generator
 
