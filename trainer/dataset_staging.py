@@ -65,7 +65,12 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
         folder = data_dir or name[len("folder:"):]
         return stage_folder(folder, folder_manifest(name, folder), to_uri, log=log)
     files = dataset_files(name, data_dir, log)  # says where the files came from
-    manifest = build_manifest(name, files)
+    return stage_files(files, build_manifest(name, files), to_uri, log)
+
+
+def stage_files(files, manifest: dict, to_uri: str, log=print) -> dict:
+    """Upload a dataset's checked `files` and their `manifest` (build_manifest's) to `to_uri`, as stage_folder
+    does a folder's, unless the same checksums are already there; returns the manifest."""
     if _remote_files(to_uri) == manifest["files"]:
         log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
         return manifest

@@ -129,7 +129,7 @@ def ensure_dataset(spec, upload: bool = True):
     """
     from trainer import layout, s3
     from trainer.dataset_staging import (MANIFEST, build_manifest, content_hash, dataset_files, folder_manifest,
-                                         stage_dataset, stage_folder)
+                                         stage_dataset, stage_files, stage_folder)
 
     if spec.dataset.startswith("folder:"):
         folder = folder_source(spec)
@@ -143,15 +143,26 @@ def ensure_dataset(spec, upload: bool = True):
 
             check_pictures([folder / rel for rel in manifest["files"]], *_picture_shape(spec))
         return spec
+
+    def unstaged(uri):
+        return upload and s3.read_bytes(layout.join(uri, MANIFEST)) is None
+
     data_dir = spec.hyperparameters.get("data_dir")
-    if data_dir:  # your own copy: named by its content, so it never stands in for the published files, nor they for it
-        with launcher_flags():
-            files = build_manifest(spec.dataset, dataset_files(spec.dataset, data_dir))["files"]
+    with launcher_flags():
+        if not data_dir:
+            if unstaged(spec.data_uri):
+                stage_dataset(spec.dataset, spec.data_uri, log=say_in_launcher_words)
+            return spec
+        # Your own copy: named by its content, so it never stands in for the published files, nor they for it.
+        said = []  # where its files came from: said when they are sent, as stage_dataset says it
+        files = dataset_files(spec.dataset, data_dir, log=said.append)
+        manifest = build_manifest(spec.dataset, files)
         spec = dataclasses.replace(spec, data_prefix=layout.folder_dataset_prefix(
-            spec.root, spec.dataset, content_hash(files)))
-    if upload and s3.read_bytes(layout.join(spec.data_uri, MANIFEST)) is None:
-        with launcher_flags():
-            stage_dataset(spec.dataset, spec.data_uri, data_dir=data_dir, log=say_in_launcher_words)
+            spec.root, spec.dataset, content_hash(manifest["files"])))
+        if unstaged(spec.data_uri):
+            for line in said:
+                say_in_launcher_words(line)
+            stage_files(files, manifest, spec.data_uri, log=say_in_launcher_words)  # checked and hashed once
     return spec
 
 
