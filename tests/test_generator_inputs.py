@@ -65,6 +65,19 @@ def test_a_count_that_does_not_fit_the_grid_asked_for_is_one_line(good, tmp_path
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    # refused from the arguments alone: the generator named does not even exist, so nothing loads first
+    (["--count", "1000001", "--out", "x.npy"], "--count 1000001: must be between 1 and 1000000"),
+    (["--rows", "3", "--out", "x.npy"], "--rows and --cols shape a .png grid"),  # once: 30 images, silently
+    (["--count", "5", "--cols", "2", "--out", "x.npy"], "--rows and --cols shape a .png grid"),  # once: ignored
+])
+def test_options_that_cannot_work_are_refused_before_the_generator_loads(tmp_path, capsys, args, message):
+    args = [str(tmp_path / a) if a.endswith(".npy") else a for a in args]
+    code, captured = run_generate(capsys, tmp_path / "no-such-generator", *args)
+    assert_one_line(code, captured, message)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_a_seed_numpy_cannot_take_is_one_line_as_in_train(good, tmp_path, capsys, seed):
     # `generate --seed -1` loaded the generator and then died in numpy with a traceback.

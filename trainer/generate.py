@@ -9,6 +9,7 @@ import numpy as np
 
 from trainer import layout, s3
 from trainer.errors import UsageError
+from trainer.export import MAX_COUNT, META_FILE, MODEL_FILE, Generator, load_generator, read_meta
 from trainer.fsutil import atomic_write_bytes, cache_root
 from trainer.images import tile
 from trainer.progress import Progress
@@ -21,8 +22,6 @@ def generator_folder(source) -> Path:
     """A generator's local folder: `source` itself (or a run folder's generator/: layout.local_generator),
     or for an s3:// prefix its copy in the cache (downloaded again only where it changed)."""
     if s3.is_s3(source):
-        from trainer.export import META_FILE, MODEL_FILE
-
         folder = s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source),
                                     label="downloading generator")
         if not ((folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()):  # said of the prefix, not the cache
@@ -45,6 +44,11 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
+    if count is not None and count > MAX_COUNT:  # before the seconds of loading, not after
+        raise UsageError(f"--count {count}: must be between 1 and {MAX_COUNT}")
+    if suffix == ".npy" and (rows, cols) != (None, None):
+        raise UsageError(f"--rows and --cols shape a .png grid; for --out {out} give --count (how many images "
+                         "the array holds), or name a .png")
     if seed is not None and not 0 <= seed < 2**32:  # as `train --seed`; numpy refuses a negative one mid-run
         raise UsageError(f"--seed {seed}: must be between 0 and 4294967295 (numpy's seeds)")
     if suffix == ".png" and None not in (count, rows, cols) and count > rows * cols:
@@ -55,8 +59,6 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
             raise UsageError(f"--out {out}: name an object, e.g. s3://BUCKET/samples/{'x' + suffix}")
     else:
         _check_writable(out)  # before the seconds of loading and generating
-
-    from trainer.export import Generator, load_generator, read_meta
 
     generator_dir = generator_folder(generator_dir)
     if target_class is not None:  # a wrong --class fails from generator.json, before Keras' seconds-long import
@@ -75,7 +77,7 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
         return images
 
     if suffix == ".npy":
-        images = make(count or (rows or 10) * (cols or 10))
+        images = make(count or 100)
         buf = io.BytesIO()
         np.save(buf, images)
     else:
