@@ -122,6 +122,29 @@ def test_exif_rotation_is_applied(tmp_path):
     assert top < 20 and bottom > 235  # black on top once upright (it was the left half)
 
 
+def test_a_large_jpeg_decodes_at_a_fraction_of_its_size_with_the_same_pixels(tmp_path):
+    """A camera photo is decoded at 1/8 scale (JPEG's DCT scaling), not whole and then shrunk: the same
+    picture to within a grey level, rotated as a viewer shows it."""
+    from trainer.data.resize import fit
+
+    rows, cols = np.mgrid[0:1200, 0:1600]
+    sideways = np.stack([cols * 255 // 1600, rows * 255 // 1200, np.full_like(rows, 90)], -1).astype(np.uint8)
+    picture = Image.fromarray(sideways)
+    exif = picture.getexif()
+    exif[0x0112] = 6  # stored sideways, shown turned 90 degrees clockwise
+    picture.save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+
+    with Image.open(tmp_path / "photo.jpg") as whole:
+        whole.load()  # decoded in full first: draft() can no longer shrink it
+        reference = fit(whole, 64, 3)
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        drafted = fit(photo, 64, 3)
+        assert photo.size == (200, 150)  # what was decoded: 1600x1200 / 8, still at least 64 each way
+    assert np.abs(drafted.astype(int) - reference).max() <= 2
+    # upright: the stored columns' red, left to right, now runs top to bottom
+    assert drafted[-1, :, 0].mean() > drafted[0, :, 0].mean() + 150
+
+
 @pytest.mark.parametrize("kind", ["RGBA", "LA", "P"])
 def test_transparent_pixels_become_the_dark_background_not_their_hidden_colour(tmp_path, kind):
     def save(folder):
