@@ -5,9 +5,9 @@ environment, or a venv with TensorFlow when the image has none (with framework=j
 with CUDA instead of TensorFlow), and runs
 `launcher.remote.train_job`, which does the rest. With an image the wheel only brings the
 runner, and the image trains. The machine goes away whatever happens: a shutdown is
-scheduled at max-run plus setup time before anything else, and the script's exit (success,
-failure or a broken install alike) shuts it down; the instance's shutdown behaviour is
-terminate. No secrets: everything else is read from S3 with the instance's role.
+scheduled at max-run plus setup time before anything else (if it cannot be, nothing runs),
+and the script's exit (success, failure or a broken install alike) shuts it down; the
+instance's shutdown behaviour is terminate. No secrets: everything else is read from S3 with the instance's role.
 """
 
 import math
@@ -94,12 +94,13 @@ def render(boot: TrainBoot, log: str = LOG, work: str = WORK) -> str:
 set -uo pipefail
 exec >>{q(log)} 2>&1
 export AWS_DEFAULT_REGION={q(boot.region)}
-# Whatever happens below, the instance goes away: at max run plus setup time at the latest,
-shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached"
-# and as soon as this script ends, with its log next to the job's.
+# Whatever happens below, the instance goes away: as soon as this script ends, with its log next to the job's,
 finish() {{ aws s3 cp --only-show-errors {q(log)} {q(boot.setup_log_uri)} || true; shutdown -h now; }}
 trap finish EXIT
 set -e
+# and at max run plus setup time at the latest, even if the runner hangs (no job runs unless this is armed).
+shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached" || {{
+  echo "gankit: could not schedule the hard stop at max run: not running a job that nothing would stop"; exit 1; }}
 {find_python(module="jax" if boot.framework == "jax" and not boot.image else "tensorflow")}
 mkdir -p {q(work)}
 echo "gankit: installing the project from "{q(boot.wheel_uri)}" into $PY"

@@ -182,3 +182,31 @@ def test_the_hard_stop_comes_after_max_run_plus_setup_never_before():
     assert setup >= 10  # a first boot that pip-installs TensorFlow takes minutes
     assert train_userdata.shutdown_minutes(90 * 60) == 90 + setup
     assert train_userdata.shutdown_minutes(90 * 60 + 1) == 91 + setup  # a part minute rounds up, not down
+
+
+def test_no_job_runs_when_the_hard_stop_cannot_be_scheduled(aws_env, machine):
+    """The scheduled shutdown is what ends a runner that hangs; if the OS refuses it (logind not answering
+    at boot), the job must not start on a machine nothing would stop: the instance shuts down at once."""
+    tmp_path, bin_dir, python = machine
+    _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n'
+                               'case "$2" in +*) echo "Failed to schedule shutdown" >&2; exit 1;; esac\n')
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    run = layout.run_prefix(root, "ud4")
+    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
+    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud4"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
+    script = tmp_path / "user-data.sh"
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    python_calls = tmp_path / "python.calls"
+    spy = tmp_path / "spy-python"  # the Python the script uses: records every call, then runs the real one
+    spy.write_text(f'#!/bin/sh\necho "$*" >> {python_calls}\nexec {python} "$@"\n')
+    spy.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(spy), PIP_NO_INDEX="1")
+    done = subprocess.run(["bash", str(script)], env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert not python_calls.exists()  # nothing installed, no runner started
+    assert s3.read_bytes(train_job.status_uri(root, "ud4")) is None
+    assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"
+    assert b"could not schedule the hard stop" in s3.read_bytes(f"{run}/setup.log")
