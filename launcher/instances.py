@@ -162,14 +162,25 @@ def _profile(profile: str) -> dict:
     return {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
 
 
+class LaunchUnanswered(GankitError):
+    """RunInstances got no answer (a timeout, a dropped connection): EC2 may have started the instance."""
+
+
 def launch(request: dict, region: str | None = None) -> str:
-    """Send the request; the new instance's id."""
+    """Send the request; the new instance's id. A refusal (EC2's error reply, or credentials that never let
+    the request out) is a GankitError: nothing started. No answer at all is LaunchUnanswered."""
+    from botocore.exceptions import ClientError
+
     ec2 = client("ec2", region)
     try:
         reply = ec2.run_instances(**request)
     except Exception as e:
-        raise aws_setup_error(e) or GankitError(f"EC2 did not start the {request.get('InstanceType')} instance: "
-                                                f"{_reason(e)}") from None
+        setup = aws_setup_error(e)
+        if setup or isinstance(e, ClientError):
+            raise setup or GankitError(f"EC2 did not start the {request.get('InstanceType')} instance: "
+                                       f"{_reason(e)}") from None
+        raise LaunchUnanswered(f"no answer from EC2 to the launch of the {request.get('InstanceType')} "
+                               f"instance: {e}") from None
     return reply["Instances"][0]["InstanceId"]
 
 

@@ -5,7 +5,9 @@ environment, or a venv with TensorFlow when the image has none (with framework=j
 with CUDA instead of TensorFlow), and runs
 `launcher.remote.train_job`, which does the rest. With an image the wheel only brings the
 runner, and the image trains. The machine goes away whatever happens: a shutdown is
-scheduled at max-run plus setup time before anything else, and the script's exit (success,
+scheduled at max-run plus setup time before anything else (if it cannot be, nothing runs),
+a unit shuts down at once any later boot (user data runs once per instance, so a restarted
+instance would run neither the job nor that schedule), and the script's exit (success,
 failure or a broken install alike) shuts it down; the instance's shutdown behaviour is
 terminate. No secrets: everything else is read from S3 with the instance's role.
 """
@@ -20,6 +22,8 @@ from trainer import TENSORFLOW_RANGE
 SETUP_MINUTES = 30  # first boot: pip installs TensorFlow when the image lacks it
 LOG = "/var/log/gankit-job.log"
 WORK = "/opt/gankit-job"  # the wheel and the runner's scratch space
+UNITS = "/etc/systemd/system"
+REBOOT_UNIT = "gankit-job-reboot.service"
 TENSORFLOW = f"tensorflow[and-cuda]{TENSORFLOW_RANGE}"  # the trainer extra's range, with NVIDIA's CUDA wheels
 JAX = "jax[cuda12]>=0.4.30"  # framework=jax: JAX with NVIDIA's CUDA wheels (the wheel's jax extra)
 
@@ -77,8 +81,8 @@ def shutdown_minutes(max_run: int) -> int:
     return math.ceil(max_run / 60) + SETUP_MINUTES
 
 
-def render(boot: TrainBoot, log: str = LOG, work: str = WORK) -> str:
-    """The script; `log` and `work` move its files (tests run it in a temporary folder)."""
+def render(boot: TrainBoot, log: str = LOG, work: str = WORK, units: str = UNITS) -> str:
+    """The script; `log`, `work` and `units` move its files (tests run it in a temporary folder)."""
     q = shlex.quote
     wheel = f"{work}/{boot.wheel_uri.rsplit('/', 1)[-1]}"
     if boot.image:
@@ -94,12 +98,26 @@ def render(boot: TrainBoot, log: str = LOG, work: str = WORK) -> str:
 set -uo pipefail
 exec >>{q(log)} 2>&1
 export AWS_DEFAULT_REGION={q(boot.region)}
-# Whatever happens below, the instance goes away: at max run plus setup time at the latest,
-shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached"
-# and as soon as this script ends, with its log next to the job's.
+# Whatever happens below, the instance goes away: as soon as this script ends, with its log next to the job's,
 finish() {{ aws s3 cp --only-show-errors {q(log)} {q(boot.setup_log_uri)} || true; shutdown -h now; }}
 trap finish EXIT
 set -e
+# at max run plus setup time at the latest, even if the runner hangs (no job runs unless this is armed),
+shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached" || {{
+  echo "gankit: could not schedule the hard stop at max run: not running a job that nothing would stop"; exit 1; }}
+# and at once at any later boot: user data runs once per instance, so after a restart (a maintenance
+# reboot, a stop and start) neither the job nor the schedule above would run again.
+cat >{q(units + "/" + REBOOT_UNIT)} <<'UNIT'
+[Unit]
+Description=gankit: a training instance that boots again has lost its job; shut it down (terminates it)
+After=systemd-logind.service
+[Service]
+Type=oneshot
+ExecStart=/sbin/shutdown -h now "gankit: this training instance restarted; its job does not run again"
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable {REBOOT_UNIT}
 {find_python(module="jax" if boot.framework == "jax" and not boot.image else "tensorflow")}
 mkdir -p {q(work)}
 echo "gankit: installing the project from "{q(boot.wheel_uri)}" into $PY"

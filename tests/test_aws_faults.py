@@ -44,10 +44,11 @@ def test_a_timed_out_launch_is_said_as_a_timeout(fail_call, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     fail_call("RunInstances", ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com/"))
-    with pytest.raises(GankitError) as e:
+    # No answer is not a refusal: EC2 may have started it, so the line never says it did not.
+    with pytest.raises(instances.LaunchUnanswered) as e:
         instances.launch({"InstanceType": "g5.xlarge", "ImageId": "ami-0123456789abcdef0", "MinCount": 1,
                           "MaxCount": 1}, "us-east-1")
-    assert str(e.value) == ('EC2 did not start the g5.xlarge instance: Read timeout on endpoint URL: '
+    assert str(e.value) == ('no answer from EC2 to the launch of the g5.xlarge instance: Read timeout on endpoint URL: '
                             '"https://ec2.us-east-1.amazonaws.com/"')
 
 

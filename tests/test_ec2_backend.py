@@ -304,3 +304,40 @@ def test_a_failure_saving_the_record_after_the_launch_terminates_the_instance(la
     assert "No space left on device" in str(failed.value) and "terminated" in str(failed.value)
     assert _live("r3") == []
     assert [r["job"] for r in jobs.all_jobs()] == []
+
+
+def test_an_unanswered_launch_whose_instance_is_not_listed_yet_keeps_the_record(launches, cloud, monkeypatch):
+    """DescribeInstances is eventually consistent: just after RunInstances it may not list the new instance.
+    If the launch got no answer, "not found" is not "not started": forgetting the job then left an instance
+    training for its whole max run that no `status` or `stop` could reach."""
+    import botocore.client
+
+    real = botocore.client.BaseClient._make_api_call
+    lagging = {"on": True}
+
+    def make_api_call(self, name, params):
+        if name == "DescribeInstances" and lagging["on"]:
+            return {"Reservations": []}  # not listed yet
+        return real(self, name, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+    launches["fail_after"] = True
+    with pytest.raises(GankitError) as failed:
+        backend.submit(Spec(job="r4", root=cloud["root"], hyperparameters=HP))
+    message = str(failed.value)
+    assert "connection dropped" in message and "`launcher stop r4`" in message and "\n" not in message
+    assert "did not start" not in message  # it may well have
+    lagging["on"] = False  # EC2 lists it now
+    [running] = _live("r4")
+    backend.stop(jobs.load("r4"))  # the record kept is what still reaches it
+    assert _live("r4") == []
+
+
+def test_a_launch_ec2_refuses_leaves_no_record(launches, cloud, monkeypatch):
+    from tests.aws_helpers import refuse_call
+
+    refuse_call(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", "no capacity")
+    with pytest.raises(GankitError) as failed:
+        backend.submit(Spec(job="r5", root=cloud["root"], hyperparameters=HP))
+    assert "did not start" in str(failed.value) and "launcher stop" not in str(failed.value)
+    assert [r["job"] for r in jobs.all_jobs()] == []

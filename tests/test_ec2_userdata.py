@@ -52,14 +52,22 @@ def _stub(folder: Path, name: str, text: str):
 @pytest.fixture
 def machine(tmp_path):
     """A stand-in for the instance: the real AWS CLI (which honours AWS_ENDPOINT_URL, so it talks to
-    moto), stub shutdown/curl on PATH, a Python that has the dependencies."""
+    moto), stub shutdown/curl/systemctl on PATH, a Python that has the dependencies."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     if not shutil.which("aws"):
         _stub(bin_dir, "aws", AWS_STUB)
     _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n')
     _stub(bin_dir, "curl", "#!/bin/sh\nexit 7\n")  # no instance metadata here
+    _stub(bin_dir, "systemctl", f'#!/bin/sh\necho "$*" >> {tmp_path}/systemctl.calls\n')
     return tmp_path, bin_dir, venv_seeing_these_packages(tmp_path / "venv")
+
+
+def units_dir(tmp_path: Path) -> Path:
+    """Where the script writes its systemd units here (/etc/systemd/system on the instance)."""
+    folder = tmp_path / "units"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def venv_seeing_these_packages(folder: Path) -> Path:
@@ -97,7 +105,8 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine, fr
     boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600, framework=framework)
     script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
+                                              units=str(units_dir(tmp_path))))
     other = "tensorflow" if framework == "jax" else "jax"
     assert f'import {framework}"' in script.read_text() and f'import {other}"' not in script.read_text()
 
@@ -130,7 +139,8 @@ def test_a_broken_install_still_shuts_down(aws_env, machine):
     boot = train_userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl", wheel_sha256="0" * 64,
                               setup_log_uri=f"{root}/runs/x/setup.log", region="us-east-1", max_run=60)
     script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
+                                              units=str(units_dir(tmp_path))))
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GANKIT_PYTHON": str(python)}
     done = subprocess.run(["bash", str(script)], env=env, timeout=120, capture_output=True, text=True)
     assert done.returncode != 0
@@ -158,7 +168,8 @@ def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machi
     boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud3"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
     script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work")))
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
+                                              units=str(units_dir(tmp_path))))
     pip_log = tmp_path / "pip.calls"
     spy = tmp_path / "spy-python"  # the Python the script uses: records any pip call, then runs the real one
     spy.write_text(f'#!/bin/sh\ncase "$*" in *"-m pip"*) echo "$*" >> {pip_log};; esac\nexec {python} "$@"\n')
@@ -182,3 +193,63 @@ def test_the_hard_stop_comes_after_max_run_plus_setup_never_before():
     assert setup >= 10  # a first boot that pip-installs TensorFlow takes minutes
     assert train_userdata.shutdown_minutes(90 * 60) == 90 + setup
     assert train_userdata.shutdown_minutes(90 * 60 + 1) == 91 + setup  # a part minute rounds up, not down
+
+
+def test_no_job_runs_when_the_hard_stop_cannot_be_scheduled(aws_env, machine):
+    """The scheduled shutdown is what ends a runner that hangs; if the OS refuses it (logind not answering
+    at boot), the job must not start on a machine nothing would stop: the instance shuts down at once."""
+    tmp_path, bin_dir, python = machine
+    _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n'
+                               'case "$2" in +*) echo "Failed to schedule shutdown" >&2; exit 1;; esac\n')
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    run = layout.run_prefix(root, "ud4")
+    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
+    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud4"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
+    script = tmp_path / "user-data.sh"
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
+                                              units=str(units_dir(tmp_path))))
+    python_calls = tmp_path / "python.calls"
+    spy = tmp_path / "spy-python"  # the Python the script uses: records every call, then runs the real one
+    spy.write_text(f'#!/bin/sh\necho "$*" >> {python_calls}\nexec {python} "$@"\n')
+    spy.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(spy), PIP_NO_INDEX="1")
+    done = subprocess.run(["bash", str(script)], env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert not python_calls.exists()  # nothing installed, no runner started
+    assert s3.read_bytes(train_job.status_uri(root, "ud4")) is None
+    assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"
+    assert b"could not schedule the hard stop" in s3.read_bytes(f"{run}/setup.log")
+
+
+def test_a_restarted_training_instance_shuts_down_at_once(aws_env, machine):
+    """User data runs once per instance: after a reboot (AWS maintenance, a stop and start) neither the runner
+    nor the scheduled hard stop would come back, and the instance would bill until someone noticed. A unit,
+    enabled before anything that can fail, shuts it down at every later boot."""
+    import shlex
+
+    tmp_path, bin_dir, python = machine
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    boot = train_userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl",
+                                    wheel_sha256="0" * 64, setup_log_uri=f"{root}/runs/x/setup.log",
+                                    region="us-east-1", max_run=60)
+    units = units_dir(tmp_path)
+    script = tmp_path / "user-data.sh"
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
+                                            units=str(units)))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GANKIT_PYTHON": str(python)}
+    done = subprocess.run(["bash", str(script)], env=env, timeout=120, capture_output=True, text=True)
+    assert done.returncode != 0  # the wheel is missing: the first boot fails, after the guard is in place
+    assert (tmp_path / "systemctl.calls").read_text().split() == ["enable", train_userdata.REBOOT_UNIT]
+    unit = (units / train_userdata.REBOOT_UNIT).read_text()
+    assert "WantedBy=multi-user.target" in unit and "Condition" not in unit  # every later boot, unconditionally
+
+    # The next boot: systemd runs the unit's command.
+    (tmp_path / "shutdown.calls").unlink()
+    command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[len("ExecStart="):])
+    assert command[0] == "/sbin/shutdown"
+    subprocess.run([str(bin_dir / "shutdown"), *command[1:]], check=True)
+    assert (tmp_path / "shutdown.calls").read_text().splitlines()[0].startswith("-h now")

@@ -135,7 +135,8 @@ def _submit(spec, config, uris) -> dict:
         record["instance_id"] = instances.launch(request, config["region"])
         jobs.save(record)
     except BaseException as e:  # Ctrl-C too: an instance nobody knows of bills until max run
-        after = _abandon(record)
+        refused = isinstance(e, GankitError) and not isinstance(e, instances.LaunchUnanswered)
+        after = _abandon(record, maybe_started=not refused)
         if not isinstance(e, Exception):
             raise
         message = str(e) if isinstance(e, GankitError) else f"submitting {spec.job} failed: {e}"
@@ -143,18 +144,22 @@ def _submit(spec, config, uris) -> dict:
     return record
 
 
-def _abandon(record) -> str:
+def _abandon(record, maybe_started: bool = True) -> str:
     """The launch did not complete: terminate what it started, if anything, and forget the job. What the
-    user should know, as the end of the error's line."""
+    user should know, as the end of the error's line. `maybe_started`: EC2 did not say no (no answer, Ctrl-C),
+    so an instance not found may only not be listed yet (DescribeInstances is eventually consistent): then
+    the record stays, the one thing that still finds it."""
     from launcher import jobs
 
+    left = f"; {record['job']} may have left an instance running: `launcher stop {record['job']}` terminates it"
     try:
         launched = _instances(record)
         for instance_id in launched:
             instances.terminate(instance_id, record["region"])
     except Exception:
-        return (f"; {record['job']} may have left an instance running: `launcher stop {record['job']}` "
-                "terminates it")
+        return left
+    if not launched and maybe_started:
+        return left
     jobs.delete(record["job"])
     return f"; terminated {', '.join(launched)}" if launched else ""
 
