@@ -47,13 +47,27 @@ def copy_tree(source: Path, dest: Path, label: str, log=None) -> Path:
 
 
 def _listed(source: Path) -> list[Path]:
-    """The files below `source`, less hidden ones and checkpoints. A running job replaces folders whole (its
-    generator-best/ through a hidden temp folder): what vanishes while it is listed is left out, not a traceback."""
+    """The files below `source`, less hidden ones, checkpoints and symlinks that lead outside it (the upload,
+    s3.changed_files, never sends those either: a cloud job's pull would not have them). A running job replaces
+    folders whole (its generator-best/ through a hidden temp folder): what vanishes while it is listed is left out,
+    not a traceback."""
     files = []
-    for folder, dirs, names in os.walk(source):  # it skips a folder gone before it is read
+    root = source.resolve()
+    for folder, dirs, names in os.walk(source):  # it skips a folder gone before it is read; never enters a link
         dirs[:] = sorted(d for d in dirs if d != "checkpoints" and not d.startswith("."))
-        files += [Path(folder) / n for n in sorted(names) if n != "checkpoints" and not n.startswith(".")]
+        files += [Path(folder) / n for n in sorted(names) if n != "checkpoints" and not n.startswith(".")
+                  and _stays_inside(Path(folder) / n, root)]
     return files
+
+
+def _stays_inside(path: Path, root: Path) -> bool:
+    """Whether `path` is no symlink, or one whose target lies below `root`: a link to ~/notes is not the run's."""
+    if not path.is_symlink():
+        return True
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a link that leads back to itself
+        return False
 
 
 def _size(path: Path) -> int | None:

@@ -138,22 +138,30 @@ def test_the_longest_name_inside_accepts_still_fits_a_temp_file_and_one_byte_mor
         inside(tmp_path, f"gen/{longest}a", "s3://b/p")
 
 
-def test_a_symlinked_generator_folder_stays_a_symlink_and_leaves_no_hidden_debris(tmp_path):
-    """generator/ linked to a folder on a bigger disk: a re-export replaces what the link points to. It used to
-    set the link itself aside as a hidden .generator.tmp-old-* that no sweep could remove (rmtree refuses a
-    symlink), and a second export in the same process then failed with NotADirectoryError."""
-    (tmp_path / "big" / "gen").mkdir(parents=True)
-    (tmp_path / "big" / "gen" / "old.keras").write_text("old")
+def test_atomic_dir_refuses_a_symlink_and_leaves_what_it_points_to_alone(tmp_path):
+    """generator/ linked to a folder elsewhere: the export replaced that folder whole, so a link to ~/thesis
+    deleted the thesis. Nothing outside the run is gankit's to replace."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "generator").symlink_to(tmp_path / "big" / "gen")
-    for n in range(2):
+    (tmp_path / "run" / "generator").symlink_to(tmp_path / "mine")
+    with pytest.raises(UsageError, match=f"{tmp_path / 'run' / 'generator'} is a symlink to {tmp_path / 'mine'}; "
+                                         "gankit replaces generator/ whole .*remove the link"):
         with atomic_dir(tmp_path / "run" / "generator") as tmp:
-            (tmp / "generator.json").write_text(str(n))
-        assert (tmp_path / "run" / "generator").is_symlink()
-        assert (tmp_path / "run" / "generator" / "generator.json").read_text() == str(n)
-        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["generator"]
-        assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["gen"]
-        assert sorted(p.name for p in (tmp_path / "big" / "gen").iterdir()) == ["generator.json"]
+            (tmp / "generator.json").write_text("{}")
+    assert (tmp_path / "run" / "generator").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.txt"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["generator"]  # no temp folder either
+
+
+def test_atomic_dir_refuses_a_file_where_its_folder_goes(tmp_path):
+    # os.replace set the file aside as hidden .generator.tmp-old-*, and rmtree (ignoring errors) left it there.
+    (tmp_path / "generator").write_text("notes")
+    with pytest.raises(UsageError, match="is a file where gankit writes a folder"):
+        with atomic_dir(tmp_path / "generator") as tmp:
+            (tmp / "generator.json").write_text("{}")
+    assert (tmp_path / "generator").read_text() == "notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]
 
 
 def test_a_symlink_an_older_gankit_set_aside_is_swept(tmp_path):
@@ -167,30 +175,9 @@ def test_a_symlink_an_older_gankit_set_aside_is_swept(tmp_path):
 
 
 def test_a_symlink_loop_where_atomic_dir_writes_is_one_line_not_a_traceback(tmp_path):
-    # Following the link raised RuntimeError ("Symlink loop") at a run's very end, from its export, which
-    # only an OSError becomes one line (written_or_one_line).
-    from trainer.errors import GankitError
-    from trainer.fsutil import written_or_one_line
-
+    # Following the link raised RuntimeError ("Symlink loop") at a run's very end, from its export.
     (tmp_path / "generator").symlink_to(tmp_path / "generator")
-    with pytest.raises(GankitError, match="the exported generator could not be written"):
-        with written_or_one_line("the exported generator", tmp_path), atomic_dir(tmp_path / "generator") as tmp:
+    with pytest.raises(UsageError, match="is a symlink to .*remove the link"):
+        with atomic_dir(tmp_path / "generator") as tmp:
             (tmp / "generator.json").write_text("{}")
     assert (tmp_path / "generator").is_symlink()  # the user's link, as it was
-
-
-def test_a_fresh_run_forgets_a_symlinked_generator_best_through_the_link(tmp_path):
-    """rmtree refuses a symlink: a fresh run in a folder whose generator-best/ is a link used to stop there."""
-    from trainer.run_setup import _forget_earlier_best
-
-    (tmp_path / "big" / "best").mkdir(parents=True)
-    (tmp_path / "big" / "best" / "generator.json").write_text('{"fcd": 1.5, "fcd_samples": 20}')
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / evaluate.BEST_DIR).symlink_to(tmp_path / "big" / "best")
-    _forget_earlier_best(tmp_path / "run", log=lambda line: None)
-    assert (tmp_path / "run" / evaluate.BEST_DIR).is_symlink() and not (tmp_path / "big" / "best").exists()
-    assert evaluate.best_fcd(tmp_path / "run", samples=20) is None
-    with atomic_dir(tmp_path / "run" / evaluate.BEST_DIR) as tmp:
-        (tmp / "generator.json").write_text('{"fcd": 2.0, "fcd_samples": 20}')
-    assert evaluate.best_fcd(tmp_path / "run", samples=20) == 2.0
-    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["best"]

@@ -53,6 +53,28 @@ def test_a_symlink_loop_in_the_destination_is_one_line_not_a_traceback(tmp_path)
         fsutil.inside(tmp_path / "dest", "generator/generator.json", "s3://b/p")
     assert (tmp_path / "dest" / "generator").is_symlink()
 
+def test_a_local_pull_leaves_out_what_symlinks_lead_to_outside_the_run_as_the_upload_does(tmp_path):
+    """copy_tree copied a symlinked file wherever it pointed (a link to ~/notes landed in the pulled folder),
+    while the upload (s3.changed_files) never sends it: a local job's pull held what a cloud job's would not."""
+    from launcher.pull import copy_tree
+    from trainer import s3
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    (run / "samples" / "epoch-0001.png").write_text("png")
+    (tmp_path / "home" / "shots").mkdir(parents=True)
+    (tmp_path / "home" / "notes").write_text("private")
+    (tmp_path / "home" / "shots" / "x.png").write_text("private")
+    (run / "notes.txt").symlink_to(tmp_path / "home" / "notes")
+    (run / "tensorboard").symlink_to(tmp_path / "home" / "shots")
+    (run / "loop").symlink_to(run / "loop")
+    (run / "copy.png").symlink_to(run / "samples" / "epoch-0001.png")  # inside: as the upload, kept
+    copy_tree(run, tmp_path / "dest", label="pulling")
+    pulled = sorted(p.relative_to(tmp_path / "dest").as_posix() for p in (tmp_path / "dest").rglob("*") if p.is_file())
+    assert pulled == ["copy.png", "samples/epoch-0001.png"]
+    assert set(pulled) <= {rel for _, rel, _ in s3.changed_files(run)}
+
+
 HOSTILE = ["gen/../../../../.bashrc", "gen/../../../../../../.bashrc", "gen//x", "gen/a/../../../y"]
 
 

@@ -169,3 +169,32 @@ def test_a_value_with_a_line_break_stays_on_the_one_line(tmp_path, mnist_dir, ca
                                  "--output-dir", tmp_path / "run")
     assert_one_line(code, captured, "--data-dir data\\nset is not a folder")
     assert not (tmp_path / "run").exists()
+
+
+def _link_to_a_folder(target):
+    target.mkdir()
+    (target / "thesis.txt").write_text("precious")
+    return target
+
+
+def _link_to_a_file(target):
+    target.write_text("precious")
+    return target
+
+
+@pytest.mark.parametrize("name", ["generator", "generator-best"])
+@pytest.mark.parametrize("make", [_link_to_a_folder, _link_to_a_file])
+def test_a_symlinked_export_folder_is_refused_before_training_and_what_it_points_to_is_kept(tmp_path, data_dir,
+                                                                                            name, make):
+    """The export replaced what a symlinked generator/ pointed to (a link to a user's folder deleted it), a fresh
+    run deleted what generator-best/ pointed to, and a link to a file ended the run in a NotADirectoryError."""
+    out = tmp_path / "run"
+    out.mkdir()
+    target = make(tmp_path / "mine")
+    (out / name).symlink_to(target)
+    result = trainer_cli("train", "--dataset", "mnist", "--data-dir", str(data_dir), "--output-dir", str(out),
+                         "--batch-size", "8", "--max-steps", "1")
+    assert_usage_error(result, f"{out / name} is a symlink to {target}", "remove the link", "--output-dir")
+    assert (out / name).is_symlink()
+    assert (target / "thesis.txt" if target.is_dir() else target).read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == [name]

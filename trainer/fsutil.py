@@ -68,9 +68,10 @@ def atomic_dir(path):
     A crash inside the block leaves `path` as it was (plus a hidden temp folder
     that the next call sweeps away); a crash between the two renames at the end
     leaves `path` missing and its old copy aside, which the next call puts back.
-    A `path` that is a symlink stays one: the folder it points to is the one replaced.
+    A `path` that is a symlink or a file is refused (`refuse_to_replace`), before anything is written.
     """
-    path = _through_symlink(path)
+    path = Path(path)
+    refuse_to_replace(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -93,7 +94,7 @@ def atomic_dir(path):
 
 def recover_dir(path):
     """What a killed `atomic_dir(path)` left: the old copy it had set aside put back, its temp folders removed."""
-    path = _through_symlink(path)
+    path = Path(path)
     restore_set_aside(path)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         if stale.is_symlink():  # set aside by a gankit that replaced a symlinked folder instead of its target
@@ -133,22 +134,25 @@ def written_or_one_line(what: str, folder, flag: str = "--output-dir"):
 def restore_set_aside(path):
     """Put back the old copy of `path` that `atomic_dir` had set aside when a crash stopped it before the
     new one moved in: `path` is then as it was, never missing."""
-    path = _through_symlink(path)
+    path = Path(path)
     aside = sorted(path.parent.glob(f".{path.name}.tmp-old-*"), key=lambda p: p.lstat().st_mtime)
-    if aside and not path.exists():
+    if aside and not path.exists() and not path.is_symlink():  # a dangling link is the user's, not to replace
         os.replace(aside[-1], path)
 
 
-def _through_symlink(path) -> Path:
-    """`path`, or where it points when it is a symlink (a folder kept on another disk): `atomic_dir` replaces
-    that folder and leaves the link alone, rather than setting the link aside as debris."""
+def refuse_to_replace(path, flag=None):
+    """A one-line UsageError if `path`, a folder gankit replaces whole (an exported generator, a checkpoint), is a
+    symlink or a file. Replacing what a link points to deleted a folder outside the run (a link to ~/thesis took
+    it with it), and a file there was set aside as hidden debris: neither is gankit's to replace."""
+    from trainer.errors import UsageError
+
     path = Path(path)
-    if not path.is_symlink():
-        return path
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # a link that leads back to itself (RuntimeError in Python 3.11): no folder
-        return path  # to keep, so it is replaced as any other broken name
+    instead = f", or choose another {flag}" if flag else ""
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symlink to {os.readlink(path)}; gankit replaces {path.name}/ whole and never "
+                         f"what a link points to: remove the link (what it points to is left alone){instead}")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file where gankit writes a folder: move the file away{instead}")
 
 
 def ensure_writable_dir(path, flag):

@@ -16,7 +16,7 @@ from pathlib import Path
 from trainer import checkpoints, events
 from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
-from trainer.fsutil import ensure_writable_dir, lock_folder, removed_on_error, written_or_one_line
+from trainer.fsutil import ensure_writable_dir, lock_folder, refuse_to_replace, removed_on_error, written_or_one_line
 from trainer.progress import Progress
 from trainer.run_info import generator_meta, recorded_preset, write_metrics, write_run_info
 from trainer.run_state import RunState
@@ -46,6 +46,7 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
     with removed_on_error(storage.output_dir, storage.checkpoint_dir) as created:  # a run that fails here leaves no folders
         out = ensure_writable_dir(storage.output_dir, "--output-dir")
+        refuse_replaced_exports(out)  # now, not after hours of training, when the export would replace them
         ckpt_dir = ensure_writable_dir(storage.checkpoint_dir, "--checkpoint-dir")
         lock = _lock(ckpt_dir)  # before anything reads or clears up the folder
         try:
@@ -174,13 +175,22 @@ def _build_training(p: Prepared, log) -> Training:
                     progress, log=progress.around(log))  # on a terminal, messages print above the bar
 
 
+def refuse_replaced_exports(out: Path):
+    """The folders a run replaces whole (generator/, generator-best/) must be real folders of the run, or absent:
+    a symlink among them would have the export replace, or a fresh run delete, what it points to."""
+    from trainer.evaluate import BEST_DIR
+
+    for name in ("generator", BEST_DIR):
+        refuse_to_replace(out / name, "--output-dir")
+
+
 def _forget_earlier_best(out: Path, log):
     """A fresh run (nothing resumed) competes with its own evaluations only, not with a best generator an
     earlier run left in the same --output-dir."""
     from trainer.evaluate import BEST_DIR
 
-    if (out / BEST_DIR).exists():
-        shutil.rmtree((out / BEST_DIR).resolve())  # a symlink stays; what it points to goes, as atomic_dir replaces it
+    if (out / BEST_DIR).is_dir():  # a real folder: refuse_replaced_exports refused a symlink or a file
+        shutil.rmtree(out / BEST_DIR)
         log(f"note: removed {BEST_DIR}/ left in {out} by an earlier run; this run starts from step 0")
 
 
