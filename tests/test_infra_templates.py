@@ -195,7 +195,8 @@ def test_gpu_instance_is_safe_and_follows_the_family():
     # the module's end, a failure and MaxHours all terminate it, so nothing is left to restart or bill.
     assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert "Purpose" not in gpu["Parameters"]
-    assert instance["UserData"]["Fn::Base64"]["Fn::Sub"].rstrip().endswith("shutdown -h now")
+    script = instance["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert script.index("trap 'shutdown -h now' EXIT") < script.index("shutdown -h +") < script.index("pip install")
     assert instance["IamInstanceProfile"] == {"Ref": "InstanceProfile"}
     assert instance["SecurityGroupIds"] == [{"Ref": "SecurityGroupId"}]
     user_data = json.dumps(instance["UserData"])
@@ -221,6 +222,41 @@ def test_gpu_instance_wheel_uri_is_strict_and_the_wheel_is_verified_before_root_
     user_data = load("gpu-instance")["Resources"]["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
     assert user_data.index("sha256sum") < user_data.index("pip install")
     assert "${WheelSha256}" in user_data
+
+
+def run_gpu_instance_user_data(tmp_path, shutdown_plus_fails=False):
+    """The template's user data as an instance would run it, with its parameters filled in, its root paths moved
+    under tmp_path and stub shutdown/systemctl/aws/python3 recording their calls."""
+    script = load("gpu-instance")["Resources"]["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    for name, value in (("MaxHours", "2"), ("Module", "launcher.remote.train_job"), ("ModuleArgs", "--job j"),
+                        ("WheelUri", "s3://bkt/x.whl"), ("WheelSha256", "ab" * 32)):
+        script = script.replace("${%s}" % name, value)
+    for root in ("/var/log/", "/etc/systemd/system/", "/opt/"):
+        (tmp_path / root.strip("/")).mkdir(parents=True, exist_ok=True)
+        script = script.replace(root, f"{tmp_path}{root}")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fail = 'case "$2" in +*) exit 1;; esac\n' if shutdown_plus_fails else ""
+    for name, extra in (("shutdown", fail), ("systemctl", ""), ("aws", "exit 1\n"), ("python3", "exit 1\n")):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/{name}.calls\n{extra}')
+        (bin_dir / name).chmod(0o755)
+    subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
+    return {name: (tmp_path / f"{name}.calls").read_text().splitlines() if (tmp_path / f"{name}.calls").exists()
+            else [] for name in ("shutdown", "systemctl", "aws", "python3")}
+
+
+def test_gpu_instance_shuts_down_after_a_failure_and_at_any_later_boot(tmp_path):
+    calls = run_gpu_instance_user_data(tmp_path)  # the wheel's download fails
+    assert calls["shutdown"][0].startswith("-h +120") and calls["shutdown"][-1] == "-h now"
+    assert calls["aws"] and calls["systemctl"] == ["enable gankit-reboot.service"]
+    unit = (tmp_path / "etc/systemd/system/gankit-reboot.service").read_text()
+    assert 'ExecStart=/sbin/shutdown -h now "' in unit and "WantedBy=multi-user.target" in unit
+
+
+def test_gpu_instance_runs_nothing_when_its_hard_stop_cannot_be_scheduled(tmp_path):
+    calls = run_gpu_instance_user_data(tmp_path, shutdown_plus_fails=True)
+    assert calls["aws"] == [] and calls["python3"] == [] and calls["shutdown"][-1] == "-h now"
+    assert "could not schedule the hard stop" in (tmp_path / "var/log/gankit-bootstrap.log").read_text()
 
 
 def test_sagemaker_role_can_pull_the_prebuilt_image_that_script_mode_runs():
