@@ -120,7 +120,9 @@ mkdir -p -m 700 /opt/gankit-wheel
 "$PY" -c "import tensorflow" 2>/dev/null || "$PY" -m pip install --quiet {q(TENSORFLOW)}
 "$PY" -m pip install --quiet {q("/opt/gankit-wheel/" + wheel + "[trainer]")}
 "$PY" -c "import jupyterlab, ipykernel" 2>/dev/null || "$PY" -m pip install --quiet "jupyterlab>=4" ipykernel
-install -d -o ubuntu -g ubuntu {q(ROOT_DIR)}/examples
+# Both named: install -d gives -o/-g only to the folders it is given, and Jupyter (as ubuntu) saves new
+# notebooks in the one it serves.
+install -d -o ubuntu -g ubuntu {q(ROOT_DIR)} {q(ROOT_DIR)}/examples
 aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
 chown ubuntu:ubuntu {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
 

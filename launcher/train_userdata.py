@@ -46,7 +46,9 @@ if [ -z "$PY" ]; then
   done
 fi
 if [ -z "$PY" ]; then
-  python3 -m venv {q(venv)} || {{ apt-get update -q && apt-get install -y -q python3-venv && python3 -m venv {q(venv)}; }}
+  # Its own exit: bash's set -e ignores a failed apt-get inside the && list, and would go on without a venv.
+  python3 -m venv {q(venv)} || {{ apt-get update -q && apt-get install -y -q python3-venv && python3 -m venv {q(venv)}; }} \
+    || {{ echo "gankit: cannot make a venv at "{q(venv)}" (no Python here imports {module})"; exit 1; }}
   PY={q(venv)}/bin/python3
 fi"""
 

@@ -257,3 +257,28 @@ def test_a_later_boot_of_an_unfinished_setup_stops_at_once():
     assert "gankit-setup-check.service" in lines[enable]
     assert enable < min(i for i, line in enumerate(lines) if "pip install" in line)
     assert lines[-1] == f"touch {jupyter_userdata.SETUP_DONE}"  # marked done only after everything else
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root, as on the instance")
+def test_jupyter_s_user_owns_the_folder_it_serves_not_only_examples(tmp_path):
+    """Jupyter runs as ubuntu and serves ~/gankit: ubuntu must own it to save a new notebook there, not
+    only examples/ (install -d gives -o/-g to the folders it is named, not to the parents it makes)."""
+    import grp
+    import pwd
+
+    user = pwd.getpwnam("nobody")  # stands in for ubuntu: an unprivileged user
+    group = grp.getgrgid(user.pw_gid).gr_name
+    lines = jupyter_userdata.render(boot_with()).splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("install -d -o ubuntu"))
+    last = next(i for i, line in enumerate(lines) if line.startswith("chown ubuntu:ubuntu"))
+    served = tmp_path / "home" / "ubuntu" / "gankit"
+    served.parent.mkdir(parents=True)
+    fragment = ("\n".join(lines[first:last + 1]).replace(jupyter_userdata.ROOT_DIR, str(served))
+                .replace("-o ubuntu -g ubuntu", f"-o nobody -g {group}").replace("ubuntu:ubuntu", f"nobody:{group}"))
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "aws").write_text('#!/bin/sh\necho "{}" >"$5"\n')  # aws s3 cp -q SRC DEST: the notebook
+    (stubs / "aws").chmod(0o755)
+    subprocess.run(["bash", "-euc", fragment], check=True, env={"PATH": f"{stubs}:{os.environ['PATH']}"})
+    for path in (served, served / "examples", served / "examples" / jupyter_userdata.NOTEBOOK):
+        assert path.stat().st_uid == user.pw_uid, f"{path} is not Jupyter's user's"

@@ -49,3 +49,20 @@ def test_gankit_python_overrides_the_search():
     done = subprocess.run(["bash", "-c", f"{train_userdata.FIND_PYTHON}\necho \"$PY\""], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "/some/python"
+
+
+def test_a_venv_that_cannot_be_made_stops_the_script_there_with_a_line_saying_so(tmp_path):
+    """A failed apt-get inside `venv || { apt-get ... && venv; }` does not trip `set -e` (bash ignores a
+    failure inside an && list): without its own exit the script went on with a $PY that does not exist."""
+    without = _executable(tmp_path / "without", '#!/bin/sh\ncase "$*" in *tensorflow*) exit 1;; esac\n')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _executable(bin_dir / "python3", "#!/bin/sh\necho 'ensurepip is not available' >&2\nexit 1\n")
+    _executable(bin_dir / "apt-get", "#!/bin/sh\necho 'E: Could not get lock /var/lib/dpkg/lock' >&2\nexit 100\n")
+    snippet = train_userdata.find_python([without], venv=str(tmp_path / "venv"))
+    env = {k: v for k, v in os.environ.items() if k != "GANKIT_PYTHON"}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    done = subprocess.run(["bash", "-c", f"set -euo pipefail\n{snippet}\necho \"went on with $PY\""], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "went on" not in done.stdout
+    assert f"gankit: cannot make a venv at {tmp_path / 'venv'}" in done.stdout
