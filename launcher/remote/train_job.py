@@ -36,7 +36,7 @@ UPLOAD_EVERY = 15.0  # seconds between log uploads: `launcher logs -f` lags at m
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after SIGTERM
 IMDS = "http://169.254.169.254"  # the instance metadata service (IMDSv2: a session token first)
 SPOT_POLL = 5.0  # seconds between looks for a spot interruption notice (AWS gives two minutes)
-# The image's unprivileged user (docker/Dockerfile pins gankit at uid 1000): an image job never trains
+# The image's unprivileged user (docker/Dockerfile makes uid 1000: gankit, or the base's own): an image job never trains
 # as root, and uid:gid works in any image, whatever its user is called.
 CONTAINER_USER = (1000, 1000)
 
