@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass
 
 # The same Python and TensorFlow as a training instance (the notebook loads generators with it).
-from launcher.train_userdata import FIND_PYTHON, TENSORFLOW, fetch_verified
+from launcher.train_userdata import FIND_PYTHON, TENSORFLOW, fetch_verified, shutdown_unit
 
 HOME = "/home/ubuntu"
 PYTHON = "/usr/local/bin/gankit-python"  # what the units run: a literal path, as systemd requires
@@ -87,29 +87,13 @@ trap 'code=$?; if [ "$code" -ne 0 ]; then echo "gankit: setup failed (exit $code
 # The backstop behind the idle check (which may never start, or keep crashing): the OS stops the
 # instance after max-hours from this boot, and from every later boot through the unit below.
 shutdown -h +{max_minutes(boot)} "gankit: max hours reached"
-cat >/etc/systemd/system/gankit-max-hours.service <<'UNIT'
-[Unit]
-Description=gankit backstop: stop this instance {max_minutes(boot)} minutes after boot, whatever runs on it
-After=systemd-logind.service
-[Service]
-Type=oneshot
-ExecStart=/sbin/shutdown -h +{max_minutes(boot)} "gankit: max hours reached"
-[Install]
-WantedBy=multi-user.target
-UNIT
+{shutdown_unit("/etc/systemd/system/gankit-max-hours.service", "gankit backstop: stop this instance "
+              f"{max_minutes(boot)} minutes after boot, whatever runs on it", f"+{max_minutes(boot)}",
+              "gankit: max hours reached")}
 # At a later start (enabled now, it does not run at this boot): no mark that this setup finished means
 # no Jupyter and no idle check, so stop again at once.
-cat >/etc/systemd/system/gankit-setup-check.service <<'UNIT'
-[Unit]
-Description=gankit: stop this instance if its first-boot setup never finished
-ConditionPathExists=!{SETUP_DONE}
-After=systemd-logind.service
-[Service]
-Type=oneshot
-ExecStart=/sbin/shutdown -h now "gankit: setup never finished on this instance"
-[Install]
-WantedBy=multi-user.target
-UNIT
+{shutdown_unit("/etc/systemd/system/gankit-setup-check.service", "gankit: stop this instance if its first-boot "
+              "setup never finished", "now", "gankit: setup never finished on this instance", unless_exists=SETUP_DONE)}
 systemctl enable gankit-max-hours.service gankit-setup-check.service
 {FIND_PYTHON}
 printf '#!/bin/sh\\nexec "%s" "$@"\\n' "$PY" >{PYTHON}

@@ -83,6 +83,22 @@ def shutdown_minutes(max_run: int) -> int:
     return math.ceil(max_run / 60) + SETUP_MINUTES
 
 
+def shutdown_unit(path: str, description: str, when: str, message: str, unless_exists: str = "") -> str:
+    """Shell that writes a systemd unit shutting the instance down at boot (`when`: "now" or "+MINUTES"),
+    unless the file `unless_exists` is there; the script enables it (it does not run at this boot)."""
+    condition = f"ConditionPathExists=!{unless_exists}\n" if unless_exists else ""
+    return f"""cat >{shlex.quote(path)} <<'UNIT'
+[Unit]
+Description={description}
+{condition}After=systemd-logind.service
+[Service]
+Type=oneshot
+ExecStart=/sbin/shutdown -h {when} "{message}"
+[Install]
+WantedBy=multi-user.target
+UNIT"""
+
+
 def render(boot: TrainBoot, log: str = LOG, work: str = WORK, units: str = UNITS) -> str:
     """The script; `log`, `work` and `units` move its files (tests run it in a temporary folder)."""
     q = shlex.quote
@@ -109,16 +125,8 @@ shutdown -h +{shutdown_minutes(boot.max_run)} "gankit: max run reached" || {{
   echo "gankit: could not schedule the hard stop at max run: not running a job that nothing would stop"; exit 1; }}
 # and at once at any later boot: user data runs once per instance, so after a restart (a maintenance
 # reboot, a stop and start) neither the job nor the schedule above would run again.
-cat >{q(units + "/" + REBOOT_UNIT)} <<'UNIT'
-[Unit]
-Description=gankit: a training instance that boots again has lost its job; shut it down (terminates it)
-After=systemd-logind.service
-[Service]
-Type=oneshot
-ExecStart=/sbin/shutdown -h now "gankit: this training instance restarted; its job does not run again"
-[Install]
-WantedBy=multi-user.target
-UNIT
+{shutdown_unit(units + "/" + REBOOT_UNIT, "gankit: a training instance that boots again has lost its job; shut it "
+              "down (terminates it)", "now", "gankit: this training instance restarted; its job does not run again")}
 systemctl enable {REBOOT_UNIT}
 {find_python(module="jax" if boot.framework == "jax" and not boot.image else "tensorflow")}
 mkdir -p {q(work)}

@@ -85,40 +85,73 @@ def venv_seeing_these_packages(folder: Path) -> Path:
     return python
 
 
+def new_bucket() -> str:
+    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    return root
+
+
+def boot_with_wheel(root: str, job: str, **fields) -> train_userdata.TrainBoot:
+    """The boot of job `job`, its wheel uploaded as `launcher submit` does."""
+    run = layout.run_prefix(root, job)
+    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
+    return train_userdata.TrainBoot(job_uri=train_job.job_uri(root, job), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+                                    setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600, **fields)
+
+
+def boot_without_wheel(root: str) -> train_userdata.TrainBoot:
+    """A boot whose wheel is missing: the first boot fails at the download."""
+    return train_userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl",
+                                    wheel_sha256="0" * 64, setup_log_uri=f"{root}/runs/x/setup.log",
+                                    region="us-east-1", max_run=60)
+
+
+def run_user_data(machine, boot, python=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
+    """`boot`'s user data, its files moved under tmp_path, run as the instance would with `python` (the machine's
+    by default) as the one it finds."""
+    tmp_path, bin_dir, machine_python = machine
+    script = tmp_path / "user-data.sh"
+    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
+                                            units=str(units_dir(tmp_path))))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "KERAS_BACKEND")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(python or machine_python), PIP_NO_INDEX="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return subprocess.run(["bash", str(script)], env=env, cwd=cwd, timeout=timeout, capture_output=True, text=True)
+
+
+def spy_python(tmp_path: Path, python: Path, calls: Path, only: str = "*") -> Path:
+    """A Python for the script that records its calls matching `only` (a shell pattern), then runs `python`."""
+    spy = tmp_path / "spy-python"
+    spy.write_text(f'#!/bin/sh\ncase "$*" in {only}) echo "$*" >> {calls};; esac\nexec {python} "$@"\n')
+    spy.chmod(0o755)
+    return spy
+
+
 @pytest.mark.parametrize("framework", ["tensorflow", "jax"])
 def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine, framework):
     tmp_path, bin_dir, python = machine
-    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
+    root = new_bucket()
     hyperparameters = {"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "4", "preset": "seed"}
     if framework == "jax":  # XLA on CPU is slow at Conv2DTranspose gradients: a smaller run
         hyperparameters = {"dataset": "mnist", "epochs": "1", "batch_size": "8", "max_steps": "2",
                            "image_size": "16", "framework": "jax"}
-    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
     stage_dataset("mnist", layout.dataset_prefix(root, "mnist"),
                   data_dir=make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=32), log=lambda m: None)
     run = layout.run_prefix(root, "ud1")
-    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
+    boot = boot_with_wheel(root, "ud1", framework=framework)
     job = {"job": "ud1", "root": root, "data_uri": layout.dataset_prefix(root, "mnist"), "max_run": 600,
            "checkpoint_uri": f"{run}/checkpoints", "output_uri": f"{run}/output", "region": "us-east-1",
            "hyperparameters": hyperparameters}
     s3.write_bytes(train_job.job_uri(root, "ud1"), json.dumps(job).encode())
-    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud1"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
-                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600, framework=framework)
-    script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
-                                              units=str(units_dir(tmp_path))))
+    done = run_user_data(machine, boot, timeout=600, cwd=tmp_path / "bin")
     other = "tensorflow" if framework == "jax" else "jax"
-    assert f'import {framework}"' in script.read_text() and f'import {other}"' not in script.read_text()
-
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "KERAS_BACKEND")}
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(python), PIP_NO_INDEX="1",
-               PIP_DISABLE_PIP_VERSION_CHECK="1")
-    done = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path / "bin", timeout=600,
-                          capture_output=True, text=True)
+    script = (tmp_path / "user-data.sh").read_text()
+    assert f'import {framework}"' in script and f'import {other}"' not in script
     setup_log = (tmp_path / "gankit-job.log").read_text()
     assert done.returncode == 0, setup_log[-3000:]
 
     # Installed from the wheel, not this checkout.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     where = subprocess.run([str(python), "-c", "import launcher.remote.train_job as m; print(m.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, env=env).stdout
     assert "site-packages" in where
@@ -133,16 +166,9 @@ def test_user_data_installs_the_wheel_trains_and_shuts_down(aws_env, machine, fr
 
 
 def test_a_broken_install_still_shuts_down(aws_env, machine):
-    tmp_path, bin_dir, python = machine
-    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
-    boot = train_userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl", wheel_sha256="0" * 64,
-                              setup_log_uri=f"{root}/runs/x/setup.log", region="us-east-1", max_run=60)
-    script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
-                                              units=str(units_dir(tmp_path))))
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GANKIT_PYTHON": str(python)}
-    done = subprocess.run(["bash", str(script)], env=env, timeout=120, capture_output=True, text=True)
+    tmp_path, _, _ = machine
+    root = new_bucket()
+    done = run_user_data(machine, boot_without_wheel(root), timeout=120)
     assert done.returncode != 0
     assert (tmp_path / "shutdown.calls").read_text().splitlines()[-1] == "-h now"
     assert b"missing.whl" in s3.read_bytes(f"{root}/runs/x/setup.log")
@@ -152,12 +178,11 @@ def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machi
     """The bucket is writable by every instance role (and whoever else holds write access); the user data
     carries the sha256 of the wheel the launcher built, and root installs only that wheel."""
     tmp_path, bin_dir, python = machine
-    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
-    run = layout.run_prefix(root, "ud3")
-    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
+    root = new_bucket()
+    boot = boot_with_wheel(root, "ud3")
+    wheel_uri = boot.wheel_uri
     original = s3.read_bytes(wheel_uri)
-    assert hashlib.sha256(original).hexdigest() == wheel_sha256
+    assert hashlib.sha256(original).hexdigest() == boot.wheel_sha256
     # Someone replaces it before the instance boots: a wheel that still installs, with a payload added.
     tampered = tmp_path / "tampered.whl"
     tampered.write_bytes(original)
@@ -165,18 +190,8 @@ def test_a_wheel_changed_in_the_bucket_is_never_installed_by_root(aws_env, machi
         z.writestr("launcher/remote/payload.py", "import os; os.system('id > /tmp/pwned')\n")
     s3.upload_file(tampered, wheel_uri)
 
-    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud3"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
-                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
-    script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
-                                              units=str(units_dir(tmp_path))))
-    pip_log = tmp_path / "pip.calls"
-    spy = tmp_path / "spy-python"  # the Python the script uses: records any pip call, then runs the real one
-    spy.write_text(f'#!/bin/sh\ncase "$*" in *"-m pip"*) echo "$*" >> {pip_log};; esac\nexec {python} "$@"\n')
-    spy.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(spy), PIP_NO_INDEX="1")
-    done = subprocess.run(["bash", str(script)], env=env, timeout=300, capture_output=True, text=True)
+    pip_log = tmp_path / "pip.calls"  # the Python the script uses records any pip call, then runs the real one
+    done = run_user_data(machine, boot, python=spy_python(tmp_path, python, pip_log, only='*"-m pip"*'))
     log = (tmp_path / "gankit-job.log").read_text()
     assert done.returncode != 0
     assert "sha256" in log and "refusing to install" in log, log[-2000:]
@@ -201,22 +216,10 @@ def test_no_job_runs_when_the_hard_stop_cannot_be_scheduled(aws_env, machine):
     tmp_path, bin_dir, python = machine
     _stub(bin_dir, "shutdown", f'#!/bin/sh\necho "$*" >> {tmp_path}/shutdown.calls\n'
                                'case "$2" in +*) echo "Failed to schedule shutdown" >&2; exit 1;; esac\n')
-    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
+    root = new_bucket()
     run = layout.run_prefix(root, "ud4")
-    wheel_uri, wheel_sha256 = instances.upload_wheel(run)
-    boot = train_userdata.TrainBoot(job_uri=train_job.job_uri(root, "ud4"), wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
-                              setup_log_uri=f"{run}/setup.log", region="us-east-1", max_run=600)
-    script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
-                                              units=str(units_dir(tmp_path))))
-    python_calls = tmp_path / "python.calls"
-    spy = tmp_path / "spy-python"  # the Python the script uses: records every call, then runs the real one
-    spy.write_text(f'#!/bin/sh\necho "$*" >> {python_calls}\nexec {python} "$@"\n')
-    spy.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", GANKIT_PYTHON=str(spy), PIP_NO_INDEX="1")
-    done = subprocess.run(["bash", str(script)], env=env, timeout=300, capture_output=True, text=True)
+    python_calls = tmp_path / "python.calls"  # the Python the script uses records every call
+    done = run_user_data(machine, boot_with_wheel(root, "ud4"), python=spy_python(tmp_path, python, python_calls))
     assert done.returncode != 0
     assert not python_calls.exists()  # nothing installed, no runner started
     assert s3.read_bytes(train_job.status_uri(root, "ud4")) is None
@@ -230,18 +233,9 @@ def test_a_restarted_training_instance_shuts_down_at_once(aws_env, machine):
     enabled before anything that can fail, shuts it down at every later boot."""
     import shlex
 
-    tmp_path, bin_dir, python = machine
-    root = f"s3://gankit-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3").create_bucket(Bucket=s3.split_s3(root)[0])
-    boot = train_userdata.TrainBoot(job_uri=f"{root}/runs/x/job.json", wheel_uri=f"{root}/runs/x/missing.whl",
-                                    wheel_sha256="0" * 64, setup_log_uri=f"{root}/runs/x/setup.log",
-                                    region="us-east-1", max_run=60)
+    tmp_path, bin_dir, _ = machine
+    done = run_user_data(machine, boot_without_wheel(new_bucket()), timeout=120)
     units = units_dir(tmp_path)
-    script = tmp_path / "user-data.sh"
-    script.write_text(train_userdata.render(boot, log=str(tmp_path / "gankit-job.log"), work=str(tmp_path / "work"),
-                                            units=str(units)))
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GANKIT_PYTHON": str(python)}
-    done = subprocess.run(["bash", str(script)], env=env, timeout=120, capture_output=True, text=True)
     assert done.returncode != 0  # the wheel is missing: the first boot fails, after the guard is in place
     assert (tmp_path / "systemctl.calls").read_text().split() == ["enable", train_userdata.REBOOT_UNIT]
     unit = (units / train_userdata.REBOOT_UNIT).read_text()
