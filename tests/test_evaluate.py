@@ -265,3 +265,34 @@ def test_a_fresh_run_does_not_inherit_an_earlier_runs_best_generator(trained, tm
     train(cfg, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert not (run / ev.BEST_DIR).exists()
     assert any(f"removed {ev.BEST_DIR}/" in line for line in lines)
+
+
+def test_a_judge_cached_in_bfloat16_is_retrained_in_float32(tmp_path, monkeypatch):
+    """Judges were once built in the precision of the run that needed them; such a cached judge has the same
+    fingerprint as a float32 one, and reusing it would score every later figure with a different judge."""
+    import keras
+
+    from trainer.device import policy_kept
+    from trainer.judge import META_FILE, MODEL_FILE, build_classifier, judge_dir, load_judge, load_splits
+
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    data = make_idx_dataset(tmp_path / "data", num_classes=10, n_train=200, n_test=N_TEST)
+    splits = load_splits("mnist", data)
+    with policy_kept():
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        stale = build_classifier(splits.image_shape, len(splits.class_names))
+    folder = judge_dir(splits)
+    folder.mkdir(parents=True)
+    stale.save(folder / MODEL_FILE)
+    (folder / META_FILE).write_text(json.dumps({"class_names": list(splits.class_names), "test_accuracy": 0.1,
+                                                "fingerprint": splits.fingerprint()}))
+    messages = []
+    judge = load_judge("mnist", data, log=messages.append)
+    assert any("trained in mixed_bfloat16" in m for m in messages)
+    assert any("training the judge" in m for m in messages)
+    assert {layer.dtype_policy.name for layer in judge.model.layers} == {"float32"}
+    assert judge.test_accuracy >= 0.9
+    messages.clear()
+    load_judge("mnist", data, log=messages.append)
+    assert messages == []  # the float32 judge it cached is reused

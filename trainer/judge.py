@@ -104,18 +104,15 @@ def judge_dir(splits: Splits) -> Path:
 
 
 def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Splits | None = None) -> Judge:
-    """The cached judge for this data, trained first if missing or if the data changed."""
-    import keras
-
+    """The cached judge for this data, trained first if missing, if the data changed or if not float32."""
     splits = splits or load_splits(dataset, data_dir, image_shape)
     folder = judge_dir(splits)
     fingerprint = splits.fingerprint()
     meta = _read_meta(folder)
     if meta is not None and meta.get("fingerprint") == fingerprint:
-        try:
-            return Judge(keras.models.load_model(folder / MODEL_FILE, compile=False, safe_mode=True), meta)
-        except Exception as e:  # a damaged cache file: retrain rather than fail
-            log(f"judge cache {folder} is unreadable ({type(e).__name__}); retraining")
+        judge = _cached_judge(folder, meta, log)
+        if judge is not None:
+            return judge
     elif meta is not None:
         log(f"the data for {splits.name} changed since its judge was trained; retraining")
     model, meta = train_judge(splits, log=log)
@@ -123,6 +120,24 @@ def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Spli
         model.save(tmp / MODEL_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return Judge(model, meta)
+
+
+def _cached_judge(folder: Path, meta: dict, log) -> Judge | None:
+    """The judge cached in `folder` for this data, or None (said) when it must be trained again."""
+    import keras
+
+    try:
+        model = keras.models.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
+        mixed = sorted({layer.dtype_policy.name for layer in model.layers} - {"float32"})
+        if not mixed:
+            return Judge(model, meta)
+    except Exception as e:  # a damaged cache file: retrain rather than fail
+        log(f"judge cache {folder} is unreadable ({type(e).__name__}); retraining")
+        return None
+    # Judges cached before they were always built in float32 (a bf16 run with --eval-every built them in
+    # its own precision) have the same fingerprint: their figures would differ from a float32 judge's.
+    log(f"judge cache {folder} was trained in {mixed[0]}, not float32 as judges now are; retraining")
+    return None
 
 
 def _read_meta(folder: Path) -> dict | None:
