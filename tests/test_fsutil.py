@@ -181,3 +181,21 @@ def test_a_symlink_loop_where_atomic_dir_writes_is_one_line_not_a_traceback(tmp_
         with atomic_dir(tmp_path / "generator") as tmp:
             (tmp / "generator.json").write_text("{}")
     assert (tmp_path / "generator").is_symlink()  # the user's link, as it was
+
+
+def test_a_fresh_run_forgets_an_earlier_best_that_a_kill_left_set_aside(tmp_path):
+    """Killed between atomic_dir's two renames, a run leaves generator-best/ missing and its old copy aside. A fresh
+    run in that folder (another --checkpoint-dir) saw no generator-best/ to remove, and its first evaluation put
+    the earlier run's back: it competed with, and reported, another run's generator."""
+    from trainer.run_setup import _forget_earlier_best
+
+    aside = tmp_path / f".{evaluate.BEST_DIR}.tmp-old-4242"  # exactly what the kill leaves
+    aside.mkdir()
+    (aside / "generator.json").write_text('{"fcd": 1.5, "fcd_samples": 20}')
+    (tmp_path / f".{evaluate.BEST_DIR}.tmp-1x2y").mkdir()  # the new copy that never stepped in
+    lines = []
+    _forget_earlier_best(tmp_path, log=lines.append)
+    assert evaluate.best_fcd(tmp_path, samples=20) is None
+    assert list(tmp_path.iterdir()) == []
+    assert any(f"removed {evaluate.BEST_DIR}/" in line for line in lines)
+

@@ -16,7 +16,8 @@ from pathlib import Path
 from trainer import checkpoints, events
 from trainer.config import TrainConfig, check_resumed_preset
 from trainer.errors import UsageError
-from trainer.fsutil import ensure_writable_dir, lock_folder, refuse_to_replace, removed_on_error, written_or_one_line
+from trainer.fsutil import (ensure_writable_dir, lock_folder, recover_dir, refuse_to_replace, removed_on_error,
+                            written_or_one_line)
 from trainer.progress import Progress
 from trainer.run_info import generator_meta, recorded_preset, write_metrics, write_run_info
 from trainer.run_state import RunState
@@ -189,6 +190,7 @@ def _forget_earlier_best(out: Path, log):
     earlier run left in the same --output-dir."""
     from trainer.evaluate import BEST_DIR
 
+    recover_dir(out / BEST_DIR)  # a kill mid-replace left it aside: otherwise the first evaluation would put it back
     if (out / BEST_DIR).is_dir():  # a real folder: refuse_replaced_exports refused a symlink or a file
         shutil.rmtree(out / BEST_DIR)
         log(f"note: removed {BEST_DIR}/ left in {out} by an earlier run; this run starts from step 0")
