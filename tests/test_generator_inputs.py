@@ -78,6 +78,16 @@ def test_options_that_cannot_work_are_refused_before_the_generator_loads(tmp_pat
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("named", ["run", "run/generator"])
+def test_a_generator_a_kill_left_aside_says_how_to_put_it_back(good, tmp_path, capsys, named):
+    # A run killed between the two renames of its export: generator/ is missing, its last copy lies aside.
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(good, run / ".generator.tmp-old-4242")
+    code, captured = run_generate(capsys, tmp_path / named, "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "run the same `train` command again, which puts it back")
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_a_seed_numpy_cannot_take_is_one_line_as_in_train(good, tmp_path, capsys, seed):
     # `generate --seed -1` loaded the generator and then died in numpy with a traceback.

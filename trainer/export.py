@@ -60,6 +60,10 @@ def read_meta(path) -> dict:
     """An exported generator's generator.json, checked; no TensorFlow or Keras needed."""
     path = Path(path)
     if not (path / META_FILE).is_file() or not (path / MODEL_FILE).is_file():
+        # A run killed between atomic_dir's two renames left its last export aside; its next start puts it back.
+        if [*path.glob(".generator.tmp-old-*"), *path.parent.glob(f".{path.name}.tmp-old-*")]:
+            raise UsageError(f"{path} holds no exported generator: a run stopped while replacing it left the last "
+                             "one aside; run the same `train` command again, which puts it back")
         raise UsageError(
             f"{path} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); "
             "point at the generator/ folder of a finished run"
