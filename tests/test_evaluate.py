@@ -296,3 +296,33 @@ def test_a_judge_cached_in_bfloat16_is_retrained_in_float32(tmp_path, monkeypatc
     messages.clear()
     load_judge("mnist", data, log=messages.append)
     assert messages == []  # the float32 judge it cached is reused
+
+
+def test_two_runs_that_need_the_same_judge_train_it_once(tmp_path):
+    """Two local jobs with --eval-every on a fresh machine: the second's atomic_dir swept away the first's
+    half-saved judge, which then failed; now one trains it while the other waits, then loads it."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    data = make_idx_dataset(tmp_path / "data", num_classes=10, n_train=200, n_test=N_TEST)
+    judges = tmp_path / "cache" / "judges"
+    judges.mkdir(parents=True)
+    code = (f"import sys, trainer.judge as j; j.MIN_STEPS = {JUDGE_STEPS}; "
+            "j.load_judge('mnist', sys.argv[1], log=lambda m: print(m, flush=True))")
+    env = {**os.environ, "GANKIT_CACHE": str(tmp_path / "cache")}
+    held = os.open(judges, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # both reach the judge while it is held: they must queue, not race
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(data)], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(2)]
+    said = []
+    for run in runs:
+        for line in run.stdout:  # until it says it waits (or, unheld, until it ends)
+            said.append(line)
+            if "waiting for another process" in line:
+                break
+    os.close(held)
+    said += [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], said
+    assert "".join(said).count("training the judge") == 1, said

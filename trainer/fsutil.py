@@ -192,9 +192,10 @@ def lock_folder(path, flag) -> int | None:
 
 
 @contextlib.contextmanager
-def folder_held(path, missing_ok=False):
+def folder_held(path, missing_ok=False, on_wait=None):
     """Hold `path` (a folder) for this process alone while the block runs, waiting while another process holds it
-    (lock_folder refuses instead). Nothing is created; a missing folder with `missing_ok` is held by no one."""
+    (lock_folder refuses instead); `on_wait()`, when given, is called once if it has to wait. Nothing is created;
+    a missing folder with `missing_ok` is held by no one."""
     import fcntl
 
     try:
@@ -205,7 +206,12 @@ def folder_held(path, missing_ok=False):
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # lets go of the lock

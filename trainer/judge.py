@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_dir, cache_root
+from trainer.fsutil import atomic_dir, cache_root, folder_held
 
 RECIPE = "judge-v1"  # change when the network or training changes: cached judges then retrain
 MODEL_FILE = "judge.keras"
@@ -108,17 +108,22 @@ def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Spli
     splits = splits or load_splits(dataset, data_dir, image_shape)
     folder = judge_dir(splits)
     fingerprint = splits.fingerprint()
-    meta = _read_meta(folder)
-    if meta is not None and meta.get("fingerprint") == fingerprint:
-        judge = _cached_judge(folder, meta, log)
-        if judge is not None:
-            return judge
-    elif meta is not None:
-        log(f"the data for {splits.name} changed since its judge was trained; retraining")
-    model, meta = train_judge(splits, log=log)
-    with atomic_dir(folder) as tmp:
-        model.save(tmp / MODEL_FILE)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs that need the same judge (two local jobs with --eval-every): one trains it, the other waits and
+    # loads it. Unheld, the second's atomic_dir swept away the first's half-saved copy, which then failed.
+    with folder_held(folder.parent, on_wait=lambda: log(f"waiting for another process to train or save a judge "
+                                                        f"in {folder.parent}")):
+        meta = _read_meta(folder)
+        if meta is not None and meta.get("fingerprint") == fingerprint:
+            judge = _cached_judge(folder, meta, log)
+            if judge is not None:
+                return judge
+        elif meta is not None:
+            log(f"the data for {splits.name} changed since its judge was trained; retraining")
+        model, meta = train_judge(splits, log=log)
+        with atomic_dir(folder) as tmp:
+            model.save(tmp / MODEL_FILE)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return Judge(model, meta)
 
 
