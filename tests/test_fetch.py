@@ -594,3 +594,52 @@ def test_a_full_disk_while_extracting_keeps_the_verified_archive_for_the_next_ru
     assert sorted(p.name for p in cache.iterdir()) == ["gzip.zip"]  # and no half-extracted file
     assert load_split(spec, "train", mirror=DEAD_URL)[0].shape == (50, 28, 28)  # no download: DEAD_URL
     assert not (cache / "gzip.zip").exists()
+
+
+def test_a_load_that_finds_the_archive_while_another_extracts_it_waits_for_the_files(tmp_path, server, monkeypatch):
+    """EMNIST's archive is deleted once extracted: a second load that found it there (hashing its 560 MB takes
+    a second) then failed to open it, although the first had just put every file in the cache."""
+    source, archive = emnist_archive(tmp_path)
+    (server.root / "emnist").mkdir()
+    (server.root / "emnist/gzip.zip").write_bytes(archive.read_bytes())
+    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
+                    archive=catalog.Archive("gzip.zip", md5(archive)))
+    cached_archive = cache_root() / "datasets/emnist/gzip.zip"
+    extracting, second_checked = threading.Event(), threading.Event()
+    real_extract, real_md5 = fetch._extract, fetch._md5_of
+
+    def extract(*args):  # the first load, between its download and its extraction: the second comes now
+        if threading.current_thread().name == "first":
+            extracting.set()
+            second_checked.wait(2)  # (the second never hashes it once it waits its turn)
+        return real_extract(*args)
+
+    def md5_of(path):  # the second's hash of the archive outlasts the first's extraction
+        digest = real_md5(path)
+        if threading.current_thread().name == "second":
+            second_checked.set()
+            deadline = time.time() + 5
+            while cached_archive.exists() and time.time() < deadline:
+                time.sleep(0.01)
+        return digest
+
+    monkeypatch.setattr(fetch, "_extract", extract)
+    monkeypatch.setattr(fetch, "_md5_of", md5_of)
+    results, errors = {}, []
+
+    def load(name):
+        if name == "second":
+            extracting.wait(5)
+        try:
+            results[name] = load_split(spec, "test", mirror=server.url, stream=io.StringIO())[0].shape
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load, args=(name,), name=name) for name in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and results == {"first": (47, 28, 28), "second": (47, 28, 28)}
+    assert server.requests == ["/emnist/gzip.zip"]  # downloaded once
+    assert cache_files() == sorted(f"emnist/emnist-balanced-{n}" for names in IDX_FILES.values() for n in names)

@@ -41,7 +41,7 @@ from typing import NamedTuple
 from trainer.data.catalog import IdxDataset, IdxFile
 from trainer.data.idx import check_pair, read_idx
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_file, cache_root, umask
+from trainer.fsutil import atomic_file, cache_root, folder_held, umask
 from trainer.progress import Progress, format_bytes
 
 CHUNK = 1 << 20
@@ -184,22 +184,34 @@ def download(spec: IdxDataset, split: str, cache: Path, mirror=None, stream=None
     _sweep_stale_parts(cache)
     urls = download_urls(spec, mirror)
     if spec.archive:
-        archive = cache / spec.archive.name
-        source = None
-        if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # a killed extraction, a full disk
-            source = _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
-        try:
-            _extract(archive, [f for f in spec.files if not (cache / f.name).is_file()], cache)
-        except OSError as e:  # a full disk: the verified download stays, so the next run does not fetch it again
-            raise _disk_error(e, cache, kept=archive) from None
-        except BaseException:
-            archive.unlink(missing_ok=True)
-            raise
-        archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
-        return source
+        # The archive is deleted once extracted: a second process that looked for it meanwhile failed to open it
+        # (or fetched its hundreds of MB again). One at a time, and the second finds the files out.
+        with folder_held(cache, on_wait=lambda: _say(stream, f"waiting for another process to download or "
+                                                             f"extract {spec.archive.name} in {cache}")):
+            return _from_archive(spec, urls, cache, stream)
     sources = [_download(spec, urls, f.name, f.md5, cache / f.name, stream)
                for f in spec.splits[split] if not (cache / f.name).is_file()]
     return sources[0] if sources else None
+
+
+def _from_archive(spec: IdxDataset, urls, cache: Path, stream) -> str | None:
+    """Download the archive (unless a verified one is there), extract what `cache` lacks, delete the archive."""
+    missing = [f for f in spec.files if not (cache / f.name).is_file()]
+    if not missing:
+        return None  # extracted by another process while we waited
+    archive = cache / spec.archive.name
+    source = None
+    if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # a killed extraction, a full disk
+        source = _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
+    try:
+        _extract(archive, missing, cache)
+    except OSError as e:  # a full disk: the verified download stays, so the next run does not fetch it again
+        raise _disk_error(e, cache, kept=archive) from None
+    except BaseException:
+        archive.unlink(missing_ok=True)
+        raise
+    archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
+    return source
 
 
 def _sweep_stale_parts(cache: Path):
