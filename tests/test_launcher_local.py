@@ -45,7 +45,8 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
     assert job.startswith("gan-mnist-cgan-") and "backend  local" in done.stdout
     assert "done: 4 steps" in done.stdout and f"pulled {job}" in done.stdout  # followed, then pulled
     bucket = tmp_path / "home" / "bucket"
-    assert (bucket / "datasets" / "mnist" / "MANIFEST.json").exists()  # the cloud's layout, locally
+    assert [p.parent.name.startswith("mnist-") for p in bucket.glob("datasets/*/MANIFEST.json")] == [True]  # as in
+    # the cloud: your own copy (--hp data_dir) is named by its content
     assert (bucket / "runs" / job / "output" / "generator" / "generator.keras").exists()
     assert (bucket / "runs" / job / "checkpoints").is_dir()
     assert (tmp_path / job / "generator" / "generator.json").exists() and not (tmp_path / job / "checkpoints").exists()
@@ -70,6 +71,32 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
     sevens = np.load(tmp_path / "sevens.npy")
     assert sevens.shape == (6, 28, 28, 1) and sevens.dtype == np.uint8
     assert np.array_equal(sevens, np.load(tmp_path / "again.npy"))  # the job's and the pulled generator agree
+
+
+def test_two_jobs_with_their_own_copies_each_train_on_their_own(env, data, tmp_path):
+    """Every local job's --hp data_dir copy went to datasets/<name>/: a second job's replaced the first's under it,
+    and the first trainer, still starting, trained on the second job's images."""
+    other = make_idx_dataset(tmp_path / "other", n_train=32, n_test=16)
+    barrier = tmp_path / "second-submitted"
+    hold = tmp_path / "hold"  # the first job's trainer starts only once the second job is submitted
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(
+        "import os, pathlib, time\n"
+        "if os.environ.get('GANKIT_SM_ROOT'):\n"
+        f"    while not pathlib.Path({str(barrier)!r}).exists():\n"
+        "        time.sleep(0.05)\n")
+    held = dict(env, PYTHONPATH=os.pathsep.join([str(hold), env["PYTHONPATH"]]))
+    args = ("submit", "--dataset", "mnist", "--epochs", "1", "--batch-size", "8", "--hp", "max_steps=1", "--detach")
+    first = launcher(*args, "--hp", f"data_dir={data}", env=held).stdout.split("submitted ")[1].split()[0]
+    second = launcher(*args, "--hp", f"data_dir={other}", env=env).stdout.split("submitted ")[1].split()[0]
+    barrier.touch()
+    for job in (first, second):
+        deadline = time.monotonic() + 120
+        while json.loads(launcher("status", job, "--json", env=env).stdout)["status"] == "InProgress":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    logs = {job: launcher("logs", job, env=env).stdout for job in (first, second)}
+    assert "on mnist (64 images, 28x28x1)" in logs[first] and "on mnist (32 images, 28x28x1)" in logs[second]
 
 
 def test_stop_checkpoints_and_resume_continues(env, data, tmp_path, request):

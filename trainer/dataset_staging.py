@@ -185,6 +185,11 @@ def _earlier_copies(to_uri: str, manifest: dict) -> dict:
     return found
 
 
+def is_staged(to_uri) -> bool:
+    """Whether `to_uri` (an S3 prefix or a local folder standing in for one) holds a manifest: a complete staging."""
+    return _read(s3.join(to_uri, MANIFEST)) is not None
+
+
 def _remote_files(to_uri):
     remote = _read(s3.join(to_uri, MANIFEST))
     try:

@@ -6,7 +6,7 @@ rather than testing its name. Backend modules import this module, never the pack
 registry can name them without an import cycle. Heavy imports (boto3, the SageMaker SDK,
 TensorFlow) stay inside the functions that need them: `launcher --help` imports the registry.
 
-Shared here: the dataset where a cloud job reads it (`ensure_dataset`), a folder:PATH job's
+Shared here: the dataset where a job reads it (`ensure_dataset`), a folder:PATH job's
 pictures (`folder_source`, `check_folder`), and the trainer's container inputs, written one way
 for every backend (`container_inputs`, `write_container_inputs`; trainer/contract.py reads them).
 """
@@ -120,15 +120,16 @@ def write_container_inputs(root: Path, hyperparameters: dict[str, str], training
 # --- datasets -----------------------------------------------------------------------------------
 
 def ensure_dataset(spec, upload: bool = True):
-    """The spec with its dataset where a cloud job reads it, staged in the bucket unless it is there already.
+    """The spec with its dataset where a job reads it, staged in the bucket (or the local backend's folder standing
+    in for it) unless it is there already.
 
     A folder:PATH is checked first (every picture decoded: a broken one is named, and nothing is sent) and
     goes to datasets/<folder>-<content hash>/; an IDX dataset from `--hp data_dir` to datasets/<name>-<content
     hash>/ (once the canonical datasets/<name>/ took it if empty, and every later job trained on whichever
     copy came first). `upload=False` (a dry run) checks and names the prefix only.
     """
-    from trainer import layout, s3
-    from trainer.dataset_staging import (MANIFEST, build_manifest, content_hash, dataset_files, folder_manifest,
+    from trainer import layout
+    from trainer.dataset_staging import (build_manifest, content_hash, dataset_files, folder_manifest, is_staged,
                                          stage_dataset, stage_files, stage_folder)
 
     if spec.dataset.startswith("folder:"):
@@ -145,7 +146,7 @@ def ensure_dataset(spec, upload: bool = True):
         return spec
 
     def unstaged(uri):
-        return upload and s3.read_bytes(layout.join(uri, MANIFEST)) is None
+        return upload and not is_staged(uri)
 
     data_dir = spec.hyperparameters.get("data_dir")
     with launcher_flags():

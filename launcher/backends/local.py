@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from launcher import jobs
-from launcher.backends.base import (check_folder, container_inputs, folder_source, launcher_flags, recorded_output_uri,
-                                    say_in_launcher_words, write_container_inputs)
+from launcher.backends.base import (check_folder, container_inputs, ensure_dataset, folder_source, launcher_flags,
+                                    recorded_output_uri, say_in_launcher_words, write_container_inputs)
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -102,33 +102,37 @@ def run_and_record(exit_file: str, max_run: float | None = None, command=None) -
     return code
 
 
-def _prepare(spec, root: Path, plan: dict, folder: bool, training: str):
-    """Check or stage the dataset, then write the job's container inputs under `root`."""
-    from trainer.dataset_staging import stage_dataset
-
+def _prepare(spec, root: Path, plan: dict, folder: bool):
+    """Check or stage the dataset, then write the job's container inputs under `root`; returns the spec with the
+    prefix its data is staged at: your own copy's is named by its content, as in the cloud (in datasets/<name>/,
+    a second job's copy replaced the first's under it)."""
     if folder:
         check_folder(spec)  # a broken picture is named now, not as the job's channel copy after it started
-    else:
+        training = str(folder_source(spec).resolve())  # a folder is read where it is
+    elif spec.hyperparameters.get("data_dir"):
+        spec = ensure_dataset(spec)
+        training = spec.data_uri
+    else:  # staged again unless the same checksums are there: an older gankit left your own copy in datasets/<name>/
+        from trainer.dataset_staging import stage_dataset
+
         with launcher_flags():
-            stage_dataset(spec.dataset, spec.data_uri, data_dir=spec.hyperparameters.get("data_dir"),
-                          log=say_in_launcher_words)
+            stage_dataset(spec.dataset, spec.data_uri, log=say_in_launcher_words)
+        training = spec.data_uri
     write_container_inputs(root, plan["hyperparameters"], training)  # the data arrives as the training channel
+    return spec
 
 
 def submit(spec, dry_run: bool = False) -> dict:
     root = job_root(spec.job)
     folder = spec.dataset.startswith("folder:")
-    training = str(folder_source(spec).resolve()) if folder else spec.data_uri  # a folder is read where it is
+    if dry_run and not folder:
+        spec = ensure_dataset(spec, upload=False)  # checks --hp data_dir, as the cloud ones' dry runs do
+    training = str(folder_source(spec).resolve()) if folder else spec.data_uri
     plan = {"backend": "local", "job": spec.job, "sm_root": str(root), "hyperparameters": container_inputs(
                 spec.hyperparameters, output_uri=spec.output_uri, checkpoint_uri=spec.checkpoint_uri),
             "training_channel": training, "command": [sys.executable, "-m", "trainer.contract"],
             "max_run": spec.max_run}
     if dry_run:
-        if not folder and spec.hyperparameters.get("data_dir"):  # as the cloud backends' dry runs check it
-            from trainer.dataset_staging import dataset_files
-
-            with launcher_flags():
-                dataset_files(spec.dataset, spec.hyperparameters["data_dir"])
         return plan
     try:
         root.mkdir(parents=True)  # the claim: of two submits that got one name, only one gets the folder
@@ -142,7 +146,7 @@ def submit(spec, dry_run: bool = False) -> dict:
     env = trainer_env(dict(os.environ, GANKIT_SM_ROOT=str(root), PYTHONUNBUFFERED="1"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     try:
-        _prepare(spec, root, plan, folder, training)
+        spec = _prepare(spec, root, plan, folder)
         out = open(log, "ab")
     except BaseException as e:  # a refused dataset or Ctrl-C: a job that never started leaves no folder behind
         shutil.rmtree(root, ignore_errors=True)
