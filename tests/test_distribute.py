@@ -240,3 +240,25 @@ def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path, dat
     assert steps[0].group(1) == steps[1].group(1) and [p.returncode for p in procs] == [143, 143]
     step = int(steps[0].group(1))
     assert step < 80 and (tmp_path / "checkpoints" / f"ckpt-{step:09d}" / "MANIFEST.json").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_whose_peer_never_starts_exits_after_the_join_limit(tmp_path, data):
+    """A worker that died at start left the other waiting in MultiWorkerMirroredStrategy forever (SIGTERM ignored,
+    the GIL held): it now exits after GANKIT_JOIN_SECONDS, its last line saying why."""
+    import time
+
+    base = tmp_path / "cluster"
+    addresses = json.dumps({h: f"127.0.0.1:{p}" for h, p in zip(HOSTS, free_ports(2))})
+    config = base / "algo-1" / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"dataset": "mnist", "data_dir": str(data), "epochs": "1",
+                                                               "batch_size": "8", "precision": "float32"}))
+    (config / "resourceconfig.json").write_text(json.dumps({"hosts": HOSTS, "current_host": "algo-1"}))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "trainer.contract"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240, env=env_with(GANKIT_SM_ROOT=str(base / "algo-1"), GANKIT_WORKER_ADDRESSES=addresses,
+                                                    GANKIT_JOIN_SECONDS="5"))
+    assert done.returncode == 1 and time.monotonic() - started < 200, done.stderr[-2000:]
+    assert "if one has not within 5 s (it failed to start: see its log), this worker exits" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

@@ -31,6 +31,7 @@ from trainer.errors import UsageError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 WORKER_PORT = 7777  # fixed, so every host can name every other one
+JOIN_SECONDS = 600  # how long a worker waits for the others to start (GANKIT_JOIN_SECONDS: tests)
 
 
 def sagemaker_hosts(root) -> tuple[list[str], str] | None:
@@ -113,7 +114,7 @@ def choose_strategy(name: str, root):
         if workers < 1:
             raise UsageError("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
                              "use --strategy auto on a single host")
-        return keeping_signal_handlers(tf.distribute.MultiWorkerMirroredStrategy)
+        return keeping_signal_handlers(lambda: joined_within(join_seconds(), tf.distribute.MultiWorkerMirroredStrategy))
     devices = local_devices()
     if name == "mirrored" or (name == "auto" and len(devices) > 1 and devices[0].startswith("/gpu")):
         return tf.distribute.MirroredStrategy(devices)
@@ -165,6 +166,29 @@ def keeping_signal_handlers(make):
         for signum, handler in kept.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def join_seconds() -> float:
+    return float(os.environ.get("GANKIT_JOIN_SECONDS") or JOIN_SECONDS)
+
+
+def joined_within(seconds: float, make):
+    """make(), or the process ends (exit 1) when it has not returned after `seconds`. MultiWorkerMirroredStrategy
+    waits inside TensorFlow, holding the GIL and ignoring SIGTERM, until every worker has joined: a worker that
+    died at start left the others (billed hosts) waiting forever. A Python timer or signal handler never runs
+    there; faulthandler's watchdog is a C thread, so it ends the process, silently (its output is a traceback),
+    which is why the line below says beforehand what an exit here means."""
+    import faulthandler
+
+    print(f"waiting for the other workers to join; if one has not within {seconds:g} s (it failed to start: "
+          "see its log), this worker exits", flush=True)
+    sink = open(os.devnull, "w")
+    faulthandler.dump_traceback_later(seconds, exit=True, file=sink)
+    try:
+        return make()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        sink.close()
 
 
 def worker_count(strategy) -> int:
