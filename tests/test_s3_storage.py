@@ -117,3 +117,34 @@ def test_download_prefix_mirrors_and_skips_what_is_there(bucket, tmp_path):
 def test_missing_object_reads_as_none(bucket):
     assert s3.read_bytes(bucket + "/nothing/here") is None
     assert keys(bucket + "/nothing") == []
+
+
+def test_two_processes_mirroring_one_prefix_into_a_cache_fetch_it_once(bucket, tmp_path, monkeypatch):
+    """Two `generate`s of one s3:// generator at once each downloaded all of it into the same cache folder,
+    and the ETags file was whichever wrote last; now the second waits and finds the files there."""
+    import threading
+
+    client = boto3.client("s3")
+    for name in ("generator.json", "generator.keras"):
+        client.put_object(Bucket=BUCKET, Key=f"runs/j/output/generator/{name}", Body=name.encode())
+    fetched, first_started, release = [], threading.Event(), threading.Event()
+    real_download = s3.download_file
+
+    def slow_download(uri, local, callback=None):
+        fetched.append(uri)
+        first_started.set()
+        release.wait(5)  # the first download is still going when the second process arrives
+        real_download(uri, local, callback)
+
+    monkeypatch.setattr(s3, "download_file", slow_download)
+    cache = tmp_path / "cache" / "generators" / "g"
+    runs = [threading.Thread(target=s3.mirror_into_cache, args=(bucket + "/runs/j/output/generator", cache))
+            for _ in range(2)]
+    runs[0].start()
+    first_started.wait(5)
+    runs[1].start()
+    release.set()
+    for run in runs:
+        run.join(30)
+    assert sorted(fetched) == sorted(f"{bucket}/runs/j/output/generator/{n}" for n in ("generator.json", "generator.keras"))
+    assert (cache / "generator.keras").read_bytes() == b"generator.keras"

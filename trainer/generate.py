@@ -22,8 +22,8 @@ def generator_folder(source) -> Path:
     """A generator's local folder: `source` itself (or a run folder's generator/: layout.local_generator),
     or for an s3:// prefix its copy in the cache (downloaded again only where it changed)."""
     if s3.is_s3(source):
-        folder = s3.download_prefix(source, cache_root() / "generators" / s3.cache_key(source),
-                                    label="downloading generator")
+        folder = s3.mirror_into_cache(source, cache_root() / "generators" / s3.cache_key(source),
+                                      label="downloading generator")
         if not ((folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()):  # said of the prefix, not the cache
             raise UsageError(f"{source} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); point at "
                              "the generator/ prefix of a finished run, e.g. s3://BUCKET/runs/JOB/output/generator")

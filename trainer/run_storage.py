@@ -117,7 +117,7 @@ def prepare(cfg) -> Storage:
     """Stage S3 data and the newest complete S3 checkpoint; return the local folders to use."""
     data_dir = cfg.data_dir
     if data_dir and s3.is_s3(data_dir):
-        data_dir = str(s3.download_prefix(data_dir, local_stand_in(data_dir, "data"), label="staging data"))
+        data_dir = str(s3.mirror_into_cache(data_dir, local_stand_in(data_dir, "data"), label="staging data"))
     output_uri = cfg.output_dir if s3.is_s3(cfg.output_dir) else None
     output_dir = str(local_stand_in(output_uri, "output")) if output_uri else cfg.output_dir
     checkpoint_uri = cfg.checkpoint_dir if s3.is_s3(cfg.checkpoint_dir) else None

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
-from trainer.fsutil import atomic_file, atomic_write_text, inside_all
+from trainer.fsutil import atomic_file, atomic_write_text, folder_held, inside_all
 from trainer.layout import join  # noqa: F401 (s3.join: one way to join URIs)
 from trainer.progress import Progress, format_bytes
 
@@ -194,6 +194,16 @@ def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
             _write_etags(local_dir, seen)  # after each file: an interrupted mirror resumes where it stopped
         progress.close()
     return local_dir
+
+
+def mirror_into_cache(uri: str, folder, label="download") -> Path:
+    """download_prefix into a cache folder that several processes may fill at once (two `generate`s of one
+    generator, two runs staging one S3 dataset): one at a time, so the later one finds the files there and
+    fetches nothing, and no process records ETags against files another one wrote."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_held(folder):
+        return download_prefix(uri, folder, label=label)
 
 
 def _stamp(path: Path, etag: str):
