@@ -366,6 +366,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         raise UsageError(f"--max-hours {max_hours:g} is out of range; give 0-168 hours, e.g. --max-hours 8")
     # Check the local tools before anything that bills.
     tunnel.check_ssh_tools() if use_ssh else tunnel.check_ssm_tools()
+    tunnel.check_local_port(local_port)
     if use_ssh and my_ip:
         tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
 

@@ -256,6 +256,24 @@ def test_missing_plugin_is_one_clear_error_before_anything_bills(aws, tmp_path, 
         aws["ssm"].get_parameter(Name=PARAMETER)
 
 
+@pytest.mark.parametrize("use_ssh", [False, True], ids=["ssm", "ssh"])
+def test_a_local_port_in_use_is_refused_before_anything_bills_and_gets_no_token(aws, tools, use_ssh):
+    # Something else on the port (a local Jupyter on 8888, a second `launcher jupyter`'s tunnel): the tunnel
+    # could not listen there, so the launcher sent the new token to that other server every 3 s for 25
+    # minutes, then stopped the instance it had launched for nothing.
+    from tests.jupyter_helpers import FakeJupyter
+
+    with FakeJupyter("someone-elses-token") as other:
+        port = other.server.server_address[1]
+        result = run("--local-port", str(port), *(["--ssh", "--my-ip", "93.184.216.34"] if use_ssh else []))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: --local-port {port} is in use on this machine")
+    assert len(result.output.strip().splitlines()) == 1 and "--local-port" in result.output.split(";")[-1]
+    assert other.requests == []
+    assert instances(aws["ec2"]) == []
+    assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
+
+
 def test_ssh_tunnel_opens_only_the_callers_32_and_closes_it(aws, tools):
     port = free_port()
     result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(port))
