@@ -268,15 +268,28 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
             click.echo(url)
             if open_browser:
-                import webbrowser
-
-                webbrowser.open(url)
+                open_in_browser(url, tmp)
             session.wait()
             say("the tunnel closed; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         except KeyboardInterrupt:
             say("\nclosing the tunnel; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         finally:
             session.close()
+
+
+def open_in_browser(url: str, folder):
+    """Open `url` through a redirect page only its owner can read, in `folder` (private, and deleted with the
+    tunnel): a browser's command line, token and all, is in `ps` for every user of this machine for as long
+    as that browser runs. Jupyter opens its own URL the same way."""
+    import html
+    import os
+    import webbrowser
+
+    page = Path(folder) / "open-jupyter.html"
+    with os.fdopen(os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(f'<!DOCTYPE html><meta http-equiv="refresh" content="0;url={html.escape(url)}">'
+                f'<a href="{html.escape(url)}">Jupyter</a>\n')
+    webbrowser.open(page.as_uri())
 
 
 def _still_running(ec2, iid):

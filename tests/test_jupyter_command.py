@@ -128,7 +128,7 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     url = f"http://localhost:{port}/lab?token={token}"
     assert result.stdout.strip() == url
     assert result.output.count(token) == 1
-    assert opened == [url]
+    assert len(opened) == 1 and token not in opened[0]  # a redirect page (test_open_never_puts_the_token_...)
 
     # The instance: IMDSv2, encrypted disk, the profile, no public ingress, tagged, stops on shutdown.
     [instance] = instances(aws["ec2"])
@@ -172,6 +172,37 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
                                   "--document-name", "AWS-StartPortForwardingSession",
                                   "--parameters", f"portNumber=8888,localPortNumber={port}"]
     assert token not in json.dumps(tunnel)
+
+
+def test_open_never_puts_the_token_on_the_browsers_command_line(aws, tools, tmp_path, monkeypatch):
+    # `--open` ran the browser (xdg-open, firefox ...) with the URL, token and all, as its argument: every user
+    # of the machine sees it in `ps` while that browser runs. Jupyter opens its own URL through a redirect
+    # file for this reason; so does the launcher now. The browser here is a real process ($BROWSER), which
+    # records its command line and the file it was given, as a browser reads it.
+    import webbrowser
+
+    browser, seen = tmp_path / "browser", tmp_path / "browser.json"
+    browser.write_text(f"""#!{sys.executable}
+import json, os, stat, sys
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+page = url2pathname(urlparse(sys.argv[1]).path) if sys.argv[1].startswith("file:") else None
+json.dump({{"argv": sys.argv, "page": page and open(page).read(), "mode": page and stat.S_IMODE(os.stat(page).st_mode),
+           "folder_mode": page and stat.S_IMODE(os.stat(os.path.dirname(page)).st_mode)}}, open({str(seen)!r}, "w"))
+""")
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER", f"{browser} %s")
+    monkeypatch.setattr(webbrowser, "_tryorder", None)  # read $BROWSER afresh
+    monkeypatch.setattr(webbrowser, "_browsers", {})
+
+    result = run("--local-port", str(free_port()), "--open")
+    assert result.exit_code == 0, result.output
+    token = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    opened = json.loads(seen.read_text())
+    assert token not in " ".join(opened["argv"])
+    assert opened["page"] and result.stdout.strip() in opened["page"]  # the page leads to the URL
+    assert opened["mode"] == 0o600 and opened["folder_mode"] == 0o700
+    assert not Path(opened["argv"][1].removeprefix("file://")).exists()  # gone with the tunnel
 
 
 def test_reuses_the_running_instance_and_its_token(aws, tools):
