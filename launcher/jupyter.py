@@ -144,9 +144,29 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
                                 max_hours=max_hours)
     tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
             TAG_IDLE: str(int(idle_seconds)), TAG_MAX_HOURS: f"{max_hours:g}"}
+    # The client token: EC2 starts one instance however often botocore resends a request whose reply was lost.
+    client_token = f"gankit-{secrets.token_hex(16)}"
     request = instances.run_instances_request(PURPOSE, instance_type, jupyter_userdata.render(boot), spot=False,
-                                                tags=tags, settings=config, shutdown="stop")
-    return instances.launch(request, region_name)
+                                                tags=tags, settings=config, shutdown="stop", client_token=client_token)
+    try:
+        return instances.launch(request, region_name)
+    except instances.LaunchUnanswered as e:
+        raise GankitError(f"{e}{_abandon_launch(client_token, region_name)}") from None
+
+
+def _abandon_launch(client_token, region_name) -> str:
+    """RunInstances never answered, so EC2 may have started the instance (its token not yet bound to it: it
+    could not serve Jupyter): terminate what it started. What the user should know, as the end of the line."""
+    maybe = ("; it may have started an instance all the same: `launcher jupyter status` shows it, "
+             "`launcher jupyter stop --terminate` deletes it")
+    try:
+        launched = instances.find_launched(client_token, region_name)
+        for iid in launched:
+            instances.terminate(iid, region_name)
+    except Exception:
+        return maybe
+    # DescribeInstances is eventually consistent: one not listed yet may still have started.
+    return f"; terminated {', '.join(launched)}, which it had started; run `launcher jupyter` again" if launched else maybe
 
 
 def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:

@@ -464,6 +464,35 @@ def test_no_instance_profile_or_security_group_is_refused_before_anything_is_upl
     assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
 
 
+def test_a_launch_whose_reply_is_lost_terminates_what_it_started_and_says_so(aws, tools, monkeypatch):
+    # EC2 started the instance but its reply never came (a timeout, a dropped connection): the line was only
+    # "no answer from EC2 ..." and the instance, which could not read its token, billed on unnamed. The launch
+    # had no client token either, so a retry of the lost request could start a second one.
+    from launcher import instances as ec2_instances
+
+    sent, real_client = [], ec2_instances.client
+
+    def client(service, region=None):
+        made = real_client(service, region)
+        if service == "ec2":
+            def dropped(**_):
+                raise ConnectionError("the connection dropped after the request was sent")
+
+            made.meta.events.register("before-parameter-build.ec2.RunInstances", lambda params, **_: sent.append(params))
+            made.meta.events.register("after-call.ec2.RunInstances", dropped)
+        return made
+
+    monkeypatch.setattr(ec2_instances, "client", client)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    [launched] = [i["InstanceId"] for r in aws["ec2"].describe_instances()["Reservations"] for i in r["Instances"]]
+    assert "connection dropped" in line and f"terminated {launched}" in line and "Traceback" not in result.output
+    assert instances(aws["ec2"]) == [] or instances(aws["ec2"])[0]["State"]["Name"] == "shutting-down"
+    [request] = sent
+    assert request.get("ClientToken")  # EC2 starts one instance however often the request is retried
+
+
 def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws, tools, monkeypatch):
     def interrupted(ec2, iid):
         raise KeyboardInterrupt  # Ctrl-C during the wait (moto's instances run at once)
