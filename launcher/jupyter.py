@@ -144,9 +144,29 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
                                 max_hours=max_hours)
     tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
             TAG_IDLE: str(int(idle_seconds)), TAG_MAX_HOURS: f"{max_hours:g}"}
+    # The client token: EC2 starts one instance however often botocore resends a request whose reply was lost.
+    client_token = f"gankit-{secrets.token_hex(16)}"
     request = instances.run_instances_request(PURPOSE, instance_type, jupyter_userdata.render(boot), spot=False,
-                                                tags=tags, settings=config, shutdown="stop")
-    return instances.launch(request, region_name)
+                                                tags=tags, settings=config, shutdown="stop", client_token=client_token)
+    try:
+        return instances.launch(request, region_name)
+    except instances.LaunchUnanswered as e:
+        raise GankitError(f"{e}{_abandon_launch(client_token, region_name)}") from None
+
+
+def _abandon_launch(client_token, region_name) -> str:
+    """RunInstances never answered, so EC2 may have started the instance (its token not yet bound to it: it
+    could not serve Jupyter): terminate what it started. What the user should know, as the end of the line."""
+    maybe = ("; it may have started an instance all the same: `launcher jupyter status` shows it, "
+             "`launcher jupyter stop --terminate` deletes it")
+    try:
+        launched = instances.find_launched(client_token, region_name)
+        for iid in launched:
+            instances.terminate(iid, region_name)
+    except Exception:
+        return maybe
+    # DescribeInstances is eventually consistent: one not listed yet may still have started.
+    return f"; terminated {', '.join(launched)}, which it had started; run `launcher jupyter` again" if launched else maybe
 
 
 def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
@@ -268,15 +288,28 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
             click.echo(url)
             if open_browser:
-                import webbrowser
-
-                webbrowser.open(url)
+                open_in_browser(url, tmp)
             session.wait()
             say("the tunnel closed; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         except KeyboardInterrupt:
             say("\nclosing the tunnel; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         finally:
             session.close()
+
+
+def open_in_browser(url: str, folder):
+    """Open `url` through a redirect page only its owner can read, in `folder` (private, and deleted with the
+    tunnel): a browser's command line, token and all, is in `ps` for every user of this machine for as long
+    as that browser runs. Jupyter opens its own URL the same way."""
+    import html
+    import os
+    import webbrowser
+
+    page = Path(folder) / "open-jupyter.html"
+    with os.fdopen(os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(f'<!DOCTYPE html><meta http-equiv="refresh" content="0;url={html.escape(url)}">'
+                f'<a href="{html.escape(url)}">Jupyter</a>\n')
+    webbrowser.open(page.as_uri())
 
 
 def _still_running(ec2, iid):
@@ -366,6 +399,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         raise UsageError(f"--max-hours {max_hours:g} is out of range; give 0-168 hours, e.g. --max-hours 8")
     # Check the local tools before anything that bills.
     tunnel.check_ssh_tools() if use_ssh else tunnel.check_ssm_tools()
+    tunnel.check_local_port(local_port)
     if use_ssh and my_ip:
         tunnel.my_ip(my_ip)  # a bad --my-ip fails now, not after the instance is up
 

@@ -5,10 +5,12 @@ tunnel uses a temporary rule for the caller's own /32 that is removed when it cl
 """
 
 import contextlib
+import errno
 import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +43,38 @@ def check_ssh_tools():
     for tool in ("ssh", "ssh-keygen"):
         if not shutil.which(tool):
             raise UsageError(f"--ssh needs OpenSSH's {tool} on your PATH: install OpenSSH, or drop --ssh to use SSM")
+
+
+def _port_taken(host: str, family, port: int) -> bool:
+    """Does something listen on host:port? Bound as the tunnel binds (SO_REUSEADDR, as ssh and the plugin set),
+    so only a listener counts, not the lingering TIME_WAIT of an earlier tunnel's connections."""
+    try:
+        probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return False  # no IPv6 on this machine: nothing can listen on ::1
+    with probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
+
+
+def port_in_use(port: int) -> bool:
+    """Is the local port taken on the loopback, IPv4 or IPv6 (a browser may take `localhost` for either)?"""
+    return any(_port_taken(host, family, port) for host, family in (("127.0.0.1", socket.AF_INET),
+                                                                     ("::1", socket.AF_INET6)))
+
+
+def check_local_port(port: int):
+    """The tunnel's local port must be free: a tunnel that cannot listen leaves whatever does listen there (a
+    local Jupyter, another tunnel) to answer, and the readiness check would send it the token."""
+    if not port_in_use(port):
+        return
+    free = next((p for p in range(port + 1, min(port + 100, 65536)) if not port_in_use(p)), None)
+    raise UsageError(f"--local-port {port} is in use on this machine (a local Jupyter, or another `launcher "
+                     "jupyter` tunnel?); give a free one" + (f", e.g. --local-port {free}" if free else " with --local-port"))
 
 
 def ssm_command(instance_id: str, region: str, remote_port: int, local_port: int) -> list[str]:

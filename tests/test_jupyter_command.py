@@ -128,7 +128,7 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     url = f"http://localhost:{port}/lab?token={token}"
     assert result.stdout.strip() == url
     assert result.output.count(token) == 1
-    assert opened == [url]
+    assert len(opened) == 1 and token not in opened[0]  # a redirect page (test_open_never_puts_the_token_...)
 
     # The instance: IMDSv2, encrypted disk, the profile, no public ingress, tagged, stops on shutdown.
     [instance] = instances(aws["ec2"])
@@ -172,6 +172,37 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
                                   "--document-name", "AWS-StartPortForwardingSession",
                                   "--parameters", f"portNumber=8888,localPortNumber={port}"]
     assert token not in json.dumps(tunnel)
+
+
+def test_open_never_puts_the_token_on_the_browsers_command_line(aws, tools, tmp_path, monkeypatch):
+    # `--open` ran the browser (xdg-open, firefox ...) with the URL, token and all, as its argument: every user
+    # of the machine sees it in `ps` while that browser runs. Jupyter opens its own URL through a redirect
+    # file for this reason; so does the launcher now. The browser here is a real process ($BROWSER), which
+    # records its command line and the file it was given, as a browser reads it.
+    import webbrowser
+
+    browser, seen = tmp_path / "browser", tmp_path / "browser.json"
+    browser.write_text(f"""#!{sys.executable}
+import json, os, stat, sys
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+page = url2pathname(urlparse(sys.argv[1]).path) if sys.argv[1].startswith("file:") else None
+json.dump({{"argv": sys.argv, "page": page and open(page).read(), "mode": page and stat.S_IMODE(os.stat(page).st_mode),
+           "folder_mode": page and stat.S_IMODE(os.stat(os.path.dirname(page)).st_mode)}}, open({str(seen)!r}, "w"))
+""")
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER", f"{browser} %s")
+    monkeypatch.setattr(webbrowser, "_tryorder", None)  # read $BROWSER afresh
+    monkeypatch.setattr(webbrowser, "_browsers", {})
+
+    result = run("--local-port", str(free_port()), "--open")
+    assert result.exit_code == 0, result.output
+    token = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    opened = json.loads(seen.read_text())
+    assert token not in " ".join(opened["argv"])
+    assert opened["page"] and result.stdout.strip() in opened["page"]  # the page leads to the URL
+    assert opened["mode"] == 0o600 and opened["folder_mode"] == 0o700
+    assert not Path(opened["argv"][1].removeprefix("file://")).exists()  # gone with the tunnel
 
 
 def test_reuses_the_running_instance_and_its_token(aws, tools):
@@ -254,6 +285,24 @@ def test_missing_plugin_is_one_clear_error_before_anything_bills(aws, tmp_path, 
     assert instances(aws["ec2"]) == []
     with pytest.raises(aws["ssm"].exceptions.ParameterNotFound):
         aws["ssm"].get_parameter(Name=PARAMETER)
+
+
+@pytest.mark.parametrize("use_ssh", [False, True], ids=["ssm", "ssh"])
+def test_a_local_port_in_use_is_refused_before_anything_bills_and_gets_no_token(aws, tools, use_ssh):
+    # Something else on the port (a local Jupyter on 8888, a second `launcher jupyter`'s tunnel): the tunnel
+    # could not listen there, so the launcher sent the new token to that other server every 3 s for 25
+    # minutes, then stopped the instance it had launched for nothing.
+    from tests.jupyter_helpers import FakeJupyter
+
+    with FakeJupyter("someone-elses-token") as other:
+        port = other.server.server_address[1]
+        result = run("--local-port", str(port), *(["--ssh", "--my-ip", "93.184.216.34"] if use_ssh else []))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: --local-port {port} is in use on this machine")
+    assert len(result.output.strip().splitlines()) == 1 and "--local-port" in result.output.split(";")[-1]
+    assert other.requests == []
+    assert instances(aws["ec2"]) == []
+    assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
 
 
 def test_ssh_tunnel_opens_only_the_callers_32_and_closes_it(aws, tools):
@@ -413,6 +462,35 @@ def test_no_instance_profile_or_security_group_is_refused_before_anything_is_upl
     assert instances(aws["ec2"]) == []
     assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # no wheel, no notebook
     assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
+
+
+def test_a_launch_whose_reply_is_lost_terminates_what_it_started_and_says_so(aws, tools, monkeypatch):
+    # EC2 started the instance but its reply never came (a timeout, a dropped connection): the line was only
+    # "no answer from EC2 ..." and the instance, which could not read its token, billed on unnamed. The launch
+    # had no client token either, so a retry of the lost request could start a second one.
+    from launcher import instances as ec2_instances
+
+    sent, real_client = [], ec2_instances.client
+
+    def client(service, region=None):
+        made = real_client(service, region)
+        if service == "ec2":
+            def dropped(**_):
+                raise ConnectionError("the connection dropped after the request was sent")
+
+            made.meta.events.register("before-parameter-build.ec2.RunInstances", lambda params, **_: sent.append(params))
+            made.meta.events.register("after-call.ec2.RunInstances", dropped)
+        return made
+
+    monkeypatch.setattr(ec2_instances, "client", client)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    [launched] = [i["InstanceId"] for r in aws["ec2"].describe_instances()["Reservations"] for i in r["Instances"]]
+    assert "connection dropped" in line and f"terminated {launched}" in line and "Traceback" not in result.output
+    assert instances(aws["ec2"]) == [] or instances(aws["ec2"])[0]["State"]["Name"] == "shutting-down"
+    [request] = sent
+    assert request.get("ClientToken")  # EC2 starts one instance however often the request is retried
 
 
 def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws, tools, monkeypatch):
