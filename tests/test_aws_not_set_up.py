@@ -33,6 +33,7 @@ def no_aws(monkeypatch, tmp_path):
     from launcher import tunnel
 
     monkeypatch.setattr(tunnel, "check_ssh_tools", lambda: None)  # the local ssh client is not the subject
+    monkeypatch.setattr(tunnel, "check_local_port", lambda port: None)  # nor whether 8888 is free here
     monkeypatch.chdir(tmp_path)
     s3.client.cache_clear()
     yield tmp_path

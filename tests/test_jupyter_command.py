@@ -324,7 +324,7 @@ def test_ssh_tunnel_opens_only_the_callers_32_and_closes_it(aws, tools):
 
 @pytest.mark.parametrize("ip", ["0.0.0.0", "10.0.0.5", "not-an-ip"])
 def test_ssh_refuses_a_non_public_address(aws, tools, ip):
-    result = run("--ssh", "--my-ip", ip)
+    result = run("--ssh", "--my-ip", ip, "--local-port", str(free_port()))
     assert result.exit_code == 2 and "--my-ip" in result.output
     assert instances(aws["ec2"]) == []
 
