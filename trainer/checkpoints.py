@@ -381,6 +381,34 @@ def check_schedule(folder: Path, wanted: dict):
                      "another --checkpoint-dir or --output-dir")
 
 
+# What the networks learn by besides their shapes: a resume must keep these, or the steps after it belong to
+# another experiment (another data order and noise, another loss or average) under the same name. The learning
+# rates are left out on purpose: a resume trains at the command's (trainer.steps.keep_command_learning_rates).
+RECIPE = ("seed", "loss", "smooth", "beta1", "beta2", "aux_weight", "aux_g_weight", "ema")
+
+
+def recipe(cfg) -> dict:
+    """The resolved recipe of `cfg` (RECIPE's fields), recorded in a checkpoint's state and compared on resume."""
+    return {name: getattr(cfg, name) for name in RECIPE}
+
+
+def check_recipe(folder: Path | None, wanted: dict):
+    """Refuse, in one line naming the option, to resume a checkpoint trained with another recipe (older
+    checkpoints record none, or fewer keys: those are not compared)."""
+    recorded = None if folder is None else _recorded(folder, "recipe")
+    for name in RECIPE:
+        if recorded is None or name not in recorded or recorded[name] == wanted[name]:
+            continue
+        flag, was, now = "--" + name.replace("_", "-"), _shown(recorded[name]), _shown(wanted[name])
+        raise UsageError(f"{flag} {now}: this run was trained with {flag} {was} (its checkpoint {folder} records "
+                         f"it); resume with {flag} {was} (of the recipe only --lr and --d-lr may change on a "
+                         "resume), or start a new run in another --output-dir")
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def check_architecture(folder: Path | None, wanted: dict):
     """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
     if folder is None:
