@@ -128,6 +128,22 @@ def test_resuming_with_another_recipe_is_one_line_and_touches_nothing(tmp_path, 
     assert code == 0, captured.err
 
 
+@pytest.mark.slow
+def test_a_command_asking_for_fewer_steps_than_done_is_one_line_and_touches_nothing(tmp_path, data_dir, capsys):
+    # It exited 0 with "done: 4 steps" on a 2-step command: the step-4 generator exported again, run.json and the
+    # report saying 2 total steps (the bar at 200%), as if the run had been this command's.
+    base = ["--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run", "--batch-size", "16"]
+    code, captured = run_train(capsys, *base, "--epochs", "2")  # 32 images of 16: 2 steps an epoch, 4 in all
+    assert code == 0, captured.err
+    before = _files(tmp_path / "run")
+    for fewer in (["--epochs", "1"], ["--epochs", "2", "--max-steps", "3"]):
+        code, captured = run_train(capsys, *base, *fewer)
+        assert_one_line(code, captured, "is at step 4 (epoch 2), past the", "rerun with --epochs 2 or more")
+        assert _files(tmp_path / "run") == before
+    code, captured = run_train(capsys, *base, "--epochs", "2")  # the same command: the run is done, it re-exports
+    assert code == 0 and "done: 4 steps" in captured.out, captured.err
+
+
 def test_a_second_run_on_a_checkpoint_folder_in_use_is_refused_and_touches_nothing(tmp_path, data_dir, capsys):
     # Two runs in one --checkpoint-dir swept each other's writes in flight: one died with "checkpoint could not
     # be written (No such file or directory); free some space", and a start cleared the other's temp folders.

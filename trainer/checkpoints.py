@@ -409,6 +409,18 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def check_not_past(folder: Path, total_steps: int, steps_per_epoch: int):
+    """Refuse, in one line, a command that asks for fewer steps than the checkpoint has done: the run cannot
+    go back, and re-exporting its later generator as this command's would record a schedule it never had."""
+    step = checkpoint_step(folder.name)
+    if step is None or step <= total_steps:
+        return
+    epochs = -(-step // steps_per_epoch)  # the epoch that step is in, a partial one included
+    raise UsageError(f"checkpoint {folder} is at step {step} (epoch {epochs}), past the {total_steps} steps this "
+                     f"command asks for (--epochs, --max-steps); rerun with --epochs {epochs} or more (and no lower "
+                     "--max-steps) to finish or re-export it, or start a new run in another --output-dir")
+
+
 def check_architecture(folder: Path | None, wanted: dict):
     """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
     if folder is None:

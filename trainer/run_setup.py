@@ -157,6 +157,7 @@ def _build_training(p: Prepared, log) -> Training:
     state = RunState(architecture=p.architecture, schedule=run_schedule, recipe=run_recipe)
     if p.latest is not None:
         checkpoints.check_schedule(p.latest, run_schedule)
+        checkpoints.check_not_past(p.latest, total_steps, steps_per_epoch)
         arrays, saved = checkpoints.read_checkpoint(p.latest)
         state = RunState.from_json(saved, p.architecture, run_schedule, run_recipe)
         load_arrays(nets.groups(), arrays, p.latest)
