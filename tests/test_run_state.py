@@ -7,14 +7,16 @@ from trainer.run_state import RunState
 
 ARCH = {"model": "cgan", "preset": "book", "z_dim": 96, "image_shape": [28, 28, 1], "num_classes": 10}
 SCHEDULE = {"global_batch": 32, "steps_per_epoch": 1875}
+RECIPE = {"seed": 0, "loss": "bce", "smooth": 0.1, "beta1": 0.35, "beta2": 0.999, "aux_weight": 0, "aux_g_weight": 0,
+          "ema": 0.999}
 
 
 def test_state_json_keeps_the_keys_checkpoints_always_had():
     state = RunState(step=5, history=[{"epoch": 1}], epoch_sums=[1.5, 2.5], epoch_steps=1, epoch_seconds=0.25,
-                     architecture=ARCH, schedule=SCHEDULE, selection={"fcd": 1.5, "selected": "last"})
+                     architecture=ARCH, schedule=SCHEDULE, selection={"fcd": 1.5, "selected": "last"}, recipe=RECIPE)
     assert list(state.to_json()) == ["step", "history", "epoch_sums", "epoch_steps", "epoch_seconds", "architecture",
-                                     "schedule", "selection"]
-    assert RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH, SCHEDULE) == state
+                                     "schedule", "selection", "recipe"]
+    assert RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH, SCHEDULE, RECIPE) == state
 
 
 def test_an_older_state_resumes_with_this_runs_architecture():

@@ -95,6 +95,55 @@ def test_resuming_with_another_architecture_is_one_line(tmp_path, data_dir, caps
     assert [p.name for _, p in checkpoint_folders(tmp_path / "run" / "checkpoints")] == before  # untouched
 
 
+def _files(folder):
+    """Every file under `folder` with its bytes' digest: what "untouched" means."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, words", [
+    # Each was taken without a word: the steps after the resume were another experiment under the run's name
+    # (another data order, noise and sample-grid noise for --seed; another loss or weight average for the rest).
+    (["--seed", "7"], ["--seed 7: this run was trained with --seed 0", "resume with --seed 0"]),
+    (["--loss", "hinge"], ["--loss hinge: this run was trained with --loss bce", "resume with --loss bce"]),
+    (["--ema", "0.9"], ["--ema 0.9: this run was trained with --ema 0.999", "resume with --ema 0.999"]),
+    (["--beta1", "0.1"], ["--beta1 0.1: this run was trained with --beta1 0.5", "resume with --beta1 0.5"]),
+    # These two were refused, but only once the backend had built the networks, naming a variable, not the option.
+    (["--ema", "0"], ["--ema 0: this run was trained with --ema 0.999"]),
+    (["--aux-weight", "0.3"], ["--aux-weight 0.3: this run was trained with --aux-weight 0"]),
+])
+def test_resuming_with_another_recipe_is_one_line_and_touches_nothing(tmp_path, data_dir, capsys, change, words):
+    base = ["--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run", "--epochs", "2",
+            "--batch-size", "16", "--preset", "projection"]
+    code, captured = run_train(capsys, *base, "--max-steps", "1")
+    assert code == 0, captured.err
+    before = _files(tmp_path / "run")
+    code, captured = run_train(capsys, *base, *change)
+    assert_one_line(code, captured, *words, "another --output-dir")
+    assert _files(tmp_path / "run") == before  # checkpoints, metrics.jsonl, samples, run.json: as they were
+    code, captured = run_train(capsys, *base, "--lr", "1e-4")  # the rates are free to change: it resumes
+    assert code == 0, captured.err
+
+
+@pytest.mark.slow
+def test_a_command_asking_for_fewer_steps_than_done_is_one_line_and_touches_nothing(tmp_path, data_dir, capsys):
+    # It exited 0 with "done: 4 steps" on a 2-step command: the step-4 generator exported again, run.json and the
+    # report saying 2 total steps (the bar at 200%), as if the run had been this command's.
+    base = ["--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run", "--batch-size", "16"]
+    code, captured = run_train(capsys, *base, "--epochs", "2")  # 32 images of 16: 2 steps an epoch, 4 in all
+    assert code == 0, captured.err
+    before = _files(tmp_path / "run")
+    for fewer in (["--epochs", "1"], ["--epochs", "2", "--max-steps", "3"]):
+        code, captured = run_train(capsys, *base, *fewer)
+        assert_one_line(code, captured, "is at step 4 (epoch 2), past the", "rerun with --epochs 2 or more")
+        assert _files(tmp_path / "run") == before
+    code, captured = run_train(capsys, *base, "--epochs", "2")  # the same command: the run is done, it re-exports
+    assert code == 0 and "done: 4 steps" in captured.out, captured.err
+
+
 def test_a_second_run_on_a_checkpoint_folder_in_use_is_refused_and_touches_nothing(tmp_path, data_dir, capsys):
     # Two runs in one --checkpoint-dir swept each other's writes in flight: one died with "checkpoint could not
     # be written (No such file or directory); free some space", and a start cleared the other's temp folders.

@@ -381,6 +381,46 @@ def check_schedule(folder: Path, wanted: dict):
                      "another --checkpoint-dir or --output-dir")
 
 
+# What the networks learn by besides their shapes: a resume must keep these, or the steps after it belong to
+# another experiment (another data order and noise, another loss or average) under the same name. The learning
+# rates are left out on purpose: a resume trains at the command's (trainer.steps.keep_command_learning_rates).
+RECIPE = ("seed", "loss", "smooth", "beta1", "beta2", "aux_weight", "aux_g_weight", "ema")
+
+
+def recipe(cfg) -> dict:
+    """The resolved recipe of `cfg` (RECIPE's fields), recorded in a checkpoint's state and compared on resume."""
+    return {name: getattr(cfg, name) for name in RECIPE}
+
+
+def check_recipe(folder: Path | None, wanted: dict):
+    """Refuse, in one line naming the option, to resume a checkpoint trained with another recipe (older
+    checkpoints record none, or fewer keys: those are not compared)."""
+    recorded = None if folder is None else _recorded(folder, "recipe")
+    for name in RECIPE:
+        if recorded is None or name not in recorded or recorded[name] == wanted[name]:
+            continue
+        flag, was, now = "--" + name.replace("_", "-"), _shown(recorded[name]), _shown(wanted[name])
+        raise UsageError(f"{flag} {now}: this run was trained with {flag} {was} (its checkpoint {folder} records "
+                         f"it); resume with {flag} {was} (of the recipe only --lr and --d-lr may change on a "
+                         "resume), or start a new run in another --output-dir")
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_not_past(folder: Path, total_steps: int, steps_per_epoch: int):
+    """Refuse, in one line, a command that asks for fewer steps than the checkpoint has done: the run cannot
+    go back, and re-exporting its later generator as this command's would record a schedule it never had."""
+    step = checkpoint_step(folder.name)
+    if step is None or step <= total_steps:
+        return
+    epochs = -(-step // steps_per_epoch)  # the epoch that step is in, a partial one included
+    raise UsageError(f"checkpoint {folder} is at step {step} (epoch {epochs}), past the {total_steps} steps this "
+                     f"command asks for (--epochs, --max-steps); rerun with --epochs {epochs} or more (and no lower "
+                     "--max-steps) to finish or re-export it, or start a new run in another --output-dir")
+
+
 def check_architecture(folder: Path | None, wanted: dict):
     """Refuse, in one line, to resume a checkpoint written for other networks (old checkpoints record none)."""
     if folder is None:

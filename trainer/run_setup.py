@@ -59,6 +59,7 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
             if latest is not None:
                 check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
             checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
+            checkpoints.check_recipe(latest, checkpoints.recipe(cfg))  # seed, loss, EMA...: the same experiment
         except BaseException:
             release(lock)
             raise
@@ -152,11 +153,13 @@ def _build_training(p: Prepared, log) -> Training:
         nets = build_nets(cfg, image_shape, p.num_classes, setup.precision,
                           sync_bn=replicas > 1 and cfg.framework == "tensorflow")
     run_schedule = checkpoints.schedule(global_batch, steps_per_epoch)
-    state = RunState(architecture=p.architecture, schedule=run_schedule)
+    run_recipe = checkpoints.recipe(cfg)
+    state = RunState(architecture=p.architecture, schedule=run_schedule, recipe=run_recipe)
     if p.latest is not None:
         checkpoints.check_schedule(p.latest, run_schedule)
+        checkpoints.check_not_past(p.latest, total_steps, steps_per_epoch)
         arrays, saved = checkpoints.read_checkpoint(p.latest)
-        state = RunState.from_json(saved, p.architecture, run_schedule)
+        state = RunState.from_json(saved, p.architecture, run_schedule, run_recipe)
         load_arrays(nets.groups(), arrays, p.latest)
         log(f"resuming from {p.latest} at step {state.step}")
         keep_command_learning_rates(nets, cfg, state.step, log)

@@ -1,7 +1,7 @@
 """Where a run stands: what a checkpoint's state.json records, and the metrics rows it yields.
 
 state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps",
-"epoch_seconds", "architecture", "schedule", "selection"}, the same keys as before this was
+"epoch_seconds", "architecture", "schedule", "selection", "recipe"}, the same keys as before this was
 a dataclass plus later ones, so checkpoints resume across versions (a key an older checkpoint
 lacks takes its default).
 """
@@ -20,11 +20,13 @@ class RunState:
     architecture: dict = field(default_factory=dict)  # what its networks depend on (checkpoints.architecture)
     schedule: dict = field(default_factory=dict)  # global batch and steps per epoch (checkpoints.schedule)
     selection: dict = field(default_factory=dict)  # the final evaluation's keys for generator.json, once done
+    recipe: dict = field(default_factory=dict)  # seed, loss, betas, ... a resume must keep (checkpoints.recipe)
 
     @classmethod
-    def from_json(cls, saved: dict, architecture: dict, schedule: dict) -> "RunState":
-        known = {f.name for f in dataclasses.fields(cls)} - {"architecture", "schedule"}
-        return cls(**{k: v for k, v in saved.items() if k in known}, architecture=architecture, schedule=schedule)
+    def from_json(cls, saved: dict, architecture: dict, schedule: dict, recipe: dict | None = None) -> "RunState":
+        known = {f.name for f in dataclasses.fields(cls)} - {"architecture", "schedule", "recipe"}
+        return cls(**{k: v for k, v in saved.items() if k in known}, architecture=architecture, schedule=schedule,
+                   recipe=recipe or {})
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
