@@ -178,6 +178,26 @@ def _check_same_run(job: str, resumed: dict, spec):
         if was[key] and was[key] != now[key]:
             raise UsageError(f"--resume {job}: that run trained --{key} {was[key]}, not {now[key]}; resume it with "
                              f"--dataset {was['dataset']} --model {was['model']}, or leave out --resume to start afresh")
+    _check_same_recipe(job, resumed, spec)
+
+
+def _check_same_recipe(job: str, resumed: dict, spec):
+    """The preset, batch and recipe (seed, loss, EMA...) a resume must keep, as the trainer checks them against the
+    checkpoint: here before anything bills. A record this gankit cannot read is left to the trainer."""
+    from launcher.spec import resolved_config
+    from trainer.checkpoints import RECIPE
+
+    try:
+        was = resolved_config(resumed.get("hyperparameters") or {})
+    except GankitError:
+        return
+    now = resolved_config(spec.hyperparameters)
+    for name in ("preset", "batch_size", *RECIPE):
+        before, after = getattr(was, name), getattr(now, name)
+        if before != after:
+            flag = f"--{name.replace('_', '-')} {before}" if name in ("preset", "batch_size") else f"--hp {name}={before}"
+            raise UsageError(f"--resume {job}: that run trained with {name} {before}, not {after}; resume it with "
+                             f"{flag}, or leave out --resume to start afresh")
 
 
 def _plan_rows(spec, backend) -> list[tuple[str, str]]:

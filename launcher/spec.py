@@ -99,9 +99,14 @@ def parse_hp(pairs) -> dict:
 
 def check_hyperparameters(hyperparameters: dict):
     """Check them against the trainer's schema (TrainConfig): its parsing and validation, without TensorFlow."""
+    resolved_config(hyperparameters)
+
+
+def resolved_config(hyperparameters: dict):
+    """The trainer's complete config for a job's hyperparameters (its preset's values filled in), without TensorFlow."""
     from trainer.config import TrainConfig
 
-    TrainConfig.from_hyperparameters({**hyperparameters, "output_dir": "unused"}, source="--hp").resolve()
+    return TrainConfig.from_hyperparameters({**hyperparameters, "output_dir": "unused"}, source="--hp").resolve()
 
 
 def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=None, hp=(), backend=None,

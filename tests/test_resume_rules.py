@@ -142,6 +142,23 @@ def test_a_run_is_resumed_only_with_its_own_dataset_and_model(toy, capsys, argv,
     assert planned_checkpoints(capsys, "--resume", first) == f"{toy}/runs/{first}/checkpoints"  # the same: fine
 
 
+@pytest.mark.parametrize("first_args, argv, words", [
+    ([], ["--hp", "seed=7"], "that run trained with seed 0, not 7; resume it with --hp seed=0"),
+    (["--hp", "ema=0.99"], [], "that run trained with ema 0.99, not 0.999; resume it with --hp ema=0.99"),
+    ([], ["--preset", "book"], "that run trained with preset sn-hinge, not book; resume it with --preset sn-hinge"),
+    ([], ["--batch-size", "16"], "that run trained with batch_size 128, not 16; resume it with --batch-size 128"),
+])
+def test_a_run_is_resumed_only_with_its_own_recipe_before_anything_bills(toy, capsys, first_args, argv, words):
+    # The trainer refuses a checkpoint trained with another seed, loss, EMA, preset or batch, but only once the
+    # job has started: in the cloud, an instance billed for a job that could only fail.
+    first = submit(capsys, *first_args)
+    run(["stop", first], capsys)
+    code, out, err = run(["submit", "--backend", "toy", "--dataset", "mnist", *argv, "--resume", first, "--dry-run"],
+                         capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and words in err, err
+    assert planned_checkpoints(capsys, *first_args, "--hp", "lr=1e-4", "--resume", first)  # the learning rate may change
+
+
 @pytest.mark.parametrize("info", [
     {"status": "Failed", "started": "2026-12-06T10:00:00+00:00", "ended": None},  # ended when, nobody knows
     {"status": "InProgress", "started": "06/12/2026", "ended": None},  # a record edited by hand
