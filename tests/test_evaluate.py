@@ -124,7 +124,9 @@ def test_eval_every_records_figures_in_metrics_jsonl(trained):
     assert rows[1]["evaluation"]["samples"] == 20  # the cheaper per-epoch count
     assert rows[2]["evaluation"]["samples"] == N_TEST  # the end: the full count, capped at the test split
     for row in rows[1:]:
-        assert set(row["evaluation"]) == FIGURE_KEYS and np.isfinite(row["evaluation"]["frechet_classifier_distance"])
+        assert set(row["evaluation"]) == FIGURE_KEYS | {"real"}
+        assert np.isfinite(row["evaluation"]["frechet_classifier_distance"])
+        assert row["evaluation"]["real"]["samples"] == row["evaluation"]["samples"]  # the real figures at its count
     assert (run / "report.html").is_file()
     # TensorBoard has the same figures, one tag per sample count (they compare only at the same count).
     from tests.events_helpers import read_events, scalars

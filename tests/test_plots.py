@@ -148,3 +148,26 @@ def test_row_labels_draw_accented_class_names(monkeypatch):
     missing = label("\U0010fffd")  # a private-use character: no glyph anywhere
     for text in ("é", "ü", "ß", "ж"):
         assert label(text).shape != missing.shape or (label(text) != missing).any(), text
+
+
+def test_each_sample_count_is_drawn_beside_the_real_figure_at_that_count(monkeypatch):
+    # A run with --eval-every drew its 1,000-sample FCDs against the 10,000-sample real line (0.07): real images
+    # themselves score ~0.9 at 1,000, so every point looked ten times further from real than it was.
+    figures, png = [], plots._png
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or png(fig))
+
+    def evaluation(samples, fcd, real_fcd):
+        return {"label_accuracy": 0.8, "frechet_classifier_distance": fcd, "classifier_score": 7.0, "samples": samples,
+                "real": {"label_accuracy": 0.9, "frechet_classifier_distance": real_fcd, "classifier_score": 7.8,
+                         "samples": samples}}
+
+    history = [{"epoch": 1, "step": 10, "evaluation": evaluation(1000, 3.0, 0.9)},
+               {"epoch": 2, "step": 20, "evaluation": evaluation(10000, 0.5, 0.07)}]
+    plots.quality_plot_png(history, real={"frechet_classifier_distance": 0.07, "samples": 10000})
+    (fcd_axes,) = [ax for ax in figures[0].axes if ax.get_title().startswith("Fréchet")]
+    real_lines = {line.get_label(): line for line in fcd_axes.get_lines() if line.get_label().startswith("real")}
+    assert {label: line.get_ydata()[0] for label, line in real_lines.items()} == {"real (1000)": 0.9,
+                                                                                 "real (10000)": 0.07}
+    points = {line.get_label(): line for line in fcd_axes.get_lines() if line.get_label().endswith("samples")}
+    for count in (1000, 10000):  # each real line in its points' colour
+        assert real_lines[f"real ({count})"].get_color() == points[f"{count} samples"].get_color()

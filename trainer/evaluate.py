@@ -175,13 +175,17 @@ def epoch_hook(cfg, data_dir, image_shape, log=print):
             big = reference(DEFAULT_SAMPLES)
             if big is not None and big.samples != ref.samples:
                 ref, figures = big, score_generator(generator, big)
-        row["evaluation"] = figures
+        # With the real figures at the same count: the plot's real line for 1,000-sample points is not 10,000's.
+        row["evaluation"] = dict(figures, real={k: ref.real[k] for k in REAL_KEYS})
         log(f"epoch {row['epoch']} quality at {ref.samples} samples: " + short_summary(figures, ref.real))
         if final:
             write_result(out_dir, full_result(figures, ref))
 
     hook.last = {}
     return hook
+
+
+REAL_KEYS = ("label_accuracy", "frechet_classifier_distance", "classifier_score", "samples")
 
 
 def selection_meta(figures, row) -> dict:
