@@ -225,6 +225,23 @@ def test_resuming_at_another_batch_size_is_one_line_not_broken_epochs(tmp_path, 
     assert summary["steps"] == 12 and [r["step"] for r in read_metrics(tmp_path / "run")] == [4, 8, 12]
 
 
+def test_resuming_on_a_dataset_of_another_size_is_one_line_even_at_the_same_epoch_length(tmp_path, mnist_dir,
+                                                                                        capsys):
+    """Each epoch's order is a permutation of the dataset's size: a run stopped mid-epoch on 64 images and
+    resumed on 70 (still 4 steps of 16) would draw the rest of that epoch from another permutation, some
+    images twice and some not at all. A picture folder that gained a few pictures is the usual way here."""
+    from tests.cli_helpers import assert_one_line, run_trainer
+    from tests.data_helpers import make_idx_dataset
+
+    train(config(tmp_path, mnist_dir, epochs=2, max_steps=2), log=quiet)
+    capsys.readouterr()  # its progress bar
+    grown = make_idx_dataset(tmp_path / "grown", num_classes=10, n_train=70, n_test=32)
+    code, captured = run_trainer(capsys, "train", "--dataset", "mnist", "--data-dir", grown, "--output-dir",
+                                 tmp_path / "run", "--epochs", 2, "--batch-size", 16)
+    assert_one_line(code, captured, "4 steps per epoch over 64 images", "4 steps per epoch over 70 images")
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [2]  # untouched (2: the open epoch)
+
+
 def test_a_resume_trains_at_the_commands_learning_rates_not_the_checkpoints(tmp_path, mnist_dir):
     """Keras keeps each optimizer's learning rate in a variable, so a checkpoint holds it; resuming with a
     lower --lr (after a divergence, say) must train at the new rate, not silently at the old one."""

@@ -362,19 +362,21 @@ def _recorded(folder: Path, key: str) -> dict | None:
     return recorded if isinstance(recorded, dict) else None
 
 
-def schedule(global_batch: int, steps_per_epoch: int) -> dict:
-    """What a checkpoint's step count means: resuming at another batch or epoch length breaks data order and epochs."""
-    return {"global_batch": int(global_batch), "steps_per_epoch": int(steps_per_epoch)}
+def schedule(global_batch: int, steps_per_epoch: int, images: int) -> dict:
+    """What a checkpoint's step count means: resuming at another batch or epoch length breaks data order and epochs,
+    and so does another dataset size with the same epoch length (each epoch's order is a permutation of it)."""
+    return {"global_batch": int(global_batch), "steps_per_epoch": int(steps_per_epoch), "images": int(images)}
 
 
 def check_schedule(folder: Path, wanted: dict):
-    """Refuse, in one line, to resume a checkpoint written at another global batch or epoch length."""
+    """Refuse, in one line, to resume a checkpoint written at another global batch, epoch length or dataset size."""
     recorded = _recorded(folder, "schedule")
-    if not recorded or recorded == wanted:  # older checkpoints record none
+    if not recorded or recorded == {k: v for k, v in wanted.items() if k in recorded}:  # older ones lack keys
         return
 
     def describe(s):
-        return f"a global batch of {s.get('global_batch')}, {s.get('steps_per_epoch')} steps per epoch"
+        images = f" over {s['images']} images" if "images" in recorded else ""
+        return f"a global batch of {s.get('global_batch')}, {s.get('steps_per_epoch')} steps per epoch{images}"
 
     raise UsageError(f"checkpoint {folder} was written at {describe(recorded)}; this run has {describe(wanted)}. "
                      "Resume with its --batch-size (and the same instance count and dataset), or start fresh with "

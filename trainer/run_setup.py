@@ -152,7 +152,7 @@ def _build_training(p: Prepared, log) -> Training:
         # Synchronised batch norm is tf.distribute's; under JAX's DataParallel XLA already sees the global batch.
         nets = build_nets(cfg, image_shape, p.num_classes, setup.precision,
                           sync_bn=replicas > 1 and cfg.framework == "tensorflow")
-    run_schedule = checkpoints.schedule(global_batch, steps_per_epoch)
+    run_schedule = checkpoints.schedule(global_batch, steps_per_epoch, len(data.images))
     run_recipe = checkpoints.recipe(cfg)
     state = RunState(architecture=p.architecture, schedule=run_schedule, recipe=run_recipe)
     if p.latest is not None:

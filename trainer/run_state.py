@@ -18,7 +18,7 @@ class RunState:
     epoch_steps: int = 0  # steps of the open epoch done
     epoch_seconds: float = 0.0  # its time so far
     architecture: dict = field(default_factory=dict)  # what its networks depend on (checkpoints.architecture)
-    schedule: dict = field(default_factory=dict)  # global batch and steps per epoch (checkpoints.schedule)
+    schedule: dict = field(default_factory=dict)  # global batch, steps per epoch, dataset size (checkpoints.schedule)
     selection: dict = field(default_factory=dict)  # the final evaluation's keys for generator.json, once done
     recipe: dict = field(default_factory=dict)  # seed, loss, betas, ... a resume must keep (checkpoints.recipe)
 
