@@ -9,6 +9,7 @@ from trainer.contract import read_config
 def test_layout_paths_for_s3_and_local_roots():
     assert layout.output_prefix("s3://b/", "gan-1") == "s3://b/runs/gan-1/output"
     assert layout.checkpoints_prefix("/home/u/bucket", "gan-1") == "/home/u/bucket/runs/gan-1/checkpoints"
+    assert layout.generator_prefix("s3://b", "gan-1") == "s3://b/runs/gan-1/output/generator"
     assert layout.dataset_prefix("s3://b", "zalando") == "s3://b/datasets/zalando"
 
 

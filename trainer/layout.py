@@ -57,6 +57,11 @@ def output_prefix(root: str, job: str) -> str:
     return join(run_prefix(root, job), "output")
 
 
+def generator_prefix(root: str, job: str) -> str:
+    """Where a job's exported generator lands (examples/pull_and_generate.ipynb reads runs by it)."""
+    return join(output_prefix(root, job), "generator")
+
+
 def local_generator(path) -> Path:
     """The generator folder `path` names: itself, or for a run's output folder (a pulled job's too) its
     generator/, the last one (generator-best/ only when named). One rule for `launcher generate` and
