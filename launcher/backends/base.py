@@ -155,8 +155,13 @@ def ensure_dataset(spec, upload: bool = True):
                 stage_dataset(spec.dataset, spec.data_uri, log=say_in_launcher_words)
             return spec
         # Your own copy: named by its content, so it never stands in for the published files, nor they for it.
-        said = []  # where its files came from: said when they are sent, as stage_dataset says it
-        files = dataset_files(spec.dataset, data_dir, log=said.append)
+        said = []  # where its files came from: said when they are sent (as stage_dataset says it) or refused
+        try:
+            files = dataset_files(spec.dataset, data_dir, log=said.append)
+        except GankitError:
+            for line in said:
+                say_in_launcher_words(line)
+            raise
         manifest = build_manifest(spec.dataset, files)
         spec = dataclasses.replace(spec, data_prefix=layout.folder_dataset_prefix(
             spec.root, spec.dataset, content_hash(manifest["files"])))
