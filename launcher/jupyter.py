@@ -325,9 +325,11 @@ def _still_running(ec2, iid):
         last = time.monotonic()
         state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
         if state not in ("pending", "running"):
-            raise GankitError(f"{iid} is {state} while waiting for Jupyter: its setup failed (the log is "
-                              "/var/log/gankit-jupyter-setup.log on it) or it was stopped; `launcher jupyter stop "
-                              "--terminate`, then `launcher jupyter` launches a fresh one")
+            # Two causes, two remedies: --terminate would throw away the disk of one that was merely stopped.
+            raise GankitError(f"{iid} is {state} while waiting for Jupyter: it was stopped (its idle check, "
+                              "--max-hours, or by hand), and `launcher jupyter` starts it again with its disk; or its "
+                              "setup failed (the log is /var/log/gankit-jupyter-setup.log on it), and `launcher "
+                              "jupyter stop --terminate`, then `launcher jupyter`, launches a fresh one")
     return check
 
 

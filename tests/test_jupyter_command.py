@@ -439,6 +439,7 @@ def test_an_instance_that_stops_while_waiting_is_named_at_once(aws, tools, monke
     [instance] = instances(aws["ec2"])
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert f"{instance['InstanceId']} is stopp" in line and "setup failed" in line
+    assert "`launcher jupyter` starts it again with its disk" in line  # not only --terminate, which loses it
     assert time.monotonic() - started < 60  # not READY_TIMEOUT's 25 minutes
 
 
