@@ -486,8 +486,9 @@ def status():
         rate = price_per_hour(kind, False)
         click.echo(f"uptime     {format_duration(up)}")
         click.echo(f"cost       ${rate * up / 3600:.2f} so far this start (${rate:.2f}/h on demand)")
-    click.echo(f"limits     stops after {format_duration(float(tags.get(TAG_IDLE, 0)))} idle "
-               f"or {tags.get(TAG_MAX_HOURS, '?')} h up")
+    idle = tags.get(TAG_IDLE, "")  # a tag removed or edited by hand: "?", not "0s" or a traceback
+    idle = format_duration(float(idle)) if re.fullmatch(r"\d+", idle) else "?"
+    click.echo(f"limits     stops after {idle} idle or {tags.get(TAG_MAX_HOURS, '?')} h up")
     if state == "stopped":
         click.echo("           stopped: only its disk bills; `launcher jupyter` starts it, "
                    "`launcher jupyter stop --terminate` deletes it")

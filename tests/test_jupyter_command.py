@@ -272,6 +272,14 @@ def test_status_shows_state_uptime_and_cost(aws, tools):
     assert result.exit_code == 0
     assert "running" in result.output and "p3.2xlarge" in result.output and "uptime" in result.output
     assert f"${price_per_hour('p3.2xlarge', False):.2f}/h" in result.output
+    [instance] = instances(aws["ec2"])
+    for value in (None, "soon"):  # the idle tag removed or edited by hand: said "0s idle", or traced back
+        if value is None:
+            aws["ec2"].delete_tags(Resources=[instance["InstanceId"]], Tags=[{"Key": "gankit:idle"}])
+        else:
+            aws["ec2"].create_tags(Resources=[instance["InstanceId"]], Tags=[{"Key": "gankit:idle", "Value": value}])
+        result = run("status")
+        assert result.exit_code == 0 and "stops after ? idle" in result.output, result.output
 
 
 def test_missing_plugin_is_one_clear_error_before_anything_bills(aws, tmp_path, monkeypatch):
