@@ -60,3 +60,42 @@ def test_generate_refuses_an_unknown_class_before_loading(tmp_path, capsys):
     code, captured = run_trainer(capsys, "generate", folder, "--class", "Ankle boat", "--out", tmp_path / "x.npy")
     assert_one_line(code, captured, "unknown class 'Ankle boat'", "ankle_boots")
     assert not (tmp_path / "x.npy").exists()
+
+
+def _written_generator(folder, class_names):
+    """An exported generator's folder whose generator.json lists `class_names`; no Keras model in it (a --class
+    is checked from generator.json first)."""
+    import json
+
+    folder.mkdir()
+    (folder / "generator.json").write_text(json.dumps({"z_dim": 8, "image_shape": [28, 28, 1],
+                                                       "class_names": class_names}))
+    (folder / "generator.keras").write_bytes(b"not loaded: the class is checked first")
+    return folder
+
+
+def test_a_folder_named_with_a_number_is_the_class_of_that_name(tmp_path):
+    from tests.data_helpers import make_image_folder
+    from trainer.data.folder import list_folder
+
+    names = list_folder(make_image_folder(tmp_path / "digits", classes=("3", "7", "10"), n=1))[2]
+    assert names == ("10", "3", "7")  # sorted as text
+    g = generator(names)
+    assert [g.class_index(n) for n in ("3", "7", "10")] == [1, 2, 0]
+
+
+@pytest.mark.parametrize("names, wanted", [(["10", "3", "7"], "1"), (["0", "1", "2", "5"], "3")])
+def test_a_number_that_names_no_class_is_not_taken_for_a_position_where_classes_are_numbers(tmp_path, capsys, names,
+                                                                                            wanted):
+    # `--class 1` drew folder 3/ (the class at position 1), `--class 3` of folders 0 1 2 5 drew folder 5/.
+    folder = _written_generator(tmp_path / "generator", names)
+    code, captured = run_trainer(capsys, "generate", folder, "--class", wanted, "--out", tmp_path / "x.npy")
+    assert_one_line(code, captured, f"no class is named '{wanted}'", ", ".join(names))
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_class_names_written_as_numbers_in_generator_json_are_names_too(tmp_path):
+    from trainer.export import read_meta
+
+    g = Generator(None, read_meta(_written_generator(tmp_path / "generator", [10, 3, 7])))
+    assert g.class_names == ["10", "3", "7"] and g.class_index("3") == 1 and g.class_index(0) == 0

@@ -6,6 +6,7 @@ know how it was trained.
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,8 @@ class Generator:
     def __init__(self, model, meta: dict):
         self.model = model
         self.meta = meta
-        self.class_names = list(meta.get("class_names") or [])
+        # As text: --class is text, and a hand-written generator.json may list a folder named 3 as the number 3.
+        self.class_names = [str(name) for name in meta.get("class_names") or []]
         self.conditional = bool(meta.get("conditional", bool(self.class_names)))
         self.z_dim = int(meta["z_dim"])
 
@@ -162,17 +164,10 @@ class Generator:
         if not self.conditional:
             raise UsageError("this generator is unconditional (trained with --model dcgan); leave out --class")
         names = self.class_names
-        loose = _loose_matches(target_class, names) if isinstance(target_class, str) else []
         if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool):
             index = int(target_class)
-        elif isinstance(target_class, str) and target_class in names:
-            index = names.index(target_class)
-        elif isinstance(target_class, str) and target_class.lstrip("-").isdigit():
-            index = int(target_class)
-        elif len(loose) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
-            index = loose[0]
         else:
-            raise UsageError(f"unknown class '{target_class}'; choose an index 0-{len(names) - 1} or one of: {', '.join(names)}")
+            index = _index_named(str(target_class), names)
         if not 0 <= index < len(names):
             raise UsageError(f"class index {index} is out of range; this generator has classes 0-{len(names) - 1}")
         return index
@@ -230,6 +225,31 @@ class Generator:
             return tile(images, rows, cols, scale=scale, row_labels=[self.class_names[c] for c in classes])
         rows, cols = rows or 5, cols or 5
         return tile(self.generate(target_class, rows * cols, seed), rows, cols, scale=scale)
+
+
+def _index_named(text: str, names) -> int:
+    """The index of the class `text` names: the class of exactly that name first (a folder named 3 wins over the
+    index 3), else a position (digits), else the one class the name stands for loosely."""
+    if text in names:
+        return names.index(text)
+    if text.lstrip("-").isdigit():
+        if _numbered_out_of_place(names):  # "3" could mean the 4th class or a class named 3 that is elsewhere
+            raise UsageError(f"no class is named '{text}', and this generator's classes are named with numbers "
+                             f"that are not their positions ({_preview(names)}); give --class one of these names")
+        return int(text)
+    loose = _loose_matches(text, names)
+    if len(loose) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
+        return loose[0]
+    raise UsageError(f"unknown class '{text}'; choose an index 0-{len(names) - 1} or one of: {', '.join(names)}")
+
+
+def _numbered_out_of_place(names) -> bool:
+    """Whether a class name is a number other than its own index (folders 10/, 3/, 7/ sort as 10, 3, 7)."""
+    return any(re.fullmatch(r"[0-9]+", name) and int(name) != i for i, name in enumerate(names))
+
+
+def _preview(names, most=10) -> str:
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def _name_key(name) -> str:
