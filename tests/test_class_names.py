@@ -43,10 +43,25 @@ def test_mnist_digits_are_their_own_names():
     assert generator(MNIST.class_names).class_index("8") == 8
 
 
-@pytest.mark.parametrize("name", ["dragon", "", "/", "Cat"])
-def test_unknown_or_ambiguous_names_are_refused(name):
+@pytest.mark.parametrize("name", ["dragon", "", "/"])
+def test_unknown_names_are_refused(name):
     with pytest.raises(UsageError, match="unknown class"):
         generator(["cat", "CAT", "dog"]).class_index(name)
+
+
+@pytest.mark.parametrize("name, index", [("Cat", 0), ("CAT", 0), ("Cats", 1), ("CATS", 1), ("cats", 1)])
+def test_a_name_in_another_case_is_its_class_before_a_plural_is_considered(name, index):
+    # "Cat" was refused as an unknown class: it matched cat but also cats, by the plural rule.
+    assert generator(["cat", "cats", "dog"]).class_index(name) == index
+
+
+@pytest.mark.parametrize("names, name, candidates", [(["cat", "CAT", "dog"], "Cat", "cat or CAT"),
+                                                     (["cat", "cats", "dog"], "cat!", "cat or cats")])
+def test_a_name_that_fits_two_classes_is_refused_naming_them(tmp_path, capsys, names, name, candidates):
+    folder = _written_generator(tmp_path / "generator", names)
+    code, captured = run_trainer(capsys, "generate", folder, "--class", name, "--out", tmp_path / "x.npy")
+    assert_one_line(code, captured, f"class '{name}' is ambiguous: it could be {candidates}")
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_generate_refuses_an_unknown_class_before_loading(tmp_path, capsys):

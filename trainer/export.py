@@ -237,10 +237,19 @@ def _index_named(text: str, names) -> int:
             raise UsageError(f"no class is named '{text}', and this generator's classes are named with numbers "
                              f"that are not their positions ({_preview(names)}); give --class one of these names")
         return int(text)
-    loose = _loose_matches(text, names)
-    if len(loose) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
-        return loose[0]
+    # Nearer matches first: "Cat" is cat, not also cats, which only the plural rule adds.
+    for matches in (_case_matches(text, names), _loose_matches(text, names)):
+        if len(matches) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
+            return matches[0]
+        if matches:
+            raise UsageError(f"class '{text}' is ambiguous: it could be {' or '.join(names[i] for i in matches)}; "
+                             "give --class the exact name")
     raise UsageError(f"unknown class '{text}'; choose an index 0-{len(names) - 1} or one of: {', '.join(names)}")
+
+
+def _case_matches(text: str, names) -> list[int]:
+    """The indexes of the class names `text` is but for case."""
+    return [i for i, name in enumerate(names) if name.casefold() == text.casefold()]
 
 
 def _numbered_out_of_place(names) -> bool:
@@ -259,7 +268,7 @@ def _name_key(name) -> str:
 
 def _loose_matches(name: str, names) -> list[int]:
     """The indexes of the class names `name` stands for, ignoring case, punctuation and a plural s
-    (an exact name is matched before this; two or more matches mean the name is ambiguous)."""
+    (the exact name, then the name but for case, are matched before this; two or more matches are ambiguous)."""
     key = _name_key(name)
     if not key:
         return []
