@@ -114,3 +114,16 @@ def test_class_names_written_as_numbers_in_generator_json_are_names_too(tmp_path
 
     g = Generator(None, read_meta(_written_generator(tmp_path / "generator", [10, 3, 7])))
     assert g.class_names == ["10", "3", "7"] and g.class_index("3") == 1 and g.class_index(0) == 0
+
+
+@pytest.mark.parametrize("name", ["３", "٣", "۳", "²", "-３"])
+def test_digits_other_than_0_to_9_are_not_taken_for_an_index(tmp_path, capsys, name):
+    # A full-width or Arabic-Indic 3 drew class 3 as if typed 3; a superscript 2 was a ValueError traceback.
+    folder = _written_generator(tmp_path / "generator", ["a", "b", "c", "d", "e"])
+    code, captured = run_trainer(capsys, "generate", folder, "--class", name, "--out", tmp_path / "x.npy")
+    assert_one_line(code, captured, f"class '{name}' is written with digits other than 0-9", "a, b, c, d, e")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_class_named_with_other_digits_is_still_found_by_its_name():
+    assert generator(["٠", "١", "٢", "٣"]).class_index("٣") == 3

@@ -232,11 +232,14 @@ def _index_named(text: str, names) -> int:
     index 3), else a position (digits), else the one class the name stands for loosely."""
     if text in names:
         return names.index(text)
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", text):  # not isdigit(), which int() fails on ("²") or takes silently ("３")
         if _numbered_out_of_place(names):  # "3" could mean the 4th class or a class named 3 that is elsewhere
             raise UsageError(f"no class is named '{text}', and this generator's classes are named with numbers "
                              f"that are not their positions ({_preview(names)}); give --class one of these names")
         return int(text)
+    if text.lstrip("-").isdigit():
+        raise UsageError(f"class '{text}' is written with digits other than 0-9; give an index in 0-9 digits "
+                         f"(0-{len(names) - 1}) or one of: {_preview(names)}")
     # Nearer matches first: "Cat" is cat, not also cats, which only the plural rule adds.
     for matches in (_case_matches(text, names), _loose_matches(text, names)):
         if len(matches) == 1:  # "Ankle boot", "T-shirt/top", "Sneakers" for ankle_boots, t_shirt_top, sneaker
