@@ -171,9 +171,9 @@ def check_generator(folder: Path, what: str):
 
 def generator_dir(source: str) -> Path:
     """A local generator folder from a folder, a job name, or an s3:// generator prefix (cached)."""
-    if s3.is_s3(source):
-        from trainer.generate import generator_folder  # numpy and Pillow: only when generating
+    from trainer.generate import generator_folder  # numpy and Pillow: only when generating
 
+    if s3.is_s3(source):
         return generator_folder(source)
     path = Path(source)
     if path.exists():
@@ -183,9 +183,13 @@ def generator_dir(source: str) -> Path:
 
         record = jobs.load(source)
         uri = layout.join(_output_uri(record), "generator")
-        remote = s3.is_s3(uri)
-        if not ("generator.json" in s3.list_objects(uri) if remote else (Path(uri) / "generator.json").is_file()):
-            # said of the job, as `pull` says it, not of a folder or prefix the user never named
-            raise GankitError(_missing(record, f"{source} has no exported generator", "exported no generator"))
-        return generator_dir(uri) if remote else Path(uri)
+
+        def missing():  # said of the job, as `pull` says it, not of a folder or prefix the user never named
+            return GankitError(_missing(record, f"{source} has no exported generator", "exported no generator"))
+
+        if s3.is_s3(uri):
+            return generator_folder(uri, missing=missing)  # one listing, which the download takes
+        if not (Path(uri) / "generator.json").is_file():
+            raise missing()
+        return Path(uri)
     raise UsageError(f"{source}: no such generator folder, job or s3:// prefix")

@@ -85,7 +85,8 @@ def test_launcher_generate_refuses_a_hostile_key(bucket, tmp_path, monkeypatch, 
     cache = tmp_path / "a" / "b" / "c" / "d" / "cache"
     monkeypatch.setenv("GANKIT_CACHE", str(cache))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    bucket.put_object(Bucket=BUCKET, Key="gen/generator.json", Body=b"{}")
+    bucket.put_object(Bucket=BUCKET, Key="gen/generator.json", Body=b"{}")  # a whole generator, and a key beside it
+    bucket.put_object(Bucket=BUCKET, Key="gen/generator.keras", Body=b"model")
     bucket.put_object(Bucket=BUCKET, Key=key, Body=b"echo pwned")
     with pytest.raises(SystemExit) as e:
         main(["generate", f"s3://{BUCKET}/gen", "--out", str(tmp_path / "out.png")])
@@ -384,6 +385,38 @@ def test_generate_from_a_job_whose_s3_output_has_no_generator_says_so_of_the_job
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1, err
     assert err.startswith("error: j9 has no exported generator: job j9 was stopped") and "--resume j9" in err, err
+
+
+def test_generate_from_a_job_whose_generator_is_on_s3_lists_its_prefix_once(bucket, tmp_path, capsys):
+    # It listed runs/JOB/output/generator/ to see that generator.json was there, then again to download it.
+    from launcher import jobs
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j10", 0)
+    jobs.save({**jobs.load("j10"), "output_uri": f"s3://{BUCKET}/runs/j10/output"})
+    meta = {"z_dim": 8, "image_shape": [28, 28, 1], "class_names": ["a", "b"]}
+    bucket.put_object(Bucket=BUCKET, Key="runs/j10/output/generator/generator.json", Body=json.dumps(meta).encode())
+    bucket.put_object(Bucket=BUCKET, Key="runs/j10/output/generator/generator.keras", Body=b"not loaded")
+    listed = []
+    s3.client().meta.events.register("provide-client-params.s3.ListObjectsV2",
+                                     lambda params, **_: listed.append(params["Prefix"]))
+    with pytest.raises(SystemExit) as e:  # the class is checked once the generator is here, before Keras loads it
+        main(["generate", "j10", "--class", "c", "--out", str(tmp_path / "x.png")])
+    assert e.value.code == 2 and "unknown class 'c'" in capsys.readouterr().err
+    assert listed == ["runs/j10/output/generator/"]
+
+
+def test_generate_from_a_job_whose_s3_generator_lacks_its_model_says_so_of_the_job(bucket, tmp_path, capsys):
+    from launcher import jobs
+    from launcher.cli import main
+
+    _ended_local_job(tmp_path, "j11", 143)
+    jobs.save({**jobs.load("j11"), "output_uri": f"s3://{BUCKET}/runs/j11/output"})
+    bucket.put_object(Bucket=BUCKET, Key="runs/j11/output/generator/generator.json", Body=b"{}")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "j11", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: j11 has no exported generator: job j11 was stopped"), err
 
 
 def _ended_local_job(tmp_path, job, code, failure=None, published=()):

@@ -18,16 +18,18 @@ SUFFIXES = (".npy", ".png")
 PROGRESS_ABOVE = 500  # images: one batch is quick; more gets a progress line
 
 
-def generator_folder(source) -> Path:
+def generator_folder(source, missing=None) -> Path:
     """A generator's local folder: `source` itself (or a run folder's generator/: layout.local_generator),
-    or for an s3:// prefix its copy in the cache (downloaded again only where it changed)."""
+    or for an s3:// prefix its copy in the cache (downloaded again only where it changed). A prefix without a
+    generator is refused before anything is fetched: in `missing()`'s words where given (the launcher's, of a job)."""
     if s3.is_s3(source):
-        folder = s3.mirror_into_cache(source, cache_root() / "generators" / s3.cache_key(source),
-                                      label="downloading generator")
-        if not ((folder / META_FILE).is_file() and (folder / MODEL_FILE).is_file()):  # said of the prefix, not the cache
-            raise UsageError(f"{source} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); point at "
-                             "the generator/ prefix of a finished run, e.g. s3://BUCKET/runs/JOB/output/generator")
-        return folder
+        listing = s3.list_entries(source)  # once: the download takes this listing
+        if not {META_FILE, MODEL_FILE} <= listing.keys():  # said of the prefix, not the cache
+            raise missing() if missing else UsageError(
+                f"{source} is not an exported generator (it needs {META_FILE} and {MODEL_FILE}); point at the "
+                "generator/ prefix of a finished run, e.g. s3://BUCKET/runs/JOB/output/generator")
+        return s3.mirror_into_cache(source, cache_root() / "generators" / s3.cache_key(source),
+                                    label="downloading generator", listing=listing)
     return layout.local_generator(source)
 
 

@@ -108,6 +108,11 @@ def list_objects(uri: str) -> dict[str, int]:
     return {key: obj["Size"] for key, obj in _list(uri).items()}
 
 
+def list_entries(uri: str) -> dict[str, dict]:
+    """Keys below `uri` (relative to it) -> their listing entry: what download_prefix takes as `listing`."""
+    return _list(uri)
+
+
 def _list(uri: str) -> dict[str, dict]:
     """Keys below `uri` (relative to it) -> their listing entry (Size, ETag, ...)."""
     bucket, prefix = split_s3(uri)
@@ -169,16 +174,17 @@ def download_file(uri: str, local, callback=None):
 ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded
 
 
-def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
+def download_prefix(uri: str, local_dir, label="download", log=None, listing=None) -> Path:
     """Mirror everything below `uri` into `local_dir`, skipping files already there unchanged.
 
     Unchanged means: the local file is as we downloaded it (size and mtime) and
     the remote ETag is the one it had then. Size alone is not enough: every
     generator of one architecture has the same size. `log`, when given, hears
     what was not fetched again. Every key is checked (`fsutil.inside_all`) before anything is written.
+    `listing` is `list_entries(uri)` where the caller has listed the prefix already (to check what is there).
     """
     local_dir = Path(local_dir)
-    listing = _list(uri)
+    listing = _list(uri) if listing is None else listing
     wanted = {k: obj for k, obj in listing.items() if k and not k.endswith("/")}  # "folder/" markers hold nothing
     targets = inside_all(local_dir, wanted, uri)
     seen = _read_etags(local_dir)
@@ -196,14 +202,14 @@ def download_prefix(uri: str, local_dir, label="download", log=None) -> Path:
     return local_dir
 
 
-def mirror_into_cache(uri: str, folder, label="download") -> Path:
+def mirror_into_cache(uri: str, folder, label="download", listing=None) -> Path:
     """download_prefix into a cache folder that several processes may fill at once (two `generate`s of one
     generator, two runs staging one S3 dataset): one at a time, so the later one finds the files there and
     fetches nothing, and no process records ETags against files another one wrote."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with folder_held(folder):
-        return download_prefix(uri, folder, label=label)
+        return download_prefix(uri, folder, label=label, listing=listing)
 
 
 def _stamp(path: Path, etag: str):
