@@ -281,3 +281,18 @@ def test_a_folder_too_small_to_evaluate_says_so(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=4)  # 8 pictures: 1 held out for testing
     with pytest.raises(UsageError, match=r"too few images to evaluate \(7 train, 1 test; at least 2 each\)"):
         make_reference(f"folder:{folder}", None, (16, 16, 3), 20)
+
+
+def test_a_picture_above_pillows_warning_size_loads_without_a_warning(tmp_path):
+    # A 90-megapixel picture printed Pillow's DecompressionBombWarning (two lines, mid progress bar).
+    import subprocess
+    import sys
+
+    (tmp_path / "big").mkdir()
+    Image.new("1", (9500, 9500), 1).save(tmp_path / "big" / "huge.png")  # 90.25 MP, bits: 30 kB on disk
+    code = ("from trainer.data.folder import load_folder; "
+            f"images = load_folder({str(tmp_path / 'big')!r}, 8, 1)[0]; print(images.shape, images.min())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "(1, 8, 8, 1) 255", done.stderr
+    assert "Warning" not in done.stderr, done.stderr

@@ -9,6 +9,7 @@
 
 import errno
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,11 @@ from PIL import Image
 
 from trainer.data.resize import fit, fit_all, map_with_progress
 from trainer.errors import UsageError
+
+# A picture between Pillow's two decompression-bomb limits (89-179 megapixels: a panorama, a 100 MP camera's photo)
+# loads, and fit() keeps it small; the warning Pillow prints for it, two lines cutting the progress bar, asks
+# nothing of the user. Beyond the upper limit Pillow refuses the picture, and _decode names it in one line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
