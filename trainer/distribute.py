@@ -89,12 +89,17 @@ def choose_placement(framework: str, name: str, root) -> Placement:
                      worker_id(strategy), worker_count(strategy))
 
 
-def choose_jax_placement(name: str, root) -> Placement:
-    """One device, or keras.distribution.DataParallel over this host's GPUs; several hosts are refused."""
-    workers = export_tf_config(root)
-    if name == "multiworker" or workers > 1:
+def refuse_jax_on_several_hosts(framework: str, name: str, root):
+    """A one-line UsageError when JAX is asked to train on several hosts, which it cannot here. Cheap (no
+    backend import), so a run checks it before it loads or downloads any data (trainer/run_setup.py)."""
+    if framework == "jax" and (name == "multiworker" or export_tf_config(root) > 1):
         raise UsageError("--framework jax trains on one host only (its GPUs via keras.distribution.DataParallel); "
                          "for several hosts use --framework tensorflow (MultiWorkerMirroredStrategy)")
+
+
+def choose_jax_placement(name: str, root) -> Placement:
+    """One device, or keras.distribution.DataParallel over this host's GPUs; several hosts are refused."""
+    refuse_jax_on_several_hosts("jax", name, root)
     import jax
     import keras
 
