@@ -73,6 +73,18 @@ def test_jax_on_several_hosts_is_refused_before_any_data_is_read(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
+def test_multiworker_without_a_cluster_is_refused_before_any_data_is_read(tmp_path):
+    # As JAX on several hosts (above): the refusal came after the data was loaded, and the backend imported.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(empty),
+                             "--output-dir", str(tmp_path / "out"), "--strategy", "multiworker"],
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CONFIG="", SM_HOSTS="", GANKIT_SM_ROOT=str(tmp_path)))
+    assert_usage_error(result, "--strategy multiworker needs TF_CONFIG", "--strategy auto")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_output_dir(tmp_path, data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -32,6 +32,8 @@ from trainer.errors import UsageError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 WORKER_PORT = 7777  # fixed, so every host can name every other one
+MULTIWORKER_NEEDS_A_CLUSTER = ("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
+                               "use --strategy auto on a single host")
 JOIN_SECONDS = 600  # how long a worker waits for the others to start (GANKIT_JOIN_SECONDS: tests)
 
 
@@ -90,17 +92,21 @@ def choose_placement(framework: str, name: str, root) -> Placement:
                      worker_id(strategy), worker_count(strategy))
 
 
-def refuse_jax_on_several_hosts(framework: str, name: str, root):
-    """A one-line UsageError when JAX is asked to train on several hosts, which it cannot here. Cheap (no
-    backend import), so a run checks it before it loads or downloads any data (trainer/run_setup.py)."""
-    if framework == "jax" and (name == "multiworker" or export_tf_config(root) > 1):
+def check_placement(framework: str, name: str, root):
+    """The placements refused with one line whatever the devices: JAX on several hosts, which it cannot train
+    on here, and --strategy multiworker with no cluster to join. Cheap (no backend import), so a run checks
+    them before it loads or downloads any data (trainer/run_setup.py)."""
+    workers = 0 if framework == "jax" and name == "multiworker" else export_tf_config(root)
+    if framework == "jax" and (name == "multiworker" or workers > 1):
         raise UsageError("--framework jax trains on one host only (its GPUs via keras.distribution.DataParallel); "
                          "for several hosts use --framework tensorflow (MultiWorkerMirroredStrategy)")
+    if name == "multiworker" and workers < 1:
+        raise UsageError(MULTIWORKER_NEEDS_A_CLUSTER)
 
 
 def choose_jax_placement(name: str, root) -> Placement:
     """One device, or keras.distribution.DataParallel over this host's GPUs; several hosts are refused."""
-    refuse_jax_on_several_hosts("jax", name, root)
+    check_placement("jax", name, root)
     import jax
     import keras
 
@@ -118,8 +124,7 @@ def choose_strategy(name: str, root):
     workers = export_tf_config(root)
     if name == "multiworker" or (name == "auto" and workers > 1):
         if workers < 1:
-            raise UsageError("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
-                             "use --strategy auto on a single host")
+            raise UsageError(MULTIWORKER_NEEDS_A_CLUSTER)
         return keeping_signal_handlers(lambda: joined_within(join_seconds(), tf.distribute.MultiWorkerMirroredStrategy,
                                                              failure=contract_failure(root)))
     devices = local_devices()
