@@ -138,6 +138,10 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                          "use --instance-count 1, or --hp framework=tensorflow for several hosts")
 
     cloud = kind.CLOUD
+    if cloud and instance_count == 1 and hyperparameters.get("strategy") == "multiworker":
+        # The trainer refuses it on one host too, but only once the instance is up and billing.
+        raise UsageError("--hp strategy=multiworker trains across several hosts, and this job has one; give "
+                         "--instance-count 2 or more (SageMaker), or drop it (auto uses this host's GPUs)")
     given = [flag for flag, value in (("--instance-type", instance_type), ("--bucket", bucket), ("--role", role),
                                       ("--image", image), ("--region", region)) if value]
     if given and not cloud:  # once ignored: `--bucket B --role R` without `infra up` trained on this machine

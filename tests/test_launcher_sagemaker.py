@@ -123,6 +123,10 @@ def test_framework_jax_installs_jax_at_job_start_and_refuses_several_hosts(aws, 
     assert "jax" not in sagemaker.requirements(tf_spec.framework)
     with pytest.raises(UsageError, match="framework=jax: JAX trains on one host"):
         spec_for(data, hp=["framework=jax"], instance_count=2)
+    # One host cannot be a cluster: the trainer refused it once the instance was up and billing.
+    with pytest.raises(UsageError, match="strategy=multiworker trains across several hosts.*--instance-count 2"):
+        spec_for(data, hp=["strategy=multiworker"])
+    assert spec_for(data, hp=["strategy=multiworker"], instance_count=2).instance_count == 2
     assert len(boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]) == 1  # nothing else sent
 
 
