@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from launcher import settings
-from launcher.durations import parse_duration
+from launcher.durations import MAX_SECONDS, parse_duration
 from launcher.pricing import check_instance_type
 from trainer import aws, layout
 from trainer.errors import UsageError
@@ -138,6 +138,10 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                          "use --instance-count 1, or --hp framework=tensorflow for several hosts")
 
     cloud = kind.CLOUD
+    if cloud and instance_count == 1 and hyperparameters.get("strategy") == "multiworker":
+        # The trainer refuses it on one host too, but only once the instance is up and billing.
+        raise UsageError("--hp strategy=multiworker trains across several hosts, and this job has one; give "
+                         "--instance-count 2 or more (SageMaker), or drop it (auto uses this host's GPUs)")
     given = [flag for flag, value in (("--instance-type", instance_type), ("--bucket", bucket), ("--role", role),
                                       ("--image", image), ("--region", region)) if value]
     if given and not cloud:  # once ignored: `--bucket B --role R` without `infra up` trained on this machine
@@ -180,8 +184,16 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
                    hyperparameters=hyperparameters, root=root.rstrip("/"), instance_type=instance_type,
                    instance_count=instance_count, spot=bool(spot) and cloud,
                    max_run=max_run_s if cloud or max_run else None,
-                   max_wait=2 * max_run_s if spot and cloud else None, role=role,
+                   max_wait=spot_max_wait(max_run_s) if spot and cloud else None, role=role,
                    image=image or settings.get("image"), region=region, resume=resume)
+
+
+def spot_max_wait(max_run_s: int) -> int:
+    """How long a spot job may take, waits for capacity included: twice its run, but at most 28 days. The
+    run's own limit (MaxRuntimeInSeconds, at most 28 days) is what bills; this one bounds when the result
+    comes. SageMaker documents 30 days as the most any training job lasts, stops and uploads included, so
+    twice a long --max-run (56 days for 28d) asked for a wait no job can have."""
+    return min(2 * max_run_s, MAX_SECONDS)
 
 
 def _matching_default(instance_type, kind) -> str:

@@ -142,6 +142,7 @@ def test_two_workers_train_in_lockstep_only_the_chief_writes_and_both_resume(tmp
     chief, other = tmp_path / "cluster" / "algo-1", tmp_path / "cluster" / "algo-2"
     assert (chief / "model" / "generator.keras").exists() and (chief / "output" / "data" / "metrics.jsonl").exists()
     assert not any(p.is_file() for p in other.joinpath("output").rglob("*")) and not (other / "model").exists()
+    assert not (chief / "output" / "failure").exists()  # the join's foretold reason is taken back once all joined
     scratch = re.search(r"generator in (\S+)/generator", logs[1]).group(1)
     assert "gankit-worker1-" in scratch and not Path(scratch).exists()  # the non-chief's temporary saves are gone
     assert sorted(p.name for p in shared_checkpoints.iterdir()) == ["ckpt-000000004", "ckpt-000000008"]
@@ -262,3 +263,6 @@ def test_a_worker_whose_peer_never_starts_exits_after_the_join_limit(tmp_path, d
     assert done.returncode == 1 and time.monotonic() - started < 200, done.stderr[-2000:]
     assert "if one has not within 5 s (it failed to start: see its log), this worker exits" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+    # SageMaker's FailureReason: the exit wrote none, so a job whose peer never came failed without a reason.
+    failure = (base / "algo-1" / "output" / "failure").read_text()
+    assert failure.count("\n") == 1 and "did not all join within 5 s" in failure, failure

@@ -99,6 +99,15 @@ def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     assert jobs.load(spec.job)["arn"] == job["TrainingJobArn"]
 
 
+def test_a_spot_jobs_max_wait_is_twice_its_run_up_to_28_days(aws, data):
+    """MaxWaitTimeInSeconds was twice --max-run whatever its length: 56 days for --max-run 28d, past the 30 days
+    SageMaker documents as the most a training job lasts in all."""
+    limit = 28 * 86400
+    for max_run, wait in (("2h", 4 * 3600), ("14d", limit), ("20d", limit), ("28d", limit)):
+        stopping = sagemaker.submit(spec_for(data, max_run=max_run), dry_run=True)["StoppingCondition"]
+        assert stopping["MaxWaitTimeInSeconds"] == wait >= stopping["MaxRuntimeInSeconds"], (max_run, stopping)
+
+
 def test_framework_jax_installs_jax_at_job_start_and_refuses_several_hosts(aws, data):
     spec = spec_for(data, hp=["framework=jax"])
     record = sagemaker.submit(spec)
@@ -114,6 +123,10 @@ def test_framework_jax_installs_jax_at_job_start_and_refuses_several_hosts(aws, 
     assert "jax" not in sagemaker.requirements(tf_spec.framework)
     with pytest.raises(UsageError, match="framework=jax: JAX trains on one host"):
         spec_for(data, hp=["framework=jax"], instance_count=2)
+    # One host cannot be a cluster: the trainer refused it once the instance was up and billing.
+    with pytest.raises(UsageError, match="strategy=multiworker trains across several hosts.*--instance-count 2"):
+        spec_for(data, hp=["strategy=multiworker"])
+    assert spec_for(data, hp=["strategy=multiworker"], instance_count=2).instance_count == 2
     assert len(boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]) == 1  # nothing else sent
 
 

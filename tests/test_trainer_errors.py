@@ -1,5 +1,6 @@
 """Bad input: one line naming the problem, exit 2, no traceback, nothing written."""
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,33 @@ def test_a_check_made_once_the_backend_loads_leaves_no_empty_folders_either(tmp_
                          "--batch-size", "8", "--framework", "jax", "--precision", "mixed_float16")
     assert_usage_error(result, "--precision mixed_float16")
     assert not (tmp_path / "new").exists()
+
+
+def test_jax_on_several_hosts_is_refused_before_any_data_is_read(tmp_path):
+    # The refusal came from the placement, after the dataset was staged and loaded (downloaded, where none was
+    # given): an empty --data-dir, which would fail to load, shows which check comes first.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    two_hosts = json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}})
+    train = [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(empty),
+             "--output-dir", str(tmp_path / "out"), "--framework", "jax"]
+    for extra, tf_config in (([], two_hosts), (["--strategy", "multiworker"], "")):
+        result = subprocess.run([*train, *extra], capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CONFIG=tf_config))
+        assert_usage_error(result, "--framework jax trains on one host only", "--framework tensorflow")
+        assert not (tmp_path / "out").exists()
+
+
+def test_multiworker_without_a_cluster_is_refused_before_any_data_is_read(tmp_path):
+    # As JAX on several hosts (above): the refusal came after the data was loaded, and the backend imported.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(empty),
+                             "--output-dir", str(tmp_path / "out"), "--strategy", "multiworker"],
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CONFIG="", SM_HOSTS="", GANKIT_SM_ROOT=str(tmp_path)))
+    assert_usage_error(result, "--strategy multiworker needs TF_CONFIG", "--strategy auto")
+    assert not (tmp_path / "out").exists()
 
 
 def test_unwritable_output_dir(tmp_path, data_dir):

@@ -26,11 +26,14 @@ their checkpoints to a temporary folder, as TensorFlow's multi-worker guide asks
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainer.errors import UsageError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 WORKER_PORT = 7777  # fixed, so every host can name every other one
+MULTIWORKER_NEEDS_A_CLUSTER = ("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
+                               "use --strategy auto on a single host")
 JOIN_SECONDS = 600  # how long a worker waits for the others to start (GANKIT_JOIN_SECONDS: tests)
 
 
@@ -89,12 +92,21 @@ def choose_placement(framework: str, name: str, root) -> Placement:
                      worker_id(strategy), worker_count(strategy))
 
 
-def choose_jax_placement(name: str, root) -> Placement:
-    """One device, or keras.distribution.DataParallel over this host's GPUs; several hosts are refused."""
-    workers = export_tf_config(root)
-    if name == "multiworker" or workers > 1:
+def check_placement(framework: str, name: str, root):
+    """The placements refused with one line whatever the devices: JAX on several hosts, which it cannot train
+    on here, and --strategy multiworker with no cluster to join. Cheap (no backend import), so a run checks
+    them before it loads or downloads any data (trainer/run_setup.py)."""
+    workers = 0 if framework == "jax" and name == "multiworker" else export_tf_config(root)
+    if framework == "jax" and (name == "multiworker" or workers > 1):
         raise UsageError("--framework jax trains on one host only (its GPUs via keras.distribution.DataParallel); "
                          "for several hosts use --framework tensorflow (MultiWorkerMirroredStrategy)")
+    if name == "multiworker" and workers < 1:
+        raise UsageError(MULTIWORKER_NEEDS_A_CLUSTER)
+
+
+def choose_jax_placement(name: str, root) -> Placement:
+    """One device, or keras.distribution.DataParallel over this host's GPUs; several hosts are refused."""
+    check_placement("jax", name, root)
     import jax
     import keras
 
@@ -112,9 +124,9 @@ def choose_strategy(name: str, root):
     workers = export_tf_config(root)
     if name == "multiworker" or (name == "auto" and workers > 1):
         if workers < 1:
-            raise UsageError("--strategy multiworker needs TF_CONFIG or SageMaker's resourceconfig.json; "
-                             "use --strategy auto on a single host")
-        return keeping_signal_handlers(lambda: joined_within(join_seconds(), tf.distribute.MultiWorkerMirroredStrategy))
+            raise UsageError(MULTIWORKER_NEEDS_A_CLUSTER)
+        return keeping_signal_handlers(lambda: joined_within(join_seconds(), tf.distribute.MultiWorkerMirroredStrategy,
+                                                             failure=contract_failure(root)))
     devices = local_devices()
     if name == "mirrored" or (name == "auto" and len(devices) > 1 and devices[0].startswith("/gpu")):
         return tf.distribute.MirroredStrategy(devices)
@@ -172,23 +184,49 @@ def join_seconds() -> float:
     return float(os.environ.get("GANKIT_JOIN_SECONDS") or JOIN_SECONDS)
 
 
-def joined_within(seconds: float, make):
+def contract_failure(root) -> Path | None:
+    """The container contract's output/failure (trainer/contract.py), where a job says why it failed; None off
+    the contract (no input/config/ under `root`: a `train` run by hand), which has no such file to write."""
+    root = Path(root)
+    return root / "output" / "failure" if (root / "input" / "config").is_dir() else None
+
+
+def joined_within(seconds: float, make, failure: Path | None = None):
     """make(), or the process ends (exit 1) when it has not returned after `seconds`. MultiWorkerMirroredStrategy
     waits inside TensorFlow, holding the GIL and ignoring SIGTERM, until every worker has joined: a worker that
     died at start left the others (billed hosts) waiting forever. A Python timer or signal handler never runs
     there; faulthandler's watchdog is a C thread, so it ends the process, silently (its output is a traceback),
-    which is why the line below says beforehand what an exit here means."""
+    which is why the line below says beforehand what an exit here means. For the same reason the reason goes to
+    `failure` (the contract's output/failure, which SageMaker shows as the job's FailureReason) beforehand
+    too, and is taken back once make() returns or raises."""
     import faulthandler
 
     print(f"waiting for the other workers to join; if one has not within {seconds:g} s (it failed to start: "
           "see its log), this worker exits", flush=True)
+    written = _write_failure(failure, f"the other workers did not all join within {seconds:g} s (one failed to "
+                                      "start: see its log), so this worker exited; resubmit the job once it is fixed")
     sink = open(os.devnull, "w")
     faulthandler.dump_traceback_later(seconds, exit=True, file=sink)
     try:
         return make()
-    finally:
+    finally:  # returned or raised: either way not the exit the failure file foretold
         faulthandler.cancel_dump_traceback_later()
         sink.close()
+        if written:
+            failure.unlink(missing_ok=True)
+
+
+def _write_failure(path: Path | None, message: str) -> bool:
+    """Whether `message` is now in `path`, whole (a full disk writes nothing: the log still says it)."""
+    if path is None:
+        return False
+    from trainer.fsutil import atomic_write_text
+
+    try:
+        atomic_write_text(path, message + "\n")
+    except OSError:
+        return False
+    return True
 
 
 def worker_count(strategy) -> int:

@@ -41,9 +41,12 @@ class Prepared:
 
 def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
     from trainer.data import load_dataset
+    from trainer.distribute import check_placement
+    from trainer.layout import sm_root
     from trainer.run_storage import prepare
 
     cfg = cfg.resolve()
+    check_placement(cfg.framework, cfg.strategy, sm_root())  # before any data is staged or loaded
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
     with removed_on_error(storage.output_dir, storage.checkpoint_dir) as created:  # a run that fails here leaves no folders
         out = ensure_writable_dir(storage.output_dir, "--output-dir")
