@@ -59,6 +59,37 @@ def test_judge_is_cached_and_retrained_when_the_data_changes(trained, tmp_path, 
     assert retrained.test_accuracy >= 0.9
 
 
+def test_a_changed_test_split_is_noticed_and_the_judge_re_tested_not_retrained(trained, tmp_path, monkeypatch):
+    """The judge learns from the train split only, but its test accuracy comes from the test split: a cache
+    keyed on the train split alone kept the old test split's accuracy (here 1.0 for a judge now always wrong)."""
+    import shutil
+
+    from tests.data_helpers import IDX_FILES
+    from trainer.data.idx import read_idx, write_idx
+    from trainer.judge import judge_dir, load_judge, load_splits
+
+    shutil.copytree(trained["cache"], tmp_path / "cache")
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    data = shutil.copytree(trained["data"], tmp_path / "data")
+    labels_file = data / IDX_FILES["test"][1]
+    write_idx(labels_file, (read_idx(labels_file) + 1) % 10)  # same pictures, every one now labelled wrong
+    splits = load_splits("mnist", data)
+    messages = []
+    judge = load_judge("mnist", data, log=messages.append)
+    assert judge.test_accuracy <= 0.1, messages
+    assert any("test split" in m and "changed" in m for m in messages)
+    assert not any("training the judge" in m for m in messages)  # the train split, all it learnt from, is the same
+    messages.clear()
+    assert load_judge("mnist", data, log=messages.append).test_accuracy == judge.test_accuracy and messages == []
+
+    # A judge cached before test splits were fingerprinted is measured once, not retrained.
+    meta = json.loads((judge_dir(splits) / "judge.json").read_text())
+    del meta["test_fingerprint"]
+    (judge_dir(splits) / "judge.json").write_text(json.dumps(dict(meta, test_accuracy=0.5)))
+    assert load_judge("mnist", data, log=messages.append).test_accuracy == judge.test_accuracy and messages == []
+    assert json.loads((judge_dir(splits) / "judge.json").read_text())["test_fingerprint"] == splits.test_fingerprint()
+
+
 @pytest.mark.parametrize("text", ["[1]", '"judge"'])
 def test_a_judge_json_that_is_not_an_object_is_retrained_not_a_traceback(trained, tmp_path, monkeypatch, text):
     import shutil

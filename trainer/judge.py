@@ -3,7 +3,8 @@
 Trained by us on the dataset's train split (for an image folder, on 5/6 of the
 folder, the rest held out as its test split), so figures mean the same thing
 from run to run. Cached under `cache_root()/judges/` with its test accuracy and
-a fingerprint of the data it saw; a changed dataset (or judge recipe) retrains.
+a fingerprint of the data it saw; a changed train split (or judge recipe)
+retrains it, a changed test split measures its test accuracy again.
 """
 
 import dataclasses
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_dir, cache_root, folder_held
+from trainer.fsutil import atomic_dir, atomic_write_text, cache_root, folder_held
 
 RECIPE = "judge-v1"  # change when the network or training changes: cached judges then retrain
 MODEL_FILE = "judge.keras"
@@ -44,6 +45,13 @@ class Splits:
     def fingerprint(self) -> str:
         h = hashlib.sha256(f"{RECIPE}|{self.name}|{self.class_names}|{self.image_shape}".encode())
         for array in (self.train_images, self.train_labels):
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+    def test_fingerprint(self) -> str:
+        """The test split's own: the judge never learns from it, but its cached test accuracy comes from it."""
+        h = hashlib.sha256(f"{self.test_images.shape}".encode())
+        for array in (self.test_images, self.test_labels):
             h.update(np.ascontiguousarray(array).data)
         return h.hexdigest()
 
@@ -117,7 +125,7 @@ def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Spli
         if meta is not None and meta.get("fingerprint") == fingerprint:
             judge = _cached_judge(folder, meta, log)
             if judge is not None:
-                return judge
+                return _tested_on(judge, splits, folder, log)
         elif meta is not None:
             log(f"the data for {splits.name} changed since its judge was trained; retraining")
         model, meta = train_judge(splits, log=log)
@@ -143,6 +151,25 @@ def _cached_judge(folder: Path, meta: dict, log) -> Judge | None:
     # its own precision) have the same fingerprint: their figures would differ from a float32 judge's.
     log(f"judge cache {folder} was trained in {mixed[0]}, not float32 as judges now are; retraining")
     return None
+
+
+def _tested_on(judge: Judge, splits: Splits, folder: Path, log) -> Judge:
+    """`judge`, with its test accuracy measured again (and cached) when `splits` has another test split than
+    the one it was measured on. Judges cached before the test split was fingerprinted are measured once."""
+    test_fingerprint = splits.test_fingerprint()
+    if judge.meta.get("test_fingerprint") == test_fingerprint:
+        return judge
+    if "test_fingerprint" in judge.meta:
+        log(f"the test split of {splits.name} changed since its judge was tested; measuring its accuracy again")
+    meta = dict(judge.meta, test_accuracy=accuracy_on_test(judge, splits), test_images=len(splits.test_images),
+                test_fingerprint=test_fingerprint)
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
+    return Judge(judge.model, meta)
+
+
+def accuracy_on_test(judge: Judge, splits: Splits) -> float:
+    """The share of the real test images `judge` puts in their own class."""
+    return float((judge.probabilities(splits.test_images).argmax(axis=1) == splits.test_labels).mean())
 
 
 def _read_meta(folder: Path) -> dict | None:
@@ -204,13 +231,12 @@ def train_judge(splits: Splits, log=print, seed=0):
     # One long Keras epoch: per-epoch overhead would dominate on tiny datasets.
     model.fit(dataset, epochs=1, steps_per_epoch=epochs * steps_per_epoch, verbose=0, shuffle=False, callbacks=[Advance()])
     progress.close()
-    probs = Judge(model, {"class_names": splits.class_names, "test_accuracy": 0}).probabilities(splits.test_images)
-    accuracy = float((probs.argmax(axis=1) == splits.test_labels).mean())
+    accuracy = accuracy_on_test(Judge(model, {"class_names": splits.class_names, "test_accuracy": 0}), splits)
     seconds = time.monotonic() - t0
     log(f"judge test accuracy {accuracy:.4f} on {len(splits.test_images)} images ({format_duration(seconds)})")
     meta = {"dataset": splits.name, "class_names": list(splits.class_names), "image_shape": list(splits.image_shape),
             "test_accuracy": accuracy, "test_images": len(splits.test_images), "train_images": n,
-            "fingerprint": splits.fingerprint(), "recipe": RECIPE, "epochs": epochs, "seconds": seconds}
+            "fingerprint": splits.fingerprint(), "test_fingerprint": splits.test_fingerprint(), "recipe": RECIPE, "epochs": epochs, "seconds": seconds}
     return model, meta
 
 
