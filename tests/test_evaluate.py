@@ -90,6 +90,61 @@ def test_a_changed_test_split_is_noticed_and_the_judge_re_tested_not_retrained(t
     assert json.loads((judge_dir(splits) / "judge.json").read_text())["test_fingerprint"] == splits.test_fingerprint()
 
 
+JUDGE_OUTPUTS = """import json, sys
+import numpy as np
+import trainer.judge as j
+j.MIN_STEPS = int(sys.argv[3])
+said = []
+judge = j.load_judge("mnist", sys.argv[1], log=said.append)
+features, probabilities = judge.outputs(j.load_splits("mnist", sys.argv[1]).test_images)
+np.savez(sys.argv[2], features=features, probabilities=probabilities)
+print(json.dumps({"said": said, "test_accuracy": judge.test_accuracy}))
+"""
+
+
+def judge_outputs_under_jax(data, cache, out):
+    """(what load_judge said, test accuracy, features, probabilities of the test images) in a JAX process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KERAS_BACKEND="jax", GANKIT_CACHE=str(cache), PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", JUDGE_OUTPUTS, str(data), str(out), str(JUDGE_STEPS)], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    told, arrays = json.loads(done.stdout.strip().splitlines()[-1]), np.load(out)
+    return told["said"], told["test_accuracy"], arrays["features"], arrays["probabilities"]
+
+
+def test_a_cached_judge_scores_the_same_under_either_backend(trained, tmp_path, monkeypatch):
+    """The cache is not keyed on the Keras backend: a judge cached by TensorFlow is loaded as it is by JAX,
+    and the reverse, with the same test accuracy and the same outputs (float32 rounding apart)."""
+    import shutil
+
+    from trainer.judge import load_judge, load_splits
+
+    test_images = load_splits("mnist", trained["data"]).test_images
+    shutil.copytree(trained["cache"], tmp_path / "tf-cache")
+    here = load_judge("mnist", trained["data"], log=quiet)  # this process: TensorFlow
+    said, accuracy, features, probabilities = judge_outputs_under_jax(trained["data"], tmp_path / "tf-cache",
+                                                                      tmp_path / "tf.npz")
+    assert said == [] and accuracy == here.test_accuracy  # reused, not trained again
+    np.testing.assert_allclose(features, here.features(test_images), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(probabilities, here.probabilities(test_images), atol=1e-5)
+
+    said, accuracy, features, probabilities = judge_outputs_under_jax(trained["data"], tmp_path / "jax-cache",
+                                                                      tmp_path / "jax.npz")
+    assert any("training the judge" in m for m in said)
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "jax-cache"))
+    messages = []
+    there = load_judge("mnist", trained["data"], log=messages.append)
+    assert messages == [] and there.test_accuracy == accuracy
+    np.testing.assert_allclose(there.features(test_images), features, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(there.probabilities(test_images), probabilities, atol=1e-5)
+
+
 @pytest.mark.parametrize("text", ["[1]", '"judge"'])
 def test_a_judge_json_that_is_not_an_object_is_retrained_not_a_traceback(trained, tmp_path, monkeypatch, text):
     import shutil
