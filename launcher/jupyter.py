@@ -274,11 +274,14 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             def command():
                 return tunnel.ssm_command(iid, region_name, PORT, local_port)
 
-        session = tunnel.Tunnel(command)
+        session = tunnel.Tunnel(command, local_port)
         try:
             try:
                 tunnel.wait_until_ready(session, local_port, token, READY_TIMEOUT, progress,
                                         check=_still_running(ec2, iid))
+            except tunnel.PortTaken as e:  # nothing wrong with the instance: connect again on a free port
+                raise tunnel.PortTaken(f"{e}; {iid} runs on and stops itself when idle: connect to it on a free "
+                                       f"port, {tunnel.free_port_hint(local_port)}") from None
             except tunnel.NotReady as e:  # set up wrong or unreachable: it would bill until max-hours
                 ec2.stop_instances(InstanceIds=[iid])
                 raise GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "

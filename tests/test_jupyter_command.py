@@ -551,3 +551,34 @@ def test_ctrl_c_while_a_restarted_instance_starts_names_the_idle_limit_it_keeps(
     assert result.exit_code == 130, result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert "stops itself after 2:00:00 unused" in line and "45m" not in line, line
+
+
+@pytest.mark.parametrize("use_ssh", [False, True], ids=["ssm", "ssh"])
+def test_a_local_port_taken_while_the_instance_starts_gets_no_token(aws, tools, monkeypatch, use_ssh):
+    # The port is checked before the launch, but the tunnel binds it minutes later: a program that took it in
+    # between (a local Jupyter started meanwhile, a second `launcher jupyter` on the same port) was sent the
+    # token every 3 s while the tunnel failed to listen, and if it answered, its URL was printed as ours.
+    from tests.jupyter_helpers import FakeJupyter
+
+    port, taken = free_port(), []
+    real_wait = jupyter_cli.wait_running
+
+    def port_taken_meanwhile(ec2, iid):
+        state = real_wait(ec2, iid)
+        taken.append(FakeJupyter("someone-elses-token", port=port).__enter__())
+        return state
+
+    monkeypatch.setattr(jupyter_cli, "wait_running", port_taken_meanwhile)
+    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 3)
+    try:
+        result = run("--local-port", str(port), *(["--ssh", "--my-ip", "93.184.216.34"] if use_ssh else []))
+    finally:
+        for other in taken:
+            other.__exit__(None, None, None)
+    [other] = taken
+    [instance] = instances(aws["ec2"])
+    assert other.requests == [], "the token went to a listener that is not the tunnel"
+    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert f"--local-port {port} was taken" in line and instance["InstanceId"] in line and "--local-port" in line
+    assert instance["State"]["Name"] == "running"  # nothing wrong with it: connect again on a free port
