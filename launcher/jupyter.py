@@ -170,7 +170,22 @@ def _abandon_launch(client_token, region_name) -> str:
 
 
 def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
-    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one."""
+    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one.
+
+    One `launcher jupyter` of this machine at a time decides: two at once each rotated the token of the
+    stopped instance (one printed a token it never read) or each launched an instance. The second now waits,
+    then finds the instance started and reuses its token."""
+    from trainer.fsutil import cache_root, folder_held
+
+    lock = cache_root() / "jupyter" / f"{region_name}-{who}"
+    with contextlib.suppress(OSError):  # a cache that cannot be written: unguarded rather than not at all
+        lock.mkdir(parents=True, exist_ok=True)
+    with folder_held(lock, missing_ok=True, on_wait=lambda: say("waiting for another `launcher jupyter` on this machine to start "
+                                               "the instance")):
+        return _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+
+
+def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
     instance = find_instance(ec2, who)
     if instance and instance["State"]["Name"] in ("pending", "running"):
         token = read_token(ssm, who)

@@ -582,3 +582,41 @@ def test_a_local_port_taken_while_the_instance_starts_gets_no_token(aws, tools, 
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert f"--local-port {port} was taken" in line and instance["InstanceId"] in line and "--local-port" in line
     assert instance["State"]["Name"] == "running"  # nothing wrong with it: connect again on a free port
+
+
+def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
+    # Two `launcher jupyter` run at once (two terminals) for the stopped instance: each rotated the token and
+    # started it, so one printed a token the instance never read; its tunnel waited 25 minutes for Jupyter
+    # to accept it, then stopped the instance under the other user's open notebook.
+    import threading
+
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    aws["ec2"].stop_instances(InstanceIds=[instance["InstanceId"]])
+    real_find, looked, both_looked = jupyter_cli.find_instance, [], threading.Event()
+
+    def find_instance(ec2, who):  # each waits (up to 3 s) until the other has looked too, as two at once do
+        found = real_find(ec2, who)
+        looked.append(found["State"]["Name"])
+        if len(looked) == 2:
+            both_looked.set()
+        both_looked.wait(3)
+        return found
+
+    monkeypatch.setattr(jupyter_cli, "find_instance", find_instance)
+    tokens = {}
+
+    def start(name):
+        import boto3
+
+        ec2, ssm = boto3.client("ec2"), boto3.client("ssm")
+        tokens[name] = jupyter_cli.start_or_reuse(ec2, ssm, REGION, WHO, None, 3600, 8.0)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    current = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    assert tokens["first"] == tokens["second"] == (instance["InstanceId"], current)
+    assert looked[0] == "stopped" and looked[1] != "stopped"  # the second found it started: reused, not rotated
