@@ -203,13 +203,14 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         if instance["State"]["Name"] == "stopping":
             say(f"waiting for {iid} to finish stopping")
             ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid])
-        if instance_type and instance_type != instance["InstanceType"]:
+        resized = bool(instance_type) and instance_type != instance["InstanceType"]
+        if resized:
             change_type(ec2, instance, instance_type)
         _note_limits(instance, idle_seconds, max_hours)
         token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
         bind_token(ssm, region_name, who, iid)
         say(f"starting {iid}")
-        ec2.start_instances(InstanceIds=[iid])
+        start_stopped(ec2, instance, instance_type if resized else None)
         return iid, token
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
@@ -233,6 +234,29 @@ def change_type(ec2, instance, instance_type):
                          "`launcher jupyter stop --terminate`, then launch again with the new type")
     say(f"changing {iid} from {old} to {instance_type}")
     ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
+
+
+def start_stopped(ec2, instance, new_type=None):
+    """Start the stopped instance, just resized to `new_type` if given. A start EC2 refuses (no capacity for
+    that type, a vCPU quota) puts the old type back: left resized, every later `launcher jupyter` would fail
+    on a type the user asked for once."""
+    iid, old = instance["InstanceId"], instance["InstanceType"]
+    try:
+        ec2.start_instances(InstanceIds=[iid])
+    except Exception as e:
+        if aws_error(e) is None:
+            raise
+        setup = aws_setup_error(e)
+        if setup:
+            raise setup from None
+        left = f"it is still a stopped {old}"
+        if new_type:
+            try:
+                ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": old})
+                left = f"it is back to a stopped {old}"
+            except Exception:
+                left = f"it is left a stopped {new_type}; `launcher jupyter --instance-type {old}` starts it as before"
+        raise GankitError(f"EC2 did not start {iid} as a {new_type or old}: {instances.refusal_reason(e)}; {left}") from None
 
 
 def _note_limits(instance, idle_seconds, max_hours):

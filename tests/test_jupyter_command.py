@@ -620,3 +620,22 @@ def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
     current = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
     assert tokens["first"] == tokens["second"] == (instance["InstanceId"], current)
     assert looked[0] == "stopped" and looked[1] != "stopped"  # the second found it started: reused, not rotated
+
+
+def test_a_new_type_that_cannot_start_puts_the_old_one_back(aws, tools, monkeypatch):
+    # The instance was resized before the start; a start EC2 refused (no capacity for the new type) left it
+    # stopped as the new type, so the next plain `launcher jupyter` failed again on a type the user had not
+    # asked for this time, and the line did not say what the instance now was.
+    from tests.aws_helpers import refuse_call
+
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    aws["ec2"].stop_instances(InstanceIds=[iid])
+    refuse_call(monkeypatch, "StartInstances", "InsufficientInstanceCapacity", "no p3.8xlarge capacity here")
+    result = run("--local-port", str(free_port()), "--instance-type", "p3.8xlarge")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "no p3.8xlarge capacity" in line and iid in line and "p3.2xlarge" in line, line
+    [after] = instances(aws["ec2"])
+    assert after["InstanceType"] == "p3.2xlarge" and after["State"]["Name"] == "stopped"
