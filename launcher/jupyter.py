@@ -7,6 +7,7 @@ port-forwarding session, or an SSH tunnel with `--ssh`.
 """
 
 import contextlib
+import json
 import re
 import secrets
 import tempfile
@@ -89,6 +90,54 @@ def read_token(ssm, who: str) -> str | None:
 
 
 # --- the instance ---------------------------------------------------------------------------------
+
+def region_record(who: str) -> str | None:
+    """Where the region of the caller's instance is noted: the bucket is one for every region, EC2 is not."""
+    from launcher import settings
+
+    bucket = settings.get("bucket")
+    return f"s3://{bucket.removeprefix('s3://').rstrip('/')}/jupyter/{who}/instance.json" if bucket else None
+
+
+def record_region(who: str, region_name: str, iid: str):
+    """Note the instance's region, so `launcher jupyter` run with another region finds it there."""
+    from trainer import s3
+
+    uri = region_record(who)
+    with contextlib.suppress(Exception):  # only a pointer: the instance serves all the same without it
+        s3.write_bytes(uri, json.dumps({"region": region_name, "instance": iid}).encode())
+
+
+def found_elsewhere(region_name: str, who: str) -> tuple[str, dict] | None:
+    """(region, instance): the caller's live Jupyter instance in another region than `region_name`, as noted."""
+    from trainer import s3
+
+    uri = region_record(who)
+    try:
+        noted = json.loads(s3.read_bytes(uri) or b"{}") if uri else {}
+        other, iid = noted.get("region"), noted.get("instance")
+        if not other or other == region_name or not iid:
+            return None
+        instance = instances.describe_instance(iid, other)
+    except Exception:  # an unreadable note says nothing: the instance is looked for here only, as before
+        return None
+    return (other, instance) if instance and instance["State"]["Name"] in LIVE_STATES else None
+
+
+def elsewhere_line(region_name: str, found: tuple[str, dict]) -> str:
+    other, instance = found
+    return (f"your Jupyter instance {instance['InstanceId']} ({instance['State']['Name']}) is in {other}, not "
+            f"{region_name}: set the region to {other} to use it (GANKIT_REGION={other}, or `launcher config set "
+            f"region {other}`)")
+
+
+def refuse_if_elsewhere(region_name: str, who: str):
+    """One instance per identity: a region set otherwise must not launch a second one beside the first."""
+    found = found_elsewhere(region_name, who)
+    if found:
+        raise UsageError(f"{elsewhere_line(region_name, found)}, or `launcher jupyter stop --terminate` it there "
+                         f"before launching one in {region_name}")
+
 
 def find_instance(ec2, who: str) -> dict | None:
     """The caller's Jupyter instance (newest if several), not yet terminated."""
@@ -182,11 +231,15 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         lock.mkdir(parents=True, exist_ok=True)
     with folder_held(lock, missing_ok=True, on_wait=lambda: say("waiting for another `launcher jupyter` on this machine to start "
                                                "the instance")):
-        return _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+        iid, token = _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+    record_region(who, region_name, iid)
+    return iid, token
 
 
 def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
     instance = find_instance(ec2, who)
+    if instance is None:
+        refuse_if_elsewhere(region_name, who)
     if instance and instance["State"]["Name"] in ("pending", "running"):
         token = read_token(ssm, who)
         if token is None:
@@ -483,6 +536,9 @@ def stop(terminate):
     who = owner(region_name)
     instance = find_instance(ec2, who)
     if instance is None:
+        found = found_elsewhere(region_name, who)
+        if found:
+            raise UsageError(f"no Jupyter instance in {region_name} to stop; {elsewhere_line(region_name, found)}")
         say("no Jupyter instance to stop")
         return
     iid = instance["InstanceId"]
@@ -514,9 +570,12 @@ def status():
 
     region_name = region()
     ec2 = instances.client("ec2", region_name)
-    instance = find_instance(ec2, owner(region_name))
+    who = owner(region_name)
+    instance = find_instance(ec2, who)
     if instance is None:
-        click.echo("no Jupyter instance; `launcher jupyter` starts one")
+        found = found_elsewhere(region_name, who)
+        click.echo(f"no Jupyter instance in {region_name}; {elsewhere_line(region_name, found)}" if found else
+                   "no Jupyter instance; `launcher jupyter` starts one")
         return
     state, kind = instance["State"]["Name"], instance["InstanceType"]
     tags = tags_of(instance)

@@ -639,3 +639,28 @@ def test_a_new_type_that_cannot_start_puts_the_old_one_back(aws, tools, monkeypa
     assert "no p3.8xlarge capacity" in line and iid in line and "p3.2xlarge" in line, line
     [after] = instances(aws["ec2"])
     assert after["InstanceType"] == "p3.2xlarge" and after["State"]["Name"] == "stopped"
+
+
+def test_another_region_finds_the_instance_in_the_first_instead_of_launching_a_second(aws, tools, monkeypatch):
+    # The instance was looked for in the current region only: with another region set (AWS_DEFAULT_REGION in
+    # another shell, a changed config) `launcher jupyter` launched a second instance beside the first, which
+    # billed on unseen, and `status` and `stop` said there was no instance at all.
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    monkeypatch.setenv("GANKIT_REGION", "eu-west-1")
+
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: your Jupyter instance {iid} (running) is in {REGION}, not eu-west-1"), line
+    assert f"GANKIT_REGION={REGION}" in line and "stop --terminate" in line
+    import boto3
+
+    assert boto3.client("ec2", region_name="eu-west-1").describe_instances()["Reservations"] == []
+
+    status = run("status")
+    assert status.exit_code == 0 and iid in status.output and REGION in status.output, status.output
+    stop = run("stop")
+    assert stop.exit_code == 2 and iid in stop.output and REGION in stop.output, stop.output
+    assert instances(aws["ec2"])[0]["State"]["Name"] == "running"  # stop there did not stop it
