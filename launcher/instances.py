@@ -178,13 +178,13 @@ def launch(request: dict, region: str | None = None) -> str:
         setup = aws_setup_error(e)
         if setup or isinstance(e, ClientError):
             raise setup or GankitError(f"EC2 did not start the {request.get('InstanceType')} instance: "
-                                       f"{_reason(e)}") from None
+                                       f"{refusal_reason(e)}") from None
         raise LaunchUnanswered(f"no answer from EC2 to the launch of the {request.get('InstanceType')} "
                                f"instance: {e}") from None
     return reply["Instances"][0]["InstanceId"]
 
 
-def _reason(e) -> str:
+def refusal_reason(e) -> str:
     """A ClientError's code and message with advice for the usual ones."""
     code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code", "")  # a timeout's response is None
     hints = {

@@ -7,6 +7,7 @@ port-forwarding session, or an SSH tunnel with `--ssh`.
 """
 
 import contextlib
+import json
 import re
 import secrets
 import tempfile
@@ -90,6 +91,54 @@ def read_token(ssm, who: str) -> str | None:
 
 # --- the instance ---------------------------------------------------------------------------------
 
+def region_record(who: str) -> str | None:
+    """Where the region of the caller's instance is noted: the bucket is one for every region, EC2 is not."""
+    from launcher import settings
+
+    bucket = settings.get("bucket")
+    return f"s3://{bucket.removeprefix('s3://').rstrip('/')}/jupyter/{who}/instance.json" if bucket else None
+
+
+def record_region(who: str, region_name: str, iid: str):
+    """Note the instance's region, so `launcher jupyter` run with another region finds it there."""
+    from trainer import s3
+
+    uri = region_record(who)
+    with contextlib.suppress(Exception):  # only a pointer: the instance serves all the same without it
+        s3.write_bytes(uri, json.dumps({"region": region_name, "instance": iid}).encode())
+
+
+def found_elsewhere(region_name: str, who: str) -> tuple[str, dict] | None:
+    """(region, instance): the caller's live Jupyter instance in another region than `region_name`, as noted."""
+    from trainer import s3
+
+    uri = region_record(who)
+    try:
+        noted = json.loads(s3.read_bytes(uri) or b"{}") if uri else {}
+        other, iid = noted.get("region"), noted.get("instance")
+        if not other or other == region_name or not iid:
+            return None
+        instance = instances.describe_instance(iid, other)
+    except Exception:  # an unreadable note says nothing: the instance is looked for here only, as before
+        return None
+    return (other, instance) if instance and instance["State"]["Name"] in LIVE_STATES else None
+
+
+def elsewhere_line(region_name: str, found: tuple[str, dict]) -> str:
+    other, instance = found
+    return (f"your Jupyter instance {instance['InstanceId']} ({instance['State']['Name']}) is in {other}, not "
+            f"{region_name}: set the region to {other} to use it (GANKIT_REGION={other}, or `launcher config set "
+            f"region {other}`)")
+
+
+def refuse_if_elsewhere(region_name: str, who: str):
+    """One instance per identity: a region set otherwise must not launch a second one beside the first."""
+    found = found_elsewhere(region_name, who)
+    if found:
+        raise UsageError(f"{elsewhere_line(region_name, found)}, or `launcher jupyter stop --terminate` it there "
+                         f"before launching one in {region_name}")
+
+
 def find_instance(ec2, who: str) -> dict | None:
     """The caller's Jupyter instance (newest if several), not yet terminated."""
     pages = ec2.get_paginator("describe_instances").paginate(Filters=[
@@ -170,8 +219,27 @@ def _abandon_launch(client_token, region_name) -> str:
 
 
 def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
-    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one."""
+    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one.
+
+    One `launcher jupyter` of this machine at a time decides: two at once each rotated the token of the
+    stopped instance (one printed a token it never read) or each launched an instance. The second now waits,
+    then finds the instance started and reuses its token."""
+    from trainer.fsutil import cache_root, folder_held
+
+    lock = cache_root() / "jupyter" / f"{region_name}-{who}"
+    with contextlib.suppress(OSError):  # a cache that cannot be written: unguarded rather than not at all
+        lock.mkdir(parents=True, exist_ok=True)
+    with folder_held(lock, missing_ok=True, on_wait=lambda: say("waiting for another `launcher jupyter` on this machine to start "
+                                               "the instance")):
+        iid, token = _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+    record_region(who, region_name, iid)
+    return iid, token
+
+
+def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
     instance = find_instance(ec2, who)
+    if instance is None:
+        refuse_if_elsewhere(region_name, who)
     if instance and instance["State"]["Name"] in ("pending", "running"):
         token = read_token(ssm, who)
         if token is None:
@@ -188,13 +256,14 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         if instance["State"]["Name"] == "stopping":
             say(f"waiting for {iid} to finish stopping")
             ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid])
-        if instance_type and instance_type != instance["InstanceType"]:
+        resized = bool(instance_type) and instance_type != instance["InstanceType"]
+        if resized:
             change_type(ec2, instance, instance_type)
         _note_limits(instance, idle_seconds, max_hours)
         token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
         bind_token(ssm, region_name, who, iid)
         say(f"starting {iid}")
-        ec2.start_instances(InstanceIds=[iid])
+        start_stopped(ec2, instance, instance_type if resized else None)
         return iid, token
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
@@ -218,6 +287,29 @@ def change_type(ec2, instance, instance_type):
                          "`launcher jupyter stop --terminate`, then launch again with the new type")
     say(f"changing {iid} from {old} to {instance_type}")
     ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
+
+
+def start_stopped(ec2, instance, new_type=None):
+    """Start the stopped instance, just resized to `new_type` if given. A start EC2 refuses (no capacity for
+    that type, a vCPU quota) puts the old type back: left resized, every later `launcher jupyter` would fail
+    on a type the user asked for once."""
+    iid, old = instance["InstanceId"], instance["InstanceType"]
+    try:
+        ec2.start_instances(InstanceIds=[iid])
+    except Exception as e:
+        if aws_error(e) is None:
+            raise
+        setup = aws_setup_error(e)
+        if setup:
+            raise setup from None
+        left = f"it is still a stopped {old}"
+        if new_type:
+            try:
+                ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": old})
+                left = f"it is back to a stopped {old}"
+            except Exception:
+                left = f"it is left a stopped {new_type}; `launcher jupyter --instance-type {old}` starts it as before"
+        raise GankitError(f"EC2 did not start {iid} as a {new_type or old}: {instances.refusal_reason(e)}; {left}") from None
 
 
 def _note_limits(instance, idle_seconds, max_hours):
@@ -274,11 +366,14 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             def command():
                 return tunnel.ssm_command(iid, region_name, PORT, local_port)
 
-        session = tunnel.Tunnel(command)
+        session = tunnel.Tunnel(command, local_port)
         try:
             try:
                 tunnel.wait_until_ready(session, local_port, token, READY_TIMEOUT, progress,
                                         check=_still_running(ec2, iid))
+            except tunnel.PortTaken as e:  # nothing wrong with the instance: connect again on a free port
+                raise tunnel.PortTaken(f"{e}; {iid} runs on and stops itself when idle: connect to it on a free "
+                                       f"port, {tunnel.free_port_hint(local_port)}") from None
             except tunnel.NotReady as e:  # set up wrong or unreachable: it would bill until max-hours
                 ec2.stop_instances(InstanceIds=[iid])
                 raise GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "
@@ -441,6 +536,9 @@ def stop(terminate):
     who = owner(region_name)
     instance = find_instance(ec2, who)
     if instance is None:
+        found = found_elsewhere(region_name, who)
+        if found:
+            raise UsageError(f"no Jupyter instance in {region_name} to stop; {elsewhere_line(region_name, found)}")
         say("no Jupyter instance to stop")
         return
     iid = instance["InstanceId"]
@@ -472,9 +570,12 @@ def status():
 
     region_name = region()
     ec2 = instances.client("ec2", region_name)
-    instance = find_instance(ec2, owner(region_name))
+    who = owner(region_name)
+    instance = find_instance(ec2, who)
     if instance is None:
-        click.echo("no Jupyter instance; `launcher jupyter` starts one")
+        found = found_elsewhere(region_name, who)
+        click.echo(f"no Jupyter instance in {region_name}; {elsewhere_line(region_name, found)}" if found else
+                   "no Jupyter instance; `launcher jupyter` starts one")
         return
     state, kind = instance["State"]["Name"], instance["InstanceType"]
     tags = tags_of(instance)

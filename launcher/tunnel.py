@@ -67,14 +67,86 @@ def port_in_use(port: int) -> bool:
                                                                      ("::1", socket.AF_INET6)))
 
 
+def free_port_hint(port: int) -> str:
+    """'e.g. --local-port N' for a free port just above `port`, else a plain '--local-port'."""
+    free = next((p for p in range(port + 1, min(port + 100, 65536)) if not port_in_use(p)), None)
+    return f"e.g. --local-port {free}" if free else "with --local-port"
+
+
 def check_local_port(port: int):
     """The tunnel's local port must be free: a tunnel that cannot listen leaves whatever does listen there (a
     local Jupyter, another tunnel) to answer, and the readiness check would send it the token."""
     if not port_in_use(port):
         return
-    free = next((p for p in range(port + 1, min(port + 100, 65536)) if not port_in_use(p)), None)
     raise UsageError(f"--local-port {port} is in use on this machine (a local Jupyter, or another `launcher "
-                     "jupyter` tunnel?); give a free one" + (f", e.g. --local-port {free}" if free else " with --local-port"))
+                     f"jupyter` tunnel?); give a free one, {free_port_hint(port)}")
+
+
+class PortTaken(UsageError):
+    """Another program listens on the tunnel's local port: nothing may be sent there (it would get the token)."""
+
+
+def _listening_sockets(port: int) -> set[str] | None:
+    """The inodes of every TCP socket (IPv4 and IPv6, any address) listening on `port`; None without /proc."""
+    found, tables = set(), 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        tables += 1
+        for fields in map(str.split, lines):
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(fields[9])
+    return found if tables else None
+
+
+def _group_sockets(group: int) -> set[str]:
+    """The inodes of the sockets the processes of process group `group` hold open, from /proc."""
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(proc.name)) != group:
+                continue
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:["):-1])
+        except OSError:  # ended meanwhile, or not ours to look into
+            continue
+    return inodes
+
+
+def _listening_pids(port: int) -> list[int] | None:
+    """Without /proc (macOS): the processes lsof sees listening on `port`; None without lsof."""
+    try:
+        done = subprocess.run(["lsof", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fp"], capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [int(line[1:]) for line in done.stdout.splitlines() if line[1:].isdigit() and line.startswith("p")]
+
+
+def port_holder(port: int, group: int) -> str | None:
+    """Who listens on the local `port`: "ours" (only process group `group`, the tunnel), "other" (anyone else,
+    on any address: a browser may take `localhost` for ::1), or None (no one yet)."""
+    listening = _listening_sockets(port)
+    if listening is not None:
+        if not listening:
+            return None
+        return "other" if listening - _group_sockets(group) else "ours"
+    pids = _listening_pids(port)
+    if pids is None:  # no way to see who listens: the port was free when the tunnel started, which is all we know
+        return "ours" if port_in_use(port) else None
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    if groups - {group} or (not groups and port_in_use(port)):  # lsof shows only our own user's processes
+        return "other"
+    return "ours" if groups else None
 
 
 def ssm_command(instance_id: str, region: str, remote_port: int, local_port: int) -> list[str]:
@@ -188,18 +260,34 @@ def jupyter_answers(local_port: int, token: str) -> bool:
 class Tunnel:
     """A tunnel process, restarted while the far end is not ready yet (an agent still booting)."""
 
-    def __init__(self, command_factory):
+    def __init__(self, command_factory, local_port: int):
         self.command_factory = command_factory  # called per attempt: SSH needs a fresh key push each time
+        self.local_port = local_port
         self.log = tempfile.NamedTemporaryFile(prefix="gankit-tunnel-", suffix=".log", delete=False)
         self.proc = None
 
     def ensure_running(self):
         if self.proc is None or self.proc.poll() is not None:
+            # Checked at start, but the instance took minutes to come up, and the port is free again between
+            # attempts: a tunnel that cannot listen would leave another program to answer in its place.
+            if port_in_use(self.local_port):
+                raise self.port_taken()
             # Its own process group: the terminal's Ctrl-C or hang-up reaches the launcher only, which
             # closes the tunnel after its clean-up, and close() ends the whole group (the AWS CLI's
             # session-manager-plugin child too).
             self.proc = subprocess.Popen(self.command_factory(), stdin=subprocess.DEVNULL,
                                          stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def port_taken(self) -> PortTaken:
+        return PortTaken(f"--local-port {self.local_port} was taken by another program on this machine while the "
+                         f"tunnel was being set up; nothing was sent to it")
+
+    def holds_port(self) -> bool:
+        """Does the tunnel, and no other program, listen on the local port? PortTaken when another does."""
+        holder = port_holder(self.local_port, self.proc.pid)  # its group id is its pid (start_new_session)
+        if holder == "other":
+            raise self.port_taken()
+        return holder == "ours"
 
     def last_line(self) -> str:
         lines = Path(self.log.name).read_text(errors="replace").strip().splitlines()
@@ -233,12 +321,13 @@ class NotReady(GankitError):
 def wait_until_ready(tunnel: Tunnel, local_port: int, token: str, timeout: float, progress, interval=None,
                      check=lambda: None):
     """Keep the tunnel up until Jupyter answers through it, or fail after `timeout` seconds (NotReady);
-    `check()` runs at every look and may raise to give up sooner (the instance stopped, say)."""
+    `check()` runs at every look and may raise to give up sooner (the instance stopped, say). The token goes
+    only to a port the tunnel itself listens on; PortTaken when another program took it."""
     interval = interval or RETRY_SECONDS
     deadline = time.monotonic() + timeout
     while True:
         tunnel.ensure_running()
-        if jupyter_answers(local_port, token):
+        if tunnel.holds_port() and jupyter_answers(local_port, token):
             return
         check()
         if time.monotonic() > deadline:

@@ -24,7 +24,7 @@ class FakeJupyter:
     Requests without `Authorization: token <token>` get 403, as from the real server.
     """
 
-    def __init__(self, token: str):
+    def __init__(self, token: str, port: int = 0):
         self.token = token
         self.kernels, self.sessions, self.terminals = [], [], []
         self.status = {}
@@ -51,7 +51,7 @@ class FakeJupyter:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

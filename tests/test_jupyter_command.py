@@ -551,3 +551,116 @@ def test_ctrl_c_while_a_restarted_instance_starts_names_the_idle_limit_it_keeps(
     assert result.exit_code == 130, result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert "stops itself after 2:00:00 unused" in line and "45m" not in line, line
+
+
+@pytest.mark.parametrize("use_ssh", [False, True], ids=["ssm", "ssh"])
+def test_a_local_port_taken_while_the_instance_starts_gets_no_token(aws, tools, monkeypatch, use_ssh):
+    # The port is checked before the launch, but the tunnel binds it minutes later: a program that took it in
+    # between (a local Jupyter started meanwhile, a second `launcher jupyter` on the same port) was sent the
+    # token every 3 s while the tunnel failed to listen, and if it answered, its URL was printed as ours.
+    from tests.jupyter_helpers import FakeJupyter
+
+    port, taken = free_port(), []
+    real_wait = jupyter_cli.wait_running
+
+    def port_taken_meanwhile(ec2, iid):
+        state = real_wait(ec2, iid)
+        taken.append(FakeJupyter("someone-elses-token", port=port).__enter__())
+        return state
+
+    monkeypatch.setattr(jupyter_cli, "wait_running", port_taken_meanwhile)
+    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 3)
+    try:
+        result = run("--local-port", str(port), *(["--ssh", "--my-ip", "93.184.216.34"] if use_ssh else []))
+    finally:
+        for other in taken:
+            other.__exit__(None, None, None)
+    [other] = taken
+    [instance] = instances(aws["ec2"])
+    assert other.requests == [], "the token went to a listener that is not the tunnel"
+    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert f"--local-port {port} was taken" in line and instance["InstanceId"] in line and "--local-port" in line
+    assert instance["State"]["Name"] == "running"  # nothing wrong with it: connect again on a free port
+
+
+def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
+    # Two `launcher jupyter` run at once (two terminals) for the stopped instance: each rotated the token and
+    # started it, so one printed a token the instance never read; its tunnel waited 25 minutes for Jupyter
+    # to accept it, then stopped the instance under the other user's open notebook.
+    import threading
+
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    aws["ec2"].stop_instances(InstanceIds=[instance["InstanceId"]])
+    real_find, looked, both_looked = jupyter_cli.find_instance, [], threading.Event()
+
+    def find_instance(ec2, who):  # each waits (up to 3 s) until the other has looked too, as two at once do
+        found = real_find(ec2, who)
+        looked.append(found["State"]["Name"])
+        if len(looked) == 2:
+            both_looked.set()
+        both_looked.wait(3)
+        return found
+
+    monkeypatch.setattr(jupyter_cli, "find_instance", find_instance)
+    tokens = {}
+
+    def start(name):
+        import boto3
+
+        ec2, ssm = boto3.client("ec2"), boto3.client("ssm")
+        tokens[name] = jupyter_cli.start_or_reuse(ec2, ssm, REGION, WHO, None, 3600, 8.0)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    current = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    assert tokens["first"] == tokens["second"] == (instance["InstanceId"], current)
+    assert looked[0] == "stopped" and looked[1] != "stopped"  # the second found it started: reused, not rotated
+
+
+def test_a_new_type_that_cannot_start_puts_the_old_one_back(aws, tools, monkeypatch):
+    # The instance was resized before the start; a start EC2 refused (no capacity for the new type) left it
+    # stopped as the new type, so the next plain `launcher jupyter` failed again on a type the user had not
+    # asked for this time, and the line did not say what the instance now was.
+    from tests.aws_helpers import refuse_call
+
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    aws["ec2"].stop_instances(InstanceIds=[iid])
+    refuse_call(monkeypatch, "StartInstances", "InsufficientInstanceCapacity", "no p3.8xlarge capacity here")
+    result = run("--local-port", str(free_port()), "--instance-type", "p3.8xlarge")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "no p3.8xlarge capacity" in line and iid in line and "p3.2xlarge" in line, line
+    [after] = instances(aws["ec2"])
+    assert after["InstanceType"] == "p3.2xlarge" and after["State"]["Name"] == "stopped"
+
+
+def test_another_region_finds_the_instance_in_the_first_instead_of_launching_a_second(aws, tools, monkeypatch):
+    # The instance was looked for in the current region only: with another region set (AWS_DEFAULT_REGION in
+    # another shell, a changed config) `launcher jupyter` launched a second instance beside the first, which
+    # billed on unseen, and `status` and `stop` said there was no instance at all.
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    monkeypatch.setenv("GANKIT_REGION", "eu-west-1")
+
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: your Jupyter instance {iid} (running) is in {REGION}, not eu-west-1"), line
+    assert f"GANKIT_REGION={REGION}" in line and "stop --terminate" in line
+    import boto3
+
+    assert boto3.client("ec2", region_name="eu-west-1").describe_instances()["Reservations"] == []
+
+    status = run("status")
+    assert status.exit_code == 0 and iid in status.output and REGION in status.output, status.output
+    stop = run("stop")
+    assert stop.exit_code == 2 and iid in stop.output and REGION in stop.output, stop.output
+    assert instances(aws["ec2"])[0]["State"]["Name"] == "running"  # stop there did not stop it
