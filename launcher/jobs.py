@@ -88,10 +88,19 @@ def _problem(record, stem) -> str | None:
     for key in ("job", "resume"):
         if record.get(key) is not None and not JOB_NAME.fullmatch(record[key]):
             return f"{key} {record[key][:70]!r} is not a job name"
+    if not _its_runs_output(record["output_uri"], record.get("resume") or record["job"]):
+        return f"output_uri {record['output_uri'][:70]!r} is not its run's runs/<run>/output"
     # A pid <= 0 signals a process group; one past pid_t's range is an OverflowError from os.kill.
     if record.get("instance_count", 1) < 1 or not 0 < record.get("pid", 1) <= PID_MAX:
         return "instance_count" if record.get("instance_count", 1) < 1 else f"pid {record['pid']}"
     return None
+
+
+def _its_runs_output(uri: str, run: str) -> bool:
+    """Whether `uri` is a run's output prefix (layout.output_prefix) for `run`, with no '.' or '..' in it:
+    `evaluate` and `report` write into a local one, and one led anywhere (a folder of the user's) by an edit."""
+    parts = uri.rstrip("/").split("/")
+    return parts[-3:] == ["runs", run, "output"] and not any(p in (".", "..") for p in parts)
 
 
 def all_jobs(on_bad=None) -> list[dict]:

@@ -1,5 +1,10 @@
 """Which precision a run picks on which machine (trainer/device.py)."""
 
+import os
+import subprocess
+import sys
+import time
+
 import keras
 import pytest
 
@@ -67,3 +72,34 @@ def test_the_judge_trains_in_float32_whatever_the_run_trains_in(restore_policy, 
     model, _ = judge.train_judge(splits, log=lambda *a: None)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the run's policy is put back
+
+
+COMPILE_ONCE = """
+import jax, jax.numpy as jnp
+from trainer.device import _enable_compilation_cache
+_enable_compilation_cache()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+print(float(jax.jit(lambda x: jnp.sin(x) @ x.T + 1)(jnp.ones((8, 8))).sum()))
+"""
+
+
+def _compile_in_a_fresh_process(cache):
+    env = dict(os.environ, GANKIT_JAX_CACHE=str(cache), KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", COMPILE_ONCE], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_a_jax_cache_entry_cut_short_by_a_kill_is_stored_whole_again(tmp_path):
+    cache = tmp_path / "jax"
+    _compile_in_a_fresh_process(cache)
+    entry = next(cache.glob("jit__lambda-*-cache"))
+    whole = entry.stat().st_size
+    entry.write_bytes(entry.read_bytes()[:20])  # what a run killed while JAX wrote it leaves
+    for path in cache.iterdir():  # an hour later: no run's write is in flight
+        earlier = path.stat().st_mtime - 3600
+        os.utime(path, (earlier, earlier))
+    assert "Error reading persistent compilation cache" not in _compile_in_a_fresh_process(cache)
+    assert entry.stat().st_size == whole  # JAX never replaced it: every run compiled it again, with a warning
+    assert "Error reading persistent compilation cache" not in _compile_in_a_fresh_process(cache)

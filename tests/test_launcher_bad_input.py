@@ -120,6 +120,24 @@ def test_a_record_whose_pid_is_past_any_process_is_named_and_list_shows_the_rest
 
 
 
+@pytest.mark.parametrize("elsewhere", ["notes", "runs/gan-other-cgan-20261122-180006/output",
+                                       "runs/gan-good-cgan-20261122-180005/output/../../../notes"])
+def test_a_record_whose_output_is_not_its_runs_is_refused_before_anything_is_written_there(tmp_path, elsewhere):
+    """`launcher report` and `evaluate` write into a local job's output folder: an edited output_uri led them
+    into any folder (report.html written among the user's notes, or into another job's run)."""
+    folder = tmp_path / elsewhere
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text('{"epoch": 1, "step": 10, "d_loss": 1.0, "g_loss": 1.0}\n')
+    before = snapshot(folder)
+    record = {**good_record(tmp_path), "output_uri": str(tmp_path / elsewhere)}
+    write_record(record["job"], json.dumps(record).encode())
+    for command in ("report", "status", "pull"):
+        result = run(command, record["job"])
+        line = one_clean_line(result)
+        assert result.exit_code == 2 and "not a valid job record" in line and "output_uri" in line, line
+    assert snapshot(folder) == before
+
+
 @pytest.mark.parametrize("job, field, value", [
     ("gan-esc-cgan-20261122-180010", "resume", "../../../../escaped"),  # the run: runs/<run>/ in the local bucket
     ("gan-esc-cgan-20261122-180011", "resume", "/tmp/escaped"),

@@ -190,7 +190,7 @@ def test_stop_of_a_job_that_ends_before_the_signal_says_it_ended(tmp_path, monke
 
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    record = jobs.save({"job": "gan-local-1", "backend": "local", "output_uri": str(tmp_path / "output"),
+    record = jobs.save({"job": "gan-local-1", "backend": "local", "output_uri": str(tmp_path / "runs" / "gan-local-1" / "output"),
                         "sm_root": str(tmp_path), "pid": job.pid, "pid_started": local._start_time(job.pid),
                         "log": str(tmp_path / "train.log"), "submitted_at": "t"})
     real, looks = local.describe, []

@@ -80,7 +80,7 @@ def test_status_command_shows_the_cut(tmp_path):
     from launcher import jobs
     from launcher.cli import cli
 
-    out = run_folder(tmp_path / "out", RUN)
+    out = run_folder(tmp_path / "runs" / "gan-mnist-cgan-1" / "output", RUN)
     sm_root = tmp_path / "ml"  # the local backend's job folder: the trainer exited 0
     sm_root.mkdir()
     (sm_root / "exit_code").write_text("0\n")
@@ -127,7 +127,7 @@ def test_a_local_jobs_report_says_it_cost_nothing_rather_than_to_run_launcher_re
     from launcher import jobs
     from launcher.quality import report
 
-    out = run_folder(tmp_path / "out", RUN)
+    out = run_folder(tmp_path / "runs" / "gan-mnist-cgan-1" / "output", RUN)
     jobs.save(dict(record(str(out)), dataset="mnist", instance_type="local"))
     result = CliRunner().invoke(report, ["gan-mnist-cgan-1"])
     assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 """S3 transfers and checkpoint mirroring against moto: manifest last, retries, broken uploads skipped."""
 
 import json
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -148,3 +149,26 @@ def test_two_processes_mirroring_one_prefix_into_a_cache_fetch_it_once(bucket, t
         run.join(30)
     assert sorted(fetched) == sorted(f"{bucket}/runs/j/output/generator/{n}" for n in ("generator.json", "generator.keras"))
     assert (cache / "generator.keras").read_bytes() == b"generator.keras"
+
+
+def test_s3_data_is_staged_as_it_is_now_not_as_it_was(bucket, tmp_path):
+    """`--data-dir s3://...` trains on a cache copy of the prefix, made again for each run: a class folder
+    deleted there since the last run stayed in the copy and was trained as a class still, and the temp file
+    of a download killed midway was never removed."""
+    from types import SimpleNamespace
+
+    from trainer.data.folder import list_folder
+
+    client = boto3.client("s3")
+    for name in ("cats/1.png", "dogs/1.png"):
+        client.put_object(Bucket=BUCKET, Key=f"pictures/{name}", Body=name.encode())
+    cfg = SimpleNamespace(data_dir=bucket + "/pictures", output_dir=str(tmp_path / "out"),
+                          checkpoint_dir=str(tmp_path / "ckpt"), keep_checkpoints=3)
+    staged = Path(run_storage.prepare(cfg).data_dir)
+    assert list_folder(staged)[2] == ("cats", "dogs")
+    (staged / "cats" / ".2.png.x8k2m1").write_bytes(b"half a picture")  # a run killed while it downloaded 2.png
+    client.delete_object(Bucket=BUCKET, Key="pictures/dogs/1.png")
+    assert Path(run_storage.prepare(cfg).data_dir) == staged
+    assert list_folder(staged)[2] == ("cats",)
+    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*")) == [
+        ".gankit-etags.json", "cats", "cats/1.png"]

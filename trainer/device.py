@@ -2,7 +2,9 @@
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainer.errors import UsageError
 
@@ -142,4 +144,41 @@ def _enable_compilation_cache():
         jax.config.update("jax_compilation_cache_dir", folder)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except (OSError, AttributeError):
-        pass  # a read-only home, an old JAX: compile every time, train anyway
+        return  # a read-only home, an old JAX: compile every time, train anyway
+    _drop_damaged_entries(Path(folder))
+
+
+JAX_CACHE_CHECKED = ".gankit-checked"  # in the JAX cache: its mtime is when the entries before it were read through
+LIVE_WRITE_S = 60  # an entry younger than this may still be being written by another run: left for the next look
+
+
+def _drop_damaged_entries(folder: Path):
+    """Remove cache entries cut short by a kill. JAX writes an entry in place and never replaces one that
+    exists, so a truncated one was refused, compiled again and not stored on every later run, with a warning
+    each time; removed, the next compile stores it whole. Each entry is read once: those written since the
+    last look (JAX never rewrites one), and old enough to be no other run's write in flight."""
+    try:
+        from jax._src.compilation_cache import decompress_executable
+    except ImportError:  # a JAX that moved it: damaged entries are only recompiled, as before
+        return
+    checked = folder / JAX_CACHE_CHECKED
+    since = checked.stat().st_mtime if checked.exists() else 0
+    settled = time.time() - LIVE_WRITE_S
+    for entry in folder.glob("*-cache"):
+        with contextlib.suppress(OSError):
+            if since <= entry.stat().st_mtime < settled and not _whole(entry, decompress_executable):
+                entry.unlink()
+                (folder / f"{entry.name[:-len('-cache')]}-atime").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        checked.touch()
+        os.utime(checked, (settled, settled))
+
+
+def _whole(entry: Path, decompress) -> bool:
+    try:
+        decompress(entry.read_bytes())
+    except OSError:
+        raise
+    except Exception:  # zlib.error, zstd's ZstdError: a stream cut short
+        return False
+    return True

@@ -5,9 +5,11 @@ retry mode retries throttling and 5xx answers with backoff. A transfer that
 still fails raises a one-line `GankitError`.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from trainer.errors import GankitError, UsageError, aws_error, client_error, one_line
@@ -174,7 +176,7 @@ def download_file(uri: str, local, callback=None):
 ETAGS = ".gankit-etags.json"  # in a mirrored folder: the ETag each file had when downloaded
 
 
-def download_prefix(uri: str, local_dir, label="download", log=None, listing=None) -> Path:
+def download_prefix(uri: str, local_dir, label="download", log=None, listing=None, exact=False) -> Path:
     """Mirror everything below `uri` into `local_dir`, skipping files already there unchanged.
 
     Unchanged means: the local file is as we downloaded it (size and mtime) and
@@ -182,6 +184,7 @@ def download_prefix(uri: str, local_dir, label="download", log=None, listing=Non
     generator of one architecture has the same size. `log`, when given, hears
     what was not fetched again. Every key is checked (`fsutil.inside_all`) before anything is written.
     `listing` is `list_entries(uri)` where the caller has listed the prefix already (to check what is there).
+    `exact` (a folder of gankit's own, held by the caller) also removes what is not below `uri`.
     """
     local_dir = Path(local_dir)
     listing = _list(uri) if listing is None else listing
@@ -199,17 +202,36 @@ def download_prefix(uri: str, local_dir, label="download", log=None, listing=Non
             seen[key] = _stamp(targets[key], todo[key]["ETag"])
             _write_etags(local_dir, seen)  # after each file: an interrupted mirror resumes where it stopped
         progress.close()
+    if exact:
+        _drop_unlisted(local_dir, set(wanted))
     return local_dir
 
 
 def mirror_into_cache(uri: str, folder, label="download", listing=None) -> Path:
     """download_prefix into a cache folder that several processes may fill at once (two `generate`s of one
     generator, two runs staging one S3 dataset): one at a time, so the later one finds the files there and
-    fetches nothing, and no process records ETags against files another one wrote."""
+    fetches nothing, and no process records ETags against files another one wrote.
+
+    The copy is exact: what is no longer below `uri` (a class folder deleted there since the last run, which
+    training would still have read) and the temp files of downloads killed midway go. The folder is the cache's
+    own and held while this runs, so nothing removed is anyone's file or a write in flight."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with folder_held(folder):
-        return download_prefix(uri, folder, label=label, listing=listing)
+        return download_prefix(uri, folder, label=label, listing=listing, exact=True)
+
+
+def _drop_unlisted(local_dir: Path, keys: set):
+    """Remove what below `local_dir` is not one of `keys` (nor the ETags file), then the folders left empty."""
+    keep = keys | {ETAGS}
+    for where, dirs, names in os.walk(local_dir, topdown=False):  # links are not followed: a link itself goes
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(where, d))]:
+            path = Path(where, name)
+            if path.relative_to(local_dir).as_posix() not in keep:
+                path.unlink(missing_ok=True)
+        if Path(where) != local_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(where)  # only ever an empty folder
 
 
 def _stamp(path: Path, etag: str):
