@@ -5,6 +5,7 @@ discriminator) can learn: a bright blob whose position is the class.
 """
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,40 @@ def make_image_folder(directory, classes=("a", "b"), n=6, size=(40, 30), mode="R
             rgb = blob[..., None] * colour + rng.uniform(0, 30, (height, width, 3))
             Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).convert(mode).save(folder / f"{i:03d}.png")
     return directory
+
+
+# ICC profiles, written out: no profile file ships with Pillow, and LittleCMS makes only sRGB, Lab and XYZ.
+D50 = (0.9642, 1.0, 0.8249)  # the white every ICC profile's colours are given against
+ADOBE_RGB = ((0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087), (0.14919, 0.06322, 0.74457))  # D50 XYZ
+ADOBE_RGB_GAMMA = 563 / 256  # 2.2 as the profile's 8.8 fixed-point number stores it
+
+
+def icc_profile(space: bytes, colorants=None, gamma=2.2) -> bytes:
+    """An ICC v2 display profile: b"RGB " with `colorants` (the XYZ of full red, green, blue) or b"GRAY",
+    each channel a pure `gamma` curve: the matrix/TRC kind that Adobe RGB 1998 and Display P3 are."""
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))
+    name = b"gankit test profile\0"
+    tags = {b"desc": b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(4 + 4 + 3 + 67),
+            b"cprt": b"text" + bytes(4) + b"none\0", b"wtpt": _icc_xyz(D50)}
+    if space == b"GRAY":
+        tags[b"kTRC"] = curve
+    else:
+        for channel, colorant in zip((b"r", b"g", b"b"), colorants):
+            tags[channel + b"XYZ"], tags[channel + b"TRC"] = _icc_xyz(colorant), curve
+    table, data = struct.pack(">I", len(tags)), b""
+    start = 128 + 4 + 12 * len(tags)
+    for signature, body in tags.items():
+        body += bytes(-len(body) % 4)  # each tag starts on a 4-byte boundary
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", start + len(data)) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntr" + space
+              + b"XYZ " + bytes(12) + b"acsp" + bytes(4 * 4 + 8 + 4) + _icc_numbers(D50) + bytes(4 + 16 + 28))
+    return header + table + data
+
+
+def _icc_xyz(xyz) -> bytes:
+    return b"XYZ " + bytes(4) + _icc_numbers(xyz)
+
+
+def _icc_numbers(values) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)  # s15Fixed16Number

@@ -1,12 +1,13 @@
 """folder:PATH datasets: layout, resizing, channels and every bad-folder error."""
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data_helpers import make_image_folder
+from tests.data_helpers import ADOBE_RGB, ADOBE_RGB_GAMMA, icc_profile, make_image_folder
 from trainer.data import load_dataset
 from trainer.data.folder import load_folder
 from trainer.errors import UsageError
@@ -166,6 +167,81 @@ def test_opaque_pixels_of_a_picture_with_alpha_keep_their_colour(tmp_path):
     folder = _one_picture(tmp_path, lambda f: Image.new("RGBA", (8, 8), (10, 200, 30, 255)).save(f / "solid.png"))
     images, _, _ = load_folder(folder, image_size=8, channels=3)
     assert images[0, 0, 0].tolist() == [10, 200, 30]
+
+
+ADOBE = icc_profile(b"RGB ", ADOBE_RGB, ADOBE_RGB_GAMMA)
+# (64, 128, 192) in Adobe RGB is (0, 129, 196) in sRGB: its wider green takes the colour below sRGB's red 0.
+ADOBE_BLUE, AS_SRGB = (64, 128, 192), (0, 129, 196)
+SRGB_D50 = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))  # LittleCMS's sRGB
+
+
+def test_the_test_profile_is_adobe_rgb_to_littlecms():
+    """LittleCMS reads the written-out profile, and converts with it what the two matrices give by hand."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(ADOBE))
+    assert profile.profile.xcolor_space == "RGB " and ImageCms.getProfileDescription(profile).strip()
+    as_srgb = ImageCms.profileToProfile(Image.new("RGB", (1, 1), ADOBE_BLUE), profile,
+                                        ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert as_srgb.getpixel((0, 0)) == AS_SRGB
+    xyz = np.array(ADOBE_RGB).T @ (np.array(ADOBE_BLUE) / 255) ** ADOBE_RGB_GAMMA
+    linear = np.clip(np.linalg.solve(np.array(SRGB_D50).T, xyz), 0, 1)
+    by_hand = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055) * 255
+    assert np.abs(by_hand - AS_SRGB).max() < 1
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo.jpg"])
+def test_a_picture_with_a_colour_profile_is_taken_in_srgb(tmp_path, name):
+    """An iPhone's Display P3 photo or an Adobe RGB one: its numbers taken as sRGB were the wrong colour."""
+    folder = _one_picture(tmp_path, lambda f: Image.new("RGB", (16, 16), ADOBE_BLUE).save(
+        f / name, icc_profile=ADOBE, quality=100))
+    images, _, _ = load_folder(folder, image_size=8, channels=3)
+    assert np.abs(images[0].reshape(-1, 3).astype(int) - AS_SRGB).max() <= 2  # JPEG's rounding
+    grey, _, _ = load_folder(folder, image_size=8, channels=1)
+    assert abs(int(grey[0, 0, 0, 0]) - round(0.299 * 0 + 0.587 * 129 + 0.114 * 196)) <= 2  # 98, not 116
+
+
+def test_transparent_pixels_of_a_picture_with_a_colour_profile_stay_dark(tmp_path):
+    def save(folder):
+        picture = Image.new("RGBA", (16, 16), ADOBE_BLUE + (255,))
+        picture.paste((255, 0, 0, 0), (0, 0, 16, 8))  # top half: transparent red
+        picture.save(folder / "cut.png", icc_profile=ADOBE)
+
+    images, _, _ = load_folder(_one_picture(tmp_path, save), image_size=16, channels=3)
+    assert images[0, :8].max() == 0 and images[0, 8:].reshape(-1, 3).tolist() == [list(AS_SRGB)] * 128
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "I;16"])
+def test_a_grey_picture_with_a_grey_profile_is_taken_in_srgb(tmp_path, mode):
+    """Grey 128 under a gamma-1.8 profile (Photoshop's "Gray Gamma 1.8") is sRGB grey 146."""
+    def save(folder):
+        picture = Image.new("L", (8, 8), 128)
+        if mode == "LA":
+            picture.putalpha(255)
+        elif mode == "I;16":  # a 16-bit scan: made 8-bit first, the profile still applies
+            picture = Image.fromarray(np.full((8, 8), 128 * 257, np.uint16))
+        picture.save(folder / "scan.png", icc_profile=icc_profile(b"GRAY", gamma=1.8))
+
+    folder = _one_picture(tmp_path, save)
+    for channels in (1, 3):
+        images, _, _ = load_folder(folder, image_size=8, channels=channels)
+        assert np.abs(images.astype(int) - 146).max() <= 1, (mode, channels)
+
+
+@pytest.mark.parametrize("case", ["corrupt", "truncated", "rgb profile on grey", "rgb profile on cmyk"])
+def test_a_colour_profile_that_cannot_be_used_is_ignored(tmp_path, capfd, case):
+    """As a viewer does: the picture loads, its numbers taken as they are, and nothing is printed."""
+    mode, colour = {"rgb profile on grey": ("L", 90), "rgb profile on cmyk": ("CMYK", (10, 20, 30, 0))}.get(
+        case, ("RGB", ADOBE_BLUE))
+    profile = {"corrupt": b"not an ICC profile" * 10, "truncated": ADOBE[:200]}.get(case, ADOBE)
+    folder = _one_picture(tmp_path, lambda f: Image.new(mode, (8, 8), colour).save(
+        f / "odd.jpg", icc_profile=profile, quality=100))
+    with Image.open(folder / "odd.jpg") as picture:
+        assert picture.info["icc_profile"] == profile
+        plain = np.asarray(picture.convert("RGB"))
+    images, _, _ = load_folder(folder, image_size=8, channels=3, stream=io.StringIO())  # progress: not stderr
+    np.testing.assert_array_equal(images[0], plain)
+    assert capfd.readouterr() == ("", "")
 
 
 def test_data_dir_holds_the_pictures(tmp_path):
