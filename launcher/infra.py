@@ -266,6 +266,27 @@ def empty_bucket(s3, bucket):
     progress.close()
 
 
+def _forget_stack():
+    """The stack's role, profile and group are gone (or going): forgotten now, whatever becomes of the bucket (a
+    second `infra down` finds no stack to start from)."""
+    from launcher import settings
+
+    settings.update(backend="local", role=None, instance_profile=None, security_group=None)
+
+
+def _down_interrupted(stack_name: str, bucket: str | None, interrupt: KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, SIGHUP) while the stack was deleted: it goes on without the launcher, which has
+    forgotten it already; `bucket`, which `down` was to delete after it, is the user's to delete."""
+    from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+    signum = interrupt_signal(interrupt)
+    left = (f"; bucket {bucket} outlives it: `aws s3 rb s3://{bucket} --force` deletes it with everything in it"
+            if bucket else "")
+    return Interrupted(f"{signal_name(signum)} stopped `infra down` while stack {stack_name} was being deleted: "
+                       f"CloudFormation goes on deleting it (`launcher infra status` shows how it ends) and the "
+                       f"launcher's backend is local again{left}", signum)
+
+
 # --- the commands -------------------------------------------------------------------------------
 
 stack_option = click.option("--stack-name", default=DEFAULT_STACK, show_default=True, help="Name of the base stack.")
@@ -363,18 +384,27 @@ def down(stack_name, region, delete_bucket, keep_bucket):
     since = _since()
     say(f"deleting stack {stack_name}")
     cf.delete_stack(StackName=stack_name)
-    wait_for(cf, stack_name, "delete", since)
+    try:
+        wait_for(cf, stack_name, "delete", since)
+    except KeyboardInterrupt as e:  # CloudFormation goes on deleting: a second `down` would find no stack
+        _forget_stack()
+        raise _down_interrupted(stack_name, bucket if delete_bucket or not count else None, e) from None
+    _forget_stack()
     from launcher import settings
 
-    # The stack's role, profile and group are gone: forgotten now, whatever becomes of the bucket (a second
-    # `infra down` finds no stack to start from).
-    settings.update(backend="local", role=None, instance_profile=None, security_group=None)
     # The bucket is retained by the template (DeletionPolicy: Retain) so a stack deletion never loses data.
     if bucket and not keep_bucket:
         try:
             if count:
                 empty_bucket(s3, bucket)
             s3.delete_bucket(Bucket=bucket)
+        except KeyboardInterrupt as e:  # a second `down` finds no stack, so never this bucket
+            from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+            raise Interrupted(f"{signal_name(interrupt_signal(e))} stopped `infra down`: stack {stack_name} is "
+                              f"deleted and the launcher's backend is local again, but bucket {bucket} is not; "
+                              f"`aws s3 rb s3://{bucket} --force` deletes it with everything in it",
+                              interrupt_signal(e)) from None
         except Exception as e:
             known = aws_error(e)
             if known is None:

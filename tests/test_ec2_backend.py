@@ -220,6 +220,8 @@ def launches(cloud, monkeypatch, prebuilt_wheel):
                 seen["requests"].append({"params": dict(params), "records": [dict(r) for r in jobs.all_jobs()]})
 
             def after(**_):
+                if isinstance(seen["fail_after"], BaseException):  # Ctrl-C, a closed terminal
+                    raise seen["fail_after"]
                 if seen["fail_after"]:
                     raise ConnectionError("the connection dropped after the request was sent")
 
@@ -331,6 +333,38 @@ def test_an_unanswered_launch_whose_instance_is_not_listed_yet_keeps_the_record(
     [running] = _live("r4")
     backend.stop(jobs.load("r4"))  # the record kept is what still reaches it
     assert _live("r4") == []
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_ctrl_c_as_the_instance_launches_says_what_became_of_it(launches, cloud, monkeypatch, listed):
+    """The launcher terminated what it found, or kept the record where EC2 did not list the instance yet, and
+    then said nothing at all (a bare exit 130): the user could not know a record was kept for an instance that
+    may run."""
+    import botocore.client
+
+    from trainer.errors import Interrupted
+
+    real = botocore.client.BaseClient._make_api_call
+
+    def make_api_call(self, name, params):
+        if name == "DescribeInstances" and not listed:
+            return {"Reservations": []}  # not listed yet
+        return real(self, name, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+    launches["fail_after"] = KeyboardInterrupt()
+    try:
+        backend.submit(Spec(job="r6", root=cloud["root"], hyperparameters=HP))
+    except BaseException as e:  # a KeyboardInterrupt that got out would stop pytest itself
+        stopped = e
+    assert isinstance(stopped, Interrupted), repr(stopped)
+    message = str(stopped)
+    assert stopped.exit_code == 130 and "\n" not in message
+    assert message.startswith("Ctrl-C (SIGINT) stopped the submit of r6 as its instance was launched; ")
+    if listed:
+        assert "terminated i-" in message and _live("r6") == [] and not jobs.exists("r6")
+    else:
+        assert "`launcher stop r6`" in message and jobs.exists("r6")
 
 
 def test_a_launch_ec2_refuses_leaves_no_record(launches, cloud, monkeypatch):

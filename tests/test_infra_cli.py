@@ -272,3 +272,41 @@ def test_gpu_instance_template_deploys_with_the_family_image(aws, run):
     g5 = infra.deploy(cf, "gankit-gpu-g5", infra.template_body("gpu-instance"), {**params, "InstanceType": "g5.xlarge"},
                        None)
     assert infra.outputs(g5)["ImageId"] == open_image  # Turing and newer: the open-driver DLAMI
+
+
+@pytest.fixture
+def interrupt_on(monkeypatch):
+    """interrupt_on(operation): Ctrl-C, once, as the launcher's CloudFormation or S3 client calls it."""
+    real_client, raised = infra._client, []
+
+    def ctrl_c(**_):
+        if not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+
+    def arm(operation):
+        def client(service, region):
+            made = real_client(service, region)
+            made.meta.events.register(f"before-call.*.{operation}", ctrl_c)
+            return made
+
+        monkeypatch.setattr(infra, "_client", client)
+    return arm
+
+
+@pytest.mark.parametrize("operation", ["DescribeStackEvents", "DeleteObjects"])
+def test_ctrl_c_during_down_forgets_the_stack_and_names_the_bucket_left(aws, run, interrupt_on, operation):
+    # Ctrl-C while the stack was deleted (or the bucket emptied): a bare exit 130, the config still naming the
+    # stack's deleted role, profile and group with backend sagemaker, and a second `down` answering "no stack"
+    # while the bucket, which it was to delete, stayed.
+    assert run("up", "--bucket-name", "gankit-ctrl-c").exit_code == 0
+    boto3.client("s3", region_name=REGION).put_object(Bucket="gankit-ctrl-c", Key="runs/z/metrics.jsonl", Body=b"{}")
+    interrupt_on(operation)
+    done = run("down", "--delete-bucket")
+    assert done.exit_code == 130 and "Traceback" not in done.output, done.output
+    [line] = [x for x in done.output.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: Ctrl-C (SIGINT) stopped `infra down`") and "backend is local again" in line, line
+    assert line.endswith("`aws s3 rb s3://gankit-ctrl-c --force` deletes it with everything in it"), line
+    left = {k: settings.get(k) for k in ("backend", "role", "instance_profile", "security_group", "bucket")}
+    assert left == {"backend": "local", "role": None, "instance_profile": None, "security_group": None,
+                    "bucket": "gankit-ctrl-c"}

@@ -164,3 +164,71 @@ def test_ctrl_c_while_the_cli_imports_exits_130_without_a_traceback(start):
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=signals_as_at_a_terminal, timeout=60)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
     assert "Commands:" not in proc.stdout  # stopped before the help
+
+
+# --- a cloud submit interrupted as its job is created -----------------------------------------------
+
+@pytest.fixture
+def moto_bucket(monkeypatch):
+    from tests.aws_helpers import mocked_bucket
+
+    with mocked_bucket(monkeypatch, "gankit-interrupts") as root:
+        yield root
+
+
+def sagemaker_submit_interrupted(moto_bucket, monkeypatch, tmp_path, capsys, hook, interrupt=KeyboardInterrupt):
+    """`launcher submit --backend sagemaker`, with Ctrl-C raised by a botocore hook at `hook` of its
+    CreateTrainingJob (`before-send`: moto receives the request first, as SageMaker would): (exit code, stderr,
+    the jobs SageMaker has)."""
+    import boto3
+    from moto.core.models import botocore_stubber
+
+    from tests.data_helpers import make_idx_dataset
+    from tests.test_launcher_sagemaker import sagemaker_client
+
+    def ctrl_c(event_name, **kwargs):
+        if event_name.startswith("before-send"):
+            botocore_stubber(event_name=event_name, request=kwargs["request"])  # SageMaker gets it...
+        raise interrupt()  # ...and the launcher is stopped before the reply is read
+
+    sagemaker_client(monkeypatch).meta.events.register(f"{hook}.sagemaker.CreateTrainingJob", ctrl_c)
+    data = make_idx_dataset(tmp_path / "mnist", n_train=64, n_test=16)
+    code, _, err = run(["submit", "--backend", "sagemaker", "--dataset", "mnist", "--epochs", "1", "--hp",
+                        f"data_dir={data}", "--bucket", moto_bucket.removeprefix("s3://"), "--region", "us-east-1",
+                        "--role", "arn:aws:iam::123456789012:role/gankit-sagemaker"], capsys)
+    created = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    return code, err, [job["TrainingJobName"] for job in created]
+
+
+def test_ctrl_c_as_a_sagemaker_job_is_created_leaves_its_record_and_says_how_to_stop_it(moto_bucket, monkeypatch,
+                                                                                        tmp_path, capsys):
+    # The job was created, the launcher stopped before its reply was read: no record was kept, so the job
+    # trained and billed where `launcher list`, `status` and `stop` never looked, and nothing was said.
+    code, err, created = sagemaker_submit_interrupted(moto_bucket, monkeypatch, tmp_path, capsys, "before-send")
+    assert len(created) == 1 and code == 130, err
+    job = created[0]
+    assert [record["job"] for record in jobs.all_jobs()] == [job]
+    assert jobs.load(job)["arn"].endswith(f"training-job/{job}")
+    lines = err.strip().splitlines()
+    assert lines[-1] == (f"error: Ctrl-C (SIGINT) stopped the submit of {job} after SageMaker created it: it runs "
+                         f"(and bills) up to its max run; `launcher stop {job}` stops it, `launcher logs {job} "
+                         f"--follow` watches it"), err
+    assert "Traceback" not in err
+
+
+def test_a_closed_terminal_as_a_sagemaker_job_is_created_says_so_too(moto_bucket, monkeypatch, tmp_path, capsys):
+    from trainer.errors import Terminated
+
+    code, err, created = sagemaker_submit_interrupted(moto_bucket, monkeypatch, tmp_path, capsys, "before-send",
+                                                      interrupt=lambda: Terminated(signal.SIGHUP))
+    assert code == 129 and [record["job"] for record in jobs.all_jobs()] == created, err
+    assert err.strip().splitlines()[-1].startswith(f"error: SIGHUP stopped the submit of {created[0]} after")
+
+
+def test_ctrl_c_before_a_sagemaker_job_is_created_leaves_no_record(moto_bucket, monkeypatch, tmp_path, capsys):
+    from launcher.backends import sagemaker
+
+    monkeypatch.setattr(sagemaker, "CREATE_SETTLE_SECONDS", 0)
+    code, err, created = sagemaker_submit_interrupted(moto_bucket, monkeypatch, tmp_path, capsys, "before-call")
+    assert code == 130 and created == [] and jobs.all_jobs() == [], err
+    assert "error:" not in err and "Traceback" not in err  # nothing runs: Ctrl-C speaks for itself

@@ -137,11 +137,24 @@ def _submit(spec, config, uris) -> dict:
     except BaseException as e:  # Ctrl-C too: an instance nobody knows of bills until max run
         refused = isinstance(e, GankitError) and not isinstance(e, instances.LaunchUnanswered)
         after = _abandon(record, maybe_started=not refused)
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: what became of the instance, if anything
+            _say_interrupted(spec.job, e, after)
         if not isinstance(e, Exception):
             raise
         message = str(e) if isinstance(e, GankitError) else f"submitting {spec.job} failed: {e}"
         raise (UsageError if isinstance(e, UsageError) else GankitError)(message + after) from None
     return record
+
+
+def _say_interrupted(job: str, interrupt: KeyboardInterrupt, after: str):
+    """An interrupted launch that left something to say (an instance terminated, or a record kept for one that
+    may run): the one line that says it, exit 128 + the signal. Nothing to say: the interrupt goes on."""
+    from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+    if after:
+        signum = interrupt_signal(interrupt)
+        raise Interrupted(f"{signal_name(signum)} stopped the submit of {job} as its instance was launched{after}",
+                          signum) from None
 
 
 def _abandon(record, maybe_started: bool = True) -> str:

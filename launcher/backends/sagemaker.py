@@ -249,18 +249,64 @@ def submit(spec, dry_run: bool = False) -> dict:
     spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball(spec.framework))
-    request, arn = _refused(_create, spec, image, session, dry_run=False)
     from launcher import jobs
 
-    record = {**spec.to_dict(), "submitted_at": _now(), "arn": arn, "image": image, "request": request}
+    # Recorded first, as the EC2 backend does: a job created as Ctrl-C, a closed terminal or a kill stopped the
+    # launcher still has the record `launcher status`, `list` and `stop` find it by (its name is all they need).
+    record = jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": None, "image": image})
     try:
-        return jobs.save(record)
-    except GankitError as e:  # a job without its record bills on where `launcher status` and `stop` cannot reach
+        request, arn = _refused(_create, spec, image, session, dry_run=False)
+    except GankitError:  # refused: nothing runs (_create has checked that a lost reply did not create it anyway)
+        jobs.delete(spec.job)
+        raise
+    except KeyboardInterrupt as e:
+        _interrupted_create(record, session, e)
+        raise
+    record.update(arn=arn, request=request)
+    with contextlib.suppress(GankitError):  # a full disk now: the record saved before finds the job all the same
+        jobs.save(record)
+    return record
+
+
+CREATE_SETTLE_SECONDS = 2.0  # a create SageMaker received as Ctrl-C came may take this long to be described
+
+
+def _interrupted_create(record: dict, session, interrupt: KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, SIGHUP) came while CreateTrainingJob was on its way: the request may have reached
+    SageMaker, whose job then runs whether or not its reply came back. Found: its record says so, and the
+    line how to stop or watch it. Not there: its record goes, and the interrupt goes on as any other. Unknown
+    (AWS out of reach, another Ctrl-C): the record stays, the one thing that can still find it."""
+    from launcher import jobs
+    from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+    job, signum = record["job"], interrupt_signal(interrupt)
+    stopped = f"{signal_name(signum)} stopped the submit of {job}"
+    try:
+        arn = _created_arn(record, session)
+    except BaseException:  # noqa: BLE001 - out of reach, or interrupted again: whether it runs is unknown
+        raise Interrupted(f"{stopped} as SageMaker was asked to create it, and whether it did is unknown; "
+                          f"`launcher status {job}` says, `launcher stop {job}` stops it if it runs", signum) from None
+    if arn is None:
+        jobs.delete(job)
+        return
+    record["arn"] = arn
+    with contextlib.suppress(GankitError):
+        jobs.save(record)
+    raise Interrupted(f"{stopped} after SageMaker created it: it runs (and bills) up to its max run; `launcher stop "
+                      f"{job}` stops it, `launcher logs {job} --follow` watches it", signum) from None
+
+
+def _created_arn(record: dict, session) -> str | None:
+    """The ARN of the job named in `record`, once SageMaker has had time to create it, else None."""
+    sm = session.client("sagemaker", region_name=record.get("region"))
+    for wait in (0, CREATE_SETTLE_SECONDS):
+        time.sleep(wait)
         try:
-            stop(record)
-        except Exception:  # noqa: BLE001 - whatever failed, the line must say the job may still run
-            raise GankitError(f"{e}; job {spec.job} may still be running: stop it at {console_url(record)}") from None
-        raise GankitError(f"{e}; job {spec.job} was stopped") from None
+            return sm.describe_training_job(TrainingJobName=record["job"])["TrainingJobArn"]
+        except sm.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ValidationException":  # SageMaker's "not found"
+                raise
+    return None
 
 
 def _refused(create, *args, **kwargs):
