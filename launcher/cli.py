@@ -394,8 +394,15 @@ def pull(job, dest):
     from launcher import jobs
     from launcher.pull import pull as pull_run
 
+    from trainer.errors import Interrupted, interrupt_signal, signal_name
+
     record = jobs.load(job)
-    folder = pull_run(record, Path(dest or job), log=click.echo)
+    dest = Path(dest or job)
+    try:
+        folder = pull_run(record, dest, log=click.echo)
+    except KeyboardInterrupt as e:  # what arrived is whole (atomic files): a second pull fetches only the rest
+        raise Interrupted(f"the pull of {job} stopped on {signal_name(interrupt_signal(e))}; `launcher pull {job} "
+                          f"--dest {dest}` fetches the rest", interrupt_signal(e)) from None
     click.echo(f"pulled {job} to {folder}")
 
 

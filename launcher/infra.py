@@ -199,7 +199,14 @@ def deploy(cf, stack_name, template, parameters, existing) -> dict:
                 and _created_anyway(cf, stack_name, template, params)):
             raise aws_setup_error(e) or GankitError(f"CloudFormation refused stack {stack_name}: "
                                                     f"{e.response['Error']['Message']}") from None
-    wait_for(cf, stack_name, action, since)
+    try:
+        wait_for(cf, stack_name, action, since)
+    except KeyboardInterrupt as e:  # CloudFormation goes on without us: say how to record the stack once it settles
+        from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+        raise Interrupted(f"{signal_name(interrupt_signal(e))} stopped the wait: CloudFormation goes on to {action} "
+                          f"stack {stack_name} (`launcher infra status` shows how it ends); `launcher infra up` "
+                          "again once it has settled records it in the launcher's config", interrupt_signal(e)) from None
     return find_stack(cf, stack_name)
 
 

@@ -310,3 +310,18 @@ def test_ctrl_c_during_down_forgets_the_stack_and_names_the_bucket_left(aws, run
     left = {k: settings.get(k) for k in ("backend", "role", "instance_profile", "security_group", "bucket")}
     assert left == {"backend": "local", "role": None, "instance_profile": None, "security_group": None,
                     "bucket": "gankit-ctrl-c"}
+
+
+def test_ctrl_c_while_up_waits_says_the_stack_goes_on_and_how_to_record_it(aws, run, interrupt_on):
+    # Ctrl-C while the stack was created: a bare exit 130, nothing recorded and nothing said of the stack that
+    # CloudFormation goes on creating (a rerun while it does is refused by CloudFormation).
+    interrupt_on("DescribeStackEvents")
+    done = run("up", "--bucket-name", "gankit-ctrl-c-up")
+    assert done.exit_code == 130 and "Traceback" not in done.output, done.output
+    [line] = [x for x in done.output.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: Ctrl-C (SIGINT) stopped the wait: CloudFormation goes on to create stack "), line
+    assert "`launcher infra up` again once it has settled records it" in line, line
+    assert settings.get("backend") != "sagemaker"  # not recorded: the stack is not known to be up
+    again = run("up", "--bucket-name", "gankit-ctrl-c-up")  # moto's stack has settled: the rerun records it
+    assert again.exit_code == 0, again.output
+    assert settings.get("bucket") == "gankit-ctrl-c-up" and settings.get("backend") == "sagemaker"

@@ -1,5 +1,5 @@
 """SIGTERM and SIGHUP stop a launcher or trainer command as Ctrl-C does: its clean-up runs (no temp file left
-where the user finds it), one line, exit 128 + the signal. Ctrl-C while `submit --wait` watches says the job
+where the user finds it), one line (for a pull, how to fetch the rest), exit 128 + the signal. Ctrl-C while `submit --wait` watches says the job
 runs on and how to stop, watch or pull it."""
 
 import os
@@ -63,8 +63,8 @@ def test_a_signal_mid_pull_leaves_no_temp_file_and_says_so(tmp_path, signum):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err
-    if signum != signal.SIGINT:
-        assert err.strip() == f"error: stopped by {signal.Signals(signum).name}", err
+    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    assert err.strip() == f"error: the pull of j1 stopped on {name}; `launcher pull j1 --dest {dest}` fetches the rest", err
     assert hidden_files(dest) == []  # the partial copy is gone; what is there is complete
 
 
