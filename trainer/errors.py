@@ -191,10 +191,7 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
 
     import click
 
-    for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 (a folder:PATH) is printed, not a traceback
-        with contextlib.suppress(AttributeError, ValueError):  # not a text stream Python opened (a test's capture)
-            if stream.errors == "strict":
-                stream.reconfigure(errors="backslashreplace")
+    _print_any_name(sys.stdout, sys.stderr)
 
     def fail(message, code, interrupted=False):
         # A value that holds a line break (a path typed with one) would split the line: shown as \n instead.
@@ -232,14 +229,31 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     except KeyboardInterrupt as e:
         fail("interrupted", 128 + interrupt_signal(e))
     except Exception as e:
-        if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # any path option: one rule, not one per option
-            name = str(e.filename)
-            fail(f"{name if len(name) <= 80 else name[:77] + '...'}: a name in that path is longer than the file "
-                 "system allows (255 bytes each); choose a shorter path", 2)
-        known = aws_error(e)  # the one place botocore's errors become one line, for every command
+        known = _one_line_failure(e)
         if known is not None:
-            fail(str(known), known.exit_code)
+            fail(*known)
         if on_error:  # a bug: keep the traceback in the log, and say so where the user looks
             on_error(f"internal error: {type(e).__name__}: {e}")
         raise
     sys.exit(0)
+
+
+def _print_any_name(*streams):
+    """A name that is not UTF-8 (a folder:PATH) is printed escaped, not a UnicodeEncodeError's traceback."""
+    for stream in streams:
+        with contextlib.suppress(AttributeError, ValueError):  # not a text stream Python opened (a test's capture)
+            if stream.errors == "strict":
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _one_line_failure(e: Exception) -> tuple[str, int] | None:
+    """(message, exit code) for a failure raised outside our code that is the user's to fix or AWS's to
+    report; None for a bug, whose traceback is kept."""
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # any path option: one rule, not one per option
+        name = str(e.filename)
+        return (f"{name if len(name) <= 80 else name[:77] + '...'}: a name in that path is longer than the file "
+                "system allows (255 bytes each); choose a shorter path", 2)
+    known = aws_error(e)  # the one place botocore's errors become one line, for every command
+    if known is not None:
+        return str(known), known.exit_code
+    return None

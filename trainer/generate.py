@@ -12,6 +12,7 @@ from trainer.errors import UsageError
 from trainer.export import MAX_COUNT, META_FILE, MODEL_FILE, Generator, load_generator, read_meta
 from trainer.fsutil import atomic_write_bytes, cache_root
 from trainer.images import tile
+from trainer.plots import png_bytes
 from trainer.progress import Progress
 
 SUFFIXES = (".npy", ".png")
@@ -40,13 +41,33 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
     TensorFlow quietly there)."""
     remote = s3.is_s3(out)
     out = str(out) if remote else Path(out)
+    suffix = _check_request(out, remote, count, rows, cols, seed)  # before the seconds of loading, not after
+
+    generator_dir = generator_folder(generator_dir)
+    if target_class is not None:  # a wrong --class fails from generator.json, before Keras' seconds-long import
+        Generator(None, read_meta(generator_dir)).class_index(target_class)
+    if before_load:
+        before_load()
+    generator = load_generator(generator_dir)
+
+    if suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, _generate(generator, target_class, count or 100, seed))
+        data = buf.getvalue()
+    else:
+        data = png_bytes(_picture(generator, target_class, count, rows, cols, seed))
+    return _write(out, data, remote)
+
+
+def _check_request(out, remote, count, rows, cols, seed) -> str:
+    """The suffix of `out`, once the options agree with each other and `out` can be written; else one line."""
     suffix = PurePosixPath(str(out)).suffix.lower()
     if suffix not in SUFFIXES:
         raise UsageError(f"--out {out}: name a .npy file (the images as an array) or a .png file (a grid)")
     for flag, value in (("--count", count), ("--rows", rows), ("--cols", cols)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be a positive whole number")
-    if count is not None and count > MAX_COUNT:  # before the seconds of loading, not after
+    if count is not None and count > MAX_COUNT:
         raise UsageError(f"--count {count}: must be between 1 and {MAX_COUNT}")
     if suffix == ".npy" and (rows, cols) != (None, None):
         raise UsageError(f"--rows and --cols shape a .png grid; for --out {out} give --count (how many images "
@@ -60,46 +81,44 @@ def generate_to_file(generator_dir, out, target_class=None, count=None, rows=Non
         if not s3.split_s3(out)[1]:
             raise UsageError(f"--out {out}: name an object, e.g. s3://BUCKET/samples/{'x' + suffix}")
     else:
-        _check_writable(out)  # before the seconds of loading and generating
+        _check_writable(out)
+    return suffix
 
-    generator_dir = generator_folder(generator_dir)
-    if target_class is not None:  # a wrong --class fails from generator.json, before Keras' seconds-long import
-        Generator(None, read_meta(generator_dir)).class_index(target_class)
-    if before_load:
-        before_load()
-    generator = load_generator(generator_dir)
 
-    def make(n):
-        """`n` images; more than one batch (minutes on a CPU for many thousands) shows progress."""
-        if n <= PROGRESS_ABOVE:
-            return generator.generate(target_class, n, seed)
-        progress = Progress(n, label="generating", fmt=lambda k: f"{k} images")
-        images = generator.generate(target_class, n, seed, on_batch=progress.update)
-        progress.close()
-        return images
+def _generate(generator, target_class, n, seed):
+    """`n` images; more than one batch (minutes on a CPU for many thousands) shows progress."""
+    if n <= PROGRESS_ABOVE:
+        return generator.generate(target_class, n, seed)
+    progress = Progress(n, label="generating", fmt=lambda k: f"{k} images")
+    images = generator.generate(target_class, n, seed, on_batch=progress.update)
+    progress.close()
+    return images
 
-    if suffix == ".npy":
-        images = make(count or 100)
-        buf = io.BytesIO()
-        np.save(buf, images)
-    else:
-        if count is None and target_class is None and rows is None and cols is None:
-            picture = generator.grid(seed=seed)  # one row per class
-        else:
-            if count is not None:  # a grid that holds all --count images, never a silent first few
-                if rows is None and cols is None:
-                    cols = min(count, 10)
-                cols = cols or math.ceil(count / rows)
-                rows = rows or math.ceil(count / cols)
-            rows, cols = rows or 5, cols or 5
-            picture = tile(make(count or rows * cols), rows, cols, scale=2)
-        buf = io.BytesIO()
-        picture.save(buf, format="PNG")
+
+def _picture(generator, target_class, count, rows, cols, seed):
+    """The .png's grid: one row per class when no option shapes it, else the images tiled rows x cols."""
+    if count is None and target_class is None and rows is None and cols is None:
+        return generator.grid(seed=seed)
+    rows, cols = _grid_shape(count, rows, cols)
+    return tile(_generate(generator, target_class, count or rows * cols, seed), rows, cols, scale=2)
+
+
+def _grid_shape(count, rows, cols) -> tuple[int, int]:
+    """(rows, cols) from those given: with --count, a grid that holds all of them, never a silent first few."""
+    if count is not None:
+        if rows is None and cols is None:
+            cols = min(count, 10)
+        cols = cols or math.ceil(count / rows)
+        rows = rows or math.ceil(count / cols)
+    return rows or 5, cols or 5
+
+
+def _write(out, data: bytes, remote):
     if remote:
-        s3.write_bytes(out, buf.getvalue())  # one PUT: the object appears whole or not at all
+        s3.write_bytes(out, data)  # one PUT: the object appears whole or not at all
         return out
     try:
-        atomic_write_bytes(out, buf.getvalue())
+        atomic_write_bytes(out, data)
     except OSError as e:
         raise _unwritable(out, e) from None
     return out

@@ -81,9 +81,7 @@ def append_progress_gif(samples_dir, epoch: int, ms_per_frame=400) -> Path:
     earlier = sorted(p for p in samples_dir.glob("epoch-*.png") if p.name < png.name)
     shown, wanted = gif_epochs(earlier), gif_epochs(earlier + [png])
     if not shown or frames is None or len(frames) != len(shown):
-        for stale in sorted(samples_dir.glob("epoch-*.png")):
-            if stale.name > png.name:  # frames of epochs after a resume point are redrawn later
-                stale.unlink()
+        _remove_grids_after(samples_dir, png)
         return save_progress_gif(samples_dir, ms_per_frame)
     if wanted[:-1] == shown:
         kept = frames
@@ -92,12 +90,25 @@ def append_progress_gif(samples_dir, epoch: int, ms_per_frame=400) -> Path:
     else:
         return save_progress_gif(samples_dir, ms_per_frame)
     _, frame = _gif_frame(Image.open(png), ms_per_frame)
-    body = bytearray(data[:kept[-1][1]])
-    gce = kept[-1][2]
+    atomic_write_bytes(path, _gif_appended(data, head, kept[-1], frame, ms_per_frame))
+    return path
+
+
+def _remove_grids_after(samples_dir: Path, png: Path):
+    """The grids of epochs after `png`'s (a resumed run's, from before its resume point): they are drawn again."""
+    for stale in sorted(samples_dir.glob("epoch-*.png")):
+        if stale.name > png.name:
+            stale.unlink()
+
+
+def _gif_appended(data: bytes, head: bytes, last_kept, frame: bytes, ms_per_frame) -> bytes:
+    """The GIF `data` up to its frame `last_kept` (start, end, graphic-control offset), that frame back at the
+    normal delay, then `frame` as the new last one."""
+    body = bytearray(data[:last_kept[1]])
+    gce = last_kept[2]
     if gce is not None:
         body[gce + 4:gce + 6] = (ms_per_frame // 10).to_bytes(2, "little")
-    atomic_write_bytes(path, _gif_file(bytes(body[:len(head)]), [bytes(body[len(head):]), frame], ms_per_frame))
-    return path
+    return _gif_file(bytes(body[:len(head)]), [bytes(body[len(head):]), frame], ms_per_frame)
 
 
 def _gif_file(head: bytes, frames: list[bytes], ms_per_frame) -> bytes:

@@ -130,8 +130,7 @@ def _build_training(p: Prepared, log) -> Training:
     from trainer.device import configure
     from trainer.distribute import choose_placement, split_cpu
     from trainer.evaluate import epoch_hook
-    from trainer.steps import build_nets, keep_command_learning_rates, make_runner, spec_from
-    from trainer.weights import load_arrays
+    from trainer.steps import build_nets, make_runner, spec_from
 
     if cfg.framework == "tensorflow":
         split_cpu()
@@ -140,13 +139,7 @@ def _build_training(p: Prepared, log) -> Training:
     replicas = placement.replicas
     global_batch = cfg.batch_size * replicas
     steps_per_epoch, total_steps = schedule(cfg, len(data.images), replicas)
-    out, save_dir, storage = p.out, p.ckpt_dir, p.storage
-    if not placement.chief:
-        # Other workers save where nobody looks (TensorFlow's multi-worker guide) and publish nothing.
-        scratch = Path(tempfile.mkdtemp(prefix=f"gankit-worker{placement.worker}-"))
-        out, save_dir = ensure_writable_dir(scratch / "output", "scratch"), scratch / "checkpoints"
-        storage = dataclasses.replace(storage, output_uri=None, checkpoint_uri=None)
-
+    out, save_dir, storage = _own_folders(p, placement)
     if p.latest is None and placement.chief:
         _forget_earlier_best(out, log)
     image_shape = data.images.shape[1:]
@@ -155,17 +148,7 @@ def _build_training(p: Prepared, log) -> Training:
         # Synchronised batch norm is tf.distribute's; under JAX's DataParallel XLA already sees the global batch.
         nets = build_nets(cfg, image_shape, p.num_classes, setup.precision,
                           sync_bn=replicas > 1 and cfg.framework == "tensorflow")
-    run_schedule = checkpoints.schedule(global_batch, steps_per_epoch, len(data.images))
-    run_recipe = checkpoints.recipe(cfg)
-    state = RunState(architecture=p.architecture, schedule=run_schedule, recipe=run_recipe)
-    if p.latest is not None:
-        checkpoints.check_schedule(p.latest, run_schedule)
-        checkpoints.check_not_past(p.latest, total_steps, steps_per_epoch)
-        arrays, saved = checkpoints.read_checkpoint(p.latest)
-        state = RunState.from_json(saved, p.architecture, run_schedule, run_recipe)
-        load_arrays(nets.groups(), arrays, p.latest)
-        log(f"resuming from {p.latest} at step {state.step}")
-        keep_command_learning_rates(nets, cfg, state.step, log)
+    state = _start_state(p, nets, global_batch, steps_per_epoch, total_steps, log)
     runner = make_runner(cfg.framework, nets, spec_from(cfg, p.num_classes, global_batch), data, placement, setup)
     with written_or_one_line("run.json and the run's logs", out):
         write_metrics(out, state.history)  # drop rows written after the checkpoint we resumed from
@@ -180,6 +163,35 @@ def _build_training(p: Prepared, log) -> Training:
     return Training(cfg, storage, out, save_dir, placement.chief, data, p.num_classes, image_shape, setup, placement,
                     nets, runner, state, steps_per_epoch, total_steps, global_batch, meta, run_log, evaluate,
                     progress, log=progress.around(log))  # on a terminal, messages print above the bar
+
+
+def _own_folders(p: Prepared, placement) -> tuple[Path, Path, object]:
+    """(outputs, checkpoints, storage) this worker writes: the run's for the chief. Other workers save where
+    nobody looks (TensorFlow's multi-worker guide) and publish nothing."""
+    if placement.chief:
+        return p.out, p.ckpt_dir, p.storage
+    scratch = Path(tempfile.mkdtemp(prefix=f"gankit-worker{placement.worker}-"))
+    storage = dataclasses.replace(p.storage, output_uri=None, checkpoint_uri=None)
+    return ensure_writable_dir(scratch / "output", "scratch"), scratch / "checkpoints", storage
+
+
+def _start_state(p: Prepared, nets, global_batch, steps_per_epoch, total_steps, log) -> RunState:
+    """A fresh run's state, or the resumed checkpoint's, its weights loaded into `nets`."""
+    from trainer.steps import keep_command_learning_rates
+    from trainer.weights import load_arrays
+
+    run_schedule = checkpoints.schedule(global_batch, steps_per_epoch, len(p.data.images))
+    run_recipe = checkpoints.recipe(p.cfg)
+    if p.latest is None:
+        return RunState(architecture=p.architecture, schedule=run_schedule, recipe=run_recipe)
+    checkpoints.check_schedule(p.latest, run_schedule)
+    checkpoints.check_not_past(p.latest, total_steps, steps_per_epoch)
+    arrays, saved = checkpoints.read_checkpoint(p.latest)
+    state = RunState.from_json(saved, p.architecture, run_schedule, run_recipe)
+    load_arrays(nets.groups(), arrays, p.latest)
+    log(f"resuming from {p.latest} at step {state.step}")
+    keep_command_learning_rates(nets, p.cfg, state.step, log)
+    return state
 
 
 def refuse_replaced_exports(out: Path):

@@ -151,21 +151,17 @@ def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | N
     for step, name in remote_checkpoints(uri, listing):
         if step < local_step:
             break
-        raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
+        raw, manifest = _remote_manifest(uri, name)
         if raw is None:
             _warn(uri, name, "no manifest (incomplete upload)")
             continue
-        try:
-            manifest = json.loads(raw)
-        except ValueError:
-            manifest = None
         # The manifest is checked before any of its names becomes a local path.
         reason = checkpoints.manifest_problem(manifest, step) or _missing(listing, name, manifest["files"])
         if reason is None and step == local_step:
             return local_latest  # the same checkpoint, complete on both sides
         if reason is None:
             try:
-                target = _download(uri, name, manifest, raw, local_dir / name)
+                return _download(uri, name, manifest, raw, local_dir / name)
             except s3.LocalWriteError:  # this disk is full: every older checkpoint would fail too, and starting
                 raise  # over at step 0 would go on to overwrite the run's checkpoints in S3
             except GankitError as e:  # a listed file that cannot be fetched now: not proof of corruption
@@ -173,10 +169,7 @@ def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | N
                 continue
             except _Skip as e:
                 reason = str(e)
-            else:
-                return target
-        _warn(uri, name, reason, aside=True)
-        s3.move_prefix(s3.join(uri, name), s3.join(uri, name + checkpoints.CORRUPT))
+        _set_aside(uri, name, reason)
         corrupt = True
     if local_latest is not None:
         print(f"note: local checkpoint {local_latest} (step {local_step}) is newer than any in {uri}; "
@@ -228,17 +221,28 @@ def push_checkpoint(folder: Path, uri: str, keep: int):
 
 def _remote_complete(uri, name, step, listing) -> bool:
     """A valid manifest whose files are all there at their sizes (a broken one must not count towards `keep`)."""
-    raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
-    try:
-        manifest = json.loads(raw) if raw is not None else None
-    except ValueError:
-        return False
+    _, manifest = _remote_manifest(uri, name)
     return manifest is not None and not (checkpoints.manifest_problem(manifest, step)
                                          or _missing(listing, name, manifest["files"]))
 
 
+def _remote_manifest(uri, name) -> tuple[bytes | None, dict | None]:
+    """Checkpoint `name`'s manifest in S3: its bytes (None when it has none) and their JSON (None when not JSON)."""
+    raw = s3.read_bytes(s3.join(uri, name, checkpoints.MANIFEST))
+    try:
+        return raw, json.loads(raw) if raw is not None else None
+    except ValueError:
+        return raw, None
+
+
 class _Skip(Exception):
     pass
+
+
+def _set_aside(uri, name, reason):
+    """A remote checkpoint that does not verify, renamed so that no later run tries it again (nor deletes it)."""
+    _warn(uri, name, reason, aside=True)
+    s3.move_prefix(s3.join(uri, name), s3.join(uri, name + checkpoints.CORRUPT))
 
 
 def _warn(uri, name, reason, aside=False):

@@ -4,6 +4,8 @@ Shared by `python -m trainer train` (trainer/cli.py) and the container's `train`
 (trainer/contract.py), below both so neither imports the other.
 """
 
+import contextlib
+
 from trainer.config import TrainConfig
 from trainer.errors import Stopped, signal_name
 
@@ -26,6 +28,26 @@ def train_until_stopped(cfg: TrainConfig, resume: str | None = None) -> dict:
     from trainer.train import train as run
 
     stop = threading.Event()
+    with _stop_on_signals(stop) as received:
+        summary = run(cfg, stop_requested=stop.is_set, resume_hint=resume or RESUME_BY_HAND)
+    first = received[0] if received else signal.SIGTERM
+    name = signal_name(first)
+    if summary["stopped"]:
+        stopped = Stopped(f"stopped by {name} at step {summary['steps']}; a checkpoint is written and "
+                          f"{resume or 'the same command resumes'}")
+        stopped.exit_code = 128 + first  # as a shell reports it: 143 SIGTERM, 130 Ctrl-C, 129 SIGHUP
+        raise stopped
+    if received:
+        print(f"note: {name} arrived during the export after the last step; the export finished first, "
+              "so the run is complete", file=sys.stderr)
+    return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop):
+    """In the block SIGTERM, SIGINT and SIGHUP (unless ignored) set `stop`; yields the list of those received."""
+    import signal
+
     terminals = _terminals()  # now: once the terminal hangs up, isatty says no
     received = []
 
@@ -40,21 +62,10 @@ def train_until_stopped(cfg: TrainConfig, resume: str | None = None) -> dict:
     handled = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN else [])
     previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
-        summary = run(cfg, stop_requested=stop.is_set, resume_hint=resume or RESUME_BY_HAND)
+        yield received
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    first = received[0] if received else signal.SIGTERM
-    name = signal_name(first)
-    if summary["stopped"]:
-        stopped = Stopped(f"stopped by {name} at step {summary['steps']}; a checkpoint is written and "
-                          f"{resume or 'the same command resumes'}")
-        stopped.exit_code = 128 + first  # as a shell reports it: 143 SIGTERM, 130 Ctrl-C, 129 SIGHUP
-        raise stopped
-    if received:
-        print(f"note: {name} arrived during the export after the last step; the export finished first, "
-              "so the run is complete", file=sys.stderr)
-    return summary
 
 
 def _terminals() -> list[int]:
