@@ -43,3 +43,20 @@ def test_the_image_installs_the_pins_ci_tests_with():
     for source in (s for name, args in steps if name == "COPY" for s in copy_sources(args)):
         assert source in context or any(path.startswith(f"{source}/") for path in context), source
 
+
+def test_a_working_checkout_sends_only_what_the_image_copies(tmp_path):
+    (tmp_path / ".dockerignore").write_bytes((ROOT / ".dockerignore").read_bytes())
+    wanted = {"pyproject.toml", "setup.py", "README.md", "constraints.txt", "trainer/__init__.py",
+              "trainer/data/idx.py", "launcher/cli.py", "infra/base.yaml", "docker/Dockerfile", "docker/train",
+              "examples/pull_and_generate.ipynb"}
+    # What a checkout gathers as it is used: venvs, wheels, datasets, runs, pulled generators; the example
+    # notebook, opened in examples/, pulls into examples/generators/ (Jupyter's working folder is the notebook's).
+    gathered = {".ci-venv/lib/python3.11/site-packages/tensorflow/libtensorflow_cc.so.2", ".whl/gankit-0.1.0.whl",
+                ".data/zalando/train-images-idx3-ubyte", "runs/gan-1/output/metrics.jsonl", "gankit.egg-info/PKG-INFO",
+                "gan-zalando-cgan-1/generator/generator.keras", "trainer/__pycache__/cli.cpython-311.pyc",
+                "examples/generators/gan-1/generator.keras",
+                "examples/.ipynb_checkpoints/pull_and_generate-checkpoint.ipynb"}
+    for path in wanted | gathered:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    assert build_context(tmp_path) == wanted | {".dockerignore"}
