@@ -47,6 +47,22 @@ def test_a_failed_atomic_file_leaves_the_old_file_and_no_temp(tmp_path):
     assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["train.idx.gz"]
 
 
+def test_a_failed_atomic_dir_leaves_the_old_folder_whole_and_no_temp(tmp_path):
+    # The export's promise: a write that fails half-way (a full disk while saving the model) leaves the
+    # previous generator/ as it was, never a mix of old and new files nor a half-written one.
+    generator = tmp_path / "run" / "generator"
+    with atomic_dir(generator) as tmp:
+        (tmp / "generator.keras").write_bytes(b"old model")
+        (tmp / "generator.json").write_text('{"steps": 4}')
+    with pytest.raises(OSError):
+        with atomic_dir(generator) as tmp:
+            (tmp / "generator.keras").write_bytes(b"half of the new")
+            raise OSError(28, "No space left on device")
+    assert (generator / "generator.keras").read_bytes() == b"old model"
+    assert (generator / "generator.json").read_text() == '{"steps": 4}'
+    assert sorted(p.name for p in generator.parent.iterdir()) == ["generator"]
+
+
 def test_a_secret_keeps_the_mode_it_asks_for(tmp_path, mask):
     atomic_write_text(tmp_path / "cfg" / "jupyter_server_config.json", "{}", mode=0o600)
     assert mode(tmp_path / "cfg" / "jupyter_server_config.json") == 0o600
