@@ -180,14 +180,15 @@ def configured_bucket() -> str:
     return bucket.removeprefix("s3://").rstrip("/")
 
 
-def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
+def launch(ssm, region_name, who, instance_type, idle_seconds, max_hours) -> str:
+    """Launch the instance and let it alone read its token; the new instance's id."""
     from launcher import settings
     from launcher import jupyter_userdata
 
     config = {**settings.effective(), "region": region_name}
     bucket = configured_bucket()
     wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
-    boot = jupyter_userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
+    boot = jupyter_userdata.JupyterBoot(token_parameter=token_parameter(who), region=region_name, wheel_uri=wheel_uri,
                                 wheel_sha256=wheel_sha256,
                                 notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
@@ -197,23 +198,44 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
     client_token = f"gankit-{secrets.token_hex(16)}"
     request = instances.run_instances_request(PURPOSE, instance_type, jupyter_userdata.render(boot), spot=False,
                                                 tags=tags, settings=config, shutdown="stop", client_token=client_token)
+    iid = None
     try:
-        return instances.launch(request, region_name)
-    except instances.LaunchUnanswered as e:
-        raise GankitError(f"{e}{_abandon_launch(client_token, region_name)}") from None
+        iid = instances.launch(request, region_name)
+        # The instance boots for minutes before it reads the token: time enough to bind it.
+        bind_token(ssm, region_name, who, iid)
+        return iid
+    except BaseException as e:  # Ctrl-C too: an instance that cannot read its token would bill for nothing
+        if iid is None and isinstance(e, GankitError) and not isinstance(e, instances.LaunchUnanswered):
+            raise  # EC2 said no: nothing started
+        raise _launch_failure(e, iid, _abandon_launch(client_token, region_name, iid)) from None
 
 
-def _abandon_launch(client_token, region_name) -> str:
-    """RunInstances never answered, so EC2 may have started the instance (its token not yet bound to it: it
-    could not serve Jupyter): terminate what it started. What the user should know, as the end of the line."""
-    maybe = ("; it may have started an instance all the same: `launcher jupyter status` shows it, "
-             "`launcher jupyter stop --terminate` deletes it")
+def _launch_failure(e: BaseException, iid: str | None, after: str) -> GankitError:
+    """The one line for a launch stopped once RunInstances was sent; `after` says what became of the instance."""
+    if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM or SIGHUP: exit 128 + the signal
+        from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+        return Interrupted(f"stopped by {signal_name(interrupt_signal(e))} while launching the instance{after}",
+                           interrupt_signal(e))
+    if iid:
+        return GankitError(f"could not let {iid} read its token ({one_line(aws_error(e) or e)}){after}")
+    return GankitError(f"{e if isinstance(e, GankitError) else f'launching the instance failed: {one_line(e)}'}{after}")
+
+
+def _abandon_launch(client_token, region_name, iid=None) -> str:
+    """The launch did not complete, so EC2 may have started an instance that cannot serve Jupyter (its token not
+    bound to it): terminate `iid`, or what the launch with `client_token` started when its id never came.
+    What the user should know, as the end of the line: what became of it, or its id and how to delete it."""
+    maybe = ((f"; {iid} may still run" if iid else "; it may have started an instance all the same")
+             + ": `launcher jupyter status` shows it, `launcher jupyter stop --terminate` deletes it")
     try:
-        launched = instances.find_launched(client_token, region_name)
-        for iid in launched:
-            instances.terminate(iid, region_name)
-    except Exception:
+        launched = [iid] if iid else instances.find_launched(client_token, region_name)
+        for each in launched:
+            instances.terminate(each, region_name)
+    except KeyboardInterrupt:  # a second Ctrl-C: the clean-up is cut short, the line still says what may be left
         return maybe
+    except Exception as e:
+        return f"; could not terminate {iid or 'what it started'} either ({one_line(aws_error(e) or e)}){maybe}"
     # DescribeInstances is eventually consistent: one not listed yet may still have started.
     return f"; terminated {', '.join(launched)}, which it had started; run `launcher jupyter` again" if launched else maybe
 
@@ -267,13 +289,7 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         return iid, token
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
-    iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
-    try:  # the instance boots for minutes before it reads the token: time enough to bind it
-        bind_token(ssm, region_name, who, iid)
-    except Exception as e:
-        instances.terminate(iid, region_name)  # it could never read its token
-        raise GankitError(f"could not let {iid} read its token ({e}); terminated it, "
-                          "run `launcher jupyter` again") from None
+    iid = launch(ssm, region_name, who, instance_type, idle_seconds, max_hours)
     say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
     return iid, token
