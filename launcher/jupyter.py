@@ -240,8 +240,9 @@ def _abandon_launch(client_token, region_name, iid=None) -> str:
     return f"; terminated {', '.join(launched)}, which it had started; run `launcher jupyter` again" if launched else maybe
 
 
-def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
-    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one.
+def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str, bool]:
+    """(instance id, token, started): reuse a running instance, start a stopped one, or launch a new one;
+    `started` is False for one reused (it ran before this run: someone may be using it).
 
     One `launcher jupyter` of this machine at a time decides: two at once each rotated the token of the
     stopped instance (one printed a token it never read) or each launched an instance. The second now waits,
@@ -253,12 +254,12 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         lock.mkdir(parents=True, exist_ok=True)
     with folder_held(lock, missing_ok=True, on_wait=lambda: say("waiting for another `launcher jupyter` on this machine to start "
                                                "the instance")):
-        iid, token = _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+        iid, token, started = _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     record_region(who, region_name, iid)
-    return iid, token
+    return iid, token, started
 
 
-def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
+def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str, bool]:
     instance = find_instance(ec2, who)
     if instance is None:
         refuse_if_elsewhere(region_name, who)
@@ -272,7 +273,7 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         if instance_type and instance_type != instance["InstanceType"]:
             say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")
         _note_limits(instance, idle_seconds, max_hours)
-        return instance["InstanceId"], token
+        return instance["InstanceId"], token, False
     if instance:  # stopping or stopped
         iid = instance["InstanceId"]
         if instance["State"]["Name"] == "stopping":
@@ -286,13 +287,13 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         bind_token(ssm, region_name, who, iid)
         say(f"starting {iid}")
         start_stopped(ec2, instance, instance_type if resized else None)
-        return iid, token
+        return iid, token, True
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
     iid = launch(ssm, region_name, who, instance_type, idle_seconds, max_hours)
     say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
-    return iid, token
+    return iid, token, True
 
 
 def change_type(ec2, instance, instance_type):
@@ -363,7 +364,8 @@ def wait_running(ec2, iid):
 
 # --- connecting -------------------------------------------------------------------------------------
 
-def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser):
+def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser, started=True):
+    """Tunnel to Jupyter on `instance` and print its URL; `started`: this run launched or started it."""
     from launcher import tunnel
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
@@ -390,10 +392,8 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             except tunnel.PortTaken as e:  # nothing wrong with the instance: connect again on a free port
                 raise tunnel.PortTaken(f"{e}; {iid} runs on and stops itself when idle: connect to it on a free "
                                        f"port, {tunnel.free_port_hint(local_port)}") from None
-            except tunnel.NotReady as e:  # set up wrong or unreachable: it would bill until max-hours
-                ec2.stop_instances(InstanceIds=[iid])
-                raise GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "
-                                  "again, `launcher jupyter stop --terminate` discards it") from None
+            except tunnel.NotReady as e:
+                raise _not_ready(ec2, iid, e, started) from None
             progress.close()
             url = f"http://localhost:{local_port}/lab?token={token}"
             say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
@@ -406,6 +406,19 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             say("\nclosing the tunnel; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         finally:
             session.close()
+
+
+def _not_ready(ec2, iid, e, started: bool) -> GankitError:
+    """Jupyter never answered through the tunnel. One this run started is set up wrong or unreachable and
+    would bill until max-hours: stop it. One that ran before is left running: a notebook may be open on it
+    (another tab, another machine), the fault may be this machine's network, and it stops itself when idle."""
+    if not started:
+        return GankitError(f"{e}. It ran before this run (a notebook may be open on it), so left {iid} running; "
+                           "it stops itself when idle. Check this machine's network and the tunnel, then run "
+                           "`launcher jupyter` again; `launcher jupyter stop` stops it now")
+    ec2.stop_instances(InstanceIds=[iid])
+    return GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "
+                       "again, `launcher jupyter stop --terminate` discards it")
 
 
 def open_in_browser(url: str, folder):
@@ -523,7 +536,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     from launcher import settings
 
     instances.check_settings(settings.effective())  # no profile or security group: said before any upload
-    iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+    iid, token, started = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     try:
         instance = wait_running(ec2, iid)
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP: the instance goes on starting, so say what then
@@ -540,7 +553,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         setup = aws_setup_error(e)
         raise (UsageError(f"{setup}; {after}") if setup else
                GankitError(f"lost sight of {iid} while waiting for it to run ({one_line(e)}); {after}")) from None
-    connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
+    connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser, started)
 
 
 @jupyter.command()

@@ -618,7 +618,8 @@ def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
     for thread in threads:
         thread.join()
     current = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
-    assert tokens["first"] == tokens["second"] == (instance["InstanceId"], current)
+    assert tokens["first"][:2] == tokens["second"][:2] == (instance["InstanceId"], current)
+    assert sorted(started for _, _, started in tokens.values()) == [False, True]  # one started it, one reused it
     assert looked[0] == "stopped" and looked[1] != "stopped"  # the second found it started: reused, not rotated
 
 
@@ -732,3 +733,28 @@ def test_a_token_that_cannot_be_bound_nor_the_instance_terminated_names_both(aws
     assert "may not tag parameters" in line and "may not terminate" in line, line
     assert f"{iid} may still run" in line and "`launcher jupyter stop --terminate`" in line, line
     assert "terminated it" not in line
+
+
+def test_a_reused_running_instance_jupyter_does_not_answer_for_is_left_running(aws, tools, monkeypatch):
+    # The launcher stopped any instance whose Jupyter did not answer through its tunnel, also one it had only
+    # reused: already running, perhaps with someone's notebook open in another tab or on another machine, and
+    # the fault as likely this machine's network. That stop killed the open kernels; the instance has its own
+    # idle stop, so it is left running and the line says what is wrong.
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    monkeypatch.setenv("FAKE_TUNNEL_NEVER", "1")
+    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 1)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "did not answer" in line and f"left {iid} running" in line and "`launcher jupyter stop`" in line, line
+    assert f"Stopped {iid}" not in line
+    assert instances(aws["ec2"])[0]["State"]["Name"] == "running"
+
+    # One this run started again is stopped as a launched one is: nobody else was using it.
+    aws["ec2"].stop_instances(InstanceIds=[iid])
+    result = run("--local-port", str(free_port()))
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert result.exit_code == 1 and f"Stopped {iid}" in line, result.output
+    assert instances(aws["ec2"])[0]["State"]["Name"] in ("stopping", "stopped")
