@@ -180,14 +180,15 @@ def configured_bucket() -> str:
     return bucket.removeprefix("s3://").rstrip("/")
 
 
-def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours) -> str:
+def launch(ssm, region_name, who, instance_type, idle_seconds, max_hours) -> str:
+    """Launch the instance and let it alone read its token; the new instance's id."""
     from launcher import settings
     from launcher import jupyter_userdata
 
     config = {**settings.effective(), "region": region_name}
     bucket = configured_bucket()
     wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
-    boot = jupyter_userdata.JupyterBoot(token_parameter=token_name, region=region_name, wheel_uri=wheel_uri,
+    boot = jupyter_userdata.JupyterBoot(token_parameter=token_parameter(who), region=region_name, wheel_uri=wheel_uri,
                                 wheel_sha256=wheel_sha256,
                                 notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
@@ -197,29 +198,51 @@ def launch(region_name, who, token_name, instance_type, idle_seconds, max_hours)
     client_token = f"gankit-{secrets.token_hex(16)}"
     request = instances.run_instances_request(PURPOSE, instance_type, jupyter_userdata.render(boot), spot=False,
                                                 tags=tags, settings=config, shutdown="stop", client_token=client_token)
+    iid = None
     try:
-        return instances.launch(request, region_name)
-    except instances.LaunchUnanswered as e:
-        raise GankitError(f"{e}{_abandon_launch(client_token, region_name)}") from None
+        iid = instances.launch(request, region_name)
+        # The instance boots for minutes before it reads the token: time enough to bind it.
+        bind_token(ssm, region_name, who, iid)
+        return iid
+    except BaseException as e:  # Ctrl-C too: an instance that cannot read its token would bill for nothing
+        if iid is None and isinstance(e, GankitError) and not isinstance(e, instances.LaunchUnanswered):
+            raise  # EC2 said no: nothing started
+        raise _launch_failure(e, iid, _abandon_launch(client_token, region_name, iid)) from None
 
 
-def _abandon_launch(client_token, region_name) -> str:
-    """RunInstances never answered, so EC2 may have started the instance (its token not yet bound to it: it
-    could not serve Jupyter): terminate what it started. What the user should know, as the end of the line."""
-    maybe = ("; it may have started an instance all the same: `launcher jupyter status` shows it, "
-             "`launcher jupyter stop --terminate` deletes it")
+def _launch_failure(e: BaseException, iid: str | None, after: str) -> GankitError:
+    """The one line for a launch stopped once RunInstances was sent; `after` says what became of the instance."""
+    if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM or SIGHUP: exit 128 + the signal
+        from trainer.errors import Interrupted, interrupt_signal, signal_name
+
+        return Interrupted(f"stopped by {signal_name(interrupt_signal(e))} while launching the instance{after}",
+                           interrupt_signal(e))
+    if iid:
+        return GankitError(f"could not let {iid} read its token ({one_line(aws_error(e) or e)}){after}")
+    return GankitError(f"{e if isinstance(e, GankitError) else f'launching the instance failed: {one_line(e)}'}{after}")
+
+
+def _abandon_launch(client_token, region_name, iid=None) -> str:
+    """The launch did not complete, so EC2 may have started an instance that cannot serve Jupyter (its token not
+    bound to it): terminate `iid`, or what the launch with `client_token` started when its id never came.
+    What the user should know, as the end of the line: what became of it, or its id and how to delete it."""
+    maybe = ((f"; {iid} may still run" if iid else "; it may have started an instance all the same")
+             + ": `launcher jupyter status` shows it, `launcher jupyter stop --terminate` deletes it")
     try:
-        launched = instances.find_launched(client_token, region_name)
-        for iid in launched:
-            instances.terminate(iid, region_name)
-    except Exception:
+        launched = [iid] if iid else instances.find_launched(client_token, region_name)
+        for each in launched:
+            instances.terminate(each, region_name)
+    except KeyboardInterrupt:  # a second Ctrl-C: the clean-up is cut short, the line still says what may be left
         return maybe
+    except Exception as e:
+        return f"; could not terminate {iid or 'what it started'} either ({one_line(aws_error(e) or e)}){maybe}"
     # DescribeInstances is eventually consistent: one not listed yet may still have started.
     return f"; terminated {', '.join(launched)}, which it had started; run `launcher jupyter` again" if launched else maybe
 
 
-def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
-    """(instance id, token): reuse a running instance, start a stopped one, or launch a new one.
+def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str, bool]:
+    """(instance id, token, started): reuse a running instance, start a stopped one, or launch a new one;
+    `started` is False for one reused (it ran before this run: someone may be using it).
 
     One `launcher jupyter` of this machine at a time decides: two at once each rotated the token of the
     stopped instance (one printed a token it never read) or each launched an instance. The second now waits,
@@ -231,12 +254,12 @@ def start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_
         lock.mkdir(parents=True, exist_ok=True)
     with folder_held(lock, missing_ok=True, on_wait=lambda: say("waiting for another `launcher jupyter` on this machine to start "
                                                "the instance")):
-        iid, token = _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+        iid, token, started = _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     record_region(who, region_name, iid)
-    return iid, token
+    return iid, token, started
 
 
-def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str]:
+def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours) -> tuple[str, str, bool]:
     instance = find_instance(ec2, who)
     if instance is None:
         refuse_if_elsewhere(region_name, who)
@@ -250,7 +273,7 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         if instance_type and instance_type != instance["InstanceType"]:
             say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")
         _note_limits(instance, idle_seconds, max_hours)
-        return instance["InstanceId"], token
+        return instance["InstanceId"], token, False
     if instance:  # stopping or stopped
         iid = instance["InstanceId"]
         if instance["State"]["Name"] == "stopping":
@@ -264,19 +287,13 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         bind_token(ssm, region_name, who, iid)
         say(f"starting {iid}")
         start_stopped(ec2, instance, instance_type if resized else None)
-        return iid, token
+        return iid, token, True
     instance_type = instance_type or DEFAULT_INSTANCE_TYPE["ec2"]
     token = rotate_token(ssm, who)
-    iid = launch(region_name, who, token_parameter(who), instance_type, idle_seconds, max_hours)
-    try:  # the instance boots for minutes before it reads the token: time enough to bind it
-        bind_token(ssm, region_name, who, iid)
-    except Exception as e:
-        instances.terminate(iid, region_name)  # it could never read its token
-        raise GankitError(f"could not let {iid} read its token ({e}); terminated it, "
-                          "run `launcher jupyter` again") from None
+    iid = launch(ssm, region_name, who, instance_type, idle_seconds, max_hours)
     say(f"launched {iid} ({instance_type}); it stops itself after {format_duration(idle_seconds)} idle "
         f"or {max_hours:g} h up")
-    return iid, token
+    return iid, token, True
 
 
 def change_type(ec2, instance, instance_type):
@@ -347,7 +364,8 @@ def wait_running(ec2, iid):
 
 # --- connecting -------------------------------------------------------------------------------------
 
-def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser):
+def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser, started=True):
+    """Tunnel to Jupyter on `instance` and print its URL; `started`: this run launched or started it."""
     from launcher import tunnel
     iid = instance["InstanceId"]
     progress = Progress(None, label="waiting for Jupyter through the tunnel (first boot installs it: ~5 min)",
@@ -374,10 +392,8 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             except tunnel.PortTaken as e:  # nothing wrong with the instance: connect again on a free port
                 raise tunnel.PortTaken(f"{e}; {iid} runs on and stops itself when idle: connect to it on a free "
                                        f"port, {tunnel.free_port_hint(local_port)}") from None
-            except tunnel.NotReady as e:  # set up wrong or unreachable: it would bill until max-hours
-                ec2.stop_instances(InstanceIds=[iid])
-                raise GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "
-                                  "again, `launcher jupyter stop --terminate` discards it") from None
+            except tunnel.NotReady as e:
+                raise _not_ready(ec2, iid, e, started) from None
             progress.close()
             url = f"http://localhost:{local_port}/lab?token={token}"
             say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
@@ -390,6 +406,19 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             say("\nclosing the tunnel; the instance stops itself when idle (`launcher jupyter stop` stops it now)")
         finally:
             session.close()
+
+
+def _not_ready(ec2, iid, e, started: bool) -> GankitError:
+    """Jupyter never answered through the tunnel. One this run started is set up wrong or unreachable and
+    would bill until max-hours: stop it. One that ran before is left running: a notebook may be open on it
+    (another tab, another machine), the fault may be this machine's network, and it stops itself when idle."""
+    if not started:
+        return GankitError(f"{e}. It ran before this run (a notebook may be open on it), so left {iid} running; "
+                           "it stops itself when idle. Check this machine's network and the tunnel, then run "
+                           "`launcher jupyter` again; `launcher jupyter stop` stops it now")
+    ec2.stop_instances(InstanceIds=[iid])
+    return GankitError(f"{e}. Stopped {iid} so it does not bill on; `launcher jupyter` starts it "
+                       "again, `launcher jupyter stop --terminate` discards it")
 
 
 def open_in_browser(url: str, folder):
@@ -507,7 +536,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     from launcher import settings
 
     instances.check_settings(settings.effective())  # no profile or security group: said before any upload
-    iid, token = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
+    iid, token, started = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     try:
         instance = wait_running(ec2, iid)
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP: the instance goes on starting, so say what then
@@ -524,7 +553,7 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
         setup = aws_setup_error(e)
         raise (UsageError(f"{setup}; {after}") if setup else
                GankitError(f"lost sight of {iid} while waiting for it to run ({one_line(e)}); {after}")) from None
-    connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser)
+    connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, open_browser, started)
 
 
 @jupyter.command()

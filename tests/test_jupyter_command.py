@@ -618,7 +618,8 @@ def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
     for thread in threads:
         thread.join()
     current = aws["ssm"].get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"]
-    assert tokens["first"] == tokens["second"] == (instance["InstanceId"], current)
+    assert tokens["first"][:2] == tokens["second"][:2] == (instance["InstanceId"], current)
+    assert sorted(started for _, _, started in tokens.values()) == [False, True]  # one started it, one reused it
     assert looked[0] == "stopped" and looked[1] != "stopped"  # the second found it started: reused, not rotated
 
 
@@ -664,3 +665,96 @@ def test_another_region_finds_the_instance_in_the_first_instead_of_launching_a_s
     stop = run("stop")
     assert stop.exit_code == 2 and iid in stop.output and REGION in stop.output, stop.output
     assert instances(aws["ec2"])[0]["State"]["Name"] == "running"  # stop there did not stop it
+
+
+def _instances_ever(ec2):
+    return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+
+
+@pytest.mark.parametrize("when", ["during", "after"], ids=["during-RunInstances", "binding-the-token"])
+def test_ctrl_c_while_launching_terminates_what_started_and_says_so(aws, tools, monkeypatch, when):
+    # Only a lost reply was handled: Ctrl-C (or SIGTERM, SIGHUP) while RunInstances ran, or just after it while
+    # the token was bound to the new instance, exited 130 without a word, and the instance billed on unnamed
+    # (it could not read its token, so it never served Jupyter) until its idle check stopped it.
+    from launcher import instances as ec2_instances
+
+    real_client = ec2_instances.client
+
+    def client(service, region=None):
+        made = real_client(service, region)
+        if service == "ec2" and when == "during":
+            def interrupted(**_):
+                raise KeyboardInterrupt  # EC2 started it; the reply never reached the launcher
+
+            made.meta.events.register("after-call.ec2.RunInstances", interrupted)
+        return made
+
+    def bind_interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ec2_instances, "client", client)
+    if when == "after":
+        monkeypatch.setattr(jupyter_cli, "bind_token", bind_interrupted)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    [launched] = [i["InstanceId"] for i in _instances_ever(aws["ec2"])]
+    assert "Ctrl-C" in line and f"terminated {launched}" in line, line
+    assert instances(aws["ec2"]) == [] or instances(aws["ec2"])[0]["State"]["Name"] == "shutting-down"
+
+
+def test_a_launch_that_fails_after_runinstances_terminates_what_started(aws, tools, monkeypatch):
+    # Any failure between RunInstances and the token bound (here a bug's RuntimeError) terminates it too.
+    def broken(*_):
+        raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr(jupyter_cli, "bind_token", broken)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    [launched] = [i["InstanceId"] for i in _instances_ever(aws["ec2"])]
+    assert "something unexpected" in line and launched in line and "terminated" in line, line
+    assert instances(aws["ec2"]) == [] or instances(aws["ec2"])[0]["State"]["Name"] == "shutting-down"
+
+
+def test_a_token_that_cannot_be_bound_nor_the_instance_terminated_names_both(aws, tools, monkeypatch):
+    # The bind failed, then the terminate that should clean up failed too: its ClientError replaced the line
+    # that said what went wrong, and nothing said the instance was still there, nor how to stop it.
+    from tests.aws_helpers import refuse_call
+
+    refuse_call(monkeypatch, "AddTagsToResource", "AccessDeniedException", "may not tag parameters")
+    refuse_call(monkeypatch, "TerminateInstances", "UnauthorizedOperation", "may not terminate")
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    assert "may not tag parameters" in line and "may not terminate" in line, line
+    assert f"{iid} may still run" in line and "`launcher jupyter stop --terminate`" in line, line
+    assert "terminated it" not in line
+
+
+def test_a_reused_running_instance_jupyter_does_not_answer_for_is_left_running(aws, tools, monkeypatch):
+    # The launcher stopped any instance whose Jupyter did not answer through its tunnel, also one it had only
+    # reused: already running, perhaps with someone's notebook open in another tab or on another machine, and
+    # the fault as likely this machine's network. That stop killed the open kernels; the instance has its own
+    # idle stop, so it is left running and the line says what is wrong.
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    iid = instance["InstanceId"]
+    monkeypatch.setenv("FAKE_TUNNEL_NEVER", "1")
+    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 1)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "did not answer" in line and f"left {iid} running" in line and "`launcher jupyter stop`" in line, line
+    assert f"Stopped {iid}" not in line
+    assert instances(aws["ec2"])[0]["State"]["Name"] == "running"
+
+    # One this run started again is stopped as a launched one is: nobody else was using it.
+    aws["ec2"].stop_instances(InstanceIds=[iid])
+    result = run("--local-port", str(free_port()))
+    [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert result.exit_code == 1 and f"Stopped {iid}" in line, result.output
+    assert instances(aws["ec2"])[0]["State"]["Name"] in ("stopping", "stopped")

@@ -1,5 +1,6 @@
 """The idle check against a fake Jupyter API and a fake GPU reading: it stops only when both sit idle."""
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -32,10 +33,10 @@ def run(jupyter, tmp_path, monkeypatch):
     marker = tmp_path / "stopped"
     state = tmp_path / "run" / "idle.json"
 
-    def once(gpu="0", max_hours=8, api=None):
+    def once(gpu="0", max_hours=8, api=None, idle=IDLE):
         marker.unlink(missing_ok=True)
         argv = ["--token-parameter", PARAMETER, "--region", "us-east-1", "--api", api or jupyter.url,
-                "--idle", str(IDLE), "--max-hours", str(max_hours), "--once", "--state", str(state),
+                "--idle", str(idle), "--max-hours", str(max_hours), "--once", "--state", str(state),
                 "--gpu-command", f"printf '{gpu}\\n'", "--stop-command", f"echo stop >> {marker}"]
         try:
             idle_check.main(argv)
@@ -62,8 +63,7 @@ def test_an_open_browser_tab_does_not_count(run, jupyter):
     jupyter.status = {"last_activity": ago(1), "kernels": 1, "connections": 1}
     jupyter.sessions = [{"id": "s1", "path": "examples/pull_and_generate.ipynb", "kernel": kernel(ago(2 * 3600))}]
     jupyter.kernels = [kernel(ago(2 * 3600))]
-    assert run(gpu="0") is True
-    assert "/api/status" not in jupyter.requests
+    assert run(gpu="0") is True  # its server-wide last_activity is not read, only when it started
 
 
 def test_a_busy_gpu_keeps_it_running(run, jupyter):
@@ -126,3 +126,24 @@ def test_decide_counts_from_boot_and_never_before_it():
     # A GPU below the threshold is idle; at it, busy.
     assert decide(None, Reading(now, 2 * 3600, None, False, 4.9), IDLE, 8 * 3600)[1] is not None
     assert decide(None, Reading(now, 2 * 3600, None, False, 5.0), IDLE, 8 * 3600)[1] is None
+
+
+def test_the_idle_clock_starts_when_jupyter_started_not_at_boot(run, jupyter, monkeypatch):
+    # The first boot installs TensorFlow, the project and JupyterLab before Jupyter and this check start:
+    # counted from boot, an --idle shorter than that setup stopped the instance at this check's first look,
+    # the moment Jupyter came up and before its user could have connected (the launcher, still waiting for
+    # Jupyter, then said the instance had stopped). Nobody could use it before Jupyter answered.
+    import types
+
+    monkeypatch.setattr(idle_check, "uptime", lambda: 20 * 60.0)  # a setup of 20 minutes
+    jupyter.status = {"started": ago(5), "last_activity": ago(5), "kernels": 0, "connections": 0}
+    assert run(gpu="0", idle=10 * 60) is False
+    later = time.time() + 11 * 60  # 11 minutes on, still nobody used it: now it stops
+    monkeypatch.setattr(idle_check, "uptime", lambda: 31 * 60.0)
+    monkeypatch.setattr(idle_check, "time", types.SimpleNamespace(time=lambda: later, sleep=time.sleep))
+    assert run(gpu="0", idle=10 * 60) is True
+
+
+def test_a_jupyter_that_never_answers_is_idle_from_boot(run, monkeypatch):
+    monkeypatch.setattr(idle_check, "uptime", lambda: 20 * 60.0)
+    assert run(gpu="0", idle=10 * 60, api="http://127.0.0.1:9") is True

@@ -106,6 +106,9 @@ def test_real_server_needs_token_and_listens_on_loopback_only(server, token):
     assert status == 200
     assert [item["name"] for item in json.loads(body)["content"]] == [jupyter_userdata.NOTEBOOK]
     assert get(f"{url}/api/status?token={token}")[0] == 200
+    from launcher.remote.idle_check import jupyter_started
+
+    assert time.time() - 120 < jupyter_started(url, token) <= time.time()  # the idle check's clock starts there
 
     # Nothing of Jupyter listens anywhere but loopback.
     addresses = listening_addresses(proc.pid)

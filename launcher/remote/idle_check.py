@@ -6,7 +6,9 @@
 "Used" means a kernel or terminal did something (Jupyter's per-kernel `last_activity`,
 a kernel that is busy right now) or a GPU is working. Jupyter's server-wide activity
 clock is deliberately ignored: an open browser tab polls the REST API all day and
-would keep an idle instance billing forever.
+would keep an idle instance billing forever. The idle clock starts when Jupyter started
+(its /api/status `started`), not at boot: nobody could use it before, and the first boot
+spends minutes installing it.
 
 Stopping is `shutdown -h now`: the launcher starts the instance with shutdown behaviour
 `stop`, so this stops (not terminates) it and needs no EC2 permission on the instance.
@@ -41,6 +43,7 @@ class Reading:
     last_activity: float | None  # newest kernel/terminal activity (epoch seconds), None if none
     busy: bool  # a kernel is executing right now
     gpu_percent: float | None  # busiest GPU's utilisation; None if unreadable
+    jupyter_started: float | None = None  # when Jupyter started (epoch seconds); None if it did not answer
 
 
 @dataclass
@@ -60,8 +63,10 @@ def _fmt(seconds):
 def decide(state: State | None, reading: Reading, idle_seconds: float, max_seconds: float,
            gpu_busy_percent: float = 5.0) -> tuple[State, str | None]:
     """The new state, and why to stop now (None: keep running)."""
-    boot = reading.now - reading.uptime
-    last = max(state.last_active if state else boot, boot)
+    # Nobody could use Jupyter before it started: counted from boot, an --idle shorter than the first boot's
+    # setup stopped the instance the moment Jupyter came up. One that never answers is idle from boot.
+    since = max(reading.now - reading.uptime, reading.jupyter_started or 0)
+    last = max(state.last_active if state else since, since)
     if reading.last_activity is not None:
         last = max(last, reading.last_activity)
     gpu_busy = reading.gpu_percent is not None and reading.gpu_percent >= gpu_busy_percent
@@ -116,6 +121,13 @@ def jupyter_activity(api: str, token: str) -> tuple[float | None, bool]:
     return (max(stamps) if stamps else None), busy
 
 
+def jupyter_started(api: str, token: str) -> float | None:
+    """When the Jupyter server started (its /api/status `started`), None if it does not say.
+    Raises as `jupyter_activity` does."""
+    status = _get(api, "/api/status", token)
+    return parse_time(status.get("started")) if isinstance(status, dict) else None
+
+
 def gpu_percent(command: str = GPU_COMMAND) -> float | None:
     """The busiest GPU's utilisation, or None when it cannot be read."""
     try:
@@ -152,26 +164,28 @@ class Checker:
         self.token = None
 
     def activity(self):
+        """(newest kernel/terminal activity, any kernel busy, when Jupyter started); Nones and False when
+        Jupyter does not answer."""
         for attempt in (1, 2):
             try:
                 if self.token is None:
                     self.token = self.read_token()
-                return jupyter_activity(self.args.api, self.token)
+                return *jupyter_activity(self.args.api, self.token), jupyter_started(self.args.api, self.token)
             except Unauthorized:
                 self.token = None  # the launcher rotated it before this boot's Jupyter read it: read again
             except (OSError, ValueError) as e:
                 log(f"Jupyter is not answering ({e}); counting its kernels as idle")
-                return None, False
+                return None, False, None
             except TokenUnavailable as e:
                 log(f"{e}; counting Jupyter's kernels as idle")
-                return None, False
+                return None, False, None
         log("Jupyter refuses the token from SSM; counting its kernels as idle")
-        return None, False
+        return None, False, None
 
     def check(self) -> str | None:
-        last, busy = self.activity()
+        last, busy, started = self.activity()
         reading = Reading(now=time.time(), uptime=uptime(), last_activity=last, busy=busy,
-                          gpu_percent=gpu_percent(self.args.gpu_command))
+                          gpu_percent=gpu_percent(self.args.gpu_command), jupyter_started=started)
         state, reason = decide(load_state(self.args.state), reading, self.args.idle,
                                self.args.max_hours * 3600, self.args.gpu_busy_percent)
         save_state(self.args.state, state)
