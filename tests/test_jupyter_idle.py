@@ -147,3 +147,31 @@ def test_the_idle_clock_starts_when_jupyter_started_not_at_boot(run, jupyter, mo
 def test_a_jupyter_that_never_answers_is_idle_from_boot(run, monkeypatch):
     monkeypatch.setattr(idle_check, "uptime", lambda: 20 * 60.0)
     assert run(gpu="0", idle=10 * 60, api="http://127.0.0.1:9") is True
+
+
+def test_a_reply_cut_short_counts_as_no_answer_not_a_crash(run, capsys):
+    # A Jupyter that dies mid-reply (Content-Length promised, connection closed) raised http.client.IncompleteRead,
+    # which is no OSError: the check crashed with a traceback, and systemd started it again 30 s later, each time.
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def cut_short():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{")
+
+    threading.Thread(target=cut_short, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        assert run(gpu="50", api=url) is False  # the GPU still counts
+        assert run(gpu="0", api=url) is False  # ...and is remembered, as with no Jupyter at all
+    finally:
+        listener.close()
+    assert "Jupyter is not answering" in capsys.readouterr().out

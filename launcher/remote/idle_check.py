@@ -15,6 +15,7 @@ Stopping is `shutdown -h now`: the launcher starts the instance with shutdown be
 """
 
 import argparse
+import http.client
 import json
 import subprocess
 import sys
@@ -108,7 +109,8 @@ def _get(api: str, path: str, token: str):
 def jupyter_activity(api: str, token: str) -> tuple[float | None, bool]:
     """(newest kernel/terminal activity, any kernel busy) from Jupyter's REST API.
 
-    Raises OSError when Jupyter is not answering, Unauthorized on a wrong token.
+    Raises OSError (or http.client.HTTPException, a reply cut short) when Jupyter is not answering,
+    Unauthorized on a wrong token.
     """
     kernels = {k["id"]: k for k in _get(api, "/api/kernels", token)}
     for session in _get(api, "/api/sessions", token):
@@ -173,7 +175,7 @@ class Checker:
                 return *jupyter_activity(self.args.api, self.token), jupyter_started(self.args.api, self.token)
             except Unauthorized:
                 self.token = None  # the launcher rotated it before this boot's Jupyter read it: read again
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:  # HTTPException: a reply cut short
                 log(f"Jupyter is not answering ({e}); counting its kernels as idle")
                 return None, False, None
             except TokenUnavailable as e:
