@@ -258,7 +258,11 @@ def test_a_job_whose_wrapper_died_unrecorded_says_what_its_trainer_left(tmp_path
     info = local.describe(record)
     assert info["status"] == "Failed" and info["failure_reason"].startswith("out of memory at step 9 (")
     (tmp_path / "output" / "failure").unlink()
-    (tmp_path / "model").mkdir()  # the contract's last step: the run completed
+    (tmp_path / "model").mkdir()  # the contract's last step, killed as it copied the generator: not completed
+    (tmp_path / "model" / "generator.keras").write_bytes(b"PK\x03\x04 cut short")
+    info = local.describe(record)
+    assert info["status"] == "Failed" and "while it copied the generator into" in info["failure_reason"]
+    (tmp_path / "model" / "generator.json").write_text("{}")  # copied last: the copy is whole
     assert local.describe(record)["status"] == "Completed"
 
 
