@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+from pathlib import Path
 
 from launcher import backends, settings
 from trainer.errors import GankitError, UsageError
@@ -90,6 +91,10 @@ def _problem(record, stem) -> str | None:
             return f"{key} {record[key][:70]!r} is not a job name"
     if not _its_runs_output(record["output_uri"], record.get("resume") or record["job"]):
         return f"output_uri {record['output_uri'][:70]!r} is not its run's runs/<run>/output"
+    if "sm_root" in record and not _its_job_folder(record["sm_root"], record["job"]):
+        return f"sm_root {record['sm_root'][:70]!r} is not its job's folder {jobs_dir() / record['job']}"
+    if "log" in record and not _in_its_job_folder(record["log"], record["job"]):
+        return f"log {record['log'][:70]!r} is not a file in its job's folder {jobs_dir() / record['job']}"
     # A pid <= 0 signals a process group; one past pid_t's range is an OverflowError from os.kill.
     if record.get("instance_count", 1) < 1 or not 0 < record.get("pid", 1) <= PID_MAX:
         return "instance_count" if record.get("instance_count", 1) < 1 else f"pid {record['pid']}"
@@ -101,6 +106,28 @@ def _its_runs_output(uri: str, run: str) -> bool:
     `evaluate` and `report` write into a local one, and one led anywhere (a folder of the user's) by an edit."""
     parts = uri.rstrip("/").split("/")
     return parts[-3:] == ["runs", run, "output"] and not any(p in (".", "..") for p in parts)
+
+
+def _its_job_folder(path: str, job: str) -> bool:
+    """Whether `path` is the local job's own folder beside its record (where `submit` made it), with no '.' or '..'
+    in it: `stop` writes stop_sent there and `status` reads what the trainer left there, and an edit led them into
+    any folder."""
+    return _plain(path) and _absolute(path) == _absolute(jobs_dir() / job)
+
+
+def _in_its_job_folder(path: str, job: str) -> bool:
+    """Whether `path` (a local job's log, which `logs` prints) is a file below the job's own folder: an edit had it
+    print any file (/etc/passwd, another user's notes)."""
+    return _plain(path) and _absolute(path).parent.is_relative_to(_absolute(jobs_dir() / job))
+
+
+def _plain(path: str) -> bool:
+    return bool(path) and not any(p in (".", "..") for p in path.split(os.sep))
+
+
+def _absolute(path) -> Path:
+    """`path` from the working folder, as the launcher opens it (a relative GANKIT_CONFIG records relative paths)."""
+    return Path(os.path.abspath(path))
 
 
 def all_jobs(on_bad=None) -> list[dict]:

@@ -150,6 +150,35 @@ def test_a_failure_on_a_full_disk_keeps_its_exit_code_and_one_line(tmp_path, syn
     assert not (root / "output" / "failure").exists()  # whole or not at all, never empty
 
 
+# Training stands in (the copy into model/ is the subject): it ends having exported the generator that the test
+# put in the run's output folder, and the disk is full from then on (RLIMIT_FSIZE stands in).
+TRAINED_THEN_FULL = r'''
+import resource, sys, trainer.train
+def trained(cfg, stop_requested, resume_hint):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+    return {"stopped": False, "chief": True, "steps": 4, "output_dir": cfg.output_dir}
+trainer.train.train = trained
+from trainer import contract
+contract.main()
+'''
+
+
+def test_a_copy_into_model_cut_short_leaves_no_half_generator_there(tmp_path, synthetic_mnist):
+    # copytree wrote generator.keras's first 1000 bytes beside a whole generator.json, which `launcher status`
+    # of a local job whose wrapper died took for a completed export; and its shutil.Error was an internal error.
+    root = fake_sm_root(tmp_path, {"dataset": "mnist", "output_dir": str(tmp_path / "out")}, synthetic_mnist)
+    exported = tmp_path / "out" / "generator"
+    exported.mkdir(parents=True)
+    (exported / "generator.json").write_text('{"z_dim": 8}')
+    (exported / "generator.keras").write_bytes(os.urandom(5000))
+    done = run(sys.executable, "-c", TRAINED_THEN_FULL, env={"GANKIT_SM_ROOT": str(root)}, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "the generator could not be copied into" in (root / "output" / "failure").read_text()
+    left = {p.name: p.read_bytes() for p in (root / "model").iterdir() if not p.name.startswith(".")}
+    assert "generator.json" not in left  # it vouches for a whole copy only
+    assert all(data == (exported / name).read_bytes() for name, data in left.items())  # each file whole or absent
+
+
 def test_sigterm_checkpoints_at_once_and_exits(tmp_path, synthetic_mnist):
     out = tmp_path / "run"
     cmd = trainer_cmd("train", "--dataset", "mnist", "--data-dir", str(synthetic_mnist), "--output-dir", str(out),

@@ -28,8 +28,9 @@ def local_record(tmp_path, job="j1") -> Path:
     (out / "samples").mkdir(parents=True)
     (out / "metrics.jsonl").write_text("{}\n")
     (out / "samples" / "big.bin").write_bytes(b"x" * (1 << 20))
-    jobs.save({"job": job, "backend": "local", "output_uri": str(out), "pid": 1, "log": str(tmp_path / "log"),
-               "sm_root": str(tmp_path / "sm")})
+    sm_root = jobs.jobs_dir() / job  # where the local backend keeps its job's files
+    jobs.save({"job": job, "backend": "local", "output_uri": str(out), "pid": 1, "log": str(sm_root / "train.log"),
+               "sm_root": str(sm_root)})
     return out
 
 

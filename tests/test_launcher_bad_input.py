@@ -39,12 +39,14 @@ def one_clean_line(result: Result) -> str:
 
 
 def good_record(tmp_path, job="gan-good-cgan-20261122-180005") -> dict:
-    """A finished local job, as the local backend records it (describe needs no process, no AWS)."""
-    root = tmp_path / "runs" / job
-    (root / "output").mkdir(parents=True, exist_ok=True)
+    """A finished local job, as the local backend records it (describe needs no process, no AWS): its files in its
+    folder beside its record, its outputs in its run's folder."""
+    root, output = jobs.jobs_dir() / job, tmp_path / "runs" / job / "output"
+    output.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "exit_code").write_text("0\n")
     return {"job": job, "backend": "local", "dataset": "mnist", "hyperparameters": {"dataset": "mnist", "epochs": "1"},
-            "output_uri": str(root / "output"), "instance_type": "local", "instance_count": 1, "spot": False,
+            "output_uri": str(output), "instance_type": "local", "instance_count": 1, "spot": False,
             "region": None, "submitted_at": "2026-11-22T18:00:05+00:00", "pid": 2 ** 22 + 1,
             "sm_root": str(root), "log": str(root / "train.log")}
 
@@ -56,7 +58,10 @@ def write_record(job: str, text: bytes):
 
 
 def snapshot(folder) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+    """Every file below `folder` (the records' folder holds the local jobs' folders too), by name."""
+    if not folder.exists():
+        return {}
+    return {p.name: snapshot(p) if p.is_dir() else p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 # --- job records -------------------------------------------------------------------------------
@@ -136,6 +141,32 @@ def test_a_record_whose_output_is_not_its_runs_is_refused_before_anything_is_wri
         line = one_clean_line(result)
         assert result.exit_code == 2 and "not a valid job record" in line and "output_uri" in line, line
     assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("field, elsewhere", [
+    ("log", "/etc/passwd"),  # `logs` printed it
+    ("log", "{jobs}/{job}/../gan-other-cgan-20261122-180006/train.log"),  # another job's log, through '..'
+    ("log", "{jobs}/{job}"),  # the job's folder itself, not a file in it
+    ("sm_root", "{tmp}/notes"),  # `stop` wrote stop_sent there, `status` read an exit code there
+    ("sm_root", "{jobs}/gan-other-cgan-20261122-180006"),  # another job's folder
+    ("sm_root", "{jobs}/{job}/../{job}"),
+])
+def test_a_record_whose_job_folder_or_log_is_not_its_own_is_refused_before_anything_is_read_or_written(
+        tmp_path, field, elsewhere):
+    """A local job's record names the folder its trainer writes in and its log: an edit had `logs` print any file
+    and `stop` write into any folder."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "exit_code").write_text("0\n")
+    record = good_record(tmp_path)
+    record[field] = elsewhere.format(jobs=jobs.jobs_dir(), job=record["job"], tmp=tmp_path)
+    write_record(record["job"], json.dumps(record).encode())
+    before = snapshot(notes)
+    for command in ("logs", "status", "stop", "pull"):
+        result = run(command, record["job"])
+        line = one_clean_line(result)
+        assert result.exit_code == 2 and "not a valid job record" in line and f"({field} " in line, (command, line)
+    assert snapshot(notes) == before
 
 
 @pytest.mark.parametrize("job, field, value", [

@@ -189,10 +189,12 @@ def test_stop_of_a_job_that_ends_before_the_signal_says_it_ended(tmp_path, monke
     from launcher.cli import main
 
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    sm_root = jobs.jobs_dir() / "gan-local-1"  # where the local backend keeps its job's files
+    sm_root.mkdir(parents=True)
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     record = jobs.save({"job": "gan-local-1", "backend": "local", "output_uri": str(tmp_path / "runs" / "gan-local-1" / "output"),
-                        "sm_root": str(tmp_path), "pid": job.pid, "pid_started": local._start_time(job.pid),
-                        "log": str(tmp_path / "train.log"), "submitted_at": "t"})
+                        "sm_root": str(sm_root), "pid": job.pid, "pid_started": local._start_time(job.pid),
+                        "log": str(sm_root / "train.log"), "submitted_at": "t"})
     real, looks = local.describe, []
 
     def describe(record):
@@ -201,7 +203,7 @@ def test_stop_of_a_job_that_ends_before_the_signal_says_it_ended(tmp_path, monke
         if len(looks) == 2:  # stop's own look: the job ends right after it
             job.kill()
             job.wait()
-            (tmp_path / "exit_code").write_text("0\n")
+            (sm_root / "exit_code").write_text("0\n")
         return info
 
     monkeypatch.setattr(local, "describe", describe)
@@ -258,7 +260,11 @@ def test_a_job_whose_wrapper_died_unrecorded_says_what_its_trainer_left(tmp_path
     info = local.describe(record)
     assert info["status"] == "Failed" and info["failure_reason"].startswith("out of memory at step 9 (")
     (tmp_path / "output" / "failure").unlink()
-    (tmp_path / "model").mkdir()  # the contract's last step: the run completed
+    (tmp_path / "model").mkdir()  # the contract's last step, killed as it copied the generator: not completed
+    (tmp_path / "model" / "generator.keras").write_bytes(b"PK\x03\x04 cut short")
+    info = local.describe(record)
+    assert info["status"] == "Failed" and "while it copied the generator into" in info["failure_reason"]
+    (tmp_path / "model" / "generator.json").write_text("{}")  # copied last: the copy is whole
     assert local.describe(record)["status"] == "Completed"
 
 

@@ -23,8 +23,11 @@ def jobs():
 def invoke(command, args):
     return CliRunner().invoke(command, args, catch_exceptions=False)
 
-# What a finished job's record holds besides its output (launcher/jobs.py checks for these fields).
-FINISHED_LOCAL = {"pid": 2**22 + 1, "log": "train.log", "sm_root": "ml"}
+def finished_local(job: str) -> dict:
+    """What a finished local job's record holds besides its output (launcher/jobs.py checks for these fields)."""
+    from launcher import jobs
+
+    return {"pid": 2**22 + 1, "log": str(jobs.jobs_dir() / job / "train.log"), "sm_root": str(jobs.jobs_dir() / job)}
 
 
 def ec2_uris(run_prefix):
@@ -36,7 +39,8 @@ def ec2_uris(run_prefix):
 def local_job(trained, jobs, tmp_path):
     output = tmp_path / "bucket" / "runs" / "j-local" / "output"
     shutil.copytree(trained["run"], output, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
-    jobs.save({"job": "j-local", "backend": "local", "dataset": "mnist", "output_uri": str(output), **FINISHED_LOCAL})
+    jobs.save({"job": "j-local", "backend": "local", "dataset": "mnist", "output_uri": str(output),
+               **finished_local("j-local")})
     return output
 
 
@@ -137,7 +141,8 @@ def unevaluated_job(trained, jobs, tmp_path):
     shutil.copytree(trained["run"], output, ignore=shutil.ignore_patterns("checkpoints", "evaluation.json"))
     write_report(output)
     assert "Not evaluated yet" in (output / "report.html").read_text()
-    jobs.save({"job": "j-new", "backend": "local", "dataset": "mnist", "output_uri": str(output), **FINISHED_LOCAL})
+    jobs.save({"job": "j-new", "backend": "local", "dataset": "mnist", "output_uri": str(output),
+               **finished_local("j-new")})
     return output
 
 

@@ -120,8 +120,9 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     fake_generator(output / "generator")
     (output / "metrics.jsonl").write_text("{}\n")
     dest = tmp_path / "gan-j"
+    sm_root = jobs.jobs_dir() / "gan-j"  # where the local backend keeps its job's files
     record = {"job": "gan-j", "backend": "local", "output_uri": str(output),
-              "pid": 2**22 + 1, "log": str(tmp_path / "train.log"), "sm_root": str(tmp_path / "ml")}  # a finished job
+              "pid": 2**22 + 1, "log": str(sm_root / "train.log"), "sm_root": str(sm_root)}  # a finished job
     loads, said = [], []
 
     def refuse(folder, what):
@@ -153,13 +154,14 @@ def test_a_full_disk_at_the_last_write_of_a_pull_is_one_line(tmp_path, monkeypat
     """Everything pulled and loaded, then .gankit-checked.json finds the disk full: it was a traceback."""
     import errno
 
-    from launcher import pull
+    from launcher import jobs, pull
     from trainer.errors import GankitError
 
     output = tmp_path / "runs" / "gan-j" / "output"
     fake_generator(output / "generator")
+    sm_root = jobs.jobs_dir() / "gan-j"  # where the local backend keeps its job's files
     record = {"job": "gan-j", "backend": "local", "output_uri": str(output),
-              "pid": 2**22 + 1, "log": str(tmp_path / "train.log"), "sm_root": str(tmp_path / "ml")}  # a finished job
+              "pid": 2**22 + 1, "log": str(sm_root / "train.log"), "sm_root": str(sm_root)}  # a finished job
     monkeypatch.setattr(pull, "check_generator", lambda folder, what: None)
 
     def full(path, text, mode=None):

@@ -324,8 +324,9 @@ def test_a_pull_that_finds_nothing_leaves_no_empty_folder(tmp_path, capsys):
     from launcher import jobs
     from launcher.cli import main
 
+    sm_root = jobs.jobs_dir() / "j3"  # where the local backend keeps its job's files
     jobs.save({"job": "j3", "output_uri": str(tmp_path / "bucket" / "runs" / "j3" / "output"), "backend": "local",
-               "pid": 1, "log": str(tmp_path / "log"), "sm_root": str(tmp_path / "sm")})
+               "pid": 1, "log": str(sm_root / "train.log"), "sm_root": str(sm_root)})
     with pytest.raises(SystemExit) as e:
         main(["pull", "j3", "--dest", str(tmp_path / "out" / "j3")])
     assert e.value.code == 1 and "nothing at" in capsys.readouterr().err
@@ -423,7 +424,7 @@ def _ended_local_job(tmp_path, job, code, failure=None, published=()):
     """A local job whose trainer has exited with `code`, having published the files `published`."""
     from launcher import jobs
 
-    sm_root, output = tmp_path / "sm" / job, tmp_path / "bucket" / "runs" / job / "output"
+    sm_root, output = jobs.jobs_dir() / job, tmp_path / "bucket" / "runs" / job / "output"
     (sm_root / "output").mkdir(parents=True)
     (sm_root / "exit_code").write_text(f"{code}\n")
     if failure:
@@ -431,7 +432,7 @@ def _ended_local_job(tmp_path, job, code, failure=None, published=()):
     for name in published:
         (output / name).parent.mkdir(parents=True, exist_ok=True)
         (output / name).write_text("{}\n")
-    jobs.save({"job": job, "output_uri": str(output), "backend": "local", "pid": 1, "log": str(sm_root / "log"),
+    jobs.save({"job": job, "output_uri": str(output), "backend": "local", "pid": 1, "log": str(sm_root / "train.log"),
                "sm_root": str(sm_root)})
 
 

@@ -50,8 +50,11 @@ def test_a_run_that_finishes_its_epochs_is_not_cut_short(tmp_path):
 
 
 def record(output_uri, **hyperparameters):
+    from launcher import jobs
+
+    sm_root = jobs.jobs_dir() / "gan-mnist-cgan-1"  # where the local backend keeps its job's files
     return {"job": "gan-mnist-cgan-1", "backend": "local", "output_uri": output_uri, "hyperparameters": hyperparameters,
-            "pid": 2**22 + 1, "log": "train.log", "sm_root": "ml"}  # a finished local job's record
+            "pid": 2**22 + 1, "log": str(sm_root / "train.log"), "sm_root": str(sm_root)}  # a finished local job's record
 
 
 def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypatch):
@@ -81,10 +84,10 @@ def test_status_command_shows_the_cut(tmp_path):
     from launcher.cli import cli
 
     out = run_folder(tmp_path / "runs" / "gan-mnist-cgan-1" / "output", RUN)
-    sm_root = tmp_path / "ml"  # the local backend's job folder: the trainer exited 0
-    sm_root.mkdir()
+    sm_root = jobs.jobs_dir() / "gan-mnist-cgan-1"  # the local backend's job folder: the trainer exited 0
+    sm_root.mkdir(parents=True)
     (sm_root / "exit_code").write_text("0\n")
-    jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local", sm_root=str(sm_root)))
+    jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local"))
     shown = CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1"])
     assert shown.exit_code == 0, shown.output
     assert re.search(r"\ncut short +by --max-steps 50: it is set to end at step 50 of the 936 its 2 epochs take", shown.output)

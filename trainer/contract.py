@@ -27,8 +27,9 @@ from pathlib import Path
 import click
 
 from trainer.config import TrainConfig
-from trainer.errors import UsageError, run_cli
-from trainer.fsutil import atomic_write_text
+from trainer.errors import GankitError, UsageError, run_cli
+from trainer.export import META_FILE
+from trainer.fsutil import atomic_file, atomic_write_text
 from trainer.layout import job_of_output, sm_root
 from trainer.sagemaker_stop import stop_watcher
 from trainer.stopping import train_until_stopped
@@ -85,8 +86,24 @@ def run_contract(root: Path) -> dict:
     # generator goes to model/ even when the run's layout has it too: a few MB, the one copy kept on purpose.
     # The other outputs are not copied to output/data: with an `output_dir` the trainer publishes them to
     # the run's prefix, and SageMaker storing them again would be a second transport.
-    shutil.copytree(Path(summary["output_dir"]) / "generator", root / "model", dirs_exist_ok=True)
+    copy_generator(Path(summary["output_dir"]) / "generator", root / "model")
     return summary
+
+
+def copy_generator(source: Path, model: Path):
+    """The exported generator into model/, each file complete or absent and generator.json last, so that a
+    generator.json there vouches for the files it describes (`launcher status` of a local job whose wrapper died
+    goes by it). Not a folder renamed into place: SageMaker's /opt/ml/model may be a mount point."""
+    try:
+        model.mkdir(parents=True, exist_ok=True)
+        files = sorted((p for p in source.iterdir() if p.is_file()), key=lambda p: p.name == META_FILE)
+        (model / META_FILE).unlink(missing_ok=True)  # an older copy's must not vouch for files being replaced
+        for path in files:
+            with path.open("rb") as src, atomic_file(model / path.name) as out:
+                shutil.copyfileobj(src, out)
+    except OSError as e:  # a full disk: one line, as any failure of the run
+        raise GankitError(f"the generator could not be copied into {model} ({e.strerror or e}); the run's own copy "
+                          f"is in {source}") from None
 
 
 def main(argv=None):

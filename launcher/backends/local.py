@@ -275,12 +275,22 @@ def _ended_unrecorded(root: Path, job: str) -> dict:
     failure = _failure_line(root)
     if (root / STOP_SENT).exists():
         return {"status": "Stopped"}
-    if (root / "model").is_dir() and not failure:
+    if _exported(root / "model") and not failure:
         return {"status": "Completed"}  # the trainer's last step, after it published the run's outputs
     reason = ("the trainer process vanished without an exit status (its wrapper was killed, the machine restarted, "
-              f"or the disk holding {root} is full); `launcher submit ... --resume {job}` continues from its last "
-              "checkpoint")
+              f"or the disk holding {root} is full)")
+    if (root / "model").is_dir():
+        reason += f" while it copied the generator into {root / 'model'}, after training"
+    reason += f"; `launcher submit ... --resume {job}` continues from its last checkpoint"
     return {"status": "Failed", "failure_reason": f"{failure} ({reason})" if failure else reason}
+
+
+def _exported(model: Path) -> bool:
+    """Whether the contract's copy of the generator into model/ is whole: generator.json, which it copies last,
+    and the network that it describes. A trainer killed during the copy leaves the folder without them."""
+    from trainer.export import META_FILE, MODEL_FILE
+
+    return (model / META_FILE).is_file() and (model / MODEL_FILE).is_file()
 
 
 def _failure_line(root: Path) -> str:
