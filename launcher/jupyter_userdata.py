@@ -50,7 +50,7 @@ def start_args(boot: JupyterBoot, root_dir: str = ROOT_DIR) -> list[str]:
 
 def idle_args(boot: JupyterBoot) -> list[str]:
     return ["--token-parameter", boot.token_parameter, "--region", boot.region,
-            "--api", f"http://127.0.0.1:{boot.port}", "--idle", str(int(boot.idle_seconds)),
+            "--api", f"http://127.0.0.1:{boot.port}", "--root-dir", ROOT_DIR, "--idle", str(int(boot.idle_seconds)),
             "--max-hours", f"{boot.max_hours:g}"]
 
 

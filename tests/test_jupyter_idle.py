@@ -33,9 +33,10 @@ def run(jupyter, tmp_path, monkeypatch):
     marker = tmp_path / "stopped"
     state = tmp_path / "run" / "idle.json"
 
-    def once(gpu="0", max_hours=8, api=None, idle=IDLE):
+    def once(gpu="0", max_hours=8, api=None, idle=IDLE, root=None):
         marker.unlink(missing_ok=True)
         argv = ["--token-parameter", PARAMETER, "--region", "us-east-1", "--api", api or jupyter.url,
+                *(["--root-dir", str(root)] if root else []),
                 "--idle", str(idle), "--max-hours", str(max_hours), "--once", "--state", str(state),
                 "--gpu-command", f"printf '{gpu}\\n'", "--stop-command", f"echo stop >> {marker}"]
         try:
@@ -175,3 +176,22 @@ def test_a_reply_cut_short_counts_as_no_answer_not_a_crash(run, capsys):
     finally:
         listener.close()
     assert "Jupyter is not answering" in capsys.readouterr().out
+
+
+def test_a_notebook_saved_lately_keeps_it_running(run, jupyter, tmp_path):
+    # Editing a notebook runs no cell, so no kernel activity: a user writing for longer than --idle had the
+    # instance stopped under them. JupyterLab autosaves what is edited every two minutes; a save counts.
+    import os
+
+    root = tmp_path / "served"
+    (root / "notes" / ".ipynb_checkpoints").mkdir(parents=True)
+    notebook = root / "notes" / "draft.ipynb"
+    notebook.write_text("{}")
+    hidden = root / "notes" / ".ipynb_checkpoints" / "draft-checkpoint.ipynb"
+    hidden.write_text("{}")
+    long_ago = time.time() - 2 * IDLE
+    os.utime(notebook, (long_ago, long_ago))
+    # Nothing saved for two hours (Jupyter's own checkpoint copy, just written, is not the user's work): stopped.
+    assert run(root=root) is True
+    os.utime(notebook)  # autosaved just now
+    assert run(root=root) is False

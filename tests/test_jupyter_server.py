@@ -149,7 +149,7 @@ def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
     assert len(script.encode()) < 16 * 1024  # EC2's user data limit
     assert exec_start(script, "gankit-idle.service")[3:] == [
         "--token-parameter", PARAMETER, "--region", "us-east-1", "--api", "http://127.0.0.1:8888",
-        "--idle", "2700", "--max-hours", "4"]
+        "--root-dir", "/home/ubuntu/gankit", "--idle", "2700", "--max-hours", "4"]
     assert "User=ubuntu" in script.split("gankit-jupyter.service <<'UNIT'")[1].split("\nUNIT\n")[0]
     assert "trap " in script and "shutdown -h now" in script  # a failed setup does not bill on
     # Root installs only the wheel the launcher built: its digest is checked first.

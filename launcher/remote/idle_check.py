@@ -4,7 +4,8 @@
         --idle 3600 --max-hours 8 [--interval 60] [--once]
 
 "Used" means a kernel or terminal did something (Jupyter's per-kernel `last_activity`,
-a kernel that is busy right now) or a GPU is working. Jupyter's server-wide activity
+a kernel that is busy right now), a file was saved in the folder Jupyter serves (JupyterLab
+autosaves a notebook being edited every two minutes, cells run or not), or a GPU is working. Jupyter's server-wide activity
 clock is deliberately ignored: an open browser tab polls the REST API all day and
 would keep an idle instance billing forever. The idle clock starts when Jupyter started
 (its /api/status `started`), not at boot: nobody could use it before, and the first boot
@@ -17,6 +18,7 @@ Stopping is `shutdown -h now`: the launcher starts the instance with shutdown be
 import argparse
 import http.client
 import json
+import os
 import subprocess
 import sys
 import time
@@ -79,6 +81,26 @@ def decide(state: State | None, reading: Reading, idle_seconds: float, max_secon
     if reading.now - last >= idle_seconds:
         return new, f"no kernel activity and no GPU use for {_fmt(reading.now - last)}"
     return new, None
+
+
+def newest_save(root, most_files: int = 20_000) -> float | None:
+    """When a file below `root` (hidden ones aside: checkpoints, caches) was last written; None if none.
+    Looks at `most_files` at the most, so a folder of datasets costs one bounded walk a minute."""
+    newest, seen = None, 0
+    for where, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            try:
+                stamp = os.stat(os.path.join(where, name), follow_symlinks=False).st_mtime
+            except OSError:
+                continue  # removed as we looked
+            newest = stamp if newest is None else max(newest, stamp)
+            seen += 1
+            if seen >= most_files:
+                return newest
+    return newest
 
 
 def parse_time(text: str | None) -> float | None:
@@ -186,6 +208,8 @@ class Checker:
 
     def check(self) -> str | None:
         last, busy, started = self.activity()
+        saved = newest_save(self.args.root_dir) if self.args.root_dir else None
+        last = max((x for x in (last, saved) if x is not None), default=None)
         reading = Reading(now=time.time(), uptime=uptime(), last_activity=last, busy=busy,
                           gpu_percent=gpu_percent(self.args.gpu_command), jupyter_started=started)
         state, reason = decide(load_state(self.args.state), reading, self.args.idle,
@@ -199,6 +223,7 @@ def parse_args(argv=None):
     p.add_argument("--token-parameter", required=True, help="SSM SecureString holding Jupyter's token")
     p.add_argument("--region", default=None)
     p.add_argument("--api", default="http://127.0.0.1:8888", help="Jupyter's URL on this machine")
+    p.add_argument("--root-dir", default=None, help="the folder Jupyter serves: a file saved there counts as use")
     p.add_argument("--idle", type=float, default=3600, help="seconds without use before stopping")
     p.add_argument("--max-hours", type=float, default=8.0, help="stop after this long regardless")
     p.add_argument("--interval", type=float, default=60, help="seconds between looks")
