@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import trainer
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, client_error
 
 # ECR's rule for a repository name, and the prefix the roles `launcher infra up` makes may pull (infra/base.yaml).
 ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
@@ -59,6 +59,49 @@ def check_docker():
                          "or build on a machine that has one")
 
 
+def _refused(e) -> bool:
+    return e.response.get("Error", {}).get("Code") in ("AccessDeniedException", "AccessDenied")
+
+
+def _repository_exists(ecr, repository: str) -> bool | None:
+    """None when IAM does not let this user look (pushing needs no ecr:DescribeRepositories)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        ecr.describe_repositories(repositoryNames=[repository])
+        return True
+    except ecr.exceptions.RepositoryNotFoundException:
+        return False
+    except ClientError as e:
+        if _refused(e):
+            return None
+        raise
+
+
+def ensure_repository(ecr, repository: str, region: str):
+    """Create the repository (scan on push, encrypted) only when it is missing: a user whose IAM allows pushing
+    to an existing repository, but not ecr:CreateRepository, pushes as well."""
+    from botocore.exceptions import ClientError
+
+    exists = _repository_exists(ecr, repository)
+    if exists:
+        return
+    try:
+        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},
+                              encryptionConfiguration={"encryptionType": "AES256"})
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass  # made meanwhile
+    except ClientError as e:
+        if not _refused(e):
+            raise
+        if exists is False:
+            code, message = client_error(e)
+            raise GankitError(f"ECR repository {repository} does not exist in {region} and you may not create it "
+                              f"({code}: {message}): have someone allowed ecr:CreateRepository create it, or push "
+                              "to one that exists with --repository") from None
+        # Allowed neither to look nor to create: it may well exist, and `docker push` says so if it does not.
+
+
 def push(repository: str, tag: str | None, region: str | None) -> str:
     from launcher import settings
     from launcher.resources import checkout
@@ -74,11 +117,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
 
     region = aws.region(region, settings.get("region"))
     ecr = boto3.client("ecr", region_name=region)
-    try:
-        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},
-                              encryptionConfiguration={"encryptionType": "AES256"})
-    except ecr.exceptions.RepositoryAlreadyExistsException:
-        pass
+    ensure_repository(ecr, repository, region)
     auth = ecr.get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
     registry = auth["proxyEndpoint"].removeprefix("https://")

@@ -108,6 +108,74 @@ def test_image_push_creates_the_repository_logs_in_builds_and_pushes(capsys, mon
     assert len(ecr.describe_repositories()["repositories"]) == 1
 
 
+# What a user may need to push to an existing repository: no ecr:CreateRepository.
+PUSH_ONLY = ["ecr:DescribeRepositories", "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
+             "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
+
+
+def as_iam_user(monkeypatch, actions):
+    """From here on moto enforces IAM, and boto3 signs as a new user allowed only `actions`."""
+    from moto import settings as moto_settings
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    iam.create_user(UserName="pusher")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    iam.put_user_policy(UserName="pusher", PolicyName="push", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="pusher")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it holds the setup's credentials
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+
+
+@mock_aws
+def test_image_push_to_an_existing_repository_needs_no_create_permission(capsys, monkeypatch, tmp_path):
+    # It called CreateRepository first, every time: a user allowed to push but not to create was refused.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    boto3.client("ecr", region_name="us-east-1").create_repository(repositoryName="gankit-trainer")
+    as_iam_user(monkeypatch, PUSH_ONLY)
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, out, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
+    assert code == 0, err
+    assert "pushed " in out and [c.split()[0] for c in (bin_dir / "calls").read_text().splitlines()] == [
+        "info", "login", "build", "push"]
+
+
+@mock_aws
+def test_image_push_says_in_one_line_who_must_create_a_missing_repository(capsys, monkeypatch, tmp_path):
+    from tests.aws_helpers import refuse_call
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    refuse_call(monkeypatch, "CreateRepository", "AccessDeniedException", "no ecr:CreateRepository")
+    code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
+    assert code == 1 and err.strip().splitlines() == [
+        "error: ECR repository gankit-trainer does not exist in us-east-1 and you may not create it "
+        "(AccessDeniedException: no ecr:CreateRepository): have someone allowed ecr:CreateRepository create it, "
+        "or push to one that exists with --repository"]
+    assert (bin_dir / "calls").read_text().splitlines() == ["info"]  # nothing built
+
+
+@mock_aws
+def test_image_push_allowed_neither_to_look_nor_to_create_still_pushes(capsys, monkeypatch, tmp_path):
+    """Pushing needs neither ecr:DescribeRepositories nor ecr:CreateRepository: `docker push` says if it is missing.
+    (AWS's refusal as AWS words it: moto's enforced IAM answers ECR in XML, which botocore cannot read.)"""
+    from tests.aws_helpers import refuse_call
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    refuse_call(monkeypatch, "DescribeRepositories", "AccessDeniedException")
+    refuse_call(monkeypatch, "CreateRepository", "AccessDeniedException")
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, _, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("name, problem", [
     ("my-trainer", "pull only gankit* repositories, so jobs could not start from it; name it gankit-my-trainer"),
     ("Gankit", "is not an ECR repository name"), ("gankit//x", "is not an ECR repository name")])
