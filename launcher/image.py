@@ -54,9 +54,22 @@ def _docker(*args, secret: str | None = None):
 def check_docker():
     if shutil.which("docker") is None:
         raise UsageError("docker is not installed: install Docker Engine (https://docs.docker.com/engine/install/)")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        raise UsageError("no Docker engine is running here: start it (e.g. `sudo systemctl start docker`), "
-                         "or build on a machine that has one")
+    done = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(engine_problem(done.stderr))
+
+
+def engine_problem(stderr: str) -> str:
+    """What `docker info`'s stderr says is wrong, and its fix: an engine this user may not reach (its socket is
+    the docker group's) is not one that is not running, and starting it again would not help."""
+    said = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if any("permission denied" in line.lower() for line in said):
+        return ("the Docker engine's socket refused you (permission denied): add yourself to the docker group "
+                "(`sudo usermod -aG docker $USER`, then log in again)")
+    if not said or any("cannot connect to the docker daemon" in line.lower() for line in said):
+        return ("no Docker engine is running here: start it (e.g. `sudo systemctl start docker`), "
+                "or build on a machine that has one")
+    return f"`docker info` failed ({said[-1][:200]}): fix that, or build on a machine where `docker info` works"
 
 
 def _refused(e) -> bool:
