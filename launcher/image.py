@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import trainer
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, UsageError, client_error
 
 # ECR's rule for a repository name, and the prefix the roles `launcher infra up` makes may pull (infra/base.yaml).
 ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
@@ -54,9 +54,65 @@ def _docker(*args, secret: str | None = None):
 def check_docker():
     if shutil.which("docker") is None:
         raise UsageError("docker is not installed: install Docker Engine (https://docs.docker.com/engine/install/)")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        raise UsageError("no Docker engine is running here: start it (e.g. `sudo systemctl start docker`), "
-                         "or build on a machine that has one")
+    done = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(engine_problem(done.stderr))
+
+
+def engine_problem(stderr: str) -> str:
+    """What `docker info`'s stderr says is wrong, and its fix: an engine this user may not reach (its socket is
+    the docker group's) is not one that is not running, and starting it again would not help."""
+    said = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if any("permission denied" in line.lower() for line in said):
+        return ("the Docker engine's socket refused you (permission denied): add yourself to the docker group "
+                "(`sudo usermod -aG docker $USER`, then log in again)")
+    if not said or any("cannot connect to the docker daemon" in line.lower() for line in said):
+        return ("no Docker engine is running here: start it (e.g. `sudo systemctl start docker`), "
+                "or build on a machine that has one")
+    return f"`docker info` failed ({said[-1][:200]}): fix that, or build on a machine where `docker info` works"
+
+
+def _refused(e) -> bool:
+    return e.response.get("Error", {}).get("Code") in ("AccessDeniedException", "AccessDenied")
+
+
+def _repository_exists(ecr, repository: str) -> bool | None:
+    """None when IAM does not let this user look (pushing needs no ecr:DescribeRepositories)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        ecr.describe_repositories(repositoryNames=[repository])
+        return True
+    except ecr.exceptions.RepositoryNotFoundException:
+        return False
+    except ClientError as e:
+        if _refused(e):
+            return None
+        raise
+
+
+def ensure_repository(ecr, repository: str, region: str):
+    """Create the repository (scan on push, encrypted) only when it is missing: a user whose IAM allows pushing
+    to an existing repository, but not ecr:CreateRepository, pushes as well."""
+    from botocore.exceptions import ClientError
+
+    exists = _repository_exists(ecr, repository)
+    if exists:
+        return
+    try:
+        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},
+                              encryptionConfiguration={"encryptionType": "AES256"})
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass  # made meanwhile
+    except ClientError as e:
+        if not _refused(e):
+            raise
+        if exists is False:
+            code, message = client_error(e)
+            raise GankitError(f"ECR repository {repository} does not exist in {region} and you may not create it "
+                              f"({code}: {message}): have someone allowed ecr:CreateRepository create it, or push "
+                              "to one that exists with --repository") from None
+        # Allowed neither to look nor to create: it may well exist, and `docker push` says so if it does not.
 
 
 def push(repository: str, tag: str | None, region: str | None) -> str:
@@ -74,11 +130,7 @@ def push(repository: str, tag: str | None, region: str | None) -> str:
 
     region = aws.region(region, settings.get("region"))
     ecr = boto3.client("ecr", region_name=region)
-    try:
-        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},
-                              encryptionConfiguration={"encryptionType": "AES256"})
-    except ecr.exceptions.RepositoryAlreadyExistsException:
-        pass
+    ensure_repository(ecr, repository, region)
     auth = ecr.get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
     registry = auth["proxyEndpoint"].removeprefix("https://")

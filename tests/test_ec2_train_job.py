@@ -253,3 +253,68 @@ def test_a_spot_interruption_notice_stops_the_trainer_at_once_so_it_checkpoints(
     code, why = train_job.run_with_deadline([sys.executable, "-c", "print('done')"], dict(os.environ),
                                             tmp_path / "log2", max_run=600, notice=lambda: None, poll=0.05)
     assert (code, why) == (0, None)
+
+
+CONTAINED_DOCKER = r'''#!{python}
+"""A stand-in for the docker CLI whose container outlives its client, as a real one does: `run` starts the
+container as a process of its own (the engine's, in the real thing), echoes it and waits for it, passing SIGTERM
+on (docker run's --sig-proxy); `kill NAME` and `stop NAME` end it. The container ignores SIGTERM: a trainer
+still checkpointing when the grace period ends."""
+import json, os, signal, subprocess, sys
+state = os.environ["FAKE_DOCKER_STATE"]
+args = sys.argv[1:]
+with open(os.path.join(state, "calls"), "a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[0] == "run":
+    trainer = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    container = subprocess.Popen([sys.executable, "-c", trainer], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+    name = args[args.index("--name") + 1] if "--name" in args else "unnamed"
+    with open(os.path.join(state, "container-" + name), "w") as f:
+        f.write(str(container.pid))
+    signal.signal(signal.SIGTERM, lambda *_: container.send_signal(signal.SIGTERM))
+    print("training", flush=True)
+    sys.exit(128 - container.wait())  # -9 (killed) exits 137, as docker does
+if args[0] in ("kill", "stop"):
+    with open(os.path.join(state, "container-" + args[-1])) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+'''
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (ended, not yet reaped) is not running
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_container_still_running_after_the_grace_period_is_killed_not_only_its_client(tmp_path, monkeypatch):
+    # The runner SIGKILLed the `docker run` client, which the container outlives: it went on training (and writing
+    # checkpoints and outputs) after the runner had written "Stopped", until the instance shut down.
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    (bin_dir / "docker").write_text(CONTAINED_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_STATE", str(state))
+    monkeypatch.setattr(train_job, "STOP_GRACE", 0.5)
+    job = {"job": "ec2-box", "image": "gankit-trainer:test", "region": "us-east-1"}
+    command = train_job.trainer_command(job, tmp_path / "ml")
+    assert command[:6] == ["docker", "run", "--rm", "--init", "--name", "gankit-ec2-box"]  # init: the trainer isn't PID 1
+    try:
+        code, why = train_job.run_with_deadline(command, dict(os.environ), tmp_path / "log", max_run=0.5,
+                                                notice=lambda: None, container=train_job.container_name(job))
+        [pid_file] = state.glob("container-*")
+        pid = int(pid_file.read_text())
+        assert not alive(pid)
+        assert why == "max run reached" and code == 137
+    finally:
+        for pid_file in state.glob("container-*"):  # the old runner's leftover: end it here
+            pid = int(pid_file.read_text())
+            if alive(pid):
+                os.kill(pid, 9)
+    calls = [json.loads(line) for line in (state / "calls").read_text().splitlines()]
+    assert calls[1] == ["kill", "gankit-ec2-box"]

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import shutil
 import stat
 
 import boto3
@@ -12,6 +13,7 @@ from moto import mock_aws
 import trainer
 from launcher import settings
 from launcher.cli import main
+from trainer.errors import UsageError
 
 
 def run(argv, capsys):
@@ -49,15 +51,24 @@ def test_an_unknown_backend_from_the_environment_names_the_variable(capsys, monk
     assert "# backend in force: local" in run(["config", "show"], capsys)[1]
 
 
-def fake_docker(folder, engine_running=True):
-    """A `docker` on PATH that records each call (argv and stdin) and fails `info` when no engine runs."""
+# What docker 28's `docker info` says on stderr when no engine listens, and when its socket refuses this user.
+NO_ENGINE = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+SOCKET_REFUSED = ('permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: '
+                  'Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.50/info": dial unix /var/run/docker.sock: connect: '
+                  'permission denied')
+
+
+def fake_docker(folder, engine_running=True, info_error=NO_ENGINE):
+    """A `docker` on PATH that records each call (argv and stdin) and fails `info` with `info_error` when no
+    engine runs."""
     folder.mkdir()
+    (folder / "info-error").write_text(info_error + "\n")
     script = folder / "docker"
     script.write_text(f"""#!/bin/sh
 echo "$@" >> {folder}/calls
 if [ "$1" = login ]; then cat > {folder}/login-stdin; fi
 if [ "$1" = info ] && [ {int(engine_running)} = 0 ]; then
-  echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock" >&2; exit 1
+  cat {folder}/info-error >&2; exit 1
 fi
 """)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
@@ -74,6 +85,53 @@ def test_image_push_without_docker_is_one_clear_line(capsys, monkeypatch, tmp_pa
     code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "no Docker engine is running" in err
     assert (bin_dir / "calls").read_text().split("\n")[0] == "info"  # stopped before any AWS call or build
+
+
+def test_a_docker_socket_that_refuses_the_user_is_not_called_an_engine_that_is_not_running(capsys, monkeypatch,
+                                                                                          tmp_path):
+    # Every failed `docker info` was "no Docker engine is running: start it", also when it runs and its socket
+    # (the docker group's) refused this user: starting it again does not help, joining the group does.
+    bin_dir = fake_docker(tmp_path / "bin", engine_running=False, info_error=SOCKET_REFUSED)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: the Docker engine's socket refused you (permission denied): add yourself to the docker group "
+        "(`sudo usermod -aG docker $USER`, then log in again)"]
+
+    (bin_dir / "info-error").write_text("WARNING: something\nerror during connect: this error may indicate "
+                                        "that the docker daemon is not running: context deadline exceeded\n")
+    code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "context deadline exceeded" in err, err  # docker's own words
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker client (no engine)")
+def test_check_docker_tells_the_real_clients_failures_apart(monkeypatch, tmp_path):
+    """The real client, no engine: a socket nobody listens on, then one this user may not open."""
+    import socket
+
+    from launcher.image import check_docker
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    with pytest.raises(UsageError, match="^no Docker engine is running here"):
+        check_docker()
+    refusing = socket.socket(socket.AF_UNIX)
+    refusing.bind(str(tmp_path / "docker.sock"))
+    os.chmod(tmp_path / "docker.sock", 0)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    if os.geteuid() == 0:  # root opens any socket: run the client as nobody, a user outside the docker group
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to drop root")
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "docker").write_text(f"#!/bin/sh\nHOME=/nonexistent exec setpriv --reuid=65534 --regid=65534 "
+                                        f"--clear-groups {shutil.which('docker')} \"$@\"\n")
+        (bin_dir / "docker").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    try:
+        with pytest.raises(UsageError, match="socket refused you .* docker group"):
+            check_docker()
+    finally:
+        refusing.close()
 
 
 @mock_aws
@@ -106,6 +164,74 @@ def test_image_push_creates_the_repository_logs_in_builds_and_pushes(capsys, mon
     # Pushing again reuses the repository.
     assert run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)[0] == 0
     assert len(ecr.describe_repositories()["repositories"]) == 1
+
+
+# What a user may need to push to an existing repository: no ecr:CreateRepository.
+PUSH_ONLY = ["ecr:DescribeRepositories", "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
+             "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
+
+
+def as_iam_user(monkeypatch, actions):
+    """From here on moto enforces IAM, and boto3 signs as a new user allowed only `actions`."""
+    from moto import settings as moto_settings
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    iam.create_user(UserName="pusher")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    iam.put_user_policy(UserName="pusher", PolicyName="push", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="pusher")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it holds the setup's credentials
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+
+
+@mock_aws
+def test_image_push_to_an_existing_repository_needs_no_create_permission(capsys, monkeypatch, tmp_path):
+    # It called CreateRepository first, every time: a user allowed to push but not to create was refused.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    boto3.client("ecr", region_name="us-east-1").create_repository(repositoryName="gankit-trainer")
+    as_iam_user(monkeypatch, PUSH_ONLY)
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, out, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
+    assert code == 0, err
+    assert "pushed " in out and [c.split()[0] for c in (bin_dir / "calls").read_text().splitlines()] == [
+        "info", "login", "build", "push"]
+
+
+@mock_aws
+def test_image_push_says_in_one_line_who_must_create_a_missing_repository(capsys, monkeypatch, tmp_path):
+    from tests.aws_helpers import refuse_call
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    refuse_call(monkeypatch, "CreateRepository", "AccessDeniedException", "no ecr:CreateRepository")
+    code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
+    assert code == 1 and err.strip().splitlines() == [
+        "error: ECR repository gankit-trainer does not exist in us-east-1 and you may not create it "
+        "(AccessDeniedException: no ecr:CreateRepository): have someone allowed ecr:CreateRepository create it, "
+        "or push to one that exists with --repository"]
+    assert (bin_dir / "calls").read_text().splitlines() == ["info"]  # nothing built
+
+
+@mock_aws
+def test_image_push_allowed_neither_to_look_nor_to_create_still_pushes(capsys, monkeypatch, tmp_path):
+    """Pushing needs neither ecr:DescribeRepositories nor ecr:CreateRepository: `docker push` says if it is missing.
+    (AWS's refusal as AWS words it: moto's enforced IAM answers ECR in XML, which botocore cannot read.)"""
+    from tests.aws_helpers import refuse_call
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    refuse_call(monkeypatch, "DescribeRepositories", "AccessDeniedException")
+    refuse_call(monkeypatch, "CreateRepository", "AccessDeniedException")
+    bin_dir = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, _, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("name, problem", [

@@ -7,12 +7,14 @@ contract (hyperparameters.json with the run's S3 data, checkpoint and output pat
 runs the trainer through it: `python -m trainer.contract` in this Python, or the image's
 `train` entrypoint under Docker when the job names an image. While it trains, its log goes
 to `<run>/train.log` every few seconds; at the end `<run>/status.json` says how it went.
-After `max_run` seconds the trainer gets SIGTERM (it checkpoints and stops), then SIGKILL; so it
+After `max_run` seconds the trainer gets SIGTERM (it checkpoints and stops), then SIGKILL (an image's container
+is killed by name: killing `docker run` would leave it running); so it
 does as soon as AWS posts a spot instance's two-minute interruption notice (polled from IMDSv2), so
 the checkpoint is in S3 before the instance goes. The user data shuts the instance down when this
 returns, whatever happened.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +36,7 @@ STATUS_NAME = "status.json"
 JOB_NAME = "job.json"
 UPLOAD_EVERY = 15.0  # seconds between log uploads: `launcher logs -f` lags at most this much
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after SIGTERM
+CLIENT_GRACE = 10  # seconds `docker run` gets to end once its container is killed
 IMDS = "http://169.254.169.254"  # the instance metadata service (IMDSv2: a session token first)
 SPOT_POLL = 5.0  # seconds between looks for a spot interruption notice (AWS gives two minutes)
 # The image's unprivileged user (docker/Dockerfile makes uid 1000: gankit, or the base's own): an image job never trains
@@ -99,9 +102,28 @@ def trainer_command(job: dict, sm_root: Path) -> list[str]:
         return [sys.executable, "-m", "trainer.contract"]
     # The image's own entrypoint on the same contract; it reaches S3 with the instance's role
     # through IMDSv2 (host networking: the instance's own hop, so hop limit 1 lets it through).
+    # Named, so the runner can end the container itself (`kill_container`); --init puts a real init as its PID 1:
+    # the trainer as PID 1 would ignore a SIGTERM that comes before it sets its handler (during its imports).
     user = ":".join(map(str, CONTAINER_USER))
-    return ["docker", "run", "--rm", "--user", user, "--gpus", "all", "--network", "host", "--ipc", "host",
-            "-v", f"{sm_root}:/opt/ml", "-e", f"AWS_DEFAULT_REGION={job.get('region') or ''}", image, "train"]
+    return ["docker", "run", "--rm", "--init", "--name", container_name(job), "--user", user, "--gpus", "all",
+            "--network", "host", "--ipc", "host", "-v", f"{sm_root}:/opt/ml",
+            "-e", f"AWS_DEFAULT_REGION={job.get('region') or ''}", image, "train"]
+
+
+def container_name(job: dict) -> str:
+    return f"gankit-{job['job']}"  # a job name (letters, digits, dashes) is a valid container name
+
+
+def kill_container(name: str, out):
+    """End the container itself: a killed `docker run` client leaves its container running (and writing to the
+    run's checkpoints and outputs) until the instance shuts down."""
+    try:
+        done = subprocess.run(["docker", "kill", name], capture_output=True, text=True, timeout=60)
+        failed = done.returncode != 0 and (done.stderr.strip().splitlines() or ["no output"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        failed = str(e)
+    if failed:  # most often it ended meanwhile ("No such container"); said in the log all the same
+        out.write(f"gankit: docker kill {name} failed: {failed}\n".encode())
 
 
 def hand_to_container(sm_root: Path):
@@ -176,10 +198,11 @@ def spot_notice(base: str = IMDS, timeout: float = 2.0) -> str | None:
     return str(notice.get("time") or "soon") if isinstance(notice, dict) and notice.get("action") else None
 
 
-def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, poll: float = SPOT_POLL
-                      ) -> tuple[int, str | None]:
+def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, poll: float = SPOT_POLL,
+                      container: str | None = None) -> tuple[int, str | None]:
     """Run `command`, its output appended to `log` and echoed; (exit code, why the runner stopped it:
-    "max run reached", "spot interruption", or None when it ended by itself)."""
+    "max run reached", "spot interruption", or None when it ended by itself). `container`: the name of the
+    container `command` (`docker run`) runs, killed with it when the grace period is over."""
     with open(log, "ab", buffering=0) as out:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         stopped, lock, done = [], threading.Lock(), threading.Event()
@@ -190,10 +213,14 @@ def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, pol
                     return
                 stopped.append(why)
             out.write(f"gankit: {what}: stopping the trainer\n".encode())
-            process.send_signal(signal.SIGTERM)  # the trainer checkpoints, then exits 143
+            process.send_signal(signal.SIGTERM)  # the trainer checkpoints, then exits 143 (docker run passes it on)
             try:
                 process.wait(STOP_GRACE)
             except subprocess.TimeoutExpired:
+                if container:
+                    kill_container(container, out)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(CLIENT_GRACE)  # the client then ends, with the container's exit code
                 process.kill()
 
         def watch_for_spot_notice():
@@ -236,7 +263,8 @@ def run_job(uri: str, work_dir: Path) -> dict:
             if job.get("image"):
                 hand_to_container(sm_root)
                 ecr_login(job["image"], job.get("region"))
-            code, stopped_for = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]))
+            code, stopped_for = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]),
+                                                  container=container_name(job) if job.get("image") else None)
         except Exception as e:  # an ECR refusal, a bad max_run, a missing tool: the status must still say why
             code, stopped_for = 1, None
             (sm_root / "output" / "failure").write_text(f"could not start the trainer: {' '.join(str(e).split())}\n")
