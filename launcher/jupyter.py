@@ -109,7 +109,10 @@ def record_region(who: str, region_name: str, iid: str):
 
 
 def found_elsewhere(region_name: str, who: str) -> tuple[str, dict] | None:
-    """(region, instance): the caller's live Jupyter instance in another region than `region_name`, as noted."""
+    """(region, instance): the caller's live Jupyter instance in another region than `region_name`, as noted.
+
+    The note is an object in the bucket, which every instance role may write: its instance counts only if EC2
+    says it is the caller's Jupyter (its tags, as find_instance asks), not a training instance or another's."""
     from trainer import s3
 
     uri = region_record(who)
@@ -121,7 +124,14 @@ def found_elsewhere(region_name: str, who: str) -> tuple[str, dict] | None:
         instance = instances.describe_instance(iid, other)
     except Exception:  # an unreadable note says nothing: the instance is looked for here only, as before
         return None
-    return (other, instance) if instance and instance["State"]["Name"] in LIVE_STATES else None
+    if not instance or instance["State"]["Name"] not in LIVE_STATES or not is_jupyter_of(instance, who):
+        return None
+    return other, instance
+
+
+def is_jupyter_of(instance, who: str) -> bool:
+    tags = tags_of(instance)
+    return tags.get(TAG_PURPOSE) == PURPOSE and tags.get(TAG_OWNER) == who
 
 
 def elsewhere_line(region_name: str, found: tuple[str, dict]) -> str:

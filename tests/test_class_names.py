@@ -127,3 +127,12 @@ def test_digits_other_than_0_to_9_are_not_taken_for_an_index(tmp_path, capsys, n
 
 def test_a_class_named_with_other_digits_is_still_found_by_its_name():
     assert generator(["٠", "١", "٢", "٣"]).class_index("٣") == 3
+
+
+def test_class_names_are_shown_without_their_terminal_controls(tmp_path, capsys):
+    """generator.json comes from a bucket: a class name holding escape sequences was printed as it was in the
+    "unknown class" line, so a generator could retitle the terminal or clear it."""
+    folder = _written_generator(tmp_path / "generator", ["cat", "\x1b]2;pwned\x07\x1b[2Jdog"])
+    code, captured = run_trainer(capsys, "generate", folder, "--class", "bird", "--out", tmp_path / "x.npy")
+    assert_one_line(code, captured, "unknown class 'bird'", "\\x1b]2;pwned\\x07\\x1b[2Jdog")
+    assert "\x1b" not in captured.err and "\x07" not in captured.err

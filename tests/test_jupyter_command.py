@@ -758,3 +758,28 @@ def test_a_reused_running_instance_jupyter_does_not_answer_for_is_left_running(a
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert result.exit_code == 1 and f"Stopped {iid}" in line, result.output
     assert instances(aws["ec2"])[0]["State"]["Name"] in ("stopping", "stopped")
+
+
+@pytest.mark.parametrize("tags", [{}, {jupyter_cli.TAG_PURPOSE: jupyter_cli.PURPOSE, jupyter_cli.TAG_OWNER: "bob"}],
+                         ids=["a-training-instance", "another-owners-jupyter"])
+def test_a_region_note_naming_an_instance_not_yours_is_not_taken_for_yours(aws, tools, tags):
+    # The note (jupyter/<you>/instance.json) is an object in the bucket, which every instance role may write: its
+    # instance was taken for the caller's Jupyter once it was live, whatever it was. A note naming a training
+    # instance, or another user's Jupyter, made `launcher jupyter` refuse to launch ("your Jupyter instance ... is
+    # in eu-west-1: ... stop --terminate it there"), and `status` and `stop` name it as the caller's.
+    import boto3
+
+    there = boto3.client("ec2", region_name="eu-west-1")
+    image = there.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+    [other] = there.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=spec)["Instances"]
+    aws["s3"].put_object(Bucket=BUCKET, Key=f"jupyter/{WHO}/instance.json",
+                         Body=json.dumps({"region": "eu-west-1", "instance": other["InstanceId"]}).encode())
+
+    status = run("status")
+    assert status.exit_code == 0 and other["InstanceId"] not in status.output, status.output
+    stop = run("stop")
+    assert stop.exit_code == 0 and other["InstanceId"] not in stop.output, stop.output
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 0 and other["InstanceId"] not in result.output, result.output
+    assert len(instances(aws["ec2"])) == 1  # its own, here

@@ -480,3 +480,23 @@ def test_a_local_pull_with_something_in_the_way_is_one_line(tmp_path, capsys, in
     err = capsys.readouterr().err.splitlines()[-1]
     assert e.value.code == 1 and err.startswith("error: copy of ") and "failed" in err and "Traceback" not in err, err
     assert not [p.name for p in dest.rglob("*.part")]  # nothing half-written left beside it
+
+
+TERMINAL_CONTROL = "\x1b]2;pwned\x07\x1b[2J\x9b1m\u202e"  # sets the title, clears the screen, reverses the text
+
+
+def test_a_hostile_key_is_named_without_its_terminal_controls(bucket, tmp_path, monkeypatch, capsys):
+    """A key that holds escape sequences reached the terminal as they were: its refusal (or any error naming a
+    remote name) could retitle the window, clear the screen, or hide and reorder the text of the line."""
+    from launcher.cli import main
+
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    bucket.put_object(Bucket=BUCKET, Key="gen/generator.json", Body=b"{}")
+    bucket.put_object(Bucket=BUCKET, Key="gen/generator.keras", Body=b"model")
+    bucket.put_object(Bucket=BUCKET, Key=f"gen/../{TERMINAL_CONTROL}", Body=b"x")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", f"s3://{BUCKET}/gen", "--out", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and err.startswith("error: refusing") and err.count("\n") == 1, err
+    assert not any(ch in err for ch in "\x1b\x07\x9b\u202e"), repr(err)
+    assert "\\x1b]2;pwned\\x07" in err  # named all the same, as text

@@ -11,6 +11,7 @@ turns botocore's failures into one line.
 
 import contextlib
 import errno
+import unicodedata
 
 
 RESUME_BY_HAND = "run the same command to resume"  # a run's own advice; a job's says how the launcher resumes it
@@ -194,8 +195,7 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     _print_any_name(sys.stdout, sys.stderr)
 
     def fail(message, code, interrupted=False):
-        # A value that holds a line break (a path typed with one) would split the line: shown as \n instead.
-        message = str(message).replace("\r", "\\r").replace("\n", "\\n")
+        message = printable(message)
         if on_error:
             on_error(message)
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
@@ -236,6 +236,23 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
             on_error(f"internal error: {type(e).__name__}: {e}")
         raise
     sys.exit(0)
+
+
+# Bidirectional overrides and isolates: not control characters to Unicode, yet they reorder the text shown.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text) -> str:
+    """`text` safe to show on a terminal as one line: every control character (a line break in a path typed with
+    one; ESC, BEL and CSI in a name that came from a bucket: an S3 key, a class in generator.json) and every
+    bidirectional override is shown escaped (\\n, \\x1b, \\u202e), so a remote name can neither split the line
+    nor retitle, clear or rewrite the terminal, nor reorder what the line says."""
+    return "".join(_escaped(ch) if (unicodedata.category(ch) == "Cc" and ch != "\t") or ch in _BIDI_CONTROLS
+                   else ch for ch in str(text))
+
+
+def _escaped(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
 
 
 def _print_any_name(*streams):
