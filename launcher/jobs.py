@@ -102,32 +102,43 @@ def _problem(record, stem) -> str | None:
 
 
 def _its_runs_output(uri: str, run: str) -> bool:
-    """Whether `uri` is a run's output prefix (layout.output_prefix) for `run`, with no '.' or '..' in it:
-    `evaluate` and `report` write into a local one, and one led anywhere (a folder of the user's) by an edit."""
-    parts = uri.rstrip("/").split("/")
-    return parts[-3:] == ["runs", run, "output"] and not any(p in (".", "..") for p in parts)
+    """Whether `uri` is a run's output prefix (layout.output_prefix) for `run`: `evaluate` and `report` write into
+    a local one, and one led anywhere (a folder of the user's) by an edit. A '.' or '..' before runs/<run>/output
+    leads to a folder of that name as any other prefix does (the local bucket's own path has one when GANKIT_HOME
+    does, as submit records it); among those last three names there is none."""
+    return uri.rstrip("/").split("/")[-3:] == ["runs", run, "output"]
 
 
 def _its_job_folder(path: str, job: str) -> bool:
-    """Whether `path` is the local job's own folder beside its record (where `submit` made it), with no '.' or '..'
-    in it: `stop` writes stop_sent there and `status` reads what the trainer left there, and an edit led them into
-    any folder."""
-    return _plain(path) and _absolute(path) == _absolute(jobs_dir() / job)
+    """Whether `path` is the local job's own folder beside its record (where `submit` made it): `stop` writes
+    stop_sent there and `status` reads what the trainer left there, and an edit led them into any folder."""
+    return _names_below(path, jobs_dir() / job) == []
 
 
 def _in_its_job_folder(path: str, job: str) -> bool:
     """Whether `path` (a local job's log, which `logs` prints) is a file below the job's own folder: an edit had it
     print any file (/etc/passwd, another user's notes)."""
-    return _plain(path) and _absolute(path).parent.is_relative_to(_absolute(jobs_dir() / job))
+    return bool(_names_below(path, jobs_dir() / job))
+
+
+def _names_below(path: str, folder: Path) -> list[str] | None:
+    """The names leading from `folder` down to `path` ([] for the folder itself), none of them '.' or '..'; None
+    when `path` is not in `folder`. `folder` may be spelled as the launcher spells it (submit records it so: a
+    GANKIT_CONFIG with '..' in it gives every record one, the user's own) or in full; a '..' after it leads out."""
+    spellings = [path, os.path.abspath(path)] if _plain(path) else [path]  # a relative GANKIT_CONFIG: relative paths
+    for spelled in spellings:
+        for base in (str(folder), os.path.abspath(folder)):
+            if spelled == base:
+                return []
+            if spelled.startswith(base + os.sep):
+                names = spelled[len(base) + 1:].split(os.sep)
+                if all(name not in ("", ".", "..") for name in names):
+                    return names
+    return None
 
 
 def _plain(path: str) -> bool:
     return bool(path) and not any(p in (".", "..") for p in path.split(os.sep))
-
-
-def _absolute(path) -> Path:
-    """`path` from the working folder, as the launcher opens it (a relative GANKIT_CONFIG records relative paths)."""
-    return Path(os.path.abspath(path))
 
 
 def all_jobs(on_bad=None) -> list[dict]:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from launcher import jobs, settings
+from trainer import layout
 from launcher.cli import cli
 from trainer.errors import run_cli
 
@@ -167,6 +168,27 @@ def test_a_record_whose_job_folder_or_log_is_not_its_own_is_refused_before_anyth
         line = one_clean_line(result)
         assert result.exit_code == 2 and "not a valid job record" in line and f"({field} " in line, (command, line)
     assert snapshot(notes) == before
+
+
+def test_a_record_submit_made_under_a_config_and_home_reached_through_dotdot_is_valid(tmp_path, monkeypatch):
+    """GANKIT_CONFIG=../cfg/config.json and GANKIT_HOME=../home are the user's own paths: submit records the job's
+    folder, log and output through their '..', as every gankit has, and each of those records was refused as not
+    valid (reproduced with a real local submit: `launcher list` said 'no jobs yet')."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("GANKIT_CONFIG", "../cfg/config.json")
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "work" / ".." / "home"))
+    job = "gan-good-cgan-20261122-180005"
+    output = Path(layout.output_prefix(str(settings.local_root()), job))
+    assert ".." in Path(jobs.jobs_dir()).parts and ".." in output.parts  # as submit records them
+    output.mkdir(parents=True)
+    record = {**good_record(tmp_path, job), "output_uri": str(output)}
+    (Path(record["log"])).write_text("training\n")
+    jobs.save(record)
+    result = run("status", job)
+    assert result.exit_code == 0 and "Completed" in result.output, result.output
+    assert run("logs", job).output.strip() == "training"
+    assert job in run("list").output
 
 
 @pytest.mark.parametrize("job, field, value", [

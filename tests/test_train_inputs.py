@@ -128,6 +128,47 @@ def test_resuming_with_another_recipe_is_one_line_and_touches_nothing(tmp_path, 
     assert code == 0, captured.err
 
 
+def _as_before_the_recipe_was_recorded(checkpoint):
+    """The checkpoint as gankit wrote it before 599c48d: its state.json has no recipe (the manifest says so too)."""
+    import hashlib
+    import json
+
+    from trainer.checkpoints import MANIFEST, STATE
+
+    state = json.loads((checkpoint / STATE).read_text())
+    del state["recipe"]
+    data = json.dumps(state).encode()
+    (checkpoint / STATE).write_bytes(data)
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    manifest["files"][STATE] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, words", [
+    (["--seed", "7"], ["--seed 7: this run was trained with --seed 0", "its run.json records it", "resume with --seed 0"]),
+    (["--ema", "0.9"], ["--ema 0.9: this run was trained with --ema 0.999", "from an older gankit"]),
+])
+def test_an_older_checkpoint_without_a_recipe_is_checked_against_its_run_json(tmp_path, data_dir, capsys, change,
+                                                                             words):
+    """A checkpoint from before the recipe was recorded resumed with any --seed, --loss or --ema without a word:
+    its run's run.json, which every gankit wrote, records the recipe the run trained with."""
+    from trainer.checkpoints import checkpoint_folders
+
+    base = ["--dataset", "mnist", "--data-dir", data_dir, "--output-dir", tmp_path / "run", "--epochs", "2",
+            "--batch-size", "16", "--preset", "projection"]
+    code, captured = run_train(capsys, *base, "--max-steps", "1")
+    assert code == 0, captured.err
+    [(_, checkpoint)] = checkpoint_folders(tmp_path / "run" / "checkpoints")
+    _as_before_the_recipe_was_recorded(checkpoint)
+    before = _files(tmp_path / "run")
+    code, captured = run_train(capsys, *base, *change)
+    assert_one_line(code, captured, *words, "another --output-dir")
+    assert _files(tmp_path / "run") == before
+    code, captured = run_train(capsys, *base)  # its own recipe: it resumes, and its next checkpoint records it
+    assert code == 0, captured.err
+
+
 @pytest.mark.slow
 def test_a_command_asking_for_fewer_steps_than_done_is_one_line_and_touches_nothing(tmp_path, data_dir, capsys):
     # It exited 0 with "done: 4 steps" on a 2-step command: the step-4 generator exported again, run.json and the

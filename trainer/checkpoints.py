@@ -394,17 +394,21 @@ def recipe(cfg) -> dict:
     return {name: getattr(cfg, name) for name in RECIPE}
 
 
-def check_recipe(folder: Path | None, wanted: dict):
-    """Refuse, in one line naming the option, to resume a checkpoint trained with another recipe (older
-    checkpoints record none, or fewer keys: those are not compared)."""
-    recorded = None if folder is None else _recorded(folder, "recipe")
+def check_recipe(folder: Path | None, wanted: dict, run_config: dict | None = None):
+    """Refuse, in one line naming the option, to resume a checkpoint trained with another recipe. A checkpoint
+    from before the recipe was recorded is compared with `run_config` instead (the config its run.json records,
+    which every gankit has written at each start); keys neither records are not compared."""
+    recorded, source = None if folder is None else _recorded(folder, "recipe"), f"its checkpoint {folder} records it"
+    if folder is not None and recorded is None and isinstance(run_config, dict):
+        recorded = run_config
+        source = f"its run.json records it; its checkpoint {folder}, from an older gankit, records none"
     for name in RECIPE:
         if recorded is None or name not in recorded or recorded[name] == wanted[name]:
             continue
         flag, was, now = "--" + name.replace("_", "-"), _shown(recorded[name]), _shown(wanted[name])
-        raise UsageError(f"{flag} {now}: this run was trained with {flag} {was} (its checkpoint {folder} records "
-                         f"it); resume with {flag} {was} (of the recipe only --lr and --d-lr may change on a "
-                         "resume), or start a new run in another --output-dir")
+        raise UsageError(f"{flag} {now}: this run was trained with {flag} {was} ({source}); resume with {flag} "
+                         f"{was} (of the recipe only --lr and --d-lr may change on a resume), or start a new run in "
+                         "another --output-dir")
 
 
 def _shown(value) -> str:

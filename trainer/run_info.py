@@ -13,12 +13,19 @@ def write_metrics(out: Path, rows: list[dict]):
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def recorded_preset(out: Path) -> str | None:
-    """The preset a run folder's run.json records (None: no readable run.json)."""
+def recorded_config(out: Path) -> dict | None:
+    """The config a run folder's run.json records (None: no readable run.json, or no config in it)."""
     try:
-        return json.loads((out / "run.json").read_text())["config"]["preset"]
+        config = json.loads((out / "run.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return config if isinstance(config, dict) else None
+
+
+def recorded_preset(out: Path) -> str | None:
+    """The preset a run folder's run.json records (None: no readable run.json)."""
+    preset = (recorded_config(out) or {}).get("preset")
+    return preset if isinstance(preset, str) else None
 
 
 def write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placement):

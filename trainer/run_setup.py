@@ -19,7 +19,7 @@ from trainer.errors import UsageError
 from trainer.fsutil import (ensure_writable_dir, lock_folder, recover_dir, refuse_to_replace, removed_on_error,
                             written_or_one_line)
 from trainer.progress import Progress
-from trainer.run_info import generator_meta, recorded_preset, write_metrics, write_run_info
+from trainer.run_info import generator_meta, recorded_config, recorded_preset, write_metrics, write_run_info
 from trainer.run_state import RunState
 
 
@@ -62,7 +62,8 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
             if latest is not None:
                 check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
             checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
-            checkpoints.check_recipe(latest, checkpoints.recipe(cfg))  # seed, loss, EMA...: the same experiment
+            # seed, loss, EMA...: the same experiment (an older checkpoint's from run.json)
+            checkpoints.check_recipe(latest, checkpoints.recipe(cfg), recorded_config(out))
         except BaseException:
             release(lock)
             raise
