@@ -234,6 +234,16 @@ def test_cli_prints_the_table_and_the_count(trained, capsys):
     assert json.loads((trained["run"] / "evaluation.json").read_text())["samples"] == 30
 
 
+def test_cli_takes_the_run_folder_as_generate_does(trained, capsys):
+    # `generate RUN` drew from RUN/generator, but `evaluate RUN` said RUN was not an exported generator.
+    (trained["run"] / "evaluation.json").unlink(missing_ok=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(trained["run"]), "--data-dir", str(trained["data"]), "--samples", "20"])
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    assert f"wrote {trained['run'].resolve() / 'evaluation.json'}" in capsys.readouterr().out
+    assert json.loads((trained["run"] / "evaluation.json").read_text())["samples"] == 20
+
+
 def test_cli_on_a_full_disk_shows_the_figures_and_one_line(trained, capsys, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -83,10 +83,13 @@ def stage(dataset, to_uri, data_dir):
 @click.option("--samples", type=int, default=10_000, show_default=True,
               help="Generated and real images compared; figures only compare at the same count.")
 def evaluate(generator_dir, data_dir, samples):
-    """Score a generator's images with the judge classifier; writes evaluation.json beside it."""
+    """Score a generator's images with the judge classifier; writes evaluation.json beside it.
+    GENERATOR_DIR is its generator/ folder, or the run's output folder as `generate` takes it."""
     from trainer.evaluate import check_samples, evaluate as run, format_table
+    from trainer.layout import local_generator
 
     check_samples(samples)  # now, not after the generator and TensorFlow have loaded
+    generator_dir = local_generator(generator_dir)
     result = run(generator_dir, data_dir, samples, log=click.echo)
     click.echo(format_table(result))
     click.echo(f"wrote {Path(generator_dir).resolve().parent / 'evaluation.json'}")
