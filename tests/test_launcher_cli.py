@@ -75,13 +75,25 @@ fi
     return folder
 
 
+def docker_on_path(monkeypatch, tmp_path, **kwargs):
+    """fake_docker(**kwargs) first on PATH, the system's tools behind it; its folder."""
+    bin_dir = fake_docker(tmp_path / "bin", **kwargs)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    return bin_dir
+
+
+@pytest.fixture
+def moto_keys(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
 def test_image_push_without_docker_is_one_clear_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker at all
     code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "docker is not installed" in err
 
-    bin_dir = fake_docker(tmp_path / "bin", engine_running=False)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    bin_dir = docker_on_path(monkeypatch, tmp_path, engine_running=False)
     code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "no Docker engine is running" in err
     assert (bin_dir / "calls").read_text().split("\n")[0] == "info"  # stopped before any AWS call or build
@@ -91,8 +103,7 @@ def test_a_docker_socket_that_refuses_the_user_is_not_called_an_engine_that_is_n
                                                                                           tmp_path):
     # Every failed `docker info` was "no Docker engine is running: start it", also when it runs and its socket
     # (the docker group's) refused this user: starting it again does not help, joining the group does.
-    bin_dir = fake_docker(tmp_path / "bin", engine_running=False, info_error=SOCKET_REFUSED)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    bin_dir = docker_on_path(monkeypatch, tmp_path, engine_running=False, info_error=SOCKET_REFUSED)
     code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
     assert code == 2 and err.strip().splitlines() == [
         "error: the Docker engine's socket refused you (permission denied): add yourself to the docker group "
@@ -135,11 +146,8 @@ def test_check_docker_tells_the_real_clients_failures_apart(monkeypatch, tmp_pat
 
 
 @mock_aws
-def test_image_push_creates_the_repository_logs_in_builds_and_pushes(capsys, monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bin_dir = fake_docker(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+def test_image_push_creates_the_repository_logs_in_builds_and_pushes(moto_keys, capsys, monkeypatch, tmp_path):
+    bin_dir = docker_on_path(monkeypatch, tmp_path)
     code, out, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
     assert code == 0, err
 
@@ -187,14 +195,11 @@ def as_iam_user(monkeypatch, actions):
 
 
 @mock_aws
-def test_image_push_to_an_existing_repository_needs_no_create_permission(capsys, monkeypatch, tmp_path):
+def test_image_push_to_an_existing_repository_needs_no_create_permission(moto_keys, capsys, monkeypatch, tmp_path):
     # It called CreateRepository first, every time: a user allowed to push but not to create was refused.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     boto3.client("ecr", region_name="us-east-1").create_repository(repositoryName="gankit-trainer")
     as_iam_user(monkeypatch, PUSH_ONLY)
-    bin_dir = fake_docker(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    bin_dir = docker_on_path(monkeypatch, tmp_path)
     code, out, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
     assert code == 0, err
     assert "pushed " in out and [c.split()[0] for c in (bin_dir / "calls").read_text().splitlines()] == [
@@ -202,13 +207,10 @@ def test_image_push_to_an_existing_repository_needs_no_create_permission(capsys,
 
 
 @mock_aws
-def test_image_push_says_in_one_line_who_must_create_a_missing_repository(capsys, monkeypatch, tmp_path):
+def test_image_push_says_in_one_line_who_must_create_a_missing_repository(moto_keys, capsys, monkeypatch, tmp_path):
     from tests.aws_helpers import refuse_call
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bin_dir = fake_docker(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    bin_dir = docker_on_path(monkeypatch, tmp_path)
     refuse_call(monkeypatch, "CreateRepository", "AccessDeniedException", "no ecr:CreateRepository")
     code, _, err = run(["image", "push", "--region", "us-east-1"], capsys)
     assert code == 1 and err.strip().splitlines() == [
@@ -219,17 +221,14 @@ def test_image_push_says_in_one_line_who_must_create_a_missing_repository(capsys
 
 
 @mock_aws
-def test_image_push_allowed_neither_to_look_nor_to_create_still_pushes(capsys, monkeypatch, tmp_path):
+def test_image_push_allowed_neither_to_look_nor_to_create_still_pushes(moto_keys, capsys, monkeypatch, tmp_path):
     """Pushing needs neither ecr:DescribeRepositories nor ecr:CreateRepository: `docker push` says if it is missing.
     (AWS's refusal as AWS words it: moto's enforced IAM answers ECR in XML, which botocore cannot read.)"""
     from tests.aws_helpers import refuse_call
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     refuse_call(monkeypatch, "DescribeRepositories", "AccessDeniedException")
     refuse_call(monkeypatch, "CreateRepository", "AccessDeniedException")
-    bin_dir = fake_docker(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    bin_dir = docker_on_path(monkeypatch, tmp_path)
     code, _, err = run(["image", "push", "--region", "us-east-1", "--tag", "t1"], capsys)
     assert code == 0, err
 
@@ -239,8 +238,7 @@ def test_image_push_allowed_neither_to_look_nor_to_create_still_pushes(capsys, m
     ("Gankit", "is not an ECR repository name"), ("gankit//x", "is not an ECR repository name")])
 def test_image_push_refuses_a_repository_the_jobs_could_not_pull_before_building(capsys, monkeypatch, tmp_path,
                                                                                   name, problem):
-    bin_dir = fake_docker(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    bin_dir = docker_on_path(monkeypatch, tmp_path)
     code, _, err = run(["image", "push", "--repository", name, "--region", "us-east-1"], capsys)
     assert code == 2 and err.count("\n") == 1 and problem in err
     assert not (bin_dir / "calls").exists()  # refused before docker (or AWS) was asked anything
