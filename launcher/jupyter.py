@@ -496,7 +496,8 @@ def ssh_access(ec2, instance, my_ip, who):
               help=f"EC2 GPU instance type for a new instance (default: {DEFAULT_INSTANCE_TYPE['ec2']}; "
                    "an existing one keeps its type unless given).")
 @click.option("--idle", default="60m", show_default=True,
-              help="Stop the instance after this long with no kernel activity and no GPU use.")
+              help="Stop the instance after this long with no kernel or terminal activity, no file saved in "
+                   "the folder Jupyter serves and no GPU use.")
 @click.option("--max-hours", type=float, default=8.0, show_default=True,
               help="Stop the instance after this many hours up, whatever happens.")
 @click.option("--ssh", "use_ssh", is_flag=True,
