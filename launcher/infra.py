@@ -395,7 +395,8 @@ def down(stack_name, region, delete_bucket, keep_bucket):
         wait_for(cf, stack_name, "delete", since)
     except KeyboardInterrupt as e:  # CloudFormation goes on deleting: a second `down` would find no stack
         _forget_stack()
-        raise _down_interrupted(stack_name, bucket if delete_bucket or not count else None, e) from None
+        # The bucket `down` was to delete after the stack: not one --keep-bucket keeps, empty or not.
+        raise _down_interrupted(stack_name, bucket if not keep_bucket else None, e) from None
     _forget_stack()
     from launcher import settings
 

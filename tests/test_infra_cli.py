@@ -325,3 +325,14 @@ def test_ctrl_c_while_up_waits_says_the_stack_goes_on_and_how_to_record_it(aws, 
     again = run("up", "--bucket-name", "gankit-ctrl-c-up")  # moto's stack has settled: the rerun records it
     assert again.exit_code == 0, again.output
     assert settings.get("bucket") == "gankit-ctrl-c-up" and settings.get("backend") == "sagemaker"
+
+
+def test_ctrl_c_during_down_keep_bucket_does_not_offer_to_delete_the_bucket_kept(aws, run, interrupt_on):
+    # An empty bucket with --keep-bucket was named with `aws s3 rb ... --force`, as if `down` had meant to delete it.
+    assert run("up", "--bucket-name", "gankit-kept").exit_code == 0
+    interrupt_on("DescribeStackEvents")
+    done = run("down", "--keep-bucket")
+    assert done.exit_code == 130 and "Traceback" not in done.output, done.output
+    [line] = [x for x in done.output.splitlines() if x.startswith("error:")]
+    assert line.endswith("the launcher's backend is local again"), line
+    assert settings.get("bucket") == "gankit-kept"

@@ -56,7 +56,7 @@ def test_recent_kernel_activity_keeps_it_running(run, jupyter):
 def test_idle_kernels_and_idle_gpu_stop_it(run, jupyter, capsys):
     jupyter.kernels = [kernel(ago(2 * 3600)), kernel(ago(3 * 3600), kid="k2")]
     assert run(gpu="0\n1") is True
-    assert "no kernel activity and no GPU use for 2:00:00" in capsys.readouterr().out
+    assert "no kernel or terminal activity, file saved or GPU use for 2:00:00" in capsys.readouterr().out
 
 
 def test_an_open_browser_tab_does_not_count(run, jupyter):

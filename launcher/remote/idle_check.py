@@ -79,7 +79,7 @@ def decide(state: State | None, reading: Reading, idle_seconds: float, max_secon
     if reading.uptime >= max_seconds:
         return new, f"up for {_fmt(reading.uptime)}, the --max-hours limit"
     if reading.now - last >= idle_seconds:
-        return new, f"no kernel activity and no GPU use for {_fmt(reading.now - last)}"
+        return new, f"no kernel or terminal activity, file saved or GPU use for {_fmt(reading.now - last)}"
     return new, None
 
 
