@@ -123,7 +123,7 @@ def test_decide_counts_from_boot_and_never_before_it():
     assert reason is None and state.last_active == now - 600
     # Activity stamps from before this boot (a stale state file) do not count.
     state, reason = decide(State(last_active=now - 10 * 3600), Reading(now, 2 * 3600, None, False, 0.0), IDLE, 8 * 3600)
-    assert state.last_active == now - 2 * 3600 and reason.startswith("no kernel activity")
+    assert state.last_active == now - 2 * 3600 and reason.startswith("no kernel or terminal activity")
     # A GPU below the threshold is idle; at it, busy.
     assert decide(None, Reading(now, 2 * 3600, None, False, 4.9), IDLE, 8 * 3600)[1] is not None
     assert decide(None, Reading(now, 2 * 3600, None, False, 5.0), IDLE, 8 * 3600)[1] is None
