@@ -106,9 +106,15 @@ def parse_steps(text: str) -> list[int]:
     return sorted(set(numbers))
 
 
+def time_left(args) -> float | None:
+    """A child's timeout: what is left of --budget. None for a --max-steps smoke run, which runs every step it is
+    given (the budget is for a GPU's estimates): a CPU's first scoring outlasts any budget, and each later child
+    was then started with a timeout below zero and cut at once, so the smoke never ran it."""
+    return None if args.max_steps else args.deadline - time.monotonic()
+
+
 def run_throughput(step: Step, args, work: Path) -> dict:
-    return gpu.throughput_in_child(step.preset, args.data_dir, cache=work / "throughput-cache",
-                                   timeout=args.deadline - time.monotonic())
+    return gpu.throughput_in_child(step.preset, args.data_dir, cache=work / "throughput-cache", timeout=time_left(args))
 
 
 def run_training(step: Step, number: int, args, work: Path, started: set) -> dict:
@@ -122,7 +128,7 @@ def run_training(step: Step, number: int, args, work: Path, started: set) -> dic
     shown = " ".join(["python -m trainer train --dataset zalando --epochs", str(step.epochs), "--framework jax", *flags])
     try:
         process_seconds = gpu.whole_run(args.data_dir, step.epochs, work / f"cache-{step.preset}-{step.model}", out,
-                                        flags, timeout=args.deadline - time.monotonic())
+                                        flags, timeout=time_left(args))
     except RuntimeError as e:
         raise RuntimeError(f"{shown}: {str(e).splitlines()[-1]}") from None
     started.add((step.preset, step.model))

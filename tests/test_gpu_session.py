@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -84,8 +86,6 @@ def test_summary_merges_two_commands_results_and_judges_both_issues_targets(tmp_
 
 
 def test_steps_outside_the_list_are_one_line_errors(capsys):
-    import pytest
-
     for bad in ("0", "2-99", "x", ""):
         with pytest.raises(SystemExit, match="--steps"):
             gpu_session.parse_steps(bad)
@@ -132,3 +132,29 @@ def test_prepare_downloads_the_python_3_12_pins_of_constraints_txt(tmp_path):
                 and ('python_version >= "3.11"' in line or ";" not in line)]
         wanted[name] = pin
     assert [a for a in args_at.read_text().splitlines() if "==" in a] == list(wanted.values())
+
+
+@pytest.mark.slow
+def test_a_smoke_run_runs_every_step_past_its_budget_without_tensorflow_or_boto3(tmp_path):
+    """The CPU smoke test, as the device runs the session: a process of its own, JAX, TensorFlow and boto3
+    unimportable (the device has neither) in it and in its trainer children. Its budget ran out before its
+    first child did, as a CPU's always does: each child was then started with a timeout below zero and
+    cut at once ('cut at the budget's end'), so the smoke never ran the steps after the first."""
+    from tests.data_helpers import make_idx_dataset
+    from tests.test_backends import BLOCKER
+
+    # 200 test images and samples: more than the judge's 128 features, so the covariances are not singular.
+    data = make_idx_dataset(tmp_path / "zalando", num_classes=10, n_train=256, n_test=200)
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "sitecustomize.py").write_text(BLOCKER)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'block'}{os.pathsep}{ROOT}", KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_session.py"), "--data-dir", str(data),
+                           "--out", str(out), "--budget", "1", "--max-steps", "1", "--samples", "200",
+                           "--steps", "1,3"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r.get("error") for r in rows] == [None, None], done.stdout[-3000:]
+    assert [(r["step"], r["start"], r["steps"]) for r in rows] == [(1, "cold", 1), (3, "warm", 1)]
+    assert rows[0]["samples"] == 200 and "frechet_classifier_distance" in rows[0]  # scored, in the session itself
+    assert (out / "grids.png").is_file()
