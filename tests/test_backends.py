@@ -145,11 +145,14 @@ def test_checkpoints_and_generators_cross_backends(tmp_path, data, blocker):
     # ... TensorFlow resumes it, finishes epoch 1 and stops at step 6 ...
     tf_run = run(train_cmd(data, out, "tensorflow", "--epochs", "2", "--max-steps", "6"), tf_env)
     assert "at step 3" in tf_run.stdout
+    assert "JAX on a CPU" not in tf_run.stdout
     tf_export = tmp_path / "tf-generator"
     (out / "generator").rename(tf_export)
     # ... and JAX resumes that to the end.
     jax_run = run(train_cmd(data, out, "jax", "--epochs", "2"), jax_env)
     assert "at step 6" in jax_run.stdout
+    # XLA:CPU's transposed-convolution gradients are ~50x TensorFlow's: a JAX run on a CPU says which to use.
+    assert "note: JAX on a CPU trains these generators about 50x slower than TensorFlow" in jax_run.stdout
     rows = metrics(out)
     assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (2, 8)] and all(np.isfinite(r["d_loss"]) for r in rows)
     assert json.loads((out / "generator" / "generator.json").read_text())["steps"] == 8
