@@ -107,16 +107,12 @@ def _transfer_errors():
 
 def list_objects(uri: str) -> dict[str, int]:
     """Keys below `uri` (relative to it) -> size."""
-    return {key: obj["Size"] for key, obj in _list(uri).items()}
+    return {key: obj["Size"] for key, obj in list_entries(uri).items()}
 
 
 def list_entries(uri: str) -> dict[str, dict]:
-    """Keys below `uri` (relative to it) -> their listing entry: what download_prefix takes as `listing`."""
-    return _list(uri)
-
-
-def _list(uri: str) -> dict[str, dict]:
-    """Keys below `uri` (relative to it) -> their listing entry (Size, ETag, ...)."""
+    """Keys below `uri` (relative to it) -> their listing entry (Size, ETag, ...): what download_prefix takes as
+    `listing`."""
     bucket, prefix = split_s3(uri)
     prefix = prefix + "/" if prefix else ""
     found = {}
@@ -187,7 +183,7 @@ def download_prefix(uri: str, local_dir, label="download", log=None, listing=Non
     `exact` (a folder of gankit's own, held by the caller) also removes what is not below `uri`.
     """
     local_dir = Path(local_dir)
-    listing = _list(uri) if listing is None else listing
+    listing = list_entries(uri) if listing is None else listing
     wanted = {k: obj for k, obj in listing.items() if k and not k.endswith("/")}  # "folder/" markers hold nothing
     targets = inside_all(local_dir, wanted, uri)
     seen = _read_etags(local_dir)
