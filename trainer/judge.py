@@ -43,17 +43,19 @@ class Splits:
         return tuple(self.train_images.shape[1:])
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(f"{RECIPE}|{self.name}|{self.class_names}|{self.image_shape}".encode())
-        for array in (self.train_images, self.train_labels):
-            h.update(np.ascontiguousarray(array).data)
-        return h.hexdigest()
+        return _digest(f"{RECIPE}|{self.name}|{self.class_names}|{self.image_shape}", self.train_images,
+                       self.train_labels)
 
     def test_fingerprint(self) -> str:
         """The test split's own: the judge never learns from it, but its cached test accuracy comes from it."""
-        h = hashlib.sha256(f"{self.test_images.shape}".encode())
-        for array in (self.test_images, self.test_labels):
-            h.update(np.ascontiguousarray(array).data)
-        return h.hexdigest()
+        return _digest(f"{self.test_images.shape}", self.test_images, self.test_labels)
+
+
+def _digest(header: str, *arrays) -> str:
+    h = hashlib.sha256(header.encode())
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).data)
+    return h.hexdigest()
 
 
 def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
