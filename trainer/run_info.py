@@ -22,9 +22,9 @@ def recorded_config(out: Path) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def recorded_preset(out: Path) -> str | None:
-    """The preset a run folder's run.json records (None: no readable run.json)."""
-    preset = (recorded_config(out) or {}).get("preset")
+def preset_of(config: dict | None) -> str | None:
+    """The preset a recorded config (`recorded_config`) names, None where it names none."""
+    preset = (config or {}).get("preset")
     return preset if isinstance(preset, str) else None
 
 

@@ -19,7 +19,7 @@ from trainer.errors import UsageError
 from trainer.fsutil import (ensure_writable_dir, lock_folder, recover_dir, refuse_to_replace, removed_on_error,
                             written_or_one_line)
 from trainer.progress import Progress
-from trainer.run_info import generator_meta, recorded_config, recorded_preset, write_metrics, write_run_info
+from trainer.run_info import generator_meta, preset_of, recorded_config, write_metrics, write_run_info
 from trainer.run_state import RunState
 
 
@@ -59,11 +59,12 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
             schedule(cfg, len(data.images), replicas=1)  # fail fast, before the backend loads
             architecture = checkpoints.architecture(cfg, num_classes, data.images.shape[1:], data.class_names)
             latest = checkpoints.latest_checkpoint(ckpt_dir)
+            was = recorded_config(out) if latest is not None else None  # run.json: what the resumed run trained with
             if latest is not None:
-                check_resumed_preset(recorded_preset(out), cfg.preset)  # its checkpoint holds that preset's networks
+                check_resumed_preset(preset_of(was), cfg.preset)  # its checkpoint holds that preset's networks
             checkpoints.check_architecture(latest, architecture)  # z_dim, shape, classes: before a shape error in the backend
             # seed, loss, EMA...: the same experiment (an older checkpoint's from run.json)
-            checkpoints.check_recipe(latest, checkpoints.recipe(cfg), recorded_config(out))
+            checkpoints.check_recipe(latest, checkpoints.recipe(cfg), was)
         except BaseException:
             release(lock)
             raise
