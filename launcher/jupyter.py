@@ -7,6 +7,7 @@ port-forwarding session, or an SSH tunnel with `--ssh`.
 """
 
 import contextlib
+import hashlib
 import json
 import re
 import secrets
@@ -50,9 +51,40 @@ def region() -> str:
     return aws.region(settings.get("region"))
 
 
+def caller_arn(region_name) -> str:
+    return instances.client("sts", region_name).get_caller_identity()["Arn"]
+
+
 def owner(region_name) -> str:
-    """A name for the caller's AWS identity, safe in tags and SSM names: 'alice' for user/alice."""
-    arn = instances.client("sts", region_name).get_caller_identity()["Arn"]
+    """The owner name of the caller's AWS identity (`owner_name`)."""
+    return owner_name(caller_arn(region_name))
+
+
+# A name with a hash: readable, then 12 hex digits of the ARN's sha256 (48 bits: no two of a team's alike).
+_HASHED = re.compile(r".+-[0-9a-f]{12}")
+# Its readable part at most: the name goes into the SSH rule's description (255 in all) and a lock folder's name.
+READABLE_MAX = 128
+
+
+def owner_name(arn: str) -> str:
+    """A name for the identity `arn`, one per identity, safe in tags, SSM names, S3 keys and file names:
+    'alice' for user/alice; for any other identity, its readable form and a short hash of its ARN:
+    'Dev-alice-3f0c…' for assumed-role/Dev/alice (its session name, so each SSO user is one owner).
+
+    The readable form alone (what launchers before this one used) was shared: user/Dev-alice,
+    assumed-role/Dev/alice, user/Dev/alice (a path), federated-user/Dev-alice, and names differing only
+    in a character it replaces, all read 'Dev-alice', so they shared one instance and one token. A
+    plain name is now only ever an IAM user's own name (unique in the account, a path-less user's ARN
+    says no more), and never looks like a hashed one: a user named so gets a hash too."""
+    readable = legacy_owner_name(arn)
+    if arn.split(":", 5)[-1] == f"user/{readable}" and not _HASHED.fullmatch(readable):
+        return readable
+    return f"{readable[:READABLE_MAX]}-{hashlib.sha256(arn.encode()).hexdigest()[:12]}"
+
+
+def legacy_owner_name(arn: str) -> str:
+    """The owner name launchers before `owner_name` gave `arn`: 'Dev-alice' for user/Dev-alice and for
+    assumed-role/Dev/alice alike."""
     resource = arn.split(":", 5)[-1]
     name = resource.split("/", 1)[1] if "/" in resource else resource
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "root"
@@ -158,6 +190,33 @@ def find_instance(ec2, who: str) -> dict | None:
     ])
     found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
     return max(found, key=lambda i: i["LaunchTime"]) if found else None
+
+
+def legacy_instance_line(ec2, region_name) -> str | None:
+    """What to say of a Jupyter instance a launcher before `owner_name` tagged with the caller's old name,
+    when that name is not the caller's any more (a plain IAM user's is, and finds its instance as before).
+
+    It is not reused, since nothing shows it is the caller's: that launcher tagged only the shared name, not
+    who launched it, and its token parameter (/gankit/jupyter/<old name>/token, fixed in the instance's own
+    units) stays the one a user named so still uses as its own, so reusing it would give two people one token
+    again. A new instance of the caller's own is the safe side; the line names the old one, which may be theirs."""
+    with contextlib.suppress(Exception):  # only a note: the caller's own instance is found all the same
+        arn = caller_arn(region_name)
+        legacy = legacy_owner_name(arn)
+        old = None if legacy == owner_name(arn) else find_instance(ec2, legacy)
+        if old:
+            return (f"note: {old['InstanceId']} ({old['State']['Name']}) is tagged for '{legacy}', the name older "
+                    "launchers gave your identity and others alike (user/Dev-alice and assumed-role/Dev/alice were both "
+                    f"'Dev-alice'), so it is not taken for yours, which is now '{owner_name(arn)}'; if it is yours, "
+                    f"`aws ec2 terminate-instances --region {region_name} --instance-ids {old['InstanceId']}` deletes "
+                    "it (stopped, it still bills its disk)")
+    return None
+
+
+def say_legacy_instance(ec2, region_name):
+    line = legacy_instance_line(ec2, region_name)
+    if line:
+        say(line)
 
 
 def tags_of(instance) -> dict:
@@ -273,6 +332,7 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
     instance = find_instance(ec2, who)
     if instance is None:
         refuse_if_elsewhere(region_name, who)
+        say_legacy_instance(ec2, region_name)
     if instance and instance["State"]["Name"] in ("pending", "running"):
         token = read_token(ssm, who)
         if token is None:
@@ -580,6 +640,7 @@ def stop(terminate):
         if found:
             raise UsageError(f"no Jupyter instance in {region_name} to stop; {elsewhere_line(region_name, found)}")
         say("no Jupyter instance to stop")
+        say_legacy_instance(ec2, region_name)
         return
     iid = instance["InstanceId"]
     if terminate:
@@ -616,6 +677,7 @@ def status():
         found = found_elsewhere(region_name, who)
         click.echo(f"no Jupyter instance in {region_name}; {elsewhere_line(region_name, found)}" if found else
                    "no Jupyter instance; `launcher jupyter` starts one")
+        say_legacy_instance(ec2, region_name)
         return
     state, kind = instance["State"]["Name"], instance["InstanceType"]
     tags = tags_of(instance)
