@@ -424,3 +424,47 @@ def test_two_runs_that_need_the_same_judge_train_it_once(tmp_path):
     said += [run.communicate(timeout=600)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], said
     assert "".join(said).count("training the judge") == 1, said
+
+
+def uneven_folder(directory):
+    """An image folder of classes of 9, 3 and 1 pictures: per class, "a" holds out 2, "b" 1, "lone" none."""
+    from tests.data_helpers import make_image_folder
+
+    for name, n in {"a": 9, "b": 3, "lone": 1}.items():
+        make_image_folder(directory / name, classes=(), n=n)
+    return f"folder:{directory}"
+
+
+def test_a_judge_cached_on_the_whole_folder_split_is_retrained_on_the_per_class_one(tmp_path, monkeypatch):
+    """Folders once held out 1 in 6 of the whole folder; a judge cached from that split learnt from other
+    pictures than the per-class split's, so its fingerprint differs and it is trained again, not reused."""
+    from trainer.data import load_dataset
+    from trainer.judge import FOLDER_TEST_SHARE, Splits, judge_dir, load_judge, load_splits
+
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    dataset = uneven_folder(tmp_path / "f")
+    data = load_dataset(dataset, image_size=16, channels=3)
+    order = np.random.default_rng(0).permutation(len(data.images))  # the old rule, as it was written
+    n_test = max(1, len(order) // FOLDER_TEST_SHARE)
+    test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+    old = Splits(dataset, data.class_names, data.images[train_idx], data.labels[train_idx], data.images[test_idx],
+                 data.labels[test_idx])
+    load_judge(dataset, splits=old, log=quiet)
+    splits = load_splits(dataset, image_shape=(16, 16, 3))
+    assert judge_dir(splits) == judge_dir(old) and splits.fingerprint() != old.fingerprint()
+    messages = []
+    load_judge(dataset, splits=splits, log=messages.append)
+    assert any("changed since its judge was trained; retraining" in m for m in messages), messages
+    meta = json.loads((judge_dir(splits) / "judge.json").read_text())
+    assert meta["fingerprint"] == splits.fingerprint() and meta["test_fingerprint"] == splits.test_fingerprint()
+    assert (meta["train_images"], meta["test_images"]) == (10, 3)
+
+
+def test_a_folder_class_of_one_picture_is_said_and_left_out_of_the_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    messages = []
+    ref = ev.make_reference(uneven_folder(tmp_path / "f"), None, (16, 16, 3), 20, log=messages.append)
+    assert "no test image of class lone: the judge learns it, but the figures leave it out (an image folder's " \
+           "class needs 2 pictures to have one)" in messages
+    assert sorted(ref.test_labels.tolist()) == [0, 0, 1] and ref.samples == 3
+    assert ref.real["per_class_accuracy"]["lone"] is None and ref.judge.class_names == ("a", "b", "lone")

@@ -75,7 +75,7 @@ def test_the_ceiling_draws_train_images_to_the_test_images_class_counts():
     assert len(picked) == 17 and (np.diff(picked) >= 0).all()
     assert np.bincount(labels[picked], minlength=3).tolist() == [10, 4, 3]
     assert len(set(picked[labels[picked] < 2])) == 14  # classes with enough pictures: no repeats
-    # A class the train images lack (a tiny folder's picture held out for testing) is drawn from all of them.
+    # A class the train images lack (IDX files whose train split lacks it) is drawn from all of them.
     assert len(ev.class_matched(np.random.default_rng(0), labels, np.array([0, 3, 3]))) == 3
 
 

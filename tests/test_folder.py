@@ -354,9 +354,13 @@ def test_symlink_loop_is_named_as_one(tmp_path):
 def test_a_folder_too_small_to_evaluate_says_so(tmp_path):
     from trainer.evaluate import make_reference
 
-    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=4)  # 8 pictures: 1 held out for testing
-    with pytest.raises(UsageError, match=r"too few images to evaluate \(7 train, 1 test; at least 2 each\)"):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=4)  # 1 held out for testing
+    make_image_folder(folder / "b", classes=(), n=1)  # a class of one picture has none to hold out
+    with pytest.raises(UsageError) as error_info:
         make_reference(f"folder:{folder}", None, (16, 16, 3), 20)
+    assert str(error_info.value) == (f"folder:{folder} has too few images to evaluate (4 train, 1 test; at least 2 "
+                                     "each): an image folder keeps 1 picture in 6 of each class for testing (one of "
+                                     "a class of 2 to 8), so add pictures")
 
 
 def test_a_picture_above_pillows_warning_size_loads_without_a_warning(tmp_path):

@@ -60,7 +60,11 @@ def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Refere
 
         raise UsageError(f"{dataset} has too few images to evaluate ({len(splits.train_images)} train, "
                          f"{len(splits.test_images)} test; at least 2 each): an image folder keeps 1 picture in "
-                         f"{FOLDER_TEST_SHARE} for testing, so give it at least {2 * FOLDER_TEST_SHARE}")
+                         f"{FOLDER_TEST_SHARE} of each class for testing (one of a class of 2 to 8), so add pictures")
+    untested = [name for k, name in enumerate(splits.class_names) if not (splits.test_labels == k).any()]
+    if untested:
+        log(f"no test image of class {', '.join(untested)}: the judge learns it, but the figures leave it out "
+            "(an image folder's class needs 2 pictures to have one)")
     judge = load_judge(dataset, splits=splits, log=log)
     n = min(int(samples), len(splits.test_images), len(splits.train_images))
     if n < samples:
@@ -86,7 +90,8 @@ def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Refere
 
 def class_matched(rng, labels, wanted) -> np.ndarray:
     """Sorted indices into `labels` holding as many of each class as `wanted` does (without replacement
-    while a class has enough; a class `labels` lacks, possible in a tiny image folder, is drawn from all)."""
+    while a class has enough; a class `labels` lacks, possible in IDX files whose train split lacks a class its
+    test split has, but not in an image folder's split, is drawn from all)."""
     picked = [rng.choice(pool if len(pool) else np.arange(len(labels)), count, replace=count > len(pool))
               for k, count in enumerate(np.bincount(wanted)) if count
               for pool in [np.flatnonzero(labels == k)]]

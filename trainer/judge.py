@@ -1,7 +1,7 @@
 """The judge: a small CNN classifier that scores generated images.
 
-Trained by us on the dataset's train split (for an image folder, on 5/6 of the
-folder, the rest held out as its test split), so figures mean the same thing
+Trained by us on the dataset's train split (for an image folder, on 5/6 of each
+class, the rest held out as its test split: see folder_test_indices), so figures mean the same thing
 from run to run. Cached under `cache_root()/judges/` with its test accuracy and
 a fingerprint of the data it saw; a changed train split (or judge recipe)
 retrains it, a changed test split measures its test accuracy again.
@@ -20,7 +20,7 @@ from trainer.fsutil import atomic_dir, atomic_write_text, cache_root, folder_hel
 RECIPE = "judge-v1"  # change when the network or training changes: cached judges then retrain
 MODEL_FILE = "judge.keras"
 META_FILE = "judge.json"
-FOLDER_TEST_SHARE = 6  # an image folder holds out 1 picture in 6 as its test split
+FOLDER_TEST_SHARE = 6  # an image folder holds out 1 picture in 6 of each class as its test split
 MIN_STEPS = 200  # tiny datasets still get enough updates to separate their classes
 EPOCHS = 4  # Fashion-MNIST: ~91% test accuracy, a few minutes on two CPU cores
 BATCH = 128
@@ -69,13 +69,30 @@ def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
         raise UsageError(f"{name} has no classes, so no judge can be trained on it; "
                          "put the pictures in one subfolder per class to get quality figures")
     if name.startswith(FOLDER):
-        order = np.random.default_rng(0).permutation(len(train.images))
-        n_test = max(1, len(order) // FOLDER_TEST_SHARE)
-        test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+        test_idx = folder_test_indices(train.labels, len(train.class_names))
+        train_idx = np.setdiff1d(np.arange(len(train.labels)), test_idx)
         return Splits(name, train.class_names, train.images[train_idx], train.labels[train_idx],
                       train.images[test_idx], train.labels[test_idx])
     test = load_dataset(name, data_dir, "test", size, channels)
     return Splits(name, train.class_names, train.images, train.labels, test.images, test.labels)
+
+
+def folder_test_indices(labels, num_classes) -> np.ndarray:
+    """Sorted indices of the pictures an image folder holds out for testing: in each class, a seeded draw of
+    `held_out_count` of its pictures, so the same folder gives the same split. Drawn per class: drawn from the
+    whole folder, a class of a few pictures could end up with none to train on, or none to test."""
+    rng = np.random.default_rng(0)
+    held = [rng.permutation(members)[:held_out_count(len(members))]
+            for k in range(num_classes) for members in [np.flatnonzero(labels == k)]]
+    return np.sort(np.concatenate(held)).astype(np.int64)
+
+
+def held_out_count(pictures: int) -> int:
+    """1 in FOLDER_TEST_SHARE of a class's pictures, rounded to the nearest; at least one of a class of two or
+    more, and never its last. A class of one picture is only trained on: it has no test picture, so no figures."""
+    if pictures < 2:
+        return 0
+    return max(1, (pictures + FOLDER_TEST_SHARE // 2) // FOLDER_TEST_SHARE)
 
 
 class Judge:
