@@ -111,8 +111,9 @@ def record_region(who: str, region_name: str, iid: str):
 def found_elsewhere(region_name: str, who: str) -> tuple[str, dict] | None:
     """(region, instance): the caller's live Jupyter instance in another region than `region_name`, as noted.
 
-    The note is an object in the bucket, which every instance role may write: its instance counts only if EC2
-    says it is the caller's Jupyter (its tags, as find_instance asks), not a training instance or another's."""
+    The note is an object in the bucket, which anyone who may write there (every user of the account) may
+    replace: its instance counts only if EC2 says it is the caller's Jupyter (its tags, as find_instance asks),
+    not a training instance or another's."""
     from trainer import s3
 
     uri = region_record(who)
