@@ -16,6 +16,7 @@ from tests.iam_helpers import ACCOUNT, denied, recording, role_statements
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
+NB_SHA = "cd" * 32  # a notebook's sha256
 
 
 def test_the_checker_refuses_what_the_roles_do_not_grant():
@@ -126,7 +127,7 @@ def test_the_instance_user_data_reads_and_writes_only_the_bucket():
     jupyter = jupyter_userdata.render(jupyter_userdata.JupyterBoot(
         token_parameter="/gankit/jupyter/alice/token", region=REGION,
         wheel_uri=f"s3://{bucket}/jupyter/alice/gankit-0.1.0-py3-none-any.whl", wheel_sha256="0" * 64,
-        notebook_uri=f"s3://{bucket}/jupyter/alice/pull_and_generate.ipynb", bucket=bucket))
+        notebook_uri=f"s3://{bucket}/jupyter/alice/pull_and_generate.ipynb", notebook_sha256=NB_SHA, bucket=bucket))
     wanted = iam_helpers.aws_cli_calls(train) + iam_helpers.aws_cli_calls(jupyter)
     assert {action for action, _, _ in wanted} == {"s3:GetObject", "s3:PutObject"}
     assert iam_helpers.refused(role_statements("InstanceRole", bucket), wanted) == []
