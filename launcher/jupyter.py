@@ -143,8 +143,9 @@ def record_region(who: str, region_name: str, iid: str):
 def found_elsewhere(region_name: str, who: str) -> tuple[str, dict] | None:
     """(region, instance): the caller's live Jupyter instance in another region than `region_name`, as noted.
 
-    The note is an object in the bucket, which every instance role may write: its instance counts only if EC2
-    says it is the caller's Jupyter (its tags, as find_instance asks), not a training instance or another's."""
+    The note is an object in the bucket, which anyone who may write there (every user of the account) may
+    replace: its instance counts only if EC2 says it is the caller's Jupyter (its tags, as find_instance asks),
+    not a training instance or another's."""
     from trainer import s3
 
     uri = region_record(who)
@@ -223,9 +224,11 @@ def tags_of(instance) -> dict:
     return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
 
 
-def stage_project(root: str, who: str) -> tuple[str, str, str]:
+def stage_project(root: str, who: str) -> tuple[str, str, str, str]:
     """Upload the project's wheel and the example notebook where the instance fetches them;
-    (wheel URI, its sha256, notebook URI)."""
+    (wheel URI, its sha256, notebook URI, its sha256). The instance takes each only if it still matches."""
+    import hashlib
+
     from launcher.jupyter_userdata import NOTEBOOK
     from launcher.resources import resource_path
     from trainer import layout, s3
@@ -234,8 +237,9 @@ def stage_project(root: str, who: str) -> tuple[str, str, str]:
     prefix = layout.join(root, "jupyter", who)
     wheel_uri, wheel_sha256 = instances.upload_wheel(prefix)
     notebook_uri = layout.join(prefix, NOTEBOOK)
-    s3.upload_file(notebook, notebook_uri)
-    return wheel_uri, wheel_sha256, notebook_uri
+    data = Path(notebook).read_bytes()  # the bytes hashed are the bytes sent
+    s3.write_bytes(notebook_uri, data)
+    return wheel_uri, wheel_sha256, notebook_uri, hashlib.sha256(data).hexdigest()
 
 
 def configured_bucket() -> str:
@@ -256,10 +260,10 @@ def launch(ssm, region_name, who, instance_type, idle_seconds, max_hours) -> str
 
     config = {**settings.effective(), "region": region_name}
     bucket = configured_bucket()
-    wheel_uri, wheel_sha256, notebook_uri = stage_project(f"s3://{bucket}", who)
+    wheel_uri, wheel_sha256, notebook_uri, notebook_sha256 = stage_project(f"s3://{bucket}", who)
     boot = jupyter_userdata.JupyterBoot(token_parameter=token_parameter(who), region=region_name, wheel_uri=wheel_uri,
                                 wheel_sha256=wheel_sha256,
-                                notebook_uri=notebook_uri, bucket=bucket, idle_seconds=int(idle_seconds),
+                                notebook_uri=notebook_uri, notebook_sha256=notebook_sha256, bucket=bucket, idle_seconds=int(idle_seconds),
                                 max_hours=max_hours)
     tags = {TAG_OWNER: who, "Name": f"gankit-jupyter-{who}",
             TAG_IDLE: str(int(idle_seconds)), TAG_MAX_HOURS: f"{max_hours:g}"}

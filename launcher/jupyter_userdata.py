@@ -36,6 +36,7 @@ class JupyterBoot:
     wheel_uri: str  # s3://... the project's wheel
     wheel_sha256: str  # of the wheel the launcher built: root installs nothing else
     notebook_uri: str  # s3://... examples/pull_and_generate.ipynb
+    notebook_sha256: str  # of the notebook the launcher staged: Jupyter serves nothing else
     bucket: str  # the user's bucket, for the notebook (GANKIT_BUCKET)
     idle_seconds: int = 3600
     max_hours: float = 8.0
@@ -107,8 +108,9 @@ mkdir -p -m 700 /opt/gankit-wheel
 # Both named: install -d gives -o/-g only to the folders it is given, and Jupyter (as ubuntu) saves new
 # notebooks in the one it serves.
 install -d -o ubuntu -g ubuntu {q(ROOT_DIR)} {q(ROOT_DIR)}/examples
-aws s3 cp --only-show-errors {q(boot.notebook_uri)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
-chown ubuntu:ubuntu {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
+# Checked in root's private folder first: a notebook changed in the bucket never reaches the folder Jupyter serves.
+{fetch_verified(boot.notebook_uri, boot.notebook_sha256, '/opt/gankit-wheel/' + NOTEBOOK)}
+install -o ubuntu -g ubuntu -m 644 {q('/opt/gankit-wheel/' + NOTEBOOK)} {q(ROOT_DIR + "/examples/" + NOTEBOOK)}
 
 cat >/etc/systemd/system/gankit-jupyter.service <<'UNIT'
 [Unit]

@@ -16,6 +16,7 @@ from tests.iam_helpers import ACCOUNT, denied, recording, role_statements
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
+NB_SHA = "cd" * 32  # a notebook's sha256
 
 
 def test_the_checker_refuses_what_the_roles_do_not_grant():
@@ -32,6 +33,42 @@ def test_the_checker_refuses_what_the_roles_do_not_grant():
     assert denied(role_statements("InstanceRole", "my-gankit"), [listing]) == []
     with pytest.raises(AssertionError, match="does not know"):
         denied(role, [{"service": "ec2", "operation": "StopInstances", "region": REGION, "params": {}}])
+
+
+# --- which prefixes each role may touch ----------------------------------------------------------------
+
+def _object(action, key):
+    return (action, f"arn:aws:s3:::my-gankit/{key}", {})
+
+
+@pytest.mark.parametrize("prefix", ["", "team-a/"], ids=["bucket-root", "bucket-prefix"])
+@pytest.mark.parametrize("role", ["SageMakerRole", "InstanceRole"])
+def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix):
+    """A job reads datasets/ and runs/, writes runs/, deletes pruned checkpoints; the same below a bucket
+    prefix of the user's (bucket set as NAME/PREFIX). Datasets, the Jupyter setup files and outputs stay as
+    the launcher and the trainer wrote them."""
+    statements = role_statements(role, "my-gankit")
+    may = [_object("s3:GetObject", f"{prefix}datasets/mnist/train-images-idx3-ubyte.gz"),
+           _object("s3:GetObject", f"{prefix}runs/gan-a/job.json"),
+           _object("s3:PutObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
+           _object("s3:PutObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000004/state.json"),
+           _object("s3:DeleteObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000002/state.json")]
+    assert iam_helpers.refused(statements, may) == []
+    may_not = [_object("s3:PutObject", f"{prefix}datasets/mnist/MANIFEST.json"),
+               _object("s3:DeleteObject", f"{prefix}datasets/mnist/MANIFEST.json"),
+               _object("s3:PutObject", f"{prefix}jupyter/alice/pull_and_generate.ipynb"),
+               _object("s3:PutObject", f"{prefix}jupyter/alice/instance.json"),
+               _object("s3:PutObject", f"{prefix}elsewhere/x"),
+               _object("s3:DeleteObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
+               _object("s3:DeleteObject", f"{prefix}runs/gan-a/job.json"),
+               _object("s3:GetObject", f"{prefix}elsewhere/x")]
+    assert len(iam_helpers.refused(statements, may_not)) == len(may_not)
+
+
+def test_only_the_instance_role_reads_the_jupyter_setup_files():
+    notebook = _object("s3:GetObject", "jupyter/alice/pull_and_generate.ipynb")
+    assert iam_helpers.refused(role_statements("InstanceRole", "my-gankit"), [notebook]) == []
+    assert iam_helpers.refused(role_statements("SageMakerRole", "my-gankit"), [notebook]) != []
 
 
 # --- the EC2 training instance ---------------------------------------------------------------------
@@ -74,6 +111,8 @@ def test_the_ec2_runner_and_its_trainer_call_only_what_the_instance_role_allows(
     assert {("s3", "GetObject"), ("s3", "HeadObject"), ("s3", "PutObject"), ("s3", "ListObjectsV2"),
             ("s3", "DeleteObjects"), ("s3", "CopyObject")} <= operations
     assert denied(role_statements("InstanceRole", bucket), calls, deny=iam_helpers.bucket_policy(bucket)) == []
+    # The same trainer publishes and prunes a SageMaker job's run, under the execution role.
+    assert denied(role_statements("SageMakerRole", bucket), calls, deny=iam_helpers.bucket_policy(bucket)) == []
 
 
 def test_the_instance_user_data_reads_and_writes_only_the_bucket():
@@ -88,7 +127,7 @@ def test_the_instance_user_data_reads_and_writes_only_the_bucket():
     jupyter = jupyter_userdata.render(jupyter_userdata.JupyterBoot(
         token_parameter="/gankit/jupyter/alice/token", region=REGION,
         wheel_uri=f"s3://{bucket}/jupyter/alice/gankit-0.1.0-py3-none-any.whl", wheel_sha256="0" * 64,
-        notebook_uri=f"s3://{bucket}/jupyter/alice/pull_and_generate.ipynb", bucket=bucket))
+        notebook_uri=f"s3://{bucket}/jupyter/alice/pull_and_generate.ipynb", notebook_sha256=NB_SHA, bucket=bucket))
     wanted = iam_helpers.aws_cli_calls(train) + iam_helpers.aws_cli_calls(jupyter)
     assert {action for action, _, _ in wanted} == {"s3:GetObject", "s3:PutObject"}
     assert iam_helpers.refused(role_statements("InstanceRole", bucket), wanted) == []

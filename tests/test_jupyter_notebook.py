@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.iam_helpers import denied, recording, role_statements
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "pull_and_generate.ipynb"
 
 
@@ -40,8 +42,12 @@ def test_notebook_lists_runs_pulls_a_generator_and_draws_a_class(aws_env, tmp_pa
     monkeypatch.setenv("GANKIT_BUCKET", "nb-bucket")  # what the instance's Jupyter unit sets
     monkeypatch.chdir(tmp_path)
     scope = {}
-    for source in code_cells():
-        exec(compile(source, str(NOTEBOOK), "exec"), scope)
+    with recording(tmp_path) as calls:
+        for source in code_cells():
+            exec(compile(source, str(NOTEBOOK), "exec"), scope)
+    # On the instance it runs with the instance role: it lists and reads runs/ only, which that role allows.
+    assert {c["params"]["Key"].split("/")[0] for c in calls if "Key" in c["params"]} == {"runs"}
+    assert denied(role_statements("InstanceRole", "nb-bucket"), calls) == []
 
     out = capsys.readouterr().out
     assert "z1" in out and "zalando" in out and "z0-unfinished" not in out

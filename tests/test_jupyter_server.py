@@ -22,6 +22,7 @@ pytest.importorskip("jupyter_server")
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32  # a wheel's sha256
+NB_SHA = "cd" * 32  # a notebook's
 
 
 def get(url, headers=None):
@@ -50,7 +51,7 @@ def exec_start(user_data: str, unit: str) -> list[str]:
 def server(token, tmp_path):
     """The start command exactly as the user data writes it, with a local root dir and a free port."""
     boot = jupyter_userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/w.whl", wheel_sha256=SHA,
-                                notebook_uri="s3://b/n.ipynb", bucket="b", port=free_port())
+                                notebook_uri="s3://b/n.ipynb", notebook_sha256=NB_SHA, bucket="b", port=free_port())
     root = tmp_path / "gankit"
     (root / "examples").mkdir(parents=True)
     shutil.copy(REPO / "examples" / jupyter_userdata.NOTEBOOK, root / "examples")
@@ -140,7 +141,7 @@ def test_missing_token_parameter_fails_before_starting(aws_env, tmp_path):
 
 def test_user_data_is_valid_bash_without_secrets(tmp_path, token):
     boot = jupyter_userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
-                                notebook_uri="s3://b/jupyter/pull_and_generate.ipynb", bucket="b",
+                                notebook_uri="s3://b/jupyter/pull_and_generate.ipynb", notebook_sha256=NB_SHA, bucket="b",
                                 idle_seconds=2700, max_hours=4)
     script = jupyter_userdata.render(boot)
     (tmp_path / "ud.sh").write_text(script)
@@ -163,7 +164,7 @@ def test_user_data_schedules_an_os_shutdown_now_and_at_every_boot(max_hours, min
     """The backstop if the idle check never starts or keeps crashing: the OS halts (and so stops) the
     instance after max-hours, counted from each boot, whatever runs or fails on it."""
     boot = jupyter_userdata.JupyterBoot(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
-                                notebook_uri="s3://b/jupyter/n.ipynb", bucket="b", max_hours=max_hours)
+                                notebook_uri="s3://b/jupyter/n.ipynb", notebook_sha256=NB_SHA, bucket="b", max_hours=max_hours)
     script = jupyter_userdata.render(boot)
     lines = script.splitlines()
     # This boot: scheduled before anything that can fail or hang (finding Python, installs, downloads).
@@ -181,7 +182,7 @@ def test_user_data_schedules_an_os_shutdown_now_and_at_every_boot(max_hours, min
 
 def boot_with(**changes):
     fields = dict(token_parameter=PARAMETER, region="us-east-1", wheel_uri="s3://b/jupyter/g.whl", wheel_sha256=SHA,
-                  notebook_uri="s3://b/jupyter/n.ipynb", bucket="b/team-a")
+                  notebook_uri="s3://b/jupyter/n.ipynb", notebook_sha256=NB_SHA, bucket="b/team-a")
     return jupyter_userdata.JupyterBoot(**{**fields, **changes})
 
 
@@ -271,12 +272,16 @@ def test_jupyter_s_user_owns_the_folder_it_serves_not_only_examples(tmp_path):
 
     user = pwd.getpwnam("nobody")  # stands in for ubuntu: an unprivileged user
     group = grp.getgrgid(user.pw_gid).gr_name
-    lines = jupyter_userdata.render(boot_with()).splitlines()
+    import hashlib
+
+    lines = jupyter_userdata.render(boot_with(notebook_sha256=hashlib.sha256(b"{}\n").hexdigest())).splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("install -d -o ubuntu"))
-    last = next(i for i, line in enumerate(lines) if line.startswith("chown ubuntu:ubuntu"))
+    last = next(i for i, line in enumerate(lines) if line.startswith("install -o ubuntu") and ".ipynb" in line)
     served = tmp_path / "home" / "ubuntu" / "gankit"
     served.parent.mkdir(parents=True)
+    (tmp_path / "root-only").mkdir()
     fragment = ("\n".join(lines[first:last + 1]).replace(jupyter_userdata.ROOT_DIR, str(served))
+                .replace("/opt/gankit-wheel", str(tmp_path / "root-only"))
                 .replace("-o ubuntu -g ubuntu", f"-o nobody -g {group}").replace("ubuntu:ubuntu", f"nobody:{group}"))
     stubs = tmp_path / "bin"
     stubs.mkdir()
@@ -285,3 +290,52 @@ def test_jupyter_s_user_owns_the_folder_it_serves_not_only_examples(tmp_path):
     subprocess.run(["bash", "-euc", fragment], check=True, env={"PATH": f"{stubs}:{os.environ['PATH']}"})
     for path in (served, served / "examples", served / "examples" / jupyter_userdata.NOTEBOOK):
         assert path.stat().st_uid == user.pw_uid, f"{path} is not Jupyter's user's"
+
+
+def _notebook_setup(script: str, private: Path) -> str:
+    """The user data's lines that fetch, check and place the notebook, with root's folder moved to `private`
+    and the served copy to `private/served` (no root here to chown it to ubuntu)."""
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("aws s3 cp") and ".ipynb" in line)
+    end = next(i for i, line in enumerate(lines) if line.startswith("install ") and ".ipynb" in line)
+    block = "\n".join(lines[start:end + 1]).replace("/opt/gankit-wheel", str(private))
+    return block.replace("install -o ubuntu -g ubuntu", "install").replace(ROOT_EXAMPLES, str(private / "served"))
+
+
+ROOT_EXAMPLES = f"{jupyter_userdata.ROOT_DIR}/examples"
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["as-staged", "changed-in-the-bucket"])
+def test_the_instance_serves_only_the_notebook_the_launcher_staged(monkeypatch, tmp_path, changed):
+    """The launcher records the notebook's sha256 in the user data; a copy changed in the bucket since (anyone
+    who may write there) fails the setup, and never reaches the folder Jupyter serves."""
+    from launcher import instances, jupyter
+    from tests.aws_helpers import mocked_bucket
+    from trainer import s3
+
+    monkeypatch.setattr(instances, "upload_wheel", lambda prefix: (f"{prefix}/g.whl", SHA))  # no wheel build here
+    with mocked_bucket(monkeypatch, "nb-bucket") as root:
+        wheel_uri, wheel_sha256, notebook_uri, notebook_sha256 = jupyter.stage_project(root, "alice")
+        if changed:
+            s3.write_bytes(notebook_uri, s3.read_bytes(notebook_uri).replace(b"import json", b"import os; import json"))
+        in_bucket = s3.read_bytes(notebook_uri)
+    script = jupyter_userdata.render(jupyter_userdata.JupyterBoot(
+        token_parameter=PARAMETER, region="us-east-1", wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
+        notebook_uri=notebook_uri, notebook_sha256=notebook_sha256, bucket="nb-bucket"))
+    # `aws s3 cp SRC DEST` on the instance: here, the object's bytes as the bucket holds them.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "object").write_bytes(in_bucket)
+    fake = tmp_path / "bin" / "aws"
+    fake.write_text(f'#!/bin/sh\nfor a; do dest="$a"; done\ncp {tmp_path / "object"} "$dest"\n')
+    fake.chmod(0o755)
+    private = tmp_path / "root-only"
+    (private / "served").mkdir(parents=True)
+    done = subprocess.run(["bash", "-euc", _notebook_setup(script, private)], capture_output=True, text=True,
+                          env={"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    served = private / "served" / jupyter_userdata.NOTEBOOK
+    if changed:
+        assert done.returncode != 0 and "refusing" in done.stdout + done.stderr
+        assert not served.exists()
+    else:
+        assert done.returncode == 0, done.stderr
+        assert served.read_bytes() == (REPO / "examples" / jupyter_userdata.NOTEBOOK).read_bytes()
