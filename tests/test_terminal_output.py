@@ -141,3 +141,19 @@ def test_sagemaker_reasons_and_log_events_are_shown_escaped(sagemaker_job, capsy
     assert_shown_escaped(out)
     assert out.startswith("epoch 1 \\x1b]2;pwned"), out
 
+
+# --- a class named by its dataset ----------------------------------------------------------------------------
+
+def test_the_evaluation_table_names_a_hostile_class_escaped_on_one_row():
+    from trainer.evaluate import format_table
+
+    classes = {"cat": 0.9, f"dog\n{TERMINAL_CONTROL}": 0.8}
+    result = {"samples": 10, "label_accuracy": 0.85, "frechet_classifier_distance": 1.0, "classifier_score": 1.5,
+              "per_class_accuracy": classes, "judge_test_accuracy": 0.95,
+              "real": {"samples": 20, "label_accuracy": 0.9, "frechet_classifier_distance": 0.5,
+                       "classifier_score": 1.8, "per_class_accuracy": classes}}
+    table = format_table(result)
+    assert_shown_escaped(table)
+    rows = table.splitlines()
+    assert len(rows) == 2 + 3 + 2 + 3, table  # header, rule, three figures, two classes, then three lines of notes
+    assert rows[6].startswith("  class dog\\n\\x1b]2;pwned") and rows[6].endswith("0.8000      0.8000"), table
