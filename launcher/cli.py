@@ -15,7 +15,7 @@ import click
 
 from trainer.cli import config_option, generate_options
 from trainer.config import options as train_options
-from trainer.errors import GankitError, UsageError, run_cli
+from trainer.errors import GankitError, UsageError, echo, printable, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
 LAZY = {
@@ -65,7 +65,7 @@ def backend_choice() -> click.Choice:
 def _echo_table(rows: list[tuple[str, str]]):
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        click.echo(f"{key.ljust(width)}  {value}")
+        echo(f"{key.ljust(width)}  {printable(value)}")  # a value is one line, whatever AWS sent
 
 
 # --- submit -------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
 
         list_folder(folder_source(spec))
     if dry_run:
-        click.echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
+        echo(json.dumps(backend_module.submit(spec, dry_run=True), indent=2, default=str))
         return
     if backend_module.CLOUD:
         from launcher.backends.base import aws_session
@@ -138,11 +138,11 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     _echo_table(_plan_rows(spec, backend_module))
     record = backend_module.submit(spec)
     held.close()  # recorded: another resume of its run now finds it
-    click.echo(f"submitted {record['job']}")
+    echo(f"submitted {record['job']}")
     if wait:
         _wait_and_pull(record, Path(dest or record["job"]))
     else:
-        click.echo(f"follow it with `launcher logs {record['job']} --follow`; `launcher pull {record['job']}` when done")
+        echo(f"follow it with `launcher logs {record['job']} --follow`; `launcher pull {record['job']}` when done")
 
 
 def _resumable(job: str) -> dict:
@@ -230,28 +230,28 @@ def _wait_and_pull(record: dict, dest: Path):
 
     job = record["job"]
     backend = backends.get(record["backend"])
-    echo = LineFilter(click.echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
+    log_lines = LineFilter(echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
     try:
-        backend.logs(record, follow=True, echo=echo)
+        backend.logs(record, follow=True, echo=log_lines)
     except KeyboardInterrupt as e:  # only the watching stops: say so, and how to go on
         bills = " (and bills)" if backend.CLOUD else ""
         raise Interrupted(f"stopped watching {job} on {signal_name(interrupt_signal(e))}; the job runs on{bills}: "
                           f"`launcher stop {job}` stops it, `launcher logs {job} --follow` watches it again, "
                           f"`launcher pull {job} --dest {dest}` fetches its outputs once it completes",
                           interrupt_signal(e)) from None
-    echo.flush()
+    log_lines.flush()
     info = backend.describe(record)
     _raise_if_failed(record, info)
     if info["status"] != "Completed":
         raise GankitError(f"job {job} is {info['status']}; `launcher submit --resume {job} ...` "
                           "continues it from its last checkpoint")
     try:
-        pull(record, dest, log=click.echo)
+        pull(record, dest, log=echo)
     except KeyboardInterrupt as e:
         raise Interrupted(f"the pull of {job} stopped on {signal_name(interrupt_signal(e))}; the job has "
                           f"completed, and `launcher pull {job} --dest {dest}` fetches the rest",
                           interrupt_signal(e)) from None
-    click.echo(f"pulled {job} to {dest}")
+    echo(f"pulled {job} to {dest}")
 
 
 def _raise_if_failed(record, info):
@@ -313,7 +313,7 @@ def status(job, as_json):
     outputs = backend.output_uri(record)
     row = dict(_row(record, info), cut_short=cut_short_note(record))
     if as_json:
-        click.echo(json.dumps({**row, "output_uri": outputs, "details": info}, indent=2, default=str))
+        echo(json.dumps({**row, "output_uri": outputs, "details": info}, indent=2, default=str))
     else:
         _echo_table([(k.replace("_", " "), str(v)) for k, v in row.items() if v is not None] + [("outputs", outputs)])
     _raise_if_failed(record, info)
@@ -326,7 +326,7 @@ def list_jobs(as_json):
     from launcher import jobs
 
     rows, unknown = [], {}
-    for record in jobs.all_jobs(on_bad=lambda message: click.echo(f"warning: {message}", err=True)):
+    for record in jobs.all_jobs(on_bad=lambda message: echo(f"warning: {message}", err=True)):
         try:
             info = _describe(record)
         except GankitError as e:
@@ -334,18 +334,19 @@ def list_jobs(as_json):
             unknown[str(e)] = None  # why, said once (expired credentials are the same line for every job)
         rows.append(_row(record, info))
     for message in unknown:
-        click.echo(f"warning: status unknown: {message}", err=True)
+        echo(f"warning: status unknown: {message}", err=True)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        echo(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
-        click.echo("no jobs yet: `launcher submit --dataset zalando --epochs 1` starts one")
+        echo("no jobs yet: `launcher submit --dataset zalando --epochs 1` starts one")
         return
     columns = ["name", "backend", "status", "dataset", "epochs", "started", "duration", "instance", "spot_savings"]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    click.echo("  ".join(c.replace("_", " ").upper().ljust(widths[c]) for c in columns).rstrip())
-    for r in rows:
-        click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
+    cells = [{c: printable(r[c]) for c in columns} for r in rows]  # one line each, and as wide as it is shown
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
+    echo("  ".join(c.replace("_", " ").upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in cells:
+        echo("  ".join(r[c].ljust(widths[c]) for c in columns).rstrip())
 
 
 @cli.command()
@@ -360,10 +361,10 @@ def logs(job, follow, verbose):
     from launcher.quiet import log_echo
 
     record = jobs.load(job)
-    echo = log_echo(click.echo, verbose)
+    log_lines = log_echo(echo, verbose)
     backend = backends.get(record["backend"])
-    backend.logs(record, follow=follow, echo=echo)
-    getattr(echo, "flush", lambda: None)()
+    backend.logs(record, follow=follow, echo=log_lines)
+    getattr(log_lines, "flush", lambda: None)()
     if follow:  # it watched to the end: `logs -f JOB && launcher pull JOB` must not go on after a failure
         _raise_if_failed(record, backend.describe(record))
 
@@ -379,9 +380,9 @@ def stop(job):
     if status not in backends.FINAL_STATES:  # else nothing to stop (SageMaker would refuse; the others did nothing)
         status = backends.get(record["backend"]).stop(record)  # the status it ended with since, if it did
     if status:
-        click.echo(f"{job} has ended already ({status}); nothing to stop")
+        echo(f"{job} has ended already ({status}); nothing to stop")
         return
-    click.echo(f"stopping {job}")
+    echo(f"stopping {job}")
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -399,11 +400,11 @@ def pull(job, dest):
     record = jobs.load(job)
     dest = Path(dest or job)
     try:
-        folder = pull_run(record, dest, log=click.echo)
+        folder = pull_run(record, dest, log=echo)
     except KeyboardInterrupt as e:  # what arrived is whole (atomic files): a second pull fetches only the rest
         raise Interrupted(f"the pull of {job} stopped on {signal_name(interrupt_signal(e))}; `launcher pull {job} "
                           f"--dest {dest}` fetches the rest", interrupt_signal(e)) from None
-    click.echo(f"pulled {job} to {folder}")
+    echo(f"pulled {job} to {folder}")
 
 
 @cli.command(short_help="Make images from a generator: a pulled folder, a job or an S3 prefix.")
@@ -420,7 +421,7 @@ def generate(source, target_class, count, rows, cols, seed, out):
     # of a large --count shows live. A wrong --class or --out is refused before it starts at all.
     path = generate_to_file(folder, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed,
                             before_load=start_tensorflow)
-    click.echo(f"wrote {path}")
+    echo(f"wrote {path}")
 
 
 # --- settings and image -------------------------------------------------------------------------
@@ -436,12 +437,12 @@ def config_show():
     from launcher import settings
 
     settings.load()  # a malformed file is one line, before anything is printed
-    click.echo(f"# {settings.config_path()}")
+    echo(f"# {settings.config_path()}")
     for key in settings.KEYS:
         value = settings.get(key)
         if value is not None:
-            click.echo(f"{key} = {value}")
-    click.echo(f"# backend in force: {settings.default_backend()}")
+            echo(f"{key} = {value}")
+    echo(f"# backend in force: {settings.default_backend()}")
 
 
 @config.command(name="set")
@@ -454,7 +455,7 @@ def config_set(key, value):
     from launcher import settings
 
     settings.update(**{key.replace("-", "_"): None if value.lower() == "none" else value})
-    click.echo(f"{key} = {value}")
+    echo(f"{key} = {value}")
 
 
 @cli.group()
@@ -471,7 +472,7 @@ def image_push(repository, tag, region):
     from launcher.image import push
 
     uri = push(repository, tag, region)
-    click.echo(f"pushed {uri}; use it with `launcher submit --image {uri}` or `launcher config set image {uri}`")
+    echo(f"pushed {uri}; use it with `launcher submit --image {uri}` or `launcher config set image {uri}`")
 
 
 def main(argv=None):

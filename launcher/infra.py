@@ -14,7 +14,7 @@ import threading
 import click
 
 from trainer import aws
-from trainer.errors import GankitError, UsageError, aws_error, aws_failure, aws_setup_error
+from trainer.errors import GankitError, UsageError, aws_error, aws_failure, aws_setup_error, echo, printable
 
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
@@ -28,7 +28,7 @@ def template_body(name: str) -> str:
 
 
 def say(message):
-    click.echo(message, err=True)
+    echo(message, err=True)
 
 
 def _client(service, region):
@@ -343,7 +343,7 @@ def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
     values = record(region, stack)
     say(f"stack {stack_name}: {stack['StackStatus']}")
     for key in ("bucket", "role", "instance_profile", "security_group"):
-        click.echo(f"{key:<17} {values[key]}")
+        echo(f"{key:<17} {printable(values[key])}")
     say("recorded in the launcher's config; `launcher submit` now runs on SageMaker (--backend ec2 for EC2)")
 
 
@@ -356,16 +356,16 @@ def status(stack_name, region):
     cf = _client("cloudformation", region)
     stack = find_stack(cf, stack_name)
     if stack is None:
-        click.echo(f"no stack {stack_name} in {region}; `launcher infra up` creates it")
+        echo(f"no stack {stack_name} in {region}; `launcher infra up` creates it")
         return
-    click.echo(f"stack   {stack_name} ({region}): {stack['StackStatus']}")
+    echo(f"stack   {stack_name} ({region}): {printable(stack['StackStatus'])}")
     if stack.get("StackStatusReason"):
-        click.echo(f"reason  {stack['StackStatusReason']}")
+        echo(f"reason  {printable(stack['StackStatusReason'])}")
     for key, value in outputs(stack).items():
-        click.echo(f"  {key:<20} {value}")
+        echo(f"  {printable(key):<20} {printable(value)}")  # one line each, whatever the stack holds
     if "ROLLBACK" in stack["StackStatus"] or stack["StackStatus"].endswith("_FAILED"):
         events = cf.describe_stack_events(StackName=stack_name)["StackEvents"]
-        click.echo(failure_message(stack_name, events))
+        echo(failure_message(stack_name, events))
 
 
 @infra.command()

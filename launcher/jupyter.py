@@ -21,7 +21,7 @@ import click
 from launcher import instances
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
 from trainer import aws
-from trainer.errors import GankitError, UsageError, aws_error, aws_setup_error, one_line
+from trainer.errors import GankitError, UsageError, aws_error, aws_setup_error, echo, one_line, printable
 from trainer.progress import Progress, format_duration
 
 PURPOSE = "jupyter"
@@ -38,7 +38,7 @@ TAG_INSTANCE = "gankit:instance"
 
 def say(message):
     try:
-        click.echo(message, err=True)  # progress on stderr; stdout carries only the URL
+        echo(message, err=True)  # progress on stderr; stdout carries only the URL
     except OSError:
         pass  # a closed terminal (SIGHUP) must not stop the clean-up that follows
 
@@ -471,7 +471,7 @@ def connect(ec2, region_name, who, instance, token, local_port, use_ssh, my_ip, 
             progress.close()
             url = f"http://localhost:{local_port}/lab?token={token}"
             say(f"Jupyter on {iid} is ready; the tunnel stays open until you press Ctrl-C")
-            click.echo(url)
+            echo(url)
             if open_browser:
                 open_in_browser(url, tmp)
             session.wait()
@@ -679,23 +679,23 @@ def status():
     instance = find_instance(ec2, who)
     if instance is None:
         found = found_elsewhere(region_name, who)
-        click.echo(f"no Jupyter instance in {region_name}; {elsewhere_line(region_name, found)}" if found else
+        echo(f"no Jupyter instance in {region_name}; {elsewhere_line(region_name, found)}" if found else
                    "no Jupyter instance; `launcher jupyter` starts one")
         say_legacy_instance(ec2, region_name)
         return
     state, kind = instance["State"]["Name"], instance["InstanceType"]
     tags = tags_of(instance)
-    click.echo(f"instance   {instance['InstanceId']} ({kind})")
-    click.echo(f"state      {state}")
+    echo(f"instance   {instance['InstanceId']} ({kind})")
+    echo(f"state      {state}")
     if state in ("pending", "running"):
         # LaunchTime is the time of the latest start, so this is this session's uptime.
         up = (datetime.now(timezone.utc) - instance["LaunchTime"]).total_seconds()
         rate = price_per_hour(kind, False)
-        click.echo(f"uptime     {format_duration(up)}")
-        click.echo(f"cost       ${rate * up / 3600:.2f} so far this start (${rate:.2f}/h on demand)")
+        echo(f"uptime     {format_duration(up)}")
+        echo(f"cost       ${rate * up / 3600:.2f} so far this start (${rate:.2f}/h on demand)")
     idle = tags.get(TAG_IDLE, "")  # a tag removed or edited by hand: "?", not "0s" or a traceback
     idle = format_duration(float(idle)) if re.fullmatch(r"\d+", idle) else "?"
-    click.echo(f"limits     stops after {idle} idle or {tags.get(TAG_MAX_HOURS, '?')} h up")
+    echo(f"limits     stops after {idle} idle or {printable(tags.get(TAG_MAX_HOURS, '?'))} h up")
     if state == "stopped":
-        click.echo("           stopped: only its disk bills; `launcher jupyter` starts it, "
+        echo("           stopped: only its disk bills; `launcher jupyter` starts it, "
                    "`launcher jupyter stop --terminate` deletes it")

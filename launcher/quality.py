@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from trainer import layout, s3
-from trainer.errors import UsageError
+from trainer.errors import UsageError, echo
 from trainer.fsutil import cache_root
 
 
@@ -84,8 +84,8 @@ def evaluate(job_or_generator, data_dir, samples):
     from launcher.quiet import start_tensorflow
 
     start_tensorflow()  # its start-up lines say nothing to a user (launcher/quiet.py)
-    result = run(generator_dir, data_dir, samples, log=click.echo)
-    click.echo(format_table(result))
+    result = run(generator_dir, data_dir, samples, log=echo)
+    echo(format_table(result))
     written = [folder / RESULT_FILE]
     if _is_run(folder):
         from trainer.report import write_report
@@ -94,9 +94,9 @@ def evaluate(job_or_generator, data_dir, samples):
     for path in written:
         if output_uri and s3.is_s3(output_uri):  # the evaluation first: a report never shows figures the run lacks
             s3.write_bytes(layout.join(output_uri, path.name), path.read_bytes())
-            click.echo(f"wrote {layout.join(output_uri, path.name)}")
+            echo(f"wrote {layout.join(output_uri, path.name)}")
         else:
-            click.echo(f"wrote {path}")
+            echo(f"wrote {path}")
 
 
 def _is_run(folder: Path) -> bool:
@@ -120,9 +120,9 @@ def report(job, out_dir, open_browser):
 
     with tensorflow_quietly():  # the report loads the generator for its class grids
         path = write_report(folder, price_per_hour=_price_per_hour(record), cost_note=_cost_note(record))
-    click.echo(f"report: {path}")
+    echo(f"report: {path}")
     if open_browser and not webbrowser.open(path.resolve().as_uri()):
-        click.echo("no web browser found; open the file above by hand")
+        echo("no web browser found; open the file above by hand")
 
 
 def _cost_note(record: dict):

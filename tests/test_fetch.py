@@ -643,3 +643,22 @@ def test_a_load_that_finds_the_archive_while_another_extracts_it_waits_for_the_f
     assert errors == [] and results == {"first": (47, 28, 28), "second": (47, 28, 28)}
     assert server.requests == ["/emnist/gzip.zip"]  # downloaded once
     assert cache_files() == sorted(f"emnist/emnist-balanced-{n}" for names in IDX_FILES.values() for n in names)
+
+
+def test_a_retry_line_shows_the_servers_reason_with_its_terminal_controls_escaped(serve, synthetic):
+    """The reason phrase of a 503 is the server's to choose: the line saying a download is tried again printed it
+    raw, so a mirror could retitle the window or start a sequence (C1's CSI) on the user's terminal."""
+    from trainer.errors import GankitError
+
+    def busy(handler):
+        handler.send_response(503, "Busy\x1b]2;pwned\x07\x9b1m")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    log = io.StringIO()
+    with pytest.raises(GankitError):
+        load_split(spec, "train", mirror=serve(busy), stream=log)
+    retries = [line for line in log.getvalue().splitlines() if "trying again" in line]
+    assert retries and all("HTTP 503 Busy\\x1b]2;pwned\\x07\\x9b1m; trying again" in line for line in retries), retries
+    assert not any(ch in log.getvalue() for ch in "\x1b\x07\x9b"), repr(log.getvalue())

@@ -1,5 +1,6 @@
 """`launcher infra up | status | down` against moto's CloudFormation, and the gpu-instance template."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import boto3
@@ -336,3 +337,19 @@ def test_ctrl_c_during_down_keep_bucket_does_not_offer_to_delete_the_bucket_kept
     [line] = [x for x in done.output.splitlines() if x.startswith("error:")]
     assert line.endswith("the launcher's backend is local again"), line
     assert settings.get("bucket") == "gankit-kept"
+
+
+def test_status_shows_the_stacks_outputs_with_their_terminal_controls_escaped(aws, run):
+    """A stack's outputs and reasons are whatever its template (anyone who can update the stack) says: they were
+    printed raw, so a value could start a terminal sequence (C1's CSI), add a line of its own or reorder the line.
+    (CloudFormation answers in XML, which cannot carry ESC or BEL.)"""
+    control = "\x9b2J\u202e"
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {"BucketName": {"Value": f"gankit-bucket{control}\nRoleArn  arn:aws:iam::1:role/x"}}}
+    boto3.client("cloudformation", region_name=REGION).create_stack(StackName="gankit",
+                                                                     TemplateBody=json.dumps(template))
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    assert not any(ch in result.output for ch in "\x9b\u202e"), repr(result.output)
+    assert ("  BucketName           gankit-bucket\\x9b2J\\u202e\\nRoleArn  arn:aws:iam::1:role/x\n"
+            in result.output), result.output  # escaped, and on its own line

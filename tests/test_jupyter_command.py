@@ -282,6 +282,19 @@ def test_status_shows_state_uptime_and_cost(aws, tools):
         assert result.exit_code == 0 and "stops after ? idle" in result.output, result.output
 
 
+def test_status_shows_a_tag_with_terminal_controls_escaped(aws, tools):
+    """The instance's tags are anyone's to edit who may tag it: a limit tag was printed raw, so it could start a
+    terminal sequence (C1's CSI), add a line of its own or reorder the line. (EC2 answers in XML: no ESC or BEL.)"""
+    assert run("--local-port", str(free_port())).exit_code == 0
+    [instance] = instances(aws["ec2"])
+    aws["ec2"].create_tags(Resources=[instance["InstanceId"]],
+                           Tags=[{"Key": jupyter_cli.TAG_MAX_HOURS, "Value": "8\x9b2J\u202e\nstate      stopped"}])
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    assert not any(ch in result.output for ch in "\x9b\u202e"), repr(result.output)
+    assert "or 8\\x9b2J\\u202e\\nstate      stopped h up\n" in result.output, result.output
+
+
 def test_missing_plugin_is_one_clear_error_before_anything_bills(aws, tmp_path, monkeypatch):
     bin_dir = fake_tools(tmp_path / "bin", ("aws",))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")

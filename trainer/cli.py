@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from trainer.config import TrainConfig, options
-from trainer.errors import UsageError, run_cli
+from trainer.errors import UsageError, echo, run_cli
 from trainer.stopping import train_until_stopped
 
 
@@ -63,7 +63,7 @@ def generate(generator_dir, target_class, count, rows, cols, seed, out):
     from trainer.generate import generate_to_file
 
     path = generate_to_file(generator_dir, out, target_class=target_class, count=count, rows=rows, cols=cols, seed=seed)
-    click.echo(f"wrote {path}")
+    echo(f"wrote {path}")
 
 
 @cli.command(short_help="Upload a dataset and its checksum manifest to S3.")
@@ -74,7 +74,7 @@ def stage(dataset, to_uri, data_dir):
     """Upload a dataset's files and a checksum manifest to S3 (what is there already is skipped)."""
     from trainer.dataset_staging import stage_dataset
 
-    stage_dataset(dataset, to_uri, data_dir, log=click.echo)
+    stage_dataset(dataset, to_uri, data_dir, log=echo)
 
 
 @cli.command(short_help="Score a generator's images; writes evaluation.json.")
@@ -90,9 +90,9 @@ def evaluate(generator_dir, data_dir, samples):
 
     check_samples(samples)  # now, not after the generator and TensorFlow have loaded
     generator_dir = local_generator(generator_dir)
-    result = run(generator_dir, data_dir, samples, log=click.echo)
-    click.echo(format_table(result))
-    click.echo(f"wrote {Path(generator_dir).resolve().parent / 'evaluation.json'}")
+    result = run(generator_dir, data_dir, samples, log=echo)
+    echo(format_table(result))
+    echo(f"wrote {Path(generator_dir).resolve().parent / 'evaluation.json'}")
 
 
 @cli.command()
@@ -106,7 +106,7 @@ def report(output_dir, price_per_hour):
 
     if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour >= 0):  # "$nan" once
         raise UsageError(f"--price-per-hour {price_per_hour}: must be the instance's price in USD, 0 or more, e.g. 1.21")
-    click.echo(f"wrote {write_report(output_dir, price_per_hour=price_per_hour)}")
+    echo(f"wrote {write_report(output_dir, price_per_hour=price_per_hour)}")
 
 
 def main(argv=None):

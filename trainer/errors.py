@@ -11,7 +11,7 @@ turns botocore's failures into one line.
 
 import contextlib
 import errno
-import unicodedata
+import re
 
 
 RESUME_BY_HAND = "run the same command to resume"  # a run's own advice; a job's says how the launcher resumes it
@@ -238,8 +238,11 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     sys.exit(0)
 
 
-# Bidirectional overrides and isolates: not control characters to Unicode, yet they reorder the text shown.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# What may not reach a terminal raw: control characters (Unicode's Cc, C0 and C1: ESC, BEL, CSI...) and the
+# bidirectional overrides and isolates, which are not control characters to Unicode yet reorder the text shown.
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"  # all but \t and \n
+_NOT_IN_A_LINE = re.compile(f"[{_CONTROLS}\n]")
+_NOT_IN_TEXT = re.compile(f"[{_CONTROLS}]")
 
 
 def printable(text) -> str:
@@ -247,12 +250,26 @@ def printable(text) -> str:
     one; ESC, BEL and CSI in a name that came from a bucket: an S3 key, a class in generator.json) and every
     bidirectional override is shown escaped (\\n, \\x1b, \\u202e), so a remote name can neither split the line
     nor retitle, clear or rewrite the terminal, nor reorder what the line says."""
-    return "".join(_escaped(ch) if (unicodedata.category(ch) == "Cc" and ch != "\t") or ch in _BIDI_CONTROLS
-                   else ch for ch in str(text))
+    return _NOT_IN_A_LINE.sub(_escaped, str(text))
 
 
-def _escaped(ch: str) -> str:
-    return ch.encode("unicode_escape").decode("ascii")
+def printable_lines(text) -> str:
+    """`text` safe to show on a terminal as the lines it has: as `printable`, but its line breaks stay."""
+    return _NOT_IN_TEXT.sub(_escaped, str(text))
+
+
+def echo(text="", err=False, nl=True):
+    """click.echo for everything a command prints: a job's status, its log lines, a stack's outputs, a class name
+    all come from a bucket, an API or a run folder, so each goes out as `printable_lines`. Our own text is plain,
+    so it is printed byte for byte; the trainer's progress bar (\\r, ESC[K) is drawn only on a TTY, and never is
+    in a job's log, so a log line holds no control character of ours to keep."""
+    import click
+
+    click.echo(printable_lines(text), err=err, nl=nl)
+
+
+def _escaped(match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 def _print_any_name(*streams):

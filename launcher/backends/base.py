@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-from trainer.errors import NO_CREDENTIALS, GankitError, UsageError
+from trainer.errors import NO_CREDENTIALS, GankitError, UsageError, echo
 
 FINAL_STATES = ("Completed", "Failed", "Stopped")
 
@@ -178,7 +178,7 @@ def launcher_words(message: str) -> str:
 
 
 def say_in_launcher_words(message: str):
-    print(launcher_words(message))
+    echo(launcher_words(message))
 
 
 @contextlib.contextmanager

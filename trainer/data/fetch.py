@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from trainer.data.catalog import IdxDataset, IdxFile
 from trainer.data.idx import check_pair, read_idx
-from trainer.errors import UsageError
+from trainer.errors import UsageError, printable
 from trainer.fsutil import atomic_file, cache_root, folder_held, umask
 from trainer.progress import Progress, format_bytes
 
@@ -407,7 +407,7 @@ def _disk_error(e: OSError, folder: Path, kept: Path | None = None) -> UsageErro
 
 def _say(stream, line: str):
     stream = stream or sys.stderr
-    stream.write(line + "\n")
+    stream.write(printable(line) + "\n")  # it may quote a server (a 503's reason phrase)
     stream.flush()
 
 
