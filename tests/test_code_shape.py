@@ -114,3 +114,14 @@ def test_no_merge_conflict_markers_are_left_in_the_sources():
     sources = [p for pattern in ("*.py", "*.sh", "*.yaml", "*.toml", "*.md", "*.txt") for p in ROOT.rglob(pattern)
                if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
     assert sources and [str(p) for p in sources if marker.search(p.read_text(errors="replace"))] == []
+
+
+def test_commands_print_only_through_the_escaping_echo():
+    """Status values, log lines, stack outputs and class names come from buckets and APIs: a raw click.echo
+    of one would reach the terminal with its control characters (trainer.errors.echo escapes them)."""
+    raw = [f"{path.relative_to(ROOT)}:{node.lineno}"
+           for path in _modules().values() if path != ROOT / "trainer" / "errors.py"
+           for node in ast.walk(ast.parse(path.read_text()))
+           if isinstance(node, ast.Attribute) and node.attr in ("echo", "secho")
+           and isinstance(node.value, ast.Name) and node.value.id == "click"]
+    assert raw == []
