@@ -218,6 +218,64 @@ def test_first_step_is_the_same_on_both_backends(tmp_path, preset):
         np.testing.assert_allclose(e, decay * b + (1 - decay) * a, rtol=1e-5, atol=1e-7)
 
 
+# Steps 0, 1 and 2 in the EMA's warm-up (decay 0.1, 0.18, 0.25), then step 100, past it (decay EMA = 0.9).
+SOME_STEPS = (0, 1, 2, 100)
+# XLA:CPU's slow transposed-convolution gradients: even at batch 4, JAX takes ~10 s a step of `book`.
+TINY_BATCH = 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["book", "projection", "sn-hinge"])
+def test_a_few_steps_are_the_same_on_both_backends(tmp_path, preset):
+    """From the same weights, batches and noise, a few steps leave the same state on both backends:
+    G, D, the EMA generator, both optimizers' moments and step counts, and what no gradient trains
+    (batch-norm moving statistics, spectral norm's power-iteration vectors, dropout's seed states),
+    none of which the first step alone shows (the EMA is still in warm-up, the moments and statistics
+    have moved once). JAX loads TensorFlow's initial arrays as a checkpoint would, seed states
+    (int64 there, uint32 here) included. Dropout draws the same masks on both (same_dropout_masks):
+    each backend's own RNG would draw others.
+
+    Tolerance, per array, against its largest change over the steps on either backend: a defect (an
+    update or state write missing on one backend, another loss or decay) is off by the order of that
+    change across the whole array. Float32 reassociation between TensorFlow's and XLA's kernels is off
+    by ~1e-7 relative per operation, which Adam turns into a step-sized difference only where a
+    gradient is within rounding of zero (it divides by sqrt(v) + 1e-7): a few elements in 100,000.
+    So every element within 3% of the change (measured: at most 1.2%, book's EMA'd dense kernel) and
+    99.9% of them within 0.1% (measured: 99.9% within 0.007%). Biases that feed batch norm have no
+    gradient at all, only rounding noise that Adam scales up (inert_arrays): they are left out. The
+    losses come from the same arithmetic on weights that agree to that, so to 1e-5. Integer state
+    (seed states, step counts) agrees exactly.
+    """
+    from tests.backend_step import inert_arrays, non_trainable_arrays, train_steps
+
+    before, losses, after = train_steps(None, preset, TINY_BATCH, SOME_STEPS)
+    np.savez(tmp_path / "init.npz", **before)
+    run([sys.executable, "-m", "tests.backend_step", str(tmp_path / "init.npz"), str(tmp_path / "jax.npz"), preset,
+         str(TINY_BATCH), ",".join(map(str, SOME_STEPS))], env_for("jax"))
+    with np.load(tmp_path / "jax.npz") as npz:
+        jax_after = {k: npz[k] for k in npz.files}
+    np.testing.assert_allclose(jax_after.pop("losses"), losses, rtol=1e-5)
+    assert set(jax_after) == set(after)
+    inert = inert_arrays(preset)
+    for name, value in after.items():
+        other = jax_after[name]
+        if value.dtype.kind != "f":
+            np.testing.assert_array_equal(other.astype(np.int64), value, err_msg=name)
+        elif name not in inert:
+            change = max(np.abs(value - before[name]).max(), np.abs(other - before[name]).max())
+            off = np.abs(other - value)
+            assert off.max() <= 0.03 * change, (name, off.max(), change)
+            assert np.mean(off > 1e-3 * change) <= 1e-3, (name, np.sum(off > 1e-3 * change), off.size)
+    # None of it is a comparison of untouched arrays: every piece of state moved.
+    for name in non_trainable_arrays(preset):
+        assert not np.array_equal(after[name], before[name]), name
+    for group in ("generator", "discriminator", "g_opt", "d_opt", "ema_generator"):
+        names = [k for k in after if k.startswith(group + "/") and k not in inert]
+        # All but a few: Adam's learning rate, and what has no gradient on these batches (a hinge logit's bias
+        # while every logit is inside the margin, and that bias's moments).
+        assert sum(not np.array_equal(after[k], before[k]) for k in names) >= 0.8 * len(names), group
+
+
 def test_framework_comes_from_the_flag_then_keras_backend(monkeypatch):
     from trainer.config import TrainConfig
 
