@@ -30,7 +30,9 @@ def test_the_checker_refuses_what_the_roles_do_not_grant():
                 "params": {"TrainingJobName": "someone-elses-job"}}
     assert denied(role, [describe]) and not denied(role, [{**describe, "params": {"TrainingJobName": "gan-x-cgan-1"}}])
     listing = {"service": "s3", "operation": "ListObjectsV2", "region": REGION, "params": {"Bucket": "my-gankit"}}
-    assert denied(role_statements("InstanceRole", "my-gankit"), [listing]) == []
+    assert denied(role_statements("InstanceRole", "my-gankit"), [listing]) != []  # the whole bucket
+    runs = {**listing, "params": {"Bucket": "my-gankit", "Prefix": "runs/gan-a/checkpoints/"}}
+    assert denied(role_statements("InstanceRole", "my-gankit"), [runs]) == []
     with pytest.raises(AssertionError, match="does not know"):
         denied(role, [{"service": "ec2", "operation": "StopInstances", "region": REGION, "params": {}}])
 
@@ -63,6 +65,24 @@ def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix)
                _object("s3:DeleteObject", f"{prefix}runs/gan-a/job.json"),
                _object("s3:GetObject", f"{prefix}elsewhere/x")]
     assert len(iam_helpers.refused(statements, may_not)) == len(may_not)
+
+
+def _listing(prefix):
+    return ("s3:ListBucket", "arn:aws:s3:::my-gankit", {"s3:prefix": prefix})
+
+
+@pytest.mark.parametrize("prefix", ["", "team-a/"], ids=["bucket-root", "bucket-prefix"])
+@pytest.mark.parametrize("role", ["SageMakerRole", "InstanceRole"])
+def test_the_job_roles_list_only_datasets_and_runs(role, prefix):
+    """What a job lists: a dataset (and the earlier stagings beside it), a run's checkpoints; below a bucket
+    prefix of the user's too. Not the bucket's root, not jupyter/ (every user's owner name), nothing else."""
+    statements = role_statements(role, "my-gankit")
+    may = [_listing(f"{prefix}datasets/mnist/"), _listing(f"{prefix}datasets/zalando-"),
+           _listing(f"{prefix}runs/gan-a/checkpoints/"), _listing(f"{prefix}runs/")]
+    assert iam_helpers.refused(statements, may) == []
+    may_not = [_listing(prefix), _listing(f"{prefix}jupyter/"), _listing(f"{prefix}elsewhere/"),
+               ("s3:ListBucket", "arn:aws:s3:::my-gankit", {})]  # no prefix at all: the whole bucket
+    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []  # one by one: all one resource
 
 
 def test_only_the_instance_role_reads_the_jupyter_setup_files():
