@@ -1,7 +1,7 @@
 """`launcher infra up | status | down`: the base CloudFormation stack, deployed with boto3.
 
 `up` creates or updates the stack from infra/base.yaml, streams its events as they arrive,
-and records the bucket, the SageMaker role, the instance profile and the security group in
+and records the bucket, the SageMaker role, the instance profiles (training's, Jupyter's) and the security group in
 the launcher's config (so `submit` defaults to SageMaker). `down` deletes the stack; the
 bucket outlives it unless `--delete-bucket` says to empty and delete it too.
 
@@ -239,7 +239,8 @@ def record(region, stack) -> dict:
 
     out = outputs(stack)
     values = dict(backend="sagemaker", region=region, bucket=out["Bucket"], role=out["SageMakerRoleArn"],
-                  instance_profile=out["InstanceProfile"], security_group=out["SecurityGroup"])
+                  instance_profile=out["InstanceProfile"], jupyter_instance_profile=out["JupyterInstanceProfile"],
+                  security_group=out["SecurityGroup"])
     settings.update(**values)
     return values
 
@@ -278,7 +279,7 @@ def _forget_stack():
     second `infra down` finds no stack to start from)."""
     from launcher import settings
 
-    settings.update(backend="local", role=None, instance_profile=None, security_group=None)
+    settings.update(backend="local", role=None, instance_profile=None, jupyter_instance_profile=None, security_group=None)
 
 
 def _down_interrupted(stack_name: str, bucket: str | None, interrupt: KeyboardInterrupt):
@@ -342,8 +343,8 @@ def up(stack_name, region, bucket_name, ssh_cidr, vpc_id, old_checkpoint_days):
     stack = deploy(cf, stack_name, template_body("base"), {k: v for k, v in given.items() if v is not None}, existing)
     values = record(region, stack)
     say(f"stack {stack_name}: {stack['StackStatus']}")
-    for key in ("bucket", "role", "instance_profile", "security_group"):
-        echo(f"{key:<17} {printable(values[key])}")
+    for key in ("bucket", "role", "instance_profile", "jupyter_instance_profile", "security_group"):
+        echo(f"{key:<24} {printable(values[key])}")
     say("recorded in the launcher's config; `launcher submit` now runs on SageMaker (--backend ec2 for EC2)")
 
 

@@ -98,11 +98,13 @@ def check_settings(settings: dict):
 def run_instances_request(purpose: str, instance_type: str, user_data: str, *, spot: bool = False,
                           tags: dict | None = None, settings: dict | None = None, shutdown: str = "terminate",
                           image_id: str | None = None, volume_gb: int = ROOT_VOLUME_GB,
-                          max_spot_price: str | None = None, client_token: str | None = None) -> dict:
+                          max_spot_price: str | None = None, client_token: str | None = None,
+                          profile: str | None = None) -> dict:
     """The keyword arguments of `ec2.run_instances` for one GPU instance.
 
     `settings` is the launcher's config (`launcher.settings.effective()`): instance_profile,
-    security_group, subnet (optional), region; GANKIT_AMI overrides the image. `image_id`, when
+    security_group, subnet (optional), region; GANKIT_AMI overrides the image. `profile` (a name or an ARN)
+    replaces the training instances' instance_profile: a Jupyter instance has a role of its own. `image_id`, when
     given, is used as is (a dry run passes `resolve:ssm:<parameter>`, which EC2 also accepts).
     `client_token` makes the launch idempotent (botocore's retries never start a second instance)
     and tags the instance with it (`find_launched`).
@@ -123,7 +125,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
         "MinCount": 1,
         "MaxCount": 1,
         "UserData": user_data,
-        "IamInstanceProfile": _profile(settings["instance_profile"]),
+        "IamInstanceProfile": profile_spec(profile or settings["instance_profile"]),
         "MetadataOptions": {  # IMDSv2 only: no credential theft through a plain GET (SSRF)
             "HttpTokens": "required",
             "HttpEndpoint": "enabled",
@@ -158,8 +160,14 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
     return request
 
 
-def _profile(profile: str) -> dict:
+def profile_spec(profile: str) -> dict:
+    """EC2's IamInstanceProfile for a profile setting, a name or an ARN."""
     return {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
+
+
+def is_profile(arn: str, profile: str) -> bool:
+    """Whether the instance profile `arn` is the one a setting names (a name or an ARN)."""
+    return arn == profile if profile.startswith("arn:") else arn.rsplit("/", 1)[-1] == profile
 
 
 class LaunchUnanswered(GankitError):

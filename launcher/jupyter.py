@@ -123,6 +123,46 @@ def read_token(ssm, who: str) -> str | None:
 
 # --- the instance ---------------------------------------------------------------------------------
 
+OLD_STACK_NOTE = ("note: your base stack predates Jupyter's own role, so your Jupyter instance runs with the training "
+                  "instances' profile, which may also write runs/; `launcher infra up` updates the stack (and the "
+                  "launcher's config), and the next `launcher jupyter` gives the instance its own")
+
+
+def jupyter_profile() -> str | None:
+    """The instance profile of Jupyter instances, as `launcher infra up` records it; None for a stack from before
+    Jupyter had a role of its own, whose only profile (the training instances') serves Jupyter too."""
+    from launcher import settings
+
+    return settings.get("jupyter_instance_profile")
+
+
+def give_jupyter_profile(ec2, instance):
+    """An instance launched before Jupyter had a role of its own has the training instances' profile, which may
+    write runs/: swap it for the Jupyter one. Failing that (your identity may not pass the role), it keeps the
+    one it has and serves as before; the note says so."""
+    profile = jupyter_profile()
+    have = instance.get("IamInstanceProfile", {}).get("Arn", "")
+    if profile is None or instances.is_profile(have, profile):
+        return
+    iid, had = instance["InstanceId"], have.rsplit("/", 1)[-1] or "none"
+    try:
+        associations = ec2.describe_iam_instance_profile_associations(Filters=[
+            {"Name": "instance-id", "Values": [iid]}, {"Name": "state", "Values": ["associated"]}
+        ])["IamInstanceProfileAssociations"]
+        if associations:
+            ec2.replace_iam_instance_profile_association(AssociationId=associations[0]["AssociationId"],
+                                                         IamInstanceProfile=instances.profile_spec(profile))
+        else:
+            ec2.associate_iam_instance_profile(InstanceId=iid, IamInstanceProfile=instances.profile_spec(profile))
+    except Exception as e:
+        if aws_error(e) is None:
+            raise
+        say(f"note: could not give {iid} the Jupyter instance profile {profile} ({one_line(aws_error(e))}); it keeps "
+            f"{had}, which may also write runs/ (replacing it needs ec2:ReplaceIamInstanceProfileAssociation and "
+            "iam:PassRole on the Jupyter role)")
+        return
+    say(f"gave {iid} the Jupyter instance profile {profile} in place of {had}")
+
 def region_record(who: str) -> str | None:
     """Where the region of the caller's instance is noted: the bucket is one for every region, EC2 is not."""
     from launcher import settings
@@ -270,7 +310,8 @@ def launch(ssm, region_name, who, instance_type, idle_seconds, max_hours) -> str
     # The client token: EC2 starts one instance however often botocore resends a request whose reply was lost.
     client_token = f"gankit-{secrets.token_hex(16)}"
     request = instances.run_instances_request(PURPOSE, instance_type, jupyter_userdata.render(boot), spot=False,
-                                                tags=tags, settings=config, shutdown="stop", client_token=client_token)
+                                                tags=tags, settings=config, shutdown="stop", client_token=client_token,
+                                                profile=jupyter_profile())
     iid = None
     try:
         iid = instances.launch(request, region_name)
@@ -343,6 +384,7 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
             raise GankitError(f"{instance['InstanceId']} runs but its token is gone from SSM; "
                               "`launcher jupyter stop` it, then run `launcher jupyter` again")
         bind_token(ssm, region_name, who, instance["InstanceId"])  # idempotent; binds one an older launcher made
+        give_jupyter_profile(ec2, instance)  # it takes the new role at its next credential refresh
         say(f"reusing {instance['InstanceId']} ({instance['InstanceType']}, {instance['State']['Name']})")
         if instance_type and instance_type != instance["InstanceType"]:
             say(f"note: it is a {instance['InstanceType']}; `launcher jupyter stop` first to switch to {instance_type}")
@@ -359,6 +401,7 @@ def _start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max
         _note_limits(instance, idle_seconds, max_hours)
         token = rotate_token(ssm, who)  # before the start: Jupyter reads it at boot
         bind_token(ssm, region_name, who, iid)
+        give_jupyter_profile(ec2, instance)  # before the start: it boots with the Jupyter role's credentials
         say(f"starting {iid}")
         start_stopped(ec2, instance, instance_type if resized else None)
         return iid, token, True
@@ -611,6 +654,8 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     from launcher import settings
 
     instances.check_settings(settings.effective())  # no profile or security group: said before any upload
+    if jupyter_profile() is None:
+        say(OLD_STACK_NOTE)
     iid, token, started = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     try:
         instance = wait_running(ec2, iid)

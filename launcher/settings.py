@@ -3,7 +3,7 @@
     $GANKIT_CONFIG (default ~/.config/gankit/config.json)
 
 Keys: backend, region, bucket, role, instance_type, image, and what `launcher infra up`
-records (instance_profile, security_group, subnet). An environment variable
+records (instance_profile for training instances, jupyter_instance_profile, security_group, subnet). An environment variable
 GANKIT_<KEY> overrides the file; command-line flags override both. AWS profile and
 region otherwise follow the usual AWS conventions (AWS_PROFILE, AWS_DEFAULT_REGION).
 """
@@ -19,7 +19,8 @@ from launcher.backends import REGISTRY
 from trainer.errors import UsageError
 from trainer.fsutil import atomic_write_text, folder_held
 
-KEYS = ("backend", "region", "bucket", "role", "instance_type", "image", "instance_profile", "security_group", "subnet")
+KEYS = ("backend", "region", "bucket", "role", "instance_type", "image", "instance_profile", "jupyter_instance_profile",
+        "security_group", "subnet")
 
 
 class _Registered(Sequence):

@@ -164,7 +164,7 @@ def load_base():
 
 def role_statements(role: str, bucket: str, region: str = "us-east-1", prebuilt_account: str = "763104351884",
                     template=None) -> list[dict]:
-    """Every statement of `role` (SageMakerRole or InstanceRole): its managed policies' and its own."""
+    """Every statement of `role` (SageMakerRole, InstanceRole or JupyterRole): its managed policies' and its own."""
     template = template or load_base()
     names = {"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": ACCOUNT, "Bucket.Arn": f"arn:aws:s3:::{bucket}",
              "PrebuiltImageAccount": prebuilt_account, "Bucket": bucket}

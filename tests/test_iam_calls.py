@@ -30,7 +30,9 @@ def test_the_checker_refuses_what_the_roles_do_not_grant():
                 "params": {"TrainingJobName": "someone-elses-job"}}
     assert denied(role, [describe]) and not denied(role, [{**describe, "params": {"TrainingJobName": "gan-x-cgan-1"}}])
     listing = {"service": "s3", "operation": "ListObjectsV2", "region": REGION, "params": {"Bucket": "my-gankit"}}
-    assert denied(role_statements("InstanceRole", "my-gankit"), [listing]) == []
+    assert denied(role_statements("InstanceRole", "my-gankit"), [listing]) != []  # the whole bucket
+    runs = {**listing, "params": {"Bucket": "my-gankit", "Prefix": "runs/gan-a/checkpoints/"}}
+    assert denied(role_statements("InstanceRole", "my-gankit"), [runs]) == []
     with pytest.raises(AssertionError, match="does not know"):
         denied(role, [{"service": "ec2", "operation": "StopInstances", "region": REGION, "params": {}}])
 
@@ -65,10 +67,47 @@ def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix)
     assert len(iam_helpers.refused(statements, may_not)) == len(may_not)
 
 
-def test_only_the_instance_role_reads_the_jupyter_setup_files():
+def _listing(prefix):
+    return ("s3:ListBucket", "arn:aws:s3:::my-gankit", {"s3:prefix": prefix})
+
+
+@pytest.mark.parametrize("prefix", ["", "team-a/"], ids=["bucket-root", "bucket-prefix"])
+@pytest.mark.parametrize("role", ["SageMakerRole", "InstanceRole"])
+def test_the_job_roles_list_only_datasets_and_runs(role, prefix):
+    """What a job lists: a dataset (and the earlier stagings beside it), a run's checkpoints; below a bucket
+    prefix of the user's too. Not the bucket's root, not jupyter/ (every user's owner name), nothing else."""
+    statements = role_statements(role, "my-gankit")
+    may = [_listing(f"{prefix}datasets/mnist/"), _listing(f"{prefix}datasets/zalando-"),
+           _listing(f"{prefix}runs/gan-a/checkpoints/"), _listing(f"{prefix}runs/")]
+    assert iam_helpers.refused(statements, may) == []
+    may_not = [_listing(prefix), _listing(f"{prefix}jupyter/"), _listing(f"{prefix}elsewhere/"),
+               ("s3:ListBucket", "arn:aws:s3:::my-gankit", {})]  # no prefix at all: the whole bucket
+    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []  # one by one: all one resource
+
+
+def test_only_the_jupyter_role_reads_the_jupyter_setup_files():
     notebook = _object("s3:GetObject", "jupyter/alice/pull_and_generate.ipynb")
-    assert iam_helpers.refused(role_statements("InstanceRole", "my-gankit"), [notebook]) == []
+    assert iam_helpers.refused(role_statements("JupyterRole", "my-gankit"), [notebook]) == []
+    assert iam_helpers.refused(role_statements("InstanceRole", "my-gankit"), [notebook]) != []
     assert iam_helpers.refused(role_statements("SageMakerRole", "my-gankit"), [notebook]) != []
+
+
+@pytest.mark.parametrize("prefix", ["", "team-a/"], ids=["bucket-root", "bucket-prefix"])
+def test_the_jupyter_role_lists_and_reads_runs_and_writes_nothing(prefix):
+    """A notebook lists runs/ and pulls a generator from one; the setup reads jupyter/. It may not alter a run
+    (the training instances' role, which Jupyter shared, could), nor read datasets/ or list jupyter/."""
+    statements = role_statements("JupyterRole", "my-gankit")
+    may = [_listing(f"{prefix}runs/"), _listing(f"{prefix}runs/gan-a/output/generator/"),
+           _object("s3:GetObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
+           _object("s3:GetObject", f"{prefix}jupyter/alice/gankit-0.1.0-py3-none-any.whl")]
+    assert iam_helpers.refused(statements, may) == []
+    may_not = [_object("s3:PutObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
+               _object("s3:PutObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000004/state.json"),
+               _object("s3:DeleteObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000002/state.json"),
+               _object("s3:PutObject", f"{prefix}jupyter/alice/instance.json"),
+               _object("s3:GetObject", f"{prefix}datasets/mnist/MANIFEST.json"),
+               _listing(f"{prefix}jupyter/"), _listing(f"{prefix}datasets/")]
+    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []
 
 
 # --- the EC2 training instance ---------------------------------------------------------------------
@@ -130,7 +169,8 @@ def test_the_instance_user_data_reads_and_writes_only_the_bucket():
         notebook_uri=f"s3://{bucket}/jupyter/alice/pull_and_generate.ipynb", notebook_sha256=NB_SHA, bucket=bucket))
     wanted = iam_helpers.aws_cli_calls(train) + iam_helpers.aws_cli_calls(jupyter)
     assert {action for action, _, _ in wanted} == {"s3:GetObject", "s3:PutObject"}
-    assert iam_helpers.refused(role_statements("InstanceRole", bucket), wanted) == []
+    assert iam_helpers.refused(role_statements("InstanceRole", bucket), iam_helpers.aws_cli_calls(train)) == []
+    assert iam_helpers.refused(role_statements("JupyterRole", bucket), iam_helpers.aws_cli_calls(jupyter)) == []
 
 
 def test_an_image_job_logs_in_to_ecr_and_pulls_with_the_instance_role(monkeypatch, tmp_path):
@@ -168,13 +208,15 @@ def test_the_jupyter_instance_reads_its_own_token_and_no_other(monkeypatch, tmp_
             assert jupyter_start.read_token(jupyter.token_parameter("alice"), REGION)
     assert [(c["service"], c["operation"]) for c in calls] == [("ssm", "GetParameter")]
     resource_tags = {f"aws:ResourceTag/{t['Key']}": t["Value"] for t in tags}
-    role = role_statements("InstanceRole", "my-gankit")
+    role = role_statements("JupyterRole", "my-gankit")
 
     def as_instance(iid):
         return {**resource_tags, "ec2:SourceInstanceARN": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}"}
 
     assert denied(role, calls, as_instance(mine)) == []
     assert denied(role, calls, as_instance(other)) != []  # another instance (another user's Jupyter) may not
+    # A training instance may not either, not even with the token bound to it: its role has no SSM at all.
+    assert denied(role_statements("InstanceRole", "my-gankit"), calls, as_instance(mine)) != []
 
 
 # --- the SageMaker job -----------------------------------------------------------------------------
@@ -253,7 +295,7 @@ def test_the_sagemaker_role_allows_what_sagemaker_does_for_the_launchers_request
 
 # --- and the reverse: nothing granted that nothing uses ---------------------------------------------
 
-# Session Manager's agent on the instance (the Jupyter tunnel), not gankit's code: AWS's list for its profile.
+# Session Manager's agent on the Jupyter instance (its tunnel), not gankit's code: AWS's list for its profile.
 SESSION_MANAGER = [("ssm:UpdateInstanceInformation", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0", {})] + [
     (f"ssmmessages:{a}", "*", {}) for a in ("CreateControlChannel", "CreateDataChannel", "OpenControlChannel",
                                              "OpenDataChannel")]
@@ -278,8 +320,12 @@ def test_the_roles_grant_nothing_their_calls_do_not_need():
                ) <= NOT_EXERCISED
     instance_role = role_statements("InstanceRole", "my-gankit")
     image = iam_helpers.image_pull(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/gankit-trainer:0.1.0")
+    assert set(iam_helpers.unused(instance_role, code + image)) <= NOT_EXERCISED
+    # Jupyter: the notebook's listing and reads, the setup's reads, its token, Session Manager; nothing else.
+    jupyter_role = role_statements("JupyterRole", "my-gankit")
+    notebook = [("s3:ListBucket", "arn:aws:s3:::my-gankit", {}), ("s3:GetObject", s3_object, {})]
     token = [("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/gankit/jupyter/alice/token", {})]
-    assert set(iam_helpers.unused(instance_role, code + image + token + SESSION_MANAGER)) <= NOT_EXERCISED
+    assert iam_helpers.unused(jupyter_role, notebook + token + SESSION_MANAGER) == []
 
 
 # --- an image the roles cannot pull is refused at submit, not when AWS starts the job -------------------

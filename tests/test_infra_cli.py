@@ -64,6 +64,10 @@ def test_up_deploys_records_and_is_idempotent(aws, run):
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     profiles = boto3.client("iam").list_instance_profiles()["InstanceProfiles"]
     assert config["instance_profile"] in [p["InstanceProfileName"] for p in profiles]
+    # Jupyter instances get a profile of their own, whose role is not the training instances'.
+    assert config["jupyter_instance_profile"] in [p["InstanceProfileName"] for p in profiles]
+    roles = {p["InstanceProfileName"]: p["Roles"][0]["RoleName"] for p in profiles}
+    assert roles[config["jupyter_instance_profile"]] != roles[config["instance_profile"]]
     # The registry of the prebuilt image in this region, as sagemaker-core names it, goes to the role's policy.
     (stack,) = boto3.client("cloudformation", region_name=REGION).describe_stacks(StackName="gankit")["Stacks"]
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
@@ -197,9 +201,10 @@ def test_down_whose_bucket_cannot_be_deleted_forgets_the_stack_and_names_the_buc
                            "gankit-stuck-test is not (AWS DeleteBucket failed: AccessDenied: not allowed)"), line
     assert "s3://gankit-stuck-test" in line
     assert infra.find_stack(boto3.client("cloudformation", region_name=REGION), "gankit") is None
-    left = {k: settings.get(k) for k in ("backend", "role", "instance_profile", "security_group", "bucket")}
-    assert left == {"backend": "local", "role": None, "instance_profile": None, "security_group": None,
-                    "bucket": "gankit-stuck-test"}  # the bucket is still there, and still named
+    left = {k: settings.get(k) for k in ("backend", "role", "instance_profile", "jupyter_instance_profile",
+                                         "security_group", "bucket")}
+    assert left == {"backend": "local", "role": None, "instance_profile": None, "jupyter_instance_profile": None,
+                    "security_group": None, "bucket": "gankit-stuck-test"}  # the bucket is still there, and still named
 
 
 def test_rollback_message_names_the_first_failing_resource():

@@ -133,12 +133,22 @@ def _actions(statement) -> list[str]:
     return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
 
 
-def test_instance_role_has_session_manager_actions_alone_and_no_managed_ssm_policy():
+def test_training_instances_have_no_ssm_and_jupyter_has_no_job_rights():
+    """The training instance role is a job's bucket access and image pull alone; Jupyter's shares neither."""
+    resources_ = load("base")["Resources"]
+    training = resources_["InstanceRole"]["Properties"]
+    assert training["ManagedPolicyArns"] == [{"Ref": "BucketAccess"}, {"Ref": "ImagePull"}]
+    assert not training.get("Policies") and "ssm" not in json.dumps(training)
+    assert "ManagedPolicyArns" not in resources_["JupyterRole"]["Properties"]
+    assert resources_["InstanceProfile"]["Properties"]["Roles"] == [{"Ref": "InstanceRole"}]
+    assert resources_["JupyterInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "JupyterRole"}]
+
+
+def test_jupyter_role_has_session_manager_actions_alone_and_no_managed_ssm_policy():
     """AmazonSSMManagedInstanceCore grants ssm:GetParameter(s) on *: every user's token and any SecureString."""
-    role = load("base")["Resources"]["InstanceRole"]["Properties"]
-    assert role["ManagedPolicyArns"] == [{"Ref": "BucketAccess"}, {"Ref": "ImagePull"}]
+    role = load("base")["Resources"]["JupyterRole"]["Properties"]
     assert "AmazonSSM" not in json.dumps(role)
-    instance = {s["Sid"]: s for s in _statements(load("base")["Resources"]["InstanceRole"])}
+    instance = {s["Sid"]: s for s in _statements(load("base")["Resources"]["JupyterRole"])}
     # What AWS lists for a Session Manager instance profile, nothing more.
     session = {a for s in instance.values() for a in _actions(s)
                if a.startswith(("ssmmessages:", "ec2messages:")) or a == "ssm:UpdateInstanceInformation"}
@@ -155,7 +165,7 @@ def test_instance_reads_only_the_token_bound_to_itself():
     credentials); the launcher tags each token parameter with the ARN of the instance it is for."""
     from launcher import jupyter
 
-    instance = {s["Sid"]: s for s in _statements(load("base")["Resources"]["InstanceRole"])}
+    instance = {s["Sid"]: s for s in _statements(load("base")["Resources"]["JupyterRole"])}
     read = instance["ReadOwnJupyterToken"]
     assert read["Effect"] == "Allow" and _actions(read) == ["ssm:GetParameter"]
     assert read["Resource"]["Fn::Sub"].endswith(":parameter" + jupyter.token_parameter("*"))

@@ -55,14 +55,18 @@ def aws(aws_env, monkeypatch, wheel):
     group = ec2.create_security_group(GroupName="gankit-jupyter-test", Description="no inbound")["GroupId"]
     iam = boto3.client("iam")
     iam.create_role(RoleName="gankit-ec2", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
-    iam.create_instance_profile(InstanceProfileName="gankit-ec2")
-    iam.add_role_to_instance_profile(InstanceProfileName="gankit-ec2", RoleName="gankit-ec2")
+    for name in ("gankit-ec2", "gankit-jupyter"):  # the training instances' profile, and Jupyter's own
+        if name != "gankit-ec2":
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+        iam.create_instance_profile(InstanceProfileName=name)
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     name = ec2_instances.ami_parameter_for("p3.2xlarge")
     # Public /aws/ parameters cannot be written through the API, even in moto: seed its backend.
     ssm_backends[ACCOUNT][REGION]._parameters[name] = [Parameter(
         ACCOUNT, name, image, "String", "DLAMI", None, None, datetime.now(), 1, "aws:ec2:image")]
-    settings.update(region=REGION, bucket=BUCKET, security_group=group, instance_profile="gankit-ec2")
+    settings.update(region=REGION, bucket=BUCKET, security_group=group, instance_profile="gankit-ec2",
+                    jupyter_instance_profile="gankit-jupyter")
     monkeypatch.setattr(ec2_instances, "build_wheel", lambda dest: Path(shutil.copy(wheel, dest)))
     return {"ec2": ec2, "ssm": boto3.client("ssm"), "s3": boto3.client("s3"), "group": group, "image": image}
 
@@ -144,6 +148,8 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     attribute = aws["ec2"].describe_instance_attribute(InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")
     assert attribute["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["IamInstanceProfile"]["Arn"].endswith(":instance-profile/gankit-jupyter")  # not training's
+    assert "predates" not in result.output
     assert [g["GroupId"] for g in instance["SecurityGroups"]] == [aws["group"]]
     for group in aws["ec2"].describe_security_groups(GroupIds=[aws["group"]])["SecurityGroups"]:
         assert group["IpPermissions"] == []
@@ -222,6 +228,49 @@ def test_reuses_the_running_instance_and_its_token(aws, tools):
     assert token_binding(aws["ssm"]) is None
     assert run("--local-port", str(free_port())).exit_code == 0
     assert token_binding(aws["ssm"]).endswith(f":instance/{first['InstanceId']}")
+
+
+def profile_of(ec2):
+    """The instance's profile, as its association has it (moto's replace leaves DescribeInstances' old one)."""
+    [association] = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    return association["IamInstanceProfile"]["Arn"].rsplit("/", 1)[-1]
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
+def test_an_instance_from_before_jupyters_own_role_gets_it_when_the_stack_has_it(aws, tools, stopped):
+    """Before the split, a Jupyter instance had the training instances' profile (which may write runs/). With a
+    stack not yet updated it serves as before, and the launcher says once how to update; once `launcher infra up`
+    has recorded the Jupyter profile, the next `launcher jupyter` swaps it, running or before it starts."""
+    from launcher import settings
+
+    settings.update(jupyter_instance_profile=None)  # the config of a stack from before the split
+    old = run("--local-port", str(free_port()))
+    assert old.exit_code == 0, old.output
+    assert profile_of(aws["ec2"]) == "gankit-ec2"
+    assert old.output.count("`launcher infra up` updates the stack") == 1
+    if stopped:
+        assert run("stop").exit_code == 0
+
+    settings.update(jupyter_instance_profile="gankit-jupyter")  # what `launcher infra up` now records
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert profile_of(aws["ec2"]) == "gankit-jupyter"
+    assert "gave " in result.output and "in place of gankit-ec2" in result.output and "predates" not in result.output
+    assert token_binding(aws["ssm"]).endswith(f":instance/{instances(aws['ec2'])[0]['InstanceId']}")
+
+
+def test_a_profile_swap_aws_refuses_leaves_jupyter_serving_with_a_note(aws, tools, monkeypatch):
+    from launcher import settings
+    from tests.aws_helpers import refuse_call
+
+    settings.update(jupyter_instance_profile=None)
+    assert run("--local-port", str(free_port())).exit_code == 0
+    settings.update(jupyter_instance_profile="gankit-jupyter")
+    refuse_call(monkeypatch, "ReplaceIamInstanceProfileAssociation", "UnauthorizedOperation")
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert profile_of(aws["ec2"]) == "gankit-ec2"
+    assert "could not give" in result.output and "iam:PassRole" in result.output and "Traceback" not in result.output
 
 
 def test_stop_then_start_again_rotates_the_token(aws, tools):

@@ -45,9 +45,10 @@ def test_notebook_lists_runs_pulls_a_generator_and_draws_a_class(aws_env, tmp_pa
     with recording(tmp_path) as calls:
         for source in code_cells():
             exec(compile(source, str(NOTEBOOK), "exec"), scope)
-    # On the instance it runs with the instance role: it lists and reads runs/ only, which that role allows.
+    # On the instance it runs with the Jupyter role: it lists and reads runs/ only, which that role allows.
     assert {c["params"]["Key"].split("/")[0] for c in calls if "Key" in c["params"]} == {"runs"}
-    assert denied(role_statements("InstanceRole", "nb-bucket"), calls) == []
+    assert any(c["operation"] == "ListObjectsV2" for c in calls)
+    assert denied(role_statements("JupyterRole", "nb-bucket"), calls) == []
 
     out = capsys.readouterr().out
     assert "z1" in out and "zalando" in out and "z0-unfinished" not in out
