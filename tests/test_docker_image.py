@@ -124,3 +124,12 @@ def test_the_dependency_list_refuses_an_extra_that_names_gankit_itself(tmp_path)
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.strip() == "extra 'all' requires gankit itself (gankit[trainer]): name its extras instead"
 
+
+def test_the_image_builds_without_buildkit():
+    # `launcher image push` runs a plain `docker build`: on engines before 23.0, or with DOCKER_BUILDKIT=0, that
+    # is the legacy builder, which refuses BuildKit's options (COPY --chmod, RUN --mount, heredocs).
+    steps = instructions(ROOT / "docker" / "Dockerfile")
+    for name, args in steps:
+        assert not re.search(r"--(chmod|mount|link|parents|exclude)\b|<<", args), (name, args)
+    copied = steps.index(("COPY", "docker/train /usr/local/bin/train"))
+    assert any(name == "RUN" and "chmod 0755 /usr/local/bin/train" in args for name, args in steps[copied:])
