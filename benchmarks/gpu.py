@@ -68,18 +68,20 @@ def failure(done: subprocess.CompletedProcess) -> str:
     return (done.stderr.strip() or done.stdout.strip())[-3000:] or f"exit status {done.returncode}"
 
 
-def throughput_in_child(preset: str, data_dir: str, batch_size=None, cache=None, timeout=None) -> dict:
+def throughput_in_child(preset: str, data_dir: str, batch_size=None, cache=None, timeout=None, max_steps=None) -> dict:
     """throughput() in a process of its own, so each preset compiles from a clean start; RuntimeError if it fails."""
     cmd = [sys.executable, __file__, "--data-dir", data_dir, "--throughput-only", preset]
     cmd += ["--batch-size", str(batch_size)] if batch_size else []
+    cmd += ["--max-steps", str(max_steps)] if max_steps else []
     done = subprocess.run(cmd, env=env(cache), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(failure(done))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def throughput(preset: str, data_dir: str, batch_size=None, calls: int = 3) -> dict:
-    """In this process: steady images/s of whole-epoch compiled calls (the first call compiles)."""
+def throughput(preset: str, data_dir: str, batch_size=None, calls: int = 3, max_steps=None) -> dict:
+    """In this process: steady images/s of whole-epoch compiled calls (the first call compiles); with
+    `max_steps`, calls of that many steps instead (a smoke test on a CPU, where an epoch takes minutes)."""
     os.environ["KERAS_BACKEND"] = "jax"
     import jax
 
@@ -95,6 +97,8 @@ def throughput(preset: str, data_dir: str, batch_size=None, calls: int = 3) -> d
     nets = build_nets(cfg, data.images.shape[1:], data.num_classes, setup.precision)
     runner = make_runner("jax", nets, spec_from(cfg, data.num_classes, cfg.batch_size), data, Placement(1, "single"), setup)
     steps = len(data.images) // cfg.batch_size
+    if max_steps:
+        steps = min(steps, max_steps)
     t0 = time.perf_counter()
     runner.start_epoch(0, 0, steps)
     runner.run(0, steps, 0)
@@ -107,7 +111,8 @@ def throughput(preset: str, data_dir: str, batch_size=None, calls: int = 3) -> d
         best = min(best, time.perf_counter() - t0)
     return {"preset": preset, "batch": cfg.batch_size, "precision": setup.precision, "device": setup.device,
             "jax": jax.__version__, "steps_per_epoch": steps, "seconds_per_epoch": best,
-            "images_per_sec": steps * cfg.batch_size / best, "first_epoch_seconds": compile_and_first}
+            "images_per_sec": steps * cfg.batch_size / best, "first_epoch_seconds": compile_and_first,
+            "max_steps": max_steps}
 
 
 def whole_run(data_dir: str, epochs: int, cache: Path, out: Path, flags=(), timeout=None) -> float:
@@ -131,12 +136,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=64)
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--batch-size", type=int, help="instead of each preset's default (for a smoke test on a CPU)")
+    parser.add_argument("--max-steps", type=int,
+                        help="steps per images/s call instead of an epoch, and per whole run (a smoke test on a CPU)")
     parser.add_argument("--skip-whole-runs", action="store_true")
     parser.add_argument("--throughput-only", help=argparse.SUPPRESS)  # the child process of one preset
     args = parser.parse_args()
 
     if args.throughput_only:
-        print(json.dumps(throughput(args.throughput_only, args.data_dir, args.batch_size)))
+        print(json.dumps(throughput(args.throughput_only, args.data_dir, args.batch_size, max_steps=args.max_steps)))
         return
     if args.wheels:
         install_wheels(args.wheels)
@@ -149,7 +156,7 @@ def main():
     presets = args.presets.split(",")
     for preset in presets:
         try:
-            row = throughput_in_child(preset, args.data_dir, args.batch_size)
+            row = throughput_in_child(preset, args.data_dir, args.batch_size, max_steps=args.max_steps)
         except RuntimeError as e:
             raise SystemExit(f"error: throughput of {preset} failed:\n{e}") from None
         results["throughput"].append(row)
@@ -161,6 +168,7 @@ def main():
         for preset in presets:
             cache = work / f"cache-{preset}"  # empty: the first run is cold, the second warm
             flags = ["--preset", preset] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
+            flags += ["--max-steps", str(args.max_steps)] if args.max_steps else []
             for start in ("cold", "warm"):
                 try:
                     seconds = whole_run(args.data_dir, args.epochs, cache, work / f"run-{preset}", flags)

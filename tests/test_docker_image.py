@@ -2,6 +2,8 @@
 runs here, so the context is worked out with the Docker SDK's own .dockerignore matcher (moto[server] brings it)."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from docker.utils.build import exclude_paths
@@ -60,3 +62,74 @@ def test_a_working_checkout_sends_only_what_the_image_copies(tmp_path):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
     assert build_context(tmp_path) == wanted | {".dockerignore"}
+
+
+def _install_steps(steps):
+    """The index of the RUN that installs the dependencies, and of the one that installs gankit itself."""
+    installs = [i for i, (name, args) in enumerate(steps) if name == "RUN" and "pip install" in args]
+    assert len(installs) == 2, steps
+    return installs
+
+
+def test_a_code_edit_leaves_the_dependency_layer_cached():
+    steps = instructions(ROOT / "docker" / "Dockerfile")
+    dependencies, itself = _install_steps(steps)
+    # Docker reuses a layer while nothing copied before it changed: were trainer/ copied first, each code edit
+    # reinstalled every dependency (JAX's CUDA wheels alone are gigabytes).
+    before = {source for name, args in steps[:dependencies] if name == "COPY" for source in copy_sources(args)}
+    assert before == {"pyproject.toml", "constraints.txt", "docker/dependencies.py"}
+    install = steps[dependencies][1]
+    assert "docker/dependencies.py trainer" in install and "-c constraints.txt" in install
+    assert "'jax[cuda12]>=0.4.30'" in install  # both backends
+    assert "useradd --create-home --uid 1000" in install
+    # gankit itself after its code, with nothing more to resolve.
+    code = {source for name, args in steps[dependencies:itself] if name == "COPY" for source in copy_sources(args)}
+    assert {"setup.py", "README.md", "trainer", "launcher", "infra", "docker", "examples"} <= code
+    assert "--no-deps" in steps[itself][1] and steps[itself][1].split("&&")[0].rstrip().endswith(" .")
+
+
+def requirement_set(lines, extra: str, python: str) -> set[str]:
+    """The requirements among `lines` that pip installs for `extra` on Python `python`, markers left off."""
+    from packaging.requirements import Requirement
+
+    chosen = set()
+    for line in lines:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": extra, "python_version": python}):
+            requirement.marker = None
+            chosen.add(str(requirement))
+    return chosen
+
+
+def test_the_dependency_layer_installs_what_the_trainer_extra_requires(built_wheel):
+    from email.parser import Parser
+    from zipfile import ZipFile
+
+    listed = subprocess.run([sys.executable, str(ROOT / "docker" / "dependencies.py"), "--pyproject",
+                             str(ROOT / "pyproject.toml"), "trainer"], capture_output=True, text=True, check=True)
+    with ZipFile(built_wheel) as wheel:
+        metadata = next(name for name in wheel.namelist() if name.endswith(".dist-info/METADATA"))
+        required = Parser().parsestr(wheel.read(metadata).decode()).get_all("Requires-Dist")
+    # What `pip install '.[trainer]'` installed before the layers were split, on either side of Keras' markers.
+    for python in ("3.10", "3.12"):
+        assert requirement_set(listed.stdout.splitlines(), "", python) == requirement_set(required, "trainer", python)
+
+
+def test_the_dependency_list_refuses_an_extra_that_names_gankit_itself(tmp_path):
+    # pip would install "gankit" from PyPI: someone else's package.
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "gankit"\ndependencies = ["numpy"]\n'
+                                             '[project.optional-dependencies]\nall = ["gankit[trainer]"]\n')
+    done = subprocess.run([sys.executable, str(ROOT / "docker" / "dependencies.py"), "--pyproject",
+                           str(tmp_path / "pyproject.toml"), "all"], capture_output=True, text=True)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip() == "extra 'all' requires gankit itself (gankit[trainer]): name its extras instead"
+
+
+def test_the_image_builds_without_buildkit():
+    # `launcher image push` runs a plain `docker build`: on engines before 23.0, or with DOCKER_BUILDKIT=0, that
+    # is the legacy builder, which refuses BuildKit's options (COPY --chmod, RUN --mount, heredocs).
+    steps = instructions(ROOT / "docker" / "Dockerfile")
+    for name, args in steps:
+        assert not re.search(r"--(chmod|mount|link|parents|exclude)\b|<<", args), (name, args)
+    copied = steps.index(("COPY", "docker/train /usr/local/bin/train"))
+    assert any(name == "RUN" and "chmod 0755 /usr/local/bin/train" in args for name, args in steps[copied:])

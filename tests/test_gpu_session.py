@@ -97,13 +97,18 @@ def test_a_max_steps_smoke_run_is_not_judged_against_the_64_epoch_targets(tmp_pa
     # (target <= 45 s) -> met" and judged 2 steps against issue 12's 64-epoch targets.
     smoke = dict(quality_row(1, "sn-hinge", 64, 30.0, 0.95, 19), max_steps=2, steps=2,
                  command="python -m trainer train --dataset zalando --epochs 64 --framework jax --max-steps 2")
+    # Its images/s too: 2 steps of batch 8 on a CPU, once judged "-> NOT met" against an H100's 130,000.
+    speed = {"step": 4, "what": "t", "kind": "throughput", "preset": "sn-hinge", "batch": 8, "precision": "float32",
+             "images_per_sec": 4.4, "seconds_per_epoch": 3.6, "first_epoch_seconds": 27.0, "max_steps": 2}
     path = tmp_path / "smoke.jsonl"
-    path.write_text(json.dumps(smoke) + "\n")
+    path.write_text(json.dumps(smoke) + "\n" + json.dumps(speed) + "\n")
     gpu_session.main(["--summarize", str(path)])
     text = capsys.readouterr().out
     assert "targets: sn-hinge, whole process (cold): 27.0 s for a 2-step smoke run (--max-steps), not 64 epochs " \
            "-> not judged" in text
     assert "target <= 45 s) -> met" not in text
+    assert "targets: sn-hinge: 4 img/s at batch 8 for a smoke run (--max-steps), not the default batch's epochs " \
+           "-> not judged" in text and "130,000" not in text
     assert "label accuracy 0.9500 vs the judge on real test images 0.9300 -> not judged" in text
     assert "training 19 s after 2 steps (target <= 60 s on one H100) -> not judged" in text
 
@@ -139,7 +144,9 @@ def test_a_smoke_run_runs_every_step_past_its_budget_without_tensorflow_or_boto3
     """The CPU smoke test, as the device runs the session: a process of its own, JAX, TensorFlow and boto3
     unimportable (the device has neither) in it and in its trainer children. Its budget ran out before its
     first child did, as a CPU's always does: each child was then started with a timeout below zero and
-    cut at once ('cut at the budget's end'), so the smoke never ran the steps after the first."""
+    cut at once ('cut at the budget's end'), so the smoke never ran the steps after the first.
+    An images/s step ignored --max-steps: whole epochs at the preset's batch, 4 calls of them (with
+    Fashion-MNIST's 60,000 images, hours on a CPU), so no smoke could include one."""
     from tests.data_helpers import make_idx_dataset
     from tests.test_backends import BLOCKER
 
@@ -151,10 +158,12 @@ def test_a_smoke_run_runs_every_step_past_its_budget_without_tensorflow_or_boto3
     env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'block'}{os.pathsep}{ROOT}", KERAS_BACKEND="jax")
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_session.py"), "--data-dir", str(data),
                            "--out", str(out), "--budget", "1", "--max-steps", "1", "--samples", "200",
-                           "--steps", "1,3"], env=env, capture_output=True, text=True, timeout=600)
+                           "--steps", "1,3,4"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r.get("error") for r in rows] == [None, None], done.stdout[-3000:]
-    assert [(r["step"], r["start"], r["steps"]) for r in rows] == [(1, "cold", 1), (3, "warm", 1)]
+    assert [r.get("error") for r in rows] == [None, None, None], done.stdout[-3000:]
+    assert [(r["step"], r["start"], r["steps"]) for r in rows[:2]] == [(1, "cold", 1), (3, "warm", 1)]
+    assert (rows[2]["kind"], rows[2]["batch"], rows[2]["steps_per_epoch"], rows[2]["max_steps"]) == (
+        "throughput", 8, 1, 1)  # the training runs' smoke batch, one step a call
     assert rows[0]["samples"] == 200 and "frechet_classifier_distance" in rows[0]  # scored, in the session itself
     assert (out / "grids.png").is_file()
