@@ -86,9 +86,12 @@ def _tag_list(tags: dict) -> list[dict]:
     return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
 
 
-def check_settings(settings: dict):
-    """An instance needs gankit's instance profile (its S3 and SSM access) and security group."""
-    missing = [k for k in ("instance_profile", "security_group") if not settings.get(k)]
+def check_settings(settings: dict, profile: str | None = None):
+    """An instance needs gankit's instance profile (its S3 and SSM access) and security group. `profile`, when
+    given, is the one it launches with (Jupyter's own), so the training instances' need not be configured."""
+    given = {"instance_profile": profile or settings.get("instance_profile"),
+             "security_group": settings.get("security_group")}
+    missing = [k for k, value in given.items() if not value]
     if missing:
         raise UsageError(f"no {' or '.join(missing)} configured: EC2 instances need gankit's instance profile and "
                          "security group; `launcher infra up` makes both (or `launcher config set instance_profile "
@@ -115,7 +118,7 @@ def run_instances_request(purpose: str, instance_type: str, user_data: str, *, s
     if spot and shutdown == "stop":
         # A stopped one-time spot request cannot restart; stop needs a persistent request.
         raise UsageError("a stoppable instance cannot be a one-time spot instance; drop --spot")
-    check_settings(settings)
+    check_settings(settings, profile)
     if len(user_data.encode()) > 16 * 1024:
         raise GankitError("the user data is over EC2's 16 KiB limit")  # a bug, not user input
     tags = {TAG_PURPOSE: purpose, **(tags or {}), **({TAG_LAUNCH: client_token} if client_token else {})}

@@ -653,7 +653,8 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     configured_bucket()  # a missing or unsafe bucket setting, before a token or an instance exists
     from launcher import settings
 
-    instances.check_settings(settings.effective())  # no profile or security group: said before any upload
+    # No profile (Jupyter's own, or the training one it falls back on) or security group: said before any upload.
+    instances.check_settings(settings.effective(), jupyter_profile())
     if jupyter_profile() is None:
         say(OLD_STACK_NOTE)
     iid, token, started = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)

@@ -527,12 +527,25 @@ def test_no_instance_profile_or_security_group_is_refused_before_anything_is_upl
     from launcher import settings
 
     settings.update(**{missing: None})
+    if missing == "instance_profile":  # neither Jupyter's own nor the training one it falls back on
+        settings.update(jupyter_instance_profile=None)
     result = run("--local-port", str(free_port()))
     assert result.exit_code == 2, result.output
     assert f"no {missing} configured" in result.output and "launcher infra up" in result.output
     assert instances(aws["ec2"]) == []
     assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # no wheel, no notebook
     assert not [x for x in aws["ssm"].describe_parameters()["Parameters"] if x["Name"] == PARAMETER]  # nor a token
+
+
+def test_a_config_with_only_the_jupyter_profile_launches_with_it(aws, tools):
+    # Jupyter never uses the training instances' profile once it has its own, yet a config without it (a
+    # notebook user given only the Jupyter profile and the group) was refused: "no instance_profile configured".
+    from launcher import settings
+
+    settings.update(instance_profile=None)
+    result = run("--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert profile_of(aws["ec2"]) == "gankit-jupyter" and "predates" not in result.output
 
 
 def test_a_launch_whose_reply_is_lost_terminates_what_it_started_and_says_so(aws, tools, monkeypatch):
