@@ -15,7 +15,7 @@ import click
 
 from trainer.cli import config_option, generate_options
 from trainer.config import options as train_options
-from trainer.errors import GankitError, UsageError, echo, printable, run_cli
+from trainer.errors import GankitError, UsageError, echo, printable_cell, run_cli
 
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
 LAZY = {
@@ -65,7 +65,7 @@ def backend_choice() -> click.Choice:
 def _echo_table(rows: list[tuple[str, str]]):
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        echo(f"{key.ljust(width)}  {printable(value)}")  # a value is one line, whatever AWS sent
+        echo(f"{key.ljust(width)}  {printable_cell(value)}")  # a value is one line, whatever AWS sent
 
 
 # --- submit -------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def list_jobs(as_json):
         echo("no jobs yet: `launcher submit --dataset zalando --epochs 1` starts one")
         return
     columns = ["name", "backend", "status", "dataset", "epochs", "started", "duration", "instance", "spot_savings"]
-    cells = [{c: printable(r[c]) for c in columns} for r in rows]  # one line each, and as wide as it is shown
+    cells = [{c: printable_cell(r[c]) for c in columns} for r in rows]  # one line each, and as wide as it is shown
     widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     echo("  ".join(c.replace("_", " ").upper().ljust(widths[c]) for c in columns).rstrip())
     for r in cells:

@@ -14,7 +14,8 @@ import threading
 import click
 
 from trainer import aws
-from trainer.errors import GankitError, UsageError, aws_error, aws_failure, aws_setup_error, echo, printable
+from trainer.errors import (GankitError, UsageError, aws_error, aws_failure, aws_setup_error, echo, printable,
+                            printable_cell)
 
 DEFAULT_STACK = "gankit"
 POLL_SECONDS = 5.0
@@ -363,7 +364,7 @@ def status(stack_name, region):
     if stack.get("StackStatusReason"):
         echo(f"reason  {printable(stack['StackStatusReason'])}")
     for key, value in outputs(stack).items():
-        echo(f"  {printable(key):<20} {printable(value)}")  # one line each, whatever the stack holds
+        echo(f"  {printable_cell(key):<20} {printable(value)}")  # one line each, whatever the stack holds
     if "ROLLBACK" in stack["StackStatus"] or stack["StackStatus"].endswith("_FAILED"):
         events = cf.describe_stack_events(StackName=stack_name)["StackEvents"]
         echo(failure_message(stack_name, events))

@@ -157,3 +157,39 @@ def test_the_evaluation_table_names_a_hostile_class_escaped_on_one_row():
     rows = table.splitlines()
     assert len(rows) == 2 + 3 + 2 + 3, table  # header, rule, three figures, two classes, then three lines of notes
     assert rows[6].startswith("  class dog\\n\\x1b]2;pwned") and rows[6].endswith("0.8000      0.8000"), table
+
+
+# --- a tab in a table cell ----------------------------------------------------------------------------------
+
+def shown(line: str) -> str:
+    """A line as a terminal draws it: a tab to the next multiple of 8 columns."""
+    return line.expandtabs()
+
+
+def test_the_evaluation_table_keeps_its_columns_under_a_class_name_with_a_tab():
+    from trainer.evaluate import format_table
+
+    classes = {"cat": 0.9, "dog\tpuppy": 0.8}  # a class folder may be named so
+    result = {"samples": 10, "label_accuracy": 0.85, "frechet_classifier_distance": 1.0, "classifier_score": 1.5,
+              "per_class_accuracy": classes, "judge_test_accuracy": 0.95,
+              "real": {"samples": 20, "label_accuracy": 0.9, "frechet_classifier_distance": 0.5,
+                       "classifier_score": 1.8, "per_class_accuracy": classes}}
+    rows = [shown(row) for row in format_table(result).splitlines()[:7]]
+    assert len({len(row) for row in rows}) == 1, rows  # the figures' columns end where the header's do
+    assert "dog\\tpuppy" in rows[6], rows
+
+
+def test_list_keeps_its_columns_under_a_remote_value_with_a_tab(monkeypatch, capsys):
+    from launcher import jobs
+
+    with mocked_bucket(monkeypatch, BUCKET, region=REGION) as bucket:
+        run = f"{bucket}/runs/tabbed"
+        jobs.save({"job": "tabbed", "backend": "ec2", "region": REGION, "instance_type": "g5.xlarge",
+                   "dataset": "mnist", "output_uri": f"{run}/output", "status_uri": f"{run}/status.json",
+                   "log_uri": f"{run}/train.log", "setup_log_uri": f"{run}/setup.log"})
+        status = {"status": "Completed", "started": "2026\t01-01 00:00", "ended": "2026-01-01T01:00:00+00:00"}
+        boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/tabbed/status.json", Body=json.dumps(status).encode())
+        code, out, err = launcher(capsys, "list")
+    assert code == 0, err
+    header, row = (shown(line) for line in out.splitlines())
+    assert row.index("Completed") == header.index("STATUS") and row.index("g5") == header.index("INSTANCE"), out

@@ -253,6 +253,12 @@ def printable(text) -> str:
     return _NOT_IN_A_LINE.sub(_escaped, str(text))
 
 
+def printable_cell(text) -> str:
+    """`text` as `printable`, with a tab shown as \\t too: a table's columns are padded by characters, and a
+    terminal draws a tab as up to 8 columns, so a raw one pushed the rest of its row out of line."""
+    return printable(text).replace("\t", "\\t")
+
+
 def printable_lines(text) -> str:
     """`text` safe to show on a terminal as the lines it has: as `printable`, but its line breaks stay."""
     return _NOT_IN_TEXT.sub(_escaped, str(text))

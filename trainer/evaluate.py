@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import metrics
-from trainer.errors import GankitError, UsageError, printable
+from trainer.errors import GankitError, UsageError, printable_cell
 from trainer.fsutil import atomic_write_text, restore_set_aside
 
 DEFAULT_SAMPLES = 10_000
@@ -256,7 +256,7 @@ def table_rows(result: dict) -> list[tuple[str, str, str]]:
 
 def format_table(result: dict) -> str:
     # A class is named by its dataset (a folder's subfolder, generator.json): each stays on its own row.
-    rows = [(printable(figure), generated, real) for figure, generated, real in
+    rows = [(printable_cell(figure), generated, real) for figure, generated, real in
             [("figure", "generated", "real")] + table_rows(result)]
     width = max(len(r[0]) for r in rows)
     lines = [f"{a:<{width}}  {b:>10}  {c:>10}" for a, b, c in rows]
