@@ -67,6 +67,18 @@ def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix)
     assert len(iam_helpers.refused(statements, may_not)) == len(may_not)
 
 
+@pytest.mark.parametrize("role", ["SageMakerRole", "InstanceRole"])
+def test_a_runs_segment_inside_the_staged_data_or_jupyter_files_gives_no_write(role):
+    """*/runs/* (for a NAME/PREFIX bucket) spans slashes: a class folder named runs, or an IAM user named runs
+    (jupyter/runs/...), must not turn the bucket's datasets/ or jupyter/ writable."""
+    statements = role_statements(role, "my-gankit")
+    may_not = [_object("s3:PutObject", "datasets/folder-pets/runs/x.png"),
+               _object("s3:DeleteObject", "datasets/fashion-mnist/runs/checkpoints/x"),
+               _object("s3:PutObject", "jupyter/runs/instance.json"),
+               _object("s3:DeleteObject", "jupyter/runs/checkpoints/x")]
+    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []
+
+
 def _listing(prefix):
     return ("s3:ListBucket", "arn:aws:s3:::my-gankit", {"s3:prefix": prefix})
 
