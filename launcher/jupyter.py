@@ -248,7 +248,8 @@ def legacy_instance_line(ec2, region_name) -> str | None:
         if old:
             return (f"note: {old['InstanceId']} ({old['State']['Name']}) is tagged for '{legacy}', the name older "
                     "launchers gave your identity and others alike (user/Dev-alice and assumed-role/Dev/alice were both "
-                    f"'Dev-alice'), so it is not taken for yours, which is now '{owner_name(arn)}'; if it is yours, "
+                    f"'Dev-alice'), so it is not taken for yours, which is now '{owner_name(arn)}'. It may be the "
+                    f"instance of an IAM user named '{legacy}', so leave it be unless you launched it; if you did, "
                     f"`aws ec2 terminate-instances --region {region_name} --instance-ids {old['InstanceId']}` deletes "
                     "it (stopped, it still bills its disk)")
     return None

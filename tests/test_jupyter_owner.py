@@ -137,6 +137,9 @@ def test_an_older_launchers_instance_of_a_shared_name_is_named_not_reused(aws, m
     assert result.exit_code == 0, result.output
     assert f"note: {old_instance} (running) is tagged for 'Dev-alice'" in result.output
     assert f"--instance-ids {old_instance}" in result.output
+    # Another's, as likely: the line says so before it says how to delete it.
+    assert "It may be the instance of an IAM user named 'Dev-alice', so leave it be unless you launched it" in \
+        " ".join(result.output.split())
 
     instance, token = start()
     assert instance != old_instance and token != old_token
