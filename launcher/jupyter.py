@@ -123,9 +123,12 @@ def read_token(ssm, who: str) -> str | None:
 
 # --- the instance ---------------------------------------------------------------------------------
 
-OLD_STACK_NOTE = ("note: your base stack predates Jupyter's own role, so your Jupyter instance runs with the training "
-                  "instances' profile, which may also write runs/; `launcher infra up` updates the stack (and the "
-                  "launcher's config), and the next `launcher jupyter` gives the instance its own")
+# Said when the config has no jupyter_instance_profile: a stack from before Jupyter's role, or a config set
+# by hand (or GANKIT_* variables) that names only the training profile.
+OLD_STACK_NOTE = ("note: no jupyter_instance_profile is configured, so your Jupyter instance runs with the training "
+                  "instances' profile, which may also write runs/; `launcher infra up` updates a base stack from "
+                  "before Jupyter's own role and records both profiles (or `launcher config set "
+                  "jupyter_instance_profile NAME`), and the next `launcher jupyter` gives the instance its own")
 
 
 def jupyter_profile() -> str | None:
