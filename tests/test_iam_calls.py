@@ -43,6 +43,13 @@ def _object(action, key):
     return (action, f"arn:aws:s3:::my-gankit/{key}", {})
 
 
+def assert_grants(statements, may, may_not):
+    """Every request of `may` allowed, and each of `may_not` refused on its own (a list refused as a whole
+    would pass with one request refused and the others allowed)."""
+    assert iam_helpers.refused(statements, may) == []
+    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []
+
+
 @pytest.mark.parametrize("prefix", ["", "team-a/"], ids=["bucket-root", "bucket-prefix"])
 @pytest.mark.parametrize("role", ["SageMakerRole", "InstanceRole"])
 def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix):
@@ -55,7 +62,6 @@ def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix)
            _object("s3:PutObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
            _object("s3:PutObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000004/state.json"),
            _object("s3:DeleteObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000002/state.json")]
-    assert iam_helpers.refused(statements, may) == []
     may_not = [_object("s3:PutObject", f"{prefix}datasets/mnist/MANIFEST.json"),
                _object("s3:DeleteObject", f"{prefix}datasets/mnist/MANIFEST.json"),
                _object("s3:PutObject", f"{prefix}jupyter/alice/pull_and_generate.ipynb"),
@@ -64,7 +70,7 @@ def test_the_job_roles_write_only_runs_and_delete_only_checkpoints(role, prefix)
                _object("s3:DeleteObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
                _object("s3:DeleteObject", f"{prefix}runs/gan-a/job.json"),
                _object("s3:GetObject", f"{prefix}elsewhere/x")]
-    assert len(iam_helpers.refused(statements, may_not)) == len(may_not)
+    assert_grants(statements, may, may_not)
 
 
 @pytest.mark.parametrize("role", ["SageMakerRole", "InstanceRole"])
@@ -76,7 +82,7 @@ def test_a_runs_segment_inside_the_staged_data_or_jupyter_files_gives_no_write(r
                _object("s3:DeleteObject", "datasets/fashion-mnist/runs/checkpoints/x"),
                _object("s3:PutObject", "jupyter/runs/instance.json"),
                _object("s3:DeleteObject", "jupyter/runs/checkpoints/x")]
-    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []
+    assert_grants(statements, [], may_not)
 
 
 def _listing(prefix):
@@ -91,10 +97,9 @@ def test_the_job_roles_list_only_datasets_and_runs(role, prefix):
     statements = role_statements(role, "my-gankit")
     may = [_listing(f"{prefix}datasets/mnist/"), _listing(f"{prefix}datasets/zalando-"),
            _listing(f"{prefix}runs/gan-a/checkpoints/"), _listing(f"{prefix}runs/")]
-    assert iam_helpers.refused(statements, may) == []
     may_not = [_listing(prefix), _listing(f"{prefix}jupyter/"), _listing(f"{prefix}elsewhere/"),
                ("s3:ListBucket", "arn:aws:s3:::my-gankit", {})]  # no prefix at all: the whole bucket
-    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []  # one by one: all one resource
+    assert_grants(statements, may, may_not)
 
 
 def test_only_the_jupyter_role_reads_the_jupyter_setup_files():
@@ -112,14 +117,13 @@ def test_the_jupyter_role_lists_and_reads_runs_and_writes_nothing(prefix):
     may = [_listing(f"{prefix}runs/"), _listing(f"{prefix}runs/gan-a/output/generator/"),
            _object("s3:GetObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
            _object("s3:GetObject", f"{prefix}jupyter/alice/gankit-0.1.0-py3-none-any.whl")]
-    assert iam_helpers.refused(statements, may) == []
     may_not = [_object("s3:PutObject", f"{prefix}runs/gan-a/output/generator/generator.json"),
                _object("s3:PutObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000004/state.json"),
                _object("s3:DeleteObject", f"{prefix}runs/gan-a/checkpoints/ckpt-000000002/state.json"),
                _object("s3:PutObject", f"{prefix}jupyter/alice/instance.json"),
                _object("s3:GetObject", f"{prefix}datasets/mnist/MANIFEST.json"),
                _listing(f"{prefix}jupyter/"), _listing(f"{prefix}datasets/")]
-    assert [w for w in may_not if not iam_helpers.refused(statements, [w])] == []
+    assert_grants(statements, may, may_not)
 
 
 # --- the EC2 training instance ---------------------------------------------------------------------
