@@ -258,6 +258,34 @@ def legacy_instance_line(ec2, region_name) -> str | None:
     return None
 
 
+def legacy_rules_line(ec2, group_id, region_name) -> str | None:
+    """What to say of temporary SSH rules a launcher before `owner_name` left "for <the caller's old name>",
+    when that name is not the caller's any more (a plain IAM user's is, and sweeps them as its own).
+
+    They are named, not removed. The old name is shared: user/Dev-alice and assumed-role/Dev/alice both read
+    'Dev-alice', and for user/Dev-alice it is still the current name, so a rule "for Dev-alice" may hold open
+    another person's live tunnel. Revoked, their new connections (a dropped tunnel's reconnect) would be refused
+    and their own clean-up would fail on a rule gone. Left, it is a /32 for port 22 on an instance that answers
+    only to keys pushed through EC2 Instance Connect: far less harm than cutting someone off. The caller, who
+    knows whether it is theirs, gets the command that removes it."""
+    from launcher import tunnel
+
+    with contextlib.suppress(Exception):  # only a note: the tunnel opens all the same
+        arn = caller_arn(region_name)
+        legacy = legacy_owner_name(arn)
+        rules = [] if legacy == owner_name(arn) else tunnel.temporary_rules(ec2, group_id,
+                                                                            (tunnel.rule_description(legacy),))
+        if rules:
+            commands = "; ".join(f"`aws ec2 revoke-security-group-ingress --region {region_name} --group-id {group_id} "
+                                 f"--protocol tcp --port {r['FromPort']} --cidr {r['IpRanges'][0]['CidrIp']}`"
+                                 for r in rules)
+            cidrs = ", ".join(r["IpRanges"][0]["CidrIp"] for r in rules)
+            return (f"note: {group_id} allows SSH from {cidrs} for '{legacy}', the name older launchers gave your "
+                    "identity and others alike, so it is left as it is: it may be another person's open tunnel; if "
+                    f"it is yours and no tunnel of yours is open, {commands} removes it")
+    return None
+
+
 def say_legacy_instance(ec2, region_name):
     line = legacy_instance_line(ec2, region_name)
     if line:
@@ -594,6 +622,9 @@ def ssh_access(ec2, instance, my_ip, who):
     stale = tunnel.sweep_stale_rules(ec2, groups[0], who)
     if stale:
         say(f"removed {len(stale)} stale temporary SSH rules an earlier run left in {groups[0]}: {', '.join(stale)}")
+    legacy = legacy_rules_line(ec2, groups[0], ec2.meta.region_name)
+    if legacy:
+        say(legacy)
     with tunnel.ssh_rule(ec2, groups[0], ip, who) as cidr:
         say(f"SSH allowed from {cidr} only, until this tunnel closes")
         yield host

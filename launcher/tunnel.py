@@ -184,14 +184,18 @@ def _port_rule(port: int, cidr: str, description: str) -> dict:
 def sweep_stale_rules(ec2, group_id: str, owner: str) -> list[str]:
     """Remove the temporary SSH rules of `owner` (and of launchers that named no owner) left in the group;
     the CIDRs removed. Other users' temporary rules are theirs to sweep: their tunnels may be open."""
-    mine = (rule_description(owner), RULE_DESCRIPTION)
-    [group] = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
-    stale = [_port_rule(p["FromPort"], r["CidrIp"], r["Description"])
-             for p in group.get("IpPermissions", []) if p.get("IpProtocol") == "tcp" and p.get("FromPort") == p.get("ToPort")
-             for r in p.get("IpRanges", []) if r.get("Description") in mine]
+    stale = temporary_rules(ec2, group_id, (rule_description(owner), RULE_DESCRIPTION))
     if stale:
         ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=stale)
     return [r["IpRanges"][0]["CidrIp"] for r in stale]
+
+
+def temporary_rules(ec2, group_id: str, descriptions) -> list[dict]:
+    """The single-port TCP rules of the group described as one of `descriptions`, one CIDR each."""
+    [group] = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    return [_port_rule(p["FromPort"], r["CidrIp"], r["Description"])
+            for p in group.get("IpPermissions", []) if p.get("IpProtocol") == "tcp" and p.get("FromPort") == p.get("ToPort")
+            for r in p.get("IpRanges", []) if r.get("Description") in descriptions]
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ import boto3
 import numpy as np
 import pytest
 
-from tests.aws_helpers import mocked_bucket
+from tests.aws_helpers import mocked_bucket, refuse_call
 from trainer import checkpoints, s3, run_storage
 from trainer.errors import GankitError
 
@@ -114,6 +114,32 @@ def test_a_full_local_disk_stops_the_run_rather_than_start_over_without_the_s3_c
     assert "\n" not in str(e.value)
     assert remote_names(uri) == ["ckpt-000000004", "ckpt-000000008"]  # nothing set aside
     assert not (tmp_path / "stage").exists() or not list((tmp_path / "stage").iterdir())
+
+
+# Sets the window's title and reverses the rest of the line: text a terminal must not be handed raw.
+TERMINAL_CONTROL = "\x1b]2;pwned\x07\u202e"
+
+
+def test_a_skipped_checkpoints_warning_shows_what_s3_said_escaped_on_one_line(bucket, tmp_path, capsys, monkeypatch):
+    # The warning printed the S3 endpoint's error message raw: its controls reached the terminal of a run
+    # started by hand with an s3:// --checkpoint-dir.
+    uri = bucket + "/runs/h/checkpoints"
+    run_storage.push_checkpoint(write(tmp_path / "src", 3), uri, keep=3)
+    refuse_call(monkeypatch, "HeadObject", "AccessDenied", f"denied\n{TERMINAL_CONTROL}")
+    assert run_storage.pull_latest_checkpoint(uri, tmp_path / "stage") is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipping checkpoint" in err and "cannot download its files" in err, err
+    assert "\x1b" not in err and "\u202e" not in err and "denied \\x1b]2;pwned\\x07\\u202e" in err, err
+
+
+def test_a_corrupt_checkpoints_warning_shows_its_folder_name_escaped_on_one_line(tmp_path, capsys):
+    directory = tmp_path / f"run\n{TERMINAL_CONTROL}"  # a name as a file system allows it
+    write(directory, 1)
+    corrupt(write(directory, 2))
+    assert checkpoints.latest_checkpoint(directory).name == "ckpt-000000001"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipping checkpoint" in err and "set aside" in err, err
+    assert "\x1b" not in err and "\u202e" not in err and "run\\n\\x1b]2;pwned" in err, err
 
 
 def test_s3_pruning_keeps_new_good_checkpoints(bucket, tmp_path):

@@ -468,3 +468,42 @@ def test_a_folder_class_of_one_picture_is_said_and_left_out_of_the_figures(tmp_p
            "class needs 2 pictures to have one)" in messages
     assert sorted(ref.test_labels.tolist()) == [0, 0, 1] and ref.samples == 3
     assert ref.real["per_class_accuracy"]["lone"] is None and ref.judge.class_names == ("a", "b", "lone")
+
+
+def test_eval_every_says_once_that_a_class_has_no_test_picture(tmp_path, monkeypatch):
+    # The reference was made once per count (1,000 per epoch, 10,000 at the end), each time saying it.
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    cfg = TrainConfig(dataset=uneven_folder(tmp_path / "f"), output_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+                      image_size=16, eval_every=1)
+    messages = []
+    train(cfg, log=lambda m="", **kwargs: messages.append(str(m)))
+    assert sum("no test image of class lone" in m for m in messages) == 1, messages
+    assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["samples"] == 3
+
+
+def test_a_folder_of_one_class_gets_no_figures_and_says_why(tmp_path, monkeypatch, capsys):
+    # Its judge has one output, always 1: its loss is 0 whatever it sees, so it never learns (label accuracy
+    # and classifier score 1, the distance one in an untrained network's features). No figure is better.
+    from tests.data_helpers import make_image_folder
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    folder = make_image_folder(tmp_path / "f", classes=("cats",), n=12)
+    cfg = TrainConfig(dataset=f"folder:{folder}", output_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+                      image_size=16, eval_every=1)
+    messages = []
+    train(cfg, log=lambda m="", **kwargs: messages.append(str(m)))
+    said = [m for m in messages if m.startswith("no evaluation: ")]
+    assert len(said) == 1 and "one class" in said[0], messages  # trains on without figures, saying why once
+    assert not (tmp_path / "run" / ev.RESULT_FILE).exists()
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(tmp_path / "run")])
+    last = capsys.readouterr().err.splitlines()[-1]  # after the loading progress
+    assert e.value.code == 2 and last.startswith("error: folder:") and "has one class" in last, last
+    assert not (tmp_path / "run" / ev.RESULT_FILE).exists()

@@ -84,6 +84,20 @@ def test_logs_from_s3_are_shown_with_their_terminal_controls_escaped(ec2_job, ca
     assert out.splitlines() == ["epoch 1/2", "class \\x1b]2;pwned\\x07\\x1b[2J\\x9b1m\\u202ecat"], out
 
 
+# What str.splitlines() takes for a line break besides \n: on a terminal none of them starts a new line.
+NOT_LINE_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_logs_from_s3_break_lines_at_newlines_only_as_a_local_log_does(ec2_job, capsys, verbose):
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/hostile/train.log",
+                                  Body=f"step 1{NOT_LINE_BREAKS}end\n\rstep 2\n".encode())
+    code, out, err = launcher(capsys, "logs", ec2_job, *(["--verbose"] if verbose else []))
+    assert code == 0, err
+    # U+2028 and U+2029 are no control characters: a terminal shows them, within the line, as the local log's
+    assert out.split("\n") == ["step 1\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\x85\u2028\u2029end", "\\rstep 2", ""], out
+
+
 # --- the local backend: the trainer's log is a file in the job's folder ------------------------------------------
 
 @pytest.mark.parametrize("verbose", [False, True])  # --verbose passes the log on in chunks, not lines

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.background import Background
-from trainer.errors import RESUME_BY_HAND, Diverged, GankitError, UsageError
+from trainer.errors import RESUME_BY_HAND, Diverged, GankitError, UsageError, printable
 from trainer.fsutil import atomic_dir, recover_dir
 
 MANIFEST = "MANIFEST.json"
@@ -262,8 +262,10 @@ def latest_checkpoint(directory, warn=True) -> Path | None:
             return folder
         if warn:
             aside = set_aside(folder, reason)
-            print(f"warning: skipping checkpoint {folder}: {reason}; "
-                  f"{'set aside as ' + aside.name + ', ' if aside else ''}trying the previous one", file=sys.stderr)
+            # printable: the folder's path is a file name, which may hold a line break or a terminal control
+            print(printable(f"warning: skipping checkpoint {folder}: {reason}; "
+                            f"{'set aside as ' + aside.name + ', ' if aside else ''}trying the previous one"),
+                  file=sys.stderr)
     if warn and any(Path(directory).glob(f"ckpt-*{CORRUPT}")):
         raise none_verifies(directory)
     return None

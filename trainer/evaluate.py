@@ -50,23 +50,15 @@ def check_samples(samples) -> int:
     return samples
 
 
-def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Reference:
-    from trainer.judge import load_judge, load_splits
+def make_reference(dataset, data_dir, image_shape, samples, log=print, splits=None) -> Reference:
+    """The reference at `samples` images; `splits` where the caller has them from `checked_splits` already
+    (which then said what it had to say once, not once per count)."""
+    from trainer.judge import load_judge
 
     check_samples(samples)
-    splits = load_splits(dataset, data_dir, image_shape)
-    if min(len(splits.test_images), len(splits.train_images)) < 2:  # no distance from a single image
-        from trainer.judge import FOLDER_TEST_SHARE
-
-        raise UsageError(f"{dataset} has too few images to evaluate ({len(splits.train_images)} train, "
-                         f"{len(splits.test_images)} test; at least 2 each): an image folder keeps 1 picture in "
-                         f"{FOLDER_TEST_SHARE} of each class for testing (one of a class of 2 to 8), so add pictures")
-    untested = [name for k, name in enumerate(splits.class_names) if not (splits.test_labels == k).any()]
-    if untested:
-        log(f"no test image of class {', '.join(untested)}: the judge learns it, but the figures leave it out "
-            "(an image folder's class needs 2 pictures to have one)")
+    splits = splits or checked_splits(dataset, data_dir, image_shape, log)
     judge = load_judge(dataset, splits=splits, log=log)
-    n = min(int(samples), len(splits.test_images), len(splits.train_images))
+    n = reference_count(splits, samples)
     if n < samples:
         log(f"using {n} samples, not {samples}: the real test split has only {len(splits.test_images)} images "
             "(compare only figures taken at the same count)")
@@ -86,6 +78,30 @@ def make_reference(dataset, data_dir, image_shape, samples, log=print) -> Refere
         "samples": n,
     }
     return Reference(judge, n, test_features, real, test_labels)
+
+
+def checked_splits(dataset, data_dir, image_shape, log=print):
+    """The judge's splits, if figures can be taken from them (else one line, a UsageError); says which class
+    has no test image."""
+    from trainer.judge import load_splits
+
+    splits = load_splits(dataset, data_dir, image_shape)
+    if min(len(splits.test_images), len(splits.train_images)) < 2:  # no distance from a single image
+        from trainer.judge import FOLDER_TEST_SHARE
+
+        raise UsageError(f"{dataset} has too few images to evaluate ({len(splits.train_images)} train, "
+                         f"{len(splits.test_images)} test; at least 2 each): an image folder keeps 1 picture in "
+                         f"{FOLDER_TEST_SHARE} of each class for testing (one of a class of 2 to 8), so add pictures")
+    untested = [name for k, name in enumerate(splits.class_names) if not (splits.test_labels == k).any()]
+    if untested:
+        log(f"no test image of class {', '.join(untested)}: the judge learns it, but the figures leave it out "
+            "(an image folder's class needs 2 pictures to have one)")
+    return splits
+
+
+def reference_count(splits, samples) -> int:
+    """How many images a reference of `samples` compares: no more than either split has."""
+    return min(int(samples), len(splits.test_images), len(splits.train_images))
 
 
 def class_matched(rng, labels, wanted) -> np.ndarray:
@@ -156,15 +172,24 @@ def epoch_hook(cfg, data_dir, image_shape, log=print):
     if not cfg.eval_every:
         return None
     references = {}
+    splits = unchecked = object()
 
     def reference(count):
-        if count not in references:
+        """The reference at `count` images, made once: the data is checked (and what is odd in it said) once per
+        run, and a count capped to the test split's size reuses the reference of that size."""
+        nonlocal splits
+        if splits is unchecked:
             try:
-                references[count] = make_reference(cfg.dataset, data_dir, tuple(image_shape), count, log)
+                splits = checked_splits(cfg.dataset, data_dir, tuple(image_shape), log)
             except UsageError as e:  # e.g. a folder without classes: train on, just without figures
                 log(f"no evaluation: {e}")
-                references[count] = None
-        return references[count]
+                splits = None
+        if splits is None:
+            return None
+        n = reference_count(splits, count)
+        if n not in references:
+            references[n] = make_reference(cfg.dataset, data_dir, tuple(image_shape), count, log, splits=splits)
+        return references[n]
 
     def hook(generator, row, final, out_dir):
         if not final and row["epoch"] % cfg.eval_every:

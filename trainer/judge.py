@@ -68,6 +68,12 @@ def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
     if not train.conditional:
         raise UsageError(f"{name} has no classes, so no judge can be trained on it; "
                          "put the pictures in one subfolder per class to get quality figures")
+    if len(train.class_names) < 2:
+        # A judge of one class has one softmax output, always 1: its loss is 0 whatever it sees, so it never
+        # learns. Its label accuracy and classifier score would be 1 and its distance one measured in an
+        # untrained network's features: no figure at all, as for a folder without classes, says more.
+        raise UsageError(f"{name} has one class, so a judge trained on it could tell nothing apart and its figures "
+                         "would mean nothing; put the pictures in two or more class subfolders to get quality figures")
     if name.startswith(FOLDER):
         test_idx = folder_test_indices(train.labels, len(train.class_names))
         train_idx = np.setdiff1d(np.arange(len(train.labels)), test_idx)

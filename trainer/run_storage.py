@@ -16,7 +16,7 @@ from pathlib import Path
 
 from trainer import checkpoints, s3
 from trainer.background import Background
-from trainer.errors import RESUME_BY_HAND, GankitError
+from trainer.errors import RESUME_BY_HAND, GankitError, printable
 from trainer.fsutil import atomic_dir, cache_root, inside
 
 
@@ -172,8 +172,8 @@ def pull_latest_checkpoint(uri: str, local_dir: Path, keep: int = 3) -> Path | N
         _set_aside(uri, name, reason)
         corrupt = True
     if local_latest is not None:
-        print(f"note: local checkpoint {local_latest} (step {local_step}) is newer than any in {uri}; "
-              "uploading it before going on", file=sys.stderr)
+        print(printable(f"note: local checkpoint {local_latest} (step {local_step}) is newer than any in {uri}; "
+                        "uploading it before going on"), file=sys.stderr)
         push_checkpoint(local_latest, uri, keep)
         return local_latest
     if corrupt:
@@ -246,6 +246,9 @@ def _set_aside(uri, name, reason):
 
 
 def _warn(uri, name, reason, aside=False):
+    """One line on stderr, escaped (`printable`): the reason may quote the S3 endpoint's error message, which a
+    run started by hand prints straight to the terminal."""
     then = f"set aside as {name}{checkpoints.CORRUPT}, " if aside else ""
-    print(f"warning: skipping checkpoint {uri.rstrip('/')}/{name}: {reason}; {then}trying the previous one", file=sys.stderr)
+    print(printable(f"warning: skipping checkpoint {uri.rstrip('/')}/{name}: {reason}; {then}trying the previous one"),
+          file=sys.stderr)
 

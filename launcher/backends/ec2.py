@@ -229,7 +229,7 @@ def logs(record, follow: bool, echo) -> None:
         if len(text) > shown:
             # Whole lines only, so a line half-written at upload time is shown once, complete.
             end = len(text) if final else text.rfind("\n") + 1
-            for line in text[shown:end].splitlines():
+            for line in _lines(text[shown:end]):
                 echo(line)
             shown = max(shown, end)
         if final:
@@ -240,6 +240,13 @@ def logs(record, follow: bool, echo) -> None:
                 echo(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
             return
         time.sleep(LOG_POLL_SECONDS)
+
+
+def _lines(text: str) -> list[str]:
+    """The log's lines, broken at \\n only, as the local and CloudWatch logs are (LineFilter): str.splitlines()
+    would also break at \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, U+2028 and U+2029, which `echo` shows escaped
+    within the line, so the same log would read differently from S3."""
+    return text.removesuffix("\n").split("\n") if text else []
 
 
 def stop(record) -> None:
