@@ -102,3 +102,12 @@ def test_a_checkpoint_under_another_steps_name_does_not_verify(tmp_path):
     renamed = folder.rename(tmp_path / checkpoints.checkpoint_name(9))
     assert checkpoints.problem(renamed) == "manifest names another step"
     assert checkpoints.latest_checkpoint(tmp_path, warn=False) is None
+
+
+@pytest.mark.parametrize("name", ["ckpt-000000001\n", "ckpt-\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0661",
+                                  "ckpt-00000001", "ckpt-000000001.tmp", "xckpt-000000001"])
+def test_only_a_checkpoints_own_name_has_a_step(name):
+    """A remote key's folder name becomes a local folder: ckpt- and nine ASCII digits, nothing before or after
+    (a trailing newline passed `$`, and \\d took Arabic-Indic digits)."""
+    assert checkpoints.checkpoint_step(name) is None
+    assert checkpoints.checkpoint_step(checkpoints.checkpoint_name(42)) == 42

@@ -33,7 +33,7 @@ MANIFEST = "MANIFEST.json"
 STATE = "state.json"
 WEIGHTS = "weights.npz"
 FORMAT = 2  # 1: TensorFlow checkpoint files (gankit before the JAX backend)
-_NAME = re.compile(r"^ckpt-(\d{9})$")
+_NAME = re.compile(r"ckpt-([0-9]{9})")  # fullmatch: `$` alone lets a trailing newline through
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what checkpoint writers name their files
 
 
@@ -43,7 +43,7 @@ def checkpoint_name(step: int) -> str:
 
 def checkpoint_step(name: str) -> int | None:
     """The step of a checkpoint folder's name (`ckpt-000000042` -> 42); None for any other name."""
-    m = _NAME.match(name)
+    m = _NAME.fullmatch(name)
     return int(m.group(1)) if m else None
 
 
