@@ -24,11 +24,15 @@ LAZY = {
     "evaluate": ("launcher.quality:evaluate", "Measure a generator's image quality (job or folder)."),
     "report": ("launcher.quality:report", "Rebuild a job's report.html from its run output (--open opens it)."),
 }
+# `launcher --help` lists the commands in the order a run meets them, set-up last; one left out here comes after.
+ORDER = ("submit", "status", "logs", "list", "stop", "pull", "generate", "evaluate", "report",
+         "config", "infra", "image", "jupyter")
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(LAZY))
+        names = set(super().list_commands(ctx)) | set(LAZY)
+        return [name for name in ORDER if name in names] + sorted(names - set(ORDER))
 
     def get_command(self, ctx, name):
         if name in LAZY:
@@ -49,6 +53,10 @@ def cli():
     """Train GANs on cloud GPUs (SageMaker, EC2) or on this machine, and bring the generator home.
 
     Without AWS set up, jobs run here (the local backend); `launcher infra up` switches the default to SageMaker.
+
+    \b
+    Example (Fashion-MNIST, 64 epochs):
+      launcher submit --dataset zalando --epochs 64
     """
 
 

@@ -1,0 +1,29 @@
+"""The built-in help of both CLIs, as a user meets it: what each command lists, and that it is true."""
+
+import pytest
+
+from launcher.cli import main
+
+
+def launcher_help(capsys, *command) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--help"])
+    assert stopped.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def listed_commands(text: str) -> list[str]:
+    """The command names of a help's Commands section, in the order it lists them."""
+    listing = text.partition("Commands:\n")[2].splitlines()
+    return [line.split()[0] for line in listing if line.startswith("  ") and not line.startswith("   ")]
+
+
+def test_launcher_help_lists_the_commands_in_the_order_a_run_uses_them(capsys):
+    # They were sorted by name: `config` first and `submit` second to last, with no word on how to start.
+    text = launcher_help(capsys)
+    listed = listed_commands(text)
+    assert listed[:6] == ["submit", "status", "logs", "list", "stop", "pull"], listed
+    assert sorted(listed) == sorted({"submit", "status", "logs", "list", "stop", "pull", "generate", "evaluate",
+                                     "report", "config", "infra", "image", "jupyter"})
+    assert listed.index("generate") < listed.index("config") and listed[-1] == "jupyter"
+    assert "launcher submit --dataset zalando --epochs 64\n" in text
