@@ -27,3 +27,20 @@ def test_launcher_help_lists_the_commands_in_the_order_a_run_uses_them(capsys):
                                      "report", "config", "infra", "image", "jupyter"})
     assert listed.index("generate") < listed.index("config") and listed[-1] == "jupyter"
     assert "launcher submit --dataset zalando --epochs 64\n" in text
+
+
+def trainer_help(capsys, *command) -> str:
+    from trainer.cli import main as trainer_main
+
+    with pytest.raises(SystemExit) as stopped:
+        trainer_main([*command, "--help"])
+    assert stopped.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def test_trainer_help_lists_train_first_and_shows_it(capsys):
+    # Sorted by name, `evaluate` came first and `train` last; the first line named only train and generate.
+    text = trainer_help(capsys)
+    assert listed_commands(text) == ["train", "generate", "evaluate", "report", "stage"]
+    assert "python -m trainer train --dataset zalando --epochs 64 --output-dir runs/z1\n" in text
+

@@ -9,10 +9,22 @@ from trainer.errors import UsageError, echo, run_cli
 from trainer.stopping import train_until_stopped
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class InOrder(click.Group):
+    """Lists its commands in the order this module defines them: the order a run uses them, not by name."""
+
+    def list_commands(self, ctx):
+        return list(self.commands)
+
+
+@click.group(cls=InOrder, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="gankit")
 def cli():
-    """gankit trainer: train GANs and generate images from exported generators."""
+    """gankit trainer: train a GAN, make images with its generator, score it and report on the run; stage data.
+
+    \b
+    Example (Fashion-MNIST, 64 epochs):
+      python -m trainer train --dataset zalando --epochs 64 --output-dir runs/z1
+    """
 
 
 def config_option(name: str, **overrides):
@@ -66,17 +78,6 @@ def generate(generator_dir, target_class, count, rows, cols, seed, out):
     echo(f"wrote {path}")
 
 
-@cli.command(short_help="Upload a dataset and its checksum manifest to S3.")
-@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist or folder:PATH.")
-@click.option("--to", "to_uri", required=True, help="S3 prefix (or a local folder), e.g. s3://BUCKET/datasets/zalando.")
-@click.option("--data-dir", default=None, help="Take the files from this folder instead of the cache/system copy/download.")
-def stage(dataset, to_uri, data_dir):
-    """Upload a dataset's files and a checksum manifest to S3 (what is there already is skipped)."""
-    from trainer.dataset_staging import stage_dataset
-
-    stage_dataset(dataset, to_uri, data_dir, log=echo)
-
-
 @cli.command(short_help="Score a generator's images; writes evaluation.json.")
 @click.argument("generator_dir", type=click.Path())
 @click.option("--data-dir", default=None, help="Folder with the dataset's files, if not the usual place.")
@@ -107,6 +108,17 @@ def report(output_dir, price_per_hour):
     if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour >= 0):  # "$nan" once
         raise UsageError(f"--price-per-hour {price_per_hour}: must be the instance's price in USD, 0 or more, e.g. 1.21")
     echo(f"wrote {write_report(output_dir, price_per_hour=price_per_hour)}")
+
+
+@cli.command(short_help="Upload a dataset and its checksum manifest to S3.")
+@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist or folder:PATH.")
+@click.option("--to", "to_uri", required=True, help="S3 prefix (or a local folder), e.g. s3://BUCKET/datasets/zalando.")
+@click.option("--data-dir", default=None, help="Take the files from this folder instead of the cache/system copy/download.")
+def stage(dataset, to_uri, data_dir):
+    """Upload a dataset's files and a checksum manifest to S3 (what is there already is skipped)."""
+    from trainer.dataset_staging import stage_dataset
+
+    stage_dataset(dataset, to_uri, data_dir, log=echo)
 
 
 def main(argv=None):
