@@ -86,11 +86,12 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 # The trainer's own options, so names, choices and defaults cannot drift; the trainer fills what is unset.
 @config_option("preset", default=None, show_default=False, help=f"[trainer default: {TRAIN['preset'].default}] "
                "(`python -m trainer train --help` says what each is).")
-@config_option("epochs", default=None, show_default=False, help=f"[trainer default: {TRAIN['epochs'].default}]")
+@config_option("epochs", default=None, show_default=False,
+               help=f"{TRAIN['epochs'].help} [trainer default: {TRAIN['epochs'].default}]")
 @config_option("batch_size", help=f"{TRAIN['batch_size'].help} Per GPU (replica).")
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
 @click.option("--backend", type=backend_choice(), default=None,
-              help="[default: from `launcher config`; local until AWS is set up]")
+              help="Where the job runs [default: from `launcher config`; local until AWS is set up].")
 @click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
 @click.option("--spot/--on-demand", default=True, show_default=True, help="Spot capacity (cheaper, may be interrupted).")
@@ -473,7 +474,7 @@ def image():
 
 @image.command(name="push", short_help="Build the trainer's image and push it to ECR.")
 @click.option("--repository", default="gankit-trainer", show_default=True, help="ECR repository name.")
-@click.option("--tag", default=None, help="[the gankit version]")
+@click.option("--tag", default=None, help="Image tag [the gankit version].")
 @click.option("--region", default=None, help="AWS region [config, then the AWS default].")
 def image_push(repository, tag, region):
     """Build docker/Dockerfile and push it to ECR; then `launcher config set image URI`."""

@@ -44,3 +44,34 @@ def test_trainer_help_lists_train_first_and_shows_it(capsys):
     assert listed_commands(text) == ["train", "generate", "evaluate", "report", "stage"]
     assert "python -m trainer train --dataset zalando --epochs 64 --output-dir runs/z1\n" in text
 
+
+
+def every_command():
+    """(path, command) of every command and group of both CLIs, the launcher's lazily loaded ones included."""
+    import click
+
+    from launcher.cli import cli as launcher_cli
+    from trainer.cli import cli as trainer_cli
+
+    def walk(command, ctx):
+        yield ctx.command_path, command
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                yield from walk(sub, click.Context(sub, info_name=name, parent=ctx))
+
+    for root, name in ((launcher_cli, "launcher"), (trainer_cli, "python -m trainer")):
+        yield from walk(root, click.Context(root, info_name=name))
+
+
+def test_every_option_says_what_it_is_for():
+    # `--epochs`, `--keep-checkpoints`, `--checkpoint-dir`, `--tag` and submit's `--backend` had a default in
+    # brackets and not a word of what they set.
+    import re
+
+    import click
+
+    bare = [f"{path} {option.opts[0]}" for path, command in every_command() for option in command.params
+            if isinstance(option, click.Option)
+            and not re.sub(r"\[[^\]]*\]", "", option.help or "").strip(" .;")]
+    assert not bare

@@ -122,7 +122,8 @@ def test_submit_takes_the_trainers_options_so_they_cannot_drift():
     assert params["model"].default == "cgan" and params["model"].help == options()["model"].help
     # Unset, the trainer's default applies; the help says which it is.
     assert params["preset"].default is None and f"[trainer default: {options()['preset'].default}]" in params["preset"].help
-    assert params["epochs"].default is None and params["epochs"].help == f"[trainer default: {options()['epochs'].default}]"
+    assert params["epochs"].default is None and params["epochs"].help == (f"{options()['epochs'].help} "
+                                                                          f"[trainer default: {options()['epochs'].default}]")
     assert params["batch_size"].help.startswith(options()["batch_size"].help)
 
 

@@ -70,7 +70,7 @@ class TrainConfig:
         "; ".join(f"{name}: {p.what}" for name, p in PRESETS.items())
         + "; " + ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items()) + ".",
         choices=PRESET_NAMES, show_default=True))
-    epochs: int = field(default=64, metadata=_option(show_default=True))
+    epochs: int = field(default=64, metadata=_option("Passes over the training set.", show_default=True))
     batch_size: int | None = field(default=None, metadata=_option(f"Images per step {_per_preset('batch_size')}."))
     z_dim: int | None = field(default=None, metadata=_option(f"Length of the noise vector {_per_preset('z_dim')}."))
     lr: float | None = field(default=None, metadata=_option(
@@ -93,10 +93,12 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_option("Random seed (results repeat exactly on CPU).", show_default=True))
     max_steps: int | None = field(default=None, metadata=_option(
         "Stop after this many steps in all (across resumes)."))
-    checkpoint_dir: str | None = field(default=None, metadata=_option("[default: OUTPUT_DIR/checkpoints]"))
+    checkpoint_dir: str | None = field(default=None, metadata=_option(
+        "Where checkpoints go, a folder or s3:// prefix [default: OUTPUT_DIR/checkpoints]."))
     checkpoint_minutes: float = field(default=10.0, metadata=_option("Checkpoint at least this often.",
                                                                      show_default=True))
-    keep_checkpoints: int = field(default=3, metadata=_option(show_default=True))
+    keep_checkpoints: int = field(default=3, metadata=_option("How many of the newest checkpoints to keep.",
+                                                             show_default=True))
     image_size: int | None = field(default=None, metadata=_option(
         "Resize images to this square size (folder datasets: default 64)."))
     channels: int | None = field(default=None, metadata=_option("1 (grey) or 3 (RGB) (folder datasets: default 3)."))
