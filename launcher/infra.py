@@ -370,13 +370,13 @@ def status(stack_name, region):
         echo(failure_message(stack_name, events))
 
 
-@infra.command()
+@infra.command(short_help="Delete the base stack, and its bucket if empty.")
 @stack_option
 @region_option
 @click.option("--delete-bucket", is_flag=True, help="Also empty and delete the bucket: every dataset, run and model in it.")
 @click.option("--keep-bucket", is_flag=True, help="Delete the stack but keep the bucket and its contents.")
 def down(stack_name, region, delete_bucket, keep_bucket):
-    """Delete the base stack. A bucket with data in it stays unless --delete-bucket."""
+    """Delete the base stack and its bucket; a bucket with data in it needs --keep-bucket or --delete-bucket."""
     if delete_bucket and keep_bucket:
         raise UsageError("--delete-bucket and --keep-bucket contradict each other; give one")
     region = _region(region)

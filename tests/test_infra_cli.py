@@ -176,6 +176,19 @@ def test_down_refuses_a_bucket_with_data_unless_told(aws, run):
     assert settings.load()["backend"] == "local"
 
 
+def test_down_help_says_what_becomes_of_a_bucket_with_data(aws, run):
+    # It said "A bucket with data in it stays unless --delete-bucket", but `down` alone deletes nothing then: it
+    # refuses, and an empty bucket it deletes with the stack.
+    assert run("up", "--bucket-name", "gankit-help-test").exit_code == 0
+    boto3.client("s3", region_name=REGION).put_object(Bucket="gankit-help-test", Key="runs/z1/output/x", Body=b"x")
+    assert run("down").exit_code == 2
+    assert infra.find_stack(boto3.client("cloudformation", region_name=REGION), "gankit") is not None
+    shown = " ".join(infra.down.help.split())  # as `down --help` shows it, before Click wraps it
+    assert "Delete the base stack and its bucket; a bucket with data in it needs --keep-bucket or --delete-bucket" \
+        in shown
+    assert "stays unless" not in shown
+
+
 def test_down_keep_bucket_keeps_data(aws, run):
     assert run("up", "--bucket-name", "gankit-keep-test").exit_code == 0
     s3 = boto3.client("s3", region_name=REGION)
