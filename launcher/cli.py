@@ -95,7 +95,7 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
 @click.option("--spot/--on-demand", default=True, show_default=True, help="Spot capacity (cheaper, may be interrupted).")
-@click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m [cloud: 2h; local: no limit]; "
+@click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m, 3600 (seconds) [cloud: 2h; local: no limit]; "
               "it is then stopped with a checkpoint.")
 @click.option("--bucket", default=None, help="S3 bucket for data and runs [config].")
 @click.option("--role", default=None, help="SageMaker execution role ARN [config].")

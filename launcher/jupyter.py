@@ -638,10 +638,10 @@ def ssh_access(ec2, instance, my_ip, who):
               help=f"EC2 GPU instance type for a new instance (default: {DEFAULT_INSTANCE_TYPE['ec2']}; "
                    "an existing one keeps its type unless given).")
 @click.option("--idle", default="60m", show_default=True,
-              help="Stop the instance after this long with no kernel or terminal activity, no file saved in "
-                   "the folder Jupyter serves and no GPU use.")
+              help="Stop the instance after this long (e.g. 2h, 90m, 3600 seconds) with no kernel or terminal "
+                   "activity, no file saved in the folder Jupyter serves and no GPU use; fixed at launch.")
 @click.option("--max-hours", type=float, default=8.0, show_default=True,
-              help="Stop the instance after this many hours up, whatever happens.")
+              help="Stop the instance after this many hours up, whatever happens; fixed at launch.")
 @click.option("--ssh", "use_ssh", is_flag=True,
               help="Tunnel over SSH (a temporary rule for your own /32) instead of SSM.")
 @click.option("--my-ip", default=None, help="Your public IPv4 address for --ssh (default: asked of checkip.amazonaws.com).")
