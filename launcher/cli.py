@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from launcher.pricing import DEFAULT_INSTANCE_TYPE
 from trainer.cli import config_option, generate_options
 from trainer.config import options as train_options
 from trainer.errors import GankitError, UsageError, echo, printable_cell, run_cli
@@ -92,7 +93,8 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
 @click.option("--backend", type=backend_choice(), default=None,
               help="Where the job runs [default: from `launcher config`; local until AWS is set up].")
-@click.option("--instance-type", default=None, help="GPU type, e.g. ml.p3.2xlarge (SageMaker), g5.xlarge (EC2).")
+@click.option("--instance-type", default=None, help="GPU instance type, e.g. g5.xlarge [config, else "
+              f"{DEFAULT_INSTANCE_TYPE['sagemaker']} on SageMaker, {DEFAULT_INSTANCE_TYPE['ec2']} on EC2].")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
 @click.option("--spot/--on-demand", default=True, show_default=True, help="Spot capacity (cheaper, may be interrupted).")
 @click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m, 3600 (seconds) [cloud: 2h; local: no limit]; "

@@ -101,3 +101,17 @@ def test_jupyter_limits_say_they_are_fixed_at_launch():
 
     for flag in ("--idle", "--max-hours"):
         assert option_help(jupyter, flag).endswith("; fixed at launch.")
+
+
+def test_submit_instance_type_names_the_type_a_cloud_job_gets_unless_told():
+    # It gave examples only: a job with no --instance-type and none configured runs on each backend's default.
+    from launcher.backends import ec2, sagemaker
+    from launcher.cli import submit
+    from launcher.spec import build_spec
+
+    shown = option_help(submit, "--instance-type")
+    for backend, name in ((sagemaker, "SageMaker"), (ec2, "EC2")):
+        assert f"{backend.DEFAULT_INSTANCE_TYPE} on {name}" in shown
+    spec = build_spec(dataset="zalando", backend="sagemaker", bucket="gankit-help",
+                      role="arn:aws:iam::123456789012:role/sm", region="us-east-1")
+    assert spec.instance_type == sagemaker.DEFAULT_INSTANCE_TYPE
