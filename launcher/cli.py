@@ -333,7 +333,7 @@ def status(job, as_json):
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_jobs(as_json):
-    """All jobs this launcher submitted, newest first."""
+    """List the jobs this launcher submitted, newest first."""
     from launcher import jobs
 
     rows, unknown = [], {}
@@ -471,7 +471,7 @@ def config_set(key, value):
 
 @cli.group()
 def image():
-    """The trainer's Docker image."""
+    """Build the trainer's Docker image and push it to ECR."""
 
 
 @image.command(name="push", short_help="Build the trainer's image and push it to ECR.")

@@ -751,7 +751,7 @@ def stop(terminate):
 
 @jupyter.command()
 def status():
-    """State, uptime and cost so far of your Jupyter instance."""
+    """Show the state, uptime and cost so far of your Jupyter instance."""
     from launcher.pricing import price_per_hour
 
     region_name = region()

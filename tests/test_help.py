@@ -115,3 +115,21 @@ def test_submit_instance_type_names_the_type_a_cloud_job_gets_unless_told():
     spec = build_spec(dataset="zalando", backend="sagemaker", bucket="gankit-help",
                       role="arn:aws:iam::123456789012:role/sm", region="us-east-1")
     assert spec.instance_type == sagemaker.DEFAULT_INSTANCE_TYPE
+
+
+# What the commands do, as each one's first help line begins.
+VERBS = {"Train", "Start", "Show", "Print", "List", "Stop", "Download", "Make", "Measure", "Rebuild", "Score",
+         "Write", "Upload", "Set", "Build", "Provision", "Create", "Delete", "Open"}
+
+
+def test_every_command_first_says_what_it_does():
+    # `list`, `image` and `jupyter status` began "All jobs...", "The trainer's Docker image." and "State, uptime...".
+    from launcher.cli import LAZY
+
+    first = {}
+    for path, command in every_command():
+        name = path.split()[-1]
+        short = LAZY[name][1] if path.count(" ") == 1 and name in LAZY else command.get_short_help_str(1000)
+        first[path] = short.split()[0].rstrip(",") if short else ""
+    assert {path: word for path, word in first.items() if word not in VERBS and path not in
+            ("launcher", "python -m trainer")} == {}
