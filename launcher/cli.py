@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from launcher.pricing import DEFAULT_INSTANCE_TYPE
+from trainer.aws import REGION_HELP
 from trainer.cli import config_option, generate_options
 from trainer.config import options as train_options
 from trainer.errors import GankitError, UsageError, echo, printable_cell, run_cli
@@ -102,7 +103,7 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--bucket", default=None, help="S3 bucket for data and runs [config].")
 @click.option("--role", default=None, help="SageMaker execution role ARN [config].")
 @click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")
-@click.option("--region", default=None, help="AWS region [config, then the AWS default].")
+@click.option("--region", default=None, help=REGION_HELP)
 @click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint.")
 @click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
 @click.option("--dest", type=click.Path(), default=None, help="Where --wait pulls to [./JOB].")
@@ -477,7 +478,7 @@ def image():
 @image.command(name="push", short_help="Build the trainer's image and push it to ECR.")
 @click.option("--repository", default="gankit-trainer", show_default=True, help="ECR repository name.")
 @click.option("--tag", default=None, help="Image tag [the gankit version].")
-@click.option("--region", default=None, help="AWS region [config, then the AWS default].")
+@click.option("--region", default=None, help=REGION_HELP)
 def image_push(repository, tag, region):
     """Build docker/Dockerfile and push it to ECR; then `launcher config set image URI`."""
     from launcher.image import push

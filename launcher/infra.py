@@ -299,7 +299,7 @@ def _down_interrupted(stack_name: str, bucket: str | None, interrupt: KeyboardIn
 # --- the commands -------------------------------------------------------------------------------
 
 stack_option = click.option("--stack-name", default=DEFAULT_STACK, show_default=True, help="Name of the base stack.")
-region_option = click.option("--region", default=None, help="AWS region (default: the config's, else AWS_DEFAULT_REGION).")
+region_option = click.option("--region", default=None, help=aws.REGION_HELP)
 
 
 @click.group()

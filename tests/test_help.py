@@ -133,3 +133,14 @@ def test_every_command_first_says_what_it_does():
         first[path] = short.split()[0].rstrip(",") if short else ""
     assert {path: word for path, word in first.items() if word not in VERBS and path not in
             ("launcher", "python -m trainer")} == {}
+
+
+def test_every_region_option_says_the_same():
+    # submit and image push said "[config, then the AWS default]", infra "(default: the config's, else
+    # AWS_DEFAULT_REGION)": one lookup (trainer.aws.region), two accounts of it.
+    import click
+
+    helps = {path: option.help for path, command in every_command() for option in command.params
+             if isinstance(option, click.Option) and "--region" in option.opts}
+    assert {"launcher submit", "launcher image push", "launcher infra up", "launcher infra down"} <= set(helps)
+    assert len(set(helps.values())) == 1, helps

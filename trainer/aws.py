@@ -6,6 +6,8 @@ from trainer.errors import UsageError, no_region
 
 # us-east-1, eu-central-2, ap-southeast-4, us-gov-west-1, cn-north-1, us-iso-east-1 ...
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+# Every --region option's help: the order `region` looks in, in the same words in every command.
+REGION_HELP = "AWS region [config, then AWS_DEFAULT_REGION or the AWS profile's]."
 
 
 def region(*preferred: str | None) -> str:
