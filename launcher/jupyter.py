@@ -276,14 +276,58 @@ def legacy_rules_line(ec2, group_id, region_name) -> str | None:
         rules = [] if legacy == owner_name(arn) else tunnel.temporary_rules(ec2, group_id,
                                                                             (tunnel.rule_description(legacy),))
         if rules:
-            commands = "; ".join(f"`aws ec2 revoke-security-group-ingress --region {region_name} --group-id {group_id} "
-                                 f"--protocol tcp --port {r['FromPort']} --cidr {r['IpRanges'][0]['CidrIp']}`"
-                                 for r in rules)
-            cidrs = ", ".join(r["IpRanges"][0]["CidrIp"] for r in rules)
-            return (f"note: {group_id} allows SSH from {cidrs} for '{legacy}', the name older launchers gave your "
-                    "identity and others alike, so it is left as it is: it may be another person's open tunnel; if "
-                    f"it is yours and no tunnel of yours is open, {commands} removes it")
+            return (f"note: {group_id} allows SSH from {_cidrs(rules)} for '{legacy}', the name older launchers gave "
+                    "your identity and others alike, so it is left as it is: it may be another person's open tunnel; "
+                    f"if it is yours and no tunnel of yours is open, {_revoke_commands(rules, group_id, region_name)} "
+                    "removes it")
     return None
+
+
+def ownerless_rules_are_stale(ec2, group_id, iid) -> bool:
+    """May the temporary SSH rules of launchers that named no owner (the bare tunnel.RULE_DESCRIPTION) go?
+
+    Nothing in such a rule says whose or how old it is (no owner, no time), and any identity's launcher of that
+    time wrote it, so it is removed only when it provably holds open no one else's tunnel: the only use of such
+    a rule is an SSH tunnel to a running Jupyter instance in this group, and none runs here but `iid`, the
+    caller's own, which this run is connecting to; a tunnel to the caller's own instance is the caller's to
+    close, as the rules "for <the caller>" are. While another Jupyter instance runs in the group, the rule may
+    be its owner's, so it stays and ownerless_rules_line names it, as legacy_rules_line does for the old shared
+    names. An answer EC2 does not give proves nothing: the rule stays."""
+    try:
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": "instance.group-id", "Values": [group_id]},
+            {"Name": f"tag:{TAG_PURPOSE}", "Values": [PURPOSE]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ])
+        running = {i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]}
+    except Exception as e:
+        if aws_error(e) is None:
+            raise
+        return False
+    return running <= {iid}
+
+
+def ownerless_rules_line(ec2, group_id, region_name) -> str | None:
+    """What to say of temporary SSH rules of launchers that named no owner, left because they may be another's."""
+    from launcher import tunnel
+
+    with contextlib.suppress(Exception):  # only a note: the tunnel opens all the same
+        rules = tunnel.temporary_rules(ec2, group_id, (tunnel.RULE_DESCRIPTION,))
+        if rules:
+            return (f"note: {group_id} allows SSH from {_cidrs(rules)} for no owner named (an older launcher's rule) "
+                    "while a Jupyter instance not yours may run in it, so it is left as it is: it may be another "
+                    f"person's open tunnel; if it is yours and no tunnel of yours is open, "
+                    f"{_revoke_commands(rules, group_id, region_name)} removes it")
+    return None
+
+
+def _cidrs(rules) -> str:
+    return ", ".join(r["IpRanges"][0]["CidrIp"] for r in rules)
+
+
+def _revoke_commands(rules, group_id, region_name) -> str:
+    return "; ".join(f"`aws ec2 revoke-security-group-ingress --region {region_name} --group-id {group_id} "
+                     f"--protocol tcp --port {r['FromPort']} --cidr {r['IpRanges'][0]['CidrIp']}`" for r in rules)
 
 
 def say_legacy_instance(ec2, region_name):
@@ -619,12 +663,14 @@ def ssh_access(ec2, instance, my_ip, who):
     if not groups:
         raise GankitError(f"{instance['InstanceId']} has no security group to open SSH in")
     ip = tunnel.my_ip(my_ip)
-    stale = tunnel.sweep_stale_rules(ec2, groups[0], who)
+    ownerless_too = ownerless_rules_are_stale(ec2, groups[0], instance["InstanceId"])
+    stale = tunnel.sweep_stale_rules(ec2, groups[0], who, ownerless_too)
     if stale:
         say(f"removed {len(stale)} stale temporary SSH rules an earlier run left in {groups[0]}: {', '.join(stale)}")
-    legacy = legacy_rules_line(ec2, groups[0], ec2.meta.region_name)
-    if legacy:
-        say(legacy)
+    notes = [legacy_rules_line(ec2, groups[0], ec2.meta.region_name),
+             None if ownerless_too else ownerless_rules_line(ec2, groups[0], ec2.meta.region_name)]
+    for line in filter(None, notes):
+        say(line)
     with tunnel.ssh_rule(ec2, groups[0], ip, who) as cidr:
         say(f"SSH allowed from {cidr} only, until this tunnel closes")
         yield host

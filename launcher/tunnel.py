@@ -181,10 +181,11 @@ def _port_rule(port: int, cidr: str, description: str) -> dict:
             "IpRanges": [{"CidrIp": cidr, "Description": description}]}
 
 
-def sweep_stale_rules(ec2, group_id: str, owner: str) -> list[str]:
-    """Remove the temporary SSH rules of `owner` (and of launchers that named no owner) left in the group;
-    the CIDRs removed. Other users' temporary rules are theirs to sweep: their tunnels may be open."""
-    stale = temporary_rules(ec2, group_id, (rule_description(owner), RULE_DESCRIPTION))
+def sweep_stale_rules(ec2, group_id: str, owner: str, ownerless_too: bool = False) -> list[str]:
+    """Remove the temporary SSH rules of `owner` left in the group, and those of launchers that named no owner
+    when `ownerless_too` (the caller has shown no one else's tunnel can use them); the CIDRs removed. Other
+    users' temporary rules are theirs to sweep: their tunnels may be open."""
+    stale = temporary_rules(ec2, group_id, (rule_description(owner),) + ((RULE_DESCRIPTION,) if ownerless_too else ()))
     if stale:
         ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=stale)
     return [r["IpRanges"][0]["CidrIp"] for r in stale]

@@ -504,6 +504,29 @@ def test_a_folder_of_one_class_gets_no_figures_and_says_why(tmp_path, monkeypatc
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(tmp_path / "run")])
-    last = capsys.readouterr().err.splitlines()[-1]  # after the loading progress
+    last = capsys.readouterr().err.splitlines()[-1]
     assert e.value.code == 2 and last.startswith("error: folder:") and "has one class" in last, last
+    assert not (tmp_path / "run" / ev.RESULT_FILE).exists()
+
+
+@pytest.mark.parametrize("classes", [("cats",), ()], ids=["one-class", "no-classes"])
+def test_a_folder_no_figures_can_come_from_is_refused_before_its_pictures_load(tmp_path, capsys, classes):
+    """Its folder's layout says so (one class subfolder, or none): loading every picture first only to refuse
+    took minutes of a progress bar on a large folder."""
+    from tests.data_helpers import make_image_folder
+    from trainer.export import export_generator
+    from trainer.models import build_generator
+
+    folder = make_image_folder(tmp_path / "f", classes=classes, n=12)
+    meta = {"dataset": f"folder:{folder}", "class_names": [], "conditional": False, "model": "dcgan",
+            "preset": "default", "z_dim": 8, "z_distribution": "normal", "image_shape": [16, 16, 3],
+            "value_range": [-1.0, 1.0], "steps": 0}
+    export_generator(build_generator("default", 8, (16, 16, 3), 0), meta, tmp_path / "run" / "generator")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.splitlines()[-1].startswith("error: folder:"), err
+    assert ("has one class" if classes else "has no classes") in err.splitlines()[-1]
+    assert "loading images" not in err, err
     assert not (tmp_path / "run" / ev.RESULT_FILE).exists()

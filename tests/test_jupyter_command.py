@@ -469,7 +469,8 @@ def test_ssh_tunnel_cleans_up_on_sigterm_and_sighup_like_ctrl_c(aws, tools, tmp_
 
 
 def test_ssh_sweeps_stale_temporary_rules_of_its_owner(aws, tools):
-    """Rules an earlier run could not remove (killed with SIGKILL, a crash) go at the next --ssh run;
+    """Rules an earlier run could not remove (killed with SIGKILL, a crash) go at the next --ssh run, and so do
+    those of launchers that named no owner while no Jupyter instance but the caller's runs in the group;
     other users' temporary rules and rules that are not gankit's stay."""
     from launcher import tunnel
 
@@ -487,6 +488,27 @@ def test_ssh_sweeps_stale_temporary_rules_of_its_owner(aws, tools):
     assert "removed 2 stale temporary SSH rules" in result.output
     left = sorted(r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"])
     assert left == ["198.51.100.10/32", "198.51.100.9/32"]
+
+
+def test_ssh_names_an_ownerless_rule_while_another_jupyter_instance_runs_in_the_group(aws, tools):
+    """A rule from a launcher that named no owner may hold open the tunnel of anyone whose Jupyter instance runs
+    in the group: while one other than the caller's runs, it stays, and the line says how to remove it."""
+    from launcher import tunnel
+
+    aws["ec2"].run_instances(ImageId=aws["image"], MinCount=1, MaxCount=1, SecurityGroupIds=[aws["group"]],
+                             TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                 {"Key": jupyter_cli.TAG_PURPOSE, "Value": jupyter_cli.PURPOSE},
+                                 {"Key": jupyter_cli.TAG_OWNER, "Value": "someone-else"}]}])
+    aws["ec2"].authorize_security_group_ingress(GroupId=aws["group"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+         "IpRanges": [{"CidrIp": "198.51.100.8/32", "Description": tunnel.RULE_DESCRIPTION}]}])
+    result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert [r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"]] == ["198.51.100.8/32"]
+    [note] = [line for line in result.output.splitlines() if "198.51.100.8/32" in line]
+    assert note.startswith(f"note: {aws['group']} allows SSH from 198.51.100.8/32 for no owner named"), note
+    assert (f"aws ec2 revoke-security-group-ingress --region {REGION} --group-id {aws['group']} --protocol tcp "
+            "--port 22 --cidr 198.51.100.8/32") in note, note
 
 
 def test_an_instance_that_never_serves_jupyter_is_stopped_not_left_billing(aws, tools, monkeypatch):

@@ -94,8 +94,9 @@ def test_logs_from_s3_break_lines_at_newlines_only_as_a_local_log_does(ec2_job, 
                                   Body=f"step 1{NOT_LINE_BREAKS}end\n\rstep 2\n".encode())
     code, out, err = launcher(capsys, "logs", ec2_job, *(["--verbose"] if verbose else []))
     assert code == 0, err
-    # U+2028 and U+2029 are no control characters: a terminal shows them, within the line, as the local log's
-    assert out.split("\n") == ["step 1\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\x85\u2028\u2029end", "\\rstep 2", ""], out
+    # U+2028 and U+2029 are escaped too: no control characters, yet many tools (splitlines) break lines at them
+    assert out.split("\n") == ["step 1\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\x85\\u2028\\u2029end", "\\rstep 2", ""], out
+    assert out.splitlines() == out.split("\n")[:-1], out
 
 
 # --- the local backend: the trainer's log is a file in the job's folder ------------------------------------------
@@ -207,3 +208,29 @@ def test_list_keeps_its_columns_under_a_remote_value_with_a_tab(monkeypatch, cap
     assert code == 0, err
     header, row = (shown(line) for line in out.splitlines())
     assert row.index("Completed") == header.index("STATUS") and row.index("g5") == header.index("INSTANCE"), out
+
+
+def test_unicode_line_and_paragraph_separators_are_shown_escaped_everywhere():
+    # Not control characters to Unicode (Zl, Zp), yet terminals, editors and most tools (Python's splitlines too)
+    # break lines at them; NEL (U+0085) is a C1 control, escaped as every one is.
+    from trainer.errors import printable, printable_cell
+
+    for show in (printable, printable_cell, printable_lines):
+        assert show("a\u2028b\u2029c\x85d") == "a\\u2028b\\u2029c\\x85d"
+
+
+def test_list_keeps_one_row_per_job_under_a_remote_value_with_a_line_separator(monkeypatch, capsys):
+    from launcher import jobs
+
+    with mocked_bucket(monkeypatch, BUCKET, region=REGION) as bucket:
+        run = f"{bucket}/runs/separated"
+        jobs.save({"job": "separated", "backend": "ec2", "region": REGION, "instance_type": "g5.xlarge",
+                   "dataset": "mnist", "output_uri": f"{run}/output", "status_uri": f"{run}/status.json",
+                   "log_uri": f"{run}/train.log", "setup_log_uri": f"{run}/setup.log"})
+        status = {"status": "Completed", "started": "2026\u2028faked  ec2  Failed", "ended": "2026-01-01T01:00:00+00:00"}
+        boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/separated/status.json",
+                                      Body=json.dumps(status).encode())
+        code, out, err = launcher(capsys, "list")
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert "2026\\u2028faked" in row, out

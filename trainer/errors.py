@@ -238,18 +238,22 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
     sys.exit(0)
 
 
-# What may not reach a terminal raw: control characters (Unicode's Cc, C0 and C1: ESC, BEL, CSI...) and the
-# bidirectional overrides and isolates, which are not control characters to Unicode yet reorder the text shown.
-_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"  # all but \t and \n
+# What may not reach a terminal raw: control characters (Unicode's Cc, C0 and C1: ESC, BEL, CSI, NEL...), the
+# bidirectional overrides and isolates, which are not control characters to Unicode yet reorder the text shown,
+# and the line and paragraph separators (U+2028, U+2029), which are not either yet break the line in terminals,
+# editors and most tools (Python's splitlines too): a remote value could fake a row of `launcher list` with one.
+# No text of ours holds one, so printable_lines escapes them as well: only \n breaks its lines.
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"  # all but \t and \n
 _NOT_IN_A_LINE = re.compile(f"[{_CONTROLS}\n]")
 _NOT_IN_TEXT = re.compile(f"[{_CONTROLS}]")
 
 
 def printable(text) -> str:
     """`text` safe to show on a terminal as one line: every control character (a line break in a path typed with
-    one; ESC, BEL and CSI in a name that came from a bucket: an S3 key, a class in generator.json) and every
-    bidirectional override is shown escaped (\\n, \\x1b, \\u202e), so a remote name can neither split the line
-    nor retitle, clear or rewrite the terminal, nor reorder what the line says."""
+    one; ESC, BEL and CSI in a name that came from a bucket: an S3 key, a class in generator.json), every
+    bidirectional override and the Unicode line and paragraph separators are shown escaped (\\n, \\x1b, \\u202e,
+    \\u2028), so a remote name can neither split the line nor retitle, clear or rewrite the terminal, nor reorder
+    what the line says."""
     return _NOT_IN_A_LINE.sub(_escaped, str(text))
 
 

@@ -67,6 +67,22 @@ def canonical_name(name: str) -> str:
     return key
 
 
+def class_names_of(name, data_dir=None) -> tuple:
+    """The class names `load_dataset` would give `name` (none for a folder without classes), known without
+    loading a picture: a folder's from its listing (its layout checked as loading checks it)."""
+    name = canonical_name(name)
+    if name.startswith(FOLDER):
+        from trainer.data.folder import list_folder
+
+        return list_folder(_folder_path(name, data_dir))[2]
+    return tuple(CATALOG[name].class_names)
+
+
+def _folder_path(name, data_dir) -> Path:
+    """Where a folder dataset's pictures are: `data_dir` when given (the PATH then only names it)."""
+    return Path(data_dir) if data_dir is not None else Path(name[len(FOLDER):])
+
+
 def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None, log=None) -> Dataset:
     """Load a dataset's `split` ("train" or "test") into memory.
 
@@ -89,7 +105,7 @@ def load_dataset(name, data_dir=None, split="train", image_size=None, channels=N
 
         if split != "train":
             raise UsageError(f"{name} has no {split} split: an image folder is a single set of pictures")
-        path = Path(data_dir) if data_dir is not None else Path(name[len(FOLDER):])
+        path = _folder_path(name, data_dir)
         images, labels, class_names = load_folder(path, image_size or FOLDER_IMAGE_SIZE, channels or FOLDER_CHANNELS)
         if log:
             classes = f" in {len(class_names)} classes" if class_names else " (no classes)"
