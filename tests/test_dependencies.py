@@ -3,7 +3,10 @@ with declare, and every declared requirement is used."""
 
 import ast
 import functools
+import json
+import os
 import re
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +17,8 @@ except ModuleNotFoundError:  # Python 3.10: the dev extra's tomli is the same pa
     import tomli as tomllib
 
 from packaging.requirements import Requirement
+
+from trainer.errors import EXTRA_OF
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -125,3 +130,62 @@ def test_every_declared_requirement_is_used():
             if reason is None or reason[1] not in (ROOT / reason[0]).read_text():
                 unused.append(f"{extra or 'base'}: {dist}")
     assert not unused, "declared but never imported: " + ", ".join(sorted(set(unused)))
+
+
+def test_the_extra_named_for_a_missing_package_declares_it():
+    for module, extra in EXTRA_OF.items():
+        assert distribution_of(module) in declared(extra), (module, extra)
+
+
+# --- the base install: `pip install gankit`, no extras ---------------------------------------------------
+
+def link_base_install(site: Path):
+    """Fill `site` with symlinks to exactly what `pip install gankit` installs from this venv: the base
+    requirements and, recursively, theirs (no extras)."""
+    todo, seen = [Requirement(r) for r in PROJECT["dependencies"]], set()
+    while todo:
+        requirement = todo.pop()
+        name = normal(requirement.name)
+        if name in seen or requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        seen.add(name)
+        dist = metadata.distribution(name)
+        todo += [Requirement(r) for r in dist.requires or []]
+        for top in {f.parts[0] for f in dist.files} - {"..", "__pycache__"}:
+            if not (site / top).exists():
+                (site / top).symlink_to(dist.locate_file(top))
+
+
+def base_launcher(site: Path, cwd: Path, *args):
+    """`launcher ARGS` seeing only the base install and the checkout (-S: no site-packages at all)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), GANKIT_HOME=str(cwd / "home"),
+               GANKIT_CONFIG=str(cwd / "home" / "config.json"), AWS_DEFAULT_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    return subprocess.run([sys.executable, "-S", "-m", "launcher", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_base_install_runs_the_bookkeeping_and_names_the_extra_the_rest_needs(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    link_base_install(site)
+    assert not any((site / name).exists() for name in ("tensorflow", "keras", "jax", "sagemaker", "matplotlib"))
+    for args in (["--help"], ["submit", "--help"], ["list"], ["config", "show"],
+                 ["submit", "--dataset", "mnist", "--epochs", "1", "--dry-run"]):
+        done = base_launcher(site, tmp_path, *args)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+
+    generator = tmp_path / "generator"
+    generator.mkdir()
+    (generator / "generator.keras").write_bytes(b"")  # never opened: Keras is not there to open it
+    (generator / "generator.json").write_text(json.dumps({
+        "dataset": "mnist", "class_names": [str(i) for i in range(10)], "conditional": True, "model": "cgan",
+        "preset": "sn-hinge", "z_dim": 100, "z_distribution": "normal", "image_shape": [28, 28, 1],
+        "value_range": [-1.0, 1.0], "steps": 10, "selected": "last", "trainer_version": "0.1.0",
+        "framework": "tensorflow", "keras_version": "3.15.1"}))
+    sagemaker = ["submit", "--dataset", "mnist", "--epochs", "1", "--backend", "sagemaker", "--bucket", "gankit-b",
+                 "--role", "arn:aws:iam::123456789012:role/r", "--dry-run"]
+    for args, extra in ((sagemaker, "cloud"), (["generate", str(generator), "--out", "x.png"], "trainer")):
+        done = base_launcher(site, tmp_path, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and f"pip install 'gankit[{extra}]'" in done.stderr, done.stderr
