@@ -10,10 +10,12 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -152,3 +154,24 @@ def test_image_push_from_a_wheel_says_it_needs_a_clone(installed, tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "image push" in done.stderr and "clone" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_module_removed_from_the_checkout_leaves_the_next_instance_wheel(tmp_path):
+    # setuptools reuses the checkout's build/lib, so the EC2 instance got modules deleted since an earlier build.
+    checkout = tmp_path / "checkout"
+    for name in ("trainer", "launcher", "infra", "docker", "examples"):
+        shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
+    build = "import sys\nfrom launcher import instances\nprint(instances.build_wheel(sys.argv[1]))\n"
+
+    def wheel_names(dest):
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        done = subprocess.run([sys.executable, "-c", build, str(dest)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True, timeout=300)
+        return zipfile.ZipFile(done.stdout.strip().splitlines()[-1]).namelist()
+
+    (checkout / "trainer" / "removed_since.py").write_text("GONE = True\n")
+    assert "trainer/removed_since.py" in wheel_names(tmp_path / "first")
+    (checkout / "trainer" / "removed_since.py").unlink()
+    assert "trainer/removed_since.py" not in wheel_names(tmp_path / "second")
