@@ -252,9 +252,14 @@ def build_wheel(dest) -> Path:
     if repo is None:
         return _repack_installed(Path(dest))
     dest = Path(dest)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "--quiet", "--wheel-dir", str(dest), str(repo)],
-                          capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="gankit-build-") as scratch:
+        # setuptools builds in the checkout's build/ and reuses build/lib, so a module deleted or renamed since an
+        # earlier build went to the instance too: a fresh build folder each time (DIST_EXTRA_CONFIG, read by setuptools).
+        config = Path(scratch) / "build.cfg"
+        config.write_text(f"[build]\nbuild_base = {Path(scratch) / 'build'}\n")
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                               "--quiet", "--wheel-dir", str(dest), str(repo)],
+                              capture_output=True, text=True, env=dict(os.environ, DIST_EXTRA_CONFIG=str(config)))
     wheels = sorted(dest.glob("gankit-*.whl"))
     if done.returncode or not wheels:
         last = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]

@@ -5,13 +5,17 @@ temporary directory by a Python that cannot see the checkout (no PYTHONPATH to i
 so not the editable install either); the test venv's installed dependencies are borrowed as is.
 """
 
+import ast
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -21,9 +25,10 @@ from tests.data_helpers import make_idx_dataset
 from tests.ec2_helpers import seed_dlami_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every file the launcher reads from infra/, docker/ and examples/, and a byte-for-byte check of each.
+# Every file the launcher reads from infra/, docker/ and examples/ (launcher.resources.resource_path), and
+# nothing more: the wheel carries exactly these (docker/Dockerfile and its helpers build the image from a clone).
 PACKAGED = ("infra/base.yaml", "infra/gpu-instance.yaml", "examples/pull_and_generate.ipynb",
-            "docker/sagemaker_entry.py", "docker/train", "docker/Dockerfile")
+            "docker/sagemaker_entry.py")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,31 @@ def test_the_wheel_carries_the_repository_files(installed):
     for name in PACKAGED:
         packaged = installed / "gankit_data" / name
         assert packaged.read_bytes() == (ROOT / name).read_bytes(), name
+
+
+def test_the_wheel_carries_no_file_beyond_those(installed):
+    data = installed / "gankit_data"
+    shipped = {p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert shipped == set(PACKAGED)
+
+
+def resource_patterns() -> set[str]:
+    """The names the code passes to resource_path, as regular expressions (an f-string's fields match any text)."""
+    patterns = set()
+    for path in ROOT.glob("launcher/**/*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "resource_path" and node.args:
+                arg = node.args[0]
+                parts = arg.values if isinstance(arg, ast.JoinedStr) else [arg]
+                patterns.add("".join(re.escape(p.value) if isinstance(p, ast.Constant) else ".+" for p in parts))
+    return patterns
+
+
+def test_packaged_is_what_the_code_reads():
+    patterns = resource_patterns()
+    assert len(patterns) >= 3  # infra templates, the notebook, the SageMaker entry
+    assert all(any(re.fullmatch(p, name) for p in patterns) for name in PACKAGED), (patterns, PACKAGED)
+    assert all(any(re.fullmatch(p, name) for name in PACKAGED) for p in patterns), (patterns, PACKAGED)
 
 
 def test_infra_up_and_sagemaker_submit_from_the_wheel(installed, aws_env, tmp_path, monkeypatch):
@@ -124,3 +154,24 @@ def test_image_push_from_a_wheel_says_it_needs_a_clone(installed, tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "image push" in done.stderr and "clone" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_module_removed_from_the_checkout_leaves_the_next_instance_wheel(tmp_path):
+    # setuptools reuses the checkout's build/lib, so the EC2 instance got modules deleted since an earlier build.
+    checkout = tmp_path / "checkout"
+    for name in ("trainer", "launcher", "infra", "docker", "examples"):
+        shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
+    build = "import sys\nfrom launcher import instances\nprint(instances.build_wheel(sys.argv[1]))\n"
+
+    def wheel_names(dest):
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        done = subprocess.run([sys.executable, "-c", build, str(dest)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True, timeout=300)
+        return zipfile.ZipFile(done.stdout.strip().splitlines()[-1]).namelist()
+
+    (checkout / "trainer" / "removed_since.py").write_text("GONE = True\n")
+    assert "trainer/removed_since.py" in wheel_names(tmp_path / "first")
+    (checkout / "trainer" / "removed_since.py").unlink()
+    assert "trainer/removed_since.py" not in wheel_names(tmp_path / "second")

@@ -300,4 +300,32 @@ def _one_line_failure(e: Exception) -> tuple[str, int] | None:
     known = aws_error(e)  # the one place botocore's errors become one line, for every command
     if known is not None:
         return str(known), known.exit_code
+    missing = missing_extra(e)
+    if missing is not None:
+        return missing, 2
     return None
+
+
+# The packages of gankit's extras (pyproject.toml), by import name: a base install (`pip install gankit`)
+# runs the launcher's bookkeeping, and a command that needs one of these names the extra to install.
+EXTRA_OF = {"tensorflow": "trainer", "keras": "trainer", "matplotlib": "trainer", "tensorboardX": "trainer",
+            "jax": "jax", "sagemaker": "cloud"}
+ALSO = {"keras": " (or 'gankit[jax]' to train on JAX)"}
+
+
+def missing_extra(e: Exception) -> str | None:
+    """The line for an import of an extra's package that is not installed; None for anything else."""
+    import importlib.util
+
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return None
+    top = e.name.partition(".")[0]
+    if top not in EXTRA_OF:
+        return None
+    try:
+        if importlib.util.find_spec(top) is not None:  # installed, but a module of it is missing: a bug, traceback
+            return None
+    except (ImportError, ValueError):
+        pass
+    extra = EXTRA_OF[top]
+    return f"{top} is not installed, and this needs gankit's {extra} extra: pip install 'gankit[{extra}]'{ALSO.get(top, '')}"
