@@ -404,3 +404,23 @@ def test_script_mode_passes_ordinary_hyperparameters_through_the_toolkit_shell_l
     assert not any(sagemaker.SHELL_SPECIAL.search(v) for v in hp.values())
     done = subprocess.run(["/bin/sh", "-c", _toolkit_command_line(hp)], capture_output=True, text=True)
     assert done.returncode == 0 and json.loads(done.stdout) == _meant(hp)
+
+
+def test_script_mode_asks_for_what_the_trainer_extra_does_beyond_the_prebuilt_image():
+    """The prebuilt image brings TensorFlow, numpy and boto3; everything else the trainer needs (the base
+    requirements and the trainer extra, Keras' safe-mode floor included) goes in requirements.txt, or the job
+    runs on whatever the image ships."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    from launcher.backends import sagemaker as sm
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    python = {"python_version": sm.PY_VERSION.removeprefix("py").replace("3", "3.", 1)}
+    needed = [*project["dependencies"], *project["optional-dependencies"]["trainer"]]
+    wanted = {f"{r.name}{r.specifier}" for r in map(Requirement, needed)
+              if r.name not in ("tensorflow", "numpy", "boto3") and (r.marker is None or r.marker.evaluate(python))}
+    assert set(sm.requirements("tensorflow").split()) == wanted

@@ -55,9 +55,10 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 POLL_SECONDS = 10.0
 PAGE = 1000  # log events or streams per request
 VOLUME_GB = 30
-# What script mode adds to the prebuilt image (it has TensorFlow, Keras 3, numpy and boto3); its
-# training toolkit pip-installs requirements.txt at job start. framework=jax adds JAX with CUDA.
-REQUIREMENTS = "click>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
+# What script mode adds to the prebuilt image (it has TensorFlow, numpy and boto3); its training toolkit
+# pip-installs requirements.txt at job start. The trainer extra's Keras floor too: the image's own Keras may be
+# older (the image is py312, so its line applies). framework=jax adds JAX with CUDA.
+REQUIREMENTS = "keras>=3.14\nclick>=8.1\nmatplotlib>=3.8\npillow>=10\ntensorboardX>=2.6\n"
 JAX_REQUIREMENTS = "jax[cuda12]>=0.4.30\n"
 
 
