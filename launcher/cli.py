@@ -384,7 +384,12 @@ def logs(job, follow, verbose):
 @cli.command()
 @click.argument("job")
 def stop(job):
-    """Stop a job; it writes a checkpoint first, and `submit --resume JOB` continues it."""
+    """Stop a job; it writes a checkpoint first, and `submit --resume JOB` continues it.
+
+    An EC2 job is asked to stop: its trainer writes the checkpoint to S3, and once the job says it has (or about
+    3 minutes passed) its instance is terminated, so this waits. Ctrl-C leaves the request in place (the job
+    stops itself), and `launcher stop JOB` again waits for the rest. An EC2 job still installing, with nothing
+    trained yet, is terminated at once."""
     from launcher import backends, jobs
 
     record = jobs.load(job)

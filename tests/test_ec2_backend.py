@@ -375,3 +375,101 @@ def test_a_launch_ec2_refuses_leaves_no_record(launches, cloud, monkeypatch):
         backend.submit(Spec(job="r5", root=cloud["root"], hyperparameters=HP))
     assert "did not start" in str(failed.value) and "launcher stop" not in str(failed.value)
     assert [r["job"] for r in jobs.all_jobs()] == []
+
+
+def _play_the_runner(record, monkeypatch, answer=True):
+    """The instance's runner as `stop` meets it: InProgress, then (`answer`) the final status the runner writes once
+    it sees the request and its trainer has checkpointed. What it saw is returned: whether the request was there
+    and the instance still running when it answered."""
+    import threading
+
+    from launcher.remote import train_job
+
+    train_job.write_status(record["status_uri"], "InProgress", started="2026-12-07T10:00:00+00:00")
+    seen = {}
+    request = train_job.stop_uri(record["root"], record["job"])
+
+    def runner():
+        while not train_job.stop_requested(request):
+            threading.Event().wait(0.05)
+        seen["request"] = json.loads(s3.read_bytes(request))
+        seen["state"] = _instance(record["instance_id"])["State"]["Name"]
+        if answer:
+            train_job.write_status(record["status_uri"], "Stopped", started="2026-12-07T10:00:00+00:00",
+                                   failure_reason=f"{train_job.STOPPED_BY_LAUNCHER}; its checkpoints are kept: "
+                                                  f"`launcher submit ... --resume {record['job']}` continues")
+
+    threading.Thread(target=runner, daemon=True).start()
+    monkeypatch.setattr(backend, "STOP_POLL_SECONDS", 0.1, raising=False)
+    return seen
+
+
+def test_stop_asks_the_runner_waits_for_its_checkpoint_then_terminates(cloud, monkeypatch, capsys):
+    # `stop` terminated the instance at once: the trainer never got SIGTERM, and its steps since the last periodic
+    # checkpoint (--checkpoint-minutes, 10 by default) were lost.
+    from launcher.cli import cli
+    from trainer.errors import run_cli
+
+    record = backend.submit(Spec(job="e7", root=cloud["root"], hyperparameters=HP))
+    seen = _play_the_runner(record, monkeypatch)
+    with pytest.raises(SystemExit) as exited:
+        run_cli(cli, ["stop", "e7"], prog_name="launcher")
+    out, err = capsys.readouterr()
+    assert exited.value.code == 0 and out == "stopping e7\n", out + err
+    assert seen.get("state") == "running" and seen["request"]["by"] == "launcher stop"  # terminated only after the answer
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    described = backend.describe(record)
+    assert described["status"] == "Stopped"
+    assert described["failure_reason"].startswith("stopped by `launcher stop`; its checkpoints are kept")
+    assert "asked e7 to stop: its trainer writes a checkpoint to S3, then its instance is terminated" in err
+    assert err.strip().splitlines()[-1] == f"e7: {described['failure_reason']}"
+
+
+def test_a_stop_the_runner_never_answers_terminates_after_the_wait(cloud, monkeypatch):
+    record = backend.submit(Spec(job="e8", root=cloud["root"], hyperparameters=HP))
+    seen = _play_the_runner(record, monkeypatch, answer=False)
+    monkeypatch.setattr(backend, "STOP_WAIT", 1, raising=False)
+    assert backend.stop(record) is None
+    assert seen.get("state") == "running"  # asked, and left running until the wait was over
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    described = backend.describe(record)
+    assert described["status"] == "Stopped" and "terminated by `launcher stop`" in described["failure_reason"]
+
+
+def test_a_job_whose_runner_has_not_started_is_terminated_at_once(cloud, monkeypatch):
+    record = backend.submit(Spec(job="e9", root=cloud["root"], hyperparameters=HP))  # installing: no status yet
+    monkeypatch.setattr(backend.time, "sleep", lambda s: pytest.fail("waited for a runner that is not there"))
+    assert backend.stop(record) is None
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    assert s3.read_bytes(layout.join(layout.run_prefix(cloud["root"], "e9"), "stop.json")) is None  # nothing asked
+
+
+def test_ctrl_c_during_the_wait_says_the_job_stops_itself_and_a_second_stop_waits_only_the_rest(cloud, monkeypatch):
+    from launcher.remote import train_job
+    from trainer.errors import Interrupted
+
+    record = backend.submit(Spec(job="e10", root=cloud["root"], hyperparameters=HP))
+    train_job.write_status(record["status_uri"], "InProgress", started="2026-12-07T10:00:00+00:00")
+
+    def ctrl_c(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend.time, "sleep", ctrl_c)
+    with pytest.raises(Interrupted) as interrupted:
+        backend.stop(record)
+    message = str(interrupted.value)
+    assert interrupted.value.exit_code == 130 and "\n" not in message
+    assert message.startswith("stopped waiting for e10 on Ctrl-C (SIGINT); it has the stop request and stops itself "
+                              "within about 3 minutes")
+    assert "`launcher stop e10` again waits for that and terminates its instance" in message
+    assert _instance(record["instance_id"])["State"]["Name"] == "running"  # it stops itself, checkpoint first
+    request = train_job.stop_uri(cloud["root"], "e10")
+    assert train_job.stop_requested(request)
+
+    # Again, once the runner's time is up: no second wait, the instance is terminated.
+    earlier = json.loads(s3.read_bytes(request))
+    s3.write_bytes(request, json.dumps({**earlier, "requested": "2026-12-07T10:00:00+00:00"}).encode())
+    monkeypatch.setattr(backend.time, "sleep", lambda s: pytest.fail("waited again"))
+    assert backend.stop(record) is None
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    assert backend.describe(record)["status"] == "Stopped"

@@ -318,3 +318,47 @@ def test_a_container_still_running_after_the_grace_period_is_killed_not_only_its
                 os.kill(pid, 9)
     calls = [json.loads(line) for line in (state / "calls").read_text().splitlines()]
     assert calls[1] == ["kill", "gankit-ec2-box"]
+
+
+def test_launcher_stops_request_stops_the_trainer_with_a_checkpoint_that_resume_continues(bucket, staged, tmp_path,
+                                                                                          monkeypatch):
+    # The runner never looked for `launcher stop`: the EC2 backend terminated the instance, and the steps since the
+    # trainer's last periodic checkpoint were lost. Now the request is seen and the trainer is stopped as at max run.
+    import threading
+    import time
+
+    monkeypatch.setattr(train_job, "REQUEST_POLL", 0.2, raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the trainer runs in a subprocess of its own
+    uri = write_job(bucket, "ec2-stop", staged, max_run=90, epochs="1000", max_steps="100000",
+                    checkpoint_minutes="60")
+    log = tmp_path / "work" / train_job.LOG_NAME
+
+    def request_once_it_trains():
+        deadline = time.monotonic() + 80
+        while time.monotonic() < deadline and "epoch 2/1000" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.2)
+        # What `launcher stop` writes, with your credentials.
+        s3.write_bytes(layout.join(layout.run_prefix(bucket, "ec2-stop"), "stop.json"), b'{"by": "launcher stop"}')
+
+    threading.Thread(target=request_once_it_trains, daemon=True).start()
+    result = train_job.run_job(uri, tmp_path / "work")
+    status = status_of(bucket, "ec2-stop")
+    assert status["status"] == result["status"] == "Stopped", status
+    assert status["failure_reason"].startswith("stopped by `launcher stop`; its checkpoints are kept")
+    assert "--resume ec2-stop" in status["failure_reason"]
+    text = log.read_text()
+    assert "gankit: `launcher stop` asked for a stop: stopping the trainer" in text
+    stopped_at = int(text.split("stopped at step ")[1].split(";")[0])  # the trainer's own line: checkpoint written
+    checkpoints = layout.checkpoints_prefix(bucket, "ec2-stop")
+    from trainer import run_storage
+
+    assert stopped_at > 4 and run_storage.remote_checkpoints(checkpoints)[0][0] == stopped_at
+
+    # `submit --resume ec2-stop` runs a job on the stopped one's checkpoints: it goes on from that step.
+    resumed = write_job(bucket, "ec2-stop-2", staged, epochs="1000", max_steps=str(stopped_at + 4))
+    job = json.loads(s3.read_bytes(resumed))
+    s3.write_bytes(resumed, json.dumps({**job, "checkpoint_uri": checkpoints}).encode())
+    (tmp_path / "again").mkdir()
+    done = run_runner(resumed, tmp_path / "again")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"at step {stopped_at}\n" in s3.read_bytes(train_job.log_uri(bucket, "ec2-stop-2")).decode()

@@ -130,7 +130,7 @@ def test_the_jupyter_role_lists_and_reads_runs_and_writes_nothing(prefix):
 
 @pytest.mark.slow
 def test_the_ec2_runner_and_its_trainer_call_only_what_the_instance_role_allows(aws_env, tmp_path, monkeypatch):
-    """The runner on the instance (job, status, log) and the trainer it starts (data, checkpoints with their
+    """The runner on the instance (job, status, log, its look for a stop request) and the trainer it starts (data, checkpoints with their
     pruning, outputs); then a resume's checkpoint restore, which sets a broken checkpoint aside (a copy and a
     delete) and downloads the one before it."""
     from launcher.remote import train_job
@@ -162,6 +162,8 @@ def test_the_ec2_runner_and_its_trainer_call_only_what_the_instance_role_allows(
     operations = {(c["service"], c["operation"]) for c in calls}
     # The runner's own calls, recorded in its process (the job document is read there only).
     assert any(c["operation"] == "GetObject" and c["params"]["Key"].endswith("gan-iam/job.json") for c in calls)
+    # Its look for `launcher stop`'s request: a listing of that one key (a read of a missing key may be a 403).
+    assert any(c["operation"] == "ListObjectsV2" and c["params"]["Prefix"].endswith("gan-iam/stop.json") for c in calls)
     # What the paths did (so the check below had something to check): read, write, list, prune, set aside.
     assert {("s3", "GetObject"), ("s3", "HeadObject"), ("s3", "PutObject"), ("s3", "ListObjectsV2"),
             ("s3", "DeleteObjects"), ("s3", "CopyObject")} <= operations

@@ -5,8 +5,9 @@ run's S3 data, checkpoint and output paths) to the run prefix and launches an in
 whose user data (`launcher.train_userdata`) runs `launcher.remote.train_job`. The instance
 reports through S3 only: `train.log` as it goes, `status.json` at the end, `setup.log`
 when it shuts down, so `describe` and `logs` need nothing but the bucket and EC2's view
-of the instance. `stop` terminates it. A spot interruption leaves the checkpoints: submit
-again with `--resume JOB`.
+of the instance. `stop` asks the runner to stop the job (`runs/<job>/stop.json`): the trainer checkpoints
+to S3, the runner writes its status, and then `stop` terminates the instance. A stop, a spot
+interruption or the max run leaves the checkpoints: submit again with `--resume JOB`.
 """
 
 import contextlib
@@ -35,6 +36,10 @@ SETUP_SECONDS = train_userdata.SETUP_MINUTES * 60  # the instance's own hard sto
 output_uri = recorded_output_uri  # the trainer on the instance publishes there as it trains
 plan_rows = no_plan_rows
 LOG_POLL_SECONDS = 5.0
+STOP_POLL_SECONDS = 5.0  # between looks at the runner's status while `stop` waits for it
+# How long `stop` waits for the runner after its request: a look for it (every 15 s), the trainer's grace to
+# checkpoint, and the final log and status uploads. Then the instance is terminated all the same.
+STOP_WAIT = int(train_job.REQUEST_POLL + train_job.STOP_GRACE + 45)
 STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
           "stopped": "Stopped", "terminated": "Stopped"}
 
@@ -249,10 +254,21 @@ def _lines(text: str) -> list[str]:
     return text.removesuffix("\n").split("\n") if text else []
 
 
-def stop(record) -> None:
-    for instance_id in _instances(record):
+def stop(record) -> str | None:
+    """Ask the runner to stop the job (the trainer checkpoints to S3 first), wait until it says it has, then terminate
+    the instance (it shuts itself down anyway; this makes sure it bills no longer). An instance whose runner has not
+    started (no status yet) has nothing to checkpoint: it is terminated at once. The job's status where it ended
+    otherwise (Completed, Failed) meanwhile, else None."""
+    status = _runner_status(record)
+    launched = _instances(record)
+    if status.get("status") == "InProgress" and any(_running(i, record) for i in launched):
+        status = _wait_for_the_stop(record, _request_stop(record))
+    for instance_id in launched:
         instances.terminate(instance_id, record.get("region"))
-    status = json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
+    if status.get("status") not in FINAL_STATES:
+        status = _runner_status(record)  # its last word may have come meanwhile: it is not overwritten
+    if status.get("status") in ("Completed", "Failed"):
+        return status["status"]
     if status.get("status") not in FINAL_STATES:
         try:
             train_job.write_status(record["status_uri"], "Stopped", started=status.get("started"), ended=_now(),
@@ -260,3 +276,60 @@ def stop(record) -> None:
                                                   f"{record['job']}` continues from its checkpoints")
         except GankitError:
             pass  # the instance is gone either way; describe then says so from EC2's side
+    return None
+
+
+def _runner_status(record) -> dict:
+    return json.loads(s3.read_bytes(record["status_uri"]) or b"{}")
+
+
+def _running(instance_id, record) -> bool:
+    instance = instances.describe_instance(instance_id, record.get("region"))
+    return bool(instance) and instance["State"]["Name"] == "running"
+
+
+def _stop_uri(record) -> str:
+    """Beside the status the runner writes (train_job.stop_uri of the job's run)."""
+    return layout.join(record["status_uri"].rsplit("/", 1)[0], train_job.STOP_NAME)
+
+
+def _request_stop(record) -> float:
+    """Write the stop request the runner looks for (with your credentials); when it was made, as a Unix time. A
+    request made already (a wait cut short by Ctrl-C) is kept, so a second `launcher stop` waits only the rest."""
+    uri = _stop_uri(record)
+    with contextlib.suppress(ValueError, TypeError, KeyError):  # none yet, or not one of ours: a new one
+        return datetime.fromisoformat(json.loads(s3.read_bytes(uri) or b"")["requested"]).timestamp()
+    requested = _now()
+    s3.write_bytes(uri, json.dumps({"requested": requested, "by": "launcher stop"}).encode())
+    return datetime.fromisoformat(requested).timestamp()
+
+
+def _wait_for_the_stop(record, requested: float) -> dict:
+    """The runner's status once it is final, or when STOP_WAIT has passed since the request (the runner then did not
+    see it, or could not say so). Ctrl-C leaves the request in place: the job stops itself all the same."""
+    from trainer.errors import Interrupted, echo, interrupt_signal, signal_name
+    from trainer.progress import Progress, format_duration
+
+    job = record["job"]
+    echo(f"asked {job} to stop: its trainer writes a checkpoint to S3, then its instance is terminated "
+         f"(within about {STOP_WAIT // 60} minutes)", err=True)
+    progress = Progress(None, label=f"waiting for {job} to checkpoint and stop", fmt=format_duration,
+                        log_every=15, start=max(0, int(time.time() - requested)))
+    try:
+        while True:
+            status = _runner_status(record)
+            if status.get("status") in FINAL_STATES or time.time() - requested >= STOP_WAIT:
+                progress.close()
+                if status.get("status") == "Stopped":
+                    echo(f"{job}: {status.get('failure_reason')}", err=True)
+                elif status.get("status") not in FINAL_STATES:
+                    echo(f"{job} did not report within {STOP_WAIT} s of the request: terminating its instance; "
+                         "the checkpoints it wrote stay", err=True)
+                return status
+            time.sleep(STOP_POLL_SECONDS)
+            progress.update(STOP_POLL_SECONDS)
+    except KeyboardInterrupt as e:
+        signum = interrupt_signal(e)
+        raise Interrupted(f"stopped waiting for {job} on {signal_name(signum)}; it has the stop request and stops "
+                          f"itself within about {STOP_WAIT // 60} minutes, its checkpoint first: `launcher stop {job}` "
+                          f"again waits for that and terminates its instance", signum) from None

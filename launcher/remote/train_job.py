@@ -10,7 +10,8 @@ to `<run>/train.log` every few seconds; at the end `<run>/status.json` says how 
 After `max_run` seconds the trainer gets SIGTERM (it checkpoints and stops), then SIGKILL (an image's container
 is killed by name: killing `docker run` would leave it running); so it
 does as soon as AWS posts a spot instance's two-minute interruption notice (polled from IMDSv2), so
-the checkpoint is in S3 before the instance goes. The user data shuts the instance down when this
+the checkpoint is in S3 before the instance goes, and when `launcher stop` asks for it (it writes
+`<run>/stop.json`, looked for every 15 s). The user data shuts the instance down when this
 returns, whatever happened.
 """
 
@@ -34,11 +35,14 @@ from trainer.errors import GankitError, UsageError, run_cli
 LOG_NAME = "train.log"
 STATUS_NAME = "status.json"
 JOB_NAME = "job.json"
+STOP_NAME = "stop.json"  # written by `launcher stop`: the runner stops the trainer as at its max run
 UPLOAD_EVERY = 15.0  # seconds between log uploads: `launcher logs -f` lags at most this much
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after SIGTERM
 CLIENT_GRACE = 10  # seconds `docker run` gets to end once its container is killed
 IMDS = "http://169.254.169.254"  # the instance metadata service (IMDSv2: a session token first)
 SPOT_POLL = 5.0  # seconds between looks for a spot interruption notice (AWS gives two minutes)
+REQUEST_POLL = 15.0  # seconds between looks for `launcher stop`'s request (it waits for the stop to end)
+STOPPED_BY_LAUNCHER = "stopped by `launcher stop`"
 # The image's unprivileged user (docker/Dockerfile makes uid 1000: gankit, or the base's own): an image job never trains
 # as root, and uid:gid works in any image, whatever its user is called.
 CONTAINER_USER = (1000, 1000)
@@ -54,6 +58,25 @@ def log_uri(root: str, job: str) -> str:
 
 def status_uri(root: str, job: str) -> str:
     return layout.join(layout.run_prefix(root, job), STATUS_NAME)
+
+
+def stop_uri(root: str, job: str) -> str:
+    return layout.join(layout.run_prefix(root, job), STOP_NAME)
+
+
+def stop_requested(uri: str) -> bool:
+    """Whether `launcher stop` wrote its request at `uri`. A listing of that one key, not a read: to a role whose
+    s3:ListBucket is limited to prefixes (the instance role's) S3 may answer a read of a missing key 403, not
+    404. A failed look is no request: the next one asks again, and the training goes on meanwhile."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = s3.split_s3(uri)
+    try:
+        found = s3.client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    except (BotoCoreError, ClientError) as e:  # said in the runner's output (the setup log), and asked again
+        print(f"gankit: could not look for a stop request: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return False
+    return any(entry["Key"] == key for entry in found)
 
 
 def now() -> str:
@@ -199,10 +222,12 @@ def spot_notice(base: str = IMDS, timeout: float = 2.0) -> str | None:
 
 
 def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, poll: float = SPOT_POLL,
-                      container: str | None = None) -> tuple[int, str | None]:
+                      container: str | None = None, requested=lambda: False,
+                      request_poll: float = REQUEST_POLL) -> tuple[int, str | None]:
     """Run `command`, its output appended to `log` and echoed; (exit code, why the runner stopped it:
-    "max run reached", "spot interruption", or None when it ended by itself). `container`: the name of the
-    container `command` (`docker run`) runs, killed with it when the grace period is over."""
+    "max run reached", "spot interruption", STOPPED_BY_LAUNCHER, or None when it ended by itself).
+    `container`: the name of the container `command` (`docker run`) runs, killed with it when the grace period
+    is over. `requested()`: whether `launcher stop` asked for a stop, looked at every `request_poll` seconds."""
     with open(log, "ab", buffering=0) as out:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         stopped, lock, done = [], threading.Lock(), threading.Event()
@@ -229,9 +254,17 @@ def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, pol
                 if when:
                     return stop("spot interruption", f"spot interruption notice (AWS reclaims the instance at {when})")
 
+        def watch_for_stop_request():
+            while True:  # a first look at once: a request made as the runner started is seen without a wait
+                if requested():
+                    return stop(STOPPED_BY_LAUNCHER, "`launcher stop` asked for a stop")
+                if done.wait(request_poll):
+                    return
+
         timer = threading.Timer(max_run, stop, args=("max run reached", f"max run of {max_run:.0f} s reached"))
-        watcher = threading.Thread(target=watch_for_spot_notice, daemon=True)
-        for thread in (timer, watcher):
+        watchers = [threading.Thread(target=watch, daemon=True) for watch in (watch_for_spot_notice,
+                                                                                watch_for_stop_request)]
+        for thread in (timer, *watchers):
             thread.daemon = True
             thread.start()
         try:
@@ -263,8 +296,10 @@ def run_job(uri: str, work_dir: Path) -> dict:
             if job.get("image"):
                 hand_to_container(sm_root)
                 ecr_login(job["image"], job.get("region"))
+            asked = stop_uri(root, name)
             code, stopped_for = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]),
-                                                  container=container_name(job) if job.get("image") else None)
+                                                  container=container_name(job) if job.get("image") else None,
+                                                  requested=lambda: stop_requested(asked), request_poll=REQUEST_POLL)
         except Exception as e:  # an ECR refusal, a bad max_run, a missing tool: the status must still say why
             code, stopped_for = 1, None
             (sm_root / "output" / "failure").write_text(f"could not start the trainer: {' '.join(str(e).split())}\n")
