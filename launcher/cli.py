@@ -94,8 +94,8 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
 @click.option("--backend", type=backend_choice(), default=None,
               help="Where the job runs [default: from `launcher config`; local until AWS is set up].")
-@click.option("--instance-type", default=None, help="GPU instance type, e.g. g5.xlarge [config, else "
-              f"{DEFAULT_INSTANCE_TYPE['sagemaker']} on SageMaker, {DEFAULT_INSTANCE_TYPE['ec2']} on EC2].")
+@click.option("--instance-type", default=None, help="GPU instance type, e.g. g5.xlarge [config, else " + ", ".join(
+              f"{kind} on {name}" for name, kind in DEFAULT_INSTANCE_TYPE.items() if kind != name) + "].")
 @click.option("--instance-count", type=int, default=1, show_default=True, help="Instances (multi-worker training).")
 @click.option("--spot/--on-demand", default=True, show_default=True, help="Spot capacity (cheaper, may be interrupted).")
 @click.option("--max-run", default=None, help="Longest the job may run, e.g. 2h, 90m, 3600 (seconds) [cloud: 2h; local: no limit]; "

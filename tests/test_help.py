@@ -110,8 +110,8 @@ def test_submit_instance_type_names_the_type_a_cloud_job_gets_unless_told():
     from launcher.spec import build_spec
 
     shown = option_help(submit, "--instance-type")
-    for backend, name in ((sagemaker, "SageMaker"), (ec2, "EC2")):
-        assert f"{backend.DEFAULT_INSTANCE_TYPE} on {name}" in shown
+    for backend, name in ((sagemaker, "sagemaker"), (ec2, "ec2")):
+        assert f"{backend.DEFAULT_INSTANCE_TYPE} on {name}" in " ".join(shown.split())
     spec = build_spec(dataset="zalando", backend="sagemaker", bucket="gankit-help",
                       role="arn:aws:iam::123456789012:role/sm", region="us-east-1")
     assert spec.instance_type == sagemaker.DEFAULT_INSTANCE_TYPE
