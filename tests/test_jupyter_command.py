@@ -436,6 +436,22 @@ def _ingress(aws):
     return group["IpPermissions"]
 
 
+def add_ssh_rule(aws, cidr, description):
+    aws["ec2"].authorize_security_group_ingress(GroupId=aws["group"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": cidr, "Description": description}]}])
+
+
+def note_of_kept_rule(aws, result, cidr) -> str:
+    """The line of `result` that names the SSH rule for `cidr`, which `--ssh` left as the group's only one; it
+    must say how to remove it."""
+    assert result.exit_code == 0, result.output
+    assert [r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"]] == [cidr]
+    [note] = [line for line in result.output.splitlines() if cidr in line]
+    assert (f"aws ec2 revoke-security-group-ingress --region {REGION} --group-id {aws['group']} --protocol tcp "
+            f"--port 22 --cidr {cidr}") in note, note
+    return note
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_ssh_tunnel_cleans_up_on_sigterm_and_sighup_like_ctrl_c(aws, tools, tmp_path, signum):
     """The launcher as its own process: killed while the tunnel is open, it removes the port-22 rule from
@@ -499,16 +515,10 @@ def test_ssh_names_an_ownerless_rule_while_another_jupyter_instance_runs_in_the_
                              TagSpecifications=[{"ResourceType": "instance", "Tags": [
                                  {"Key": jupyter_cli.TAG_PURPOSE, "Value": jupyter_cli.PURPOSE},
                                  {"Key": jupyter_cli.TAG_OWNER, "Value": "someone-else"}]}])
-    aws["ec2"].authorize_security_group_ingress(GroupId=aws["group"], IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-         "IpRanges": [{"CidrIp": "198.51.100.8/32", "Description": tunnel.RULE_DESCRIPTION}]}])
+    add_ssh_rule(aws, "198.51.100.8/32", tunnel.RULE_DESCRIPTION)
     result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(free_port()))
-    assert result.exit_code == 0, result.output
-    assert [r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"]] == ["198.51.100.8/32"]
-    [note] = [line for line in result.output.splitlines() if "198.51.100.8/32" in line]
+    note = note_of_kept_rule(aws, result, "198.51.100.8/32")
     assert note.startswith(f"note: {aws['group']} allows SSH from 198.51.100.8/32 for no owner named"), note
-    assert (f"aws ec2 revoke-security-group-ingress --region {REGION} --group-id {aws['group']} --protocol tcp "
-            "--port 22 --cidr 198.51.100.8/32") in note, note
 
 
 def test_an_instance_that_never_serves_jupyter_is_stopped_not_left_billing(aws, tools, monkeypatch):

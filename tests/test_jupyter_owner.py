@@ -10,7 +10,8 @@ import re
 import pytest
 
 from launcher import jupyter as jupyter_cli
-from tests.test_jupyter_command import ACCOUNT, REGION, _ingress, aws, free_port, run, tools, wheel  # noqa: F401 (fixtures)
+from tests.test_jupyter_command import (ACCOUNT, REGION, add_ssh_rule, aws, free_port, note_of_kept_rule,  # noqa: F401
+                                        run, tools, wheel)  # (fixtures)
 
 # What the names land in: EC2 tag values, SSM parameter names, S3 keys, a lock folder and an SSH rule's
 # description all take these characters; the longest use, the rule description, allows 255 in all.
@@ -156,13 +157,7 @@ def test_an_older_launchers_ssh_rule_of_a_shared_name_is_named_not_removed(aws, 
 
     be(monkeypatch, assumed_role("Dev", "alice"))
     monkeypatch.setenv("FAKE_TOKEN_PARAMETER", jupyter_cli.token_parameter(jupyter_cli.owner(REGION)))
-    aws["ec2"].authorize_security_group_ingress(GroupId=aws["group"], IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-         "IpRanges": [{"CidrIp": "198.51.100.7/32", "Description": tunnel.rule_description("Dev-alice")}]}])
+    add_ssh_rule(aws, "198.51.100.7/32", tunnel.rule_description("Dev-alice"))
     result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(free_port()))
-    assert result.exit_code == 0, result.output
-    assert [r["CidrIp"] for p in _ingress(aws) for r in p["IpRanges"]] == ["198.51.100.7/32"]
-    [note] = [line for line in result.output.splitlines() if "198.51.100.7/32" in line]
+    note = note_of_kept_rule(aws, result, "198.51.100.7/32")
     assert note.startswith(f"note: {aws['group']} allows SSH from 198.51.100.7/32 for 'Dev-alice'"), note
-    assert (f"aws ec2 revoke-security-group-ingress --region {REGION} --group-id {aws['group']} --protocol tcp "
-            "--port 22 --cidr 198.51.100.7/32") in note, note

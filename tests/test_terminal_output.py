@@ -194,18 +194,24 @@ def test_the_evaluation_table_keeps_its_columns_under_a_class_name_with_a_tab():
     assert "dog\\tpuppy" in rows[6], rows
 
 
-def test_list_keeps_its_columns_under_a_remote_value_with_a_tab(monkeypatch, capsys):
+def list_with_started(monkeypatch, capsys, job, started) -> str:
+    """`launcher list`'s output for one EC2 job whose status.json (in the bucket) says it started at `started`."""
     from launcher import jobs
 
     with mocked_bucket(monkeypatch, BUCKET, region=REGION) as bucket:
-        run = f"{bucket}/runs/tabbed"
-        jobs.save({"job": "tabbed", "backend": "ec2", "region": REGION, "instance_type": "g5.xlarge",
+        run = f"{bucket}/runs/{job}"
+        jobs.save({"job": job, "backend": "ec2", "region": REGION, "instance_type": "g5.xlarge",
                    "dataset": "mnist", "output_uri": f"{run}/output", "status_uri": f"{run}/status.json",
                    "log_uri": f"{run}/train.log", "setup_log_uri": f"{run}/setup.log"})
-        status = {"status": "Completed", "started": "2026\t01-01 00:00", "ended": "2026-01-01T01:00:00+00:00"}
-        boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/tabbed/status.json", Body=json.dumps(status).encode())
+        status = {"status": "Completed", "started": started, "ended": "2026-01-01T01:00:00+00:00"}
+        boto3.client("s3").put_object(Bucket=BUCKET, Key=f"runs/{job}/status.json", Body=json.dumps(status).encode())
         code, out, err = launcher(capsys, "list")
     assert code == 0, err
+    return out
+
+
+def test_list_keeps_its_columns_under_a_remote_value_with_a_tab(monkeypatch, capsys):
+    out = list_with_started(monkeypatch, capsys, "tabbed", "2026\t01-01 00:00")
     header, row = (shown(line) for line in out.splitlines())
     assert row.index("Completed") == header.index("STATUS") and row.index("g5") == header.index("INSTANCE"), out
 
@@ -220,17 +226,6 @@ def test_unicode_line_and_paragraph_separators_are_shown_escaped_everywhere():
 
 
 def test_list_keeps_one_row_per_job_under_a_remote_value_with_a_line_separator(monkeypatch, capsys):
-    from launcher import jobs
-
-    with mocked_bucket(monkeypatch, BUCKET, region=REGION) as bucket:
-        run = f"{bucket}/runs/separated"
-        jobs.save({"job": "separated", "backend": "ec2", "region": REGION, "instance_type": "g5.xlarge",
-                   "dataset": "mnist", "output_uri": f"{run}/output", "status_uri": f"{run}/status.json",
-                   "log_uri": f"{run}/train.log", "setup_log_uri": f"{run}/setup.log"})
-        status = {"status": "Completed", "started": "2026\u2028faked  ec2  Failed", "ended": "2026-01-01T01:00:00+00:00"}
-        boto3.client("s3").put_object(Bucket=BUCKET, Key="runs/separated/status.json",
-                                      Body=json.dumps(status).encode())
-        code, out, err = launcher(capsys, "list")
-    assert code == 0, err
+    out = list_with_started(monkeypatch, capsys, "separated", "2026\u2028faked  ec2  Failed")
     header, row = out.splitlines()
     assert "2026\\u2028faked" in row, out
