@@ -26,4 +26,8 @@ setup(
     packages=[*find_packages(include=["trainer*", "launcher*"]), *DATA],
     package_dir=DATA,
     package_data={f"gankit_data.{folder}": patterns for folder, patterns in FILES.items()},
+    # package_data alone says what ships. setuptools' default (on for a pyproject.toml project) would add every file
+    # of a package folder in the build's file list: all Git-tracked files with setuptools-scm installed, else the list
+    # an earlier build left in gankit.egg-info/SOURCES.txt (docker/Dockerfile and docker/train, from before FILES).
+    include_package_data=False,
 )

@@ -156,22 +156,41 @@ def test_image_push_from_a_wheel_says_it_needs_a_clone(installed, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_a_module_removed_from_the_checkout_leaves_the_next_instance_wheel(tmp_path):
-    # setuptools reuses the checkout's build/lib, so the EC2 instance got modules deleted since an earlier build.
+def copy_of_the_checkout(tmp_path) -> Path:
     checkout = tmp_path / "checkout"
     for name in ("trainer", "launcher", "infra", "docker", "examples"):
         shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, checkout / name)
+    return checkout
+
+
+def instance_wheel_names(checkout: Path, dest: Path) -> list[str]:
+    """The files of the wheel launcher.instances.build_wheel builds from `checkout` for an EC2 or Jupyter instance."""
     build = "import sys\nfrom launcher import instances\nprint(instances.build_wheel(sys.argv[1]))\n"
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    done = subprocess.run([sys.executable, "-c", build, str(dest)], cwd=dest.parent, env=env,
+                          capture_output=True, text=True, check=True, timeout=300)
+    return zipfile.ZipFile(done.stdout.strip().splitlines()[-1]).namelist()
 
-    def wheel_names(dest):
-        env = dict(os.environ, PYTHONPATH=str(checkout))
-        done = subprocess.run([sys.executable, "-c", build, str(dest)], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, check=True, timeout=300)
-        return zipfile.ZipFile(done.stdout.strip().splitlines()[-1]).namelist()
 
+def test_a_module_removed_from_the_checkout_leaves_the_next_instance_wheel(tmp_path):
+    # setuptools reuses the checkout's build/lib, so the EC2 instance got modules deleted since an earlier build.
+    checkout = copy_of_the_checkout(tmp_path)
     (checkout / "trainer" / "removed_since.py").write_text("GONE = True\n")
-    assert "trainer/removed_since.py" in wheel_names(tmp_path / "first")
+    assert "trainer/removed_since.py" in instance_wheel_names(checkout, tmp_path / "first")
     (checkout / "trainer" / "removed_since.py").unlink()
-    assert "trainer/removed_since.py" not in wheel_names(tmp_path / "second")
+    assert "trainer/removed_since.py" not in instance_wheel_names(checkout, tmp_path / "second")
+
+
+def test_a_file_list_left_by_an_earlier_build_adds_nothing_to_the_wheel(tmp_path):
+    # setuptools' include_package_data (on by default for a pyproject.toml project) adds every file of a package
+    # folder named in the build's file list, and with no Git file finder installed (setuptools-scm) it reads that
+    # list from the checkout's gankit.egg-info/SOURCES.txt, which each build writes back: a checkout built before the
+    # wheel carried only PACKAGED (its SOURCES.txt names docker/Dockerfile and docker/train) shipped them for good.
+    checkout = copy_of_the_checkout(tmp_path)
+    (checkout / "gankit.egg-info").mkdir()
+    (checkout / "gankit.egg-info" / "SOURCES.txt").write_text(
+        "README.md\npyproject.toml\nsetup.py\ndocker/Dockerfile\ndocker/train\ninfra/base.yaml\n")
+    names = instance_wheel_names(checkout, tmp_path / "wheel")
+    assert {n.removeprefix("gankit_data/") for n in names if n.startswith("gankit_data/")} == set(PACKAGED)
