@@ -473,3 +473,27 @@ def test_ctrl_c_during_the_wait_says_the_job_stops_itself_and_a_second_stop_wait
     assert backend.stop(record) is None
     assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
     assert backend.describe(record)["status"] == "Stopped"
+
+
+def test_a_stop_s3_refuses_to_take_still_terminates_the_instance(cloud, monkeypatch, capsys):
+    # `stop` wrote its request before terminating anything: S3 refusing it (a transient failure, or a user who may
+    # terminate instances but not write runs/) ended `stop` in an error and left the GPU instance billing until its
+    # max run. Before the request existed, `stop` terminated first and let a refused status write pass.
+    from launcher.cli import cli
+    from launcher.remote import train_job
+    from tests.aws_helpers import refuse_call
+    from trainer.errors import run_cli
+
+    record = backend.submit(Spec(job="e11", root=cloud["root"], hyperparameters=HP))
+    train_job.write_status(record["status_uri"], "InProgress", started="2026-12-07T10:00:00+00:00")
+    capsys.readouterr()  # the submit's upload line
+    refuse_call(monkeypatch, "PutObject", "AccessDenied", "Access Denied")
+    monkeypatch.setattr(backend.time, "sleep", lambda s: pytest.fail("waited for a request that was never written"))
+    with pytest.raises(SystemExit) as exited:
+        run_cli(cli, ["stop", "e11"], prog_name="launcher")
+    out, err = capsys.readouterr()
+    assert exited.value.code == 0 and out == "stopping e11\n", out + err
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    line, = err.strip().splitlines()
+    assert line.startswith("could not ask e11 to stop (") and "AccessDenied" in line
+    assert line.endswith("): terminating its instance; the checkpoints it wrote stay")

@@ -257,16 +257,15 @@ def _lines(text: str) -> list[str]:
 def stop(record) -> str | None:
     """Ask the runner to stop the job (the trainer checkpoints to S3 first), wait until it says it has, then terminate
     the instance (it shuts itself down anyway; this makes sure it bills no longer). An instance whose runner has not
-    started (no status yet) has nothing to checkpoint: it is terminated at once. The job's status where it ended
-    otherwise (Completed, Failed) meanwhile, else None."""
-    status = _runner_status(record)
+    started (no status yet) has nothing to checkpoint: it is terminated at once, and so is one S3 will not take the
+    request for. The job's status where it ended otherwise (Completed, Failed) meanwhile, else None."""
     launched = _instances(record)
-    if status.get("status") == "InProgress" and any(_running(i, record) for i in launched):
-        status = _wait_for_the_stop(record, _request_stop(record))
+    status = _asked_to_stop(record, launched)
     for instance_id in launched:
         instances.terminate(instance_id, record.get("region"))
     if status.get("status") not in FINAL_STATES:
-        status = _runner_status(record)  # its last word may have come meanwhile: it is not overwritten
+        with contextlib.suppress(GankitError):  # unread, it is overwritten below if S3 lets us (terminated either way)
+            status = _runner_status(record)  # its last word may have come meanwhile: it is not overwritten
     if status.get("status") in ("Completed", "Failed"):
         return status["status"]
     if status.get("status") not in FINAL_STATES:
@@ -277,6 +276,25 @@ def stop(record) -> str | None:
         except GankitError:
             pass  # the instance is gone either way; describe then says so from EC2's side
     return None
+
+
+def _asked_to_stop(record, launched) -> dict:
+    """The runner's status once it has stopped the job, as `stop` asked; at once where there is no runner to ask.
+    S3 refusing the request or the status (a transient failure, a user who may terminate instances but not write
+    runs/) is said, and the instance is terminated all the same: a stop that cannot ask must not leave it billing."""
+    from trainer.errors import Interrupted, echo
+
+    try:
+        status = _runner_status(record)
+        if status.get("status") == "InProgress" and any(_running(i, record) for i in launched):
+            status = _wait_for_the_stop(record, _request_stop(record))
+        return status
+    except Interrupted:
+        raise
+    except GankitError as e:
+        echo(f"could not ask {record['job']} to stop ({e}): terminating its instance; the checkpoints it wrote "
+             "stay", err=True)
+        return {}
 
 
 def _runner_status(record) -> dict:
