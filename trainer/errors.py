@@ -306,10 +306,11 @@ def _one_line_failure(e: Exception) -> tuple[str, int] | None:
     return None
 
 
-# The packages of gankit's extras (pyproject.toml), by import name: a base install (`pip install gankit`)
-# runs the launcher's bookkeeping, and a command that needs one of these names the extra to install.
+# The packages of gankit's extras (pyproject.toml), by the module the code imports: a base install (`pip install
+# gankit`) runs the launcher's bookkeeping, and a command that needs one of these names the extra to install.
+# sagemaker-core's is sagemaker.core: the classic SageMaker SDK installs a `sagemaker` without it.
 EXTRA_OF = {"tensorflow": "trainer", "keras": "trainer", "matplotlib": "trainer", "tensorboardX": "trainer",
-            "jax": "jax", "sagemaker": "cloud"}
+            "jax": "jax", "sagemaker.core": "cloud"}
 ALSO = {"keras": " (or 'gankit[jax]' to train on JAX)"}
 
 
@@ -319,13 +320,14 @@ def missing_extra(e: Exception) -> str | None:
 
     if not isinstance(e, ModuleNotFoundError) or not e.name:
         return None
-    top = e.name.partition(".")[0]
-    if top not in EXTRA_OF:
+    # The package itself, a module of it, or a parent it lives in (sagemaker, for sagemaker.core) was not found.
+    top = next((p for p in EXTRA_OF if f"{e.name}.".startswith(f"{p}.") or p.startswith(f"{e.name}.")), None)
+    if top is None:
         return None
     try:
         if importlib.util.find_spec(top) is not None:  # installed, but a module of it is missing: a bug, traceback
             return None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError):  # a parent of it is not there either
         pass
     extra = EXTRA_OF[top]
     return f"{top} is not installed, and this needs gankit's {extra} extra: pip install 'gankit[{extra}]'{ALSO.get(top, '')}"
