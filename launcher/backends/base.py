@@ -14,12 +14,18 @@ for every backend (`container_inputs`, `write_container_inputs`; trainer/contrac
 import contextlib
 import dataclasses
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 from trainer.errors import NO_CREDENTIALS, GankitError, UsageError, echo
 
 FINAL_STATES = ("Completed", "Failed", "Stopped")
+
+
+def utc_now() -> str:
+    """Now, as job records and statuses say when something happened: UTC, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Backend(Protocol):

@@ -15,10 +15,10 @@ import json
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 from launcher import instances, train_userdata
-from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, recorded_output_uri
+from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, recorded_output_uri, utc_now
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from launcher.remote import train_job
 from trainer import layout, s3
@@ -42,10 +42,6 @@ STOP_POLL_SECONDS = 5.0  # between looks at the runner's status while `stop` wai
 STOP_WAIT = int(train_job.REQUEST_POLL + train_job.STOP_GRACE + 45)
 STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
           "stopped": "Stopped", "terminated": "Stopped"}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _uris(root, job) -> dict:
@@ -134,7 +130,7 @@ def _submit(spec, config, uris) -> dict:
     # Recorded first: no instance ever runs without a record that finds it (by its client token, when
     # the launcher dies before RunInstances answers), so `status` and `stop` always reach it.
     record = {**spec.to_dict(), **uris, "instance_id": None, "client_token": token, "region": config["region"],
-              "submitted_at": _now(), "wheel_uri": wheel_uri, "wheel_sha256": wheel_sha256}
+              "submitted_at": utc_now(), "wheel_uri": wheel_uri, "wheel_sha256": wheel_sha256}
     jobs.save(record)
     try:
         record["instance_id"] = instances.launch(request, config["region"])
@@ -270,7 +266,7 @@ def stop(record) -> str | None:
         return status["status"]
     if status.get("status") not in FINAL_STATES:
         try:
-            train_job.write_status(record["status_uri"], "Stopped", started=status.get("started"), ended=_now(),
+            train_job.write_status(record["status_uri"], "Stopped", started=status.get("started"), ended=utc_now(),
                                    failure_reason=f"terminated by `launcher stop`; `launcher submit ... --resume "
                                                   f"{record['job']}` continues from its checkpoints")
         except GankitError:
@@ -317,7 +313,7 @@ def _request_stop(record) -> float:
     uri = _stop_uri(record)
     with contextlib.suppress(ValueError, TypeError, KeyError):  # none yet, or not one of ours: a new one
         return datetime.fromisoformat(json.loads(s3.read_bytes(uri) or b"")["requested"]).timestamp()
-    requested = _now()
+    requested = utc_now()
     s3.write_bytes(uri, json.dumps({"requested": requested, "by": "launcher stop"}).encode())
     return datetime.fromisoformat(requested).timestamp()
 

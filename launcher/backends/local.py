@@ -20,7 +20,7 @@ from pathlib import Path
 
 from launcher import jobs
 from launcher.backends.base import (check_folder, container_inputs, ensure_dataset, folder_source, launcher_flags,
-                                    recorded_output_uri, say_in_launcher_words, write_container_inputs)
+                                    recorded_output_uri, say_in_launcher_words, utc_now, write_container_inputs)
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
@@ -45,10 +45,6 @@ def check_spec(spec) -> None:
     if getattr(spec, "instance_count", 1) not in (None, 1):
         raise UsageError("the local backend runs one trainer on this machine; drop --instance-count, or use "
                          "--backend sagemaker for several instances")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def job_root(job: str) -> Path:
@@ -156,7 +152,7 @@ def submit(spec, dry_run: bool = False) -> dict:
     with out:
         proc = subprocess.Popen(_command(root / "exit_code", spec.max_run), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    record = {**spec.to_dict(), "submitted_at": _now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
+    record = {**spec.to_dict(), "submitted_at": utc_now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
               "sm_root": str(root), "log": str(log)}
     try:
         return jobs.save(record)

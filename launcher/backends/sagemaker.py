@@ -15,7 +15,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from launcher.backends.base import FINAL_STATES, aws_session, container_inputs, ensure_dataset, recorded_output_uri
+from launcher.backends.base import (FINAL_STATES, aws_session, container_inputs, ensure_dataset, recorded_output_uri,
+                                    utc_now)
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from trainer import TENSORFLOW_MINOR, layout, s3
 from trainer.errors import GankitError, UsageError, aws_failure
@@ -254,7 +255,7 @@ def submit(spec, dry_run: bool = False) -> dict:
 
     # Recorded first, as the EC2 backend does: a job created as Ctrl-C, a closed terminal or a kill stopped the
     # launcher still has the record `launcher status`, `list` and `stop` find it by (its name is all they need).
-    record = jobs.save({**spec.to_dict(), "submitted_at": _now(), "arn": None, "image": image})
+    record = jobs.save({**spec.to_dict(), "submitted_at": utc_now(), "arn": None, "image": image})
     try:
         request, arn = _refused(_create, spec, image, session, dry_run=False)
     except GankitError:  # refused: nothing runs (_create has checked that a lost reply did not create it anyway)
@@ -323,12 +324,6 @@ def _one_line_errors(what: str):
         yield
     except Exception as e:
         raise aws_failure(what, e) from None
-
-
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _iso(value):
@@ -457,5 +452,3 @@ def console_url(record_or_spec) -> str:
     region = record_or_spec["region"] if isinstance(record_or_spec, dict) else record_or_spec.region
     job = record_or_spec["job"] if isinstance(record_or_spec, dict) else record_or_spec.job
     return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job}"
-
-

@@ -23,12 +23,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
-from launcher.backends.base import container_inputs, write_container_inputs
+from launcher.backends.base import container_inputs, utc_now, write_container_inputs
 from trainer import layout, s3
 from trainer.errors import GankitError, UsageError, run_cli
 
@@ -77,10 +76,6 @@ def stop_requested(uri: str) -> bool:
         print(f"gankit: could not look for a stop request: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return False
     return any(entry["Key"] == key for entry in found)
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_status(uri: str, status: str, **fields):
@@ -286,7 +281,7 @@ def run_job(uri: str, work_dir: Path) -> dict:
     status_at, log = status_uri(root, name), work_dir / LOG_NAME
     sm_root = work_dir / "ml"
     write_contract(sm_root, job)
-    started = now()
+    started = utc_now()
     write_status(status_at, "InProgress", started=started, instance_id=os.environ.get("GANKIT_INSTANCE_ID"))
     env = {**os.environ, "GANKIT_SM_ROOT": str(sm_root), "PYTHONUNBUFFERED": "1"}
     with LogShipper(log, log_uri(root, name)):
@@ -315,7 +310,7 @@ def run_job(uri: str, work_dir: Path) -> dict:
             status = "Failed"
             reason = reason or f"the trainer exited with code {code}; see `launcher logs {name}`"
         result = {"status": status, "exit_code": code, "failure_reason": None if code == 0 else reason,
-                  "started": started, "ended": now()}
+                  "started": started, "ended": utc_now()}
         with open(log, "ab") as out:
             out.write(f"gankit: job {name} {status.lower()} (exit code {code})\n".encode())
     write_status(status_at, **result)
