@@ -22,7 +22,8 @@ from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, r
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from launcher.remote import train_job
 from trainer import layout, s3
-from trainer.errors import GankitError, UsageError
+from trainer.errors import GankitError, Interrupted, UsageError, echo, interrupt_signal, signal_name
+from trainer.progress import Progress, format_duration
 
 # The Backend protocol's facts (launcher/backends/base.py): a bucket, EC2's instance type names, and
 # the instance profile and security group `launcher infra up` records (checked at submit).
@@ -150,8 +151,6 @@ def _submit(spec, config, uris) -> dict:
 def _say_interrupted(job: str, interrupt: KeyboardInterrupt, after: str):
     """An interrupted launch that left something to say (an instance terminated, or a record kept for one that
     may run): the one line that says it, exit 128 + the signal. Nothing to say: the interrupt goes on."""
-    from trainer.errors import Interrupted, interrupt_signal, signal_name
-
     if after:
         signum = interrupt_signal(interrupt)
         raise Interrupted(f"{signal_name(signum)} stopped the submit of {job} as its instance was launched{after}",
@@ -278,8 +277,6 @@ def _asked_to_stop(record, launched) -> dict:
     """The runner's status once it has stopped the job, as `stop` asked; at once where there is no runner to ask.
     S3 refusing the request or the status (a transient failure, a user who may terminate instances but not write
     runs/) is said, and the instance is terminated all the same: a stop that cannot ask must not leave it billing."""
-    from trainer.errors import Interrupted, echo
-
     try:
         status = _runner_status(record)
         if status.get("status") == "InProgress" and any(_running(i, record) for i in launched):
@@ -321,9 +318,6 @@ def _request_stop(record) -> float:
 def _wait_for_the_stop(record, requested: float) -> dict:
     """The runner's status once it is final, or when STOP_WAIT has passed since the request (the runner then did not
     see it, or could not say so). Ctrl-C leaves the request in place: the job stops itself all the same."""
-    from trainer.errors import Interrupted, echo, interrupt_signal, signal_name
-    from trainer.progress import Progress, format_duration
-
     job = record["job"]
     echo(f"asked {job} to stop: its trainer writes a checkpoint to S3, then its instance is terminated "
          f"(within about {STOP_WAIT // 60} minutes)", err=True)

@@ -294,7 +294,7 @@ def run_job(uri: str, work_dir: Path) -> dict:
             asked = stop_uri(root, name)
             code, stopped_for = run_with_deadline(trainer_command(job, sm_root), env, log, float(job["max_run"]),
                                                   container=container_name(job) if job.get("image") else None,
-                                                  requested=lambda: stop_requested(asked), request_poll=REQUEST_POLL)
+                                                  requested=lambda: stop_requested(asked))
         except Exception as e:  # an ECR refusal, a bad max_run, a missing tool: the status must still say why
             code, stopped_for = 1, None
             (sm_root / "output" / "failure").write_text(f"could not start the trainer: {' '.join(str(e).split())}\n")
