@@ -236,6 +236,14 @@ def find_instance(ec2, who: str) -> dict | None:
     return max(found, key=lambda i: i["LaunchTime"]) if found else None
 
 
+def former_owner_name(region_name) -> tuple[str, str] | None:
+    """(the caller's name under launchers before `owner_name`, its name now), where the two differ: a plain IAM
+    user's did not change, and finds its instance and rules as before."""
+    arn = caller_arn(region_name)
+    legacy, now = legacy_owner_name(arn), owner_name(arn)
+    return None if legacy == now else (legacy, now)
+
+
 def legacy_instance_line(ec2, region_name) -> str | None:
     """What to say of a Jupyter instance a launcher before `owner_name` tagged with the caller's old name,
     when that name is not the caller's any more (a plain IAM user's is, and finds its instance as before).
@@ -245,13 +253,12 @@ def legacy_instance_line(ec2, region_name) -> str | None:
     units) stays the one a user named so still uses as its own, so reusing it would give two people one token
     again. A new instance of the caller's own is the safe side; the line names the old one, which may be theirs."""
     with contextlib.suppress(Exception):  # only a note: the caller's own instance is found all the same
-        arn = caller_arn(region_name)
-        legacy = legacy_owner_name(arn)
-        old = None if legacy == owner_name(arn) else find_instance(ec2, legacy)
+        legacy, now = former_owner_name(region_name) or (None, None)
+        old = legacy and find_instance(ec2, legacy)
         if old:
             return (f"note: {old['InstanceId']} ({old['State']['Name']}) is tagged for '{legacy}', the name older "
                     "launchers gave your identity and others alike (user/Dev-alice and assumed-role/Dev/alice were both "
-                    f"'Dev-alice'), so it is not taken for yours, which is now '{owner_name(arn)}'. It may be the "
+                    f"'Dev-alice'), so it is not taken for yours, which is now '{now}'. It may be the "
                     f"instance of an IAM user named '{legacy}', so leave it be unless you launched it; if you did, "
                     f"`aws ec2 terminate-instances --region {region_name} --instance-ids {old['InstanceId']}` deletes "
                     "it (stopped, it still bills its disk)")
@@ -271,10 +278,8 @@ def legacy_rules_line(ec2, group_id, region_name) -> str | None:
     from launcher import tunnel
 
     with contextlib.suppress(Exception):  # only a note: the tunnel opens all the same
-        arn = caller_arn(region_name)
-        legacy = legacy_owner_name(arn)
-        rules = [] if legacy == owner_name(arn) else tunnel.temporary_rules(ec2, group_id,
-                                                                            (tunnel.rule_description(legacy),))
+        legacy, _ = former_owner_name(region_name) or (None, None)
+        rules = legacy and tunnel.temporary_rules(ec2, group_id, (tunnel.rule_description(legacy),))
         if rules:
             return (f"note: {group_id} allows SSH from {_cidrs(rules)} for '{legacy}', the name older launchers gave "
                     "your identity and others alike, so it is left as it is: it may be another person's open tunnel; "
@@ -343,8 +348,6 @@ def tags_of(instance) -> dict:
 def stage_project(root: str, who: str) -> tuple[str, str, str, str]:
     """Upload the project's wheel and the example notebook where the instance fetches them;
     (wheel URI, its sha256, notebook URI, its sha256). The instance takes each only if it still matches."""
-    import hashlib
-
     from launcher.jupyter_userdata import NOTEBOOK
     from launcher.resources import resource_path
     from trainer import layout, s3
@@ -735,8 +738,9 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     from launcher import settings
 
     # No profile (Jupyter's own, or the training one it falls back on) or security group: said before any upload.
-    instances.check_settings(settings.effective(), jupyter_profile())
-    if jupyter_profile() is None:
+    profile = jupyter_profile()
+    instances.check_settings(settings.effective(), profile)
+    if profile is None:
         say(OLD_STACK_NOTE)
     iid, token, started = start_or_reuse(ec2, ssm, region_name, who, instance_type, idle_seconds, max_hours)
     try:
