@@ -16,6 +16,7 @@ best EPOCH_SAMPLES FCD in generator-best/ (BEST_DIR) beside the last one.
 """
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -172,18 +173,20 @@ def epoch_hook(cfg, data_dir, image_shape, log=print):
     if not cfg.eval_every:
         return None
     references = {}
-    splits = unchecked = object()
+
+    @functools.cache
+    def the_splits():
+        """The data, checked (and what is odd in it said) once per run; None where no figures can come from it."""
+        try:
+            return checked_splits(cfg.dataset, data_dir, tuple(image_shape), log)
+        except UsageError as e:  # e.g. a folder without classes: train on, just without figures
+            log(f"no evaluation: {e}")
+            return None
 
     def reference(count):
-        """The reference at `count` images, made once: the data is checked (and what is odd in it said) once per
-        run, and a count capped to the test split's size reuses the reference of that size."""
-        nonlocal splits
-        if splits is unchecked:
-            try:
-                splits = checked_splits(cfg.dataset, data_dir, tuple(image_shape), log)
-            except UsageError as e:  # e.g. a folder without classes: train on, just without figures
-                log(f"no evaluation: {e}")
-                splits = None
+        """The reference at `count` images, made once: a count capped to the test split's size reuses the
+        reference of that size."""
+        splits = the_splits()
         if splits is None:
             return None
         n = reference_count(splits, count)
