@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import gpu, quality  # noqa: E402  (a checkout's benchmarks, not an installed package)
 
 SAMPLES = 10_000
+SMOKE_BATCH = 8  # --max-steps (a CPU smoke test): batches this small, in training runs and images/s calls alike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +115,9 @@ def time_left(args) -> float | None:
 
 
 def run_throughput(step: Step, args, work: Path) -> dict:
-    # A smoke test's batches are the training runs' (--max-steps of batch 8): a preset's default batch, for an
-    # epoch a call, took minutes a step on a CPU.
-    smoke = {"batch_size": 8, "max_steps": args.max_steps} if args.max_steps else {}
+    # A smoke test's batches are the training runs' (SMOKE_BATCH): a preset's default batch, for an epoch a call,
+    # took minutes a step on a CPU.
+    smoke = {"batch_size": SMOKE_BATCH, "max_steps": args.max_steps} if args.max_steps else {}
     return gpu.throughput_in_child(step.preset, args.data_dir, cache=work / "throughput-cache",
                                    timeout=time_left(args), **smoke)
 
@@ -128,7 +129,7 @@ def run_training(step: Step, number: int, args, work: Path, started: set) -> dic
     flags = [*step.flags, *([] if step.preset == "sn-hinge" else ["--preset", step.preset]),
              *(["--model", step.model] if step.model != "cgan" else [])]
     if args.max_steps:  # a smoke test on a CPU
-        flags += ["--max-steps", str(args.max_steps), "--batch-size", "8"]
+        flags += ["--max-steps", str(args.max_steps), "--batch-size", str(SMOKE_BATCH)]
     shown = " ".join(["python -m trainer train --dataset zalando --epochs", str(step.epochs), "--framework jax", *flags])
     try:
         process_seconds = gpu.whole_run(args.data_dir, step.epochs, work / f"cache-{step.preset}-{step.model}", out,
@@ -236,7 +237,7 @@ def main(argv=None):
     p.add_argument("--steps", default=f"1-{len(STEPS)}", help="which steps, e.g. 4-7,9 (see --list) [all]")
     p.add_argument("--samples", type=int, default=SAMPLES, help=f"images per evaluation [{SAMPLES:,}]")
     p.add_argument("--max-steps", type=int,
-                   help="only this many steps of batch 8 per run and per images/s call (a CPU smoke test)")
+                   help=f"only this many steps of batch {SMOKE_BATCH} per run and per images/s call (a CPU smoke test)")
     p.add_argument("--list", action="store_true", help="print the steps and their estimates, then exit")
     p.add_argument("--summarize", nargs="+", type=Path, help="merge these results.jsonl files into one summary")
     args = p.parse_args(argv)
