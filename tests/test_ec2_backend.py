@@ -379,8 +379,8 @@ def test_a_launch_ec2_refuses_leaves_no_record(launches, cloud, monkeypatch):
 
 def _play_the_runner(record, monkeypatch, answer=True):
     """The instance's runner as `stop` meets it: InProgress, then (`answer`) the final status the runner writes once
-    it sees the request and its trainer has checkpointed. What it saw is returned: whether the request was there
-    and the instance still running when it answered."""
+    it sees the request and its trainer has checkpointed. Returned: what it saw (whether the request was there and
+    the instance still running when it answered), and its thread, to join before reading that."""
     import threading
 
     from launcher.remote import train_job
@@ -399,9 +399,10 @@ def _play_the_runner(record, monkeypatch, answer=True):
                                    failure_reason=f"{train_job.STOPPED_BY_LAUNCHER}; its checkpoints are kept: "
                                                   f"`launcher submit ... --resume {record['job']}` continues")
 
-    threading.Thread(target=runner, daemon=True).start()
+    thread = threading.Thread(target=runner, daemon=True)
+    thread.start()
     monkeypatch.setattr(backend, "STOP_POLL_SECONDS", 0.1, raising=False)
-    return seen
+    return seen, thread
 
 
 def test_stop_asks_the_runner_waits_for_its_checkpoint_then_terminates(cloud, monkeypatch, capsys):
@@ -411,7 +412,7 @@ def test_stop_asks_the_runner_waits_for_its_checkpoint_then_terminates(cloud, mo
     from trainer.errors import run_cli
 
     record = backend.submit(Spec(job="e7", root=cloud["root"], hyperparameters=HP))
-    seen = _play_the_runner(record, monkeypatch)
+    seen, _ = _play_the_runner(record, monkeypatch)  # it answers before `stop` goes on: nothing to join
     with pytest.raises(SystemExit) as exited:
         run_cli(cli, ["stop", "e7"], prog_name="launcher")
     out, err = capsys.readouterr()
@@ -427,9 +428,12 @@ def test_stop_asks_the_runner_waits_for_its_checkpoint_then_terminates(cloud, mo
 
 def test_a_stop_the_runner_never_answers_terminates_after_the_wait(cloud, monkeypatch):
     record = backend.submit(Spec(job="e8", root=cloud["root"], hyperparameters=HP))
-    seen = _play_the_runner(record, monkeypatch, answer=False)
-    monkeypatch.setattr(backend, "STOP_WAIT", 1, raising=False)
+    seen, runner = _play_the_runner(record, monkeypatch, answer=False)
+    # Seconds, not one: the request's time is written to the second, so a wait of 1 s could end at its first look,
+    # before the runner (polling every 0.05 s) saw the request.
+    monkeypatch.setattr(backend, "STOP_WAIT", 3, raising=False)
     assert backend.stop(record) is None
+    runner.join(10)  # it may still be writing down what it saw when `stop` returns
     assert seen.get("state") == "running"  # asked, and left running until the wait was over
     assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
     described = backend.describe(record)
