@@ -101,5 +101,8 @@ def test_a_jax_cache_entry_cut_short_by_a_kill_is_stored_whole_again(tmp_path):
         earlier = path.stat().st_mtime - 3600
         os.utime(path, (earlier, earlier))
     assert "Error reading persistent compilation cache" not in _compile_in_a_fresh_process(cache)
-    assert entry.stat().st_size == whole  # JAX never replaced it: every run compiled it again, with a warning
+    # JAX never replaced it: every run compiled it again, with a warning. Not byte for byte the first entry: an
+    # entry is a compressed executable, and two compilations' differ by a few bytes (3,601 against 3,608 seen);
+    # that the next run reads it without an error (below) says it is whole.
+    assert entry.stat().st_size > whole // 2
     assert "Error reading persistent compilation cache" not in _compile_in_a_fresh_process(cache)
