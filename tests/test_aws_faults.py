@@ -118,7 +118,8 @@ def _expired(operation):
 
 
 @pytest.mark.parametrize("follow", [False, True])
-def test_logs_read_again_with_fresh_credentials_and_say_when_they_stay_expired(follow, aws, fail_call, capsys):
+def test_logs_read_again_with_fresh_credentials_and_say_when_they_stay_expired(follow, aws, fail_call, capsys,
+                                                                                monkeypatch):
     # An expired token made `launcher logs JOB` renew its client and then return: nothing printed, exit 0
     # (and `logs -f` of an ended job the same), as if the job had logged nothing.
     import boto3
@@ -126,6 +127,7 @@ def test_logs_read_again_with_fresh_credentials_and_say_when_they_stay_expired(f
     from launcher.backends import sagemaker
     from launcher.cli import main
 
+    monkeypatch.setattr(sagemaker, "POLL_SECONDS", 0)  # the pause for late lines after the job ended
     record = _record(aws, "sagemaker")
     if follow:  # the job, ended (moto's jobs complete at once), for --follow to describe
         boto3.client("sagemaker").create_training_job(

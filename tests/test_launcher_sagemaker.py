@@ -198,7 +198,7 @@ def test_logs_follow_every_stream_until_the_job_ends_without_repeats(aws, data, 
         if len(polls) == 1:
             put(1, "epoch 1")
             put(2, "starting", "epoch 1")
-        else:
+        elif len(polls) == 2:
             put(1, "done")
             moto_job.training_job_status = "Completed"
 
@@ -206,7 +206,44 @@ def test_logs_follow_every_stream_until_the_job_ends_without_repeats(aws, data, 
     lines = []
     sagemaker.logs(record, follow=True, echo=lines.append)
     assert lines == ["algo-1 starting", "algo-1 epoch 1", "algo-2 starting", "algo-2 epoch 1", "algo-1 done"]
-    assert len(polls) == 2  # it stopped once SageMaker said Completed
+    assert len(polls) == 3  # it stopped once SageMaker said Completed, after the one pause for late lines
+
+
+def test_logs_follow_reads_once_more_after_the_job_ends_for_lines_cloudwatch_gets_late(aws, data, monkeypatch):
+    # A job's last lines (a failure's traceback, the trainer's last words) can reach CloudWatch after
+    # DescribeTrainingJob says it ended (sagemaker-core's own log tailing pauses and reads once more for them):
+    # `logs -f` read once as it saw the end and returned without them.
+    from moto.sagemaker.models import sagemaker_backends
+
+    record = sagemaker.submit(spec_for(data))
+    moto_job = sagemaker_backends["123456789012"][REGION].training_jobs[record["job"]]
+    moto_job.training_job_status = "InProgress"
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+    stream = f"{record['job']}/algo-1-1700000000"
+    cw.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream)
+
+    def put(message):
+        cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
+                          logEvents=[{"timestamp": int(time.time() * 1000), "message": message}])
+
+    put("epoch 1")
+    polls, real_sleep = [], time.sleep
+
+    def poll(seconds):
+        if seconds != sagemaker.POLL_SECONDS:
+            return real_sleep(seconds)
+        polls.append(seconds)
+        if len(polls) == 1:
+            moto_job.training_job_status = "Failed"  # ended; its last line is still on its way to CloudWatch
+        else:
+            put("RuntimeError: out of memory")
+
+    monkeypatch.setattr(time, "sleep", poll)
+    lines = []
+    sagemaker.logs(record, follow=True, echo=lines.append)
+    assert lines == ["epoch 1", "RuntimeError: out of memory"]
+    assert len(polls) == 2
 
 
 def test_dry_run_prints_exactly_what_submit_sends(aws, data, tmp_path, monkeypatch):

@@ -388,11 +388,11 @@ def logs(record: dict, follow: bool, echo) -> None:
     region = record.get("region")
     cw = client("logs", region)
     tokens: dict[str, str | None] = {}
-    job, renewed = None, False
+    job, renewed, ended, final = None, False, False, not follow
     while True:
-        if follow:
+        if follow and not ended:
             job = _refresh(job, record)
-        final = not follow or job.training_job_status in FINAL_STATES
+            ended = job.training_job_status in FINAL_STATES
         try:
             for stream in _streams(cw, record["job"]):
                 tokens[stream] = _print_events(cw, stream, tokens.get(stream), echo)
@@ -409,6 +409,9 @@ def logs(record: dict, follow: bool, echo) -> None:
             renewed = False
         if final:
             return
+        # The job's last lines may reach CloudWatch after it is described as ended (sagemaker-core's own tailing
+        # pauses and reads once more for them): so one more pause and read once it has ended.
+        final = ended
         time.sleep(POLL_SECONDS)
 
 
