@@ -170,6 +170,23 @@ def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
     assert lines == [f"algo-{h} line {i}" for h in (1, 2) for i in range(20)]
 
 
+@pytest.mark.parametrize("follow", [False, True])
+def test_logs_of_a_job_with_no_stream_yet_say_so_where_other_jobs_logged(follow, aws, data, monkeypatch):
+    # "no logs yet" came only while the log group itself was missing, i.e. before the account's first job
+    # ever logged; in the group every later job shares, a job still Starting printed nothing at all.
+    monkeypatch.setattr(sagemaker, "POLL_SECONDS", 0)
+    record = sagemaker.submit(spec_for(data))  # moto's job has ended (Completed) at once: -f reads and ends
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+    other = "gan-mnist-cgan-earlier/algo-1-1700000000"
+    cw.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=other)
+    cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=other,
+                      logEvents=[{"timestamp": int(time.time() * 1000), "message": "another job's line"}])
+    lines = []
+    sagemaker.logs(record, follow=follow, echo=lines.append)
+    assert lines == ["the job ended without logs" if follow else "no logs yet"]
+
+
 def test_logs_follow_every_stream_until_the_job_ends_without_repeats(aws, data, monkeypatch):
     from moto.sagemaker.models import sagemaker_backends
 

@@ -402,12 +402,11 @@ def logs(record: dict, follow: bool, echo) -> None:
                 continue  # now: a last read (or the only one) must not be skipped
             if "ResourceNotFound" not in str(e):  # still expired after renewal: the line that says how to renew
                 raise aws_failure(f"cannot read the logs of {record['job']}", e) from None
-            if final:
-                echo("no logs yet" if not follow else "the job ended without logs")
-                return
         else:
             renewed = False
         if final:
+            if not tokens:  # no group yet (the account's first job), or none of this job's streams in it yet
+                echo("no logs yet" if not follow else "the job ended without logs")
             return
         # The job's last lines may reach CloudWatch after it is described as ended (sagemaker-core's own tailing
         # pauses and reads once more for them): so one more pause and read once it has ended.
