@@ -158,6 +158,30 @@ def test_logs_read_again_with_fresh_credentials_and_say_when_they_stay_expired(f
     assert err.startswith("error: AWS refused your credentials (ExpiredTokenException") and err.count("\n") == 1
 
 
+def test_logs_renewed_between_pages_of_a_stream_print_each_line_once(aws, fail_call, monkeypatch, capsys):
+    # The stream's place was kept only once all its pages were read: credentials that expired on its second
+    # page had the read start the stream again after the renewal, and its first page came out twice.
+    import boto3
+
+    from launcher.backends import sagemaker
+    from launcher.cli import main
+
+    monkeypatch.setattr(sagemaker, "PAGE", 3)
+    record = _record(aws, "sagemaker")
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+    stream = f"{record['job']}/algo-1-1700000000"
+    logs.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream)
+    now_ms = int(time.time() * 1000)
+    logs.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
+                        logEvents=[{"timestamp": now_ms + i, "message": f"line {i}"} for i in range(7)])
+    fail_call("GetLogEvents", None, _expired("GetLogEvents"))  # the first page is read, the second meets it
+    with pytest.raises(SystemExit) as exit_:
+        main(["logs", record["job"]])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and out.splitlines() == [f"line {i}" for i in range(7)], err
+
+
 def test_infra_up_that_loses_aws_while_waiting_says_so_in_one_line(aws, fail_call, monkeypatch, capsys):
     # The waiter's thread caught only WaiterError: a connection lost while waiting printed the thread's
     # traceback, and the command went on (to record a stack still being created, or exit 0 without a word).

@@ -395,7 +395,7 @@ def logs(record: dict, follow: bool, echo) -> None:
             ended = job.training_job_status in FINAL_STATES
         try:
             for stream in _streams(cw, record["job"]):
-                tokens[stream] = _print_events(cw, stream, tokens.get(stream), echo)
+                _print_events(cw, stream, tokens, echo)
         except Exception as e:
             if "ExpiredToken" in str(e) and not renewed:  # long jobs outlive credentials: fresh ones, read again
                 cw, renewed = client("logs", region), True
@@ -427,8 +427,12 @@ def _streams(cw, job: str) -> list[str]:
             return sorted(names)
 
 
-def _print_events(cw, stream: str, token, echo):
+def _print_events(cw, stream: str, tokens: dict, echo):
+    """The stream's events after its place in `tokens`, which moves on page by page: a read that fails midway
+    (expired credentials, renewed and read again) goes on after the last page printed, not from the start."""
+    tokens.setdefault(stream, None)
     while True:
+        token = tokens[stream]
         kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True, "limit": PAGE}
         if token:
             kwargs["nextToken"] = token
@@ -436,8 +440,8 @@ def _print_events(cw, stream: str, token, echo):
         for event in page.get("events", []):
             echo(event["message"])
         if page.get("nextForwardToken") in (None, token):  # the same token back: the end for now
-            return token
-        token = page["nextForwardToken"]
+            return
+        tokens[stream] = page["nextForwardToken"]
 
 
 def stop(record: dict) -> None:
