@@ -370,10 +370,10 @@ def test_cache_location(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "home/.cache/gankit"
 
 
-def emnist_archive_in_the_cache(tmp_path):
+def emnist_archive_in_the_cache(tmp_path, with_sha256=True):
     """EMNIST's spec and its cache folder, holding a verified gzip.zip left there by an earlier run."""
     source, archive = emnist_archive(tmp_path)
-    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
+    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False, with_sha256=with_sha256,
                     archive=catalog.Archive("gzip.zip", md5(archive)))
     cache = cache_root() / "datasets/emnist"
     cache.mkdir(parents=True)
@@ -385,6 +385,21 @@ def test_a_verified_archive_left_in_the_cache_is_reused(tmp_path):
     spec, cache = emnist_archive_in_the_cache(tmp_path)
     assert load_split(spec, "train", mirror=DEAD_URL)[0].shape == (50, 28, 28)
     assert not (cache / "gzip.zip").exists()
+
+
+def test_an_archive_in_the_cache_that_fails_its_md5_is_downloaded_again_not_extracted(tmp_path, server):
+    spec, cache = emnist_archive_in_the_cache(tmp_path, with_sha256=False)  # as the catalog's EMNIST: no sha256
+    (server.root / "emnist").mkdir()
+    shutil.copy(cache / "gzip.zip", server.root / "emnist/gzip.zip")
+    # Another archive under the same name (put there by hand, say): the same members and shapes, other pictures.
+    other = make_idx_dataset(tmp_path / "other", num_classes=47, n_train=50, n_test=47, seed=1)
+    with zipfile.ZipFile(cache / "gzip.zip", "w") as z:
+        for f in sorted(other.iterdir()):
+            z.write(f, f"gzip/emnist-balanced-{f.name}")
+
+    images, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    assert server.requests == ["/emnist/gzip.zip"]
+    assert np.array_equal(images, read_idx(tmp_path / "emnist-src/train-images-idx3-ubyte.gz"))
 
 
 def test_stale_partial_downloads_are_swept(server, synthetic):

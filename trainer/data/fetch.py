@@ -201,7 +201,10 @@ def _from_archive(spec: IdxDataset, urls, cache: Path, stream) -> str | None:
         return None  # extracted by another process while we waited
     archive = cache / spec.archive.name
     source = None
-    if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # a killed extraction, a full disk
+    if not _verified(archive, spec.archive.md5):  # a verified one stays after a killed extraction, a full disk
+        # Not the publisher's (a copy put there by hand, cut short or another release): _fetch would take it
+        # for a finished download and extract it.
+        archive.unlink(missing_ok=True)
         source = _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
     try:
         _extract(archive, missing, cache)
@@ -212,6 +215,10 @@ def _from_archive(spec: IdxDataset, urls, cache: Path, stream) -> str | None:
         raise
     archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
     return source
+
+
+def _verified(path: Path, md5: str) -> bool:
+    return path.is_file() and _md5_of(path) == md5
 
 
 def _sweep_stale_parts(cache: Path):
