@@ -677,3 +677,42 @@ def test_a_retry_line_shows_the_servers_reason_with_its_terminal_controls_escape
     retries = [line for line in log.getvalue().splitlines() if "trying again" in line]
     assert retries and all("HTTP 503 Busy\\x1b]2;pwned\\x07\\x9b1m; trying again" in line for line in retries), retries
     assert not any(ch in log.getvalue() for ch in "\x1b\x07\x9b"), repr(log.getvalue())
+
+
+def test_a_server_that_refuses_every_range_with_416_is_a_one_line_error(serve, synthetic):
+    seen = []
+
+    def refuse(handler):  # a misconfigured mirror: 416 even to a request for the whole file
+        seen.append(handler.headers.get("Range"))
+        handler.send_error(416)
+
+    url = serve(refuse)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match=r"train-images-idx3-ubyte.gz: HTTP 416 .*; check the network"):
+        load_split(spec, "train", mirror=url, stream=io.StringIO())
+    assert seen == [None]
+    assert cache_files() == []
+
+
+def test_a_part_the_server_refuses_to_continue_with_416_is_downloaded_afresh(serve, synthetic):
+    seen = []
+
+    def whole_or_416(handler):  # S3's answer to a Range past the end of the file
+        seen.append(handler.headers.get("Range"))
+        if handler.headers.get("Range"):
+            return handler.send_error(416)
+        body = (synthetic / handler.path.rsplit("/", 1)[-1]).read_bytes()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    url = serve(whole_or_416)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    name = "train-labels-idx1-ubyte.gz"
+    cache = cache_root() / "datasets/zalando"
+    cache.mkdir(parents=True)
+    (cache / f".{name}.{md5(synthetic / name)[:12]}.part").write_bytes(b"x" * 1000)  # longer than the file
+    load_split(spec, "train", mirror=url, stream=io.StringIO())
+    assert seen == [None, "bytes=1000-", None]  # the images, then the labels: refused, then whole
+    assert md5(cache / name) == md5(synthetic / name)

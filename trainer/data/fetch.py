@@ -322,7 +322,9 @@ def _get(url: str, out, dest: Path, stream):
             have, total = _resume_point(response, out, have)
             _receive(response, out, have, total, dest, stream)
     except urllib.error.HTTPError as e:
-        if e.code == 416:  # the part is not a prefix of what the server has: start afresh (no Range this time)
+        # A part that is not a prefix of what the server has: start afresh, without a Range. A 416 to a request
+        # without one is a failure like any other (asked again, the server would be asked forever).
+        if e.code == 416 and have:
             _truncate(out)
             return _get(url, out, dest, stream)
         transient = e.code >= 500 or e.code in (408, 429)
