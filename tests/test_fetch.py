@@ -716,3 +716,15 @@ def test_a_part_the_server_refuses_to_continue_with_416_is_downloaded_afresh(ser
     load_split(spec, "train", mirror=url, stream=io.StringIO())
     assert seen == [None, "bytes=1000-", None]  # the images, then the labels: refused, then whole
     assert md5(cache / name) == md5(synthetic / name)
+
+
+def test_a_whole_part_left_by_a_killed_run_is_installed_without_downloading_it_again(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    name = "train-images-idx3-ubyte.gz"
+    cache = cache_root() / "datasets/zalando"
+    cache.mkdir(parents=True)
+    shutil.copy(synthetic / name, cache / f".{name}.{md5(synthetic / name)[:12]}.part")  # killed while checking it
+    load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    assert server.requests == ["/zalando/train-labels-idx1-ubyte.gz"]
+    assert cache_files() == ["zalando/train-images-idx3-ubyte.gz", "zalando/train-labels-idx1-ubyte.gz"]

@@ -269,6 +269,8 @@ def _fetch(url: str, md5: str, dest: Path, stream):
     with _part_file(part) as out:
         if dest.is_file():
             return  # another process finished it while we waited for the part
+        if _verified(part, md5):  # whole already: a run was killed before it checked it (a Range would get a 416)
+            return _install(part, out, dest, md5)
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 _get(url, out, dest, stream)
