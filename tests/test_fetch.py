@@ -370,10 +370,10 @@ def test_cache_location(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "home/.cache/gankit"
 
 
-def emnist_archive_in_the_cache(tmp_path):
+def emnist_archive_in_the_cache(tmp_path, with_sha256=True):
     """EMNIST's spec and its cache folder, holding a verified gzip.zip left there by an earlier run."""
     source, archive = emnist_archive(tmp_path)
-    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False,
+    spec = spec_for(catalog.EMNIST, source, prefix="emnist-balanced-", with_md5=False, with_sha256=with_sha256,
                     archive=catalog.Archive("gzip.zip", md5(archive)))
     cache = cache_root() / "datasets/emnist"
     cache.mkdir(parents=True)
@@ -385,6 +385,21 @@ def test_a_verified_archive_left_in_the_cache_is_reused(tmp_path):
     spec, cache = emnist_archive_in_the_cache(tmp_path)
     assert load_split(spec, "train", mirror=DEAD_URL)[0].shape == (50, 28, 28)
     assert not (cache / "gzip.zip").exists()
+
+
+def test_an_archive_in_the_cache_that_fails_its_md5_is_downloaded_again_not_extracted(tmp_path, server):
+    spec, cache = emnist_archive_in_the_cache(tmp_path, with_sha256=False)  # as the catalog's EMNIST: no sha256
+    (server.root / "emnist").mkdir()
+    shutil.copy(cache / "gzip.zip", server.root / "emnist/gzip.zip")
+    # Another archive under the same name (put there by hand, say): the same members and shapes, other pictures.
+    other = make_idx_dataset(tmp_path / "other", num_classes=47, n_train=50, n_test=47, seed=1)
+    with zipfile.ZipFile(cache / "gzip.zip", "w") as z:
+        for f in sorted(other.iterdir()):
+            z.write(f, f"gzip/emnist-balanced-{f.name}")
+
+    images, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    assert server.requests == ["/emnist/gzip.zip"]
+    assert np.array_equal(images, read_idx(tmp_path / "emnist-src/train-images-idx3-ubyte.gz"))
 
 
 def test_stale_partial_downloads_are_swept(server, synthetic):
@@ -662,3 +677,54 @@ def test_a_retry_line_shows_the_servers_reason_with_its_terminal_controls_escape
     retries = [line for line in log.getvalue().splitlines() if "trying again" in line]
     assert retries and all("HTTP 503 Busy\\x1b]2;pwned\\x07\\x9b1m; trying again" in line for line in retries), retries
     assert not any(ch in log.getvalue() for ch in "\x1b\x07\x9b"), repr(log.getvalue())
+
+
+def test_a_server_that_refuses_every_range_with_416_is_a_one_line_error(serve, synthetic):
+    seen = []
+
+    def refuse(handler):  # a misconfigured mirror: 416 even to a request for the whole file
+        seen.append(handler.headers.get("Range"))
+        handler.send_error(416)
+
+    url = serve(refuse)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match=r"train-images-idx3-ubyte.gz: HTTP 416 .*; check the network"):
+        load_split(spec, "train", mirror=url, stream=io.StringIO())
+    assert seen == [None]
+    assert cache_files() == []
+
+
+def test_a_part_the_server_refuses_to_continue_with_416_is_downloaded_afresh(serve, synthetic):
+    seen = []
+
+    def whole_or_416(handler):  # S3's answer to a Range past the end of the file
+        seen.append(handler.headers.get("Range"))
+        if handler.headers.get("Range"):
+            return handler.send_error(416)
+        body = (synthetic / handler.path.rsplit("/", 1)[-1]).read_bytes()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    url = serve(whole_or_416)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    name = "train-labels-idx1-ubyte.gz"
+    cache = cache_root() / "datasets/zalando"
+    cache.mkdir(parents=True)
+    (cache / f".{name}.{md5(synthetic / name)[:12]}.part").write_bytes(b"x" * 1000)  # longer than the file
+    load_split(spec, "train", mirror=url, stream=io.StringIO())
+    assert seen == [None, "bytes=1000-", None]  # the images, then the labels: refused, then whole
+    assert md5(cache / name) == md5(synthetic / name)
+
+
+def test_a_whole_part_left_by_a_killed_run_is_installed_without_downloading_it_again(server, synthetic):
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    name = "train-images-idx3-ubyte.gz"
+    cache = cache_root() / "datasets/zalando"
+    cache.mkdir(parents=True)
+    shutil.copy(synthetic / name, cache / f".{name}.{md5(synthetic / name)[:12]}.part")  # killed while checking it
+    load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    assert server.requests == ["/zalando/train-labels-idx1-ubyte.gz"]
+    assert cache_files() == ["zalando/train-images-idx3-ubyte.gz", "zalando/train-labels-idx1-ubyte.gz"]

@@ -201,7 +201,10 @@ def _from_archive(spec: IdxDataset, urls, cache: Path, stream) -> str | None:
         return None  # extracted by another process while we waited
     archive = cache / spec.archive.name
     source = None
-    if not (archive.is_file() and _md5_of(archive) == spec.archive.md5):  # a killed extraction, a full disk
+    if not _verified(archive, spec.archive.md5):  # a verified one stays after a killed extraction, a full disk
+        # Not the publisher's (a copy put there by hand, cut short or another release): _fetch would take it
+        # for a finished download and extract it.
+        archive.unlink(missing_ok=True)
         source = _download(spec, urls, spec.archive.name, spec.archive.md5, archive, stream)
     try:
         _extract(archive, missing, cache)
@@ -212,6 +215,10 @@ def _from_archive(spec: IdxDataset, urls, cache: Path, stream) -> str | None:
         raise
     archive.unlink(missing_ok=True)  # hundreds of MB we no longer need
     return source
+
+
+def _verified(path: Path, md5: str) -> bool:
+    return path.is_file() and _md5_of(path) == md5
 
 
 def _sweep_stale_parts(cache: Path):
@@ -262,6 +269,8 @@ def _fetch(url: str, md5: str, dest: Path, stream):
     with _part_file(part) as out:
         if dest.is_file():
             return  # another process finished it while we waited for the part
+        if _verified(part, md5):  # whole already: a run was killed before it checked it (a Range would get a 416)
+            return _install(part, out, dest, md5)
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 _get(url, out, dest, stream)
@@ -315,7 +324,9 @@ def _get(url: str, out, dest: Path, stream):
             have, total = _resume_point(response, out, have)
             _receive(response, out, have, total, dest, stream)
     except urllib.error.HTTPError as e:
-        if e.code == 416:  # the part is not a prefix of what the server has: start afresh (no Range this time)
+        # A part that is not a prefix of what the server has: start afresh, without a Range. A 416 to a request
+        # without one is a failure like any other (asked again, the server would be asked forever).
+        if e.code == 416 and have:
             _truncate(out)
             return _get(url, out, dest, stream)
         transient = e.code >= 500 or e.code in (408, 429)
