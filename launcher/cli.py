@@ -22,7 +22,7 @@ from trainer.errors import GankitError, UsageError, echo, printable_cell, run_cl
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
 LAZY = {
     "infra": ("launcher.infra:infra", "Provision, show or delete the AWS stacks (bucket, roles, security group)."),
-    "jupyter": ("launcher.jupyter:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
+    "jupyter": ("launcher.jupyter.cli:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
     "evaluate": ("launcher.quality:evaluate", "Measure a generator's image quality (job or folder)."),
     "report": ("launcher.quality:report", "Rebuild a job's report.html from its run output (--open opens it)."),
 }
