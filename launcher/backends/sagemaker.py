@@ -279,15 +279,15 @@ def _interrupted_create(record: dict, session, interrupt: KeyboardInterrupt):
     line how to stop or watch it. Not there: its record goes, and the interrupt goes on as any other. Unknown
     (AWS out of reach, another Ctrl-C): the record stays, the one thing that can still find it."""
     from launcher import jobs
-    from trainer.errors import Interrupted, interrupt_signal, signal_name
+    from trainer.errors import Interrupted, interrupt_name
 
-    job, signum = record["job"], interrupt_signal(interrupt)
-    stopped = f"{signal_name(signum)} stopped the submit of {job}"
+    job = record["job"]
+    stopped = f"{interrupt_name(interrupt)} stopped the submit of {job}"
     try:
         arn = _created_arn(record, session)
     except BaseException:  # noqa: BLE001 - out of reach, or interrupted again: whether it runs is unknown
         raise Interrupted(f"{stopped} as SageMaker was asked to create it, and whether it did is unknown; "
-                          f"`launcher status {job}` says, `launcher stop {job}` stops it if it runs", signum) from None
+                          f"`launcher status {job}` says, `launcher stop {job}` stops it if it runs", interrupt) from None
     if arn is None:
         jobs.delete(job)
         return
@@ -295,7 +295,7 @@ def _interrupted_create(record: dict, session, interrupt: KeyboardInterrupt):
     with contextlib.suppress(GankitError):
         jobs.save(record)
     raise Interrupted(f"{stopped} after SageMaker created it: it runs (and bills) up to its max run; `launcher stop "
-                      f"{job}` stops it, `launcher logs {job} --follow` watches it", signum) from None
+                      f"{job}` stops it, `launcher logs {job} --follow` watches it", interrupt) from None
 
 
 def _created_arn(record: dict, session) -> str | None:

@@ -83,11 +83,11 @@ def jupyter(ctx, instance_type, idle, max_hours, use_ssh, my_ip, local_port, ope
     try:
         instance = start.wait_running(ec2, iid)
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP: the instance goes on starting, so say what then
-        from trainer.errors import Interrupted, interrupt_signal, signal_name
+        from trainer.errors import Interrupted, interrupt_name
 
-        raise Interrupted(f"stopped waiting for {iid} on {signal_name(interrupt_signal(e))}; it goes on starting and "
+        raise Interrupted(f"stopped waiting for {iid} on {interrupt_name(e)}; it goes on starting and "
                           f"stops itself after {_idle_limit(ec2, iid, idle, idle_seconds)} unused: `launcher jupyter` "
-                          "connects to it, `launcher jupyter stop` stops it now", interrupt_signal(e)) from None
+                          "connects to it, `launcher jupyter stop` stops it now", e) from None
     except Exception as e:  # AWS out of reach, or the credentials expired, while the instance starts (and bills)
         if isinstance(e, GankitError) or aws_error(e) is None:
             raise

@@ -70,10 +70,9 @@ def launch(ssm, region_name, who, instance_type, idle_seconds, max_hours) -> str
 def _launch_failure(e: BaseException, iid: str | None, after: str) -> GankitError:
     """The one line for a launch stopped once RunInstances was sent; `after` says what became of the instance."""
     if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM or SIGHUP: exit 128 + the signal
-        from trainer.errors import Interrupted, interrupt_signal, signal_name
+        from trainer.errors import Interrupted, interrupt_name
 
-        return Interrupted(f"stopped by {signal_name(interrupt_signal(e))} while launching the instance{after}",
-                           interrupt_signal(e))
+        return Interrupted(f"stopped by {interrupt_name(e)} while launching the instance{after}", e)
     if iid:
         return GankitError(f"could not let {iid} read its token ({one_line(aws_error(e) or e)}){after}")
     return GankitError(f"{e if isinstance(e, GankitError) else f'launching the instance failed: {one_line(e)}'}{after}")
