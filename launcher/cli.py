@@ -244,7 +244,7 @@ def _wait_and_pull(record: dict, dest: Path):
     backend = backends.get(record["backend"])
     log_lines = LineFilter(echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
     try:
-        backend.logs(record, follow=True, echo=log_lines)
+        backend.logs(record, follow=True, print_line=log_lines)
     except KeyboardInterrupt as e:  # only the watching stops: say so, and how to go on
         bills = " (and bills)" if backend.CLOUD else ""
         raise Interrupted(f"stopped watching {job} on {interrupt_name(e)}; the job runs on{bills}: "
@@ -373,7 +373,7 @@ def logs(job, follow, verbose):
     record = jobs.load(job)
     log_lines = log_echo(echo, verbose)
     backend = backends.get(record["backend"])
-    backend.logs(record, follow=follow, echo=log_lines)
+    backend.logs(record, follow=follow, print_line=log_lines)
     getattr(log_lines, "flush", lambda: None)()
     if follow:  # it watched to the end: `logs -f JOB && launcher pull JOB` must not go on after a failure
         _raise_if_failed(record, backend.describe(record))

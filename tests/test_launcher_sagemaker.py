@@ -166,7 +166,7 @@ def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
         cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
                           logEvents=[{"timestamp": now_ms + i, "message": f"algo-{host} line {i}"} for i in range(20)])
     lines = []
-    sagemaker.logs(record, follow=False, echo=lines.append)
+    sagemaker.logs(record, follow=False, print_line=lines.append)
     assert lines == [f"algo-{h} line {i}" for h in (1, 2) for i in range(20)]
 
 
@@ -204,7 +204,7 @@ def test_logs_follow_every_stream_until_the_job_ends_without_repeats(aws, data, 
 
     monkeypatch.setattr(time, "sleep", poll)
     lines = []
-    sagemaker.logs(record, follow=True, echo=lines.append)
+    sagemaker.logs(record, follow=True, print_line=lines.append)
     assert lines == ["algo-1 starting", "algo-1 epoch 1", "algo-2 starting", "algo-2 epoch 1", "algo-1 done"]
     assert len(polls) == 2  # it stopped once SageMaker said Completed
 

@@ -219,7 +219,7 @@ def _read_log(record) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
-def logs(record, follow: bool, echo) -> None:
+def logs(record, follow: bool, print_line) -> None:
     shown = 0
     while True:
         status = describe(record)["status"]
@@ -229,14 +229,14 @@ def logs(record, follow: bool, echo) -> None:
             # Whole lines only, so a line half-written at upload time is shown once, complete.
             end = len(text) if final else text.rfind("\n") + 1
             for line in _lines(text[shown:end]):
-                echo(line)
+                print_line(line)
             shown = max(shown, end)
         if final:
             if not text and status in FINAL_STATES:
-                echo(f"no log for {record['job']}: it ended ({status}) before training wrote one; "
-                     f"`launcher status {record['job']}` says why")
+                print_line(f"no log for {record['job']}: it ended ({status}) before training wrote one; "
+                           f"`launcher status {record['job']}` says why")
             elif not text:
-                echo(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
+                print_line(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
             return
         time.sleep(LOG_POLL_SECONDS)
 

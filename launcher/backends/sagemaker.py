@@ -375,7 +375,7 @@ def describe(record: dict) -> dict:
     return _info(_job(record), record)
 
 
-def logs(record: dict, follow: bool, echo) -> None:
+def logs(record: dict, follow: bool, print_line) -> None:
     """Every `<job>/algo-N-...` stream of the job, in order; with follow, until the job ends.
 
     The job's state comes from sagemaker-core (TrainingJob.get, then refresh). Its events are read with boto3:
@@ -383,7 +383,7 @@ def logs(record: dict, follow: bool, echo) -> None:
     through a process-wide CloudWatch client made from a default session (not the job's region, and no fresh
     credentials when a long job's expire), stops looking for streams once it has seen `instance_count` of them
     (a spot restart's new stream would be missed), and wait() prints through logging under a live progress
-    panel and raises on failure instead of handing lines to `echo`.
+    panel and raises on failure instead of handing lines to `print_line`.
     """
     region = record.get("region")
     cw = client("logs", region)
@@ -395,7 +395,7 @@ def logs(record: dict, follow: bool, echo) -> None:
         final = not follow or job.training_job_status in FINAL_STATES
         try:
             for stream in _streams(cw, record["job"]):
-                tokens[stream] = _print_events(cw, stream, tokens.get(stream), echo)
+                tokens[stream] = _print_events(cw, stream, tokens.get(stream), print_line)
         except Exception as e:
             if "ExpiredToken" in str(e) and not renewed:  # long jobs outlive credentials: fresh ones, read again
                 cw, renewed = client("logs", region), True
@@ -403,7 +403,7 @@ def logs(record: dict, follow: bool, echo) -> None:
             if "ResourceNotFound" not in str(e):  # still expired after renewal: the line that says how to renew
                 raise aws_failure(f"cannot read the logs of {record['job']}", e) from None
             if final:
-                echo("no logs yet" if not follow else "the job ended without logs")
+                print_line("no logs yet" if not follow else "the job ended without logs")
                 return
         else:
             renewed = False
@@ -425,14 +425,14 @@ def _streams(cw, job: str) -> list[str]:
             return sorted(names)
 
 
-def _print_events(cw, stream: str, token, echo):
+def _print_events(cw, stream: str, token, print_line):
     while True:
         kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True, "limit": PAGE}
         if token:
             kwargs["nextToken"] = token
         page = cw.get_log_events(**kwargs)
         for event in page.get("events", []):
-            echo(event["message"])
+            print_line(event["message"])
         if page.get("nextForwardToken") in (None, token):  # the same token back: the end for now
             return token
         token = page["nextForwardToken"]
