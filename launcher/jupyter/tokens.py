@@ -2,7 +2,7 @@
 
 import secrets
 
-from launcher import instances
+from launcher.jupyter import owners
 
 # On the token parameter: the ARN of the one instance whose role may read it (infra/base.yaml's
 # ReadOwnJupyterToken matches it against the caller's ec2:SourceInstanceARN).
@@ -22,7 +22,7 @@ def rotate_token(ssm, who: str) -> str:
 
 
 def instance_arn(region_name, iid: str) -> str:
-    arn = instances.client("sts", region_name).get_caller_identity()["Arn"]
+    arn = owners.caller_arn(region_name)  # the instance is in the caller's account and partition
     partition, account = arn.split(":")[1], arn.split(":")[4]
     return f"arn:{partition}:ec2:{region_name}:{account}:instance/{iid}"
 
