@@ -22,7 +22,7 @@ from trainer.errors import GankitError, UsageError, echo, printable_cell, run_cl
 # Commands that live in other modules, imported only when run: name -> (module:attr, short help).
 LAZY = {
     "infra": ("launcher.infra:infra", "Provision, show or delete the AWS stacks (bucket, roles, security group)."),
-    "jupyter": ("launcher.jupyter:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
+    "jupyter": ("launcher.jupyter.cli:jupyter", "Open a private Jupyter on a GPU instance (stop, status)."),
     "evaluate": ("launcher.quality:evaluate", "Measure a generator's image quality (job or folder)."),
     "report": ("launcher.quality:report", "Rebuild a job's report.html from its run output (--open opens it)."),
 }
@@ -238,19 +238,18 @@ def _wait_and_pull(record: dict, dest: Path):
 
     from launcher.quiet import LineFilter
 
-    from trainer.errors import Interrupted, interrupt_signal, signal_name
+    from trainer.errors import Interrupted, interrupt_name
 
     job = record["job"]
     backend = backends.get(record["backend"])
     log_lines = LineFilter(echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
     try:
-        backend.logs(record, follow=True, echo=log_lines)
+        backend.logs(record, follow=True, print_line=log_lines)
     except KeyboardInterrupt as e:  # only the watching stops: say so, and how to go on
         bills = " (and bills)" if backend.CLOUD else ""
-        raise Interrupted(f"stopped watching {job} on {signal_name(interrupt_signal(e))}; the job runs on{bills}: "
+        raise Interrupted(f"stopped watching {job} on {interrupt_name(e)}; the job runs on{bills}: "
                           f"`launcher stop {job}` stops it, `launcher logs {job} --follow` watches it again, "
-                          f"`launcher pull {job} --dest {dest}` fetches its outputs once it completes",
-                          interrupt_signal(e)) from None
+                          f"`launcher pull {job} --dest {dest}` fetches its outputs once it completes", e) from None
     log_lines.flush()
     info = backend.describe(record)
     _raise_if_failed(record, info)
@@ -260,9 +259,8 @@ def _wait_and_pull(record: dict, dest: Path):
     try:
         pull(record, dest, log=echo)
     except KeyboardInterrupt as e:
-        raise Interrupted(f"the pull of {job} stopped on {signal_name(interrupt_signal(e))}; the job has "
-                          f"completed, and `launcher pull {job} --dest {dest}` fetches the rest",
-                          interrupt_signal(e)) from None
+        raise Interrupted(f"the pull of {job} stopped on {interrupt_name(e)}; the job has completed, and "
+                          f"`launcher pull {job} --dest {dest}` fetches the rest", e) from None
     echo(f"pulled {job} to {dest}")
 
 
@@ -375,7 +373,7 @@ def logs(job, follow, verbose):
     record = jobs.load(job)
     log_lines = log_echo(echo, verbose)
     backend = backends.get(record["backend"])
-    backend.logs(record, follow=follow, echo=log_lines)
+    backend.logs(record, follow=follow, print_line=log_lines)
     getattr(log_lines, "flush", lambda: None)()
     if follow:  # it watched to the end: `logs -f JOB && launcher pull JOB` must not go on after a failure
         _raise_if_failed(record, backend.describe(record))
@@ -412,15 +410,15 @@ def pull(job, dest):
     from launcher import jobs
     from launcher.pull import pull as pull_run
 
-    from trainer.errors import Interrupted, interrupt_signal, signal_name
+    from trainer.errors import Interrupted, interrupt_name
 
     record = jobs.load(job)
     dest = Path(dest or job)
     try:
         folder = pull_run(record, dest, log=echo)
     except KeyboardInterrupt as e:  # what arrived is whole (atomic files): a second pull fetches only the rest
-        raise Interrupted(f"the pull of {job} stopped on {signal_name(interrupt_signal(e))}; `launcher pull {job} "
-                          f"--dest {dest}` fetches the rest", interrupt_signal(e)) from None
+        raise Interrupted(f"the pull of {job} stopped on {interrupt_name(e)}; `launcher pull {job} --dest {dest}` "
+                          "fetches the rest", e) from None
     echo(f"pulled {job} to {folder}")
 
 

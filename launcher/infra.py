@@ -203,11 +203,11 @@ def deploy(cf, stack_name, template, parameters, existing) -> dict:
     try:
         wait_for(cf, stack_name, action, since)
     except KeyboardInterrupt as e:  # CloudFormation goes on without us: say how to record the stack once it settles
-        from trainer.errors import Interrupted, interrupt_signal, signal_name
+        from trainer.errors import Interrupted, interrupt_name
 
-        raise Interrupted(f"{signal_name(interrupt_signal(e))} stopped the wait: CloudFormation goes on to {action} "
+        raise Interrupted(f"{interrupt_name(e)} stopped the wait: CloudFormation goes on to {action} "
                           f"stack {stack_name} (`launcher infra status` shows how it ends); `launcher infra up` "
-                          "again once it has settled records it in the launcher's config", interrupt_signal(e)) from None
+                          "again once it has settled records it in the launcher's config", e) from None
     return find_stack(cf, stack_name)
 
 
@@ -286,14 +286,13 @@ def _forget_stack():
 def _down_interrupted(stack_name: str, bucket: str | None, interrupt: KeyboardInterrupt):
     """Ctrl-C (or SIGTERM, SIGHUP) while the stack was deleted: it goes on without the launcher, which has
     forgotten it already; `bucket`, which `down` was to delete after it, is the user's to delete."""
-    from trainer.errors import Interrupted, interrupt_signal, signal_name
+    from trainer.errors import Interrupted, interrupt_name
 
-    signum = interrupt_signal(interrupt)
     left = (f"; bucket {bucket} outlives it: `aws s3 rb s3://{bucket} --force` deletes it with everything in it"
             if bucket else "")
-    return Interrupted(f"{signal_name(signum)} stopped `infra down` while stack {stack_name} was being deleted: "
+    return Interrupted(f"{interrupt_name(interrupt)} stopped `infra down` while stack {stack_name} was being deleted: "
                        f"CloudFormation goes on deleting it (`launcher infra status` shows how it ends) and the "
-                       f"launcher's backend is local again{left}", signum)
+                       f"launcher's backend is local again{left}", interrupt)
 
 
 # --- the commands -------------------------------------------------------------------------------
@@ -409,12 +408,11 @@ def down(stack_name, region, delete_bucket, keep_bucket):
                 empty_bucket(s3, bucket)
             s3.delete_bucket(Bucket=bucket)
         except KeyboardInterrupt as e:  # a second `down` finds no stack, so never this bucket
-            from trainer.errors import Interrupted, interrupt_signal, signal_name
+            from trainer.errors import Interrupted, interrupt_name
 
-            raise Interrupted(f"{signal_name(interrupt_signal(e))} stopped `infra down`: stack {stack_name} is "
+            raise Interrupted(f"{interrupt_name(e)} stopped `infra down`: stack {stack_name} is "
                               f"deleted and the launcher's backend is local again, but bucket {bucket} is not; "
-                              f"`aws s3 rb s3://{bucket} --force` deletes it with everything in it",
-                              interrupt_signal(e)) from None
+                              f"`aws s3 rb s3://{bucket} --force` deletes it with everything in it", e) from None
         except Exception as e:
             known = aws_error(e)
             if known is None:

@@ -74,11 +74,11 @@ def test_the_check_finds_a_backend_that_falls_short():
     broken.CLOUD = "yes"
     broken.RECORD_FIELDS = ["pid"]
     broken.submit = lambda spec: {}  # no dry_run
-    broken.logs = lambda record, echo, follow: None  # parameters swapped
+    broken.logs = lambda record, print_line, follow: None  # parameters swapped
     assert protocol_problems(broken) == [
         "CLOUD is 'yes', not <class 'bool'>", "RECORD_FIELDS is ['pid'], not tuple[str, ...]",
         "submit(spec) is not submit(self, spec, dry_run: bool = False) -> dict",
-        "logs(record, echo, follow) is not logs(self, record: dict, follow: bool, echo) -> None",
+        "logs(record, print_line, follow) is not logs(self, record: dict, follow: bool, print_line) -> None",
         "no stop()"]
 
 

@@ -101,7 +101,7 @@ def test_submit_launches_a_safe_self_terminating_instance_and_the_job_trains(clo
     described = backend.describe(record)
     assert described["status"] == "Completed" and described["ended"]
     lines = []
-    backend.logs(record, follow=True, echo=lines.append)
+    backend.logs(record, follow=True, print_line=lines.append)
     assert lines[-1] == "gankit: job e1 completed (exit code 0)"
     assert any("starting the trainer" in line for line in lines)
 
@@ -114,7 +114,7 @@ def test_resume_reuses_the_checkpoints_and_stop_terminates(cloud):
     assert record["log_uri"] == f"{layout.run_prefix(cloud['root'], 'e2')}/train.log"
 
     lines = []
-    backend.logs(record, follow=False, echo=lines.append)
+    backend.logs(record, follow=False, print_line=lines.append)
     assert lines == ["no log yet for e2: the instance is still installing (a few minutes)"]
 
     backend.stop(record)
@@ -129,7 +129,7 @@ def test_an_instance_gone_without_a_status_is_a_failure(cloud):
     described = backend.describe(record)
     assert described["status"] == "Failed" and "--resume e3" in described["failure_reason"]
     lines = []
-    backend.logs(record, follow=True, echo=lines.append)  # ends at once: the job has
+    backend.logs(record, follow=True, print_line=lines.append)  # ends at once: the job has
     assert lines == ["no log for e3: it ended (Failed) before training wrote one; `launcher status e3` says why"]
 
 

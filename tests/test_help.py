@@ -85,7 +85,7 @@ def test_duration_options_say_a_bare_number_is_seconds_and_their_real_default():
     # `--max-run 90` is 90 seconds, not minutes: the help gave only 2h and 90m; `--idle` gave no form at all.
     from launcher.cli import submit
     from launcher.durations import parse_duration
-    from launcher.jupyter import jupyter
+    from launcher.jupyter.cli import jupyter
     from launcher.spec import DEFAULT_MAX_RUN
 
     assert parse_duration("3600") == 3600
@@ -97,7 +97,7 @@ def test_duration_options_say_a_bare_number_is_seconds_and_their_real_default():
 def test_jupyter_limits_say_they_are_fixed_at_launch():
     # A reused or restarted instance keeps the --idle and --max-hours it was launched with (the command says so
     # when they differ); the help promised the new values without a word of it.
-    from launcher.jupyter import jupyter
+    from launcher.jupyter.cli import jupyter
 
     for flag in ("--idle", "--max-hours"):
         assert option_help(jupyter, flag).endswith("; fixed at launch.")

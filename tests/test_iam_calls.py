@@ -211,7 +211,7 @@ def test_the_jupyter_instance_reads_its_own_token_and_no_other(monkeypatch, tmp_
     """The launcher tags the token with the instance's ARN; the role's condition compares that tag with the
     ARN EC2 puts on the instance's credentials (ec2:SourceInstanceARN). Both Jupyter's start and the idle
     check read it with `jupyter_start.read_token`."""
-    from launcher import jupyter
+    from launcher.jupyter import tokens
     from launcher.remote import jupyter_start
     from tests.aws_helpers import mocked_bucket
 
@@ -219,11 +219,11 @@ def test_the_jupyter_instance_reads_its_own_token_and_no_other(monkeypatch, tmp_
         ec2, ssm = boto3.client("ec2", REGION), boto3.client("ssm", REGION)
         mine, other = [ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
                        for _ in range(2)]
-        jupyter.rotate_token(ssm, "alice")
-        jupyter.bind_token(ssm, REGION, "alice", mine)
-        tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=jupyter.token_parameter("alice"))["TagList"]
+        tokens.rotate_token(ssm, "alice")
+        tokens.bind_token(ssm, REGION, "alice", mine)
+        tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=tokens.token_parameter("alice"))["TagList"]
         with recording(tmp_path) as calls:
-            assert jupyter_start.read_token(jupyter.token_parameter("alice"), REGION)
+            assert jupyter_start.read_token(tokens.token_parameter("alice"), REGION)
     assert [(c["service"], c["operation"]) for c in calls] == [("ssm", "GetParameter")]
     resource_tags = {f"aws:ResourceTag/{t['Key']}": t["Value"] for t in tags}
     role = role_statements("JupyterRole", "my-gankit")

@@ -163,14 +163,14 @@ def test_jupyter_role_has_session_manager_actions_alone_and_no_managed_ssm_polic
 def test_instance_reads_only_the_token_bound_to_itself():
     """The one thing an instance can prove is its own ARN (ec2:SourceInstanceARN, set by EC2 on the role's
     credentials); the launcher tags each token parameter with the ARN of the instance it is for."""
-    from launcher import jupyter
+    from launcher.jupyter import tokens
 
     instance = {s["Sid"]: s for s in _statements(load("base")["Resources"]["JupyterRole"])}
     read = instance["ReadOwnJupyterToken"]
     assert read["Effect"] == "Allow" and _actions(read) == ["ssm:GetParameter"]
-    assert read["Resource"]["Fn::Sub"].endswith(":parameter" + jupyter.token_parameter("*"))
+    assert read["Resource"]["Fn::Sub"].endswith(":parameter" + tokens.token_parameter("*"))
     assert read["Condition"] == {
-        "StringEquals": {f"aws:ResourceTag/{jupyter.TAG_INSTANCE}": "${ec2:SourceInstanceARN}"}}
+        "StringEquals": {f"aws:ResourceTag/{tokens.TAG_INSTANCE}": "${ec2:SourceInstanceARN}"}}
     # No kms statement at all: the AWS managed key aws/ssm (the launcher's put_parameter uses it) lets
     # every principal of the account decrypt through SSM only, so the GetParameter scope is the control.
     assert not [s for s in instance.values() if any(a.startswith("kms:") for a in _actions(s))]

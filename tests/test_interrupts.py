@@ -104,8 +104,8 @@ def run(argv, capsys):
 
 
 def test_ctrl_c_while_submit_waits_says_the_job_runs_on_and_how_to_stop_it(toy, monkeypatch, capsys, tmp_path):
-    def logs(record, follow, echo):
-        echo("toy: epoch 1")
+    def logs(record, follow, print_line):
+        print_line("toy: epoch 1")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(toy, "logs", logs)

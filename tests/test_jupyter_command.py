@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from launcher import jupyter as jupyter_cli
+from launcher.jupyter import cli as jupyter_cli, connect, lookup, start as jupyter_start, tokens as jupyter_tokens
 from tests.jupyter_helpers import fake_tools, free_port
 from trainer.errors import run_cli
 
@@ -104,7 +104,7 @@ def run(*args):
 def token_binding(ssm):
     """The instance ARN the token parameter is tagged for (None when untagged)."""
     tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=PARAMETER)["TagList"]
-    return {t["Key"]: t["Value"] for t in tags}.get(jupyter_cli.TAG_INSTANCE)
+    return {t["Key"]: t["Value"] for t in tags}.get(jupyter_tokens.TAG_INSTANCE)
 
 
 def instances(ec2):
@@ -142,7 +142,7 @@ def test_launches_a_private_instance_and_prints_only_the_url(aws, tools, monkeyp
     assert all(m["Ebs"]["Encrypted"] for m in request["BlockDeviceMappings"])
     assert request["InstanceInitiatedShutdownBehavior"] == "stop"
     assert request["InstanceType"] == "p3.2xlarge"
-    tags = jupyter_cli.tags_of(instance)
+    tags = lookup.tags_of(instance)
     assert tags["gankit:purpose"] == "jupyter" and tags["gankit:owner"] == WHO
     assert tags["gankit:idle"] == "2700" and tags["gankit:max-hours"] == "4"
     attribute = aws["ec2"].describe_instance_attribute(InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")
@@ -224,7 +224,7 @@ def test_reuses_the_running_instance_and_its_token(aws, tools):
     assert result.stdout.strip().endswith(f"token={token}")
     # A token an older launcher left untagged is bound to its instance on reuse.
     aws["ssm"].remove_tags_from_resource(ResourceType="Parameter", ResourceId=PARAMETER,
-                                         TagKeys=[jupyter_cli.TAG_INSTANCE])
+                                         TagKeys=[jupyter_tokens.TAG_INSTANCE])
     assert token_binding(aws["ssm"]) is None
     assert run("--local-port", str(free_port())).exit_code == 0
     assert token_binding(aws["ssm"]).endswith(f":instance/{first['InstanceId']}")
@@ -337,7 +337,7 @@ def test_status_shows_a_tag_with_terminal_controls_escaped(aws, tools):
     assert run("--local-port", str(free_port())).exit_code == 0
     [instance] = instances(aws["ec2"])
     aws["ec2"].create_tags(Resources=[instance["InstanceId"]],
-                           Tags=[{"Key": jupyter_cli.TAG_MAX_HOURS, "Value": "8\x9b2J\u202e\nstate      stopped"}])
+                           Tags=[{"Key": lookup.TAG_MAX_HOURS, "Value": "8\x9b2J\u202e\nstate      stopped"}])
     result = run("status")
     assert result.exit_code == 0, result.output
     assert not any(ch in result.output for ch in "\x9b\u202e"), repr(result.output)
@@ -513,8 +513,8 @@ def test_ssh_names_an_ownerless_rule_while_another_jupyter_instance_runs_in_the_
 
     aws["ec2"].run_instances(ImageId=aws["image"], MinCount=1, MaxCount=1, SecurityGroupIds=[aws["group"]],
                              TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                                 {"Key": jupyter_cli.TAG_PURPOSE, "Value": jupyter_cli.PURPOSE},
-                                 {"Key": jupyter_cli.TAG_OWNER, "Value": "someone-else"}]}])
+                                 {"Key": lookup.TAG_PURPOSE, "Value": lookup.PURPOSE},
+                                 {"Key": lookup.TAG_OWNER, "Value": "someone-else"}]}])
     add_ssh_rule(aws, "198.51.100.8/32", tunnel.RULE_DESCRIPTION)
     result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(free_port()))
     note = note_of_kept_rule(aws, result, "198.51.100.8/32")
@@ -523,7 +523,7 @@ def test_ssh_names_an_ownerless_rule_while_another_jupyter_instance_runs_in_the_
 
 def test_an_instance_that_never_serves_jupyter_is_stopped_not_left_billing(aws, tools, monkeypatch):
     monkeypatch.setenv("FAKE_TUNNEL_NEVER", "1")
-    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 1)
+    monkeypatch.setattr(connect, "READY_TIMEOUT", 1)
     result = run("--local-port", str(free_port()))
     [instance] = instances(aws["ec2"])
     assert result.exit_code == 1, result.output
@@ -534,7 +534,7 @@ def test_an_instance_that_never_serves_jupyter_is_stopped_not_left_billing(aws, 
 
 def test_an_instance_that_stops_while_waiting_is_named_at_once(aws, tools, monkeypatch):
     monkeypatch.setenv("FAKE_TUNNEL_NEVER", "stop-it")  # a failed setup halts the machine
-    monkeypatch.setattr(jupyter_cli, "STATE_CHECK_SECONDS", 0)
+    monkeypatch.setattr(connect, "STATE_CHECK_SECONDS", 0)
     started = time.monotonic()
     result = run("--local-port", str(free_port()))
     assert result.exit_code == 1, result.output
@@ -613,7 +613,7 @@ def test_ctrl_c_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(aws
     def interrupted(ec2, iid):
         raise KeyboardInterrupt  # Ctrl-C during the wait (moto's instances run at once)
 
-    monkeypatch.setattr(jupyter_cli, "wait_running", interrupted)
+    monkeypatch.setattr(jupyter_start, "wait_running", interrupted)
     result = run("--local-port", str(free_port()), "--idle", "45m")
     [instance] = instances(aws["ec2"])
     assert result.exit_code == 130, result.output
@@ -634,7 +634,7 @@ def test_aws_lost_while_the_instance_starts_says_it_goes_on_and_how_to_stop_it(a
             raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
         raise ClientError({"Error": {"Code": "ExpiredToken", "Message": "expired"}}, "DescribeInstances")
 
-    monkeypatch.setattr(jupyter_cli, "wait_running", cut_off)
+    monkeypatch.setattr(jupyter_start, "wait_running", cut_off)
     result = run("--local-port", str(free_port()), "--idle", "45m")
     [instance] = instances(aws["ec2"])
     assert result.exit_code == (1 if lost == "network" else 2), result.output
@@ -653,7 +653,7 @@ def test_ctrl_c_while_a_restarted_instance_starts_names_the_idle_limit_it_keeps(
     def interrupted(ec2, iid):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jupyter_cli, "wait_running", interrupted)
+    monkeypatch.setattr(jupyter_start, "wait_running", interrupted)
     result = run("--local-port", str(free_port()), "--idle", "45m")
     assert result.exit_code == 130, result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
@@ -668,15 +668,15 @@ def test_a_local_port_taken_while_the_instance_starts_gets_no_token(aws, tools, 
     from tests.jupyter_helpers import FakeJupyter
 
     port, taken = free_port(), []
-    real_wait = jupyter_cli.wait_running
+    real_wait = jupyter_start.wait_running
 
     def port_taken_meanwhile(ec2, iid):
         state = real_wait(ec2, iid)
         taken.append(FakeJupyter("someone-elses-token", port=port).__enter__())
         return state
 
-    monkeypatch.setattr(jupyter_cli, "wait_running", port_taken_meanwhile)
-    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 3)
+    monkeypatch.setattr(jupyter_start, "wait_running", port_taken_meanwhile)
+    monkeypatch.setattr(connect, "READY_TIMEOUT", 3)
     try:
         result = run("--local-port", str(port), *(["--ssh", "--my-ip", "93.184.216.34"] if use_ssh else []))
     finally:
@@ -700,7 +700,7 @@ def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
     assert run("--local-port", str(free_port())).exit_code == 0
     [instance] = instances(aws["ec2"])
     aws["ec2"].stop_instances(InstanceIds=[instance["InstanceId"]])
-    real_find, looked, both_looked = jupyter_cli.find_instance, [], threading.Event()
+    real_find, looked, both_looked = lookup.find_instance, [], threading.Event()
 
     def find_instance(ec2, who):  # each waits (up to 3 s) until the other has looked too, as two at once do
         found = real_find(ec2, who)
@@ -710,14 +710,14 @@ def test_two_starts_at_once_share_one_token(aws, tools, monkeypatch):
         both_looked.wait(3)
         return found
 
-    monkeypatch.setattr(jupyter_cli, "find_instance", find_instance)
+    monkeypatch.setattr(lookup, "find_instance", find_instance)
     tokens = {}
 
     def start(name):
         import boto3
 
         ec2, ssm = boto3.client("ec2"), boto3.client("ssm")
-        tokens[name] = jupyter_cli.start_or_reuse(ec2, ssm, REGION, WHO, None, 3600, 8.0)
+        tokens[name] = jupyter_start.start_or_reuse(ec2, ssm, REGION, WHO, None, 3600, 8.0)
 
     threads = [threading.Thread(target=start, args=(name,)) for name in ("first", "second")]
     for thread in threads:
@@ -801,7 +801,7 @@ def test_ctrl_c_while_launching_terminates_what_started_and_says_so(aws, tools, 
 
     monkeypatch.setattr(ec2_instances, "client", client)
     if when == "after":
-        monkeypatch.setattr(jupyter_cli, "bind_token", bind_interrupted)
+        monkeypatch.setattr(jupyter_tokens, "bind_token", bind_interrupted)
     result = run("--local-port", str(free_port()))
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
@@ -816,7 +816,7 @@ def test_a_launch_that_fails_after_runinstances_terminates_what_started(aws, too
     def broken(*_):
         raise RuntimeError("something unexpected")
 
-    monkeypatch.setattr(jupyter_cli, "bind_token", broken)
+    monkeypatch.setattr(jupyter_tokens, "bind_token", broken)
     result = run("--local-port", str(free_port()))
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
@@ -851,7 +851,7 @@ def test_a_reused_running_instance_jupyter_does_not_answer_for_is_left_running(a
     [instance] = instances(aws["ec2"])
     iid = instance["InstanceId"]
     monkeypatch.setenv("FAKE_TUNNEL_NEVER", "1")
-    monkeypatch.setattr(jupyter_cli, "READY_TIMEOUT", 1)
+    monkeypatch.setattr(connect, "READY_TIMEOUT", 1)
     result = run("--local-port", str(free_port()))
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("error:")]
@@ -867,7 +867,7 @@ def test_a_reused_running_instance_jupyter_does_not_answer_for_is_left_running(a
     assert instances(aws["ec2"])[0]["State"]["Name"] in ("stopping", "stopped")
 
 
-@pytest.mark.parametrize("tags", [{}, {jupyter_cli.TAG_PURPOSE: jupyter_cli.PURPOSE, jupyter_cli.TAG_OWNER: "bob"}],
+@pytest.mark.parametrize("tags", [{}, {lookup.TAG_PURPOSE: lookup.PURPOSE, lookup.TAG_OWNER: "bob"}],
                          ids=["a-training-instance", "another-owners-jupyter"])
 def test_a_region_note_naming_an_instance_not_yours_is_not_taken_for_yours(aws, tools, tags):
     # The note (jupyter/<you>/instance.json) is an object in the bucket, which every instance role may write: its

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from launcher import jupyter as jupyter_cli
+from launcher.jupyter import owners, tokens
+from launcher.jupyter.start import start_or_reuse
 from tests.test_jupyter_command import (ACCOUNT, REGION, add_ssh_rule, aws, free_port, note_of_kept_rule,  # noqa: F401
                                         run, tools, wheel)  # (fixtures)
 
@@ -55,33 +56,33 @@ def start(who=None):
     """(instance id, token) of `launcher jupyter` for the caller, as the command starts or reuses it."""
     import boto3
 
-    who = who or jupyter_cli.owner(REGION)
-    iid, token, _ = jupyter_cli.start_or_reuse(boto3.client("ec2"), boto3.client("ssm"), REGION, who, None, 3600, 8.0)
+    who = who or owners.owner(REGION)
+    iid, token, _ = start_or_reuse(boto3.client("ec2"), boto3.client("ssm"), REGION, who, None, 3600, 8.0)
     return iid, token
 
 
 def test_identities_that_read_alike_get_their_own_instance_and_token(aws, monkeypatch):
     be(monkeypatch, iam_user("Dev-alice"))
-    user = jupyter_cli.owner(REGION)
+    user = owners.owner(REGION)
     user_instance, user_token = start()
 
     be(monkeypatch, assumed_role("Dev", "alice"))
-    role = jupyter_cli.owner(REGION)
+    role = owners.owner(REGION)
     role_instance, role_token = start()
 
     # Both once read 'Dev-alice': the second person got the first one's instance and token.
     assert user != role
     assert role_instance != user_instance and role_token != user_token
-    assert aws["ssm"].get_parameter(Name=jupyter_cli.token_parameter(user), WithDecryption=True)["Parameter"]["Value"] == user_token
+    assert aws["ssm"].get_parameter(Name=tokens.token_parameter(user), WithDecryption=True)["Parameter"]["Value"] == user_token
 
 
 def test_an_assumed_role_session_is_one_owner(aws, monkeypatch):
     be(monkeypatch, assumed_role("Dev", "alice"))
-    alice = jupyter_cli.owner(REGION)
+    alice = owners.owner(REGION)
     be(monkeypatch, assumed_role("Dev", "bob"))  # the same SSO role, another person
-    bob = jupyter_cli.owner(REGION)
+    bob = owners.owner(REGION)
     be(monkeypatch, assumed_role("Dev", "alice"))  # alice again, with fresh credentials
-    again = jupyter_cli.owner(REGION)
+    again = owners.owner(REGION)
 
     assert alice != bob and alice == again
     assert alice.startswith("Dev-alice-") and bob.startswith("Dev-bob-")  # still readable
@@ -98,39 +99,39 @@ def test_an_assumed_role_session_is_one_owner(aws, monkeypatch):
     ["arn:aws:sts::1:assumed-role/Dev/Alice", "arn:aws:sts::1:assumed-role/Dev/alice"],
 ], ids=["user-role-path-federated", "root", "replaced-characters", "emails", "case"])
 def test_distinct_identities_get_distinct_safe_names(arns):
-    names = [jupyter_cli.owner_name(arn) for arn in arns]
+    names = [owners.owner_name(arn) for arn in arns]
     assert len(set(names)) == len(names), names
     assert all(SAFE_NAME.fullmatch(name) for name in names), names
 
 
 def test_a_hashed_name_is_never_a_user_name():
     """A user may be named like another identity's name, hash and all: that user's name gets a hash too."""
-    role = jupyter_cli.owner_name("arn:aws:sts::1:assumed-role/Dev/alice")
-    assert jupyter_cli.owner_name(f"arn:aws:iam::1:user/{role}") != role
+    role = owners.owner_name("arn:aws:sts::1:assumed-role/Dev/alice")
+    assert owners.owner_name(f"arn:aws:iam::1:user/{role}") != role
 
 
 def test_long_identities_stay_within_every_limit():
     longest = f"arn:aws:sts::1:assumed-role/{'r' * 64}/{'s' * 64}"
     pathed = f"arn:aws:iam::1:user/{'p/' * 250}{'u' * 64}"
     for arn in (longest, pathed):
-        assert SAFE_NAME.fullmatch(jupyter_cli.owner_name(arn))
+        assert SAFE_NAME.fullmatch(owners.owner_name(arn))
 
 
 def older_launcher_start(arn):
     """`launcher jupyter` as launchers before owner_name ran it: the instance and token of the old, shared name."""
-    return start(jupyter_cli.legacy_owner_name(arn))
+    return start(owners.legacy_owner_name(arn))
 
 
 def test_a_plain_users_instance_from_an_older_launcher_is_still_reused(aws, monkeypatch):
     be(monkeypatch, iam_user("alice"))
-    old = older_launcher_start(jupyter_cli.caller_arn(REGION))
+    old = older_launcher_start(owners.caller_arn(REGION))
 
     assert start() == old  # same instance, same token: the name of a path-less user did not change
 
 
 def test_an_older_launchers_instance_of_a_shared_name_is_named_not_reused(aws, monkeypatch, capsys):
     be(monkeypatch, assumed_role("Dev", "alice"))
-    arn = jupyter_cli.caller_arn(REGION)
+    arn = owners.caller_arn(REGION)
     old_instance, old_token = older_launcher_start(arn)  # maybe hers, maybe user/Dev-alice's: nothing says which
     capsys.readouterr()
 
@@ -146,7 +147,7 @@ def test_an_older_launchers_instance_of_a_shared_name_is_named_not_reused(aws, m
     assert instance != old_instance and token != old_token
     assert f"note: {old_instance} (running) is tagged for 'Dev-alice'" in capsys.readouterr().err
     # The old instance's token is left as it was: whoever's it is still reads it.
-    legacy = jupyter_cli.token_parameter("Dev-alice")
+    legacy = tokens.token_parameter("Dev-alice")
     assert aws["ssm"].get_parameter(Name=legacy, WithDecryption=True)["Parameter"]["Value"] == old_token
 
 
@@ -156,7 +157,7 @@ def test_an_older_launchers_ssh_rule_of_a_shared_name_is_named_not_removed(aws, 
     from launcher import tunnel
 
     be(monkeypatch, assumed_role("Dev", "alice"))
-    monkeypatch.setenv("FAKE_TOKEN_PARAMETER", jupyter_cli.token_parameter(jupyter_cli.owner(REGION)))
+    monkeypatch.setenv("FAKE_TOKEN_PARAMETER", tokens.token_parameter(owners.owner(REGION)))
     add_ssh_rule(aws, "198.51.100.7/32", tunnel.rule_description("Dev-alice"))
     result = run("--ssh", "--my-ip", "93.184.216.34", "--local-port", str(free_port()))
     note = note_of_kept_rule(aws, result, "198.51.100.7/32")

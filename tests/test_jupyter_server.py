@@ -309,13 +309,14 @@ ROOT_EXAMPLES = f"{jupyter_userdata.ROOT_DIR}/examples"
 def test_the_instance_serves_only_the_notebook_the_launcher_staged(monkeypatch, tmp_path, changed):
     """The launcher records the notebook's sha256 in the user data; a copy changed in the bucket since (anyone
     who may write there) fails the setup, and never reaches the folder Jupyter serves."""
-    from launcher import instances, jupyter
+    from launcher import instances
+    from launcher.jupyter import launch
     from tests.aws_helpers import mocked_bucket
     from trainer import s3
 
     monkeypatch.setattr(instances, "upload_wheel", lambda prefix: (f"{prefix}/g.whl", SHA))  # no wheel build here
     with mocked_bucket(monkeypatch, "nb-bucket") as root:
-        wheel_uri, wheel_sha256, notebook_uri, notebook_sha256 = jupyter.stage_project(root, "alice")
+        wheel_uri, wheel_sha256, notebook_uri, notebook_sha256 = launch.stage_project(root, "alice")
         if changed:
             s3.write_bytes(notebook_uri, s3.read_bytes(notebook_uri).replace(b"import json", b"import os; import json"))
         in_bucket = s3.read_bytes(notebook_uri)

@@ -166,7 +166,7 @@ def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
         cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
                           logEvents=[{"timestamp": now_ms + i, "message": f"algo-{host} line {i}"} for i in range(20)])
     lines = []
-    sagemaker.logs(record, follow=False, echo=lines.append)
+    sagemaker.logs(record, follow=False, print_line=lines.append)
     assert lines == [f"algo-{h} line {i}" for h in (1, 2) for i in range(20)]
 
 
@@ -183,7 +183,7 @@ def test_logs_of_a_job_with_no_stream_yet_say_so_where_other_jobs_logged(follow,
     cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=other,
                       logEvents=[{"timestamp": int(time.time() * 1000), "message": "another job's line"}])
     lines = []
-    sagemaker.logs(record, follow=follow, echo=lines.append)
+    sagemaker.logs(record, follow=follow, print_line=lines.append)
     assert lines == ["the job ended without logs" if follow else "no logs yet"]
 
 
@@ -221,7 +221,7 @@ def test_logs_follow_every_stream_until_the_job_ends_without_repeats(aws, data, 
 
     monkeypatch.setattr(time, "sleep", poll)
     lines = []
-    sagemaker.logs(record, follow=True, echo=lines.append)
+    sagemaker.logs(record, follow=True, print_line=lines.append)
     assert lines == ["algo-1 starting", "algo-1 epoch 1", "algo-2 starting", "algo-2 epoch 1", "algo-1 done"]
     assert len(polls) == 3  # it stopped once SageMaker said Completed, after the one pause for late lines
 
@@ -258,7 +258,7 @@ def test_logs_follow_reads_once_more_after_the_job_ends_for_lines_cloudwatch_get
 
     monkeypatch.setattr(time, "sleep", poll)
     lines = []
-    sagemaker.logs(record, follow=True, echo=lines.append)
+    sagemaker.logs(record, follow=True, print_line=lines.append)
     assert lines == ["epoch 1", "RuntimeError: out of memory"]
     assert len(polls) == 2
 

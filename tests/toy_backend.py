@@ -45,9 +45,9 @@ def describe(record: dict) -> dict:
             "failure_reason": None, "instance_type": record["instance_type"]}
 
 
-def logs(record: dict, follow: bool, echo) -> None:
+def logs(record: dict, follow: bool, print_line) -> None:
     for line in _read(record)["log"]:
-        echo(line)
+        print_line(line)
 
 
 def stop(record: dict) -> None:

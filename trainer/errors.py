@@ -44,14 +44,13 @@ class Diverged(GankitError):
 
 
 class Interrupted(GankitError):
-    """Ctrl-C, SIGTERM or SIGHUP stopped a command that leaves something going (a job, a pull half done):
-    one line on what goes on and how to pick it up; exit 128 + the signal."""
+    """Ctrl-C, SIGTERM or SIGHUP (`interrupt`, the KeyboardInterrupt it raised) stopped a command that leaves
+    something going (a job, a pull half done): one line on what goes on and how to pick it up; exit 128 + the
+    signal. The line names the signal with `interrupt_name`."""
 
-    def __init__(self, message, signum=None):
-        import signal
-
+    def __init__(self, message, interrupt: BaseException):
         super().__init__(message)
-        self.signum = signum or signal.SIGINT
+        self.signum = interrupt_signal(interrupt)
         self.exit_code = 128 + self.signum
 
 
@@ -75,6 +74,11 @@ def interrupt_signal(e: BaseException) -> int:
     import signal
 
     return getattr(e, "signum", signal.SIGINT)
+
+
+def interrupt_name(e: BaseException) -> str:
+    """The name of the signal behind a KeyboardInterrupt, as Interrupted's line says it."""
+    return signal_name(interrupt_signal(e))
 
 
 NO_CREDENTIALS = "no AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE"

@@ -59,8 +59,8 @@ class Backend(Protocol):
     def describe(self, record: dict) -> dict:
         """status (InProgress or one of FINAL_STATES), started, ended, failure_reason, instance_type, ..."""
 
-    def logs(self, record: dict, follow: bool, echo) -> None:
-        """Print the job's log through `echo`; with follow, until the job ends."""
+    def logs(self, record: dict, follow: bool, print_line) -> None:
+        """Print the job's log through `print_line`; with follow, until the job ends."""
 
     def stop(self, record: dict) -> str | None:
         """Stop the job; the trainer checkpoints first where the platform lets it. The status it ended with

@@ -22,7 +22,7 @@ from launcher.backends.base import FINAL_STATES, ensure_dataset, no_plan_rows, r
 from launcher.pricing import DEFAULT_INSTANCE_TYPE as DEFAULTS
 from launcher.remote import train_job
 from trainer import layout, s3
-from trainer.errors import GankitError, Interrupted, UsageError, echo, interrupt_signal, signal_name
+from trainer.errors import GankitError, Interrupted, UsageError, echo, interrupt_name
 from trainer.progress import Progress, format_duration
 
 # The Backend protocol's facts (launcher/backends/base.py): a bucket, EC2's instance type names, and
@@ -152,9 +152,8 @@ def _say_interrupted(job: str, interrupt: KeyboardInterrupt, after: str):
     """An interrupted launch that left something to say (an instance terminated, or a record kept for one that
     may run): the one line that says it, exit 128 + the signal. Nothing to say: the interrupt goes on."""
     if after:
-        signum = interrupt_signal(interrupt)
-        raise Interrupted(f"{signal_name(signum)} stopped the submit of {job} as its instance was launched{after}",
-                          signum) from None
+        raise Interrupted(f"{interrupt_name(interrupt)} stopped the submit of {job} as its instance was "
+                          f"launched{after}", interrupt) from None
 
 
 def _abandon(record, maybe_started: bool = True) -> str:
@@ -220,7 +219,7 @@ def _read_log(record) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
-def logs(record, follow: bool, echo) -> None:
+def logs(record, follow: bool, print_line) -> None:
     shown = 0
     while True:
         status = describe(record)["status"]
@@ -230,14 +229,14 @@ def logs(record, follow: bool, echo) -> None:
             # Whole lines only, so a line half-written at upload time is shown once, complete.
             end = len(text) if final else text.rfind("\n") + 1
             for line in _lines(text[shown:end]):
-                echo(line)
+                print_line(line)
             shown = max(shown, end)
         if final:
             if not text and status in FINAL_STATES:
-                echo(f"no log for {record['job']}: it ended ({status}) before training wrote one; "
-                     f"`launcher status {record['job']}` says why")
+                print_line(f"no log for {record['job']}: it ended ({status}) before training wrote one; "
+                           f"`launcher status {record['job']}` says why")
             elif not text:
-                echo(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
+                print_line(f"no log yet for {record['job']}: the instance is still installing (a few minutes)")
             return
         time.sleep(LOG_POLL_SECONDS)
 
@@ -337,7 +336,6 @@ def _wait_for_the_stop(record, requested: float) -> dict:
             time.sleep(STOP_POLL_SECONDS)
             progress.update(STOP_POLL_SECONDS)
     except KeyboardInterrupt as e:
-        signum = interrupt_signal(e)
-        raise Interrupted(f"stopped waiting for {job} on {signal_name(signum)}; it has the stop request and stops "
+        raise Interrupted(f"stopped waiting for {job} on {interrupt_name(e)}; it has the stop request and stops "
                           f"itself within about {STOP_WAIT // 60} minutes, its checkpoint first: `launcher stop {job}` "
-                          f"again waits for that and terminates its instance", signum) from None
+                          f"again waits for that and terminates its instance", e) from None

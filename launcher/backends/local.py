@@ -297,7 +297,7 @@ def _failure_line(root: Path) -> str:
         return ""
 
 
-def logs(record: dict, follow: bool, echo) -> None:
+def logs(record: dict, follow: bool, print_line) -> None:
     log = Path(record["log"])
     position = 0
     while True:
@@ -308,7 +308,7 @@ def logs(record: dict, follow: bool, echo) -> None:
                 chunk = f.read()
                 position += len(chunk)
             if chunk:
-                echo(chunk.decode(errors="replace"), nl=False)
+                print_line(chunk.decode(errors="replace"), nl=False)
         if not follow or final:
             return
         time.sleep(POLL_SECONDS)

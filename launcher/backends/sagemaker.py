@@ -279,15 +279,15 @@ def _interrupted_create(record: dict, session, interrupt: KeyboardInterrupt):
     line how to stop or watch it. Not there: its record goes, and the interrupt goes on as any other. Unknown
     (AWS out of reach, another Ctrl-C): the record stays, the one thing that can still find it."""
     from launcher import jobs
-    from trainer.errors import Interrupted, interrupt_signal, signal_name
+    from trainer.errors import Interrupted, interrupt_name
 
-    job, signum = record["job"], interrupt_signal(interrupt)
-    stopped = f"{signal_name(signum)} stopped the submit of {job}"
+    job = record["job"]
+    stopped = f"{interrupt_name(interrupt)} stopped the submit of {job}"
     try:
         arn = _created_arn(record, session)
     except BaseException:  # noqa: BLE001 - out of reach, or interrupted again: whether it runs is unknown
         raise Interrupted(f"{stopped} as SageMaker was asked to create it, and whether it did is unknown; "
-                          f"`launcher status {job}` says, `launcher stop {job}` stops it if it runs", signum) from None
+                          f"`launcher status {job}` says, `launcher stop {job}` stops it if it runs", interrupt) from None
     if arn is None:
         jobs.delete(job)
         return
@@ -295,7 +295,7 @@ def _interrupted_create(record: dict, session, interrupt: KeyboardInterrupt):
     with contextlib.suppress(GankitError):
         jobs.save(record)
     raise Interrupted(f"{stopped} after SageMaker created it: it runs (and bills) up to its max run; `launcher stop "
-                      f"{job}` stops it, `launcher logs {job} --follow` watches it", signum) from None
+                      f"{job}` stops it, `launcher logs {job} --follow` watches it", interrupt) from None
 
 
 def _created_arn(record: dict, session) -> str | None:
@@ -375,7 +375,7 @@ def describe(record: dict) -> dict:
     return _info(_job(record), record)
 
 
-def logs(record: dict, follow: bool, echo) -> None:
+def logs(record: dict, follow: bool, print_line) -> None:
     """Every `<job>/algo-N-...` stream of the job, in order; with follow, until the job ends.
 
     The job's state comes from sagemaker-core (TrainingJob.get, then refresh). Its events are read with boto3:
@@ -383,7 +383,7 @@ def logs(record: dict, follow: bool, echo) -> None:
     through a process-wide CloudWatch client made from a default session (not the job's region, and no fresh
     credentials when a long job's expire), stops looking for streams once it has seen `instance_count` of them
     (a spot restart's new stream would be missed), and wait() prints through logging under a live progress
-    panel and raises on failure instead of handing lines to `echo`.
+    panel and raises on failure instead of handing lines to `print_line`.
     """
     region = record.get("region")
     cw = client("logs", region)
@@ -395,7 +395,7 @@ def logs(record: dict, follow: bool, echo) -> None:
             ended = job.training_job_status in FINAL_STATES
         try:
             for stream in _streams(cw, record["job"]):
-                _print_events(cw, stream, tokens, echo)
+                _print_events(cw, stream, tokens, print_line)
         except Exception as e:
             if "ExpiredToken" in str(e) and not renewed:  # long jobs outlive credentials: fresh ones, read again
                 cw, renewed = client("logs", region), True
@@ -406,7 +406,7 @@ def logs(record: dict, follow: bool, echo) -> None:
             renewed = False
         if final:
             if not tokens:  # no group yet (the account's first job), or none of this job's streams in it yet
-                echo("no logs yet" if not follow else "the job ended without logs")
+                print_line("no logs yet" if not follow else "the job ended without logs")
             return
         # The job's last lines may reach CloudWatch after it is described as ended (sagemaker-core's own tailing
         # pauses and reads once more for them): so one more pause and read once it has ended.
@@ -427,7 +427,7 @@ def _streams(cw, job: str) -> list[str]:
             return sorted(names)
 
 
-def _print_events(cw, stream: str, tokens: dict, echo):
+def _print_events(cw, stream: str, tokens: dict, print_line):
     """The stream's events after its place in `tokens`, which moves on page by page: a read that fails midway
     (expired credentials, renewed and read again) goes on after the last page printed, not from the start."""
     tokens.setdefault(stream, None)
@@ -438,7 +438,7 @@ def _print_events(cw, stream: str, tokens: dict, echo):
             kwargs["nextToken"] = token
         page = cw.get_log_events(**kwargs)
         for event in page.get("events", []):
-            echo(event["message"])
+            print_line(event["message"])
         if page.get("nextForwardToken") in (None, token):  # the same token back: the end for now
             return
         tokens[stream] = page["nextForwardToken"]
