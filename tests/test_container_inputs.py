@@ -63,6 +63,28 @@ def test_the_contract_reads_what_the_writer_writes(tmp_path):
         str(tmp_path / "ml" / "input" / "data" / "training"), str(tmp_path / "out"), str(tmp_path / "ck"))
 
 
+def test_a_damaged_staged_copy_in_a_job_says_how_to_stage_it_again(tmp_path):
+    """In a job the training channel is the launcher's staged copy: the advice for a --data-dir of one's own
+    ("drop --data-dir to use gankit's cache") named a flag the job's user never gave and cannot drop."""
+    import shutil
+
+    from tests.data_helpers import make_idx_dataset
+    from trainer.errors import UsageError
+
+    channel = make_idx_dataset(tmp_path / "staged", n_train=32, n_test=16, seed=1)
+    other = make_idx_dataset(tmp_path / "other", n_train=64, n_test=16, seed=2)
+    shutil.copy(other / "train-images-idx3-ubyte.gz", channel)  # half of a staging cut short by an older gankit
+    root = tmp_path / "bucket"
+    inputs = base.container_inputs({"dataset": "mnist", "epochs": "1", "batch_size": "16"},
+                                   output_uri=layout.output_prefix(str(root), "j1"))
+    base.write_container_inputs(tmp_path / "ml", inputs, channel)
+    with pytest.raises(UsageError) as e:
+        contract.run_contract(tmp_path / "ml")
+    assert "holds 64 images but" in str(e.value) and "--data-dir" not in str(e.value)
+    assert str(e.value).endswith(f"delete the MANIFEST.json of its copy in {root}/datasets/ and submit the job "
+                                 "again; the launcher then stages it anew")
+
+
 def test_the_ec2_runner_lays_out_the_contract_with_the_runs_s3_paths(tmp_path):
     job = ec2.job_document(spec_for("ec2"))
     train_job.write_contract(tmp_path / "ml", job)

@@ -172,3 +172,25 @@ def test_s3_data_is_staged_as_it_is_now_not_as_it_was(bucket, tmp_path):
     assert list_folder(staged)[2] == ("cats",)
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*")) == [
         ".gankit-etags.json", "cats", "cats/1.png"]
+
+
+def test_a_restaging_cut_short_leaves_no_manifest_vouching_for_the_mix(bucket, tmp_path, monkeypatch):
+    """`trainer stage --to` over an earlier staging, stopped after its first upload, left the earlier manifest in
+    place: the prefix read as staged (cloud submits skip staging then), its files half one copy, half the other."""
+    from tests.data_helpers import make_idx_dataset
+    from trainer.dataset_staging import is_staged, stage_dataset
+
+    to = bucket + "/datasets/mnist"
+    stage_dataset("mnist", to, data_dir=make_idx_dataset(tmp_path / "old", n_train=32, seed=1), log=lambda m: None)
+    real, sent = s3.upload_file, []
+
+    def upload_then_ctrl_c(local, uri, callback=None):
+        if sent:
+            raise KeyboardInterrupt
+        sent.append(uri)
+        real(local, uri, callback)
+
+    monkeypatch.setattr(s3, "upload_file", upload_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        stage_dataset("mnist", to, data_dir=make_idx_dataset(tmp_path / "new", n_train=64, seed=2), log=lambda m: None)
+    assert len(sent) == 1 and not is_staged(to)

@@ -68,6 +68,27 @@ def resume_hint(cfg: TrainConfig, environ=os.environ) -> str:
     return f"`launcher submit --resume {job}` continues it"
 
 
+@contextlib.contextmanager
+def staged_copy_advice(cfg: TrainConfig):
+    """A job's data is the copy the launcher staged, not a --data-dir of the user's: a damaged or missing file
+    there is mended by staging it again, which the launcher does for a prefix without a manifest."""
+    from trainer.data.fetch import DATA_DIR_FIX, DATA_DIR_MISSING_FIX
+
+    try:
+        yield
+    except UsageError as e:
+        message = str(e)
+        fix = next((f for f in (DATA_DIR_FIX, DATA_DIR_MISSING_FIX) if message.endswith(f)), None)
+        if fix is None:
+            raise
+        output = str(cfg.output_dir).rstrip("/")
+        job = job_of_output(output)
+        datasets = output[:-len(f"/runs/{job}/output")] + "/datasets/" if job else "the bucket's datasets/"
+        raise UsageError(message[:-len(fix)] + f"the dataset staged for this job is damaged: delete the "
+                         f"MANIFEST.json of its copy in {datasets} and submit the job again; the launcher then "
+                         f"stages it anew") from None
+
+
 def write_failure(root: Path, message: str):
     """Whole or not at all: on a full disk (a likely reason to fail) the message still reaches the log, and the
     exit code stays the failure's own (143 for a stop, not 1 and a traceback from here)."""
@@ -78,7 +99,8 @@ def write_failure(root: Path, message: str):
 def run_contract(root: Path) -> dict:
     cfg = read_config(root)
     print(f"gankit: starting the trainer: train {command_line(cfg)}", flush=True)
-    with stop_watcher():  # a SageMaker stop script mode never passes on arrives as SIGTERM all the same
+    # A SageMaker stop script mode never passes on arrives as SIGTERM all the same.
+    with stop_watcher(), staged_copy_advice(cfg):
         summary = train_until_stopped(cfg, resume=resume_hint(cfg))
     if not summary["chief"]:
         return summary  # only the chief's results leave the container

@@ -1,8 +1,9 @@
 """Put a dataset's files under an S3 prefix (or a local folder standing in for a bucket), once.
 
 `s3://BUCKET/datasets/<name>/` holds the canonical files plus `MANIFEST.json`
-(each file's size and SHA-256), uploaded last: a prefix with a manifest is
-complete, and staging again with the same checksums uploads nothing.
+(each file's size and SHA-256), uploaded last and withdrawn before a staging
+replaces the first file: a prefix with a manifest is complete, and staging
+again with the same checksums uploads nothing.
 
 A folder of pictures goes to `s3://BUCKET/datasets/<folder>-<content hash>/`
 with its class subfolders; its manifest lists the relative paths that training
@@ -74,6 +75,7 @@ def stage_files(files, manifest: dict, to_uri: str, log=print) -> dict:
     if _remote_files(to_uri) == manifest["files"]:
         log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
         return manifest
+    _withdraw_manifest(to_uri)
     progress = Progress(sum(p.stat().st_size for p in files), label=f"staging {manifest['dataset']}", fmt=format_bytes)
     for path in files:
         _put(path, s3.join(to_uri, path.name), progress.update)
@@ -159,6 +161,7 @@ def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=
     log(f"uploading {len(sent)} pictures ({format_bytes(sum(manifest['files'][rel]['size'] for rel in sent))}) "
         f"to {to_uri}" + (f"; {len(copied)} unchanged ones copied inside S3 from an earlier staging" if copied else "")
         + (f"; {kept} already there" if kept else ""))
+    _withdraw_manifest(to_uri)
     tasks = [functools.partial(_put, root / rel, s3.join(to_uri, rel)) for rel in sent]
     tasks += [functools.partial(s3.copy_object, earlier[rel], s3.join(to_uri, rel)) for rel in copied]
     _run_all(tasks, size, label="staging pictures")
@@ -183,6 +186,16 @@ def _earlier_copies(to_uri: str, manifest: dict) -> dict:
         if source:
             found[rel] = source
     return found
+
+
+def _withdraw_manifest(to_uri):
+    """Before the first file is replaced: an earlier staging's manifest would otherwise vouch for a prefix
+    that an interrupted upload left holding part of each staging, and cloud jobs would train on the mix."""
+    uri = s3.join(to_uri, MANIFEST)
+    if s3.is_s3(uri):
+        s3.delete_object(uri)
+    else:
+        Path(uri).unlink(missing_ok=True)
 
 
 def is_staged(to_uri) -> bool:

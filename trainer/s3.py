@@ -323,6 +323,15 @@ def cache_key(uri: str) -> str:
     return hashlib.sha256(f"{endpoint}|{str(uri).rstrip('/')}".encode()).hexdigest()[:16]
 
 
+def delete_object(uri: str):
+    """Delete one object; one that is not there is no error (as S3 answers)."""
+    bucket, key = split_s3(uri)
+    try:
+        client().delete_object(Bucket=bucket, Key=key)
+    except _transfer_errors() as e:
+        _fail("delete of", uri, e)
+
+
 def delete_prefix(uri: str):
     bucket, prefix = split_s3(uri)
     keys = [{"Key": f"{prefix}/{k}"} for k in list_objects(uri)]

@@ -52,6 +52,8 @@ BACKOFF_S = 1.0  # the waits between attempts double: 1 s, 2 s, 4 s
 _sleep = time.sleep  # tests make the waits instant
 REFETCH_FIX = "gankit's cached copy is damaged: downloading it again"
 FRESH_FIX = "a fresh download fails this check too; pass --data-dir DIR with intact files"
+DATA_DIR_FIX = "replace it with an intact copy, or drop --data-dir to use gankit's cache"
+DATA_DIR_MISSING_FIX = "put the dataset's canonical files there, or drop --data-dir to use the cache or download them"
 SYSTEM_ROOT = "/usr/share/datasets"
 
 
@@ -106,7 +108,7 @@ def locate_split(spec: IdxDataset, split: str, data_dir=None, mirror=None, strea
     say = log or (lambda message: None)
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
-        fix = "replace it with an intact copy, or drop --data-dir to use gankit's cache"
+        fix = DATA_DIR_FIX
         paths = _in_data_dir(spec, split, folder)
         say(f"data: {spec.name} from --data-dir {folder}")
         return Located(paths, False, fix)
@@ -147,8 +149,7 @@ def _in_data_dir(spec: IdxDataset, split: str, folder: Path) -> tuple:
         names = [n for name in (f.name, *f.also) for n in (name, name.removesuffix(".gz"))]
         found = next((folder / n for n in names if (folder / n).is_file()), None)
         if found is None:
-            raise UsageError(f"{folder} has no {f.name} (the {spec.name} {split} split); put the dataset's "
-                             f"canonical files there, or drop --data-dir to use the cache or download them")
+            raise UsageError(f"{folder} has no {f.name} (the {spec.name} {split} split); {DATA_DIR_MISSING_FIX}")
         paths.append(found)
     return tuple(paths)
 
