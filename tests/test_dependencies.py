@@ -205,3 +205,22 @@ def test_a_sagemaker_package_without_sagemaker_core_still_names_the_cloud_extra(
                          "--bucket", "gankit-b", "--role", "arn:aws:iam::123456789012:role/r", "--dry-run")
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "pip install 'gankit[cloud]'" in done.stderr, done.stderr
+
+
+def test_constraints_txt_pins_the_build_backend_pyproject_asks_for():
+    # The EC2 backend builds the project's wheel with `pip wheel --no-build-isolation` (launcher/instances.py), so
+    # with whatever setuptools the venv has. `pip freeze` leaves setuptools and wheel out, so constraints.txt
+    # pinned neither and a fresh Python 3.11 venv kept ensurepip's setuptools 65.5, short of [build-system]'s >=68.
+    # Pinned, the install command brings the pin (TensorFlow requires setuptools, astunparse wheel).
+    from packaging.version import Version
+
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pins = [Requirement(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    for needed in [Requirement(line) for line in build] + [Requirement("wheel")]:
+        for python in ("3.10", "3.11", "3.12"):
+            applying = [p for p in pins if normal(p.name) == normal(needed.name)
+                        and (p.marker is None or p.marker.evaluate({"python_version": python}))]
+            assert len(applying) == 1, (needed.name, python, applying)
+            (pinned,) = applying[0].specifier
+            assert pinned.operator == "==" and Version(pinned.version) in needed.specifier, (needed, python, pinned)

@@ -377,10 +377,11 @@ def test_a_launch_ec2_refuses_leaves_no_record(launches, cloud, monkeypatch):
     assert [r["job"] for r in jobs.all_jobs()] == []
 
 
-def _play_the_runner(record, monkeypatch, answer=True):
+def _play_the_runner(record, monkeypatch, answer=True, setup_log_after=0.0):
     """The instance's runner as `stop` meets it: InProgress, then (`answer`) the final status the runner writes once
-    it sees the request and its trainer has checkpointed. Returned: what it saw (whether the request was there and
-    the instance still running when it answered), and its thread, to join before reading that."""
+    it sees the request and its trainer has checkpointed, and `setup_log_after` seconds later the setup log its
+    script ships as it ends. Returned: what it saw (whether the request was there and the instance still running
+    when it answered, and when the setup log went), and its thread, to join before reading that."""
     import threading
 
     from launcher.remote import train_job
@@ -398,6 +399,9 @@ def _play_the_runner(record, monkeypatch, answer=True):
             train_job.write_status(record["status_uri"], "Stopped", started="2026-12-07T10:00:00+00:00",
                                    failure_reason=f"{train_job.STOPPED_BY_LAUNCHER}; its checkpoints are kept: "
                                                   f"`launcher submit ... --resume {record['job']}` continues")
+            threading.Event().wait(setup_log_after)
+            seen["state at setup log"] = _instance(record["instance_id"])["State"]["Name"]
+            s3.write_bytes(record["setup_log_uri"], b"gankit: running the job\n")
 
     thread = threading.Thread(target=runner, daemon=True)
     thread.start()
@@ -424,6 +428,18 @@ def test_stop_asks_the_runner_waits_for_its_checkpoint_then_terminates(cloud, mo
     assert described["failure_reason"].startswith("stopped by `launcher stop`; its checkpoints are kept")
     assert "asked e7 to stop: its trainer writes a checkpoint to S3, then its instance is terminated" in err
     assert err.strip().splitlines()[-1] == f"e7: {described['failure_reason']}"
+
+
+def test_stop_terminates_the_instance_once_its_setup_log_is_shipped(cloud, monkeypatch):
+    # The instance's script ships setup.log after the runner's last word: `stop` terminated the instance at that
+    # word, cutting the upload off (a second or two of the AWS CLI), so the job had no setup log.
+    record = backend.submit(Spec(job="e11", root=cloud["root"], hyperparameters=HP))
+    seen, runner = _play_the_runner(record, monkeypatch, setup_log_after=0.5)
+    assert backend.stop(record) is None
+    runner.join(10)
+    assert seen["state at setup log"] == "running"
+    assert _instance(record["instance_id"])["State"]["Name"] in ("shutting-down", "terminated")
+    assert s3.read_bytes(record["setup_log_uri"]) == b"gankit: running the job\n"
 
 
 def test_a_stop_the_runner_never_answers_terminates_after_the_wait(cloud, monkeypatch):

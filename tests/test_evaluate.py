@@ -530,3 +530,25 @@ def test_a_folder_no_figures_can_come_from_is_refused_before_its_pictures_load(t
     assert ("has one class" if classes else "has no classes") in err.splitlines()[-1]
     assert "loading images" not in err, err
     assert not (tmp_path / "run" / ev.RESULT_FILE).exists()
+
+
+def test_a_conditional_generator_of_other_classes_is_refused_before_the_folder_loads(tmp_path, capsys):
+    """The folder's listing names its classes: loading every picture (and training a judge on them) first, only to
+    find they are not the generator's, took minutes on a large folder."""
+    from tests.data_helpers import make_image_folder
+    from trainer.export import export_generator
+    from trainer.models import build_generator
+
+    folder = make_image_folder(tmp_path / "f", classes=("cats", "dogs"), n=12)
+    meta = {"dataset": f"folder:{folder}", "class_names": ["ants", "bees"], "conditional": True, "model": "cgan",
+            "preset": "default", "z_dim": 8, "z_distribution": "normal", "image_shape": [16, 16, 3],
+            "value_range": [-1.0, 1.0], "steps": 0}
+    export_generator(build_generator("default", 8, (16, 16, 3), 2), meta, tmp_path / "run" / "generator")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert e.value.code == 2 and "the generator's classes (ants, bees) differ" in last and "(cats, dogs)" in last, err
+    assert "loading images" not in err, err
+    assert not (tmp_path / "run" / ev.RESULT_FILE).exists()

@@ -65,3 +65,17 @@ def test_idx_splits_are_the_files_own_and_fingerprint_as_before(tmp_path):
     # The digests the code before this change computed for this data.
     assert splits.fingerprint() == "34f9b2a3eba23fafbd7dc51b2e804249de4b5298c0ff2797889f866c018fa77a"
     assert splits.test_fingerprint() == "2fd011bf91cd1636cd037220d46f009b7a5d0eb27aad4cc315adc709f8558a6f"
+
+
+def test_a_folders_splits_come_from_one_listing_of_it(tmp_path, monkeypatch):
+    # Its class names were asked of one listing (to refuse a folder without two classes before loading) and its
+    # pictures loaded from another: a large folder was walked twice.
+    import trainer.data.folder as folder_module
+
+    listings = []
+    list_folder = folder_module.list_folder
+    monkeypatch.setattr(folder_module, "list_folder", lambda path: listings.append(path) or list_folder(path))
+    folder = uneven_folder(tmp_path / "f", {"a": 7, "b": 5})
+    splits = load_splits(f"folder:{folder}", image_shape=SHAPE)
+    assert len(listings) == 1, listings
+    assert splits.class_names == ("a", "b") and len(splits.train_labels) + len(splits.test_labels) == 12

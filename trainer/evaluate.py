@@ -115,12 +115,21 @@ def class_matched(rng, labels, wanted) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+def check_classes(generator, dataset_classes):
+    """A conditional generator is scored only against the classes it draws (else one line, a UsageError)."""
+    if generator.conditional and tuple(generator.class_names) != tuple(dataset_classes):
+        raise UsageError(f"the generator's classes ({_some(generator.class_names)}) differ from the dataset's "
+                         f"({_some(dataset_classes)}); pass the --data-dir it was trained on")
+
+
+def _some(names, shown=5) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 def score_generator(generator, ref: Reference) -> dict:
     """The figures for `ref.samples` images from `generator`; label figures are None for a dcgan."""
     judge = ref.judge
-    if generator.conditional and tuple(generator.class_names) != tuple(judge.class_names):
-        raise UsageError(f"the generator's classes ({', '.join(generator.class_names[:5])}...) differ from the "
-                         f"dataset's ({', '.join(judge.class_names[:5])}...); pass the --data-dir it was trained on")
+    check_classes(generator, judge.class_names)
     # A conditional generator draws the classes of the test images it is compared with, not an even mix.
     images = generator.generate(count=ref.samples, seed=SEED, labels=ref.test_labels if generator.conditional else None)
     features, probs = judge.outputs(images)
@@ -140,10 +149,13 @@ def full_result(figures: dict, ref: Reference) -> dict:
 
 def evaluate(generator_dir, data_dir=None, samples=DEFAULT_SAMPLES, log=print) -> dict:
     """Score an exported generator; writes evaluation.json into its parent (the run's output dir)."""
+    from trainer.data import class_names_of
     from trainer.export import load_generator
 
     generator_dir = Path(generator_dir)
     generator = load_generator(generator_dir)
+    # Asked of the folder's listing: loading every picture and training a judge on them came first, only to refuse.
+    check_classes(generator, class_names_of(generator.meta["dataset"], data_dir))
     ref = make_reference(generator.meta["dataset"], data_dir, tuple(generator.meta["image_shape"]), samples, log)
     result = full_result(score_generator(generator, ref), ref)
     folder = generator_dir.resolve().parent

@@ -60,11 +60,13 @@ def _digest(header: str, *arrays) -> str:
 
 def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
     """Train and test images at `image_shape` (H, W, C; default: as stored)."""
-    from trainer.data import FOLDER, canonical_name, class_names_of, load_dataset
+    from trainer.data import FOLDER, canonical_name, class_names_of, folder_listing, load_dataset
 
     name = canonical_name(dataset)
     # Asked of the folder's listing, before its pictures load: a large folder took minutes, only to be refused.
-    class_names = class_names_of(name, data_dir)
+    # The pictures then load from the same listing: the folder is listed once.
+    listing = folder_listing(name, data_dir)
+    class_names = listing[2] if listing else class_names_of(name, data_dir)
     if not class_names:
         raise UsageError(f"{name} has no classes, so no judge can be trained on it; "
                          "put the pictures in one subfolder per class to get quality figures")
@@ -75,7 +77,7 @@ def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
         raise UsageError(f"{name} has one class, so a judge trained on it could tell nothing apart and its figures "
                          "would mean nothing; put the pictures in two or more class subfolders to get quality figures")
     size, channels = (image_shape[0], image_shape[2]) if image_shape is not None else (None, None)
-    train = load_dataset(name, data_dir, "train", size, channels)
+    train = load_dataset(name, data_dir, "train", size, channels, listing=listing)
     if name.startswith(FOLDER):
         test_idx = folder_test_indices(train.labels, len(train.class_names))
         train_idx = np.setdiff1d(np.arange(len(train.labels)), test_idx)

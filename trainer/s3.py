@@ -140,6 +140,22 @@ def read_bytes(uri: str) -> bytes | None:
         _fail("read of", uri, e)
 
 
+def exists(uri: str) -> bool:
+    """Whether there is an object at `uri` (its bytes unread)."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(uri)
+    try:
+        client().head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return False
+        _fail("look-up of", uri, e)
+    except _transfer_errors() as e:
+        _fail("look-up of", uri, e)
+
+
 def write_bytes(uri: str, data: bytes):
     bucket, key = split_s3(uri)
     try:

@@ -41,6 +41,9 @@ STOP_POLL_SECONDS = 5.0  # between looks at the runner's status while `stop` wai
 # How long `stop` waits for the runner after its request: a look for it (every 15 s), the trainer's grace to
 # checkpoint, and the final log and status uploads. Then the instance is terminated all the same.
 STOP_WAIT = int(train_job.REQUEST_POLL + train_job.STOP_GRACE + 45)
+# How long `stop` waits, after the runner's last word, for the setup log the instance's script ships as it ends (the
+# AWS CLI's upload, a few seconds): terminated at that word, the instance lost it.
+SETUP_LOG_WAIT = 30
 STATES = {"pending": "Pending", "running": "InProgress", "stopping": "Stopping", "shutting-down": "Stopping",
           "stopped": "Stopped", "terminated": "Stopped"}
 
@@ -298,6 +301,15 @@ def _running(instance_id, record) -> bool:
     return bool(instance) and instance["State"]["Name"] == "running"
 
 
+def _wait_for_the_setup_log(record):
+    """Until the instance's script has shipped its setup log (it does once the runner has written its last status,
+    then shuts down), or SETUP_LOG_WAIT has passed."""
+    since = time.time()
+    with contextlib.suppress(GankitError):  # S3 refusing the look: the log is not worth keeping the instance for
+        while not s3.exists(record["setup_log_uri"]) and time.time() - since < SETUP_LOG_WAIT:
+            time.sleep(STOP_POLL_SECONDS)
+
+
 def _stop_uri(record) -> str:
     """Beside the status the runner writes (train_job.stop_uri of the job's run)."""
     return layout.join(record["status_uri"].rsplit("/", 1)[0], train_job.STOP_NAME)
@@ -327,6 +339,8 @@ def _wait_for_the_stop(record, requested: float) -> dict:
             status = _runner_status(record)
             if status.get("status") in FINAL_STATES or time.time() - requested >= STOP_WAIT:
                 progress.close()
+                if status.get("status") in FINAL_STATES:
+                    _wait_for_the_setup_log(record)
                 if status.get("status") == "Stopped":
                     echo(f"{job}: {status.get('failure_reason')}", err=True)
                 elif status.get("status") not in FINAL_STATES:

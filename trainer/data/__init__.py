@@ -70,12 +70,19 @@ def canonical_name(name: str) -> str:
 def class_names_of(name, data_dir=None) -> tuple:
     """The class names `load_dataset` would give `name` (none for a folder without classes), known without
     loading a picture: a folder's from its listing (its layout checked as loading checks it)."""
-    name = canonical_name(name)
-    if name.startswith(FOLDER):
-        from trainer.data.folder import list_folder
+    listing = folder_listing(name, data_dir)
+    return listing[2] if listing else tuple(CATALOG[canonical_name(name)].class_names)
 
-        return list_folder(_folder_path(name, data_dir))[2]
-    return tuple(CATALOG[name].class_names)
+
+def folder_listing(name, data_dir=None) -> tuple | None:
+    """A folder dataset's pictures, labels and class names (`list_folder`, its layout checked), for `load_dataset`
+    to load without listing the folder again; None for a dataset of IDX files."""
+    name = canonical_name(name)
+    if not name.startswith(FOLDER):
+        return None
+    from trainer.data.folder import list_folder
+
+    return list_folder(_folder_path(name, data_dir))
 
 
 def _folder_path(name, data_dir) -> Path:
@@ -83,14 +90,16 @@ def _folder_path(name, data_dir) -> Path:
     return Path(data_dir) if data_dir is not None else Path(name[len(FOLDER):])
 
 
-def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None, log=None) -> Dataset:
+def load_dataset(name, data_dir=None, split="train", image_size=None, channels=None, log=None,
+                 listing=None) -> Dataset:
     """Load a dataset's `split` ("train" or "test") into memory.
 
     IDX datasets come as stored (28x28x1) unless `image_size`/`channels` ask for
     otherwise; folders are resized to `image_size` (default 64) with `channels`
     (default 3). `data_dir` holds the dataset's files: the canonical IDX files,
     or for a folder dataset the pictures themselves (the PATH then only names it).
-    `log`, when given, hears where the files came from.
+    `log`, when given, hears where the files came from. `listing`: a folder's `folder_listing`, where the
+    caller has it already.
     """
     name = canonical_name(name)
     if split not in SPLITS:
@@ -106,7 +115,8 @@ def load_dataset(name, data_dir=None, split="train", image_size=None, channels=N
         if split != "train":
             raise UsageError(f"{name} has no {split} split: an image folder is a single set of pictures")
         path = _folder_path(name, data_dir)
-        images, labels, class_names = load_folder(path, image_size or FOLDER_IMAGE_SIZE, channels or FOLDER_CHANNELS)
+        images, labels, class_names = load_folder(path, image_size or FOLDER_IMAGE_SIZE, channels or FOLDER_CHANNELS,
+                                                  listing=listing)
         if log:
             classes = f" in {len(class_names)} classes" if class_names else " (no classes)"
             log(f"data: {name}: {len(images)} pictures{classes} from {path}")

@@ -26,9 +26,10 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def load_folder(path, image_size: int = 64, channels: int = 3, stream=None):
-    """(images uint8 (N, size, size, channels), labels int64 (N,) or None, class_names tuple)."""
-    files, labels, class_names = list_folder(path)
+def load_folder(path, image_size: int = 64, channels: int = 3, stream=None, listing=None):
+    """(images uint8 (N, size, size, channels), labels int64 (N,) or None, class_names tuple); `listing`: the
+    folder's `list_folder`, where the caller has it already."""
+    files, labels, class_names = listing or list_folder(path)
     return _decode_all(files, image_size, channels, stream), labels, class_names
 
 
