@@ -245,11 +245,8 @@ def _wait_and_pull(record: dict, dest: Path):
     log_lines = LineFilter(echo)  # `launcher logs JOB --verbose` shows TensorFlow's lines too
     try:
         backend.logs(record, follow=True, print_line=log_lines)
-    except KeyboardInterrupt as e:  # only the watching stops: say so, and how to go on
-        bills = " (and bills)" if backend.CLOUD else ""
-        raise Interrupted(f"stopped watching {job} on {interrupt_name(e)}; the job runs on{bills}: "
-                          f"`launcher stop {job}` stops it, `launcher logs {job} --follow` watches it again, "
-                          f"`launcher pull {job} --dest {dest}` fetches its outputs once it completes", e) from None
+    except KeyboardInterrupt as e:
+        raise _stopped_watching(job, backend, e, dest) from None
     log_lines.flush()
     info = backend.describe(record)
     _raise_if_failed(record, info)
@@ -262,6 +259,18 @@ def _wait_and_pull(record: dict, dest: Path):
         raise Interrupted(f"the pull of {job} stopped on {interrupt_name(e)}; the job has completed, and "
                           f"`launcher pull {job} --dest {dest}` fetches the rest", e) from None
     echo(f"pulled {job} to {dest}")
+
+
+def _stopped_watching(job: str, backend, interrupt: KeyboardInterrupt, dest=None):
+    """Ctrl-C (SIGTERM, SIGHUP) while following a job's log stops only the watching: the one line that says so,
+    and how to go on (exit 128 + the signal)."""
+    from trainer.errors import Interrupted, interrupt_name
+
+    bills = " (and bills)" if backend.CLOUD else ""
+    pull = f"`launcher pull {job} --dest {dest}`" if dest else f"`launcher pull {job}`"
+    return Interrupted(f"stopped watching {job} on {interrupt_name(interrupt)}; the job runs on{bills}: "
+                       f"`launcher stop {job}` stops it, `launcher logs {job} --follow` watches it again, "
+                       f"{pull} fetches its outputs once it completes", interrupt)
 
 
 def _raise_if_failed(record, info):
@@ -373,7 +382,12 @@ def logs(job, follow, verbose):
     record = jobs.load(job)
     log_lines = log_echo(echo, verbose)
     backend = backends.get(record["backend"])
-    backend.logs(record, follow=follow, print_line=log_lines)
+    try:
+        backend.logs(record, follow=follow, print_line=log_lines)
+    except KeyboardInterrupt as e:
+        if not follow:
+            raise
+        raise _stopped_watching(job, backend, e) from None
     getattr(log_lines, "flush", lambda: None)()
     if follow:  # it watched to the end: `logs -f JOB && launcher pull JOB` must not go on after a failure
         _raise_if_failed(record, backend.describe(record))

@@ -16,6 +16,7 @@ import pytest
 
 from launcher import instances, jobs, settings
 from launcher.backends import ec2 as backend
+from launcher.remote import train_job
 from launcher.spec import JobSpec
 from launcher.train_userdata import shutdown_minutes
 from tests.data_helpers import make_idx_dataset
@@ -517,3 +518,25 @@ def test_a_stop_s3_refuses_to_take_still_terminates_the_instance(cloud, monkeypa
     line, = err.strip().splitlines()
     assert line.startswith("could not ask e11 to stop (") and "AccessDenied" in line
     assert line.endswith("): terminating its instance; the checkpoints it wrote stay")
+
+
+def test_the_logs_of_a_runner_that_died_after_training_show_its_error_from_the_setup_log(cloud):
+    """The runner trained, then died before its last status (here its disk filled): status.json still
+    says InProgress, the instance ends, and the failure reason points at `launcher logs` for the setup log. That log
+    (the user data's output) repeats every training line the runner echoed; what it adds is the runner's own error."""
+    record = backend.submit(Spec(job="e4", root=cloud["root"], hyperparameters=HP))
+    training = "gankit: job e4 started 2024-01-01T00:00:00+00:00; max run 3600 s\nstep 4/4 d_loss=1.2\n"
+    died = ('Traceback (most recent call last):\n  File "train_job.py", line 311, in run_job\n'
+            "OSError: [Errno 28] No space left on device\n")
+    train_job.write_status(record["status_uri"], "InProgress", started="2024-01-01T00:00:00+00:00")
+    s3.write_bytes(record["log_uri"], training.encode())
+    s3.write_bytes(record["setup_log_uri"], ("gankit: running the job\nstep 4/4 d_loss=1.2\n" + died).encode())
+    instances.terminate(record["instance_id"], REGION)
+    assert "includes the setup log" in backend.describe(record)["failure_reason"]
+
+    lines = []
+    backend.logs(record, False, lines.append)
+    assert lines[:2] == training.splitlines()
+    assert lines[-3:] == died.splitlines()  # the runner's error, at the end where a failure is looked for
+    assert lines.count("step 4/4 d_loss=1.2") == 1  # the training lines it repeats are shown once
+    assert "gankit: running the job" in lines

@@ -120,6 +120,21 @@ def test_ctrl_c_while_submit_waits_says_the_job_runs_on_and_how_to_stop_it(toy, 
     assert "Traceback" not in err
 
 
+def test_ctrl_c_while_logs_follows_says_the_job_runs_on_and_how_to_stop_it(toy, monkeypatch, capsys):
+    def logs(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    code, out, err = run(["submit", "--backend", "toy", "--dataset", "mnist", "--detach"], capsys)
+    job = out.split("submitted ")[1].split()[0]
+    monkeypatch.setattr(toy, "logs", logs)
+    monkeypatch.setattr(toy, "CLOUD", True)  # followed as a cloud job's log: it bills on
+    code, out, err = run(["logs", job, "--follow"], capsys)
+    assert code == 130, err
+    assert err.strip() == (f"error: stopped watching {job} on Ctrl-C (SIGINT); the job runs on (and bills): "
+                           f"`launcher stop {job}` stops it, `launcher logs {job} --follow` watches it again, "
+                           f"`launcher pull {job}` fetches its outputs once it completes"), err
+
+
 def test_sigterm_while_submit_pulls_says_the_pull_resumes(toy, monkeypatch, capsys, tmp_path):
     from launcher import pull
     from trainer.errors import Terminated

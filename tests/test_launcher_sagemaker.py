@@ -170,6 +170,25 @@ def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
     assert lines == [f"algo-{h} line {i}" for h in (1, 2) for i in range(20)]
 
 
+def test_logs_show_the_hosts_in_number_order_past_nine(aws, data):
+    """Streams are `<job>/algo-<host>-<epoch seconds>`: by name, algo-10 and algo-11 would come between algo-1
+    and algo-2, and a host's spot restart (a later stream of the same host) goes after its first one."""
+    record = sagemaker.submit(spec_for(data))
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=sagemaker.LOG_GROUP)
+    now_ms = int(time.time() * 1000)
+    streams = [(host, 1700000000) for host in (11, 2, 10, 1)] + [(2, 1700003600)]
+    for host, started in streams:
+        stream = f"{record['job']}/algo-{host}-{started}"
+        cw.create_log_stream(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream)
+        cw.put_log_events(logGroupName=sagemaker.LOG_GROUP, logStreamName=stream,
+                          logEvents=[{"timestamp": now_ms, "message": f"algo-{host} from {started}"}])
+    lines = []
+    sagemaker.logs(record, False, lines.append)
+    assert lines == ["algo-1 from 1700000000", "algo-2 from 1700000000", "algo-2 from 1700003600",
+                     "algo-10 from 1700000000", "algo-11 from 1700000000"]
+
+
 @pytest.mark.parametrize("follow", [False, True])
 def test_logs_of_a_job_with_no_stream_yet_say_so_where_other_jobs_logged(follow, aws, data, monkeypatch):
     # "no logs yet" came only while the log group itself was missing, i.e. before the account's first job

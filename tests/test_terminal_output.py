@@ -118,6 +118,33 @@ def test_a_local_jobs_log_is_shown_with_its_terminal_controls_escaped(tmp_path, 
     assert out.endswith("\n\\rstep 2\n"), out  # a carriage return cannot draw over the line before it
 
 
+def test_a_character_written_in_two_parts_is_shown_whole_by_logs_follow(tmp_path, monkeypatch):
+    """The trainer's output reaches its log file in writes of any size, so a read may end inside a UTF-8 character:
+    `logs -f` must hold its first bytes until the rest comes, not show each part as U+FFFD."""
+    import os
+
+    from launcher import jobs
+    from launcher.backends import local
+
+    monkeypatch.setattr(local, "POLL_SECONDS", 0)
+    root = jobs.jobs_dir() / "local-split"
+    (root / "output").mkdir(parents=True)
+    log = root / "train.log"
+    log.write_bytes("Fréchet distance: caf".encode() + "é".encode()[:1])
+    record = {"job": "local-split", "backend": "local", "pid": os.getpid(), "log": str(log), "sm_root": str(root)}
+    shown = []
+
+    def echo(text, nl=True):  # the job goes on between two reads: the character's second byte, and its end
+        shown.append(text)
+        if len(shown) == 1:
+            with open(log, "ab") as f:
+                f.write("é".encode()[1:] + b" 42\n")
+            (root / "exit_code").write_text("0\n")
+
+    local.logs(record, True, echo)
+    assert "".join(shown) == "Fréchet distance: café 42\n"
+
+
 # --- SageMaker: DescribeTrainingJob's reasons and CloudWatch's events ------------------------------------------
 
 @pytest.fixture

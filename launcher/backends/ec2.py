@@ -215,11 +215,31 @@ def describe(record) -> dict:
     return result
 
 
-def _read_log(record) -> str:
-    data = s3.read_bytes(record["log_uri"])
-    if data is None:  # the runner never started: the setup log (shipped at shutdown) says why
-        data = s3.read_bytes(record["setup_log_uri"])
-    return (data or b"").decode("utf-8", errors="replace")
+def _read_log(record, status=None) -> str:
+    train = _read_text(record["log_uri"])
+    if train is None:  # the runner never started: the setup log (shipped at shutdown) says why
+        return _read_text(record["setup_log_uri"]) or ""
+    if status != "Failed":
+        return train
+    return train + _setup_log_extras(train, _read_text(record["setup_log_uri"]) or "")
+
+
+def _read_text(uri) -> str | None:
+    data = s3.read_bytes(uri)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def _setup_log_extras(train: str, setup: str) -> str:
+    """The setup log's lines that train.log lacks, under a line saying where they come from; "" when there are none.
+    The setup log is the instance's whole output: the install, then every line the runner echoed as it trained,
+    then whatever the runner said itself, such as the traceback of a runner that died before its final status.
+    Shown once the job failed, for that last part; the training lines it repeats are left out."""
+    shown = set(_lines(train))
+    extras = [line for line in _lines(setup) if line not in shown]
+    if not extras:
+        return ""
+    header = "gankit: the instance's setup log (setup.log, beside train.log), less the training lines above:"
+    return ("" if train.endswith("\n") or not train else "\n") + "\n".join([header, *extras]) + "\n"
 
 
 def logs(record, follow: bool, print_line) -> None:
@@ -227,7 +247,7 @@ def logs(record, follow: bool, print_line) -> None:
     while True:
         status = describe(record)["status"]
         final = not follow or status in FINAL_STATES
-        text = _read_log(record)
+        text = _read_log(record, status)
         if len(text) > shown:
             # Whole lines only, so a line half-written at upload time is shown once, complete.
             end = len(text) if final else text.rfind("\n") + 1

@@ -8,6 +8,7 @@ The trainer runs under this module's own small wrapper (`run_and_record`), which
 keeps its exit code for `status` and, given --max-run, stops it when that is up.
 """
 
+import codecs
 import contextlib
 import os
 import shutil
@@ -300,6 +301,7 @@ def _failure_line(root: Path) -> str:
 def logs(record: dict, follow: bool, print_line) -> None:
     log = Path(record["log"])
     position = 0
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a read may end inside a character
     while True:
         final = describe(record)["status"] != "InProgress"  # read the status first, so no last line is missed
         if log.exists():
@@ -307,8 +309,9 @@ def logs(record: dict, follow: bool, print_line) -> None:
                 f.seek(position)
                 chunk = f.read()
                 position += len(chunk)
-            if chunk:
-                print_line(chunk.decode(errors="replace"), nl=False)
+            text = decoder.decode(chunk, final=not follow or final)  # the last read: a cut character as U+FFFD
+            if text:
+                print_line(text, nl=False)
         if not follow or final:
             return
         time.sleep(POLL_SECONDS)

@@ -424,7 +424,14 @@ def _streams(cw, job: str) -> list[str]:
         names += [s["logStreamName"] for s in page.get("logStreams", [])]
         token = page.get("nextToken")
         if not token:
-            return sorted(names)
+            return sorted(names, key=_in_host_order)
+
+
+def _in_host_order(stream: str) -> list:
+    """`<job>/algo-<host>-<epoch seconds>` by its numbers, not its characters: algo-2 before algo-10, and a host's
+    later stream (a spot restart) after its earlier one."""
+    parts = re.split(r"([0-9]+)", stream)  # text, number, text, ...: like with like at every place
+    return [int(part) if i % 2 else part for i, part in enumerate(parts)]
 
 
 def _print_events(cw, stream: str, tokens: dict, print_line):
