@@ -144,3 +144,26 @@ def test_every_region_option_says_the_same():
              if isinstance(option, click.Option) and "--region" in option.opts}
     assert {"launcher submit", "launcher image push", "launcher infra up", "launcher infra down"} <= set(helps)
     assert len(set(helps.values())) == 1, helps
+
+
+WINDOWS_LIKE = """
+import os, signal, sys
+from {module} import main
+sys.modules["fcntl"] = None  # what Windows lacks, as the CLI starts
+del signal.SIGHUP
+os.name = "nt"
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("module", ["launcher.cli", "trainer.cli"])
+def test_windows_gets_one_line_naming_wsl_not_a_traceback(module):
+    # Every command, --help included, died on Windows with AttributeError: no signal.SIGHUP.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", WINDOWS_LIKE.format(module=module), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: gankit runs on Linux and macOS") and "WSL" in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr

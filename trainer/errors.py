@@ -184,6 +184,18 @@ def terminate_as_interrupt(signals=None):
             signal.signal(s, handler)
 
 
+WINDOWS = ("gankit runs on Linux and macOS, not on Windows (it stops jobs with SIGTERM and SIGHUP, in process "
+           "groups, and locks folders with fcntl); run it in WSL: `wsl --install`, then install gankit inside it")
+
+
+def refuse_windows():
+    """One line instead of a traceback from the first POSIX call (signal.SIGHUP as the CLI starts)."""
+    import os
+
+    if os.name != "posix":
+        raise UsageError(WINDOWS)
+
+
 def run_cli(command, argv=None, prog_name=None, on_error=None):
     """Run a Click command so that every failure is one line on stderr.
 
@@ -209,6 +221,7 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
         sys.exit(code)
 
     try:
+        refuse_windows()
         with terminate_as_interrupt():
             command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
