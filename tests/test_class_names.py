@@ -136,3 +136,14 @@ def test_class_names_are_shown_without_their_terminal_controls(tmp_path, capsys)
     code, captured = run_trainer(capsys, "generate", folder, "--class", "bird", "--out", tmp_path / "x.npy")
     assert_one_line(code, captured, "unknown class 'bird'", "\\x1b]2;pwned\\x07\\x1b[2Jdog")
     assert "\x1b" not in captured.err and "\x07" not in captured.err
+
+
+@pytest.mark.parametrize("typed", ["café", "Café", "cafés", "crème brûlée"])
+def test_a_class_named_on_macos_is_found_by_the_name_as_typed(typed):
+    # macOS lists many folder names decomposed (NFD: e + U+0301), as the class names keep them, while a
+    # terminal sends the composed é (NFC): `--class café` was an unknown class, though it was shown as one.
+    import unicodedata
+
+    g = generator([unicodedata.normalize("NFD", n) for n in ["café", "crème brûlée", "thé"]])
+    assert g.class_index(unicodedata.normalize("NFC", typed)) == (1 if "brûlée" in typed else 0)
+    assert g.class_index(unicodedata.normalize("NFD", typed)) == (1 if "brûlée" in typed else 0)

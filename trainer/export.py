@@ -7,6 +7,7 @@ know how it was trained.
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -230,8 +231,9 @@ class Generator:
 def _index_named(text: str, names) -> int:
     """The index of the class `text` names: the class of exactly that name first (a folder named 3 wins over the
     index 3), else a position (digits), else the one class the name stands for loosely."""
-    if text in names:
-        return names.index(text)
+    composed = [_composed(n) for n in names]
+    if _composed(text) in composed:
+        return composed.index(_composed(text))
     if re.fullmatch(r"-?[0-9]+", text):  # not isdigit(), which int() fails on ("²") or takes silently ("３")
         if _numbered_out_of_place(names):  # "3" could mean the 4th class or a class named 3 that is elsewhere
             raise UsageError(f"no class is named '{text}', and this generator's classes are named with numbers "
@@ -252,7 +254,13 @@ def _index_named(text: str, names) -> int:
 
 def _case_matches(text: str, names) -> list[int]:
     """The indexes of the class names `text` is but for case."""
-    return [i for i, name in enumerate(names) if name.casefold() == text.casefold()]
+    return [i for i, name in enumerate(names) if _composed(name).casefold() == _composed(text).casefold()]
+
+
+def _composed(text) -> str:
+    """`text` with its accents composed (NFC): macOS lists many folder names decomposed (e + U+0301), which a
+    class name keeps, while a terminal sends the é the user typed; both are one name."""
+    return unicodedata.normalize("NFC", str(text))
 
 
 def _numbered_out_of_place(names) -> bool:
@@ -266,7 +274,7 @@ def _preview(names, most=10) -> str:
 
 def _name_key(name) -> str:
     """A class name without case, spaces or punctuation: "T-shirt/top" and t_shirt_top are both tshirttop."""
-    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+    return "".join(ch for ch in _composed(name).lower() if ch.isalnum())
 
 
 def _loose_matches(name: str, names) -> list[int]:
