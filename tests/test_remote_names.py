@@ -500,3 +500,31 @@ def test_a_hostile_key_is_named_without_its_terminal_controls(bucket, tmp_path, 
     assert e.value.code != 0 and err.startswith("error: refusing") and err.count("\n") == 1, err
     assert not any(ch in err for ch in "\x1b\x07\x9b\u202e"), repr(err)
     assert "\\x1b]2;pwned\\x07" in err  # named all the same, as text
+
+
+CASE_PAIRS = [["gen/A.png", "gen/a.png"], ["gen/Cat/1.png", "gen/cat/2.png"], ["gen/Shirt", "gen/shirt/x.png"],
+              ["gen/caf\u00e9.png", "gen/cafe\u0301.png"]]
+
+
+@pytest.mark.parametrize("keys", CASE_PAIRS)
+def test_keys_one_but_for_case_are_refused_where_the_file_system_ignores_case(bucket, tmp_path, monkeypatch, keys):
+    # On macOS and Windows A.png and a.png are one file (as are Cat/ and cat/, and é composed or not): the second
+    # download overwrote the first, or two class folders became one, without a word.
+    for key in keys:
+        bucket.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    monkeypatch.setattr(fsutil, "_ignores_case", lambda dest: True)  # this Linux file system keeps them apart
+    with pytest.raises(GankitError, match="only in case .* takes the two for one") as e:
+        s3.download_prefix(f"s3://{BUCKET}/gen", tmp_path / "dest")
+    assert "\n" not in str(e.value)
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("keys", CASE_PAIRS)
+def test_keys_one_but_for_case_are_both_kept_where_the_file_system_tells_them_apart(bucket, tmp_path, keys):
+    for key in keys:
+        bucket.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    s3.download_prefix(f"s3://{BUCKET}/gen", tmp_path / "dest")
+    assert files_under(tmp_path / "dest") == sorted([s3.ETAGS, *(k[len("gen/"):] for k in keys)])
+    assert sorted((tmp_path / "dest" / k[len("gen/"):]).read_text() for k in keys) == sorted(keys)
+    assert not fsutil._ignores_case(tmp_path)  # the probe itself: Linux's file systems keep case
+    assert [p.name for p in tmp_path.iterdir()] == ["dest"]  # and it leaves nothing behind

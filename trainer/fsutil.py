@@ -4,6 +4,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import unicodedata
 from pathlib import Path
 
 
@@ -301,4 +302,37 @@ def inside_all(dest, names, source: str) -> dict:
     for name in targets:
         if name in folders:
             _refuse(source, name, "it is both a file and the folder of other files")
+    clash = _one_name_but_for_case(set(targets) | folders)
+    if clash and _ignores_case(dest):
+        _refuse(source, clash[1], f"it differs from {clash[0]} only in case (or in how its accents are encoded), and "
+                f"the file system of {dest} takes the two for one, so one would silently overwrite or merge into "
+                "the other")
     return targets
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _one_name_but_for_case(paths) -> tuple[str, str] | None:
+    """Two of `paths` (files and folders) that differ only in case or in the encoding of their accents, if any."""
+    seen = {}
+    for path in sorted(paths):
+        other = seen.setdefault(_folded(path), path)
+        if other != path:
+            return other, path
+    return None
+
+
+def _ignores_case(dest) -> bool:
+    """Whether the file system `dest` is on (or would be, as its nearest existing parent) takes names that differ
+    only in case or in accent encoding for one file: macOS's and Windows' do, by default."""
+    folder = Path(dest)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".gankit-case-\u00e9-") as probe:
+            name = os.path.basename(probe.name)
+            return any(os.path.exists(folder / other) for other in (name.upper(), unicodedata.normalize("NFD", name)))
+    except (OSError, UnicodeError):  # a folder it cannot write: the download itself says so
+        return False
