@@ -249,6 +249,25 @@ def test_a_trainer_whose_wrapper_was_killed_is_still_the_job_and_stop_stops_it(t
         stranger.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="sees the zombie in /proc")
+def test_a_wrapper_killed_while_submit_waits_on_it_has_ended_where_there_is_no_proc(tmp_path, monkeypatch):
+    # macOS has no /proc. A wrapper killed while `submit` (its parent) follows the job stays a zombie until reaped,
+    # and kill(pid, 0) still finds a zombie: the job was InProgress for ever, and `submit --wait` never returned.
+    from launcher.backends import local
+
+    monkeypatch.setattr(local, "_proc_stat", lambda pid: None)  # what macOS gives
+    wrapper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    record = {"job": "j", "sm_root": str(tmp_path), "pid": wrapper.pid, "log": "x", "submitted_at": "t"}
+    assert local.describe(record)["status"] == "InProgress"
+    os.kill(wrapper.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{wrapper.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    info = local.describe(record)
+    assert info["status"] == "Failed" and "vanished" in info["failure_reason"]
+
+
 def test_a_job_whose_wrapper_died_unrecorded_says_what_its_trainer_left(tmp_path):
     from launcher.backends import local
 

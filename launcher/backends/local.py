@@ -188,11 +188,20 @@ def _wrapper_alive(record: dict) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     fields = _proc_stat(pid)
-    if fields is None:
-        return True  # no /proc: the pid is all there is to go by
+    if fields is None:  # no /proc (macOS): the pid is all there is to go by
+        return not _reaped(pid)
     if fields[0] == "Z":  # a zombie (our own child, not yet reaped) has finished
         return False
     return record.get("pid_started") in (None, fields[19])
+
+
+def _reaped(pid: int) -> bool:
+    """Whether `pid` is a child of this process (the wrapper `submit --wait` started) that had ended, a zombie
+    that kill(pid, 0) still finds; it is reaped now. Not our child, or still running: False."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False
 
 
 def _orphans(record: dict) -> list[int]:
