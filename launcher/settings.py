@@ -173,11 +173,17 @@ def update(**values):
             current = load()
             current.update(values)
             current = {k: v for k, v in current.items() if v not in (None, "")}
-            atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(_file_behind(path), json.dumps(current, indent=2, sort_keys=True) + "\n")
     except OSError as e:  # a file where its folder goes, a full disk, no permission: whole or as it was
         raise UsageError(f"{path} could not be written ({e.strerror or e}); make {path.parent} a folder you can "
                          "write to, or set GANKIT_CONFIG to another file") from None
     return current
+
+
+def _file_behind(path: Path) -> Path:
+    """The file `path` names, through any symlinks: a config linked from a dotfiles repo is written there, and the link
+    stays (the rename would put a plain file in the link's place, and the file the user keeps would never change)."""
+    return Path(os.path.realpath(path))
 
 
 def default_backend() -> str:

@@ -324,6 +324,21 @@ settings.update(region="eu-west-1")
     assert settings.load() == {"backend": "local", "region": "eu-west-1"}
 
 
+def test_config_set_writes_through_a_symlinked_config_file(tmp_path, monkeypatch):
+    # A config linked from a dotfiles repo: the write replaced the link with a plain file, so the setting never
+    # reached the file the link names (the one the user keeps), and the link was gone.
+    kept = tmp_path / "dotfiles" / "gankit.json"
+    kept.parent.mkdir()
+    kept.write_text('{"backend": "local"}')
+    link = tmp_path / "cfg" / "config.json"
+    link.parent.mkdir()
+    link.symlink_to(kept)
+    monkeypatch.setenv("GANKIT_CONFIG", str(link))
+    assert run("config", "set", "region", "eu-west-1").exit_code == 0
+    assert link.is_symlink() and link.resolve() == kept
+    assert json.loads(kept.read_text()) == {"backend": "local", "region": "eu-west-1"}
+
+
 def test_config_set_with_a_file_where_its_folder_goes_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "f").write_text("mine")
     monkeypatch.setenv("GANKIT_CONFIG", str(tmp_path / "f" / "config.json"))
