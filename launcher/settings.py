@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -173,7 +174,8 @@ def update(**values):
             current = load()
             current.update(values)
             current = {k: v for k, v in current.items() if v not in (None, "")}
-            atomic_write_text(_file_behind(path), json.dumps(current, indent=2, sort_keys=True) + "\n")
+            target = _file_behind(path)
+            atomic_write_text(target, json.dumps(current, indent=2, sort_keys=True) + "\n", mode=_mode_of(target))
     except OSError as e:  # a file where its folder goes, a full disk, no permission: whole or as it was
         raise UsageError(f"{path} could not be written ({e.strerror or e}); make {path.parent} a folder you can "
                          "write to, or set GANKIT_CONFIG to another file") from None
@@ -184,6 +186,15 @@ def _file_behind(path: Path) -> Path:
     """The file `path` names, through any symlinks: a config linked from a dotfiles repo is written there, and the link
     stays (the rename would put a plain file in the link's place, and the file the user keeps would never change)."""
     return Path(os.path.realpath(path))
+
+
+def _mode_of(path: Path) -> int | None:
+    """The permissions `path` has, to give the file that replaces it (a config the user made private stays so); None
+    when there is none yet: a new one gets the umask's."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def default_backend() -> str:

@@ -308,10 +308,10 @@ def test_two_config_sets_at_once_keep_both_settings(tmp_path):
 import pathlib, time
 from launcher import settings
 write = settings.atomic_write_text
-def slow(path, text):  # between its read and its write
+def slow(path, text, **options):  # between its read and its write
     pathlib.Path({str(started)!r}).touch()
     time.sleep(1.5)
-    write(path, text)
+    write(path, text, **options)
 settings.atomic_write_text = slow
 settings.update(region="eu-west-1")
 """], env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -337,6 +337,18 @@ def test_config_set_writes_through_a_symlinked_config_file(tmp_path, monkeypatch
     assert run("config", "set", "region", "eu-west-1").exit_code == 0
     assert link.is_symlink() and link.resolve() == kept
     assert json.loads(kept.read_text()) == {"backend": "local", "region": "eu-west-1"}
+
+
+def test_config_set_keeps_the_config_files_permissions():
+    # The new file took the umask's 0644: a config the user had made private (its role ARN names the account)
+    # was readable by everyone again after one `config set`.
+    path = settings.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"backend": "local"}')
+    path.chmod(0o600)
+    assert run("config", "set", "region", "eu-west-1").exit_code == 0
+    assert settings.load() == {"backend": "local", "region": "eu-west-1"}
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_config_set_with_a_file_where_its_folder_goes_is_one_line(tmp_path, monkeypatch):
