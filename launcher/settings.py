@@ -138,8 +138,13 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def env_override(key: str) -> str | None:
+    """The GANKIT_<KEY> value that overrides `key`'s setting, if one is set (an empty one does not)."""
+    return os.environ.get(f"GANKIT_{key.upper()}") or None
+
+
 def get(key: str, default=None):
-    env = os.environ.get(f"GANKIT_{key.upper()}")
+    env = env_override(key)
     if env:
         if key == "backend" and env not in BACKENDS:  # else `submit` blamed a --backend nobody passed
             raise UsageError(f"GANKIT_BACKEND={env[:40]!r}: choose one of {', '.join(BACKENDS)}, or unset it")
