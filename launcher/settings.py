@@ -130,6 +130,16 @@ def check_role(value, source: str = "--role") -> str:
     return value
 
 
+def check_resource_id(value: str, key: str, prefix: str) -> str:
+    """`value` if it is an EC2 id of that kind (sg-..., subnet-...): RunInstances takes a security group and a subnet
+    by id only, so a name was refused there, at every launch, after the job's files were uploaded."""
+    if not re.fullmatch(rf"{prefix}-[0-9a-f]+", value):
+        raise UsageError(f"{key} {value[:80]!r} is not an EC2 {prefix}-... id; give its id, e.g. {prefix}-0123456789abcdef0 "
+                         "(`aws ec2 describe-security-groups` / `describe-subnets` list them; `launcher infra up` "
+                         "records its own group)")
+    return value
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.IPv4Address(name)
@@ -168,6 +178,9 @@ def update(**values):
     # a file edited by hand with a bad one still serves every other command, and submit names the setting.)
     if values.get("role"):
         check_role(values["role"], "role")
+    for key, prefix in (("security_group", "sg"), ("subnet", "subnet")):
+        if values.get(key):
+            check_resource_id(values[key], key, prefix)
     if values.get("instance_type"):
         from launcher.pricing import check_instance_type_setting
 

@@ -429,6 +429,18 @@ def test_config_set_refuses_a_role_or_instance_type_that_submit_would(tmp_path, 
     assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
 
 
+@pytest.mark.parametrize("key, bad, good", [("security_group", "gankit-sg", "sg-0123456789abcdef0"),
+                                            ("security_group", "sg 1", "sg-01234567"),
+                                            ("subnet", "my-subnet", "subnet-0123456789abcdef0")])
+def test_config_set_refuses_a_security_group_or_subnet_that_is_not_an_id(tmp_path, key, bad, good):
+    # They were written, and every EC2 launch then sent them to RunInstances, which takes ids only (a group's
+    # name is refused there), after the job's wheel and data were uploaded.
+    result = run("config", "set", key, bad)
+    assert result.exit_code == 2 and f"{key} {bad!r} is not" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
+
+
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: p.write_text("a file"), lambda p: p.mkdir()])
 def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(tmp_path, monkeypatch, make):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
