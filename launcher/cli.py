@@ -483,8 +483,13 @@ def config_set(key, value):
     For example `launcher config set backend sagemaker`; `launcher config show` lists what is set."""
     from launcher import settings
 
-    settings.update(**{key.replace("-", "_"): None if value.lower() == "none" else value})
+    name, setting = key.replace("-", "_"), None if value.lower() == "none" else value
+    settings.update(**{name: setting})
     echo(f"{key} = {value}")
+    env = settings.env_override(name)
+    if env and env != setting:  # else the file changed and every command went on with the variable's value
+        echo(f"warning: GANKIT_{name.upper()}={env} overrides this setting; unset it for `{key} = {value}` to apply",
+             err=True)
 
 
 @cli.group()

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,6 +130,16 @@ def check_role(value, source: str = "--role") -> str:
     return value
 
 
+def check_resource_id(value: str, key: str, prefix: str) -> str:
+    """`value` if it is an EC2 id of that kind (sg-..., subnet-...): RunInstances takes a security group and a subnet
+    by id only, so a name was refused there, at every launch, after the job's files were uploaded."""
+    if not re.fullmatch(rf"{prefix}-[0-9a-f]+", value):
+        raise UsageError(f"{key} {value[:80]!r} is not an EC2 {prefix}-... id; give its id, e.g. {prefix}-0123456789abcdef0 "
+                         "(`aws ec2 describe-security-groups` / `describe-subnets` list them; `launcher infra up` "
+                         "records its own group)")
+    return value
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.IPv4Address(name)
@@ -137,8 +148,13 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def env_override(key: str) -> str | None:
+    """The GANKIT_<KEY> value that overrides `key`'s setting, if one is set (an empty one does not)."""
+    return os.environ.get(f"GANKIT_{key.upper()}") or None
+
+
 def get(key: str, default=None):
-    env = os.environ.get(f"GANKIT_{key.upper()}")
+    env = env_override(key)
     if env:
         if key == "backend" and env not in BACKENDS:  # else `submit` blamed a --backend nobody passed
             raise UsageError(f"GANKIT_BACKEND={env[:40]!r}: choose one of {', '.join(BACKENDS)}, or unset it")
@@ -162,6 +178,9 @@ def update(**values):
     # a file edited by hand with a bad one still serves every other command, and submit names the setting.)
     if values.get("role"):
         check_role(values["role"], "role")
+    for key, prefix in (("security_group", "sg"), ("subnet", "subnet")):
+        if values.get(key):
+            check_resource_id(values[key], key, prefix)
     if values.get("instance_type"):
         from launcher.pricing import check_instance_type_setting
 
@@ -173,11 +192,27 @@ def update(**values):
             current = load()
             current.update(values)
             current = {k: v for k, v in current.items() if v not in (None, "")}
-            atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+            target = _file_behind(path)
+            atomic_write_text(target, json.dumps(current, indent=2, sort_keys=True) + "\n", mode=_mode_of(target))
     except OSError as e:  # a file where its folder goes, a full disk, no permission: whole or as it was
         raise UsageError(f"{path} could not be written ({e.strerror or e}); make {path.parent} a folder you can "
                          "write to, or set GANKIT_CONFIG to another file") from None
     return current
+
+
+def _file_behind(path: Path) -> Path:
+    """The file `path` names, through any symlinks: a config linked from a dotfiles repo is written there, and the link
+    stays (the rename would put a plain file in the link's place, and the file the user keeps would never change)."""
+    return Path(os.path.realpath(path))
+
+
+def _mode_of(path: Path) -> int | None:
+    """The permissions `path` has, to give the file that replaces it (a config the user made private stays so); None
+    when there is none yet: a new one gets the umask's."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def default_backend() -> str:

@@ -308,10 +308,10 @@ def test_two_config_sets_at_once_keep_both_settings(tmp_path):
 import pathlib, time
 from launcher import settings
 write = settings.atomic_write_text
-def slow(path, text):  # between its read and its write
+def slow(path, text, **options):  # between its read and its write
     pathlib.Path({str(started)!r}).touch()
     time.sleep(1.5)
-    write(path, text)
+    write(path, text, **options)
 settings.atomic_write_text = slow
 settings.update(region="eu-west-1")
 """], env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -322,6 +322,33 @@ settings.update(region="eu-west-1")
     settings.update(backend="local")
     assert child.wait(60) == 0
     assert settings.load() == {"backend": "local", "region": "eu-west-1"}
+
+
+def test_config_set_writes_through_a_symlinked_config_file(tmp_path, monkeypatch):
+    # A config linked from a dotfiles repo: the write replaced the link with a plain file, so the setting never
+    # reached the file the link names (the one the user keeps), and the link was gone.
+    kept = tmp_path / "dotfiles" / "gankit.json"
+    kept.parent.mkdir()
+    kept.write_text('{"backend": "local"}')
+    link = tmp_path / "cfg" / "config.json"
+    link.parent.mkdir()
+    link.symlink_to(kept)
+    monkeypatch.setenv("GANKIT_CONFIG", str(link))
+    assert run("config", "set", "region", "eu-west-1").exit_code == 0
+    assert link.is_symlink() and link.resolve() == kept
+    assert json.loads(kept.read_text()) == {"backend": "local", "region": "eu-west-1"}
+
+
+def test_config_set_keeps_the_config_files_permissions():
+    # The new file took the umask's 0644: a config the user had made private (its role ARN names the account)
+    # was readable by everyone again after one `config set`.
+    path = settings.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"backend": "local"}')
+    path.chmod(0o600)
+    assert run("config", "set", "region", "eu-west-1").exit_code == 0
+    assert settings.load() == {"backend": "local", "region": "eu-west-1"}
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_config_set_with_a_file_where_its_folder_goes_is_one_line(tmp_path, monkeypatch):
@@ -396,6 +423,18 @@ def test_config_set_refuses_a_region_that_is_not_one(tmp_path):
 def test_config_set_refuses_a_role_or_instance_type_that_submit_would(tmp_path, key, bad, good, monkeypatch):
     # They were written, and every cloud submit then refused them.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no AWS is asked
+    result = run("config", "set", key, bad)
+    assert result.exit_code == 2 and f"{key} {bad!r} is not" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
+
+
+@pytest.mark.parametrize("key, bad, good", [("security_group", "gankit-sg", "sg-0123456789abcdef0"),
+                                            ("security_group", "sg 1", "sg-01234567"),
+                                            ("subnet", "my-subnet", "subnet-0123456789abcdef0")])
+def test_config_set_refuses_a_security_group_or_subnet_that_is_not_an_id(tmp_path, key, bad, good):
+    # They were written, and every EC2 launch then sent them to RunInstances, which takes ids only (a group's
+    # name is refused there), after the job's wheel and data were uploaded.
     result = run("config", "set", key, bad)
     assert result.exit_code == 2 and f"{key} {bad!r} is not" in one_clean_line(result)
     assert not settings.config_path().exists()

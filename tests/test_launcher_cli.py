@@ -51,6 +51,19 @@ def test_an_unknown_backend_from_the_environment_names_the_variable(capsys, monk
     assert "# backend in force: local" in run(["config", "show"], capsys)[1]
 
 
+def test_config_set_says_when_the_environment_overrides_what_it_wrote(capsys, monkeypatch):
+    # It printed "backend = local" and nothing else, and every submit went on running on ec2.
+    monkeypatch.setenv("GANKIT_BACKEND", "ec2")
+    code, out, err = run(["config", "set", "backend", "local"], capsys)
+    assert code == 0 and out == "backend = local\n" and settings.load() == {"backend": "local"}
+    assert err.strip().splitlines() == [
+        "warning: GANKIT_BACKEND=ec2 overrides this setting; unset it for `backend = local` to apply"]
+    monkeypatch.setenv("GANKIT_BACKEND", "local")  # the same value: nothing to say
+    assert run(["config", "set", "backend", "local"], capsys)[2] == ""
+    monkeypatch.setenv("GANKIT_REGION", "eu-west-1")
+    assert "GANKIT_REGION=eu-west-1 overrides" in run(["config", "set", "region", "none"], capsys)[2]
+
+
 # What docker 28's `docker info` says on stderr when no engine listens, and when its socket refuses this user.
 NO_ENGINE = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 SOCKET_REFUSED = ('permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: '
