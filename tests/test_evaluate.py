@@ -396,6 +396,27 @@ def test_a_judge_cached_in_bfloat16_is_retrained_in_float32(tmp_path, monkeypatc
     assert messages == []  # the float32 judge it cached is reused
 
 
+def test_a_float32_judge_is_reused_by_a_run_that_trains_in_bfloat16(tmp_path, monkeypatch):
+    """A bf16 run with --eval-every loads the cached judge under its own global policy: Keras then gave some of
+    the judge's layers mixed_bfloat16, so every evaluation took the float32 judge for a stale one and retrained it
+    (two minutes each on a CPU, twice in a one-epoch run)."""
+    import keras
+
+    from trainer.device import policy_kept
+    from trainer.judge import load_judge
+
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("trainer.judge.MIN_STEPS", JUDGE_STEPS)
+    data = make_idx_dataset(tmp_path / "data", num_classes=10, n_train=200, n_test=N_TEST)
+    load_judge("mnist", data, log=lambda m: None)  # cached, in float32
+    messages = []
+    with policy_kept():
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as during a bf16 run's evaluation
+        judge = load_judge("mnist", data, log=messages.append)
+    assert messages == []
+    assert {layer.dtype_policy.name for layer in judge.model.layers} == {"float32"}
+
+
 def test_two_runs_that_need_the_same_judge_train_it_once(tmp_path):
     """Two local jobs with --eval-every on a fresh machine: the second's atomic_dir swept away the first's
     half-saved judge, which then failed; now one trains it while the other waits, then loads it."""

@@ -4,6 +4,9 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
+from tests.cli_helpers import run_trainer
 from trainer.data.catalog import ZALANDO
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -35,3 +38,31 @@ def test_the_preset_names_and_aliases_are_the_registry_s():
         aliases = {alias for alias, target in ALIASES.items() if target == name}
         assert set(re.findall(r"alias `([\w-]+)`", column)) == aliases, column
         assert ("the default" in column) == (name == DEFAULT_PRESET), column
+
+
+@pytest.mark.slow  # exports a small generator and loads Keras
+def test_the_npy_generate_writes_is_the_array_the_readme_describes(tmp_path, capsys):
+    """What a judge scoring the generator reads: the README must say the array's dtype, shape and pixel range."""
+    import numpy as np
+
+    from trainer.export import export_generator
+    from trainer.models import build_generator
+
+    text = " ".join(README.read_text().split())
+    described = re.search(r"A `\.npy` holds `--count` images \(100 if not given\) as one `(\w+)` array of shape "
+                          r"`\(N, H, W, C\)`.*?`\(N, (\d+), (\d+), (\d+)\)` for mnist, zalando and emnist.*?"
+                          r"pixels (\d+)-(\d+)", text)
+    assert described, "the README does not say what a .npy from generate holds"
+    dtype, h, w, c, low, high = described.groups()
+    meta = {"dataset": "zalando", "class_names": list(ZALANDO.class_names), "conditional": True, "model": "cgan",
+            "z_dim": 8, "z_distribution": "normal", "image_shape": [28, 28, 1], "value_range": [-1.0, 1.0]}
+    folder = export_generator(build_generator("projection", 8, (28, 28, 1), 10), meta, tmp_path / "generator")
+    code, captured = run_trainer(capsys, "generate", folder, "--class", "T-shirt/top", "--count", 1000, "--seed", 0,
+                                 "--out", tmp_path / "tops.npy")
+    assert code == 0, captured.err
+    images = np.load(tmp_path / "tops.npy")
+    assert images.dtype == np.dtype(dtype) and images.shape == (1000, int(h), int(w), int(c))
+    assert int(low) <= images.min() and images.max() <= int(high)
+    code, captured = run_trainer(capsys, "generate", folder, "--out", tmp_path / "default.npy")
+    assert code == 0, captured.err
+    assert np.load(tmp_path / "default.npy").shape[0] == 100

@@ -168,8 +168,13 @@ def _cached_judge(folder: Path, meta: dict, log) -> Judge | None:
     """The judge cached in `folder` for this data, or None (said) when it must be trained again."""
     import keras
 
+    from trainer.device import float32_policy
+
     try:
-        model = keras.models.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
+        # Under a bf16 run's global policy Keras gives the loaded judge's layers that policy wherever the file
+        # leaves it to the global one, so a float32 judge looked stale and was retrained at every evaluation.
+        with float32_policy():
+            model = keras.models.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
         mixed = sorted({layer.dtype_policy.name for layer in model.layers} - {"float32"})
         if not mixed:
             return Judge(model, meta)
