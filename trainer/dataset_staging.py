@@ -72,7 +72,7 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
 def stage_files(files, manifest: dict, to_uri: str, log=print) -> dict:
     """Upload a dataset's checked `files` and their `manifest` (build_manifest's) to `to_uri`, as stage_folder
     does a folder's, unless the same checksums are already there; returns the manifest."""
-    if _remote_files(to_uri) == manifest["files"]:
+    if is_staged(to_uri, manifest["dataset"], manifest["files"]):
         log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
         return manifest
     _withdraw_manifest(to_uri)
@@ -146,7 +146,7 @@ def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=
     from trainer.data.folder import check_pictures
 
     root = Path(folder).expanduser()
-    if _remote_files(to_uri) == manifest["files"]:
+    if is_staged(to_uri, manifest["dataset"], manifest["files"]):
         log(f"{root} is already staged at {to_uri} (same pictures); nothing to upload")
         return manifest
     check_pictures([root / rel for rel in manifest["files"]], image_size or FOLDER_IMAGE_SIZE,
@@ -198,17 +198,41 @@ def _withdraw_manifest(to_uri):
         Path(uri).unlink(missing_ok=True)
 
 
-def is_staged(to_uri) -> bool:
-    """Whether `to_uri` (an S3 prefix or a local folder standing in for one) holds a manifest: a complete staging."""
-    return _read(s3.join(to_uri, MANIFEST)) is not None
+def is_staged(to_uri, name: str, files: dict | None = None) -> bool:
+    """Whether `to_uri` (an S3 prefix or a local folder standing in for one) holds a complete staging of dataset
+    `name`: a manifest that parses and lists `files` (a manifest's: name -> size and SHA-256), the one rule every
+    staging goes by. Without `files` (a cloud submit does not fetch a dataset only to learn it is staged) it must
+    be `name`'s manifest listing `name`'s canonical files; the job checks their sizes and SHA-256s before it trains."""
+    remote = _remote_manifest(to_uri)
+    if remote is None:
+        return False
+    if files is not None:
+        return remote["files"] == files
+    from trainer.data.catalog import CATALOG
+
+    name = canonical_name(name)  # mnist and zalando have the same file names: the manifest's dataset tells them apart
+    return remote.get("dataset") == name and sorted(remote["files"]) == sorted(f.name for f in CATALOG[name].files)
 
 
 def _remote_files(to_uri):
+    remote = _remote_manifest(to_uri)
+    return remote["files"] if remote is not None else None
+
+
+def _remote_manifest(to_uri) -> dict | None:
+    """The manifest below `to_uri`, or None where there is none or it is not one (not JSON, its files not each a
+    size and a SHA-256): stage again."""
     remote = _read(s3.join(to_uri, MANIFEST))
     try:
-        return json.loads(remote)["files"] if remote is not None else None
-    except (ValueError, KeyError, TypeError):
-        return None  # a broken manifest: stage again
+        manifest = json.loads(remote) if remote is not None else None
+    except ValueError:
+        return None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and type(e.get("size")) is int and isinstance(e.get("sha256"), str)
+            for e in files.values()):
+        return None
+    return manifest
 
 
 def _run_all(tasks, total: int, label: str):
