@@ -85,6 +85,33 @@ def test_a_damaged_staged_copy_in_a_job_says_how_to_stage_it_again(tmp_path):
                                  "again; the launcher then stages it anew")
 
 
+def test_a_staged_copy_that_is_not_what_its_manifest_lists_is_refused_before_training(tmp_path):
+    """The job read its channel as it found it: a file at the prefix replaced after staging (by hand, by another
+    tool) with one of the same shape was trained on, though the manifest there lists other checksums."""
+    import shutil
+
+    from tests.data_helpers import make_idx_dataset
+    from trainer.dataset_staging import stage_dataset
+    from trainer.errors import UsageError
+
+    root = tmp_path / "bucket"
+    staged = layout.dataset_prefix(str(root), "mnist")
+    stage_dataset("mnist", staged, data_dir=make_idx_dataset(tmp_path / "mnist", n_train=32, n_test=16, seed=1),
+                  log=lambda m: None)
+    other = make_idx_dataset(tmp_path / "other", n_train=32, n_test=16, seed=2)
+    shutil.copy(other / "train-labels-idx1-ubyte.gz", staged)  # 32 labels still, but not the staged ones
+    inputs = base.container_inputs({"dataset": "mnist", "epochs": "1", "batch_size": "16", "max_steps": "1"},
+                                   output_uri=layout.output_prefix(str(root), "j1"))
+    base.write_container_inputs(tmp_path / "ml", inputs, staged)
+    with pytest.raises(UsageError) as e:
+        contract.run_contract(tmp_path / "ml")
+    message = str(e.value)
+    assert "train-labels-idx1-ubyte.gz" in message and "MANIFEST.json" in message and "\n" not in message
+    assert message.endswith(f"delete the MANIFEST.json of its copy in {root}/datasets/ and submit the job again; "
+                            "the launcher then stages it anew")
+    assert not (root / "runs" / "j1" / "output").exists()  # refused before the run began
+
+
 def test_the_ec2_runner_lays_out_the_contract_with_the_runs_s3_paths(tmp_path):
     job = ec2.job_document(spec_for("ec2"))
     train_job.write_contract(tmp_path / "ml", job)

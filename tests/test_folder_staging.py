@@ -123,6 +123,51 @@ def test_a_changed_folder_sends_only_the_changed_pictures(aws, pets, monkeypatch
         assert s3.read_bytes(f"{to}/{rel}") == (pets / rel).read_bytes()
 
 
+@pytest.mark.parametrize("where", ["s3", "folder"])
+def test_restaging_a_changed_folder_to_one_prefix_sends_the_edits_and_drops_what_was_removed(where, aws, tmp_path):
+    """`trainer stage --to` one fixed prefix again (as the README shows by hand) chose what to send by size alone:
+    an edited picture of the same size stayed as it was while the new manifest claimed its new SHA-256, and the
+    pictures and classes removed from the folder stayed at the prefix, where the job's listing trained on them."""
+    import numpy as np
+    from PIL import Image
+
+    from trainer.cli import main
+
+    faces = tmp_path / "faces"
+    to = f"{aws}/datasets/faces" if where == "s3" else str(tmp_path / "bucket" / "datasets" / "faces")
+
+    def below(rel=None):
+        if where == "s3":
+            return s3.read_bytes(f"{to}/{rel}") if rel else sorted(s3.list_objects(to))
+        return (Path(to) / rel).read_bytes() if rel else sorted(p.relative_to(to).as_posix() for p in Path(to).rglob("*"))
+
+    def picture(rel, seed):
+        (faces / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(faces / rel, compress_level=0)  # stored: every such picture has one size
+
+    def stage():
+        with pytest.raises(SystemExit) as exited:
+            main(["stage", "--dataset", f"folder:{faces}", "--to", to])
+        assert exited.value.code in (0, None)
+
+    for seed, rel in enumerate(["a/0.png", "a/1.png", "b/0.png", "b/1.png", "c/0.png", "c/1.png"]):
+        picture(rel, seed)
+    stage()
+    (s3.write_bytes if where == "s3" else lambda path, data: Path(path).write_bytes(data))(
+        f"{to}/NOTES.txt", b"yours: no manifest listed it")
+    size = (faces / "b/0.png").stat().st_size
+    picture("b/0.png", 99)  # edited
+    assert (faces / "b/0.png").stat().st_size == size
+    (faces / "a/1.png").unlink()
+    shutil.rmtree(faces / "c")
+    stage()
+    folders = [] if where == "s3" else ["a", "b"]  # c/ went with its pictures: an empty class would be refused
+    assert below() == sorted(["MANIFEST.json", "NOTES.txt", "a/0.png", "b/0.png", "b/1.png", *folders])
+    for rel in ("a/0.png", "b/0.png", "b/1.png"):
+        assert below(rel) == (faces / rel).read_bytes()
+
+
 def test_the_content_names_the_prefix(pets):
     first = folder_manifest(f"folder:{pets}", pets)["content_hash"]
     assert folder_manifest("folder:elsewhere", pets)["content_hash"] == first  # the pictures, not the path

@@ -60,6 +60,39 @@ def test_your_own_copy_and_the_published_files_never_stand_in_for_each_other(aws
     assert sagemaker.submit(again)["request"]["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == own
 
 
+DEBIAN_ZALANDO = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _wrong_files(tmp_path):
+    return json.dumps({"dataset": "zalando", "files": {"train-images-idx3-ubyte.gz": {"size": 1, "sha256": "0" * 64}}})
+
+
+def _another_datasets(tmp_path):
+    from trainer.dataset_staging import stage_dataset
+
+    stage_dataset("mnist", layout.dataset_prefix(f"s3://{BUCKET}", "zalando"), log=lambda m: None,
+                  data_dir=make_idx_dataset(tmp_path / "mnist", n_train=32, n_test=16))  # the same four file names
+
+
+@pytest.mark.skipif(not DEBIAN_ZALANDO.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.parametrize("manifest", [lambda tmp_path: "{broken", _wrong_files, _another_datasets],
+                         ids=["not JSON", "other files", "another dataset's"])
+def test_a_prefix_whose_manifest_is_broken_or_not_the_datasets_is_staged_again(manifest, aws, tmp_path):
+    """A cloud submit skipped staging wherever datasets/<name>/MANIFEST.json existed, while `trainer stage` and the
+    local backend staged such a prefix again: jobs trained on what a broken or foreign manifest vouched for."""
+    from trainer.dataset_staging import build_manifest, dataset_files
+
+    canonical = layout.dataset_prefix(f"s3://{BUCKET}", "zalando")
+    written = manifest(tmp_path)
+    if written is not None:
+        s3.write_bytes(f"{canonical}/MANIFEST.json", written.encode())
+    spec = build_spec(dataset="zalando", epochs=1, backend="sagemaker", bucket=BUCKET, role=ROLE, region=REGION)
+    sagemaker.submit(spec)
+    staged = json.loads(s3.read_bytes(f"{canonical}/MANIFEST.json"))
+    assert staged == build_manifest("zalando", dataset_files("zalando"))
+    assert s3.list_objects(canonical)["train-images-idx3-ubyte.gz"] == staged["files"]["train-images-idx3-ubyte.gz"]["size"]
+
+
 def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     spec = spec_for(data, max_run="90m")
     record = sagemaker.submit(spec)

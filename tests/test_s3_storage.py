@@ -193,4 +193,4 @@ def test_a_restaging_cut_short_leaves_no_manifest_vouching_for_the_mix(bucket, t
     monkeypatch.setattr(s3, "upload_file", upload_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         stage_dataset("mnist", to, data_dir=make_idx_dataset(tmp_path / "new", n_train=64, seed=2), log=lambda m: None)
-    assert len(sent) == 1 and not is_staged(to)
+    assert len(sent) == 1 and not is_staged(to, "mnist")

@@ -8,9 +8,12 @@ again with the same checksums uploads nothing.
 A folder of pictures goes to `s3://BUCKET/datasets/<folder>-<content hash>/`
 with its class subfolders; its manifest lists the relative paths that training
 reads. Its pictures are all decoded before the first byte is sent, and what an
-interrupted upload left there is not sent again.
+interrupted upload left there is not sent again. Staged again to one fixed prefix
+(`trainer stage --to`), a folder's changes go by the SHA-256s of the manifest
+there, and what it listed that the folder no longer has is removed.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -24,7 +27,7 @@ from trainer import s3
 from trainer.checkpoints import file_digest
 from trainer.data import canonical_name
 from trainer.errors import GankitError, UsageError
-from trainer.fsutil import atomic_file, atomic_write_bytes, name_problem, refuse_file_in_the_way
+from trainer.fsutil import atomic_file, atomic_write_bytes, inside, name_problem, refuse_file_in_the_way
 from trainer.progress import Progress, format_bytes
 
 MANIFEST = "MANIFEST.json"
@@ -72,7 +75,7 @@ def stage_dataset(name: str, to_uri: str, data_dir=None, log=print) -> dict:
 def stage_files(files, manifest: dict, to_uri: str, log=print) -> dict:
     """Upload a dataset's checked `files` and their `manifest` (build_manifest's) to `to_uri`, as stage_folder
     does a folder's, unless the same checksums are already there; returns the manifest."""
-    if _remote_files(to_uri) == manifest["files"]:
+    if is_staged(to_uri, manifest["dataset"], manifest["files"]):
         log(f"{manifest['dataset']} is already staged at {to_uri} (same checksums); nothing to upload")
         return manifest
     _withdraw_manifest(to_uri)
@@ -138,7 +141,8 @@ def _picture_digest(path: Path) -> str:
 
 
 def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=None, log=print) -> dict:
-    """Check every picture in `manifest`, upload those not yet below `to_uri`, then the manifest; returns it.
+    """Check every picture in `manifest`, upload those not yet below `to_uri`, remove those the earlier staging
+    there listed and this one does not, then write the manifest; returns it.
 
     A prefix whose manifest lists the same files was checked and uploaded before: nothing is done.
     """
@@ -146,13 +150,18 @@ def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=
     from trainer.data.folder import check_pictures
 
     root = Path(folder).expanduser()
-    if _remote_files(to_uri) == manifest["files"]:
+    old = _remote_files(to_uri)
+    if old == manifest["files"]:  # is_staged's rule; `old` is needed below
         log(f"{root} is already staged at {to_uri} (same pictures); nothing to upload")
         return manifest
     check_pictures([root / rel for rel in manifest["files"]], image_size or FOLDER_IMAGE_SIZE,
                    channels or FOLDER_CHANNELS)
-    there = _list(to_uri)
-    todo = [rel for rel, entry in manifest["files"].items() if there.get(rel) != entry["size"]]
+    there = _unchanged_there(to_uri, manifest, old)
+    todo = [rel for rel in manifest["files"] if rel not in there]
+    # Only what an earlier manifest listed was put here by a staging: anything else below the prefix (notes,
+    # pictures put there by hand, another tool's files) is the bucket owner's, and `--to` may name a prefix that
+    # holds more than a staging. Unsafe names (which no staging writes: folder_manifest refuses them) stay too.
+    removed = sorted(rel for rel in set(old or {}) - set(manifest["files"]) if not name_problem(rel))
     earlier = _earlier_copies(to_uri, manifest) if todo else {}
     copied = [rel for rel in todo if rel in earlier]
     sent = [rel for rel in todo if rel not in earlier]
@@ -160,7 +169,10 @@ def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=
     kept = len(manifest["files"]) - len(todo)
     log(f"uploading {len(sent)} pictures ({format_bytes(sum(manifest['files'][rel]['size'] for rel in sent))}) "
         f"to {to_uri}" + (f"; {len(copied)} unchanged ones copied inside S3 from an earlier staging" if copied else "")
-        + (f"; {kept} already there" if kept else ""))
+        + (f"; {kept} already there" if kept else "")
+        + (f"; removing {len(removed)} no longer in the folder" if removed else ""))
+    for rel in removed:  # while the earlier manifest still names them: a staging cut short removes them next time
+        _remove(to_uri, rel)
     _withdraw_manifest(to_uri)
     tasks = [functools.partial(_put, root / rel, s3.join(to_uri, rel)) for rel in sent]
     tasks += [functools.partial(s3.copy_object, earlier[rel], s3.join(to_uri, rel)) for rel in copied]
@@ -168,6 +180,22 @@ def stage_folder(folder, manifest: dict, to_uri: str, image_size=None, channels=
     _write(s3.join(to_uri, MANIFEST), json.dumps(manifest, indent=1).encode())
     log(f"staged {root} at {to_uri}")
     return manifest
+
+
+def _unchanged_there(to_uri, manifest: dict, old: dict | None) -> set:
+    """The pictures of `manifest` already below `to_uri`, that need not be sent again.
+
+    The earlier staging's manifest there says what it put there, by SHA-256 (a staging withdraws it before it
+    changes a file): a picture it lists with the same size and checksum is there unchanged. Without one (none yet,
+    or withdrawn by a staging cut short), a prefix named by this very content (datasets/<folder>-<content hash>/,
+    as the launcher stages) only ever received these pictures, so one of the right size is one an interrupted
+    upload finished; at any other prefix a picture of the same size may be another one, and all are sent.
+    """
+    listed = _list(to_uri)
+    if old is None and not to_uri.rstrip("/").endswith("-" + manifest["content_hash"]):
+        return set()
+    return {rel for rel, entry in manifest["files"].items()
+            if listed.get(rel) == entry["size"] and (old is None or old.get(rel) == entry)}
 
 
 def _earlier_copies(to_uri: str, manifest: dict) -> dict:
@@ -191,24 +219,67 @@ def _earlier_copies(to_uri: str, manifest: dict) -> dict:
 def _withdraw_manifest(to_uri):
     """Before the first file is replaced: an earlier staging's manifest would otherwise vouch for a prefix
     that an interrupted upload left holding part of each staging, and cloud jobs would train on the mix."""
-    uri = s3.join(to_uri, MANIFEST)
-    if s3.is_s3(uri):
-        s3.delete_object(uri)
-    else:
-        Path(uri).unlink(missing_ok=True)
+    _remove(to_uri, MANIFEST)
 
 
-def is_staged(to_uri) -> bool:
-    """Whether `to_uri` (an S3 prefix or a local folder standing in for one) holds a manifest: a complete staging."""
-    return _read(s3.join(to_uri, MANIFEST)) is not None
+def is_staged(to_uri, name: str, files: dict | None = None) -> bool:
+    """Whether `to_uri` (an S3 prefix or a local folder standing in for one) holds a complete staging of dataset
+    `name`: a manifest that parses and lists `files` (a manifest's: name -> size and SHA-256), the one rule every
+    staging goes by. Without `files` (a cloud submit does not fetch a dataset only to learn it is staged) it must
+    be `name`'s manifest listing `name`'s canonical files; the job checks their sizes and SHA-256s before it trains."""
+    remote = _remote_manifest(to_uri)
+    if remote is None:
+        return False
+    if files is not None:
+        return remote["files"] == files
+    from trainer.data.catalog import CATALOG
+
+    name = canonical_name(name)  # mnist and zalando have the same file names: the manifest's dataset tells them apart
+    return remote.get("dataset") == name and sorted(remote["files"]) == sorted(f.name for f in CATALOG[name].files)
+
+
+def check_staged_copy(folder):
+    """A folder holding a staging's manifest (a job's training channel, an S3 data dir mirrored) must be what the
+    manifest lists, each file's size and SHA-256, before training reads it: a mixed or damaged copy at a prefix,
+    whatever wrote it there, is refused in one line rather than trained on. Tens of MB, hashed in a second or two.
+    The line ends as a --data-dir's damaged file does, which a job turns into how to stage it again
+    (trainer.contract.staged_copy_advice)."""
+    from trainer.data.fetch import DATA_DIR_FIX
+
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        return  # not a staging: your own folder, read as it is
+    files = _remote_files(folder)
+    if files is None:
+        raise UsageError(f"{folder / MANIFEST} does not list each file's size and SHA-256; {DATA_DIR_FIX}")
+    for rel, entry in files.items():
+        path = inside(folder, rel, str(folder))
+        if not path.is_file():
+            raise UsageError(f"{path} is missing, though {MANIFEST} lists it; {DATA_DIR_FIX}")
+        if path.stat().st_size != entry["size"] or file_digest(path) != entry["sha256"]:
+            raise UsageError(f"{path} is not the file {MANIFEST} lists ({entry['size']} bytes, SHA-256 "
+                             f"{entry['sha256'][:12]}...); {DATA_DIR_FIX}")
 
 
 def _remote_files(to_uri):
+    remote = _remote_manifest(to_uri)
+    return remote["files"] if remote is not None else None
+
+
+def _remote_manifest(to_uri) -> dict | None:
+    """The manifest below `to_uri`, or None where there is none or it is not one (not JSON, its files not each a
+    size and a SHA-256): stage again."""
     remote = _read(s3.join(to_uri, MANIFEST))
     try:
-        return json.loads(remote)["files"] if remote is not None else None
-    except (ValueError, KeyError, TypeError):
-        return None  # a broken manifest: stage again
+        manifest = json.loads(remote) if remote is not None else None
+    except ValueError:
+        return None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and type(e.get("size")) is int and isinstance(e.get("sha256"), str)
+            for e in files.values()):
+        return None
+    return manifest
 
 
 def _run_all(tasks, total: int, label: str):
@@ -244,6 +315,17 @@ def _read(uri):
     if s3.is_s3(uri):
         return s3.read_bytes(uri)
     return Path(uri).read_bytes() if Path(uri).exists() else None
+
+
+def _remove(to_uri, rel: str):
+    """Remove `rel` below `to_uri`, and in a folder the class folders that leaves empty (training would refuse an
+    empty class); one that is not there is no error, as S3 answers."""
+    if s3.is_s3(to_uri):
+        return s3.delete_object(s3.join(to_uri, rel))
+    inside(to_uri, rel, str(to_uri)).unlink(missing_ok=True)  # a name from the earlier manifest: kept below to_uri
+    for parent in Path(rel).parents[:-1]:  # not to_uri itself
+        with contextlib.suppress(OSError):
+            os.rmdir(Path(to_uri) / parent)  # only ever an empty folder
 
 
 def _put(path: Path, uri, callback):

@@ -41,6 +41,7 @@ class Prepared:
 
 def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
     from trainer.data import load_dataset
+    from trainer.dataset_staging import check_staged_copy
     from trainer.distribute import check_placement
     from trainer.layout import sm_root
     from trainer.run_storage import prepare
@@ -48,6 +49,8 @@ def prepare_run(cfg: TrainConfig, log=print) -> Prepared:
     cfg = cfg.resolve()
     check_placement(cfg.framework, cfg.strategy, sm_root())  # before any data is staged or loaded
     storage = prepare(cfg)  # local folders; S3 paths are staged and mirrored
+    if storage.data_dir:
+        check_staged_copy(storage.data_dir)  # a staged copy is what its manifest lists, before it is trained on
     with removed_on_error(storage.output_dir, storage.checkpoint_dir) as created:  # a run that fails here leaves no folders
         out = ensure_writable_dir(storage.output_dir, "--output-dir")
         refuse_replaced_exports(out)  # now, not after hours of training, when the export would replace them

@@ -151,13 +151,10 @@ def ensure_dataset(spec, upload: bool = True):
             check_pictures([folder / rel for rel in manifest["files"]], *_picture_shape(spec))
         return spec
 
-    def unstaged(uri):
-        return upload and not is_staged(uri)
-
     data_dir = spec.hyperparameters.get("data_dir")
     with launcher_flags():
         if not data_dir:
-            if unstaged(spec.data_uri):
+            if upload and not is_staged(spec.data_uri, spec.dataset):
                 stage_dataset(spec.dataset, spec.data_uri, log=say_in_launcher_words)
             return spec
         # Your own copy: named by its content, so it never stands in for the published files, nor they for it.
@@ -171,7 +168,7 @@ def ensure_dataset(spec, upload: bool = True):
         manifest = build_manifest(spec.dataset, files)
         spec = dataclasses.replace(spec, data_prefix=layout.folder_dataset_prefix(
             spec.root, spec.dataset, content_hash(manifest["files"])))
-        if unstaged(spec.data_uri):
+        if upload and not is_staged(spec.data_uri, spec.dataset, manifest["files"]):
             for line in said:
                 say_in_launcher_words(line)
             stage_files(files, manifest, spec.data_uri, log=say_in_launcher_words)  # checked and hashed once
