@@ -140,6 +140,27 @@ def check_resource_id(value: str, key: str, prefix: str) -> str:
     return value
 
 
+# Docker's image reference grammar (distribution/reference), less IPv6 registries: [registry[:port]/]name[:tag][@digest].
+_IMAGE = re.compile(r"""
+    (?:(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])(?:\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*
+       (?::[0-9]+)?/)?                                                   # registry: its host, and port
+    [a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*  # name: path components
+    (?::[\w][\w.-]{0,127})?                                             # tag
+    (?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?  # digest, e.g. sha256:...
+    """, re.VERBOSE)
+
+
+def check_image(value: str, source: str = "--image") -> str:
+    """`value` if it is a container image reference as docker reads one; else one line naming `source`. An EC2 job
+    hands it to `docker run` on the instance, where one starting with `-` was read as an option and a typo failed only
+    once the instance was up, after the job's files were uploaded."""
+    if len(value) > 255 or not _IMAGE.fullmatch(value):
+        raise UsageError(f"{source} {value[:80]!r} is not a container image reference; give one like "
+                         "123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:1.0 "
+                         "([registry/]name[:tag][@sha256:digest]; `launcher image push` prints its own)")
+    return value
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.IPv4Address(name)
@@ -178,6 +199,8 @@ def update(**values):
     # a file edited by hand with a bad one still serves every other command, and submit names the setting.)
     if values.get("role"):
         check_role(values["role"], "role")
+    if values.get("image"):
+        check_image(values["image"], "image")
     for key, prefix in (("security_group", "sg"), ("subnet", "subnet")):
         if values.get(key):
             check_resource_id(values[key], key, prefix)

@@ -441,6 +441,18 @@ def test_config_set_refuses_a_security_group_or_subnet_that_is_not_an_id(tmp_pat
     assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
 
 
+@pytest.mark.parametrize("bad", ["--privileged", "-v", "my image", "gankit:", "Gankit", "a//b", "a@sha256:xyz"])
+def test_config_set_refuses_an_image_that_is_not_an_image_reference(tmp_path, bad):
+    # It was written, and an EC2 job handed it to `docker run` on the instance: `--privileged` was read as an option,
+    # and a typo failed only there, after the job's wheel and data were uploaded.
+    result = run("config", "set", "image", "--", bad)
+    assert result.exit_code == 2 and f"image {bad!r} is not a container image reference" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    for good in ("123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:1.0", "localhost:5000/gankit",
+                 "public.ecr.aws/me/gankit@sha256:" + "0" * 64):
+        assert run("config", "set", "image", good).exit_code == 0 and settings.load() == {"image": good}
+
+
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: p.write_text("a file"), lambda p: p.mkdir()])
 def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(tmp_path, monkeypatch, make):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))

@@ -331,6 +331,27 @@ def test_a_bad_role_setting_is_named_as_the_setting_not_as_a_flag(capsys, monkey
     assert err.startswith("error: the role setting (GANKIT_ROLE or `launcher config`) 'r' is not an IAM role ARN"), err
 
 
+@pytest.mark.parametrize("backend", ["ec2", "sagemaker"])
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_an_image_that_is_not_an_image_reference_is_refused_before_the_plan(capsys, monkeypatch, backend, where):
+    # An EC2 instance handed it to `docker run`, which read `--privileged` as one of its own options; either
+    # backend failed on a typo only once the job had started, after its files were uploaded.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    argv = ["submit", "--dataset", "mnist", "--backend", backend, "--bucket", "bkt", "--role", ROLE_ARN, "--dry-run"]
+    if where == "flag":
+        argv.append("--image=--privileged")
+    else:
+        monkeypatch.setenv("GANKIT_IMAGE", "--privileged")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    captured = capsys.readouterr()
+    source = "--image" if where == "flag" else "the image setting (GANKIT_IMAGE or `launcher config`)"
+    assert exit_.value.code == 2 and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"error: {source} '--privileged' is not a container image reference"), captured.err
+    assert "cost" not in captured.out  # no plan printed for a job that cannot start
+
+
 @pytest.mark.parametrize("backend, value, flag", [("sagemaker", "foo", True), ("sagemaker", "foo", False),
                                                   ("ec2", "ml.foo", False)])
 def test_an_unknown_instance_type_is_shown_as_it_was_set(monkeypatch, backend, value, flag):
