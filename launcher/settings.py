@@ -130,6 +130,21 @@ def check_role(value, source: str = "--role") -> str:
     return value
 
 
+# IAM's rule for an instance profile's name, and its ARN (an optional path before the name).
+_PROFILE_NAME = r"[\w+=,.@-]{1,128}"
+_PROFILE = re.compile(rf"{_PROFILE_NAME}|arn:aws[a-z-]*:iam::\d{{12}}:instance-profile/(?:[\w+=,.@-]+/)*{_PROFILE_NAME}",
+                      re.ASCII)  # IAM's \w is ASCII's
+
+
+def check_instance_profile(value: str, key: str) -> str:
+    """`value` if it is an IAM instance profile's name or ARN: anything else (`a b`) was written, and RunInstances
+    refused it at every EC2 launch or `launcher jupyter`, after the job's files were uploaded."""
+    if not _PROFILE.fullmatch(value):
+        raise UsageError(f"{key} {value[:80]!r} is not an IAM instance profile name or ARN: use up to 128 letters, "
+                         "digits and + = , . @ _ - (e.g. gankit-ec2; `launcher infra up` records its own)")
+    return value
+
+
 def check_resource_id(value: str, key: str, prefix: str) -> str:
     """`value` if it is an EC2 id of that kind (sg-..., subnet-...): RunInstances takes a security group and a subnet
     by id only, so a name was refused there, at every launch, after the job's files were uploaded."""
@@ -201,6 +216,9 @@ def update(**values):
         check_role(values["role"], "role")
     if values.get("image"):
         check_image(values["image"], "image")
+    for key in ("instance_profile", "jupyter_instance_profile"):
+        if values.get(key):
+            check_instance_profile(values[key], key)
     for key, prefix in (("security_group", "sg"), ("subnet", "subnet")):
         if values.get(key):
             check_resource_id(values[key], key, prefix)
