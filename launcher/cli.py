@@ -489,6 +489,8 @@ def config_set(key, value):
     from launcher import settings
 
     name, setting = key.replace("-", "_"), None if value.lower() == "none" else value
+    if name not in settings.KEYS:  # named as typed: update's own line names backend_x for `backend-x`
+        raise UsageError(f"unknown setting {key}; known: {', '.join(settings.KEYS)}")
     settings.update(**{name: setting})
     echo(f"{key} = {value}")
     env = settings.env_override(name)

@@ -263,6 +263,7 @@ def test_durations_and_prices():
       "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
     (["status", "gan-nope"], 2, "unknown job gan-nope;"),
     (["config", "set", "colour", "blue"], 2, "unknown setting colour"),
+    (["config", "set", "backend-x", "ec2"], 2, "unknown setting backend-x;"),  # as typed, not as backend_x
 ])
 def test_bad_input_is_one_line_and_a_usage_exit(argv, code, message, capsys, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
