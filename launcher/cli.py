@@ -466,11 +466,16 @@ def config_show():
     from launcher import settings
 
     settings.load()  # a malformed file is one line, before anything is printed
+    values = {key: settings.get(key) for key in settings.KEYS if settings.get(key) is not None}
+    from_env = [key for key in values if settings.env_override(key)]
+    # What the environment sets goes under a header of its own: under the file's name it read as the file's.
     echo(f"# {settings.config_path()}")
-    for key in settings.KEYS:
-        value = settings.get(key)
-        if value is not None:
-            echo(f"{key} = {value}")
+    for key in (key for key in values if key not in from_env):
+        echo(f"{key} = {values[key]}")
+    if from_env:
+        echo("# from the environment (GANKIT_<KEY>), over the file:")
+        for key in from_env:
+            echo(f"{key} = {values[key]}")
     echo(f"# backend in force: {settings.default_backend()}")
 
 
@@ -484,6 +489,8 @@ def config_set(key, value):
     from launcher import settings
 
     name, setting = key.replace("-", "_"), None if value.lower() == "none" else value
+    if name not in settings.KEYS:  # named as typed: update's own line names backend_x for `backend-x`
+        raise UsageError(f"unknown setting {key}; known: {', '.join(settings.KEYS)}")
     settings.update(**{name: setting})
     echo(f"{key} = {value}")
     env = settings.env_override(name)

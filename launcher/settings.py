@@ -130,6 +130,21 @@ def check_role(value, source: str = "--role") -> str:
     return value
 
 
+# IAM's rule for an instance profile's name, and its ARN (an optional path before the name).
+_PROFILE_NAME = r"[\w+=,.@-]{1,128}"
+_PROFILE = re.compile(rf"{_PROFILE_NAME}|arn:aws[a-z-]*:iam::\d{{12}}:instance-profile/(?:[\w+=,.@-]+/)*{_PROFILE_NAME}",
+                      re.ASCII)  # IAM's \w is ASCII's
+
+
+def check_instance_profile(value: str, key: str) -> str:
+    """`value` if it is an IAM instance profile's name or ARN: anything else (`a b`) was written, and RunInstances
+    refused it at every EC2 launch or `launcher jupyter`, after the job's files were uploaded."""
+    if not _PROFILE.fullmatch(value):
+        raise UsageError(f"{key} {value[:80]!r} is not an IAM instance profile name or ARN: use up to 128 letters, "
+                         "digits and + = , . @ _ - (e.g. gankit-ec2; `launcher infra up` records its own)")
+    return value
+
+
 def check_resource_id(value: str, key: str, prefix: str) -> str:
     """`value` if it is an EC2 id of that kind (sg-..., subnet-...): RunInstances takes a security group and a subnet
     by id only, so a name was refused there, at every launch, after the job's files were uploaded."""
@@ -137,6 +152,27 @@ def check_resource_id(value: str, key: str, prefix: str) -> str:
         raise UsageError(f"{key} {value[:80]!r} is not an EC2 {prefix}-... id; give its id, e.g. {prefix}-0123456789abcdef0 "
                          "(`aws ec2 describe-security-groups` / `describe-subnets` list them; `launcher infra up` "
                          "records its own group)")
+    return value
+
+
+# Docker's image reference grammar (distribution/reference), less IPv6 registries: [registry[:port]/]name[:tag][@digest].
+_IMAGE = re.compile(r"""
+    (?:(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])(?:\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*
+       (?::[0-9]+)?/)?                                                   # registry: its host, and port
+    [a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*  # name: path components
+    (?::[\w][\w.-]{0,127})?                                             # tag
+    (?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?  # digest, e.g. sha256:...
+    """, re.VERBOSE)
+
+
+def check_image(value: str, source: str = "--image") -> str:
+    """`value` if it is a container image reference as docker reads one; else one line naming `source`. An EC2 job
+    hands it to `docker run` on the instance, where one starting with `-` was read as an option and a typo failed only
+    once the instance was up, after the job's files were uploaded."""
+    if len(value) > 255 or not _IMAGE.fullmatch(value):
+        raise UsageError(f"{source} {value[:80]!r} is not a container image reference; give one like "
+                         "123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:1.0 "
+                         "([registry/]name[:tag][@sha256:digest]; `launcher image push` prints its own)")
     return value
 
 
@@ -178,6 +214,11 @@ def update(**values):
     # a file edited by hand with a bad one still serves every other command, and submit names the setting.)
     if values.get("role"):
         check_role(values["role"], "role")
+    if values.get("image"):
+        check_image(values["image"], "image")
+    for key in ("instance_profile", "jupyter_instance_profile"):
+        if values.get(key):
+            check_instance_profile(values[key], key)
     for key, prefix in (("security_group", "sg"), ("subnet", "subnet")):
         if values.get(key):
             check_resource_id(values[key], key, prefix)

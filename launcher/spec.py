@@ -174,6 +174,9 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         if kind.NO_ROLE:  # a backend that takes an execution role
             settings.check_role(role, role_source)
         region = aws.region(region, settings.get("region"))
+        if image or settings.get("image"):
+            settings.check_image(image or settings.get("image"),
+                                 "--image" if image else "the image setting (GANKIT_IMAGE or `launcher config`)")
         # The roles `launcher infra up` makes pull only what check_pullable allows; a role of one's own may pull more.
         if (image or settings.get("image")) and (not kind.NO_ROLE or role == settings.get("role")):
             from launcher.image import check_pullable

@@ -441,6 +441,33 @@ def test_config_set_refuses_a_security_group_or_subnet_that_is_not_an_id(tmp_pat
     assert run("config", "set", key, good).exit_code == 0 and settings.load() == {key: good}
 
 
+@pytest.mark.parametrize("key", ["instance_profile", "jupyter-instance-profile"])
+@pytest.mark.parametrize("bad", ["a b", "x" * 129, "caf\u00e9", "arn:aws:iam::123456789012:role/gankit-ec2",
+                                 "arn:aws:iam::123:instance-profile/gankit-ec2"])
+def test_config_set_refuses_an_instance_profile_that_is_not_a_name_or_arn(tmp_path, key, bad):
+    # It was written, and every EC2 launch (or `launcher jupyter`) sent it to RunInstances, which refused it there,
+    # after the job's wheel and data were uploaded.
+    name = key.replace("-", "_")
+    result = run("config", "set", key, bad)
+    assert result.exit_code == 2 and f"{name} {bad[:80]!r} is not an IAM instance profile" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    for good in ("gankit-ec2", "Gankit_EC2+=,.@-profile", "arn:aws:iam::123456789012:instance-profile/gankit-ec2",
+                 "arn:aws-cn:iam::123456789012:instance-profile/team/gankit-ec2"):
+        assert run("config", "set", key, good).exit_code == 0 and settings.load() == {name: good}
+
+
+@pytest.mark.parametrize("bad", ["--privileged", "-v", "my image", "gankit:", "Gankit", "a//b", "a@sha256:xyz"])
+def test_config_set_refuses_an_image_that_is_not_an_image_reference(tmp_path, bad):
+    # It was written, and an EC2 job handed it to `docker run` on the instance: `--privileged` was read as an option,
+    # and a typo failed only there, after the job's wheel and data were uploaded.
+    result = run("config", "set", "image", "--", bad)
+    assert result.exit_code == 2 and f"image {bad!r} is not a container image reference" in one_clean_line(result)
+    assert not settings.config_path().exists()
+    for good in ("123456789012.dkr.ecr.us-east-1.amazonaws.com/gankit-trainer:1.0", "localhost:5000/gankit",
+                 "public.ecr.aws/me/gankit@sha256:" + "0" * 64):
+        assert run("config", "set", "image", good).exit_code == 0 and settings.load() == {"image": good}
+
+
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: p.write_text("a file"), lambda p: p.mkdir()])
 def test_a_folder_dataset_that_is_missing_or_empty_is_one_line_before_the_plan(tmp_path, monkeypatch, make):
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))

@@ -40,6 +40,18 @@ def test_config_set_show_and_env_override(capsys, monkeypatch):
     assert code == 2 and err.strip().splitlines() == ["error: backend 'azure': choose one of local, sagemaker, ec2"]
 
 
+def test_config_show_says_which_values_come_from_the_environment(capsys, monkeypatch):
+    # GANKIT_BACKEND's value was printed under the file's name, as if the file held it.
+    run(["config", "set", "bucket", "my-gankit"], capsys)
+    run(["config", "set", "region", "eu-west-1"], capsys)
+    monkeypatch.setenv("GANKIT_BACKEND", "ec2")
+    monkeypatch.setenv("GANKIT_REGION", "us-east-2")
+    code, out, _ = run(["config", "show"], capsys)
+    assert code == 0 and out.splitlines() == [f"# {settings.config_path()}", "bucket = my-gankit",
+                                              "# from the environment (GANKIT_<KEY>), over the file:",
+                                              "backend = ec2", "region = us-east-2", "# backend in force: ec2"]
+
+
 def test_an_unknown_backend_from_the_environment_names_the_variable(capsys, monkeypatch):
     # It once passed `config show` ("backend in force: azure") and `submit` blamed a --backend never given.
     monkeypatch.setenv("GANKIT_BACKEND", "azure")

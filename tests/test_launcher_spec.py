@@ -263,6 +263,7 @@ def test_durations_and_prices():
       "--instance-type", "ml.t3.medium"], 2, "unknown GPU instance type"),
     (["status", "gan-nope"], 2, "unknown job gan-nope;"),
     (["config", "set", "colour", "blue"], 2, "unknown setting colour"),
+    (["config", "set", "backend-x", "ec2"], 2, "unknown setting backend-x;"),  # as typed, not as backend_x
 ])
 def test_bad_input_is_one_line_and_a_usage_exit(argv, code, message, capsys, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -329,6 +330,27 @@ def test_a_bad_role_setting_is_named_as_the_setting_not_as_a_flag(capsys, monkey
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: the role setting (GANKIT_ROLE or `launcher config`) 'r' is not an IAM role ARN"), err
+
+
+@pytest.mark.parametrize("backend", ["ec2", "sagemaker"])
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_an_image_that_is_not_an_image_reference_is_refused_before_the_plan(capsys, monkeypatch, backend, where):
+    # An EC2 instance handed it to `docker run`, which read `--privileged` as one of its own options; either
+    # backend failed on a typo only once the job had started, after its files were uploaded.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any call would fail otherwise
+    argv = ["submit", "--dataset", "mnist", "--backend", backend, "--bucket", "bkt", "--role", ROLE_ARN, "--dry-run"]
+    if where == "flag":
+        argv.append("--image=--privileged")
+    else:
+        monkeypatch.setenv("GANKIT_IMAGE", "--privileged")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    captured = capsys.readouterr()
+    source = "--image" if where == "flag" else "the image setting (GANKIT_IMAGE or `launcher config`)"
+    assert exit_.value.code == 2 and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"error: {source} '--privileged' is not a container image reference"), captured.err
+    assert "cost" not in captured.out  # no plan printed for a job that cannot start
 
 
 @pytest.mark.parametrize("backend, value, flag", [("sagemaker", "foo", True), ("sagemaker", "foo", False),
