@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from launcher.settings import check_instance_profile, check_resource_id
 from trainer import aws
 from trainer.errors import GankitError, UsageError, aws_failure, aws_setup_error
 
@@ -96,6 +97,12 @@ def check_settings(settings: dict, profile: str | None = None):
         raise UsageError(f"no {' or '.join(missing)} configured: EC2 instances need gankit's instance profile and "
                          "security group; `launcher infra up` makes both (or `launcher config set instance_profile "
                          "NAME` and `launcher config set security_group sg-...`)")
+    # `config set` checks these too, but GANKIT_* variables and a hand-edited file skip it: a bad one is refused
+    # here, before anything is uploaded, rather than by RunInstances after.
+    check_instance_profile(given["instance_profile"], "instance_profile")
+    check_resource_id(given["security_group"], "security_group", "sg")
+    if settings.get("subnet"):
+        check_resource_id(settings["subnet"], "subnet", "subnet")
 
 
 def run_instances_request(purpose: str, instance_type: str, user_data: str, *, spot: bool = False,

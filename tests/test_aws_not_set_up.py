@@ -90,3 +90,15 @@ def test_the_region_is_the_first_one_given_else_boto3s_else_one_usage_error(monk
     assert str(refused.value) == NO_REGION
     monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
     assert aws.region(None) == "ap-south-1"
+
+
+@pytest.mark.parametrize("variable, value, named", [("GANKIT_INSTANCE_PROFILE", "a b", "instance_profile"),
+                                                    ("GANKIT_SECURITY_GROUP", "my group", "security_group"),
+                                                    ("GANKIT_SUBNET", "subnet-x;y", "subnet")])
+def test_settings_from_the_environment_are_checked_before_an_ec2_launch(variable, value, named, no_aws, monkeypatch,
+                                                                        capsys):
+    # `config set` refuses these; the environment (and a hand-edited file) reached RunInstances after the uploads.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv(variable, value)
+    code, err = run(COMMANDS["submit ec2"], capsys)
+    assert code == 2 and err.startswith(f"error: {named} {value!r} is not") and len(err.splitlines()) == 1
