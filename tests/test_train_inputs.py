@@ -250,3 +250,24 @@ def test_a_learning_rate_that_is_zero_as_a_float32_is_refused(flags, flag):
     with pytest.raises(UsageError, match=f"^{flag} .*float32"):
         TrainConfig(dataset="mnist", output_dir="run", **flags).resolve()
     TrainConfig(dataset="mnist", output_dir="run", lr=1e-44, d_lr=1e-30).resolve()  # tiny, but not 0
+
+
+@pytest.mark.parametrize("manifest", [
+    '{"description": "my own notes on this folder"}',  # not a staging's at all
+    '{"files": {"notes.txt": {"size": 3, "sha256": "abc"}}}',  # another tool's list, of files not there
+])
+def test_a_data_dir_with_a_manifest_of_ones_own_says_that_gankit_took_it_for_a_staging(tmp_path, data_dir, capsys,
+                                                                                        manifest):
+    """A folder holding a MANIFEST.json is checked as a copy gankit staged: one of the user's own, not gankit's, was
+    refused with 'replace it with an intact copy, or drop --data-dir', which said neither why their folder was
+    refused nor that moving that file out lets gankit read the folder as it is."""
+    import shutil
+
+    own = tmp_path / "own"
+    shutil.copytree(data_dir, own)
+    (own / "MANIFEST.json").write_text(manifest)
+    code, captured = run_train(capsys, "--dataset", "mnist", "--data-dir", own, "--output-dir", tmp_path / "run",
+                               "--max-steps", "1")
+    assert_one_line(code, captured, "MANIFEST.json", "a copy gankit staged",
+                    "if that MANIFEST.json is not gankit's, move it out of the folder")
+    assert not (tmp_path / "run").exists()

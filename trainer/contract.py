@@ -72,13 +72,14 @@ def resume_hint(cfg: TrainConfig, environ=os.environ) -> str:
 def staged_copy_advice(cfg: TrainConfig):
     """A job's data is the copy the launcher staged, not a --data-dir of the user's: a damaged or missing file
     there is mended by staging it again, which the launcher does for a prefix without a manifest."""
-    from trainer.data.fetch import DATA_DIR_FIX, DATA_DIR_MISSING_FIX
+    from trainer.data.fetch import DATA_DIR_FIX, DATA_DIR_MISSING_FIX, STAGED_COPY_FIX
 
     try:
         yield
     except UsageError as e:
         message = str(e)
-        fix = next((f for f in (DATA_DIR_FIX, DATA_DIR_MISSING_FIX) if message.endswith(f)), None)
+        # STAGED_COPY_FIX first: it ends with DATA_DIR_FIX, and its advice for a folder of one's own is not a job's.
+        fix = next((f for f in (STAGED_COPY_FIX, DATA_DIR_FIX, DATA_DIR_MISSING_FIX) if message.endswith(f)), None)
         if fix is None:
             raise
         output = str(cfg.output_dir).rstrip("/")

@@ -242,23 +242,24 @@ def check_staged_copy(folder):
     """A folder holding a staging's manifest (a job's training channel, an S3 data dir mirrored) must be what the
     manifest lists, each file's size and SHA-256, before training reads it: a mixed or damaged copy at a prefix,
     whatever wrote it there, is refused in one line rather than trained on. Tens of MB, hashed in a second or two.
-    The line ends as a --data-dir's damaged file does, which a job turns into how to stage it again
+    The line ends by saying why the folder was checked (a MANIFEST.json of one's own is moved out of the way),
+    then as a --data-dir's damaged file does; a job turns that into how to stage it again
     (trainer.contract.staged_copy_advice)."""
-    from trainer.data.fetch import DATA_DIR_FIX
+    from trainer.data.fetch import STAGED_COPY_FIX
 
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         return  # not a staging: your own folder, read as it is
     files = _remote_files(folder)
     if files is None:
-        raise UsageError(f"{folder / MANIFEST} does not list each file's size and SHA-256; {DATA_DIR_FIX}")
+        raise UsageError(f"{folder / MANIFEST} does not list each file's size and SHA-256; {STAGED_COPY_FIX}")
     for rel, entry in files.items():
         path = inside(folder, rel, str(folder))
         if not path.is_file():
-            raise UsageError(f"{path} is missing, though {MANIFEST} lists it; {DATA_DIR_FIX}")
+            raise UsageError(f"{path} is missing, though {MANIFEST} lists it; {STAGED_COPY_FIX}")
         if path.stat().st_size != entry["size"] or file_digest(path) != entry["sha256"]:
             raise UsageError(f"{path} is not the file {MANIFEST} lists ({entry['size']} bytes, SHA-256 "
-                             f"{entry['sha256'][:12]}...); {DATA_DIR_FIX}")
+                             f"{entry['sha256'][:12]}...); {STAGED_COPY_FIX}")
 
 
 def _remote_files(to_uri):

@@ -231,6 +231,8 @@ class Generator:
 def _index_named(text: str, names) -> int:
     """The index of the class `text` names: the class of exactly that name first (a folder named 3 wins over the
     index 3), else a position (digits), else the one class the name stands for loosely."""
+    if text in names:  # before the composed match: café and cafe + U+0301 may be two folders, so two classes
+        return names.index(text)
     composed = [_composed(n) for n in names]
     if _composed(text) in composed:
         return composed.index(_composed(text))

@@ -54,6 +54,9 @@ REFETCH_FIX = "gankit's cached copy is damaged: downloading it again"
 FRESH_FIX = "a fresh download fails this check too; pass --data-dir DIR with intact files"
 DATA_DIR_FIX = "replace it with an intact copy, or drop --data-dir to use gankit's cache"
 DATA_DIR_MISSING_FIX = "put the dataset's canonical files there, or drop --data-dir to use the cache or download them"
+# A data dir may hold a MANIFEST.json of the user's own: say why it was taken for a staging's, and how to be read as is.
+STAGED_COPY_FIX = ("a data dir holding a MANIFEST.json is taken for a copy gankit staged, checked against it before "
+                   f"training: if that MANIFEST.json is not gankit's, move it out of the folder; else {DATA_DIR_FIX}")
 SYSTEM_ROOT = "/usr/share/datasets"
 
 
