@@ -241,7 +241,8 @@ def is_staged(to_uri, name: str, files: dict | None = None) -> bool:
 def check_staged_copy(folder):
     """A folder holding a staging's manifest (a job's training channel, an S3 data dir mirrored) must be what the
     manifest lists, each file's size and SHA-256, before training reads it: a mixed or damaged copy at a prefix,
-    whatever wrote it there, is refused in one line rather than trained on. Tens of MB, hashed in a second or two.
+    whatever wrote it there, is refused in one line rather than trained on. An IDX dataset is tens of MB, hashed
+    in a second or two; a picture folder is hashed whole too, once per run (and resume), in time with its size.
     The line ends by saying why the folder was checked (a MANIFEST.json of one's own is moved out of the way),
     then as a --data-dir's damaged file does; a job turns that into how to stage it again
     (trainer.contract.staged_copy_advice)."""
