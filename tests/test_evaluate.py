@@ -530,6 +530,28 @@ def test_a_folder_of_one_class_gets_no_figures_and_says_why(tmp_path, monkeypatc
     assert not (tmp_path / "run" / ev.RESULT_FILE).exists()
 
 
+@pytest.mark.parametrize("classes, model", [(("cats",), "cgan"), ((), "dcgan")], ids=["one-class", "no-classes"])
+def test_eval_every_on_a_folder_without_figures_says_so_before_training_and_promises_no_score(tmp_path, classes, model):
+    # The wait after the last step was announced as "scoring image quality (10,000 samples)", for a score
+    # the run never takes: what cannot be judged is known from the training data's classes, before step 1.
+    from tests.data_helpers import make_image_folder
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    folder = make_image_folder(tmp_path / "f", classes=classes, n=8)
+    cfg = TrainConfig(dataset=f"folder:{folder}", output_dir=str(tmp_path / "run"), model=model, epochs=1,
+                      batch_size=4, image_size=16, eval_every=1)
+    messages = []
+    train(cfg, log=lambda m="", **kwargs: messages.append(str(m)))
+    said = [k for k, m in enumerate(messages) if m.startswith("no evaluation: ")]
+    first_epoch = next(k for k, m in enumerate(messages) if m.startswith("epoch 1/"))
+    assert len(said) == 1 and said[0] < first_epoch, messages
+    last_step = next(m for m in messages if m.startswith("all 2 steps done"))
+    assert last_step == "all 2 steps done; now the last sample grid, a checkpoint, the exported generator and " \
+                        "report.html", messages
+    assert not (tmp_path / "run" / ev.RESULT_FILE).exists()
+
+
 @pytest.mark.parametrize("classes", [("cats",), ()], ids=["one-class", "no-classes"])
 def test_a_folder_no_figures_can_come_from_is_refused_before_its_pictures_load(tmp_path, capsys, classes):
     """Its folder's layout says so (one class subfolder, or none): loading every picture first only to refuse

@@ -174,15 +174,24 @@ def write_result(out_dir, result) -> Path:
     return path
 
 
-def epoch_hook(cfg, data_dir, image_shape, log=print):
+def epoch_hook(cfg, data_dir, image_shape, class_names, log=print):
     """For the training loop: a function (generator, metrics row, final, out_dir) that records quality
-    figures in the row every cfg.eval_every epochs and at the end; None when evaluation is off.
+    figures in the row every cfg.eval_every epochs and at the end; None when evaluation is off, or when the
+    training data's `class_names` (none, or one) can have no judge: then said once, before the first step.
 
     It also keeps the generator with the best FCD in `generator-best/` (BEST_DIR) beside the last one:
     every evaluation, the final one included, is compared at EPOCH_SAMPLES so the figures are comparable.
     After the final evaluation, `hook.last` holds the keys the last generator's generator.json records.
     """
+    from trainer.data import canonical_name
+    from trainer.judge import check_judgeable
+
     if not cfg.eval_every:
+        return None
+    try:  # known now: else the run would announce, after its last step, a score it never takes
+        check_judgeable(canonical_name(cfg.dataset), class_names)
+    except UsageError as e:
+        log(f"no evaluation: {e}")
         return None
     references = {}
 

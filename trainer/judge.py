@@ -66,16 +66,7 @@ def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
     # Asked of the folder's listing, before its pictures load: a large folder took minutes, only to be refused.
     # The pictures then load from the same listing: the folder is listed once.
     listing = folder_listing(name, data_dir)
-    class_names = listing[2] if listing else class_names_of(name, data_dir)
-    if not class_names:
-        raise UsageError(f"{name} has no classes, so no judge can be trained on it; "
-                         "put the pictures in one subfolder per class to get quality figures")
-    if len(class_names) < 2:
-        # A judge of one class has one softmax output, always 1: its loss is 0 whatever it sees, so it never
-        # learns. Its label accuracy and classifier score would be 1 and its distance one measured in an
-        # untrained network's features: no figure at all, as for a folder without classes, says more.
-        raise UsageError(f"{name} has one class, so a judge trained on it could tell nothing apart and its figures "
-                         "would mean nothing; put the pictures in two or more class subfolders to get quality figures")
+    check_judgeable(name, listing[2] if listing else class_names_of(name, data_dir))
     size, channels = (image_shape[0], image_shape[2]) if image_shape is not None else (None, None)
     train = load_dataset(name, data_dir, "train", size, channels, listing=listing)
     if name.startswith(FOLDER):
@@ -85,6 +76,19 @@ def load_splits(dataset, data_dir=None, image_shape=None) -> Splits:
                       train.images[test_idx], train.labels[test_idx])
     test = load_dataset(name, data_dir, "test", size, channels)
     return Splits(name, train.class_names, train.images, train.labels, test.images, test.labels)
+
+
+def check_judgeable(name, class_names):
+    """One line (a UsageError) where a dataset of `class_names` can have no judge, so no quality figures."""
+    if not class_names:
+        raise UsageError(f"{name} has no classes, so no judge can be trained on it; "
+                         "put the pictures in one subfolder per class to get quality figures")
+    if len(class_names) < 2:
+        # A judge of one class has one softmax output, always 1: its loss is 0 whatever it sees, so it never
+        # learns. Its label accuracy and classifier score would be 1 and its distance one measured in an
+        # untrained network's features: no figure at all, as for a folder without classes, says more.
+        raise UsageError(f"{name} has one class, so a judge trained on it could tell nothing apart and its figures "
+                         "would mean nothing; put the pictures in two or more class subfolders to get quality figures")
 
 
 def folder_test_indices(labels, num_classes) -> np.ndarray:

@@ -165,7 +165,8 @@ def _build_training(p: Prepared, log) -> Training:
         f"{cfg.framework}{', XLA' if setup.jit_compile and replicas == 1 else ''}")
     if cfg.framework == "jax" and setup.device == "CPU":
         log(JAX_ON_CPU)
-    evaluate = epoch_hook(cfg, storage.data_dir, image_shape, log) if placement.chief else None  # every --eval-every epochs
+    # Every --eval-every epochs; the chief alone scores.
+    evaluate = epoch_hook(cfg, storage.data_dir, image_shape, data.class_names, log) if placement.chief else None
     progress = Progress(total_steps, label="train", start=state.step)
     return Training(cfg, storage, out, save_dir, placement.chief, data, p.num_classes, image_shape, setup, placement,
                     nets, runner, state, steps_per_epoch, total_steps, global_batch, meta, run_log, evaluate,
