@@ -256,6 +256,19 @@ def test_hidden_subfolders_are_ignored(tmp_path):
     assert load_folder(folder, 16, 3)[2] == ("a", "b")
 
 
+def test_the_macosx_folder_of_a_zip_unpacked_off_macos_is_ignored(tmp_path):
+    # It holds only ._ resource forks, and was refused as an empty class folder (or, holding a picture's fork
+    # under a picture's suffix, below the top folder as a class of its own).
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "__MACOSX" / "a").mkdir(parents=True)
+    (folder / "__MACOSX" / "a" / "._0.png").write_bytes(b"\0\5\26\7")
+    assert load_folder(folder, 16, 3)[2] == ("a", "b")
+    flat = make_image_folder(tmp_path / "flat", classes=(), n=3)
+    (flat / "__MACOSX").mkdir()
+    (flat / "__MACOSX" / "._0.png").write_bytes(b"\0\5\26\7")
+    assert load_folder(flat, 16, 3)[0].shape == (3, 16, 16, 3)
+
+
 def error(tmp_path, path, **kwargs):
     with pytest.raises(UsageError) as e:
         load_dataset(f"folder:{path}", **kwargs)

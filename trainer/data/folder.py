@@ -41,7 +41,7 @@ def list_folder(path):
         raise UsageError(f"image folder {root} {problem}; give folder:PATH the folder that holds your images")
     top = _pictures_in(root)
     classes = {d.name: _pictures_in(d) for d in sorted(root.iterdir(), key=lambda d: d.name)
-               if _not_dangling(d).is_dir() and not d.name.startswith(".")}
+               if _not_dangling(d).is_dir() and not _hidden(d.name)}
     with_pictures = [name for name, files in classes.items() if files]
     if top and with_pictures:
         raise UsageError(f"image folder {root} mixes pictures ({top[0].name}, ...) with class subfolders "
@@ -79,15 +79,21 @@ def check_pictures(files, image_size: int = 64, channels: int = 3, stream=None):
 def _refuse_nested(folder: Path, kind: str):
     """Training reads the pictures in `folder` itself: one further down would be left out without a word."""
     with os.scandir(folder) as entries:  # the entry's type comes with the listing: no stat per picture
-        subs = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_folder(e))
+        subs = sorted(Path(e.path) for e in entries if not _hidden(e.name) and _is_folder(e))
     for sub in subs:
         for where, subfolders, names in os.walk(sub):  # symlinked folders below `sub` are not entered: no loops
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            subfolders[:] = sorted(d for d in subfolders if not _hidden(d))
             nested = next((n for n in sorted(names)
-                           if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith(".")), None)
+                           if Path(n).suffix.lower() in IMAGE_SUFFIXES and not _hidden(n)), None)
             if nested:
                 raise UsageError(f"{Path(where) / nested} is in {sub.name}/, a subfolder of {kind} {folder} that "
                                  f"training does not read; move its pictures up into {folder}, or remove them")
+
+
+def _hidden(name: str) -> bool:
+    # Dot files (.DS_Store, ._x.jpg, .ipynb_checkpoints), and the __MACOSX folder of resource forks that a zip made
+    # on macOS leaves when unpacked elsewhere: it would read as an empty class.
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _is_folder(entry: os.DirEntry) -> bool:
@@ -99,7 +105,7 @@ def _is_folder(entry: os.DirEntry) -> bool:
 
 def _pictures_in(folder: Path) -> list:
     return sorted(f for f in folder.iterdir()
-                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and _not_dangling(f).is_file())
+                  if f.suffix.lower() in IMAGE_SUFFIXES and not _hidden(f.name) and _not_dangling(f).is_file())
 
 
 def _not_dangling(path: Path) -> Path:
