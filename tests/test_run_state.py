@@ -15,7 +15,7 @@ def test_state_json_keeps_the_keys_checkpoints_always_had():
     state = RunState(step=5, history=[{"epoch": 1}], epoch_sums=[1.5, 2.5], epoch_steps=1, epoch_seconds=0.25,
                      architecture=ARCH, schedule=SCHEDULE, selection={"fcd": 1.5, "selected": "last"}, recipe=RECIPE)
     assert list(state.to_json()) == ["step", "history", "epoch_sums", "epoch_steps", "epoch_seconds", "architecture",
-                                     "schedule", "selection", "recipe"]
+                                     "schedule", "selection", "recipe", "open_row"]
     assert RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH, SCHEDULE, RECIPE) == state
 
 
@@ -52,3 +52,19 @@ def test_the_pacer_measures_first_then_grows_in_powers_of_two_within_its_limits(
     assert pacer.steps(1000, seconds_left=0.1) == 8  # nor (roughly) past the next checkpoint
     pacer.seconds_per_step = 1e-9
     assert pacer.steps(10**9) == MAX_STEPS_PER_CALL
+
+
+def test_a_partial_last_epochs_quality_figures_stay_in_its_row():
+    # --max-steps 40 with --eval-every: the final evaluation is added to the row end_epoch got from close_epoch;
+    # metrics.jsonl (written from metric_rows, at the epoch's end, at the export and at a re-export from the
+    # checkpoint) lost it, and with it the report's quality plot.
+    state = RunState(step=6, epoch_sums=[2.0, 2.0], epoch_steps=2, epoch_seconds=1.0)
+    partial = state.close_epoch(0, steps_per_epoch=4, batch_size=16)
+    partial["evaluation"] = {"frechet_classifier_distance": 95.6, "samples": 10_000}
+    assert state.metric_rows(16)[-1]["evaluation"] == partial["evaluation"]
+    resumed = RunState.from_json(json.loads(json.dumps(state.to_json())), ARCH, SCHEDULE, RECIPE)
+    assert resumed.metric_rows(16)[-1]["evaluation"] == partial["evaluation"]  # a re-export keeps them
+
+    resumed.step, resumed.epoch_steps = 8, 4  # a longer rerun finishes the epoch: its figures were of step 6
+    assert "evaluation" not in resumed.close_epoch(0, steps_per_epoch=4, batch_size=16)
+    assert "evaluation" not in resumed.metric_rows(16)[-1]

@@ -1,7 +1,7 @@
 """Where a run stands: what a checkpoint's state.json records, and the metrics rows it yields.
 
 state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps",
-"epoch_seconds", "architecture", "schedule", "selection", "recipe"}, the same keys as before this was
+"epoch_seconds", "architecture", "schedule", "selection", "recipe", "open_row"}, the same keys as before this was
 a dataclass plus later ones, so checkpoints resume across versions (a key an older checkpoint
 lacks takes its default).
 """
@@ -21,6 +21,7 @@ class RunState:
     schedule: dict = field(default_factory=dict)  # global batch, steps per epoch, dataset size (checkpoints.schedule)
     selection: dict = field(default_factory=dict)  # the final evaluation's keys for generator.json, once done
     recipe: dict = field(default_factory=dict)  # seed, loss, betas, ... a resume must keep (checkpoints.recipe)
+    open_row: dict = field(default_factory=dict)  # the partial epoch's row as last closed, quality figures and all
 
     @classmethod
     def from_json(cls, saved: dict, architecture: dict, schedule: dict, recipe: dict | None = None) -> "RunState":
@@ -45,10 +46,15 @@ class RunState:
         if self.epoch_steps == steps_per_epoch:
             self.history.append(row)
             self.epoch_sums, self.epoch_steps, self.epoch_seconds = [0.0, 0.0], 0, 0.0
+            self.open_row = {}
+        else:  # the caller adds the final evaluation to this very row: metric_rows returns it, not a new one without
+            self.open_row = row
         return row
 
     def metric_rows(self, batch_size: int) -> list[dict]:
         """metrics.jsonl: every whole epoch, plus the partial one a --max-steps run ended in."""
         if self.epoch_steps == 0:
             return self.history
+        if self.open_row.get("step") == self.step:  # closed at this step: its figures are this step's
+            return self.history + [self.open_row]
         return self.history + [self.epoch_row(len(self.history), batch_size)]
