@@ -127,3 +127,23 @@ def test_a_price_that_is_no_price_is_one_line(tmp_path, capsys, price):
     with pytest.raises(SystemExit) as e:
         main(["report", str(tmp_path), "--price-per-hour", "0"])
     assert e.value.code == 0 and "cost</th><td>$0.00" in (tmp_path / "report.html").read_text()
+
+
+def test_a_run_stopped_inside_its_first_epoch_shows_its_loss_points(tmp_path, monkeypatch):
+    # Stopped at step 7 of Zalando's 468-step first epoch: no metrics row yet, but losses.jsonl holds a point per
+    # step; the report said "No finished epoch yet" and drew nothing.
+    import json
+
+    from trainer import plots
+
+    figures, png = [], plots._png
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or png(fig))
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset": "zalando"}, "total_steps": 40}))
+    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "losses.jsonl").write_text("".join(
+        json.dumps({"step": step, "d_loss": 2.6 - step / 10, "g_loss": 0.2 + step / 10}) + "\n" for step in range(1, 8)))
+    html = write_report(tmp_path).read_text()
+    assert "No finished epoch yet" not in html
+    assert 'alt="losses per recorded step' in html and (tmp_path / "losses.png").is_file()
+    labels = [line.get_label() for line in figures[0].axes[0].get_lines()]
+    assert labels == ["discriminator, every point", "generator, every point"]  # no "epoch mean" it has none of

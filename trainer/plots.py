@@ -216,6 +216,8 @@ def loss_plot_png(history: list[dict], step_rows=None) -> bytes:
                 ax.plot(steps, smooth(values, window), "-", color=colour, linewidth=1.8,
                         label=f"{name}, mean of {window} points")
         values = [row[key] for row in history]
+        if not history:  # stopped inside its first epoch: no epoch mean to draw, nor to name in the legend
+            continue
         ax.plot(x_epochs, values, "o" if per_step else "o-", color=colour, markersize=5 if per_step else 3,
                 markeredgecolor="white" if per_step else colour,
                 label=f"{name}, epoch mean" if per_step else name)

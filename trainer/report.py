@@ -134,12 +134,13 @@ def _evaluation_section(evaluation) -> str:
 
 
 def _losses_section(out, history) -> str:
-    if not history:
+    step_rows = read_losses(out)  # a run stopped (or still) inside its first epoch has these and no epoch row yet
+    if not history and len(step_rows) < 2:
         return "<h2>Losses</h2><p class=note>No finished epoch yet.</p>"
     # Drawn again every time: the trainer redraws losses.png at most every 10 s (trainer/train.py) and not at
     # a stop, so the run's copy can end epochs before metrics.jsonl does. The copy is brought up to date too,
     # where it can be (a full disk is said once, of report.html).
-    png = plots.loss_plot_png(history, step_rows=read_losses(out))
+    png = plots.loss_plot_png(history, step_rows=step_rows)
     try:
         atomic_write_bytes(out / "losses.png", png)
     except OSError:
