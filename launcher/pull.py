@@ -131,7 +131,7 @@ def _missing(record: dict, what: str, never: str, pulled: Path | None = None) ->
                 f"`launcher logs {job}` shows its log")
     if status == "Stopped":
         return (f"{what}: job {job} was stopped before it got that far{kept}; "
-                f"`launcher submit --resume {job} ...` continues it from its last checkpoint")
+                f"`launcher submit --resume {job}` continues it from its last checkpoint")
     if status == "Completed":
         return f"{what}, yet job {job} completed; `launcher logs {job}` shows what it did"
     return (f"{what} yet (job {job} is {status or 'not finished'}; the generator is exported when training ends); "
