@@ -486,7 +486,8 @@ def config_show():
     values = {key: settings.get(key) for key in settings.KEYS if settings.get(key) is not None}
     from_env = [key for key in values if settings.env_override(key)]
     # What the environment sets goes under a header of its own: under the file's name it read as the file's.
-    echo(f"# {settings.config_path()}")
+    path = settings.config_path()
+    echo(f"# {path}" + ("" if path.exists() else " (not written yet: `launcher config set KEY VALUE` writes it)"))
     for key in (key for key in values if key not in from_env):
         echo(f"{key} = {values[key]}")
     if from_env:
