@@ -83,7 +83,8 @@ def _echo_table(rows: list[tuple[str, str]]):
 TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options)
 
 @cli.command()
-@click.option("--dataset", required=True, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH.")
+@click.option("--dataset", default=None, help="mnist, zalando (fashion-mnist), emnist, or folder:PATH "
+              "[required; with --resume, the job's own].")
 @config_option("model")
 # The trainer's own options, so names, choices and defaults cannot drift; the trainer fills what is unset.
 @config_option("preset", default=None, show_default=False, help=f"[trainer default: {TRAIN['preset'].default}] "
@@ -104,7 +105,8 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--role", default=None, help="SageMaker execution role ARN [config].")
 @click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")
 @click.option("--region", default=None, help=REGION_HELP)
-@click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint.")
+@click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint, with "
+              "JOB's own dataset, model and trainer options, except those given again.")
 @click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
 @click.option("--dest", type=click.Path(), default=None, help="Where --wait pulls to [./JOB].")
 @click.option("--dry-run", is_flag=True, help="Print the request and submit nothing.")
@@ -119,10 +121,15 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     if resume:
         held.enter_context(jobs.held())
     resumed = _resumable(resume) if resume else None
+    if resumed:  # `launcher submit --resume JOB`, as stop and the job's log print it, continues the job as asked
+        dataset, model = _resumed_defaults(resumed, dataset, model)
+    elif not dataset:
+        raise click.MissingParameter(param_type="option", param_hint="'--dataset'")
     spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,
                       backend=backend, instance_type=instance_type, instance_count=instance_count, spot=spot,
                       max_run=max_run, bucket=bucket, role=role, image=image, region=region,
-                      resume=resumed and (resumed.get("resume") or resumed["job"]))  # a resumed job's run is its own
+                      resume=resumed and (resumed.get("resume") or resumed["job"]),  # a resumed job's run is its own
+                      inherited=resumed and resumed.get("hyperparameters"))
     if resumed and resumed.get("root") and resumed["root"] != spec.root:
         raise UsageError(f"job {resume} keeps its checkpoints under {resumed['root']}, not {spec.root}; resume it "
                          f"with --backend {resumed['backend']} and the same bucket")
@@ -176,6 +183,16 @@ def _resumable(job: str) -> dict:
                                  f"`launcher stop {other['job']}` (it checkpoints) or wait for it to end, then "
                                  f"resume {other['job']}")
     return record
+
+
+def _resumed_defaults(resumed: dict, dataset, model) -> tuple:
+    """The dataset and model a resume trains: those given, else the resumed job's own (then _check_same_run
+    compares what was given with them)."""
+    from click.core import ParameterSource
+
+    if click.get_current_context().get_parameter_source("model") == ParameterSource.DEFAULT:
+        model = (resumed.get("hyperparameters") or {}).get("model", model)
+    return dataset or resumed.get("dataset"), model
 
 
 def _check_same_run(job: str, resumed: dict, spec):
@@ -251,7 +268,7 @@ def _wait_and_pull(record: dict, dest: Path):
     info = backend.describe(record)
     _raise_if_failed(record, info)
     if info["status"] != "Completed":
-        raise GankitError(f"job {job} is {info['status']}; `launcher submit --resume {job} ...` "
+        raise GankitError(f"job {job} is {info['status']}; `launcher submit --resume {job}` "
                           "continues it from its last checkpoint")
     try:
         pull(record, dest, log=echo)
@@ -469,7 +486,8 @@ def config_show():
     values = {key: settings.get(key) for key in settings.KEYS if settings.get(key) is not None}
     from_env = [key for key in values if settings.env_override(key)]
     # What the environment sets goes under a header of its own: under the file's name it read as the file's.
-    echo(f"# {settings.config_path()}")
+    path = settings.config_path()
+    echo(f"# {path}" + ("" if path.exists() else " (not written yet: `launcher config set KEY VALUE` writes it)"))
     for key in (key for key in values if key not in from_env):
         echo(f"{key} = {values[key]}")
     if from_env:

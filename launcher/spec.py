@@ -111,7 +111,8 @@ def resolved_config(hyperparameters: dict):
 
 def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=None, hp=(), backend=None,
                instance_type=None, instance_count=1, spot=True, max_run=None, bucket=None, role=None, image=None,
-               region=None, resume=None, job=None, now=None) -> JobSpec:
+               region=None, resume=None, inherited=None, job=None, now=None) -> JobSpec:
+    """`inherited`: the hyperparameters of the job a resume continues, kept but for what this command gives."""
     from launcher import backends
     from trainer.data import canonical_name
 
@@ -120,16 +121,14 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         raise UsageError(f"--backend {backend}: choose one of {', '.join(backends.REGISTRY)}")
     kind = backends.get(backend)
     dataset = canonical_name(dataset)
-    hyperparameters = {"dataset": dataset, "model": model}
-    for key, value in (("preset", preset), ("epochs", epochs), ("batch_size", batch_size)):
-        if value is not None:
-            hyperparameters[key] = str(value)
+    given = {key: str(value) for key, value in (("preset", preset), ("epochs", epochs), ("batch_size", batch_size))
+             if value is not None}
     extra = parse_hp(hp)
-    for key in extra.keys() & hyperparameters.keys():  # --epochs 5 --hp epochs=3 ran 3 epochs without a word
+    for key in extra.keys() & given.keys():  # --epochs 5 --hp epochs=3 ran 3 epochs without a word
         flag = "--" + key.replace("_", "-")
-        raise UsageError(f"{flag} {hyperparameters[key]} and --hp {key}={extra[key]} both set {key}; give it once, "
-                         f"as {flag}")
-    hyperparameters.update(extra)
+        raise UsageError(f"{flag} {given[key]} and --hp {key}={extra[key]} both set {key}; give it once, as {flag}")
+    kept = {key: value for key, value in (inherited or {}).items() if key not in RESERVED}
+    hyperparameters = {"dataset": dataset, "model": model, **kept, **given, **extra}
     check_hyperparameters(hyperparameters)
     if instance_count < 1:
         raise UsageError(f"--instance-count {instance_count}: must be at least 1")

@@ -52,6 +52,15 @@ def test_config_show_says_which_values_come_from_the_environment(capsys, monkeyp
                                               "backend = ec2", "region = us-east-2", "# backend in force: ec2"]
 
 
+def test_config_show_on_a_fresh_install_does_not_name_a_file_that_is_not_there(capsys):
+    # A first-time user was shown "# ~/.config/gankit/config.json" as the settings file; `cat` found none.
+    assert not settings.config_path().exists()
+    code, out, _ = run(["config", "show"], capsys)
+    assert code == 0 and out.splitlines() == [
+        f"# {settings.config_path()} (not written yet: `launcher config set KEY VALUE` writes it)",
+        "# backend in force: local"]
+
+
 def test_an_unknown_backend_from_the_environment_names_the_variable(capsys, monkeypatch):
     # It once passed `config show` ("backend in force: azure") and `submit` blamed a --backend never given.
     monkeypatch.setenv("GANKIT_BACKEND", "azure")

@@ -45,3 +45,18 @@ def test_off_a_terminal_messages_and_lines_just_alternate():
     progress.close()
     progress.close()  # a second close adds nothing
     assert said == ["hello"] and log.getvalue().startswith("x  2/2 (100%)") and log.getvalue().count("\n") == 1
+
+
+def test_the_eta_of_compiled_work_leaves_out_the_first_call_which_compiles(monkeypatch):
+    # Training's first call compiles (10 s here, minutes on a GPU with XLA), the next take 1 s per 4 steps. The ETA
+    # counted the compile as if every call paid it: 1:28 for what takes 22 s, "ETA 1:34" for a 28 s wait in a
+    # 40-step `launcher submit`.
+    clock = iter([0.0, 10.0, 11.0, 12.0, 12.0])
+    monkeypatch.setattr("trainer.progress.time.monotonic", lambda: next(clock))
+    log = io.StringIO()
+    progress = Progress(100, label="train", stream=log, log_every=0, warmup=True)
+    for _ in range(3):
+        progress.update(4)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "train  4/100 (4%)"  # no rate measured yet: no ETA rather than a wrong one
+    assert lines[-1] == "train  12/100 (12%)  ETA 0:22"

@@ -133,9 +133,10 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     with pytest.raises(UsageError):
         pull.pull(record, dest, log=said.append)
     assert not (dest / pull.CHECKED).exists()  # a generator that did not load is checked again next time
-    monkeypatch.setattr(pull, "check_generator", lambda folder, what: loads.append(folder))
+    monkeypatch.setattr(pull, "check_generator", lambda folder, what: loads.append(said[-1]))
     pull.pull(record, dest, log=said.append)
-    assert len(loads) == 2 and said[-1].startswith("skipped 3 files (")
+    assert len(loads) == 2 and said[-2].startswith("skipped 3 files (")
+    assert said[-1] == loads[1] == pull.LOADING  # said before the load, which takes TensorFlow's import: seconds of silence
 
     monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))  # as run_without_tensorflow's launcher sees it
     jobs.save(record)
@@ -143,6 +144,7 @@ def test_a_repeat_pull_says_what_it_skipped_and_leaves_tensorflow_alone(tmp_path
     assert done.returncode == 0 and untouched, done.stderr
     assert "skipped 3 files (" in done.stdout and "already in gan-j, unchanged" in done.stdout
     assert "not loading it again" in done.stdout and "pulled gan-j to gan-j" in done.stdout
+    assert pull.LOADING not in done.stdout
 
     (output / "generator" / "generator.keras").write_bytes(b"a new, longer file from a resumed run")
     pull.pull(record, dest, log=said.append)

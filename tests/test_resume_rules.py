@@ -144,7 +144,7 @@ def test_a_run_is_resumed_only_with_its_own_dataset_and_model(toy, capsys, argv,
 
 @pytest.mark.parametrize("first_args, argv, words", [
     ([], ["--hp", "seed=7"], "that run trained with seed 0, not 7; resume it with --hp seed=0"),
-    (["--hp", "ema=0.99"], [], "that run trained with ema 0.99, not 0.999; resume it with --hp ema=0.99"),
+    (["--hp", "ema=0.99"], ["--hp", "ema=0.999"], "that run trained with ema 0.99, not 0.999; resume it with --hp ema=0.99"),
     ([], ["--preset", "book"], "that run trained with preset sn-hinge, not book; resume it with --preset sn-hinge"),
     ([], ["--batch-size", "16"], "that run trained with batch_size 128, not 16; resume it with --batch-size 128"),
 ])
@@ -168,3 +168,32 @@ def test_a_duration_nobody_can_know_is_a_dash_not_a_traceback(info):
     assert _duration(info) == "-"
     assert _duration({"status": "Completed", "started": "2026-12-06T10:00:00+00:00",
                       "ended": "2026-12-06T11:30:00+00:00"}) == "1h30m"
+
+
+def test_the_printed_resume_command_works_as_it_is_and_continues_the_job_as_it_was_asked(toy, capsys):
+    # `launcher stop`, the job's log and `status` say "`launcher submit --resume JOB` continues it"; pasted as it
+    # is, that was refused for a missing --dataset, and with --dataset alone it trained 64 epochs at the preset's
+    # rates: not the job that was stopped (here 1 epoch cut at step 7, at lr 1e-4).
+    from trainer.contract import resume_hint
+
+    first = submit(capsys, "--hp", "max_steps=7", "--hp", "lr=1e-4")
+    run(["stop", first], capsys)
+    printed = resume_hint(None, environ={"GANKIT_JOB": first}).split("`")[1]
+    assert printed == f"launcher submit --resume {first}"
+    code, out, err = run([*printed.split()[1:], "--backend", "toy", "--dry-run"], capsys)
+    assert code == 0, err
+    hyperparameters = json.loads(out)["hyperparameters"]
+    assert {k: hyperparameters[k] for k in ("dataset", "model", "epochs", "max_steps", "lr")} == {
+        "dataset": "mnist", "model": "cgan", "epochs": "1", "max_steps": "7", "lr": "1e-4"}
+    assert hyperparameters["checkpoint_dir"] == f"{toy}/runs/{first}/checkpoints"
+    # What is given again wins: "a larger max_steps resumes it", as `launcher status` says.
+    code, out, err = run(["submit", "--backend", "toy", "--resume", first, "--hp", "max_steps=9", "--epochs", "2",
+                          "--dry-run"], capsys)
+    assert code == 0, err
+    assert {k: json.loads(out)["hyperparameters"][k] for k in ("epochs", "max_steps", "lr")} == {
+        "epochs": "2", "max_steps": "9", "lr": "1e-4"}
+
+
+def test_a_new_job_still_needs_its_dataset(toy, capsys):
+    code, out, err = run(["submit", "--backend", "toy", "--epochs", "1", "--dry-run"], capsys)
+    assert code == 2 and out == "" and "Missing option '--dataset'" in err and len(err.strip().splitlines()) == 1

@@ -291,3 +291,15 @@ def test_a_checkpoint_of_weights_that_are_not_numbers_is_never_written(tmp_path)
     with pytest.raises(Diverged, match=r"step 8 \(generator/0000 holds NaN or infinity\)"):
         writer.wait()
     assert [step for step, _ in checkpoint_folders(tmp_path)] == [4]
+
+
+def test_the_first_calls_compile_is_announced_before_it_starts(tmp_path, mnist_dir):
+    # The first compiled call compiles the step: 10 to 14 s on a 2-core CPU between "training ..." and the first
+    # progress line, with nothing said. Once: a resumed run's loop compiles once too.
+    from trainer.epoch_loop import COMPILING
+
+    lines = []
+    train(config(tmp_path, mnist_dir, epochs=2), log=lambda *args, **kwargs: lines.append(" ".join(map(str, args))))
+    training = next(i for i, line in enumerate(lines) if line.startswith("training cgan/"))
+    assert lines[training + 1] == COMPILING and lines.count(COMPILING) == 1
+    assert lines.index(COMPILING) < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/2"))

@@ -258,7 +258,7 @@ def train_judge(splits: Splits, log=print, seed=0):
     with float32_policy():  # the same judge whatever precision the run that needs it trains in
         model = build_classifier(splits.image_shape, len(splits.class_names))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    progress = Progress(epochs * steps_per_epoch, label="judge")
+    progress = Progress(epochs * steps_per_epoch, label="judge", warmup=True)  # its first batch compiles
 
     class Advance(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

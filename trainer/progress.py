@@ -27,18 +27,20 @@ class Progress:
     """Counts work done out of `total` and reports rate and ETA.
 
     `fmt` turns a count into text (e.g. `format_bytes`); `extra` in `update`
-    appends fields such as losses.
+    appends fields such as losses. With `warmup` the rate (and so the ETA) is measured from the first
+    update on: compiled work's first call is mostly compiling, which the calls after it do not pay.
     """
 
-    def __init__(self, total, label="", stream=None, log_every=10.0, fmt=str, start=0):
+    def __init__(self, total, label="", stream=None, log_every=10.0, fmt=str, start=0, warmup=False):
         self.total = total
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.log_every = log_every
         self.fmt = fmt
-        self.start_count = self.done = start
+        self.done = start
         self.t0 = self.last = time.monotonic()
+        self.rate_from = None if warmup else (self.t0, start)  # (time, count) the rate is measured from
         self.shown = None  # the count last written, so close() never repeats a line
         self.closed = False
         self.drawn = ""  # the line now drawn on a TTY (without its newline), to redraw after a message
@@ -47,14 +49,17 @@ class Progress:
         """Count `n` more; `extra` may be a callable, evaluated only when a line is due."""
         self.done += n
         now = time.monotonic()
+        if self.rate_from is None:
+            self.rate_from = (now, self.done)
         interval = 0.2 if self.tty else self.log_every
         if now - self.last >= interval or self.done >= (self.total or float("inf")):
             self.last = now
-            self._write(self.line(extra() if callable(extra) else extra))
+            self._write(self.line(extra() if callable(extra) else extra, now))
 
-    def line(self, extra=""):
-        elapsed = time.monotonic() - self.t0
-        rate = (self.done - self.start_count) / elapsed if elapsed > 0 else 0.0
+    def line(self, extra="", now=None):
+        now = time.monotonic() if now is None else now
+        since, counted = self.rate_from or (now, self.done)
+        rate = (self.done - counted) / (now - since) if now > since else 0.0
         parts = [self.label] if self.label else []
         if self.total:
             pct = 100.0 * self.done / self.total

@@ -167,7 +167,7 @@ def _build_training(p: Prepared, log) -> Training:
         log(JAX_ON_CPU)
     # Every --eval-every epochs; the chief alone scores.
     evaluate = epoch_hook(cfg, storage.data_dir, image_shape, data.class_names, log) if placement.chief else None
-    progress = Progress(total_steps, label="train", start=state.step)
+    progress = Progress(total_steps, label="train", start=state.step, warmup=True)  # its first call compiles
     return Training(cfg, storage, out, save_dir, placement.chief, data, p.num_classes, image_shape, setup, placement,
                     nets, runner, state, steps_per_epoch, total_steps, global_batch, meta, run_log, evaluate,
                     progress, log=progress.around(log))  # on a terminal, messages print above the bar
