@@ -106,7 +106,7 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")
 @click.option("--region", default=None, help=REGION_HELP)
 @click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint, with "
-              "JOB's own dataset, model and trainer options, except those given again.")
+              "JOB's own dataset, model, trainer options, backend and region, except those given again.")
 @click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
 @click.option("--dest", type=click.Path(), default=None, help="Where --wait pulls to [./JOB].")
 @click.option("--dry-run", is_flag=True, help="Print the request and submit nothing.")
@@ -123,6 +123,8 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     resumed = _resumable(resume) if resume else None
     if resumed:  # `launcher submit --resume JOB`, as stop and the job's log print it, continues the job as asked
         dataset, model = _resumed_defaults(resumed, dataset, model)
+        # where its checkpoints are: its backend, and its region (SageMaker reads a bucket of its own region only)
+        backend, region = backend or resumed.get("backend"), region or resumed.get("region")
     elif not dataset:
         raise click.MissingParameter(param_type="option", param_hint="'--dataset'")
     spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,

@@ -170,7 +170,7 @@ def test_a_duration_nobody_can_know_is_a_dash_not_a_traceback(info):
                       "ended": "2026-12-06T11:30:00+00:00"}) == "1h30m"
 
 
-def test_the_printed_resume_command_works_as_it_is_and_continues_the_job_as_it_was_asked(toy, capsys):
+def test_the_printed_resume_command_works_as_it_is_and_continues_the_job_as_it_was_asked(toy, capsys, monkeypatch):
     # `launcher stop`, the job's log and `status` say "`launcher submit --resume JOB` continues it"; pasted as it
     # is, that was refused for a missing --dataset, and with --dataset alone it trained 64 epochs at the preset's
     # rates: not the job that was stopped (here 1 epoch cut at step 7, at lr 1e-4).
@@ -180,7 +180,8 @@ def test_the_printed_resume_command_works_as_it_is_and_continues_the_job_as_it_w
     run(["stop", first], capsys)
     printed = resume_hint(None, environ={"GANKIT_JOB": first}).split("`")[1]
     assert printed == f"launcher submit --resume {first}"
-    code, out, err = run([*printed.split()[1:], "--backend", "toy", "--dry-run"], capsys)
+    monkeypatch.setenv("GANKIT_BACKEND", "sagemaker")  # the default since the job was submitted: not where it runs
+    code, out, err = run([*printed.split()[1:], "--dry-run"], capsys)
     assert code == 0, err
     hyperparameters = json.loads(out)["hyperparameters"]
     assert {k: hyperparameters[k] for k in ("dataset", "model", "epochs", "max_steps", "lr")} == {
