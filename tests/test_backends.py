@@ -276,6 +276,45 @@ def test_a_few_steps_are_the_same_on_both_backends(tmp_path, preset):
         assert sum(not np.array_equal(after[k], before[k]) for k in names) >= 0.8 * len(names), group
 
 
+# One JAX runner: a step, two syncs, another step and a sync; how many Keras variables got a new array each time.
+SYNC_TWICE = """
+import json, types
+import numpy as np
+from tests.backend_step import BATCH, CLASSES, SHAPE, build, config
+from trainer.step_jax import JaxRunner
+from trainer.steps import spec_from
+
+cfg = config("projection")
+nets = build(cfg)
+images, labels = np.zeros((2 * BATCH, *SHAPE), np.uint8), np.zeros(2 * BATCH, np.int64)
+runner = JaxRunner(nets, spec_from(cfg, CLASSES, BATCH), images, labels, types.SimpleNamespace(replicas=1), True)
+variables = [v for group in runner.groups for v in group]
+held = lambda: [id(v.value) for v in variables]
+runner.start_epoch(0, 0, 2)
+runner.run(0, 1, 0)
+runner.sync()
+synced = held()
+runner.sync()
+again = held()
+runner.run(1, 1, 1)
+runner.sync()
+print(json.dumps({"variables": len(synced), "copied_again": sum(a != b for a, b in zip(synced, again)),
+                  "copied_after_step": sum(a != b for a, b in zip(again, held()))}))
+"""
+
+
+@pytest.mark.slow
+def test_jax_sync_copies_the_state_once_per_step(blocker):
+    """An epoch's end synced the JAX runner's state into the Keras variables for its sampling and again for its
+    checkpoint (and the run's end once more), with no step between: every variable and Adam moment copied
+    twice (12 ms a time for sn-hinge on a 2-core CPU). The second sync now copies nothing; one after a step does."""
+    done = run([sys.executable, "-c", SYNC_TWICE], env_for("jax", blocker))
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["variables"] > 0
+    assert counts["copied_again"] == 0
+    assert counts["copied_after_step"] == counts["variables"]
+
+
 def test_framework_comes_from_the_flag_then_keras_backend(monkeypatch):
     from trainer.config import TrainConfig
 
