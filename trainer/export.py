@@ -8,6 +8,7 @@ know how it was trained.
 import json
 import re
 import unicodedata
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +46,26 @@ def require_safe_keras():
                          f"upgrade it: pip install 'keras>={SAFE_KERAS}'")
 
 
+_float32_twins = weakref.WeakKeyDictionary()  # a mixed-precision model -> its float32 twin (float32_model)
+
+
 def float32_model(model, rebuild):
     """`model`, or when it computes in a mixed policy, a float32 twin (`rebuild()`) with its weights,
-    so an export loads and runs anywhere, CPUs included. The global policy is left as it was."""
+    so an export loads and runs anywhere, CPUs included. The global policy is left as it was.
+
+    The twin is built once per model and given the model's weights at each call: a run with --eval-every
+    exports its sampled generator at every new best FCD and again at the end, and rebuilding the network
+    each time cost more host time than copying the weights (each call's result holds them until the next)."""
     from trainer.device import float32_policy
 
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    with float32_policy():
-        copy = rebuild()
-    copy.set_weights(model.get_weights())
-    return copy
+    twin = _float32_twins.get(model)
+    if twin is None:
+        with float32_policy():
+            twin = _float32_twins[model] = rebuild()
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def read_meta(path) -> dict:

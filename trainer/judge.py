@@ -125,10 +125,19 @@ class Judge:
         """(features (N, D), probabilities (N, classes)) for uint8 images (N, H, W, C)."""
         feats, probs = [], []
         for i in range(0, len(images), batch_size):
-            f, p = self._both(np.asarray(images[i:i + batch_size]), training=False)
+            f, p = self._forward(np.asarray(images[i:i + batch_size]))
             feats.append(np.asarray(f, np.float64))
             probs.append(np.asarray(p, np.float64))
         return np.concatenate(feats), np.concatenate(probs)
+
+    def _forward(self, batch):
+        import keras
+
+        if keras.backend.backend() == "jax":
+            # One compiled call per batch shape, as the generator's (trainer/export.py): op by op, eager JAX
+            # dispatched every layer's ops separately, 338 ms for 1,000 images against 72 ms on a 2-core CPU.
+            return self._both.predict_on_batch(batch)
+        return self._both(batch, training=False)
 
     def features(self, images) -> np.ndarray:
         return self.outputs(images)[0]

@@ -88,6 +88,8 @@ class JaxRunner:
     def __init__(self, nets, spec, images, labels, placement, resident):
         self.spec, self.images, self.labels = spec, images, labels.astype(np.int32)
         self.state, self.groups = state_of(nets)
+        # The Keras variables hold self.state's very arrays: the first sync still gives them copies (below).
+        self.synced = False
         devices = jax.devices()
         constrain = lambda x: x  # noqa: E731
         self.put = jnp.asarray
@@ -127,14 +129,20 @@ class JaxRunner:
             images, labels = self.put(self.images[rows]), self.put(self.labels[rows])
             order, start = self.put(np.arange(len(rows), dtype=np.int32)), 0
         self.state, losses = self._run(self.state, images, labels, order, np.int32(start), np.int32(n), np.int32(step0))
+        self.synced = False
         return np.asarray(losses)[:n]
 
     def agree_stop(self, wanted: bool) -> bool:
         return wanted  # one host, one process
 
     def sync(self):
+        # Once per call's state: an epoch's end syncs for its sampling and again for its checkpoint, and the
+        # run's end once more, with no step between (only the sampled generator changes there, not these).
+        if self.synced:
+            return
         # Copies: Keras may donate its variables' buffers to a compiled call (predict_on_batch does),
         # which must not delete the arrays this runner carries on.
         for values, variables in zip(self.state, self.groups):
             for value, variable in zip(values, variables):
                 variable.assign(jnp.copy(value))
+        self.synced = True
