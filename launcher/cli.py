@@ -124,7 +124,10 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
     if resumed:  # `launcher submit --resume JOB`, as stop and the job's log print it, continues the job as asked
         dataset, model = _resumed_defaults(resumed, dataset, model)
         # where its checkpoints are: its backend, and its region (SageMaker reads a bucket of its own region only)
-        backend, region = backend or resumed.get("backend"), region or resumed.get("region")
+        backend = backend or resumed.get("backend")
+        if not region and backend in backends.REGISTRY and backends.get(backend).CLOUD:
+            # Not for a local job: build_spec refuses a --region there, which this command was never given.
+            region = resumed.get("region")
     elif not dataset:
         raise click.MissingParameter(param_type="option", param_hint="'--dataset'")
     spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,

@@ -356,6 +356,20 @@ def test_stop_sends_stop_training_job(aws, data, monkeypatch):
     assert len(calls) == 1
 
 
+def test_a_cloud_job_resumed_on_the_local_backend_is_told_where_its_checkpoints_are(aws, data, capsys):
+    # `submit --resume JOB --backend local` took JOB's region along and was refused for a --region it was never
+    # given ("--region is for a cloud job ... or drop it"), not for the checkpoints being in JOB's bucket.
+    from launcher.cli import main
+
+    record = sagemaker.submit(spec_for(data))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["submit", "--resume", record["job"], "--backend", "local", "--dry-run"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1, err
+    assert f"job {record['job']} keeps its checkpoints under s3://{BUCKET}" in err and "--backend sagemaker" in err
+
+
 def test_a_job_whose_record_cannot_be_written_is_not_created(aws, data, monkeypatch):
     # A full disk under the records: the job was created, then a traceback left it billing with no record
     # that `launcher status` or `stop` could find. The record is written first now: no record, no job.
