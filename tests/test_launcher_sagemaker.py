@@ -370,6 +370,27 @@ def test_a_cloud_job_resumed_on_the_local_backend_is_told_where_its_checkpoints_
     assert f"job {record['job']} keeps its checkpoints under s3://{BUCKET}" in err and "--backend sagemaker" in err
 
 
+def test_the_printed_resume_command_runs_on_the_jobs_own_machines(aws, data, capsys):
+    # `launcher submit --resume JOB` (as stop and the job's log print it) of a job on two ml.g5.12xlarge ran on one
+    # ml.p3.2xlarge: half the global batch, which its trainer refused for the checkpoint, once the instance billed.
+    from launcher.cli import main
+
+    record = sagemaker.submit(spec_for(data, instance_count=2, instance_type="ml.g5.12xlarge"))
+    resume = ["submit", "--resume", record["job"], "--bucket", BUCKET, "--role", ROLE, "--dry-run"]
+
+    def machines(*given):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            main([*resume, *given])
+        out, err = capsys.readouterr()
+        assert stopped.value.code in (0, None), err
+        config = json.loads(out[out.index("{"):])["ResourceConfig"]
+        return config["InstanceType"], config["InstanceCount"]
+
+    assert machines() == ("ml.g5.12xlarge", 2)
+    assert machines("--instance-count", "1", "--instance-type", "ml.p3.2xlarge") == ("ml.p3.2xlarge", 1)  # given: wins
+
+
 def test_a_job_whose_record_cannot_be_written_is_not_created(aws, data, monkeypatch):
     # A full disk under the records: the job was created, then a traceback left it billing with no record
     # that `launcher status` or `stop` could find. The record is written first now: no record, no job.
