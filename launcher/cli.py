@@ -106,8 +106,8 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @click.option("--image", default=None, help="Your trainer image in ECR [default: AWS's TensorFlow image, with gankit's code uploaded for it].")
 @click.option("--region", default=None, help=REGION_HELP)
 @click.option("--resume", default=None, metavar="JOB", help="Continue JOB's run from its last checkpoint, with "
-              "JOB's own dataset, model, trainer options, backend, region, instance type and count, except those "
-              "given again.")
+              "JOB's own dataset, model, trainer options, backend, region, instance type and count, and spot or "
+              "on-demand, except those given again.")
 @click.option("--wait/--detach", default=None, help="Stream logs until done, then pull [default: wait locally, detach in the cloud].")
 @click.option("--dest", type=click.Path(), default=None, help="Where --wait pulls to [./JOB].")
 @click.option("--dry-run", is_flag=True, help="Print the request and submit nothing.")
@@ -128,8 +128,8 @@ def submit(dataset, model, preset, epochs, batch_size, hp, backend, instance_typ
         backend = backend or resumed.get("backend")
         if _in_the_cloud(backend) and _in_the_cloud(resumed.get("backend")):
             # Not for a local job: build_spec refuses these there, and this command was never given them.
-            region, instance_type, instance_count = _resumed_machines(resumed, backend, region, instance_type,
-                                                                      instance_count)
+            region, instance_type, instance_count, spot = _resumed_machines(resumed, backend, region, instance_type,
+                                                                            instance_count, spot)
     elif not dataset:
         raise click.MissingParameter(param_type="option", param_hint="'--dataset'")
     spec = build_spec(dataset=dataset, model=model, preset=preset, epochs=epochs, batch_size=batch_size, hp=hp,
@@ -208,17 +208,22 @@ def _in_the_cloud(backend) -> bool:
     return backend in backends.REGISTRY and backends.get(backend).CLOUD
 
 
-def _resumed_machines(resumed: dict, backend, region, instance_type, instance_count) -> tuple:
-    """The region, instance type and count a cloud resume runs on: those given, else the resumed job's own. Its
-    region is where its bucket is (SageMaker reads a bucket of its own region only); its count, with its GPUs,
-    makes the global batch its checkpoint was written at, which the trainer refuses to change once billing. The
-    count only on JOB's own backend: EC2 runs one instance, and would refuse an --instance-count never given."""
+def _resumed_machines(resumed: dict, backend, region, instance_type, instance_count, spot) -> tuple:
+    """The region, instance type, count and capacity (spot or on-demand) a cloud resume runs on: those given, else
+    the resumed job's own. Its region is where its bucket is (SageMaker reads a bucket of its own region only); its
+    count, with its GPUs, makes the global batch its checkpoint was written at, which the trainer refuses to change
+    once billing. The count only on JOB's own backend: EC2 runs one instance, and would refuse an --instance-count
+    never given."""
     from click.core import ParameterSource
 
-    source = click.get_current_context().get_parameter_source("instance_count")
-    if source == ParameterSource.DEFAULT and backend == resumed.get("backend"):
+    def given(name):
+        return click.get_current_context().get_parameter_source(name) != ParameterSource.DEFAULT
+
+    if not given("instance_count") and backend == resumed.get("backend"):
         instance_count = resumed.get("instance_count") or instance_count
-    return region or resumed.get("region"), instance_type or resumed.get("instance_type"), instance_count
+    if not given("spot") and isinstance(resumed.get("spot"), bool):  # an on-demand job stays on demand
+        spot = resumed["spot"]
+    return region or resumed.get("region"), instance_type or resumed.get("instance_type"), instance_count, spot
 
 
 def _check_same_run(job: str, resumed: dict, spec):

@@ -375,7 +375,7 @@ def test_the_printed_resume_command_runs_on_the_jobs_own_machines(aws, data, cap
     # ml.p3.2xlarge: half the global batch, which its trainer refused for the checkpoint, once the instance billed.
     from launcher.cli import main
 
-    record = sagemaker.submit(spec_for(data, instance_count=2, instance_type="ml.g5.12xlarge"))
+    record = sagemaker.submit(spec_for(data, instance_count=2, instance_type="ml.g5.12xlarge", spot=False))
     resume = ["submit", "--resume", record["job"], "--bucket", BUCKET, "--role", ROLE, "--dry-run"]
 
     def machines(*given):
@@ -384,11 +384,13 @@ def test_the_printed_resume_command_runs_on_the_jobs_own_machines(aws, data, cap
             main([*resume, *given])
         out, err = capsys.readouterr()
         assert stopped.value.code in (0, None), err
-        config = json.loads(out[out.index("{"):])["ResourceConfig"]
-        return config["InstanceType"], config["InstanceCount"]
+        request = json.loads(out[out.index("{"):])
+        config = request["ResourceConfig"]
+        return config["InstanceType"], config["InstanceCount"], request["EnableManagedSpotTraining"]
 
-    assert machines() == ("ml.g5.12xlarge", 2)
-    assert machines("--instance-count", "1", "--instance-type", "ml.p3.2xlarge") == ("ml.p3.2xlarge", 1)  # given: wins
+    assert machines() == ("ml.g5.12xlarge", 2, False)  # an on-demand job stays on demand
+    assert machines("--instance-count", "1", "--instance-type", "ml.p3.2xlarge", "--spot") == (
+        "ml.p3.2xlarge", 1, True)  # given: wins
 
 
 def test_a_job_whose_record_cannot_be_written_is_not_created(aws, data, monkeypatch):
