@@ -552,23 +552,31 @@ def test_eval_every_on_a_folder_without_figures_says_so_before_training_and_prom
     assert not (tmp_path / "run" / ev.RESULT_FILE).exists()
 
 
-@pytest.mark.parametrize("classes", [("cats",), ()], ids=["one-class", "no-classes"])
-def test_a_folder_no_figures_can_come_from_is_refused_before_its_pictures_load(tmp_path, capsys, classes):
-    """Its folder's layout says so (one class subfolder, or none): loading every picture first only to refuse
-    took minutes of a progress bar on a large folder."""
+def evaluate_folder_run(tmp_path, capsys, classes, generator_classes):
+    """`trainer evaluate` of a run whose (untrained) generator of `generator_classes` drew a folder of `classes`:
+    its exit (pytest's ExceptionInfo) and stderr."""
     from tests.data_helpers import make_image_folder
     from trainer.export import export_generator
     from trainer.models import build_generator
 
     folder = make_image_folder(tmp_path / "f", classes=classes, n=12)
-    meta = {"dataset": f"folder:{folder}", "class_names": [], "conditional": False, "model": "dcgan",
-            "preset": "default", "z_dim": 8, "z_distribution": "normal", "image_shape": [16, 16, 3],
-            "value_range": [-1.0, 1.0], "steps": 0}
-    export_generator(build_generator("default", 8, (16, 16, 3), 0), meta, tmp_path / "run" / "generator")
+    conditional = bool(generator_classes)
+    meta = {"dataset": f"folder:{folder}", "class_names": list(generator_classes), "conditional": conditional,
+            "model": "cgan" if conditional else "dcgan", "preset": "default", "z_dim": 8, "z_distribution": "normal",
+            "image_shape": [16, 16, 3], "value_range": [-1.0, 1.0], "steps": 0}
+    generator = build_generator("default", 8, (16, 16, 3), len(generator_classes))
+    export_generator(generator, meta, tmp_path / "run" / "generator")
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+    return e, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("classes", [("cats",), ()], ids=["one-class", "no-classes"])
+def test_a_folder_no_figures_can_come_from_is_refused_before_its_pictures_load(tmp_path, capsys, classes):
+    """Its folder's layout says so (one class subfolder, or none): loading every picture first only to refuse
+    took minutes of a progress bar on a large folder."""
+    e, err = evaluate_folder_run(tmp_path, capsys, classes, generator_classes=())
     assert e.value.code == 2 and err.splitlines()[-1].startswith("error: folder:"), err
     assert ("has one class" if classes else "has no classes") in err.splitlines()[-1]
     assert "loading images" not in err, err
@@ -578,19 +586,7 @@ def test_a_folder_no_figures_can_come_from_is_refused_before_its_pictures_load(t
 def test_a_conditional_generator_of_other_classes_is_refused_before_the_folder_loads(tmp_path, capsys):
     """The folder's listing names its classes: loading every picture (and training a judge on them) first, only to
     find they are not the generator's, took minutes on a large folder."""
-    from tests.data_helpers import make_image_folder
-    from trainer.export import export_generator
-    from trainer.models import build_generator
-
-    folder = make_image_folder(tmp_path / "f", classes=("cats", "dogs"), n=12)
-    meta = {"dataset": f"folder:{folder}", "class_names": ["ants", "bees"], "conditional": True, "model": "cgan",
-            "preset": "default", "z_dim": 8, "z_distribution": "normal", "image_shape": [16, 16, 3],
-            "value_range": [-1.0, 1.0], "steps": 0}
-    export_generator(build_generator("default", 8, (16, 16, 3), 2), meta, tmp_path / "run" / "generator")
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main(["evaluate", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+    e, err = evaluate_folder_run(tmp_path, capsys, ("cats", "dogs"), generator_classes=("ants", "bees"))
     last = err.splitlines()[-1]
     assert e.value.code == 2 and "the generator's classes (ants, bees) differ" in last and "(cats, dogs)" in last, err
     assert "loading images" not in err, err

@@ -127,33 +127,28 @@ def list_entries(uri: str) -> dict[str, dict]:
 
 def read_bytes(uri: str) -> bytes | None:
     """An object's bytes, or None if there is no such object."""
-    from botocore.exceptions import ClientError
-
     bucket, key = split_s3(uri)
-    try:
-        return client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        _fail("read of", uri, e)
-    except _transfer_errors() as e:
-        _fail("read of", uri, e)
+    return _of_object(lambda: client().get_object(Bucket=bucket, Key=key)["Body"].read(), "read of", uri, None)
 
 
 def exists(uri: str) -> bool:
     """Whether there is an object at `uri` (its bytes unread)."""
+    bucket, key = split_s3(uri)
+    return _of_object(lambda: client().head_object(Bucket=bucket, Key=key) and True, "look-up of", uri, False)
+
+
+def _of_object(call, what: str, uri: str, missing):
+    """`call()`'s answer about one object; `missing` where there is no such object; else one line naming `what`."""
     from botocore.exceptions import ClientError
 
-    bucket, key = split_s3(uri)
     try:
-        client().head_object(Bucket=bucket, Key=key)
-        return True
+        return call()
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return False
-        _fail("look-up of", uri, e)
+            return missing
+        _fail(what, uri, e)
     except _transfer_errors() as e:
-        _fail("look-up of", uri, e)
+        _fail(what, uri, e)
 
 
 def write_bytes(uri: str, data: bytes):
