@@ -1,5 +1,6 @@
 """report.html: self-contained, every image loads in headless Chromium, the page is not blank."""
 
+import json
 import re
 
 import numpy as np
@@ -147,3 +148,27 @@ def test_a_run_stopped_inside_its_first_epoch_shows_its_loss_points(tmp_path, mo
     assert 'alt="losses per recorded step' in html and (tmp_path / "losses.png").is_file()
     labels = [line.get_label() for line in figures[0].axes[0].get_lines()]
     assert labels == ["discriminator, every point", "generator, every point"]  # no "epoch mean" it has none of
+
+
+def stopped_run(tmp_path, mnist_dir, log=lambda *a: None):
+    """A real run stopped after its first compiled call, which is one step (the pacer measures it first):
+    step 1 of the 8 of 2 epochs of 4."""
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(tmp_path / "run"), epochs=2,
+                      batch_size=16)
+    summary = train(cfg, stop_requested=lambda: True, log=log)
+    assert summary["stopped"] and summary["steps"] == 1
+    return tmp_path / "run"
+
+
+def test_a_run_stopped_inside_an_epoch_reports_the_step_it_reached(tmp_path, mnist_dir):
+    # metrics.jsonl, the report's only source of the step, had no row for a run stopped inside its first epoch:
+    # "0 / 0 of 8", training time n/a. The stop writes the open epoch's row, as a --max-steps end does.
+    run = stopped_run(tmp_path, mnist_dir)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 1)]
+    html = write_report(run).read_text()
+    assert "<th>epochs / steps</th><td>0 / 1 of 8 (inside epoch 1)</td>" in html
+    assert "<th>training time</th><td>n/a" not in html

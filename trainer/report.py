@@ -104,8 +104,7 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
     where = f"{replicas} replicas ({run.get('strategy')}) on " if replicas > 1 else ""
     rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
                        f" · host {run.get('host', '?')} · {_framework(run)}"),
-            ("epochs / steps", f"{len(history)} / {history[-1]['step'] if history else 0}"
-                               f" of {run.get('total_steps', '?')}"),
+            ("epochs / steps", _epochs_and_steps(run, history)),
             ("training time", format_duration(seconds) if history else "n/a"),
             *([("cut short", cut_short_text(run))] if cut_short_text(run) else []),
             ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
@@ -114,6 +113,20 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
     else:
         rows.append(("cost", cost_note or "unknown (pass --price-per-hour, or use `launcher report`)"))
     return "<h2>Run</h2>" + _table(rows)
+
+
+def _epochs_and_steps(run, history) -> str:
+    """Whole epochs / the step reached, of the run's total. The last row of metrics.jsonl may be part of an
+    epoch (a stop or --max-steps ended it there): that one is no whole epoch, and the text says so."""
+    step = history[-1]["step"] if history else 0
+    per_epoch = run.get("steps_per_epoch")
+    partial = bool(history and per_epoch) and step != history[-1]["epoch"] * per_epoch
+    inside = f" (inside epoch {history[-1]['epoch']})" if partial else ""
+    return f"{len(history) - partial} / {step:,} of {_count(run.get('total_steps'))}{inside}"
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def _evaluation_section(evaluation) -> str:

@@ -111,8 +111,9 @@ def finish(t, stopped: bool) -> dict:
     state, out = t.state, t.out
     if stopped:
         rows = state.metric_rows(t.global_batch)
-        if t.chief and rows:  # drawn at most every LOSS_PLOT_SECONDS so far: a stopped run's plot shows every epoch
-            with written_or_one_line("the loss plot", out):
+        with written_or_one_line("metrics.jsonl and the loss plot", out):
+            write_metrics(out, rows)  # with the open epoch's row: the report's step and training time reach the stop
+            if t.chief and rows:  # drawn at most every LOSS_PLOT_SECONDS so far: a stopped run's plot shows every epoch
                 plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
         t.storage.publish_outputs()  # the upload an epoch's end skipped while one was running, too
     else:
