@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,8 +152,8 @@ def test_a_run_stopped_inside_its_first_epoch_shows_its_loss_points(tmp_path, mo
 
 
 def stopped_run(tmp_path, mnist_dir, log=lambda *a: None):
-    """A real run stopped after its first compiled call, which is one step (the pacer measures it first):
-    step 1 of the 8 of 2 epochs of 4."""
+    """The config of a real run stopped after its first compiled call, which is one step (the pacer measures
+    it first): step 1 of the 8 of 2 epochs of 4."""
     from trainer.config import TrainConfig
     from trainer.train import train
 
@@ -160,15 +161,30 @@ def stopped_run(tmp_path, mnist_dir, log=lambda *a: None):
                       batch_size=16)
     summary = train(cfg, stop_requested=lambda: True, log=log)
     assert summary["stopped"] and summary["steps"] == 1
-    return tmp_path / "run"
+    return cfg
 
 
 def test_a_run_stopped_inside_an_epoch_reports_the_step_it_reached(tmp_path, mnist_dir):
     # metrics.jsonl, the report's only source of the step, had no row for a run stopped inside its first epoch:
     # "0 / 0 of 8", training time n/a. The stop writes the open epoch's row, as a --max-steps end does.
-    run = stopped_run(tmp_path, mnist_dir)
+    run = Path(stopped_run(tmp_path, mnist_dir).output_dir)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in rows] == [(1, 1)]
     html = write_report(run).read_text()
     assert "<th>epochs / steps</th><td>0 / 1 of 8 (inside epoch 1)</td>" in html
     assert "<th>training time</th><td>n/a" not in html
+
+
+def test_a_stopped_run_writes_its_report_and_says_how_it_resumes(tmp_path, mnist_dir):
+    from trainer.train import train
+
+    # A stop wrote no report.html (a pulled stopped job had none), and one written later never said the run stopped.
+    lines = []
+    cfg = stopped_run(tmp_path, mnist_dir, log=lines.append)
+    run = Path(cfg.output_dir)
+    html = (run / "report.html").read_text()
+    assert "<th>stopped</th><td>at step 1 of 8; run the same command to resume</td>" in html
+    assert any(line.startswith("report: ") for line in lines)
+    assert "<th>stopped</th>" in write_report(run).read_text()  # rebuilt later (`launcher report`), it still says so
+    train(cfg, log=lines.append)
+    assert "<th>stopped</th>" not in (run / "report.html").read_text()  # resumed to its end: run.json is new

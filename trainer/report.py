@@ -97,6 +97,12 @@ def cut_short_text(run: dict) -> str | None:
             "(a larger max_steps resumes it from its checkpoint)")
 
 
+def stopped_text(run: dict) -> str:
+    """Where a stop (SIGTERM, `launcher stop`, --max-run) left the run, from run.json, and how it resumes."""
+    stopped = run["stopped"]
+    return f"at step {stopped.get('step', 0):,} of {_count(run.get('total_steps'))}; {stopped.get('resume', '')}"
+
+
 def _summary(run, history, price_per_hour, cost_note=None) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
     images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
@@ -105,6 +111,7 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
     rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
                        f" · host {run.get('host', '?')} · {_framework(run)}"),
             ("epochs / steps", _epochs_and_steps(run, history)),
+            *([("stopped", stopped_text(run))] if run.get("stopped") else []),
             ("training time", format_duration(seconds) if history else "n/a"),
             *([("cut short", cut_short_text(run))] if cut_short_text(run) else []),
             ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
