@@ -503,6 +503,8 @@ def test_eval_every_says_once_that_a_class_has_no_test_picture(tmp_path, monkeyp
     train(cfg, log=lambda m="", **kwargs: messages.append(str(m)))
     assert sum("no test image of class lone" in m for m in messages) == 1, messages
     assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["samples"] == 3
+    # The wait after the last step promised 10,000 samples: the count is the test split's 3.
+    assert any("steps done; now scoring image quality (3 samples), " in m for m in messages), messages
 
 
 def test_a_folder_of_one_class_gets_no_figures_and_says_why(tmp_path, monkeypatch, capsys):

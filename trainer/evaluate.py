@@ -181,7 +181,8 @@ def epoch_hook(cfg, data_dir, image_shape, class_names, log=print):
 
     It also keeps the generator with the best FCD in `generator-best/` (BEST_DIR) beside the last one:
     every evaluation, the final one included, is compared at EPOCH_SAMPLES so the figures are comparable.
-    After the final evaluation, `hook.last` holds the keys the last generator's generator.json records.
+    After the final evaluation, `hook.last` holds the keys the last generator's generator.json records;
+    `hook.final_samples()` says at how many images that evaluation scores.
     """
     from trainer.data import canonical_name
     from trainer.judge import check_judgeable
@@ -235,7 +236,14 @@ def epoch_hook(cfg, data_dir, image_shape, class_names, log=print):
         if final:
             write_result(out_dir, full_result(figures, ref))
 
+    def final_samples():
+        """How many images the final evaluation scores: DEFAULT_SAMPLES, or fewer where the data has fewer
+        (None: it takes no figures), for the line that says what the wait after the last step is for."""
+        splits = the_splits()
+        return None if splits is None else reference_count(splits, DEFAULT_SAMPLES)
+
     hook.last = {}
+    hook.final_samples = final_samples
     return hook
 
 

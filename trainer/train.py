@@ -71,7 +71,7 @@ def end_epoch(t, epoch: int, loop) -> dict:
     final = t.state.step >= t.total_steps
     if final:
         t.progress.close()  # end the bar's line, then say what the wait after 100% is for
-        t.log(_after_last_step(t.total_steps, t.evaluate is not None))
+        t.log(_after_last_step(t.total_steps, t.evaluate and t.evaluate.final_samples()))
     row = t.state.close_epoch(epoch, t.steps_per_epoch, t.global_batch)
     t.runner.sync()
     sampler = Generator(_sampled(t), t.meta)
@@ -142,10 +142,9 @@ def finish(t, stopped: bool, resume_hint: str) -> dict:
             "output_dir": str(out), "output_uri": t.storage.output_uri, "chief": t.chief}
 
 
-def _after_last_step(total_steps, evaluating) -> str:
-    from trainer.evaluate import DEFAULT_SAMPLES
-
-    quality = f"scoring image quality ({DEFAULT_SAMPLES:,} samples), " if evaluating else ""
+def _after_last_step(total_steps, samples) -> str:
+    """What the wait after the last step is for; `samples`: the final evaluation's count (None: no evaluation)."""
+    quality = f"scoring image quality ({samples:,} samples), " if samples else ""
     return (f"all {total_steps} steps done; now {quality}the last sample grid, a checkpoint, the exported "
             "generator and report.html")
 
