@@ -14,7 +14,7 @@ from trainer.export import load_generator
 
 pytestmark = pytest.mark.slow
 TOP_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples",
-            "judge_test_accuracy", "real"}
+            "judge_test_accuracy", "real", "generator"}
 FIGURE_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples"}
 
 
@@ -188,6 +188,7 @@ def test_evaluate_writes_evaluation_json_with_the_exact_keys(trained):
     written = json.loads((run / "evaluation.json").read_text())
     assert written == result
     assert set(written) == TOP_KEYS and set(written["real"]) == FIGURE_KEYS
+    assert written["generator"] == {"selected": "last", "steps": 12}  # which generator the figures are of
     assert written["samples"] == written["real"]["samples"] == 40
     assert list(written["per_class_accuracy"]) == list("0123456789")
     assert 0 <= written["label_accuracy"] <= 1 and written["frechet_classifier_distance"] >= 0

@@ -30,7 +30,7 @@ def test_report_is_self_contained_with_every_section(report):
     _, html = report
     assert not re.search(r'src="(?!data:)', html) and "<link" not in html  # nothing fetched from elsewhere
     for heading in ("Run", "Image quality", "Losses", "Quality per evaluated epoch", "Samples during training",
-                    "Progress", "Final generator, per class", "Hyperparameters"):
+                    "Progress", "Final generator (generator/, the last: step 12), per class", "Hyperparameters"):
         assert f">{heading}</h" in html
     assert html.count("data:image/gif;base64,") == 1
     # losses + quality plot + 3 epoch grids + 10 class grids, and the GIF
@@ -188,3 +188,22 @@ def test_a_stopped_run_writes_its_report_and_says_how_it_resumes(tmp_path, mnist
     assert "<th>stopped</th>" in write_report(run).read_text()  # rebuilt later (`launcher report`), it still says so
     train(cfg, log=lines.append)
     assert "<th>stopped</th>" not in (run / "report.html").read_text()  # resumed to its end: run.json is new
+
+
+def test_the_report_says_which_generator_its_figures_and_grids_are_of(trained, tmp_path):
+    # It never mentioned generator-best/, nor that its grids, its figures and `generate` on the run folder are
+    # of generator/, the last. The best is compared at EPOCH_SAMPLES (20 in this run), not always 1,000.
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    best = json.loads((run / "generator-best" / "generator.json").read_text())
+    html = write_report(run).read_text()
+    assert (f"generator-best/ holds the generator with the best FCD at {best['fcd_samples']} samples"
+            f" (epoch {best['epoch']}, step {best['step']}") in html
+    assert "Final generator (generator/, the last: step 12), per class" in html
+    assert "Figures of generator/ (the last: step 12)" in html
+    with pytest.raises(SystemExit) as e:  # figures of the best, written beside both
+        main(["evaluate", str(run / "generator-best"), "--data-dir", str(trained["data"]), "--samples", "20"])
+    assert e.value.code in (0, None)
+    assert f"Figures of generator-best/ (the best: step {best['step']})" in write_report(run).read_text()

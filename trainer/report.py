@@ -150,7 +150,18 @@ def _evaluation_section(evaluation) -> str:
             f"<p class=note>{n} generated images vs {n} real test images; the real column scores real test images "
             f"(distance: {real['samples']} test vs {real['samples']} train images). The Fréchet distance is biased "
             f"at small counts: compare only figures taken at the same count. Judge accuracy on the whole real test "
-            f"split: {evaluation['judge_test_accuracy']:.4f}.</p>")
+            f"split: {evaluation['judge_test_accuracy']:.4f}.{_scored_text(evaluation)}</p>")
+
+
+def _scored_text(evaluation) -> str:
+    """Which generator the figures are of (evaluation.json's "generator"; older ones do not say)."""
+    from trainer.evaluate import BEST_DIR
+
+    scored = evaluation.get("generator")
+    if not isinstance(scored, dict):
+        return ""
+    folder = f"{BEST_DIR}/ (the best" if scored.get("selected") == "best" else "generator/ (the last"
+    return f" Figures of {folder}: step {scored.get('steps')})."
 
 
 def _losses_section(out, history) -> str:
@@ -215,13 +226,32 @@ def _class_grids_section(out, meta) -> str:
     from trainer.export import load_generator
 
     generator = load_generator(out / "generator")
+    which = f"generator/, the last: step {meta.get('steps')}"
+    best = _best_text(out)
     if not generator.conditional:
-        return "<h2>Final samples</h2>" + _img(plots.png_bytes(generator.grid(seed=0)), "final samples")
+        return f"<h2>Final samples ({which})</h2>{best}" + _img(plots.png_bytes(generator.grid(seed=0)), "final samples")
     figures = []
     for k, name in enumerate(generator.class_names):
         picture = plots.png_bytes(generator.grid(target_class=k, rows=2, cols=6, seed=0))
         figures.append(f"<figure>{_img(picture, f'class {name}')}<figcaption>{_e(name)}</figcaption></figure>")
-    return "<h2>Final generator, per class</h2>" + f"<div class=grids>{''.join(figures)}</div>"
+    return f"<h2>Final generator ({which}), per class</h2>{best}<div class=grids>{''.join(figures)}</div>"
+
+
+def _best_text(out) -> str:
+    """What generator-best/ (kept with --eval-every) is, and that these grids and `generate` are of generator/."""
+    from trainer.evaluate import BEST_DIR
+
+    best = _read_json(out / BEST_DIR / "generator.json")
+    if not best:
+        return ""
+    return (f"<p class=note>{BEST_DIR}/ holds the generator with the best FCD at {best.get('fcd_samples')} samples"
+            f" (epoch {best.get('epoch')}, step {best.get('step')}, FCD {_number(best.get('fcd'))}), compared at every "
+            "evaluation at that one count. These grids are of generator/, as is <code>launcher generate</code> given "
+            f"this run's folder; name its <code>{BEST_DIR}</code> to sample the best.</p>")
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "?"
 
 
 def _hyperparameters_section(run) -> str:
