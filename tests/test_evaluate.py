@@ -14,7 +14,7 @@ from trainer.export import load_generator
 
 pytestmark = pytest.mark.slow
 TOP_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples",
-            "judge_test_accuracy", "real"}
+            "judge_test_accuracy", "real", "generator"}
 FIGURE_KEYS = {"label_accuracy", "per_class_accuracy", "frechet_classifier_distance", "classifier_score", "samples"}
 
 
@@ -188,6 +188,7 @@ def test_evaluate_writes_evaluation_json_with_the_exact_keys(trained):
     written = json.loads((run / "evaluation.json").read_text())
     assert written == result
     assert set(written) == TOP_KEYS and set(written["real"]) == FIGURE_KEYS
+    assert written["generator"] == {"selected": "last", "steps": 12}  # which generator the figures are of
     assert written["samples"] == written["real"]["samples"] == 40
     assert list(written["per_class_accuracy"]) == list("0123456789")
     assert 0 <= written["label_accuracy"] <= 1 and written["frechet_classifier_distance"] >= 0
@@ -503,6 +504,8 @@ def test_eval_every_says_once_that_a_class_has_no_test_picture(tmp_path, monkeyp
     train(cfg, log=lambda m="", **kwargs: messages.append(str(m)))
     assert sum("no test image of class lone" in m for m in messages) == 1, messages
     assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["samples"] == 3
+    # The wait after the last step promised 10,000 samples: the count is the test split's 3.
+    assert any("steps done; now scoring image quality (3 samples), " in m for m in messages), messages
 
 
 def test_a_folder_of_one_class_gets_no_figures_and_says_why(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,8 @@
 """report.html: self-contained, every image loads in headless Chromium, the page is not blank."""
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ def test_report_is_self_contained_with_every_section(report):
     _, html = report
     assert not re.search(r'src="(?!data:)', html) and "<link" not in html  # nothing fetched from elsewhere
     for heading in ("Run", "Image quality", "Losses", "Quality per evaluated epoch", "Samples during training",
-                    "Progress", "Final generator, per class", "Hyperparameters"):
+                    "Progress", "Final generator (generator/, the last: step 12), per class", "Hyperparameters"):
         assert f">{heading}</h" in html
     assert html.count("data:image/gif;base64,") == 1
     # losses + quality plot + 3 epoch grids + 10 class grids, and the GIF
@@ -147,3 +149,61 @@ def test_a_run_stopped_inside_its_first_epoch_shows_its_loss_points(tmp_path, mo
     assert 'alt="losses per recorded step' in html and (tmp_path / "losses.png").is_file()
     labels = [line.get_label() for line in figures[0].axes[0].get_lines()]
     assert labels == ["discriminator, every point", "generator, every point"]  # no "epoch mean" it has none of
+
+
+def stopped_run(tmp_path, mnist_dir, log=lambda *a: None):
+    """The config of a real run stopped after its first compiled call, which is one step (the pacer measures
+    it first): step 1 of the 8 of 2 epochs of 4."""
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    cfg = TrainConfig(dataset="mnist", data_dir=str(mnist_dir), output_dir=str(tmp_path / "run"), epochs=2,
+                      batch_size=16)
+    summary = train(cfg, stop_requested=lambda: True, log=log)
+    assert summary["stopped"] and summary["steps"] == 1
+    return cfg
+
+
+def test_a_run_stopped_inside_an_epoch_reports_the_step_it_reached(tmp_path, mnist_dir):
+    # metrics.jsonl, the report's only source of the step, had no row for a run stopped inside its first epoch:
+    # "0 / 0 of 8", training time n/a. The stop writes the open epoch's row, as a --max-steps end does.
+    run = Path(stopped_run(tmp_path, mnist_dir).output_dir)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 1)]
+    html = write_report(run).read_text()
+    assert "<th>epochs / steps</th><td>0 / 1 of 8 (inside epoch 1)</td>" in html
+    assert "<th>training time</th><td>n/a" not in html
+
+
+def test_a_stopped_run_writes_its_report_and_says_how_it_resumes(tmp_path, mnist_dir):
+    from trainer.train import train
+
+    # A stop wrote no report.html (a pulled stopped job had none), and one written later never said the run stopped.
+    lines = []
+    cfg = stopped_run(tmp_path, mnist_dir, log=lines.append)
+    run = Path(cfg.output_dir)
+    html = (run / "report.html").read_text()
+    assert "<th>stopped</th><td>at step 1 of 8; run the same command to resume</td>" in html
+    assert any(line.startswith("report: ") for line in lines)
+    assert "<th>stopped</th>" in write_report(run).read_text()  # rebuilt later (`launcher report`), it still says so
+    train(cfg, log=lines.append)
+    assert "<th>stopped</th>" not in (run / "report.html").read_text()  # resumed to its end: run.json is new
+
+
+def test_the_report_says_which_generator_its_figures_and_grids_are_of(trained, tmp_path):
+    # It never mentioned generator-best/, nor that its grids, its figures and `generate` on the run folder are
+    # of generator/, the last. The best is compared at EPOCH_SAMPLES (20 in this run), not always 1,000.
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    best = json.loads((run / "generator-best" / "generator.json").read_text())
+    html = write_report(run).read_text()
+    assert (f"generator-best/ holds the generator with the best FCD at {best['fcd_samples']} samples"
+            f" (epoch {best['epoch']}, step {best['step']}") in html
+    assert "Final generator (generator/, the last: step 12), per class" in html
+    assert "Figures of generator/ (the last: step 12)" in html
+    with pytest.raises(SystemExit) as e:  # figures of the best, written beside both
+        main(["evaluate", str(run / "generator-best"), "--data-dir", str(trained["data"]), "--samples", "20"])
+    assert e.value.code in (0, None)
+    assert f"Figures of generator-best/ (the best: step {best['step']})" in write_report(run).read_text()

@@ -143,8 +143,10 @@ def score_generator(generator, ref: Reference) -> dict:
     return figures
 
 
-def full_result(figures: dict, ref: Reference) -> dict:
-    return {**figures, "judge_test_accuracy": ref.judge.test_accuracy, "real": ref.real}
+def full_result(figures: dict, ref: Reference, meta: dict) -> dict:
+    """evaluation.json: the figures, the ceiling, and which generator they score (`meta`: its generator.json)."""
+    scored = {"selected": meta.get("selected", "last"), "steps": meta.get("steps")}
+    return {**figures, "judge_test_accuracy": ref.judge.test_accuracy, "real": ref.real, "generator": scored}
 
 
 def evaluate(generator_dir, data_dir=None, samples=DEFAULT_SAMPLES, log=print) -> dict:
@@ -157,7 +159,7 @@ def evaluate(generator_dir, data_dir=None, samples=DEFAULT_SAMPLES, log=print) -
     # Asked of the folder's listing: loading every picture and training a judge on them came first, only to refuse.
     check_classes(generator, class_names_of(generator.meta["dataset"], data_dir))
     ref = make_reference(generator.meta["dataset"], data_dir, tuple(generator.meta["image_shape"]), samples, log)
-    result = full_result(score_generator(generator, ref), ref)
+    result = full_result(score_generator(generator, ref), ref, generator.meta)
     folder = generator_dir.resolve().parent
     try:
         write_result(folder, result)
@@ -181,7 +183,8 @@ def epoch_hook(cfg, data_dir, image_shape, class_names, log=print):
 
     It also keeps the generator with the best FCD in `generator-best/` (BEST_DIR) beside the last one:
     every evaluation, the final one included, is compared at EPOCH_SAMPLES so the figures are comparable.
-    After the final evaluation, `hook.last` holds the keys the last generator's generator.json records.
+    After the final evaluation, `hook.last` holds the keys the last generator's generator.json records;
+    `hook.final_samples()` says at how many images that evaluation scores.
     """
     from trainer.data import canonical_name
     from trainer.judge import check_judgeable
@@ -233,9 +236,16 @@ def epoch_hook(cfg, data_dir, image_shape, class_names, log=print):
         row["evaluation"] = dict(figures, real={k: ref.real[k] for k in REAL_KEYS})
         log(f"epoch {row['epoch']} quality at {ref.samples} samples: " + short_summary(figures, ref.real))
         if final:
-            write_result(out_dir, full_result(figures, ref))
+            write_result(out_dir, full_result(figures, ref, {"selected": "last", "steps": row["step"]}))
+
+    def final_samples():
+        """How many images the final evaluation scores: DEFAULT_SAMPLES, or fewer where the data has fewer
+        (None: it takes no figures), for the line that says what the wait after the last step is for."""
+        splits = the_splits()
+        return None if splits is None else reference_count(splits, DEFAULT_SAMPLES)
 
     hook.last = {}
+    hook.final_samples = final_samples
     return hook
 
 

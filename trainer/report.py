@@ -97,6 +97,12 @@ def cut_short_text(run: dict) -> str | None:
             "(a larger max_steps resumes it from its checkpoint)")
 
 
+def stopped_text(run: dict) -> str:
+    """Where a stop (SIGTERM, `launcher stop`, --max-run) left the run, from run.json, and how it resumes."""
+    stopped = run["stopped"]
+    return f"at step {stopped.get('step', 0):,} of {_count(run.get('total_steps'))}; {stopped.get('resume', '')}"
+
+
 def _summary(run, history, price_per_hour, cost_note=None) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
     images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
@@ -104,8 +110,8 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
     where = f"{replicas} replicas ({run.get('strategy')}) on " if replicas > 1 else ""
     rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
                        f" · host {run.get('host', '?')} · {_framework(run)}"),
-            ("epochs / steps", f"{len(history)} / {history[-1]['step'] if history else 0}"
-                               f" of {run.get('total_steps', '?')}"),
+            ("epochs / steps", _epochs_and_steps(run, history)),
+            *([("stopped", stopped_text(run))] if run.get("stopped") else []),
             ("training time", format_duration(seconds) if history else "n/a"),
             *([("cut short", cut_short_text(run))] if cut_short_text(run) else []),
             ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
@@ -114,6 +120,20 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
     else:
         rows.append(("cost", cost_note or "unknown (pass --price-per-hour, or use `launcher report`)"))
     return "<h2>Run</h2>" + _table(rows)
+
+
+def _epochs_and_steps(run, history) -> str:
+    """Whole epochs / the step reached, of the run's total. The last row of metrics.jsonl may be part of an
+    epoch (a stop or --max-steps ended it there): that one is no whole epoch, and the text says so."""
+    step = history[-1]["step"] if history else 0
+    per_epoch = run.get("steps_per_epoch")
+    partial = bool(history and per_epoch) and step != history[-1]["epoch"] * per_epoch
+    inside = f" (inside epoch {history[-1]['epoch']})" if partial else ""
+    return f"{len(history) - partial} / {step:,} of {_count(run.get('total_steps'))}{inside}"
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def _evaluation_section(evaluation) -> str:
@@ -130,7 +150,18 @@ def _evaluation_section(evaluation) -> str:
             f"<p class=note>{n} generated images vs {n} real test images; the real column scores real test images "
             f"(distance: {real['samples']} test vs {real['samples']} train images). The Fréchet distance is biased "
             f"at small counts: compare only figures taken at the same count. Judge accuracy on the whole real test "
-            f"split: {evaluation['judge_test_accuracy']:.4f}.</p>")
+            f"split: {evaluation['judge_test_accuracy']:.4f}.{_scored_text(evaluation)}</p>")
+
+
+def _scored_text(evaluation) -> str:
+    """Which generator the figures are of (evaluation.json's "generator"; older ones do not say)."""
+    from trainer.evaluate import BEST_DIR
+
+    scored = evaluation.get("generator")
+    if not isinstance(scored, dict):
+        return ""
+    folder = f"{BEST_DIR}/ (the best" if scored.get("selected") == "best" else "generator/ (the last"
+    return f" Figures of {folder}: step {scored.get('steps')})."
 
 
 def _losses_section(out, history) -> str:
@@ -195,13 +226,32 @@ def _class_grids_section(out, meta) -> str:
     from trainer.export import load_generator
 
     generator = load_generator(out / "generator")
+    which = f"generator/, the last: step {meta.get('steps')}"
+    best = _best_text(out)
     if not generator.conditional:
-        return "<h2>Final samples</h2>" + _img(plots.png_bytes(generator.grid(seed=0)), "final samples")
+        return f"<h2>Final samples ({which})</h2>{best}" + _img(plots.png_bytes(generator.grid(seed=0)), "final samples")
     figures = []
     for k, name in enumerate(generator.class_names):
         picture = plots.png_bytes(generator.grid(target_class=k, rows=2, cols=6, seed=0))
         figures.append(f"<figure>{_img(picture, f'class {name}')}<figcaption>{_e(name)}</figcaption></figure>")
-    return "<h2>Final generator, per class</h2>" + f"<div class=grids>{''.join(figures)}</div>"
+    return f"<h2>Final generator ({which}), per class</h2>{best}<div class=grids>{''.join(figures)}</div>"
+
+
+def _best_text(out) -> str:
+    """What generator-best/ (kept with --eval-every) is, and that these grids and `generate` are of generator/."""
+    from trainer.evaluate import BEST_DIR
+
+    best = _read_json(out / BEST_DIR / "generator.json")
+    if not best:
+        return ""
+    return (f"<p class=note>{BEST_DIR}/ holds the generator with the best FCD at {best.get('fcd_samples')} samples"
+            f" (epoch {best.get('epoch')}, step {best.get('step')}, FCD {_number(best.get('fcd'))}), compared at every "
+            "evaluation at that one count. These grids are of generator/, as is <code>launcher generate</code> given "
+            f"this run's folder; name its <code>{BEST_DIR}</code> to sample the best.</p>")
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "?"
 
 
 def _hyperparameters_section(run) -> str:

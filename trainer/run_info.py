@@ -54,6 +54,14 @@ def write_run_info(out, cfg, setup, data, steps_per_epoch, total_steps, placemen
     atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
 
+def record_stop(out: Path, step: int, resume_hint: str):
+    """run.json's "stopped": where a stop left the run and how it resumes, for the report; the resumed run
+    writes run.json anew, without it."""
+    info = json.loads((out / "run.json").read_text())
+    info["stopped"] = {"step": step, "resume": resume_hint}
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2))
+
+
 def generator_meta(cfg, data, num_classes, image_shape) -> dict:
     """generator.json's keys, known at the start; both exports (generator/ and generator-best/) add their
     steps and figures."""

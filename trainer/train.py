@@ -15,7 +15,7 @@ from trainer.epoch_loop import EpochLoop
 from trainer.errors import RESUME_BY_HAND, GankitError
 from trainer.fsutil import written_or_one_line
 from trainer.progress import format_duration
-from trainer.run_info import write_metrics
+from trainer.run_info import record_stop, write_metrics
 from trainer.run_setup import build_training, prepare_run, release
 from trainer.weights import weights_fingerprint
 
@@ -32,7 +32,7 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint
     """
     try:
         with policy_kept():
-            summary = _train(cfg, stop_requested, log)
+            summary = _train(cfg, stop_requested, log, resume_hint)
     except GankitError as e:  # a job is resumed through the launcher, not by running its command again
         e.args = (str(e).replace(RESUME_BY_HAND, resume_hint),)
         raise
@@ -41,15 +41,15 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint
     return summary
 
 
-def _train(cfg, stop_requested, log) -> dict:
+def _train(cfg, stop_requested, log, resume_hint) -> dict:
     prepared = prepare_run(cfg, log)  # options, folders, data, the checkpoint's architecture: before the backend loads
     try:
-        return _run(build_training(prepared, log), stop_requested)  # backend, placement, networks (resumed), run.json
+        return _run(build_training(prepared, log), stop_requested, resume_hint)  # backend, placement, networks (resumed), run.json
     finally:
         release(prepared.lock)  # the checkpoint folder is free for the next run (one in this process too)
 
 
-def _run(t, stop_requested) -> dict:
+def _run(t, stop_requested, resume_hint) -> dict:
     loop = EpochLoop(t, stop_requested)
     while t.state.step < t.total_steps and not loop.stopped:
         epoch = t.state.step // t.steps_per_epoch
@@ -60,7 +60,7 @@ def _run(t, stop_requested) -> dict:
         t.log(f"epoch {row['epoch']}/{t.cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  "
               f"g_loss {row['g_loss']:.4f}  {row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     loop.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
-    return finish(t, loop.stopped)
+    return finish(t, loop.stopped, resume_hint)
 
 
 def end_epoch(t, epoch: int, loop) -> dict:
@@ -71,7 +71,7 @@ def end_epoch(t, epoch: int, loop) -> dict:
     final = t.state.step >= t.total_steps
     if final:
         t.progress.close()  # end the bar's line, then say what the wait after 100% is for
-        t.log(_after_last_step(t.total_steps, t.evaluate is not None))
+        t.log(_after_last_step(t.total_steps, t.evaluate and t.evaluate.final_samples()))
     row = t.state.close_epoch(epoch, t.steps_per_epoch, t.global_batch)
     t.runner.sync()
     sampler = Generator(_sampled(t), t.meta)
@@ -102,18 +102,25 @@ def epoch_files(t, row: dict, rows: list[dict], grid, plot: bool):
         t.run_log.epoch(row, png)
 
 
-def finish(t, stopped: bool) -> dict:
-    """After the last step (or a stop): the exported generator, report.html, the last upload; the summary
-    (`train` says how a stop resumes)."""
+def finish(t, stopped: bool, resume_hint: str) -> dict:
+    """After the last step (or a stop): the exported generator (not at a stop), report.html, the last upload;
+    the summary (`train` says how a stop resumes, and so does the report)."""
     t.progress.close()
     with written_or_one_line("the TensorBoard record", t.out):
         t.run_log.close()
     state, out = t.state, t.out
     if stopped:
         rows = state.metric_rows(t.global_batch)
-        if t.chief and rows:  # drawn at most every LOSS_PLOT_SECONDS so far: a stopped run's plot shows every epoch
-            with written_or_one_line("the loss plot", out):
+        with written_or_one_line("metrics.jsonl and the loss plot", out):
+            write_metrics(out, rows)  # with the open epoch's row: the report's step and training time reach the stop
+            if t.chief and rows:  # drawn at most every LOSS_PLOT_SECONDS so far: a stopped run's plot shows every epoch
                 plots.save_loss_plot(rows, out / "losses.png", step_rows=events.read_losses(out))
+        if t.chief:  # ~0.1 s, ~1 s with a generator/ to draw (2-core CPU): well inside a stop's seconds
+            from trainer.report import report_at_end
+
+            with written_or_one_line("run.json", out):
+                record_stop(out, state.step, resume_hint)
+            report_at_end(out, log=t.log)
         t.storage.publish_outputs()  # the upload an epoch's end skipped while one was running, too
     else:
         from trainer.export import export_generator
@@ -135,10 +142,9 @@ def finish(t, stopped: bool) -> dict:
             "output_dir": str(out), "output_uri": t.storage.output_uri, "chief": t.chief}
 
 
-def _after_last_step(total_steps, evaluating) -> str:
-    from trainer.evaluate import DEFAULT_SAMPLES
-
-    quality = f"scoring image quality ({DEFAULT_SAMPLES:,} samples), " if evaluating else ""
+def _after_last_step(total_steps, samples) -> str:
+    """What the wait after the last step is for; `samples`: the final evaluation's count (None: no evaluation)."""
+    quality = f"scoring image quality ({samples:,} samples), " if samples else ""
     return (f"all {total_steps} steps done; now {quality}the last sample grid, a checkpoint, the exported "
             "generator and report.html")
 
