@@ -378,3 +378,32 @@ def test_trainer_stage_command_takes_a_folder(aws, pets, capsys):
     assert f"staged {pets} at {aws}/datasets/mine" in capsys.readouterr().out
     assert sorted(s3.list_objects(f"{aws}/datasets/mine")) == sorted(
         ["MANIFEST.json"] + [p.relative_to(pets).as_posix() for p in pets.rglob("*.png")])
+
+
+def test_a_picture_its_manifest_does_not_list_is_refused_before_training(pets, tmp_path, monkeypatch):
+    """A staging to one fixed prefix cut short (its manifest withdrawn, a new picture already sent), then the folder
+    staged again as it was: with no manifest there to say what an earlier staging put, the stray picture stays, the
+    manifest written over it lists the rest, and the check before training (each listed file's SHA-256) passed while
+    the job's listing read the stray picture too: a mixed copy trained on."""
+    from trainer import dataset_staging
+    from trainer.data.folder import list_folder
+    from trainer.dataset_staging import check_staged_copy
+
+    to = tmp_path / "bucket" / "datasets" / "pets"
+    stage_folder(pets, folder_manifest(f"folder:{pets}", pets), str(to), log=quiet)
+    shutil.copy(pets / "dogs" / "001.png", pets / "dogs" / "new.png")
+    real = dataset_staging._write
+    monkeypatch.setattr(dataset_staging, "_write", lambda uri, data: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C as the pictures were all sent, before the manifest
+        stage_folder(pets, folder_manifest(f"folder:{pets}", pets), str(to), log=quiet)
+    monkeypatch.setattr(dataset_staging, "_write", real)
+    (pets / "dogs" / "new.png").unlink()  # the change undone, and staged again
+    stage_folder(pets, folder_manifest(f"folder:{pets}", pets), str(to), log=quiet)
+    assert to / "dogs" / "new.png" in list_folder(to)[0]  # what training reads
+
+    with pytest.raises(UsageError) as e:
+        check_staged_copy(to)
+    message = str(e.value)
+    assert "dogs/new.png" in message and "MANIFEST.json does not list" in message and "\n" not in message
+    (to / "dogs" / "new.png").unlink()
+    check_staged_copy(to)  # what it lists, and nothing more: trained on

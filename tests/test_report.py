@@ -207,3 +207,18 @@ def test_the_report_says_which_generator_its_figures_and_grids_are_of(trained, t
         main(["evaluate", str(run / "generator-best"), "--data-dir", str(trained["data"]), "--samples", "20"])
     assert e.value.code in (0, None)
     assert f"Figures of generator-best/ (the best: step {best['step']})" in write_report(run).read_text()
+
+
+def test_a_pulled_losses_file_with_lines_that_are_no_loss_points_still_draws(tmp_path):
+    # losses.jsonl comes from the bucket with a pulled run: a line of JSON that is not a point (an edit, another
+    # tool's, a hostile bucket's) was taken for one, and `report` ended in a KeyError's traceback.
+    import json
+
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset": "zalando"}, "total_steps": 40}))
+    (tmp_path / "metrics.jsonl").write_text("")
+    points = [json.dumps({"step": step, "d_loss": 1.0, "g_loss": 2.0}) for step in range(1, 4)]
+    odd = ['{"step": 4}', "[1, 2]", '{"step": "5", "d_loss": 1, "g_loss": 2}', '{"step": 6, "d_loss": "x", "g_loss": 1}',
+           '{"step": true, "d_loss": 1, "g_loss": 2}', "7"]
+    (tmp_path / "losses.jsonl").write_text("\n".join(points[:2] + odd + points[2:]) + "\n")
+    html = write_report(tmp_path).read_text()
+    assert 'alt="losses per recorded step' in html and (tmp_path / "losses.png").is_file()

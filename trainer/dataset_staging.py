@@ -251,9 +251,10 @@ def check_staged_copy(folder):
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         return  # not a staging: your own folder, read as it is
-    files = _remote_files(folder)
-    if files is None:
+    manifest = _remote_manifest(folder)
+    if manifest is None:
         raise UsageError(f"{folder / MANIFEST} does not list each file's size and SHA-256; {STAGED_COPY_FIX}")
+    files = manifest["files"]
     for rel, entry in files.items():
         path = inside(folder, rel, str(folder))
         if not path.is_file():
@@ -261,6 +262,22 @@ def check_staged_copy(folder):
         if path.stat().st_size != entry["size"] or file_digest(path) != entry["sha256"]:
             raise UsageError(f"{path} is not the file {MANIFEST} lists ({entry['size']} bytes, SHA-256 "
                              f"{entry['sha256'][:12]}...); {STAGED_COPY_FIX}")
+    if manifest.get("kind") == "folder":
+        _refuse_unlisted_pictures(folder, files)
+
+
+def _refuse_unlisted_pictures(folder: Path, files: dict):
+    """Training reads every picture of a folder's listing, not the manifest's: one that a staging cut short left
+    at a fixed prefix (a staged-again folder cannot know it was its own, with no manifest there to say so) or
+    that was put there since would be trained on beside the staged ones."""
+    from trainer.data.folder import list_folder
+
+    for path in list_folder(folder)[0]:
+        rel = path.relative_to(folder).as_posix()
+        if rel not in files:
+            raise UsageError(f"{folder} holds {rel}, a picture training would read, but its {MANIFEST} does not list "
+                             "it (left by a staging cut short, or put there since): remove it where the copy comes "
+                             "from, or stage the folder to a prefix of its own")
 
 
 def _remote_files(to_uri):

@@ -32,7 +32,9 @@ QUALITY = ("label_accuracy", "frechet_classifier_distance", "classifier_score")
 
 
 def read_losses(out) -> list[dict]:
-    """The loss points of a run folder (a torn last line, from a killed run, is skipped)."""
+    """The loss points of a run folder. A line that is not one is skipped: a torn last line, from a killed run, and
+    in a run pulled from a bucket (remote content) anything else, which the report's plot took for a point and
+    failed on with a traceback."""
     rows = []
     try:
         lines = (Path(out) / LOSSES_FILE).read_text().splitlines()
@@ -40,10 +42,21 @@ def read_losses(out) -> list[dict]:
         return rows
     for line in lines:
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue
+        if _is_loss_point(row):
+            rows.append(row)
     return rows
+
+
+def _is_loss_point(row) -> bool:
+    """What RunLog writes: a step, and both losses as numbers."""
+    def number(value, kinds):
+        return isinstance(value, kinds) and not isinstance(value, bool)
+
+    return (isinstance(row, dict) and number(row.get("step"), int)
+            and all(number(row.get(key), (int, float)) for key in ("d_loss", "g_loss")))
 
 
 class RunLog:
