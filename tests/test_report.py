@@ -222,3 +222,21 @@ def test_a_pulled_losses_file_with_lines_that_are_no_loss_points_still_draws(tmp
     (tmp_path / "losses.jsonl").write_text("\n".join(points[:2] + odd + points[2:]) + "\n")
     html = write_report(tmp_path).read_text()
     assert 'alt="losses per recorded step' in html and (tmp_path / "losses.png").is_file()
+
+
+def test_a_pulled_metrics_file_with_lines_that_are_no_epoch_rows_still_reports(tmp_path):
+    # metrics.jsonl comes from the bucket too: {"epoch": 1} ended `report` in KeyError: 'step', and a line that was
+    # not JSON at all dropped every epoch from the report.
+    import json
+
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset": "zalando"}, "total_steps": 40,
+                                                   "steps_per_epoch": 10}))
+    row = {"epoch": 1, "step": 10, "d_loss": 1.0, "g_loss": 2.0, "seconds": 4.0, "images_per_sec": 320.0}
+    odd = ['{"epoch": 1}', "not json", '{"epoch": "2", "step": 20, "d_loss": 1, "g_loss": 2}',
+           json.dumps({**row, "epoch": 2, "step": 20, "evaluation": {"samples": "many"}}),
+           json.dumps({**row, "epoch": 2, "step": 20, "evaluation": {"samples": 100, "classifier_score": "x"}}),
+           json.dumps({**row, "epoch": 2, "step": 20, "seconds": None}), "[3]"]
+    good = json.dumps({**row, "epoch": 2, "step": 20, "evaluation": {"samples": 100, "classifier_score": 7.5}})
+    (tmp_path / "metrics.jsonl").write_text("\n".join([json.dumps(row), *odd, good]) + "\n")
+    html = write_report(tmp_path).read_text()
+    assert "2 / 20 of 40" in html and "0:08" in html  # both good rows, and only they, counted

@@ -45,18 +45,19 @@ def read_losses(out) -> list[dict]:
             row = json.loads(line)
         except ValueError:
             continue
-        if _is_loss_point(row):
+        if is_loss_point(row):
             rows.append(row)
     return rows
 
 
-def _is_loss_point(row) -> bool:
-    """What RunLog writes: a step, and both losses as numbers."""
-    def number(value, kinds):
-        return isinstance(value, kinds) and not isinstance(value, bool)
+def is_loss_point(row) -> bool:
+    """What RunLog writes: a step, and both losses as numbers (a metrics.jsonl row is one too)."""
+    return (isinstance(row, dict) and is_number(row.get("step"), int)
+            and all(is_number(row.get(key)) for key in ("d_loss", "g_loss")))
 
-    return (isinstance(row, dict) and number(row.get("step"), int)
-            and all(number(row.get(key), (int, float)) for key in ("d_loss", "g_loss")))
+
+def is_number(value, kinds=(int, float)) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)  # JSON's true is no step nor loss
 
 
 class RunLog:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from trainer import plots
-from trainer.events import read_losses
+from trainer.events import is_loss_point, is_number, read_losses
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_bytes, atomic_write_text
 from trainer.progress import format_duration
@@ -285,7 +285,32 @@ def _read_json(path):
 
 
 def _read_metrics(path) -> list[dict]:
+    """metrics.jsonl's epoch rows. A line that is not one is skipped: a pulled run's file is remote content, and a
+    line of another shape ({"epoch": 1}) ended `report` in a traceback, while one line that was not JSON lost all."""
     try:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
+        lines = Path(path).read_text().splitlines()
+    except OSError:
         return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if _is_epoch_row(row):
+            rows.append(row)
+    return rows
+
+
+def _is_epoch_row(row) -> bool:
+    """What the trainer writes, as far as the report reads it: an epoch, a step and the losses, numbers for the
+    time, and the quality figures (with the real images') as numbers where there are any."""
+    def figures(values, samples_needed=True):
+        return (isinstance(values, dict) and (is_number(values.get("samples"), int) or not samples_needed)
+                and all(values.get(key) is None or is_number(values[key]) for key, _ in plots.QUALITY_PANELS))
+
+    evaluation = row.get("evaluation") if isinstance(row, dict) else None
+    return (is_loss_point(row) and is_number(row.get("epoch"), int)
+            and all(is_number(row.get(key, 0)) for key in ("seconds", "images_per_sec"))
+            and (evaluation is None or (figures(evaluation)
+                                        and (evaluation.get("real") is None or figures(evaluation["real"], False)))))
