@@ -118,7 +118,7 @@ def test_stop_checkpoints_and_resume_continues(env, data, tmp_path, request):
     assert json.loads(launcher("status", job, "--json", env=env).stdout)["status"] == "Stopped"
     stopped_at = int(log.read_text().split("stopped by SIGTERM at step ")[1].split(";")[0])
     # The trainer's advice, as `launcher logs` shows it: the launcher resumes a job, not the same command.
-    assert f"checkpoint written, `launcher submit --resume {job}` continues it" in log.read_text()
+    assert f"checkpoint is written and `launcher submit --resume {job}` continues it\n" in log.read_text()
     assert "same command" not in log.read_text()
 
     again = launcher("submit", "--dataset", "mnist", "--epochs", "300", "--batch-size", "8", "--hp", f"data_dir={data}",
