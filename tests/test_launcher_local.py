@@ -53,7 +53,7 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
 
     status = json.loads(launcher("status", job, "--json", env=env).stdout)
     assert status["status"] == "Completed" and status["backend"] == "local"
-    assert status["cut_short"].startswith("by --max-steps 4: it is set to end at step 4 of the 8 its 1 epoch takes")
+    assert status["cut_short"].startswith("by --max-steps 4: it ended at step 4 of the 8 its 1 epoch takes")
     plain, verbose = (launcher("logs", job, *flag, env=env).stdout.splitlines() for flag in ([], ["--verbose"]))
     assert "epoch 1/1  step 4" in "\n".join(plain)
     assert "all 4 steps done; now the last sample grid, a checkpoint, the exported generator and report.html" in plain
