@@ -51,10 +51,15 @@ class EpochLoop:
             n = self.pacer.steps(last - batch, self.checkpoint_seconds - (time.monotonic() - self.last_checkpoint))
             if self.workers > 1:
                 n = 1  # every worker must poll (and agree on) a stop after the same step; they run step by step anyway
-            if not self.compiled:
+            compiling = not self.compiled
+            if compiling:
                 t.log(COMPILING)
                 self.compiled = True
-            called = np.asarray(self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n))
+            called_at = time.monotonic()
+            called = np.asarray(self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n))  # the losses: done
+            if compiling:  # out of the epoch's images/s (RunState.compile_steps)
+                state.compile_steps += n
+                state.compile_seconds += time.monotonic() - called_at
             finite = np.isfinite(called).all(axis=1)  # one look per call, not per step: this is the hot path
             if not finite.all():
                 bad = int(np.argmin(finite))  # the first step whose losses are not numbers
