@@ -71,7 +71,9 @@ class EpochLoop:
                 state.epoch_steps += 1
                 t.run_log.steps(state.step, sums, state.epoch_steps)
             batch += n
-            t.progress.update(n, extra=lambda: _progress_text(epoch, t.cfg.epochs, sums, state.epoch_steps))
+            # Bound now: the bar's close() may draw them after the epoch closed and its counts were reset.
+            t.progress.update(n, extra=lambda sums=sums, steps=state.epoch_steps: _progress_text(epoch, t.cfg.epochs,
+                                                                                                  sums, steps))
             # Several workers stop together: one that stopped alone would leave the others in a collective forever.
             self.stopped = t.runner.agree_stop(bool(self.stop_requested()))
             if batch < last and (self.stopped or time.monotonic() - self.last_checkpoint > self.checkpoint_seconds):
