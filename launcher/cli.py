@@ -378,7 +378,7 @@ def status(job, as_json):
     backend = backends.get(record["backend"])
     info = backend.describe(record)
     outputs = backend.output_uri(record)
-    row = dict(_row(record, info), cut_short=cut_short_note(record))
+    row = dict(_row(record, info), cut_short=cut_short_note(record, info.get("status")))
     if as_json:
         echo(json.dumps({**row, "output_uri": outputs, "details": info}, indent=2, default=str))
     else:

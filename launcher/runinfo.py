@@ -17,12 +17,17 @@ def read_run_json(record: dict) -> dict | None:
         return None  # status shows what the backend says; this is only a detail
 
 
-def cut_short_note(record: dict) -> str | None:
-    """A line when --max-steps ends the run before its last epoch does; None otherwise."""
-    from trainer.report import cut_short_text
+def cut_short_note(record: dict, status: str = "InProgress") -> str | None:
+    """A line when --max-steps ends the run before its last epoch does, in the tense of the job's `status`;
+    None otherwise."""
+    from trainer.report import CUT_SHORT_END, cut_short_text
 
+    state = {"Completed": "ended", "Stopped": "stopped", "Failed": "stopped"}.get(status, "running")
     run = read_run_json(record)
     if run is not None:
-        return cut_short_text(run)
+        return cut_short_text(run, state)
     max_steps = record.get("hyperparameters", {}).get("max_steps")
-    return f"by --max-steps {max_steps} if its epochs take more steps (it is set to end at step {max_steps})" if max_steps else None
+    if not max_steps:
+        return None
+    end = CUT_SHORT_END["running" if state == "running" else "stopped"]  # no run.json: it never trained to its end
+    return f"by --max-steps {max_steps} if its epochs take more steps ({end} at step {max_steps})"

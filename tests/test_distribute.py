@@ -236,7 +236,7 @@ def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path, dat
         for p in procs:
             p.kill()
     logs = [f.read_text() for f in log_files]
-    steps = [re.search(r"stopped at step (\d+)", log) for log in logs]
+    steps = [re.search(r"^stopped by SIGTERM at step (\d+)", log, re.M) for log in logs]
     assert all(steps), [log[-2000:] for log in logs]
     assert steps[0].group(1) == steps[1].group(1) and [p.returncode for p in procs] == [143, 143]
     step = int(steps[0].group(1))

@@ -348,7 +348,7 @@ def test_launcher_stops_request_stops_the_trainer_with_a_checkpoint_that_resume_
     assert "--resume ec2-stop" in status["failure_reason"]
     text = log.read_text()
     assert "gankit: `launcher stop` asked for a stop: stopping the trainer" in text
-    stopped_at = int(text.split("stopped at step ")[1].split(";")[0])  # the trainer's own line: checkpoint written
+    stopped_at = int(text.split("\nstopped by SIGTERM at step ")[1].split(";")[0])  # the trainer's own line
     checkpoints = layout.checkpoints_prefix(bucket, "ec2-stop")
     from trainer import run_storage
 

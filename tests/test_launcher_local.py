@@ -53,7 +53,7 @@ def test_submit_trains_here_then_status_logs_pull_generate(env, data, tmp_path):
 
     status = json.loads(launcher("status", job, "--json", env=env).stdout)
     assert status["status"] == "Completed" and status["backend"] == "local"
-    assert status["cut_short"].startswith("by --max-steps 4: it is set to end at step 4 of the 8 its 1 epoch takes")
+    assert status["cut_short"].startswith("by --max-steps 4: it ended at step 4 of the 8 its 1 epoch takes")
     plain, verbose = (launcher("logs", job, *flag, env=env).stdout.splitlines() for flag in ([], ["--verbose"]))
     assert "epoch 1/1  step 4" in "\n".join(plain)
     assert "all 4 steps done; now the last sample grid, a checkpoint, the exported generator and report.html" in plain
@@ -118,7 +118,7 @@ def test_stop_checkpoints_and_resume_continues(env, data, tmp_path, request):
     assert json.loads(launcher("status", job, "--json", env=env).stdout)["status"] == "Stopped"
     stopped_at = int(log.read_text().split("stopped by SIGTERM at step ")[1].split(";")[0])
     # The trainer's advice, as `launcher logs` shows it: the launcher resumes a job, not the same command.
-    assert f"checkpoint written, `launcher submit --resume {job}` continues it" in log.read_text()
+    assert f"checkpoint is written and `launcher submit --resume {job}` continues it\n" in log.read_text()
     assert "same command" not in log.read_text()
 
     again = launcher("submit", "--dataset", "mnist", "--epochs", "300", "--batch-size", "8", "--hp", f"data_dir={data}",

@@ -47,6 +47,18 @@ def test_off_a_terminal_messages_and_lines_just_alternate():
     assert said == ["hello"] and log.getvalue().startswith("x  2/2 (100%)") and log.getvalue().count("\n") == 1
 
 
+def test_the_last_line_keeps_the_last_fields():
+    # A stop's last line read "train  44/300 (15%)  ETA 2:28", without the losses every line before it had.
+    log = io.StringIO()
+    progress = Progress(300, label="train", stream=log)
+    progress.last -= 20  # due
+    progress.update(40, extra=lambda: "d_loss 1.5000")
+    progress.update(4, extra=lambda: "d_loss 1.4000")  # not due: the stop comes before the next line
+    progress.close()
+    assert log.getvalue().splitlines()[-1].startswith("train  44/300 (15%)")
+    assert log.getvalue().splitlines()[-1].endswith("d_loss 1.4000")
+
+
 def test_the_eta_of_compiled_work_leaves_out_the_first_call_which_compiles(monkeypatch):
     # Training's first call compiles (10 s here, minutes on a GPU with XLA), the next take 1 s per 4 steps. The ETA
     # counted the compile as if every call paid it: 1:28 for what takes 22 s, "ETA 1:34" for a 28 s wait in a

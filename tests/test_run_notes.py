@@ -32,7 +32,10 @@ def test_layout_knows_the_job_of_an_output_prefix():
 def test_report_title_is_the_job_and_says_max_steps_cut_it_short(tmp_path):
     html = render(run_folder(tmp_path / "runs" / "anything" / "output", RUN))
     assert "<title>gan-mnist-cgan-20260101-000000: cgan/seed on mnist</title>" in html
-    assert "<th>cut short</th><td>by --max-steps 50: it is set to end at step 50 of the 936 its 2 epochs take" in html
+    assert "<th>cut short</th><td>by --max-steps 50: it ended at step 50 of the 936 its 2 epochs take" in html
+    # Built while it trains (`launcher report JOB`), the end is still to come.
+    (tmp_path / "runs" / "anything" / "output" / "metrics.jsonl").write_text(json.dumps(dict(ROW, step=20)) + "\n")
+    assert "it is set to end at step 50 of the 936" in render(tmp_path / "runs" / "anything" / "output")
 
 
 def test_without_a_job_the_title_is_the_run_folder_never_output(tmp_path):
@@ -65,6 +68,8 @@ def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypa
     # Not started yet: the hyperparameter is all there is.
     assert cut_short_note(record(str(tmp_path / "none"), max_steps="50")) == \
         "by --max-steps 50 if its epochs take more steps (it is set to end at step 50)"
+    assert cut_short_note(record(str(tmp_path / "none"), max_steps="50"), "Failed") == \
+        "by --max-steps 50 if its epochs take more steps (it was set to end at step 50)"
     assert cut_short_note(record(str(tmp_path / "none"))) is None
 
     for key, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
@@ -90,9 +95,15 @@ def test_status_command_shows_the_cut(tmp_path):
     jobs.save(dict(record(str(out), max_steps="50"), dataset="mnist", instance_type="local"))
     shown = CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1"])
     assert shown.exit_code == 0, shown.output
-    assert re.search(r"\ncut short +by --max-steps 50: it is set to end at step 50 of the 936 its 2 epochs take", shown.output)
+    # It completed: it ended there (it said "it is set to end", as if still running).
+    assert re.search(r"\ncut short +by --max-steps 50: it ended at step 50 of the 936 its 2 epochs take", shown.output)
     as_json = json.loads(CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1", "--json"]).output)
-    assert as_json["cut_short"].startswith("by --max-steps 50")
+    assert as_json["cut_short"].startswith("by --max-steps 50: it ended at step 50")
+
+    (sm_root / "exit_code").write_text("143\n")  # stopped before its end
+    shown = CliRunner().invoke(cli, ["status", "gan-mnist-cgan-1"])
+    assert re.search(r"\nstatus +Stopped\n", shown.output), shown.output
+    assert re.search(r"\ncut short +by --max-steps 50: it was set to end at step 50 of the 936", shown.output)
 
 
 @pytest.fixture(autouse=True)

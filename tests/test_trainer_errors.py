@@ -226,3 +226,23 @@ def test_a_symlinked_export_folder_is_refused_before_training_and_what_it_points
     assert (out / name).is_symlink()
     assert (target / "thesis.txt" if target.is_dir() else target).read_text() == "precious"
     assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_stop_asked_for_is_said_without_error_and_still_recorded(capsys):
+    # `launcher status` says Stopped; the log's last line said "error: stopped by SIGTERM ...". The contract's
+    # on_error still hears it: a local job whose exit status went unrecorded is told apart by that file.
+    import click
+
+    from trainer.errors import Stopped, run_cli
+
+    @click.command()
+    def stopped():
+        raise Stopped("stopped by SIGTERM at step 7; a checkpoint is written and the same command resumes")
+
+    heard = []
+    with pytest.raises(SystemExit) as exited:
+        run_cli(stopped, [], on_error=heard.append)
+    err = capsys.readouterr().err
+    assert exited.value.code == 143
+    assert err == "stopped by SIGTERM at step 7; a checkpoint is written and the same command resumes\n"
+    assert heard == [err.strip()]

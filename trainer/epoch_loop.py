@@ -51,10 +51,15 @@ class EpochLoop:
             n = self.pacer.steps(last - batch, self.checkpoint_seconds - (time.monotonic() - self.last_checkpoint))
             if self.workers > 1:
                 n = 1  # every worker must poll (and agree on) a stop after the same step; they run step by step anyway
-            if not self.compiled:
+            compiling = not self.compiled
+            if compiling:
                 t.log(COMPILING)
                 self.compiled = True
-            called = np.asarray(self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n))
+            called_at = time.monotonic()
+            called = np.asarray(self.pacer.timed(lambda: t.runner.run(batch, n, state.step), n))  # the losses: done
+            if compiling:  # out of the epoch's images/s (RunState.compile_steps)
+                state.compile_steps += n
+                state.compile_seconds += time.monotonic() - called_at
             finite = np.isfinite(called).all(axis=1)  # one look per call, not per step: this is the hot path
             if not finite.all():
                 bad = int(np.argmin(finite))  # the first step whose losses are not numbers
@@ -66,7 +71,9 @@ class EpochLoop:
                 state.epoch_steps += 1
                 t.run_log.steps(state.step, sums, state.epoch_steps)
             batch += n
-            t.progress.update(n, extra=lambda: _progress_text(epoch, t.cfg.epochs, sums, state.epoch_steps))
+            # Bound now: the bar's close() may draw them after the epoch closed and its counts were reset.
+            t.progress.update(n, extra=lambda sums=sums, steps=state.epoch_steps: _progress_text(epoch, t.cfg.epochs,
+                                                                                                  sums, steps))
             # Several workers stop together: one that stopped alone would leave the others in a collective forever.
             self.stopped = t.runner.agree_stop(bool(self.stop_requested()))
             if batch < last and (self.stopped or time.monotonic() - self.last_checkpoint > self.checkpoint_seconds):

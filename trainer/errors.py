@@ -199,7 +199,8 @@ def refuse_windows():
 def run_cli(command, argv=None, prog_name=None, on_error=None):
     """Run a Click command so that every failure is one line on stderr.
 
-    Click's own usage errors (exit 2), our GankitErrors (their exit code),
+    Click's own usage errors (exit 2), our GankitErrors (their exit code; a training run `Stopped` as asked is
+    not an error, so its line has no `error: `),
     botocore's errors (`aws_error`) and Ctrl-C (130) never show a traceback; SIGTERM and SIGHUP stop a
     command as Ctrl-C does (its clean-up runs) and exit 143 and 129. `on_error(message)` hears of every
     failure first (the SageMaker contract writes it to /opt/ml/output/failure).
@@ -210,14 +211,14 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
 
     _print_any_name(sys.stdout, sys.stderr)
 
-    def fail(message, code, interrupted=False):
+    def fail(message, code, interrupted=False, prefix="error: "):
         message = printable(message)
         if on_error:
             on_error(message)
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
             if interrupted and sys.stderr.isatty():
                 click.echo(err=True)  # close the terminal's ^C echo
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"{prefix}{message}", err=True)
         sys.exit(code)
 
     try:
@@ -241,6 +242,8 @@ def run_cli(command, argv=None, prog_name=None, on_error=None):
         if isinstance(e, click.UsageError) and e.ctx is not None:
             hint = f" (see '{e.ctx.command_path} --help')"
         fail(f"{e.format_message()}{hint}", e.exit_code)
+    except Stopped as e:  # the stop asked for, checkpointed: not an error, though its exit code says it stopped
+        fail(str(e), e.exit_code, prefix="")
     except GankitError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt as e:

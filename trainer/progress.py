@@ -44,10 +44,13 @@ class Progress:
         self.shown = None  # the count last written, so close() never repeats a line
         self.closed = False
         self.drawn = ""  # the line now drawn on a TTY (without its newline), to redraw after a message
+        self.extra = ""  # the last update's extra fields: close() draws the last count with them
 
     def update(self, n=1, extra=""):
-        """Count `n` more; `extra` may be a callable, evaluated only when a line is due."""
+        """Count `n` more; `extra` may be a callable, evaluated only when a line is due (also by `close`, so it
+        must say this update's figures whenever it is called)."""
         self.done += n
+        self.extra = extra
         now = time.monotonic()
         if self.rate_from is None:
             self.rate_from = (now, self.done)
@@ -95,12 +98,14 @@ class Progress:
         return say
 
     def close(self, extra=""):
-        """End the report (its last count, then a newline on a TTY); again, it does nothing."""
+        """End the report (its last count, with `extra` or else the last update's fields, then a newline on a
+        TTY); again, it does nothing."""
         if self.closed:
             return
         self.closed = True
         if self.shown != self.done or extra:
-            self._write(self.line(extra))
+            extra = extra or self.extra
+            self._write(self.line(extra() if callable(extra) else extra))
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()

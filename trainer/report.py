@@ -86,15 +86,28 @@ def run_name(out: Path, run: dict) -> str:
     return run.get("job") or (folder.parent.name if folder.name == "output" else folder.name)
 
 
-def cut_short_text(run: dict) -> str | None:
-    """What --max-steps did to a run that it ended before its last epoch, from run.json; else None."""
+# How a run cut short by --max-steps ends, in the tense of where it is: still training, past its last step, or
+# stopped (or failed) before it.
+CUT_SHORT_END = {"running": "it is set to end", "ended": "it ended", "stopped": "it was set to end"}
+
+
+def cut_short_text(run: dict, state: str = "running") -> str | None:
+    """What --max-steps did to a run that it ended before its last epoch, from run.json, said as fits `state`
+    (a key of CUT_SHORT_END); else None."""
     if not run.get("cut_short"):
         return None
     config, per_epoch = run.get("config", {}), run.get("steps_per_epoch")
     epochs = config.get("epochs")
     planned = f" of the {epochs * per_epoch:,} its {epochs} epoch{'s take' if epochs != 1 else ' takes'}" if epochs and per_epoch else ""
-    return (f"by --max-steps {config.get('max_steps')}: it is set to end at step {run.get('total_steps'):,}{planned} "
-            "(a larger max_steps resumes it from its checkpoint)")
+    return (f"by --max-steps {config.get('max_steps')}: {CUT_SHORT_END[state]} at step {run.get('total_steps'):,}"
+            f"{planned} (a larger max_steps resumes it from its checkpoint)")
+
+
+def _reached_the_end(run, history) -> bool:
+    """Whether the metrics reach the run's last step (a report is mostly of a finished run; `launcher report`
+    may build one while it trains or once it stopped)."""
+    total = run.get("total_steps")
+    return bool(history and total and history[-1].get("step", 0) >= total)
 
 
 def stopped_text(run: dict) -> str:
@@ -113,7 +126,8 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
             ("epochs / steps", _epochs_and_steps(run, history)),
             *([("stopped", stopped_text(run))] if run.get("stopped") else []),
             ("training time", format_duration(seconds) if history else "n/a"),
-            *([("cut short", cut_short_text(run))] if cut_short_text(run) else []),
+            *([("cut short", cut)] if (cut := cut_short_text(run, "ended" if _reached_the_end(run, history) else "running"))
+              else []),
             ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
     if price_per_hour is not None:
         rows.append(("cost", f"${price_per_hour * seconds / 3600:,.2f} (at ${price_per_hour:.3f}/hour, training time only)"))

@@ -1,7 +1,8 @@
 """Where a run stands: what a checkpoint's state.json records, and the metrics rows it yields.
 
 state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps",
-"epoch_seconds", "architecture", "schedule", "selection", "recipe", "open_row"}, the same keys as before this was
+"epoch_seconds", "architecture", "schedule", "selection", "recipe", "open_row", "compile_steps", "compile_seconds"},
+the same keys as before this was
 a dataclass plus later ones, so checkpoints resume across versions (a key an older checkpoint
 lacks takes its default).
 """
@@ -22,6 +23,10 @@ class RunState:
     selection: dict = field(default_factory=dict)  # the final evaluation's keys for generator.json, once done
     recipe: dict = field(default_factory=dict)  # seed, loss, betas, ... a resume must keep (checkpoints.recipe)
     open_row: dict = field(default_factory=dict)  # the partial epoch's row as last closed, quality figures and all
+    # The open epoch's steps and seconds in a process's first call (of a run, or of a resume), which compiles the
+    # step: the epoch's images/s leaves them out, or epoch 1's would count compiling as training.
+    compile_steps: int = 0
+    compile_seconds: float = 0.0
 
     @classmethod
     def from_json(cls, saved: dict, architecture: dict, schedule: dict, recipe: dict | None = None) -> "RunState":
@@ -36,8 +41,15 @@ class RunState:
         """metrics.jsonl's row for the open epoch (0-based `epoch`)."""
         d_loss, g_loss = (x / max(self.epoch_steps, 1) for x in self.epoch_sums)
         return {"epoch": epoch + 1, "step": self.step, "d_loss": d_loss, "g_loss": g_loss,
-                "images_per_sec": self.epoch_steps * batch_size / max(self.epoch_seconds, 1e-9),
-                "seconds": self.epoch_seconds}
+                "images_per_sec": self._compiled_steps_per_sec() * batch_size, "seconds": self.epoch_seconds}
+
+    def _compiled_steps_per_sec(self) -> float:
+        """The open epoch's steps per second once compiled: its steps after a first call, from that call's end.
+        An epoch that was nothing but that call has only its own figure."""
+        steps, seconds = self.epoch_steps - self.compile_steps, self.epoch_seconds - self.compile_seconds
+        if steps <= 0 or seconds <= 0:
+            steps, seconds = self.epoch_steps, self.epoch_seconds
+        return steps / max(seconds, 1e-9)
 
     def close_epoch(self, epoch: int, steps_per_epoch: int, batch_size: int) -> dict:
         """The epoch's row. A whole epoch joins the history; a partial one (--max-steps) stays
@@ -46,6 +58,7 @@ class RunState:
         if self.epoch_steps == steps_per_epoch:
             self.history.append(row)
             self.epoch_sums, self.epoch_steps, self.epoch_seconds = [0.0, 0.0], 0, 0.0
+            self.compile_steps, self.compile_seconds = 0, 0.0
             self.open_row = {}
         else:  # the caller adds the final evaluation to this very row: metric_rows returns it, not a new one without
             self.open_row = row

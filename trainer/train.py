@@ -26,8 +26,9 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint
     """Train (or resume) the run `cfg` describes; returns its summary.
 
     `stop_requested` is polled after every compiled call (SIGTERM sets it): the loop
-    then writes a checkpoint at once and returns with summary["stopped"] = True, and logs `resume_hint`,
-    which also ends a failing disk's one line in place of "run the same command to resume".
+    then writes a checkpoint at once and returns with summary["stopped"] = True; its caller says so
+    (`train_until_stopped`: one line, which names the signal). `resume_hint` ends a failure's one line
+    (a failing disk's) in place of "run the same command to resume".
     Keras' global precision policy is the caller's again when it returns.
     """
     try:
@@ -36,8 +37,6 @@ def train(cfg: TrainConfig, stop_requested=lambda: False, log=print, resume_hint
     except GankitError as e:  # a job is resumed through the launcher, not by running its command again
         e.args = (str(e).replace(RESUME_BY_HAND, resume_hint),)
         raise
-    if summary["stopped"]:
-        log(f"stopped at step {summary['steps']}; checkpoint written, {resume_hint}")
     return summary
 
 
