@@ -230,7 +230,7 @@ def test_a_pulled_metrics_file_with_lines_that_are_no_epoch_rows_still_reports(t
     import json
 
     (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset": "zalando"}, "total_steps": 40,
-                                                   "steps_per_epoch": 10}))
+                                                   "steps_per_epoch": 10, "global_batch_size": 32}))
     row = {"epoch": 1, "step": 10, "d_loss": 1.0, "g_loss": 2.0, "seconds": 4.0, "images_per_sec": 320.0}
     odd = ['{"epoch": 1}', "not json", '{"epoch": "2", "step": 20, "d_loss": 1, "g_loss": 2}',
            json.dumps({**row, "epoch": 2, "step": 20, "evaluation": {"samples": "many"}}),
@@ -240,3 +240,5 @@ def test_a_pulled_metrics_file_with_lines_that_are_no_epoch_rows_still_reports(t
     (tmp_path / "metrics.jsonl").write_text("\n".join([json.dumps(row), *odd, good]) + "\n")
     html = write_report(tmp_path).read_text()
     assert "2 / 20 of 40" in html and "0:08" in html  # both good rows, and only they, counted
+    # 640 images in 8 s: every image over the wall time, not each epoch's compiled speed (320) times its seconds
+    assert "80 (all steps over the training time)" in html

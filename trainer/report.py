@@ -118,7 +118,9 @@ def stopped_text(run: dict) -> str:
 
 def _summary(run, history, price_per_hour, cost_note=None) -> str:
     seconds = sum(r.get("seconds", 0) for r in history)
-    images = sum(r.get("images_per_sec", 0) * r.get("seconds", 0) for r in history)
+    batch = run.get("global_batch_size")
+    # Every image over the whole wall time, compiling included (an epoch's own images_per_sec leaves that out).
+    images = history[-1]["step"] * batch if history and is_number(batch, int) else 0
     replicas = run.get("replicas", 1)
     where = f"{replicas} replicas ({run.get('strategy')}) on " if replicas > 1 else ""
     rows = [("ran on", f"{where}{run.get('device', '?')} ({run.get('precision', '?')}{', XLA' if run.get('xla') else ''})"
@@ -128,7 +130,8 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
             ("training time", format_duration(seconds) if history else "n/a"),
             *([("cut short", cut)] if (cut := cut_short_text(run, "ended" if _reached_the_end(run, history) else "running"))
               else []),
-            ("images per second", f"{images / seconds:,.0f}" if seconds else "n/a")]
+            ("images per second", f"{images / seconds:,.0f} (all steps over the training time)" if images and seconds
+                                  else "n/a")]
     if price_per_hour is not None:
         rows.append(("cost", f"${price_per_hour * seconds / 3600:,.2f} (at ${price_per_hour:.3f}/hour, training time only)"))
     else:
