@@ -38,6 +38,16 @@ def test_report_title_is_the_job_and_says_max_steps_cut_it_short(tmp_path):
     assert "it is set to end at step 50 of the 936" in render(tmp_path / "runs" / "anything" / "output")
 
 
+def test_a_report_of_a_run_stopped_before_its_max_steps_end_says_it_in_the_past(tmp_path):
+    # The report said "it is set to end at step 50" beside "stopped: at step 20 of 50", as if it still trained:
+    # a stop (run.json's "stopped") is the tense `launcher status` gives a stopped job.
+    folder = run_folder(tmp_path / "r", dict(RUN, stopped={"step": 20, "resume": "run the same command to resume"}))
+    (folder / "metrics.jsonl").write_text(json.dumps(dict(ROW, step=20)) + "\n")
+    html = render(folder)
+    assert "<th>stopped</th><td>at step 20 of 50;" in html
+    assert "by --max-steps 50: it was set to end at step 50 of the 936" in html
+
+
 def test_without_a_job_the_title_is_the_run_folder_never_output(tmp_path):
     plain = {k: v for k, v in RUN.items() if k != "job"}
     assert run_name(run_folder(tmp_path / "z1", plain), plain) == "z1"

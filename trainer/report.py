@@ -110,6 +110,14 @@ def _reached_the_end(run, history) -> bool:
     return bool(history and total and history[-1].get("step", 0) >= total)
 
 
+def _where_it_is(run, history) -> str:
+    """The tense of a --max-steps end (a key of CUT_SHORT_END): past its last step, stopped before it (as
+    `launcher status` says of a stopped job), or still training."""
+    if _reached_the_end(run, history):
+        return "ended"
+    return "stopped" if run.get("stopped") else "running"
+
+
 def stopped_text(run: dict) -> str:
     """Where a stop (SIGTERM, `launcher stop`, --max-run) left the run, from run.json, and how it resumes."""
     stopped = run["stopped"]
@@ -128,8 +136,7 @@ def _summary(run, history, price_per_hour, cost_note=None) -> str:
             ("epochs / steps", _epochs_and_steps(run, history)),
             *([("stopped", stopped_text(run))] if run.get("stopped") else []),
             ("training time", format_duration(seconds) if history else "n/a"),
-            *([("cut short", cut)] if (cut := cut_short_text(run, "ended" if _reached_the_end(run, history) else "running"))
-              else []),
+            *([("cut short", cut)] if (cut := cut_short_text(run, _where_it_is(run, history))) else []),
             ("images per second", f"{images / seconds:,.0f} (all steps over the training time)" if images and seconds
                                   else "n/a")]
     if price_per_hour is not None:
