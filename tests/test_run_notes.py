@@ -48,6 +48,18 @@ def test_a_report_of_a_run_stopped_before_its_max_steps_end_says_it_in_the_past(
     assert "by --max-steps 50: it was set to end at step 50 of the 936" in html
 
 
+def test_a_stopped_run_trained_with_eval_every_is_not_told_to_train_with_it(tmp_path):
+    # A stop writes the report now; it said "Not evaluated yet: train with --eval-every K, or run launcher
+    # evaluate ... OUTPUT_DIR/generator" of a run trained with --eval-every whose figures it drew, with no generator/.
+    figures = {"label_accuracy": 0.5, "frechet_classifier_distance": 9.0, "classifier_score": 2.0, "samples": 1000}
+    folder = run_folder(tmp_path / "r", dict(RUN, stopped={"step": 20, "resume": "run the same command to resume"}))
+    (folder / "metrics.jsonl").write_text(json.dumps(dict(ROW, step=20, evaluation=dict(figures, real=figures))) + "\n")
+    html = render(folder)
+    assert "train with --eval-every" not in html and "OUTPUT_DIR/generator" not in html
+    assert "the run stopped before its end, where its final evaluation scores the generator it exports" in html
+    assert "The epochs --eval-every scored so far are below." in html
+
+
 def test_without_a_job_the_title_is_the_run_folder_never_output(tmp_path):
     plain = {k: v for k, v in RUN.items() if k != "job"}
     assert run_name(run_folder(tmp_path / "z1", plain), plain) == "z1"

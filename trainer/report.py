@@ -68,7 +68,7 @@ def render(out: Path, price_per_hour=None, cost_note=None) -> str:
     title = f"{run_name(out, run)}: {meta.get('model', config.get('model', ''))}/{meta.get('preset', config.get('preset', ''))} " \
             f"on {meta.get('dataset', config.get('dataset', '?'))}"
     parts = [f"<h1>{_e(title)}</h1>", f"<p class=sub>gankit run report · {_e(str(out.resolve()))}</p>",
-             _summary(run, history, price_per_hour, cost_note), _evaluation_section(evaluation),
+             _summary(run, history, price_per_hour, cost_note), _evaluation_section(evaluation, run, history),
              _losses_section(out, history), _quality_section(history, evaluation),
              _samples_section(out, meta, config), _class_grids_section(out, meta), _hyperparameters_section(run)]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
@@ -160,7 +160,9 @@ def _count(value) -> str:
     return f"{value:,}" if isinstance(value, int) else "?"
 
 
-def _evaluation_section(evaluation) -> str:
+def _evaluation_section(evaluation, run, history) -> str:
+    if not evaluation and run.get("stopped"):
+        return "<h2>Image quality</h2><p class=note>" + _stopped_before_scoring(history) + "</p>"
     if not evaluation:
         return ("<h2>Image quality</h2><p class=note>Not evaluated yet: train with --eval-every K, "
                 "or run <code>launcher evaluate JOB</code> (<code>python -m trainer evaluate OUTPUT_DIR/generator"
@@ -175,6 +177,15 @@ def _evaluation_section(evaluation) -> str:
             f"(distance: {real['samples']} test vs {real['samples']} train images). The Fréchet distance is biased "
             f"at small counts: compare only figures taken at the same count. Judge accuracy on the whole real test "
             f"split: {evaluation['judge_test_accuracy']:.4f}.{_scored_text(evaluation)}</p>")
+
+
+def _stopped_before_scoring(history) -> str:
+    """A stopped run has no generator/ to evaluate yet: the advice to train with --eval-every or to evaluate
+    generator/ is not for it (it may have been trained with --eval-every all along)."""
+    scored = any("evaluation" in row for row in history)
+    return ("Not evaluated yet: the run stopped before its end, where its final evaluation scores the generator it "
+            "exports then; resume it (as the Run table says) to get both."
+            + (" The epochs --eval-every scored so far are below." if scored else ""))
 
 
 def _scored_text(evaluation) -> str:
