@@ -178,6 +178,17 @@ def test_stop_and_resume_match_an_uninterrupted_run(tmp_path, mnist_dir):
     assert losses(straight) == losses(resumed)
 
 
+def test_a_stop_polled_after_the_last_step_lets_the_run_finish(tmp_path, mnist_dir):
+    # A stop seen after the last call (one 64-image step here) ran the final evaluation and the last epoch's files
+    # the log had promised with the export, then skipped the export: "stopped at step 1 of 1", no generator/,
+    # exit 143 and a resume only to export. After the last step a stop waits for the export (seconds), as
+    # train_until_stopped says ("the export finished first, so the run is complete").
+    summary = train(config(tmp_path, mnist_dir, epochs=1, batch_size=64), stop_requested=lambda: True, log=quiet)
+    run = Path(summary["output_dir"])
+    assert summary["steps"] == 1 and not summary["stopped"]
+    assert (run / "generator" / "generator.json").is_file() and "stopped" not in json.loads((run / "run.json").read_text())
+
+
 def test_killed_run_resumes_to_the_same_total(tmp_path, mnist_dir):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "trainer", "train", "--dataset", "mnist", "--data-dir", str(mnist_dir),

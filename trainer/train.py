@@ -59,7 +59,9 @@ def _run(t, stop_requested, resume_hint) -> dict:
         t.log(f"epoch {row['epoch']}/{t.cfg.epochs}  step {row['step']}  d_loss {row['d_loss']:.4f}  "
               f"g_loss {row['g_loss']:.4f}  {row['images_per_sec']:.0f} img/s  {format_duration(row['seconds'])}")
     loop.wait()  # the last (or the stop's) checkpoint is complete, and pushed, before we export or return
-    return finish(t, loop.stopped, resume_hint)
+    # A stop polled after the last call came once the run had every step: its export is seconds, and the stop
+    # waits for it (train_until_stopped says so) rather than leave a resume to do only that.
+    return finish(t, loop.stopped and t.state.step < t.total_steps, resume_hint)
 
 
 def end_epoch(t, epoch: int, loop) -> dict:
