@@ -155,7 +155,7 @@ def score(row: dict, args, references: dict) -> dict:
     shape = tuple(generator.meta["image_shape"])
     if shape not in references:  # one judge and one set of real features per image shape
         references[shape] = make_reference("zalando", args.data_dir, shape, args.samples, log=print)
-    return full_result(score_generator(generator, references[shape]), references[shape])
+    return full_result(score_generator(generator, references[shape]), references[shape], generator.meta)
 
 
 def contact_sheet(grids: list, path: Path):
