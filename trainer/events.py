@@ -35,17 +35,22 @@ def read_losses(out) -> list[dict]:
     """The loss points of a run folder. A line that is not one is skipped: a torn last line, from a killed run, and
     in a run pulled from a bucket (remote content) anything else, which the report's plot took for a point and
     failed on with a traceback."""
-    rows = []
+    return read_rows(Path(out) / LOSSES_FILE, is_loss_point)
+
+
+def read_rows(path, is_row) -> list[dict]:
+    """The lines of a JSON-lines file that parse and pass `is_row`; none where the file cannot be read."""
     try:
-        lines = (Path(out) / LOSSES_FILE).read_text().splitlines()
+        lines = Path(path).read_text().splitlines()
     except OSError:
-        return rows
+        return []
+    rows = []
     for line in lines:
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if is_loss_point(row):
+        if is_row(row):
             rows.append(row)
     return rows
 

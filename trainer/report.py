@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from trainer import plots
-from trainer.events import is_loss_point, is_number, read_losses
+from trainer.events import is_loss_point, is_number, read_losses, read_rows
 from trainer.errors import GankitError, UsageError
 from trainer.fsutil import atomic_write_bytes, atomic_write_text
 from trainer.progress import format_duration
@@ -322,19 +322,7 @@ def _read_json(path):
 def _read_metrics(path) -> list[dict]:
     """metrics.jsonl's epoch rows. A line that is not one is skipped: a pulled run's file is remote content, and a
     line of another shape ({"epoch": 1}) ended `report` in a traceback, while one line that was not JSON lost all."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if _is_epoch_row(row):
-            rows.append(row)
-    return rows
+    return read_rows(path, _is_epoch_row)
 
 
 def _is_epoch_row(row) -> bool:
