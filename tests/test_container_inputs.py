@@ -131,7 +131,7 @@ def test_a_stopped_job_says_to_resume_it_with_the_launcher(tmp_path, monkeypatch
     hints = []
 
     def stopped_run(cfg, stop_requested, resume_hint):
-        hints.append(resume_hint)  # what the run's own "stopped at step N" line ends with
+        hints.append(resume_hint)  # what the run records as how it resumes (run.json, its report)
         return {"stopped": True, "steps": 7, "chief": True}
 
     monkeypatch.setattr("trainer.train.train", stopped_run)
