@@ -7,7 +7,6 @@ know how it was trained.
 
 import json
 import re
-import unicodedata
 import weakref
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from trainer.config import MAX_Z_DIM  # the same bound as `train --z-dim`
 from trainer.errors import UsageError
-from trainer.fsutil import atomic_dir
+from trainer.fsutil import atomic_dir, composed, folded
 from trainer.images import tile, to_uint8
 
 MODEL_FILE = "generator.keras"
@@ -243,9 +242,9 @@ def _index_named(text: str, names) -> int:
     index 3), else a position (digits), else the one class the name stands for loosely."""
     if text in names:  # before the composed match: café and cafe + U+0301 may be two folders, so two classes
         return names.index(text)
-    composed = [_composed(n) for n in names]
-    if _composed(text) in composed:
-        return composed.index(_composed(text))
+    names_composed = [composed(n) for n in names]  # a class named after a macOS folder keeps its decomposed name
+    if composed(text) in names_composed:
+        return names_composed.index(composed(text))
     if re.fullmatch(r"-?[0-9]+", text):  # not isdigit(), which int() fails on ("²") or takes silently ("３")
         if _numbered_out_of_place(names):  # "3" could mean the 4th class or a class named 3 that is elsewhere
             raise UsageError(f"no class is named '{text}', and this generator's classes are named with numbers "
@@ -266,13 +265,7 @@ def _index_named(text: str, names) -> int:
 
 def _case_matches(text: str, names) -> list[int]:
     """The indexes of the class names `text` is but for case."""
-    return [i for i, name in enumerate(names) if _composed(name).casefold() == _composed(text).casefold()]
-
-
-def _composed(text) -> str:
-    """`text` with its accents composed (NFC): macOS lists many folder names decomposed (e + U+0301), which a
-    class name keeps, while a terminal sends the é the user typed; both are one name."""
-    return unicodedata.normalize("NFC", str(text))
+    return [i for i, name in enumerate(names) if folded(name) == folded(text)]
 
 
 def _numbered_out_of_place(names) -> bool:
@@ -286,7 +279,7 @@ def _preview(names, most=10) -> str:
 
 def _name_key(name) -> str:
     """A class name without case, spaces or punctuation: "T-shirt/top" and t_shirt_top are both tshirttop."""
-    return "".join(ch for ch in _composed(name).lower() if ch.isalnum())
+    return "".join(ch for ch in composed(name).lower() if ch.isalnum())
 
 
 def _loose_matches(name: str, names) -> list[int]:

@@ -310,15 +310,22 @@ def inside_all(dest, names, source: str) -> dict:
     return targets
 
 
-def _folded(name: str) -> str:
-    return unicodedata.normalize("NFC", name).casefold()
+def composed(name) -> str:
+    """`name` with its accents composed (NFC): macOS lists many file names decomposed (e + U+0301), while a
+    terminal sends the é the user typed; both are one name."""
+    return unicodedata.normalize("NFC", str(name))
+
+
+def folded(name) -> str:
+    """`name` as a file system that ignores case and accent encoding (macOS's, Windows') tells names apart."""
+    return composed(name).casefold()
 
 
 def _one_name_but_for_case(paths) -> tuple[str, str] | None:
     """Two of `paths` (files and folders) that differ only in case or in the encoding of their accents, if any."""
     seen = {}
     for path in sorted(paths):
-        other = seen.setdefault(_folded(path), path)
+        other = seen.setdefault(folded(path), path)
         if other != path:
             return other, path
     return None
