@@ -192,12 +192,18 @@ def _resumable(job: str) -> dict:
     return record
 
 
+def _given(option: str) -> bool:
+    """Whether this command's `option` was given, not left at its default: an option with a default cannot say so
+    by being None."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(option) != ParameterSource.DEFAULT
+
+
 def _resumed_defaults(resumed: dict, dataset, model) -> tuple:
     """The dataset and model a resume trains: those given, else the resumed job's own (then _check_same_run
     compares what was given with them)."""
-    from click.core import ParameterSource
-
-    if click.get_current_context().get_parameter_source("model") == ParameterSource.DEFAULT:
+    if not _given("model"):
         model = (resumed.get("hyperparameters") or {}).get("model", model)
     return dataset or resumed.get("dataset"), model
 
@@ -214,14 +220,9 @@ def _resumed_machines(resumed: dict, backend, region, instance_type, instance_co
     count, with its GPUs, makes the global batch its checkpoint was written at, which the trainer refuses to change
     once billing. The count only on JOB's own backend: EC2 runs one instance, and would refuse an --instance-count
     never given."""
-    from click.core import ParameterSource
-
-    def given(name):
-        return click.get_current_context().get_parameter_source(name) != ParameterSource.DEFAULT
-
-    if not given("instance_count") and backend == resumed.get("backend"):
+    if not _given("instance_count") and backend == resumed.get("backend"):
         instance_count = resumed.get("instance_count") or instance_count
-    if not given("spot") and isinstance(resumed.get("spot"), bool):  # an on-demand job stays on demand
+    if not _given("spot") and isinstance(resumed.get("spot"), bool):  # an on-demand job stays on demand
         spot = resumed["spot"]
     return region or resumed.get("region"), instance_type or resumed.get("instance_type"), instance_count, spot
 
@@ -514,7 +515,7 @@ def config_show():
     from launcher import settings
 
     settings.load()  # a malformed file is one line, before anything is printed
-    values = {key: settings.get(key) for key in settings.KEYS if settings.get(key) is not None}
+    values = {key: value for key in settings.KEYS if (value := settings.get(key)) is not None}
     from_env = [key for key in values if settings.env_override(key)]
     # What the environment sets goes under a header of its own: under the file's name it read as the file's.
     path = settings.config_path()
