@@ -1,10 +1,9 @@
 """Where a run stands: what a checkpoint's state.json records, and the metrics rows it yields.
 
-state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps",
-"epoch_seconds", "architecture", "schedule", "selection", "recipe", "open_row", "compile_steps", "compile_seconds"},
-the same keys as before this was
-a dataclass plus later ones, so checkpoints resume across versions (a key an older checkpoint
-lacks takes its default).
+state.json is `RunState.to_json()`: {"step", "history", "epoch_sums", "epoch_steps", "epoch_seconds",
+"architecture", "schedule", "selection", "recipe", "open_row", "compile_steps", "compile_seconds"}, the same
+keys as before this was a dataclass plus later ones, so checkpoints resume across versions (a key an older
+checkpoint lacks takes its default).
 """
 
 import dataclasses
