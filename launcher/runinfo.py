@@ -22,7 +22,9 @@ def cut_short_note(record: dict, status: str = "InProgress") -> str | None:
     None otherwise."""
     from trainer.report import CUT_SHORT_END, cut_short_text
 
-    state = {"Completed": "ended", "Stopped": "stopped", "Failed": "stopped"}.get(status, "running")
+    # SageMaker's Stopping: the stop is under way, so the run will not reach the step it was set to end at
+    state = {"Completed": "ended", "Stopped": "stopped", "Stopping": "stopped",
+             "Failed": "stopped"}.get(status, "running")
     run = read_run_json(record)
     if run is not None:
         return cut_short_text(run, state)

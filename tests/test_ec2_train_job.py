@@ -131,6 +131,18 @@ def test_a_runner_that_cannot_start_the_trainer_still_reports_why(bucket, staged
     assert "could not start the trainer: AWS GetAuthorizationToken failed" in status["failure_reason"]
 
 
+def test_a_trainer_stopped_by_ctrl_c_or_sighup_is_stopped_not_failed(bucket, staged, tmp_path, monkeypatch):
+    """The trainer checkpoints on SIGINT and SIGHUP as on SIGTERM, and exits 130 or 129 (someone on the
+    instance pressed Ctrl-C, or closed the terminal that ran it): a stop that --resume continues."""
+    for code, name in ((130, "Ctrl-C (SIGINT)"), (129, "SIGHUP")):
+        uri = write_job(bucket, f"ec2-int{code}", staged)
+        monkeypatch.setattr(train_job, "run_with_deadline", lambda *a, code=code, **k: (code, None))
+        result = train_job.run_job(uri, tmp_path / f"work{code}")
+        status = status_of(bucket, f"ec2-int{code}")
+        assert status["status"] == result["status"] == "Stopped", status
+        assert status["failure_reason"].startswith(f"stopped by {name}; its checkpoints are kept")
+
+
 FAKE_DOCKER = r'''#!{python}
 """A stand-in for `docker run`: records its arguments, then writes into the mounted /opt/ml tree as the
 user the command names, as the container's trainer would (its failure file, model and outputs)."""

@@ -150,8 +150,9 @@ def test_a_damaged_exit_status_file_is_a_failed_job_not_a_traceback(tmp_path):
     (tmp_path / "exit_code").write_bytes(b"\xff\xfe\n")  # not even UTF-8
     info = local.describe(record)
     assert info["status"] == "Failed" and "not an exit status" in info["failure_reason"]
-    (tmp_path / "exit_code").write_text("143\n")
-    assert local.describe(record)["status"] == "Stopped"
+    for stopped in ("143", "130", "129"):  # checkpointed and stopped by SIGTERM, Ctrl-C, SIGHUP
+        (tmp_path / "exit_code").write_text(f"{stopped}\n")
+        assert local.describe(record)["status"] == "Stopped"
     (tmp_path / "exit_code").write_text("1\n")
     (tmp_path / "output").mkdir()
     (tmp_path / "output" / "failure").write_text("")  # what a trainer on a full disk left: "failed: no reason given"

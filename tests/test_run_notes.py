@@ -92,6 +92,8 @@ def test_status_reads_the_cut_from_run_json_in_a_folder_or_s3(tmp_path, monkeypa
         "by --max-steps 50 if its epochs take more steps (it is set to end at step 50)"
     assert cut_short_note(record(str(tmp_path / "none"), max_steps="50"), "Failed") == \
         "by --max-steps 50 if its epochs take more steps (it was set to end at step 50)"
+    assert cut_short_note(record(str(tmp_path / "none"), max_steps="50"), "Stopping") == \
+        "by --max-steps 50 if its epochs take more steps (it was set to end at step 50)"  # SageMaker's stop under way
     assert cut_short_note(record(str(tmp_path / "none"))) is None
 
     for key, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():

@@ -33,6 +33,11 @@ class Stopped(GankitError):
     exit_code = 143  # 128 + SIGTERM, as a shell reports it
 
 
+# How a trainer that checkpointed and stopped exits, by the signal that stopped it (trainer/stopping.py):
+# SIGTERM, Ctrl-C, SIGHUP. A runner that reads one of them says Stopped, not Failed.
+STOPPED_EXIT_CODES = frozenset({143, 130, 129})
+
+
 class Diverged(GankitError):
     """The losses or weights stopped being numbers: nothing from then on is kept, the checkpoints before stay."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from launcher import jobs
 from launcher.backends.base import (check_folder, container_inputs, ensure_dataset, folder_source, launcher_flags,
                                     recorded_output_uri, say_in_launcher_words, utc_now, write_container_inputs)
-from trainer.errors import GankitError, UsageError
+from trainer.errors import STOPPED_EXIT_CODES, GankitError, UsageError
 from trainer.fsutil import atomic_write_text
 
 POLL_SECONDS = 0.5
@@ -252,7 +252,7 @@ def describe(record: dict) -> dict:
     info["ended"] = datetime.fromtimestamp(exit_file.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     if code == 0:
         info["status"] = "Completed"
-    elif code == 143 or (root / MAX_RUN_REACHED).exists():  # also killed after the stop's grace: as on EC2
+    elif code in STOPPED_EXIT_CODES or (root / MAX_RUN_REACHED).exists():  # or killed after the stop's grace
         info["status"] = "Stopped"
         if (root / MAX_RUN_REACHED).exists():
             info["failure_reason"] = (f"max run reached; its checkpoints are kept: `launcher submit ... --resume "

@@ -29,7 +29,7 @@ import click
 
 from launcher.backends.base import container_inputs, utc_now, write_container_inputs
 from trainer import layout, s3
-from trainer.errors import GankitError, UsageError, run_cli
+from trainer.errors import STOPPED_EXIT_CODES, GankitError, UsageError, run_cli, signal_name
 
 LOG_NAME = "train.log"
 STATUS_NAME = "status.json"
@@ -302,9 +302,9 @@ def run_job(uri: str, work_dir: Path) -> dict:
         reason = failure.read_text().strip() if failure.exists() else None
         if code == 0:
             status = "Completed"
-        elif stopped_for or code == 143:
+        elif stopped_for or code in STOPPED_EXIT_CODES:
             status = "Stopped"
-            why = stopped_for or "stopped by SIGTERM"  # the trainer's own words name its command
+            why = stopped_for or f"stopped by {signal_name(code - 128)}"  # the trainer's own words name its command
             reason = f"{why}; its checkpoints are kept: `launcher submit ... --resume {name}` continues"
         else:
             status = "Failed"
