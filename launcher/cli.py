@@ -92,7 +92,8 @@ TRAIN = train_options()  # the trainer's schema (TrainConfig's fields as options
 @config_option("epochs", default=None, show_default=False,
                help=f"{TRAIN['epochs'].help} [trainer default: {TRAIN['epochs'].default}]")
 @config_option("batch_size", help=f"{TRAIN['batch_size'].help} Per GPU (replica).")
-@click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable).")
+@click.option("--hp", multiple=True, metavar="KEY=VALUE", help="Any other trainer option, e.g. --hp lr=1e-4 (repeatable); with --resume, "
+              "--hp KEY= drops one JOB set.")
 @click.option("--backend", type=backend_choice(), default=None,
               help="Where the job runs [default: from `launcher config`; local until AWS is set up].")
 @click.option("--instance-type", default=None, help="GPU instance type, e.g. g5.xlarge [config, else " + ", ".join(

@@ -82,12 +82,13 @@ def job_name(dataset: str, model: str, now: datetime | None = None) -> str:
 
 
 def parse_hp(pairs) -> dict:
-    """Repeated --hp key=value -> {key: value}, keys with underscores as the trainer's hyperparameters.json has them."""
+    """Repeated --hp key=value -> {key: value}, keys with underscores as the trainer's hyperparameters.json has them.
+    An empty value (`--hp max_steps=`) is kept as "": build_spec drops that option inherited by a resume."""
     found = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key) or value == "":
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key):
             raise UsageError(f"--hp {pair!r} is malformed; write --hp key=value, e.g. --hp lr=1e-4")
         if key in RESERVED:
             raise UsageError(f"--hp {key} cannot be set: {RESERVED[key]}")
@@ -128,6 +129,11 @@ def build_spec(*, dataset, model="cgan", preset=None, epochs=None, batch_size=No
         flag = "--" + key.replace("_", "-")
         raise UsageError(f"{flag} {given[key]} and --hp {key}={extra[key]} both set {key}; give it once, as {flag}")
     kept = {key: value for key, value in (inherited or {}).items() if key not in RESERVED}
+    for key in [key for key, value in extra.items() if value.strip() == ""]:
+        if key not in kept:  # a new job, or one the resumed job never had: an empty value is a slip
+            raise UsageError(f"--hp {key}= is empty; give it a value (--hp {key}=VALUE), or, with --resume JOB, "
+                             f"leave it empty only to drop an option JOB set")
+        del kept[key], extra[key]  # `--resume JOB --hp max_steps=`: back to the trainer's default
     hyperparameters = {"dataset": dataset, "model": model, **kept, **given, **extra}
     check_hyperparameters(hyperparameters)
     if instance_count < 1:

@@ -193,6 +193,17 @@ def test_the_printed_resume_command_works_as_it_is_and_continues_the_job_as_it_w
     assert code == 0, err
     assert {k: json.loads(out)["hyperparameters"][k] for k in ("epochs", "max_steps", "lr")} == {
         "epochs": "2", "max_steps": "9", "lr": "1e-4"}
+    # And an empty value drops what JOB set, for the trainer's default: its whole epochs, not step 7 again.
+    code, out, err = run(["submit", "--backend", "toy", "--resume", first, "--hp", "max_steps=", "--dry-run"], capsys)
+    assert code == 0, err
+    resumed = json.loads(out)["hyperparameters"]
+    assert "max_steps" not in resumed and resumed["lr"] == "1e-4"
+    # An empty value names nothing to drop on a new job, or on a resume of a job that never set it: a slip.
+    for argv in (["--dataset", "mnist"], ["--resume", first, "--hp", "lr="]):
+        code, out, err = run(["submit", "--backend", "toy", *argv, "--hp", "smooth=", "--dry-run"], capsys)
+        assert code == 2 and out == "" and err.strip() == (
+            "error: --hp smooth= is empty; give it a value (--hp smooth=VALUE), or, with --resume JOB, leave it "
+            "empty only to drop an option JOB set")
 
 
 def test_a_new_job_still_needs_its_dataset(toy, capsys):
