@@ -23,6 +23,20 @@ def test_generate_examples_draw_the_class_their_file_is_named_after():
         assert name in ZALANDO.class_names and Path(out).stem == f"{name}s", command
 
 
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation but hyphens dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_inside_the_readme_leads_to_one_of_its_headings():
+    text = README.read_text()
+    anchors = {github_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(links) >= 14  # the contents line alone has 14
+    assert github_anchor("GPU figures: `benchmarks/gpu.py`") == "gpu-figures-benchmarksgpupy"
+    assert sorted(set(links) - anchors) == []
+
+
 def test_the_preset_names_and_aliases_are_the_registry_s():
     # The launcher's options and the presets table name every preset and alias as trainer/presets.py has them:
     # a renamed or added preset (or an alias that now means another one) shows up here, not in a user's error.
