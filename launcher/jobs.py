@@ -75,8 +75,12 @@ def exists(job: str) -> bool:
 def load(job: str) -> dict:
     path = jobs_dir() / f"{job}.json"
     if "/" in job or not path.exists():
-        raise UsageError(f"unknown job {job}; `launcher list` shows your jobs")
+        raise _unknown(job)
     return read(path)
+
+
+def _unknown(job: str) -> UsageError:
+    return UsageError(f"unknown job {job}; `launcher list` shows your jobs")
 
 
 def read(path) -> dict:
@@ -85,6 +89,8 @@ def read(path) -> dict:
         record = json.loads(path.read_bytes())
         problem = _problem(record, path.stem)
     except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        if isinstance(e, FileNotFoundError) and not os.path.lexists(path):  # deleted since it was looked for, by
+            raise _unknown(path.stem) from None  # another launcher (a refused submit's): no job, not a bad record
         problem = " ".join(str(e).split())[:120]
     if problem:
         raise UsageError(f"{path} is not a valid job record ({problem}); delete it (`rm {path}`) "
@@ -176,7 +182,7 @@ def all_jobs(on_bad=None) -> list[dict]:
         try:
             records.append(read(path))
         except UsageError as e:
-            if on_bad:
+            if on_bad and os.path.lexists(path):  # else deleted since the listing, by another launcher: no job
                 on_bad(str(e))
     return sorted(records, key=lambda r: r.get("submitted_at", ""), reverse=True)
 
