@@ -47,6 +47,27 @@ def not_recorded(job: str, e: OSError) -> GankitError:
                        "free some space there or fix its permissions, then submit again")
 
 
+@contextlib.contextmanager
+def claimed(job: str):
+    """The name `job` for this submit alone while the block runs (it records the job there): of two submits that
+    got one name (a sweep, in one millisecond), the second is refused, never overwriting the first's record. The
+    claim is the job's folder beside its record, which the local backend keeps as the job's own."""
+    claim = jobs_dir() / job
+    try:
+        claim.mkdir(parents=True)
+    except FileExistsError:
+        raise UsageError(f"job {job} exists already; submit again, or `launcher status {job}`") from None
+    except OSError as e:
+        raise not_recorded(job, e) from None
+    try:
+        if exists(job):  # recorded by a submit that has let go of its claim
+            raise UsageError(f"job {job} exists already; submit again, or `launcher status {job}`")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            claim.rmdir()  # once recorded, the record holds the name
+
+
 def exists(job: str) -> bool:
     return "/" not in job and (jobs_dir() / f"{job}.json").exists()
 
@@ -54,8 +75,12 @@ def exists(job: str) -> bool:
 def load(job: str) -> dict:
     path = jobs_dir() / f"{job}.json"
     if "/" in job or not path.exists():
-        raise UsageError(f"unknown job {job}; `launcher list` shows your jobs")
+        raise _unknown(job)
     return read(path)
+
+
+def _unknown(job: str) -> UsageError:
+    return UsageError(f"unknown job {job}; `launcher list` shows your jobs")
 
 
 def read(path) -> dict:
@@ -64,6 +89,8 @@ def read(path) -> dict:
         record = json.loads(path.read_bytes())
         problem = _problem(record, path.stem)
     except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        if isinstance(e, FileNotFoundError) and not os.path.lexists(path):  # deleted since it was looked for, by
+            raise _unknown(path.stem) from None  # another launcher (a refused submit's): no job, not a bad record
         problem = " ".join(str(e).split())[:120]
     if problem:
         raise UsageError(f"{path} is not a valid job record ({problem}); delete it (`rm {path}`) "
@@ -155,7 +182,7 @@ def all_jobs(on_bad=None) -> list[dict]:
         try:
             records.append(read(path))
         except UsageError as e:
-            if on_bad:
+            if on_bad and os.path.lexists(path):  # else deleted since the listing, by another launcher: no job
                 on_bad(str(e))
     return sorted(records, key=lambda r: r.get("submitted_at", ""), reverse=True)
 

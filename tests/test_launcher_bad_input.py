@@ -73,6 +73,29 @@ def test_a_good_record_still_shows(tmp_path):
     assert result.exit_code == 0 and "Completed" in result.output
 
 
+def test_a_record_deleted_as_it_is_read_is_no_job_not_a_bad_record(tmp_path, monkeypatch):
+    # Another launcher deletes a record between this one's look and its read (a SageMaker submit refused, an EC2
+    # launch abandoned): `list` warned that the file was "not a valid job record" and told the user to `rm` a file
+    # that was gone, and `status` said so of a job that no longer exists.
+    jobs.save(good_record(tmp_path))
+    gone = "gan-gone-cgan-20261122-180006"
+    jobs.save(good_record(tmp_path, gone))
+    real = Path.read_bytes
+
+    def deleted_meanwhile(path):
+        if path.name == f"{gone}.json":
+            jobs.delete(gone)  # what the other launcher does, right then
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", deleted_meanwhile)
+    listed = run("list")
+    assert listed.exit_code == 0 and "warning" not in listed.output and gone not in listed.output, listed.output
+    assert "gan-good-cgan-20261122-180005" in listed.output
+    jobs.save(good_record(tmp_path, gone))
+    result = run("status", gone)
+    assert result.exit_code == 2 and one_clean_line(result) == f"error: unknown job {gone}; `launcher list` shows your jobs"
+
+
 def test_a_corrupted_record_is_one_line_naming_the_file_and_the_fix_and_list_shows_the_rest(tmp_path):
     jobs.save(good_record(tmp_path))
     write_record("gan-bad-cgan-20261122-180006", b'{"job": "gan-bad-cgan-2026112')  # a truncated write

@@ -364,3 +364,20 @@ def test_a_local_job_stopped_just_before_its_max_run_says_stopped_not_max_run(tm
     assert code == 143 and not (tmp_path / local.MAX_RUN_REACHED).exists()
     info = local.describe({"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x", "submitted_at": "t"})
     assert info["status"] == "Stopped" and not info["failure_reason"], info
+
+
+def test_a_stop_right_after_submit_stops_the_job(data, tmp_path, monkeypatch):
+    # `launcher submit --detach ... && launcher stop JOB`: the stop reached the wrapper while Python was still
+    # importing it, before its SIGTERM relay was set up; the signal killed it, and `status` said Failed ("the
+    # trainer process vanished ... --resume continues from its last checkpoint", of a job that never had one).
+    from launcher.backends import local
+    from launcher.spec import build_spec
+
+    monkeypatch.setenv("GANKIT_HOME", str(tmp_path / "home"))
+    spec = build_spec(dataset="mnist", epochs=1, batch_size=8, hp=[f"data_dir={data}", "max_steps=4"], backend="local")
+    record = local.submit(spec)
+    assert local.stop(record) is None  # at once: the wrapper has only just been forked
+    deadline = time.monotonic() + 120
+    while (info := local.describe(record))["status"] == "InProgress" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert info["status"] == "Stopped" and not info["failure_reason"], info

@@ -1,6 +1,7 @@
 """The SageMaker backend against moto: staging, the CreateTrainingJob request, describe, logs, stop, pull, generate."""
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -567,3 +568,33 @@ def test_script_mode_asks_for_what_the_trainer_extra_does_beyond_the_prebuilt_im
     wanted = {f"{r.name}{r.specifier}" for r in map(Requirement, needed)
               if r.name not in ("tensorflow", "numpy", "boto3") and (r.marker is None or r.marker.evaluate(python))}
     assert set(sm.requirements("tensorflow").split()) == wanted
+
+
+def test_a_job_name_in_use_is_refused_and_its_record_kept(aws, data):
+    # Two submits that got one name (a sweep, one millisecond): the second overwrote the first's record, then
+    # SageMaker refused its create (the name is taken) and it deleted the record, the first job's: it ran unseen.
+    first = sagemaker.submit(spec_for(data, hp=["lr=1e-4"]))
+    with pytest.raises(UsageError, match=f"job {first['job']} exists already; submit again"):
+        sagemaker.submit(dataclasses.replace(spec_for(data, hp=["lr=3e-4"]), job=first["job"]))
+    kept = jobs.load(first["job"])
+    assert kept["arn"] == first["arn"] and kept["hyperparameters"]["lr"] == "1e-4"
+
+
+def test_of_two_submits_of_one_name_at_once_only_one_gets_it(aws, data, monkeypatch):
+    # The second comes while the first stages its data, before either is recorded: the name is claimed first.
+    spec = spec_for(data)
+    real, refused = sagemaker.ensure_dataset, []
+
+    def meanwhile(s, *args, **kwargs):
+        if not refused:
+            refused.append(None)
+            with pytest.raises(UsageError, match=f"job {spec.job} exists already"):
+                sagemaker.submit(dataclasses.replace(spec, hyperparameters={**spec.hyperparameters, "lr": "3e-4"}))
+        return real(s, *args, **kwargs)
+
+    monkeypatch.setattr(sagemaker, "ensure_dataset", meanwhile)
+    record = sagemaker.submit(spec)
+    assert refused and jobs.load(spec.job)["arn"] == record["arn"]
+    assert [j["TrainingJobName"] for j in boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]] \
+        == [spec.job]
+    assert not (jobs.jobs_dir() / spec.job).exists()  # the claim goes once the record holds the name

@@ -107,24 +107,14 @@ def submit(spec, dry_run: bool = False) -> dict:
     uris = _uris(spec.root, spec.job)
     from launcher import jobs
 
-    claim = jobs.jobs_dir() / spec.job  # of two submits that got one name, only one gets it (as the local backend)
-    try:
-        claim.mkdir(parents=True)
-    except FileExistsError:
-        raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`") from None
-    except OSError as e:
-        raise jobs.not_recorded(spec.job, e) from None
-    try:
+    with jobs.claimed(spec.job):  # of two submits that got one name, only one gets it (as the local backend)
         return _submit(spec, config, uris)
-    finally:
-        with contextlib.suppress(OSError):
-            claim.rmdir()  # once recorded, the record holds the name
 
 
 def _submit(spec, config, uris) -> dict:
     from launcher import jobs
 
-    if jobs.exists(spec.job) or s3.read_bytes(uris["job_uri"]) is not None:  # names are unique to the millisecond
+    if s3.read_bytes(uris["job_uri"]) is not None:  # another machine's job of that name (unique to the millisecond)
         raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`")
     spec = ensure_dataset(spec)
     wheel_uri, wheel_sha256 = instances.upload_wheel(layout.run_prefix(spec.root, spec.job))

@@ -78,6 +78,7 @@ def run_and_record(exit_file: str, max_run: float | None = None, command=None) -
     # Before the trainer starts: a stop as it starts would otherwise end this wrapper alone, the trainer
     # running on with no one to stop it at its max run or to record how it ended.
     signal.signal(signal.SIGTERM, relay)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held since `submit` forked us (_sigterm_held)
     child = subprocess.Popen(command or [sys.executable, "-m", "trainer.contract"])
     if stopped:  # the stop came while it started, before it could be passed on (a second one does no harm)
         child.send_signal(signal.SIGTERM)
@@ -150,7 +151,7 @@ def submit(spec, dry_run: bool = False) -> dict:
         if isinstance(e, OSError):  # its inputs or log beside its record, on a full disk: one line
             raise jobs.not_recorded(spec.job, e) from None
         raise
-    with out:
+    with out, _sigterm_held():
         proc = subprocess.Popen(_command(root / "exit_code", spec.max_run), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     record = {**spec.to_dict(), "submitted_at": utc_now(), "pid": proc.pid, "pid_started": _start_time(proc.pid),
@@ -162,6 +163,18 @@ def submit(spec, dry_run: bool = False) -> dict:
         proc.wait()
         shutil.rmtree(root, ignore_errors=True)
         raise GankitError(f"{e}; the job's trainer was stopped before it trained") from None
+
+
+@contextlib.contextmanager
+def _sigterm_held():
+    """SIGTERM blocked while the wrapper is started, which inherits the mask until run_and_record relays it: a
+    `launcher stop` right after `submit` came while Python was still starting it and killed it (the job then read
+    as Failed, not Stopped). A blocked signal waits, and arrives once the relay is set."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -247,12 +247,19 @@ def submit(spec, dry_run: bool = False) -> dict:
     image = spec.image or prebuilt_image(spec.region, spec.instance_type)
     if dry_run:
         return _refused(build_request, ensure_dataset(spec, upload=False), image)
+    from launcher import jobs
+
     session = _session(spec.region)
+    with jobs.claimed(spec.job):  # of two submits that got one name, only one gets it (as the local backend)
+        return _submit(spec, image, session)
+
+
+def _submit(spec, image: str, session) -> dict:
+    from launcher import jobs
+
     spec = ensure_dataset(spec)  # a folder's channel is named by its content, known once it is read
     if not spec.image:
         s3.write_bytes(source_uri(spec), source_tarball(spec.framework))
-    from launcher import jobs
-
     # Recorded first, as the EC2 backend does: a job created as Ctrl-C, a closed terminal or a kill stopped the
     # launcher still has the record `launcher status`, `list` and `stop` find it by (its name is all they need).
     record = jobs.save({**spec.to_dict(), "submitted_at": utc_now(), "arn": None, "image": image})
