@@ -111,3 +111,16 @@ def test_only_a_checkpoints_own_name_has_a_step(name):
     (a trailing newline passed `$`, and \\d took Arabic-Indic digits)."""
     assert checkpoints.checkpoint_step(name) is None
     assert checkpoints.checkpoint_step(checkpoints.checkpoint_name(42)) == 42
+
+
+def test_a_manifest_that_lists_no_state_json_does_not_verify(tmp_path):
+    """A resume reads state.json beside the weights: a checkpoint without it was a FileNotFoundError traceback."""
+    write(tmp_path, 1)
+    folder = write(tmp_path, 2)
+    (folder / checkpoints.STATE).unlink()
+    (folder / "extra.bin").write_bytes(b"x")
+    files = {name: (p.stat().st_size, checkpoints.file_digest(p))
+             for name, p in ((p.name, p) for p in folder.iterdir() if p.name != checkpoints.MANIFEST)}
+    (folder / checkpoints.MANIFEST).write_text(json.dumps(checkpoints.manifest_of(files, 2)))
+    assert checkpoints.problem(folder) == "manifest lists no state.json"
+    assert checkpoints.latest_checkpoint(tmp_path, warn=False).name == "ckpt-000000001"
