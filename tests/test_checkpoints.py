@@ -124,3 +124,13 @@ def test_a_manifest_that_lists_no_state_json_does_not_verify(tmp_path):
     (folder / checkpoints.MANIFEST).write_text(json.dumps(checkpoints.manifest_of(files, 2)))
     assert checkpoints.problem(folder) == "manifest lists no state.json"
     assert checkpoints.latest_checkpoint(tmp_path, warn=False).name == "ckpt-000000001"
+
+
+def test_a_checkpoint_without_a_manifest_is_incomplete_not_corrupt(tmp_path, capsys):
+    """Only a checkpoint whose manifest disagrees is set aside (and, when none verifies, stops the run): one without
+    a manifest is a write that never finished, left where it is, and the run starts afresh."""
+    folder = write(tmp_path, 1)
+    (folder / checkpoints.MANIFEST).unlink()
+    assert checkpoints.latest_checkpoint(tmp_path) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000001"]
+    assert "no manifest" in capsys.readouterr().err
