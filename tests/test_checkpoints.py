@@ -1,6 +1,7 @@
 """Checkpoints are complete or invisible, and broken ones are skipped for the previous."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -111,3 +112,42 @@ def test_only_a_checkpoints_own_name_has_a_step(name):
     (a trailing newline passed `$`, and \\d took Arabic-Indic digits)."""
     assert checkpoints.checkpoint_step(name) is None
     assert checkpoints.checkpoint_step(checkpoints.checkpoint_name(42)) == 42
+
+
+def test_a_manifest_that_lists_no_state_json_does_not_verify(tmp_path):
+    """A resume reads state.json beside the weights: a checkpoint without it was a FileNotFoundError traceback."""
+    write(tmp_path, 1)
+    folder = write(tmp_path, 2)
+    (folder / checkpoints.STATE).unlink()
+    (folder / "extra.bin").write_bytes(b"x")
+    files = {name: (p.stat().st_size, checkpoints.file_digest(p))
+             for name, p in ((p.name, p) for p in folder.iterdir() if p.name != checkpoints.MANIFEST)}
+    (folder / checkpoints.MANIFEST).write_text(json.dumps(checkpoints.manifest_of(files, 2)))
+    assert checkpoints.problem(folder) == "manifest lists no state.json"
+    assert checkpoints.latest_checkpoint(tmp_path, warn=False).name == "ckpt-000000001"
+
+
+def test_a_checkpoint_without_a_manifest_is_incomplete_not_corrupt(tmp_path, capsys):
+    """Only a checkpoint whose manifest disagrees is set aside (and, when none verifies, stops the run): one without
+    a manifest is a write that never finished, left where it is, and the run starts afresh."""
+    folder = write(tmp_path, 1)
+    (folder / checkpoints.MANIFEST).unlink()
+    assert checkpoints.latest_checkpoint(tmp_path) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000001"]
+    assert "no manifest" in capsys.readouterr().err
+
+
+def test_a_checkpoint_changed_in_place_after_it_verified_no_longer_counts_towards_keep(tmp_path):
+    """verifies() remembers what it hashed by each file's size and mtime: bytes changed at the same size (a bad
+    copy, bit rot mended by hand) must be hashed again, or the prune keeps it and drops the last good one."""
+    write(tmp_path, 1, keep=2)
+    second = write(tmp_path, 2, keep=2)
+    weights = second / checkpoints.WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    stat = weights.stat()
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    write(tmp_path, 3, keep=2)
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["ckpt-000000001", "ckpt-000000002.corrupt",
+                                                             "ckpt-000000003"]

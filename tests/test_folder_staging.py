@@ -407,3 +407,18 @@ def test_a_picture_its_manifest_does_not_list_is_refused_before_training(pets, t
     assert "dogs/new.png" in message and "MANIFEST.json does not list" in message and "\n" not in message
     (to / "dogs" / "new.png").unlink()
     check_staged_copy(to)  # what it lists, and nothing more: trained on
+
+
+def test_a_staged_copy_whose_picture_changed_at_the_same_size_is_refused_before_training(pets, tmp_path):
+    """The check before training compares each listed file's SHA-256, not only its size: a damaged or swapped
+    picture of the same size must not be trained on as the staged one."""
+    from trainer.dataset_staging import check_staged_copy
+
+    to = tmp_path / "bucket" / "datasets" / "pets"
+    stage_folder(pets, folder_manifest(f"folder:{pets}", pets), str(to), log=quiet)
+    picture = sorted((to / "dogs").iterdir())[0]
+    data = bytearray(picture.read_bytes())
+    data[-1] ^= 0xFF
+    picture.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match=f"dogs/{picture.name} is not the file MANIFEST.json lists"):
+        check_staged_copy(to)

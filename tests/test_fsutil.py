@@ -215,3 +215,26 @@ def test_a_fresh_run_forgets_an_earlier_best_that_a_kill_left_set_aside(tmp_path
     assert list(tmp_path.iterdir()) == []
     assert any(f"removed {evaluate.BEST_DIR}/" in line for line in lines)
 
+
+
+def test_putting_back_a_set_aside_copy_leaves_a_dangling_link_of_the_users_alone(tmp_path):
+    from trainer.fsutil import restore_set_aside
+
+    (tmp_path / ".generator.tmp-old-123").mkdir()  # what a kill between atomic_dir's renames left
+    (tmp_path / "generator").symlink_to(tmp_path / "gone")  # the user's, pointing nowhere yet
+    restore_set_aside(tmp_path / "generator")
+    assert (tmp_path / "generator").is_symlink() and os.readlink(tmp_path / "generator") == str(tmp_path / "gone")
+    assert (tmp_path / ".generator.tmp-old-123").is_dir()
+
+
+def test_of_two_set_aside_copies_the_newest_is_put_back(tmp_path):
+    # By mtime, not by name: the pid in the name says nothing of which copy is newer ("10" sorts before "9").
+    from trainer.fsutil import restore_set_aside
+
+    for pid, written in (("9", 1_000_000), ("10", 2_000_000)):
+        aside = tmp_path / f".generator.tmp-old-{pid}"
+        aside.mkdir()
+        (aside / "which").write_text(pid)
+        os.utime(aside, (written, written))
+    restore_set_aside(tmp_path / "generator")
+    assert (tmp_path / "generator" / "which").read_text() == "10"

@@ -890,3 +890,17 @@ def test_a_region_note_naming_an_instance_not_yours_is_not_taken_for_yours(aws, 
     result = run("--local-port", str(free_port()))
     assert result.exit_code == 0 and other["InstanceId"] not in result.output, result.output
     assert len(instances(aws["ec2"])) == 1  # its own, here
+
+
+def test_ownerless_ssh_rules_stay_when_ec2_will_not_say_which_instances_run():
+    """A rule naming no owner may hold open another person's tunnel: only EC2's answer that no other Jupyter
+    instance runs in the group lets it go. A refused DescribeInstances proves nothing, so the rule stays."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from launcher.jupyter import ssh_rules
+
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(ec2) as stub:
+        stub.add_client_error("describe_instances", "UnauthorizedOperation", "not allowed")
+        assert ssh_rules.ownerless_rules_are_stale(ec2, "sg-12345678", "i-0123456789abcdef0") is False

@@ -164,6 +164,15 @@ def test_resume_continues_the_named_runs_prefixes():
     assert spec.checkpoint_uri.endswith("/runs/gan-mnist-cgan-1/checkpoints") and spec.job != "gan-mnist-cgan-1"
 
 
+
+def test_a_resume_inherits_the_runs_hyperparameters_but_never_the_ones_the_launcher_sets():
+    # A record's hyperparameters are a file in the user's folder: an output_dir there (an edit, an older record)
+    # would send the resumed job's outputs elsewhere, and its dataset would override the one this command names.
+    inherited = {"dataset": "zalando", "model": "cgan", "lr": "1e-4", "output_dir": "/elsewhere",
+                 "checkpoint_dir": "/elsewhere/ckpt"}
+    spec = build_spec(dataset="mnist", resume="gan-mnist-cgan-1", inherited=inherited, now=NOW)
+    assert spec.hyperparameters == {"dataset": "mnist", "model": "cgan", "lr": "1e-4"}
+
 def test_a_local_job_has_a_max_run_only_when_one_is_given():
     # A local job once took --max-run, checked it and ignored it, while `submit --help` said "it is stopped after".
     from launcher.backends import local

@@ -30,6 +30,13 @@ def test_inside_refuses_names_that_leave_or_blur_the_folder(tmp_path, name):
         fsutil.inside(tmp_path, name, "s3://b/p")
 
 
+def test_a_name_with_a_nul_byte_is_refused_in_one_line_not_a_traceback(tmp_path):
+    # S3 keys and manifest entries may hold U+0000, which no local file name can: resolving it raised
+    # ValueError ("embedded null byte"), a traceback instead of the refusal.
+    with pytest.raises(GankitError, match="refusing"):
+        fsutil.inside(tmp_path, "gen/a\0b.png", "s3://b/p")
+
+
 def test_inside_refuses_a_symlink_that_points_out(tmp_path):
     (tmp_path / "dest").mkdir()
     (tmp_path / "dest" / "link").symlink_to(tmp_path)
