@@ -121,7 +121,7 @@ def main():
         lambda i: plots.save_loss_plot(rows, out / "losses.png", step_rows=loss_rows), max(3, args.repeats // 2))
 
     if args.s3:
-        results.update(s3_pieces(cfg, work, ckpt_dir, args.repeats))
+        results.update(s3_pieces(cfg, ckpt_dir, args.repeats))
 
     width = max(map(len, results))
     for name, ms in results.items():
@@ -141,7 +141,7 @@ def main():
     print(json.dumps({k.strip(): round(v, 2) for k, v in results.items()}))
 
 
-def s3_pieces(cfg, work, ckpt_dir, repeats) -> dict:
+def s3_pieces(cfg, ckpt_dir, repeats) -> dict:
     import boto3
     from moto import mock_aws
 

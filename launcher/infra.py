@@ -2,8 +2,8 @@
 
 `up` creates or updates the stack from infra/base.yaml, streams its events as they arrive,
 and records the bucket, the SageMaker role, the instance profiles (training's, Jupyter's) and the security group in
-the launcher's config (so `submit` defaults to SageMaker). `down` deletes the stack; the
-bucket outlives it unless `--delete-bucket` says to empty and delete it too.
+the launcher's config (so `submit` defaults to SageMaker). `down` deletes the stack and the bucket
+when it is empty; one with data in it needs `--keep-bucket` (kept) or `--delete-bucket` (emptied and deleted).
 
 The templates are infra/*.yaml, read through `launcher.resources` (a checkout's, or the wheel's).
 """

@@ -2,8 +2,8 @@
 
     $GANKIT_CONFIG (default ~/.config/gankit/config.json)
 
-Keys: backend, region, bucket, role, instance_type, image, and what `launcher infra up`
-records (instance_profile for training instances, jupyter_instance_profile, security_group, subnet). An environment variable
+Keys: backend, region, bucket, role, instance_type, image, subnet (where EC2 instances launch; set by hand), and what
+`launcher infra up` records (instance_profile for training instances, jupyter_instance_profile, security_group). An environment variable
 GANKIT_<KEY> overrides the file; command-line flags override both. AWS profile and
 region otherwise follow the usual AWS conventions (AWS_PROFILE, AWS_DEFAULT_REGION).
 """

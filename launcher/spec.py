@@ -39,7 +39,7 @@ class JobSpec:
     image: str | None = None
     region: str | None = None
     resume: str | None = None
-    data_prefix: str | None = None  # a staged folder's content-named prefix (launcher.backends.ensure_dataset)
+    data_prefix: str | None = None  # a staged folder's content-named prefix (launcher.backends.base.ensure_dataset)
 
     @property
     def framework(self) -> str:

@@ -7,7 +7,6 @@ TensorFlow work happens once per session.
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 

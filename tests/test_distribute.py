@@ -1,7 +1,7 @@
 """Scale-out: strategy choice, TF_CONFIG from SageMaker's host list, and real multi-replica runs on this CPU.
 
 Equality with one device: with the same global batch, the same data order and
-the same noise rows (trainer.train_step slices the global batch's noise), N
+the same noise rows (trainer/step_tf.py's replica_step slices the global batch's noise), N
 replicas compute what one device computes, up to the order of float sums in
 the gradient all-reduce. Adam moves every weight by about lr per step whatever
 its gradient's size, so that reordering noise in a near-zero gradient can turn a

@@ -385,8 +385,6 @@ def _play_the_runner(record, monkeypatch, answer=True, setup_log_after=0.0):
     when it answered, and when the setup log went), and its thread, to join before reading that."""
     import threading
 
-    from launcher.remote import train_job
-
     train_job.write_status(record["status_uri"], "InProgress", started="2026-12-07T10:00:00+00:00")
     seen = {}
     request = train_job.stop_uri(record["root"], record["job"])
@@ -466,7 +464,6 @@ def test_a_job_whose_runner_has_not_started_is_terminated_at_once(cloud, monkeyp
 
 
 def test_ctrl_c_during_the_wait_says_the_job_stops_itself_and_a_second_stop_waits_only_the_rest(cloud, monkeypatch):
-    from launcher.remote import train_job
     from trainer.errors import Interrupted
 
     record = backend.submit(Spec(job="e10", root=cloud["root"], hyperparameters=HP))
@@ -501,7 +498,6 @@ def test_a_stop_s3_refuses_to_take_still_terminates_the_instance(cloud, monkeypa
     # terminate instances but not write runs/) ended `stop` in an error and left the GPU instance billing until its
     # max run. Before the request existed, `stop` terminated first and let a refused status write pass.
     from launcher.cli import cli
-    from launcher.remote import train_job
     from tests.aws_helpers import refuse_call
     from trainer.errors import run_cli
 

@@ -267,6 +267,24 @@ def test_a_spot_interruption_notice_stops_the_trainer_at_once_so_it_checkpoints(
     assert (code, why) == (0, None)
 
 
+def test_the_runner_looks_for_a_stop_request_every_request_poll_as_set_when_it_runs(tmp_path, monkeypatch):
+    # REQUEST_POLL was bound as a default argument when the module loaded, so setting it (as the stop-request test
+    # below does to wait 0.2 s, not 15) changed nothing: the runner looked once, then only after 15 s.
+    import time
+
+    monkeypatch.setattr(train_job, "REQUEST_POLL", 0.05)
+    looks = []
+
+    def requested():
+        looks.append(1)
+        return len(looks) >= 3  # asked for on the third look
+
+    start = time.monotonic()
+    code, why = train_job.run_with_deadline([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ),
+                                            tmp_path / "log", max_run=600, notice=lambda: None, requested=requested)
+    assert why == train_job.STOPPED_BY_LAUNCHER and len(looks) == 3 and time.monotonic() - start < 10
+
+
 CONTAINED_DOCKER = r'''#!{python}
 """A stand-in for the docker CLI whose container outlives its client, as a real one does: `run` starts the
 container as a process of its own (the engine's, in the real thing), echoes it and waits for it, passing SIGTERM

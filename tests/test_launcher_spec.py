@@ -186,8 +186,6 @@ def test_a_local_job_has_a_max_run_only_when_one_is_given():
 
 def test_the_local_backend_refuses_several_instances(capsys):
     # It ran one trainer while `status` showed "local x2".
-    from launcher.cli import main
-
     with pytest.raises(SystemExit) as e:
         main(["submit", "--dataset", "mnist", "--instance-count", "2", "--dry-run"])
     err = capsys.readouterr().err
@@ -385,7 +383,6 @@ def test_hp_cannot_contradict_dataset_or_model(capsys):
 def test_the_ec2_cost_ceiling_counts_the_setup_its_instance_may_bill(capsys, monkeypatch):
     from launcher.backends import ec2
     from launcher.cli import _plan_rows
-    from launcher.pricing import estimate
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     spec = build_spec(dataset="mnist", backend="ec2", bucket="bkt", instance_type="g5.xlarge", spot=False,

@@ -64,7 +64,6 @@ def test_a_local_pull_leaves_out_what_symlinks_lead_to_outside_the_run_as_the_up
     """copy_tree copied a symlinked file wherever it pointed (a link to ~/notes landed in the pulled folder),
     while the upload (s3.changed_files) never sends it: a local job's pull held what a cloud job's would not."""
     from launcher.pull import copy_tree
-    from trainer import s3
 
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)

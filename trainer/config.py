@@ -29,8 +29,6 @@ from trainer.presets import (  # noqa: F401  (re-exported: the presets used to l
     PRESET_FIELDS,
     PRESET_NAMES,
     PRESETS,
-    RECORDED_BEFORE_RENAME,
-    Preset,
     canonical_preset,
     check_resumed_preset,
     get_preset,

@@ -153,9 +153,9 @@ def judge_dir(splits: Splits) -> Path:
     return cache_root() / "judges" / f"{dataset_slug(splits.name)}-{h}x{w}x{c}"
 
 
-def load_judge(dataset, data_dir=None, image_shape=None, log=print, splits: Splits | None = None) -> Judge:
+def load_judge(dataset, data_dir=None, log=print, splits: Splits | None = None) -> Judge:
     """The cached judge for this data, trained first if missing, if the data changed or if not float32."""
-    splits = splits or load_splits(dataset, data_dir, image_shape)
+    splits = splits or load_splits(dataset, data_dir)
     folder = judge_dir(splits)
     fingerprint = splits.fingerprint()
     folder.parent.mkdir(parents=True, exist_ok=True)

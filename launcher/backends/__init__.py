@@ -8,10 +8,10 @@ imported when a job uses them, so `launcher --help` loads none of them (nor boto
 import importlib
 from typing import cast
 
-from launcher.backends.base import FINAL_STATES, Backend, check_folder, ensure_dataset, folder_source
+from launcher.backends.base import FINAL_STATES, Backend
 from trainer.errors import UsageError
 
-__all__ = ["REGISTRY", "get", "Backend", "FINAL_STATES", "check_folder", "ensure_dataset", "folder_source"]
+__all__ = ["REGISTRY", "get", "Backend", "FINAL_STATES"]
 
 # In the order messages list them.
 REGISTRY: dict[str, str] = {

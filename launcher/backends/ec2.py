@@ -68,8 +68,6 @@ def _config(spec) -> dict:
 
 
 def _request(spec, config, wheel_uri, wheel_sha256, image_id=None, client_token=None) -> dict:
-    from launcher import train_userdata
-
     uris = _uris(spec.root, spec.job)
     boot = train_userdata.TrainBoot(job_uri=uris["job_uri"], wheel_uri=wheel_uri, wheel_sha256=wheel_sha256,
                               setup_log_uri=uris["setup_log_uri"],

@@ -37,7 +37,7 @@ SETUP_SECONDS = 0
 STOP_GRACE = 120  # seconds the trainer gets to checkpoint after --max-run's SIGTERM, as on EC2
 MAX_RUN_REACHED = "max_run_reached"  # in the job's folder: why its trainer was stopped
 STOP_SENT = "stop_sent"  # in the job's folder: `stop` signalled a trainer whose wrapper was gone
-TRAINER_MODULE = b"trainer.contract"  # in the trainer's command line (`_command`, run_and_record)
+TRAINER_MODULE = b"trainer.contract"  # in the trainer's command line (run_and_record's; `_command` is the wrapper's)
 output_uri = recorded_output_uri  # the local folder standing in for the bucket
 
 

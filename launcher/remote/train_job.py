@@ -217,12 +217,11 @@ def spot_notice(base: str = IMDS, timeout: float = 2.0) -> str | None:
 
 
 def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, poll: float = SPOT_POLL,
-                      container: str | None = None, requested=lambda: False,
-                      request_poll: float = REQUEST_POLL) -> tuple[int, str | None]:
+                      container: str | None = None, requested=lambda: False) -> tuple[int, str | None]:
     """Run `command`, its output appended to `log` and echoed; (exit code, why the runner stopped it:
     "max run reached", "spot interruption", STOPPED_BY_LAUNCHER, or None when it ended by itself).
     `container`: the name of the container `command` (`docker run`) runs, killed with it when the grace period
-    is over. `requested()`: whether `launcher stop` asked for a stop, looked at every `request_poll` seconds."""
+    is over. `requested()`: whether `launcher stop` asked for a stop, looked at every REQUEST_POLL seconds."""
     with open(log, "ab", buffering=0) as out:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         stopped, lock, done = [], threading.Lock(), threading.Event()
@@ -253,7 +252,7 @@ def run_with_deadline(command, env, log, max_run: float, notice=spot_notice, pol
             while True:  # a first look at once: a request made as the runner started is seen without a wait
                 if requested():
                     return stop(STOPPED_BY_LAUNCHER, "`launcher stop` asked for a stop")
-                if done.wait(request_poll):
+                if done.wait(REQUEST_POLL):  # read now, not bound when the module loaded
                     return
 
         timer = threading.Timer(max_run, stop, args=("max run reached", f"max run of {max_run:.0f} s reached"))
