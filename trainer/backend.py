@@ -32,7 +32,7 @@ def select(framework: str):
     os.environ["KERAS_BACKEND"] = framework
     cpus = int(os.environ.get("GANKIT_CPU_DEVICES") or 0)
     if framework == "jax" and cpus > 1 and "jax" not in sys.modules:
-        # Tests and benchmarks: N logical CPU devices, as TensorFlow's split_cpu() gives.
+        # Tests and benchmarks: N logical CPU devices, as distribute.split_cpu() gives TensorFlow.
         flag = f"--xla_force_host_platform_device_count={cpus}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
 
