@@ -84,3 +84,10 @@ def test_a_resumed_downloads_eta_counts_only_this_sessions_rate(monkeypatch):
     progress.update(10)
     assert log.getvalue().splitlines() == ["downloading  910/1000 (91%)  ETA 0:09"]
 
+
+def test_durations_of_an_hour_or_more_show_hours():
+    from trainer.progress import format_duration
+
+    assert format_duration(59) == "0:59" and format_duration(3599) == "59:59"
+    assert format_duration(3600) == "1:00:00" and format_duration(2 * 3600 + 5 * 60 + 7) == "2:05:07"
+    assert format_duration(-3) == "0:00"  # a clock that stepped back is no negative time
