@@ -81,3 +81,10 @@ def test_a_partial_last_epochs_quality_figures_stay_in_its_row():
     resumed.step, resumed.epoch_steps = 8, 4  # a longer rerun finishes the epoch: its figures were of step 6
     assert "evaluation" not in resumed.close_epoch(0, steps_per_epoch=4, batch_size=16)
     assert "evaluation" not in resumed.metric_rows(16)[-1]
+
+
+def test_an_epoch_one_step_short_stays_open():
+    state = RunState(step=3, epoch_sums=[3.0, 3.0], epoch_steps=3, epoch_seconds=1.5)
+    state.close_epoch(0, steps_per_epoch=4, batch_size=16)  # --max-steps 3: epoch 1 lacks its last step
+    assert state.history == [] and state.epoch_steps == 3 and state.epoch_sums == [3.0, 3.0]
+
