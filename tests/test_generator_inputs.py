@@ -46,6 +46,7 @@ def test_the_good_generator_generates(good, tmp_path, capsys):
 @pytest.mark.parametrize("args, size", [
     (["--count", "30", "--rows", "2"], (2, 15)),  # once a 2x5 grid: 10 of the 30 images asked for
     (["--count", "7", "--cols", "3"], (3, 3)),
+    (["--count", "7", "--rows", "2"], (2, 4)),  # not 2x3: a seventh image that does not divide evenly is kept too
     (["--count", "12"], (2, 10)),
     (["--rows", "3"], (3, 5)),
 ])
