@@ -64,6 +64,10 @@ def test_a_count_that_does_not_fit_the_grid_asked_for_is_one_line(good, tmp_path
     code, captured = run_generate(capsys, good, "--count", "30", "--rows", "2", "--cols", "2", "--out", tmp_path / "x.png")
     assert_one_line(code, captured, "--count 30 does not fit a 2x2 grid")
     assert not (tmp_path / "x.png").exists()
+    code, captured = run_generate(capsys, good, "--count", "7", "--rows", "2", "--cols", "3", "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "--count 7 does not fit a 2x3 grid")  # one image over
+    code, captured = run_generate(capsys, good, "--count", "6", "--rows", "2", "--cols", "3", "--out", tmp_path / "x.png")
+    assert code == 0, captured.err  # a grid just full
 
 
 @pytest.mark.parametrize("args, message", [
