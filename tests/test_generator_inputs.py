@@ -246,3 +246,15 @@ def test_launcher_generate_runs_where_keras_has_jax_and_no_tensorflow(good, tmp_
                                    GANKIT_HOME=str(tmp_path / "home")))
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "x.png").is_file()
+
+
+def test_an_npy_holds_images_of_the_class_asked_for(good, tmp_path, capsys):
+    import numpy as np
+
+    from trainer import load_generator
+
+    code, captured = run_generate(capsys, good, "--class", "b", "--count", "3", "--seed", "5", "--out", tmp_path / "b.npy")
+    assert code == 0, captured.err
+    generator = load_generator(good)
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), generator.generate("b", 3, 5), atol=1e-6)
+    assert not np.allclose(generator.generate("a", 3, 5), generator.generate("b", 3, 5))  # the class shows
