@@ -65,3 +65,10 @@ def test_max_steps_ends_inside_the_epoch_and_a_resumed_epoch_keeps_its_time_so_f
     assert loop.run(1) is True
     assert state.step == 13 and state.epoch_steps == 5 and state.epoch_seconds >= 100.0
     assert sum(loop.t.runner.calls) == 3
+
+
+def test_checkpoint_minutes_passing_checkpoints_inside_the_epoch_and_bounds_each_call(tmp_path):
+    loop = loop_of(tmp_path, steps_per_epoch=4, total_steps=4, checkpoint_minutes=1e-9)  # always due
+    assert loop.run(0) is True
+    assert loop.t.runner.calls == [1, 1, 1, 1]  # no call runs past a checkpoint that is due
+    assert loop.saved == [1, 2, 3]  # step 4 ends the epoch: its own checkpoint serves
