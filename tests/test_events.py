@@ -143,3 +143,10 @@ def test_one_step_epochs_get_a_point_every_step(tmp_path):
     log = events.RunLog(tmp_path, steps_per_epoch=1, total_steps=3, state=state(), log=print)
     run_steps(log, 0, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], 1)
     assert [(r["step"], r["d_loss"]) for r in events.read_losses(tmp_path)] == [(1, 1.0), (2, 3.0), (3, 5.0)]
+
+
+def test_a_run_ending_between_points_still_gets_its_last_step(tmp_path):
+    # --max-steps 1005 with 1000-step epochs: a point every 10 steps, and one at the run's end, step 1005.
+    log = events.RunLog(tmp_path, steps_per_epoch=1000, total_steps=1005, state=state(), log=print)
+    run_steps(log, 0, [(1.0, 2.0)] * 1000 + [(3.0, 4.0)] * 5, 1000)
+    assert events.read_losses(tmp_path)[-1] == {"step": 1005, "d_loss": 3.0, "g_loss": 4.0}
