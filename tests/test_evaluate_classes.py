@@ -94,3 +94,13 @@ def test_generate_with_labels_draws_each_image_in_its_class():
         np.testing.assert_array_equal(images[labels == k], same_class[labels == k])
     with pytest.raises(ev.UsageError, match="class indexes 0-2"):
         generator.generate(labels=[0, 3])
+
+
+def test_generate_without_a_class_gives_an_even_mix_of_classes():
+    from trainer.export import Generator
+    from trainer.models import build_generator
+
+    generator = Generator(build_generator("projection", 8, (8, 8, 1), 3),
+                          {"z_dim": 8, "class_names": ["a", "b", "c"], "z_distribution": "normal"})
+    np.testing.assert_array_equal(generator.generate(count=7, seed=2),
+                                  generator.generate(labels=[0, 1, 2, 0, 1, 2, 0], seed=2))

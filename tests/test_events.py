@@ -136,3 +136,17 @@ def test_the_grid_goes_in_as_its_png_bytes_with_its_shape_and_a_non_png_is_left_
              if v.HasField("image")]
     assert [(step, im.width, im.height, im.colorspace) for step, im in found] == [(2, 12, 20, 3)]
     assert found[0][1].encoded_image_string == rgb.read_bytes()  # stored as written, not re-encoded
+
+
+def test_one_step_epochs_get_a_point_every_step(tmp_path):
+    # A batch as large as the dataset: each epoch is one step, and each point's epoch sums start again.
+    log = events.RunLog(tmp_path, steps_per_epoch=1, total_steps=3, state=state(), log=print)
+    run_steps(log, 0, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], 1)
+    assert [(r["step"], r["d_loss"]) for r in events.read_losses(tmp_path)] == [(1, 1.0), (2, 3.0), (3, 5.0)]
+
+
+def test_a_run_ending_between_points_still_gets_its_last_step(tmp_path):
+    # --max-steps 1005 with 1000-step epochs: a point every 10 steps, and one at the run's end, step 1005.
+    log = events.RunLog(tmp_path, steps_per_epoch=1000, total_steps=1005, state=state(), log=print)
+    run_steps(log, 0, [(1.0, 2.0)] * 1000 + [(3.0, 4.0)] * 5, 1000)
+    assert events.read_losses(tmp_path)[-1] == {"step": 1005, "d_loss": 3.0, "g_loss": 4.0}

@@ -46,6 +46,7 @@ def test_the_good_generator_generates(good, tmp_path, capsys):
 @pytest.mark.parametrize("args, size", [
     (["--count", "30", "--rows", "2"], (2, 15)),  # once a 2x5 grid: 10 of the 30 images asked for
     (["--count", "7", "--cols", "3"], (3, 3)),
+    (["--count", "7", "--rows", "2"], (2, 4)),  # not 2x3: a seventh image that does not divide evenly is kept too
     (["--count", "12"], (2, 10)),
     (["--rows", "3"], (3, 5)),
 ])
@@ -63,6 +64,10 @@ def test_a_count_that_does_not_fit_the_grid_asked_for_is_one_line(good, tmp_path
     code, captured = run_generate(capsys, good, "--count", "30", "--rows", "2", "--cols", "2", "--out", tmp_path / "x.png")
     assert_one_line(code, captured, "--count 30 does not fit a 2x2 grid")
     assert not (tmp_path / "x.png").exists()
+    code, captured = run_generate(capsys, good, "--count", "7", "--rows", "2", "--cols", "3", "--out", tmp_path / "x.png")
+    assert_one_line(code, captured, "--count 7 does not fit a 2x3 grid")  # one image over
+    code, captured = run_generate(capsys, good, "--count", "6", "--rows", "2", "--cols", "3", "--out", tmp_path / "x.png")
+    assert code == 0, captured.err  # a grid just full
 
 
 @pytest.mark.parametrize("args, message", [
@@ -241,3 +246,15 @@ def test_launcher_generate_runs_where_keras_has_jax_and_no_tensorflow(good, tmp_
                                    GANKIT_HOME=str(tmp_path / "home")))
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "x.png").is_file()
+
+
+def test_an_npy_holds_images_of_the_class_asked_for(good, tmp_path, capsys):
+    import numpy as np
+
+    from trainer import load_generator
+
+    code, captured = run_generate(capsys, good, "--class", "b", "--count", "3", "--seed", "5", "--out", tmp_path / "b.npy")
+    assert code == 0, captured.err
+    generator = load_generator(good)
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), generator.generate("b", 3, 5), atol=1e-6)
+    assert not np.allclose(generator.generate("a", 3, 5), generator.generate("b", 3, 5))  # the class shows

@@ -72,3 +72,22 @@ def test_the_eta_of_compiled_work_leaves_out_the_first_call_which_compiles(monke
     lines = log.getvalue().splitlines()
     assert lines[0] == "train  4/100 (4%)"  # no rate measured yet: no ETA rather than a wrong one
     assert lines[-1] == "train  12/100 (12%)  ETA 0:22"
+
+
+def test_a_resumed_downloads_eta_counts_only_this_sessions_rate(monkeypatch):
+    # fetch.py resumes a download at the bytes it has (start=have): those came earlier, so they say nothing of
+    # this session's rate. Counting them made 900 of 1000 bytes plus 10 in a second look like 910 B/s.
+    clock = iter([0.0, 1.0])
+    monkeypatch.setattr("trainer.progress.time.monotonic", lambda: next(clock))
+    log = io.StringIO()
+    progress = Progress(1000, label="downloading", stream=log, log_every=0, start=900)
+    progress.update(10)
+    assert log.getvalue().splitlines() == ["downloading  910/1000 (91%)  ETA 0:09"]
+
+
+def test_durations_of_an_hour_or_more_show_hours():
+    from trainer.progress import format_duration
+
+    assert format_duration(59) == "0:59" and format_duration(3599) == "59:59"
+    assert format_duration(3600) == "1:00:00" and format_duration(2 * 3600 + 5 * 60 + 7) == "2:05:07"
+    assert format_duration(-3) == "0:00"  # a clock that stepped back is no negative time

@@ -81,3 +81,20 @@ def test_a_partial_last_epochs_quality_figures_stay_in_its_row():
     resumed.step, resumed.epoch_steps = 8, 4  # a longer rerun finishes the epoch: its figures were of step 6
     assert "evaluation" not in resumed.close_epoch(0, steps_per_epoch=4, batch_size=16)
     assert "evaluation" not in resumed.metric_rows(16)[-1]
+
+
+def test_an_epoch_one_step_short_stays_open():
+    state = RunState(step=3, epoch_sums=[3.0, 3.0], epoch_steps=3, epoch_seconds=1.5)
+    state.close_epoch(0, steps_per_epoch=4, batch_size=16)  # --max-steps 3: epoch 1 lacks its last step
+    assert state.history == [] and state.epoch_steps == 3 and state.epoch_sums == [3.0, 3.0]
+
+
+
+def test_a_partial_row_closed_at_an_earlier_step_is_not_the_open_epochs_row():
+    # Closed at step 2 (--max-steps 2), then a longer rerun stopped at step 3, inside the same epoch: metrics.jsonl's
+    # last row is step 3's figures, not the stale row of step 2.
+    state = RunState(step=2, epoch_sums=[2.0, 2.0], epoch_steps=2, epoch_seconds=1.0)
+    state.close_epoch(0, steps_per_epoch=4, batch_size=16)
+    state.step, state.epoch_sums, state.epoch_steps, state.epoch_seconds = 3, [3.0, 6.0], 3, 1.5
+    assert state.metric_rows(16)[-1] == {"epoch": 1, "step": 3, "d_loss": 1.0, "g_loss": 2.0, "images_per_sec": 32.0,
+                                         "seconds": 1.5}

@@ -252,6 +252,21 @@ def test_a_learning_rate_that_is_zero_as_a_float32_is_refused(flags, flag):
     TrainConfig(dataset="mnist", output_dir="run", lr=1e-44, d_lr=1e-30).resolve()  # tiny, but not 0
 
 
+# Each rule's edge: the first value refused, and the last one allowed (a bound one off either way is another rule).
+@pytest.mark.parametrize("name, refused, allowed", [
+    ("epochs", 0, 1), ("keep_checkpoints", 0, 1), ("beta1", 1.0, 0.999), ("smooth", 0.5, 0.499),
+    ("seed", 2**32, 2**32 - 1), ("aux_weight", 10.001, 10.0), ("aux_g_weight", 10.001, 10.0),
+])
+def test_each_rule_refuses_its_first_bad_value_and_takes_its_last_good_one(name, refused, allowed):
+    from trainer.config import TrainConfig
+    from trainer.errors import UsageError
+
+    other = {"aux_weight": 0.3} if name == "aux_g_weight" else {}  # --aux-g-weight needs the classifier head
+    with pytest.raises(UsageError, match=f"^--{name.replace('_', '-')} "):
+        TrainConfig(dataset="mnist", output_dir="run", loss="bce", **other, **{name: refused}).resolve()
+    TrainConfig(dataset="mnist", output_dir="run", loss="bce", **other, **{name: allowed}).resolve()
+
+
 @pytest.mark.parametrize("manifest", [
     '{"description": "my own notes on this folder"}',  # not a staging's at all
     '{"files": {"notes.txt": {"size": 3, "sha256": "abc"}}}',  # another tool's list, of files not there
