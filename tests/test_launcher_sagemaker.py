@@ -531,7 +531,8 @@ def _meant(hyperparameters: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("value", ["folder:/pics/My Pictures (2)", "folder:/pics/o'brien", "folder:/a;b",
-                                   "folder:/pics/My Pictures", "folder:/pics/tab\there", "folder:/pics/a\\b"])
+                                   "folder:/pics/My Pictures", "folder:/pics/tab\there", "folder:/pics/a\\b",
+                                   "folder:/pics/$HOME"])
 def test_script_mode_refuses_hyperparameters_its_toolkit_would_break_on_the_shell_line(value, tmp_path):
     # The reproduction: the toolkit's shell line for such a value is not the command it means to run.
     hp = {"dataset": value, "epochs": "2"}
