@@ -193,6 +193,7 @@ def test_a_notebook_saved_lately_keeps_it_running(run, jupyter, tmp_path):
     notebook.write_text("{}")
     hidden = root / "notes" / ".ipynb_checkpoints" / "draft-checkpoint.ipynb"
     hidden.write_text("{}")
+    (root / "notes" / ".~draft.ipynb").write_text("{}")  # an editor's lock file: hidden, not the user's work either
     long_ago = time.time() - 2 * IDLE
     os.utime(notebook, (long_ago, long_ago))
     # Nothing saved for two hours (Jupyter's own checkpoint copy, just written, is not the user's work): stopped.
