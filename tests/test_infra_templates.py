@@ -83,6 +83,9 @@ def test_bucket_is_private_encrypted_versioned_tls_only_with_lifecycle():
     assert sse["SSEAlgorithm"] in ("AES256", "aws:kms")
     rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["old-checkpoints"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "OldCheckpointDays"}}
+    # An upload cut off (Ctrl-C, a dropped connection) leaves parts that bill, unlisted, until they are aborted.
+    assert rules["abandoned-uploads"]["Status"] == "Enabled"
+    assert 1 <= rules["abandoned-uploads"]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7
     (deny,) = base["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
