@@ -204,6 +204,7 @@ def test_gpu_instance_is_safe_and_follows_the_family():
     assert instance["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "Imdsv2Only"}
     (root,) = instance["BlockDeviceMappings"]
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
+    assert root["Ebs"]["DeleteOnTermination"] is True  # a terminated job leaves no volume behind to bill
     # Jobs only (Jupyter's instance needs the idle check and boot guard only `launcher jupyter` installs):
     # the module's end, a failure and MaxHours all terminate it, so nothing is left to restart or bill.
     assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"
