@@ -134,6 +134,22 @@ def test_an_instance_gone_without_a_status_is_a_failure(cloud):
     assert lines == ["no log for e3: it ended (Failed) before training wrote one; `launcher status e3` says why"]
 
 
+def test_an_instance_aws_reclaimed_as_spot_is_described_as_a_spot_interruption(cloud):
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    record = backend.submit(Spec(job="e12", root=cloud["root"], hyperparameters=HP))
+    instances.terminate(record["instance_id"], REGION)
+    assert "spot interruption" not in backend.describe(record)["failure_reason"]  # a user's terminate is not one
+    # What EC2 says of a spot instance it took back.
+    ec2_backends["123456789012"][REGION].get_instance(record["instance_id"]).state_reason = StateReason(
+        "Server.SpotInstanceTermination: A Spot Instance was terminated due to an increase in the Spot price.",
+        "Server.SpotInstanceTermination")
+    described = backend.describe(record)
+    assert described["status"] == "Failed" and described["failure_reason"].startswith("spot interruption; ")
+    assert "--resume e12" in described["failure_reason"]
+
+
 def test_a_job_name_in_use_is_refused_not_overwritten(cloud):
     first = backend.submit(Spec(job="same-second", root=cloud["root"], hyperparameters={**HP, "lr": "1e-4"}))
     with pytest.raises(UsageError, match="job same-second exists already"):

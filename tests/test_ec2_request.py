@@ -107,10 +107,13 @@ def test_launched_instance_carries_the_request(settings):
     volume_id = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
     volume = client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     assert volume["Encrypted"] is True and volume["VolumeType"] == "gp3"
+    assert volume["Size"] == instances.ROOT_VOLUME_GB  # the DLAMI alone takes ~75 GB
     assert {"Key": "gankit:purpose", "Value": "job"} in volume.get("Tags", [])
 
     instances.terminate(iid, REGION)
     assert instances.describe_instance(iid, REGION)["State"]["Name"] in ("shutting-down", "terminated")
+    # Its root volume goes with it: none is left behind to bill by the month after every job.
+    assert volume_id not in [v["VolumeId"] for v in client.describe_volumes()["Volumes"]]
     assert instances.describe_instance("i-0000000000000dead", REGION) is None
 
 

@@ -83,6 +83,9 @@ def test_bucket_is_private_encrypted_versioned_tls_only_with_lifecycle():
     assert sse["SSEAlgorithm"] in ("AES256", "aws:kms")
     rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["old-checkpoints"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "OldCheckpointDays"}}
+    # An upload cut off (Ctrl-C, a dropped connection) leaves parts that bill, unlisted, until they are aborted.
+    assert rules["abandoned-uploads"]["Status"] == "Enabled"
+    assert 1 <= rules["abandoned-uploads"]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7
     (deny,) = base["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
@@ -201,6 +204,7 @@ def test_gpu_instance_is_safe_and_follows_the_family():
     assert instance["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "Imdsv2Only"}
     (root,) = instance["BlockDeviceMappings"]
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
+    assert root["Ebs"]["DeleteOnTermination"] is True  # a terminated job leaves no volume behind to bill
     # Jobs only (Jupyter's instance needs the idle check and boot guard only `launcher jupyter` installs):
     # the module's end, a failure and MaxHours all terminate it, so nothing is left to restart or bill.
     assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"

@@ -241,6 +241,33 @@ def test_a_closed_terminal_as_a_sagemaker_job_is_created_says_so_too(moto_bucket
     assert err.strip().splitlines()[-1].startswith(f"error: SIGHUP stopped the submit of {created[0]} after")
 
 
+def test_ctrl_c_as_a_sagemaker_job_is_created_keeps_its_record_when_sagemaker_cannot_say(moto_bucket, monkeypatch,
+                                                                                      tmp_path, capsys):
+    # Only "no such job" (ValidationException) means nothing runs: a describe refused for another reason (access,
+    # credentials, throttling) says nothing of the job, which may run and bill; its record is all that finds it.
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    from launcher.backends import sagemaker
+
+    monkeypatch.setattr(sagemaker, "CREATE_SETTLE_SECONDS", 0)
+    real = BaseClient._make_api_call
+
+    def refuse_describe(self, operation, params):
+        if operation == "DescribeTrainingJob":
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, operation)
+        return real(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", refuse_describe)
+    code, err, _ = sagemaker_submit_interrupted(moto_bucket, monkeypatch, tmp_path, capsys, "before-call")
+    (record,) = jobs.all_jobs()
+    assert code == 130 and record["arn"] is None, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: Ctrl-C (SIGINT) stopped the submit of {record['job']} as SageMaker was asked to create it, and "
+        f"whether it did is unknown; `launcher status {record['job']}` says, `launcher stop {record['job']}` stops "
+        "it if it runs"), err
+
+
 def test_ctrl_c_before_a_sagemaker_job_is_created_leaves_no_record(moto_bucket, monkeypatch, tmp_path, capsys):
     from launcher.backends import sagemaker
 

@@ -402,6 +402,9 @@ def test_ssh_refuses_a_non_public_address(aws, tools, ip):
 def test_bad_options_are_usage_errors(aws, tools):
     assert run("--idle", "10s").exit_code == 2
     assert run("--max-hours", "0").exit_code == 2
+    # The OS backstop behind the idle check: a week at most, so a broken idle check cannot bill on for months.
+    too_long = run("--max-hours", "169")
+    assert too_long.exit_code == 2 and "--max-hours 169 is out of range" in too_long.output
     assert instances(aws["ec2"]) == []
 
 

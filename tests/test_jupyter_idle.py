@@ -77,11 +77,15 @@ def test_a_busy_kernel_keeps_it_running(run, jupyter):
     assert run(gpu="0") is False
 
 
-def test_a_recent_terminal_or_session_kernel_keeps_it_running(run, jupyter):
+def test_a_recent_terminal_keeps_it_running(run, jupyter):
     jupyter.kernels = [kernel(ago(2 * 3600))]
     jupyter.terminals = [{"name": "1", "last_activity": ago(60)}]
     assert run(gpu="0") is False
-    jupyter.terminals = []
+
+
+def test_a_recent_kernel_known_only_from_its_session_keeps_it_running(run, jupyter):
+    # A check of its own: one after the terminal's would pass on the activity it remembered from that one.
+    jupyter.kernels = [kernel(ago(2 * 3600))]
     jupyter.sessions = [{"id": "s1", "kernel": kernel(ago(30), kid="k9")}]
     assert run(gpu="0") is False
 
@@ -189,6 +193,7 @@ def test_a_notebook_saved_lately_keeps_it_running(run, jupyter, tmp_path):
     notebook.write_text("{}")
     hidden = root / "notes" / ".ipynb_checkpoints" / "draft-checkpoint.ipynb"
     hidden.write_text("{}")
+    (root / "notes" / ".~draft.ipynb").write_text("{}")  # an editor's lock file: hidden, not the user's work either
     long_ago = time.time() - 2 * IDLE
     os.utime(notebook, (long_ago, long_ago))
     # Nothing saved for two hours (Jupyter's own checkpoint copy, just written, is not the user's work): stopped.

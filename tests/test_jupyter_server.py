@@ -91,6 +91,7 @@ def test_config_keeps_jupyter_private():
     app = config["ServerApp"]
     assert app["ip"] == "127.0.0.1" and app["port"] == 8888 and app["port_retries"] == 0
     assert app["open_browser"] is False and app["allow_origin"] == "" and app["allow_root"] is False
+    assert app["allow_remote_access"] is False  # its Host check: no DNS rebinding onto the tunnel
     assert config["IdentityProvider"]["token"] == "t0ken"
 
 
@@ -107,6 +108,10 @@ def test_real_server_needs_token_and_listens_on_loopback_only(server, token):
     assert status == 200
     assert [item["name"] for item in json.loads(body)["content"]] == [jupyter_userdata.NOTEBOOK]
     assert get(f"{url}/api/status?token={token}")[0] == 200
+    # Even with the token, not for a page whose own name resolves to loopback (DNS rebinding through the
+    # tunnel's local end): Jupyter answers only requests addressed to 127.0.0.1 or localhost.
+    rebound = {"Authorization": f"token {token}", "Host": f"attacker.example:{port}"}
+    assert get(f"{url}/api/contents/examples", rebound)[0] == 403
     from launcher.remote.idle_check import jupyter_started
 
     assert time.time() - 120 < jupyter_started(url, token) <= time.time()  # the idle check's clock starts there

@@ -186,6 +186,10 @@ def test_describe_reports_failure_and_spot_savings(aws, data):
     job.training_job_status, job.failure_reason = "Failed", "AlgorithmError: out of memory"
     info = sagemaker.describe(record)
     assert info["status"] == "Failed" and info["failure_reason"] == "AlgorithmError: out of memory"
+    # Spot: billed 300 s of 1000 s trained, so 70% saved; an on-demand job saves nothing, whatever it reports.
+    job.billable_time_in_seconds, job.training_time_in_seconds = 300, 1000
+    assert sagemaker.describe(record)["spot_savings"] == pytest.approx(0.7)
+    assert "spot_savings" not in sagemaker.describe({**record, "spot": False})
 
 
 def test_logs_read_every_stream_across_pages(aws, data, monkeypatch):
@@ -527,7 +531,8 @@ def _meant(hyperparameters: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("value", ["folder:/pics/My Pictures (2)", "folder:/pics/o'brien", "folder:/a;b",
-                                   "folder:/pics/My Pictures", "folder:/pics/tab\there", "folder:/pics/a\\b"])
+                                   "folder:/pics/My Pictures", "folder:/pics/tab\there", "folder:/pics/a\\b",
+                                   "folder:/pics/$HOME"])
 def test_script_mode_refuses_hyperparameters_its_toolkit_would_break_on_the_shell_line(value, tmp_path):
     # The reproduction: the toolkit's shell line for such a value is not the command it means to run.
     hp = {"dataset": value, "epochs": "2"}
