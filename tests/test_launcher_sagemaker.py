@@ -114,6 +114,7 @@ def test_submit_stages_the_data_and_sends_the_whole_request(aws, data):
     assert request["OutputDataConfig"]["CompressionType"] == "NONE"
     assert request["ResourceConfig"] == {"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
     assert request["EnableManagedSpotTraining"] is True
+    assert request["EnableInterContainerTrafficEncryption"] is True  # several hosts' gradients, encrypted
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 5400
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= 5400
     assert request["Environment"]["GANKIT_JOB"] == spec.job  # moto drops Environment: checked on our request

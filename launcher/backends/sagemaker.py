@@ -138,6 +138,9 @@ def training_job_args(spec, image: str) -> dict:
         stopping_condition=stopping,
         checkpoint_config=CheckpointConfig(s3_uri=spec.checkpoint_uri, local_path="/opt/ml/checkpoints"),
         enable_managed_spot_training=spec.spot,
+        # Several hosts exchange gradients, which are the model: encrypted between them (a one-host job is
+        # unaffected, AWS says). No network isolation: the trainer reads and writes its run in S3 itself.
+        enable_inter_container_traffic_encryption=True,
         # GANKIT_JOB and the region: what the trainer's stop watcher asks SageMaker about (trainer/sagemaker_stop.py).
         environment={"GANKIT_JOB": spec.job, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1",
                      **({"AWS_DEFAULT_REGION": spec.region} if spec.region else {})},
