@@ -604,3 +604,21 @@ def test_of_two_submits_of_one_name_at_once_only_one_gets_it(aws, data, monkeypa
     assert [j["TrainingJobName"] for j in boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]] \
         == [spec.job]
     assert not (jobs.jobs_dir() / spec.job).exists()  # the claim goes once the record holds the name
+
+
+def test_a_resume_on_another_cloud_backend_keeps_its_own_instance_count(aws, data, capsys):
+    # The job's instance count travels with a resume on its own backend only (its global batch): resumed on EC2,
+    # which runs one instance, it was taken along and the resume refused for an --instance-count never given.
+    from launcher import settings
+    from launcher.cli import main
+
+    record = sagemaker.submit(spec_for(data, instance_count=2, instance_type="ml.g5.12xlarge"))
+    settings.update(instance_profile="gankit-ec2", security_group="sg-1")  # a dry run reads neither
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["submit", "--resume", record["job"], "--backend", "ec2", "--instance-type", "g5.12xlarge",
+              "--bucket", BUCKET, "--dry-run"])
+    out, err = capsys.readouterr()
+    assert stopped.value.code in (0, None), err
+    request = json.loads(out[out.index("{"):])["run_instances"]
+    assert (request["InstanceType"], request["MinCount"], request["MaxCount"]) == ("g5.12xlarge", 1, 1)
