@@ -209,3 +209,26 @@ def test_the_printed_resume_command_works_as_it_is_and_continues_the_job_as_it_w
 def test_a_new_job_still_needs_its_dataset(toy, capsys):
     code, out, err = run(["submit", "--backend", "toy", "--epochs", "1", "--dry-run"], capsys)
     assert code == 2 and out == "" and "Missing option '--dataset'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_run_moved_elsewhere_resumes_from_its_new_place(toy, capsys, tmp_path):
+    # A folder:PATH run whose pictures moved is resumed with --dataset folder:NEWPATH: the trainer compares the
+    # folder's classes and image shape with the checkpoint's; the launcher must not refuse it for the path alone.
+    import shutil
+
+    from tests.data_helpers import make_image_folder
+
+    before = make_image_folder(tmp_path / "pictures")
+    first = run(["submit", "--backend", "toy", "--dataset", f"folder:{before}", "--epochs", "1", "--detach"],
+                capsys)
+    assert first[0] == 0, first[2]
+    job = re.search(r"submitted (\S+)", first[1]).group(1)
+    run(["stop", job], capsys)
+    moved = shutil.move(before, tmp_path / "moved")
+    code, out, err = run(["submit", "--backend", "toy", "--resume", job, "--dataset", f"folder:{moved}",
+                          "--dry-run"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["hyperparameters"]["checkpoint_dir"] == f"{toy}/runs/{job}/checkpoints"
+    # Another kind of dataset is still refused.
+    code, out, err = run(["submit", "--backend", "toy", "--resume", job, "--dataset", "mnist", "--dry-run"], capsys)
+    assert code == 2 and f"that run trained --dataset folder:{before}, not mnist" in err
