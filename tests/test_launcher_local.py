@@ -381,3 +381,18 @@ def test_a_stop_right_after_submit_stops_the_job(data, tmp_path, monkeypatch):
     while (info := local.describe(record))["status"] == "InProgress" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert info["status"] == "Stopped" and not info["failure_reason"], info
+
+
+def test_a_job_whose_trainer_failed_after_exporting_is_not_completed(tmp_path):
+    # Its wrapper gone unrecorded, a trainer that exported its generator and then failed (publishing its outputs,
+    # say) left both model/ whole and output/failure: the failure wins, as its exit status would have said.
+    from launcher.backends import local
+
+    record = {"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x", "submitted_at": "t"}
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "generator.keras").write_bytes(b"PK\x03\x04")
+    (tmp_path / "model" / "generator.json").write_text("{}")
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "failure").write_text("could not publish the run's outputs\n")
+    info = local.describe(record)
+    assert info["status"] == "Failed" and info["failure_reason"].startswith("could not publish the run's outputs (")
