@@ -396,3 +396,21 @@ def test_a_job_whose_trainer_failed_after_exporting_is_not_completed(tmp_path):
     (tmp_path / "output" / "failure").write_text("could not publish the run's outputs\n")
     info = local.describe(record)
     assert info["status"] == "Failed" and info["failure_reason"].startswith("could not publish the run's outputs (")
+
+
+def test_an_ended_local_job_says_when_it_ended_and_its_duration_stops_there(tmp_path):
+    # When the wrapper recorded the exit status: `status` and `list` show the run's duration up to then, not a
+    # dash (nobody knows when) or a clock still running.
+    from datetime import datetime, timezone
+
+    from launcher.backends import local
+    from launcher.cli import _duration
+
+    record = {"job": "j", "sm_root": str(tmp_path), "pid": 2**22 + 1, "log": "x",
+              "submitted_at": "2026-12-06T10:00:00+00:00"}
+    for code in ("0", "143", "1"):
+        (tmp_path / "exit_code").write_text(f"{code}\n")
+        ended = datetime(2026, 12, 6, 11, 30, tzinfo=timezone.utc).timestamp()
+        os.utime(tmp_path / "exit_code", (ended, ended))
+        info = local.describe(record)
+        assert info["ended"] == "2026-12-06T11:30:00+00:00" and _duration(info) == "1h30m", info
