@@ -216,3 +216,19 @@ def test_s3_job_evaluate_then_report(trained, jobs, aws_env, tmp_path, monkeypat
     html = (tmp_path / "first" / "report.html").read_text()
     assert "Not evaluated yet" not in html and "20 generated images vs 20 real test images" in html
     assert "at $1.006/hour" in html  # the EC2 price: launcher.pricing
+
+
+def test_the_reports_price_is_of_all_the_jobs_instances_at_the_rate_it_ran_at():
+    # The cost line of `launcher report`: a spot job at the typical spot price, and a job on two instances at twice
+    # one's (a job of two spot instances read as one on-demand one).
+    from launcher.pricing import price_per_hour
+    from launcher.quality import _price_per_hour
+
+    job = {"backend": "sagemaker", "instance_type": "ml.g5.xlarge", "instance_count": 1, "spot": False}
+    assert _price_per_hour(job) == pytest.approx(price_per_hour("ml.g5.xlarge", False))
+    assert _price_per_hour({**job, "spot": True}) == pytest.approx(price_per_hour("ml.g5.xlarge", True))
+    assert price_per_hour("ml.g5.xlarge", True) < price_per_hour("ml.g5.xlarge", False)
+    assert _price_per_hour({**job, "instance_count": 2, "spot": True}) == pytest.approx(
+        2 * price_per_hour("ml.g5.xlarge", True))
+    assert _price_per_hour({**job, "instance_type": "ml.unknown.xlarge"}) is None  # not in the price table
+    assert _price_per_hour({"backend": "local", "instance_type": "local"}) is None
