@@ -232,3 +232,15 @@ def test_a_folder_run_moved_elsewhere_resumes_from_its_new_place(toy, capsys, tm
     # Another kind of dataset is still refused.
     code, out, err = run(["submit", "--backend", "toy", "--resume", job, "--dataset", "mnist", "--dry-run"], capsys)
     assert code == 2 and f"that run trained --dataset folder:{before}, not mnist" in err
+
+
+def test_a_job_not_started_yet_lists_when_it_was_submitted():
+    # SageMaker says when a job started only once it has: until then `list` and `status` show its submission
+    # time, not a dash as if nobody knew when it came.
+    from launcher.cli import _row
+
+    record = {"job": "gan-1", "backend": "sagemaker", "submitted_at": "2026-12-06T10:00:00+00:00",
+              "instance_type": "ml.g5.xlarge", "instance_count": 1}
+    assert _row(record, {"status": "InProgress", "started": None})["started"] == "2026-12-06 10:00:00"
+    started = {"status": "InProgress", "started": "2026-12-06T10:04:00+00:00"}
+    assert _row(record, started)["started"] == "2026-12-06 10:04:00"  # once it has started, when it did
