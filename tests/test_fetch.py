@@ -521,7 +521,7 @@ def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, 
     assert oct(done.stat().st_mode & 0o777) == oct(0o666 & ~umask())  # as any file, not a temp file's 0600
 
 
-@pytest.mark.parametrize("status", [500, 429])
+@pytest.mark.parametrize("status", [500, 429, 408])  # 408: the server timed out waiting for us
 def test_a_server_error_is_tried_again_then_a_one_line_error(serve, synthetic, waits, status):
     seen = []
 
