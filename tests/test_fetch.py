@@ -9,8 +9,11 @@ import io
 import os
 import re
 import shutil
+import socket
+import ssl
 import threading
 import time
+import urllib.error
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -200,6 +203,27 @@ def test_unreachable_host_is_a_clear_error(synthetic):
     spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
     with pytest.raises(UsageError, match="cannot download .*refused.*check the network"):
         load_split(spec, "train", mirror=DEAD_URL, stream=io.StringIO())
+    assert cache_files() == []
+
+
+@pytest.mark.parametrize("reason, attempts", [
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), 1),  # a misspelt host: at once
+    (ssl.SSLCertVerificationError("certificate verify failed"), 1),  # a bad certificate will not mend itself
+    (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), fetch.ATTEMPTS),
+    (TimeoutError("timed out"), fetch.ATTEMPTS),
+])
+def test_only_a_connection_failure_that_may_pass_is_tried_again(synthetic, monkeypatch, waits, reason, attempts):
+    tried = []
+
+    def connect(request, timeout):  # where the socket layer fails, as urllib reports it
+        tried.append(request.full_url)
+        raise urllib.error.URLError(reason)
+
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", connect)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match="cannot download .*check the network"):
+        load_split(spec, "train", mirror="http://mirror.example/", stream=io.StringIO())
+    assert len(tried) == attempts and len(waits) == attempts - 1
     assert cache_files() == []
 
 
