@@ -525,6 +525,32 @@ def test_a_server_that_ignores_range_is_read_again_from_the_start(serve, synthet
         assert md5(cache_root() / "datasets/zalando" / name) == md5(synthetic / name)
 
 
+def test_a_server_that_resumes_at_another_byte_is_read_again_from_the_start(serve, synthetic, waits):
+    seen = []
+
+    def resume_wrong(handler):  # a 206 for a Range, but of the whole file: appended, it would corrupt the part
+        if handler.headers.get("Range") is None:
+            return drop_once(synthetic, seen, handler)
+        seen.append((handler.path, handler.headers["Range"]))
+        body = (synthetic / handler.path.rsplit("/", 1)[-1]).read_bytes()
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.close_connection = True
+
+    url = serve(resume_wrong)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    log = io.StringIO()
+    images, _ = load_split(spec, "train", mirror=url, stream=log)
+    np.testing.assert_array_equal(images, read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    assert [wanted is None for _, wanted in seen[:3]] == [True, False, True]  # dropped, resumed wrong, afresh
+    assert "the server resumed at another byte than" in log.getvalue()
+    for name in IDX_FILES["train"]:
+        assert md5(cache_root() / "datasets/zalando" / name) == md5(synthetic / name)
+
+
 def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, monkeypatch):
     seen = []
     url = serve(partial(drop_once, synthetic, seen))
