@@ -562,6 +562,7 @@ def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, 
     [part] = cache_files()
     assert part.startswith("zalando/.train-images-idx3-ubyte.gz.") and part.endswith(".part")
     assert (cache_root() / "datasets" / part).stat().st_size == size // 2
+    (cache_root() / "datasets" / part).chmod(0o600)  # as a run under umask 077 leaves it
 
     monkeypatch.setattr(fetch, "ATTEMPTS", 4)
     load_split(spec, "train", mirror=url, stream=io.StringIO())
