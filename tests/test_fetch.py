@@ -286,6 +286,25 @@ def test_a_corrupted_cache_copy_is_downloaded_again(server, synthetic, tmp_path)
     assert len(server.requests) == 2  # just downloaded: not downloaded a second time
 
 
+def test_a_damaged_cached_file_is_downloaded_again_when_its_partner_was_missing(server, synthetic):
+    """The cache had the images (damaged) but not the labels: the labels are downloaded, and the images, gankit's
+    to mend, are downloaded again rather than blamed on the publisher."""
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    images, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    cache = cache_root() / "datasets/zalando"
+    damaged = images.copy()
+    damaged[0, 0, 0] ^= 1
+    write_idx(cache / "train-images-idx3-ubyte.gz", damaged)
+    (cache / "train-labels-idx1-ubyte.gz").unlink()
+    server.requests.clear()
+    again, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    np.testing.assert_array_equal(again, images)
+    assert md5(cache / "train-images-idx3-ubyte.gz") == md5(synthetic / "train-images-idx3-ubyte.gz")
+    assert server.requests == ["/zalando/train-labels-idx1-ubyte.gz", "/zalando/train-images-idx3-ubyte.gz",
+                               "/zalando/train-labels-idx1-ubyte.gz"]
+
+
 def test_system_copy_is_used_when_the_cache_is_empty(tmp_path, synthetic, monkeypatch):
     system = tmp_path / "system"
     (system / "fashion-mnist").mkdir(parents=True)
