@@ -156,9 +156,9 @@ def test_pair_checks_counts_labels_and_kinds(tmp_path):
         read_idx_pair(tmp_path / "none.gz", tmp_path / "nolabels.gz", num_classes=3)
 
 
-@pytest.mark.parametrize("shape", [(4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
+@pytest.mark.parametrize("shape", [(4, 25), (4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
 def test_images_without_pixels_or_with_odd_channels_are_not_images(tmp_path, shape):
-    """Well-formed IDX, but no picture a network can take: one line now, not a Keras error later."""
+    """Well-formed IDX, but no picture a network can take (4x25: rows of pixels, not pictures): one line now, not a Keras error later."""
     write_idx(tmp_path / "odd.gz", np.zeros(shape, np.uint8))
     write_idx(tmp_path / "labels.gz", np.array([0, 1, 2, 1], np.uint8))
     with pytest.raises(UsageError, match=r"odd\.gz is not an image file: it holds a 4x.* array of uint8"):
