@@ -156,6 +156,14 @@ def test_pair_checks_counts_labels_and_kinds(tmp_path):
         read_idx_pair(tmp_path / "none.gz", tmp_path / "nolabels.gz", num_classes=3)
 
 
+def test_a_negative_label_is_out_of_range(tmp_path):
+    """int8 labels can be below 0: a class index of -1 would pick the last class, silently."""
+    write_idx(tmp_path / "images.gz", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "labels.gz", np.array([0, -1, 2, 1], np.int8))
+    with pytest.raises(UsageError, match=r"labels\.gz: label -1 at index 1 is outside 0\.\.2"):
+        read_idx_pair(tmp_path / "images.gz", tmp_path / "labels.gz", num_classes=3)
+
+
 @pytest.mark.parametrize("shape", [(4, 25), (4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
 def test_images_without_pixels_or_with_odd_channels_are_not_images(tmp_path, shape):
     """Well-formed IDX, but no picture a network can take (4x25: rows of pixels, not pictures): one line now, not a Keras error later."""
