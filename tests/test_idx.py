@@ -164,6 +164,14 @@ def test_a_negative_label_is_out_of_range(tmp_path):
         read_idx_pair(tmp_path / "images.gz", tmp_path / "labels.gz", num_classes=3)
 
 
+def test_float_labels_are_not_a_labels_file(tmp_path):
+    """1.7 would be cast to class 1 without a word."""
+    write_idx(tmp_path / "images.gz", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "labels.gz", np.array([0, 1.7, 2, 1], np.float32))
+    with pytest.raises(UsageError, match=r"labels\.gz is not a labels file: it holds a 4 array of float32"):
+        read_idx_pair(tmp_path / "images.gz", tmp_path / "labels.gz", num_classes=3)
+
+
 @pytest.mark.parametrize("shape", [(4, 25), (4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
 def test_images_without_pixels_or_with_odd_channels_are_not_images(tmp_path, shape):
     """Well-formed IDX, but no picture a network can take (4x25: rows of pixels, not pictures): one line now, not a Keras error later."""
