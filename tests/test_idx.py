@@ -172,6 +172,14 @@ def test_float_labels_are_not_a_labels_file(tmp_path):
         read_idx_pair(tmp_path / "images.gz", tmp_path / "labels.gz", num_classes=3)
 
 
+def test_more_labels_than_images_is_refused(tmp_path):
+    """Not only fewer labels than images: files of two different datasets either way round."""
+    write_idx(tmp_path / "images.gz", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "five.gz", np.array([0, 1, 2, 1, 0], np.uint8))
+    with pytest.raises(UsageError, match=r"holds 4 images but .*five\.gz holds 5 labels"):
+        read_idx_pair(tmp_path / "images.gz", tmp_path / "five.gz", num_classes=3)
+
+
 @pytest.mark.parametrize("shape", [(4, 25), (4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
 def test_images_without_pixels_or_with_odd_channels_are_not_images(tmp_path, shape):
     """Well-formed IDX, but no picture a network can take (4x25: rows of pixels, not pictures): one line now, not a Keras error later."""
