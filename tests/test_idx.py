@@ -46,6 +46,7 @@ def test_writing_is_deterministic_and_leaves_no_temp_files(tmp_path):
     first = (tmp_path / "x.gz").read_bytes()
     write_idx(tmp_path / "x.gz", array)
     assert (tmp_path / "x.gz").read_bytes() == first  # no timestamp in the gzip header
+    assert first[4:8] == bytes(4)  # the gzip MTIME field: two writes within one second would match anyway
     assert [p.name for p in tmp_path.iterdir()] == ["x.gz"]
 
 
