@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.data_helpers import ADOBE_RGB, ADOBE_RGB_GAMMA, icc_profile, make_image_folder
 from trainer.data import load_dataset
-from trainer.data.folder import load_folder
+from trainer.data.folder import list_folder, load_folder
 from trainer.errors import UsageError
 
 
@@ -248,6 +248,14 @@ def test_data_dir_holds_the_pictures(tmp_path):
     folder = make_image_folder(tmp_path / "staged", classes=("a", "b"), n=2)
     data = load_dataset("folder:/where/the/user/had/them", data_dir=folder, image_size=16)
     assert data.class_names == ("a", "b") and data.images.shape == (4, 16, 16, 3)
+
+
+def test_a_picture_with_an_upper_case_suffix_is_read(tmp_path):
+    """Cameras write IMG_0001.JPG: left out, a class would shrink (or be refused as empty) without a word."""
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "b" / "000.png").rename(folder / "b" / "IMG_0001.PNG")
+    files, labels, _ = list_folder(folder)
+    assert [f.name for f in files] == ["000.png", "001.png", "001.png", "IMG_0001.PNG"] and labels.tolist() == [0, 0, 1, 1]
 
 
 def test_hidden_subfolders_are_ignored(tmp_path):
