@@ -258,6 +258,14 @@ def test_a_picture_with_an_upper_case_suffix_is_read(tmp_path):
     assert [f.name for f in files] == ["000.png", "001.png", "001.png", "IMG_0001.PNG"] and labels.tolist() == [0, 0, 1, 1]
 
 
+def test_a_hidden_picture_file_is_not_read(tmp_path):
+    """._0.png is a macOS resource fork beside 0.png (a copy from a Mac's disk): not a picture, not an error."""
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "a" / "._000.png").write_bytes(b"\0\5\26\7")
+    files, labels, _ = list_folder(folder)
+    assert "._000.png" not in [f.name for f in files] and labels.tolist() == [0, 0, 1, 1]
+
+
 def test_hidden_subfolders_are_ignored(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
     make_image_folder(folder / ".ipynb_checkpoints", classes=(), n=1)
