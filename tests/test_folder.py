@@ -266,6 +266,15 @@ def test_a_hidden_picture_file_is_not_read(tmp_path):
     assert "._000.png" not in [f.name for f in files] and labels.tolist() == [0, 0, 1, 1]
 
 
+def test_hidden_files_and_folders_below_a_class_are_not_taken_for_nested_pictures(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "a" / "notes" / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "a" / "notes" / ".ipynb_checkpoints" / "plot.png").write_bytes(b"\0")
+    (folder / "a" / "notes" / "._plot.png").write_bytes(b"\0\5\26\7")
+    files, labels, _ = list_folder(folder)
+    assert len(files) == 4 and labels.tolist() == [0, 0, 1, 1]
+
+
 def test_hidden_subfolders_are_ignored(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
     make_image_folder(folder / ".ipynb_checkpoints", classes=(), n=1)
