@@ -275,6 +275,13 @@ def test_hidden_files_and_folders_below_a_class_are_not_taken_for_nested_picture
     assert len(files) == 4 and labels.tolist() == [0, 0, 1, 1]
 
 
+def test_a_class_folder_that_is_a_broken_link_is_named_not_skipped(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "b").symlink_to(tmp_path / "moved-away", target_is_directory=True)
+    message = error(tmp_path, folder)
+    assert f"{folder / 'b'} is a dangling symlink" in message and "fix or remove it" in message
+
+
 def test_hidden_subfolders_are_ignored(tmp_path):
     folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
     make_image_folder(folder / ".ipynb_checkpoints", classes=(), n=1)
