@@ -9,8 +9,11 @@ import io
 import os
 import re
 import shutil
+import socket
+import ssl
 import threading
 import time
+import urllib.error
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -203,6 +206,27 @@ def test_unreachable_host_is_a_clear_error(synthetic):
     assert cache_files() == []
 
 
+@pytest.mark.parametrize("reason, attempts", [
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), 1),  # a misspelt host: at once
+    (ssl.SSLCertVerificationError("certificate verify failed"), 1),  # a bad certificate will not mend itself
+    (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), fetch.ATTEMPTS),
+    (TimeoutError("timed out"), fetch.ATTEMPTS),
+])
+def test_only_a_connection_failure_that_may_pass_is_tried_again(synthetic, monkeypatch, waits, reason, attempts):
+    tried = []
+
+    def connect(request, timeout):  # where the socket layer fails, as urllib reports it
+        tried.append(request.full_url)
+        raise urllib.error.URLError(reason)
+
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", connect)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    with pytest.raises(UsageError, match="cannot download .*check the network"):
+        load_split(spec, "train", mirror="http://mirror.example/", stream=io.StringIO())
+    assert len(tried) == attempts and len(waits) == attempts - 1
+    assert cache_files() == []
+
+
 def test_publisher_urls_are_tried_in_order(server, synthetic):
     publish(server, synthetic)
     spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None, urls=(DEAD_URL, server.url + "/zalando/"))
@@ -260,6 +284,25 @@ def test_a_corrupted_cache_copy_is_downloaded_again(server, synthetic, tmp_path)
     with pytest.raises(UsageError, match=fresh):
         load_split(doctored_spec, "train", mirror=server.url, stream=io.StringIO())
     assert len(server.requests) == 2  # just downloaded: not downloaded a second time
+
+
+def test_a_damaged_cached_file_is_downloaded_again_when_its_partner_was_missing(server, synthetic):
+    """The cache had the images (damaged) but not the labels: the labels are downloaded, and the images, gankit's
+    to mend, are downloaded again rather than blamed on the publisher."""
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    publish(server, synthetic)
+    images, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    cache = cache_root() / "datasets/zalando"
+    damaged = images.copy()
+    damaged[0, 0, 0] ^= 1
+    write_idx(cache / "train-images-idx3-ubyte.gz", damaged)
+    (cache / "train-labels-idx1-ubyte.gz").unlink()
+    server.requests.clear()
+    again, _ = load_split(spec, "train", mirror=server.url, stream=io.StringIO())
+    np.testing.assert_array_equal(again, images)
+    assert md5(cache / "train-images-idx3-ubyte.gz") == md5(synthetic / "train-images-idx3-ubyte.gz")
+    assert server.requests == ["/zalando/train-labels-idx1-ubyte.gz", "/zalando/train-images-idx3-ubyte.gz",
+                               "/zalando/train-labels-idx1-ubyte.gz"]
 
 
 def test_system_copy_is_used_when_the_cache_is_empty(tmp_path, synthetic, monkeypatch):
@@ -501,6 +544,32 @@ def test_a_server_that_ignores_range_is_read_again_from_the_start(serve, synthet
         assert md5(cache_root() / "datasets/zalando" / name) == md5(synthetic / name)
 
 
+def test_a_server_that_resumes_at_another_byte_is_read_again_from_the_start(serve, synthetic, waits):
+    seen = []
+
+    def resume_wrong(handler):  # a 206 for a Range, but of the whole file: appended, it would corrupt the part
+        if handler.headers.get("Range") is None:
+            return drop_once(synthetic, seen, handler)
+        seen.append((handler.path, handler.headers["Range"]))
+        body = (synthetic / handler.path.rsplit("/", 1)[-1]).read_bytes()
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.close_connection = True
+
+    url = serve(resume_wrong)
+    spec = spec_for(catalog.ZALANDO, synthetic, system_dir=None)
+    log = io.StringIO()
+    images, _ = load_split(spec, "train", mirror=url, stream=log)
+    np.testing.assert_array_equal(images, read_idx(synthetic / "train-images-idx3-ubyte.gz"))
+    assert [wanted is None for _, wanted in seen[:3]] == [True, False, True]  # dropped, resumed wrong, afresh
+    assert "the server resumed at another byte than" in log.getvalue()
+    for name in IDX_FILES["train"]:
+        assert md5(cache_root() / "datasets/zalando" / name) == md5(synthetic / name)
+
+
 def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, monkeypatch):
     seen = []
     url = serve(partial(drop_once, synthetic, seen))
@@ -512,6 +581,7 @@ def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, 
     [part] = cache_files()
     assert part.startswith("zalando/.train-images-idx3-ubyte.gz.") and part.endswith(".part")
     assert (cache_root() / "datasets" / part).stat().st_size == size // 2
+    (cache_root() / "datasets" / part).chmod(0o600)  # as a run under umask 077 leaves it
 
     monkeypatch.setattr(fetch, "ATTEMPTS", 4)
     load_split(spec, "train", mirror=url, stream=io.StringIO())
@@ -521,7 +591,7 @@ def test_a_part_left_by_a_failed_run_is_continued_by_the_next(serve, synthetic, 
     assert oct(done.stat().st_mode & 0o777) == oct(0o666 & ~umask())  # as any file, not a temp file's 0600
 
 
-@pytest.mark.parametrize("status", [500, 429])
+@pytest.mark.parametrize("status", [500, 429, 408])  # 408: the server timed out waiting for us
 def test_a_server_error_is_tried_again_then_a_one_line_error(serve, synthetic, waits, status):
     seen = []
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.data_helpers import ADOBE_RGB, ADOBE_RGB_GAMMA, icc_profile, make_image_folder
 from trainer.data import load_dataset
-from trainer.data.folder import load_folder
+from trainer.data.folder import list_folder, load_folder
 from trainer.errors import UsageError
 
 
@@ -248,6 +248,38 @@ def test_data_dir_holds_the_pictures(tmp_path):
     folder = make_image_folder(tmp_path / "staged", classes=("a", "b"), n=2)
     data = load_dataset("folder:/where/the/user/had/them", data_dir=folder, image_size=16)
     assert data.class_names == ("a", "b") and data.images.shape == (4, 16, 16, 3)
+
+
+def test_a_picture_with_an_upper_case_suffix_is_read(tmp_path):
+    """Cameras write IMG_0001.JPG: left out, a class would shrink (or be refused as empty) without a word."""
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "b" / "000.png").rename(folder / "b" / "IMG_0001.PNG")
+    files, labels, _ = list_folder(folder)
+    assert [f.name for f in files] == ["000.png", "001.png", "001.png", "IMG_0001.PNG"] and labels.tolist() == [0, 0, 1, 1]
+
+
+def test_a_hidden_picture_file_is_not_read(tmp_path):
+    """._0.png is a macOS resource fork beside 0.png (a copy from a Mac's disk): not a picture, not an error."""
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "a" / "._000.png").write_bytes(b"\0\5\26\7")
+    files, labels, _ = list_folder(folder)
+    assert "._000.png" not in [f.name for f in files] and labels.tolist() == [0, 0, 1, 1]
+
+
+def test_hidden_files_and_folders_below_a_class_are_not_taken_for_nested_pictures(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a", "b"), n=2)
+    (folder / "a" / "notes" / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "a" / "notes" / ".ipynb_checkpoints" / "plot.png").write_bytes(b"\0")
+    (folder / "a" / "notes" / "._plot.png").write_bytes(b"\0\5\26\7")
+    files, labels, _ = list_folder(folder)
+    assert len(files) == 4 and labels.tolist() == [0, 0, 1, 1]
+
+
+def test_a_class_folder_that_is_a_broken_link_is_named_not_skipped(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("a",), n=2)
+    (folder / "b").symlink_to(tmp_path / "moved-away", target_is_directory=True)
+    message = error(tmp_path, folder)
+    assert f"{folder / 'b'} is a dangling symlink" in message and "fix or remove it" in message
 
 
 def test_hidden_subfolders_are_ignored(tmp_path):

@@ -46,6 +46,7 @@ def test_writing_is_deterministic_and_leaves_no_temp_files(tmp_path):
     first = (tmp_path / "x.gz").read_bytes()
     write_idx(tmp_path / "x.gz", array)
     assert (tmp_path / "x.gz").read_bytes() == first  # no timestamp in the gzip header
+    assert first[4:8] == bytes(4)  # the gzip MTIME field: two writes within one second would match anyway
     assert [p.name for p in tmp_path.iterdir()] == ["x.gz"]
 
 
@@ -156,9 +157,33 @@ def test_pair_checks_counts_labels_and_kinds(tmp_path):
         read_idx_pair(tmp_path / "none.gz", tmp_path / "nolabels.gz", num_classes=3)
 
 
-@pytest.mark.parametrize("shape", [(4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
+def test_a_negative_label_is_out_of_range(tmp_path):
+    """int8 labels can be below 0: a class index of -1 would pick the last class, silently."""
+    write_idx(tmp_path / "images.gz", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "labels.gz", np.array([0, -1, 2, 1], np.int8))
+    with pytest.raises(UsageError, match=r"labels\.gz: label -1 at index 1 is outside 0\.\.2"):
+        read_idx_pair(tmp_path / "images.gz", tmp_path / "labels.gz", num_classes=3)
+
+
+def test_float_labels_are_not_a_labels_file(tmp_path):
+    """1.7 would be cast to class 1 without a word."""
+    write_idx(tmp_path / "images.gz", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "labels.gz", np.array([0, 1.7, 2, 1], np.float32))
+    with pytest.raises(UsageError, match=r"labels\.gz is not a labels file: it holds a 4 array of float32"):
+        read_idx_pair(tmp_path / "images.gz", tmp_path / "labels.gz", num_classes=3)
+
+
+def test_more_labels_than_images_is_refused(tmp_path):
+    """Not only fewer labels than images: files of two different datasets either way round."""
+    write_idx(tmp_path / "images.gz", np.zeros((4, 5, 5), np.uint8))
+    write_idx(tmp_path / "five.gz", np.array([0, 1, 2, 1, 0], np.uint8))
+    with pytest.raises(UsageError, match=r"holds 4 images but .*five\.gz holds 5 labels"):
+        read_idx_pair(tmp_path / "images.gz", tmp_path / "five.gz", num_classes=3)
+
+
+@pytest.mark.parametrize("shape", [(4, 25), (4, 0, 0), (4, 5, 0), (4, 5, 5, 0), (4, 5, 5, 2), (4, 5, 5, 4)])
 def test_images_without_pixels_or_with_odd_channels_are_not_images(tmp_path, shape):
-    """Well-formed IDX, but no picture a network can take: one line now, not a Keras error later."""
+    """Well-formed IDX, but no picture a network can take (4x25: rows of pixels, not pictures): one line now, not a Keras error later."""
     write_idx(tmp_path / "odd.gz", np.zeros(shape, np.uint8))
     write_idx(tmp_path / "labels.gz", np.array([0, 1, 2, 1], np.uint8))
     with pytest.raises(UsageError, match=r"odd\.gz is not an image file: it holds a 4x.* array of uint8"):

@@ -194,3 +194,10 @@ def test_a_restaging_cut_short_leaves_no_manifest_vouching_for_the_mix(bucket, t
     with pytest.raises(KeyboardInterrupt):
         stage_dataset("mnist", to, data_dir=make_idx_dataset(tmp_path / "new", n_train=64, seed=2), log=lambda m: None)
     assert len(sent) == 1 and not is_staged(to, "mnist")
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"', "{broken", ""])
+def test_a_mangled_etags_file_means_nothing_was_downloaded_yet(tmp_path, text):
+    """Then everything is fetched again, rather than a traceback from a list or a string where a dict was kept."""
+    (tmp_path / s3.ETAGS).write_text(text)
+    assert s3._read_etags(tmp_path) == {}
