@@ -47,25 +47,35 @@ def not_recorded(job: str, e: OSError) -> GankitError:
                        "free some space there or fix its permissions, then submit again")
 
 
-@contextlib.contextmanager
-def claimed(job: str):
-    """The name `job` for this submit alone while the block runs (it records the job there): of two submits that
-    got one name (a sweep, in one millisecond), the second is refused, never overwriting the first's record. The
-    claim is the job's folder beside its record, which the local backend keeps as the job's own."""
-    claim = jobs_dir() / job
+def exists_already(job: str) -> UsageError:
+    return UsageError(f"job {job} exists already; submit again, or `launcher status {job}`")
+
+
+def claim(job: str) -> Path:
+    """The job's folder beside its record, made by this submit alone: of two submits that got one name (a sweep,
+    in one millisecond), the second is refused. The local backend keeps it as the job's own."""
+    folder = jobs_dir() / job
     try:
-        claim.mkdir(parents=True)
+        folder.mkdir(parents=True)
     except FileExistsError:
-        raise UsageError(f"job {job} exists already; submit again, or `launcher status {job}`") from None
+        raise exists_already(job) from None
     except OSError as e:
         raise not_recorded(job, e) from None
+    return folder
+
+
+@contextlib.contextmanager
+def claimed(job: str):
+    """The name `job` for this submit alone while the block runs (it records the job there), never overwriting
+    another's record: `claim`, let go of once the record holds the name."""
+    folder = claim(job)
     try:
         if exists(job):  # recorded by a submit that has let go of its claim
-            raise UsageError(f"job {job} exists already; submit again, or `launcher status {job}`")
+            raise exists_already(job)
         yield
     finally:
         with contextlib.suppress(OSError):
-            claim.rmdir()  # once recorded, the record holds the name
+            folder.rmdir()  # once recorded, the record holds the name
 
 
 def exists(job: str) -> bool:

@@ -113,7 +113,7 @@ def _submit(spec, config, uris) -> dict:
     from launcher import jobs
 
     if s3.read_bytes(uris["job_uri"]) is not None:  # another machine's job of that name (unique to the millisecond)
-        raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`")
+        raise jobs.exists_already(spec.job)
     spec = ensure_dataset(spec)
     wheel_uri, wheel_sha256 = instances.upload_wheel(layout.run_prefix(spec.root, spec.job))
     s3.write_bytes(uris["job_uri"], json.dumps(job_document(spec), indent=1).encode())

@@ -132,12 +132,7 @@ def submit(spec, dry_run: bool = False) -> dict:
             "max_run": spec.max_run}
     if dry_run:
         return plan
-    try:
-        root.mkdir(parents=True)  # the claim: of two submits that got one name, only one gets the folder
-    except FileExistsError:
-        raise UsageError(f"job {spec.job} exists already; submit again, or `launcher status {spec.job}`") from None
-    except OSError as e:
-        raise jobs.not_recorded(spec.job, e) from None
+    jobs.claim(spec.job)  # root: of two submits that got one name, only one gets the folder
     log = root / "train.log"
     from launcher.quiet import trainer_env
 
